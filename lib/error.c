@@ -1,0 +1,52 @@
+/* Error codes: the one place that names and describes them. */
+#include "tern/tern.h"
+
+typedef struct {
+  int code;
+  const char *name;
+  const char *text;
+} err_entry;
+
+static const err_entry errors[] = {
+  {TERN_OK, "TERN_OK", "success"},
+  {TERN_EINVAL, "TERN_EINVAL", "invalid argument"},
+  {TERN_ENOMEM, "TERN_ENOMEM", "out of memory"},
+  {TERN_EPROTO, "TERN_EPROTO", "the peer sent malformed or unexpected data"},
+  {TERN_EDECRYPT, "TERN_EDECRYPT", "a packet failed authentication (tampered, or sealed with another key)"},
+  {TERN_EREPLAY, "TERN_EREPLAY", "a packet was replayed or is older than the replay window"},
+  {TERN_ERELAYKEY, "TERN_ERELAYKEY", "the relay's key does not match the pinned relay key"},
+  {TERN_EUNKNOWNKEY, "TERN_EUNKNOWNKEY", "the relay does not accept this client key"},
+  {TERN_EHANDSHAKE, "TERN_EHANDSHAKE", "the handshake failed or did not finish in time"},
+  {TERN_ENONCE, "TERN_ENONCE", "the session used up its nonces; reconnect for fresh keys"},
+  {TERN_ETOOBIG, "TERN_ETOOBIG", "the message is larger than allowed"},
+  {TERN_EIO, "TERN_EIO", "an I/O operation failed"},
+  {TERN_ETIMEDOUT, "TERN_ETIMEDOUT", "the peer stopped answering"},
+  {TERN_ECLOSED, "TERN_ECLOSED", "not connected, or closed by request"},
+  {TERN_EAGAIN, "TERN_EAGAIN", "nothing to do now; try again later"},
+  {TERN_EEXIST, "TERN_EEXIST", "the file exists (use --force to overwrite)"},
+  {TERN_ENOENT, "TERN_ENOENT", "no such file, user or record"},
+  {TERN_EKEYFILE, "TERN_EKEYFILE", "the key file is malformed or readable by others"},
+  {TERN_EOFFLINE, "TERN_EOFFLINE", "the recipient has no online device"},
+  {TERN_EVERSION, "TERN_EVERSION", "the peer speaks an incompatible protocol version"},
+  {TERN_EBUFSIZE, "TERN_EBUFSIZE", "the output buffer is too small"},
+  {TERN_ECRYPTO, "TERN_ECRYPTO", "the crypto library failed to initialise"},
+  {TERN_EADDR, "TERN_EADDR", "the address could not be resolved or bound"},
+  {TERN_ERESOURCE, "TERN_ERESOURCE", "a limit was reached (peers, queue or descriptors)"},
+  {TERN_ESHUTDOWN, "TERN_ESHUTDOWN", "the relay is shutting down"},
+};
+
+static const err_entry *find(int err) {
+  for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++)
+    if (errors[i].code == err) return &errors[i];
+  return NULL;
+}
+
+const char *tern_strerror(int err) {
+  const err_entry *e = find(err);
+  return e ? e->text : "unknown error";
+}
+
+const char *tern_errname(int err) {
+  const err_entry *e = find(err);
+  return e ? e->name : "TERN_E?";
+}
