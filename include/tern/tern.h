@@ -100,16 +100,22 @@ typedef struct tern_keypair {
 TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_keypair_generate(tern_keypair *kp);
 
 /* Writes a keypair to `path` as a private key file (mode 0600, created
- * atomically: a crash leaves either no file or a whole one). Unless `force`
- * is non-zero an existing file is left alone and TERN_EEXIST is returned.
- * Returns 0, TERN_EEXIST, TERN_EIO (errno set). */
+ * atomically: a crash leaves either no file or a whole one; the format is in
+ * spec/keys.md). Unless `force` is non-zero an existing file (even one that
+ * appears while this call runs) is left alone and TERN_EEXIST is returned.
+ * Returns 0, TERN_EEXIST, TERN_EINVAL (public_key is not the public key of
+ * secret_key), TERN_EIO (errno set; if it was the final fsync of the
+ * directory that failed, the file is already in place), TERN_ENOMEM,
+ * TERN_ECRYPTO. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_keypair_save(const char *path, const tern_keypair *kp,
                                                               int force);
 
 /* Reads a private key file written by tern_keypair_save() and derives the
- * public key. A file readable by group or others is refused, the way ssh
- * refuses such keys. Returns 0, TERN_ENOENT, TERN_EIO, TERN_EKEYFILE. On
- * failure *kp is zeroed. */
+ * public key. A file that group or others may read or write (mode & 077), or
+ * that is not a regular file, is refused, the way ssh refuses such keys; so
+ * is a file whose "public:" line is not the secret's public key. Returns 0,
+ * TERN_ENOENT, TERN_EIO (errno set), TERN_EKEYFILE, TERN_ECRYPTO. On failure
+ * *kp is zeroed. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_keypair_load(const char *path, tern_keypair *kp);
 
 /* Encodes a 32-byte key as 64 lowercase hex digits plus NUL into `out`. */
@@ -117,7 +123,7 @@ TERN_EXPORT TERN_NONNULL(1, 2) void tern_key_to_hex(const uint8_t key[TERN_KEY_B
                                                     char out[TERN_KEY_HEX_BYTES]);
 
 /* Decodes 64 hex digits (either case, surrounding whitespace ignored).
- * Returns 0 or TERN_EINVAL. */
+ * Returns 0 or TERN_EINVAL; on failure `key` is zeroed. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_key_from_hex(const char *hex, uint8_t key[TERN_KEY_BYTES]);
 
 /* ---------------------------------------------------------------- client */
