@@ -40,7 +40,9 @@ void tern_key_to_hex(const uint8_t key[TERN_KEY_BYTES], char out[TERN_KEY_HEX_BY
   sodium_bin2hex(out, TERN_KEY_HEX_BYTES, key, TERN_KEY_BYTES);
 }
 
-/* Decodes exactly 2 * TERN_KEY_BYTES hex digits from hex[0..len). */
+/* Decodes hex[0..len): whitespace around exactly 2 * TERN_KEY_BYTES hex
+ * digits of either case. A span, not a string, so that a key file line can be
+ * decoded in place. */
 static int key_from_hex_span(const char *hex, size_t len, uint8_t key[TERN_KEY_BYTES]) {
   while (len > 0 && is_space(*hex)) hex++, len--;
   while (len > 0 && is_space(hex[len - 1])) len--;
