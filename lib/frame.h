@@ -1,0 +1,125 @@
+/*
+ * tern frames: the plaintext inside every sealed packet and inside handshake
+ * payloads. See spec/wire.md for diagrams and hex examples.
+ *
+ *   frame   = type (1 byte) | length (varint) | body (length bytes)
+ *   varint  = unsigned LEB128, at most 10 bytes, minimal encoding only
+ *   string  = length (varint) | bytes
+ *
+ * A packet holds one or more frames back to back. Unknown frame types are
+ * skipped whole, so new frame types can be added without breaking old peers.
+ */
+#ifndef TERN_FRAME_H
+#define TERN_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/tern.h"
+
+enum {
+  TERN__FR_HELLO = 0x01,      /* client -> relay, in handshake message 1 */
+  TERN__FR_WELCOME = 0x02,    /* relay -> client, in handshake message 2 */
+  TERN__FR_MSG = 0x10,        /* client -> relay: a message for a user */
+  TERN__FR_DELIVER = 0x11,    /* relay -> client: a message from a user */
+  TERN__FR_SEND_FAILED = 0x12,/* relay -> client: a message was refused */
+  TERN__FR_CLOSE = 0x20,      /* either way: goodbye, with a reason */
+};
+
+/* Protocol version carried in the handshake packets. */
+#define TERN__PROTO_VERSION 1
+#define TERN__PROTO_VERSION_BYTE ((uint8_t)TERN__PROTO_VERSION)
+
+/* A bounded output buffer. Writes past `cap` set `overflow` and write
+ * nothing; the caller checks once at the end (TERN_EBUFSIZE). */
+typedef struct tern__wbuf {
+  uint8_t *p;
+  size_t len, cap;
+  int overflow;
+} tern__wbuf;
+
+/* A bounded input cursor. Reads past the end set `bad`; every read after
+ * that returns zeros, so a decoder checks `bad` once at the end. */
+typedef struct tern__rbuf {
+  const uint8_t *p;
+  size_t len, pos;
+  int bad;
+} tern__rbuf;
+
+void tern__wbuf_init(tern__wbuf *w, uint8_t *p, size_t cap);
+void tern__wbuf_bytes(tern__wbuf *w, const void *data, size_t n);
+void tern__wbuf_u8(tern__wbuf *w, uint8_t v);
+void tern__wbuf_varint(tern__wbuf *w, uint64_t v);
+void tern__wbuf_string(tern__wbuf *w, const void *s, size_t n);
+
+/* Starts a frame of `type`; frame_end writes its length (minimal varint)
+ * and moves the body into place. A frame body is at most 2^28-1 bytes. */
+size_t tern__frame_begin(tern__wbuf *w, uint8_t type);
+void tern__frame_end(tern__wbuf *w, size_t mark);
+
+void tern__rbuf_init(tern__rbuf *r, const uint8_t *p, size_t len);
+uint8_t tern__rbuf_u8(tern__rbuf *r);
+uint64_t tern__rbuf_varint(tern__rbuf *r);
+/* A string field: *s points into the buffer (not NUL-terminated). */
+void tern__rbuf_string(tern__rbuf *r, const uint8_t **s, size_t *n, size_t max);
+/* Whatever is left of the buffer. */
+void tern__rbuf_rest(tern__rbuf *r, const uint8_t **s, size_t *n);
+
+/* Splits a packet into frames: returns 1 and the next frame's type and body,
+ * 0 at the clean end, TERN_EPROTO on a malformed frame header. */
+int tern__frame_next(tern__rbuf *packet, uint8_t *type, tern__rbuf *body);
+
+/* Longest encoding of a varint, in bytes. */
+#define TERN__VARINT_MAX 10
+
+/* ---- typed frames ------------------------------------------------------ */
+
+typedef struct tern__fr_hello {
+  const uint8_t *user; size_t user_len;  /* requested user name, may be empty */
+  uint64_t ping_interval_ms;             /* the client's ping interval */
+} tern__fr_hello;
+
+typedef struct tern__fr_welcome {
+  uint64_t status;                       /* 0, or -TERN_E* of the refusal */
+  const uint8_t *user; size_t user_len;  /* the name the relay assigned */
+  uint64_t server_time_ms;               /* relay's wall clock, Unix ms */
+  const uint8_t *reason; size_t reason_len; /* human-readable, may be empty */
+} tern__fr_welcome;
+
+typedef struct tern__fr_msg {
+  uint64_t cmid;
+  const uint8_t *peer; size_t peer_len;  /* MSG: recipient; DELIVER: sender */
+  uint64_t flags;
+  const uint8_t *body; size_t body_len;
+} tern__fr_msg;
+
+typedef struct tern__fr_failed {
+  uint64_t cmid;
+  uint64_t error;                        /* -TERN_E* */
+} tern__fr_failed;
+
+void tern__fr_hello_write(tern__wbuf *w, const tern__fr_hello *f);
+void tern__fr_welcome_write(tern__wbuf *w, const tern__fr_welcome *f);
+/* type is TERN__FR_MSG or TERN__FR_DELIVER; DELIVER carries no cmid. */
+void tern__fr_msg_write(tern__wbuf *w, uint8_t type, const tern__fr_msg *f);
+void tern__fr_failed_write(tern__wbuf *w, const tern__fr_failed *f);
+void tern__fr_close_write(tern__wbuf *w, uint64_t reason);
+
+/* Decoders of one frame body: 0 or TERN_EPROTO. Pointers point into the
+ * body. A body with bytes after the known fields is accepted (fields may be
+ * appended in later versions), except MSG/DELIVER whose body is the rest. */
+int tern__fr_hello_read(tern__rbuf *body, tern__fr_hello *f);
+int tern__fr_welcome_read(tern__rbuf *body, tern__fr_welcome *f);
+int tern__fr_msg_read(tern__rbuf *body, uint8_t type, tern__fr_msg *f);
+int tern__fr_failed_read(tern__rbuf *body, tern__fr_failed *f);
+int tern__fr_close_read(tern__rbuf *body, uint64_t *reason);
+
+/* The chat channel of the conversation between users a and b: both
+ * directions of one conversation share a channel (spec/wire.md). */
+uint8_t tern__chat_channel(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+
+/* 1 if `name` is a valid user name: 1..TERN_USER_MAX bytes, no control
+ * characters, no spaces, no '@'. */
+int tern__user_valid(const uint8_t *name, size_t len);
+
+#endif

@@ -1,0 +1,193 @@
+/* ENet behind tern's link interface. */
+#include "link.h"
+
+#include <enet/enet.h>
+#include <enet/time.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tern/tern.h"
+
+struct tern__link {
+  ENetHost *host;
+};
+
+static pthread_once_t enet_once = PTHREAD_ONCE_INIT;
+static int enet_init_rc;
+
+static void enet_init_once(void) { enet_init_rc = enet_initialize(); }
+
+int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_t max_peers) {
+  *out = NULL;
+  pthread_once(&enet_once, enet_init_once);
+  if (enet_init_rc != 0) return TERN_ERESOURCE;
+  if (max_peers == 0 || max_peers > ENET_PROTOCOL_MAXIMUM_PEER_ID) return TERN_EINVAL;
+  tern__link *l = calloc(1, sizeof(*l));
+  if (!l) return TERN_ENOMEM;
+  ENetAddress addr, *bind = NULL;
+  if (bind_host) {
+    if (enet_address_set_host_ip(&addr, bind_host) != 0 &&
+        enet_address_set_host(&addr, bind_host) != 0) {
+      free(l);
+      return TERN_EADDR;
+    }
+    addr.port = port;
+    bind = &addr;
+  }
+  l->host = enet_host_create(bind, max_peers, TERN__CH_COUNT, 0, 0);
+  if (!l->host) {
+    free(l);
+    return bind ? TERN_EADDR : TERN_ERESOURCE;
+  }
+  *out = l;
+  return 0;
+}
+
+void tern__link_free(tern__link *l) {
+  if (!l) return;
+  enet_host_destroy(l->host);
+  free(l);
+}
+
+int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer) {
+  *peer = NULL;
+  ENetAddress addr;
+  if (enet_address_set_host_ip(&addr, host) != 0 && enet_address_set_host(&addr, host) != 0)
+    return TERN_EADDR;
+  addr.port = port;
+  ENetPeer *p = enet_host_connect(l->host, &addr, TERN__CH_COUNT, 0);
+  if (!p) return TERN_ERESOURCE;
+  *peer = (tern__link_peer *)p;
+  return 0;
+}
+
+int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const void *data,
+                    size_t len, int mode) {
+  (void)l;
+  ENetPeer *p = (ENetPeer *)peer;
+  if (p->state != ENET_PEER_STATE_CONNECTED) return TERN_ECLOSED;
+  enet_uint32 flags = mode == TERN__LINK_RELIABLE ? ENET_PACKET_FLAG_RELIABLE : 0;
+  ENetPacket *pkt = enet_packet_create(data, len, flags);
+  if (!pkt) return TERN_ENOMEM;
+  if (enet_peer_send(p, channel, pkt) != 0) {
+    /* On failure ENet leaves the packet to us (enet_peer_send's contract). */
+    enet_packet_destroy(pkt);
+    return TERN_ECLOSED;
+  }
+  return 0;
+}
+
+int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
+  ENetEvent e;
+  ev->type = TERN__LINK_EV_NONE;
+  ev->packet = NULL;
+  ev->payload = NULL;
+  ev->len = 0;
+  int rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
+  if (rc < 0) return TERN_EIO;
+  if (rc == 0) return 0;
+  ev->peer = (tern__link_peer *)e.peer;
+  ev->channel = e.channelID;
+  ev->data = e.data;
+  switch (e.type) {
+    case ENET_EVENT_TYPE_CONNECT:
+      ev->type = TERN__LINK_EV_CONNECT;
+      break;
+    case ENET_EVENT_TYPE_DISCONNECT:
+      ev->type = TERN__LINK_EV_DISCONNECT;
+      break;
+    case ENET_EVENT_TYPE_RECEIVE:
+      ev->type = TERN__LINK_EV_RECEIVE;
+      ev->packet = e.packet;
+      ev->payload = e.packet->data;
+      ev->len = e.packet->dataLength;
+      break;
+    default:
+      return 0;
+  }
+  return 1;
+}
+
+void tern__link_event_done(tern__link_event *ev) {
+  if (ev->packet) enet_packet_destroy((ENetPacket *)ev->packet);
+  ev->packet = NULL;
+  ev->payload = NULL;
+  ev->len = 0;
+}
+
+void tern__link_flush(tern__link *l) { enet_host_flush(l->host); }
+
+void tern__link_close(tern__link_peer *peer, uint32_t code, int how) {
+  ENetPeer *p = (ENetPeer *)peer;
+  if (how == TERN__LINK_CLOSE_NOW)
+    enet_peer_disconnect_now(p, code);
+  else if (how == TERN__LINK_CLOSE_LATER)
+    enet_peer_disconnect_later(p, code);
+  else
+    enet_peer_disconnect(p, code);
+}
+
+void tern__link_peer_set_data(tern__link_peer *peer, void *data) { ((ENetPeer *)peer)->data = data; }
+
+void *tern__link_peer_get_data(tern__link_peer *peer) { return ((ENetPeer *)peer)->data; }
+
+void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_t timeout_min_ms,
+                                uint32_t timeout_max_ms) {
+  ENetPeer *p = (ENetPeer *)peer;
+  enet_peer_ping_interval(p, ping_ms);
+  enet_peer_timeout(p, ENET_PEER_TIMEOUT_LIMIT, timeout_min_ms, timeout_max_ms);
+}
+
+void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap) {
+  const ENetPeer *p = (const ENetPeer *)peer;
+  uint32_t h = p->address.host; /* network byte order in memory */
+  const uint8_t *b = (const uint8_t *)&h;
+  snprintf(buf, cap, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3], p->address.port);
+}
+
+uint32_t tern__link_peer_rtt(const tern__link_peer *peer) {
+  return ((const ENetPeer *)peer)->roundTripTime;
+}
+
+/* When ENet next has work for this peer without any input, as an ENet time;
+ * sets *due to 0 when there is none. Mirrors the checks in ENet 1.3.17's
+ * enet_protocol_send_outgoing_commands: acknowledgements go out at once,
+ * resends and timeout checks happen at nextTimeout while reliable commands
+ * are in flight, and a ping goes out pingInterval after the last receive
+ * when nothing reliable is in flight. */
+static enet_uint32 peer_due(const ENetPeer *p, int *due) {
+  *due = 0;
+  if (p->state == ENET_PEER_STATE_DISCONNECTED || p->state == ENET_PEER_STATE_ZOMBIE) return 0;
+  if (!enet_list_empty(&((ENetPeer *)p)->acknowledgements)) {
+    *due = 1;
+    return enet_time_get();
+  }
+  if (!enet_list_empty(&((ENetPeer *)p)->sentReliableCommands)) {
+    *due = 1;
+    return p->nextTimeout;
+  }
+  if (p->state == ENET_PEER_STATE_CONNECTED) {
+    *due = 1;
+    return p->lastReceiveTime + p->pingInterval;
+  }
+  return 0;
+}
+
+int tern__link_next_timeout_ms(tern__link *l) {
+  enet_uint32 now = enet_time_get();
+  long best = -1;
+  for (size_t i = 0; i < l->host->peerCount; i++) {
+    int due;
+    enet_uint32 t = peer_due(&l->host->peers[i], &due);
+    if (!due) continue;
+    long wait = ENET_TIME_LESS_EQUAL(t, now) ? 0 : (long)ENET_TIME_DIFFERENCE(t, now);
+    if (best < 0 || wait < best) best = wait;
+    if (best == 0) break;
+  }
+  return (int)best;
+}
+
+int tern__link_fd(const tern__link *l) { return (int)l->host->socket; }
+
+uint16_t tern__link_port(const tern__link *l) { return l->host->address.port; }

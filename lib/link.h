@@ -1,0 +1,117 @@
+/*
+ * The link adapter: the only code in tern that includes <enet/enet.h>. It
+ * owns an ENet host (client or relay), turns ENet events into tern__link
+ * events, sends payloads on the channels spec/wire.md defines, and computes
+ * when ENet next needs servicing so that callers never block past a resend
+ * or ping that is due.
+ *
+ * Not thread-safe: one thread owns a link (ENet's rule).
+ */
+#ifndef TERN_LINK_H
+#define TERN_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ENet channels (spec/wire.md, "Channels"). */
+enum {
+  TERN__CH_CONTROL = 0,  /* handshake, control frames; reliable */
+  TERN__CH_CHAT0 = 1,    /* chat: a conversation hashes onto one of 4 */
+  TERN__CH_CHAT_COUNT = 4,
+  TERN__CH_SIGNAL = 5,   /* unreliable signals (typing, presence) */
+  TERN__CH_BULK = 6,     /* large payloads; reliable */
+  TERN__CH_COUNT = 7,
+};
+
+/* ENet disconnect codes: the 32-bit `data` of an ENet disconnect. They are
+ * not authenticated (ENet's header is not), so a client trusts them only as
+ * hints, and only where no authenticated answer could exist. */
+enum {
+  TERN__DISC_NONE = 0,
+  TERN__DISC_GOODBYE = 1,        /* the peer asked to close */
+  TERN__DISC_HELLO_UNREADABLE = 2, /* relay: message 1 did not open */
+  TERN__DISC_REFUSED = 3,        /* relay: key refused (see WELCOME) */
+  TERN__DISC_HS_TIMEOUT = 4,     /* relay: handshake not finished in time */
+  TERN__DISC_PROTOCOL = 5,       /* malformed data */
+  TERN__DISC_VERSION = 6,        /* unsupported protocol version */
+  TERN__DISC_SHUTDOWN = 7,       /* relay shutting down */
+  TERN__DISC_NONCE = 8,          /* send limit reached: reconnect */
+  TERN__DISC_REVOKED = 9,        /* relay: key no longer allowed */
+};
+
+typedef struct tern__link tern__link;
+typedef struct tern__link_peer tern__link_peer; /* an ENetPeer, opaque */
+
+typedef enum tern__link_ev_type {
+  TERN__LINK_EV_NONE = 0,
+  TERN__LINK_EV_CONNECT,
+  TERN__LINK_EV_RECEIVE,
+  TERN__LINK_EV_DISCONNECT,
+} tern__link_ev_type;
+
+typedef struct tern__link_event {
+  tern__link_ev_type type;
+  tern__link_peer *peer;
+  uint8_t channel;
+  uint32_t data;            /* DISCONNECT: TERN__DISC_* of the peer */
+  const uint8_t *payload;   /* RECEIVE: valid until tern__link_event_done() */
+  size_t len;
+  void *packet;             /* owned ENet packet, released by event_done */
+} tern__link_event;
+
+enum { TERN__LINK_RELIABLE = 1, TERN__LINK_UNRELIABLE = 2 };
+enum { TERN__LINK_CLOSE_NOW = 0, TERN__LINK_CLOSE_LATER = 1, TERN__LINK_CLOSE_GRACEFUL = 2 };
+
+/* Creates a host. A relay binds `bind_host:port` (port 0 picks one) and
+ * accepts up to `max_peers`; a client (bind_host NULL) binds an ephemeral
+ * port and has one peer. Returns 0, TERN_EADDR, TERN_EINVAL, TERN_ERESOURCE. */
+int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_t max_peers);
+void tern__link_free(tern__link *l);
+
+/* Starts an ENet connection to host:port. Returns 0 (with *peer set),
+ * TERN_EADDR (cannot resolve), TERN_ERESOURCE (no free peer slot). */
+int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer);
+
+/* Queues `len` bytes on `channel`; ENet copies them. Returns 0,
+ * TERN_ENOMEM, TERN_ECLOSED (peer not connected). */
+int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const void *data,
+                    size_t len, int mode);
+
+/* Waits up to timeout_ms for one event (0: poll). Returns 1 with *ev set,
+ * 0 if none, TERN_EIO if the socket failed. */
+int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev);
+void tern__link_event_done(tern__link_event *ev);
+
+/* Sends everything queued now. */
+void tern__link_flush(tern__link *l);
+
+/* Closes a peer with a TERN__DISC_* code. NOW drops it at once (a
+ * disconnect is sent unreliably); LATER waits for queued packets to go out;
+ * GRACEFUL waits for the peer's acknowledgement. A DISCONNECT event follows
+ * for LATER and GRACEFUL, none for NOW. */
+void tern__link_close(tern__link_peer *peer, uint32_t code, int how);
+
+void tern__link_peer_set_data(tern__link_peer *peer, void *data);
+void *tern__link_peer_get_data(tern__link_peer *peer);
+
+/* Sets ENet's ping interval and timeouts for a peer (ms). */
+void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_t timeout_min_ms,
+                                uint32_t timeout_max_ms);
+
+/* "a.b.c.d:port" of the peer into buf (at least 24 bytes). */
+void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap);
+
+/* Smoothed round-trip time ENet measured for the peer, ms. */
+uint32_t tern__link_peer_rtt(const tern__link_peer *peer);
+
+/* Milliseconds until ENet must be serviced even if nothing arrives (a
+ * resend, a timeout check, a ping, an ack to send), or -1 if never. */
+int tern__link_next_timeout_ms(tern__link *l);
+
+/* The UDP socket's descriptor, for poll/epoll. */
+int tern__link_fd(const tern__link *l);
+
+/* The bound UDP port. */
+uint16_t tern__link_port(const tern__link *l);
+
+#endif

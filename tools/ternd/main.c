@@ -1,0 +1,254 @@
+/*
+ * ternd: the tern relay server.
+ *
+ * Loads its key, decides who may connect (an allow-list reloaded on SIGHUP,
+ * or --open for development), and runs the relay from a poll loop over the
+ * relay's descriptor and a signalfd. SIGINT/SIGTERM shut it down cleanly,
+ * telling every client it is a shutdown.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "allowlist.h"
+#include "tern/tern.h"
+
+static int verbosity = 2; /* 0 error, 1 warning, 2 info, 3 debug */
+
+static void say(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void say(int level, const char *fmt, ...) {
+  if (level > verbosity) return;
+  static const char *names[] = {"error", "warning", "info", "debug"};
+  char ts[32];
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  fprintf(stderr, "%s ternd[%s] ", ts, names[level < 0 ? 0 : level > 3 ? 3 : level]);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static void relay_log(void *ctx, int level, const char *line) {
+  (void)ctx;
+  say(level, "%s", line);
+}
+
+typedef struct auth_state {
+  allowlist list;
+  const char *path;
+} auth_state;
+
+static int auth_cb(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *requested,
+                   char user[TERN_USER_MAX + 1]) {
+  (void)requested; /* with an allow-list, the list names the user */
+  const auth_state *a = ctx;
+  const char *u = allowlist_find(&a->list, key);
+  if (!u) return TERN_EUNKNOWNKEY;
+  snprintf(user, TERN_USER_MAX + 1, "%s", u);
+  return 0;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: ternd --key KEYFILE (--allow FILE | --open) [options]\n"
+          "\n"
+          "The tern relay. Clients connect over UDP, prove their key in a Noise IK\n"
+          "handshake, and exchange sealed messages through it.\n"
+          "\n"
+          "  --key FILE            the relay's private key (make one with tern-keygen)\n"
+          "  --allow FILE          allow-list: lines of '<client public key hex> <user>';\n"
+          "                        reloaded on SIGHUP (a bad file keeps the old list)\n"
+          "  --open                development mode: any key may connect, as the user\n"
+          "                        name it asks for (logged as a warning)\n"
+          "  --listen HOST:PORT    UDP address to bind (default 0.0.0.0:7400; port 0\n"
+          "                        picks a free port)\n"
+          "  --port-file FILE      write the bound port to FILE once listening\n"
+          "  --handshake-timeout MS  drop peers that have not finished the handshake\n"
+          "                        after MS milliseconds (default 5000)\n"
+          "  --max-peers N         simultaneous peers, at most 4095 (default 4095)\n"
+          "  --max-message-size B  largest message body forwarded (default 65536)\n"
+          "  -v, --verbose         log every peer event (debug)\n"
+          "  -q, --quiet           log warnings and errors only\n"
+          "  -h, --help            this text\n");
+}
+
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port) {
+  const char *colon = strrchr(s, ':');
+  if (!colon || (size_t)(colon - s) >= cap) return -1;
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || p < 0 || p > 65535 || colon[1] == 0) return -1;
+  memcpy(host, s, (size_t)(colon - s));
+  host[colon - s] = 0;
+  if (!host[0]) snprintf(host, cap, "0.0.0.0");
+  *port = (uint16_t)p;
+  return 0;
+}
+
+static long parse_num(const char *s, long lo, long hi, const char *what) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < lo || v > hi) {
+    fprintf(stderr, "ternd: %s must be a number from %ld to %ld, not '%s'\n", what, lo, hi, s);
+    exit(2);
+  }
+  return v;
+}
+
+int main(int argc, char **argv) {
+  const char *key_path = NULL, *allow_path = NULL, *port_file = NULL;
+  int open_mode = 0;
+  char host[256] = "0.0.0.0";
+  tern_relay_config cfg;
+  tern_relay_config_default(&cfg);
+  static const struct option opts[] = {
+      {"key", required_argument, 0, 'k'},        {"allow", required_argument, 0, 'a'},
+      {"open", no_argument, 0, 'o'},             {"listen", required_argument, 0, 'l'},
+      {"port-file", required_argument, 0, 'P'},  {"handshake-timeout", required_argument, 0, 'T'},
+      {"max-peers", required_argument, 0, 'm'},  {"max-message-size", required_argument, 0, 'M'},
+      {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
+      {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "vqh", opts, NULL)) != -1) {
+    switch (c) {
+      case 'k': key_path = optarg; break;
+      case 'a': allow_path = optarg; break;
+      case 'o': open_mode = 1; break;
+      case 'l':
+        if (parse_listen(optarg, host, sizeof(host), &cfg.port) != 0) {
+          fprintf(stderr, "ternd: --listen wants HOST:PORT, not '%s'\n", optarg);
+          return 2;
+        }
+        break;
+      case 'P': port_file = optarg; break;
+      case 'T': cfg.handshake_timeout_ms = (uint32_t)parse_num(optarg, 100, 600000, "--handshake-timeout"); break;
+      case 'm': cfg.max_peers = (uint32_t)parse_num(optarg, 1, 4095, "--max-peers"); break;
+      case 'M': cfg.max_message_size = (uint32_t)parse_num(optarg, 1, TERN_MESSAGE_MAX, "--max-message-size"); break;
+      case 'v': verbosity = 3; break;
+      case 'q': verbosity = 1; break;
+      case 'h': usage(stdout); return 0;
+      default: usage(stderr); return 2;
+    }
+  }
+  if (optind != argc || !key_path || (!allow_path && !open_mode) || (allow_path && open_mode)) {
+    fprintf(stderr, "ternd: need --key, and exactly one of --allow or --open\n");
+    usage(stderr);
+    return 2;
+  }
+  cfg.bind_host = host;
+
+  int rc = tern_keypair_load(key_path, &cfg.keypair);
+  if (rc) {
+    say(0, "cannot load relay key %s: %s", key_path, tern_strerror(rc));
+    return 1;
+  }
+  auth_state auth = {.path = allow_path};
+  if (allow_path) {
+    char err[512];
+    rc = allowlist_load(&auth.list, allow_path, err, sizeof(err));
+    if (rc) {
+      say(0, "cannot load allow-list: %s", err);
+      return 1;
+    }
+    cfg.auth = auth_cb;
+    cfg.auth_ctx = &auth;
+  }
+  cfg.log = relay_log;
+
+  /* Signals arrive through a signalfd, so the poll loop sees them. */
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+  if (sfd < 0) {
+    say(0, "signalfd: %s", strerror(errno));
+    return 1;
+  }
+
+  tern_relay *r;
+  rc = tern_relay_new(&r, &cfg);
+  if (rc) {
+    say(0, "cannot start relay on %s:%u: %s", host, cfg.port, tern_strerror(rc));
+    return 1;
+  }
+  char pub[TERN_KEY_HEX_BYTES];
+  tern_key_to_hex(cfg.keypair.public_key, pub);
+  say(2, "listening on %s:%u (UDP); relay public key (hex) %s", host, tern_relay_port(r), pub);
+  if (open_mode)
+    say(1, "--open: ANY client key may connect under any name it asks for; "
+           "use --allow for anything but development");
+  else
+    say(2, "allow-list %s: %zu keys", allow_path, auth.list.count);
+  if (port_file) {
+    FILE *f = fopen(port_file, "w");
+    if (!f || fprintf(f, "%u\n", tern_relay_port(r)) < 0 || fclose(f) != 0) {
+      say(0, "cannot write --port-file %s: %s", port_file, strerror(errno));
+      tern_relay_free(r);
+      return 1;
+    }
+  }
+
+  int running = 1, status = 0;
+  while (running) {
+    struct pollfd pf[2] = {{.fd = tern_relay_fd(r), .events = POLLIN},
+                           {.fd = sfd, .events = POLLIN}};
+    int timeout = tern_relay_timeout_ms(r);
+    if (poll(pf, 2, timeout) < 0 && errno != EINTR) {
+      say(0, "poll: %s", strerror(errno));
+      status = 1;
+      break;
+    }
+    if (pf[1].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP && allow_path) {
+          allowlist fresh;
+          char err[512];
+          if (allowlist_load(&fresh, allow_path, err, sizeof(err)) == 0) {
+            allowlist_free(&auth.list);
+            auth.list = fresh;
+            say(2, "allow-list reloaded: %zu keys", auth.list.count);
+            int n = tern_relay_recheck_auth(r);
+            if (n) say(2, "%d peer(s) no longer allowed were disconnected", n);
+          } else {
+            say(0, "allow-list reload failed, keeping the old list: %s", err);
+          }
+        } else if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+          say(2, "signal %u: shutting down", si.ssi_signo);
+          running = 0;
+        }
+      }
+    }
+    if (tern_relay_service(r, 0) != 0) {
+      say(0, "relay socket failed; exiting");
+      status = 1;
+      break;
+    }
+  }
+  tern_relay_stats st;
+  tern_relay_get_stats(r, &st);
+  say(2, "stopped: %llu handshakes ok, %llu failed, %llu messages routed, %llu refused",
+      (unsigned long long)st.handshakes_ok, (unsigned long long)st.handshakes_failed,
+      (unsigned long long)st.messages_routed, (unsigned long long)st.messages_refused);
+  tern_relay_free(r);
+  allowlist_free(&auth.list);
+  close(sfd);
+  return status;
+}
