@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Configures and builds tern. Usage: scripts/build.sh BUILD_DIR [cmake args...]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+dir=$1; shift
+cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" "$@" >"$dir.configure.log" 2>&1 \
+  || { cat "$dir.configure.log"; exit 1; }
+cmake --build "$dir" -j"$(nproc)"
