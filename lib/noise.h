@@ -125,7 +125,8 @@ void tern__hmac_blake2b(const uint8_t *key, size_t key_len, const uint8_t *data,
                         uint8_t out[TERN__NOISE_HASHLEN]);
 
 /* Noise HKDF (§4.3) producing two or three 64-byte outputs (out3 may be
- * NULL). */
+ * NULL). out1 may be the same buffer as ck: MixKey() writes the new chaining
+ * key over the old one. */
 void tern__noise_hkdf(const uint8_t ck[TERN__NOISE_HASHLEN], const uint8_t *ikm, size_t ikm_len,
                       uint8_t out1[TERN__NOISE_HASHLEN], uint8_t out2[TERN__NOISE_HASHLEN],
                       uint8_t out3[TERN__NOISE_HASHLEN]);
