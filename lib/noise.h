@@ -56,10 +56,11 @@ typedef struct tern__noise_hs {
 
 /* Initialises `hs` for `pattern`. `s_priv` (local static private key),
  * `e_priv` (local ephemeral private key), `rs_pub` (remote static public key,
- * pre-message), `psk`: each may be NULL where the pattern does not need it;
- * a missing key the pattern needs gives TERN_EINVAL. The ephemeral key must
- * be supplied by the caller (sans-I/O). Keys are copied. Returns 0 or
- * TERN_EINVAL. */
+ * pre-message), `psk`: each must be NULL where the pattern does not use it
+ * and present where it does; otherwise TERN_EINVAL (a key passed but never
+ * used, such as rs_pub for an XX responder, would look pinned and not be).
+ * The ephemeral key must be supplied by the caller (sans-I/O). Keys are
+ * copied. Returns 0 or TERN_EINVAL (then hs->failed is set). */
 int tern__noise_hs_init(tern__noise_hs *hs, tern__noise_pattern pattern, int initiator,
                         const uint8_t *prologue, size_t prologue_len,
                         const uint8_t *s_priv, const uint8_t *e_priv,
@@ -74,9 +75,10 @@ int tern__noise_write_message(tern__noise_hs *hs, const uint8_t *payload, size_t
 
 /* Reads the next handshake message, writing its payload into
  * payload[0..cap) and its length into *payload_len. Returns 0,
- * TERN_EPROTO (truncated / too long), TERN_EDECRYPT (authentication failed),
- * TERN_EBUFSIZE, TERN_EINVAL (not our turn / finished). On error the state
- * is dead and must not be reused. */
+ * TERN_EPROTO (truncated), TERN_ETOOBIG (over 65535 bytes), TERN_EDECRYPT
+ * (authentication failed, or a low-order public key), TERN_EBUFSIZE,
+ * TERN_EINVAL (not our turn / finished). On error the state is dead and must
+ * not be reused, and payload[] holds no unauthenticated plaintext. */
 int tern__noise_read_message(tern__noise_hs *hs, const uint8_t *msg, size_t msg_len,
                              uint8_t *payload, size_t cap, size_t *payload_len);
 
@@ -95,8 +97,11 @@ void tern__noise_hs_wipe(tern__noise_hs *hs);
 
 /* CipherState EncryptWithAd / DecryptWithAd with the implicit nonce, which
  * advances only on success. Output length is len + 16 (encrypt) or
- * len - 16 (decrypt). Return 0, TERN_EDECRYPT, TERN_ENONCE (n exhausted),
- * TERN_EBUFSIZE, TERN_EPROTO (ciphertext shorter than a tag). */
+ * len - 16 (decrypt); a message (ciphertext) is at most 65535 bytes. Return
+ * 0, TERN_EDECRYPT, TERN_ENONCE (n exhausted), TERN_EBUFSIZE, TERN_ETOOBIG,
+ * TERN_EPROTO (ciphertext shorter than a tag), TERN_EINVAL (NULL arguments,
+ * or a cipher without a key: unlike §5.1 these never pass plaintext
+ * through). On a failed decrypt `out` holds no plaintext. */
 int tern__noise_encrypt(tern__noise_cipher *c, const uint8_t *ad, size_t ad_len,
                         const uint8_t *pt, size_t len, uint8_t *out, size_t cap, size_t *out_len);
 int tern__noise_decrypt(tern__noise_cipher *c, const uint8_t *ad, size_t ad_len,
@@ -104,7 +109,11 @@ int tern__noise_decrypt(tern__noise_cipher *c, const uint8_t *ad, size_t ad_len,
 
 /* ChaCha20-Poly1305-IETF with an explicit 64-bit nonce, encoded the Noise
  * way (4 zero bytes, then the counter little-endian). Used by the sealed
- * transport, which carries the counter in each packet. */
+ * transport, which carries the counter in each packet. seal writes len + 16
+ * bytes to out; open writes len - 16. n = 2^64-1 is reserved as in Noise.
+ * seal returns 0, TERN_EINVAL, TERN_ENONCE, TERN_ETOOBIG; open returns 0,
+ * TERN_EINVAL, TERN_ENONCE, TERN_EPROTO (shorter than a tag), TERN_EDECRYPT
+ * (then out is zeroed). */
 int tern__aead_seal(const uint8_t key[TERN__NOISE_KEYLEN], uint64_t n, const uint8_t *ad,
                     size_t ad_len, const uint8_t *pt, size_t len, uint8_t *out);
 int tern__aead_open(const uint8_t key[TERN__NOISE_KEYLEN], uint64_t n, const uint8_t *ad,
@@ -116,7 +125,8 @@ void tern__hmac_blake2b(const uint8_t *key, size_t key_len, const uint8_t *data,
                         uint8_t out[TERN__NOISE_HASHLEN]);
 
 /* Noise HKDF (§4.3) producing two or three 64-byte outputs (out3 may be
- * NULL). */
+ * NULL). out1 may be the same buffer as ck: MixKey() writes the new chaining
+ * key over the old one. */
 void tern__noise_hkdf(const uint8_t ck[TERN__NOISE_HASHLEN], const uint8_t *ikm, size_t ikm_len,
                       uint8_t out1[TERN__NOISE_HASHLEN], uint8_t out2[TERN__NOISE_HASHLEN],
                       uint8_t out3[TERN__NOISE_HASHLEN]);
