@@ -1,0 +1,302 @@
+/* The relay endpoint over real loopback UDP: handshake outcomes, routing,
+ * refusals, timeouts and shutdown, as a client app would see them. */
+#include <criterion/criterion.h>
+#include <enet/enet.h>
+#include <string.h>
+#include <time.h>
+
+#include "loop.h"
+#include "tern/tern.h"
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* An allow-list of one key, for the auth callback. */
+typedef struct one_key {
+  uint8_t key[TERN_KEY_BYTES];
+  int allowed;
+} one_key;
+
+static int auth_one(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *requested,
+                    char user[TERN_USER_MAX + 1]) {
+  (void)requested;
+  one_key *k = ctx;
+  if (!k->allowed || memcmp(key, k->key, TERN_KEY_BYTES) != 0) return TERN_EUNKNOWNKEY;
+  strcpy(user, "listed");
+  return 0;
+}
+
+Test(relay, two_clients_exchange_messages_both_ways) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca, cb;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cb, "bob");
+  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "alice");
+  loop_event_free(&ev);
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "bob");
+  loop_event_free(&ev);
+
+  uint64_t cmid = 0;
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "hi bob", 6, &cmid), 0);
+  cr_assert_neq(cmid, 0);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
+  cr_assert_str_eq(ev.user, "alice");
+  cr_assert_eq(ev.body_len, 6);
+  cr_assert_arr_eq(ev.body, "hi bob", 6);
+  loop_event_free(&ev);
+
+  cr_assert_eq(tern_client_send(l.clients[b], "alice", "", 0, NULL), 0);
+  cr_assert(loop_wait(&l, a, TERN_EV_MESSAGE, 5000, &ev), "an empty body is a message too");
+  cr_assert_eq(ev.body_len, 0);
+  loop_event_free(&ev);
+
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.handshakes_ok, 2);
+  cr_assert_eq(st.messages_routed, 2);
+  cr_assert_eq(st.peers_connected, 2);
+  loop_stop(&l);
+}
+
+Test(relay, large_message_arrives_whole) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca, cb;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cb, "bob");
+  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  size_t n = 65536;
+  uint8_t *big = malloc(n);
+  for (size_t i = 0; i < n; i++) big[i] = (uint8_t)(i * 31 + 7);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", big, n, NULL), 0);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
+  cr_assert_eq(ev.body_len, n);
+  cr_assert_arr_eq(ev.body, big, n);
+  loop_event_free(&ev);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", big, n + 1, NULL), TERN_ETOOBIG,
+               "over max_message_size is refused at send");
+  free(big);
+  loop_stop(&l);
+}
+
+Test(relay, offline_recipient_is_reported_for_that_message) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca;
+  loop_client_config(&l, &ca, "alice");
+  size_t a = loop_add_client(&l, &ca);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  uint64_t c1, c2;
+  cr_assert_eq(tern_client_send(l.clients[a], "nobody", "x", 1, &c1), 0);
+  cr_assert_eq(tern_client_send(l.clients[a], "nobody", "y", 1, &c2), 0);
+  cr_assert_neq(c1, c2);
+  cr_assert(loop_wait(&l, a, TERN_EV_SEND_FAILED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_EOFFLINE);
+  cr_assert_eq(ev.cmid, c1);
+  cr_assert(loop_wait(&l, a, TERN_EV_SEND_FAILED, 5000, &ev));
+  cr_assert_eq(ev.cmid, c2);
+  loop_stop(&l);
+}
+
+Test(relay, unknown_client_key_is_refused_with_its_own_code) {
+  one_key k = {.allowed = 1};
+  loop l;
+  loop_start(&l, auth_one, &k, 0);
+  tern_client_config good, bad;
+  loop_client_config(&l, &good, NULL);
+  loop_client_config(&l, &bad, NULL);
+  memcpy(k.key, good.keypair.public_key, TERN_KEY_BYTES);
+  size_t g = loop_add_client(&l, &good), x = loop_add_client(&l, &bad);
+  loop_event ev;
+  cr_assert(loop_wait(&l, x, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_EUNKNOWNKEY, "got %s", tern_errname(ev.error));
+  cr_assert(loop_wait(&l, g, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "listed", "the allow-list names the user");
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.handshakes_failed, 1);
+  loop_stop(&l);
+}
+
+Test(relay, revoked_key_is_disconnected_on_recheck) {
+  one_key k = {.allowed = 1};
+  loop l;
+  loop_start(&l, auth_one, &k, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, NULL);
+  memcpy(k.key, cfg.keypair.public_key, TERN_KEY_BYTES);
+  size_t c = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, c, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_eq(tern_relay_recheck_auth(l.relay), 0, "still allowed: nobody dropped");
+  k.allowed = 0;
+  cr_assert_eq(tern_relay_recheck_auth(l.relay), 1);
+  cr_assert(loop_wait(&l, c, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_EUNKNOWNKEY, "got %s", tern_errname(ev.error));
+  loop_stop(&l);
+}
+
+Test(relay, wrong_pinned_relay_key_fails_with_its_own_code) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  tern_keypair other;
+  cr_assert_eq(tern_keypair_generate(&other), 0);
+  memcpy(cfg.relay_public_key, other.public_key, TERN_KEY_BYTES);
+  size_t c = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, c, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ERELAYKEY, "got %s", tern_errname(ev.error));
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.handshakes_failed, 1);
+  cr_assert_eq(st.peers_connected, 0);
+  loop_stop(&l);
+}
+
+Test(relay, graceful_disconnect_and_shutdown_reasons) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca, cb;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cb, "bob");
+  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_eq(tern_client_disconnect(l.clients[a]), 0);
+  cr_assert(loop_wait(&l, a, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ECLOSED);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "x", 1, NULL), TERN_ECLOSED);
+  tern_relay_free(l.relay);
+  l.relay = NULL;
+  cr_assert(loop_wait(&l, b, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ESHUTDOWN, "got %s", tern_errname(ev.error));
+  loop_stop(&l);
+}
+
+Test(relay, unreachable_relay_times_out) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  tern_relay_free(l.relay); /* nothing listens on that port now */
+  l.relay = NULL;
+  cfg.handshake_timeout_ms = 800;
+  size_t c = loop_add_client(&l, &cfg);
+  uint64_t t0 = now_ms();
+  loop_event ev;
+  cr_assert(loop_wait(&l, c, TERN_EV_DISCONNECTED, 5000, &ev));
+  uint64_t took = now_ms() - t0;
+  cr_assert_eq(ev.error, TERN_ETIMEDOUT, "got %s", tern_errname(ev.error));
+  cr_assert_geq(took, 700);
+  cr_assert_lt(took, 3000, "the handshake timeout bounds the attempt (took %llu ms)",
+               (unsigned long long)took);
+  loop_stop(&l);
+}
+
+/* A raw ENet peer: connects at the ENet level and then does what it likes. */
+typedef struct raw_peer {
+  ENetHost *host;
+  ENetPeer *peer;
+} raw_peer;
+
+static void raw_connect(raw_peer *r, uint16_t port) {
+  cr_assert_eq(enet_initialize(), 0);
+  r->host = enet_host_create(NULL, 1, 7, 0, 0);
+  cr_assert_not_null(r->host);
+  ENetAddress addr;
+  enet_address_set_host_ip(&addr, "127.0.0.1");
+  addr.port = port;
+  r->peer = enet_host_connect(r->host, &addr, 7, 0);
+  cr_assert_not_null(r->peer);
+}
+
+/* Services the raw peer for up to ms; returns the ENet event type seen
+ * (CONNECT or DISCONNECT), or NONE. */
+static ENetEventType raw_service(raw_peer *r, loop *l, int ms, uint32_t *data) {
+  uint64_t end = now_ms() + (uint64_t)ms;
+  while (now_ms() < end) {
+    loop_pump(l);
+    ENetEvent e;
+    if (enet_host_service(r->host, &e, 1) > 0) {
+      if (e.type == ENET_EVENT_TYPE_RECEIVE) enet_packet_destroy(e.packet);
+      if (data) *data = e.data;
+      if (e.type == ENET_EVENT_TYPE_CONNECT || e.type == ENET_EVENT_TYPE_DISCONNECT) return e.type;
+    }
+  }
+  return ENET_EVENT_TYPE_NONE;
+}
+
+Test(relay, silent_peer_is_dropped_after_handshake_timeout) {
+  loop l;
+  loop_start(&l, NULL, NULL, 600);
+  raw_peer r;
+  raw_connect(&r, tern_relay_port(l.relay));
+  cr_assert_eq(raw_service(&r, &l, 3000, NULL), ENET_EVENT_TYPE_CONNECT);
+  uint64_t t0 = now_ms();
+  uint32_t data = 0;
+  cr_assert_eq(raw_service(&r, &l, 4000, &data), ENET_EVENT_TYPE_DISCONNECT,
+               "a peer that never sends HELLO must lose its slot");
+  uint64_t took = now_ms() - t0;
+  cr_assert_lt(took, 2000, "dropped %llu ms after connect; timeout is 600",
+               (unsigned long long)took);
+  cr_assert_eq(data, 4 /* TERN__DISC_HS_TIMEOUT */);
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.handshakes_failed, 1);
+  enet_host_destroy(r.host);
+  loop_stop(&l);
+}
+
+Test(relay, garbage_hello_is_refused_and_relay_keeps_serving) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  uint8_t junk[300];
+  for (size_t i = 0; i < sizeof(junk); i++) junk[i] = (uint8_t)(i * 7 + 0x77);
+  /* Three kinds of bad first packet: garbage, a HELLO with a future version,
+   * and a HELLO that is too short to hold Noise message 1. */
+  uint8_t future[120] = {0x01, 0x09};
+  uint8_t shorty[10] = {0x01, 0x01};
+  struct { const uint8_t *p; size_t n; uint32_t code; } cases[] = {
+      {junk, sizeof(junk), 5}, {future, sizeof(future), 6}, {shorty, sizeof(shorty), 5}};
+  for (size_t k = 0; k < 3; k++) {
+    raw_peer r;
+    raw_connect(&r, tern_relay_port(l.relay));
+    cr_assert_eq(raw_service(&r, &l, 3000, NULL), ENET_EVENT_TYPE_CONNECT);
+    ENetPacket *p = enet_packet_create(cases[k].p, cases[k].n, ENET_PACKET_FLAG_RELIABLE);
+    cr_assert_eq(enet_peer_send(r.peer, 0, p), 0);
+    uint32_t data = 0;
+    cr_assert_eq(raw_service(&r, &l, 3000, &data), ENET_EVENT_TYPE_DISCONNECT, "case %zu", k);
+    cr_assert_eq(data, cases[k].code, "case %zu: disconnect code %u", k, data);
+    enet_host_destroy(r.host);
+  }
+  tern_client_config ca, cb;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cb, "bob");
+  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "still here", 10, NULL), 0);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
+  cr_assert_arr_eq(ev.body, "still here", 10);
+  loop_event_free(&ev);
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.handshakes_failed, 3);
+  loop_stop(&l);
+}
