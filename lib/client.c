@@ -132,6 +132,7 @@ int tern_client_connect(tern_client *c) {
                              c->cfg.timeout_max_ms);
   c->peer = p;
   c->state = C_LINKING;
+  tern__link_flush(c->link); /* the connect request leaves now, not at the next service */
   c->attempt_start_ms = tern__now_ms();
   c->close_reason = 0;
   c->user[0] = 0;
@@ -145,7 +146,9 @@ int tern_client_disconnect(tern_client *c) {
     drop(c, TERN_ECLOSED, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     return 0;
   }
-  tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_GRACEFUL);
+  /* LATER, not GRACEFUL: ENet drops queued packets on a plain disconnect. */
+  tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
+  tern__link_flush(c->link);
   c->state = C_CLOSING;
   return 0;
 }
@@ -372,6 +375,9 @@ int tern_client_send(tern_client *c, const char *to, const void *body, size_t le
                                                 (const uint8_t *)to, tlen);
   rc = tern__link_send(c->link, c->peer, ch, c->pkt, n, TERN__LINK_RELIABLE);
   if (rc) return rc;
+  /* Out now: an app driving the client from its own poll loop may not
+   * service it again until input arrives. */
+  tern__link_flush(c->link);
   c->stats.packets_sent++;
   if (cmid) *cmid = id;
   return 0;

@@ -153,6 +153,7 @@ uint32_t tern__link_peer_rtt(const tern__link_peer *peer) {
 /* When ENet next has work for this peer without any input, as an ENet time;
  * sets *due to 0 when there is none. Mirrors the checks in ENet 1.3.17's
  * enet_protocol_send_outgoing_commands: acknowledgements go out at once,
+ * and so do queued commands when nothing is in flight,
  * resends and timeout checks happen at nextTimeout while reliable commands
  * are in flight, and a ping goes out pingInterval after the last receive
  * when nothing reliable is in flight. */
@@ -160,6 +161,14 @@ static enet_uint32 peer_due(const ENetPeer *p, int *due) {
   *due = 0;
   if (p->state == ENET_PEER_STATE_DISCONNECTED || p->state == ENET_PEER_STATE_ZOMBIE) return 0;
   if (!enet_list_empty(&((ENetPeer *)p)->acknowledgements)) {
+    *due = 1;
+    return enet_time_get();
+  }
+  /* Queued but unsent with nothing in flight: the next service sends it.
+   * (With commands in flight, ENet may be holding these back for its
+   * window; the acks arrive as input, and resends are due at nextTimeout.) */
+  if (!enet_list_empty(&((ENetPeer *)p)->outgoingCommands) &&
+      enet_list_empty(&((ENetPeer *)p)->sentReliableCommands)) {
     *due = 1;
     return enet_time_get();
   }

@@ -145,14 +145,14 @@ int main(int argc, char **argv) {
   pending queue = {0};
   int connected = 0, input_open = 1, status = 0, done = 0;
   long received = 0;
-  uint64_t eof_at = 0;
+  uint64_t eof_at = 0, connected_at = 0;
   char *line = NULL;
   size_t line_cap = 0, line_len = 0;
   while (!done) {
     struct pollfd pf[2] = {{.fd = tern_client_fd(c), .events = POLLIN},
                            {.fd = input_open ? STDIN_FILENO : -1, .events = POLLIN}};
     int timeout = tern_client_timeout_ms(c);
-    if (!input_open) {
+    if (!input_open && connected) {
       uint64_t end = eof_at + (uint64_t)(linger * 1000);
       uint64_t now = now_ms();
       int left = now >= end ? 0 : (int)(end - now);
@@ -202,6 +202,7 @@ int main(int argc, char **argv) {
       switch (ev.type) {
         case TERN_EV_CONNECTED:
           connected = 1;
+          connected_at = now_ms();
           printf("connected %s\n", ev.user);
           for (size_t i = 0; i < queue.count; i++) {
             send_line(c, queue.lines[i]);
@@ -226,7 +227,10 @@ int main(int argc, char **argv) {
           break;
       }
     }
-    if (!input_open && !done) {
+    /* End of input: linger only once connected, so that queued lines go out;
+     * a connection that fails ends the run through its DISCONNECTED event. */
+    if (!input_open && !done && connected) {
+      if (eof_at < connected_at) eof_at = connected_at;
       if ((expect >= 0 && received >= expect) || now_ms() >= eof_at + (uint64_t)(linger * 1000)) {
         if (tern_client_disconnect(c) == 0) {
           /* Wait briefly for the relay to confirm the goodbye. */
