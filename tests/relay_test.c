@@ -39,10 +39,8 @@ Test(relay, two_clients_exchange_messages_both_ways) {
   loop_event ev;
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
   cr_assert_str_eq(ev.user, "alice");
-  loop_event_free(&ev);
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
   cr_assert_str_eq(ev.user, "bob");
-  loop_event_free(&ev);
 
   uint64_t cmid = 0;
   cr_assert_eq(tern_client_send(l.clients[a], "bob", "hi bob", 6, &cmid), 0);
@@ -51,12 +49,10 @@ Test(relay, two_clients_exchange_messages_both_ways) {
   cr_assert_str_eq(ev.user, "alice");
   cr_assert_eq(ev.body_len, 6);
   cr_assert_arr_eq(ev.body, "hi bob", 6);
-  loop_event_free(&ev);
 
   cr_assert_eq(tern_client_send(l.clients[b], "alice", "", 0, NULL), 0);
   cr_assert(loop_wait(&l, a, TERN_EV_MESSAGE, 5000, &ev), "an empty body is a message too");
   cr_assert_eq(ev.body_len, 0);
-  loop_event_free(&ev);
 
   tern_relay_stats st;
   tern_relay_get_stats(l.relay, &st);
@@ -83,7 +79,6 @@ Test(relay, large_message_arrives_whole) {
   cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
   cr_assert_eq(ev.body_len, n);
   cr_assert_arr_eq(ev.body, big, n);
-  loop_event_free(&ev);
   cr_assert_eq(tern_client_send(l.clients[a], "bob", big, n + 1, NULL), TERN_ETOOBIG,
                "over max_message_size is refused at send");
   free(big);
@@ -294,7 +289,6 @@ Test(relay, garbage_hello_is_refused_and_relay_keeps_serving) {
   cr_assert_eq(tern_client_send(l.clients[a], "bob", "still here", 10, NULL), 0);
   cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
   cr_assert_arr_eq(ev.body, "still here", 10);
-  loop_event_free(&ev);
   tern_relay_stats st;
   tern_relay_get_stats(l.relay, &st);
   cr_assert_eq(st.handshakes_failed, 3);

@@ -57,6 +57,8 @@ void loop_pump(loop *l) {
 int loop_wait(loop *l, size_t i, tern_event_type type, int timeout_ms, loop_event *out) {
   uint64_t end = now_ms() + (uint64_t)timeout_ms;
   memset(out, 0, sizeof(*out));
+  free(l->last_body);
+  l->last_body = NULL;
   while (now_ms() < end) {
     if (l->relay) cr_assert_eq(tern_relay_service(l->relay, 1), 0);
     for (size_t k = 0; k < l->nclients; k++) {
@@ -71,7 +73,7 @@ int loop_wait(loop *l, size_t i, tern_event_type type, int timeout_ms, loop_even
       out->cmid = ev.cmid;
       snprintf(out->user, sizeof(out->user), "%s", ev.user ? ev.user : "");
       out->body_len = ev.body_len;
-      out->body = malloc(ev.body_len + 1);
+      out->body = l->last_body = malloc(ev.body_len + 1);
       cr_assert_not_null(out->body);
       if (ev.body_len) memcpy(out->body, ev.body, ev.body_len);
       return 1;
@@ -80,13 +82,9 @@ int loop_wait(loop *l, size_t i, tern_event_type type, int timeout_ms, loop_even
   return 0;
 }
 
-void loop_event_free(loop_event *ev) {
-  free(ev->body);
-  ev->body = NULL;
-}
-
 void loop_stop(loop *l) {
   for (size_t i = 0; i < l->nclients; i++) tern_client_free(l->clients[i]);
   tern_relay_free(l->relay);
+  free(l->last_body);
   memset(l, 0, sizeof(*l));
 }

@@ -13,6 +13,7 @@ typedef struct loop {
   tern_keypair relay_kp;
   tern_client *clients[LOOP_MAX_CLIENTS];
   size_t nclients;
+  uint8_t *last_body; /* body of the last event loop_wait returned */
 } loop;
 
 /* A copy of an event that outlives the next service call. */
@@ -21,7 +22,7 @@ typedef struct loop_event {
   int error;
   uint64_t cmid;
   char user[TERN_USER_MAX + 1];
-  uint8_t *body; /* malloc'd; freed by loop_event_free */
+  uint8_t *body; /* owned by the loop: valid until the next loop_wait */
   size_t body_len;
 } loop_event;
 
@@ -41,8 +42,6 @@ void loop_pump(loop *l);
  * client are dropped) or timeout_ms passes. Returns 1 and fills *ev, or 0
  * on timeout. */
 int loop_wait(loop *l, size_t i, tern_event_type type, int timeout_ms, loop_event *ev);
-
-void loop_event_free(loop_event *ev);
 
 void loop_stop(loop *l);
 
