@@ -1,0 +1,506 @@
+/*
+ * The worked examples of spec/wire.md and spec/handshake.md, byte for byte.
+ * Every hex dump in spec/ is asserted here: if the code changes the wire,
+ * this test fails until the spec (and this file) say what the code now does.
+ * The constants the spec quotes (packet types, channels, disconnect codes,
+ * error values, limits) are asserted too.
+ */
+#include <criterion/criterion.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "frame.h"
+#include "link.h"
+#include "replay.h"
+#include "session.h"
+#include "tern/tern.h"
+
+static void setup(void) { cr_assert_geq(sodium_init(), 0, "sodium_init failed"); }
+
+TestSuite(spec, .init = setup);
+
+#define S(x) (const uint8_t *)(x), strlen(x)
+
+static void assert_bytes(const uint8_t *got, size_t got_len, const uint8_t *want, size_t want_len,
+                         const char *what) {
+  cr_assert_eq(got_len, want_len, "%s: %zu bytes, spec says %zu", what, got_len, want_len);
+  for (size_t i = 0; i < want_len; i++)
+    cr_assert_eq(got[i], want[i], "%s: byte %zu is %02x, spec says %02x", what, i, got[i],
+                 want[i]);
+}
+
+#define ASSERT_WBUF(w, want, what)                                            \
+  do {                                                                        \
+    cr_assert_not((w).overflow, "%s: overflow", what);                        \
+    assert_bytes((w).p, (w).len, want, sizeof(want), what);                   \
+  } while (0)
+
+/* ------------------------------------------------------------ constants */
+
+Test(spec, packet_and_frame_types) {
+  cr_assert_eq(TERN__PKT_HELLO, 0x01);
+  cr_assert_eq(TERN__PKT_WELCOME, 0x02);
+  cr_assert_eq(TERN__PKT_DATA, 0x03);
+  cr_assert_eq(TERN__PROTO_VERSION_BYTE, 0x01);
+  cr_assert_str_eq(TERN__PROLOGUE, "tern/1");
+  cr_assert_eq(TERN__FR_HELLO, 0x01);
+  cr_assert_eq(TERN__FR_WELCOME, 0x02);
+  cr_assert_eq(TERN__FR_MSG, 0x10);
+  cr_assert_eq(TERN__FR_DELIVER, 0x11);
+  cr_assert_eq(TERN__FR_SEND_FAILED, 0x12);
+  cr_assert_eq(TERN__FR_CLOSE, 0x20);
+}
+
+Test(spec, sizes_and_limits) {
+  cr_assert_eq(TERN__DATA_HEADER, 9);
+  cr_assert_eq(TERN__DATA_OVERHEAD, 25);
+  cr_assert_eq(TERN__HELLO_OVERHEAD, 98);
+  cr_assert_eq(TERN__WELCOME_OVERHEAD, 50);
+  cr_assert_eq(TERN__HS_PAYLOAD_MAX, 2048);
+  cr_assert_eq(TERN__SEND_LIMIT, (uint64_t)1 << 60);
+  cr_assert_eq(TERN__REPLAY_BLOCKS, 33);
+  cr_assert_eq(TERN__REPLAY_WINDOW, 2048);
+  cr_assert_eq(TERN_USER_MAX, 64);
+  cr_assert_eq(TERN_MESSAGE_MAX, 1048576u);
+  cr_assert_eq(TERN__VARINT_MAX, 10);
+}
+
+Test(spec, channels) {
+  cr_assert_eq(TERN__CH_CONTROL, 0);
+  cr_assert_eq(TERN__CH_CHAT0, 1);
+  cr_assert_eq(TERN__CH_CHAT_COUNT, 4);
+  cr_assert_eq(TERN__CH_SIGNAL, 5);
+  cr_assert_eq(TERN__CH_BULK, 6);
+  cr_assert_eq(TERN__CH_COUNT, 7);
+}
+
+Test(spec, disconnect_codes) {
+  static const uint32_t want[] = {
+    TERN__DISC_NONE,     TERN__DISC_GOODBYE,    TERN__DISC_HELLO_UNREADABLE,
+    TERN__DISC_REFUSED,  TERN__DISC_HS_TIMEOUT, TERN__DISC_PROTOCOL,
+    TERN__DISC_VERSION,  TERN__DISC_SHUTDOWN,   TERN__DISC_NONCE,
+    TERN__DISC_REVOKED,
+  };
+  for (uint32_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    cr_assert_eq(want[i], i, "disconnect code %u moved", i);
+}
+
+/* The table of spec/wire.md, "Error codes": value on the wire -> name. */
+Test(spec, error_code_table) {
+  static const char *const names[] = {
+    "TERN_OK",       "TERN_EINVAL",    "TERN_ENOMEM",    "TERN_EPROTO",      "TERN_EDECRYPT",
+    "TERN_EREPLAY",  "TERN_ERELAYKEY", "TERN_EUNKNOWNKEY", "TERN_EHANDSHAKE", "TERN_ENONCE",
+    "TERN_ETOOBIG",  "TERN_EIO",       "TERN_ETIMEDOUT", "TERN_ECLOSED",     "TERN_EAGAIN",
+    "TERN_EEXIST",   "TERN_ENOENT",    "TERN_EKEYFILE",  "TERN_EOFFLINE",    "TERN_EVERSION",
+    "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
+  };
+  for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
+    cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
+  cr_assert_str_eq(tern_errname(-25), "TERN_E?");
+}
+
+/* --------------------------------------------------------------- varints */
+
+Test(spec, varint_examples) {
+  static const struct {
+    uint64_t v;
+    uint8_t b[10];
+    size_t n;
+  } ex[] = {
+    {0, {0x00}, 1},
+    {1, {0x01}, 1},
+    {127, {0x7f}, 1},
+    {128, {0x80, 0x01}, 2},
+    {300, {0xac, 0x02}, 2},
+    {15000, {0x98, 0x75}, 2},
+    {16384, {0x80, 0x80, 0x01}, 3},
+    {1700000000000ull, {0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31}, 6},
+    {UINT64_MAX, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 10},
+  };
+  for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+    uint8_t buf[16];
+    tern__wbuf w;
+    tern__wbuf_init(&w, buf, sizeof buf);
+    tern__wbuf_varint(&w, ex[i].v);
+    assert_bytes(buf, w.len, ex[i].b, ex[i].n, "varint");
+    tern__rbuf r;
+    tern__rbuf_init(&r, ex[i].b, ex[i].n);
+    cr_assert_eq(tern__rbuf_varint(&r), ex[i].v);
+    cr_assert_not(r.bad);
+    cr_assert_eq(r.pos, ex[i].n);
+  }
+}
+
+static int varint_bad(const uint8_t *b, size_t n) {
+  tern__rbuf r;
+  tern__rbuf_init(&r, b, n);
+  (void)tern__rbuf_varint(&r);
+  return r.bad;
+}
+
+Test(spec, varint_refusals) {
+  static const uint8_t nonminimal[] = {0x80, 0x00};              /* 0 in two bytes */
+  static const uint8_t nonminimal2[] = {0xac, 0x82, 0x00};       /* 300 padded */
+  static const uint8_t truncated[] = {0x80};
+  static const uint8_t tenth_big[] = {0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 0x02}; /* 2^64 */
+  static const uint8_t eleven[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                   0x80, 0x80, 0x80, 0x81, 0x00};
+  cr_assert(varint_bad(nonminimal, sizeof nonminimal));
+  cr_assert(varint_bad(nonminimal2, sizeof nonminimal2));
+  cr_assert(varint_bad(truncated, sizeof truncated));
+  cr_assert(varint_bad(tenth_big, sizeof tenth_big));
+  cr_assert(varint_bad(eleven, sizeof eleven));
+}
+
+/* ---------------------------------------------------------------- frames */
+
+static const uint8_t HELLO_FRAME[] = {0x01, 0x08, 0x05, 0x61, 0x6c, 0x69, 0x63, 0x65, 0x98, 0x75};
+static const uint8_t WELCOME_FRAME[] = {0x02, 0x0e, 0x00, 0x05, 0x61, 0x6c, 0x69, 0x63,
+                                        0x65, 0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31, 0x00};
+static const uint8_t WELCOME_REFUSED[] = {0x02, 0x14, 0x07, 0x00, 0x80, 0xd0, 0x95, 0xff,
+                                          0xbc, 0x31, 0x0b, 0x6e, 0x6f, 0x74, 0x20, 0x61,
+                                          0x6c, 0x6c, 0x6f, 0x77, 0x65, 0x64};
+static const uint8_t MSG_FRAME[] = {0x10, 0x08, 0x01, 0x03, 0x62, 0x6f, 0x62, 0x00, 0x68, 0x69};
+static const uint8_t DELIVER_FRAME[] = {0x11, 0x09, 0x05, 0x61, 0x6c, 0x69,
+                                        0x63, 0x65, 0x00, 0x68, 0x69};
+static const uint8_t SEND_FAILED_FRAME[] = {0x12, 0x02, 0x01, 0x12};
+static const uint8_t CLOSE_FRAME[] = {0x20, 0x01, 0x18};
+
+/* Splits a buffer holding exactly one frame; returns its type and body. */
+static uint8_t one_frame(const uint8_t *p, size_t n, tern__rbuf *body) {
+  tern__rbuf r;
+  uint8_t type = 0;
+  tern__rbuf_init(&r, p, n);
+  cr_assert_eq(tern__frame_next(&r, &type, body), 1);
+  cr_assert_eq(tern__frame_next(&r, &type, body + 1), 0, "more than one frame");
+  return type;
+}
+
+Test(spec, hello_frame) {
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_hello h = {.user = S("alice"), .ping_interval_ms = 15000};
+  tern__fr_hello_write(&w, &h);
+  ASSERT_WBUF(w, HELLO_FRAME, "HELLO frame");
+
+  tern__rbuf body[2];
+  cr_assert_eq(one_frame(HELLO_FRAME, sizeof HELLO_FRAME, body), TERN__FR_HELLO);
+  tern__fr_hello got;
+  cr_assert_eq(tern__fr_hello_read(&body[0], &got), 0);
+  cr_assert_eq(got.user_len, 5);
+  cr_assert_eq(memcmp(got.user, "alice", 5), 0);
+  cr_assert_eq(got.ping_interval_ms, 15000);
+}
+
+Test(spec, welcome_frames) {
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_welcome ok = {.status = 0, .user = S("alice"), .server_time_ms = 1700000000000ull,
+                         .reason = S("")};
+  tern__fr_welcome_write(&w, &ok);
+  ASSERT_WBUF(w, WELCOME_FRAME, "WELCOME frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_welcome no = {.status = (uint64_t)-TERN_EUNKNOWNKEY, .user = S(""),
+                         .server_time_ms = 1700000000000ull, .reason = S("not allowed")};
+  tern__fr_welcome_write(&w, &no);
+  ASSERT_WBUF(w, WELCOME_REFUSED, "WELCOME refusal frame");
+
+  tern__rbuf body[2];
+  cr_assert_eq(one_frame(WELCOME_REFUSED, sizeof WELCOME_REFUSED, body), TERN__FR_WELCOME);
+  tern__fr_welcome got;
+  cr_assert_eq(tern__fr_welcome_read(&body[0], &got), 0);
+  cr_assert_eq(-(int)got.status, TERN_EUNKNOWNKEY);
+  cr_assert_eq(got.user_len, 0);
+  cr_assert_eq(got.server_time_ms, 1700000000000ull);
+  cr_assert_eq(got.reason_len, 11);
+}
+
+Test(spec, msg_and_deliver_frames) {
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_msg m = {.cmid = 1, .peer = S("bob"), .flags = 0, .body = S("hi")};
+  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  ASSERT_WBUF(w, MSG_FRAME, "MSG frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_msg d = {.cmid = 99 /* not on the wire */, .peer = S("alice"), .flags = 0,
+                    .body = S("hi")};
+  tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
+  ASSERT_WBUF(w, DELIVER_FRAME, "DELIVER frame");
+
+  tern__rbuf body[2];
+  tern__fr_msg got;
+  cr_assert_eq(one_frame(MSG_FRAME, sizeof MSG_FRAME, body), TERN__FR_MSG);
+  cr_assert_eq(tern__fr_msg_read(&body[0], TERN__FR_MSG, &got), 0);
+  cr_assert_eq(got.cmid, 1);
+  cr_assert_eq(got.peer_len, 3);
+  cr_assert_eq(got.body_len, 2);
+  cr_assert_eq(memcmp(got.body, "hi", 2), 0);
+  cr_assert_eq(one_frame(DELIVER_FRAME, sizeof DELIVER_FRAME, body), TERN__FR_DELIVER);
+  cr_assert_eq(tern__fr_msg_read(&body[0], TERN__FR_DELIVER, &got), 0);
+  cr_assert_eq(got.cmid, 0);
+  cr_assert_eq(got.peer_len, 5);
+  cr_assert_eq(memcmp(got.body, "hi", 2), 0);
+}
+
+Test(spec, send_failed_and_close_frames) {
+  uint8_t buf[16];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_failed f = {.cmid = 1, .error = (uint64_t)-TERN_EOFFLINE};
+  tern__fr_failed_write(&w, &f);
+  ASSERT_WBUF(w, SEND_FAILED_FRAME, "SEND_FAILED frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_close_write(&w, (uint64_t)-TERN_ESHUTDOWN);
+  ASSERT_WBUF(w, CLOSE_FRAME, "CLOSE frame");
+
+  tern__rbuf body[2];
+  uint64_t reason = 0;
+  cr_assert_eq(one_frame(CLOSE_FRAME, sizeof CLOSE_FRAME, body), TERN__FR_CLOSE);
+  cr_assert_eq(tern__fr_close_read(&body[0], &reason), 0);
+  cr_assert_eq(-(int)reason, TERN_ESHUTDOWN);
+}
+
+/* spec/wire.md, "Frames": an unknown type is skipped whole; the frames
+ * around it still decode. */
+Test(spec, unknown_frame_skipped) {
+  static const uint8_t pkt[] = {0x7e, 0x03, 0xaa, 0xbb, 0xcc, 0x20, 0x01, 0x18};
+  tern__rbuf r, body;
+  uint8_t type;
+  tern__rbuf_init(&r, pkt, sizeof pkt);
+  cr_assert_eq(tern__frame_next(&r, &type, &body), 1);
+  cr_assert_eq(type, 0x7e);
+  cr_assert_eq(body.len, 3);
+  cr_assert_eq(tern__frame_next(&r, &type, &body), 1);
+  cr_assert_eq(type, TERN__FR_CLOSE);
+  cr_assert_eq(tern__frame_next(&r, &type, &body), 0);
+
+  /* A length that runs past the packet is a malformed packet. */
+  static const uint8_t cut[] = {0x20, 0x05, 0x18};
+  tern__rbuf_init(&r, cut, sizeof cut);
+  cr_assert_eq(tern__frame_next(&r, &type, &body), TERN_EPROTO);
+}
+
+Test(spec, chat_channel_example) {
+  cr_assert_eq(tern__chat_channel(S("alice"), S("bob")), 3);
+  cr_assert_eq(tern__chat_channel(S("bob"), S("alice")), 3);
+}
+
+/* ------------------------------------------------------------------ DATA */
+
+static const uint8_t DATA_PACKET[] = {
+  0x03, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x33, 0x00, 0x97,
+  0x09, 0x27, 0x4a, 0x25, 0x3e, 0xe3, 0xc3, 0xb5, 0x09, 0xf3, 0x44, 0x0a,
+  0xe3, 0x7b, 0x06, 0xe7, 0x54, 0x20, 0xca, 0x5d, 0xf1, 0x30, 0x33,
+};
+
+static void open_session_with_key(tern__session *s, const uint8_t key[32], uint64_t send_n) {
+  memset(s, 0, sizeof *s);
+  s->state = TERN__SS_OPEN;
+  memcpy(s->send_key, key, 32);
+  memcpy(s->recv_key, key, 32);
+  s->send_n = send_n;
+  tern__replay_init(&s->replay);
+}
+
+Test(spec, data_packet_example) {
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
+  tern__session s;
+  open_session_with_key(&s, key, 5);
+  uint8_t pkt[64];
+  size_t n = 0;
+  cr_assert_eq(tern__session_seal(&s, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  assert_bytes(pkt, n, DATA_PACKET, sizeof DATA_PACKET, "DATA packet");
+  cr_assert_eq(s.send_n, 6);
+
+  /* The same bytes by hand: ChaCha20-Poly1305-IETF, nonce 00000000 || LE64(5),
+   * AD = the 9 header bytes. */
+  uint8_t nonce[12] = {0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0};
+  uint8_t ct[64];
+  unsigned long long clen = 0;
+  crypto_aead_chacha20poly1305_ietf_encrypt(ct, &clen, MSG_FRAME, sizeof MSG_FRAME, DATA_PACKET,
+                                            9, NULL, nonce, key);
+  assert_bytes(ct, (size_t)clen, DATA_PACKET + 9, sizeof DATA_PACKET - 9, "raw AEAD");
+
+  /* The receiver opens it once; a second copy is a replay. */
+  tern__session r;
+  open_session_with_key(&r, key, 0);
+  uint8_t out[64];
+  cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n), 0);
+  assert_bytes(out, n, MSG_FRAME, sizeof MSG_FRAME, "opened DATA");
+  cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n),
+               TERN_EREPLAY);
+
+  /* A changed header byte (the counter) breaks the tag: AD covers it. */
+  uint8_t bad[sizeof DATA_PACKET];
+  memcpy(bad, DATA_PACKET, sizeof bad);
+  bad[1] = 0x06;
+  tern__session r2;
+  open_session_with_key(&r2, key, 0);
+  cr_assert_eq(tern__session_open(&r2, bad, sizeof bad, out, sizeof out, &n), TERN_EDECRYPT);
+}
+
+Test(spec, send_limit) {
+  uint8_t key[32] = {0};
+  tern__session s;
+  open_session_with_key(&s, key, TERN__SEND_LIMIT - 1);
+  uint8_t pkt[64];
+  size_t n = 0;
+  cr_assert_eq(tern__session_seal(&s, CLOSE_FRAME, sizeof CLOSE_FRAME, pkt, sizeof pkt, &n), 0);
+  cr_assert_eq(tern__session_seal(&s, CLOSE_FRAME, sizeof CLOSE_FRAME, pkt, sizeof pkt, &n),
+               TERN_ENONCE);
+}
+
+Test(spec, replay_window_edges) {
+  tern__replay w;
+  tern__replay_init(&w);
+  tern__replay_update(&w, 5000);
+  cr_assert_eq(tern__replay_check(&w, 5000), TERN_EREPLAY);
+  cr_assert_eq(tern__replay_check(&w, 5000 - 2047), 0, "oldest counter inside the window");
+  cr_assert_eq(tern__replay_check(&w, 5000 - 2048), TERN_EREPLAY, "first counter outside");
+  cr_assert_eq(tern__replay_check(&w, 9000), 0);
+}
+
+/* ------------------------------------------------------------- handshake */
+
+static const uint8_t HS_HELLO[] = {
+  0x01, 0x01, 0x64, 0xb1, 0x01, 0xb1, 0xd0, 0xbe, 0x5a, 0x87, 0x04, 0xbd,
+  0x07, 0x8f, 0x98, 0x95, 0x00, 0x1f, 0xc0, 0x3e, 0x8e, 0x9f, 0x95, 0x22,
+  0xf1, 0x88, 0xdd, 0x12, 0x8d, 0x98, 0x46, 0xd4, 0x84, 0x66, 0x88, 0x21,
+  0xc0, 0xe2, 0xb0, 0x06, 0x4f, 0xa2, 0x09, 0x7a, 0xdd, 0x2b, 0x2c, 0xb2,
+  0xe7, 0xab, 0x82, 0x88, 0x76, 0x26, 0x67, 0xe6, 0x35, 0x05, 0xff, 0x4e,
+  0x33, 0xb4, 0x8d, 0x51, 0x74, 0x01, 0xe9, 0x6b, 0x70, 0x5c, 0xad, 0xfa,
+  0x20, 0x98, 0x93, 0xcb, 0x3c, 0x70, 0x49, 0xda, 0x6d, 0xee, 0x1a, 0xee,
+  0x70, 0x4c, 0x43, 0x69, 0x06, 0xcb, 0x44, 0xc7, 0x5d, 0xa7, 0x05, 0x5a,
+  0x74, 0x46, 0x0a, 0xc4, 0xc2, 0x51, 0xbd, 0x16, 0x2e, 0xa2, 0xbd, 0x7f,
+};
+static const uint8_t HS_WELCOME[] = {
+  0x02, 0x01, 0x24, 0x4f, 0xe3, 0xb9, 0x63, 0xe8, 0x99, 0xdd, 0x29, 0x5b,
+  0xaf, 0xfc, 0xe2, 0x48, 0xd3, 0x53, 0x0f, 0x3a, 0x9a, 0x74, 0x79, 0xba,
+  0x06, 0x30, 0x02, 0x68, 0x0e, 0xbf, 0xe7, 0xad, 0xad, 0x49, 0x36, 0xcd,
+  0x91, 0xec, 0xe2, 0xcb, 0x52, 0x68, 0x35, 0xa4, 0x5e, 0x41, 0x2a, 0x1e,
+  0xca, 0x58, 0x30, 0xbf, 0x8b, 0x6d, 0xa7, 0xe3, 0x51, 0x14, 0xd4, 0xc1,
+  0x8f, 0x98, 0x26, 0xe6, 0x3d, 0xf1,
+};
+static const uint8_t HS_CLIENT_S_PUB[] = {
+  0x07, 0xa3, 0x7c, 0xbc, 0x14, 0x20, 0x93, 0xc8, 0xb7, 0x55, 0xdc, 0x1b,
+  0x10, 0xe8, 0x6c, 0xb4, 0x26, 0x37, 0x4a, 0xd1, 0x6a, 0xa8, 0x53, 0xed,
+  0x0b, 0xdf, 0xc0, 0xb2, 0xb8, 0x6d, 0x1c, 0x7c,
+};
+static const uint8_t HS_RELAY_S_PUB[] = {
+  0x58, 0x69, 0xaf, 0xf4, 0x50, 0x54, 0x97, 0x32, 0xcb, 0xaa, 0xed, 0x5e,
+  0x5d, 0xf9, 0xb3, 0x0a, 0x6d, 0xa3, 0x1c, 0xb0, 0xe5, 0x74, 0x2b, 0xad,
+  0x5a, 0xd4, 0xa1, 0xa7, 0x68, 0xf1, 0xa6, 0x7b,
+};
+static const uint8_t HS_C1[] = {
+  0xb5, 0x60, 0x3c, 0xad, 0xd2, 0xaa, 0xce, 0x07, 0x20, 0xf9, 0x8b, 0x88,
+  0x57, 0xac, 0xaa, 0x7a, 0x7b, 0x4a, 0xe1, 0x88, 0xc4, 0xe5, 0x7a, 0x47,
+  0x63, 0x10, 0xee, 0x11, 0x36, 0x28, 0xac, 0x66,
+};
+static const uint8_t HS_C2[] = {
+  0x92, 0x89, 0xa7, 0x5c, 0x28, 0xb4, 0xe7, 0xc0, 0x0a, 0xc4, 0x98, 0xee,
+  0xa1, 0x95, 0x3b, 0xc9, 0xaa, 0x6b, 0xa9, 0x20, 0x65, 0x3c, 0x7a, 0xa8,
+  0xb5, 0x5a, 0x96, 0xb5, 0x5d, 0x91, 0x90, 0x69,
+};
+static const uint8_t HS_FIRST_DATA[] = {
+  0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xab, 0x30, 0xf2,
+  0x6e, 0x24, 0x06, 0xff, 0x5c, 0xdd, 0x09, 0xd5, 0xce, 0x73, 0xad, 0xd5,
+  0x99, 0x84, 0xcf, 0x2c, 0x0c, 0x90, 0xef, 0xea, 0x1c, 0xde, 0x34,
+};
+
+/* Keys of spec/handshake.md's example: secrets are runs of bytes. */
+static void example_keys(tern_keypair *client, tern_keypair *relay, uint8_t ce[32],
+                         uint8_t re[32]) {
+  for (int i = 0; i < 32; i++) {
+    client->secret_key[i] = (uint8_t)(0x01 + i);
+    relay->secret_key[i] = (uint8_t)(0x21 + i);
+    ce[i] = (uint8_t)(0x41 + i);
+    re[i] = (uint8_t)(0x61 + i);
+  }
+  cr_assert_eq(crypto_scalarmult_base(client->public_key, client->secret_key), 0);
+  cr_assert_eq(crypto_scalarmult_base(relay->public_key, relay->secret_key), 0);
+}
+
+Test(spec, handshake_example) {
+  tern_keypair ck, rk;
+  uint8_t ce[32], re[32];
+  example_keys(&ck, &rk, ce, re);
+  assert_bytes(ck.public_key, 32, HS_CLIENT_S_PUB, 32, "client static public key");
+  assert_bytes(rk.public_key, 32, HS_RELAY_S_PUB, 32, "relay static public key");
+
+  tern__session cs, rs;
+  uint8_t pkt[256], pl[TERN__HS_PAYLOAD_MAX];
+  size_t n = 0, pln = 0;
+  cr_assert_eq(tern__session_client_hello(&cs, &ck, rk.public_key, ce, HELLO_FRAME,
+                                          sizeof HELLO_FRAME, pkt, sizeof pkt, &n),
+               0);
+  assert_bytes(pkt, n, HS_HELLO, sizeof HS_HELLO, "HELLO packet");
+
+  cr_assert_eq(tern__session_relay_hello(&rs, &rk, re, HS_HELLO, sizeof HS_HELLO, pl, sizeof pl,
+                                         &pln),
+               0);
+  assert_bytes(pl, pln, HELLO_FRAME, sizeof HELLO_FRAME, "HELLO payload");
+  assert_bytes(rs.remote_static, 32, HS_CLIENT_S_PUB, 32, "client key the relay learnt");
+
+  cr_assert_eq(tern__session_relay_welcome(&rs, WELCOME_FRAME, sizeof WELCOME_FRAME, pkt,
+                                           sizeof pkt, &n),
+               0);
+  assert_bytes(pkt, n, HS_WELCOME, sizeof HS_WELCOME, "WELCOME packet");
+
+  cr_assert_eq(tern__session_client_welcome(&cs, HS_WELCOME, sizeof HS_WELCOME, pl, sizeof pl,
+                                            &pln),
+               0);
+  assert_bytes(pl, pln, WELCOME_FRAME, sizeof WELCOME_FRAME, "WELCOME payload");
+  assert_bytes(cs.send_key, 32, HS_C1, 32, "client send key = c1");
+  assert_bytes(cs.recv_key, 32, HS_C2, 32, "client receive key = c2");
+  assert_bytes(rs.recv_key, 32, HS_C1, 32, "relay receive key = c1");
+  assert_bytes(rs.send_key, 32, HS_C2, 32, "relay send key = c2");
+
+  cr_assert_eq(tern__session_seal(&cs, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  assert_bytes(pkt, n, HS_FIRST_DATA, sizeof HS_FIRST_DATA, "first client DATA");
+  cr_assert_eq(tern__session_open(&rs, HS_FIRST_DATA, sizeof HS_FIRST_DATA, pl, sizeof pl, &pln),
+               0);
+  assert_bytes(pl, pln, MSG_FRAME, sizeof MSG_FRAME, "relay opens it");
+}
+
+/* spec/handshake.md, "Failures": the same HELLO read by a relay with another
+ * static key does not open (TERN_ERELAYKEY); a wrong version byte is
+ * TERN_EVERSION before any crypto. */
+Test(spec, handshake_failures) {
+  tern_keypair ck, rk, other;
+  uint8_t ce[32], re[32];
+  example_keys(&ck, &rk, ce, re);
+  memset(other.secret_key, 0x77, 32);
+  cr_assert_eq(crypto_scalarmult_base(other.public_key, other.secret_key), 0);
+
+  tern__session rs;
+  uint8_t pl[TERN__HS_PAYLOAD_MAX];
+  size_t pln = 0;
+  cr_assert_eq(tern__session_relay_hello(&rs, &other, re, HS_HELLO, sizeof HS_HELLO, pl,
+                                         sizeof pl, &pln),
+               TERN_ERELAYKEY);
+
+  uint8_t v2[sizeof HS_HELLO];
+  memcpy(v2, HS_HELLO, sizeof v2);
+  v2[1] = 0x02;
+  cr_assert_eq(tern__session_relay_hello(&rs, &rk, re, v2, sizeof v2, pl, sizeof pl, &pln),
+               TERN_EVERSION);
+
+  /* Message 1 is replayable: the relay opens the very same bytes again. */
+  cr_assert_eq(tern__session_relay_hello(&rs, &rk, re, HS_HELLO, sizeof HS_HELLO, pl, sizeof pl,
+                                         &pln),
+               0);
+  cr_assert_eq(tern__session_relay_hello(&rs, &rk, re, HS_HELLO, sizeof HS_HELLO, pl, sizeof pl,
+                                         &pln),
+               0);
+}
