@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchproto.h"
+
 #define NS_PER_SEC 1000000000LL
 
 typedef struct options {
@@ -59,21 +61,6 @@ static void sleep_until(int64_t t) {
   struct timespec ts = {(time_t)(t / NS_PER_SEC), (long)(t % NS_PER_SEC)};
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
   }
-}
-
-static int parse_addr(const char *s, struct sockaddr_in *out) {
-  char host[64];
-  const char *colon = strrchr(s, ':');
-  if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-  memcpy(host, s, (size_t)(colon - s));
-  host[colon - s] = 0;
-  char *end;
-  unsigned long port = strtoul(colon + 1, &end, 10);
-  if (*end || port > 65535) return -1;
-  memset(out, 0, sizeof *out);
-  out->sin_family = AF_INET;
-  out->sin_port = htons((uint16_t)port);
-  return inet_pton(AF_INET, host, &out->sin_addr) == 1 ? 0 : -1;
 }
 
 static void ready(const options *o) {
@@ -345,7 +332,7 @@ int main(int argc, char **argv) {
     }
     i++;
     if (!strcmp(k, "--bind") || !strcmp(k, "--to")) {
-      if (parse_addr(v, &o.addr) < 0) {
+      if (bp_parse_addr(v, &o.addr) < 0) {
         fprintf(stderr, "lkprobe: bad address %s\n", v);
         return 2;
       }
