@@ -1,0 +1,52 @@
+/*
+ * The bench client's view of a transport: N named clients of one relay
+ * that send messages to each other by name. Each transport (TCP, raw ENet,
+ * and later tern through include/tern/tern.h) fills one of these tables;
+ * benchclient.c never looks behind it.
+ *
+ * A tern transport maps naturally: open = tern_client_new + _connect for
+ * each name and service until TERN_EV_CONNECTED; send = tern_client_send;
+ * poll = poll() on every tern_client_fd with the smallest
+ * tern_client_timeout_ms, then tern_client_service(c, 0) and
+ * tern_client_next_event for each client, calling on_message for
+ * TERN_EV_MESSAGE; close = tern_client_free.
+ */
+#ifndef BENCH_TRANSPORT_H
+#define BENCH_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bench_transport_config {
+  const char *relay;        /* "IP:PORT" of the relay */
+  int nclients;             /* how many clients this process runs */
+  const char *const *names; /* names[i]: the user name of client i */
+  int connect_timeout_ms;   /* open() fails after this long */
+} bench_transport_config;
+
+/* Called once per message received by client `client`; `from` is the
+ * sender's name. The pointers are valid only during the call. */
+typedef void (*bench_on_message)(void *arg, int client, const char *from, const uint8_t *body,
+                                 size_t len);
+
+typedef struct bench_transport {
+  const char *name;
+  /* Creates and connects every client and introduces it to the relay by
+   * name. Returns an opaque state, or NULL after printing why. */
+  void *(*open)(const bench_transport_config *cfg);
+  /* Sends `len` bytes from client `client` to user `to`, reliably and in
+   * order per destination, and pushes them towards the socket without
+   * waiting for the next poll. The body is copied. Returns 0 or -1. */
+  int (*send)(void *st, int client, const char *to, const void *body, size_t len);
+  /* Waits at most timeout_ms (0: only what is ready) for traffic, runs the
+   * transport's timers and calls fn for each message received. Returns 0,
+   * or -1 if a client lost its link. */
+  int (*poll)(void *st, int timeout_ms, bench_on_message fn, void *arg);
+  /* Disconnects and frees everything. */
+  void (*close)(void *st);
+} bench_transport;
+
+extern const bench_transport bench_transport_tcp;
+extern const bench_transport bench_transport_enet;
+
+#endif
