@@ -245,7 +245,9 @@ static void on_receive(tern_client *c, const tern__link_event *ev) {
   }
   if ((c->state != C_OPEN && c->state != C_CLOSING) || ev->payload[0] != TERN__PKT_DATA) return;
   size_t n = 0;
-  int rc = tern__session_open(&c->sess, ev->payload, ev->len, c->buf, CLIENT_BUF, &n);
+  uint8_t stream;
+  int rc = tern__session_open(&c->sess, ev->payload, ev->len, c->buf, CLIENT_BUF, &n, &stream);
+  if (rc == 0 && stream != ev->channel) rc = TERN_EPROTO; /* sealed for another channel */
   if (rc == TERN_EDECRYPT || rc == TERN_EPROTO) c->stats.packets_rejected++;
   if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
   if (rc) return; /* dropped and counted; the session carries on */
@@ -363,16 +365,16 @@ int tern_client_send(tern_client *c, const char *to, const void *body, size_t le
                     .body = body, .body_len = len};
   tern__fr_msg_write(&w, TERN__FR_MSG, &m);
   if (w.overflow) return TERN_ETOOBIG;
+  uint8_t ch = len > 16384 ? TERN__CH_BULK
+                           : tern__chat_channel((const uint8_t *)c->user, strlen(c->user),
+                                                (const uint8_t *)to, tlen);
   size_t n = 0;
-  int rc = tern__session_seal(&c->sess, c->buf, w.len, c->pkt, CLIENT_BUF, &n);
+  int rc = tern__session_seal(&c->sess, ch, c->buf, w.len, c->pkt, CLIENT_BUF, &n);
   if (rc == TERN_ENONCE) {
     drop(c, TERN_ENONCE, TERN__LINK_CLOSE_LATER, TERN__DISC_NONCE);
     return rc;
   }
   if (rc) return rc;
-  uint8_t ch = len > 16384 ? TERN__CH_BULK
-                           : tern__chat_channel((const uint8_t *)c->user, strlen(c->user),
-                                                (const uint8_t *)to, tlen);
   rc = tern__link_send(c->link, c->peer, ch, c->pkt, n, TERN__LINK_RELIABLE);
   if (rc) return rc;
   /* Out now: an app driving the client from its own poll loop may not

@@ -114,7 +114,7 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
 /* Seals `len` bytes of frames in r->buf and queues them to p. */
 static int send_frames(tern_relay *r, rpeer *p, uint8_t channel, size_t len) {
   size_t n = 0;
-  int rc = tern__session_seal(&p->sess, r->buf, len, r->pkt, RELAY_BUF, &n);
+  int rc = tern__session_seal(&p->sess, channel, r->buf, len, r->pkt, RELAY_BUF, &n);
   if (rc == TERN_ENONCE) {
     p->state = P_CLOSING;
     tern__link_close(p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
@@ -342,10 +342,12 @@ static void route(tern_relay *r, rpeer *from, const tern__fr_msg *m) {
   else refuse(r, from, m->cmid, TERN_EOFFLINE);
 }
 
-static void on_data(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
+static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt, size_t len) {
   size_t n = 0;
+  uint8_t stream;
   /* Open into r->pkt: r->buf is where outgoing frames are built. */
-  int rc = tern__session_open(&p->sess, pkt, len, r->pkt, RELAY_BUF, &n);
+  int rc = tern__session_open(&p->sess, pkt, len, r->pkt, RELAY_BUF, &n, &stream);
+  if (rc == 0 && stream != channel) rc = TERN_EPROTO; /* sealed for another channel */
   if (rc == TERN_EDECRYPT || rc == TERN_EPROTO) {
     r->stats.packets_rejected++;
     logf_(r, 3, "user %s: packet failed to open, dropped", p->user);
@@ -377,7 +379,7 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
       if (p->state == P_HANDSHAKE && ev->channel == TERN__CH_CONTROL)
         on_hello(r, p, ev->payload, ev->len);
       else if (p->state == P_OPEN && ev->payload[0] == TERN__PKT_DATA)
-        on_data(r, p, ev->payload, ev->len);
+        on_data(r, p, ev->channel, ev->payload, ev->len);
       break;
     case TERN__LINK_EV_DISCONNECT:
       if (!p) break;

@@ -35,8 +35,10 @@ static int finish(tern__session *s) {
   memcpy(s->recv_key, s->initiator ? c2.k : c1.k, TERN__NOISE_KEYLEN);
   sodium_memzero(&c1, sizeof(c1));
   sodium_memzero(&c2, sizeof(c2));
-  s->send_n = 0;
-  tern__replay_init(&s->replay);
+  for (int i = 0; i < TERN__STREAMS; i++) {
+    s->send_n[i] = 0;
+    tern__replay_init(&s->replay[i]);
+  }
   s->state = TERN__SS_OPEN;
   return 0;
 }
@@ -131,31 +133,35 @@ int tern__session_relay_welcome(tern__session *s, const uint8_t *payload, size_t
   return 0;
 }
 
-int tern__session_seal(tern__session *s, const uint8_t *frames, size_t len, uint8_t *out,
-                       size_t cap, size_t *out_len) {
+int tern__session_seal(tern__session *s, uint8_t stream, const uint8_t *frames, size_t len,
+                       uint8_t *out, size_t cap, size_t *out_len) {
   *out_len = 0;
-  if (s->state != TERN__SS_OPEN) return TERN_EINVAL;
-  if (s->send_n >= TERN__SEND_LIMIT) return TERN_ENONCE;
+  if (s->state != TERN__SS_OPEN || stream >= TERN__STREAMS) return TERN_EINVAL;
+  if (s->send_n[stream] >= TERN__SEND_LIMIT) return TERN_ENONCE;
   if (cap < TERN__DATA_OVERHEAD || len > cap - TERN__DATA_OVERHEAD) return TERN_EBUFSIZE;
+  uint64_t n = (uint64_t)stream << 56 | s->send_n[stream];
   out[0] = TERN__PKT_DATA;
-  put_le64(out + 1, s->send_n);
-  int rc = tern__aead_seal(s->send_key, s->send_n, out, TERN__DATA_HEADER, frames, len,
+  put_le64(out + 1, n);
+  int rc = tern__aead_seal(s->send_key, n, out, TERN__DATA_HEADER, frames, len,
                            out + TERN__DATA_HEADER);
   if (rc) return rc;
-  s->send_n++;
+  s->send_n[stream]++;
   *out_len = len + TERN__DATA_OVERHEAD;
   return 0;
 }
 
 int tern__session_open(tern__session *s, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
-                       size_t *out_len) {
+                       size_t *out_len, uint8_t *stream) {
   *out_len = 0;
+  *stream = 0;
   if (s->state != TERN__SS_OPEN) return TERN_EINVAL;
   if (len < TERN__DATA_OVERHEAD || pkt[0] != TERN__PKT_DATA) return TERN_EPROTO;
   size_t pt_len = len - TERN__DATA_OVERHEAD;
   if (cap < pt_len) return TERN_EBUFSIZE;
   uint64_t n = get_le64(pkt + 1);
-  if (n >= TERN__SEND_LIMIT) {
+  uint8_t st = (uint8_t)(n >> 56);
+  uint64_t count = n & (((uint64_t)1 << 56) - 1);
+  if (st >= TERN__STREAMS || count >= TERN__SEND_LIMIT) {
     s->rejected++;
     return TERN_EDECRYPT;
   }
@@ -166,13 +172,14 @@ int tern__session_open(tern__session *s, const uint8_t *pkt, size_t len, uint8_t
     s->rejected++;
     return TERN_EDECRYPT;
   }
-  if (tern__replay_check(&s->replay, n) != 0) {
+  if (tern__replay_check(&s->replay[st], count) != 0) {
     sodium_memzero(out, pt_len);
     s->replayed++;
     return TERN_EREPLAY;
   }
-  tern__replay_update(&s->replay, n);
+  tern__replay_update(&s->replay[st], count);
   *out_len = pt_len;
+  *stream = st;
   return 0;
 }
 

@@ -10,7 +10,12 @@
  *   DATA    = 0x03 | counter (8 bytes, little-endian) | ciphertext | tag(16)
  *
  * A DATA packet's nonce is its counter; its associated data is the 9 header
- * bytes. The receiver opens it, then checks the replay window.
+ * bytes. The counter's top byte is the packet's stream (its ENet channel),
+ * the low 56 bits count packets on that stream. Each stream has its own
+ * replay window: ENet orders each channel but not channels against each
+ * other, so one window for all could let a packet held up on one channel
+ * fall out of the window while others run ahead, after ENet acked it. The
+ * receiver opens a packet, then checks its stream's window.
  */
 #ifndef TERN_SESSION_H
 #define TERN_SESSION_H
@@ -39,11 +44,15 @@ enum {
 /* Largest handshake payload either side accepts. */
 #define TERN__HS_PAYLOAD_MAX 2048
 
-/* The rekey rule: a direction sends at most this many DATA packets under one
+/* Streams per direction; a DATA packet's stream is the top byte of its
+ * counter. */
+#define TERN__STREAMS 8
+
+/* The rekey rule: a stream carries at most this many DATA packets under one
  * key. The sender refuses the next with TERN_ENONCE, which ends the session;
  * the client reconnects, and the new handshake makes new keys. The receiver
  * refuses counters at or above it too. */
-#define TERN__SEND_LIMIT ((uint64_t)1 << 60)
+#define TERN__SEND_LIMIT ((uint64_t)1 << 48)
 
 /* The Noise prologue binds the handshake to tern's protocol and version. */
 #define TERN__PROLOGUE "tern/1"
@@ -62,8 +71,8 @@ typedef struct tern__session {
   tern__noise_hs hs;
   uint8_t send_key[TERN__NOISE_KEYLEN];
   uint8_t recv_key[TERN__NOISE_KEYLEN];
-  uint64_t send_n;        /* counter of the next DATA packet we seal */
-  tern__replay replay;
+  uint64_t send_n[TERN__STREAMS];     /* next packet number on each stream */
+  tern__replay replay[TERN__STREAMS]; /* what we have opened, per stream */
   uint8_t remote_static[TERN__NOISE_DHLEN]; /* the peer's static public key */
   uint8_t handshake_hash[TERN__NOISE_HASHLEN];
   uint64_t rejected;      /* DATA packets that failed to open */
@@ -100,18 +109,20 @@ int tern__session_relay_welcome(tern__session *s, const uint8_t *payload, size_t
                                 uint8_t *out, size_t cap, size_t *out_len);
 
 /* Seals `len` bytes of frames into a DATA packet of len +
- * TERN__DATA_OVERHEAD bytes. Returns 0, TERN_EINVAL (not OPEN),
+ * TERN__DATA_OVERHEAD bytes on `stream` (< TERN__STREAMS: the ENet channel
+ * it will travel on). Returns 0, TERN_EINVAL (not OPEN, bad stream),
  * TERN_EBUFSIZE, TERN_ENONCE (send limit reached: the session must end). */
-int tern__session_seal(tern__session *s, const uint8_t *frames, size_t len, uint8_t *out,
-                       size_t cap, size_t *out_len);
+int tern__session_seal(tern__session *s, uint8_t stream, const uint8_t *frames, size_t len,
+                       uint8_t *out, size_t cap, size_t *out_len);
 
-/* Opens a DATA packet into out[0..cap) (cap >= len - TERN__DATA_OVERHEAD).
- * Returns 0, TERN_EPROTO (too short / not DATA), TERN_EDECRYPT (failed
+/* Opens a DATA packet into out[0..cap) (cap >= len - TERN__DATA_OVERHEAD);
+ * *stream receives the stream it was sealed for (the caller may check it
+ * against the channel it arrived on). Returns 0, TERN_EPROTO (too short / not DATA), TERN_EDECRYPT (failed
  * authentication; counted in s->rejected), TERN_EREPLAY (seen or too old;
  * counted in s->replayed), TERN_EINVAL (not OPEN), TERN_EBUFSIZE. A failed
  * packet changes nothing else: the session carries on. */
 int tern__session_open(tern__session *s, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
-                       size_t *out_len);
+                       size_t *out_len, uint8_t *stream);
 
 /* Wipes every key; the session is DEAD. */
 void tern__session_wipe(tern__session *s);

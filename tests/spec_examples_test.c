@@ -60,7 +60,8 @@ Test(spec, sizes_and_limits) {
   cr_assert_eq(TERN__HELLO_OVERHEAD, 98);
   cr_assert_eq(TERN__WELCOME_OVERHEAD, 50);
   cr_assert_eq(TERN__HS_PAYLOAD_MAX, 2048);
-  cr_assert_eq(TERN__SEND_LIMIT, (uint64_t)1 << 60);
+  cr_assert_eq(TERN__SEND_LIMIT, (uint64_t)1 << 48);
+  cr_assert_eq(TERN__STREAMS, 8);
   cr_assert_eq(TERN__REPLAY_BLOCKS, 33);
   cr_assert_eq(TERN__REPLAY_WINDOW, 2048);
   cr_assert_eq(TERN_USER_MAX, 64);
@@ -308,8 +309,10 @@ static void open_session_with_key(tern__session *s, const uint8_t key[32], uint6
   s->state = TERN__SS_OPEN;
   memcpy(s->send_key, key, 32);
   memcpy(s->recv_key, key, 32);
-  s->send_n = send_n;
-  tern__replay_init(&s->replay);
+  for (int i = 0; i < TERN__STREAMS; i++) {
+    s->send_n[i] = send_n;
+    tern__replay_init(&s->replay[i]);
+  }
 }
 
 Test(spec, data_packet_example) {
@@ -319,9 +322,9 @@ Test(spec, data_packet_example) {
   open_session_with_key(&s, key, 5);
   uint8_t pkt[64];
   size_t n = 0;
-  cr_assert_eq(tern__session_seal(&s, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  cr_assert_eq(tern__session_seal(&s, 0, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
   assert_bytes(pkt, n, DATA_PACKET, sizeof DATA_PACKET, "DATA packet");
-  cr_assert_eq(s.send_n, 6);
+  cr_assert_eq(s.send_n[0], 6);
 
   /* The same bytes by hand: ChaCha20-Poly1305-IETF, nonce 00000000 || LE64(5),
    * AD = the 9 header bytes. */
@@ -333,12 +336,13 @@ Test(spec, data_packet_example) {
   assert_bytes(ct, (size_t)clen, DATA_PACKET + 9, sizeof DATA_PACKET - 9, "raw AEAD");
 
   /* The receiver opens it once; a second copy is a replay. */
+  uint8_t st = 9;
   tern__session r;
   open_session_with_key(&r, key, 0);
   uint8_t out[64];
-  cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n), 0);
+  cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n, &st), 0);
   assert_bytes(out, n, MSG_FRAME, sizeof MSG_FRAME, "opened DATA");
-  cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n),
+  cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n, &st),
                TERN_EREPLAY);
 
   /* A changed header byte (the counter) breaks the tag: AD covers it. */
@@ -347,7 +351,28 @@ Test(spec, data_packet_example) {
   bad[1] = 0x06;
   tern__session r2;
   open_session_with_key(&r2, key, 0);
-  cr_assert_eq(tern__session_open(&r2, bad, sizeof bad, out, sizeof out, &n), TERN_EDECRYPT);
+  cr_assert_eq(tern__session_open(&r2, bad, sizeof bad, out, sizeof out, &n, &st), TERN_EDECRYPT);
+}
+
+/* wire.md 4.2: the counter's top byte is the stream. Packet 5 of stream 3
+ * carries counter 0x0300000000000005, and the receiver reports stream 3. */
+Test(spec, data_stream_in_counter) {
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
+  tern__session s, r;
+  open_session_with_key(&s, key, 5);
+  open_session_with_key(&r, key, 0);
+  uint8_t pkt[64], out[64];
+  size_t n = 0;
+  cr_assert_eq(tern__session_seal(&s, 3, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  static const uint8_t hdr[9] = {0x03, 0x05, 0, 0, 0, 0, 0, 0, 0x03};
+  assert_bytes(pkt, 9, hdr, 9, "DATA header, stream 3");
+  uint8_t st = 0;
+  cr_assert_eq(tern__session_open(&r, pkt, n, out, sizeof out, &n, &st), 0);
+  cr_assert_eq(st, 3);
+  cr_assert_eq(tern__session_seal(&s, TERN__STREAMS, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt,
+                                  &n),
+               TERN_EINVAL, "no stream 8");
 }
 
 Test(spec, send_limit) {
@@ -356,8 +381,8 @@ Test(spec, send_limit) {
   open_session_with_key(&s, key, TERN__SEND_LIMIT - 1);
   uint8_t pkt[64];
   size_t n = 0;
-  cr_assert_eq(tern__session_seal(&s, CLOSE_FRAME, sizeof CLOSE_FRAME, pkt, sizeof pkt, &n), 0);
-  cr_assert_eq(tern__session_seal(&s, CLOSE_FRAME, sizeof CLOSE_FRAME, pkt, sizeof pkt, &n),
+  cr_assert_eq(tern__session_seal(&s, 0, CLOSE_FRAME, sizeof CLOSE_FRAME, pkt, sizeof pkt, &n), 0);
+  cr_assert_eq(tern__session_seal(&s, 0, CLOSE_FRAME, sizeof CLOSE_FRAME, pkt, sizeof pkt, &n),
                TERN_ENONCE);
 }
 
@@ -466,9 +491,11 @@ Test(spec, handshake_example) {
   assert_bytes(rs.recv_key, 32, HS_C1, 32, "relay receive key = c1");
   assert_bytes(rs.send_key, 32, HS_C2, 32, "relay send key = c2");
 
-  cr_assert_eq(tern__session_seal(&cs, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  uint8_t st = 9;
+  cr_assert_eq(tern__session_seal(&cs, 0, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
   assert_bytes(pkt, n, HS_FIRST_DATA, sizeof HS_FIRST_DATA, "first client DATA");
-  cr_assert_eq(tern__session_open(&rs, HS_FIRST_DATA, sizeof HS_FIRST_DATA, pl, sizeof pl, &pln),
+  cr_assert_eq(tern__session_open(&rs, HS_FIRST_DATA, sizeof HS_FIRST_DATA, pl, sizeof pl, &pln,
+                                  &st),
                0);
   assert_bytes(pl, pln, MSG_FRAME, sizeof MSG_FRAME, "relay opens it");
 }
