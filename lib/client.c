@@ -182,7 +182,9 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   size_t plen = 0;
   int rc = tern__session_client_welcome(&c->sess, pkt, len, c->buf, TERN__HS_PAYLOAD_MAX, &plen);
   if (rc) {
-    drop(c, rc == TERN_EPROTO ? TERN_EHANDSHAKE : rc, TERN__LINK_CLOSE_NOW, TERN__DISC_PROTOCOL);
+    /* Only the codes tern.h lists for DISCONNECTED reach the app. */
+    if (rc != TERN_ERELAYKEY && rc != TERN_EVERSION) rc = TERN_EPROTO;
+    drop(c, rc, TERN__LINK_CLOSE_NOW, TERN__DISC_PROTOCOL);
     return;
   }
   tern__rbuf r, body;

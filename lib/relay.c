@@ -115,8 +115,9 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
 static int send_frames(tern_relay *r, rpeer *p, uint8_t channel, size_t len) {
   size_t n = 0;
   int rc = tern__session_seal(&p->sess, channel, r->buf, len, r->pkt, RELAY_BUF, &n);
-  if (rc == TERN_ENONCE) {
+  if (rc == TERN_ENONCE && p->state == P_OPEN) {
     p->state = P_CLOSING;
+    r->stats.peers_connected--;
     tern__link_close(p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
   }
   if (rc) return rc;

@@ -130,8 +130,9 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_key_from_hex(const char *hex, u
 
 typedef struct tern_client tern_client;
 
-/* Largest user name, in bytes, not counting the NUL. Names are UTF-8 without
- * control characters or spaces. */
+/* Largest user name, in bytes, not counting the NUL. A name is 1 to 64
+ * bytes with no ASCII control characters, spaces or '@'; other bytes (UTF-8)
+ * are taken as they are. */
 #define TERN_USER_MAX 64
 
 /* Hard ceiling for any single message body. */
@@ -151,8 +152,11 @@ typedef struct tern_client_config {
    * it and uses the name the list gives the key; a relay in --open mode uses
    * it as is. NULL or "" lets the relay choose. Copied. */
   const char *user;
-  /* Milliseconds the handshake may take, counted from the start of the
-   * connection attempt, before it fails with TERN_EHANDSHAKE. Default 10000. */
+  /* Milliseconds a connection attempt may take, from tern_client_connect()
+   * to the end of the handshake. When it runs out the attempt fails with
+   * TERN_ETIMEDOUT if the relay never answered at the ENet level, or with
+   * TERN_EHANDSHAKE if it answered but the handshake did not finish.
+   * Default 10000. */
   uint32_t handshake_timeout_ms;
   /* Largest body tern_client_send() accepts, in bytes. Default 65536;
    * values above TERN_MESSAGE_MAX are clamped. */
@@ -181,12 +185,11 @@ typedef enum tern_event_type {
   /* A message arrived: `user` is the sender, `body`/`body_len` its bytes. */
   TERN_EV_MESSAGE = 3,
   /* A message sent with tern_client_send() was refused: `cmid` names it,
-   * `error` says why (TERN_EOFFLINE, TERN_ENOENT for an unknown user,
-   * TERN_ETOOBIG). */
+   * `error` says why (TERN_EOFFLINE: the recipient has no online device,
+   * which is also what an unknown user looks like; TERN_ETOOBIG: over the
+   * relay's limit). Packets that fail to open or are replays raise no
+   * event: they are dropped and counted in tern_client_stats. */
   TERN_EV_SEND_FAILED = 4,
-  /* Something went wrong that did not end the link, e.g. a packet that
-   * failed to open (TERN_EDECRYPT) or a replay (TERN_EREPLAY); informative. */
-  TERN_EV_ERROR = 5,
 } tern_event_type;
 
 typedef struct tern_event {
