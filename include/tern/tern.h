@@ -66,6 +66,9 @@ enum {
   TERN_EADDR = -22,       /* an address could not be resolved or bound */
   TERN_ERESOURCE = -23,   /* a limit was reached (peers, queue, descriptors) */
   TERN_ESHUTDOWN = -24,   /* the relay is shutting down */
+  TERN_ESTORE = -25,      /* the message store failed (disk full, I/O error) */
+  TERN_EEXPIRED = -26,    /* the message was not delivered within the retention */
+  TERN_EDENIED = -27,     /* the relay does not allow this sender to message that user */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an

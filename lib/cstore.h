@@ -1,0 +1,64 @@
+/*
+ * The client's store: the outbox (accepted by send, not yet server-acked),
+ * what has been delivered to the app, messages awaiting their receipt, and
+ * the next client message id. SQLite in WAL mode in the state directory, or
+ * ":memory:" without one (the same guarantees for the life of the process).
+ * Each call is its own transaction (autocommit) unless noted; spec/store.md
+ * has the schema.
+ *
+ * Every function returns 0 (or 1 for "found") or a negative TERN_E* code;
+ * TERN_ESTORE means SQLite failed.
+ */
+#ifndef TERN_CSTORE_H
+#define TERN_CSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/tern.h"
+
+typedef struct tern__cstore tern__cstore;
+
+typedef struct tern__outmsg {
+  uint64_t cmid;
+  const char *to;
+  uint64_t flags;
+  uint64_t created_ms;   /* wall clock when send() accepted it */
+  const uint8_t *body;
+  size_t body_len;
+} tern__outmsg;
+
+/* Opens `path` (a file, or ":memory:"). synchronous as for the relay store. */
+int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, char *err,
+                      size_t errcap);
+void tern__cstore_close(tern__cstore *s);
+
+/* Next cmid to use: the stored value, or, for a new store, one chosen so
+ * that it cannot collide with ids an earlier store of the same key used
+ * (Unix ms << 16). */
+int tern__cstore_next_cmid(tern__cstore *s, uint64_t *next);
+/* Reserves ids: stores `next` as the next unused id. */
+int tern__cstore_set_next_cmid(tern__cstore *s, uint64_t next);
+
+/* Adds a message to the outbox (and advances the stored next cmid past it,
+ * in the same transaction). */
+int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m);
+/* Removes it; 1 if it was there. If `await_receipt`, records cmid as
+ * awaiting its receipt in the same transaction. */
+int tern__cstore_outbox_del(tern__cstore *s, uint64_t cmid, int await_receipt);
+/* Calls cb for each outbox message in cmid order. */
+int tern__cstore_outbox_load(tern__cstore *s, int (*cb)(void *ctx, const tern__outmsg *m),
+                             void *ctx);
+int tern__cstore_outbox_count(tern__cstore *s, uint64_t *n);
+
+/* Takes cmid out of the awaiting-receipt set: 1 if it was there. */
+int tern__cstore_await_take(tern__cstore *s, uint64_t cmid);
+
+/* Delivery state: `last` is the highest inbox seq below which everything
+ * has been handed to the app; `extra` the seqs above it handed over out of
+ * order (at most TERN__CSTORE_EXTRA_MAX). */
+#define TERN__CSTORE_EXTRA_MAX 4096
+int tern__cstore_delivered_load(tern__cstore *s, uint64_t *last, uint64_t *extra, size_t *n);
+int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *extra, size_t n);
+
+#endif
