@@ -225,7 +225,7 @@ static void on_frames(tern_client *c, const uint8_t *frames, size_t len) {
       memcpy(from, m.peer, m.peer_len);
       from[m.peer_len] = 0;
       push(c, TERN_EV_MESSAGE, 0, 0, from, m.body, m.body_len);
-    } else if (type == TERN__FR_SEND_FAILED) {
+    } else if (type == TERN__FR_FAILED) {
       tern__fr_failed f;
       if (tern__fr_failed_read(&body, &f) != 0) continue;
       int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_EPROTO;

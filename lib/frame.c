@@ -172,24 +172,43 @@ int tern__fr_welcome_read(tern__rbuf *b, tern__fr_welcome *f) {
 
 void tern__fr_msg_write(tern__wbuf *w, uint8_t type, const tern__fr_msg *f) {
   size_t m = tern__frame_begin(w, type);
-  if (type == TERN__FR_MSG) tern__wbuf_varint(w, f->cmid);
-  tern__wbuf_string(w, f->peer, f->peer_len);
-  tern__wbuf_varint(w, f->flags);
+  if (type == TERN__FR_MSG) {
+    tern__wbuf_varint(w, f->cmid);
+    tern__wbuf_string(w, f->peer, f->peer_len);
+    tern__wbuf_varint(w, f->flags);
+    tern__wbuf_varint(w, f->prev_cmid);
+  } else {
+    tern__wbuf_varint(w, f->seq);
+    tern__wbuf_varint(w, f->prev_seq);
+    tern__wbuf_string(w, f->peer, f->peer_len);
+    tern__wbuf_varint(w, f->ts);
+    tern__wbuf_varint(w, f->flags);
+  }
   tern__wbuf_bytes(w, f->body, f->body_len);
   tern__frame_end(w, m);
 }
 
 int tern__fr_msg_read(tern__rbuf *b, uint8_t type, tern__fr_msg *f) {
-  f->cmid = type == TERN__FR_MSG ? tern__rbuf_varint(b) : 0;
-  tern__rbuf_string(b, &f->peer, &f->peer_len, TERN_USER_MAX);
-  f->flags = tern__rbuf_varint(b);
+  memset(f, 0, sizeof(*f));
+  if (type == TERN__FR_MSG) {
+    f->cmid = tern__rbuf_varint(b);
+    tern__rbuf_string(b, &f->peer, &f->peer_len, TERN_USER_MAX);
+    f->flags = tern__rbuf_varint(b);
+    f->prev_cmid = tern__rbuf_varint(b);
+  } else {
+    f->seq = tern__rbuf_varint(b);
+    f->prev_seq = tern__rbuf_varint(b);
+    tern__rbuf_string(b, &f->peer, &f->peer_len, TERN_USER_MAX);
+    f->ts = tern__rbuf_varint(b);
+    f->flags = tern__rbuf_varint(b);
+  }
   tern__rbuf_rest(b, &f->body, &f->body_len);
   if (b->bad || !tern__user_valid(f->peer, f->peer_len)) return TERN_EPROTO;
   return 0;
 }
 
-void tern__fr_failed_write(tern__wbuf *w, const tern__fr_failed *f) {
-  size_t m = tern__frame_begin(w, TERN__FR_SEND_FAILED);
+void tern__fr_failed_write(tern__wbuf *w, uint8_t type, const tern__fr_failed *f) {
+  size_t m = tern__frame_begin(w, type);
   tern__wbuf_varint(w, f->cmid);
   tern__wbuf_varint(w, f->error);
   tern__frame_end(w, m);
@@ -201,11 +220,68 @@ int tern__fr_failed_read(tern__rbuf *b, tern__fr_failed *f) {
   return b->bad ? TERN_EPROTO : 0;
 }
 
-void tern__fr_close_write(tern__wbuf *w, uint64_t reason) {
-  size_t m = tern__frame_begin(w, TERN__FR_CLOSE);
-  tern__wbuf_varint(w, reason);
+void tern__fr_sack_write(tern__wbuf *w, const tern__fr_sack *f) {
+  size_t m = tern__frame_begin(w, TERN__FR_SERVER_ACK);
+  tern__wbuf_varint(w, f->cmid);
+  tern__wbuf_varint(w, f->seq);
+  tern__wbuf_varint(w, f->ts);
   tern__frame_end(w, m);
 }
+
+int tern__fr_sack_read(tern__rbuf *b, tern__fr_sack *f) {
+  f->cmid = tern__rbuf_varint(b);
+  f->seq = tern__rbuf_varint(b);
+  f->ts = tern__rbuf_varint(b);
+  return b->bad ? TERN_EPROTO : 0;
+}
+
+void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist *f) {
+  size_t m = tern__frame_begin(w, type);
+  tern__wbuf_varint(w, f->last);
+  tern__wbuf_varint(w, f->n);
+  for (size_t i = 0; i < f->n; i++) tern__wbuf_varint(w, f->seqs[i]);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_seqlist_read(tern__rbuf *b, tern__fr_seqlist *f) {
+  f->last = tern__rbuf_varint(b);
+  uint64_t n = tern__rbuf_varint(b);
+  f->n = 0;
+  if (b->bad || n > TERN__SEQLIST_MAX) return TERN_EPROTO;
+  uint64_t prev = f->last;
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t v = tern__rbuf_varint(b);
+    if (b->bad || v <= prev) return TERN_EPROTO;
+    f->seqs[f->n++] = prev = v;
+  }
+  return 0;
+}
+
+void tern__fr_u64_write(tern__wbuf *w, uint8_t type, uint64_t v) {
+  size_t m = tern__frame_begin(w, type);
+  tern__wbuf_varint(w, v);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_u64_read(tern__rbuf *b, uint64_t *v) {
+  *v = tern__rbuf_varint(b);
+  return b->bad ? TERN_EPROTO : 0;
+}
+
+void tern__fr_notice_ack_write(tern__wbuf *w, uint64_t kind, uint64_t cmid) {
+  size_t m = tern__frame_begin(w, TERN__FR_NOTICE_ACK);
+  tern__wbuf_varint(w, kind);
+  tern__wbuf_varint(w, cmid);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_notice_ack_read(tern__rbuf *b, uint64_t *kind, uint64_t *cmid) {
+  *kind = tern__rbuf_varint(b);
+  *cmid = tern__rbuf_varint(b);
+  return b->bad ? TERN_EPROTO : 0;
+}
+
+void tern__fr_close_write(tern__wbuf *w, uint64_t reason) { tern__fr_u64_write(w, TERN__FR_CLOSE, reason); }
 
 int tern__fr_close_read(tern__rbuf *b, uint64_t *reason) {
   *reason = tern__rbuf_varint(b);

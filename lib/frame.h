@@ -18,13 +18,24 @@
 #include "tern/tern.h"
 
 enum {
-  TERN__FR_HELLO = 0x01,      /* client -> relay, in handshake message 1 */
-  TERN__FR_WELCOME = 0x02,    /* relay -> client, in handshake message 2 */
-  TERN__FR_MSG = 0x10,        /* client -> relay: a message for a user */
-  TERN__FR_DELIVER = 0x11,    /* relay -> client: a message from a user */
-  TERN__FR_SEND_FAILED = 0x12,/* relay -> client: a message was refused */
-  TERN__FR_CLOSE = 0x20,      /* either way: goodbye, with a reason */
+  TERN__FR_HELLO = 0x01,        /* client -> relay, in handshake message 1 */
+  TERN__FR_WELCOME = 0x02,      /* relay -> client, in handshake message 2 */
+  TERN__FR_MSG = 0x10,          /* client -> relay: a message for a user */
+  TERN__FR_DELIVER = 0x11,      /* relay -> client: a message from a user */
+  TERN__FR_FAILED = 0x12,       /* relay -> client: a message is refused for good */
+  TERN__FR_SERVER_ACK = 0x13,   /* relay -> client: a message is stored */
+  TERN__FR_DELIVERY_ACK = 0x14, /* client -> relay: inbox seqs handed to the app */
+  TERN__FR_RECEIPT = 0x15,      /* relay -> client: the recipient got a message */
+  TERN__FR_NOTICE_ACK = 0x16,   /* client -> relay: a RECEIPT or FAILED is handled */
+  TERN__FR_SYNC = 0x17,         /* client -> relay: what I have; send the rest */
+  TERN__FR_FLOOR = 0x18,        /* relay -> client: seqs up to here are gone */
+  TERN__FR_BUSY = 0x19,         /* relay -> client: not stored now, retry later */
+  TERN__FR_CLOSE = 0x20,        /* either way: goodbye, with a reason */
+  TERN__FR_PING = 0x21,         /* client -> relay: keepalive, no body */
 };
+
+/* MSG/DELIVER flags. */
+#define TERN__MSGF_EPHEMERAL 0x1u /* at most once: not stored, no acks */
 
 /* Protocol version carried in the handshake packets. */
 #define TERN__PROTO_VERSION 1
@@ -86,23 +97,52 @@ typedef struct tern__fr_welcome {
   const uint8_t *reason; size_t reason_len; /* human-readable, may be empty */
 } tern__fr_welcome;
 
+/* MSG:     cmid | to | flags | prev_cmid | body
+ * DELIVER: seq | prev_seq | from | ts | flags | body */
 typedef struct tern__fr_msg {
-  uint64_t cmid;
+  uint64_t cmid;        /* MSG: the sender device's id for the message */
+  uint64_t prev_cmid;   /* MSG: the previous unacked message to the same
+                           recipient, which the relay must hold first; 0 */
+  uint64_t seq;         /* DELIVER: inbox seq (0 for ephemeral) */
+  uint64_t prev_seq;    /* DELIVER: previous seq from the same sender, or 0 */
+  uint64_t ts;          /* DELIVER: server time of acceptance, Unix ms */
   const uint8_t *peer; size_t peer_len;  /* MSG: recipient; DELIVER: sender */
   uint64_t flags;
   const uint8_t *body; size_t body_len;
 } tern__fr_msg;
 
+/* FAILED and BUSY: cmid | error (as -TERN_E*). */
 typedef struct tern__fr_failed {
   uint64_t cmid;
   uint64_t error;                        /* -TERN_E* */
 } tern__fr_failed;
 
+/* SERVER_ACK: cmid | seq | ts. */
+typedef struct tern__fr_sack {
+  uint64_t cmid, seq, ts;
+} tern__fr_sack;
+
+/* DELIVERY_ACK and SYNC: last | count | seq... (seqs above last, increasing). */
+#define TERN__SEQLIST_MAX 256
+typedef struct tern__fr_seqlist {
+  uint64_t last;
+  size_t n;
+  uint64_t seqs[TERN__SEQLIST_MAX];
+} tern__fr_seqlist;
+
 void tern__fr_hello_write(tern__wbuf *w, const tern__fr_hello *f);
 void tern__fr_welcome_write(tern__wbuf *w, const tern__fr_welcome *f);
 /* type is TERN__FR_MSG or TERN__FR_DELIVER; DELIVER carries no cmid. */
 void tern__fr_msg_write(tern__wbuf *w, uint8_t type, const tern__fr_msg *f);
-void tern__fr_failed_write(tern__wbuf *w, const tern__fr_failed *f);
+/* type is TERN__FR_FAILED or TERN__FR_BUSY. */
+void tern__fr_failed_write(tern__wbuf *w, uint8_t type, const tern__fr_failed *f);
+void tern__fr_sack_write(tern__wbuf *w, const tern__fr_sack *f);
+/* type is TERN__FR_DELIVERY_ACK or TERN__FR_SYNC. */
+void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist *f);
+/* One-number frames: RECEIPT (cmid), FLOOR (seq), CLOSE (reason). */
+void tern__fr_u64_write(tern__wbuf *w, uint8_t type, uint64_t v);
+/* NOTICE_ACK: kind | cmid. */
+void tern__fr_notice_ack_write(tern__wbuf *w, uint64_t kind, uint64_t cmid);
 void tern__fr_close_write(tern__wbuf *w, uint64_t reason);
 
 /* Decoders of one frame body: 0 or TERN_EPROTO. Pointers point into the
@@ -112,6 +152,11 @@ int tern__fr_hello_read(tern__rbuf *body, tern__fr_hello *f);
 int tern__fr_welcome_read(tern__rbuf *body, tern__fr_welcome *f);
 int tern__fr_msg_read(tern__rbuf *body, uint8_t type, tern__fr_msg *f);
 int tern__fr_failed_read(tern__rbuf *body, tern__fr_failed *f);
+int tern__fr_sack_read(tern__rbuf *body, tern__fr_sack *f);
+/* Refuses more than TERN__SEQLIST_MAX seqs, or seqs not increasing above last. */
+int tern__fr_seqlist_read(tern__rbuf *body, tern__fr_seqlist *f);
+int tern__fr_u64_read(tern__rbuf *body, uint64_t *v);
+int tern__fr_notice_ack_read(tern__rbuf *body, uint64_t *kind, uint64_t *cmid);
 int tern__fr_close_read(tern__rbuf *body, uint64_t *reason);
 
 /* The chat channel of the conversation between users a and b: both

@@ -75,6 +75,10 @@ int tern__session_client_welcome(tern__session *s, const uint8_t *pkt, size_t le
   if (s->state != TERN__SS_HELLO_SENT) return TERN_EINVAL;
   int rc = check_header(pkt, len, TERN__PKT_WELCOME, TERN__WELCOME_OVERHEAD);
   if (rc) goto err;
+  if (len - TERN__WELCOME_OVERHEAD > TERN__HS_PAYLOAD_MAX) {
+    rc = TERN_EPROTO; /* as the relay refuses an oversized HELLO */
+    goto err;
+  }
   rc = tern__noise_read_message(&s->hs, pkt + 2, len - 2, payload, cap, payload_len);
   if (rc == TERN_EDECRYPT) rc = TERN_ERELAYKEY;
   if (rc) goto err;

@@ -1,0 +1,521 @@
+/* The relay's messaging core: store, ack, deliver, receipt, expire. */
+#include "rcore.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "link.h"
+
+/* Room for a DELIVER frame with the largest body. */
+#define FRAME_BUF (TERN_MESSAGE_MAX + 256)
+
+typedef struct out_item {
+  struct out_item *next;
+  tern__rcore_out out;
+  uint8_t data[];
+} out_item;
+
+typedef struct conn {
+  struct conn *next;
+  uint64_t id;
+  char user[TERN_USER_MAX + 1];
+  uint8_t dev[32];
+  int confirmed;          /* sent SYNC: live, may receive */
+  uint64_t cursor;        /* highest seq this device acked cumulatively */
+  uint64_t sent_upto;     /* highest seq sent on this connection */
+  uint64_t progress_ms;   /* last ack progress or (re)send, for resends */
+  int notices_out;        /* notices sent and not yet all acked */
+  uint64_t notices_ms;    /* when notices were last sent */
+} conn;
+
+struct tern__rcore {
+  tern__rcore_config cfg;
+  tern__rstore *store;
+  conn *conns;
+  out_item *held, **held_tail;   /* waiting for the commit */
+  out_item *ready, **ready_tail; /* released */
+  out_item *current;             /* handed out by next(), freed on the next call */
+  uint64_t busy_until_ms;
+  uint64_t next_expire_ms;
+  uint8_t *buf;
+  tern__rcore_stats stats;
+};
+
+void tern__rcore_config_default(tern__rcore_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->retention_ms = 30ull * 24 * 3600 * 1000;
+  cfg->max_message_size = 65536;
+  cfg->deliver_window = 256;
+  cfg->resend_ms = 3000;
+  cfg->expire_every_ms = 60000;
+  cfg->busy_ms = 2000;
+}
+
+int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg) {
+  *out = NULL;
+  tern__rcore *rc = calloc(1, sizeof(*rc));
+  if (!rc) return TERN_ENOMEM;
+  rc->buf = malloc(FRAME_BUF);
+  if (!rc->buf) {
+    free(rc);
+    return TERN_ENOMEM;
+  }
+  rc->cfg = *cfg;
+  if (rc->cfg.max_message_size == 0 || rc->cfg.max_message_size > TERN_MESSAGE_MAX)
+    rc->cfg.max_message_size = TERN_MESSAGE_MAX;
+  if (rc->cfg.deliver_window == 0) rc->cfg.deliver_window = 1;
+  rc->store = store;
+  rc->held_tail = &rc->held;
+  rc->ready_tail = &rc->ready;
+  *out = rc;
+  return 0;
+}
+
+static void free_list(out_item *it) {
+  while (it) {
+    out_item *n = it->next;
+    free(it);
+    it = n;
+  }
+}
+
+void tern__rcore_free(tern__rcore *rc) {
+  if (!rc) return;
+  while (rc->conns) {
+    conn *n = rc->conns->next;
+    free(rc->conns);
+    rc->conns = n;
+  }
+  free_list(rc->held);
+  free_list(rc->ready);
+  free(rc->current);
+  free(rc->buf);
+  free(rc);
+}
+
+static conn *find(tern__rcore *rc, uint64_t id) {
+  for (conn *c = rc->conns; c; c = c->next)
+    if (c->id == id) return c;
+  return NULL;
+}
+
+/* Queues frames (rc->buf[0..len)) for a connection; held until commit
+ * unless `now`. Out of memory drops the output: every output is resent by
+ * a timer or on reconnect, so a drop is a delay, never a loss. */
+static void emit(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable, const uint8_t *data,
+                 size_t len, int now) {
+  out_item *it = malloc(sizeof(*it) + len);
+  if (!it) return;
+  it->next = NULL;
+  it->out.conn = id;
+  it->out.channel = channel;
+  it->out.reliable = reliable;
+  it->out.len = len;
+  it->out.data = it->data;
+  memcpy(it->data, data, len);
+  if (now) {
+    *rc->ready_tail = it;
+    rc->ready_tail = &it->next;
+  } else {
+    *rc->held_tail = it;
+    rc->held_tail = &it->next;
+  }
+}
+
+static uint8_t conv_channel(const char *a, const char *b) {
+  return tern__chat_channel((const uint8_t *)a, strlen(a), (const uint8_t *)b, strlen(b));
+}
+
+static int ensure_txn(tern__rcore *rc) {
+  if (tern__rstore_in_txn(rc->store)) return 0;
+  return tern__rstore_begin(rc->store);
+}
+
+/* A store call failed: undo the round and refuse new messages for a while. */
+static void store_failed(tern__rcore *rc, uint64_t now_ms) {
+  rc->stats.store_errors++;
+  tern__rstore_rollback(rc->store);
+  free_list(rc->held);
+  rc->held = NULL;
+  rc->held_tail = &rc->held;
+  /* What was sent this round may be gone from the store: resend from the
+   * acknowledged point. */
+  for (conn *c = rc->conns; c; c = c->next) c->sent_upto = c->cursor;
+  rc->busy_until_ms = now_ms + rc->cfg.busy_ms;
+}
+
+int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8_t dev[32],
+                     uint64_t now_ms) {
+  conn *c = calloc(1, sizeof(*c));
+  if (!c) return TERN_ENOMEM;
+  c->id = id;
+  snprintf(c->user, sizeof(c->user), "%s", user);
+  memcpy(c->dev, dev, 32);
+  int rc2 = ensure_txn(rc);
+  if (rc2 == 0) rc2 = tern__rstore_device(rc->store, user, dev, &c->cursor);
+  if (rc2 < 0) {
+    store_failed(rc, now_ms);
+    free(c);
+    return rc2;
+  }
+  c->sent_upto = c->cursor;
+  c->progress_ms = now_ms;
+  c->next = rc->conns;
+  rc->conns = c;
+  return 0;
+}
+
+void tern__rcore_close(tern__rcore *rc, uint64_t id) {
+  for (conn **pp = &rc->conns; *pp; pp = &(*pp)->next) {
+    if ((*pp)->id != id) continue;
+    conn *c = *pp;
+    *pp = c->next;
+    free(c);
+    return;
+  }
+}
+
+/* ---- delivering ---------------------------------------------------------- */
+
+typedef struct pump_ctx {
+  tern__rcore *rc;
+  conn *c;
+} pump_ctx;
+
+static int pump_one(void *ctx, const tern__rmsg *m) {
+  pump_ctx *p = ctx;
+  tern__wbuf w;
+  tern__wbuf_init(&w, p->rc->buf, FRAME_BUF);
+  tern__fr_msg d = {.seq = m->seq, .prev_seq = m->prev_seq, .ts = m->ts,
+                    .peer = (const uint8_t *)m->from, .peer_len = strlen(m->from),
+                    .flags = m->flags, .body = m->body, .body_len = m->body_len};
+  tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
+  if (!w.overflow)
+    emit(p->rc, p->c->id, conv_channel(m->from, p->c->user), 1, w.p, w.len, 0);
+  p->c->sent_upto = m->seq;
+  return 0;
+}
+
+/* Sends what the connection's window allows after sent_upto. */
+static void pump(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  if (!c->confirmed) return;
+  uint64_t inflight = c->sent_upto > c->cursor ? c->sent_upto - c->cursor : 0;
+  if (inflight >= rc->cfg.deliver_window) return;
+  pump_ctx p = {rc, c};
+  if (ensure_txn(rc) < 0) return;
+  int n = tern__rstore_fetch(rc->store, c->user, c->sent_upto, rc->cfg.deliver_window - inflight,
+                             pump_one, &p);
+  if (n < 0) {
+    store_failed(rc, now_ms);
+    return;
+  }
+  if (n > 0) c->progress_ms = now_ms;
+}
+
+/* ---- notices -------------------------------------------------------------- */
+
+static void emit_notice(tern__rcore *rc, conn *c, int kind, uint64_t cmid, int64_t code) {
+  tern__wbuf w;
+  uint8_t tmp[64];
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  if (kind == TERN__NOTICE_RECEIPT) {
+    tern__fr_u64_write(&w, TERN__FR_RECEIPT, cmid);
+  } else {
+    tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)(code < 0 ? -code : code)};
+    tern__fr_failed_write(&w, TERN__FR_FAILED, &f);
+  }
+  emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
+  c->notices_out = 1;
+}
+
+typedef struct notice_ctx {
+  tern__rcore *rc;
+  conn *c;
+  int count;
+} notice_ctx;
+
+static int notice_one(void *ctx, int kind, uint64_t cmid, int64_t code) {
+  notice_ctx *n = ctx;
+  emit_notice(n->rc, n->c, kind, cmid, code);
+  n->count++;
+  return 0;
+}
+
+static void send_notices(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  notice_ctx n = {rc, c, 0};
+  if (ensure_txn(rc) < 0 || tern__rstore_notice_list(rc->store, c->dev, notice_one, &n) < 0) {
+    store_failed(rc, now_ms);
+    return;
+  }
+  c->notices_out = n.count > 0;
+  c->notices_ms = now_ms;
+}
+
+/* Stores a notice for a sender device and sends it to its live sessions. */
+static int notify(tern__rcore *rc, const uint8_t dev[32], int kind, uint64_t cmid, int64_t code) {
+  int r = tern__rstore_notice_put(rc->store, dev, kind, cmid, code);
+  if (r < 0) return r;
+  for (conn *c = rc->conns; c; c = c->next)
+    if (c->confirmed && memcmp(c->dev, dev, 32) == 0) emit_notice(rc, c, kind, cmid, code);
+  return 0;
+}
+
+typedef struct ack_ctx {
+  tern__rcore *rc;
+  int err;
+} ack_ctx;
+
+static void on_delivered(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq) {
+  (void)seq;
+  ack_ctx *a = ctx;
+  a->rc->stats.delivered++;
+  int r = notify(a->rc, sender_dev, TERN__NOTICE_RECEIPT, cmid, 0);
+  if (r < 0) a->err = r;
+}
+
+static void on_expired(void *ctx, const uint8_t sender_dev[32], uint64_t cmid) {
+  ack_ctx *a = ctx;
+  a->rc->stats.expired++;
+  int r = notify(a->rc, sender_dev, TERN__NOTICE_FAILED, cmid, TERN_EEXPIRED);
+  if (r < 0) a->err = r;
+}
+
+/* ---- input ---------------------------------------------------------------- */
+
+static void reply_failed(tern__rcore *rc, conn *c, uint8_t type, uint8_t channel, uint64_t cmid,
+                         int err) {
+  uint8_t tmp[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)-err};
+  tern__fr_failed_write(&w, type, &f);
+  emit(rc, c->id, channel, 1, w.p, w.len, 0);
+  if (type == TERN__FR_FAILED) rc->stats.refused++;
+  else rc->stats.busy++;
+}
+
+static void send_ack(tern__rcore *rc, conn *c, uint8_t channel, uint64_t cmid, uint64_t seq,
+                     uint64_t ts) {
+  uint8_t tmp[40];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_sack a = {.cmid = cmid, .seq = seq, .ts = ts};
+  tern__fr_sack_write(&w, &a);
+  emit(rc, c->id, channel, 1, w.p, w.len, rc->cfg.fault_ack_before_commit);
+}
+
+/* An ephemeral message: straight to the recipient's live sessions. */
+static void forward_ephemeral(tern__rcore *rc, conn *from, const tern__fr_msg *m, uint64_t wall) {
+  char to[TERN_USER_MAX + 1];
+  memcpy(to, m->peer, m->peer_len);
+  to[m->peer_len] = 0;
+  tern__wbuf w;
+  tern__wbuf_init(&w, rc->buf, FRAME_BUF);
+  tern__fr_msg d = {.ts = wall, .peer = (const uint8_t *)from->user, .peer_len = strlen(from->user),
+                    .flags = m->flags, .body = m->body, .body_len = m->body_len};
+  tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
+  if (w.overflow) return;
+  for (conn *c = rc->conns; c; c = c->next)
+    if (c->confirmed && strcmp(c->user, to) == 0) emit(rc, c->id, TERN__CH_SIGNAL, 0, w.p, w.len, 1);
+}
+
+static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now_ms,
+                   uint64_t wall_ms) {
+  char to[TERN_USER_MAX + 1];
+  memcpy(to, m->peer, m->peer_len);
+  to[m->peer_len] = 0;
+  uint8_t ch = conv_channel(c->user, to);
+  if (m->body_len > rc->cfg.max_message_size) {
+    reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ETOOBIG);
+    return;
+  }
+  if (m->flags & TERN__MSGF_EPHEMERAL) {
+    forward_ephemeral(rc, c, m, wall_ms);
+    return;
+  }
+  if (rc->cfg.user_exists && !rc->cfg.user_exists(rc->cfg.user_ctx, to)) {
+    reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ENOENT);
+    return;
+  }
+  if (now_ms < rc->busy_until_ms) {
+    reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
+    return;
+  }
+  if (ensure_txn(rc) < 0) goto store_error;
+  uint64_t seq, ts;
+  int found = rc->cfg.fault_skip_dedup ? 0 : tern__rstore_dedup_get(rc->store, c->dev, m->cmid, &seq, &ts);
+  if (found < 0) goto store_error;
+  if (found) {
+    /* A resend: the same answer, never a second copy. */
+    rc->stats.deduped++;
+    send_ack(rc, c, ch, m->cmid, seq, ts);
+    return;
+  }
+  if (m->prev_cmid) {
+    /* Per-conversation order: the previous message must be stored first.
+     * Without it, drop this one; the client resends both, in order. */
+    uint64_t ps, pt;
+    int have = tern__rstore_dedup_get(rc->store, c->dev, m->prev_cmid, &ps, &pt);
+    if (have < 0) goto store_error;
+    if (!have) return;
+  }
+  tern__rmsg rm = {.ts = wall_ms, .cmid = m->cmid, .flags = m->flags, .from = c->user,
+                   .sender_dev = c->dev, .body = m->body, .body_len = m->body_len};
+  uint64_t prev;
+  if (tern__rstore_append(rc->store, to, &rm, &seq, &prev) < 0) goto store_error;
+  rc->stats.stored++;
+  send_ack(rc, c, ch, m->cmid, seq, wall_ms);
+  /* Live sessions of the recipient that are caught up get it now. */
+  for (conn *r = rc->conns; r; r = r->next)
+    if (r->confirmed && strcmp(r->user, to) == 0 && r->sent_upto + 1 == seq) pump(rc, r, now_ms);
+  return;
+store_error:
+  store_failed(rc, now_ms);
+  reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
+}
+
+static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
+  ack_ctx a = {rc, 0};
+  if (ensure_txn(rc) < 0 ||
+      tern__rstore_ack(rc->store, c->user, c->dev, l->last, l->seqs, l->n, on_delivered, &a) < 0 ||
+      a.err < 0) {
+    store_failed(rc, now_ms);
+    return;
+  }
+  if (l->last > c->cursor) {
+    c->cursor = l->last;
+    c->progress_ms = now_ms;
+  }
+  if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
+  pump(rc, c, now_ms);
+}
+
+static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
+  c->confirmed = 1;
+  /* SYNC acknowledges what the device has, like DELIVERY_ACK ... */
+  ack_ctx a = {rc, 0};
+  uint64_t floor = 0;
+  if (ensure_txn(rc) < 0 ||
+      tern__rstore_ack(rc->store, c->user, c->dev, l->last, l->seqs, l->n, on_delivered, &a) < 0 ||
+      a.err < 0 || tern__rstore_floor(rc->store, c->user, &floor) < 0) {
+    store_failed(rc, now_ms);
+    return;
+  }
+  if (l->last > c->cursor) c->cursor = l->last;
+  /* ... and says where to resume: after what it has, or after what is gone. */
+  uint64_t from = l->last;
+  if (floor > from) {
+    uint8_t tmp[16];
+    tern__wbuf w;
+    tern__wbuf_init(&w, tmp, sizeof(tmp));
+    tern__fr_u64_write(&w, TERN__FR_FLOOR, floor);
+    emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
+    from = floor;
+  }
+  c->sent_upto = from;
+  c->progress_ms = now_ms;
+  pump(rc, c, now_ms);
+  send_notices(rc, c, now_ms);
+}
+
+int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_t len,
+                      uint64_t now_ms, uint64_t wall_ms) {
+  conn *c = find(rc, id);
+  if (!c) return TERN_EINVAL;
+  tern__rbuf r, body;
+  tern__rbuf_init(&r, frames, len);
+  uint8_t type;
+  int more;
+  while ((more = tern__frame_next(&r, &type, &body)) == 1) {
+    switch (type) {
+      case TERN__FR_MSG: {
+        tern__fr_msg m;
+        if (tern__fr_msg_read(&body, TERN__FR_MSG, &m) == 0) on_msg(rc, c, &m, now_ms, wall_ms);
+        break;
+      }
+      case TERN__FR_DELIVERY_ACK:
+      case TERN__FR_SYNC: {
+        tern__fr_seqlist l;
+        if (tern__fr_seqlist_read(&body, &l) != 0) break;
+        if (type == TERN__FR_SYNC) on_sync(rc, c, &l, now_ms);
+        else on_ack(rc, c, &l, now_ms);
+        break;
+      }
+      case TERN__FR_NOTICE_ACK: {
+        uint64_t kind, cmid;
+        if (tern__fr_notice_ack_read(&body, &kind, &cmid) != 0) break;
+        if (ensure_txn(rc) < 0 ||
+            tern__rstore_notice_del(rc->store, c->dev, (int)kind, cmid) < 0)
+          store_failed(rc, now_ms);
+        break;
+      }
+      default:
+        break; /* unknown or not for the relay: skipped */
+    }
+  }
+  return more < 0 ? TERN_EPROTO : 0;
+}
+
+int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) {
+  if (tern__rstore_in_txn(rc->store) && tern__rstore_commit(rc->store) < 0) {
+    store_failed(rc, now_ms);
+    return TERN_ESTORE;
+  }
+  if (rc->held) {
+    *rc->ready_tail = rc->held;
+    rc->ready_tail = rc->held_tail;
+    rc->held = NULL;
+    rc->held_tail = &rc->held;
+  }
+  return 0;
+}
+
+int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
+  free(rc->current);
+  rc->current = NULL;
+  out_item *it = rc->ready;
+  if (!it) return 0;
+  rc->ready = it->next;
+  if (!rc->ready) rc->ready_tail = &rc->ready;
+  rc->current = it;
+  *out = it->out;
+  return 1;
+}
+
+int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
+  uint64_t best = rc->next_expire_ms;
+  for (const conn *c = rc->conns; c; c = c->next) {
+    if (!c->confirmed) continue;
+    if (c->sent_upto > c->cursor && c->progress_ms + rc->cfg.resend_ms < best)
+      best = c->progress_ms + rc->cfg.resend_ms;
+    if (c->notices_out && c->notices_ms + rc->cfg.resend_ms < best)
+      best = c->notices_ms + rc->cfg.resend_ms;
+  }
+  if (best <= now_ms) return 0;
+  uint64_t d = best - now_ms;
+  return d > 0x7fffffff ? 0x7fffffff : (int)d;
+}
+
+void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
+  for (conn *c = rc->conns; c; c = c->next) {
+    if (!c->confirmed) continue;
+    if (c->sent_upto > c->cursor && now_ms >= c->progress_ms + rc->cfg.resend_ms) {
+      /* No progress: send the unacked ones again (the device drops copies). */
+      c->sent_upto = c->cursor;
+      pump(rc, c, now_ms);
+      c->progress_ms = now_ms;
+    }
+    if (c->notices_out && now_ms >= c->notices_ms + rc->cfg.resend_ms) send_notices(rc, c, now_ms);
+  }
+  if (now_ms >= rc->next_expire_ms) {
+    rc->next_expire_ms = now_ms + rc->cfg.expire_every_ms;
+    ack_ctx a = {rc, 0};
+    uint64_t before = wall_ms > rc->cfg.retention_ms ? wall_ms - rc->cfg.retention_ms : 0;
+    if (ensure_txn(rc) < 0 || tern__rstore_expire(rc->store, before, on_expired, &a) < 0 ||
+        a.err < 0)
+      store_failed(rc, now_ms);
+  }
+}
+
+void tern__rcore_get_stats(const tern__rcore *rc, tern__rcore_stats *st) { *st = rc->stats; }

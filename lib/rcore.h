@@ -1,0 +1,89 @@
+/*
+ * The relay's messaging core, sans-I/O: what the relay does with MSG,
+ * DELIVERY_ACK, SYNC and NOTICE_ACK frames from authenticated connections,
+ * on top of the relay store. Time is passed in; frames come out as outputs
+ * addressed to connection ids. spec/messages.md describes the flows.
+ *
+ * The rule that makes "never loses what it acked" hold: every output is held
+ * until tern__rcore_commit() has committed the store transaction the round's
+ * writes went into. A SERVER_ACK therefore never leaves before its message
+ * is durable, and a DELIVER never carries a seq that a crash could reassign.
+ */
+#ifndef TERN_RCORE_H
+#define TERN_RCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rstore.h"
+#include "tern/tern.h"
+
+typedef struct tern__rcore tern__rcore;
+
+typedef struct tern__rcore_config {
+  uint64_t retention_ms;     /* undelivered messages expire after this (30 days) */
+  uint32_t max_message_size; /* larger bodies get FAILED/TERN_ETOOBIG (65536) */
+  uint32_t deliver_window;   /* DELIVERs unacked per connection (256) */
+  uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
+  uint32_t expire_every_ms;  /* how often expiry runs (60000) */
+  uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
+  /* Optional: 0 if `user` can never receive (FAILED/TERN_ENOENT). */
+  int (*user_exists)(void *ctx, const char *user);
+  void *user_ctx;
+  /* Deliberate faults, for showing that the simulation catches them. */
+  int fault_skip_dedup;       /* store a resent MSG again */
+  int fault_ack_before_commit;/* release SERVER_ACK before the commit */
+} tern__rcore_config;
+
+void tern__rcore_config_default(tern__rcore_config *cfg);
+
+typedef struct tern__rcore_out {
+  uint64_t conn;     /* connection id given to tern__rcore_open() */
+  uint8_t channel;   /* ENet channel (link.h) */
+  int reliable;      /* 0 for ephemeral messages on the signal channel */
+  const uint8_t *data;
+  size_t len;        /* frames, to be sealed by the caller */
+} tern__rcore_out;
+
+/* The store is borrowed, not owned. Returns 0 or TERN_ENOMEM. */
+int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg);
+void tern__rcore_free(tern__rcore *rc);
+
+/* An authenticated session `conn` is up for device `dev` of `user`. Nothing
+ * is delivered to it until it sends SYNC, which proves it is live (a
+ * replayed HELLO cannot). Returns 0, TERN_ESTORE, TERN_ENOMEM. */
+int tern__rcore_open(tern__rcore *rc, uint64_t conn, const char *user, const uint8_t dev[32],
+                     uint64_t now_ms);
+void tern__rcore_close(tern__rcore *rc, uint64_t conn);
+
+/* Frames from `conn`. Malformed frames are skipped. Returns 0, or
+ * TERN_EPROTO if the connection should be dropped. */
+int tern__rcore_input(tern__rcore *rc, uint64_t conn, const uint8_t *frames, size_t len,
+                      uint64_t now_ms, uint64_t wall_ms);
+
+/* Commits the round's store writes, then releases the held outputs; if the
+ * commit fails they are dropped (clients resend) and new messages are
+ * answered BUSY for busy_ms. Returns 0 or TERN_ESTORE. */
+int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms);
+
+/* Takes the next released output; 1 if one, 0 if none. *out is valid until
+ * the next call. */
+int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out);
+
+/* Milliseconds until tern__rcore_tick() has work, or -1. */
+int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms);
+/* Resends and expiry that are due. Call tern__rcore_commit() after. */
+void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms);
+
+typedef struct tern__rcore_stats {
+  uint64_t stored;        /* messages stored (server-acked) */
+  uint64_t deduped;       /* resent MSGs answered from the dedup table */
+  uint64_t delivered;     /* messages acknowledged by a recipient device */
+  uint64_t refused;       /* FAILED answers */
+  uint64_t busy;          /* BUSY answers (store failures) */
+  uint64_t expired;       /* messages expired undelivered */
+  uint64_t store_errors;  /* store calls that failed */
+} tern__rcore_stats;
+void tern__rcore_get_stats(const tern__rcore *rc, tern__rcore_stats *st);
+
+#endif
