@@ -745,6 +745,21 @@ static void check_frame_of_size(size_t n) {
   cr_assert_eq(split_exact(buf, w.len, f, 3), 2);
   cr_assert_eq(f[1].type, 0x7f);
   cr_assert_eq(f[1].len, n);
+
+  /* One byte short of the final size: refused, and nothing written past
+   * the end, even while the length is being moved into place. */
+  size_t tight = w.len - 1;
+  uint8_t *t = malloc(tight + 16);
+  memset(t, CANARY, tight + 16);
+  tern__wbuf_init(&w, t, tight);
+  tern__fr_close_write(&w, 300);
+  m = tern__frame_begin(&w, 0x7f);
+  tern__wbuf_bytes(&w, body, n);
+  tern__frame_end(&w, m);
+  cr_assert(w.overflow, "frame of %zu fit in %zu bytes", n, tight);
+  for (size_t i = tight; i < tight + 16; i++)
+    cr_assert_eq(t[i], CANARY, "frame of %zu wrote byte %zu past cap %zu", n, i, tight);
+  free(t);
   free(buf);
   free(body);
 }
@@ -774,6 +789,11 @@ Test(chat_channel, both_directions_share_a_channel_in_range) {
   /* One name a prefix of the other: ordering must not depend on memcmp of
    * the common part alone. */
   cr_assert_eq(channel("ab", "abc"), channel("abc", "ab"));
+  for (int i = 0; i < 200; i++) {
+    snprintf(a, sizeof a, "u%d", i);
+    snprintf(b, sizeof b, "u%dsuffix", i);
+    cr_assert_eq(channel(a, b), channel(b, a), "(%s,%s) differs from (%s,%s)", a, b, b, a);
+  }
   cr_assert_eq(channel("a", "a"), channel("a", "a"));
 }
 
