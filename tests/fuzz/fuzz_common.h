@@ -1,0 +1,81 @@
+/*
+ * Fixed keys and a deterministic handshake shared by fuzz_handshake.c and
+ * seedgen.c: the seeds that seedgen writes are valid packets only for the
+ * sessions these functions build, so both must build the same ones.
+ */
+#ifndef TERN_FUZZ_COMMON_H
+#define TERN_FUZZ_COMMON_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "frame.h"
+#include "session.h"
+#include "tern/tern.h"
+
+/* Selector bytes: the first byte of a fuzz_handshake input. */
+enum { FZ_RELAY_READS_HELLO = 0, FZ_CLIENT_READS_WELCOME = 1, FZ_OPEN_READS_DATA = 2, FZ_MODES = 3 };
+
+#define FZ_PKT_MAX (TERN__HS_PAYLOAD_MAX + 256)
+
+typedef struct fz_keys {
+  tern_keypair client, relay;
+  uint8_t client_e[TERN_KEY_BYTES], relay_e[TERN_KEY_BYTES];
+} fz_keys;
+
+static inline void fz_keys_init(fz_keys *k) {
+  uint8_t seed[crypto_box_SEEDBYTES];
+  if (sodium_init() < 0) abort();
+  memset(seed, 0xc1, sizeof seed);
+  crypto_box_seed_keypair(k->client.public_key, k->client.secret_key, seed);
+  memset(seed, 0x5e, sizeof seed);
+  crypto_box_seed_keypair(k->relay.public_key, k->relay.secret_key, seed);
+  memset(k->client_e, 0xe1, sizeof k->client_e);
+  memset(k->relay_e, 0xee, sizeof k->relay_e);
+}
+
+/* The client's HELLO, carrying a HELLO frame as the real client does. */
+static inline size_t fz_client_hello(const fz_keys *k, tern__session *c, uint8_t *out) {
+  uint8_t payload[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, payload, sizeof payload);
+  tern__fr_hello h = {.user = (const uint8_t *)"alice", .user_len = 5, .ping_interval_ms = 30000};
+  tern__fr_hello_write(&w, &h);
+  size_t n = 0;
+  if (w.overflow || tern__session_client_hello(c, &k->client, k->relay.public_key, k->client_e,
+                                               payload, w.len, out, FZ_PKT_MAX, &n) != 0)
+    abort();
+  return n;
+}
+
+/* The relay reads `hello` and answers with a WELCOME frame. */
+static inline size_t fz_relay_answer(const fz_keys *k, tern__session *r, const uint8_t *hello,
+                                     size_t hello_len, uint8_t *out) {
+  uint8_t payload[TERN__HS_PAYLOAD_MAX];
+  size_t pl_len = 0, n = 0;
+  if (tern__session_relay_hello(r, &k->relay, k->relay_e, hello, hello_len, payload,
+                                sizeof payload, &pl_len) != 0)
+    abort();
+  tern__wbuf w;
+  tern__wbuf_init(&w, payload, sizeof payload);
+  tern__fr_welcome f = {.status = 0, .user = (const uint8_t *)"alice", .user_len = 5,
+                        .server_time_ms = 1700000000000ull};
+  tern__fr_welcome_write(&w, &f);
+  if (w.overflow || tern__session_relay_welcome(r, payload, w.len, out, FZ_PKT_MAX, &n) != 0)
+    abort();
+  return n;
+}
+
+/* A client and a relay session, both OPEN. */
+static inline void fz_open_pair(const fz_keys *k, tern__session *c, tern__session *r) {
+  uint8_t hello[FZ_PKT_MAX], welcome[FZ_PKT_MAX], pl[TERN__HS_PAYLOAD_MAX];
+  size_t hl = fz_client_hello(k, c, hello);
+  size_t wl = fz_relay_answer(k, r, hello, hl, welcome);
+  size_t pl_len = 0;
+  if (tern__session_client_welcome(c, welcome, wl, pl, sizeof pl, &pl_len) != 0) abort();
+}
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * libFuzzer target for the frame codec. The input is a packet of frames:
+ * it is split with tern__frame_next, and every frame body goes through
+ * every typed decoder (not only the one its type names, so each decoder
+ * sees every shape of input). Whatever decodes is re-encoded, and must
+ *
+ *   - re-encode to exactly the bytes the decoder consumed (varints and
+ *     lengths are minimal-only, so each value has one encoding), and
+ *   - decode again to the same fields.
+ *
+ * The input is also read as a run of varints, each of which must re-encode
+ * to the bytes it was read from. Any mismatch aborts.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "tern/tern.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int same(const uint8_t *a, size_t an, const uint8_t *b, size_t bn) {
+  return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+/* Splits a re-encoded single frame; aborts unless it is exactly one frame
+ * of `type`. Returns its body. */
+static tern__rbuf only_frame(const tern__wbuf *w, uint8_t type) {
+  tern__rbuf pkt, body, rest;
+  uint8_t t = 0;
+  tern__rbuf_init(&pkt, w->p, w->len);
+  if (tern__frame_next(&pkt, &t, &body) != 1 || t != type) abort();
+  if (tern__frame_next(&pkt, &t, &rest) != 0) abort();
+  return body;
+}
+
+/* The re-encoded body must be the bytes the first decoder consumed. */
+static void check_canonical(const tern__rbuf *re, const uint8_t *body, size_t consumed) {
+  if (!same(re->p, re->len, body, consumed)) abort();
+}
+
+static void fuzz_hello(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_hello a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_hello_read(&r, &a) != 0) return;
+  if (a.user_len > TERN_USER_MAX) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_hello_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_HELLO);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_hello_read(&re, &b) != 0) abort();
+  if (!same(a.user, a.user_len, b.user, b.user_len) || a.ping_interval_ms != b.ping_interval_ms)
+    abort();
+}
+
+static void fuzz_welcome(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_welcome a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_welcome_read(&r, &a) != 0) return;
+  if (a.user_len > TERN_USER_MAX) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_welcome_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_WELCOME);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_welcome_read(&re, &b) != 0) abort();
+  if (a.status != b.status || !same(a.user, a.user_len, b.user, b.user_len) ||
+      a.server_time_ms != b.server_time_ms || !same(a.reason, a.reason_len, b.reason, b.reason_len))
+    abort();
+}
+
+static void fuzz_msg(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_msg a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_msg_read(&r, type, &a) != 0) return;
+  /* The message body is the rest of the frame. */
+  if (r.pos != n || !tern__user_valid(a.peer, a.peer_len)) abort();
+  if (type == TERN__FR_DELIVER && a.cmid != 0) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_msg_write(&w, type, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, type);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_msg_read(&re, type, &b) != 0) abort();
+  if (a.cmid != b.cmid || !same(a.peer, a.peer_len, b.peer, b.peer_len) || a.flags != b.flags ||
+      !same(a.body, a.body_len, b.body, b.body_len))
+    abort();
+}
+
+static void fuzz_failed(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_failed a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_failed_read(&r, &a) != 0) return;
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_failed_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_SEND_FAILED);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_failed_read(&re, &b) != 0) abort();
+  if (a.cmid != b.cmid || a.error != b.error) abort();
+}
+
+static void fuzz_close(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  uint64_t a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_close_read(&r, &a) != 0) return;
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_close_write(&w, a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_CLOSE);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_close_read(&re, &b) != 0 || a != b) abort();
+}
+
+static void fuzz_varints(const uint8_t *p, size_t n) {
+  tern__rbuf r;
+  tern__rbuf_init(&r, p, n);
+  while (r.pos < n) {
+    size_t start = r.pos;
+    uint64_t v = tern__rbuf_varint(&r);
+    if (r.bad) {
+      if (v != 0) abort();
+      return;
+    }
+    uint8_t enc[TERN__VARINT_MAX];
+    tern__wbuf w;
+    tern__wbuf_init(&w, enc, sizeof enc);
+    tern__wbuf_varint(&w, v);
+    if (w.overflow || !same(enc, w.len, p + start, r.pos - start)) abort();
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* An exact-size copy, so that reading past the end is caught. */
+  uint8_t *pkt = malloc(size ? size : 1);
+  /* Room for any re-encoded frame: its body is at most the input, plus the
+   * type, the length and the writer's 4-byte length reserve. */
+  size_t cap = size + 16;
+  uint8_t *buf = malloc(cap);
+  if (!pkt || !buf) abort();
+  if (size) memcpy(pkt, data, size);
+
+  fuzz_varints(pkt, size);
+
+  tern__rbuf r, body;
+  uint8_t type;
+  int rc;
+  tern__rbuf_init(&r, pkt, size);
+  while ((rc = tern__frame_next(&r, &type, &body)) == 1) {
+    if (body.p < pkt || body.p + body.len > pkt + size || body.pos != 0) abort();
+    fuzz_hello(body.p, body.len, buf, cap);
+    fuzz_welcome(body.p, body.len, buf, cap);
+    fuzz_msg(TERN__FR_MSG, body.p, body.len, buf, cap);
+    fuzz_msg(TERN__FR_DELIVER, body.p, body.len, buf, cap);
+    fuzz_failed(body.p, body.len, buf, cap);
+    fuzz_close(body.p, body.len, buf, cap);
+  }
+  if (rc != 0 && rc != TERN_EPROTO) abort();
+  if (rc == 0 && r.pos != size) abort();
+
+  free(buf);
+  free(pkt);
+  return 0;
+}

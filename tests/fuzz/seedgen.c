@@ -1,0 +1,117 @@
+/*
+ * Writes the seed corpora under tests/fuzz/seeds/: valid inputs that a
+ * fuzzer could not find by mutation (a HELLO or WELCOME that opens needs
+ * the keys). Run once after changing the wire format or fuzz_common.h:
+ *
+ *   build-fuzz/tests/fuzz/tern_fuzz_seedgen tests/fuzz/seeds
+ *
+ * The output is deterministic: same keys, same ephemerals, same bytes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fuzz_common.h"
+
+static void write_seed(const char *dir, const char *target, const char *name, uint8_t prefix,
+                       int use_prefix, const uint8_t *p, size_t n) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, target);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+    perror(path);
+    exit(1);
+  }
+  snprintf(path, sizeof path, "%s/%s/%s", dir, target, name);
+  FILE *f = fopen(path, "wb");
+  if (!f || (use_prefix && fwrite(&prefix, 1, 1, f) != 1) || (n && fwrite(p, 1, n, f) != n) ||
+      fclose(f) != 0) {
+    perror(path);
+    exit(1);
+  }
+}
+
+static void frames_seeds(const char *dir) {
+  static uint8_t buf[4096];
+  tern__wbuf all, one;
+  tern__wbuf_init(&all, buf, sizeof buf);
+  uint8_t body[40];
+  memset(body, 'm', sizeof body);
+
+  tern__fr_hello h = {(const uint8_t *)"alice", 5, 30000};
+  tern__fr_welcome w = {0, (const uint8_t *)"alice", 5, 1700000000000ull, (const uint8_t *)"hi", 2};
+  tern__fr_msg m = {7, (const uint8_t *)"bob", 3, 0, body, sizeof body};
+  tern__fr_failed fl = {7, (uint64_t)-TERN_EOFFLINE};
+  struct {
+    const char *name;
+    int kind;
+  } kinds[] = {{"hello", 0}, {"welcome", 1}, {"msg", 2}, {"deliver", 3},
+               {"failed", 4}, {"close", 5}, {"unknown", 6}};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    uint8_t single[256];
+    for (int pass = 0; pass < 2; pass++) {
+      tern__wbuf *x = pass ? &all : &one;
+      if (!pass) tern__wbuf_init(&one, single, sizeof single);
+      switch (kinds[i].kind) {
+      case 0: tern__fr_hello_write(x, &h); break;
+      case 1: tern__fr_welcome_write(x, &w); break;
+      case 2: tern__fr_msg_write(x, TERN__FR_MSG, &m); break;
+      case 3: tern__fr_msg_write(x, TERN__FR_DELIVER, &m); break;
+      case 4: tern__fr_failed_write(x, &fl); break;
+      case 5: tern__fr_close_write(x, 300); break;
+      case 6: {
+        size_t mark = tern__frame_begin(x, 0x7e);
+        tern__wbuf_bytes(x, body, sizeof body);
+        tern__frame_end(x, mark);
+        break;
+      }
+      }
+    }
+    if (one.overflow) abort();
+    write_seed(dir, "fuzz_frames", kinds[i].name, 0, 0, single, one.len);
+  }
+  if (all.overflow) abort();
+  write_seed(dir, "fuzz_frames", "all", 0, 0, buf, all.len);
+}
+
+static void handshake_seeds(const char *dir) {
+  fz_keys k;
+  fz_keys_init(&k);
+  static uint8_t hello[FZ_PKT_MAX], welcome[FZ_PKT_MAX], pkt[256], pl[TERN__HS_PAYLOAD_MAX];
+  tern__session c, r;
+  size_t hl = fz_client_hello(&k, &c, hello);
+  size_t wl = fz_relay_answer(&k, &r, hello, hl, welcome);
+  size_t pl_len = 0;
+  if (tern__session_client_welcome(&c, welcome, wl, pl, sizeof pl, &pl_len) != 0) abort();
+  write_seed(dir, "fuzz_handshake", "hello", FZ_RELAY_READS_HELLO, 1, hello, hl);
+  write_seed(dir, "fuzz_handshake", "welcome", FZ_CLIENT_READS_WELCOME, 1, welcome, wl);
+
+  /* DATA packets from the client, carrying a MSG frame. */
+  uint8_t frames[128];
+  tern__wbuf w;
+  tern__wbuf_init(&w, frames, sizeof frames);
+  tern__fr_msg m = {1, (const uint8_t *)"bob", 3, 0, (const uint8_t *)"hello bob", 9};
+  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  if (w.overflow) abort();
+  size_t n = 0;
+  if (tern__session_seal(&c, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
+  write_seed(dir, "fuzz_handshake", "data0", FZ_OPEN_READS_DATA, 1, pkt, n);
+  c.send_n = 5000;
+  if (tern__session_seal(&c, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
+  write_seed(dir, "fuzz_handshake", "data5000", FZ_OPEN_READS_DATA, 1, pkt, n);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s SEEDS_DIR\n", argv[0]);
+    return 2;
+  }
+  if (mkdir(argv[1], 0755) != 0 && errno != EEXIST) {
+    perror(argv[1]);
+    return 1;
+  }
+  frames_seeds(argv[1]);
+  handshake_seeds(argv[1]);
+  return 0;
+}
