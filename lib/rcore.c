@@ -1,6 +1,7 @@
 /* The relay's messaging core: store, ack, deliver, receipt, expire. */
 #include "rcore.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -311,7 +311,7 @@ static void refuse(tern_relay *r, rpeer *p, uint64_t cmid, int err) {
   tern__wbuf w;
   tern__wbuf_init(&w, r->buf, RELAY_BUF);
   tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)-err};
-  tern__fr_failed_write(&w, &f);
+  tern__fr_failed_write(&w, TERN__FR_FAILED, &f);
   (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
 }
 

@@ -140,8 +140,8 @@ Test(keys, hex_refuses_wrong_length_and_non_hex) {
       "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6g",   /* 'g' */
       "8520f0098930a754748b7ddcb43ef75a0dbf3a0d 6381af4eba4a98eaa9b4e6a",   /* inner space */
       "0x8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a", /* prefix */
-      "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a8520f0098930a754748b7ddcb43ef75a0dbf3a0d2638"
-      "1af4eba4a98eaa9b4e6a", /* two keys */
+      ("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a8520f0098930a754748b7ddcb43ef75a0dbf3a0d2638"
+       "1af4eba4a98eaa9b4e6a"), /* two keys */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     uint8_t key[TERN_KEY_BYTES];
