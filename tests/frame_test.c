@@ -15,6 +15,7 @@
 
 #include "frame.h"
 #include "link.h"
+#include "rstore.h" /* TERN__NOTICE_* kinds, as NOTICE_ACK carries them */
 #include "tern/tern.h"
 
 /* An exact-size heap copy of p[0..n); never NULL, even for n == 0. */
@@ -342,6 +343,10 @@ Test(frame, msg_and_deliver_round_trip) {
     uint8_t type = t ? TERN__FR_DELIVER : TERN__FR_MSG;
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
       tern__fr_msg in = {.cmid = 0x123456789abcull,
+                         .prev_cmid = 0x123456789abbull,
+                         .seq = 1ull << 40,
+                         .prev_seq = (1ull << 40) - 3,
+                         .ts = 1700000000123ull,
                          .peer = (const uint8_t *)"carol",
                          .peer_len = 5,
                          .flags = 3,
@@ -353,11 +358,26 @@ Test(frame, msg_and_deliver_round_trip) {
       cr_assert_eq(f[0].type, type);
       tern__rbuf rb;
       tern__fr_msg out;
+      memset(&out, 0xee, sizeof out);
       tern__rbuf_init(&rb, buf + f[0].off, f[0].len);
       cr_assert_eq(tern__fr_msg_read(&rb, type, &out), 0);
-      /* DELIVER carries no cmid: the sender's ids are none of the
-       * recipient's business. */
-      cr_assert_eq(out.cmid, type == TERN__FR_MSG ? in.cmid : 0);
+      if (type == TERN__FR_MSG) {
+        /* MSG: cmid | to | flags | prev_cmid | body. The inbox fields are
+         * the relay's to assign and are not on the wire. */
+        cr_assert_eq(out.cmid, in.cmid);
+        cr_assert_eq(out.prev_cmid, in.prev_cmid);
+        cr_assert_eq(out.seq, 0);
+        cr_assert_eq(out.prev_seq, 0);
+        cr_assert_eq(out.ts, 0);
+      } else {
+        /* DELIVER: seq | prev_seq | from | ts | flags | body. It carries no
+         * cmid: the sender's ids are none of the recipient's business. */
+        cr_assert_eq(out.cmid, 0);
+        cr_assert_eq(out.prev_cmid, 0);
+        cr_assert_eq(out.seq, in.seq);
+        cr_assert_eq(out.prev_seq, in.prev_seq);
+        cr_assert_eq(out.ts, in.ts);
+      }
       cr_assert_eq(out.peer_len, 5);
       cr_assert_arr_eq(out.peer, "carol", 5);
       cr_assert_eq(out.flags, 3);
@@ -365,6 +385,23 @@ Test(frame, msg_and_deliver_round_trip) {
       if (lens[li]) cr_assert_arr_eq(out.body, body, lens[li]);
     }
   }
+}
+
+Test(frame, msg_and_deliver_fields_are_in_the_documented_order) {
+  uint8_t buf[64];
+  tern__fr_msg m = {.cmid = 5, .prev_cmid = 4, .peer = (const uint8_t *)"bo", .peer_len = 2,
+                    .flags = TERN__MSGF_EPHEMERAL, .body = (const uint8_t *)"x", .body_len = 1};
+  size_t n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_MSG, &m));
+  const uint8_t want_msg[] = {0x10, 0x07, 0x05, 0x02, 'b', 'o', 0x01, 0x04, 'x'};
+  cr_assert_eq(n, sizeof want_msg);
+  cr_assert_arr_eq(buf, want_msg, n);
+
+  tern__fr_msg d = {.seq = 9, .prev_seq = 7, .ts = 6, .peer = (const uint8_t *)"al", .peer_len = 2,
+                    .flags = 0, .body = (const uint8_t *)"y", .body_len = 1};
+  n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_DELIVER, &d));
+  const uint8_t want_deliver[] = {0x11, 0x08, 0x09, 0x07, 0x02, 'a', 'l', 0x06, 0x00, 'y'};
+  cr_assert_eq(n, sizeof want_deliver);
+  cr_assert_arr_eq(buf, want_deliver, n);
 }
 
 Test(frame, msg_with_an_invalid_peer_is_refused) {
@@ -383,23 +420,26 @@ Test(frame, msg_with_an_invalid_peer_is_refused) {
   }
 }
 
-Test(frame, failed_and_close_round_trip) {
+Test(frame, failed_busy_and_close_round_trip) {
   uint8_t buf[64];
   uint64_t vals[] = {0, 127, 128, (uint64_t)-TERN_EOFFLINE, UINT64_MAX};
+  const uint8_t types[] = {TERN__FR_FAILED, TERN__FR_BUSY};
   for (size_t i = 0; i < 5; i++) {
-    tern__fr_failed in = {.cmid = vals[i], .error = vals[4 - i]};
-    size_t n = WRITE_FRAME(buf, tern__fr_failed_write(&frame_w, &in));
     split_frame f[2];
-    cr_assert_eq(split_exact(buf, n, f, 2), 1);
-    cr_assert_eq(f[0].type, TERN__FR_SEND_FAILED);
     tern__rbuf rb;
-    tern__fr_failed out;
-    tern__rbuf_init(&rb, buf + f[0].off, f[0].len);
-    cr_assert_eq(tern__fr_failed_read(&rb, &out), 0);
-    cr_assert_eq(out.cmid, in.cmid);
-    cr_assert_eq(out.error, in.error);
+    for (size_t t = 0; t < 2; t++) {
+      tern__fr_failed in = {.cmid = vals[i], .error = vals[4 - i]};
+      size_t n = WRITE_FRAME(buf, tern__fr_failed_write(&frame_w, types[t], &in));
+      cr_assert_eq(split_exact(buf, n, f, 2), 1);
+      cr_assert_eq(f[0].type, types[t]);
+      tern__fr_failed out;
+      tern__rbuf_init(&rb, buf + f[0].off, f[0].len);
+      cr_assert_eq(tern__fr_failed_read(&rb, &out), 0);
+      cr_assert_eq(out.cmid, in.cmid);
+      cr_assert_eq(out.error, in.error);
+    }
 
-    n = WRITE_FRAME(buf, tern__fr_close_write(&frame_w, vals[i]));
+    size_t n = WRITE_FRAME(buf, tern__fr_close_write(&frame_w, vals[i]));
     cr_assert_eq(split_exact(buf, n, f, 2), 1);
     cr_assert_eq(f[0].type, TERN__FR_CLOSE);
     uint64_t reason = 0xdead;
@@ -407,6 +447,225 @@ Test(frame, failed_and_close_round_trip) {
     cr_assert_eq(tern__fr_close_read(&rb, &reason), 0);
     cr_assert_eq(reason, vals[i]);
   }
+}
+
+Test(frame, server_ack_round_trips) {
+  uint8_t buf[64];
+  const uint64_t vals[] = {0, 1, 127, 128, 1700000000000ull << 16, UINT64_MAX};
+  for (size_t i = 0; i < 6; i++) {
+    tern__fr_sack in = {.cmid = vals[i], .seq = vals[(i + 2) % 6], .ts = vals[(i + 4) % 6]};
+    size_t n = WRITE_FRAME(buf, tern__fr_sack_write(&frame_w, &in));
+    split_frame f[2];
+    cr_assert_eq(split_exact(buf, n, f, 2), 1);
+    cr_assert_eq(f[0].type, TERN__FR_SERVER_ACK);
+    tern__rbuf rb;
+    tern__fr_sack out;
+    tern__rbuf_init(&rb, buf + f[0].off, f[0].len);
+    cr_assert_eq(tern__fr_sack_read(&rb, &out), 0);
+    cr_assert_eq(out.cmid, in.cmid);
+    cr_assert_eq(out.seq, in.seq);
+    cr_assert_eq(out.ts, in.ts);
+  }
+}
+
+Test(frame, one_number_frames_round_trip) {
+  uint8_t buf[32];
+  const uint8_t types[] = {TERN__FR_RECEIPT, TERN__FR_FLOOR, TERN__FR_CLOSE};
+  const uint64_t vals[] = {0, 1, 300, 1ull << 49, UINT64_MAX};
+  for (size_t t = 0; t < 3; t++) {
+    for (size_t i = 0; i < 5; i++) {
+      size_t n = WRITE_FRAME(buf, tern__fr_u64_write(&frame_w, types[t], vals[i]));
+      split_frame f[2];
+      cr_assert_eq(split_exact(buf, n, f, 2), 1);
+      cr_assert_eq(f[0].type, types[t]);
+      tern__rbuf rb;
+      uint64_t v = 0xdead;
+      tern__rbuf_init(&rb, buf + f[0].off, f[0].len);
+      cr_assert_eq(tern__fr_u64_read(&rb, &v), 0);
+      cr_assert_eq(v, vals[i]);
+    }
+  }
+  /* CLOSE is a one-number frame: both writers agree. */
+  uint8_t a[16], b[16];
+  size_t na = WRITE_FRAME(a, tern__fr_close_write(&frame_w, 300));
+  size_t nb = WRITE_FRAME(b, tern__fr_u64_write(&frame_w, TERN__FR_CLOSE, 300));
+  cr_assert_eq(na, nb);
+  cr_assert_arr_eq(a, b, na);
+}
+
+Test(frame, notice_ack_round_trips) {
+  uint8_t buf[32];
+  const uint64_t kinds[] = {1, 2, 0, UINT64_MAX};
+  const uint64_t cmids[] = {1700000000000ull << 16, 0, 128, UINT64_MAX};
+  for (size_t i = 0; i < 4; i++) {
+    size_t n = WRITE_FRAME(buf, tern__fr_notice_ack_write(&frame_w, kinds[i], cmids[i]));
+    split_frame f[2];
+    cr_assert_eq(split_exact(buf, n, f, 2), 1);
+    cr_assert_eq(f[0].type, TERN__FR_NOTICE_ACK);
+    tern__rbuf rb;
+    uint64_t kind = 0xdead, cmid = 0xdead;
+    tern__rbuf_init(&rb, buf + f[0].off, f[0].len);
+    cr_assert_eq(tern__fr_notice_ack_read(&rb, &kind, &cmid), 0);
+    cr_assert_eq(kind, kinds[i]);
+    cr_assert_eq(cmid, cmids[i]);
+  }
+}
+
+Test(frame, ping_is_an_empty_frame) {
+  uint8_t buf[8];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
+  cr_assert_not(w.overflow);
+  const uint8_t want[] = {0x21, 0x00};
+  cr_assert_eq(w.len, sizeof want);
+  cr_assert_arr_eq(buf, want, sizeof want);
+  split_frame f[2];
+  cr_assert_eq(split_exact(buf, w.len, f, 2), 1);
+  cr_assert_eq(f[0].type, TERN__FR_PING);
+  cr_assert_eq(f[0].len, 0);
+}
+
+/* ------------------------------------------------------------ seq lists */
+
+/* Decodes a seqlist body from an exact-size copy. */
+static int seqlist_decode_exact(const uint8_t *p, size_t n, tern__fr_seqlist *out) {
+  uint8_t *copy = dup_exact(p, n);
+  tern__rbuf rb;
+  tern__rbuf_init(&rb, copy, n);
+  int rc = tern__fr_seqlist_read(&rb, out);
+  free(copy);
+  return rc;
+}
+
+Test(seqlist, round_trips_empty_full_and_in_between) {
+  static tern__fr_seqlist in, out;
+  static uint8_t buf[TERN__SEQLIST_MAX * TERN__VARINT_MAX + 64];
+  const uint8_t types[] = {TERN__FR_DELIVERY_ACK, TERN__FR_SYNC};
+  const size_t counts[] = {0, 1, 2, 100, TERN__SEQLIST_MAX};
+  const uint64_t lasts[] = {0, 7, 1ull << 40};
+  for (size_t t = 0; t < 2; t++) {
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+      for (size_t l = 0; l < 3; l++) {
+        memset(&in, 0, sizeof in);
+        in.last = lasts[l];
+        in.n = counts[c];
+        /* Increasing, above last, with gaps of varying size. */
+        uint64_t v = in.last;
+        for (size_t i = 0; i < in.n; i++) in.seqs[i] = v += 1 + (i % 5) * 300;
+        if (in.n == TERN__SEQLIST_MAX && l == 2) in.seqs[in.n - 1] = UINT64_MAX;
+        size_t n = WRITE_FRAME(buf, tern__fr_seqlist_write(&frame_w, types[t], &in));
+        split_frame f[2];
+        cr_assert_eq(split_exact(buf, n, f, 2), 1);
+        cr_assert_eq(f[0].type, types[t]);
+        memset(&out, 0xee, sizeof out);
+        cr_assert_eq(seqlist_decode_exact(buf + f[0].off, f[0].len, &out), 0,
+                     "%zu seqs above %llu refused", in.n, (unsigned long long)in.last);
+        cr_assert_eq(out.last, in.last);
+        cr_assert_eq(out.n, in.n);
+        if (in.n) cr_assert_arr_eq(out.seqs, in.seqs, in.n * sizeof in.seqs[0]);
+      }
+    }
+  }
+}
+
+/* Writes a seqlist body by hand: last, count, then the given seqs (count
+ * may differ from how many are given). */
+static size_t seqlist_body(uint8_t *buf, size_t cap, uint64_t last, uint64_t count,
+                           const uint64_t *seqs, size_t n) {
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, cap);
+  tern__wbuf_varint(&w, last);
+  tern__wbuf_varint(&w, count);
+  for (size_t i = 0; i < n; i++) tern__wbuf_varint(&w, seqs[i]);
+  cr_assert_not(w.overflow);
+  return w.len;
+}
+
+Test(seqlist, refuses_more_than_256_seqs) {
+  static uint64_t seqs[TERN__SEQLIST_MAX + 2];
+  static uint8_t buf[(TERN__SEQLIST_MAX + 4) * TERN__VARINT_MAX];
+  static tern__fr_seqlist out;
+  for (size_t i = 0; i < TERN__SEQLIST_MAX + 2; i++) seqs[i] = 10 + i;
+  size_t n = seqlist_body(buf, sizeof buf, 9, TERN__SEQLIST_MAX, seqs, TERN__SEQLIST_MAX);
+  cr_assert_eq(seqlist_decode_exact(buf, n, &out), 0, "256 seqs refused");
+  cr_assert_eq(out.n, TERN__SEQLIST_MAX);
+  n = seqlist_body(buf, sizeof buf, 9, TERN__SEQLIST_MAX + 1, seqs, TERN__SEQLIST_MAX + 1);
+  cr_assert_eq(seqlist_decode_exact(buf, n, &out), TERN_EPROTO, "257 seqs accepted");
+  cr_assert_leq(out.n, TERN__SEQLIST_MAX);
+  /* A huge count is refused before any seq is read (no 2^64 loop). */
+  n = seqlist_body(buf, sizeof buf, 9, UINT64_MAX, seqs, 3);
+  cr_assert_eq(seqlist_decode_exact(buf, n, &out), TERN_EPROTO);
+  cr_assert_eq(out.n, 0);
+  /* A count larger than the seqs present is a truncation. */
+  n = seqlist_body(buf, sizeof buf, 9, 4, seqs, 3);
+  cr_assert_eq(seqlist_decode_exact(buf, n, &out), TERN_EPROTO);
+}
+
+Test(seqlist, refuses_seqs_not_increasing_above_last) {
+  static tern__fr_seqlist out;
+  uint8_t buf[128];
+  static const struct {
+    uint64_t last;
+    size_t n;
+    uint64_t seqs[4];
+    int ok;
+  } cases[] = {
+      {5, 1, {6}, 1},                    /* just above last */
+      {5, 1, {5}, 0},                    /* equal to last: already covered */
+      {5, 1, {4}, 0},                    /* below last */
+      {5, 1, {0}, 0},
+      {0, 1, {0}, 0},                    /* seq 0 is never a message */
+      {5, 3, {6, 8, 9}, 1},
+      {5, 3, {6, 8, 8}, 0},              /* a repeat */
+      {5, 3, {6, 9, 8}, 0},              /* decreasing */
+      {5, 4, {7, 6, 8, 9}, 0},
+      {UINT64_MAX - 1, 1, {UINT64_MAX}, 1},
+      {UINT64_MAX, 1, {UINT64_MAX}, 0},  /* nothing is above 2^64-1 */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t n = seqlist_body(buf, sizeof buf, cases[i].last, cases[i].n, cases[i].seqs, cases[i].n);
+    int rc = seqlist_decode_exact(buf, n, &out);
+    cr_assert_eq(rc, cases[i].ok ? 0 : TERN_EPROTO, "case %zu: %d", i, rc);
+    if (cases[i].ok) {
+      cr_assert_eq(out.n, cases[i].n);
+      cr_assert_arr_eq(out.seqs, cases[i].seqs, cases[i].n * sizeof(uint64_t));
+    }
+  }
+  /* An empty list over any last is fine, last 0 included. */
+  size_t n = seqlist_body(buf, sizeof buf, 0, 0, NULL, 0);
+  cr_assert_eq(seqlist_decode_exact(buf, n, &out), 0);
+  cr_assert_eq(out.last, 0);
+  cr_assert_eq(out.n, 0);
+}
+
+Test(frame, fixed_field_frames_accept_appended_fields) {
+  /* spec/wire.md 5: a body may grow; readers ignore bytes after the fields
+   * they know (all but MSG/DELIVER, whose body is the rest). */
+  const uint8_t sack[] = {0x01, 0x02, 0x03, 0x7f, 0x55};
+  const uint8_t seqlist[] = {0x01, 0x01, 0x02, 0x00};
+  const uint8_t one[] = {0x05, 0x99, 0x01};
+  const uint8_t notice[] = {0x01, 0x02, 0x03};
+  tern__rbuf rb;
+  tern__fr_sack s;
+  tern__rbuf_init(&rb, sack, sizeof sack);
+  cr_assert_eq(tern__fr_sack_read(&rb, &s), 0);
+  cr_assert(s.cmid == 1 && s.seq == 2 && s.ts == 3);
+  tern__fr_seqlist l;
+  tern__rbuf_init(&rb, seqlist, sizeof seqlist);
+  cr_assert_eq(tern__fr_seqlist_read(&rb, &l), 0);
+  cr_assert(l.last == 1 && l.n == 1 && l.seqs[0] == 2);
+  uint64_t v, k;
+  tern__rbuf_init(&rb, one, sizeof one);
+  cr_assert_eq(tern__fr_u64_read(&rb, &v), 0);
+  cr_assert_eq(v, 5);
+  tern__rbuf_init(&rb, notice, sizeof notice);
+  cr_assert_eq(tern__fr_notice_ack_read(&rb, &k, &v), 0);
+  cr_assert(k == 1 && v == 2);
+  tern__fr_failed fl;
+  tern__rbuf_init(&rb, notice, sizeof notice);
+  cr_assert_eq(tern__fr_failed_read(&rb, &fl), 0);
+  cr_assert(fl.cmid == 1 && fl.error == 2);
 }
 
 Test(frame, close_has_the_documented_bytes) {
@@ -491,24 +750,67 @@ static size_t make_samples(sample *s) {
   BEGIN(TERN__FR_WELCOME);
   tern__fr_welcome_write(&w, &(tern__fr_welcome){19, NULL, 0, 0, long_body, 150});
   END();
-  for (int t = 0; t < 2; t++) {
-    uint8_t type = t ? TERN__FR_DELIVER : TERN__FR_MSG;
-    BEGIN(type);
-    tern__fr_msg m = {.cmid = 300, .peer = (const uint8_t *)"bob", .peer_len = 3, .flags = 1,
-                      .body = long_body, .body_len = sizeof long_body};
-    tern__fr_msg_write(&w, type, &m);
-    /* type, 2-byte length, [cmid 2], peer 1+3, flags 1 */
-    s[k].fixed = (t ? 0 : 2) + 4 + 1;
+  BEGIN(TERN__FR_MSG);
+  tern__fr_msg_write(&w, TERN__FR_MSG,
+                     &(tern__fr_msg){.cmid = 300, .prev_cmid = 299, .peer = (const uint8_t *)"bob",
+                                     .peer_len = 3, .flags = 1, .body = long_body,
+                                     .body_len = sizeof long_body});
+  /* cmid 2, peer 1+3, flags 1, prev_cmid 2 */
+  s[k].fixed = 2 + 4 + 1 + 2;
+  END();
+  BEGIN(TERN__FR_DELIVER);
+  tern__fr_msg_write(&w, TERN__FR_DELIVER,
+                     &(tern__fr_msg){.seq = 1000, .prev_seq = 900, .ts = 1700000000000ull,
+                                     .peer = (const uint8_t *)"bob", .peer_len = 3, .flags = 1,
+                                     .body = long_body, .body_len = sizeof long_body});
+  /* seq 2, prev_seq 2, peer 1+3, ts 6, flags 1 */
+  s[k].fixed = 2 + 2 + 4 + 6 + 1;
+  END();
+  BEGIN(TERN__FR_FAILED);
+  tern__fr_failed_write(&w, TERN__FR_FAILED, &(tern__fr_failed){UINT64_MAX, (uint64_t)-TERN_EEXPIRED});
+  END();
+  BEGIN(TERN__FR_BUSY);
+  tern__fr_failed_write(&w, TERN__FR_BUSY, &(tern__fr_failed){1700000000000ull << 16, (uint64_t)-TERN_ESTORE});
+  END();
+  BEGIN(TERN__FR_SERVER_ACK);
+  tern__fr_sack_write(&w, &(tern__fr_sack){1700000000000ull << 16, 4242, 1700000000000ull});
+  END();
+  {
+    static tern__fr_seqlist l;
+    l.last = 1000;
+    l.n = 3;
+    l.seqs[0] = 1002;
+    l.seqs[1] = 1003;
+    l.seqs[2] = 70000;
+    BEGIN(TERN__FR_DELIVERY_ACK);
+    tern__fr_seqlist_write(&w, TERN__FR_DELIVERY_ACK, &l);
+    END();
+    BEGIN(TERN__FR_SYNC);
+    tern__fr_seqlist_write(&w, TERN__FR_SYNC, &l);
+    END();
+    l.n = 0;
+    BEGIN(TERN__FR_SYNC);
+    tern__fr_seqlist_write(&w, TERN__FR_SYNC, &l);
     END();
   }
-  BEGIN(TERN__FR_SEND_FAILED);
-  tern__fr_failed_write(&w, &(tern__fr_failed){UINT64_MAX, (uint64_t)-TERN_EOFFLINE});
+  BEGIN(TERN__FR_RECEIPT);
+  tern__fr_u64_write(&w, TERN__FR_RECEIPT, 1700000000000ull << 16);
+  END();
+  BEGIN(TERN__FR_FLOOR);
+  tern__fr_u64_write(&w, TERN__FR_FLOOR, 129);
+  END();
+  BEGIN(TERN__FR_NOTICE_ACK);
+  tern__fr_notice_ack_write(&w, TERN__NOTICE_FAILED, 1ull << 50);
   END();
   BEGIN(TERN__FR_CLOSE);
   tern__fr_close_write(&w, 1ull << 35);
   END();
+  BEGIN(TERN__FR_PING);
+  tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
+  END();
 #undef BEGIN
 #undef END
+  cr_assert_leq(k, 32, "make_samples wrote past its array");
   return k;
 }
 
@@ -530,21 +832,42 @@ static int decode_typed(uint8_t type, tern__rbuf *b, size_t *msg_body_len) {
     if (msg_body_len) *msg_body_len = f.body_len;
     return rc;
   }
-  case TERN__FR_SEND_FAILED: {
+  case TERN__FR_FAILED:
+  case TERN__FR_BUSY: {
     tern__fr_failed f;
     return tern__fr_failed_read(b, &f);
+  }
+  case TERN__FR_SERVER_ACK: {
+    tern__fr_sack f;
+    return tern__fr_sack_read(b, &f);
+  }
+  case TERN__FR_DELIVERY_ACK:
+  case TERN__FR_SYNC: {
+    static tern__fr_seqlist f;
+    return tern__fr_seqlist_read(b, &f);
+  }
+  case TERN__FR_RECEIPT:
+  case TERN__FR_FLOOR: {
+    uint64_t v;
+    return tern__fr_u64_read(b, &v);
+  }
+  case TERN__FR_NOTICE_ACK: {
+    uint64_t kind, cmid;
+    return tern__fr_notice_ack_read(b, &kind, &cmid);
   }
   case TERN__FR_CLOSE: {
     uint64_t r;
     return tern__fr_close_read(b, &r);
   }
+  case TERN__FR_PING:
+    return 0; /* no body, and nothing to read */
   }
   cr_assert_fail("no decoder for type 0x%02x", type);
   return 0;
 }
 
 Test(frame, every_truncated_packet_is_a_protocol_error) {
-  sample s[16];
+  sample s[32];
   size_t ns = make_samples(s);
   for (size_t i = 0; i < ns; i++) {
     for (size_t cut = 1; cut < s[i].len; cut++) {
@@ -570,7 +893,7 @@ Test(frame, every_truncated_packet_is_a_protocol_error) {
 }
 
 Test(frame, every_truncated_body_is_a_protocol_error) {
-  sample s[16];
+  sample s[32];
   size_t ns = make_samples(s);
   for (size_t i = 0; i < ns; i++) {
     split_frame f[1];
@@ -661,7 +984,7 @@ Test(wbuf, overflow_is_sticky_and_writes_nothing_past_cap) {
 }
 
 Test(wbuf, a_frame_that_does_not_fit_writes_nothing_past_cap) {
-  sample s[16];
+  sample s[32];
   size_t ns = make_samples(s);
   for (size_t i = 0; i < ns; i++) {
     for (size_t cap = 0; cap < s[i].len; cap++) {
@@ -695,10 +1018,37 @@ Test(wbuf, a_frame_that_does_not_fit_writes_nothing_past_cap) {
         tern__fr_msg_write(&w, type, &f);
         break;
       }
-      case TERN__FR_SEND_FAILED: {
+      case TERN__FR_FAILED:
+      case TERN__FR_BUSY: {
         tern__fr_failed f;
         cr_assert_eq(tern__fr_failed_read(&body, &f), 0);
-        tern__fr_failed_write(&w, &f);
+        tern__fr_failed_write(&w, type, &f);
+        break;
+      }
+      case TERN__FR_SERVER_ACK: {
+        tern__fr_sack f;
+        cr_assert_eq(tern__fr_sack_read(&body, &f), 0);
+        tern__fr_sack_write(&w, &f);
+        break;
+      }
+      case TERN__FR_DELIVERY_ACK:
+      case TERN__FR_SYNC: {
+        static tern__fr_seqlist f;
+        cr_assert_eq(tern__fr_seqlist_read(&body, &f), 0);
+        tern__fr_seqlist_write(&w, type, &f);
+        break;
+      }
+      case TERN__FR_RECEIPT:
+      case TERN__FR_FLOOR: {
+        uint64_t v;
+        cr_assert_eq(tern__fr_u64_read(&body, &v), 0);
+        tern__fr_u64_write(&w, type, v);
+        break;
+      }
+      case TERN__FR_NOTICE_ACK: {
+        uint64_t kind, cmid;
+        cr_assert_eq(tern__fr_notice_ack_read(&body, &kind, &cmid), 0);
+        tern__fr_notice_ack_write(&w, kind, cmid);
         break;
       }
       case TERN__FR_CLOSE: {
@@ -707,6 +1057,11 @@ Test(wbuf, a_frame_that_does_not_fit_writes_nothing_past_cap) {
         tern__fr_close_write(&w, r);
         break;
       }
+      case TERN__FR_PING:
+        tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
+        break;
+      default:
+        cr_assert_fail("no encoder for type 0x%02x", type);
       }
       cr_assert(w.overflow, "0x%02x (%zu bytes) fit in %zu", type, s[i].len, cap);
       cr_assert_leq(w.len, cap);

@@ -94,34 +94,62 @@ static void handshake(pair *p) {
   cr_assert_eq(p->r.state, TERN__SS_OPEN);
 }
 
-static size_t seal(tern__session *s, const void *pt, size_t len, uint8_t *out) {
+/* Seals on `stream`; the packet must come out. */
+static size_t seal_on(tern__session *s, uint8_t stream, const void *pt, size_t len, uint8_t *out) {
   size_t n = 0;
-  int rc = tern__session_seal(s, pt, len, out, PKT_MAX, &n);
-  cr_assert_eq(rc, 0, "seal: %s", tern_errname(rc));
+  int rc = tern__session_seal(s, stream, pt, len, out, PKT_MAX, &n);
+  cr_assert_eq(rc, 0, "seal on stream %u: %s", stream, tern_errname(rc));
   cr_assert_eq(n, len + TERN__DATA_OVERHEAD);
   return n;
 }
 
+/* Seals on stream 0. */
+static size_t seal(tern__session *s, const void *pt, size_t len, uint8_t *out) {
+  return seal_on(s, 0, pt, len, out);
+}
+
+/* The counter in a DATA packet's header. */
+static uint64_t counter_of(const uint8_t *pkt) {
+  uint64_t ctr = 0;
+  for (int b = 0; b < 8; b++) ctr |= (uint64_t)pkt[1 + b] << (8 * b);
+  return ctr;
+}
+
 /* Opens pkt[0..n) from an exact-size copy; returns the code and leaves the
- * plaintext in out[0..*out_len). */
-static int open_exact(tern__session *s, const uint8_t *pkt, size_t n, uint8_t *out, size_t cap,
-                      size_t *out_len) {
+ * plaintext in out[0..*out_len) and the stream it was sealed for in
+ * *stream. */
+static int open_exact_stream(tern__session *s, const uint8_t *pkt, size_t n, uint8_t *out,
+                             size_t cap, size_t *out_len, uint8_t *stream) {
   uint8_t *copy = dup_exact(pkt, n);
   *out_len = 12345;
-  int rc = tern__session_open(s, copy, n, out, cap, out_len);
+  *stream = 0xee;
+  int rc = tern__session_open(s, copy, n, out, cap, out_len, stream);
   free(copy);
   if (rc != 0) cr_assert_eq(*out_len, 0, "a failed open left out_len %zu", *out_len);
   return rc;
 }
 
-/* Opens a packet that must open, and checks its plaintext. */
-static void open_ok(tern__session *s, const uint8_t *pkt, size_t n, const void *pt, size_t pt_len) {
+static int open_exact(tern__session *s, const uint8_t *pkt, size_t n, uint8_t *out, size_t cap,
+                      size_t *out_len) {
+  uint8_t stream;
+  return open_exact_stream(s, pkt, n, out, cap, out_len, &stream);
+}
+
+/* Opens a packet that must open on `stream`, and checks its plaintext. */
+static void open_ok_on(tern__session *s, uint8_t stream, const uint8_t *pkt, size_t n,
+                       const void *pt, size_t pt_len) {
   uint8_t out[PKT_MAX];
   size_t out_len;
-  int rc = open_exact(s, pkt, n, out, sizeof out, &out_len);
-  cr_assert_eq(rc, 0, "open: %s", tern_errname(rc));
+  uint8_t got = 0xee;
+  int rc = open_exact_stream(s, pkt, n, out, sizeof out, &out_len, &got);
+  cr_assert_eq(rc, 0, "open on stream %u: %s", stream, tern_errname(rc));
+  cr_assert_eq(got, stream, "sealed for stream %u, opened as stream %u", stream, got);
   cr_assert_eq(out_len, pt_len);
   if (pt_len) cr_assert_arr_eq(out, pt, pt_len);
+}
+
+static void open_ok(tern__session *s, const uint8_t *pkt, size_t n, const void *pt, size_t pt_len) {
+  open_ok_on(s, 0, pkt, n, pt, pt_len);
 }
 
 /* 1 if needle[0..m) occurs in hay[0..n). (memmem is a GNU extension.) */
@@ -216,8 +244,7 @@ Test(session, seal_and_open_in_both_directions) {
   for (uint64_t i = 0; i < 50; i++) {
     size_t n = seal(&p.c, msg, strlen(msg), pkt);
     cr_assert_eq(pkt[0], TERN__PKT_DATA);
-    uint64_t ctr = 0;
-    for (int b = 0; b < 8; b++) ctr |= (uint64_t)pkt[1 + b] << (8 * b);
+    uint64_t ctr = counter_of(pkt);
     cr_assert_eq(ctr, i, "DATA counter %llu, want %llu", (unsigned long long)ctr,
                  (unsigned long long)i);
     cr_assert_not(contains(pkt, n, msg, strlen(msg)), "plaintext visible in DATA");
@@ -386,10 +413,113 @@ Test(session, a_too_small_output_buffer_does_not_consume_the_packet) {
   size_t n = seal(&p.c, "twelve bytes", 12, pkt);
   cr_assert_eq(open_exact(&p.r, pkt, n, out, 11, &out_len), TERN_EBUFSIZE);
   open_ok(&p.r, pkt, n, "twelve bytes", 12);
-  cr_assert_eq(tern__session_seal(&p.c, out, 12, pkt, 12 + TERN__DATA_OVERHEAD - 1, &out_len),
+  cr_assert_eq(tern__session_seal(&p.c, 0, out, 12, pkt, 12 + TERN__DATA_OVERHEAD - 1, &out_len),
                TERN_EBUFSIZE);
   cr_assert_eq(out_len, 0);
-  cr_assert_eq(p.c.send_n, 1, "a refused seal must not use a counter");
+  cr_assert_eq(p.c.send_n[0], 1, "a refused seal must not use a counter");
+}
+
+/* -------------------------------------------------------------- streams */
+
+Test(session, the_stream_is_the_top_byte_of_the_counter) {
+  pair p;
+  pair_keys(&p);
+  handshake(&p);
+  uint8_t pkt[PKT_MAX];
+  /* Each stream counts its own packets from 0. */
+  for (uint64_t i = 0; i < 3; i++) {
+    for (uint8_t st = 0; st < TERN__STREAMS; st++) {
+      size_t n = seal_on(&p.c, st, "s", 1, pkt);
+      cr_assert_eq(counter_of(pkt), (uint64_t)st << 56 | i, "stream %u, packet %llu: %016llx", st,
+                   (unsigned long long)i, (unsigned long long)counter_of(pkt));
+      cr_assert_eq(pkt[8], st, "the stream is header byte 8");
+      open_ok_on(&p.r, st, pkt, n, "s", 1);
+    }
+  }
+  for (uint8_t st = 0; st < TERN__STREAMS; st++) cr_assert_eq(p.c.send_n[st], 3);
+}
+
+Test(session, a_packet_sealed_for_stream_3_reports_stream_3) {
+  pair p;
+  pair_keys(&p);
+  handshake(&p);
+  uint8_t pkt[PKT_MAX], out[PKT_MAX];
+  size_t out_len;
+  uint8_t st = 0;
+  size_t n = seal_on(&p.r, 3, "to the client", 13, pkt);
+  cr_assert_eq(open_exact_stream(&p.c, pkt, n, out, sizeof out, &out_len, &st), 0);
+  cr_assert_eq(st, 3);
+  cr_assert_eq(out_len, 13);
+  cr_assert_arr_eq(out, "to the client", 13);
+  /* The stream is authenticated: moving the packet to another stream by
+   * rewriting the header breaks the tag. */
+  n = seal_on(&p.c, 3, "x", 1, pkt);
+  pkt[8] = 2;
+  cr_assert_eq(open_exact_stream(&p.r, pkt, n, out, sizeof out, &out_len, &st), TERN_EDECRYPT);
+  cr_assert_eq(p.r.rejected, 1);
+}
+
+Test(session, a_bad_stream_is_refused_without_using_a_counter) {
+  pair p;
+  pair_keys(&p);
+  handshake(&p);
+  uint8_t pkt[PKT_MAX];
+  const uint8_t bad[] = {TERN__STREAMS, TERN__STREAMS + 1, 0x80, 0xff};
+  for (size_t i = 0; i < sizeof bad; i++) {
+    size_t n = 77;
+    cr_assert_eq(tern__session_seal(&p.c, bad[i], (const uint8_t *)"x", 1, pkt, sizeof pkt, &n),
+                 TERN_EINVAL, "stream %u", bad[i]);
+    cr_assert_eq(n, 0);
+  }
+  for (int st = 0; st < TERN__STREAMS; st++) cr_assert_eq(p.c.send_n[st], 0);
+  cr_assert_eq(p.c.state, TERN__SS_OPEN);
+}
+
+Test(session, each_stream_has_its_own_replay_window) {
+  pair p;
+  pair_keys(&p);
+  handshake(&p);
+  uint8_t out[PKT_MAX];
+  size_t out_len;
+  /* Stream 1's first packet is held up (ENet resending it) ... */
+  static uint8_t late[64];
+  size_t late_len = seal_on(&p.c, 1, "late", 4, late);
+  /* ... while stream 2 runs far ahead, several windows' worth. */
+  enum { AHEAD = 3 * TERN__REPLAY_WINDOW };
+  static uint8_t pkt[64];
+  size_t n = 0;
+  for (int i = 0; i < AHEAD; i++) {
+    n = seal_on(&p.c, 2, "ahead", 5, pkt);
+    if (i % 500 == 0 || i == AHEAD - 1) open_ok_on(&p.r, 2, pkt, n, "ahead", 5);
+  }
+  cr_assert_eq(p.r.replay[2].top, AHEAD - 1);
+  /* Stream 1's packet 0 is still inside stream 1's window. */
+  open_ok_on(&p.r, 1, late, late_len, "late", 4);
+  /* Each window still refuses its own replays. */
+  cr_assert_eq(open_exact(&p.r, late, late_len, out, sizeof out, &out_len), TERN_EREPLAY);
+  cr_assert_eq(open_exact(&p.r, pkt, n, out, sizeof out, &out_len), TERN_EREPLAY);
+  cr_assert_eq(p.r.replayed, 2);
+
+  /* The same packet number on different streams is not a replay. */
+  pair q;
+  pair_keys(&q);
+  handshake(&q);
+  static uint8_t same[TERN__STREAMS][64];
+  size_t lens[TERN__STREAMS];
+  for (uint8_t st = 0; st < TERN__STREAMS; st++) lens[st] = seal_on(&q.c, st, "n0", 2, same[st]);
+  for (uint8_t st = 0; st < TERN__STREAMS; st++) open_ok_on(&q.r, st, same[st], lens[st], "n0", 2);
+  cr_assert_eq(q.r.replayed, 0);
+
+  /* But on one stream, a packet a window behind that stream's top is too
+   * old, though never seen, and though the other streams are far behind. */
+  static uint8_t old[64];
+  size_t old_len = seal_on(&q.c, 5, "old", 3, old); /* stream 5, packet 1 */
+  for (int i = 0; i < TERN__REPLAY_WINDOW; i++) n = seal_on(&q.c, 5, "x", 1, pkt);
+  open_ok_on(&q.r, 5, pkt, n, "x", 1); /* packet 2049 */
+  cr_assert_eq(open_exact(&q.r, old, old_len, out, sizeof out, &out_len), TERN_EREPLAY);
+  cr_assert_eq(q.r.replayed, 1);
+  n = seal_on(&q.c, 4, "y", 1, pkt); /* stream 4, packet 1 */
+  open_ok_on(&q.r, 4, pkt, n, "y", 1);
 }
 
 /* --------------------------------------------------------- nonce limit */
@@ -399,15 +529,39 @@ Test(session, the_sender_stops_at_the_send_limit) {
   pair_keys(&p);
   handshake(&p);
   uint8_t pkt[PKT_MAX];
-  p.c.send_n = TERN__SEND_LIMIT - 1;
+  p.c.send_n[0] = TERN__SEND_LIMIT - 1;
   size_t n = seal(&p.c, "last", 4, pkt);
   open_ok(&p.r, pkt, n, "last", 4);
 
   size_t out_len = 99;
-  cr_assert_eq(tern__session_seal(&p.c, (const uint8_t *)"more", 4, pkt, sizeof pkt, &out_len), TERN_ENONCE);
+  cr_assert_eq(tern__session_seal(&p.c, 0, (const uint8_t *)"more", 4, pkt, sizeof pkt, &out_len), TERN_ENONCE);
   cr_assert_eq(out_len, 0);
-  cr_assert_eq(tern__session_seal(&p.c, (const uint8_t *)"more", 4, pkt, sizeof pkt, &out_len), TERN_ENONCE,
+  cr_assert_eq(tern__session_seal(&p.c, 0, (const uint8_t *)"more", 4, pkt, sizeof pkt, &out_len), TERN_ENONCE,
                "the limit must hold for every later call");
+  cr_assert_eq(p.c.send_n[0], TERN__SEND_LIMIT);
+}
+
+Test(session, the_send_limit_is_per_stream) {
+  pair p;
+  pair_keys(&p);
+  handshake(&p);
+  uint8_t pkt[PKT_MAX];
+  size_t out_len = 99;
+  /* Stream 6 at its limit; the last packet number it may use is 2^48-1. */
+  p.c.send_n[6] = TERN__SEND_LIMIT - 1;
+  size_t n = seal_on(&p.c, 6, "last", 4, pkt);
+  cr_assert_eq(counter_of(pkt), (uint64_t)6 << 56 | (TERN__SEND_LIMIT - 1));
+  open_ok_on(&p.r, 6, pkt, n, "last", 4);
+  cr_assert_eq(tern__session_seal(&p.c, 6, (const uint8_t *)"more", 4, pkt, sizeof pkt, &out_len),
+               TERN_ENONCE);
+  cr_assert_eq(out_len, 0);
+  /* The others carry on from their own counters. */
+  for (uint8_t st = 0; st < TERN__STREAMS; st++) {
+    if (st == 6) continue;
+    n = seal_on(&p.c, st, "other", 5, pkt);
+    cr_assert_eq(counter_of(pkt), (uint64_t)st << 56, "stream %u", st);
+    open_ok_on(&p.r, st, pkt, n, "other", 5);
+  }
 }
 
 /* Seals a packet with counter `n` under the client's send key, as a sender
@@ -433,13 +587,28 @@ Test(session, the_receiver_refuses_counters_at_or_above_the_limit) {
   size_t n = seal_with_counter(&p.c, TERN__SEND_LIMIT - 1, "ok", pkt);
   open_ok(&p.r, pkt, n, "ok", 2);
 
-  const uint64_t over[] = {TERN__SEND_LIMIT, TERN__SEND_LIMIT + 1, UINT64_MAX - 1};
+  /* And on the last stream, its last packet number. */
+  n = seal_with_counter(&p.c, (uint64_t)(TERN__STREAMS - 1) << 56 | (TERN__SEND_LIMIT - 1), "ok",
+                        pkt);
+  open_ok_on(&p.r, TERN__STREAMS - 1, pkt, n, "ok", 2);
+
+  /* Packet numbers at or over the limit on any stream, and streams that
+   * do not exist (stream 8 and up, which includes UINT64_MAX - 1). */
+  const uint64_t over[] = {TERN__SEND_LIMIT,
+                           TERN__SEND_LIMIT + 1,
+                           (uint64_t)3 << 56 | TERN__SEND_LIMIT,
+                           ((uint64_t)1 << 56) - 1,
+                           (uint64_t)TERN__STREAMS << 56,
+                           (uint64_t)0xff << 56,
+                           UINT64_MAX - 1};
+  uint64_t rejected = p.r.rejected;
   for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
     n = seal_with_counter(&p.c, over[i], "authentic but over the limit", pkt);
     int rc = open_exact(&p.r, pkt, n, out, sizeof out, &out_len);
-    cr_assert_neq(rc, 0, "counter %llu opened", (unsigned long long)over[i]);
-    cr_assert_eq(rc, TERN_EDECRYPT, "counter %llu: %s", (unsigned long long)over[i],
+    cr_assert_neq(rc, 0, "counter %llx opened", (unsigned long long)over[i]);
+    cr_assert_eq(rc, TERN_EDECRYPT, "counter %llx: %s", (unsigned long long)over[i],
                  tern_errname(rc));
+    cr_assert_eq(p.r.rejected, ++rejected);
   }
   cr_assert_eq(p.r.state, TERN__SS_OPEN);
 }
@@ -454,15 +623,15 @@ Test(session, seal_and_open_need_an_open_session) {
 
   tern__session fresh;
   memset(&fresh, 0, sizeof fresh);
-  cr_assert_eq(tern__session_seal(&fresh, (const uint8_t *)"x", 1, pkt, sizeof pkt, &n), TERN_EINVAL);
+  cr_assert_eq(tern__session_seal(&fresh, 0, (const uint8_t *)"x", 1, pkt, sizeof pkt, &n), TERN_EINVAL);
   cr_assert_eq(n, 0);
 
   size_t hl = client_hello(&p.c, &p.client_kp, p.relay_kp.public_key, 0xe1, NULL, pkt);
-  cr_assert_eq(tern__session_seal(&p.c, (const uint8_t *)"x", 1, out, sizeof out, &n), TERN_EINVAL,
+  cr_assert_eq(tern__session_seal(&p.c, 0, (const uint8_t *)"x", 1, out, sizeof out, &n), TERN_EINVAL,
                "sealed before the handshake finished");
   ephemeral(e, 0xee);
   cr_assert_eq(tern__session_relay_hello(&p.r, &p.relay_kp, e, pkt, hl, pl, sizeof pl, &pl_len), 0);
-  cr_assert_eq(tern__session_seal(&p.r, (const uint8_t *)"x", 1, out, sizeof out, &n), TERN_EINVAL,
+  cr_assert_eq(tern__session_seal(&p.r, 0, (const uint8_t *)"x", 1, out, sizeof out, &n), TERN_EINVAL,
                "relay sealed before writing WELCOME");
 
   /* Once OPEN, then wiped: nothing more. */
@@ -473,8 +642,9 @@ Test(session, seal_and_open_need_an_open_session) {
   tern__session_wipe(&q.r);
   cr_assert_eq(q.r.state, TERN__SS_DEAD);
   cr_assert(is_zero(q.r.recv_key, 32) && is_zero(q.r.send_key, 32), "wipe left keys behind");
-  cr_assert_eq(tern__session_open(&q.r, pkt, n, out, sizeof out, &pl_len), TERN_EINVAL);
-  cr_assert_eq(tern__session_seal(&q.r, (const uint8_t *)"x", 1, out, sizeof out, &pl_len), TERN_EINVAL);
+  uint8_t st;
+  cr_assert_eq(tern__session_open(&q.r, pkt, n, out, sizeof out, &pl_len, &st), TERN_EINVAL);
+  cr_assert_eq(tern__session_seal(&q.r, 0, (const uint8_t *)"x", 1, out, sizeof out, &pl_len), TERN_EINVAL);
 }
 
 Test(session, handshake_calls_in_the_wrong_order_are_refused) {

@@ -83,31 +83,101 @@ static void fuzz_msg(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, 
   if (tern__fr_msg_read(&r, type, &a) != 0) return;
   /* The message body is the rest of the frame. */
   if (r.pos != n || !tern__user_valid(a.peer, a.peer_len)) abort();
-  if (type == TERN__FR_DELIVER && a.cmid != 0) abort();
+  /* Each type reads only its own fields; the others stay 0. */
+  if (type == TERN__FR_DELIVER && (a.cmid != 0 || a.prev_cmid != 0)) abort();
+  if (type == TERN__FR_MSG && (a.seq != 0 || a.prev_seq != 0 || a.ts != 0)) abort();
   tern__wbuf_init(&w, buf, cap);
   tern__fr_msg_write(&w, type, &a);
   if (w.overflow) abort();
   tern__rbuf re = only_frame(&w, type);
   check_canonical(&re, body, r.pos);
   if (tern__fr_msg_read(&re, type, &b) != 0) abort();
-  if (a.cmid != b.cmid || !same(a.peer, a.peer_len, b.peer, b.peer_len) || a.flags != b.flags ||
-      !same(a.body, a.body_len, b.body, b.body_len))
+  if (a.cmid != b.cmid || a.prev_cmid != b.prev_cmid || a.seq != b.seq ||
+      a.prev_seq != b.prev_seq || a.ts != b.ts || !same(a.peer, a.peer_len, b.peer, b.peer_len) ||
+      a.flags != b.flags || !same(a.body, a.body_len, b.body, b.body_len))
     abort();
 }
 
-static void fuzz_failed(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+/* FAILED and BUSY share a layout. */
+static void fuzz_failed(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
   tern__rbuf r;
   tern__fr_failed a, b;
   tern__wbuf w;
   tern__rbuf_init(&r, body, n);
   if (tern__fr_failed_read(&r, &a) != 0) return;
   tern__wbuf_init(&w, buf, cap);
-  tern__fr_failed_write(&w, &a);
+  tern__fr_failed_write(&w, type, &a);
   if (w.overflow) abort();
-  tern__rbuf re = only_frame(&w, TERN__FR_SEND_FAILED);
+  tern__rbuf re = only_frame(&w, type);
   check_canonical(&re, body, r.pos);
   if (tern__fr_failed_read(&re, &b) != 0) abort();
   if (a.cmid != b.cmid || a.error != b.error) abort();
+}
+
+static void fuzz_sack(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_sack a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_sack_read(&r, &a) != 0) return;
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_sack_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_SERVER_ACK);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_sack_read(&re, &b) != 0) abort();
+  if (a.cmid != b.cmid || a.seq != b.seq || a.ts != b.ts) abort();
+}
+
+/* DELIVERY_ACK and SYNC share a layout. A list that decodes has at most
+ * TERN__SEQLIST_MAX seqs, strictly increasing above last. */
+static void fuzz_seqlist(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  static tern__fr_seqlist a, b;
+  tern__rbuf r;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_seqlist_read(&r, &a) != 0) return;
+  if (a.n > TERN__SEQLIST_MAX) abort();
+  for (size_t i = 0; i < a.n; i++)
+    if (a.seqs[i] <= (i ? a.seqs[i - 1] : a.last)) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_seqlist_write(&w, type, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, type);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_seqlist_read(&re, &b) != 0) abort();
+  if (a.last != b.last || a.n != b.n ||
+      (a.n && memcmp(a.seqs, b.seqs, a.n * sizeof a.seqs[0]) != 0))
+    abort();
+}
+
+/* RECEIPT and FLOOR: one varint. */
+static void fuzz_u64(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  uint64_t a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_u64_read(&r, &a) != 0) return;
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_u64_write(&w, type, a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, type);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_u64_read(&re, &b) != 0 || a != b) abort();
+}
+
+static void fuzz_notice_ack(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  uint64_t ak, ac, bk, bc;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_notice_ack_read(&r, &ak, &ac) != 0) return;
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_notice_ack_write(&w, ak, ac);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_NOTICE_ACK);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_notice_ack_read(&re, &bk, &bc) != 0 || ak != bk || ac != bc) abort();
 }
 
 static void fuzz_close(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
@@ -164,7 +234,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_welcome(body.p, body.len, buf, cap);
     fuzz_msg(TERN__FR_MSG, body.p, body.len, buf, cap);
     fuzz_msg(TERN__FR_DELIVER, body.p, body.len, buf, cap);
-    fuzz_failed(body.p, body.len, buf, cap);
+    fuzz_failed(TERN__FR_FAILED, body.p, body.len, buf, cap);
+    fuzz_failed(TERN__FR_BUSY, body.p, body.len, buf, cap);
+    fuzz_sack(body.p, body.len, buf, cap);
+    fuzz_seqlist(TERN__FR_DELIVERY_ACK, body.p, body.len, buf, cap);
+    fuzz_seqlist(TERN__FR_SYNC, body.p, body.len, buf, cap);
+    fuzz_u64(TERN__FR_RECEIPT, body.p, body.len, buf, cap);
+    fuzz_u64(TERN__FR_FLOOR, body.p, body.len, buf, cap);
+    fuzz_notice_ack(body.p, body.len, buf, cap);
     fuzz_close(body.p, body.len, buf, cap);
   }
   if (rc != 0 && rc != TERN_EPROTO) abort();

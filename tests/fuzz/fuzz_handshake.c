@@ -59,7 +59,7 @@ static void client_reads_welcome(const uint8_t *msg, size_t n) {
   int rc = tern__session_client_welcome(&c, msg, n, payload, sizeof payload, &pl_len);
   if (rc != 0) {
     if (rc > 0 || pl_len != 0 || c.state != TERN__SS_DEAD) abort();
-    if (tern__session_seal(&c, (const uint8_t *)"x", 1, pkt, sizeof pkt, &out_len) != TERN_EINVAL ||
+    if (tern__session_seal(&c, 0, (const uint8_t *)"x", 1, pkt, sizeof pkt, &out_len) != TERN_EINVAL ||
         out_len != 0)
       abort();
     return;
@@ -78,31 +78,41 @@ static void open_reads_data(const uint8_t *msg, size_t n) {
   uint8_t *out = malloc(n ? n : 1);
   if (!out) abort();
   size_t out_len = 12345;
-  int rc = tern__session_open(&r, msg, n, out, n, &out_len);
+  uint8_t st = 0xee, st2 = 0xee;
+  int rc = tern__session_open(&r, msg, n, out, n, &out_len, &st);
   if (rc != 0) {
     if (out_len != 0 || r.state != TERN__SS_OPEN) abort();
     uint64_t want_rejected = open_relay.rejected + (rc == TERN_EDECRYPT);
     uint64_t want_replayed = open_relay.replayed + (rc == TERN_EREPLAY);
     if (r.rejected != want_rejected || r.replayed != want_replayed) abort();
-    /* A failed packet changes nothing else. */
+    /* A failed packet changes nothing else: no stream's window moved. */
     if (memcmp(&r.replay, &open_relay.replay, sizeof r.replay) != 0) abort();
+    st = 0;
   } else {
+    /* The stream reported is the counter's top byte, and exists. */
     if (r.state != TERN__SS_OPEN || out_len != n - TERN__DATA_OVERHEAD) abort();
-    if (tern__session_open(&r, msg, n, out, n, &out_len) != TERN_EREPLAY || out_len != 0) abort();
+    if (st >= TERN__STREAMS || st != msg[8]) abort();
+    if (tern__session_open(&r, msg, n, out, n, &out_len, &st2) != TERN_EREPLAY || out_len != 0)
+      abort();
+    /* Only that stream's window moved. */
+    for (int i = 0; i < TERN__STREAMS; i++)
+      if (i != st && memcmp(&r.replay[i], &open_relay.replay[i], sizeof r.replay[i]) != 0) abort();
   }
   free(out);
-  /* Whatever happened, the session still opens the client's next packet:
-   * the one after the input's counter if the input opened, else the first. */
+  /* Whatever happened, the session still opens the client's next packet on
+   * that stream: the one after the input's counter if the input opened,
+   * else the first of stream 0. */
   tern__session c = open_client;
   uint8_t pkt[64], pt[64];
   size_t pkt_len = 0, pt_len = 0;
-  if (r.replay.any) {
-    if (r.replay.top + 1 >= TERN__SEND_LIMIT) return;
-    c.send_n = r.replay.top + 1;
+  if (r.replay[st].any) {
+    if (r.replay[st].top + 1 >= TERN__SEND_LIMIT) return;
+    c.send_n[st] = r.replay[st].top + 1;
   }
-  if (tern__session_seal(&c, (const uint8_t *)"next", 4, pkt, sizeof pkt, &pkt_len) != 0) abort();
-  if (tern__session_open(&r, pkt, pkt_len, pt, sizeof pt, &pt_len) != 0 || pt_len != 4 ||
-      memcmp(pt, "next", 4) != 0)
+  if (tern__session_seal(&c, st, (const uint8_t *)"next", 4, pkt, sizeof pkt, &pkt_len) != 0)
+    abort();
+  if (tern__session_open(&r, pkt, pkt_len, pt, sizeof pt, &pt_len, &st2) != 0 || pt_len != 4 ||
+      st2 != st || memcmp(pt, "next", 4) != 0)
     abort();
 }
 

@@ -41,13 +41,20 @@ static void frames_seeds(const char *dir) {
 
   tern__fr_hello h = {(const uint8_t *)"alice", 5, 30000};
   tern__fr_welcome w = {0, (const uint8_t *)"alice", 5, 1700000000000ull, (const uint8_t *)"hi", 2};
-  tern__fr_msg m = {7, (const uint8_t *)"bob", 3, 0, body, sizeof body};
-  tern__fr_failed fl = {7, (uint64_t)-TERN_EOFFLINE};
+  tern__fr_msg m = {.cmid = 7, .prev_cmid = 6, .seq = 42, .prev_seq = 40,
+                    .ts = 1700000000000ull, .peer = (const uint8_t *)"bob", .peer_len = 3,
+                    .flags = 0, .body = body, .body_len = sizeof body};
+  tern__fr_failed fl = {7, (uint64_t)-TERN_EEXPIRED};
+  tern__fr_failed busy = {8, (uint64_t)-TERN_ESTORE};
+  tern__fr_sack sack = {7, 42, 1700000000000ull};
+  static tern__fr_seqlist sl = {.last = 40, .n = 3, .seqs = {42, 43, 300}};
   struct {
     const char *name;
     int kind;
-  } kinds[] = {{"hello", 0}, {"welcome", 1}, {"msg", 2}, {"deliver", 3},
-               {"failed", 4}, {"close", 5}, {"unknown", 6}};
+  } kinds[] = {{"hello", 0},    {"welcome", 1},     {"msg", 2},      {"deliver", 3},
+               {"failed", 4},   {"close", 5},       {"unknown", 6},  {"busy", 7},
+               {"server_ack", 8}, {"delivery_ack", 9}, {"sync", 10}, {"receipt", 11},
+               {"floor", 12},   {"notice_ack", 13}, {"ping", 14}};
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
     uint8_t single[256];
     for (int pass = 0; pass < 2; pass++) {
@@ -58,7 +65,7 @@ static void frames_seeds(const char *dir) {
       case 1: tern__fr_welcome_write(x, &w); break;
       case 2: tern__fr_msg_write(x, TERN__FR_MSG, &m); break;
       case 3: tern__fr_msg_write(x, TERN__FR_DELIVER, &m); break;
-      case 4: tern__fr_failed_write(x, &fl); break;
+      case 4: tern__fr_failed_write(x, TERN__FR_FAILED, &fl); break;
       case 5: tern__fr_close_write(x, 300); break;
       case 6: {
         size_t mark = tern__frame_begin(x, 0x7e);
@@ -66,6 +73,14 @@ static void frames_seeds(const char *dir) {
         tern__frame_end(x, mark);
         break;
       }
+      case 7: tern__fr_failed_write(x, TERN__FR_BUSY, &busy); break;
+      case 8: tern__fr_sack_write(x, &sack); break;
+      case 9: tern__fr_seqlist_write(x, TERN__FR_DELIVERY_ACK, &sl); break;
+      case 10: tern__fr_seqlist_write(x, TERN__FR_SYNC, &sl); break;
+      case 11: tern__fr_u64_write(x, TERN__FR_RECEIPT, 7); break;
+      case 12: tern__fr_u64_write(x, TERN__FR_FLOOR, 40); break;
+      case 13: tern__fr_notice_ack_write(x, 1, 7); break;
+      case 14: tern__frame_end(x, tern__frame_begin(x, TERN__FR_PING)); break;
       }
     }
     if (one.overflow) abort();
@@ -91,15 +106,20 @@ static void handshake_seeds(const char *dir) {
   uint8_t frames[128];
   tern__wbuf w;
   tern__wbuf_init(&w, frames, sizeof frames);
-  tern__fr_msg m = {1, (const uint8_t *)"bob", 3, 0, (const uint8_t *)"hello bob", 9};
+  tern__fr_msg m = {.cmid = 1, .peer = (const uint8_t *)"bob", .peer_len = 3,
+                    .body = (const uint8_t *)"hello bob", .body_len = 9};
   tern__fr_msg_write(&w, TERN__FR_MSG, &m);
   if (w.overflow) abort();
   size_t n = 0;
-  if (tern__session_seal(&c, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
+  if (tern__session_seal(&c, 0, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
   write_seed(dir, "fuzz_handshake", "data0", FZ_OPEN_READS_DATA, 1, pkt, n);
-  c.send_n = 5000;
-  if (tern__session_seal(&c, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
+  c.send_n[0] = 5000;
+  if (tern__session_seal(&c, 0, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
   write_seed(dir, "fuzz_handshake", "data5000", FZ_OPEN_READS_DATA, 1, pkt, n);
+  /* The same on another stream (stream 3, packet 5000). */
+  c.send_n[3] = 5000;
+  if (tern__session_seal(&c, 3, frames, w.len, pkt, sizeof pkt, &n) != 0) abort();
+  write_seed(dir, "fuzz_handshake", "data_s3_5000", FZ_OPEN_READS_DATA, 1, pkt, n);
 }
 
 int main(int argc, char **argv) {
