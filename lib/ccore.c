@@ -19,6 +19,8 @@ typedef struct entry {
   char to[TERN_USER_MAX + 1];
   uint64_t flags;
   uint64_t sent_ms;      /* last transmission on this session, 0 if none */
+  int settled;           /* SERVER_ACK or FAILED queued for the app: the
+                            store drops it when the app takes that event */
   uint64_t retry_at_ms;  /* after BUSY: not before this */
   size_t len;
   uint8_t body[];
@@ -53,12 +55,15 @@ struct tern__ccore {
   uint64_t last;               /* everything <= last handed to the app */
   seqset extra;                /* handed to the app above last */
   seqset queued;               /* in the event queue, not yet taken */
+  seqset receipts;             /* cmids with DELIVERED queued, not yet taken */
   held_msg *held;              /* waiting for their prev_seq */
   size_t held_n;
   tern__evq events;
   out_item *outs, **outs_tail;
   out_item *current;
   int online;
+  int synced;                  /* the relay answered this session's SYNC */
+  uint64_t sync_sent_ms;
   char self[TERN_USER_MAX + 1];
   uint64_t progress_ms;        /* last ack from the relay, or going online */
   int ack_needed;
@@ -179,6 +184,7 @@ void tern__ccore_free(tern__ccore *cc) {
   free(cc->held);
   free(cc->extra.v);
   free(cc->queued.v);
+  free(cc->receipts.v);
   tern__evq_free(&cc->events);
   while (cc->outs) {
     out_item *n = cc->outs->next;
@@ -417,12 +423,12 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         if (tern__fr_sack_read(&body, &a) != 0) break;
         cc->progress_ms = now_ms;
         entry *e = find_entry(cc, a.cmid);
-        if (!e) break; /* a copy of an ack already handled */
-        if (tern__cstore_outbox_del(cc->store, a.cmid, 1) < 0) break; /* resent later */
-        char to[TERN_USER_MAX + 1];
-        memcpy(to, e->to, sizeof(to));
-        unlink_entry(cc, e);
-        push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, to, NULL, 0);
+        if (!e || e->settled) break; /* a copy of an ack already handled */
+        /* The store forgets it only when the app takes SENT: a crash
+         * before that resends it, and the relay answers from its dedup. */
+        e->settled = 1;
+        e->sent_ms = 0;
+        push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, e->to, NULL, 0);
         break;
       }
       case TERN__FR_FAILED: {
@@ -431,17 +437,16 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         cc->progress_ms = now_ms;
         int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_EPROTO;
         entry *e = find_entry(cc, f.cmid);
+        if (e && e->settled) break; /* already queued */
         if (e) {
-          if (tern__cstore_outbox_del(cc->store, f.cmid, 0) < 0) break;
-          char to[TERN_USER_MAX + 1];
-          memcpy(to, e->to, sizeof(to));
-          unlink_entry(cc, e);
-          push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, to, NULL, 0);
-        } else if (tern__cstore_await_take(cc->store, f.cmid) == 1) {
-          /* Stored, then expired before anyone fetched it. */
-          push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, NULL, NULL, 0);
+          e->settled = 1;
+          e->sent_ms = 0;
+        } else if (set_has(&cc->receipts, f.cmid)) {
+          break;
         }
-        notice_ack(cc, TERN__KIND_FAILED, f.cmid);
+        /* Without an outbox entry it was stored, then expired; whether it
+         * is still awaited is settled when the app takes the event. */
+        push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, e ? e->to : NULL, NULL, 0);
         break;
       }
       case TERN__FR_BUSY: {
@@ -458,15 +463,20 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
       case TERN__FR_RECEIPT: {
         uint64_t cmid;
         if (tern__fr_u64_read(&body, &cmid) != 0) break;
-        int took = tern__cstore_await_take(cc->store, cmid);
-        if (took < 0) break; /* not acked: the relay sends it again */
-        if (took == 1) push(cc, TERN_EV_DELIVERED, 0, cmid, 0, 0, NULL, NULL, 0);
-        notice_ack(cc, TERN__KIND_RECEIPT, cmid);
+        /* Overtook its SERVER_ACK (or SENT is not yet taken): leave it
+         * unacknowledged, and the relay sends it again later. */
+        if (find_entry(cc, cmid) || set_has(&cc->receipts, cmid)) break;
+        /* Whether it is still awaited (not a copy of one already shown) is
+         * settled when the app takes the event; the notice is acked then. */
+        if (set_add(&cc->receipts, cmid) < 0) break;
+        push(cc, TERN_EV_DELIVERED, 0, cmid, 0, 0, NULL, NULL, 0);
         break;
       }
       case TERN__FR_FLOOR: {
         uint64_t floor;
-        if (tern__fr_u64_read(&body, &floor) != 0 || floor <= cc->last) break;
+        if (tern__fr_u64_read(&body, &floor) != 0) break;
+        cc->synced = 1;
+        if (floor <= cc->last) break;
         cc->last = floor;
         set_trim(&cc->extra, floor);
         while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
@@ -480,24 +490,60 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
   }
 }
 
-int tern__ccore_next_event(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
-  if (!tern__evq_take(&cc->events, ev)) return 0;
-  if (ev->type == TERN_EV_MESSAGE && ev->seq) {
-    /* Handed to the app now: record it before the app sees it. */
-    uint64_t seq = ev->seq;
-    set_del(&cc->queued, seq);
-    if (!delivered(cc, seq)) {
-      if (seq == cc->last + 1) {
-        cc->last = seq;
-        while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
-      } else if (cc->extra.n < TERN__CSTORE_EXTRA_MAX) {
-        (void)set_add(&cc->extra, seq);
+/* What taking an event commits. Returns 0 if the app sees it, 1 if it
+ * turned out to be a copy and is skipped. */
+static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
+  switch (ev->type) {
+    case TERN_EV_MESSAGE: {
+      uint64_t seq = ev->seq;
+      if (!seq) return 0;
+      /* Handed to the app now: record it before the app sees it. */
+      set_del(&cc->queued, seq);
+      if (!delivered(cc, seq)) {
+        if (seq == cc->last + 1) {
+          cc->last = seq;
+          while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
+        } else if (cc->extra.n < TERN__CSTORE_EXTRA_MAX) {
+          (void)set_add(&cc->extra, seq);
+        }
+        save_delivered(cc);
       }
-      save_delivered(cc);
+      want_ack(cc, now_ms, ++cc->taken_since_ack >= ACK_EVERY);
+      return 0;
     }
-    want_ack(cc, now_ms, ++cc->taken_since_ack >= ACK_EVERY);
+    case TERN_EV_SENT:
+    case TERN_EV_FAILED: {
+      entry *e = find_entry(cc, ev->cmid);
+      if (e) {
+        /* A failure of a store write leaves it in the outbox: it is resent
+         * after a restart and settled again. */
+        (void)tern__cstore_outbox_del(cc->store, ev->cmid, ev->type == TERN_EV_SENT);
+        unlink_entry(cc, e);
+      } else if (ev->type == TERN_EV_FAILED) {
+        int took = tern__cstore_await_take(cc->store, ev->cmid);
+        if (took >= 0) notice_ack(cc, TERN__KIND_FAILED, ev->cmid);
+        return took == 1 ? 0 : 1;
+      }
+      if (ev->type == TERN_EV_FAILED) notice_ack(cc, TERN__KIND_FAILED, ev->cmid);
+      return 0;
+    }
+    case TERN_EV_DELIVERED: {
+      set_del(&cc->receipts, ev->cmid);
+      int took = tern__cstore_await_take(cc->store, ev->cmid);
+      if (took < 0) return 1; /* not acked: the relay sends it again */
+      notice_ack(cc, TERN__KIND_RECEIPT, ev->cmid);
+      return took == 1 ? 0 : 1;
+    }
+    default:
+      return 0;
   }
-  return 1;
+}
+
+int tern__ccore_next_event(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
+  for (;;) {
+    if (!tern__evq_take(&cc->events, ev)) return 0;
+    if (settle(cc, ev, now_ms) == 0) return 1;
+  }
 }
 
 /* ---- session ------------------------------------------------------------- */
@@ -520,9 +566,11 @@ void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
   cc->online = 1;
   snprintf(cc->self, sizeof(cc->self), "%s", self);
   cc->progress_ms = now_ms;
+  cc->synced = 0;
+  cc->sync_sent_ms = now_ms;
   send_seqlist(cc, TERN__FR_SYNC);
   for (entry *e = cc->head; e; e = e->next)
-    if (e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
+    if (!e->settled && e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
 }
 
 void tern__ccore_offline(tern__ccore *cc) {
@@ -547,9 +595,12 @@ static int in_flight(const tern__ccore *cc) {
 int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
   uint64_t best = UINT64_MAX;
   if (cc->ack_needed && cc->online) best = cc->ack_due_ms;
+  if (cc->online && !cc->synced && cc->sync_sent_ms + cc->cfg.resend_ms < best)
+    best = cc->sync_sent_ms + cc->cfg.resend_ms;
   if (cc->online) {
     int flying = 0;
     for (const entry *e = cc->head; e; e = e->next) {
+      if (e->settled) continue;
       uint64_t t = e->sent_ms ? e->sent_ms + cc->cfg.resend_ms : e->retry_at_ms;
       if (e->sent_ms) flying = 1;
       if (t < best) best = t;
@@ -567,8 +618,14 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
   if (!cc->online) return 0;
   if (in_flight(cc) && now_ms >= cc->progress_ms + cc->cfg.dead_link_ms) return 1;
   for (entry *e = cc->head; e; e = e->next) {
+    if (e->settled) continue;
     int due = e->sent_ms ? now_ms >= e->sent_ms + cc->cfg.resend_ms : now_ms >= e->retry_at_ms;
     if (due) transmit(cc, e, now_ms);
+  }
+  if (!cc->synced && now_ms >= cc->sync_sent_ms + cc->cfg.resend_ms) {
+    /* No FLOOR yet: the SYNC (or its answer) was lost. */
+    cc->sync_sent_ms = now_ms;
+    send_seqlist(cc, TERN__FR_SYNC);
   }
   if (cc->ack_needed && now_ms >= cc->ack_due_ms) send_seqlist(cc, TERN__FR_DELIVERY_ACK);
   return 0;

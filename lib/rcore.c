@@ -408,16 +408,15 @@ static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_
     return;
   }
   if (l->last > c->cursor) c->cursor = l->last;
-  /* ... and says where to resume: after what it has, or after what is gone. */
+  /* ... and says where to resume: after what it has, or after what is
+   * gone. FLOOR always answers SYNC, so the client knows it arrived. */
   uint64_t from = l->last;
-  if (floor > from) {
-    uint8_t tmp[16];
-    tern__wbuf w;
-    tern__wbuf_init(&w, tmp, sizeof(tmp));
-    tern__fr_u64_write(&w, TERN__FR_FLOOR, floor);
-    emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
-    from = floor;
-  }
+  uint8_t tmp[16];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_u64_write(&w, TERN__FR_FLOOR, floor);
+  emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
+  if (floor > from) from = floor;
   c->sent_upto = from;
   c->progress_ms = now_ms;
   pump(rc, c, now_ms);

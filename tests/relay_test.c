@@ -54,10 +54,12 @@ Test(relay, two_clients_exchange_messages_both_ways) {
   cr_assert(loop_wait(&l, a, TERN_EV_MESSAGE, 5000, &ev), "an empty body is a message too");
   cr_assert_eq(ev.body_len, 0);
 
+  cr_assert(loop_wait(&l, a, TERN_EV_DELIVERED, 5000, &ev), "alice's message was delivered");
+  cr_assert_eq(ev.cmid, cmid);
   tern_relay_stats st;
   tern_relay_get_stats(l.relay, &st);
   cr_assert_eq(st.handshakes_ok, 2);
-  cr_assert_eq(st.messages_routed, 2);
+  cr_assert_eq(st.messages_stored, 2);
   cr_assert_eq(st.peers_connected, 2);
   loop_stop(&l);
 }
@@ -85,23 +87,62 @@ Test(relay, large_message_arrives_whole) {
   loop_stop(&l);
 }
 
-Test(relay, offline_recipient_is_reported_for_that_message) {
+Test(relay, offline_recipient_gets_it_later_and_sender_gets_ticks) {
   loop l;
   loop_start(&l, NULL, NULL, 0);
-  tern_client_config ca;
+  tern_client_config ca, cb;
   loop_client_config(&l, &ca, "alice");
   size_t a = loop_add_client(&l, &ca);
   loop_event ev;
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
   uint64_t c1, c2;
-  cr_assert_eq(tern_client_send(l.clients[a], "nobody", "x", 1, &c1), 0);
-  cr_assert_eq(tern_client_send(l.clients[a], "nobody", "y", 1, &c2), 0);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "while you were out", 18, &c1), 0);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "second", 6, &c2), 0);
   cr_assert_neq(c1, c2);
-  cr_assert(loop_wait(&l, a, TERN_EV_SEND_FAILED, 5000, &ev));
-  cr_assert_eq(ev.error, TERN_EOFFLINE);
+  cr_assert(loop_wait(&l, a, TERN_EV_SENT, 5000, &ev), "the relay stores it for bob");
   cr_assert_eq(ev.cmid, c1);
-  cr_assert(loop_wait(&l, a, TERN_EV_SEND_FAILED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "bob");
+  cr_assert_eq(ev.seq, 1, "first message in bob's inbox");
+  cr_assert(loop_wait(&l, a, TERN_EV_SENT, 5000, &ev));
   cr_assert_eq(ev.cmid, c2);
+  cr_assert_eq(tern_client_outbox_size(l.clients[a]), 0);
+
+  loop_client_config(&l, &cb, "bob");
+  size_t b = loop_add_client(&l, &cb);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev), "bob gets it on connect");
+  cr_assert_str_eq(ev.user, "alice");
+  cr_assert_eq(ev.seq, 1);
+  cr_assert_arr_eq(ev.body, "while you were out", 18);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
+  cr_assert_eq(ev.seq, 2);
+  cr_assert(loop_wait(&l, a, TERN_EV_DELIVERED, 5000, &ev), "alice gets the second tick");
+  cr_assert_eq(ev.cmid, c1);
+  cr_assert(loop_wait(&l, a, TERN_EV_DELIVERED, 5000, &ev));
+  cr_assert_eq(ev.cmid, c2);
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.messages_stored, 2);
+  cr_assert_eq(st.messages_delivered, 2);
+  loop_stop(&l);
+}
+
+Test(relay, too_big_for_the_relay_fails_with_a_reason) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca;
+  loop_client_config(&l, &ca, "alice");
+  ca.max_message_size = 200000; /* the client allows more than the relay */
+  size_t a = loop_add_client(&l, &ca);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  uint8_t *big = calloc(1, 70000);
+  uint64_t cmid;
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", big, 70000, &cmid), 0);
+  cr_assert(loop_wait(&l, a, TERN_EV_FAILED, 5000, &ev));
+  cr_assert_eq(ev.cmid, cmid);
+  cr_assert_eq(ev.error, TERN_ETOOBIG, "got %s", tern_errname(ev.error));
+  cr_assert_eq(tern_client_outbox_size(l.clients[a]), 0, "a failed message leaves the outbox");
+  free(big);
   loop_stop(&l);
 }
 
@@ -175,7 +216,11 @@ Test(relay, graceful_disconnect_and_shutdown_reasons) {
   cr_assert_eq(tern_client_disconnect(l.clients[a]), 0);
   cr_assert(loop_wait(&l, a, TERN_EV_DISCONNECTED, 5000, &ev));
   cr_assert_eq(ev.error, TERN_ECLOSED);
-  cr_assert_eq(tern_client_send(l.clients[a], "bob", "x", 1, NULL), TERN_ECLOSED);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "x", 1, NULL), 0,
+               "offline, send still accepts into the outbox");
+  cr_assert_eq(tern_client_outbox_size(l.clients[a]), 1);
+  cr_assert_eq(tern_client_send_ephemeral(l.clients[a], "bob", "typing", 6), TERN_ECLOSED,
+               "an ephemeral message needs a live session");
   tern_relay_free(l.relay);
   l.relay = NULL;
   cr_assert(loop_wait(&l, b, TERN_EV_DISCONNECTED, 5000, &ev));

@@ -98,6 +98,7 @@ typedef struct client {
   tern__ccore *core;    /* lost in a crash */
   uint64_t conn;        /* current session id, 0 if none */
   uint64_t reconnect_at;
+  uint64_t dies_at;     /* the relay crashed: the client notices then */
   uint64_t partition_until;
   /* The app: what it sent and what it received (the app's own database,
    * which survives its crashes). */
@@ -259,6 +260,7 @@ static void end_session(sim *s, client *cl, int relay_knows) {
   }
   if (cl->core) tern__ccore_offline(cl->core);
   cl->conn = 0;
+  cl->dies_at = 0;
   cl->reconnect_at = s->now + rnd_range(&s->r, 100, 3000);
 }
 
@@ -319,11 +321,10 @@ static void crash_relay(sim *s) {
   tern__rstore_rollback(s->rstore); /* what was not committed is gone */
   for (int i = 0; i < s->p.clients; i++) {
     client *cl = &s->c[i];
-    if (!cl->conn) continue;
-    /* Clients notice a dead relay after a while (ENet or dead-link timer). */
-    cl->conn = 0;
-    tern__ccore_offline(cl->core);
-    cl->reconnect_at = s->now + rnd_range(&s->r, 1000, 8000);
+    /* Clients notice a dead relay after a while (ENet or the dead-link
+     * timer); until then, packets the relay sent before it died still
+     * arrive. */
+    if (cl->conn && !cl->dies_at) cl->dies_at = s->now + rnd_range(&s->r, 1000, 8000);
   }
   s->nstale = 0;
   /* Packets in flight to the relay are for sessions it no longer has. */
@@ -368,7 +369,7 @@ static void setup(sim *s, uint64_t seed, int fault) {
     for (int b = 0; b < 32; b++) cl->dev[b] = (uint8_t)(i * 31 + b + 1);
     cr_assert_eq(tern__cstore_open(&cl->store, ":memory:", 1, err, sizeof(err)), 0, "%s", err);
     new_client_core(s, cl);
-    cl->reconnect_at = rnd_range(&s->r, 0, 2000);
+    cl->reconnect_at = rnd_range(&s->r, 1, 2000); /* 0 would mean "never" */
     cl->next_send_at = rnd_range(&s->r, 0, s->p.send_window_ms);
   }
 }
@@ -469,6 +470,7 @@ static void step(sim *s, int chaos) {
     }
     if (chaos && cl->conn && rnd01(&s->r) < s->p.link_drop_per_s / 20.0)
       end_session(s, cl, rnd01(&s->r) < 0.5);
+    if (cl->conn && cl->dies_at && s->now >= cl->dies_at) end_session(s, cl, 1);
     if (!cl->conn && cl->reconnect_at && s->now >= cl->reconnect_at) try_connect(s, cl);
     if (cl->conn && tern__ccore_tick(cl->core, s->now)) end_session(s, cl, 0); /* dead link */
     if (cl->nsent < s->p.msgs && s->now >= cl->next_send_at) {
@@ -492,6 +494,7 @@ static uint64_t next_time(sim *s) {
     int ct = cl->conn ? tern__ccore_timeout(cl->core, s->now) : -1;
     if (ct >= 0 && s->now + (uint64_t)ct < t) t = s->now + (uint64_t)ct;
     if (!cl->conn && cl->reconnect_at && cl->reconnect_at < t) t = cl->reconnect_at;
+    if (cl->conn && cl->dies_at && cl->dies_at < t) t = cl->dies_at;
     if (cl->nsent < s->p.msgs && cl->next_send_at < t) t = cl->next_send_at;
   }
   return t > s->now ? t : s->now + 1;
@@ -551,6 +554,7 @@ static int run_seed(uint64_t seed, int fault, int trace, char *why, size_t whyca
     step(s, chaos);
     s->now = next_time(s);
   }
+  TRACE(s, "run ends (%s)", s->failure[0] ? s->failure : settled(s) ? "settled" : "time limit");
   int bad = check(s);
   if (bad) snprintf(why, whycap, "%s", s->failure);
   teardown(s);
@@ -577,7 +581,7 @@ Test(sim, invariants_hold_across_seeds, .timeout = 1200) {
   for (uint64_t seed = first; seed < first + count; seed++) {
     char why[512] = "";
     if (run_seed(seed, 0, one != 0, why, sizeof(why)))
-      cr_fatal("seed %" PRIu64 " broke an invariant: %s\n  replay: TERN_SIM_SEED=%" PRIu64
+      cr_assert_fail("seed %" PRIu64 " broke an invariant: %s\n  replay: TERN_SIM_SEED=%" PRIu64
                " %s/tests/sim_test --filter 'sim/invariants*'",
                seed, why, seed, TERN_TEST_BINDIR);
   }
@@ -596,7 +600,7 @@ static void expect_caught(int fault, const char *name) {
       return;
     }
   }
-  cr_fail("fault '%s' went unnoticed over %" PRIu64 " seeds", name, count);
+  cr_assert_fail("fault '%s' went unnoticed over %" PRIu64 " seeds", name, count);
 }
 
 Test(sim, catches_skipped_dedup, .timeout = 600) { expect_caught(1, "skip the dedup"); }

@@ -21,6 +21,7 @@ typedef struct loop_event {
   tern_event_type type;
   int error;
   uint64_t cmid;
+  uint64_t seq;
   char user[TERN_USER_MAX + 1];
   uint8_t *body; /* owned by the loop: valid until the next loop_wait */
   size_t body_len;
