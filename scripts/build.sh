@@ -5,4 +5,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 dir=$1; shift
 cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" "$@" >"$dir.configure.log" 2>&1 \
   || { cat "$dir.configure.log"; exit 1; }
-cmake --build "$dir" -j"$(nproc)"
+# TARGETS="a b" builds only those (the demo needs only the tools).
+targets=()
+for t in ${TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$dir" -j"$(nproc)" "${targets[@]}"

@@ -48,8 +48,11 @@ static void relay_start(relay_proc *r, const char *allow_text) {
   tt_write_file(r->allow, allow_text);
   char portfile[600];
   snprintf(portfile, sizeof(portfile), "%s/port", r->dir);
+  char datadir[600];
+  snprintf(datadir, sizeof(datadir), "%s/data", r->dir);
   char *argv[] = {(char *)tt_tool("ternd"), "--key", r->keyfile, "--allow", r->allow,
-                  "--listen", "127.0.0.1:0", "--port-file", portfile, NULL};
+                  "--listen", "127.0.0.1:0", "--port-file", portfile, "--data-dir", datadir,
+                  "--no-fsync", NULL};
   r->pid = tt_spawn(argv, r->log);
   cr_assert_eq(tt_wait_file(portfile, 10000), 0, "ternd did not start; log:\n%s",
                tt_read_file(r->log));
@@ -68,7 +71,7 @@ static void relay_stop(relay_proc *r) {
 typedef struct chat_proc {
   pid_t pid;
   int in_fd;
-  char out[600];
+  char out[600], err[600];
 } chat_proc;
 
 static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char *name,
@@ -76,14 +79,17 @@ static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char 
   char relay[64];
   snprintf(relay, sizeof(relay), "127.0.0.1:%s", r->port);
   snprintf(c->out, sizeof(c->out), "%s/%s.out", r->dir, name);
+  snprintf(c->err, sizeof(c->err), "%s/%s.err", r->dir, name);
   int p[2];
   cr_assert_eq(pipe(p), 0);
   c->pid = fork();
   cr_assert_geq(c->pid, 0);
   if (c->pid == 0) {
     int fd = open(c->out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int efd = open(c->err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(p[0], 0);
     dup2(fd, 1);
+    dup2(efd, 2);
     close(p[1]);
     execl(tt_tool("tern-chat"), "tern-chat", "--relay", relay, "--relay-key", r->pub, "--key", key,
           "--expect", expect, "--linger", "60", (char *)NULL);
@@ -93,11 +99,11 @@ static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char 
   c->in_fd = p[1];
 }
 
-/* Waits until the chat's output contains `needle`. */
+/* Waits until the chat's status output (stderr) contains `needle`. */
 static int chat_wait_for(chat_proc *c, const char *needle, int timeout_ms) {
   uint64_t end = now_ms() + (uint64_t)timeout_ms;
   while (now_ms() < end) {
-    char *s = tt_read_file(c->out);
+    char *s = tt_read_file(c->err);
     int found = s && strstr(s, needle);
     free(s);
     if (found) return 1;
@@ -157,8 +163,8 @@ Test(ternd, two_processes_exchange_10000_messages_each_way_byte_exact, .timeout 
   chat_proc alice, bob;
   chat_start(&alice, &r, dir_keys[0], "alice", "10000");
   chat_start(&bob, &r, dir_keys[1], "bob", "10000");
-  cr_assert(chat_wait_for(&alice, "connected alice\n", 10000));
-  cr_assert(chat_wait_for(&bob, "connected bob\n", 10000));
+  cr_assert(chat_wait_for(&alice, "connected as alice\n", 10000));
+  cr_assert(chat_wait_for(&bob, "connected as bob\n", 10000));
 
   /* Both send at once: A->B and B->A interleave on the relay. */
   size_t cap = (size_t)N_MESSAGES * 330;
@@ -180,22 +186,25 @@ Test(ternd, two_processes_exchange_10000_messages_each_way_byte_exact, .timeout 
   cr_assert_eq(chat_wait_exit(&bob, 120000), 0);
   uint64_t took = now_ms() - t0;
 
-  /* Each side's output: "connected", then N recv lines in order, each
-   * byte-identical to what the other side sent. */
+  /* Each side's output: N recv lines in order, each byte-identical to what
+   * the other side sent, with inbox seqs 1..N; and a sent line for each of
+   * its own messages. */
   for (int side = 0; side < 2; side++) {
     char *out = tt_read_file(side == 0 ? alice.out : bob.out);
     cr_assert_not_null(out);
     char *save = NULL, *line = strtok_r(out, "\n", &save);
-    unsigned got = 0;
+    unsigned got = 0, sent = 0;
     for (; line; line = strtok_r(NULL, "\n", &save)) {
+      if (strncmp(line, "sent ", 5) == 0) sent++;
       if (strncmp(line, "recv ", 5) != 0) continue;
       char want[500];
       make_message(msg, sizeof(msg), (unsigned)(1 - side), got);
-      snprintf(want, sizeof(want), "recv %s %s", side == 0 ? "bob" : "alice", msg);
+      snprintf(want, sizeof(want), "recv %s %u %s", side == 0 ? "bob" : "alice", got + 1, msg);
       cr_assert_str_eq(line, want, "side %d message %u differs", side, got);
       got++;
     }
     cr_assert_eq(got, N_MESSAGES, "side %d received %u of %u", side, got, N_MESSAGES);
+    cr_assert_eq(sent, N_MESSAGES, "side %d: %u of its messages were server-acked", side, sent);
     cr_assert_null(strstr(out, "failed"), "no message was refused");
     free(out);
   }
@@ -219,11 +228,12 @@ Test(ternd, allow_list_reloads_on_sighup_and_bad_file_keeps_old_list, .timeout =
   char relay[64];
   snprintf(relay, sizeof(relay), "127.0.0.1:%s", r.port);
   char *argv[] = {(char *)tt_tool("tern-chat"), "--relay", relay, "--relay-key", r.pub,
-                  "--key", key, "--linger", "0", NULL};
-  char *out = NULL;
-  cr_assert_eq(tt_run(argv, "", &out, NULL, 20000), 1);
-  cr_assert(strstr(out, "disconnected TERN_EUNKNOWNKEY"), "got: %s", out);
+                  "--key", key, "--linger", "10", NULL};
+  char *out = NULL, *err = NULL;
+  cr_assert_eq(tt_run(argv, "", &out, &err, 20000), 1);
+  cr_assert(strstr(err, "(TERN_EUNKNOWNKEY)"), "got: %s", err);
   free(out);
+  free(err);
 
   /* Listed and reloaded: accepted under the listed name. */
   char line[200];
@@ -239,9 +249,11 @@ Test(ternd, allow_list_reloads_on_sighup_and_bad_file_keeps_old_list, .timeout =
     usleep(20000);
   }
   cr_assert(reloaded, "ternd logs the reload");
-  cr_assert_eq(tt_run(argv, "", &out, NULL, 20000), 0);
-  cr_assert(strstr(out, "connected carol"), "got: %s", out);
+  int st = tt_run(argv, "", &out, &err, 20000);
+  cr_assert_eq(st, 0, "exit %d; stderr: %s", st, err);
+  cr_assert(strstr(err, "connected as carol"), "got: %s", err);
   free(out);
+  free(err);
 
   /* A broken file: ternd says so and keeps carol. */
   tt_write_file(r.allow, "this is not a key line\n");
@@ -255,9 +267,10 @@ Test(ternd, allow_list_reloads_on_sighup_and_bad_file_keeps_old_list, .timeout =
     usleep(20000);
   }
   cr_assert(complained, "ternd reports the bad line");
-  cr_assert_eq(tt_run(argv, "", &out, NULL, 20000), 0);
-  cr_assert(strstr(out, "connected carol"), "old list still in force; got: %s", out);
+  cr_assert_eq(tt_run(argv, "", &out, &err, 20000), 0);
+  cr_assert(strstr(err, "connected as carol"), "old list still in force; got: %s", err);
   free(out);
+  free(err);
   relay_stop(&r);
   tt_rmtree(kdir);
   free(kdir);

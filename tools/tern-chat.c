@@ -8,7 +8,9 @@
  *                 "failed CMID REASON"     it will never be delivered
  *                 "recv FROM SEQ TEXT"     a message arrived
  * Connection status goes to standard error. At end of input it waits until
- * the outbox is empty (or --linger SECONDS passes), then exits 0.
+ * it has connected, the outbox is empty and nothing has arrived for a
+ * moment (what was stored for it while away has come in), or until --linger
+ * SECONDS passes, then exits 0 (1 if the outbox could not be emptied).
  *
  * Interactive (a terminal), it shows incoming messages and marks each sent
  * message with ticks as messaging apps do: one when the relay has it, two
@@ -187,8 +189,9 @@ int main(int argc, char **argv) {
     printf("tern-chat: type '@USER TEXT' to send, Ctrl-D to quit. \u2713 = relay has it, "
            "\u2713\u2713 = delivered.\n");
 
-  int input_open = 1, status = 0, done = 0;
+  int input_open = 1, status = 0, done = 0, ever_connected = 0;
   long received = 0;
+  uint64_t last_event_ms = now_ms();
   uint64_t eof_at = 0;
   char *line = NULL;
   size_t line_cap = 0, line_len = 0;
@@ -199,6 +202,7 @@ int main(int argc, char **argv) {
     if (!input_open) {
       uint64_t end = eof_at + (uint64_t)(linger * 1000), now = now_ms();
       int left = now >= end ? 0 : (int)(end - now);
+      if (left > 100) left = 100; /* to notice the quiet period ending */
       if (timeout < 0 || timeout > left) timeout = left;
     }
     if (poll(pf, 2, timeout) < 0 && errno != EINTR) break;
@@ -238,6 +242,8 @@ int main(int argc, char **argv) {
     tern_event ev;
     while (tern_client_next_event(c, &ev) == 1) {
       print_event(&ev);
+      last_event_ms = now_ms();
+      if (ev.type == TERN_EV_CONNECTED) ever_connected = 1;
       if (ev.type == TERN_EV_MESSAGE) received++;
       if (ev.type == TERN_EV_DISCONNECTED && fatal(ev.error)) {
         status = 1;
@@ -245,11 +251,15 @@ int main(int argc, char **argv) {
       }
     }
     if (!input_open && !done) {
-      int drained = tern_client_outbox_size(c) == 0 && received >= expect;
+      int drained = ever_connected && tern_client_outbox_size(c) == 0 && received >= expect &&
+                    now_ms() >= last_event_ms + 300;
       if (drained || now_ms() >= eof_at + (uint64_t)(linger * 1000)) {
         if (!drained) {
-          fprintf(stderr, "tern-chat: --linger ran out with %zu message(s) in the outbox%s\n",
-                  tern_client_outbox_size(c), state ? " (kept in --state)" : " (lost)");
+          fprintf(stderr,
+                  "tern-chat: --linger ran out with %zu message(s) in the outbox%s and %ld of "
+                  "%ld expected message(s) received\n",
+                  tern_client_outbox_size(c), state ? " (kept in --state)" : " (lost)", received,
+                  expect);
           status = 1;
         }
         done = 1;
