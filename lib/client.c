@@ -1,13 +1,28 @@
 /*
- * The client: an I/O shell around the session core. It owns the ENet link,
- * reads the clock and the random source, and turns frames into events.
+ * The client: the I/O shell around the session core (handshake, sealing) and
+ * the messaging core (outbox, delivery). It owns the ENet link, the clock,
+ * the random source, the reconnect policy and the lock that lets send() be
+ * called from any thread.
+ *
+ * Locking: every public call takes c->mu. tern_client_service() drops it
+ * only while it waits in epoll_wait(), so ENet is never used by two threads
+ * at once; a send() from another thread writes the eventfd to wake it.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "backoff.h"
+#include "ccore.h"
 #include "clock.h"
-#include "evqueue.h"
+#include "cstore.h"
 #include "frame.h"
 #include "link.h"
 #include "session.h"
@@ -17,28 +32,32 @@
 #define CLIENT_BUF (TERN_MESSAGE_MAX + 4096)
 
 typedef enum client_state {
-  C_IDLE = 0,      /* not connected */
+  C_IDLE = 0,      /* no link */
   C_LINKING,       /* ENet connect in progress */
   C_HANDSHAKE,     /* HELLO sent, waiting for WELCOME */
   C_OPEN,          /* session open */
-  C_CLOSING,       /* tern_client_disconnect() called */
+  C_CLOSING,       /* tern_client_disconnect(): closing after queued data */
 } client_state;
 
 struct tern_client {
-  tern_client_config cfg;   /* relay_host and user point into the copies below */
+  tern_client_config cfg;       /* strings point into the copies below */
   char *relay_host;
   char user_req[TERN_USER_MAX + 1];
   char user[TERN_USER_MAX + 1]; /* assigned by the relay */
+  pthread_mutex_t mu;
+  int epfd, evfd;
   tern__link *link;
   tern__link_peer *peer;
   tern__session sess;
   client_state state;
-  uint64_t attempt_start_ms;    /* monotonic time tern_client_connect() ran */
+  int want_online;              /* connect() called, disconnect() not */
+  uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
+  uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
+  tern__backoff backoff;
   int close_reason;             /* authenticated reason from a CLOSE frame */
-  uint64_t next_cmid;
-  tern__evq events;
-  uint8_t *buf;                 /* scratch for one frame batch */
-  uint8_t *pkt;                 /* scratch for one sealed packet */
+  tern__cstore *store;
+  tern__ccore *core;
+  uint8_t *buf, *pkt;
   tern_client_stats stats;
 };
 
@@ -46,9 +65,32 @@ void tern_client_config_default(tern_client_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->handshake_timeout_ms = 10000;
   cfg->max_message_size = 65536;
+  cfg->reconnect_base_ms = 500;
+  cfg->reconnect_cap_ms = 30000;
+  cfg->dead_link_ms = 8000;
   cfg->ping_interval_ms = 15000;
   cfg->timeout_min_ms = 3000;
   cfg->timeout_max_ms = 10000;
+}
+
+static int open_state(tern_client *c, const char *dir) {
+  char path[4096], err[256];
+  if (!dir) return tern__cstore_open(&c->store, ":memory:", 0, err, sizeof(err));
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) return TERN_EIO;
+  if (snprintf(path, sizeof(path), "%s/client.db", dir) >= (int)sizeof(path)) return TERN_EINVAL;
+  return tern__cstore_open(&c->store, path, c->cfg.durable_fsync ? 2 : 1, err, sizeof(err));
+}
+
+static int wake_setup(tern_client *c) {
+  c->epfd = epoll_create1(EPOLL_CLOEXEC);
+  c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (c->epfd < 0 || c->evfd < 0) return TERN_EIO;
+  struct epoll_event a = {.events = EPOLLIN, .data.u32 = 0};
+  struct epoll_event b = {.events = EPOLLIN, .data.u32 = 1};
+  if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__link_fd(c->link), &a) != 0 ||
+      epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &b) != 0)
+    return TERN_EIO;
+  return 0;
 }
 
 int tern_client_new(tern_client **out, const tern_client_config *cfg) {
@@ -59,6 +101,8 @@ int tern_client_new(tern_client **out, const tern_client_config *cfg) {
   if (sodium_init() < 0) return TERN_ECRYPTO;
   tern_client *c = calloc(1, sizeof(*c));
   if (!c) return TERN_ENOMEM;
+  c->epfd = c->evfd = -1;
+  pthread_mutex_init(&c->mu, NULL);
   int rc = TERN_ENOMEM;
   c->cfg = *cfg;
   c->relay_host = strdup(cfg->relay_host);
@@ -68,6 +112,7 @@ int tern_client_new(tern_client **out, const tern_client_config *cfg) {
   memcpy(c->user_req, cfg->user ? cfg->user : "", ulen + 1);
   c->cfg.relay_host = c->relay_host;
   c->cfg.user = c->user_req;
+  c->cfg.state_dir = NULL; /* not kept: only used here */
   if (c->cfg.max_message_size == 0 || c->cfg.max_message_size > TERN_MESSAGE_MAX)
     c->cfg.max_message_size = TERN_MESSAGE_MAX;
   /* Derive the public key rather than trust the caller's copy. */
@@ -75,18 +120,19 @@ int tern_client_new(tern_client **out, const tern_client_config *cfg) {
     rc = TERN_EINVAL;
     goto fail;
   }
-  rc = tern__link_new(&c->link, NULL, 0, 1);
-  if (rc) goto fail;
-  tern__evq_init(&c->events);
-  c->next_cmid = 1;
+  tern__backoff_init(&c->backoff, c->cfg.reconnect_base_ms, c->cfg.reconnect_cap_ms);
+  if ((rc = open_state(c, cfg->state_dir)) != 0) goto fail;
+  tern__ccore_config cc;
+  tern__ccore_config_default(&cc);
+  if (c->cfg.dead_link_ms) cc.dead_link_ms = c->cfg.dead_link_ms;
+  if (cc.resend_ms > cc.dead_link_ms / 2) cc.resend_ms = cc.dead_link_ms / 2;
+  if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
+  if ((rc = tern__link_new(&c->link, NULL, 0, 1)) != 0) goto fail;
+  if ((rc = wake_setup(c)) != 0) goto fail;
   *out = c;
   return 0;
 fail:
-  sodium_memzero(&c->cfg.keypair, sizeof(c->cfg.keypair));
-  free(c->relay_host);
-  free(c->buf);
-  free(c->pkt);
-  free(c);
+  tern_client_free(c);
   return rc;
 }
 
@@ -95,36 +141,51 @@ void tern_client_free(tern_client *c) {
   if (c->peer) tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
   tern__link_free(c->link);
   tern__session_wipe(&c->sess);
-  tern__evq_free(&c->events);
+  tern__ccore_free(c->core);
+  tern__cstore_close(c->store);
+  if (c->epfd >= 0) close(c->epfd);
+  if (c->evfd >= 0) close(c->evfd);
   sodium_memzero(&c->cfg.keypair, sizeof(c->cfg.keypair));
   if (c->buf) sodium_memzero(c->buf, CLIENT_BUF);
   if (c->pkt) sodium_memzero(c->pkt, CLIENT_BUF);
+  pthread_mutex_destroy(&c->mu);
   free(c->relay_host);
   free(c->buf);
   free(c->pkt);
   free(c);
 }
 
-static void push(tern_client *c, tern_event_type type, int error, uint64_t cmid, const char *user,
-                 const uint8_t *body, size_t body_len) {
-  tern_event ev = {.type = type, .error = error, .cmid = cmid, .user = user, .body = body,
-                   .body_len = body_len};
-  /* Out of memory for an event: nothing better to do than drop it. */
-  (void)tern__evq_push(&c->events, &ev);
+static void push(tern_client *c, tern_event_type type, int error, const char *user) {
+  tern_event ev = {.type = type, .error = error, .user = user ? user : ""};
+  tern__ccore_push_event(c->core, &ev);
 }
 
-/* Ends the link attempt or session and reports why. */
+static void wake(tern_client *c) {
+  uint64_t one = 1;
+  ssize_t w = write(c->evfd, &one, sizeof(one));
+  (void)w; /* a full counter already means "awake" */
+}
+
+/* Ends the link and reports why; schedules a reconnect if wanted. */
 static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   if (c->peer && close_how >= 0) tern__link_close(c->peer, code, close_how);
   c->peer = NULL;
   tern__session_wipe(&c->sess);
+  int was_open = c->state == C_OPEN || c->state == C_CLOSING;
   c->state = C_IDLE;
   c->close_reason = 0;
-  push(c, TERN_EV_DISCONNECTED, error, 0, NULL, NULL, 0);
+  tern__ccore_offline(c->core);
+  push(c, TERN_EV_DISCONNECTED, error, NULL);
+  if (c->want_online) {
+    uint64_t now = tern__now_ms();
+    /* A session that was up resets the backoff; a failed attempt grows it. */
+    if (was_open) tern__backoff_reset(&c->backoff);
+    c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random());
+    if (c->next_attempt_ms == 0) c->next_attempt_ms = 1;
+  }
 }
 
-int tern_client_connect(tern_client *c) {
-  if (c->state != C_IDLE) return TERN_EINVAL;
+static int start_attempt(tern_client *c) {
   tern__link_peer *p;
   int rc = tern__link_connect(c->link, c->relay_host, c->cfg.relay_port, &p);
   if (rc) return rc;
@@ -132,25 +193,63 @@ int tern_client_connect(tern_client *c) {
                              c->cfg.timeout_max_ms);
   c->peer = p;
   c->state = C_LINKING;
-  tern__link_flush(c->link); /* the connect request leaves now, not at the next service */
   c->attempt_start_ms = tern__now_ms();
+  c->next_attempt_ms = 0;
   c->close_reason = 0;
   c->user[0] = 0;
+  tern__link_flush(c->link); /* the connect request leaves now */
   return 0;
 }
 
-int tern_client_disconnect(tern_client *c) {
-  if (c->state == C_IDLE || c->state == C_CLOSING || !c->peer) return TERN_ECLOSED;
-  if (c->state != C_OPEN) {
-    /* Nothing established yet: give up the attempt at once. */
-    drop(c, TERN_ECLOSED, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
-    return 0;
+int tern_client_connect(tern_client *c) {
+  pthread_mutex_lock(&c->mu);
+  int rc = 0;
+  c->want_online = 1;
+  if (c->state == C_IDLE) {
+    rc = start_attempt(c);
+    if (rc == TERN_ERESOURCE) {
+      /* No peer slot free yet (the last link is still being torn down). */
+      c->next_attempt_ms = tern__now_ms() + 1;
+      rc = 0;
+    }
   }
-  /* LATER, not GRACEFUL: ENet drops queued packets on a plain disconnect. */
-  tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
-  tern__link_flush(c->link);
-  c->state = C_CLOSING;
-  return 0;
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
+  return rc;
+}
+
+int tern_client_disconnect(tern_client *c) {
+  pthread_mutex_lock(&c->mu);
+  int rc = 0;
+  int was_wanted = c->want_online;
+  c->want_online = 0;
+  c->next_attempt_ms = 0;
+  if (c->state == C_OPEN) {
+    /* LATER, not GRACEFUL: ENet drops queued packets on a plain disconnect. */
+    tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
+    tern__link_flush(c->link);
+    c->state = C_CLOSING;
+  } else if (c->state != C_IDLE && c->state != C_CLOSING) {
+    drop(c, TERN_ECLOSED, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+  } else if (!was_wanted || c->state == C_CLOSING) {
+    rc = TERN_ECLOSED;
+  } else {
+    push(c, TERN_EV_DISCONNECTED, TERN_ECLOSED, NULL); /* was waiting to reconnect */
+  }
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
+  return rc;
+}
+
+void tern_client_network_changed(tern_client *c) {
+  pthread_mutex_lock(&c->mu);
+  if (c->want_online) {
+    if (c->state != C_IDLE) drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+    tern__backoff_reset(&c->backoff);
+    c->next_attempt_ms = tern__now_ms(); /* at once, no backoff */
+  }
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
 }
 
 /* ENet is connected: send HELLO. */
@@ -209,33 +308,21 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   memcpy(c->user, wf.user, wf.user_len);
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
-  push(c, TERN_EV_CONNECTED, 0, 0, c->user, NULL, 0);
+  c->stats.connects++;
+  tern__backoff_reset(&c->backoff);
+  push(c, TERN_EV_CONNECTED, 0, c->user);
+  tern__ccore_online(c->core, c->user, tern__now_ms());
 }
 
-static void on_frames(tern_client *c, const uint8_t *frames, size_t len) {
+static void on_close_frame(tern_client *c, const uint8_t *frames, size_t len) {
   tern__rbuf r, body;
   tern__rbuf_init(&r, frames, len);
   uint8_t type;
-  int more;
-  while ((more = tern__frame_next(&r, &type, &body)) == 1) {
-    if (type == TERN__FR_DELIVER) {
-      tern__fr_msg m;
-      if (tern__fr_msg_read(&body, TERN__FR_DELIVER, &m) != 0) continue;
-      char from[TERN_USER_MAX + 1];
-      memcpy(from, m.peer, m.peer_len);
-      from[m.peer_len] = 0;
-      push(c, TERN_EV_MESSAGE, 0, 0, from, m.body, m.body_len);
-    } else if (type == TERN__FR_FAILED) {
-      tern__fr_failed f;
-      if (tern__fr_failed_read(&body, &f) != 0) continue;
-      int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_EPROTO;
-      push(c, TERN_EV_SEND_FAILED, err, f.cmid, NULL, NULL, 0);
-    } else if (type == TERN__FR_CLOSE) {
-      uint64_t reason;
-      if (tern__fr_close_read(&body, &reason) == 0 && reason > 0 && reason <= 64)
-        c->close_reason = -(int)reason;
-    }
-    /* Unknown frame types are skipped (spec/wire.md). */
+  while (tern__frame_next(&r, &type, &body) == 1) {
+    uint64_t reason;
+    if (type == TERN__FR_CLOSE && tern__fr_close_read(&body, &reason) == 0 && reason > 0 &&
+        reason <= 64)
+      c->close_reason = -(int)reason;
   }
 }
 
@@ -254,7 +341,8 @@ static void on_receive(tern_client *c, const tern__link_event *ev) {
   if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
   if (rc) return; /* dropped and counted; the session carries on */
   c->stats.packets_received++;
-  on_frames(c, c->buf, n);
+  on_close_frame(c, c->buf, n);
+  tern__ccore_input(c->core, c->buf, n, tern__now_ms());
 }
 
 /* Why the link went down, from what the client knows. ENet's disconnect
@@ -283,37 +371,41 @@ static int disconnect_reason(const tern_client *c, uint32_t code) {
 }
 
 static void on_link_event(tern_client *c, tern__link_event *ev) {
-  if (ev->peer != c->peer) {
-    tern__link_event_done(ev);
-    return;
-  }
-  switch (ev->type) {
-    case TERN__LINK_EV_CONNECT:
-      if (c->state == C_LINKING) on_link_up(c);
-      break;
-    case TERN__LINK_EV_RECEIVE:
-      on_receive(c, ev);
-      break;
-    case TERN__LINK_EV_DISCONNECT:
-      drop(c, disconnect_reason(c, ev->data), -1, 0);
-      break;
-    default:
-      break;
+  if (ev->peer == c->peer) {
+    switch (ev->type) {
+      case TERN__LINK_EV_CONNECT:
+        if (c->state == C_LINKING) on_link_up(c);
+        break;
+      case TERN__LINK_EV_RECEIVE:
+        on_receive(c, ev);
+        break;
+      case TERN__LINK_EV_DISCONNECT:
+        drop(c, disconnect_reason(c, ev->data), -1, 0);
+        break;
+      default:
+        break;
+    }
   }
   tern__link_event_done(ev);
 }
 
-/* Deadline of the session core, in ms from now, or -1. */
-static int core_timeout(const tern_client *c, uint64_t now) {
-  if (c->state != C_LINKING && c->state != C_HANDSHAKE) return -1;
-  uint64_t deadline = c->attempt_start_ms + c->cfg.handshake_timeout_ms;
-  return now >= deadline ? 0 : (int)(deadline - now);
-}
-
-static void handle_timers(tern_client *c, uint64_t now) {
-  if (core_timeout(c, now) == 0)
-    drop(c, c->state == C_LINKING ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW,
-         TERN__DISC_HS_TIMEOUT);
+/* Seals and sends what the messaging core has queued. */
+static void flush_core(tern_client *c) {
+  tern__ccore_out o;
+  while (tern__ccore_next_output(c->core, &o) == 1) {
+    if (c->state != C_OPEN) continue; /* offline: the core resends on reconnect */
+    size_t n = 0;
+    int rc = tern__session_seal(&c->sess, o.channel, o.data, o.len, c->pkt, CLIENT_BUF, &n);
+    if (rc == TERN_ENONCE) {
+      drop(c, TERN_ENONCE, TERN__LINK_CLOSE_LATER, TERN__DISC_NONCE);
+      continue;
+    }
+    if (rc) continue;
+    if (tern__link_send(c->link, c->peer, o.channel, c->pkt, n,
+                        o.reliable ? TERN__LINK_RELIABLE : TERN__LINK_UNRELIABLE) == 0)
+      c->stats.packets_sent++;
+  }
+  tern__link_flush(c->link);
 }
 
 static int min_timeout(int a, int b) {
@@ -322,71 +414,132 @@ static int min_timeout(int a, int b) {
   return a < b ? a : b;
 }
 
-int tern_client_timeout_ms(tern_client *c) {
-  return min_timeout(core_timeout(c, tern__now_ms()), tern__link_next_timeout_ms(c->link));
+/* ms until the shell's own timers: handshake deadline, reconnect. */
+static int shell_timeout(const tern_client *c, uint64_t now) {
+  int t = -1;
+  if (c->state == C_LINKING || c->state == C_HANDSHAKE) {
+    uint64_t d = c->attempt_start_ms + c->cfg.handshake_timeout_ms;
+    t = now >= d ? 0 : (int)(d - now);
+  }
+  if (c->state == C_IDLE && c->next_attempt_ms)
+    t = min_timeout(t, now >= c->next_attempt_ms ? 0 : (int)(c->next_attempt_ms - now));
+  return t;
 }
 
-int tern_client_fd(const tern_client *c) { return tern__link_fd(c->link); }
+static void handle_timers(tern_client *c, uint64_t now) {
+  if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0)
+    drop(c, c->state == C_LINKING ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW,
+         TERN__DISC_HS_TIMEOUT);
+  if (c->state == C_IDLE && c->want_online && c->next_attempt_ms && now >= c->next_attempt_ms) {
+    int rc = start_attempt(c);
+    if (rc) {
+      /* Cannot even start (name does not resolve, no slot): try later. */
+      push(c, TERN_EV_DISCONNECTED, rc, NULL);
+      c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random()) + 1;
+    }
+  }
+  if (c->state == C_OPEN && tern__ccore_tick(c->core, now))
+    drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE); /* dead link */
+}
+
+static int next_timeout_locked(tern_client *c, uint64_t now) {
+  int t = shell_timeout(c, now);
+  if (c->state == C_OPEN) t = min_timeout(t, tern__ccore_timeout(c->core, now));
+  return min_timeout(t, tern__link_next_timeout_ms(c->link));
+}
+
+int tern_client_timeout_ms(tern_client *c) {
+  pthread_mutex_lock(&c->mu);
+  int t = next_timeout_locked(c, tern__now_ms());
+  if (tern__ccore_pending_events(c->core)) t = 0;
+  pthread_mutex_unlock(&c->mu);
+  return t;
+}
+
+int tern_client_fd(const tern_client *c) { return c->epfd; }
 
 int tern_client_service(tern_client *c, int timeout_ms) {
-  tern__evq_release(&c->events);
-  uint64_t start = tern__now_ms();
-  uint64_t end = start + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  pthread_mutex_lock(&c->mu);
+  uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  int rc = 0;
   for (;;) {
     uint64_t now = tern__now_ms();
     handle_timers(c, now);
-    int left = now >= end ? 0 : (int)(end - now);
-    int wait = c->events.count ? 0 : min_timeout(left, tern_client_timeout_ms(c));
-    if (wait < 0 || wait > left) wait = left;
     tern__link_event ev;
-    int rc = tern__link_service(c->link, wait, &ev);
-    if (rc < 0) return rc;
-    if (rc == 1) {
-      on_link_event(c, &ev);
-      continue; /* drain whatever else arrived before deciding to return */
+    while ((rc = tern__link_service(c->link, 0, &ev)) == 1) on_link_event(c, &ev);
+    if (rc < 0) break;
+    flush_core(c);
+    now = tern__now_ms();
+    if (tern__ccore_pending_events(c->core) || now >= end) break;
+    int wait = min_timeout((int)(end - now), next_timeout_locked(c, now));
+    if (wait < 0) wait = (int)(end - now);
+    pthread_mutex_unlock(&c->mu);
+    struct epoll_event evs[2];
+    int n = epoll_wait(c->epfd, evs, 2, wait);
+    uint64_t drain;
+    ssize_t r = read(c->evfd, &drain, sizeof(drain));
+    (void)r; /* nothing to drain is fine */
+    pthread_mutex_lock(&c->mu);
+    if (n < 0 && errno != EINTR) {
+      rc = TERN_EIO;
+      break;
     }
-    if (c->events.count || tern__now_ms() >= end) break;
   }
-  tern__link_flush(c->link);
-  return (int)c->events.count;
+  int count = rc < 0 ? rc : (int)tern__ccore_pending_events(c->core);
+  pthread_mutex_unlock(&c->mu);
+  return count;
 }
 
-int tern_client_next_event(tern_client *c, tern_event *ev) { return tern__evq_take(&c->events, ev); }
+int tern_client_next_event(tern_client *c, tern_event *ev) {
+  pthread_mutex_lock(&c->mu);
+  int r = tern__ccore_next_event(c->core, ev, tern__now_ms());
+  pthread_mutex_unlock(&c->mu);
+  return r;
+}
 
-int tern_client_send(tern_client *c, const char *to, const void *body, size_t len, uint64_t *cmid) {
-  if (cmid) *cmid = 0;
+static int check_send(tern_client *c, const char *to, const void *body, size_t len) {
   size_t tlen = strlen(to);
   if (!tern__user_valid((const uint8_t *)to, tlen)) return TERN_EINVAL;
   if (len && !body) return TERN_EINVAL;
   if (len > c->cfg.max_message_size) return TERN_ETOOBIG;
-  if (c->state != C_OPEN) return TERN_ECLOSED;
-  uint64_t id = c->next_cmid++;
-  tern__wbuf w;
-  tern__wbuf_init(&w, c->buf, CLIENT_BUF - TERN__DATA_OVERHEAD);
-  tern__fr_msg m = {.cmid = id, .peer = (const uint8_t *)to, .peer_len = tlen, .flags = 0,
-                    .body = body, .body_len = len};
-  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
-  if (w.overflow) return TERN_ETOOBIG;
-  uint8_t ch = len > 16384 ? TERN__CH_BULK
-                           : tern__chat_channel((const uint8_t *)c->user, strlen(c->user),
-                                                (const uint8_t *)to, tlen);
-  size_t n = 0;
-  int rc = tern__session_seal(&c->sess, ch, c->buf, w.len, c->pkt, CLIENT_BUF, &n);
-  if (rc == TERN_ENONCE) {
-    drop(c, TERN_ENONCE, TERN__LINK_CLOSE_LATER, TERN__DISC_NONCE);
-    return rc;
-  }
-  if (rc) return rc;
-  rc = tern__link_send(c->link, c->peer, ch, c->pkt, n, TERN__LINK_RELIABLE);
-  if (rc) return rc;
-  /* Out now: an app driving the client from its own poll loop may not
-   * service it again until input arrives. */
-  tern__link_flush(c->link);
-  c->stats.packets_sent++;
-  if (cmid) *cmid = id;
   return 0;
+}
+
+static int do_send(tern_client *c, const char *to, const void *body, size_t len, int ephemeral,
+                   uint64_t *cmid) {
+  uint64_t id = 0;
+  int rc = check_send(c, to, body, len);
+  if (rc == 0) {
+    pthread_mutex_lock(&c->mu);
+    if (ephemeral && c->state != C_OPEN) rc = TERN_ECLOSED;
+    else rc = tern__ccore_send(c->core, to, body, len, ephemeral, tern__now_ms(), tern__wall_ms(), &id);
+    if (rc == 0) flush_core(c);
+    pthread_mutex_unlock(&c->mu);
+    if (rc == 0) wake(c);
+  }
+  if (cmid) *cmid = id;
+  return rc;
+}
+
+int tern_client_send(tern_client *c, const char *to, const void *body, size_t len, uint64_t *cmid) {
+  return do_send(c, to, body, len, 0, cmid);
+}
+
+int tern_client_send_ephemeral(tern_client *c, const char *to, const void *body, size_t len) {
+  return do_send(c, to, body, len, 1, NULL);
+}
+
+size_t tern_client_outbox_size(tern_client *c) {
+  pthread_mutex_lock(&c->mu);
+  size_t n = tern__ccore_outbox_size(c->core);
+  pthread_mutex_unlock(&c->mu);
+  return n;
 }
 
 const uint8_t *tern_client_public_key(const tern_client *c) { return c->cfg.keypair.public_key; }
 
-void tern_client_get_stats(const tern_client *c, tern_client_stats *st) { *st = c->stats; }
+void tern_client_get_stats(tern_client *c, tern_client_stats *st) {
+  pthread_mutex_lock(&c->mu);
+  *st = c->stats;
+  pthread_mutex_unlock(&c->mu);
+}

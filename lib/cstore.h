@@ -32,6 +32,9 @@ typedef struct tern__outmsg {
 int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, char *err,
                       size_t errcap);
 void tern__cstore_close(tern__cstore *s);
+/* Why the last call that returned TERN_ESTORE failed, for the client's log.
+ * Never NULL; valid until the next call on s. */
+const char *tern__cstore_errmsg(const tern__cstore *s);
 
 /* Next cmid to use: the stored value, or, for a new store, one chosen so
  * that it cannot collide with ids an earlier store of the same key used

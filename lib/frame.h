@@ -34,6 +34,9 @@ enum {
   TERN__FR_PING = 0x21,         /* client -> relay: keepalive, no body */
 };
 
+/* NOTICE_ACK kinds: which notice is acknowledged. */
+enum { TERN__KIND_RECEIPT = 1, TERN__KIND_FAILED = 2 };
+
 /* MSG/DELIVER flags. */
 #define TERN__MSGF_EPHEMERAL 0x1u /* at most once: not stored, no acks */
 

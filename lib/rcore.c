@@ -8,6 +8,10 @@
 #include "frame.h"
 #include "link.h"
 
+/* The store's notice kinds travel as NOTICE_ACK kinds. */
+_Static_assert((int)TERN__NOTICE_RECEIPT == (int)TERN__KIND_RECEIPT, "notice kinds");
+_Static_assert((int)TERN__NOTICE_FAILED == (int)TERN__KIND_FAILED, "notice kinds");
+
 /* Room for a DELIVER frame with the largest body. */
 #define FRAME_BUF (TERN_MESSAGE_MAX + 256)
 

@@ -1,7 +1,9 @@
 /*
  * The relay endpoint: accepts ENet peers, runs the responder side of the
- * handshake, asks the auth callback who a key is, and routes messages
- * between online users. An I/O shell around the session core.
+ * handshake, asks the auth callback who a key is, and hands the frames of
+ * authenticated sessions to the messaging core (rcore), whose store holds
+ * every message until its recipient has it. An I/O shell: it owns the
+ * clock, the random source, ENet and the store's transactions.
  */
 #include <sodium.h>
 #include <stdarg.h>
@@ -12,6 +14,8 @@
 #include "clock.h"
 #include "frame.h"
 #include "link.h"
+#include "rcore.h"
+#include "rstore.h"
 #include "session.h"
 #include "tern/tern.h"
 
@@ -24,6 +28,7 @@ typedef enum peer_state {
 } peer_state;
 
 typedef struct rpeer {
+  uint64_t id;                 /* connection id for the messaging core */
   tern__link_peer *lp;
   tern__session sess;
   peer_state state;
@@ -38,6 +43,9 @@ struct tern_relay {
   tern_relay_config cfg;
   char *bind_host;
   tern__link *link;
+  tern__rstore *store;
+  tern__rcore *core;
+  uint64_t next_id;
   rpeer *peers;
   uint8_t *buf, *pkt;
   tern_relay_stats stats;
@@ -55,6 +63,8 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->ping_interval_ms = 60000;
   cfg->timeout_min_ms = 3000;
   cfg->timeout_max_ms = 10000;
+  cfg->durable_fsync = 1;
+  cfg->retention_ms = 30ull * 24 * 3600 * 1000;
 }
 
 static void logf_(tern_relay *r, int level, const char *fmt, ...)
@@ -89,11 +99,30 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
     rc = TERN_EINVAL;
     goto fail;
   }
+  char err[256];
+  tern__rstore_config sc = {.path = cfg->store_path ? cfg->store_path : ":memory:",
+                            .synchronous = cfg->durable_fsync ? 2 : 1};
+  rc = tern__rstore_open(&r->store, &sc, err, sizeof(err));
+  if (rc) {
+    logf_(r, 0, "cannot open store %s: %s", sc.path, err);
+    goto fail;
+  }
+  tern__rcore_config cc;
+  tern__rcore_config_default(&cc);
+  cc.max_message_size = r->cfg.max_message_size;
+  if (cfg->retention_ms) cc.retention_ms = cfg->retention_ms;
+  cc.user_exists = cfg->user_exists;
+  cc.user_ctx = cfg->user_exists_ctx;
+  rc = tern__rcore_new(&r->core, r->store, &cc);
+  if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
+  r->cfg.store_path = NULL; /* not kept */
   *out = r;
   return 0;
 fail:
+  tern__rcore_free(r->core);
+  tern__rstore_close(r->store);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   free(r->bind_host);
   free(r->buf);
@@ -103,6 +132,7 @@ fail:
 }
 
 static void unlink_peer(tern_relay *r, rpeer *p) {
+  if (p->state == P_OPEN || p->state == P_CLOSING) tern__rcore_close(r->core, p->id);
   if (p->prev) p->prev->next = p->next;
   else r->peers = p->next;
   if (p->next) p->next->prev = p->prev;
@@ -144,6 +174,8 @@ void tern_relay_free(tern_relay *r) {
                                                        TERN__LINK_CLOSE_NOW);
   while (r->peers) unlink_peer(r, r->peers);
   tern__link_free(r->link);
+  tern__rcore_free(r->core);
+  tern__rstore_close(r->store);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   if (r->buf) sodium_memzero(r->buf, RELAY_BUF);
   if (r->pkt) sodium_memzero(r->pkt, RELAY_BUF);
@@ -160,6 +192,7 @@ static void on_connect(tern_relay *r, tern__link_peer *lp) {
     return;
   }
   p->lp = lp;
+  p->id = ++r->next_id;
   p->hs_deadline_ms = tern__now_ms() + r->cfg.handshake_timeout_ms;
   tern__link_peer_name(lp, p->name, sizeof(p->name));
   tern__link_peer_set_timing(lp, r->cfg.ping_interval_ms, r->cfg.timeout_min_ms,
@@ -192,27 +225,6 @@ static int authenticate(tern_relay *r, const uint8_t key[TERN_KEY_BYTES], const 
   }
   user[TERN_USER_MAX] = 0;
   return tern__user_valid((const uint8_t *)user, strlen(user)) ? 0 : TERN_EUNKNOWNKEY;
-}
-
-static void route(tern_relay *r, rpeer *from, const tern__fr_msg *m);
-
-static void on_frames(tern_relay *r, rpeer *p, const uint8_t *frames, size_t len, int early) {
-  tern__rbuf rb, body;
-  tern__rbuf_init(&rb, frames, len);
-  uint8_t type;
-  int more;
-  while (p->state == P_OPEN && (more = tern__frame_next(&rb, &type, &body)) == 1) {
-    if (type == TERN__FR_MSG) {
-      tern__fr_msg m;
-      if (tern__fr_msg_read(&body, TERN__FR_MSG, &m) != 0) {
-        logf_(r, 1, "user %s (%s): malformed MSG frame dropped", p->user, p->name);
-        continue;
-      }
-      route(r, p, &m);
-    } else if (type == TERN__FR_HELLO && early) {
-      continue; /* already handled */
-    }
-  }
 }
 
 /* WELCOME with `status` (0 or a TERN_E* code) and `reason`. */
@@ -297,50 +309,20 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   if (ping < r->cfg.ping_interval_ms) ping = r->cfg.ping_interval_ms;
   if (ping > 3600000) ping = 3600000;
   tern__link_peer_set_timing(p->lp, (uint32_t)ping, r->cfg.timeout_min_ms, r->cfg.timeout_max_ms);
+  rc = tern__rcore_open(r->core, p->id, p->user, p->sess.remote_static, tern__now_ms());
+  if (rc) {
+    /* The store failed: this session could not be served. */
+    logf_(r, 0, "user %s: store error on connect (%s); dropping", p->user, tern_errname(rc));
+    p->state = P_CLOSING;
+    tern__link_close(p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
+    return;
+  }
   p->state = P_OPEN;
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
   logf_(r, 2, "user %s connected from %s (key %.16s...)", p->user, p->name, key_hex);
-  /* Early data: frames after HELLO in message 1. */
-  size_t used = rb.pos;
-  on_frames(r, p, payload + used, plen - used, 1);
-}
-
-static void refuse(tern_relay *r, rpeer *p, uint64_t cmid, int err) {
-  r->stats.messages_refused++;
-  tern__wbuf w;
-  tern__wbuf_init(&w, r->buf, RELAY_BUF);
-  tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)-err};
-  tern__fr_failed_write(&w, TERN__FR_FAILED, &f);
-  (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
-}
-
-static void route(tern_relay *r, rpeer *from, const tern__fr_msg *m) {
-  if (m->body_len > r->cfg.max_message_size) {
-    refuse(r, from, m->cmid, TERN_ETOOBIG);
-    return;
-  }
-  /* The DELIVER frame is the same for every device of the recipient. */
-  tern__wbuf w;
-  tern__wbuf_init(&w, r->buf, RELAY_BUF - TERN__DATA_OVERHEAD);
-  tern__fr_msg d = {.peer = (const uint8_t *)from->user, .peer_len = from->user_len,
-                    .flags = m->flags, .body = m->body, .body_len = m->body_len};
-  tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
-  if (w.overflow) {
-    refuse(r, from, m->cmid, TERN_ETOOBIG);
-    return;
-  }
-  uint8_t ch = m->body_len > 16384 ? TERN__CH_BULK
-                                   : tern__chat_channel((const uint8_t *)from->user, from->user_len,
-                                                        m->peer, m->peer_len);
-  int delivered = 0;
-  for (rpeer *p = r->peers; p; p = p->next) {
-    if (p->state != P_OPEN || p->user_len != m->peer_len || memcmp(p->user, m->peer, m->peer_len))
-      continue;
-    if (send_frames(r, p, ch, w.len) == 0) delivered++;
-  }
-  if (delivered) r->stats.messages_routed++;
-  else refuse(r, from, m->cmid, TERN_EOFFLINE);
+  /* Frames after HELLO in message 1 (early data) are not acted on: message
+   * 1 can be replayed by anyone who recorded it (spec/handshake.md). */
 }
 
 static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt, size_t len) {
@@ -360,13 +342,40 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
     return;
   }
   if (rc) return;
-  /* Routing seals into r->pkt again, so work from a copy of the frames. */
-  uint8_t *frames = malloc(n ? n : 1);
-  if (!frames) return;
-  memcpy(frames, r->pkt, n);
-  on_frames(r, p, frames, n, 0);
-  sodium_memzero(frames, n);
-  free(frames);
+  if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), tern__wall_ms()) ==
+      TERN_EPROTO) {
+    logf_(r, 1, "user %s (%s): malformed frames, disconnecting", p->user, p->name);
+    close_peer(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, TERN__LINK_CLOSE_LATER);
+  }
+}
+
+static rpeer *find_conn(tern_relay *r, uint64_t id) {
+  for (rpeer *p = r->peers; p; p = p->next)
+    if (p->id == id) return p;
+  return NULL;
+}
+
+/* Commits the round's store writes, then seals and sends what the core
+ * released: acks never leave before their messages are durable. */
+static void flush_core(tern_relay *r, uint64_t now) {
+  if (tern__rcore_commit(r->core, now) != 0)
+    logf_(r, 0, "store commit failed: refusing new messages for a while");
+  tern__rcore_out o;
+  while (tern__rcore_next(r->core, &o) == 1) {
+    rpeer *p = find_conn(r, o.conn);
+    if (!p || p->state != P_OPEN || o.len > RELAY_BUF - TERN__DATA_OVERHEAD) continue;
+    size_t n = 0;
+    int rc = tern__session_seal(&p->sess, o.channel, o.data, o.len, r->pkt, RELAY_BUF, &n);
+    if (rc == TERN_ENONCE) {
+      p->state = P_CLOSING;
+      r->stats.peers_connected--;
+      tern__link_close(p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
+      continue;
+    }
+    if (rc == 0)
+      (void)tern__link_send(r->link, p->lp, o.channel, r->pkt, n,
+                            o.reliable ? TERN__LINK_RELIABLE : TERN__LINK_UNRELIABLE);
+  }
 }
 
 static void on_event(tern_relay *r, tern__link_event *ev) {
@@ -410,7 +419,7 @@ static void handle_timers(tern_relay *r, uint64_t now) {
 }
 
 static int core_timeout(const tern_relay *r, uint64_t now) {
-  int best = -1;
+  int best = tern__rcore_timeout(r->core, now);
   for (const rpeer *p = r->peers; p; p = p->next) {
     if (p->state != P_HANDSHAKE) continue;
     int t = now >= p->hs_deadline_ms ? 0 : (int)(p->hs_deadline_ms - now);
@@ -433,21 +442,26 @@ uint16_t tern_relay_port(const tern_relay *r) { return tern__link_port(r->link);
 int tern_relay_service(tern_relay *r, int timeout_ms) {
   uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   for (;;) {
+    /* A round: everything that has arrived, the timers, then one group
+     * commit and the outputs it releases. */
+    tern__link_event ev;
+    int rc;
+    while ((rc = tern__link_service(r->link, 0, &ev)) == 1) on_event(r, &ev);
+    if (rc < 0) return rc;
     uint64_t now = tern__now_ms();
     handle_timers(r, now);
-    int left = now >= end ? 0 : (int)(end - now);
+    tern__rcore_tick(r->core, now, tern__wall_ms());
+    flush_core(r, now);
+    tern__link_flush(r->link);
+    now = tern__now_ms();
+    if (now >= end) break;
+    int left = (int)(end - now);
     int wait = tern_relay_timeout_ms(r);
     if (wait < 0 || wait > left) wait = left;
-    tern__link_event ev;
-    int rc = tern__link_service(r->link, wait, &ev);
+    rc = tern__link_service(r->link, wait, &ev);
     if (rc < 0) return rc;
-    if (rc == 1) {
-      on_event(r, &ev);
-      continue;
-    }
-    if (tern__now_ms() >= end) break;
+    if (rc == 1) on_event(r, &ev);
   }
-  tern__link_flush(r->link);
   return 0;
 }
 
@@ -467,4 +481,15 @@ int tern_relay_recheck_auth(tern_relay *r) {
   return dropped;
 }
 
-void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st) { *st = r->stats; }
+void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st) {
+  *st = r->stats;
+  tern__rcore_stats cs;
+  tern__rcore_get_stats(r->core, &cs);
+  st->messages_stored = cs.stored;
+  st->messages_deduped = cs.deduped;
+  st->messages_delivered = cs.delivered;
+  st->messages_refused = cs.refused;
+  st->messages_busy = cs.busy;
+  st->messages_expired = cs.expired;
+  st->store_errors = cs.store_errors;
+}

@@ -50,6 +50,10 @@ typedef struct tern__rstore_config {
  * message in err[0..errcap)), TERN_ENOMEM. */
 int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *err, size_t errcap);
 void tern__rstore_close(tern__rstore *s);
+/* Why the last call that returned TERN_ESTORE failed (what was being done
+ * and SQLite's message, e.g. "database or disk is full"), for the relay's
+ * log. Never NULL; valid until the next call on s. */
+const char *tern__rstore_errmsg(const tern__rstore *s);
 
 int tern__rstore_begin(tern__rstore *s);
 int tern__rstore_commit(tern__rstore *s);

@@ -1,18 +1,18 @@
 /*
- * tern-chat: a line-oriented chat client on libtern.
+ * tern-chat: a terminal chat client on libtern.
  *
- * Reads lines "@USER TEXT" from standard input and sends TEXT to USER;
- * prints one line per event on standard output:
+ * Scripted (standard input is not a terminal), the contract is exact:
+ *   input lines   "@USER TEXT"   send TEXT to USER
+ *   output lines  "sent CMID"              the relay stored message CMID
+ *                 "delivered CMID"         a device of its recipient got it
+ *                 "failed CMID REASON"     it will never be delivered
+ *                 "recv FROM SEQ TEXT"     a message arrived
+ * Connection status goes to standard error. At end of input it waits until
+ * the outbox is empty (or --linger SECONDS passes), then exits 0.
  *
- *   connected USER          the handshake finished; USER is our name
- *   recv FROM TEXT          a message arrived
- *   failed CMID REASON      the relay refused message CMID
- *   disconnected REASON     the link is gone
- *
- * Lines typed before the connection is up are sent once it is. At end of
- * input it keeps running for --linger seconds (default 1) so that replies
- * and refusals can arrive, or until --expect N messages have been received,
- * then disconnects and exits 0. Exit status 1 means the link failed.
+ * Interactive (a terminal), it shows incoming messages and marks each sent
+ * message with ticks as messaging apps do: one when the relay has it, two
+ * when the recipient does.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,18 +27,23 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: tern-chat --relay HOST:PORT --relay-key PUBKEY --key KEYFILE [options]\n"
+          "usage: tern-chat --relay HOST:PORT --relay-key PUBKEY --key KEYFILE [--state DIR]\n"
+          "                 [--user NAME] [--linger SECONDS] [--expect N]\n"
           "\n"
           "  --relay HOST:PORT     the relay's UDP address\n"
           "  --relay-key PUBKEY    the relay's public key, 64 hex digits (pinned)\n"
           "  --key KEYFILE         this device's private key (tern-keygen makes one)\n"
+          "  --state DIR           keep the outbox and delivery state in DIR, so\n"
+          "                        nothing is lost or shown twice across restarts\n"
           "  --user NAME           name to ask for (used by relays in --open mode)\n"
-          "  --linger SECONDS      keep running this long after end of input (default 1)\n"
-          "  --expect N            at end of input, exit as soon as N messages arrived\n"
+          "  --linger SECONDS      at end of input, wait at most this long for the\n"
+          "                        outbox to empty (default 30)\n"
+          "  --expect N            at end of input, also wait until N messages have\n"
+          "                        been received (within --linger)\n"
           "  -h, --help            this text\n"
           "\n"
-          "Input lines: '@USER TEXT'. Output lines: 'connected USER', 'recv FROM TEXT',\n"
-          "'failed CMID REASON', 'disconnected REASON'.\n");
+          "Input lines: '@USER TEXT'. Output lines: 'sent CMID', 'delivered CMID',\n"
+          "'failed CMID REASON', 'recv FROM SEQ TEXT'. Status goes to stderr.\n");
 }
 
 static uint64_t now_ms(void) {
@@ -47,24 +52,7 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-typedef struct pending {
-  char **lines;
-  size_t count, cap;
-} pending;
-
-static int pending_add(pending *p, const char *line) {
-  if (p->count == p->cap) {
-    size_t ncap = p->cap ? p->cap * 2 : 64;
-    char **n = realloc(p->lines, ncap * sizeof(*n));
-    if (!n) return -1;
-    p->lines = n;
-    p->cap = ncap;
-  }
-  p->lines[p->count] = strdup(line);
-  if (!p->lines[p->count]) return -1;
-  p->count++;
-  return 0;
-}
+static int interactive;
 
 /* Sends one input line; complains on stderr about a malformed one. */
 static void send_line(tern_client *c, char *line) {
@@ -80,18 +68,69 @@ static void send_line(tern_client *c, char *line) {
   const char *text = sp + 1;
   uint64_t cmid;
   int rc = tern_client_send(c, line + 1, text, strlen(text), &cmid);
-  if (rc) printf("failed - %s\n", tern_errname(rc));
+  if (rc) {
+    fprintf(stderr, "tern-chat: not sent to %s: %s\n", line + 1, tern_strerror(rc));
+    return;
+  }
+  if (interactive) printf("  [%llu] to %s: %s  (queued)\n", (unsigned long long)cmid, line + 1, text);
+}
+
+/* Fatal for a tool: reconnecting cannot fix these. */
+static int fatal(int err) {
+  return err == TERN_ERELAYKEY || err == TERN_EUNKNOWNKEY || err == TERN_EVERSION;
+}
+
+static void print_event(const tern_event *ev) {
+  switch (ev->type) {
+    case TERN_EV_CONNECTED:
+      fprintf(stderr, "tern-chat: connected as %s\n", ev->user);
+      break;
+    case TERN_EV_DISCONNECTED:
+      fprintf(stderr, "tern-chat: disconnected: %s (%s)\n", tern_strerror(ev->error),
+              tern_errname(ev->error));
+      break;
+    case TERN_EV_MESSAGE:
+      if (interactive) {
+        time_t t = (time_t)(ev->server_time_ms / 1000);
+        struct tm tm;
+        char hm[8];
+        localtime_r(&t, &tm);
+        strftime(hm, sizeof(hm), "%H:%M", &tm);
+        printf("%s %s: %.*s\n", hm, ev->user, (int)ev->body_len, (const char *)ev->body);
+      } else {
+        printf("recv %s %llu %.*s\n", ev->user, (unsigned long long)ev->seq, (int)ev->body_len,
+               (const char *)ev->body);
+      }
+      break;
+    case TERN_EV_SENT:
+      if (interactive) printf("  [%llu] \u2713 sent\n", (unsigned long long)ev->cmid);
+      else printf("sent %llu\n", (unsigned long long)ev->cmid);
+      break;
+    case TERN_EV_DELIVERED:
+      if (interactive) printf("  [%llu] \u2713\u2713 delivered\n", (unsigned long long)ev->cmid);
+      else printf("delivered %llu\n", (unsigned long long)ev->cmid);
+      break;
+    case TERN_EV_FAILED:
+      if (interactive)
+        printf("  [%llu] failed: %s\n", (unsigned long long)ev->cmid, tern_strerror(ev->error));
+      else
+        printf("failed %llu %s\n", (unsigned long long)ev->cmid, tern_errname(ev->error));
+      break;
+    default:
+      break;
+  }
 }
 
 int main(int argc, char **argv) {
-  const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL;
-  double linger = 1.0;
-  long expect = -1;
+  const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL, *state = NULL;
+  double linger = 30.0;
+  long expect = 0;
   static const struct option opts[] = {
       {"relay", required_argument, 0, 'r'},  {"relay-key", required_argument, 0, 'R'},
       {"key", required_argument, 0, 'k'},    {"user", required_argument, 0, 'u'},
-      {"linger", required_argument, 0, 'l'}, {"expect", required_argument, 0, 'e'},
-      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+      {"state", required_argument, 0, 's'},  {"linger", required_argument, 0, 'l'},
+      {"expect", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (o) {
@@ -99,16 +138,18 @@ int main(int argc, char **argv) {
       case 'R': relay_key = optarg; break;
       case 'k': key_path = optarg; break;
       case 'u': user = optarg; break;
+      case 's': state = optarg; break;
       case 'l': linger = atof(optarg); break;
       case 'e': expect = atol(optarg); break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
   }
-  if (optind != argc || !relay || !relay_key || !key_path || linger < 0) {
+  if (optind != argc || !relay || !relay_key || !key_path || linger < 0 || expect < 0) {
     usage(stderr);
     return 2;
   }
+  interactive = isatty(STDIN_FILENO);
   setvbuf(stdout, NULL, _IOLBF, 0);
 
   tern_client_config cfg;
@@ -134,6 +175,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   cfg.user = user;
+  cfg.state_dir = state;
   tern_client *c;
   rc = tern_client_new(&c, &cfg);
   if (rc == 0) rc = tern_client_connect(c);
@@ -141,20 +183,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tern-chat: cannot start: %s\n", tern_strerror(rc));
     return 1;
   }
+  if (interactive)
+    printf("tern-chat: type '@USER TEXT' to send, Ctrl-D to quit. \u2713 = relay has it, "
+           "\u2713\u2713 = delivered.\n");
 
-  pending queue = {0};
-  int connected = 0, input_open = 1, status = 0, done = 0;
+  int input_open = 1, status = 0, done = 0;
   long received = 0;
-  uint64_t eof_at = 0, connected_at = 0;
+  uint64_t eof_at = 0;
   char *line = NULL;
   size_t line_cap = 0, line_len = 0;
   while (!done) {
     struct pollfd pf[2] = {{.fd = tern_client_fd(c), .events = POLLIN},
                            {.fd = input_open ? STDIN_FILENO : -1, .events = POLLIN}};
     int timeout = tern_client_timeout_ms(c);
-    if (!input_open && connected) {
-      uint64_t end = eof_at + (uint64_t)(linger * 1000);
-      uint64_t now = now_ms();
+    if (!input_open) {
+      uint64_t end = eof_at + (uint64_t)(linger * 1000), now = now_ms();
       int left = now >= end ? 0 : (int)(end - now);
       if (timeout < 0 || timeout > left) timeout = left;
     }
@@ -185,12 +228,7 @@ int main(int argc, char **argv) {
         }
         line[line_len] = 0;
         line_len = 0;
-        if (connected) {
-          send_line(c, line);
-        } else if (pending_add(&queue, line) != 0) {
-          fprintf(stderr, "tern-chat: out of memory\n");
-          return 1;
-        }
+        send_line(c, line);
       }
     }
     if (tern_client_service(c, 0) < 0) {
@@ -199,54 +237,38 @@ int main(int argc, char **argv) {
     }
     tern_event ev;
     while (tern_client_next_event(c, &ev) == 1) {
-      switch (ev.type) {
-        case TERN_EV_CONNECTED:
-          connected = 1;
-          connected_at = now_ms();
-          printf("connected %s\n", ev.user);
-          for (size_t i = 0; i < queue.count; i++) {
-            send_line(c, queue.lines[i]);
-            free(queue.lines[i]);
-          }
-          queue.count = 0;
-          break;
-        case TERN_EV_MESSAGE:
-          received++;
-          printf("recv %s %.*s\n", ev.user, (int)ev.body_len, (const char *)ev.body);
-          break;
-        case TERN_EV_SEND_FAILED:
-          printf("failed %llu %s\n", (unsigned long long)ev.cmid, tern_errname(ev.error));
-          break;
-        case TERN_EV_DISCONNECTED:
-          printf("disconnected %s\n", tern_errname(ev.error));
-          fprintf(stderr, "tern-chat: disconnected: %s\n", tern_strerror(ev.error));
-          status = ev.error == TERN_ECLOSED ? 0 : 1;
-          done = 1;
-          break;
-        default:
-          break;
+      print_event(&ev);
+      if (ev.type == TERN_EV_MESSAGE) received++;
+      if (ev.type == TERN_EV_DISCONNECTED && fatal(ev.error)) {
+        status = 1;
+        done = 1;
       }
     }
-    /* End of input: linger only once connected, so that queued lines go out;
-     * a connection that fails ends the run through its DISCONNECTED event. */
-    if (!input_open && !done && connected) {
-      if (eof_at < connected_at) eof_at = connected_at;
-      if ((expect >= 0 && received >= expect) || now_ms() >= eof_at + (uint64_t)(linger * 1000)) {
-        if (tern_client_disconnect(c) == 0) {
-          /* Wait briefly for the relay to confirm the goodbye. */
-          uint64_t until = now_ms() + 1000;
-          while (!done && now_ms() < until) {
-            if (tern_client_service(c, 100) < 0) break;
-            while (tern_client_next_event(c, &ev) == 1)
-              if (ev.type == TERN_EV_DISCONNECTED) done = 1;
-          }
+    if (!input_open && !done) {
+      int drained = tern_client_outbox_size(c) == 0 && received >= expect;
+      if (drained || now_ms() >= eof_at + (uint64_t)(linger * 1000)) {
+        if (!drained) {
+          fprintf(stderr, "tern-chat: --linger ran out with %zu message(s) in the outbox%s\n",
+                  tern_client_outbox_size(c), state ? " (kept in --state)" : " (lost)");
+          status = 1;
         }
         done = 1;
       }
     }
   }
-  for (size_t i = 0; i < queue.count; i++) free(queue.lines[i]);
-  free(queue.lines);
+  /* Let delivery acks and receipts go out, then say goodbye. */
+  if (tern_client_disconnect(c) == 0) {
+    uint64_t until = now_ms() + 1000;
+    int closed = 0;
+    while (!closed && now_ms() < until) {
+      if (tern_client_service(c, 50) < 0) break;
+      tern_event ev;
+      while (tern_client_next_event(c, &ev) == 1) {
+        if (ev.type == TERN_EV_DISCONNECTED) closed = 1;
+        else print_event(&ev);
+      }
+    }
+  }
   free(line);
   tern_client_free(c);
   return status;

@@ -155,15 +155,34 @@ typedef struct tern_client_config {
    * it and uses the name the list gives the key; a relay in --open mode uses
    * it as is. NULL or "" lets the relay choose. Copied. */
   const char *user;
-  /* Milliseconds a connection attempt may take, from tern_client_connect()
-   * to the end of the handshake. When it runs out the attempt fails with
+  /* Directory for the client's state (created if missing): the outbox,
+   * what was delivered, receipts awaited. With it, nothing accepted by
+   * tern_client_send() is lost and nothing is delivered twice across
+   * crashes and restarts of the app. NULL keeps the state in memory: the
+   * same guarantees for the life of the process. One client at a time may
+   * use a directory. */
+  const char *state_dir;
+  /* 1: fsync the state on every change (survives power loss); 0 (default):
+   * survives a crash of the app, which is what phones need, for less I/O. */
+  int durable_fsync;
+  /* Milliseconds a connection attempt may take, from its start to the end
+   * of the handshake. When it runs out the attempt fails with
    * TERN_ETIMEDOUT if the relay never answered at the ENet level, or with
    * TERN_EHANDSHAKE if it answered but the handshake did not finish.
    * Default 10000. */
   uint32_t handshake_timeout_ms;
   /* Largest body tern_client_send() accepts, in bytes. Default 65536;
-   * values above TERN_MESSAGE_MAX are clamped. */
+   * values above TERN_MESSAGE_MAX (or 0) mean TERN_MESSAGE_MAX. */
   uint32_t max_message_size;
+  /* Reconnect backoff: after the n-th failure in a row the next attempt
+   * waits a random time in [0, min(cap, base * 2^n)] ms ("full jitter").
+   * Defaults 500 and 30000. A success resets n. */
+  uint32_t reconnect_base_ms;
+  uint32_t reconnect_cap_ms;
+  /* A message unacknowledged by the relay for this long means the link is
+   * dead: the client drops it and reconnects. Default 8000 (ENet alone
+   * would take up to 30 s). */
+  uint32_t dead_link_ms;
   /* ENet's link timing, in milliseconds. Default ping 15000, and a peer that
    * leaves a reliable packet unacknowledged for timeout_max_ms is dropped
    * (default 10000, minimum timeout_min_ms default 3000). */
@@ -178,62 +197,101 @@ TERN_EXPORT TERN_NONNULL(1) void tern_client_config_default(tern_client_config *
 
 typedef enum tern_event_type {
   TERN_EV_NONE = 0,
-  /* The handshake finished; `user` is the name the relay assigned. */
+  /* The session is up; `user` is the name the relay assigned. The outbox is
+   * being resent; messages stored while offline follow. */
   TERN_EV_CONNECTED = 1,
-  /* The link is gone; `error` says why (TERN_ECLOSED after
+  /* The session is gone; `error` says why (TERN_ECLOSED after
    * tern_client_disconnect(), TERN_ETIMEDOUT, TERN_ERELAYKEY,
    * TERN_EUNKNOWNKEY, TERN_EHANDSHAKE, TERN_EVERSION, TERN_ENONCE,
-   * TERN_ESHUTDOWN, TERN_EPROTO). */
+   * TERN_ESHUTDOWN, TERN_EPROTO). Unless the app called
+   * tern_client_disconnect(), the client reconnects by itself. */
   TERN_EV_DISCONNECTED = 2,
-  /* A message arrived: `user` is the sender, `body`/`body_len` its bytes. */
+  /* A message arrived: `user` is the sender, `seq` its place in our inbox,
+   * `server_time_ms` when the relay accepted it, `body`/`body_len` its
+   * bytes. Each message arrives once, in the order its sender sent it
+   * (messages from different senders are not held back for each other).
+   * It counts as delivered when tern_client_next_event() hands it over. */
   TERN_EV_MESSAGE = 3,
-  /* A message sent with tern_client_send() was refused: `cmid` names it,
-   * `error` says why (TERN_EOFFLINE: the recipient has no online device,
-   * which is also what an unknown user looks like; TERN_ETOOBIG: over the
-   * relay's limit). Packets that fail to open or are replays raise no
-   * event: they are dropped and counted in tern_client_stats. */
-  TERN_EV_SEND_FAILED = 4,
+  /* Message `cmid` is stored by the relay (`seq` in the recipient's inbox,
+   * `server_time_ms`); it will not be lost. `user` is the recipient. */
+  TERN_EV_SENT = 4,
+  /* Message `cmid` reached a device of its recipient. */
+  TERN_EV_DELIVERED = 5,
+  /* Message `cmid` will never be delivered; `error` says why: TERN_ETOOBIG
+   * (over the relay's limit), TERN_ENOENT (no such user), TERN_EEXPIRED
+   * (not fetched within the relay's retention), TERN_EDENIED. */
+  TERN_EV_FAILED = 6,
 } tern_event_type;
 
 typedef struct tern_event {
   tern_event_type type;
   int error;          /* a TERN_E* code, 0 when not applicable */
-  uint64_t cmid;      /* client message id, for SEND_FAILED */
-  const char *user;   /* NUL-terminated; see the event types */
+  uint64_t cmid;      /* client message id: SENT, DELIVERED, FAILED */
+  uint64_t seq;       /* MESSAGE: position in this user's inbox (0 for an
+                         ephemeral message); SENT: position in the
+                         recipient's inbox */
+  uint64_t server_time_ms; /* MESSAGE, SENT: when the relay accepted it, Unix ms */
+  const char *user;   /* NUL-terminated, never NULL; see the event types */
   const uint8_t *body;
   size_t body_len;
 } tern_event;
 
-/* Creates a client. Nothing is sent until tern_client_connect(). On success
- * *out owns a client to be released with tern_client_free(); on failure *out
- * is NULL. Returns 0, TERN_EINVAL (missing host/port, bad user name),
- * TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO (no socket). */
+/* Thread safety: tern_client_send(), tern_client_send_ephemeral(),
+ * tern_client_network_changed() and tern_client_outbox_size() may be called
+ * from any thread at any time. tern_client_service() and
+ * tern_client_next_event() must be called from one thread (the one that
+ * runs the client); tern_client_free() when no other call is running. */
+
+/* Creates a client and opens its state. Nothing is sent until
+ * tern_client_connect(). On success *out owns a client to be released with
+ * tern_client_free(); on failure *out is NULL. Returns 0, TERN_EINVAL
+ * (missing host/port, bad user name), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
+ * (no socket, cannot create state_dir), TERN_ESTORE (state unreadable). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_new(tern_client **out,
                                                             const tern_client_config *cfg);
 
 /* Disconnects abruptly (no goodbye is sent) and frees everything, wiping
- * key material. NULL is accepted. */
+ * key material. The outbox stays in state_dir. NULL is accepted. */
 TERN_EXPORT void tern_client_free(tern_client *c);
 
-/* Starts connecting: resolves the relay, opens the ENet link; the handshake
- * runs as the client is serviced. Returns 0, TERN_EADDR (cannot resolve),
- * TERN_EINVAL (already connecting or connected), TERN_ERESOURCE. */
+/* The app wants to be online: connects now, and from then on reconnects by
+ * itself with backoff whenever the link is lost, until
+ * tern_client_disconnect(). Returns 0, TERN_EADDR (cannot resolve). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_connect(tern_client *c);
 
-/* Asks the relay to close the link gracefully; TERN_EV_DISCONNECTED with
- * TERN_ECLOSED follows once it is closed. Returns 0 or TERN_ECLOSED. */
+/* The app wants to be offline: closes the session gracefully after what is
+ * queued has gone out, and stops reconnecting; TERN_EV_DISCONNECTED with
+ * TERN_ECLOSED follows. The outbox is kept. Returns 0 or TERN_ECLOSED. */
 TERN_EXPORT TERN_NONNULL(1) int tern_client_disconnect(tern_client *c);
 
-/* Sends `len` bytes of `body` to user `to`. The body is copied. On success
- * *cmid (if not NULL) receives the message's client id, which later events
- * about this message carry. Delivery is best effort in this version: the
- * message goes out on a reliable channel while the link is up, and the relay
- * hands it to the recipient's online devices or reports TERN_EOFFLINE.
+/* The device moved to another network (or back): the current link is
+ * probably dead. The client drops it and reconnects at once, without
+ * waiting for a backoff. No-op while offline by request. */
+TERN_EXPORT TERN_NONNULL(1) void tern_client_network_changed(tern_client *c);
+
+/* Sends `len` bytes of `body` to user `to`, reliably: the message is in the
+ * outbox (on disk with a state_dir) when this returns 0, and is resent
+ * until the relay stores it (TERN_EV_SENT) or refuses it (TERN_EV_FAILED),
+ * across reconnects and restarts. Works offline: it goes out when the link
+ * is up. *cmid (if not NULL) receives its id. The body is copied.
  * Returns 0, TERN_EINVAL (bad user name), TERN_ETOOBIG (over
- * max_message_size), TERN_ECLOSED (not connected), TERN_ENONCE, TERN_ENOMEM. */
+ * max_message_size), TERN_ESTORE (the outbox could not be written: not
+ * accepted), TERN_ENOMEM. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_send(tern_client *c, const char *to,
                                                              const void *body, size_t len,
                                                              uint64_t *cmid);
+
+/* Sends at most once, for typing indicators and the like: not stored
+ * anywhere, no acks, no events, dropped if the recipient is offline or a
+ * packet is lost. Returns 0, TERN_EINVAL, TERN_ETOOBIG, TERN_ECLOSED (not
+ * connected). */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_send_ephemeral(tern_client *c,
+                                                                       const char *to,
+                                                                       const void *body,
+                                                                       size_t len);
+
+/* Messages accepted by tern_client_send() and not yet stored by the relay. */
+TERN_EXPORT TERN_NONNULL(1) size_t tern_client_outbox_size(tern_client *c);
 
 /* Runs the client for up to `timeout_ms` milliseconds (0: do what is due and
  * return at once), returning early as soon as at least one event is queued.
@@ -246,10 +304,11 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_service(tern_client *c, int
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_next_event(tern_client *c, tern_event *ev);
 
 /* For an app's own poll/epoll loop: a descriptor that becomes readable when
- * the client has input, and the number of milliseconds after which
- * tern_client_service(c, 0) must be called even without input (-1: no
- * deadline). Call tern_client_service(c, 0) whenever the descriptor is
- * readable or the timeout passes. The descriptor is owned by the client. */
+ * the client has input (network or a send from another thread), and the
+ * number of milliseconds after which tern_client_service(c, 0) must be
+ * called even without input (-1: no deadline). Call tern_client_service(c,
+ * 0) whenever the descriptor is readable or the timeout passes. The
+ * descriptor (an epoll instance) is owned by the client. */
 TERN_EXPORT TERN_NONNULL(1) int tern_client_fd(const tern_client *c);
 TERN_EXPORT TERN_NONNULL(1) int tern_client_timeout_ms(tern_client *c);
 
@@ -262,8 +321,9 @@ typedef struct tern_client_stats {
   uint64_t packets_received;  /* sealed packets that opened */
   uint64_t packets_rejected;  /* sealed packets dropped: failed to open */
   uint64_t packets_replayed;  /* sealed packets dropped: replay window */
+  uint64_t connects;          /* sessions established */
 } tern_client_stats;
-TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats(const tern_client *c, tern_client_stats *st);
+TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats(tern_client *c, tern_client_stats *st);
 
 /* ----------------------------------------------------------------- relay */
 
@@ -297,8 +357,22 @@ typedef struct tern_relay_config {
   uint32_t handshake_timeout_ms;
   /* Most simultaneous peers (ENet allows at most 4095). Default 4095. */
   uint32_t max_peers;
-  /* Largest message body the relay forwards. Default 65536. */
+  /* Largest message body the relay accepts. Default 65536. */
   uint32_t max_message_size;
+  /* Where messages are kept: an SQLite file (created if missing), e.g.
+   * "DATA_DIR/relay.db". NULL keeps them in memory: lost on restart, for
+   * tests only. */
+  const char *store_path;
+  /* 1 (default): fsync each group commit, so nothing acknowledged is lost
+   * even to a power cut; 0: survive a crash of ternd only. */
+  int durable_fsync;
+  /* Undelivered messages are dropped after this many ms, and their senders
+   * get TERN_EV_FAILED with TERN_EEXPIRED. Default 30 days. */
+  uint64_t retention_ms;
+  /* Optional: 0 if `user` cannot receive messages (the sender gets
+   * TERN_ENOENT), 1 if it can. NULL: any valid name can. */
+  int (*user_exists)(void *ctx, const char *user);
+  void *user_exists_ctx;
   /* ENet link timing for each peer, in ms; defaults as for the client. */
   uint32_t ping_interval_ms;
   uint32_t timeout_min_ms;
@@ -307,9 +381,9 @@ typedef struct tern_relay_config {
 
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
 
-/* Creates a relay and binds its UDP port. *out owns it; NULL on failure.
- * Returns 0, TERN_EINVAL, TERN_ENOMEM, TERN_ECRYPTO, TERN_EADDR (cannot
- * bind). */
+/* Creates a relay, opens its store and binds its UDP port. *out owns it;
+ * NULL on failure. Returns 0, TERN_EINVAL, TERN_ENOMEM, TERN_ECRYPTO,
+ * TERN_EADDR (cannot bind), TERN_ESTORE (store cannot be opened). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_relay_new(tern_relay **out, const tern_relay_config *cfg);
 
 /* Disconnects every peer (telling each it is a shutdown) and frees. */
@@ -337,8 +411,13 @@ typedef struct tern_relay_stats {
   uint64_t handshakes_failed;   /* bad, refused or timed-out handshakes */
   uint64_t packets_rejected;    /* sealed packets that failed to open */
   uint64_t packets_replayed;    /* sealed packets dropped by the replay window */
-  uint64_t messages_routed;     /* messages handed to a recipient */
-  uint64_t messages_refused;    /* messages refused (offline, unknown, too big) */
+  uint64_t messages_stored;     /* messages stored and acknowledged */
+  uint64_t messages_deduped;    /* resends answered without storing again */
+  uint64_t messages_delivered;  /* messages acknowledged by a recipient */
+  uint64_t messages_refused;    /* FAILED: too big, unknown user */
+  uint64_t messages_busy;       /* BUSY: the store failed, sender retries */
+  uint64_t messages_expired;    /* dropped undelivered after the retention */
+  uint64_t store_errors;        /* store operations that failed */
 } tern_relay_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st);
 

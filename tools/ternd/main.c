@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +77,12 @@ static void usage(FILE *f) {
           "  --listen HOST:PORT    UDP address to bind (default 0.0.0.0:7400; port 0\n"
           "                        picks a free port)\n"
           "  --port-file FILE      write the bound port to FILE once listening\n"
+          "  --data-dir DIR        where messages are kept until delivered (default\n"
+          "                        ./ternd-data; created if missing)\n"
+          "  --retention-days N    undelivered messages expire after N days and their\n"
+          "                        senders are told (default 30)\n"
+          "  --no-fsync            commit without fsync: survives a crash of ternd but\n"
+          "                        not of the machine (default: fsync every group commit)\n"
           "  --handshake-timeout MS  drop peers that have not finished the handshake\n"
           "                        after MS milliseconds (default 5000)\n"
           "  --max-peers N         simultaneous peers, at most 4095 (default 4095)\n"
@@ -110,7 +117,7 @@ static long parse_num(const char *s, long lo, long hi, const char *what) {
 }
 
 int main(int argc, char **argv) {
-  const char *key_path = NULL, *allow_path = NULL, *port_file = NULL;
+  const char *key_path = NULL, *allow_path = NULL, *port_file = NULL, *data_dir = "ternd-data";
   int open_mode = 0;
   char host[256] = "0.0.0.0";
   tern_relay_config cfg;
@@ -120,6 +127,8 @@ int main(int argc, char **argv) {
       {"open", no_argument, 0, 'o'},             {"listen", required_argument, 0, 'l'},
       {"port-file", required_argument, 0, 'P'},  {"handshake-timeout", required_argument, 0, 'T'},
       {"max-peers", required_argument, 0, 'm'},  {"max-message-size", required_argument, 0, 'M'},
+      {"data-dir", required_argument, 0, 'D'},   {"retention-days", required_argument, 0, 'R'},
+      {"no-fsync", no_argument, 0, 'F'},
       {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
@@ -138,6 +147,9 @@ int main(int argc, char **argv) {
       case 'T': cfg.handshake_timeout_ms = (uint32_t)parse_num(optarg, 100, 600000, "--handshake-timeout"); break;
       case 'm': cfg.max_peers = (uint32_t)parse_num(optarg, 1, 4095, "--max-peers"); break;
       case 'M': cfg.max_message_size = (uint32_t)parse_num(optarg, 1, TERN_MESSAGE_MAX, "--max-message-size"); break;
+      case 'D': data_dir = optarg; break;
+      case 'R': cfg.retention_ms = (uint64_t)parse_num(optarg, 1, 3650, "--retention-days") * 86400000ull; break;
+      case 'F': cfg.durable_fsync = 0; break;
       case 'v': verbosity = 3; break;
       case 'q': verbosity = 1; break;
       case 'h': usage(stdout); return 0;
@@ -150,6 +162,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   cfg.bind_host = host;
+  if (mkdir(data_dir, 0700) != 0 && errno != EEXIST) {
+    say(0, "cannot create --data-dir %s: %s", data_dir, strerror(errno));
+    return 1;
+  }
+  char store_path[4096];
+  snprintf(store_path, sizeof(store_path), "%s/relay.db", data_dir);
+  cfg.store_path = store_path;
 
   int rc = tern_keypair_load(key_path, &cfg.keypair);
   if (rc) {
@@ -191,6 +210,9 @@ int main(int argc, char **argv) {
   char pub[TERN_KEY_HEX_BYTES];
   tern_key_to_hex(cfg.keypair.public_key, pub);
   say(2, "listening on %s:%u (UDP); relay public key (hex) %s", host, tern_relay_port(r), pub);
+  say(2, "store %s (%s; undelivered messages kept %llu days)", store_path,
+      cfg.durable_fsync ? "fsync per group commit" : "no fsync",
+      (unsigned long long)(cfg.retention_ms / 86400000ull));
   if (open_mode)
     say(1, "--open: ANY client key may connect under any name it asks for; "
            "use --allow for anything but development");
@@ -244,9 +266,12 @@ int main(int argc, char **argv) {
   }
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
-  say(2, "stopped: %llu handshakes ok, %llu failed, %llu messages routed, %llu refused",
+  say(2, "stopped: %llu handshakes ok, %llu failed; messages %llu stored, %llu delivered, "
+         "%llu resends deduped, %llu refused, %llu busy, %llu expired",
       (unsigned long long)st.handshakes_ok, (unsigned long long)st.handshakes_failed,
-      (unsigned long long)st.messages_routed, (unsigned long long)st.messages_refused);
+      (unsigned long long)st.messages_stored, (unsigned long long)st.messages_delivered,
+      (unsigned long long)st.messages_deduped, (unsigned long long)st.messages_refused,
+      (unsigned long long)st.messages_busy, (unsigned long long)st.messages_expired);
   tern_relay_free(r);
   allowlist_free(&auth.list);
   close(sfd);

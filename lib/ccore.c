@@ -1,0 +1,575 @@
+/* The client's messaging core: outbox, ordered dedup'd delivery, acks. */
+#include "ccore.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evqueue.h"
+#include "frame.h"
+#include "link.h"
+
+#define FRAME_BUF (TERN_MESSAGE_MAX + 256)
+/* Take this many messages and the delivery ack goes out without waiting. */
+#define ACK_EVERY 32
+
+typedef struct entry {
+  struct entry *prev, *next;
+  uint64_t cmid;
+  char to[TERN_USER_MAX + 1];
+  uint64_t flags;
+  uint64_t sent_ms;      /* last transmission on this session, 0 if none */
+  uint64_t retry_at_ms;  /* after BUSY: not before this */
+  size_t len;
+  uint8_t body[];
+} entry;
+
+typedef struct held_msg {
+  uint64_t seq, prev_seq, ts, flags;
+  char from[TERN_USER_MAX + 1];
+  size_t len;
+  uint8_t *body;
+} held_msg;
+
+typedef struct out_item {
+  struct out_item *next;
+  tern__ccore_out out;
+  uint8_t data[];
+} out_item;
+
+/* A sorted set of seqs (small: bounded by the store's extra limit and the
+ * event queue). */
+typedef struct seqset {
+  uint64_t *v;
+  size_t n, cap;
+} seqset;
+
+struct tern__ccore {
+  tern__ccore_config cfg;
+  tern__cstore *store;
+  entry *head, *tail;          /* the outbox, in cmid order */
+  size_t outbox_n;
+  uint64_t next_cmid;
+  uint64_t last;               /* everything <= last handed to the app */
+  seqset extra;                /* handed to the app above last */
+  seqset queued;               /* in the event queue, not yet taken */
+  held_msg *held;              /* waiting for their prev_seq */
+  size_t held_n;
+  tern__evq events;
+  out_item *outs, **outs_tail;
+  out_item *current;
+  int online;
+  char self[TERN_USER_MAX + 1];
+  uint64_t progress_ms;        /* last ack from the relay, or going online */
+  int ack_needed;
+  uint64_t ack_due_ms;
+  unsigned taken_since_ack;
+  uint8_t *buf;
+};
+
+void tern__ccore_config_default(tern__ccore_config *cfg) {
+  cfg->resend_ms = 4000;
+  cfg->dead_link_ms = 8000;
+  cfg->ack_delay_ms = 20;
+  cfg->busy_retry_ms = 2000;
+  cfg->held_max = 1024;
+}
+
+/* ---- seq sets ------------------------------------------------------------ */
+
+static size_t set_pos(const seqset *s, uint64_t x) {
+  size_t lo = 0, hi = s->n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (s->v[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+static int set_has(const seqset *s, uint64_t x) {
+  size_t i = set_pos(s, x);
+  return i < s->n && s->v[i] == x;
+}
+
+static int set_add(seqset *s, uint64_t x) {
+  size_t i = set_pos(s, x);
+  if (i < s->n && s->v[i] == x) return 0;
+  if (s->n == s->cap) {
+    size_t nc = s->cap ? s->cap * 2 : 64;
+    uint64_t *nv = realloc(s->v, nc * sizeof(*nv));
+    if (!nv) return TERN_ENOMEM;
+    s->v = nv;
+    s->cap = nc;
+  }
+  memmove(s->v + i + 1, s->v + i, (s->n - i) * sizeof(*s->v));
+  s->v[i] = x;
+  s->n++;
+  return 0;
+}
+
+static void set_del(seqset *s, uint64_t x) {
+  size_t i = set_pos(s, x);
+  if (i >= s->n || s->v[i] != x) return;
+  memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof(*s->v));
+  s->n--;
+}
+
+/* Drops every element <= x. */
+static void set_trim(seqset *s, uint64_t x) {
+  size_t i = set_pos(s, x + 1);
+  memmove(s->v, s->v + i, (s->n - i) * sizeof(*s->v));
+  s->n -= i;
+}
+
+/* ---- setup ----------------------------------------------------------------- */
+
+static int load_one(void *ctx, const tern__outmsg *m) {
+  tern__ccore *cc = ctx;
+  entry *e = calloc(1, sizeof(*e) + m->body_len);
+  if (!e) return TERN_ENOMEM;
+  e->cmid = m->cmid;
+  snprintf(e->to, sizeof(e->to), "%s", m->to);
+  e->flags = m->flags;
+  e->len = m->body_len;
+  if (m->body_len) memcpy(e->body, m->body, m->body_len);
+  e->prev = cc->tail;
+  if (cc->tail) cc->tail->next = e;
+  else cc->head = e;
+  cc->tail = e;
+  cc->outbox_n++;
+  return 0;
+}
+
+int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_config *cfg) {
+  *out = NULL;
+  tern__ccore *cc = calloc(1, sizeof(*cc));
+  if (!cc) return TERN_ENOMEM;
+  cc->cfg = *cfg;
+  cc->store = store;
+  cc->outs_tail = &cc->outs;
+  tern__evq_init(&cc->events);
+  int rc = TERN_ENOMEM;
+  cc->buf = malloc(FRAME_BUF);
+  cc->extra.v = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t));
+  cc->held = calloc(cfg->held_max ? cfg->held_max : 1, sizeof(*cc->held));
+  if (!cc->buf || !cc->extra.v || !cc->held) goto fail;
+  cc->extra.cap = TERN__CSTORE_EXTRA_MAX;
+  rc = tern__cstore_delivered_load(store, &cc->last, cc->extra.v, &cc->extra.n);
+  if (rc < 0) goto fail;
+  rc = tern__cstore_next_cmid(store, &cc->next_cmid);
+  if (rc < 0) goto fail;
+  rc = tern__cstore_outbox_load(store, load_one, cc);
+  if (rc < 0) goto fail;
+  *out = cc;
+  return 0;
+fail:
+  tern__ccore_free(cc);
+  return rc;
+}
+
+void tern__ccore_free(tern__ccore *cc) {
+  if (!cc) return;
+  while (cc->head) {
+    entry *n = cc->head->next;
+    free(cc->head);
+    cc->head = n;
+  }
+  for (size_t i = 0; i < cc->held_n; i++) free(cc->held[i].body);
+  free(cc->held);
+  free(cc->extra.v);
+  free(cc->queued.v);
+  tern__evq_free(&cc->events);
+  while (cc->outs) {
+    out_item *n = cc->outs->next;
+    free(cc->outs);
+    cc->outs = n;
+  }
+  free(cc->current);
+  free(cc->buf);
+  free(cc);
+}
+
+/* ---- outputs and events ---------------------------------------------------- */
+
+static void emit(tern__ccore *cc, uint8_t channel, int reliable, const uint8_t *data, size_t len) {
+  out_item *it = malloc(sizeof(*it) + len);
+  if (!it) return; /* a lost output is resent by a timer or on reconnect */
+  it->next = NULL;
+  it->out.channel = channel;
+  it->out.reliable = reliable;
+  it->out.data = it->data;
+  it->out.len = len;
+  memcpy(it->data, data, len);
+  *cc->outs_tail = it;
+  cc->outs_tail = &it->next;
+}
+
+int tern__ccore_next_output(tern__ccore *cc, tern__ccore_out *out) {
+  free(cc->current);
+  cc->current = NULL;
+  out_item *it = cc->outs;
+  if (!it) return 0;
+  cc->outs = it->next;
+  if (!cc->outs) cc->outs_tail = &cc->outs;
+  cc->current = it;
+  *out = it->out;
+  return 1;
+}
+
+static void push(tern__ccore *cc, tern_event_type type, int error, uint64_t cmid, uint64_t seq,
+                 uint64_t ts, const char *user, const uint8_t *body, size_t len) {
+  tern_event ev = {.type = type, .error = error, .cmid = cmid, .seq = seq, .server_time_ms = ts,
+                   .user = user, .body = body, .body_len = len};
+  (void)tern__evq_push(&cc->events, &ev);
+}
+
+size_t tern__ccore_pending_events(const tern__ccore *cc) { return cc->events.count; }
+
+void tern__ccore_push_event(tern__ccore *cc, const tern_event *ev) {
+  (void)tern__evq_push(&cc->events, ev);
+}
+
+size_t tern__ccore_outbox_size(const tern__ccore *cc) { return cc->outbox_n; }
+
+/* ---- sending --------------------------------------------------------------- */
+
+static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
+  /* The relay stores a message only after the one before it to the same
+   * recipient; name that one while it is still unacknowledged. */
+  uint64_t prev = 0;
+  for (entry *p = e->prev; p; p = p->prev)
+    if (strcmp(p->to, e->to) == 0) {
+      prev = p->cmid;
+      break;
+    }
+  tern__wbuf w;
+  tern__wbuf_init(&w, cc->buf, FRAME_BUF);
+  tern__fr_msg m = {.cmid = e->cmid, .prev_cmid = prev, .peer = (const uint8_t *)e->to,
+                    .peer_len = strlen(e->to), .flags = e->flags, .body = e->body,
+                    .body_len = e->len};
+  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  if (w.overflow) return;
+  uint8_t ch = tern__chat_channel((const uint8_t *)cc->self, strlen(cc->self),
+                                  (const uint8_t *)e->to, strlen(e->to));
+  emit(cc, ch, 1, w.p, w.len);
+  e->sent_ms = now_ms;
+}
+
+int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
+                     uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid) {
+  *cmid = 0;
+  if (ephemeral) {
+    if (!cc->online) return TERN_ECLOSED;
+    tern__wbuf w;
+    tern__wbuf_init(&w, cc->buf, FRAME_BUF);
+    tern__fr_msg m = {.peer = (const uint8_t *)to, .peer_len = strlen(to),
+                      .flags = TERN__MSGF_EPHEMERAL, .body = body, .body_len = len};
+    tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+    if (w.overflow) return TERN_ETOOBIG;
+    emit(cc, TERN__CH_SIGNAL, 0, w.p, w.len);
+    return 0;
+  }
+  entry *e = calloc(1, sizeof(*e) + len);
+  if (!e) return TERN_ENOMEM;
+  e->cmid = cc->next_cmid;
+  snprintf(e->to, sizeof(e->to), "%s", to);
+  e->len = len;
+  if (len) memcpy(e->body, body, len);
+  tern__outmsg om = {.cmid = e->cmid, .to = e->to, .flags = 0, .created_ms = wall_ms,
+                     .body = e->body, .body_len = len};
+  int rc = tern__cstore_outbox_put(cc->store, &om);
+  if (rc < 0) {
+    free(e);
+    return rc;
+  }
+  cc->next_cmid++;
+  e->prev = cc->tail;
+  if (cc->tail) cc->tail->next = e;
+  else cc->head = e;
+  cc->tail = e;
+  if (cc->outbox_n++ == 0) cc->progress_ms = now_ms;
+  if (cc->online) transmit(cc, e, now_ms);
+  *cmid = e->cmid;
+  return 0;
+}
+
+static entry *find_entry(tern__ccore *cc, uint64_t cmid) {
+  for (entry *e = cc->head; e; e = e->next)
+    if (e->cmid == cmid) return e;
+  return NULL;
+}
+
+static void unlink_entry(tern__ccore *cc, entry *e) {
+  if (e->prev) e->prev->next = e->next;
+  else cc->head = e->next;
+  if (e->next) e->next->prev = e->prev;
+  else cc->tail = e->prev;
+  cc->outbox_n--;
+  free(e);
+}
+
+/* ---- receiving ------------------------------------------------------------- */
+
+static int delivered(const tern__ccore *cc, uint64_t seq) {
+  return seq <= cc->last || set_has(&cc->extra, seq);
+}
+
+/* prev_seq is satisfied once that message reached the app or its queue. */
+static int prev_ok(const tern__ccore *cc, uint64_t prev) {
+  return prev == 0 || delivered(cc, prev) || set_has(&cc->queued, prev);
+}
+
+static void want_ack(tern__ccore *cc, uint64_t now_ms, int soon) {
+  if (!cc->ack_needed) cc->ack_due_ms = now_ms + (soon ? 0 : cc->cfg.ack_delay_ms);
+  cc->ack_needed = 1;
+  if (soon) cc->ack_due_ms = now_ms;
+}
+
+static void enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const char *from,
+                            const uint8_t *body, size_t len) {
+  if (set_add(&cc->queued, seq) < 0) return; /* not queued: the relay resends */
+  push(cc, TERN_EV_MESSAGE, 0, 0, seq, ts, from, body, len);
+}
+
+/* Moves held messages whose predecessor has now arrived into the queue. */
+static void release_held(tern__ccore *cc) {
+  int moved;
+  do {
+    moved = 0;
+    for (size_t i = 0; i < cc->held_n; i++) {
+      held_msg *h = &cc->held[i];
+      if (delivered(cc, h->seq) || set_has(&cc->queued, h->seq)) {
+        /* A copy of something already handed over. */
+      } else if (prev_ok(cc, h->prev_seq)) {
+        enqueue_message(cc, h->seq, h->ts, h->from, h->body, h->len);
+      } else {
+        continue;
+      }
+      free(h->body);
+      cc->held[i] = cc->held[--cc->held_n];
+      moved = 1;
+      i--;
+    }
+  } while (moved);
+}
+
+static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) {
+  char from[TERN_USER_MAX + 1];
+  memcpy(from, m->peer, m->peer_len);
+  from[m->peer_len] = 0;
+  if ((m->flags & TERN__MSGF_EPHEMERAL) || m->seq == 0) {
+    push(cc, TERN_EV_MESSAGE, 0, 0, 0, m->ts, from, m->body, m->body_len);
+    return;
+  }
+  if (delivered(cc, m->seq) || set_has(&cc->queued, m->seq)) {
+    want_ack(cc, now_ms, 0); /* a copy: tell the relay again what we have */
+    return;
+  }
+  for (size_t i = 0; i < cc->held_n; i++)
+    if (cc->held[i].seq == m->seq) return;
+  if (prev_ok(cc, m->prev_seq)) {
+    enqueue_message(cc, m->seq, m->ts, from, m->body, m->body_len);
+    release_held(cc);
+    return;
+  }
+  if (cc->held_n >= cc->cfg.held_max) return; /* the relay resends it */
+  held_msg *h = &cc->held[cc->held_n];
+  h->body = malloc(m->body_len ? m->body_len : 1);
+  if (!h->body) return;
+  if (m->body_len) memcpy(h->body, m->body, m->body_len);
+  h->len = m->body_len;
+  h->seq = m->seq;
+  h->prev_seq = m->prev_seq;
+  h->ts = m->ts;
+  h->flags = m->flags;
+  memcpy(h->from, from, sizeof(from));
+  cc->held_n++;
+}
+
+static void notice_ack(tern__ccore *cc, uint64_t kind, uint64_t cmid) {
+  uint8_t tmp[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_notice_ack_write(&w, kind, cmid);
+  emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
+}
+
+static void save_delivered(tern__ccore *cc) {
+  /* A failed save means a crash now would hand these over again; there is
+   * nothing better to do than carry on. */
+  (void)tern__cstore_delivered_save(cc->store, cc->last, cc->extra.v, cc->extra.n);
+}
+
+void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms) {
+  tern__rbuf r, body;
+  tern__rbuf_init(&r, frames, len);
+  uint8_t type;
+  while (tern__frame_next(&r, &type, &body) == 1) {
+    switch (type) {
+      case TERN__FR_DELIVER: {
+        tern__fr_msg m;
+        if (tern__fr_msg_read(&body, TERN__FR_DELIVER, &m) == 0) on_deliver(cc, &m, now_ms);
+        break;
+      }
+      case TERN__FR_SERVER_ACK: {
+        tern__fr_sack a;
+        if (tern__fr_sack_read(&body, &a) != 0) break;
+        cc->progress_ms = now_ms;
+        entry *e = find_entry(cc, a.cmid);
+        if (!e) break; /* a copy of an ack already handled */
+        if (tern__cstore_outbox_del(cc->store, a.cmid, 1) < 0) break; /* resent later */
+        char to[TERN_USER_MAX + 1];
+        memcpy(to, e->to, sizeof(to));
+        unlink_entry(cc, e);
+        push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, to, NULL, 0);
+        break;
+      }
+      case TERN__FR_FAILED: {
+        tern__fr_failed f;
+        if (tern__fr_failed_read(&body, &f) != 0) break;
+        cc->progress_ms = now_ms;
+        int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_EPROTO;
+        entry *e = find_entry(cc, f.cmid);
+        if (e) {
+          if (tern__cstore_outbox_del(cc->store, f.cmid, 0) < 0) break;
+          char to[TERN_USER_MAX + 1];
+          memcpy(to, e->to, sizeof(to));
+          unlink_entry(cc, e);
+          push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, to, NULL, 0);
+        } else if (tern__cstore_await_take(cc->store, f.cmid) == 1) {
+          /* Stored, then expired before anyone fetched it. */
+          push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, NULL, NULL, 0);
+        }
+        notice_ack(cc, TERN__KIND_FAILED, f.cmid);
+        break;
+      }
+      case TERN__FR_BUSY: {
+        tern__fr_failed f;
+        if (tern__fr_failed_read(&body, &f) != 0) break;
+        cc->progress_ms = now_ms;
+        entry *e = find_entry(cc, f.cmid);
+        if (e) {
+          e->sent_ms = 0;
+          e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
+        }
+        break;
+      }
+      case TERN__FR_RECEIPT: {
+        uint64_t cmid;
+        if (tern__fr_u64_read(&body, &cmid) != 0) break;
+        int took = tern__cstore_await_take(cc->store, cmid);
+        if (took < 0) break; /* not acked: the relay sends it again */
+        if (took == 1) push(cc, TERN_EV_DELIVERED, 0, cmid, 0, 0, NULL, NULL, 0);
+        notice_ack(cc, TERN__KIND_RECEIPT, cmid);
+        break;
+      }
+      case TERN__FR_FLOOR: {
+        uint64_t floor;
+        if (tern__fr_u64_read(&body, &floor) != 0 || floor <= cc->last) break;
+        cc->last = floor;
+        set_trim(&cc->extra, floor);
+        while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
+        save_delivered(cc);
+        release_held(cc);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+int tern__ccore_next_event(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
+  if (!tern__evq_take(&cc->events, ev)) return 0;
+  if (ev->type == TERN_EV_MESSAGE && ev->seq) {
+    /* Handed to the app now: record it before the app sees it. */
+    uint64_t seq = ev->seq;
+    set_del(&cc->queued, seq);
+    if (!delivered(cc, seq)) {
+      if (seq == cc->last + 1) {
+        cc->last = seq;
+        while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
+      } else if (cc->extra.n < TERN__CSTORE_EXTRA_MAX) {
+        (void)set_add(&cc->extra, seq);
+      }
+      save_delivered(cc);
+    }
+    want_ack(cc, now_ms, ++cc->taken_since_ack >= ACK_EVERY);
+  }
+  return 1;
+}
+
+/* ---- session ------------------------------------------------------------- */
+
+static void send_seqlist(tern__ccore *cc, uint8_t type) {
+  tern__fr_seqlist l;
+  l.last = cc->last;
+  l.n = cc->extra.n < TERN__SEQLIST_MAX ? cc->extra.n : TERN__SEQLIST_MAX;
+  memcpy(l.seqs, cc->extra.v, l.n * sizeof(uint64_t));
+  uint8_t tmp[16 + TERN__SEQLIST_MAX * TERN__VARINT_MAX];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_seqlist_write(&w, type, &l);
+  emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
+  cc->ack_needed = 0;
+  cc->taken_since_ack = 0;
+}
+
+void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
+  cc->online = 1;
+  snprintf(cc->self, sizeof(cc->self), "%s", self);
+  cc->progress_ms = now_ms;
+  send_seqlist(cc, TERN__FR_SYNC);
+  for (entry *e = cc->head; e; e = e->next)
+    if (e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
+}
+
+void tern__ccore_offline(tern__ccore *cc) {
+  cc->online = 0;
+  for (entry *e = cc->head; e; e = e->next) e->sent_ms = 0;
+  /* Frames not yet sent are meaningless on the next session. */
+  while (cc->outs) {
+    out_item *n = cc->outs->next;
+    free(cc->outs);
+    cc->outs = n;
+  }
+  cc->outs_tail = &cc->outs;
+  cc->ack_needed = 0;
+}
+
+static int in_flight(const tern__ccore *cc) {
+  for (const entry *e = cc->head; e; e = e->next)
+    if (e->sent_ms) return 1;
+  return 0;
+}
+
+int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
+  uint64_t best = UINT64_MAX;
+  if (cc->ack_needed && cc->online) best = cc->ack_due_ms;
+  if (cc->online) {
+    int flying = 0;
+    for (const entry *e = cc->head; e; e = e->next) {
+      uint64_t t = e->sent_ms ? e->sent_ms + cc->cfg.resend_ms : e->retry_at_ms;
+      if (e->sent_ms) flying = 1;
+      if (t < best) best = t;
+    }
+    if (flying && cc->progress_ms + cc->cfg.dead_link_ms < best)
+      best = cc->progress_ms + cc->cfg.dead_link_ms;
+  }
+  if (best == UINT64_MAX) return -1;
+  if (best <= now_ms) return 0;
+  uint64_t d = best - now_ms;
+  return d > 0x7fffffff ? 0x7fffffff : (int)d;
+}
+
+int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
+  if (!cc->online) return 0;
+  if (in_flight(cc) && now_ms >= cc->progress_ms + cc->cfg.dead_link_ms) return 1;
+  for (entry *e = cc->head; e; e = e->next) {
+    int due = e->sent_ms ? now_ms >= e->sent_ms + cc->cfg.resend_ms : now_ms >= e->retry_at_ms;
+    if (due) transmit(cc, e, now_ms);
+  }
+  if (cc->ack_needed && now_ms >= cc->ack_due_ms) send_seqlist(cc, TERN__FR_DELIVERY_ACK);
+  return 0;
+}

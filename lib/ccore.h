@@ -1,0 +1,81 @@
+/*
+ * The client's messaging core, sans-I/O: the outbox, delivery to the app in
+ * per-sender order with dedup, delivery acks, receipts and failures, on top
+ * of the client store. Time is passed in; frames come out as outputs to be
+ * sealed and sent on the session; events go to the app. spec/messages.md
+ * describes the flows.
+ */
+#ifndef TERN_CCORE_H
+#define TERN_CCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cstore.h"
+#include "tern/tern.h"
+
+typedef struct tern__ccore tern__ccore;
+
+typedef struct tern__ccore_config {
+  uint32_t resend_ms;     /* resend an unacked MSG on the same session (4000) */
+  uint32_t dead_link_ms;  /* an MSG unacked this long means the link is dead (8000) */
+  uint32_t ack_delay_ms;  /* batch DELIVERY_ACKs for this long (20) */
+  uint32_t busy_retry_ms; /* after BUSY, wait this long before resending (2000) */
+  size_t held_max;        /* DELIVERs kept while waiting for prev_seq (1024) */
+} tern__ccore_config;
+
+void tern__ccore_config_default(tern__ccore_config *cfg);
+
+typedef struct tern__ccore_out {
+  uint8_t channel;
+  int reliable;
+  const uint8_t *data;
+  size_t len;
+} tern__ccore_out;
+
+/* Loads the outbox and delivery state from `store` (borrowed). Returns 0,
+ * TERN_ENOMEM, TERN_ESTORE. */
+int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_config *cfg);
+void tern__ccore_free(tern__ccore *cc);
+
+/* Accepts a message: stored in the outbox before this returns (unless
+ * ephemeral), sent at once if online. *cmid receives its id (0 for an
+ * ephemeral message). Returns 0, TERN_ESTORE, TERN_ENOMEM, TERN_ECLOSED
+ * (ephemeral while offline). */
+int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
+                     uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid);
+
+/* The session is open as `self`: sends SYNC, then the outbox in order. */
+void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms);
+/* The session is gone. */
+void tern__ccore_offline(tern__ccore *cc);
+
+/* Frames from the relay. Malformed frames are skipped. */
+void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms);
+
+/* Next frames to send; 1 if one (valid until the next call), 0 if none. */
+int tern__ccore_next_output(tern__ccore *cc, tern__ccore_out *out);
+
+/* Next event for the app; 1 if one, 0 if none. A MESSAGE event counts as
+ * delivered when it is taken: that is recorded in the store before this
+ * returns, and acknowledged to the relay after. The pointers stay valid
+ * until the next call. */
+int tern__ccore_next_event(tern__ccore *cc, tern_event *ev, uint64_t now_ms);
+
+/* Queues an event from the I/O shell (CONNECTED, DISCONNECTED) in order
+ * with the core's own. */
+void tern__ccore_push_event(tern__ccore *cc, const tern_event *ev);
+
+/* Number of queued events. */
+size_t tern__ccore_pending_events(const tern__ccore *cc);
+
+/* Milliseconds until tern__ccore_tick() has work, or -1. */
+int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms);
+/* Resends and acks that are due. Returns 1 if the link must be considered
+ * dead (an MSG stayed unacked for dead_link_ms), else 0. */
+int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms);
+
+/* Messages in the outbox. */
+size_t tern__ccore_outbox_size(const tern__ccore *cc);
+
+#endif

@@ -1,0 +1,369 @@
+/*
+ * The client's store in SQLite: outbox, awaiting receipts, delivery state
+ * and the next client message id. Each public call is one transaction;
+ * the ones with several statements bracket them with BEGIN IMMEDIATE and
+ * COMMIT so a crash leaves all of a call or none of it. spec/store.md has
+ * the schema; cstore.h the contract.
+ */
+#include "cstore.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+
+#define SCHEMA_VERSION 1
+
+/* Keys of the meta table. */
+#define NEXT_CMID "next_cmid"
+#define DELIVERED_LAST "delivered_last"
+
+enum {
+  C_BEGIN,
+  C_COMMIT,
+  C_ROLLBACK,
+  C_META_GET,
+  C_META_SET,
+  C_META_RAISE,
+  C_OUT_PUT,
+  C_OUT_DEL,
+  C_OUT_LOAD,
+  C_OUT_COUNT,
+  C_AWAIT_PUT,
+  C_AWAIT_TAKE,
+  C_EXTRA_LOAD,
+  C_EXTRA_CLEAR,
+  C_EXTRA_PUT,
+  C_N
+};
+
+static const char *const sql[C_N] = {
+    [C_BEGIN] = "BEGIN IMMEDIATE",
+    [C_COMMIT] = "COMMIT",
+    [C_ROLLBACK] = "ROLLBACK",
+    [C_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [C_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
+                   " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    /* Ids are never handed out twice: the stored next id only goes up. */
+    [C_META_RAISE] = "UPDATE meta SET value = max(value, ?2) WHERE key = ?1",
+    [C_OUT_PUT] = "INSERT INTO outbox(cmid, to_user, flags, created_ms, body) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [C_OUT_DEL] = "DELETE FROM outbox WHERE cmid = ?1",
+    [C_OUT_LOAD] = "SELECT cmid, to_user, flags, created_ms, body FROM outbox ORDER BY cmid",
+    [C_OUT_COUNT] = "SELECT count(*) FROM outbox",
+    [C_AWAIT_PUT] = "INSERT OR IGNORE INTO awaiting(cmid) VALUES(?1)",
+    [C_AWAIT_TAKE] = "DELETE FROM awaiting WHERE cmid = ?1",
+    [C_EXTRA_LOAD] = "SELECT seq FROM delivered_extra ORDER BY seq LIMIT ?1",
+    [C_EXTRA_CLEAR] = "DELETE FROM delivered_extra",
+    [C_EXTRA_PUT] = "INSERT OR IGNORE INTO delivered_extra(seq) VALUES(?1)",
+};
+
+struct tern__cstore {
+  sqlite3 *db;
+  sqlite3_stmt *q[C_N];
+  char err[256]; /* the last SQLite failure, for logs */
+};
+
+static int sqlfail(tern__cstore *s, int rc, const char *what) {
+  snprintf(s->err, sizeof s->err, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
+  return rc == SQLITE_NOMEM ? TERN_ENOMEM : TERN_ESTORE;
+}
+
+/* Steps statement `id` to its end and resets it; a row it yields is
+ * ignored. Returns 0 or a TERN_E* code. */
+static int step(tern__cstore *s, int id) {
+  int rc = sqlite3_step(s->q[id]);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = 0;
+  else rc = sqlfail(s, rc, sql[id]);
+  sqlite3_reset(s->q[id]);
+  sqlite3_clear_bindings(s->q[id]);
+  return rc;
+}
+
+/* Like step(), and then 1 if it changed a row, 0 if not. */
+static int step_changed(tern__cstore *s, int id) {
+  int rc = step(s, id);
+  return rc < 0 ? rc : sqlite3_changes(s->db) > 0;
+}
+
+/* Reads the first column of statement `id`'s one row into *v: 1, or 0
+ * without a row. */
+static int step_value(tern__cstore *s, int id, uint64_t *v) {
+  sqlite3_stmt *q = s->q[id];
+  int rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) {
+    *v = (uint64_t)sqlite3_column_int64(q, 0);
+    rc = 1;
+  } else {
+    rc = rc == SQLITE_DONE ? 0 : sqlfail(s, rc, sql[id]);
+  }
+  sqlite3_reset(q);
+  sqlite3_clear_bindings(q);
+  return rc;
+}
+
+/* Ends a transaction begun with C_BEGIN: commits if rc >= 0, else rolls
+ * back (if SQLite has not already). Returns rc, or the commit's error. */
+static int finish(tern__cstore *s, int rc) {
+  if (rc >= 0) {
+    int c = step(s, C_COMMIT);
+    if (c == 0) return rc;
+    rc = c;
+  }
+  if (!sqlite3_get_autocommit(s->db)) {
+    char keep[sizeof s->err];
+    memcpy(keep, s->err, sizeof keep);
+    (void)step(s, C_ROLLBACK);
+    memcpy(s->err, keep, sizeof keep);
+  }
+  return rc;
+}
+
+static int sqlexec(tern__cstore *s, const char *text) {
+  int rc = sqlite3_exec(s->db, text, NULL, NULL, NULL);
+  return rc == SQLITE_OK ? 0 : sqlfail(s, rc, text);
+}
+
+/* Switches to WAL. A file that cannot (a file system without shared
+ * memory) is refused; an in-memory database answers "memory". */
+static int wal(tern__cstore *s) {
+  sqlite3_stmt *q = NULL;
+  int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(q);
+  const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+  if (mode && (!strcmp(mode, "wal") || !strcmp(mode, "memory"))) {
+    rc = 0;
+  } else if (mode) {
+    snprintf(s->err, sizeof s->err, "journal_mode %s, not wal", mode);
+    rc = TERN_ESTORE;
+  } else {
+    rc = sqlfail(s, rc, "journal_mode");
+  }
+  sqlite3_finalize(q);
+  return rc;
+}
+
+/* Creates or upgrades the schema in one transaction. A new store starts its
+ * ids at (Unix ms << 16): an earlier store for the same key (lost with its
+ * state directory) began at an earlier ms and would have had to send 65,536
+ * messages per millisecond of its life to reach ids this one uses. */
+static int upgrade(tern__cstore *s) {
+  int64_t from = -1;
+  int rc = sqlexec(s, "BEGIN IMMEDIATE");
+  if (rc < 0) return rc;
+  sqlite3_stmt *uv = NULL;
+  rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &uv, NULL);
+  if (rc == SQLITE_OK && sqlite3_step(uv) == SQLITE_ROW) from = sqlite3_column_int64(uv, 0);
+  rc = from < 0 ? sqlfail(s, sqlite3_errcode(s->db), "user_version") : 0;
+  sqlite3_finalize(uv);
+  if (from > SCHEMA_VERSION) {
+    snprintf(s->err, sizeof s->err, "client store schema %lld is newer than this library's (%d)",
+             (long long)from, SCHEMA_VERSION);
+    rc = TERN_ESTORE;
+  }
+  /* Each version adds a block "if (from < N)" that upgrades N-1 to N. */
+  if (rc == 0 && from < 1) {
+    char v1[768];
+    snprintf(v1, sizeof v1,
+             "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+             "CREATE TABLE delivered_extra(seq INTEGER PRIMARY KEY);"
+             "CREATE TABLE outbox(cmid INTEGER PRIMARY KEY, to_user TEXT NOT NULL,"
+             "  flags INTEGER NOT NULL, created_ms INTEGER NOT NULL, body BLOB NOT NULL);"
+             "CREATE TABLE awaiting(cmid INTEGER PRIMARY KEY);"
+             "INSERT INTO meta(key, value) VALUES('" NEXT_CMID "', %lld), ('" DELIVERED_LAST "', 0);"
+             "PRAGMA user_version = 1;",
+             (long long)(tern__wall_ms() << 16));
+    rc = sqlexec(s, v1);
+  }
+  if (rc == 0) return sqlexec(s, "COMMIT");
+  (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, char *err, size_t errcap) {
+  *out = NULL;
+  if (err && errcap) err[0] = 0;
+  /* 0 is "the default", FULL, as for the relay store: never OFF. */
+  if (synchronous == 0) synchronous = 2;
+  if (!path || synchronous < 1 || synchronous > 3) return TERN_EINVAL;
+  tern__cstore *s = calloc(1, sizeof *s);
+  if (!s) return TERN_ENOMEM;
+  int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    rc = s->db ? sqlfail(s, rc, path) : TERN_ENOMEM;
+    goto out_err;
+  }
+  sqlite3_extended_result_codes(s->db, 1);
+  sqlite3_busy_timeout(s->db, 5000);
+  char pragmas[128];
+  snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = %d;", synchronous);
+  rc = wal(s);
+  if (rc == 0) rc = sqlexec(s, pragmas);
+  if (rc == 0) rc = upgrade(s);
+  for (int i = 0; rc == 0 && i < C_N; i++) {
+    int r = sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i], NULL);
+    if (r != SQLITE_OK) rc = sqlfail(s, r, sql[i]);
+  }
+  if (rc == 0) {
+    *out = s;
+    return 0;
+  }
+out_err:
+  if (err && errcap) snprintf(err, errcap, "%s", s->err);
+  tern__cstore_close(s);
+  return rc;
+}
+
+void tern__cstore_close(tern__cstore *s) {
+  if (!s) return;
+  for (int i = 0; i < C_N; i++) sqlite3_finalize(s->q[i]);
+  sqlite3_close(s->db);
+  free(s);
+}
+
+const char *tern__cstore_errmsg(const tern__cstore *s) { return s->err; }
+
+int tern__cstore_next_cmid(tern__cstore *s, uint64_t *next) {
+  sqlite3_bind_text(s->q[C_META_GET], 1, NEXT_CMID, -1, SQLITE_STATIC);
+  int rc = step_value(s, C_META_GET, next);
+  if (rc == 0) return sqlfail(s, SQLITE_CORRUPT, "next_cmid missing");
+  return rc < 0 ? rc : 0;
+}
+
+static int raise_next(tern__cstore *s, uint64_t next) {
+  sqlite3_stmt *q = s->q[C_META_RAISE];
+  sqlite3_bind_text(q, 1, NEXT_CMID, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 2, (int64_t)next);
+  return step(s, C_META_RAISE);
+}
+
+/* Never lowers the stored value: handing out an id twice would make the
+ * relay drop the second message as a resend of the first. */
+int tern__cstore_set_next_cmid(tern__cstore *s, uint64_t next) {
+  if (next > INT64_MAX) return TERN_EINVAL;
+  return raise_next(s, next);
+}
+
+int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m) {
+  /* cmid + 1 must still be a SQLite integer. */
+  if (!m->to || (m->body_len && !m->body) || m->cmid >= INT64_MAX) return TERN_EINVAL;
+  int rc = step(s, C_BEGIN);
+  if (rc < 0) return rc;
+  sqlite3_stmt *q = s->q[C_OUT_PUT];
+  sqlite3_bind_int64(q, 1, (int64_t)m->cmid);
+  sqlite3_bind_text(q, 2, m->to, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 3, (int64_t)m->flags);
+  sqlite3_bind_int64(q, 4, (int64_t)m->created_ms);
+  sqlite3_bind_blob64(q, 5, m->body_len ? (const void *)m->body : "", m->body_len, SQLITE_STATIC);
+  rc = sqlite3_step(q);
+  if (rc == SQLITE_DONE) {
+    rc = 0;
+  } else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    snprintf(s->err, sizeof s->err, "cmid %llu is already in the outbox", (unsigned long long)m->cmid);
+    rc = TERN_EEXIST;
+  } else {
+    rc = sqlfail(s, rc, "outbox_put");
+  }
+  sqlite3_reset(q);
+  sqlite3_clear_bindings(q);
+  if (rc == 0) rc = raise_next(s, m->cmid + 1);
+  return finish(s, rc);
+}
+
+int tern__cstore_outbox_del(tern__cstore *s, uint64_t cmid, int await_receipt) {
+  int rc = step(s, C_BEGIN);
+  if (rc < 0) return rc;
+  sqlite3_bind_int64(s->q[C_OUT_DEL], 1, (int64_t)cmid);
+  int found = rc = step_changed(s, C_OUT_DEL);
+  /* Only a message that was there awaits a receipt: a repeated SERVER_ACK
+   * after its receipt came must not leave a stale entry behind. */
+  if (found == 1 && await_receipt) {
+    sqlite3_bind_int64(s->q[C_AWAIT_PUT], 1, (int64_t)cmid);
+    rc = step(s, C_AWAIT_PUT);
+  }
+  rc = finish(s, rc);
+  return rc < 0 ? rc : found;
+}
+
+int tern__cstore_outbox_load(tern__cstore *s, int (*cb)(void *ctx, const tern__outmsg *m), void *ctx) {
+  sqlite3_stmt *q = s->q[C_OUT_LOAD];
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    tern__outmsg m = {
+        .cmid = (uint64_t)sqlite3_column_int64(q, 0),
+        .to = (const char *)sqlite3_column_text(q, 1),
+        .flags = (uint64_t)sqlite3_column_int64(q, 2),
+        .created_ms = (uint64_t)sqlite3_column_int64(q, 3),
+        .body = sqlite3_column_blob(q, 4),
+        .body_len = (size_t)sqlite3_column_bytes(q, 4),
+    };
+    if (!m.to) {
+      rc = SQLITE_CORRUPT;
+      break;
+    }
+    if (cb(ctx, &m)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  rc = rc == SQLITE_DONE ? 0 : sqlfail(s, rc, "outbox_load");
+  sqlite3_reset(q);
+  return rc;
+}
+
+int tern__cstore_outbox_count(tern__cstore *s, uint64_t *n) {
+  *n = 0;
+  int rc = step_value(s, C_OUT_COUNT, n);
+  return rc < 0 ? rc : 0;
+}
+
+int tern__cstore_await_take(tern__cstore *s, uint64_t cmid) {
+  sqlite3_bind_int64(s->q[C_AWAIT_TAKE], 1, (int64_t)cmid);
+  return step_changed(s, C_AWAIT_TAKE);
+}
+
+/* `extra` must have room for TERN__CSTORE_EXTRA_MAX seqs: save never
+ * stores more, and load never returns more. */
+int tern__cstore_delivered_load(tern__cstore *s, uint64_t *last, uint64_t *extra, size_t *n) {
+  *n = 0;
+  *last = 0;
+  /* One read transaction, so last and extra come from the same save. */
+  int rc = step(s, C_BEGIN);
+  if (rc < 0) return rc;
+  sqlite3_bind_text(s->q[C_META_GET], 1, DELIVERED_LAST, -1, SQLITE_STATIC);
+  rc = step_value(s, C_META_GET, last);
+  if (rc == 0) rc = sqlfail(s, SQLITE_CORRUPT, "delivered_last missing");
+  sqlite3_stmt *q = s->q[C_EXTRA_LOAD];
+  sqlite3_bind_int(q, 1, TERN__CSTORE_EXTRA_MAX);
+  size_t k = 0;
+  int r = SQLITE_DONE;
+  while (rc >= 0 && (r = sqlite3_step(q)) == SQLITE_ROW) extra[k++] = (uint64_t)sqlite3_column_int64(q, 0);
+  if (rc >= 0 && r != SQLITE_DONE) rc = sqlfail(s, r, "delivered_load");
+  sqlite3_reset(q);
+  sqlite3_clear_bindings(q);
+  rc = finish(s, rc);
+  if (rc < 0) return rc;
+  *n = k;
+  return 0;
+}
+
+int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *extra, size_t n) {
+  if (n > TERN__CSTORE_EXTRA_MAX || (n && !extra) || last > INT64_MAX) return TERN_EINVAL;
+  int rc = step(s, C_BEGIN);
+  if (rc < 0) return rc;
+  sqlite3_stmt *q = s->q[C_META_SET];
+  sqlite3_bind_text(q, 1, DELIVERED_LAST, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 2, (int64_t)last);
+  rc = step(s, C_META_SET);
+  if (rc == 0) rc = step(s, C_EXTRA_CLEAR);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (extra[i] > INT64_MAX) {
+      rc = TERN_EINVAL;
+      break;
+    }
+    sqlite3_bind_int64(s->q[C_EXTRA_PUT], 1, (int64_t)extra[i]);
+    rc = step(s, C_EXTRA_PUT);
+  }
+  return finish(s, rc);
+}

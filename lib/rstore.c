@@ -1,0 +1,622 @@
+/*
+ * The relay's store in SQLite: schema v1 and its migration, cached prepared
+ * statements, and the inbox/ack/expiry logic. spec/store.md has the schema
+ * and the durability rules; rstore.h the contract.
+ *
+ * Every compound operation runs inside a SAVEPOINT, so it is atomic both
+ * inside the caller's BEGIN ... COMMIT and on its own (autocommit), and a
+ * failure half-way leaves nothing of it behind. Every statement is reset
+ * (and its bindings cleared) before the function that stepped it returns.
+ */
+#include "rstore.h"
+
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The schema this code reads and writes (PRAGMA user_version). */
+#define SCHEMA_VERSION 1
+
+/* migrations[v] takes a store from version v to v + 1. */
+static const char *const migrations[SCHEMA_VERSION] = {
+    /* 0 -> 1: the first schema. */
+    "CREATE TABLE users("
+    "  user TEXT PRIMARY KEY,"
+    "  next_seq INTEGER NOT NULL"       /* the seq the next append gets */
+    ") WITHOUT ROWID;"
+    "CREATE TABLE inbox("
+    "  user TEXT NOT NULL, seq INTEGER NOT NULL, prev_seq INTEGER NOT NULL,"
+    "  ts INTEGER NOT NULL, cmid INTEGER NOT NULL, flags INTEGER NOT NULL,"
+    "  sender TEXT NOT NULL, sender_dev BLOB NOT NULL, body BLOB NOT NULL,"
+    "  delivered INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(user, seq));"
+    "CREATE INDEX inbox_undelivered_ts ON inbox(ts) WHERE delivered = 0;"
+    "CREATE TABLE chains("
+    "  user TEXT NOT NULL, sender TEXT NOT NULL, last_seq INTEGER NOT NULL,"
+    "  PRIMARY KEY(user, sender)) WITHOUT ROWID;"
+    "CREATE TABLE dedup("
+    "  dev BLOB NOT NULL, cmid INTEGER NOT NULL, user TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
+    "  PRIMARY KEY(dev, cmid)) WITHOUT ROWID;"
+    "CREATE INDEX dedup_ts ON dedup(ts);"
+    "CREATE TABLE devices("
+    "  dev BLOB PRIMARY KEY, user TEXT NOT NULL, cursor INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX devices_user ON devices(user, cursor);"
+    "CREATE TABLE notices("
+    "  dev BLOB NOT NULL, kind INTEGER NOT NULL, cmid INTEGER NOT NULL,"
+    "  code INTEGER NOT NULL,"
+    "  PRIMARY KEY(dev, kind, cmid)) WITHOUT ROWID;",
+};
+
+enum {
+  Q_SP_BEGIN,
+  Q_SP_RELEASE,
+  Q_SP_ROLLBACK,
+  Q_BEGIN,
+  Q_COMMIT,
+  Q_ROLLBACK,
+  Q_DEDUP_GET,
+  Q_DEDUP_PUT,
+  Q_SEQ_NEXT,
+  Q_SEQ_LAST,
+  Q_CHAIN_GET,
+  Q_CHAIN_PUT,
+  Q_INBOX_PUT,
+  Q_FETCH,
+  Q_DEV_ADD,
+  Q_DEV_GET,
+  Q_DEV_SET,
+  Q_DEV_MIN,
+  Q_DELIVER,
+  Q_TRIM,
+  Q_MIN_SEQ,
+  Q_NOTICE_PUT,
+  Q_NOTICE_LIST,
+  Q_NOTICE_DEL,
+  Q_EXPIRE,
+  Q_EXPIRE_DEDUP,
+  Q_COUNT,
+  Q_N
+};
+
+static const char *const sql[Q_N] = {
+    [Q_SP_BEGIN] = "SAVEPOINT rstore_op",
+    [Q_SP_RELEASE] = "RELEASE rstore_op",
+    [Q_SP_ROLLBACK] = "ROLLBACK TO rstore_op",
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_DEDUP_GET] = "SELECT seq, ts FROM dedup WHERE dev = ?1 AND cmid = ?2",
+    [Q_DEDUP_PUT] = "INSERT INTO dedup(dev, cmid, user, seq, ts) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [Q_SEQ_NEXT] = "INSERT INTO users(user, next_seq) VALUES(?1, 2)"
+                   " ON CONFLICT(user) DO UPDATE SET next_seq = next_seq + 1"
+                   " RETURNING next_seq - 1",
+    [Q_SEQ_LAST] = "SELECT next_seq - 1 FROM users WHERE user = ?1",
+    [Q_CHAIN_GET] = "SELECT last_seq FROM chains WHERE user = ?1 AND sender = ?2",
+    [Q_CHAIN_PUT] = "INSERT INTO chains(user, sender, last_seq) VALUES(?1, ?2, ?3)"
+                    " ON CONFLICT(user, sender) DO UPDATE SET last_seq = excluded.last_seq",
+    [Q_INBOX_PUT] = "INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [Q_FETCH] = "SELECT seq, prev_seq, ts, cmid, flags, sender, sender_dev, body FROM inbox"
+                " WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [Q_DEV_ADD] = "INSERT INTO devices(dev, user, cursor) VALUES(?1, ?2, 0) ON CONFLICT(dev) DO NOTHING",
+    [Q_DEV_GET] = "SELECT user, cursor FROM devices WHERE dev = ?1",
+    [Q_DEV_SET] = "UPDATE devices SET cursor = ?2 WHERE dev = ?1 AND cursor < ?2",
+    [Q_DEV_MIN] = "SELECT min(cursor) FROM devices WHERE user = ?1",
+    /* RETURNING: every row is updated by the first step, so the callbacks
+     * made while stepping see (and may write to) a consistent store. */
+    [Q_DELIVER] = "UPDATE inbox SET delivered = 1"
+                  " WHERE user = ?1 AND seq > ?2 AND seq <= ?3 AND delivered = 0"
+                  " RETURNING sender_dev, cmid, seq",
+    [Q_TRIM] = "DELETE FROM inbox WHERE user = ?1 AND seq <= ?2",
+    [Q_MIN_SEQ] = "SELECT min(seq) FROM inbox WHERE user = ?1",
+    [Q_NOTICE_PUT] = "INSERT INTO notices(dev, kind, cmid, code) VALUES(?1, ?2, ?3, ?4)"
+                     " ON CONFLICT(dev, kind, cmid) DO UPDATE SET code = excluded.code",
+    [Q_NOTICE_LIST] = "SELECT kind, cmid, code FROM notices WHERE dev = ?1 ORDER BY cmid, kind",
+    [Q_NOTICE_DEL] = "DELETE FROM notices WHERE dev = ?1 AND kind = ?2 AND cmid = ?3",
+    [Q_EXPIRE] = "DELETE FROM inbox WHERE delivered = 0 AND ts < ?1 RETURNING sender_dev, cmid",
+    [Q_EXPIRE_DEDUP] = "DELETE FROM dedup WHERE ts < ?1",
+    [Q_COUNT] = "SELECT count(*) FROM inbox",
+};
+
+struct tern__rstore {
+  sqlite3 *db;
+  sqlite3_stmt *q[Q_N];
+  /* The last SQLite failure, for logs: "what: sqlite message". */
+  char err[256];
+};
+
+/* SQLite integers are signed: sequence numbers, times and ids beyond
+ * INT64_MAX do not occur, and a bound above that is the same as INT64_MAX. */
+static int64_t clamp(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v; }
+
+/* Records why SQLite failed and maps its code to a TERN_E* code. */
+static int fail(tern__rstore *s, int rc, const char *what) {
+  snprintf(s->err, sizeof s->err, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
+  if (rc == SQLITE_NOMEM) return TERN_ENOMEM;
+  return TERN_ESTORE;
+}
+
+static void done(sqlite3_stmt *q) {
+  sqlite3_reset(q);
+  sqlite3_clear_bindings(q);
+}
+
+/* Steps q, which must produce no row, and resets it. */
+static int run(tern__rstore *s, int id) {
+  sqlite3_stmt *q = s->q[id];
+  int rc = sqlite3_step(q);
+  int ret = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(s, rc, sql[id]);
+  done(q);
+  return ret;
+}
+
+/* Steps a query that returns at most one integer: 1 with *v set, 0 when
+ * there is no row or the value is NULL. Resets it. */
+static int get_int(tern__rstore *s, int id, uint64_t *v) {
+  sqlite3_stmt *q = s->q[id];
+  int rc = sqlite3_step(q), ret = 0;
+  if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
+    *v = (uint64_t)sqlite3_column_int64(q, 0);
+    ret = 1;
+  } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    ret = fail(s, rc, sql[id]);
+  }
+  done(q);
+  return ret;
+}
+
+static void bind_dev(sqlite3_stmt *q, int i, const uint8_t dev[32]) { sqlite3_bind_blob(q, i, dev, 32, SQLITE_STATIC); }
+static void bind_text(sqlite3_stmt *q, int i, const char *t) { sqlite3_bind_text(q, i, t, -1, SQLITE_STATIC); }
+
+/* The savepoint that makes one compound operation atomic. */
+static int op_begin(tern__rstore *s) { return run(s, Q_SP_BEGIN); }
+
+/* Ends the operation: releases the savepoint if rc >= 0, otherwise rolls
+ * it back first. If SQLite already rolled back the whole transaction (it
+ * may on SQLITE_FULL or an I/O error), the savepoint is gone and the
+ * failing statements change nothing. Returns rc, or the release's error. */
+static int op_end(tern__rstore *s, int rc) {
+  if (rc < 0) {
+    char keep[sizeof s->err];
+    memcpy(keep, s->err, sizeof keep);
+    if (!sqlite3_get_autocommit(s->db)) {
+      (void)run(s, Q_SP_ROLLBACK);
+      (void)run(s, Q_SP_RELEASE);
+    }
+    memcpy(s->err, keep, sizeof keep);
+    return rc;
+  }
+  int r = run(s, Q_SP_RELEASE);
+  return r < 0 ? r : rc;
+}
+
+static int exec(tern__rstore *s, const char *text, const char *what) {
+  int rc = sqlite3_exec(s->db, text, NULL, NULL, NULL);
+  return rc == SQLITE_OK ? 0 : fail(s, rc, what);
+}
+
+/* Brings the schema to SCHEMA_VERSION in one transaction: a crash during a
+ * migration leaves the old version. A store newer than this code is refused
+ * rather than misread. */
+static int migrate(tern__rstore *s) {
+  int rc = exec(s, "BEGIN IMMEDIATE", "begin migration");
+  if (rc < 0) return rc;
+  sqlite3_stmt *q = NULL;
+  int64_t version = -1;
+  int sr = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL);
+  if (sr == SQLITE_OK && (sr = sqlite3_step(q)) == SQLITE_ROW) version = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  if (version < 0) {
+    rc = fail(s, sr, "read user_version");
+  } else if (version > SCHEMA_VERSION) {
+    snprintf(s->err, sizeof s->err, "store schema version %lld is newer than this relay's (%d)",
+             (long long)version, SCHEMA_VERSION);
+    rc = TERN_ESTORE;
+  }
+  for (int64_t v = version; rc == 0 && v >= 0 && v < SCHEMA_VERSION; v++) {
+    char set[64];
+    snprintf(set, sizeof set, "PRAGMA user_version = %lld", (long long)(v + 1));
+    rc = exec(s, migrations[v], "migrate");
+    if (rc == 0) rc = exec(s, set, "set user_version");
+  }
+  if (rc == 0) return exec(s, "COMMIT", "commit migration");
+  (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+/* Sets the pragmas that the durability rules rest on. */
+static int configure(tern__rstore *s, const tern__rstore_config *cfg) {
+  int sync = cfg->synchronous == 0 ? 2 : cfg->synchronous;
+  if (sync < 1 || sync > 3) {
+    snprintf(s->err, sizeof s->err, "synchronous must be 1 (NORMAL) or 2 (FULL), not %d", cfg->synchronous);
+    return TERN_EINVAL;
+  }
+  int rc = sqlite3_busy_timeout(s->db, 5000);
+  if (rc != SQLITE_OK) return fail(s, rc, "busy_timeout");
+  sqlite3_stmt *q = NULL;
+  rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(q);
+  const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+  /* An in-memory database answers "memory"; a file must really be in WAL
+   * mode, or readers would block the relay's writes. */
+  int ok = mode && (!strcmp(mode, "wal") || !strcmp(mode, "memory"));
+  if (!ok && rc == SQLITE_ROW)
+    snprintf(s->err, sizeof s->err, "journal_mode is %s, not wal", mode ? mode : "(null)");
+  else if (!ok)
+    fail(s, rc, "journal_mode");
+  sqlite3_finalize(q);
+  if (!ok) return TERN_ESTORE;
+  char text[96];
+  snprintf(text, sizeof text, "PRAGMA synchronous = %d", sync);
+  rc = exec(s, text, "synchronous");
+  if (rc == 0 && cfg->max_pages) {
+    snprintf(text, sizeof text, "PRAGMA max_page_count = %lu", (unsigned long)cfg->max_pages);
+    rc = exec(s, text, "max_page_count");
+  }
+  return rc;
+}
+
+int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *err, size_t errcap) {
+  *out = NULL;
+  if (err && errcap) err[0] = 0;
+  if (!cfg || !cfg->path) return TERN_EINVAL;
+  tern__rstore *s = calloc(1, sizeof *s);
+  if (!s) return TERN_ENOMEM;
+  int rc = sqlite3_open_v2(cfg->path, &s->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    rc = s->db ? fail(s, rc, cfg->path) : TERN_ENOMEM;
+    goto fail_db;
+  }
+  sqlite3_extended_result_codes(s->db, 1);
+  rc = configure(s, cfg);
+  if (rc == 0) rc = migrate(s);
+  for (int i = 0; rc == 0 && i < Q_N; i++) {
+    int r = sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i], NULL);
+    if (r != SQLITE_OK) rc = fail(s, r, sql[i]);
+  }
+  if (rc == 0) {
+    *out = s;
+    return 0;
+  }
+fail_db:
+  if (err && errcap) snprintf(err, errcap, "%s", s->err);
+  tern__rstore_close(s);
+  return rc;
+}
+
+void tern__rstore_close(tern__rstore *s) {
+  if (!s) return;
+  for (int i = 0; i < Q_N; i++) sqlite3_finalize(s->q[i]);
+  /* Closing with a transaction open rolls it back: nothing uncommitted
+   * survives, as after a crash. */
+  sqlite3_close(s->db);
+  free(s);
+}
+
+const char *tern__rstore_errmsg(const tern__rstore *s) { return s->err; }
+
+int tern__rstore_begin(tern__rstore *s) {
+  if (!sqlite3_get_autocommit(s->db)) return TERN_EINVAL;
+  return run(s, Q_BEGIN);
+}
+
+int tern__rstore_commit(tern__rstore *s) {
+  if (sqlite3_get_autocommit(s->db)) {
+    snprintf(s->err, sizeof s->err, "commit without a transaction (rolled back by SQLite?)");
+    return TERN_ESTORE;
+  }
+  return run(s, Q_COMMIT);
+}
+
+void tern__rstore_rollback(tern__rstore *s) {
+  if (!sqlite3_get_autocommit(s->db)) (void)run(s, Q_ROLLBACK);
+}
+
+int tern__rstore_in_txn(const tern__rstore *s) { return !sqlite3_get_autocommit(s->db); }
+
+int tern__rstore_dedup_get(tern__rstore *s, const uint8_t dev[32], uint64_t cmid, uint64_t *seq,
+                           uint64_t *ts) {
+  sqlite3_stmt *q = s->q[Q_DEDUP_GET];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int64(q, 2, (int64_t)cmid);
+  int rc = sqlite3_step(q), ret = 0;
+  if (rc == SQLITE_ROW) {
+    *seq = (uint64_t)sqlite3_column_int64(q, 0);
+    *ts = (uint64_t)sqlite3_column_int64(q, 1);
+    ret = 1;
+  } else if (rc != SQLITE_DONE) {
+    ret = fail(s, rc, "dedup_get");
+  }
+  done(q);
+  return ret;
+}
+
+/* The steps of an append, inside its savepoint. */
+static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq, uint64_t *prev) {
+  sqlite3_stmt *q = s->q[Q_SEQ_NEXT];
+  bind_text(q, 1, to);
+  int rc = get_int(s, Q_SEQ_NEXT, seq);
+  if (rc <= 0) return rc < 0 ? rc : fail(s, SQLITE_ERROR, "no seq");
+
+  q = s->q[Q_CHAIN_GET];
+  bind_text(q, 1, to);
+  bind_text(q, 2, m->from);
+  *prev = 0;
+  if ((rc = get_int(s, Q_CHAIN_GET, prev)) < 0) return rc;
+
+  q = s->q[Q_CHAIN_PUT];
+  bind_text(q, 1, to);
+  bind_text(q, 2, m->from);
+  sqlite3_bind_int64(q, 3, (int64_t)*seq);
+  if ((rc = run(s, Q_CHAIN_PUT)) < 0) return rc;
+
+  q = s->q[Q_INBOX_PUT];
+  bind_text(q, 1, to);
+  sqlite3_bind_int64(q, 2, (int64_t)*seq);
+  sqlite3_bind_int64(q, 3, (int64_t)*prev);
+  sqlite3_bind_int64(q, 4, clamp(m->ts));
+  sqlite3_bind_int64(q, 5, (int64_t)m->cmid);
+  sqlite3_bind_int64(q, 6, (int64_t)m->flags);
+  bind_text(q, 7, m->from);
+  bind_dev(q, 8, m->sender_dev);
+  /* A NULL pointer would bind SQL NULL; an empty body is an empty blob. */
+  sqlite3_bind_blob64(q, 9, m->body_len ? (const void *)m->body : "", m->body_len, SQLITE_STATIC);
+  if ((rc = run(s, Q_INBOX_PUT)) < 0) return rc;
+
+  q = s->q[Q_DEDUP_PUT];
+  bind_dev(q, 1, m->sender_dev);
+  sqlite3_bind_int64(q, 2, (int64_t)m->cmid);
+  bind_text(q, 3, to);
+  sqlite3_bind_int64(q, 4, (int64_t)*seq);
+  sqlite3_bind_int64(q, 5, clamp(m->ts));
+  rc = sqlite3_step(q);
+  int ret = 0;
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    /* The caller skipped dedup_get: storing it twice is what dedup is for. */
+    snprintf(s->err, sizeof s->err, "(dev, cmid %llu) already stored", (unsigned long long)m->cmid);
+    ret = TERN_EEXIST;
+  } else if (rc != SQLITE_DONE) {
+    ret = fail(s, rc, "dedup_put");
+  }
+  done(q);
+  return ret;
+}
+
+int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
+                        uint64_t *prev_seq) {
+  if (!to || !m->from || !m->sender_dev || (m->body_len && !m->body)) return TERN_EINVAL;
+  uint64_t sq = 0, pv = 0;
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  rc = op_end(s, append(s, to, m, &sq, &pv));
+  if (rc == 0) {
+    *seq = sq;
+    *prev_seq = pv;
+  }
+  return rc;
+}
+
+int tern__rstore_fetch(tern__rstore *s, const char *user, uint64_t after, size_t limit,
+                       int (*cb)(void *ctx, const tern__rmsg *m), void *ctx) {
+  sqlite3_stmt *q = s->q[Q_FETCH];
+  bind_text(q, 1, user);
+  sqlite3_bind_int64(q, 2, clamp(after));
+  sqlite3_bind_int64(q, 3, limit > INT_MAX ? INT_MAX : (int64_t)limit);
+  int n = 0, rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    tern__rmsg m = {
+        .seq = (uint64_t)sqlite3_column_int64(q, 0),
+        .prev_seq = (uint64_t)sqlite3_column_int64(q, 1),
+        .ts = (uint64_t)sqlite3_column_int64(q, 2),
+        .cmid = (uint64_t)sqlite3_column_int64(q, 3),
+        .flags = (uint64_t)sqlite3_column_int64(q, 4),
+        .from = (const char *)sqlite3_column_text(q, 5),
+        .sender_dev = sqlite3_column_blob(q, 6),
+        .body = sqlite3_column_blob(q, 7),
+        .body_len = (size_t)sqlite3_column_bytes(q, 7),
+    };
+    if (!m.from || !m.sender_dev || sqlite3_column_bytes(q, 6) != 32) {
+      rc = SQLITE_CORRUPT;
+      break;
+    }
+    n++;
+    if (cb(ctx, &m)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  int ret = rc == SQLITE_DONE ? n : fail(s, rc, "fetch");
+  done(q);
+  return ret;
+}
+
+/* Looks up a device: 1 found (*user_matches, *cursor set), 0 unknown. */
+static int device_get(tern__rstore *s, const char *user, const uint8_t dev[32], int *user_matches,
+                      uint64_t *cursor) {
+  sqlite3_stmt *q = s->q[Q_DEV_GET];
+  bind_dev(q, 1, dev);
+  int rc = sqlite3_step(q), ret = 0;
+  if (rc == SQLITE_ROW) {
+    const char *owner = (const char *)sqlite3_column_text(q, 0);
+    *user_matches = owner && !strcmp(owner, user);
+    *cursor = (uint64_t)sqlite3_column_int64(q, 1);
+    ret = 1;
+  } else if (rc != SQLITE_DONE) {
+    ret = fail(s, rc, "device_get");
+  }
+  done(q);
+  return ret;
+}
+
+int tern__rstore_device(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t *cursor) {
+  sqlite3_stmt *q = s->q[Q_DEV_ADD];
+  bind_dev(q, 1, dev);
+  bind_text(q, 2, user);
+  int rc = run(s, Q_DEV_ADD);
+  if (rc < 0) return rc;
+  int mine = 0;
+  uint64_t c = 0;
+  rc = device_get(s, user, dev, &mine, &c);
+  if (rc < 0) return rc;
+  if (rc == 0) return fail(s, SQLITE_INTERNAL, "device vanished");
+  /* A device key belongs to one user; another user's key is a caller bug
+   * (or an attack) and must not move that user's cursor. */
+  if (!mine) return TERN_EINVAL;
+  *cursor = c;
+  return 0;
+}
+
+typedef void (*ack_cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq);
+
+/* Marks the undelivered messages of (lo, hi] delivered, calling cb for each. */
+static int deliver(tern__rstore *s, const char *user, uint64_t lo, uint64_t hi, ack_cb cb, void *ctx) {
+  sqlite3_stmt *q = s->q[Q_DELIVER];
+  bind_text(q, 1, user);
+  sqlite3_bind_int64(q, 2, (int64_t)lo);
+  sqlite3_bind_int64(q, 3, (int64_t)hi);
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const uint8_t *dev = sqlite3_column_blob(q, 0);
+    if (!dev || sqlite3_column_bytes(q, 0) != 32) {
+      rc = SQLITE_CORRUPT;
+      break;
+    }
+    if (cb) cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1), (uint64_t)sqlite3_column_int64(q, 2));
+  }
+  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "deliver");
+  done(q);
+  return ret;
+}
+
+static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
+               const uint64_t *sacks, size_t n, ack_cb cb, void *ctx) {
+  int mine = 0;
+  uint64_t cursor = 0, last = 0, low = 0;
+  int rc = device_get(s, user, dev, &mine, &cursor);
+  if (rc <= 0) return rc < 0 ? rc : TERN_ENOENT;
+  if (!mine) return TERN_EINVAL;
+  bind_text(s->q[Q_SEQ_LAST], 1, user);
+  if ((rc = get_int(s, Q_SEQ_LAST, &last)) < 0) return rc;
+  /* A device cannot have what was never stored; a cursor past the end of
+   * the inbox would let the trim below delete messages not yet sent. */
+  if (up_to > last) up_to = last;
+  if (up_to > cursor) {
+    if ((rc = deliver(s, user, cursor, up_to, cb, ctx)) < 0) return rc;
+    sqlite3_stmt *q = s->q[Q_DEV_SET];
+    bind_dev(q, 1, dev);
+    sqlite3_bind_int64(q, 2, (int64_t)up_to);
+    if ((rc = run(s, Q_DEV_SET)) < 0) return rc;
+    cursor = up_to;
+  }
+  for (size_t i = 0; i < n; i++) {
+    /* At or below the cursor is covered above; past the end is nothing. */
+    if (sacks[i] > cursor && sacks[i] <= last && (rc = deliver(s, user, sacks[i] - 1, sacks[i], cb, ctx)) < 0)
+      return rc;
+  }
+  bind_text(s->q[Q_DEV_MIN], 1, user);
+  if ((rc = get_int(s, Q_DEV_MIN, &low)) <= 0) return rc;
+  sqlite3_stmt *q = s->q[Q_TRIM];
+  bind_text(q, 1, user);
+  sqlite3_bind_int64(q, 2, (int64_t)low);
+  return run(s, Q_TRIM);
+}
+
+int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
+                     const uint64_t *sacks, size_t n, ack_cb cb, void *ctx) {
+  if (n && !sacks) return TERN_EINVAL;
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  return op_end(s, ack(s, user, dev, up_to, sacks, n, cb, ctx));
+}
+
+/* Nothing at or below the floor is stored, so it is one less than the
+ * lowest stored seq, or, with the inbox empty, the last seq assigned.
+ * Computed, not stored: it cannot drift from the inbox, and it never goes
+ * down, because appends only add seqs above every stored one. */
+int tern__rstore_floor(tern__rstore *s, const char *user, uint64_t *floor) {
+  uint64_t v = 0;
+  bind_text(s->q[Q_MIN_SEQ], 1, user);
+  int rc = get_int(s, Q_MIN_SEQ, &v);
+  if (rc < 0) return rc;
+  if (rc == 1) {
+    *floor = v - 1;
+    return 0;
+  }
+  v = 0;
+  bind_text(s->q[Q_SEQ_LAST], 1, user);
+  if ((rc = get_int(s, Q_SEQ_LAST, &v)) < 0) return rc;
+  *floor = v;
+  return 0;
+}
+
+int tern__rstore_notice_put(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid,
+                            int64_t code) {
+  sqlite3_stmt *q = s->q[Q_NOTICE_PUT];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int(q, 2, kind);
+  sqlite3_bind_int64(q, 3, (int64_t)cmid);
+  sqlite3_bind_int64(q, 4, code);
+  return run(s, Q_NOTICE_PUT);
+}
+
+int tern__rstore_notice_list(tern__rstore *s, const uint8_t dev[32],
+                             int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code), void *ctx) {
+  sqlite3_stmt *q = s->q[Q_NOTICE_LIST];
+  bind_dev(q, 1, dev);
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    if (cb(ctx, sqlite3_column_int(q, 0), (uint64_t)sqlite3_column_int64(q, 1), sqlite3_column_int64(q, 2))) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "notice_list");
+  done(q);
+  return ret;
+}
+
+int tern__rstore_notice_del(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid) {
+  sqlite3_stmt *q = s->q[Q_NOTICE_DEL];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int(q, 2, kind);
+  sqlite3_bind_int64(q, 3, (int64_t)cmid);
+  return run(s, Q_NOTICE_DEL);
+}
+
+static int expire(tern__rstore *s, uint64_t before_ts, void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid),
+                  void *ctx) {
+  sqlite3_stmt *q = s->q[Q_EXPIRE];
+  sqlite3_bind_int64(q, 1, clamp(before_ts));
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const uint8_t *dev = sqlite3_column_blob(q, 0);
+    if (!dev || sqlite3_column_bytes(q, 0) != 32) {
+      rc = SQLITE_CORRUPT;
+      break;
+    }
+    if (cb) cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1));
+  }
+  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "expire");
+  done(q);
+  if (ret < 0) return ret;
+  sqlite3_bind_int64(s->q[Q_EXPIRE_DEDUP], 1, clamp(before_ts));
+  return run(s, Q_EXPIRE_DEDUP);
+}
+
+int tern__rstore_expire(tern__rstore *s, uint64_t before_ts,
+                        void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid), void *ctx) {
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  return op_end(s, expire(s, before_ts, cb, ctx));
+}
+
+int tern__rstore_count(tern__rstore *s, uint64_t *messages) {
+  *messages = 0;
+  int rc = get_int(s, Q_COUNT, messages);
+  return rc < 0 ? rc : 0;
+}

@@ -1,0 +1,683 @@
+/* The relay store: inbox seqs, dedup, acks and trimming, notices, expiry,
+ * transactions, persistence, crashes, a full disk and schema migration. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rstore.h"
+#include "tmpdir.h"
+
+static char dir[4096];
+static char dbpath[4200];
+
+static void make_dir(void) {
+  cr_assert_eq(tern__test_mkdtemp(dir, sizeof dir), 0, "mkdtemp: %s", strerror(errno));
+  snprintf(dbpath, sizeof dbpath, "%s/relay.db", dir);
+}
+static void remove_dir(void) { cr_assert_eq(tern__test_rmtree(dir), 0, "rmtree %s: %s", dir, strerror(errno)); }
+
+TestSuite(rstore, .init = make_dir, .fini = remove_dir);
+
+static tern__rstore *open_at(const char *path, uint32_t max_pages) {
+  tern__rstore_config cfg = {.path = path, .synchronous = 2, .max_pages = max_pages};
+  tern__rstore *s = NULL;
+  char err[256];
+  int rc = tern__rstore_open(&s, &cfg, err, sizeof err);
+  cr_assert_eq(rc, 0, "open %s: %d %s", path, rc, err);
+  return s;
+}
+
+static tern__rstore *open_mem(void) { return open_at(":memory:", 0); }
+
+static const uint8_t *dev(int n) {
+  static uint8_t keys[16][32];
+  memset(keys[n], 0xa0 + n, 32);
+  return keys[n];
+}
+
+/* Appends a message from `from` (device n) with a body naming cmid. */
+static uint64_t put(tern__rstore *s, const char *to, const char *from, int n, uint64_t cmid, uint64_t ts,
+                    uint64_t *prev) {
+  char body[64];
+  int len = snprintf(body, sizeof body, "body %llu", (unsigned long long)cmid);
+  tern__rmsg m = {.ts = ts, .cmid = cmid, .flags = 7, .from = from, .sender_dev = dev(n),
+                  .body = (const uint8_t *)body, .body_len = (size_t)len};
+  uint64_t seq = 0, pv = 99;
+  int rc = tern__rstore_append(s, to, &m, &seq, &pv);
+  cr_assert_eq(rc, 0, "append: %d %s", rc, tern__rstore_errmsg(s));
+  if (prev) *prev = pv;
+  return seq;
+}
+
+static uint64_t count(tern__rstore *s) {
+  uint64_t n = 0;
+  cr_assert_eq(tern__rstore_count(s, &n), 0);
+  return n;
+}
+
+static uint64_t floor_of(tern__rstore *s, const char *user) {
+  uint64_t f = 12345;
+  cr_assert_eq(tern__rstore_floor(s, user, &f), 0);
+  return f;
+}
+
+/* What fetch handed over. */
+typedef struct seen {
+  uint64_t seq[64], prev[64], cmid[64];
+  size_t n, stop_after;
+} seen;
+
+static int on_msg(void *ctx, const tern__rmsg *m) {
+  seen *v = ctx;
+  char body[64];
+  int len = snprintf(body, sizeof body, "body %llu", (unsigned long long)m->cmid);
+  cr_assert_eq(m->body_len, (size_t)len);
+  cr_assert_eq(memcmp(m->body, body, (size_t)len), 0);
+  cr_assert_eq(m->flags, 7);
+  v->seq[v->n] = m->seq;
+  v->prev[v->n] = m->prev_seq;
+  v->cmid[v->n] = m->cmid;
+  v->n++;
+  return v->stop_after && v->n >= v->stop_after;
+}
+
+static seen fetch(tern__rstore *s, const char *user, uint64_t after, size_t limit) {
+  seen v = {0};
+  int rc = tern__rstore_fetch(s, user, after, limit, on_msg, &v);
+  cr_assert_eq(rc, (int)v.n, "fetch returned %d, visited %zu", rc, v.n);
+  return v;
+}
+
+/* The seqs ack reported as newly delivered. */
+typedef struct acked {
+  uint64_t seq[64], cmid[64];
+  size_t n;
+} acked;
+
+static void on_ack(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq) {
+  acked *a = ctx;
+  cr_assert_eq(memcmp(sender_dev, dev(1), 32), 0);
+  a->seq[a->n] = seq;
+  a->cmid[a->n] = cmid;
+  a->n++;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Acks and returns the newly delivered seqs, sorted. */
+static acked ack(tern__rstore *s, const char *user, int n, uint64_t up_to, const uint64_t *sacks, size_t ns) {
+  acked a = {0};
+  int rc = tern__rstore_ack(s, user, dev(n), up_to, sacks, ns, on_ack, &a);
+  cr_assert_eq(rc, 0, "ack: %d %s", rc, tern__rstore_errmsg(s));
+  qsort(a.seq, a.n, sizeof a.seq[0], cmp_u64);
+  return a;
+}
+
+static uint64_t device(tern__rstore *s, const char *user, int n) {
+  uint64_t c = 999;
+  cr_assert_eq(tern__rstore_device(s, user, dev(n), &c), 0);
+  return c;
+}
+
+Test(rstore, append_numbers_each_inbox_from_one) {
+  tern__rstore *s = open_mem();
+  cr_assert_eq(put(s, "alice", "carol", 1, 10, 1000, NULL), 1);
+  cr_assert_eq(put(s, "alice", "carol", 1, 11, 1000, NULL), 2);
+  cr_assert_eq(put(s, "bob", "carol", 1, 12, 1000, NULL), 1);
+  cr_assert_eq(put(s, "alice", "dave", 2, 10, 1000, NULL), 3);
+  cr_assert_eq(put(s, "bob", "dave", 2, 11, 1000, NULL), 2);
+  cr_assert_eq(count(s), 5);
+  tern__rstore_close(s);
+}
+
+Test(rstore, prev_seq_chains_per_sender_and_inbox) {
+  tern__rstore *s = open_mem();
+  uint64_t p;
+  cr_assert_eq(put(s, "alice", "carol", 1, 1, 1, &p), 1);
+  cr_assert_eq(p, 0);
+  cr_assert_eq(put(s, "alice", "dave", 2, 1, 1, &p), 2);
+  cr_assert_eq(p, 0);
+  cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, &p), 3);
+  cr_assert_eq(p, 1);
+  /* Another device of carol continues carol's chain in alice's inbox. */
+  cr_assert_eq(put(s, "alice", "carol", 3, 1, 1, &p), 4);
+  cr_assert_eq(p, 3);
+  /* Carol's chain in bob's inbox is separate. */
+  cr_assert_eq(put(s, "bob", "carol", 1, 3, 1, &p), 1);
+  cr_assert_eq(p, 0);
+  seen v = fetch(s, "alice", 0, 10);
+  cr_assert_eq(v.n, 4);
+  cr_assert_eq(v.prev[0], 0);
+  cr_assert_eq(v.prev[2], 1);
+  cr_assert_eq(v.prev[3], 3);
+  tern__rstore_close(s);
+}
+
+Test(rstore, dedup_finds_only_that_device_and_cmid) {
+  tern__rstore *s = open_mem();
+  put(s, "alice", "carol", 1, 10, 5000, NULL);
+  put(s, "bob", "carol", 1, 11, 6000, NULL);
+  uint64_t seq = 0, ts = 0;
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 11, &seq, &ts), 1);
+  cr_assert_eq(seq, 1);
+  cr_assert_eq(ts, 6000);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 12, &seq, &ts), 0);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(2), 10, &seq, &ts), 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, duplicate_append_is_refused_and_leaves_no_trace) {
+  tern__rstore *s = open_mem();
+  put(s, "alice", "carol", 1, 10, 1, NULL);
+  tern__rmsg m = {.cmid = 10, .from = "carol", .sender_dev = dev(1)};
+  uint64_t seq = 0, prev = 0;
+  cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), TERN_EEXIST);
+  cr_assert_eq(count(s), 1);
+  /* The refused append did not use up seq 2. */
+  cr_assert_eq(put(s, "alice", "carol", 1, 11, 1, &prev), 2);
+  cr_assert_eq(prev, 1);
+  tern__rstore_close(s);
+}
+
+Test(rstore, fetch_order_after_limit_and_early_stop) {
+  tern__rstore *s = open_mem();
+  for (uint64_t i = 1; i <= 6; i++) put(s, "alice", "carol", 1, 100 + i, 1, NULL);
+  put(s, "bob", "carol", 1, 200, 1, NULL);
+  seen v = fetch(s, "alice", 0, 100);
+  cr_assert_eq(v.n, 6);
+  for (size_t i = 0; i < 6; i++) {
+    cr_assert_eq(v.seq[i], i + 1);
+    cr_assert_eq(v.cmid[i], 101 + i);
+  }
+  v = fetch(s, "alice", 4, 100);
+  cr_assert_eq(v.n, 2);
+  cr_assert_eq(v.seq[0], 5);
+  v = fetch(s, "alice", 1, 3);
+  cr_assert_eq(v.n, 3);
+  cr_assert_eq(v.seq[2], 4);
+  v = (seen){.stop_after = 2};
+  cr_assert_eq(tern__rstore_fetch(s, "alice", 0, 100, on_msg, &v), 2);
+  cr_assert_eq(v.n, 2);
+  cr_assert_eq(fetch(s, "alice", 6, 10).n, 0);
+  cr_assert_eq(fetch(s, "nobody", 0, 10).n, 0);
+  cr_assert_eq(fetch(s, "alice", UINT64_MAX, 10).n, 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, device_registration_keeps_cursor) {
+  tern__rstore *s = open_mem();
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  put(s, "alice", "carol", 1, 2, 1, NULL);
+  cr_assert_eq(device(s, "alice", 5), 0);
+  ack(s, "alice", 5, 1, NULL, 0);
+  cr_assert_eq(device(s, "alice", 5), 1);
+  /* One key cannot be a device of two users. */
+  uint64_t c;
+  cr_assert_eq(tern__rstore_device(s, "bob", dev(5), &c), TERN_EINVAL);
+  cr_assert_eq(tern__rstore_ack(s, "bob", dev(5), 1, NULL, 0, on_ack, &(acked){0}), TERN_EINVAL);
+  cr_assert_eq(tern__rstore_ack(s, "alice", dev(6), 1, NULL, 0, on_ack, &(acked){0}), TERN_ENOENT);
+  tern__rstore_close(s);
+}
+
+Test(rstore, ack_reports_each_message_once) {
+  tern__rstore *s = open_mem();
+  for (uint64_t i = 1; i <= 6; i++) put(s, "alice", "carol", 1, 100 + i, 1, NULL);
+  device(s, "alice", 5);
+  device(s, "alice", 6);
+  uint64_t sacks[] = {4, 1, 4, 99};
+  acked a = ack(s, "alice", 5, 2, sacks, 4);
+  cr_assert_eq(a.n, 3);
+  cr_assert_eq(a.seq[0], 1);
+  cr_assert_eq(a.seq[1], 2);
+  cr_assert_eq(a.seq[2], 4);
+  /* The same ack again, and the other device acking them: nothing new. */
+  cr_assert_eq(ack(s, "alice", 5, 2, sacks, 4).n, 0);
+  cr_assert_eq(ack(s, "alice", 6, 2, sacks, 2).n, 0);
+  /* A cursor never goes back. */
+  cr_assert_eq(ack(s, "alice", 5, 1, NULL, 0).n, 0);
+  cr_assert_eq(device(s, "alice", 5), 2);
+  a = ack(s, "alice", 6, 5, NULL, 0);
+  cr_assert_eq(a.n, 2);
+  cr_assert_eq(a.seq[0], 3);
+  cr_assert_eq(a.seq[1], 5);
+  cr_assert_eq(a.cmid[0] + a.cmid[1], 103 + 105);
+  /* A cursor past the end stops at the last message stored. */
+  a = ack(s, "alice", 6, 1000, NULL, 0);
+  cr_assert_eq(a.n, 1);
+  cr_assert_eq(device(s, "alice", 6), 6);
+  tern__rstore_close(s);
+}
+
+typedef struct notes {
+  int kind[8];
+  uint64_t cmid[8];
+  int64_t code[8];
+  size_t n, stop_after;
+} notes;
+
+static int on_notice(void *ctx, int kind, uint64_t cmid, int64_t code) {
+  notes *v = ctx;
+  v->kind[v->n] = kind;
+  v->cmid[v->n] = cmid;
+  v->code[v->n] = code;
+  v->n++;
+  return v->stop_after && v->n >= v->stop_after;
+}
+
+/* The relay queues a receipt from inside the ack callback: a write while
+ * the ack's own statement is being stepped. */
+static void receipt_from_cb(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq) {
+  (void)seq;
+  cr_assert_eq(tern__rstore_notice_put(ctx, sender_dev, TERN__NOTICE_RECEIPT, cmid, 0), 0);
+}
+
+Test(rstore, ack_callback_may_write_notices) {
+  tern__rstore *s = open_mem();
+  for (uint64_t i = 1; i <= 3; i++) put(s, "alice", "carol", 1, 40 + i, 1, NULL);
+  device(s, "alice", 5);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_ack(s, "alice", dev(5), 3, NULL, 0, receipt_from_cb, s), 0);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  notes v = {0};
+  cr_assert_eq(tern__rstore_notice_list(s, dev(1), on_notice, &v), 0);
+  cr_assert_eq(v.n, 3);
+  cr_assert_eq(v.cmid[0], 41);
+  cr_assert_eq(v.cmid[2], 43);
+  cr_assert_eq(count(s), 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, messages_go_when_every_device_passed) {
+  tern__rstore *s = open_mem();
+  for (uint64_t i = 1; i <= 3; i++) put(s, "alice", "carol", 1, i, 1, NULL);
+  device(s, "alice", 5);
+  device(s, "alice", 6);
+  cr_assert_eq(floor_of(s, "alice"), 0);
+  ack(s, "alice", 5, 3, NULL, 0);
+  cr_assert_eq(count(s), 3);
+  cr_assert_eq(floor_of(s, "alice"), 0);
+  ack(s, "alice", 6, 2, NULL, 0);
+  cr_assert_eq(count(s), 1);
+  cr_assert_eq(floor_of(s, "alice"), 2);
+  cr_assert_eq(fetch(s, "alice", 0, 10).seq[0], 3);
+  ack(s, "alice", 6, 3, NULL, 0);
+  cr_assert_eq(count(s), 0);
+  cr_assert_eq(floor_of(s, "alice"), 3);
+  /* Numbering goes on after an emptied inbox, and the floor stays. */
+  cr_assert_eq(put(s, "alice", "carol", 1, 4, 1, NULL), 4);
+  cr_assert_eq(floor_of(s, "alice"), 3);
+  cr_assert_eq(floor_of(s, "nobody"), 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, late_device_keeps_the_rest) {
+  tern__rstore *s = open_mem();
+  for (uint64_t i = 1; i <= 3; i++) put(s, "alice", "carol", 1, i, 1, NULL);
+  device(s, "alice", 5);
+  ack(s, "alice", 5, 1, NULL, 0);
+  cr_assert_eq(floor_of(s, "alice"), 1);
+  cr_assert_eq(device(s, "alice", 6), 0);
+  ack(s, "alice", 5, 3, NULL, 0);
+  cr_assert_eq(count(s), 2);
+  seen v = fetch(s, "alice", 0, 10);
+  cr_assert_eq(v.n, 2);
+  cr_assert_eq(v.seq[0], 2);
+  cr_assert_eq(floor_of(s, "alice"), 1);
+  /* Already delivered (by device 5): no second receipt. */
+  cr_assert_eq(ack(s, "alice", 6, 3, NULL, 0).n, 0);
+  cr_assert_eq(count(s), 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, notices_put_list_del) {
+  tern__rstore *s = open_mem();
+  cr_assert_eq(tern__rstore_notice_put(s, dev(1), TERN__NOTICE_RECEIPT, 20, 0), 0);
+  cr_assert_eq(tern__rstore_notice_put(s, dev(1), TERN__NOTICE_RECEIPT, 20, 0), 0);
+  cr_assert_eq(tern__rstore_notice_put(s, dev(1), TERN__NOTICE_FAILED, 10, TERN_EEXPIRED), 0);
+  cr_assert_eq(tern__rstore_notice_put(s, dev(2), TERN__NOTICE_RECEIPT, 5, 0), 0);
+  notes v = {0};
+  cr_assert_eq(tern__rstore_notice_list(s, dev(1), on_notice, &v), 0);
+  cr_assert_eq(v.n, 2);
+  cr_assert_eq(v.kind[0], TERN__NOTICE_FAILED);
+  cr_assert_eq(v.cmid[0], 10);
+  cr_assert_eq(v.code[0], TERN_EEXPIRED);
+  cr_assert_eq(v.kind[1], TERN__NOTICE_RECEIPT);
+  cr_assert_eq(v.cmid[1], 20);
+  v = (notes){.stop_after = 1};
+  cr_assert_eq(tern__rstore_notice_list(s, dev(1), on_notice, &v), 0);
+  cr_assert_eq(v.n, 1);
+  cr_assert_eq(tern__rstore_notice_del(s, dev(1), TERN__NOTICE_FAILED, 10), 0);
+  cr_assert_eq(tern__rstore_notice_del(s, dev(1), TERN__NOTICE_FAILED, 10), 0);
+  /* Wrong kind: stays. */
+  cr_assert_eq(tern__rstore_notice_del(s, dev(1), TERN__NOTICE_FAILED, 20), 0);
+  v = (notes){0};
+  cr_assert_eq(tern__rstore_notice_list(s, dev(1), on_notice, &v), 0);
+  cr_assert_eq(v.n, 1);
+  cr_assert_eq(v.cmid[0], 20);
+  tern__rstore_close(s);
+}
+
+typedef struct expired {
+  uint64_t cmid[16];
+  size_t n;
+} expired;
+
+static void on_expire(void *ctx, const uint8_t sender_dev[32], uint64_t cmid) {
+  expired *e = ctx;
+  cr_assert_eq(memcmp(sender_dev, dev(1), 32), 0);
+  e->cmid[e->n++] = cmid;
+}
+
+Test(rstore, expire_removes_old_undelivered_only) {
+  tern__rstore *s = open_mem();
+  put(s, "alice", "carol", 1, 1, 100, NULL);  /* old, undelivered: expires */
+  put(s, "alice", "carol", 1, 2, 150, NULL);  /* old, delivered (sacked): stays */
+  put(s, "alice", "carol", 1, 3, 300, NULL);  /* new: stays */
+  put(s, "bob", "carol", 1, 4, 120, NULL);    /* old, other inbox: expires */
+  device(s, "alice", 5);
+  uint64_t sack = 2;
+  cr_assert_eq(ack(s, "alice", 5, 0, &sack, 1).n, 1);
+  expired e = {0};
+  cr_assert_eq(tern__rstore_expire(s, 250, on_expire, &e), 0);
+  qsort(e.cmid, e.n, sizeof e.cmid[0], cmp_u64);
+  cr_assert_eq(e.n, 2);
+  cr_assert_eq(e.cmid[0], 1);
+  cr_assert_eq(e.cmid[1], 4);
+  cr_assert_eq(count(s), 2);
+  seen v = fetch(s, "alice", 0, 10);
+  cr_assert_eq(v.seq[0], 2);
+  cr_assert_eq(v.seq[1], 3);
+  cr_assert_eq(floor_of(s, "alice"), 1);
+  cr_assert_eq(floor_of(s, "bob"), 1);
+  /* Dedup records older than the limit go too. */
+  uint64_t seq, ts;
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 2, &seq, &ts), 0);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 3, &seq, &ts), 1);
+  /* Nothing more to expire: no callback. */
+  e = (expired){0};
+  cr_assert_eq(tern__rstore_expire(s, 250, on_expire, &e), 0);
+  cr_assert_eq(e.n, 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, expiry_hole_above_the_floor) {
+  tern__rstore *s = open_mem();
+  put(s, "alice", "carol", 1, 1, 100, NULL);
+  put(s, "alice", "carol", 1, 2, 100, NULL);
+  put(s, "alice", "carol", 1, 3, 900, NULL);
+  device(s, "alice", 5);
+  uint64_t sack = 1;
+  ack(s, "alice", 5, 0, &sack, 1);
+  cr_assert_eq(tern__rstore_expire(s, 500, NULL, NULL), 0);
+  /* 1 is still stored, so the floor cannot pass it; 2 is a hole that
+   * fetch skips. */
+  cr_assert_eq(floor_of(s, "alice"), 0);
+  seen v = fetch(s, "alice", 0, 10);
+  cr_assert_eq(v.n, 2);
+  cr_assert_eq(v.seq[0], 1);
+  cr_assert_eq(v.seq[1], 3);
+  acked a = ack(s, "alice", 5, 3, NULL, 0);
+  cr_assert_eq(a.n, 1);
+  cr_assert_eq(a.seq[0], 3);
+  cr_assert_eq(floor_of(s, "alice"), 3);
+  tern__rstore_close(s);
+}
+
+Test(rstore, rollback_undoes_append_without_a_gap) {
+  tern__rstore *s = open_mem();
+  cr_assert_eq(tern__rstore_in_txn(s), 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_in_txn(s), 1);
+  cr_assert_eq(tern__rstore_begin(s), TERN_EINVAL);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
+  cr_assert_eq(put(s, "alice", "dave", 2, 3, 1, NULL), 3);
+  tern__rstore_rollback(s);
+  cr_assert_eq(tern__rstore_in_txn(s), 0);
+  tern__rstore_rollback(s); /* harmless without a transaction */
+  cr_assert_eq(count(s), 1);
+  uint64_t seq, ts, prev;
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 2, &seq, &ts), 0);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(2), 3, &seq, &ts), 0);
+  /* The next append takes seq 2 again, and carol's chain points at 1. */
+  cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, &prev), 2);
+  cr_assert_eq(prev, 1);
+  cr_assert_eq(put(s, "alice", "dave", 2, 3, 1, &prev), 3);
+  cr_assert_eq(prev, 0);
+  cr_assert_eq(tern__rstore_commit(s), TERN_ESTORE);
+  tern__rstore_close(s);
+}
+
+Test(rstore, file_store_is_in_wal_mode) {
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  sqlite3 *db = NULL;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  sqlite3_stmt *q = NULL;
+  cr_assert_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+  cr_assert_str_eq((const char *)sqlite3_column_text(q, 0), "wal");
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s-wal", dbpath);
+  cr_assert_eq(access(wal, F_OK), 0, "no %s", wal);
+  tern__rstore_close(s);
+}
+
+Test(rstore, everything_survives_close_and_reopen) {
+  tern__rstore *s = open_at(dbpath, 0);
+  for (uint64_t i = 1; i <= 4; i++) put(s, "alice", "carol", 1, i, 1000 + i, NULL);
+  device(s, "alice", 5);
+  ack(s, "alice", 5, 2, NULL, 0);
+  cr_assert_eq(tern__rstore_notice_put(s, dev(1), TERN__NOTICE_RECEIPT, 2, 0), 0);
+  tern__rstore_close(s);
+
+  s = open_at(dbpath, 0);
+  cr_assert_eq(count(s), 2);
+  cr_assert_eq(floor_of(s, "alice"), 2);
+  cr_assert_eq(device(s, "alice", 5), 2);
+  seen v = fetch(s, "alice", 0, 10);
+  cr_assert_eq(v.n, 2);
+  cr_assert_eq(v.seq[0], 3);
+  cr_assert_eq(v.prev[0], 2);
+  uint64_t seq, ts, prev;
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 4, &seq, &ts), 1);
+  cr_assert_eq(seq, 4);
+  cr_assert_eq(ts, 1004);
+  notes nv = {0};
+  cr_assert_eq(tern__rstore_notice_list(s, dev(1), on_notice, &nv), 0);
+  cr_assert_eq(nv.n, 1);
+  cr_assert_eq(put(s, "alice", "carol", 1, 5, 1, &prev), 5);
+  cr_assert_eq(prev, 4);
+  tern__rstore_close(s);
+}
+
+/* A relay killed in the middle of a transaction: what it committed is
+ * there, and nothing of the open transaction, even though the transaction
+ * was big enough for SQLite to spill pages into the WAL before commit. */
+Test(rstore, sigkill_before_commit_loses_only_the_open_transaction) {
+  int pipefd[2];
+  cr_assert_eq(pipe(pipefd), 0);
+  pid_t pid = fork();
+  cr_assert_neq(pid, -1);
+  if (pid == 0) {
+    tern__rstore_config cfg = {.path = dbpath, .synchronous = 2};
+    tern__rstore *s = NULL;
+    static uint8_t big[8192];
+    tern__rmsg m = {.ts = 1, .from = "carol", .sender_dev = dev(1), .body = big, .body_len = sizeof big};
+    uint64_t seq, prev;
+    int ok = tern__rstore_open(&s, &cfg, NULL, 0) == 0 && tern__rstore_begin(s) == 0;
+    for (m.cmid = 1; ok && m.cmid <= 3; m.cmid++) ok = tern__rstore_append(s, "alice", &m, &seq, &prev) == 0;
+    ok = ok && tern__rstore_commit(s) == 0 && tern__rstore_begin(s) == 0;
+    for (; ok && m.cmid <= 500; m.cmid++) ok = tern__rstore_append(s, "alice", &m, &seq, &prev) == 0;
+    char c = ok ? 'k' : 'f';
+    if (write(pipefd[1], &c, 1) != 1) _exit(2);
+    for (;;) pause();
+  }
+  close(pipefd[1]);
+  char c = 0;
+  cr_assert_eq(read(pipefd[0], &c, 1), 1);
+  close(pipefd[0]);
+  cr_assert_eq(c, 'k', "the child failed to write");
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s-wal", dbpath);
+  FILE *f = fopen(wal, "rb");
+  cr_assert_not_null(f);
+  fseek(f, 0, SEEK_END);
+  long wal_size = ftell(f);
+  fclose(f);
+  cr_assert_gt(wal_size, 3 * 8192 * 2, "the open transaction did not spill (WAL %ld bytes)", wal_size);
+  cr_assert_eq(kill(pid, SIGKILL), 0);
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+  tern__rstore *s = open_at(dbpath, 0);
+  cr_assert_eq(count(s), 3);
+  uint64_t seq, ts;
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 3, &seq, &ts), 1);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 4, &seq, &ts), 0);
+  tern__rmsg m = {.cmid = 4, .from = "carol", .sender_dev = dev(1)};
+  uint64_t prev;
+  cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0);
+  cr_assert_eq(seq, 4);
+  cr_assert_eq(prev, 3);
+  tern__rstore_close(s);
+}
+
+/* For the disk-full test: bodies of 2000 bytes, each byte cmid & 0xff. */
+static int on_full(void *ctx, const tern__rmsg *m) {
+  seen *v = ctx;
+  cr_assert_eq(m->body_len, 2000);
+  for (size_t i = 0; i < m->body_len; i++) cr_assert_eq(m->body[i], m->cmid & 0xff);
+  cr_assert_eq(m->seq, m->cmid);
+  v->n++;
+  return 0;
+}
+
+Test(rstore, disk_full_refuses_new_and_keeps_old) {
+  tern__rstore *s = open_at(dbpath, 48);
+  static uint8_t body[2000];
+  uint64_t stored = 0, seq, prev, ts;
+  int rc = 0;
+  for (uint64_t cmid = 1; cmid < 10000; cmid++) {
+    memset(body, (int)(cmid & 0xff), sizeof body);
+    tern__rmsg m = {.ts = cmid, .cmid = cmid, .from = "carol", .sender_dev = dev(1), .body = body,
+                    .body_len = sizeof body};
+    cr_assert_eq(tern__rstore_begin(s), 0);
+    rc = tern__rstore_append(s, "alice", &m, &seq, &prev);
+    if (rc == 0) rc = tern__rstore_commit(s);
+    if (rc < 0) {
+      tern__rstore_rollback(s);
+      break;
+    }
+    stored = cmid;
+  }
+  cr_assert_eq(rc, TERN_ESTORE, "never full: %d", rc);
+  cr_assert_not_null(strstr(tern__rstore_errmsg(s), "full"), "message: %s", tern__rstore_errmsg(s));
+  cr_assert_gt(stored, 10);
+  cr_assert_eq(tern__rstore_in_txn(s), 0);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), stored + 1, &seq, &ts), 0);
+
+  /* Still full for the next one, still readable. */
+  tern__rmsg m = {.cmid = stored + 1, .from = "carol", .sender_dev = dev(1), .body = body, .body_len = sizeof body};
+  cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), TERN_ESTORE);
+  uint64_t n = 0;
+  cr_assert_eq(tern__rstore_count(s, &n), 0);
+  cr_assert_eq(n, stored);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), stored, &seq, &ts), 1);
+  cr_assert_eq(seq, stored);
+  seen v = {0};
+  cr_assert_eq(tern__rstore_fetch(s, "alice", 0, 10000, on_full, &v), (int)stored);
+
+  /* Acks still work on a full disk, and what they delete makes room. */
+  cr_assert_eq(device(s, "alice", 5), 0);
+  cr_assert_eq(ack(s, "alice", 5, stored / 2, NULL, 0).n, stored / 2);
+  cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0, "%s", tern__rstore_errmsg(s));
+  cr_assert_eq(seq, stored + 1);
+  tern__rstore_close(s);
+
+  /* With room again, every stored message is intact and numbering goes on. */
+  s = open_at(dbpath, 0);
+  cr_assert_eq(count(s), stored - stored / 2 + 1);
+  v = (seen){0};
+  cr_assert_eq(tern__rstore_fetch(s, "alice", 0, 10000, on_full, &v), (int)(stored - stored / 2 + 1));
+  m.cmid++;
+  cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0);
+  cr_assert_eq(seq, stored + 2);
+  tern__rstore_close(s);
+}
+
+static int64_t user_version(const char *path) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return v;
+}
+
+static void set_user_version(const char *path, int v) {
+  sqlite3 *db = NULL;
+  char text[64];
+  snprintf(text, sizeof text, "PRAGMA user_version = %d", v);
+  cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, text, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+Test(rstore, migrates_v0_and_opens_v1) {
+  /* v0: an existing, empty database file (as sqlite3 leaves it). */
+  set_user_version(dbpath, 0);
+  cr_assert_eq(user_version(dbpath), 0);
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  tern__rstore_close(s);
+  cr_assert_eq(user_version(dbpath), 1);
+  /* v1: opened as it is, data kept. */
+  s = open_at(dbpath, 0);
+  cr_assert_eq(count(s), 1);
+  cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
+  tern__rstore_close(s);
+  cr_assert_eq(user_version(dbpath), 1);
+}
+
+Test(rstore, refuses_a_newer_schema) {
+  tern__rstore *s = open_at(dbpath, 0);
+  tern__rstore_close(s);
+  set_user_version(dbpath, 2);
+  tern__rstore_config cfg = {.path = dbpath};
+  char err[256];
+  cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
+  cr_assert_null(s);
+  cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
+  cr_assert_eq(user_version(dbpath), 2);
+}
+
+Test(rstore, refuses_bad_config) {
+  tern__rstore *s = NULL;
+  tern__rstore_config cfg = {.path = ":memory:", .synchronous = 7};
+  cr_assert_eq(tern__rstore_open(&s, &cfg, NULL, 0), TERN_EINVAL);
+  cr_assert_null(s);
+  char notdir[4300];
+  snprintf(notdir, sizeof notdir, "%s/missing/relay.db", dir);
+  cfg = (tern__rstore_config){.path = notdir};
+  char err[256];
+  cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
+  cr_assert_neq(err[0], 0);
+}

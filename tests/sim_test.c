@@ -1,0 +1,606 @@
+/*
+ * Deterministic simulation of reliable messaging: the relay core and several
+ * client cores, each on its own store, exchange frames over a seeded
+ * simulated network on a virtual clock, with loss, duplication, reordering,
+ * delay, partitions, and crashes of clients and relay (stores survive,
+ * memory does not). After each run the network heals and the run must
+ * settle; then the invariants are checked:
+ *
+ *   - every message accepted by send() was server-acked (SENT) or FAILED;
+ *   - every server-acked message reached its recipient's app exactly once,
+ *     and messages from one sender to one recipient arrived in send order;
+ *   - no DELIVERED receipt came before the recipient's app had the message,
+ *     and every delivered message got its receipt.
+ *
+ * Environment knobs:
+ *   TERN_SIM_SEEDS=N   seeds to run (default 2000; 100000 by hand)
+ *   TERN_SIM_SEED=S    run only seed S, with a trace of the run
+ *   TERN_SIM_FIRST=S   first seed (default 1)
+ * A failing seed prints the command that replays it.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ccore.h"
+#include "cstore.h"
+#include "frame.h"
+#include "rcore.h"
+#include "rstore.h"
+
+#define MAX_CLIENTS 4
+#define MAX_MSGS 64          /* per client per run */
+#define WALL_EPOCH 1700000000000ull
+
+/* ---- random ------------------------------------------------------------- */
+
+typedef struct rng {
+  uint64_t s;
+} rng;
+
+static uint64_t rnd(rng *r) {
+  r->s ^= r->s >> 12;
+  r->s ^= r->s << 25;
+  r->s ^= r->s >> 27;
+  return r->s * 2685821657736338717ull;
+}
+
+static double rnd01(rng *r) { return (double)(rnd(r) >> 11) / 9007199254740992.0; }
+
+static uint64_t rnd_range(rng *r, uint64_t lo, uint64_t hi) {
+  return lo + (hi > lo ? rnd(r) % (hi - lo + 1) : 0);
+}
+
+/* ---- the network ---------------------------------------------------------- */
+
+typedef struct packet {
+  struct packet *next;
+  uint64_t at;          /* arrival time */
+  uint64_t conn;        /* session it belongs to */
+  int to_relay;         /* direction */
+  int client;           /* which client's session */
+  size_t len;
+  uint8_t data[];
+} packet;
+
+typedef struct params {
+  double loss;          /* per packet, each way */
+  double dup;           /* probability a packet arrives twice */
+  uint64_t delay_ms;    /* one-way base delay */
+  uint64_t jitter_ms;   /* uniform extra delay: reorders packets */
+  double client_crash_per_s;
+  double relay_crash_per_s;
+  double partition_per_s;
+  double link_drop_per_s; /* a session dies without anyone noticing at once */
+  int clients;
+  int msgs;             /* per client */
+  uint64_t send_window_ms;
+} params;
+
+/* ---- nodes ---------------------------------------------------------------- */
+
+typedef struct sent_rec {
+  uint64_t cmid;
+  int to;
+  int k;                /* index of the message from this sender to `to` */
+  int acked, failed, delivered_event;
+} sent_rec;
+
+typedef struct client {
+  int id;
+  char name[16];
+  uint8_t dev[32];
+  tern__cstore *store;  /* survives crashes */
+  tern__ccore *core;    /* lost in a crash */
+  uint64_t conn;        /* current session id, 0 if none */
+  uint64_t reconnect_at;
+  uint64_t partition_until;
+  /* The app: what it sent and what it received (the app's own database,
+   * which survives its crashes). */
+  sent_rec sent[MAX_MSGS];
+  int nsent;
+  int next_k[MAX_CLIENTS];
+  uint64_t next_send_at;
+  int received_k[MAX_CLIENTS][MAX_MSGS * 2]; /* ks received from each sender, in order */
+  int nreceived[MAX_CLIENTS];
+} client;
+
+typedef struct sim {
+  uint64_t seed;
+  rng r;
+  params p;
+  uint64_t now;
+  int trace;
+  tern__rstore *rstore;
+  tern__rcore *rcore;
+  tern__rcore_config rcfg;
+  client c[MAX_CLIENTS];
+  packet *inflight;     /* sorted by arrival time */
+  uint64_t next_conn;
+  uint64_t stale[64];   /* relay-side sessions whose client is gone */
+  uint64_t stale_close_at[64];
+  int nstale;
+  int fault_drop_outbox;
+  char failure[512];
+  /* counters for the report */
+  uint64_t crashes_client, crashes_relay, packets, dropped;
+} sim;
+
+#define TRACE(s, ...)                                                          \
+  do {                                                                         \
+    if ((s)->trace) {                                                          \
+      fprintf(stderr, "[%8" PRIu64 "] ", (s)->now);                           \
+      fprintf(stderr, __VA_ARGS__);                                            \
+      fputc('\n', stderr);                                                     \
+    }                                                                          \
+  } while (0)
+
+static int fail(sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(sim *s, const char *fmt, ...) {
+  if (s->failure[0]) return 1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->failure, sizeof(s->failure), fmt, ap);
+  va_end(ap);
+  return 1;
+}
+
+static void net_send(sim *s, int client_id, uint64_t conn, int to_relay, const uint8_t *data,
+                     size_t len) {
+  s->packets++;
+  client *cl = &s->c[client_id];
+  int copies = 1 + (rnd01(&s->r) < s->p.dup);
+  for (int i = 0; i < copies; i++) {
+    if (rnd01(&s->r) < s->p.loss || s->now < cl->partition_until) {
+      s->dropped++;
+      continue;
+    }
+    packet *pk = malloc(sizeof(*pk) + len);
+    pk->at = s->now + s->p.delay_ms + rnd_range(&s->r, 0, s->p.jitter_ms);
+    pk->conn = conn;
+    pk->to_relay = to_relay;
+    pk->client = client_id;
+    pk->len = len;
+    memcpy(pk->data, data, len);
+    packet **pp = &s->inflight;
+    while (*pp && (*pp)->at <= pk->at) pp = &(*pp)->next;
+    pk->next = *pp;
+    *pp = pk;
+  }
+}
+
+static void drain_relay(sim *s) {
+  tern__rcore_out o;
+  while (tern__rcore_next(s->rcore, &o) == 1) {
+    for (int i = 0; i < s->p.clients; i++)
+      if (s->c[i].conn == o.conn) net_send(s, i, o.conn, 0, o.data, o.len);
+    /* Outputs for stale sessions go nowhere: their client has moved on. */
+  }
+}
+
+static void drain_client(sim *s, client *cl) {
+  tern__ccore_out o;
+  while (tern__ccore_next_output(cl->core, &o) == 1)
+    if (cl->conn) net_send(s, cl->id, cl->conn, 1, o.data, o.len);
+}
+
+static int name_to_id(sim *s, const char *name) {
+  for (int i = 0; i < s->p.clients; i++)
+    if (strcmp(s->c[i].name, name) == 0) return i;
+  return -1;
+}
+
+/* The app takes every event and keeps its own record. */
+static void app_take(sim *s, client *cl) {
+  tern_event ev;
+  while (tern__ccore_next_event(cl->core, &ev, s->now) == 1) {
+    if (ev.type == TERN_EV_MESSAGE) {
+      int from = name_to_id(s, ev.user), to = -1, k = -1;
+      char buf[64];
+      snprintf(buf, sizeof(buf), "%.*s", (int)ev.body_len, (const char *)ev.body);
+      if (from < 0 || sscanf(buf, "m %*d %d %d", &to, &k) != 2 || to != cl->id) {
+        fail(s, "client %d got a message it was never sent: from '%s' body '%s'", cl->id, ev.user,
+             buf);
+        continue;
+      }
+      TRACE(s, "app %d recv from %d k=%d seq=%" PRIu64, cl->id, from, k, ev.seq);
+      int n = cl->nreceived[from];
+      for (int i = 0; i < n; i++)
+        if (cl->received_k[from][i] == k)
+          fail(s, "client %d got message %d from %d twice (seq %" PRIu64 ")", cl->id, k, from, ev.seq);
+      if (n > 0 && cl->received_k[from][n - 1] > k)
+        fail(s, "client %d got message %d from %d after %d: out of order", cl->id, k, from,
+             cl->received_k[from][n - 1]);
+      if (n < MAX_MSGS * 2) cl->received_k[from][cl->nreceived[from]++] = k;
+    } else if (ev.type == TERN_EV_SENT || ev.type == TERN_EV_FAILED ||
+               ev.type == TERN_EV_DELIVERED) {
+      sent_rec *r = NULL;
+      for (int i = 0; i < cl->nsent; i++)
+        if (cl->sent[i].cmid == ev.cmid) r = &cl->sent[i];
+      if (!r) {
+        fail(s, "client %d: event %d for unknown cmid %" PRIu64, cl->id, ev.type, ev.cmid);
+        continue;
+      }
+      if (ev.type == TERN_EV_SENT) r->acked++;
+      if (ev.type == TERN_EV_FAILED) r->failed++;
+      if (ev.type == TERN_EV_DELIVERED) {
+        r->delivered_event++;
+        /* A receipt only for what the recipient's app has. */
+        client *to = &s->c[r->to];
+        int have = 0;
+        for (int i = 0; i < to->nreceived[cl->id]; i++)
+          if (to->received_k[cl->id][i] == r->k) have = 1;
+        if (!have)
+          fail(s, "receipt for message %d from %d to %d before its recipient had it", r->k,
+               cl->id, r->to);
+      }
+      TRACE(s, "app %d event %d cmid %" PRIu64, cl->id, ev.type, ev.cmid);
+    }
+  }
+}
+
+/* ---- sessions, crashes ------------------------------------------------------ */
+
+static void end_session(sim *s, client *cl, int relay_knows) {
+  if (!cl->conn) return;
+  TRACE(s, "client %d session %" PRIu64 " ends", cl->id, cl->conn);
+  if (relay_knows) {
+    tern__rcore_close(s->rcore, cl->conn);
+  } else if (s->nstale < 64) {
+    /* The relay notices only when ENet times the peer out. */
+    s->stale[s->nstale] = cl->conn;
+    s->stale_close_at[s->nstale++] = s->now + rnd_range(&s->r, 0, 10000);
+  } else {
+    tern__rcore_close(s->rcore, cl->conn);
+  }
+  if (cl->core) tern__ccore_offline(cl->core);
+  cl->conn = 0;
+  cl->reconnect_at = s->now + rnd_range(&s->r, 100, 3000);
+}
+
+static void try_connect(sim *s, client *cl) {
+  cl->reconnect_at = 0;
+  /* The handshake needs both of its packets to get through. */
+  if (s->now < cl->partition_until || rnd01(&s->r) < s->p.loss || rnd01(&s->r) < s->p.loss) {
+    cl->reconnect_at = s->now + rnd_range(&s->r, 500, 5000);
+    return;
+  }
+  uint64_t conn = ++s->next_conn;
+  if (tern__rcore_open(s->rcore, conn, cl->name, cl->dev, s->now) != 0) {
+    cl->reconnect_at = s->now + 1000;
+    return;
+  }
+  cl->conn = conn;
+  TRACE(s, "client %d session %" PRIu64 " opens", cl->id, conn);
+  tern__ccore_online(cl->core, cl->name, s->now);
+  drain_client(s, cl);
+}
+
+static void new_client_core(sim *s, client *cl) {
+  tern__ccore_config cfg;
+  tern__ccore_config_default(&cfg);
+  cr_assert_eq(tern__ccore_new(&cl->core, cl->store, &cfg), 0);
+  (void)s;
+}
+
+static int clear_outbox(void *ctx, const tern__outmsg *m) {
+  uint64_t *ids = ctx;
+  if (ids[0] < 255) ids[++ids[0]] = m->cmid;
+  return 0;
+}
+
+static void crash_client(sim *s, client *cl) {
+  s->crashes_client++;
+  TRACE(s, "client %d crashes", cl->id);
+  end_session(s, cl, 0);
+  tern__ccore_free(cl->core);
+  cl->core = NULL;
+  if (s->fault_drop_outbox) {
+    uint64_t ids[256] = {0};
+    tern__cstore_outbox_load(cl->store, clear_outbox, ids);
+    for (uint64_t i = 1; i <= ids[0]; i++) tern__cstore_outbox_del(cl->store, ids[i], 0);
+  }
+  new_client_core(s, cl);
+  cl->reconnect_at = s->now + rnd_range(&s->r, 100, 2000);
+}
+
+static void new_relay_core(sim *s) {
+  cr_assert_eq(tern__rcore_new(&s->rcore, s->rstore, &s->rcfg), 0);
+}
+
+static void crash_relay(sim *s) {
+  s->crashes_relay++;
+  TRACE(s, "relay crashes");
+  tern__rcore_free(s->rcore);
+  tern__rstore_rollback(s->rstore); /* what was not committed is gone */
+  for (int i = 0; i < s->p.clients; i++) {
+    client *cl = &s->c[i];
+    if (!cl->conn) continue;
+    /* Clients notice a dead relay after a while (ENet or dead-link timer). */
+    cl->conn = 0;
+    tern__ccore_offline(cl->core);
+    cl->reconnect_at = s->now + rnd_range(&s->r, 1000, 8000);
+  }
+  s->nstale = 0;
+  /* Packets in flight to the relay are for sessions it no longer has. */
+  new_relay_core(s);
+}
+
+/* ---- one run ---------------------------------------------------------------- */
+
+static void pick_params(rng *r, params *p) {
+  p->loss = rnd01(r) * 0.30;
+  p->dup = rnd01(r) < 0.5 ? rnd01(r) * 0.10 : 0;
+  p->delay_ms = rnd_range(r, 1, 150);
+  p->jitter_ms = rnd01(r) < 0.5 ? rnd_range(r, 0, 100) : 0;
+  p->client_crash_per_s = rnd01(r) < 0.5 ? rnd01(r) * 0.05 : 0;
+  p->relay_crash_per_s = rnd01(r) < 0.5 ? rnd01(r) * 0.03 : 0;
+  p->partition_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.03 : 0;
+  p->link_drop_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.03 : 0;
+  p->clients = (int)rnd_range(r, 2, MAX_CLIENTS);
+  p->msgs = (int)rnd_range(r, 5, 24);
+  p->send_window_ms = rnd_range(r, 1000, 40000);
+}
+
+static void setup(sim *s, uint64_t seed, int fault) {
+  memset(s, 0, sizeof(*s));
+  s->seed = seed;
+  s->r.s = seed * 0x9E3779B97F4A7C15ull + 1;
+  pick_params(&s->r, &s->p);
+  char err[128];
+  tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
+  cr_assert_eq(tern__rstore_open(&s->rstore, &sc, err, sizeof(err)), 0, "%s", err);
+  tern__rcore_config_default(&s->rcfg);
+  s->rcfg.fault_skip_dedup = fault == 1;
+  s->rcfg.fault_ack_before_commit = fault == 2;
+  s->fault_drop_outbox = fault == 3;
+  if (fault == 2) s->p.relay_crash_per_s = 0.05 + s->p.relay_crash_per_s;
+  if (fault == 3) s->p.client_crash_per_s = 0.05 + s->p.client_crash_per_s;
+  new_relay_core(s);
+  for (int i = 0; i < s->p.clients; i++) {
+    client *cl = &s->c[i];
+    cl->id = i;
+    snprintf(cl->name, sizeof(cl->name), "u%d", i);
+    for (int b = 0; b < 32; b++) cl->dev[b] = (uint8_t)(i * 31 + b + 1);
+    cr_assert_eq(tern__cstore_open(&cl->store, ":memory:", 1, err, sizeof(err)), 0, "%s", err);
+    new_client_core(s, cl);
+    cl->reconnect_at = rnd_range(&s->r, 0, 2000);
+    cl->next_send_at = rnd_range(&s->r, 0, s->p.send_window_ms);
+  }
+}
+
+static void teardown(sim *s) {
+  for (int i = 0; i < s->p.clients; i++) {
+    tern__ccore_free(s->c[i].core);
+    tern__cstore_close(s->c[i].store);
+  }
+  tern__rcore_free(s->rcore);
+  tern__rstore_close(s->rstore);
+  while (s->inflight) {
+    packet *n = s->inflight->next;
+    free(s->inflight);
+    s->inflight = n;
+  }
+}
+
+static void app_send(sim *s, client *cl) {
+  int to;
+  do to = (int)rnd_range(&s->r, 0, (uint64_t)s->p.clients - 1);
+  while (to == cl->id);
+  char body[64];
+  int k = cl->next_k[to];
+  snprintf(body, sizeof(body), "m %d %d %d", cl->id, to, k);
+  char toname[16];
+  snprintf(toname, sizeof(toname), "u%d", to);
+  uint64_t cmid;
+  int rc = tern__ccore_send(cl->core, toname, body, strlen(body), 0, s->now, WALL_EPOCH + s->now,
+                            &cmid);
+  if (rc != 0) {
+    fail(s, "send failed: %d", rc);
+    return;
+  }
+  cl->next_k[to]++;
+  sent_rec *r = &cl->sent[cl->nsent++];
+  memset(r, 0, sizeof(*r));
+  r->cmid = cmid;
+  r->to = to;
+  r->k = k;
+  TRACE(s, "app %d sends k=%d to %d cmid %" PRIu64, cl->id, k, to, cmid);
+  drain_client(s, cl);
+}
+
+/* Everything done: all sent, all acked or failed, all delivered, all
+ * receipts in. */
+static int settled(sim *s) {
+  for (int i = 0; i < s->p.clients; i++) {
+    client *cl = &s->c[i];
+    if (cl->nsent < s->p.msgs) return 0;
+    if (tern__ccore_outbox_size(cl->core)) return 0;
+    for (int j = 0; j < cl->nsent; j++) {
+      sent_rec *r = &cl->sent[j];
+      if (r->failed) continue;
+      if (!r->acked || !r->delivered_event) return 0;
+    }
+  }
+  return 1;
+}
+
+static void step(sim *s, int chaos) {
+  /* Network: packets due now. */
+  while (s->inflight && s->inflight->at <= s->now) {
+    packet *pk = s->inflight;
+    s->inflight = pk->next;
+    if (pk->to_relay) {
+      tern__rcore_input(s->rcore, pk->conn, pk->data, pk->len, s->now, WALL_EPOCH + s->now);
+    } else {
+      client *cl = &s->c[pk->client];
+      if (cl->conn == pk->conn) tern__ccore_input(cl->core, pk->data, pk->len, s->now);
+    }
+    free(pk);
+  }
+  /* Relay: timers, then outputs released before the commit (only with the
+   * ack-before-commit fault), a chance to crash, the commit, the rest. */
+  for (int i = 0; i < s->nstale; i++) {
+    if (s->now < s->stale_close_at[i]) continue;
+    tern__rcore_close(s->rcore, s->stale[i]);
+    s->stale[i] = s->stale[--s->nstale];
+    s->stale_close_at[i] = s->stale_close_at[s->nstale];
+    i--;
+  }
+  tern__rcore_tick(s->rcore, s->now, WALL_EPOCH + s->now);
+  drain_relay(s);
+  if (chaos && rnd01(&s->r) < s->p.relay_crash_per_s / 20.0) {
+    crash_relay(s);
+  } else {
+    tern__rcore_commit(s->rcore, s->now);
+    drain_relay(s);
+  }
+  /* Clients. */
+  for (int i = 0; i < s->p.clients; i++) {
+    client *cl = &s->c[i];
+    if (chaos && rnd01(&s->r) < s->p.client_crash_per_s / 20.0) crash_client(s, cl);
+    if (chaos && rnd01(&s->r) < s->p.partition_per_s / 20.0) {
+      cl->partition_until = s->now + rnd_range(&s->r, 1000, 20000);
+      TRACE(s, "client %d partitioned until %" PRIu64, i, cl->partition_until);
+    }
+    if (chaos && cl->conn && rnd01(&s->r) < s->p.link_drop_per_s / 20.0)
+      end_session(s, cl, rnd01(&s->r) < 0.5);
+    if (!cl->conn && cl->reconnect_at && s->now >= cl->reconnect_at) try_connect(s, cl);
+    if (cl->conn && tern__ccore_tick(cl->core, s->now)) end_session(s, cl, 0); /* dead link */
+    if (cl->nsent < s->p.msgs && s->now >= cl->next_send_at) {
+      app_send(s, cl);
+      cl->next_send_at = s->now + rnd_range(&s->r, 0, 2 * s->p.send_window_ms / (uint64_t)s->p.msgs);
+    }
+    app_take(s, cl);
+    drain_client(s, cl);
+  }
+}
+
+/* Advances to the next moment anything can happen (at most 50 ms, so the
+ * per-step crash and partition chances stay per-time). */
+static uint64_t next_time(sim *s) {
+  uint64_t t = s->now + 50;
+  if (s->inflight && s->inflight->at < t) t = s->inflight->at;
+  int rt = tern__rcore_timeout(s->rcore, s->now);
+  if (rt >= 0 && s->now + (uint64_t)rt < t) t = s->now + (uint64_t)rt;
+  for (int i = 0; i < s->p.clients; i++) {
+    client *cl = &s->c[i];
+    int ct = cl->conn ? tern__ccore_timeout(cl->core, s->now) : -1;
+    if (ct >= 0 && s->now + (uint64_t)ct < t) t = s->now + (uint64_t)ct;
+    if (!cl->conn && cl->reconnect_at && cl->reconnect_at < t) t = cl->reconnect_at;
+    if (cl->nsent < s->p.msgs && cl->next_send_at < t) t = cl->next_send_at;
+  }
+  return t > s->now ? t : s->now + 1;
+}
+
+static int check(sim *s) {
+  if (s->failure[0]) return 1;
+  for (int i = 0; i < s->p.clients; i++) {
+    client *cl = &s->c[i];
+    for (int j = 0; j < cl->nsent; j++) {
+      sent_rec *r = &cl->sent[j];
+      if (!r->acked && !r->failed)
+        return fail(s, "message %d from %d to %d was accepted by send but never SENT or FAILED",
+                    r->k, i, r->to);
+      if (r->acked > 1) return fail(s, "message %d from %d: SENT %d times", r->k, i, r->acked);
+      if (r->failed) return fail(s, "message %d from %d to %d FAILED (nothing here should fail)", r->k, i, r->to);
+      if (r->delivered_event != 1)
+        return fail(s, "message %d from %d to %d: %d DELIVERED receipts", r->k, i, r->to,
+                    r->delivered_event);
+    }
+    /* Every acked message arrived exactly once and in order. */
+    for (int from = 0; from < s->p.clients; from++) {
+      int expect = s->c[from].next_k[i];
+      if (cl->nreceived[from] != expect)
+        return fail(s, "client %d received %d messages from %d, %d were sent", i,
+                    cl->nreceived[from], from, expect);
+      for (int k = 0; k < expect; k++)
+        if (cl->received_k[from][k] != k)
+          return fail(s, "client %d: message %d from %d is at position %d", i,
+                      cl->received_k[from][k], from, k);
+    }
+  }
+  return 0;
+}
+
+/* Runs one seed; returns 0 if every invariant held. */
+static int run_seed(uint64_t seed, int fault, int trace, char *why, size_t whycap) {
+  sim *s = calloc(1, sizeof(*s));
+  setup(s, seed, fault);
+  s->trace = trace;
+  if (trace)
+    fprintf(stderr,
+            "seed %" PRIu64 ": clients %d msgs %d loss %.3f dup %.3f delay %" PRIu64
+            " jitter %" PRIu64 " crash c %.3f r %.3f part %.3f drop %.3f\n",
+            seed, s->p.clients, s->p.msgs, s->p.loss, s->p.dup, s->p.delay_ms, s->p.jitter_ms,
+            s->p.client_crash_per_s, s->p.relay_crash_per_s, s->p.partition_per_s,
+            s->p.link_drop_per_s);
+  /* Chaos while the apps send, then a healed network until settled. */
+  uint64_t chaos_end = s->p.send_window_ms + 20000, limit = chaos_end + 600000;
+  while (!s->failure[0] && s->now < limit) {
+    int chaos = s->now < chaos_end;
+    if (!chaos) {
+      s->p.loss = s->p.dup = 0;
+      for (int i = 0; i < s->p.clients; i++) s->c[i].partition_until = 0;
+      if (settled(s)) break;
+    }
+    step(s, chaos);
+    s->now = next_time(s);
+  }
+  int bad = check(s);
+  if (bad) snprintf(why, whycap, "%s", s->failure);
+  teardown(s);
+  free(s);
+  return bad;
+}
+
+static uint64_t env_u64(const char *name, uint64_t dflt) {
+  const char *v = getenv(name);
+  return v && *v ? strtoull(v, NULL, 10) : dflt;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+Test(sim, invariants_hold_across_seeds, .timeout = 1200) {
+  uint64_t one = env_u64("TERN_SIM_SEED", 0);
+  uint64_t first = one ? one : env_u64("TERN_SIM_FIRST", 1);
+  uint64_t count = one ? 1 : env_u64("TERN_SIM_SEEDS", 2000);
+  double t0 = now_s();
+  for (uint64_t seed = first; seed < first + count; seed++) {
+    char why[512] = "";
+    if (run_seed(seed, 0, one != 0, why, sizeof(why)))
+      cr_fatal("seed %" PRIu64 " broke an invariant: %s\n  replay: TERN_SIM_SEED=%" PRIu64
+               " %s/tests/sim_test --filter 'sim/invariants*'",
+               seed, why, seed, TERN_TEST_BINDIR);
+  }
+  fprintf(stderr, "sim: %" PRIu64 " seeds from %" PRIu64 " passed in %.1f s\n", count, first,
+          now_s() - t0);
+}
+
+/* The checker must catch real bugs: with each deliberate fault, some seed
+ * fails. */
+static void expect_caught(int fault, const char *name) {
+  uint64_t count = env_u64("TERN_SIM_FAULT_SEEDS", 300);
+  for (uint64_t seed = 1; seed <= count; seed++) {
+    char why[512] = "";
+    if (run_seed(seed, fault, 0, why, sizeof(why))) {
+      fprintf(stderr, "sim: fault '%s' caught by seed %" PRIu64 ": %s\n", name, seed, why);
+      return;
+    }
+  }
+  cr_fail("fault '%s' went unnoticed over %" PRIu64 " seeds", name, count);
+}
+
+Test(sim, catches_skipped_dedup, .timeout = 600) { expect_caught(1, "skip the dedup"); }
+Test(sim, catches_ack_before_commit, .timeout = 600) { expect_caught(2, "ack before commit"); }
+Test(sim, catches_outbox_dropped_on_crash, .timeout = 600) {
+  expect_caught(3, "drop the outbox on crash");
+}
