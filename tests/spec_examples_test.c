@@ -65,7 +65,9 @@ Test(spec, packet_and_frame_types) {
   cr_assert_eq(TERN__FR_PING, 0x21);
   cr_assert_eq(TERN__MSGF_EPHEMERAL, 1);
   cr_assert_eq(TERN__SEQLIST_MAX, 256);
-  /* NOTICE_ACK kinds (wire.md 6.9). */
+  /* NOTICE_ACK kinds (wire.md 6.9), and the store's notice kinds match. */
+  cr_assert_eq(TERN__KIND_RECEIPT, 1);
+  cr_assert_eq(TERN__KIND_FAILED, 2);
   cr_assert_eq(TERN__NOTICE_RECEIPT, 1);
   cr_assert_eq(TERN__NOTICE_FAILED, 2);
 }
@@ -445,7 +447,7 @@ Test(spec, receipt_floor_and_notice_ack_frames) {
   ASSERT_WBUF(w, FLOOR_FRAME, "FLOOR frame");
 
   tern__wbuf_init(&w, buf, sizeof buf);
-  tern__fr_notice_ack_write(&w, TERN__NOTICE_RECEIPT, EX_CMID);
+  tern__fr_notice_ack_write(&w, TERN__KIND_RECEIPT, EX_CMID);
   ASSERT_WBUF(w, NOTICE_ACK_FRAME, "NOTICE_ACK frame");
 
   tern__rbuf body[2];
@@ -458,7 +460,7 @@ Test(spec, receipt_floor_and_notice_ack_frames) {
   cr_assert_eq(v, 100);
   cr_assert_eq(one_frame(NOTICE_ACK_FRAME, sizeof NOTICE_ACK_FRAME, body), TERN__FR_NOTICE_ACK);
   cr_assert_eq(tern__fr_notice_ack_read(&body[0], &kind, &v), 0);
-  cr_assert_eq(kind, TERN__NOTICE_RECEIPT);
+  cr_assert_eq(kind, TERN__KIND_RECEIPT);
   cr_assert_eq(v, EX_CMID);
 }
 
