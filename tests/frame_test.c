@@ -15,7 +15,6 @@
 
 #include "frame.h"
 #include "link.h"
-#include "rstore.h" /* TERN__NOTICE_* kinds, as NOTICE_ACK carries them */
 #include "tern/tern.h"
 
 /* An exact-size heap copy of p[0..n); never NULL, even for n == 0. */
@@ -800,7 +799,7 @@ static size_t make_samples(sample *s) {
   tern__fr_u64_write(&w, TERN__FR_FLOOR, 129);
   END();
   BEGIN(TERN__FR_NOTICE_ACK);
-  tern__fr_notice_ack_write(&w, TERN__NOTICE_FAILED, 1ull << 50);
+  tern__fr_notice_ack_write(&w, TERN__KIND_FAILED, 1ull << 50);
   END();
   BEGIN(TERN__FR_CLOSE);
   tern__fr_close_write(&w, 1ull << 35);

@@ -1,5 +1,6 @@
 /*
- * The worked examples of spec/wire.md and spec/handshake.md, byte for byte.
+ * The worked examples of spec/wire.md and spec/handshake.md, byte for byte,
+ * and the constants and defaults spec/messages.md quotes.
  * Every hex dump in spec/ is asserted here: if the code changes the wire,
  * this test fails until the spec (and this file) say what the code now does.
  * The constants the spec quotes (packet types, channels, disconnect codes,
@@ -14,7 +15,9 @@
 
 #include "frame.h"
 #include "link.h"
+#include "rcore.h"
 #include "replay.h"
+#include "rstore.h"
 #include "session.h"
 #include "tern/tern.h"
 
@@ -50,8 +53,39 @@ Test(spec, packet_and_frame_types) {
   cr_assert_eq(TERN__FR_WELCOME, 0x02);
   cr_assert_eq(TERN__FR_MSG, 0x10);
   cr_assert_eq(TERN__FR_DELIVER, 0x11);
-  cr_assert_eq(TERN__FR_SEND_FAILED, 0x12);
+  cr_assert_eq(TERN__FR_FAILED, 0x12);
+  cr_assert_eq(TERN__FR_SERVER_ACK, 0x13);
+  cr_assert_eq(TERN__FR_DELIVERY_ACK, 0x14);
+  cr_assert_eq(TERN__FR_RECEIPT, 0x15);
+  cr_assert_eq(TERN__FR_NOTICE_ACK, 0x16);
+  cr_assert_eq(TERN__FR_SYNC, 0x17);
+  cr_assert_eq(TERN__FR_FLOOR, 0x18);
+  cr_assert_eq(TERN__FR_BUSY, 0x19);
   cr_assert_eq(TERN__FR_CLOSE, 0x20);
+  cr_assert_eq(TERN__FR_PING, 0x21);
+  cr_assert_eq(TERN__MSGF_EPHEMERAL, 1);
+  cr_assert_eq(TERN__SEQLIST_MAX, 256);
+  /* NOTICE_ACK kinds (wire.md 6.9), and the store's notice kinds match. */
+  cr_assert_eq(TERN__KIND_RECEIPT, 1);
+  cr_assert_eq(TERN__KIND_FAILED, 2);
+  cr_assert_eq(TERN__NOTICE_RECEIPT, 1);
+  cr_assert_eq(TERN__NOTICE_FAILED, 2);
+}
+
+/* spec/messages.md, "Timers": the relay core's defaults. */
+Test(spec, relay_core_defaults) {
+  tern__rcore_config cfg;
+  memset(&cfg, 0xab, sizeof cfg);
+  tern__rcore_config_default(&cfg);
+  cr_assert_eq(cfg.resend_ms, 3000);
+  cr_assert_eq(cfg.deliver_window, 256);
+  cr_assert_eq(cfg.expire_every_ms, 60000);
+  cr_assert_eq(cfg.retention_ms, 30ull * 24 * 3600 * 1000);
+  cr_assert_eq(cfg.busy_ms, 2000);
+  cr_assert_eq(cfg.max_message_size, 65536);
+  cr_assert_null(cfg.user_exists);
+  cr_assert_eq(cfg.fault_skip_dedup, 0);
+  cr_assert_eq(cfg.fault_ack_before_commit, 0);
 }
 
 Test(spec, sizes_and_limits) {
@@ -97,10 +131,11 @@ Test(spec, error_code_table) {
     "TERN_ETOOBIG",  "TERN_EIO",       "TERN_ETIMEDOUT", "TERN_ECLOSED",     "TERN_EAGAIN",
     "TERN_EEXIST",   "TERN_ENOENT",    "TERN_EKEYFILE",  "TERN_EOFFLINE",    "TERN_EVERSION",
     "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
+    "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-25), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-28), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */
@@ -165,11 +200,42 @@ static const uint8_t WELCOME_FRAME[] = {0x02, 0x0e, 0x00, 0x05, 0x61, 0x6c, 0x69
 static const uint8_t WELCOME_REFUSED[] = {0x02, 0x14, 0x07, 0x00, 0x80, 0xd0, 0x95, 0xff,
                                           0xbc, 0x31, 0x0b, 0x6e, 0x6f, 0x74, 0x20, 0x61,
                                           0x6c, 0x6c, 0x6f, 0x77, 0x65, 0x64};
-static const uint8_t MSG_FRAME[] = {0x10, 0x08, 0x01, 0x03, 0x62, 0x6f, 0x62, 0x00, 0x68, 0x69};
-static const uint8_t DELIVER_FRAME[] = {0x11, 0x09, 0x05, 0x61, 0x6c, 0x69,
-                                        0x63, 0x65, 0x00, 0x68, 0x69};
-static const uint8_t SEND_FAILED_FRAME[] = {0x12, 0x02, 0x01, 0x12};
+/* The cmid of the examples: the second id of a client store created at
+ * Unix ms 1700000000000 (ids start at ms << 16), after the first. */
+#define EX_CMID0 (1700000000000ull << 16)
+#define EX_CMID (EX_CMID0 + 1)
+#define EX_TS 1700000000123ull
+static const uint8_t MSG_FRAME[] = {0x10, 0x19, 0x81, 0x80, 0x80, 0xc0, 0xd6, 0xfc, 0xf3,
+                                    0xc5, 0x01, 0x03, 0x62, 0x6f, 0x62, 0x00, 0x80, 0x80,
+                                    0x80, 0xc0, 0xd6, 0xfc, 0xf3, 0xc5, 0x01, 0x68, 0x69};
+static const uint8_t DELIVER_FRAME[] = {0x11, 0x11, 0x2a, 0x28, 0x05, 0x61, 0x6c,
+                                        0x69, 0x63, 0x65, 0xfb, 0xd0, 0x95, 0xff,
+                                        0xbc, 0x31, 0x00, 0x68, 0x69};
+static const uint8_t DELIVER_EPHEMERAL[] = {0x11, 0x10, 0x00, 0x00, 0x05, 0x61,
+                                            0x6c, 0x69, 0x63, 0x65, 0xfb, 0xd0,
+                                            0x95, 0xff, 0xbc, 0x31, 0x01, 0x74};
+static const uint8_t FAILED_FRAME[] = {0x12, 0x0a, 0x81, 0x80, 0x80, 0xc0,
+                                       0xd6, 0xfc, 0xf3, 0xc5, 0x01, 0x1a};
+static const uint8_t SERVER_ACK_FRAME[] = {0x13, 0x10, 0x81, 0x80, 0x80, 0xc0, 0xd6, 0xfc, 0xf3,
+                                           0xc5, 0x01, 0x2a, 0xfb, 0xd0, 0x95, 0xff, 0xbc, 0x31};
+static const uint8_t DELIVERY_ACK_FRAME[] = {0x14, 0x04, 0x28, 0x02, 0x2a, 0x2c};
+static const uint8_t RECEIPT_FRAME[] = {0x15, 0x09, 0x81, 0x80, 0x80, 0xc0,
+                                        0xd6, 0xfc, 0xf3, 0xc5, 0x01};
+static const uint8_t NOTICE_ACK_FRAME[] = {0x16, 0x0a, 0x01, 0x81, 0x80, 0x80,
+                                           0xc0, 0xd6, 0xfc, 0xf3, 0xc5, 0x01};
+static const uint8_t SYNC_FRAME[] = {0x17, 0x03, 0x28, 0x01, 0x2a};
+static const uint8_t SYNC_EMPTY[] = {0x17, 0x02, 0x00, 0x00};
+static const uint8_t FLOOR_FRAME[] = {0x18, 0x01, 0x64};
+static const uint8_t BUSY_FRAME[] = {0x19, 0x0a, 0x81, 0x80, 0x80, 0xc0,
+                                     0xd6, 0xfc, 0xf3, 0xc5, 0x01, 0x19};
 static const uint8_t CLOSE_FRAME[] = {0x20, 0x01, 0x18};
+static const uint8_t PING_FRAME[] = {0x21, 0x00};
+
+/* The 10-byte plaintext of the DATA examples (wire.md 4.2, handshake.md):
+ * fixed bytes. They were the MSG example before MSG gained prev_cmid; read
+ * as a frame now they are a MSG with cmid 1, to bob, flags 0, prev_cmid
+ * 104 and body "i", but the examples only need known bytes. */
+static const uint8_t DATA_PLAINTEXT[] = {0x10, 0x08, 0x01, 0x03, 0x62, 0x6f, 0x62, 0x00, 0x68, 0x69};
 
 /* Splits a buffer holding exactly one frame; returns its type and body. */
 static uint8_t one_frame(const uint8_t *p, size_t n, tern__rbuf *body) {
@@ -227,48 +293,195 @@ Test(spec, msg_and_deliver_frames) {
   uint8_t buf[64];
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof buf);
-  tern__fr_msg m = {.cmid = 1, .peer = S("bob"), .flags = 0, .body = S("hi")};
+  tern__fr_msg m = {.cmid = EX_CMID, .prev_cmid = EX_CMID0, .peer = S("bob"), .flags = 0,
+                    .body = S("hi"), .seq = 7 /* not on the wire */};
   tern__fr_msg_write(&w, TERN__FR_MSG, &m);
   ASSERT_WBUF(w, MSG_FRAME, "MSG frame");
 
   tern__wbuf_init(&w, buf, sizeof buf);
-  tern__fr_msg d = {.cmid = 99 /* not on the wire */, .peer = S("alice"), .flags = 0,
-                    .body = S("hi")};
+  tern__fr_msg d = {.seq = 42, .prev_seq = 40, .peer = S("alice"), .ts = EX_TS, .flags = 0,
+                    .body = S("hi"), .cmid = 99 /* not on the wire */};
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
   ASSERT_WBUF(w, DELIVER_FRAME, "DELIVER frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_msg e = {.peer = S("alice"), .ts = EX_TS, .flags = TERN__MSGF_EPHEMERAL,
+                    .body = S("t")};
+  tern__fr_msg_write(&w, TERN__FR_DELIVER, &e);
+  ASSERT_WBUF(w, DELIVER_EPHEMERAL, "ephemeral DELIVER frame");
 
   tern__rbuf body[2];
   tern__fr_msg got;
   cr_assert_eq(one_frame(MSG_FRAME, sizeof MSG_FRAME, body), TERN__FR_MSG);
   cr_assert_eq(tern__fr_msg_read(&body[0], TERN__FR_MSG, &got), 0);
-  cr_assert_eq(got.cmid, 1);
+  cr_assert_eq(got.cmid, 111411200000000001ull);
+  cr_assert_eq(got.prev_cmid, 111411200000000000ull);
   cr_assert_eq(got.peer_len, 3);
+  cr_assert_eq(memcmp(got.peer, "bob", 3), 0);
+  cr_assert_eq(got.flags, 0);
   cr_assert_eq(got.body_len, 2);
   cr_assert_eq(memcmp(got.body, "hi", 2), 0);
+  cr_assert_eq(got.seq, 0);
+
   cr_assert_eq(one_frame(DELIVER_FRAME, sizeof DELIVER_FRAME, body), TERN__FR_DELIVER);
   cr_assert_eq(tern__fr_msg_read(&body[0], TERN__FR_DELIVER, &got), 0);
   cr_assert_eq(got.cmid, 0);
+  cr_assert_eq(got.seq, 42);
+  cr_assert_eq(got.prev_seq, 40);
   cr_assert_eq(got.peer_len, 5);
+  cr_assert_eq(memcmp(got.peer, "alice", 5), 0);
+  cr_assert_eq(got.ts, 1700000000123ull);
+  cr_assert_eq(got.flags, 0);
+  cr_assert_eq(got.body_len, 2);
   cr_assert_eq(memcmp(got.body, "hi", 2), 0);
+
+  cr_assert_eq(one_frame(DELIVER_EPHEMERAL, sizeof DELIVER_EPHEMERAL, body), TERN__FR_DELIVER);
+  cr_assert_eq(tern__fr_msg_read(&body[0], TERN__FR_DELIVER, &got), 0);
+  cr_assert_eq(got.seq, 0);
+  cr_assert_eq(got.prev_seq, 0);
+  cr_assert_eq(got.flags, TERN__MSGF_EPHEMERAL);
+  cr_assert_eq(got.body_len, 1);
 }
 
-Test(spec, send_failed_and_close_frames) {
+Test(spec, failed_and_busy_frames) {
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_failed f = {.cmid = EX_CMID, .error = (uint64_t)-TERN_EEXPIRED};
+  tern__fr_failed_write(&w, TERN__FR_FAILED, &f);
+  ASSERT_WBUF(w, FAILED_FRAME, "FAILED frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_failed b = {.cmid = EX_CMID, .error = (uint64_t)-TERN_ESTORE};
+  tern__fr_failed_write(&w, TERN__FR_BUSY, &b);
+  ASSERT_WBUF(w, BUSY_FRAME, "BUSY frame");
+
+  tern__rbuf body[2];
+  tern__fr_failed got;
+  cr_assert_eq(one_frame(FAILED_FRAME, sizeof FAILED_FRAME, body), TERN__FR_FAILED);
+  cr_assert_eq(tern__fr_failed_read(&body[0], &got), 0);
+  cr_assert_eq(got.cmid, EX_CMID);
+  cr_assert_eq(got.error, 26);
+  cr_assert_eq(-(int)got.error, TERN_EEXPIRED);
+  cr_assert_eq(one_frame(BUSY_FRAME, sizeof BUSY_FRAME, body), TERN__FR_BUSY);
+  cr_assert_eq(tern__fr_failed_read(&body[0], &got), 0);
+  cr_assert_eq(got.cmid, EX_CMID);
+  cr_assert_eq(-(int)got.error, TERN_ESTORE);
+}
+
+Test(spec, server_ack_frame) {
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_sack a = {.cmid = EX_CMID, .seq = 42, .ts = EX_TS};
+  tern__fr_sack_write(&w, &a);
+  ASSERT_WBUF(w, SERVER_ACK_FRAME, "SERVER_ACK frame");
+
+  tern__rbuf body[2];
+  tern__fr_sack got;
+  cr_assert_eq(one_frame(SERVER_ACK_FRAME, sizeof SERVER_ACK_FRAME, body), TERN__FR_SERVER_ACK);
+  cr_assert_eq(tern__fr_sack_read(&body[0], &got), 0);
+  cr_assert_eq(got.cmid, EX_CMID);
+  cr_assert_eq(got.seq, 42);
+  cr_assert_eq(got.ts, EX_TS);
+}
+
+Test(spec, delivery_ack_and_sync_frames) {
+  uint8_t buf[32];
+  tern__wbuf w;
+  static tern__fr_seqlist l, got;
+  memset(&l, 0, sizeof l);
+  l.last = 40;
+  l.n = 2;
+  l.seqs[0] = 42;
+  l.seqs[1] = 44;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_seqlist_write(&w, TERN__FR_DELIVERY_ACK, &l);
+  ASSERT_WBUF(w, DELIVERY_ACK_FRAME, "DELIVERY_ACK frame");
+
+  l.n = 1;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_seqlist_write(&w, TERN__FR_SYNC, &l);
+  ASSERT_WBUF(w, SYNC_FRAME, "SYNC frame");
+
+  l.last = 0;
+  l.n = 0;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_seqlist_write(&w, TERN__FR_SYNC, &l);
+  ASSERT_WBUF(w, SYNC_EMPTY, "SYNC of a new device");
+
+  tern__rbuf body[2];
+  cr_assert_eq(one_frame(DELIVERY_ACK_FRAME, sizeof DELIVERY_ACK_FRAME, body),
+               TERN__FR_DELIVERY_ACK);
+  cr_assert_eq(tern__fr_seqlist_read(&body[0], &got), 0);
+  cr_assert_eq(got.last, 40);
+  cr_assert_eq(got.n, 2);
+  cr_assert_eq(got.seqs[0], 42);
+  cr_assert_eq(got.seqs[1], 44);
+  cr_assert_eq(one_frame(SYNC_FRAME, sizeof SYNC_FRAME, body), TERN__FR_SYNC);
+  cr_assert_eq(tern__fr_seqlist_read(&body[0], &got), 0);
+  cr_assert_eq(got.last, 40);
+  cr_assert_eq(got.n, 1);
+  cr_assert_eq(got.seqs[0], 42);
+
+  /* wire.md 6.7: seqs must increase above last. 40 | 2 | 44 42 is refused,
+   * and so is 40 | 1 | 40. */
+  static const uint8_t bad1[] = {0x28, 0x02, 0x2c, 0x2a};
+  static const uint8_t bad2[] = {0x28, 0x01, 0x28};
+  tern__rbuf r;
+  tern__rbuf_init(&r, bad1, sizeof bad1);
+  cr_assert_eq(tern__fr_seqlist_read(&r, &got), TERN_EPROTO);
+  tern__rbuf_init(&r, bad2, sizeof bad2);
+  cr_assert_eq(tern__fr_seqlist_read(&r, &got), TERN_EPROTO);
+}
+
+Test(spec, receipt_floor_and_notice_ack_frames) {
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_u64_write(&w, TERN__FR_RECEIPT, EX_CMID);
+  ASSERT_WBUF(w, RECEIPT_FRAME, "RECEIPT frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_u64_write(&w, TERN__FR_FLOOR, 100);
+  ASSERT_WBUF(w, FLOOR_FRAME, "FLOOR frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_notice_ack_write(&w, TERN__KIND_RECEIPT, EX_CMID);
+  ASSERT_WBUF(w, NOTICE_ACK_FRAME, "NOTICE_ACK frame");
+
+  tern__rbuf body[2];
+  uint64_t v = 0, kind = 0;
+  cr_assert_eq(one_frame(RECEIPT_FRAME, sizeof RECEIPT_FRAME, body), TERN__FR_RECEIPT);
+  cr_assert_eq(tern__fr_u64_read(&body[0], &v), 0);
+  cr_assert_eq(v, EX_CMID);
+  cr_assert_eq(one_frame(FLOOR_FRAME, sizeof FLOOR_FRAME, body), TERN__FR_FLOOR);
+  cr_assert_eq(tern__fr_u64_read(&body[0], &v), 0);
+  cr_assert_eq(v, 100);
+  cr_assert_eq(one_frame(NOTICE_ACK_FRAME, sizeof NOTICE_ACK_FRAME, body), TERN__FR_NOTICE_ACK);
+  cr_assert_eq(tern__fr_notice_ack_read(&body[0], &kind, &v), 0);
+  cr_assert_eq(kind, TERN__KIND_RECEIPT);
+  cr_assert_eq(v, EX_CMID);
+}
+
+Test(spec, close_and_ping_frames) {
   uint8_t buf[16];
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof buf);
-  tern__fr_failed f = {.cmid = 1, .error = (uint64_t)-TERN_EOFFLINE};
-  tern__fr_failed_write(&w, &f);
-  ASSERT_WBUF(w, SEND_FAILED_FRAME, "SEND_FAILED frame");
-
-  tern__wbuf_init(&w, buf, sizeof buf);
   tern__fr_close_write(&w, (uint64_t)-TERN_ESHUTDOWN);
   ASSERT_WBUF(w, CLOSE_FRAME, "CLOSE frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
+  ASSERT_WBUF(w, PING_FRAME, "PING frame");
 
   tern__rbuf body[2];
   uint64_t reason = 0;
   cr_assert_eq(one_frame(CLOSE_FRAME, sizeof CLOSE_FRAME, body), TERN__FR_CLOSE);
   cr_assert_eq(tern__fr_close_read(&body[0], &reason), 0);
   cr_assert_eq(-(int)reason, TERN_ESHUTDOWN);
+  cr_assert_eq(one_frame(PING_FRAME, sizeof PING_FRAME, body), TERN__FR_PING);
+  cr_assert_eq(body[0].len, 0);
 }
 
 /* spec/wire.md, "Frames": an unknown type is skipped whole; the frames
@@ -304,6 +517,21 @@ static const uint8_t DATA_PACKET[] = {
   0xe3, 0x7b, 0x06, 0xe7, 0x54, 0x20, 0xca, 0x5d, 0xf1, 0x30, 0x33,
 };
 
+/* wire.md 4.2: what the DATA examples' plaintext reads as. */
+Test(spec, data_plaintext_reads_as_a_msg) {
+  tern__rbuf body[2];
+  tern__fr_msg got;
+  cr_assert_eq(one_frame(DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, body), TERN__FR_MSG);
+  cr_assert_eq(tern__fr_msg_read(&body[0], TERN__FR_MSG, &got), 0);
+  cr_assert_eq(got.cmid, 1);
+  cr_assert_eq(got.peer_len, 3);
+  cr_assert_eq(memcmp(got.peer, "bob", 3), 0);
+  cr_assert_eq(got.flags, 0);
+  cr_assert_eq(got.prev_cmid, 104);
+  cr_assert_eq(got.body_len, 1);
+  cr_assert_eq(got.body[0], 'i');
+}
+
 static void open_session_with_key(tern__session *s, const uint8_t key[32], uint64_t send_n) {
   memset(s, 0, sizeof *s);
   s->state = TERN__SS_OPEN;
@@ -322,7 +550,7 @@ Test(spec, data_packet_example) {
   open_session_with_key(&s, key, 5);
   uint8_t pkt[64];
   size_t n = 0;
-  cr_assert_eq(tern__session_seal(&s, 0, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  cr_assert_eq(tern__session_seal(&s, 0, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, pkt, sizeof pkt, &n), 0);
   assert_bytes(pkt, n, DATA_PACKET, sizeof DATA_PACKET, "DATA packet");
   cr_assert_eq(s.send_n[0], 6);
 
@@ -331,7 +559,7 @@ Test(spec, data_packet_example) {
   uint8_t nonce[12] = {0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0};
   uint8_t ct[64];
   unsigned long long clen = 0;
-  crypto_aead_chacha20poly1305_ietf_encrypt(ct, &clen, MSG_FRAME, sizeof MSG_FRAME, DATA_PACKET,
+  crypto_aead_chacha20poly1305_ietf_encrypt(ct, &clen, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, DATA_PACKET,
                                             9, NULL, nonce, key);
   assert_bytes(ct, (size_t)clen, DATA_PACKET + 9, sizeof DATA_PACKET - 9, "raw AEAD");
 
@@ -341,7 +569,7 @@ Test(spec, data_packet_example) {
   open_session_with_key(&r, key, 0);
   uint8_t out[64];
   cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n, &st), 0);
-  assert_bytes(out, n, MSG_FRAME, sizeof MSG_FRAME, "opened DATA");
+  assert_bytes(out, n, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, "opened DATA");
   cr_assert_eq(tern__session_open(&r, DATA_PACKET, sizeof DATA_PACKET, out, sizeof out, &n, &st),
                TERN_EREPLAY);
 
@@ -364,13 +592,13 @@ Test(spec, data_stream_in_counter) {
   open_session_with_key(&r, key, 0);
   uint8_t pkt[64], out[64];
   size_t n = 0;
-  cr_assert_eq(tern__session_seal(&s, 3, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  cr_assert_eq(tern__session_seal(&s, 3, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, pkt, sizeof pkt, &n), 0);
   static const uint8_t hdr[9] = {0x03, 0x05, 0, 0, 0, 0, 0, 0, 0x03};
   assert_bytes(pkt, 9, hdr, 9, "DATA header, stream 3");
   uint8_t st = 0;
   cr_assert_eq(tern__session_open(&r, pkt, n, out, sizeof out, &n, &st), 0);
   cr_assert_eq(st, 3);
-  cr_assert_eq(tern__session_seal(&s, TERN__STREAMS, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt,
+  cr_assert_eq(tern__session_seal(&s, TERN__STREAMS, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, pkt, sizeof pkt,
                                   &n),
                TERN_EINVAL, "no stream 8");
 }
@@ -492,12 +720,12 @@ Test(spec, handshake_example) {
   assert_bytes(rs.send_key, 32, HS_C2, 32, "relay send key = c2");
 
   uint8_t st = 9;
-  cr_assert_eq(tern__session_seal(&cs, 0, MSG_FRAME, sizeof MSG_FRAME, pkt, sizeof pkt, &n), 0);
+  cr_assert_eq(tern__session_seal(&cs, 0, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, pkt, sizeof pkt, &n), 0);
   assert_bytes(pkt, n, HS_FIRST_DATA, sizeof HS_FIRST_DATA, "first client DATA");
   cr_assert_eq(tern__session_open(&rs, HS_FIRST_DATA, sizeof HS_FIRST_DATA, pl, sizeof pl, &pln,
                                   &st),
                0);
-  assert_bytes(pl, pln, MSG_FRAME, sizeof MSG_FRAME, "relay opens it");
+  assert_bytes(pl, pln, DATA_PLAINTEXT, sizeof DATA_PLAINTEXT, "relay opens it");
 }
 
 /* spec/handshake.md, "Failures": the same HELLO read by a relay with another
