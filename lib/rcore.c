@@ -31,6 +31,7 @@ typedef struct conn {
   uint64_t sent_upto;     /* highest seq sent on this connection */
   uint64_t progress_ms;   /* last ack progress or (re)send, for resends */
   int notices_out;        /* notices sent and not yet all acked */
+  int repump;             /* a failed round dropped what was queued for it */
   uint64_t notices_ms;    /* when notices were last sent */
 } conn;
 
@@ -144,9 +145,12 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   free_list(rc->held);
   rc->held = NULL;
   rc->held_tail = &rc->held;
-  /* What was sent this round may be gone from the store: resend from the
-   * acknowledged point. */
-  for (conn *c = rc->conns; c; c = c->next) c->sent_upto = c->cursor;
+  /* What was queued this round is dropped and may be gone from the store:
+   * resend from the acknowledged point, and the notices, on the next tick. */
+  for (conn *c = rc->conns; c; c = c->next) {
+    c->sent_upto = c->cursor;
+    if (c->confirmed) c->repump = 1;
+  }
   rc->busy_until_ms = now_ms + rc->cfg.busy_ms;
 }
 
@@ -491,6 +495,7 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   uint64_t best = rc->next_expire_ms;
   for (const conn *c = rc->conns; c; c = c->next) {
     if (!c->confirmed) continue;
+    if (c->repump) return 0;
     if (c->sent_upto > c->cursor && c->progress_ms + rc->cfg.resend_ms < best)
       best = c->progress_ms + rc->cfg.resend_ms;
     if (c->notices_out && c->notices_ms + rc->cfg.resend_ms < best)
@@ -504,6 +509,12 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
 void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
   for (conn *c = rc->conns; c; c = c->next) {
     if (!c->confirmed) continue;
+    if (c->repump) {
+      c->repump = 0;
+      pump(rc, c, now_ms);
+      send_notices(rc, c, now_ms);
+      continue;
+    }
     if (c->sent_upto > c->cursor && now_ms >= c->progress_ms + rc->cfg.resend_ms) {
       /* No progress: send the unacked ones again (the device drops copies). */
       c->sent_upto = c->cursor;
