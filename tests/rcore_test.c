@@ -1,0 +1,221 @@
+/* The relay messaging core, driven frame by frame: what a client sees for
+ * stores, resends, refusals, a full disk, and ghost sessions. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "rcore.h"
+#include "rstore.h"
+
+#define WALL 1700000000000ull
+
+typedef struct fixture {
+  tern__rstore *store;
+  tern__rcore *rc;
+  uint8_t dev_a[32], dev_b[32];
+} fixture;
+
+static void open_fixture(fixture *f, uint32_t max_pages) {
+  memset(f, 0, sizeof(*f));
+  char err[128];
+  tern__rstore_config sc = {.path = ":memory:", .synchronous = 1, .max_pages = max_pages};
+  cr_assert_eq(tern__rstore_open(&f->store, &sc, err, sizeof(err)), 0, "%s", err);
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cr_assert_eq(tern__rcore_new(&f->rc, f->store, &cfg), 0);
+  memset(f->dev_a, 0xaa, 32);
+  memset(f->dev_b, 0xbb, 32);
+}
+
+static void close_fixture(fixture *f) {
+  tern__rcore_free(f->rc);
+  tern__rstore_close(f->store);
+}
+
+static void input_msg(fixture *f, uint64_t conn, uint64_t cmid, uint64_t prev, const char *to,
+                      const void *body, size_t len, uint64_t now) {
+  uint8_t buf[70000];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_msg m = {.cmid = cmid, .prev_cmid = prev, .peer = (const uint8_t *)to,
+                    .peer_len = strlen(to), .body = body, .body_len = len};
+  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+}
+
+static void input_sync(fixture *f, uint64_t conn, uint64_t last, uint64_t now) {
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_seqlist l = {.last = last, .n = 0};
+  tern__fr_seqlist_write(&w, TERN__FR_SYNC, &l);
+  cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+}
+
+/* What the core released, summarised per frame type and connection. */
+typedef struct outputs {
+  int acks, delivers, busy, failed, floors, receipts;
+  uint64_t ack_cmid[16], ack_seq[16];
+  uint64_t deliver_seq[16];
+  uint64_t failed_err;
+} outputs;
+
+static void take(fixture *f, uint64_t conn, outputs *o) {
+  memset(o, 0, sizeof(*o));
+  tern__rcore_out out;
+  while (tern__rcore_next(f->rc, &out) == 1) {
+    if (out.conn != conn) continue;
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, out.data, out.len);
+    uint8_t type;
+    while (tern__frame_next(&r, &type, &body) == 1) {
+      if (type == TERN__FR_SERVER_ACK) {
+        tern__fr_sack a;
+        cr_assert_eq(tern__fr_sack_read(&body, &a), 0);
+        if (o->acks < 16) o->ack_cmid[o->acks] = a.cmid, o->ack_seq[o->acks] = a.seq;
+        o->acks++;
+      } else if (type == TERN__FR_DELIVER) {
+        tern__fr_msg m;
+        cr_assert_eq(tern__fr_msg_read(&body, TERN__FR_DELIVER, &m), 0);
+        if (o->delivers < 16) o->deliver_seq[o->delivers] = m.seq;
+        o->delivers++;
+      } else if (type == TERN__FR_BUSY || type == TERN__FR_FAILED) {
+        tern__fr_failed fl;
+        cr_assert_eq(tern__fr_failed_read(&body, &fl), 0);
+        if (type == TERN__FR_BUSY) o->busy++;
+        else o->failed++, o->failed_err = fl.error;
+      } else if (type == TERN__FR_FLOOR) {
+        o->floors++;
+      } else if (type == TERN__FR_RECEIPT) {
+        o->receipts++;
+      }
+    }
+  }
+}
+
+Test(rcore, ack_only_after_commit_and_resend_gets_the_same_ack) {
+  fixture f;
+  open_fixture(&f, 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  input_msg(&f, 1, 77, 0, "bob", "hi", 2, 10);
+  outputs o;
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 0, "nothing leaves before the commit");
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 1);
+  cr_assert_eq(o.ack_cmid[0], 77);
+  cr_assert_eq(o.ack_seq[0], 1);
+  /* The same message again (the ack was lost): same answer, not stored twice. */
+  input_msg(&f, 1, 77, 0, "bob", "hi", 2, 20);
+  tern__rcore_commit(f.rc, 20);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 1);
+  cr_assert_eq(o.ack_seq[0], 1, "the resend gets the original seq");
+  uint64_t n;
+  cr_assert_eq(tern__rstore_count(f.store, &n), 0);
+  cr_assert_eq(n, 1);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.deduped, 1);
+  close_fixture(&f);
+}
+
+Test(rcore, out_of_order_msg_waits_for_its_predecessor) {
+  fixture f;
+  open_fixture(&f, 0);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  /* Message 6 names 5 as its predecessor, which the relay has not got. */
+  input_msg(&f, 1, 6, 5, "bob", "second", 6, 10);
+  tern__rcore_commit(f.rc, 10);
+  outputs o;
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 0, "not stored ahead of its predecessor");
+  input_msg(&f, 1, 5, 0, "bob", "first", 5, 20);
+  input_msg(&f, 1, 6, 5, "bob", "second", 6, 20);
+  tern__rcore_commit(f.rc, 20);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 2);
+  cr_assert_eq(o.ack_seq[0], 1);
+  cr_assert_eq(o.ack_seq[1], 2, "stored in send order");
+  close_fixture(&f);
+}
+
+Test(rcore, nothing_reaches_a_session_before_its_sync) {
+  fixture f;
+  open_fixture(&f, 0);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0);
+  input_msg(&f, 1, 1, 0, "bob", "hello", 5, 10);
+  tern__rcore_commit(f.rc, 10);
+  outputs o;
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 0, "a session that never sent SYNC may be a replayed HELLO");
+  input_sync(&f, 2, 0, 20);
+  tern__rcore_commit(f.rc, 20);
+  take(&f, 2, &o);
+  cr_assert_eq(o.floors, 1, "SYNC is always answered");
+  cr_assert_eq(o.delivers, 1);
+  cr_assert_eq(o.deliver_seq[0], 1);
+  close_fixture(&f);
+}
+
+Test(rcore, full_disk_answers_busy_and_keeps_what_it_has) {
+  fixture f;
+  open_fixture(&f, 40);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_commit(f.rc, 0);
+  static uint8_t body[8000];
+  memset(body, 'x', sizeof(body));
+  uint64_t t = 10, cmid = 0, stored = 0;
+  int busy = 0;
+  outputs o;
+  /* Fill the disk one message per round until the store refuses. */
+  for (int i = 0; i < 200 && !busy; i++, t += 10) {
+    cmid++;
+    input_msg(&f, 1, cmid, cmid - 1, "bob", body, sizeof(body), t);
+    tern__rcore_commit(f.rc, t);
+    take(&f, 1, &o);
+    stored += (uint64_t)o.acks;
+    busy = o.busy;
+    cr_assert_eq(o.acks + o.busy, 1, "each message gets exactly one answer");
+  }
+  cr_assert(busy, "the store filled up");
+  cr_assert_gt(stored, 0);
+  uint64_t n;
+  tern__rstore_count(f.store, &n);
+  cr_assert_eq(n, stored, "every acked message is stored, nothing else");
+  /* While busy, new messages are refused at once, without touching the store. */
+  input_msg(&f, 1, ++cmid, 0, "bob", "small", 5, t);
+  tern__rcore_commit(f.rc, t);
+  take(&f, 1, &o);
+  cr_assert_eq(o.busy, 1);
+  cr_assert_eq(o.acks, 0);
+  /* What was stored is still delivered. */
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, t);
+  input_sync(&f, 2, 0, t);
+  tern__rcore_commit(f.rc, t);
+  take(&f, 2, &o);
+  cr_assert_eq((uint64_t)o.delivers, stored, "all %llu stored messages go out",
+               (unsigned long long)stored);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_geq(st.store_errors, 1);
+  close_fixture(&f);
+}
+
+Test(rcore, too_big_fails_with_a_reason) {
+  fixture f;
+  open_fixture(&f, 0);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  static uint8_t big[65537];
+  input_msg(&f, 1, 1, 0, "bob", big, sizeof(big), 10);
+  tern__rcore_commit(f.rc, 10);
+  outputs o;
+  take(&f, 1, &o);
+  cr_assert_eq(o.failed, 1);
+  cr_assert_eq(o.failed_err, (uint64_t)-TERN_ETOOBIG);
+  cr_assert_eq(o.acks, 0);
+  close_fixture(&f);
+}
