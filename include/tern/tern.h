@@ -59,7 +59,7 @@ enum {
   TERN_EEXIST = -15,      /* a file exists and would be overwritten */
   TERN_ENOENT = -16,      /* a file, user or record does not exist */
   TERN_EKEYFILE = -17,    /* a key file is malformed or has unsafe permissions */
-  TERN_EOFFLINE = -18,    /* the recipient has no online device */
+  TERN_EOFFLINE = -18,    /* unused since the relay stores messages; kept so codes stay stable */
   TERN_EVERSION = -19,    /* the peer speaks an incompatible protocol version */
   TERN_EBUFSIZE = -20,    /* an output buffer is too small */
   TERN_ECRYPTO = -21,     /* the crypto library failed to initialise */
