@@ -111,6 +111,10 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
   tern__rcore_config_default(&cc);
   cc.max_message_size = r->cfg.max_message_size;
   if (cfg->retention_ms) cc.retention_ms = cfg->retention_ms;
+  /* Sweep often enough that a message expires within a quarter of the
+   * retention of its deadline (at most every minute). */
+  if (cc.retention_ms / 4 < cc.expire_every_ms)
+    cc.expire_every_ms = cc.retention_ms / 4 ? (uint32_t)(cc.retention_ms / 4) : 1;
   cc.user_exists = cfg->user_exists;
   cc.user_ctx = cfg->user_exists_ctx;
   rc = tern__rcore_new(&r->core, r->store, &cc);

@@ -367,7 +367,8 @@ typedef struct tern_relay_config {
    * even to a power cut; 0: survive a crash of ternd only. */
   int durable_fsync;
   /* Undelivered messages are dropped after this many ms, and their senders
-   * get TERN_EV_FAILED with TERN_EEXPIRED. Default 30 days. */
+   * get TERN_EV_FAILED with TERN_EEXPIRED. The sweep runs every minute, or
+   * every quarter of the retention if that is shorter. Default 30 days. */
   uint64_t retention_ms;
   /* Optional: 0 if `user` cannot receive messages (the sender gets
    * TERN_ENOENT), 1 if it can. NULL: any valid name can. */
