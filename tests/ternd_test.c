@@ -2,6 +2,8 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,4 +302,63 @@ Test(ternd, refuses_bad_command_lines_and_missing_files) {
   free(err);
   tt_rmtree(dir);
   free(dir);
+}
+
+/* On a terminal, tern-chat shows incoming messages and ticks its own: one
+ * when the relay has the message, two when the recipient does. */
+Test(ternd, interactive_chat_shows_ticks, .timeout = 60) {
+  char *kdir = tt_tempdir();
+  char akey[600], bkey[600], apub[TERN_KEY_HEX_BYTES], bpub[TERN_KEY_HEX_BYTES];
+  snprintf(akey, sizeof(akey), "%s/a.key", kdir);
+  snprintf(bkey, sizeof(bkey), "%s/b.key", kdir);
+  keygen(akey, apub);
+  keygen(bkey, bpub);
+  char allow[400];
+  snprintf(allow, sizeof(allow), "%s alice\n%s bob\n", apub, bpub);
+  relay_proc r;
+  relay_start(&r, allow);
+  chat_proc bob;
+  chat_start(&bob, &r, bkey, "bob", "1");
+  close(bob.in_fd); /* bob only listens: --expect 1 ends him */
+  cr_assert(chat_wait_for(&bob, "connected as bob\n", 10000));
+
+  char relay[64];
+  snprintf(relay, sizeof(relay), "127.0.0.1:%s", r.port);
+  int master;
+  pid_t pid = forkpty(&master, NULL, NULL, NULL);
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    execl(tt_tool("tern-chat"), "tern-chat", "--relay", relay, "--relay-key", r.pub, "--key", akey,
+          (char *)NULL);
+    _exit(127);
+  }
+  const char *line = "@bob hello from a terminal\n";
+  cr_assert_eq(write(master, line, strlen(line)), (ssize_t)strlen(line));
+  char screen[8192] = "";
+  size_t len = 0;
+  uint64_t end = now_ms() + 20000;
+  while (now_ms() < end && !strstr(screen, "\u2713\u2713 delivered")) {
+    struct pollfd pf = {.fd = master, .events = POLLIN};
+    if (poll(&pf, 1, 100) > 0) {
+      ssize_t n = read(master, screen + len, sizeof(screen) - 1 - len);
+      if (n > 0) len += (size_t)n;
+      screen[len] = 0;
+    }
+  }
+  cr_assert(strstr(screen, "\u2713 sent"), "one tick when the relay has it; screen:\n%s", screen);
+  cr_assert(strstr(screen, "\u2713\u2713 delivered"), "two when bob has it; screen:\n%s", screen);
+  cr_assert_null(strstr(screen, "sent "), "no scripted output on a terminal");
+  cr_assert_eq(write(master, "\x04", 1), 1); /* Ctrl-D: end of input */
+  int st = -1;
+  for (int i = 0; i < 100 && waitpid(pid, &st, WNOHANG) == 0; i++) usleep(50000);
+  if (waitpid(pid, &st, WNOHANG) == 0) kill(pid, SIGKILL);
+  close(master);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exits 0 at end of input");
+  cr_assert_eq(chat_wait_exit(&bob, 20000), 0);
+  char *out = tt_read_file(bob.out);
+  cr_assert(strstr(out, "recv alice 1 hello from a terminal"), "bob got: %s", out);
+  free(out);
+  relay_stop(&r);
+  tt_rmtree(kdir);
+  free(kdir);
 }
