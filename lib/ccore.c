@@ -240,21 +240,43 @@ size_t tern__ccore_outbox_size(const tern__ccore *cc) { return cc->outbox_n; }
 
 /* ---- sending --------------------------------------------------------------- */
 
-static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
-  /* The relay stores a message only after the one before it to the same
-   * recipient; name that one while it is still unacknowledged. */
+/* Writes e's MSG frame. The relay stores a message only after the one
+ * before it to the same recipient; name that one while it is still
+ * unacknowledged. */
+static void write_msg(tern__wbuf *w, const entry *e) {
   uint64_t prev = 0;
-  for (entry *p = e->prev; p; p = p->prev)
+  for (const entry *p = e->prev; p; p = p->prev)
     if (strcmp(p->to, e->to) == 0) {
       prev = p->cmid;
       break;
     }
-  tern__wbuf w;
-  tern__wbuf_init(&w, cc->buf, FRAME_BUF);
   tern__fr_msg m = {.cmid = e->cmid, .prev_cmid = prev, .peer = (const uint8_t *)e->to,
                     .peer_len = strlen(e->to), .flags = e->flags, .body = e->body,
                     .body_len = e->len};
-  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  tern__fr_msg_write(w, TERN__FR_MSG, &m);
+}
+
+size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now_ms) {
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, cap);
+  for (entry *e = cc->head; e; e = e->next) {
+    if (e->settled || e->retry_at_ms > now_ms) break;
+    size_t before = w.len;
+    write_msg(&w, e);
+    if (w.overflow) {
+      w.len = before; /* only whole frames, and in order: stop here */
+      break;
+    }
+    e->sent_ms = now_ms;
+  }
+  if (w.len && cc->outbox_n) cc->progress_ms = now_ms;
+  return w.len;
+}
+
+static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
+  tern__wbuf w;
+  tern__wbuf_init(&w, cc->buf, FRAME_BUF);
+  write_msg(&w, e);
   if (w.overflow) return;
   uint8_t ch = tern__chat_channel((const uint8_t *)cc->self, strlen(cc->self),
                                   (const uint8_t *)e->to, strlen(e->to));
@@ -570,7 +592,7 @@ void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
   cc->sync_sent_ms = now_ms;
   send_seqlist(cc, TERN__FR_SYNC);
   for (entry *e = cc->head; e; e = e->next)
-    if (!e->settled && e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
+    if (!e->settled && !e->sent_ms && e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
 }
 
 void tern__ccore_offline(tern__ccore *cc) {

@@ -45,7 +45,13 @@ void tern__ccore_free(tern__ccore *cc);
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
                      uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid);
 
-/* The session is open as `self`: sends SYNC, then the outbox in order. */
+/* Early data: writes MSG frames for the first outbox messages that fit in
+ * buf[0..cap) (whole frames only, in order) and marks them sent, so that
+ * they travel inside handshake message 1. Returns the bytes written. */
+size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now_ms);
+
+/* The session is open as `self`: sends SYNC, then the outbox in order
+ * (except what went out as early data on this attempt). */
 void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms);
 /* The session is gone. */
 void tern__ccore_offline(tern__ccore *cc);

@@ -260,6 +260,13 @@ static void on_link_up(tern_client *c) {
                           .user_len = strlen(c->user_req),
                           .ping_interval_ms = c->cfg.ping_interval_ms};
   tern__fr_hello_write(&w, &hello);
+  /* Early data: the first messages of the outbox ride in message 1, so the
+   * relay can accept one half a round trip after ENet's connect instead of
+   * two round trips later. Message 1 can be replayed; the relay's dedup on
+   * (device, cmid) makes a replayed MSG harmless (spec/handshake.md). */
+  if (!w.overflow)
+    w.len += tern__ccore_early(c->core, c->buf + w.len, TERN__HS_PAYLOAD_MAX - w.len,
+                               tern__now_ms());
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
   size_t n = 0;

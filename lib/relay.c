@@ -46,6 +46,7 @@ struct tern_relay {
   tern__rstore *store;
   tern__rcore *core;
   uint64_t next_id;
+  uint64_t early_msgs;          /* MSG frames taken from message 1 */
   rpeer *peers;
   uint8_t *buf, *pkt;
   tern_relay_stats stats;
@@ -325,8 +326,19 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
   logf_(r, 2, "user %s connected from %s (key %.16s...)", p->user, p->name, key_hex);
-  /* Frames after HELLO in message 1 (early data) are not acted on: message
-   * 1 can be replayed by anyone who recorded it (spec/handshake.md). */
+  /* Early data: MSG frames after HELLO in message 1. Message 1 can be
+   * replayed by anyone who recorded it, so only MSG is taken (the dedup on
+   * (device, cmid) answers a replay with the original SERVER_ACK and never
+   * stores twice); anything else there, SYNC above all, is ignored. */
+  for (;;) {
+    size_t start = rb.pos;
+    tern__rbuf frame_body;
+    if (tern__frame_next(&rb, &type, &frame_body) != 1) break;
+    if (type != TERN__FR_MSG) continue;
+    r->early_msgs++;
+    (void)tern__rcore_input(r->core, p->id, payload + start, rb.pos - start, tern__now_ms(),
+                              tern__wall_ms());
+  }
 }
 
 static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt, size_t len) {
@@ -490,6 +502,7 @@ void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st) {
   tern__rcore_stats cs;
   tern__rcore_get_stats(r->core, &cs);
   st->messages_stored = cs.stored;
+  st->messages_early = r->early_msgs;
   st->messages_deduped = cs.deduped;
   st->messages_delivered = cs.delivered;
   st->messages_refused = cs.refused;

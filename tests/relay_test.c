@@ -126,6 +126,32 @@ Test(relay, offline_recipient_gets_it_later_and_sender_gets_ticks) {
   loop_stop(&l);
 }
 
+Test(relay, messages_sent_before_connecting_ride_in_the_handshake) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca;
+  loop_client_config(&l, &ca, "alice");
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &ca), 0);
+  uint64_t c1, c2;
+  cr_assert_eq(tern_client_send(c, "bob", "early one", 9, &c1), 0, "offline: into the outbox");
+  cr_assert_eq(tern_client_send(c, "bob", "early two", 9, &c2), 0);
+  cr_assert_eq(tern_client_outbox_size(c), 2);
+  cr_assert_eq(tern_client_connect(c), 0);
+  l.clients[l.nclients++] = c;
+  loop_event ev;
+  cr_assert(loop_wait(&l, 0, TERN_EV_SENT, 5000, &ev));
+  cr_assert_eq(ev.cmid, c1);
+  cr_assert(loop_wait(&l, 0, TERN_EV_SENT, 5000, &ev));
+  cr_assert_eq(ev.cmid, c2);
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.messages_early, 2, "both came inside handshake message 1");
+  cr_assert_eq(st.messages_stored, 2);
+  cr_assert_eq(st.messages_deduped, 0, "and were not sent a second time after the handshake");
+  loop_stop(&l);
+}
+
 Test(relay, too_big_for_the_relay_fails_with_a_reason) {
   loop l;
   loop_start(&l, NULL, NULL, 0);

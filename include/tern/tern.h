@@ -413,6 +413,7 @@ typedef struct tern_relay_stats {
   uint64_t packets_rejected;    /* sealed packets that failed to open */
   uint64_t packets_replayed;    /* sealed packets dropped by the replay window */
   uint64_t messages_stored;     /* messages stored and acknowledged */
+  uint64_t messages_early;      /* MSG frames that came inside handshake message 1 */
   uint64_t messages_deduped;    /* resends answered without storing again */
   uint64_t messages_delivered;  /* messages acknowledged by a recipient */
   uint64_t messages_refused;    /* FAILED: too big, unknown user */
