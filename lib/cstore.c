@@ -44,8 +44,8 @@ static const char *const sql[C_N] = {
     [C_COMMIT] = "COMMIT",
     [C_ROLLBACK] = "ROLLBACK",
     [C_META_GET] = "SELECT value FROM meta WHERE key = ?1",
-    [C_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
-                   " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    [C_META_SET] = ("INSERT INTO meta(key, value) VALUES(?1, ?2)"
+                   " ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
     /* Ids are never handed out twice: the stored next id only goes up. */
     [C_META_RAISE] = "UPDATE meta SET value = max(value, ?2) WHERE key = ?1",
     [C_OUT_PUT] = "INSERT INTO outbox(cmid, to_user, flags, created_ms, body) VALUES(?1, ?2, ?3, ?4, ?5)",

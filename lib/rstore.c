@@ -91,30 +91,30 @@ static const char *const sql[Q_N] = {
     [Q_ROLLBACK] = "ROLLBACK",
     [Q_DEDUP_GET] = "SELECT seq, ts FROM dedup WHERE dev = ?1 AND cmid = ?2",
     [Q_DEDUP_PUT] = "INSERT INTO dedup(dev, cmid, user, seq, ts) VALUES(?1, ?2, ?3, ?4, ?5)",
-    [Q_SEQ_NEXT] = "INSERT INTO users(user, next_seq) VALUES(?1, 2)"
+    [Q_SEQ_NEXT] = ("INSERT INTO users(user, next_seq) VALUES(?1, 2)"
                    " ON CONFLICT(user) DO UPDATE SET next_seq = next_seq + 1"
-                   " RETURNING next_seq - 1",
+                   " RETURNING next_seq - 1"),
     [Q_SEQ_LAST] = "SELECT next_seq - 1 FROM users WHERE user = ?1",
     [Q_CHAIN_GET] = "SELECT last_seq FROM chains WHERE user = ?1 AND sender = ?2",
-    [Q_CHAIN_PUT] = "INSERT INTO chains(user, sender, last_seq) VALUES(?1, ?2, ?3)"
-                    " ON CONFLICT(user, sender) DO UPDATE SET last_seq = excluded.last_seq",
-    [Q_INBOX_PUT] = "INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body)"
-                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    [Q_FETCH] = "SELECT seq, prev_seq, ts, cmid, flags, sender, sender_dev, body FROM inbox"
-                " WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [Q_CHAIN_PUT] = ("INSERT INTO chains(user, sender, last_seq) VALUES(?1, ?2, ?3)"
+                    " ON CONFLICT(user, sender) DO UPDATE SET last_seq = excluded.last_seq"),
+    [Q_INBOX_PUT] = ("INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+    [Q_FETCH] = ("SELECT seq, prev_seq, ts, cmid, flags, sender, sender_dev, body FROM inbox"
+                " WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
     [Q_DEV_ADD] = "INSERT INTO devices(dev, user, cursor) VALUES(?1, ?2, 0) ON CONFLICT(dev) DO NOTHING",
     [Q_DEV_GET] = "SELECT user, cursor FROM devices WHERE dev = ?1",
     [Q_DEV_SET] = "UPDATE devices SET cursor = ?2 WHERE dev = ?1 AND cursor < ?2",
     [Q_DEV_MIN] = "SELECT min(cursor) FROM devices WHERE user = ?1",
     /* RETURNING: every row is updated by the first step, so the callbacks
      * made while stepping see (and may write to) a consistent store. */
-    [Q_DELIVER] = "UPDATE inbox SET delivered = 1"
+    [Q_DELIVER] = ("UPDATE inbox SET delivered = 1"
                   " WHERE user = ?1 AND seq > ?2 AND seq <= ?3 AND delivered = 0"
-                  " RETURNING sender_dev, cmid, seq",
+                  " RETURNING sender_dev, cmid, seq"),
     [Q_TRIM] = "DELETE FROM inbox WHERE user = ?1 AND seq <= ?2",
     [Q_MIN_SEQ] = "SELECT min(seq) FROM inbox WHERE user = ?1",
-    [Q_NOTICE_PUT] = "INSERT INTO notices(dev, kind, cmid, code) VALUES(?1, ?2, ?3, ?4)"
-                     " ON CONFLICT(dev, kind, cmid) DO UPDATE SET code = excluded.code",
+    [Q_NOTICE_PUT] = ("INSERT INTO notices(dev, kind, cmid, code) VALUES(?1, ?2, ?3, ?4)"
+                     " ON CONFLICT(dev, kind, cmid) DO UPDATE SET code = excluded.code"),
     [Q_NOTICE_LIST] = "SELECT kind, cmid, code FROM notices WHERE dev = ?1 ORDER BY cmid, kind",
     [Q_NOTICE_DEL] = "DELETE FROM notices WHERE dev = ?1 AND kind = ?2 AND cmid = ?3",
     [Q_EXPIRE] = "DELETE FROM inbox WHERE delivered = 0 AND ts < ?1 RETURNING sender_dev, cmid",
