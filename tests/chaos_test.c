@@ -255,6 +255,9 @@ typedef struct journal {
   long accepted, maybe;
   recv_rec *recv;
   size_t nrecv;
+  /* cmids of the "A", "S" and "D" lines, in journal order. */
+  uint64_t *cm[3];
+  size_t ncm[3], capcm[3];
   int connects, failed, refused;
   char first_problem[512];
 } journal;
@@ -262,6 +265,20 @@ typedef struct journal {
 static int name_index(const char *s) {
   if (s[0] == 'c' && s[1] >= '0' && s[1] < '0' + N_CLIENTS && s[2] == 0) return s[1] - '0';
   return -1;
+}
+
+static void add_cmid(journal *j, int which, uint64_t cmid) {
+  if (j->ncm[which] == j->capcm[which]) {
+    j->capcm[which] = j->capcm[which] ? j->capcm[which] * 2 : 1024;
+    j->cm[which] = realloc(j->cm[which], j->capcm[which] * sizeof(uint64_t));
+    cr_assert_not_null(j->cm[which]);
+  }
+  j->cm[which][j->ncm[which]++] = cmid;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
 }
 
 static void problem(journal *j, const char *fmt, const char *line) {
@@ -307,8 +324,10 @@ static void journal_read(const char *path, int self, journal *j) {
           break;
         }
         unsigned char *s = &j->sent[name_index(who)][k];
+        unsigned long long cmid;
         if (kind == 'W' && *s == 0) *s = 1;
         if (kind == 'A') *s = 2;
+        if (kind == 'A' && sscanf(line + 2, "%*d %*s %*u %llu", &cmid) == 1) add_cmid(j, 0, cmid);
         if (kind == 'E') j->refused++;
         break;
       }
@@ -344,7 +363,14 @@ static void journal_read(const char *path, int self, journal *j) {
       case 'C': j->connects++; break;
       case 'Q': j->drained_last = 1; break;
       case 'Z': j->clean_exit[inc] = 1; break;
-      case 't': case 'n': case 'S': case 'D': case 'X': break;
+      case 'S':
+      case 'D': {
+        unsigned long long cmid;
+        if (sscanf(line + 2, "%llu", &cmid) != 1) problem(j, "bad line: %s", line);
+        else add_cmid(j, kind == 'S' ? 1 : 2, cmid);
+        break;
+      }
+      case 't': case 'n': case 'X': break;
       default: problem(j, "unknown line: %s", line); break;
     }
   }
@@ -357,7 +383,10 @@ static void journal_read(const char *path, int self, journal *j) {
     }
 }
 
-static void journal_free(journal *j) { free(j->recv); }
+static void journal_free(journal *j) {
+  free(j->recv);
+  for (int i = 0; i < 3; i++) free(j->cm[i]);
+}
 
 /* Has every accepted message reached its recipient's journal? */
 static int all_arrived(journal js[N_CLIENTS], long *missing) {
@@ -372,6 +401,19 @@ static int all_arrived(journal js[N_CLIENTS], long *missing) {
         if (js[s].sent[r][k] == 2 && !got[s][r][k]) miss++;
   *missing = miss;
   return miss == 0;
+}
+
+/* Accepted messages of client s without a DELIVERED in its journal. */
+static long receipts_missing(journal *j) {
+  long miss = 0;
+  uint64_t *d = malloc((j->ncm[2] + 1) * sizeof(uint64_t));
+  cr_assert_not_null(d);
+  if (j->ncm[2]) memcpy(d, j->cm[2], j->ncm[2] * sizeof(uint64_t));
+  qsort(d, j->ncm[2], sizeof(uint64_t), cmp_u64);
+  for (size_t i = 0; i < j->ncm[0]; i++)
+    if (!bsearch(&j->cm[0][i], d, j->ncm[2], sizeof(uint64_t), cmp_u64)) miss++;
+  free(d);
+  return miss;
 }
 
 static void read_all(world *w, journal js[N_CLIENTS]) {
@@ -438,8 +480,9 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
     read_all(&w, js);
     int drained = 1;
     for (int i = 0; i < N_CLIENTS; i++) drained &= js[i].drained_last;
-    int done = drained && all_arrived(js, &missing);
-    if (!drained) all_arrived(js, &missing);
+    long no_receipt = 0;
+    for (int i = 0; i < N_CLIENTS; i++) no_receipt += receipts_missing(&js[i]);
+    int done = all_arrived(js, &missing) && drained && no_receipt == 0;
     free_all(js);
     if (done) break;
     if (now_ms() >= end) break;
@@ -490,8 +533,10 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
    * over and the app writing it down (journal ends in "t"). Such a
    * message must sit, in its conversation, exactly where that
    * incarnation stopped, and each such kill excuses at most one. */
+  static int used_by[N_CLIENTS][64]; /* excuses spent, per app incarnation */
+  memset(used_by, 0, sizeof(used_by));
   for (int r = 0; r < N_CLIENTS; r++) {
-    int used[64] = {0};
+    int *used = used_by[r];
     for (int s = 0; s < N_CLIENTS; s++) {
       for (unsigned k = 0; k < MAX_K; k++) {
         if (js[s].sent[r][k] != 2 || nth[s][r][k]) continue;
@@ -517,17 +562,47 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
       }
     }
   }
+  /* Each SENT and each DELIVERED at most once per message, across restarts
+   * of the sender, and only for messages it sent: a cmid that no "A" line
+   * names can only be one whose send was cut short by a kill. */
+  long sents = 0, receipts = 0;
+  for (int s = 0; s < N_CLIENTS; s++) {
+    journal *j = &js[s];
+    for (int which = 0; which < 3; which++) qsort(j->cm[which], j->ncm[which], sizeof(uint64_t), cmp_u64);
+    long unknown = 0;
+    for (int which = 1; which < 3; which++) {
+      for (size_t i = 0; i < j->ncm[which]; i++) {
+        uint64_t cmid = j->cm[which][i];
+        cr_assert(i == 0 || j->cm[which][i - 1] != cmid, "c%d: %s for cmid %llu twice", s,
+                  which == 1 ? "SENT" : "DELIVERED", (unsigned long long)cmid);
+        if (!bsearch(&cmid, j->cm[0], j->ncm[0], sizeof(uint64_t), cmp_u64)) unknown++;
+      }
+    }
+    cr_assert_leq(unknown, 2 * j->maybe, "c%d: SENT/DELIVERED for %ld cmids it never sent", s,
+                  unknown);
+    /* Every accepted message gets its DELIVERED, unless the sender was
+     * killed between taking it and writing it down (an unspent "t"). */
+    long no_receipt = receipts_missing(j), excuses = 0;
+    for (int inc = 0; inc + 1 < j->incs; inc++)
+      excuses += j->last_kind[inc] == 't' && !j->clean_exit[inc] && !used_by[s][inc];
+    cr_assert_leq(no_receipt, excuses,
+                  "c%d: %ld accepted messages never got DELIVERED (seed %llu)", s, no_receipt,
+                  (unsigned long long)seed);
+    tolerated += no_receipt;
+    sents += (long)j->ncm[1];
+    receipts += (long)j->ncm[2];
+  }
   free_all(js);
   cr_assert_geq(relay_kills, 5);
   cr_assert_geq(client_kills, 5);
   cr_assert_geq(accepted, N_MESSAGES - CLIENT_KILLS, "nearly all messages were accepted");
-  char summary[600];
+  char summary[800];
   snprintf(summary, sizeof(summary),
            "chaos: seed %llu: %ld messages accepted (+%ld cut short by a kill), %ld received; "
            "ternd SIGKILLed %d times, apps %d times; %ld connects; chaos %.1f s, settle %.1f s; "
-           "%ld lost-at-handover excused",
+           "%ld events lost at handover excused; %ld SENT and %ld DELIVERED events taken",
            (unsigned long long)seed, accepted, maybe, received, relay_kills, client_kills, connects,
-           (double)chaos_ms / 1000.0, (double)settle_ms / 1000.0, tolerated);
+           (double)chaos_ms / 1000.0, (double)settle_ms / 1000.0, tolerated, sents, receipts);
   fprintf(stderr, "%s\n", summary);
   cr_log_info("%s", summary);
   group_kill();

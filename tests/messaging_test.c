@@ -720,3 +720,41 @@ Test(messaging, per_sender_order_holds_across_reconnects_and_relay_restarts, .ti
   expect_no_message(&w, b, 1000, "each once");
   world_free(&w);
 }
+
+/* disconnect() right after sending: the session closes after what was
+ * queued has gone out; nothing is lost or doubled when the app comes back
+ * online, and network_changed() does not bring it online meanwhile. */
+Test(messaging, disconnect_right_after_send_then_connect_loses_and_repeats_nothing,
+     .timeout = 30) {
+  world w;
+  world_init(&w);
+  relay_up(&w);
+  size_t a = peer_add(&w, "alice", NULL, 1), b = peer_add(&w, "bob", NULL, 1);
+  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
+  cr_assert_not_null(wait_ev(&w, b, TERN_EV_CONNECTED, 5000));
+  char bodies[20][16];
+  const char *want[20];
+  for (int k = 0; k < 20; k++) {
+    snprintf(bodies[k], sizeof(bodies[k]), "bye %02d", k);
+    want[k] = bodies[k];
+    send_text(&w, a, "bob", bodies[k], NULL);
+  }
+  cr_assert_eq(tern_client_disconnect(w.p[a].c), 0);
+  rec *d = wait_ev(&w, a, TERN_EV_DISCONNECTED, 5000);
+  cr_assert_not_null(d);
+  cr_assert_eq(d->error, TERN_ECLOSED, "got %s", tern_errname(d->error));
+  tern_client_network_changed(w.p[a].c);
+  pump(&w, 1000);
+  cr_assert_eq(count_ev(&w.p[a], TERN_EV_CONNECTED), 1, "offline by request stays offline");
+  cr_assert_eq(tern_client_connect(w.p[a].c), 0);
+  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
+  expect_messages(&w, b, "alice", want, 20, 5000);
+  uint64_t end = now_ms() + 5000;
+  while (count_ev(&w.p[a], TERN_EV_SENT) < 20 && now_ms() < end) pump_once(&w);
+  cr_assert_eq(count_ev(&w.p[a], TERN_EV_SENT), 20, "SENT once for each");
+  cr_assert_eq(tern_client_outbox_size(w.p[a].c), 0);
+  expect_no_message(&w, b, 800, "each once");
+  pump(&w, 300);
+  cr_assert_eq(count_ev(&w.p[a], TERN_EV_SENT), 20, "and not again");
+  world_free(&w);
+}
