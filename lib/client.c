@@ -465,8 +465,17 @@ int tern_client_timeout_ms(tern_client *c) {
 
 int tern_client_fd(const tern_client *c) { return c->epfd; }
 
+/* Empties the wake-up eventfd, so that the descriptor the app polls is not
+ * left readable by a send() that this call is about to act on. */
+static void drain_wake(tern_client *c) {
+  uint64_t drain;
+  ssize_t r = read(c->evfd, &drain, sizeof(drain));
+  (void)r; /* nothing to drain is fine */
+}
+
 int tern_client_service(tern_client *c, int timeout_ms) {
   pthread_mutex_lock(&c->mu);
+  drain_wake(c);
   uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   int rc = 0;
   for (;;) {
@@ -483,10 +492,8 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     pthread_mutex_unlock(&c->mu);
     struct epoll_event evs[2];
     int n = epoll_wait(c->epfd, evs, 2, wait);
-    uint64_t drain;
-    ssize_t r = read(c->evfd, &drain, sizeof(drain));
-    (void)r; /* nothing to drain is fine */
     pthread_mutex_lock(&c->mu);
+    drain_wake(c);
     if (n < 0 && errno != EINTR) {
       rc = TERN_EIO;
       break;

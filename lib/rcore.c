@@ -52,7 +52,7 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->retention_ms = 30ull * 24 * 3600 * 1000;
   cfg->max_message_size = 65536;
-  cfg->deliver_window = 256;
+  cfg->deliver_window = 1024;
   cfg->resend_ms = 3000;
   cfg->expire_every_ms = 60000;
   cfg->busy_ms = 2000;

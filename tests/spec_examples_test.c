@@ -78,7 +78,7 @@ Test(spec, relay_core_defaults) {
   memset(&cfg, 0xab, sizeof cfg);
   tern__rcore_config_default(&cfg);
   cr_assert_eq(cfg.resend_ms, 3000);
-  cr_assert_eq(cfg.deliver_window, 256);
+  cr_assert_eq(cfg.deliver_window, 1024);
   cr_assert_eq(cfg.expire_every_ms, 60000);
   cr_assert_eq(cfg.retention_ms, 30ull * 24 * 3600 * 1000);
   cr_assert_eq(cfg.busy_ms, 2000);
