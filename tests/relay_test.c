@@ -2,6 +2,7 @@
  * refusals, timeouts and shutdown, as a client app would see them. */
 #include <criterion/criterion.h>
 #include <enet/enet.h>
+#include <poll.h>
 #include <string.h>
 #include <time.h>
 
@@ -363,5 +364,23 @@ Test(relay, garbage_hello_is_refused_and_relay_keeps_serving) {
   tern_relay_stats st;
   tern_relay_get_stats(l.relay, &st);
   cr_assert_eq(st.handshakes_failed, 3);
+  loop_stop(&l);
+}
+
+/* An app's poll loop: after a send and a service call, the descriptor must
+ * not stay readable, or the loop spins a core. */
+Test(relay, client_fd_quiet_after_send_and_service) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  cr_assert_eq(tern_client_send(c, "bob", "x", 1, NULL), 0);
+  struct pollfd pf = {.fd = tern_client_fd(c), .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, 0), 1, "a send wakes the loop");
+  cr_assert_geq(tern_client_service(c, 0), 0);
+  cr_assert_eq(poll(&pf, 1, 0), 0, "and one service call quiets it again");
+  tern_client_free(c);
   loop_stop(&l);
 }
