@@ -339,7 +339,11 @@ static void usage(FILE *f) {
         "  --timeout S      give up after S seconds in all (default: sending time + 60)\n"
         "  --ready-file F   create F once this process's clients are known to the relay\n"
         "  --latencies F    write every one-way latency (ms) to F, one per line\n"
-        "  --label TEXT     copied into the JSON line\n",
+        "  --label TEXT     copied into the JSON line\n"
+        "  --linger S       keep serving S seconds after the end (default 0), so the\n"
+        "                   answer to BP_END leaves before the client is freed\n"
+        "  --end-wait S     a sender waits at most S seconds after its last BP_END for\n"
+        "                   the answers (default: until --timeout); not an error\n",
         f);
 }
 
@@ -348,7 +352,7 @@ int main(int argc, char **argv) {
   memset(&b, 0, sizeof b);
   const char *transport = NULL, *relay = NULL, *workload = "chat", *ready_file = NULL,
              *lat_file = NULL, *label = "", *relay_key = NULL;
-  double rate = -1, duration = -1, timeout = 0;
+  double rate = -1, duration = -1, timeout = 0, linger = 0, end_wait = 0;
   long long count = -1, size = -1;
   b.pairs = 4;
   b.rng = 1;
@@ -378,6 +382,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--ready-file")) ready_file = v;
     else if (!strcmp(k, "--latencies")) lat_file = v;
     else if (!strcmp(k, "--label")) label = v;
+    else if (!strcmp(k, "--linger")) linger = strtod(v, NULL);
+    else if (!strcmp(k, "--end-wait")) end_wait = strtod(v, NULL);
     else goto bad;
   }
   if (!transport || !relay || !b.role || b.pairs <= 0 || b.pairs > 1000) goto bad;
@@ -455,9 +461,16 @@ int main(int argc, char **argv) {
   b.start_cpu = bp_cpu_seconds();
   for (int i = 0; i < b.pairs; i++) b.p[i].next_ns = b.start_ns + next_gap_ns(&b);
   int64_t end = b.start_ns + (int64_t)(timeout * 1e9);
+  int64_t ends_sent_ns = 0; /* when the last BP_END went out */
   int rc = 0;
   while (!all_done(&b)) {
     int64_t now = bp_now_ns();
+    if (b.sending && end_wait > 0) {
+      bool all_sent = true;
+      for (int i = 0; i < b.pairs; i++) all_sent = all_sent && b.p[i].end_sent;
+      if (all_sent && !ends_sent_ns) ends_sent_ns = now;
+      if (ends_sent_ns && now - ends_sent_ns > (int64_t)(end_wait * 1e9)) break;
+    }
     if (now > end) {
       fprintf(stderr, "benchclient: timed out after %.0f s\n", timeout);
       rc = 1;
@@ -476,6 +489,10 @@ int main(int argc, char **argv) {
     }
   }
   report(&b, label, workload, lat_file);
+  fflush(stdout);
+  /* Bounded linger: deliver the last answers before the clients go. */
+  for (int64_t lend = bp_now_ns() + (int64_t)(linger * 1e9); rc == 0 && bp_now_ns() < lend;)
+    if (b.tp->poll(b.st, 10, on_message, &b) < 0) break;
   b.tp->close(b.st);
   for (int i = 0; i < b.nclients; i++) free(b.names[i]);
   for (int i = 0; i < b.pairs; i++) free(b.p[i].seen);
