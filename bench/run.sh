@@ -88,10 +88,10 @@ if [[ $MODE == quick ]]; then
   CHAT_SCEN="lo r100l0 r100l2 r100l5 r100ge"
   BURST_SCEN="r100l0 r100l2"
   BIG_SCEN="r100l0 r100l2"
-  CHAT_ARGS="--pairs 4 --rate 10 --duration 5"
+  CHAT_ARGS="--pairs 4 --rate 10 --duration 4"
   BURST_ARGS="--pairs 1 --count 1000"
-  BIG_ARGS="--pairs 1 --count 8 --rate 2"
-  PROBES=3
+  BIG_ARGS="--pairs 1 --count 6 --rate 3"
+  PROBES=2
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern"
 else
   ALL="lo"
@@ -170,7 +170,7 @@ run_one() {
     --role recv --workload "$wl" $args --prefix "$prefix" --linger 1 --ready-file "$WORK/ready.recv" \
     --latencies "$OUT/lat/$id.txt" --label "$id" >"$raw.recv" 2>"$raw.recv.err" &
   local recv_pid=$!; PIDS+=("$recv_pid")
-  if ! wait_file "$WORK/ready.recv" 40 any; then
+  if ! wait_file "$WORK/ready.recv" 25 any; then
     echo "run.sh: $id: receiver not ready" >&2
   else
     # shellcheck disable=SC2086

@@ -108,7 +108,7 @@ def main():
                              TP_ORDER.index(r["transport"]) if r["transport"] in TP_ORDER else 9))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(recs, f, indent=1)
-    meta = first_json(os.path.join(out, "meta.json")) or {}
+    meta = {}
     try:
         meta = json.load(open(os.path.join(out, "meta.json")))
     except (OSError, ValueError):
@@ -177,8 +177,6 @@ def main():
         md.append("")
     # targets
     md += ["## targets (issue: Bench suite, item 7)", ""]
-    for r in recs:
-        pass
     for sc in sorted({r["scenario"] for r in recs if r["workload"] == "chat"}, key=scen_key):
         te, tc = by.get(("tern", "chat", sc)), by.get(("tcp", "chat", sc))
         if not te or not tc or te.get("failed") or tc.get("failed"):
@@ -240,6 +238,7 @@ def plots(out, recs, tps):
             "set logscale x", "set grid", "set key right bottom", "set yrange [0:1.02]",
         ]
         if rtt:
+            gp.append(f"set xrange [{rtt * 0.9:g}:*]")
             gp.append(f"set arrow from {rtt},0 to {rtt},1.02 nohead dt 2 lc rgb 'gray'")
             gp.append(f"set label 'floor {rtt} ms' at {rtt},0.05 offset 0.5,0 tc rgb 'gray'")
         colors = {"tcp": "#d62728", "enet": "#1f77b4", "tern": "#2ca02c", "tern-nofsync": "#9467bd"}
