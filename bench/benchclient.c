@@ -1,8 +1,9 @@
 /*
  * benchclient: load generator and receiver for the relay benchmarks.
  *
- *   benchclient --transport tcp|enet --relay IP:PORT --role send|recv|both
- *               [--workload chat|burst|big] [--pairs N] [--rate R]
+ *   benchclient --transport tcp|enet|tern --relay IP:PORT [--relay-key HEX]
+ *               --role send|recv|both
+ *               [--workload chat|burst|big|connect] [--pairs N] [--rate R]
  *               [--count N] [--duration S] [--size B] [--seed N]
  *               [--prefix P] [--timeout S] [--ready-file PATH]
  *               [--latencies FILE] [--label TEXT]
@@ -20,6 +21,13 @@
  * and CPU time per message (getrusage of this process, counted from the
  * start of the workload, so connecting is left out). A "send" process
  * prints its own CPU time per message.
+ *
+ * --workload connect runs one client (any --role) and measures the time from
+ * the start of its connect to the first sign that the relay accepted a
+ * message from it: TERN_EV_SENT for tern, and for TCP and ENet (whose relays
+ * send no acknowledgement) the return of the message it sends to itself
+ * through the relay, which is the same round trip. It prints one JSON line
+ * with connect_ms (connect call to "connected") and first_accept_ms.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -266,13 +274,61 @@ static void report(bench *b, const char *label, const char *workload, const char
   }
 }
 
+/* --workload connect: see the comment at the top. */
+static int connect_probe(const bench_transport *tp, const char *relay, const char *relay_key,
+                         const char *prefix, const char *label) {
+  char name[BP_NAME_MAX + 1];
+  snprintf(name, sizeof name, "%sc0", prefix);
+  const char *names[1] = {name};
+  bench b;
+  memset(&b, 0, sizeof b);
+  bool synced = false;
+  b.synced = &synced;
+  b.pairs = 1;
+  b.tp = tp;
+  uint8_t body[BP_MSG_HEADER];
+  b.body = body;
+  bench_transport_config cfg = {relay, 1, names, 30000, relay_key};
+  int64_t t0 = bp_now_ns();
+  b.st = tp->open(&cfg);
+  if (!b.st) return 1;
+  int64_t t_conn = bp_now_ns();
+  if (send_kind(&b, 0, name, KIND_SYNC, 0, 0, BP_MSG_HEADER) < 0) return 1;
+  int64_t start = t0, acc = 0, t_echo = 0, end = bp_now_ns() + 30 * 1000000000LL;
+  while (bp_now_ns() < end) {
+    if (tp->poll(b.st, 5, on_message, &b) < 0) break;
+    if (synced && !t_echo) t_echo = bp_now_ns();
+    if (tp->connect_times) {
+      tp->connect_times(b.st, 0, &start, &acc);
+      if (acc && t_echo) break;
+    } else if (t_echo) {
+      start = t0;
+      acc = t_echo;
+      break;
+    }
+  }
+  tp->close(b.st);
+  if (!acc) {
+    fprintf(stderr, "benchclient: no acceptance within 30 s\n");
+    return 1;
+  }
+  printf("{\"bench\":1,\"label\":\"%s\",\"transport\":\"%s\",\"workload\":\"connect\","
+         "\"connect_ms\":%.3f,\"first_accept_ms\":%.3f,\"echo_ms\":%.3f}\n",
+         label, tp->name, (double)(t_conn - start) / 1e6, (double)(acc - start) / 1e6,
+         (double)(t_echo - start) / 1e6);
+  return 0;
+}
+
 static void usage(FILE *f) {
-  fputs("usage: benchclient --transport tcp|enet --relay IP:PORT --role send|recv|both\n"
+  fputs("usage: benchclient --transport tcp|enet|tern --relay IP:PORT --role send|recv|both\n"
         "                   [options]\n"
-        "  --workload chat|burst|big  chat: 100-byte messages, Poisson at --rate 10/s per\n"
+        "  --relay-key HEX  tern: the relay's public key (tern-keygen prints it)\n"
+        "  --workload chat|burst|big|connect  chat: 100-byte messages, Poisson at --rate 10/s per\n"
         "                             pair for --duration 10 s; burst: --count 1000\n"
         "                             100-byte messages per pair at once; big: --count 20\n"
-        "                             64 KiB messages per pair, Poisson at --rate 2/s\n"
+        "                             64 KiB messages per pair, Poisson at --rate 2/s;\n"
+        "                             connect: one client, time from connect to the\n"
+        "                             relay's first acceptance of a message\n"
         "  --pairs N        sender/receiver pairs (default 4)\n"
         "  --rate R         messages per second per pair (Poisson); 0 = all at once\n"
         "  --count N        messages per pair (0 = until --duration)\n"
@@ -283,7 +339,11 @@ static void usage(FILE *f) {
         "  --timeout S      give up after S seconds in all (default: sending time + 60)\n"
         "  --ready-file F   create F once this process's clients are known to the relay\n"
         "  --latencies F    write every one-way latency (ms) to F, one per line\n"
-        "  --label TEXT     copied into the JSON line\n",
+        "  --label TEXT     copied into the JSON line\n"
+        "  --linger S       keep serving S seconds after the end (default 0), so the\n"
+        "                   answer to BP_END leaves before the client is freed\n"
+        "  --end-wait S     a sender waits at most S seconds after its last BP_END for\n"
+        "                   the answers (default: until --timeout); not an error\n",
         f);
 }
 
@@ -291,8 +351,8 @@ int main(int argc, char **argv) {
   bench b;
   memset(&b, 0, sizeof b);
   const char *transport = NULL, *relay = NULL, *workload = "chat", *ready_file = NULL,
-             *lat_file = NULL, *label = "";
-  double rate = -1, duration = -1, timeout = 0;
+             *lat_file = NULL, *label = "", *relay_key = NULL;
+  double rate = -1, duration = -1, timeout = 0, linger = 0, end_wait = 0;
   long long count = -1, size = -1;
   b.pairs = 4;
   b.rng = 1;
@@ -308,6 +368,7 @@ int main(int argc, char **argv) {
     const char *v = argv[++i];
     if (!strcmp(k, "--transport")) transport = v;
     else if (!strcmp(k, "--relay")) relay = v;
+    else if (!strcmp(k, "--relay-key")) relay_key = v;
     else if (!strcmp(k, "--role")) b.role = v;
     else if (!strcmp(k, "--workload")) workload = v;
     else if (!strcmp(k, "--pairs")) b.pairs = atoi(v);
@@ -321,12 +382,16 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--ready-file")) ready_file = v;
     else if (!strcmp(k, "--latencies")) lat_file = v;
     else if (!strcmp(k, "--label")) label = v;
+    else if (!strcmp(k, "--linger")) linger = strtod(v, NULL);
+    else if (!strcmp(k, "--end-wait")) end_wait = strtod(v, NULL);
     else goto bad;
   }
   if (!transport || !relay || !b.role || b.pairs <= 0 || b.pairs > 1000) goto bad;
   if (!strcmp(transport, "tcp")) b.tp = &bench_transport_tcp;
   else if (!strcmp(transport, "enet")) b.tp = &bench_transport_enet;
+  else if (!strcmp(transport, "tern")) b.tp = &bench_transport_tern;
   else goto bad;
+  if (!strcmp(workload, "connect")) return connect_probe(b.tp, relay, relay_key, b.prefix, label);
   b.sending = !strcmp(b.role, "send") || !strcmp(b.role, "both");
   b.receiving = !strcmp(b.role, "recv") || !strcmp(b.role, "both");
   if (!b.sending && !b.receiving) goto bad;
@@ -369,7 +434,7 @@ int main(int argc, char **argv) {
       b.names[receiver_client(&b, i)] = strdup(n);
     }
   }
-  bench_transport_config cfg = {relay, b.nclients, (const char *const *)b.names, 10000};
+  bench_transport_config cfg = {relay, b.nclients, (const char *const *)b.names, 30000, relay_key};
   b.st = b.tp->open(&cfg);
   if (!b.st) return 1;
 
@@ -377,11 +442,19 @@ int main(int argc, char **argv) {
    * back, the relay knows every name and no early message is refused. */
   for (int i = 0; i < b.nclients; i++)
     if (send_kind(&b, i, b.names[i], KIND_SYNC, 0, 0, BP_MSG_HEADER) < 0) return 1;
-  int64_t sync_end = bp_now_ns() + 10 * 1000000000LL;
+  int64_t sync_end = bp_now_ns() + 30 * 1000000000LL, resend_at = bp_now_ns() + 1000000000LL;
   for (;;) {
     int n = 0;
     for (int i = 0; i < b.nclients; i++) n += b.synced[i];
     if (n == b.nclients) break;
+    /* Once a second, greet again: on ENet the greeting travels on another
+     * channel than BP_HELLO and can overtake it when HELLO is lost, and the
+     * relay then drops it as coming from nobody. */
+    if (bp_now_ns() > resend_at) {
+      resend_at = bp_now_ns() + 1000000000LL;
+      for (int i = 0; i < b.nclients; i++)
+        if (!b.synced[i] && send_kind(&b, i, b.names[i], KIND_SYNC, 0, 0, BP_MSG_HEADER) < 0) return 1;
+    }
     if (bp_now_ns() > sync_end || b.tp->poll(b.st, 10, on_message, &b) < 0) {
       fprintf(stderr, "benchclient: relay did not register all names\n");
       return 1;
@@ -396,9 +469,16 @@ int main(int argc, char **argv) {
   b.start_cpu = bp_cpu_seconds();
   for (int i = 0; i < b.pairs; i++) b.p[i].next_ns = b.start_ns + next_gap_ns(&b);
   int64_t end = b.start_ns + (int64_t)(timeout * 1e9);
+  int64_t ends_sent_ns = 0; /* when the last BP_END went out */
   int rc = 0;
   while (!all_done(&b)) {
     int64_t now = bp_now_ns();
+    if (b.sending && end_wait > 0) {
+      bool all_sent = true;
+      for (int i = 0; i < b.pairs; i++) all_sent = all_sent && b.p[i].end_sent;
+      if (all_sent && !ends_sent_ns) ends_sent_ns = now;
+      if (ends_sent_ns && now - ends_sent_ns > (int64_t)(end_wait * 1e9)) break;
+    }
     if (now > end) {
       fprintf(stderr, "benchclient: timed out after %.0f s\n", timeout);
       rc = 1;
@@ -417,6 +497,10 @@ int main(int argc, char **argv) {
     }
   }
   report(&b, label, workload, lat_file);
+  fflush(stdout);
+  /* Bounded linger: deliver the last answers before the clients go. */
+  for (int64_t lend = bp_now_ns() + (int64_t)(linger * 1e9); rc == 0 && bp_now_ns() < lend;)
+    if (b.tp->poll(b.st, 10, on_message, &b) < 0) break;
   b.tp->close(b.st);
   for (int i = 0; i < b.nclients; i++) free(b.names[i]);
   for (int i = 0; i < b.pairs; i++) free(b.p[i].seen);

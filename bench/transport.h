@@ -22,6 +22,7 @@ typedef struct bench_transport_config {
   int nclients;             /* how many clients this process runs */
   const char *const *names; /* names[i]: the user name of client i */
   int connect_timeout_ms;   /* open() fails after this long */
+  const char *relay_key;    /* tern: the relay's public key, 64 hex digits */
 } bench_transport_config;
 
 /* Called once per message received by client `client`; `from` is the
@@ -44,9 +45,16 @@ typedef struct bench_transport {
   int (*poll)(void *st, int timeout_ms, bench_on_message fn, void *arg);
   /* Disconnects and frees everything. */
   void (*close)(void *st);
+  /* Optional (NULL: not known). When client `client` started connecting
+   * and when the relay first confirmed it had accepted one of its messages
+   * (tern: TERN_EV_SENT), as bp_now_ns() stamps; 0 if that has not happened.
+   * Without it benchclient takes the return of the client's greeting to
+   * itself through the relay, which is the same round trip. */
+  void (*connect_times)(void *st, int client, int64_t *start_ns, int64_t *accepted_ns);
 } bench_transport;
 
 extern const bench_transport bench_transport_tcp;
 extern const bench_transport bench_transport_enet;
+extern const bench_transport bench_transport_tern;
 
 #endif

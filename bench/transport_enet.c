@@ -155,4 +155,4 @@ fail:
   return NULL;
 }
 
-const bench_transport bench_transport_enet = {"enet", enet_open, enet_send, enet_poll, enet_close};
+const bench_transport bench_transport_enet = {"enet", enet_open, enet_send, enet_poll, enet_close, NULL};

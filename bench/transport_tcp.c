@@ -127,4 +127,4 @@ fail:
   return NULL;
 }
 
-const bench_transport bench_transport_tcp = {"tcp", tcp_open, tcp_send, tcp_poll, tcp_close};
+const bench_transport bench_transport_tcp = {"tcp", tcp_open, tcp_send, tcp_poll, tcp_close, NULL};

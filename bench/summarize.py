@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""summarize.py OUTDIR: turns run.sh's raw/ and lat/ into summary.json,
+summary.md and one latency-CDF PNG per workload and scenario (gnuplot).
+
+Per run (transport x workload x scenario) it reads:
+  raw/<id>.recv     the receiver's JSON line (latencies, lost, its CPU)
+  raw/<id>.send     the sender's JSON line (its CPU)
+  raw/<id>.relaycpu the relay's CPU seconds (from /proc, whole life)
+  raw/<id>.linkem1/2 linkem's counters (first line: taken right after the
+                    workload, before the connect probes)
+  raw/<id>.connect  connect probes, one JSON line each (chat runs only)
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+TP_ORDER = ["tcp", "enet", "tern", "tern-nofsync"]
+WL_ORDER = ["chat", "burst", "big"]
+
+
+def first_json(path, last=False):
+    try:
+        lines = [l for l in open(path).read().splitlines() if l.startswith("{")]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1] if last else lines[0])
+    except ValueError:
+        return None
+
+
+def scen_key(sc):
+    if sc == "lo":
+        return (0, 0, -1)
+    rtt = int(sc[1:].split("l")[0].split("g")[0])
+    loss = 99 if sc.endswith("ge") else float(sc.split("l")[-1])
+    return (1, rtt, loss)
+
+
+def scen_label(sc):
+    if sc == "lo":
+        return "loopback"
+    rtt, loss = scen_key(sc)[1:]
+    return f"RTT {rtt} ms, " + ("GE bursty ~4 %" if loss == 99 else f"loss {loss:g} %")
+
+
+def median(v):
+    v = sorted(v)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def main():
+    out = sys.argv[1]
+    raw = os.path.join(out, "raw")
+    ids = sorted({f.rsplit(".", 1)[0] for f in os.listdir(raw) if f.endswith(".recv")})
+    recs = []
+    for rid in ids:
+        tp, wl, sc = rid.split(".")
+        recv = first_json(os.path.join(raw, rid + ".recv"), last=True)
+        send = first_json(os.path.join(raw, rid + ".send"), last=True)
+        rtt = scen_key(sc)[1]
+        loss = "ge" if sc.endswith("ge") else scen_key(sc)[2] if sc != "lo" else 0
+        r = {"transport": tp, "workload": wl, "scenario": sc, "rtt_ms": rtt,
+             "loss_pct": loss if loss != "ge" else "ge"}
+        if recv is None:
+            r["failed"] = True
+            recs.append(r)
+            continue
+        got = recv["received"] or 0
+        try:
+            relay_cpu = float(open(os.path.join(raw, rid + ".relaycpu")).read().strip() or 0)
+        except (OSError, ValueError):
+            relay_cpu = 0.0
+        client_cpu = recv["cpu_s"] + (send["cpu_s"] if send else 0)
+        wire = None
+        lks = [first_json(os.path.join(raw, rid + f".linkem{i}")) for i in (1, 2)]
+        if all(lks):
+            wire = sum(l[d]["rx_bytes"] for l in lks for d in ("a_to_b", "b_to_a"))
+        probes = []
+        try:
+            for line in open(os.path.join(raw, rid + ".connect")):
+                if line.startswith("{"):
+                    probes.append(json.loads(line)["first_accept_ms"])
+        except (OSError, ValueError):
+            pass
+        r.update({
+            "p50_ms": recv["p50_ms"], "p90_ms": recv["p90_ms"], "p99_ms": recv["p99_ms"],
+            "p999_ms": recv["p999_ms"], "max_ms": recv["max_ms"], "mean_ms": recv["mean_ms"],
+            "sent": recv["sent"], "received": got, "lost": recv["lost"],
+            "duplicates": recv["duplicates"], "incomplete_pairs": recv["incomplete_pairs"],
+            "wire_bytes_per_msg": round(wire / got, 1) if wire is not None and got else None,
+            "cpu_us_per_msg": round((client_cpu + relay_cpu) * 1e6 / got, 1) if got else None,
+            "client_cpu_us_per_msg": round(client_cpu * 1e6 / got, 1) if got else None,
+            "relay_cpu_us_per_msg": round(relay_cpu * 1e6 / got, 1) if got else None,
+            "connect_first_accept_ms": round(median(probes), 2) if probes else None,
+            "connect_first_accept_rtts": round(median(probes) / rtt, 2) if probes and rtt else None,
+            "connect_probes_ms": probes,
+        })
+        recs.append(r)
+    recs.sort(key=lambda r: (WL_ORDER.index(r["workload"]), scen_key(r["scenario"]),
+                             TP_ORDER.index(r["transport"]) if r["transport"] in TP_ORDER else 9))
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(recs, f, indent=1)
+    meta = {}
+    try:
+        meta = json.load(open(os.path.join(out, "meta.json")))
+    except (OSError, ValueError):
+        pass
+    by = {(r["transport"], r["workload"], r["scenario"]): r for r in recs}
+    tps = [t for t in TP_ORDER if any(r["transport"] == t for r in recs)]
+    md = [f"# tern bench: {meta.get('mode', '?')} run {meta.get('stamp', '')}", "",
+          f"Host {meta.get('host', '?')}, {meta.get('cpus', '?')} CPUs, commit {meta.get('git', '?')}. "
+          "Latency is one-way A -> relay -> B (ms); RTT is client <-> relay, so the propagation "
+          "floor one way is the RTT. Loss applies to each direction of both links. "
+          "tern = ternd defaults (SQLite store, fsync per group commit, data dir on ext4); "
+          "tern-nofsync = ternd --no-fsync; TCP and ENet relays store nothing. "
+          "CPU = sender + receiver + relay per delivered message; wire = IP bytes offered to "
+          "both links in both directions (acks, pings, losses included) per delivered message. "
+          "Ratios < 1 mean tern is better.", ""]
+    fmt = lambda v, d=1: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, (int, float)) else str(v))
+
+    def ratio(a, b, key):
+        if not a or not b or a.get(key) is None or b.get(key) in (None, 0):
+            return "-"
+        return f"{a[key] / b[key]:.2f}"
+
+    for wl in WL_ORDER:
+        scs = sorted({r["scenario"] for r in recs if r["workload"] == wl}, key=scen_key)
+        if not scs:
+            continue
+        args = meta.get(f"{wl}_args", "")
+        md += [f"## {wl} ({args})", ""]
+        head = "| scenario | " + " | ".join(f"{t} p50 / p99 / max" for t in tps)
+        head += " | tern/TCP p50 | tern/TCP p99 | tern/ENet p50 | tern/ENet p99 | tern mean / floor | lost " + \
+                "/".join(tps) + " | wire B/msg " + "/".join(tps) + " | CPU µs/msg " + "/".join(tps) + " |"
+        md += [head, "|" + "---|" * (head.count("|") - 1)]
+        for sc in scs:
+            cells = [scen_label(sc)]
+            for t in tps:
+                r = by.get((t, wl, sc))
+                cells.append("FAILED" if not r or r.get("failed") else
+                             f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} / {fmt(r['max_ms'])}")
+            te, tc, en = by.get(("tern", wl, sc)), by.get(("tcp", wl, sc)), by.get(("enet", wl, sc))
+            cells += [ratio(te, tc, "p50_ms"), ratio(te, tc, "p99_ms"), ratio(te, en, "p50_ms"),
+                      ratio(te, en, "p99_ms")]
+            rtt = scen_key(sc)[1]
+            cells.append(f"{te['mean_ms'] / rtt:.2f}" if te and not te.get("failed") and rtt else "-")
+            for key, d in (("lost", 0), ("wire_bytes_per_msg", 0), ("cpu_us_per_msg", 0)):
+                cells.append("/".join(fmt(by.get((t, wl, sc), {}).get(key), d) for t in tps))
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
+        md += [f"CDF plots: " + ", ".join(f"[{sc}](cdf_{wl}_{sc}.png)" for sc in scs), ""]
+    # connect metric
+    cs = sorted({r["scenario"] for r in recs if r.get("connect_first_accept_ms") is not None}, key=scen_key)
+    if cs:
+        md += ["## connect to first message accepted by the relay", "",
+               "Median of the probes, ms (in RTTs). tern: tern_client_connect() to TERN_EV_SENT "
+               "(after ENet connect, Noise IK, MSG, group commit, SERVER_ACK). TCP: connect() + "
+               "crypto_kx exchange + first sealed frame echoed back by the relay (no TLS handshake "
+               "is simulated; its relay sends no ack, so the echo stands in for one). ENet: ENet "
+               "connect + first frame echoed.", "",
+               "| scenario | " + " | ".join(tps) + " |", "|---|" + "---|" * len(tps)]
+        for sc in cs:
+            cells = [scen_label(sc)]
+            for t in tps:
+                r = by.get((t, "chat", sc)) or {}
+                v, n = r.get("connect_first_accept_ms"), r.get("connect_first_accept_rtts")
+                cells.append("-" if v is None else f"{v:.1f}" + (f" ({n:.2f})" if n else ""))
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
+    # targets
+    md += ["## targets (issue: Bench suite, item 7)", ""]
+    for sc in sorted({r["scenario"] for r in recs if r["workload"] == "chat"}, key=scen_key):
+        te, tc = by.get(("tern", "chat", sc)), by.get(("tcp", "chat", sc))
+        if not te or not tc or te.get("failed") or tc.get("failed"):
+            continue
+        rtt, loss = scen_key(sc)[1], scen_key(sc)[2]
+        checks = []
+        if rtt == 100 and loss >= 2:
+            v = te["p99_ms"] / tc["p99_ms"]
+            checks.append(f"p99 tern/TCP {v:.2f} (target <= 0.33: {'MET' if v <= 1 / 3 else 'MISSED'})")
+        if rtt and loss <= 5:
+            v = te["mean_ms"] / rtt
+            checks.append(f"mean/floor {v:.2f} (target <= 1.10: {'MET' if v <= 1.1 else 'MISSED'})")
+        if loss in (0, -1):
+            v = te["p50_ms"] / tc["p50_ms"]
+            checks.append(f"p50 tern/TCP {v:.2f} (target <= 1.10: {'MET' if v <= 1.1 else 'MISSED'})")
+        n = te.get("connect_first_accept_rtts")
+        if n is not None:
+            checks.append(f"connect->SENT {n:.2f} RTT (target <= 1.5: {'MET' if n <= 1.5 else 'MISSED'})")
+        if checks:
+            md.append(f"- chat, {scen_label(sc)}: " + "; ".join(checks))
+    md.append("")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(md))
+    plots(out, recs, tps)
+
+
+def plots(out, recs, tps):
+    lat = os.path.join(out, "lat")
+    combos = sorted({(r["workload"], r["scenario"]) for r in recs})
+    for wl, sc in combos:
+        series = []
+        for t in tps:
+            path = os.path.join(lat, f"{t}.{wl}.{sc}.txt")
+            try:
+                v = sorted(float(x) for x in open(path) if x.strip())
+            except (OSError, ValueError):
+                continue
+            if not v:
+                continue
+            dat = os.path.join(lat, f"cdf.{t}.{wl}.{sc}.dat")
+            with open(dat, "w") as f:
+                n = len(v)
+                step = max(1, n // 2000)
+                for i in range(0, n, step):
+                    f.write(f"{v[i]:.3f} {(i + 1) / n:.5f}\n")
+                f.write(f"{v[-1]:.3f} 1.0\n")
+            series.append((t, dat))
+        if not series:
+            continue
+        png = os.path.join(out, f"cdf_{wl}_{sc}.png")
+        rtt = scen_key(sc)[1]
+        gp = [
+            "set terminal pngcairo size 900,560 font 'sans,11'" if has_cairo() else
+            "set terminal png size 900,560",
+            f"set output '{png}'",
+            f"set title 'one-way latency CDF: {wl}, {scen_label(sc)}'",
+            "set xlabel 'one-way latency A -> relay -> B (ms, log scale)'",
+            "set ylabel 'fraction of messages'",
+            "set logscale x", "set grid", "set key right bottom", "set yrange [0:1.02]",
+        ]
+        if rtt:
+            gp.append(f"set xrange [{rtt * 0.9:g}:*]")
+            gp.append(f"set arrow from {rtt},0 to {rtt},1.02 nohead dt 2 lc rgb 'gray'")
+            gp.append(f"set label 'floor {rtt} ms' at {rtt},0.05 offset 0.5,0 tc rgb 'gray'")
+        colors = {"tcp": "#d62728", "enet": "#1f77b4", "tern": "#2ca02c", "tern-nofsync": "#9467bd"}
+        gp.append("plot " + ", ".join(
+            f"'{d}' using 1:2 with steps lw 2 lc rgb '{colors.get(t, 'black')}' title '{t}'"
+            for t, d in series))
+        subprocess.run(["gnuplot"], input="\n".join(gp), text=True, check=False)
+
+
+_cairo = None
+
+
+def has_cairo():
+    global _cairo
+    if _cairo is None:
+        r = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True)
+        _cairo = "pngcairo" in (r.stdout + r.stderr)
+    return _cairo
+
+
+if __name__ == "__main__":
+    main()
