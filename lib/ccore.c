@@ -22,6 +22,7 @@ typedef struct entry {
   int settled;           /* SERVER_ACK or FAILED queued for the app: the
                             store drops it when the app takes that event */
   uint64_t retry_at_ms;  /* after BUSY: not before this */
+  uint64_t copy_due_ms;  /* when to send the second copy; 0: none pending */
   size_t len;
   uint8_t body[];
 } entry;
@@ -78,6 +79,8 @@ void tern__ccore_config_default(tern__ccore_config *cfg) {
   cfg->ack_delay_ms = 20;
   cfg->busy_retry_ms = 2000;
   cfg->held_max = 1024;
+  cfg->copy_max_bytes = 512;
+  cfg->copy_delay_ms = 30;
 }
 
 /* ---- seq sets ------------------------------------------------------------ */
@@ -282,6 +285,17 @@ static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
                                   (const uint8_t *)e->to, strlen(e->to));
   emit(cc, ch, 1, w.p, w.len);
   e->sent_ms = now_ms;
+  if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes)
+    e->copy_due_ms = now_ms + cc->cfg.copy_delay_ms;
+}
+
+/* The second copy: if the first was lost, this one is not held behind it. */
+static void send_copy(tern__ccore *cc, entry *e) {
+  tern__wbuf w;
+  tern__wbuf_init(&w, cc->buf, FRAME_BUF);
+  write_msg(&w, e);
+  if (!w.overflow) emit(cc, TERN__CH_COPY, 0, w.p, w.len);
+  e->copy_due_ms = 0;
 }
 
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
@@ -597,7 +611,7 @@ void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
 
 void tern__ccore_offline(tern__ccore *cc) {
   cc->online = 0;
-  for (entry *e = cc->head; e; e = e->next) e->sent_ms = 0;
+  for (entry *e = cc->head; e; e = e->next) e->sent_ms = e->copy_due_ms = 0;
   /* Frames not yet sent are meaningless on the next session. */
   while (cc->outs) {
     out_item *n = cc->outs->next;
@@ -623,6 +637,7 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
     int flying = 0;
     for (const entry *e = cc->head; e; e = e->next) {
       if (e->settled) continue;
+      if (e->copy_due_ms && e->copy_due_ms < best) best = e->copy_due_ms;
       uint64_t t = e->sent_ms ? e->sent_ms + cc->cfg.resend_ms : e->retry_at_ms;
       if (e->sent_ms) flying = 1;
       if (t < best) best = t;
@@ -641,6 +656,7 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
   if (in_flight(cc) && now_ms >= cc->progress_ms + cc->cfg.dead_link_ms) return 1;
   for (entry *e = cc->head; e; e = e->next) {
     if (e->settled) continue;
+    if (e->copy_due_ms && now_ms >= e->copy_due_ms) send_copy(cc, e);
     int due = e->sent_ms ? now_ms >= e->sent_ms + cc->cfg.resend_ms : now_ms >= e->retry_at_ms;
     if (due) transmit(cc, e, now_ms);
   }

@@ -22,6 +22,11 @@ typedef struct tern__ccore_config {
   uint32_t ack_delay_ms;  /* batch DELIVERY_ACKs for this long (20) */
   uint32_t busy_retry_ms; /* after BUSY, wait this long before resending (2000) */
   size_t held_max;        /* DELIVERs kept while waiting for prev_seq (1024) */
+  /* A message body up to this size is sent a second time, copy_delay_ms
+   * after the first, unsequenced on its own channel; the relay's dedup
+   * drops whichever arrives second. 0 turns copies off. (512, 30) */
+  uint32_t copy_max_bytes;
+  uint32_t copy_delay_ms;
 } tern__ccore_config;
 
 void tern__ccore_config_default(tern__ccore_config *cfg);

@@ -409,7 +409,7 @@ static void flush_core(tern_client *c) {
     }
     if (rc) continue;
     if (tern__link_send(c->link, c->peer, o.channel, c->pkt, n,
-                        o.reliable ? TERN__LINK_RELIABLE : TERN__LINK_UNRELIABLE) == 0)
+                        tern__link_mode(o.channel, o.reliable)) == 0)
       c->stats.packets_sent++;
   }
   tern__link_flush(c->link);

@@ -67,7 +67,9 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
   (void)l;
   ENetPeer *p = (ENetPeer *)peer;
   if (p->state != ENET_PEER_STATE_CONNECTED) return TERN_ECLOSED;
-  enet_uint32 flags = mode == TERN__LINK_RELIABLE ? ENET_PACKET_FLAG_RELIABLE : 0;
+  enet_uint32 flags = mode == TERN__LINK_RELIABLE      ? ENET_PACKET_FLAG_RELIABLE
+                     : mode == TERN__LINK_UNSEQUENCED ? ENET_PACKET_FLAG_UNSEQUENCED
+                                                      : 0;
   ENetPacket *pkt = enet_packet_create(data, len, flags);
   if (!pkt) return TERN_ENOMEM;
   if (enet_peer_send(p, channel, pkt) != 0) {
@@ -93,6 +95,12 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   switch (e.type) {
     case ENET_EVENT_TYPE_CONNECT:
       ev->type = TERN__LINK_EV_CONNECT;
+      /* ENet's throttle drops unreliable packets when it sees loss or RTT
+       * jitter, which is exactly when tern's unsequenced copies matter:
+       * keep our sending throttle open. Only once connected: the connect
+       * handshake checks that these parameters did not change, and
+       * enet_peer_throttle_configure() would send a command as well. */
+      e.peer->packetThrottleDeceleration = 0;
       break;
     case ENET_EVENT_TYPE_DISCONNECT:
       ev->type = TERN__LINK_EV_DISCONNECT;
@@ -137,6 +145,7 @@ void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_
   ENetPeer *p = (ENetPeer *)peer;
   enet_peer_ping_interval(p, ping_ms);
   enet_peer_timeout(p, ENET_PEER_TIMEOUT_LIMIT, timeout_min_ms, timeout_max_ms);
+
 }
 
 void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap) {

@@ -19,8 +19,9 @@ enum {
   TERN__CH_CHAT0 = 1,    /* chat: a conversation hashes onto one of 4 */
   TERN__CH_CHAT_COUNT = 4,
   TERN__CH_SIGNAL = 5,   /* unreliable signals (typing, presence) */
-  TERN__CH_BULK = 6,     /* large payloads; reliable */
-  TERN__CH_COUNT = 7,
+  TERN__CH_BULK = 6,     /* reserved for large payloads; unused */
+  TERN__CH_COPY = 7,     /* second copies of small messages; unsequenced */
+  TERN__CH_COUNT = 8,
 };
 
 /* ENet disconnect codes: the 32-bit `data` of an ENet disconnect. They are
@@ -59,7 +60,14 @@ typedef struct tern__link_event {
   void *packet;             /* owned ENet packet, released by event_done */
 } tern__link_event;
 
-enum { TERN__LINK_RELIABLE = 1, TERN__LINK_UNRELIABLE = 2 };
+enum { TERN__LINK_RELIABLE = 1, TERN__LINK_UNRELIABLE = 2, TERN__LINK_UNSEQUENCED = 3 };
+
+/* How an output of the messaging cores travels: copies unsequenced (so a
+ * copy never waits behind a lost reliable packet), the rest as asked. */
+static inline int tern__link_mode(uint8_t channel, int reliable) {
+  if (channel == TERN__CH_COPY) return TERN__LINK_UNSEQUENCED;
+  return reliable ? TERN__LINK_RELIABLE : TERN__LINK_UNRELIABLE;
+}
 enum { TERN__LINK_CLOSE_NOW = 0, TERN__LINK_CLOSE_LATER = 1, TERN__LINK_CLOSE_GRACEFUL = 2 };
 
 /* Creates a host. A relay binds `bind_host:port` (port 0 picks one) and

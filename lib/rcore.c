@@ -21,8 +21,21 @@ typedef struct out_item {
   uint8_t data[];
 } out_item;
 
+/* A second copy of a DELIVER, waiting for its time. */
+typedef struct copy_item {
+  struct copy_item *next;
+  uint64_t seq, due_ms;
+  size_t len;
+  uint8_t data[];
+} copy_item;
+
+/* Copies pending per session, at most (older ones are simply not copied). */
+#define COPIES_MAX 2048
+
 typedef struct conn {
   struct conn *next;
+  copy_item *copies, **copies_tail;
+  size_t ncopies;
   uint64_t id;
   char user[TERN_USER_MAX + 1];
   uint8_t dev[32];
@@ -56,6 +69,8 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->resend_ms = 3000;
   cfg->expire_every_ms = 60000;
   cfg->busy_ms = 2000;
+  cfg->copy_max_bytes = 512;
+  cfg->copy_delay_ms = 30;
 }
 
 int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg) {
@@ -86,10 +101,21 @@ static void free_list(out_item *it) {
   }
 }
 
+static void drop_copies(conn *c) {
+  while (c->copies) {
+    copy_item *n = c->copies->next;
+    free(c->copies);
+    c->copies = n;
+  }
+  c->copies_tail = &c->copies;
+  c->ncopies = 0;
+}
+
 void tern__rcore_free(tern__rcore *rc) {
   if (!rc) return;
   while (rc->conns) {
     conn *n = rc->conns->next;
+    drop_copies(rc->conns);
     free(rc->conns);
     rc->conns = n;
   }
@@ -150,6 +176,7 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   for (conn *c = rc->conns; c; c = c->next) {
     c->sent_upto = c->cursor;
     if (c->confirmed) c->repump = 1;
+    drop_copies(c); /* they may carry seqs the rollback took back */
   }
   rc->busy_until_ms = now_ms + rc->cfg.busy_ms;
 }
@@ -170,6 +197,7 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   }
   c->sent_upto = c->cursor;
   c->progress_ms = now_ms;
+  c->copies_tail = &c->copies;
   c->next = rc->conns;
   rc->conns = c;
   return 0;
@@ -180,6 +208,7 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
     if ((*pp)->id != id) continue;
     conn *c = *pp;
     *pp = c->next;
+    drop_copies(c);
     free(c);
     return;
   }
@@ -190,7 +219,35 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
 typedef struct pump_ctx {
   tern__rcore *rc;
   conn *c;
+  uint64_t now_ms;
 } pump_ctx;
+
+static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t *data, size_t len,
+                          uint64_t now_ms) {
+  if (c->ncopies >= COPIES_MAX) return;
+  copy_item *it = malloc(sizeof(*it) + len);
+  if (!it) return; /* a copy is an optimisation; the original is reliable */
+  it->next = NULL;
+  it->seq = seq;
+  it->due_ms = now_ms + rc->cfg.copy_delay_ms;
+  it->len = len;
+  memcpy(it->data, data, len);
+  *c->copies_tail = it;
+  c->copies_tail = &it->next;
+  c->ncopies++;
+}
+
+/* Sends the copies that are due and still unacknowledged. */
+static void send_copies(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  while (c->copies && c->copies->due_ms <= now_ms) {
+    copy_item *it = c->copies;
+    c->copies = it->next;
+    if (!c->copies) c->copies_tail = &c->copies;
+    c->ncopies--;
+    if (it->seq > c->cursor) emit(rc, c->id, TERN__CH_COPY, 0, it->data, it->len, 0);
+    free(it);
+  }
+}
 
 static int pump_one(void *ctx, const tern__rmsg *m) {
   pump_ctx *p = ctx;
@@ -200,8 +257,11 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
                     .peer = (const uint8_t *)m->from, .peer_len = strlen(m->from),
                     .flags = m->flags, .body = m->body, .body_len = m->body_len};
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
-  if (!w.overflow)
+  if (!w.overflow) {
     emit(p->rc, p->c->id, conv_channel(m->from, p->c->user), 1, w.p, w.len, 0);
+    if (m->body_len <= p->rc->cfg.copy_max_bytes && p->rc->cfg.copy_max_bytes)
+      schedule_copy(p->rc, p->c, m->seq, w.p, w.len, p->now_ms);
+  }
   p->c->sent_upto = m->seq;
   return 0;
 }
@@ -211,7 +271,7 @@ static void pump(tern__rcore *rc, conn *c, uint64_t now_ms) {
   if (!c->confirmed) return;
   uint64_t inflight = c->sent_upto > c->cursor ? c->sent_upto - c->cursor : 0;
   if (inflight >= rc->cfg.deliver_window) return;
-  pump_ctx p = {rc, c};
+  pump_ctx p = {rc, c, now_ms};
   if (ensure_txn(rc) < 0) return;
   int n = tern__rstore_fetch(rc->store, c->user, c->sent_upto, rc->cfg.deliver_window - inflight,
                              pump_one, &p);
@@ -496,6 +556,7 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   for (const conn *c = rc->conns; c; c = c->next) {
     if (!c->confirmed) continue;
     if (c->repump) return 0;
+    if (c->copies && c->copies->due_ms < best) best = c->copies->due_ms;
     if (c->sent_upto > c->cursor && c->progress_ms + rc->cfg.resend_ms < best)
       best = c->progress_ms + rc->cfg.resend_ms;
     if (c->notices_out && c->notices_ms + rc->cfg.resend_ms < best)
@@ -509,6 +570,7 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
 void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
   for (conn *c = rc->conns; c; c = c->next) {
     if (!c->confirmed) continue;
+    send_copies(rc, c, now_ms);
     if (c->repump) {
       c->repump = 0;
       pump(rc, c, now_ms);

@@ -27,6 +27,11 @@ typedef struct tern__rcore_config {
   uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
+  /* A DELIVER whose body is up to copy_max_bytes goes out a second time,
+   * copy_delay_ms later, unsequenced on its own channel, unless acked by
+   * then; the device drops whichever arrives second. 0: off. (512, 30) */
+  uint32_t copy_max_bytes;
+  uint32_t copy_delay_ms;
   /* Optional: 0 if `user` can never receive (FAILED/TERN_ENOENT). */
   int (*user_exists)(void *ctx, const char *user);
   void *user_ctx;

@@ -390,7 +390,7 @@ static void flush_core(tern_relay *r, uint64_t now) {
     }
     if (rc == 0)
       (void)tern__link_send(r->link, p->lp, o.channel, r->pkt, n,
-                            o.reliable ? TERN__LINK_RELIABLE : TERN__LINK_UNRELIABLE);
+                            tern__link_mode(o.channel, o.reliable));
   }
 }
 

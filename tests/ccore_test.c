@@ -9,6 +9,7 @@
 #include "ccore.h"
 #include "cstore.h"
 #include "frame.h"
+#include "link.h"
 
 typedef struct fixture {
   tern__cstore *store;
@@ -212,4 +213,33 @@ Test(ccore, backoff_is_full_jitter_with_a_cap) {
   cr_assert_leq(tern__backoff_next(&b, UINT32_MAX), 30000);
   tern__backoff_reset(&b);
   cr_assert_eq(tern__backoff_ceiling(&b), 500, "a success resets it");
+}
+
+/* Counts outputs on one channel. */
+static int outputs_on(fixture *f, uint8_t channel) {
+  int n = 0;
+  tern__ccore_out o;
+  while (tern__ccore_next_output(f->cc, &o) == 1) n += o.channel == channel;
+  return n;
+}
+
+Test(ccore, small_messages_get_a_second_copy_unless_acked_first) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  (void)outputs_on(&f, 0);
+  uint64_t a, b;
+  tern__ccore_send(f.cc, "bob", "small", 5, 0, 100, 1, &a);
+  static uint8_t big[600];
+  tern__ccore_send(f.cc, "bob", big, sizeof(big), 0, 100, 1, &b);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "no copy at once");
+  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 30, "the copy is due 30 ms later");
+  tern__ccore_tick(f.cc, 130);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "one copy, for the small message only");
+  uint64_t c;
+  tern__ccore_send(f.cc, "bob", "acked fast", 10, 0, 200, 1, &c);
+  server_ack(&f, c, 3, 210);
+  tern__ccore_tick(f.cc, 240);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "acked before its copy was due: no copy");
+  close_fixture(&f);
 }

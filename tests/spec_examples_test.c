@@ -109,7 +109,8 @@ Test(spec, channels) {
   cr_assert_eq(TERN__CH_CHAT_COUNT, 4);
   cr_assert_eq(TERN__CH_SIGNAL, 5);
   cr_assert_eq(TERN__CH_BULK, 6);
-  cr_assert_eq(TERN__CH_COUNT, 7);
+  cr_assert_eq(TERN__CH_COPY, 7);
+  cr_assert_eq(TERN__CH_COUNT, 8);
 }
 
 Test(spec, disconnect_codes) {
