@@ -638,7 +638,11 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
     for (const entry *e = cc->head; e; e = e->next) {
       if (e->settled) continue;
       if (e->copy_due_ms && e->copy_due_ms < best) best = e->copy_due_ms;
-      uint64_t t = e->sent_ms ? e->sent_ms + cc->cfg.resend_ms : e->retry_at_ms;
+      uint64_t t = e->retry_at_ms;
+      if (e->sent_ms) {
+        t = e->sent_ms + cc->cfg.resend_ms;
+        if (t < cc->progress_ms + cc->cfg.resend_ms) t = cc->progress_ms + cc->cfg.resend_ms;
+      }
       if (e->sent_ms) flying = 1;
       if (t < best) best = t;
     }
@@ -654,10 +658,16 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
 int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
   if (!cc->online) return 0;
   if (in_flight(cc) && now_ms >= cc->progress_ms + cc->cfg.dead_link_ms) return 1;
+  /* Resend on the same session only when the relay has stopped answering:
+   * while acks keep coming it is alive and ENet is delivering, and
+   * resending everything unacked each interval would only pile copies onto
+   * a relay that is slow. */
+  int stalled = now_ms >= cc->progress_ms + cc->cfg.resend_ms;
   for (entry *e = cc->head; e; e = e->next) {
     if (e->settled) continue;
     if (e->copy_due_ms && now_ms >= e->copy_due_ms) send_copy(cc, e);
-    int due = e->sent_ms ? now_ms >= e->sent_ms + cc->cfg.resend_ms : now_ms >= e->retry_at_ms;
+    int due = e->sent_ms ? stalled && now_ms >= e->sent_ms + cc->cfg.resend_ms
+                         : now_ms >= e->retry_at_ms;
     if (due) transmit(cc, e, now_ms);
   }
   if (!cc->synced && now_ms >= cc->sync_sent_ms + cc->cfg.resend_ms) {

@@ -290,7 +290,9 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_send_ephemeral(tern_clie
                                                                        const void *body,
                                                                        size_t len);
 
-/* Messages accepted by tern_client_send() and not yet stored by the relay. */
+/* Messages accepted by tern_client_send() and not yet settled: waiting to
+ * be stored by the relay, or stored but with their TERN_EV_SENT (or
+ * TERN_EV_FAILED) not yet taken by the app. */
 TERN_EXPORT TERN_NONNULL(1) size_t tern_client_outbox_size(tern_client *c);
 
 /* Runs the client for up to `timeout_ms` milliseconds (0: do what is due and
