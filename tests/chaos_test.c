@@ -344,7 +344,7 @@ static void journal_read(const char *path, int self, journal *j) {
         const char *hash = strchr(body, '#');
         char want[512];
         k = hash ? (unsigned)strtoul(hash + 1, NULL, 10) : 0;
-        char me[8];
+        char me[16];
         snprintf(me, sizeof(me), "c%d", self);
         size_t wlen = chaos_body(want, sizeof(want), who, me, k);
         if (!hash || k >= MAX_K || blen != wlen || strlen(body) != wlen || memcmp(body, want, wlen) != 0) {
