@@ -14,8 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +27,7 @@
 #include "clock.h"
 #include "cstore.h"
 #include "frame.h"
+#include "kalearn.h"
 #include "link.h"
 #include "session.h"
 #include "tern/tern.h"
@@ -59,6 +63,17 @@ struct tern_client {
   tern__ccore *core;
   uint8_t *buf, *pkt;
   tern_client_stats stats;
+  /* Keepalive (spec/keepalive.md). */
+  tern__ka ka;
+  char network[TERN_NETWORK_MAX + 1];
+  int probe_fd[TERN__KA_SLOTS];  /* -1: closed */
+  uint32_t relay_ip;             /* the relay's address as ENet reached it, */
+  uint16_t relay_udp_port;       /* for probe sockets (host byte order) */
+  uint32_t announced_ms;         /* interval the relay was last told, this session */
+  int key_requested;             /* a KEEPALIVE asking for a probe key went out */
+  uint64_t last_traffic_ms;      /* last sealed packet sent or received */
+  int ka_reported_state;         /* what the last TERN_EV_KEEPALIVE said */
+  uint32_t ka_reported_ms;
 };
 
 void tern_client_config_default(tern_client_config *cfg) {
@@ -71,6 +86,30 @@ void tern_client_config_default(tern_client_config *cfg) {
   cfg->ping_interval_ms = 15000;
   cfg->timeout_min_ms = 3000;
   cfg->timeout_max_ms = 10000;
+  cfg->keepalive_floor_ms = 25000;
+  cfg->keepalive_ceiling_ms = 900000;
+  cfg->keepalive_min_ms = 10000;
+  cfg->keepalive_reprobe_ms = 86400000;
+  cfg->keepalive_foreground_ms = 60000;
+  cfg->keepalive_networks_max = 32;
+}
+
+static void ka_sync(tern_client *c, uint64_t now);
+
+static uint64_t rand64(void *ctx) {
+  (void)ctx;
+  uint64_t v;
+  randombytes_buf(&v, sizeof(v));
+  return v;
+}
+
+/* Loads what the store knows of network `name` into the learner. */
+static int ka_load(tern_client *c, const char *name) {
+  tern__cstore_net n;
+  int rc = tern__cstore_net_get(c->store, name, &n, tern__wall_ms());
+  tern__ka_net known = {.proven_ms = n.proven_ms, .failed_ms = n.failed_ms, .learned_at = n.learned_at};
+  tern__ka_set_network(&c->ka, rc == 1 ? &known : NULL, tern__now_ms());
+  return rc < 0 ? rc : 0;
 }
 
 static int open_state(tern_client *c, const char *dir) {
@@ -102,6 +141,7 @@ int tern_client_new(tern_client **out, const tern_client_config *cfg) {
   tern_client *c = calloc(1, sizeof(*c));
   if (!c) return TERN_ENOMEM;
   c->epfd = c->evfd = -1;
+  for (unsigned i = 0; i < TERN__KA_SLOTS; i++) c->probe_fd[i] = -1;
   pthread_mutex_init(&c->mu, NULL);
   int rc = TERN_ENOMEM;
   c->cfg = *cfg;
@@ -129,6 +169,30 @@ int tern_client_new(tern_client **out, const tern_client_config *cfg) {
   if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
   if ((rc = tern__link_new(&c->link, NULL, 0, 1)) != 0) goto fail;
   if ((rc = wake_setup(c)) != 0) goto fail;
+  {
+    size_t nlen = cfg->network ? strlen(cfg->network) : 0;
+    if (nlen > TERN_NETWORK_MAX) {
+      rc = TERN_EINVAL;
+      goto fail;
+    }
+    memcpy(c->network, nlen ? cfg->network : "", nlen + 1);
+    c->cfg.network = NULL; /* not kept: c->network is the current one */
+    tern__ka_config kc;
+    tern__ka_config_default(&kc);
+    kc.off = cfg->keepalive_off != 0;
+    kc.fixed_ms = cfg->keepalive_fixed_ms;
+    if (cfg->keepalive_floor_ms) kc.floor_ms = cfg->keepalive_floor_ms;
+    if (cfg->keepalive_ceiling_ms) kc.ceiling_ms = cfg->keepalive_ceiling_ms;
+    if (cfg->keepalive_min_ms) kc.min_ms = cfg->keepalive_min_ms;
+    if (cfg->keepalive_reprobe_ms) kc.reprobe_ms = cfg->keepalive_reprobe_ms;
+    kc.foreground_ms = cfg->keepalive_foreground_ms;
+    if (c->cfg.keepalive_networks_max == 0) c->cfg.keepalive_networks_max = 32;
+    tern__ka_init(&c->ka, &kc, rand64, NULL);
+    if ((rc = ka_load(c, c->network)) != 0) goto fail;
+    (void)tern__ka_take_changed(&c->ka);
+    c->ka_reported_state = c->ka.state;
+    c->ka_reported_ms = tern__ka_interval(&c->ka);
+  }
   *out = c;
   return 0;
 fail:
@@ -140,6 +204,9 @@ void tern_client_free(tern_client *c) {
   if (!c) return;
   if (c->peer) tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
   tern__link_free(c->link);
+  for (unsigned i = 0; i < TERN__KA_SLOTS; i++)
+    if (c->probe_fd[i] >= 0) close(c->probe_fd[i]);
+  sodium_memzero(&c->ka, sizeof(c->ka));
   tern__session_wipe(&c->sess);
   tern__ccore_free(c->core);
   tern__cstore_close(c->store);
@@ -174,6 +241,8 @@ static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   int was_open = c->state == C_OPEN || c->state == C_CLOSING;
   c->state = C_IDLE;
   c->close_reason = 0;
+  c->key_requested = 0;
+  tern__ka_session_down(&c->ka); /* its probe key was this session's */
   tern__ccore_offline(c->core);
   push(c, TERN_EV_DISCONNECTED, error, NULL);
   if (c->want_online) {
@@ -185,12 +254,18 @@ static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   }
 }
 
+/* ENet's ping interval for the live link: the keepalive interval; with
+ * keepalives off, an hour (ENet needs some ping to notice a dead peer). */
+static uint32_t enet_ping_ms(const tern_client *c) {
+  uint32_t iv = tern__ka_interval(&c->ka);
+  return iv ? iv : 3600000;
+}
+
 static int start_attempt(tern_client *c) {
   tern__link_peer *p;
   int rc = tern__link_connect(c->link, c->relay_host, c->cfg.relay_port, &p);
   if (rc) return rc;
-  tern__link_peer_set_timing(p, c->cfg.ping_interval_ms, c->cfg.timeout_min_ms,
-                             c->cfg.timeout_max_ms);
+  tern__link_peer_set_timing(p, enet_ping_ms(c), c->cfg.timeout_min_ms, c->cfg.timeout_max_ms);
   c->peer = p;
   c->state = C_LINKING;
   c->attempt_start_ms = tern__now_ms();
@@ -252,13 +327,61 @@ void tern_client_network_changed(tern_client *c) {
   wake(c);
 }
 
+int tern_client_set_network(tern_client *c, const char *name) {
+  if (!name) name = "";
+  size_t len = strlen(name);
+  if (len > TERN_NETWORK_MAX) return TERN_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  int rc = 0;
+  if (strcmp(name, c->network) != 0) {
+    memcpy(c->network, name, len + 1);
+    rc = ka_load(c, c->network);
+    if (c->want_online) {
+      /* The link belongs to the old network: rebuild it on the new one. */
+      if (c->state != C_IDLE) drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+      tern__backoff_reset(&c->backoff);
+      c->next_attempt_ms = tern__now_ms();
+    }
+    ka_sync(c, tern__now_ms());
+  }
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
+  return rc;
+}
+
+void tern_client_set_foreground(tern_client *c, int foreground) {
+  pthread_mutex_lock(&c->mu);
+  tern__ka_set_foreground(&c->ka, foreground);
+  ka_sync(c, tern__now_ms());
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
+}
+
+void tern_client_keepalive(tern_client *c, tern_keepalive_info *info) {
+  pthread_mutex_lock(&c->mu);
+  memset(info, 0, sizeof(*info));
+  info->state = (tern_keepalive_state)c->ka.state;
+  memcpy(info->network, c->network, sizeof(info->network));
+  info->interval_ms = tern__ka_interval(&c->ka);
+  info->proven_ms = c->ka.net.proven_ms;
+  info->failed_ms = c->ka.net.failed_ms;
+  info->learned_at_ms = c->ka.net.learned_at;
+  info->learn_ms = c->ka.learn_ms;
+  info->foreground = c->ka.foreground;
+  info->probes = c->ka.stats.probes;
+  info->probe_datagrams = c->ka.stats.datagrams_out + c->ka.stats.datagrams_in;
+  pthread_mutex_unlock(&c->mu);
+}
+
 /* ENet is connected: send HELLO. */
 static void on_link_up(tern_client *c) {
   tern__wbuf w;
   tern__wbuf_init(&w, c->buf, TERN__HS_PAYLOAD_MAX);
   tern__fr_hello hello = {.user = (const uint8_t *)c->user_req,
                           .user_len = strlen(c->user_req),
-                          .ping_interval_ms = c->cfg.ping_interval_ms};
+                          .ping_interval_ms = tern__ka_interval(&c->ka)};
+  c->announced_ms = (uint32_t)hello.ping_interval_ms;
+  tern__link_peer_addr(c->peer, &c->relay_ip, &c->relay_udp_port);
   tern__fr_hello_write(&w, &hello);
   /* Early data: the first messages of the outbox ride in message 1, so the
    * relay can accept one half a round trip after ENet's connect instead of
@@ -316,20 +439,28 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
   c->stats.connects++;
+  c->last_traffic_ms = tern__now_ms();
   tern__backoff_reset(&c->backoff);
   push(c, TERN_EV_CONNECTED, 0, c->user);
   tern__ccore_online(c->core, c->user, tern__now_ms());
 }
 
-static void on_close_frame(tern_client *c, const uint8_t *frames, size_t len) {
+/* The frames that are the shell's, not the messaging core's: CLOSE and
+ * PROBE_KEY. */
+static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
   tern__rbuf r, body;
   tern__rbuf_init(&r, frames, len);
   uint8_t type;
   while (tern__frame_next(&r, &type, &body) == 1) {
     uint64_t reason;
+    tern__fr_probe_key pk;
     if (type == TERN__FR_CLOSE && tern__fr_close_read(&body, &reason) == 0 && reason > 0 &&
         reason <= 64)
       c->close_reason = -(int)reason;
+    if (type == TERN__FR_PROBE_KEY && tern__fr_probe_key_read(&body, &pk) == 0) {
+      tern__ka_set_key(&c->ka, pk.id, pk.key, tern__now_ms(), tern__wall_ms());
+      sodium_memzero(&pk, sizeof(pk));
+    }
   }
 }
 
@@ -348,7 +479,8 @@ static void on_receive(tern_client *c, const tern__link_event *ev) {
   if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
   if (rc) return; /* dropped and counted; the session carries on */
   c->stats.packets_received++;
-  on_close_frame(c, c->buf, n);
+  c->last_traffic_ms = tern__now_ms();
+  on_shell_frames(c, c->buf, n);
   tern__ccore_input(c->core, c->buf, n, tern__now_ms());
 }
 
@@ -386,9 +518,18 @@ static void on_link_event(tern_client *c, tern__link_event *ev) {
       case TERN__LINK_EV_RECEIVE:
         on_receive(c, ev);
         break;
-      case TERN__LINK_EV_DISCONNECT:
-        drop(c, disconnect_reason(c, ev->data), -1, 0);
+      case TERN__LINK_EV_DISCONNECT: {
+        int why = disconnect_reason(c, ev->data);
+        /* An open link that times out after a silence longer than the
+         * keepalive interval died of an unanswered keepalive: the NAT
+         * forgot it sooner than learned (spec/keepalive.md). */
+        uint32_t iv = tern__ka_interval(&c->ka);
+        if (c->state == C_OPEN && why == TERN_ETIMEDOUT && iv &&
+            tern__now_ms() - c->last_traffic_ms >= iv)
+          tern__ka_keepalive_failed(&c->ka, tern__now_ms());
+        drop(c, why, -1, 0);
         break;
+      }
       default:
         break;
     }
@@ -409,10 +550,111 @@ static void flush_core(tern_client *c) {
     }
     if (rc) continue;
     if (tern__link_send(c->link, c->peer, o.channel, c->pkt, n,
-                        tern__link_mode(o.channel, o.reliable)) == 0)
+                        tern__link_mode(o.channel, o.reliable)) == 0) {
       c->stats.packets_sent++;
+      c->last_traffic_ms = tern__now_ms();
+    }
   }
   tern__link_flush(c->link);
+}
+
+/* Seals frames of the shell's own (KEEPALIVE) on CONTROL. */
+static void send_control(tern_client *c, const uint8_t *frames, size_t len) {
+  size_t n = 0;
+  int rc = tern__session_seal(&c->sess, TERN__CH_CONTROL, frames, len, c->pkt, CLIENT_BUF, &n);
+  if (rc == TERN_ENONCE) {
+    drop(c, TERN_ENONCE, TERN__LINK_CLOSE_LATER, TERN__DISC_NONCE);
+    return;
+  }
+  if (rc == 0 && tern__link_send(c->link, c->peer, TERN__CH_CONTROL, c->pkt, n, TERN__LINK_RELIABLE) == 0) {
+    c->stats.packets_sent++;
+    c->last_traffic_ms = tern__now_ms();
+  }
+}
+
+/* ---- keepalive: the learner's actions and the live link's timing ------- */
+
+static void probe_close(tern_client *c, unsigned slot) {
+  if (c->probe_fd[slot] < 0) return;
+  epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->probe_fd[slot], NULL);
+  close(c->probe_fd[slot]);
+  c->probe_fd[slot] = -1;
+}
+
+/* A fresh UDP socket per probe, so that each has its own NAT mapping and
+ * nothing else refreshes it. A failure here leaves the slot closed: its
+ * requests go nowhere and the probe ends as lost. */
+static void probe_open(tern_client *c, unsigned slot) {
+  probe_close(c, slot);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(c->relay_udp_port),
+                           .sin_addr.s_addr = htonl(c->relay_ip)};
+  struct epoll_event e = {.events = EPOLLIN, .data.u32 = 2 + slot};
+  if (connect(fd, (struct sockaddr *)&to, sizeof(to)) != 0 ||
+      epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
+    close(fd);
+    return;
+  }
+  c->probe_fd[slot] = fd;
+}
+
+/* Reads whatever the probe sockets hold. */
+static void probe_read(tern_client *c, uint64_t now) {
+  uint8_t buf[TERN__PROBE_REQUEST_BYTES + 1];
+  for (unsigned i = 0; i < TERN__KA_SLOTS; i++) {
+    for (int k = 0; k < 8 && c->probe_fd[i] >= 0; k++) {
+      ssize_t n = recv(c->probe_fd[i], buf, sizeof(buf), 0);
+      if (n < 0) break; /* EAGAIN, or an ICMP error: nothing to learn from it */
+      tern__ka_input(&c->ka, i, buf, (size_t)n, now, tern__wall_ms());
+    }
+  }
+}
+
+static void ka_announce(tern_client *c, int want_key) {
+  uint8_t frame[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, frame, sizeof(frame));
+  tern__fr_keepalive f = {.interval_ms = tern__ka_interval(&c->ka),
+                          .flags = want_key ? TERN__KAF_WANT_KEY : 0};
+  tern__fr_keepalive_write(&w, &f);
+  send_control(c, frame, w.len);
+  c->announced_ms = (uint32_t)f.interval_ms;
+}
+
+/* Carries out what the learner asks, and brings the live link, the store,
+ * the relay and the app up to date with what it knows. */
+static void ka_sync(tern_client *c, uint64_t now) {
+  tern__ka_action a;
+  while (tern__ka_next_action(&c->ka, now, &a) == 1) {
+    if (a.type == TERN__KA_OPEN) probe_open(c, a.slot);
+    else if (a.type == TERN__KA_CLOSE) probe_close(c, a.slot);
+    else if (c->probe_fd[a.slot] >= 0) (void)send(c->probe_fd[a.slot], a.data, a.len, 0);
+  }
+  if (tern__ka_take_changed(&c->ka)) {
+    tern__cstore_net n = {.proven_ms = c->ka.net.proven_ms, .failed_ms = c->ka.net.failed_ms,
+                          .learned_at = c->ka.net.learned_at};
+    /* A store that fails here costs only relearning after a restart. */
+    (void)tern__cstore_net_put(c->store, c->network, &n, tern__wall_ms(),
+                               c->cfg.keepalive_networks_max);
+    uint32_t iv = tern__ka_interval(&c->ka);
+    if (c->peer) tern__link_peer_set_timing(c->peer, enet_ping_ms(c), c->cfg.timeout_min_ms,
+                                            c->cfg.timeout_max_ms);
+    if (c->state == C_OPEN && iv != c->announced_ms) ka_announce(c, 0);
+    if (c->ka.state != c->ka_reported_state || iv != c->ka_reported_ms) {
+      c->ka_reported_state = c->ka.state;
+      c->ka_reported_ms = iv;
+      tern_event ev = {.type = TERN_EV_KEEPALIVE,
+                       .error = c->ka.state == TERN_KA_BAD ? TERN_EBADNET : 0,
+                       .user = c->network};
+      tern__ccore_push_event(c->core, &ev);
+    }
+  }
+  if (c->state == C_OPEN && !c->key_requested &&
+      tern__ka_wants_key(&c->ka, now, tern__wall_ms())) {
+    ka_announce(c, 1);
+    c->key_requested = 1;
+  }
 }
 
 static int min_timeout(int a, int b) {
@@ -447,11 +689,13 @@ static void handle_timers(tern_client *c, uint64_t now) {
   }
   if (c->state == C_OPEN && tern__ccore_tick(c->core, now))
     drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE); /* dead link */
+  tern__ka_tick(&c->ka, now, tern__wall_ms());
 }
 
 static int next_timeout_locked(tern_client *c, uint64_t now) {
   int t = shell_timeout(c, now);
   if (c->state == C_OPEN) t = min_timeout(t, tern__ccore_timeout(c->core, now));
+  t = min_timeout(t, tern__ka_timeout(&c->ka, now));
   return min_timeout(t, tern__link_next_timeout_ms(c->link));
 }
 
@@ -484,14 +728,16 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     tern__link_event ev;
     while ((rc = tern__link_service(c->link, 0, &ev)) == 1) on_link_event(c, &ev);
     if (rc < 0) break;
+    probe_read(c, tern__now_ms());
+    ka_sync(c, tern__now_ms());
     flush_core(c);
     now = tern__now_ms();
     if (tern__ccore_pending_events(c->core) || now >= end) break;
     int wait = min_timeout((int)(end - now), next_timeout_locked(c, now));
     if (wait < 0) wait = (int)(end - now);
     pthread_mutex_unlock(&c->mu);
-    struct epoll_event evs[2];
-    int n = epoll_wait(c->epfd, evs, 2, wait);
+    struct epoll_event evs[2 + TERN__KA_SLOTS];
+    int n = epoll_wait(c->epfd, evs, 2 + TERN__KA_SLOTS, wait);
     pthread_mutex_lock(&c->mu);
     drain_wake(c);
     if (n < 0 && errno != EINTR) {

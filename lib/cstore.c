@@ -14,7 +14,7 @@
 
 #include "clock.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /* Keys of the meta table. */
 #define NEXT_CMID "next_cmid"
@@ -36,6 +36,10 @@ enum {
   C_EXTRA_LOAD,
   C_EXTRA_CLEAR,
   C_EXTRA_PUT,
+  C_NET_GET,
+  C_NET_TOUCH,
+  C_NET_PUT,
+  C_NET_EVICT,
   C_N
 };
 
@@ -57,6 +61,15 @@ static const char *const sql[C_N] = {
     [C_EXTRA_LOAD] = "SELECT seq FROM delivered_extra ORDER BY seq LIMIT ?1",
     [C_EXTRA_CLEAR] = "DELETE FROM delivered_extra",
     [C_EXTRA_PUT] = "INSERT OR IGNORE INTO delivered_extra(seq) VALUES(?1)",
+    [C_NET_GET] = "SELECT proven_ms, failed_ms, learned_at FROM networks WHERE name = ?1",
+    [C_NET_TOUCH] = "UPDATE networks SET used_at = ?2 WHERE name = ?1",
+    [C_NET_PUT] = ("INSERT INTO networks(name, proven_ms, failed_ms, learned_at, used_at)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO UPDATE SET"
+                   " proven_ms = excluded.proven_ms, failed_ms = excluded.failed_ms,"
+                   " learned_at = excluded.learned_at, used_at = excluded.used_at"),
+    /* Keeps the ?1 most recently used networks. */
+    [C_NET_EVICT] = ("DELETE FROM networks WHERE name NOT IN"
+                     " (SELECT name FROM networks ORDER BY used_at DESC, name LIMIT ?1)"),
 };
 
 struct tern__cstore {
@@ -175,6 +188,14 @@ static int upgrade(tern__cstore *s) {
              "PRAGMA user_version = 1;",
              (long long)(tern__wall_ms() << 16));
     rc = sqlexec(s, v1);
+  }
+  if (rc == 0 && from < 2) {
+    /* 2: what the keepalive learner knows per network. */
+    rc = sqlexec(s,
+                 "CREATE TABLE networks(name TEXT PRIMARY KEY, proven_ms INTEGER NOT NULL,"
+                 "  failed_ms INTEGER NOT NULL, learned_at INTEGER NOT NULL,"
+                 "  used_at INTEGER NOT NULL) WITHOUT ROWID;"
+                 "PRAGMA user_version = 2;");
   }
   if (rc == 0) return sqlexec(s, "COMMIT");
   (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -366,4 +387,68 @@ int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *
     rc = step(s, C_EXTRA_PUT);
   }
   return finish(s, rc);
+}
+
+int tern__cstore_net_get(tern__cstore *s, const char *name, tern__cstore_net *n, uint64_t now_wall) {
+  memset(n, 0, sizeof(*n));
+  sqlite3_stmt *q = s->q[C_NET_GET];
+  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) {
+    int64_t p = sqlite3_column_int64(q, 0), f = sqlite3_column_int64(q, 1);
+    int64_t at = sqlite3_column_int64(q, 2);
+    /* Values out of range are a damaged row: treat it as unknown. */
+    if (p >= 0 && p <= UINT32_MAX && f >= 0 && f <= UINT32_MAX && at >= 0) {
+      n->proven_ms = (uint32_t)p;
+      n->failed_ms = (uint32_t)f;
+      n->learned_at = (uint64_t)at;
+      rc = 1;
+    } else {
+      rc = 0;
+    }
+  } else {
+    rc = rc == SQLITE_DONE ? 0 : sqlfail(s, rc, "net_get");
+  }
+  sqlite3_reset(q);
+  sqlite3_clear_bindings(q);
+  if (rc == 1) {
+    sqlite3_bind_text(s->q[C_NET_TOUCH], 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->q[C_NET_TOUCH], 2, (int64_t)now_wall);
+    int t = step(s, C_NET_TOUCH);
+    if (t < 0) return t;
+  }
+  return rc;
+}
+
+int tern__cstore_net_put(tern__cstore *s, const char *name, const tern__cstore_net *n,
+                         uint64_t now_wall, size_t max_names) {
+  if (!name || max_names == 0 || n->learned_at > INT64_MAX) return TERN_EINVAL;
+  int rc = step(s, C_BEGIN);
+  if (rc < 0) return rc;
+  sqlite3_stmt *q = s->q[C_NET_PUT];
+  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 2, n->proven_ms);
+  sqlite3_bind_int64(q, 3, n->failed_ms);
+  sqlite3_bind_int64(q, 4, (int64_t)n->learned_at);
+  sqlite3_bind_int64(q, 5, (int64_t)now_wall);
+  rc = step(s, C_NET_PUT);
+  if (rc == 0) {
+    sqlite3_bind_int64(s->q[C_NET_EVICT], 1, (int64_t)max_names);
+    rc = step(s, C_NET_EVICT);
+  }
+  return finish(s, rc);
+}
+
+int tern__cstore_net_count(tern__cstore *s, uint64_t *count) {
+  sqlite3_stmt *q = NULL;
+  *count = 0;
+  int rc = sqlite3_prepare_v2(s->db, "SELECT count(*) FROM networks", -1, &q, NULL);
+  if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    *count = (uint64_t)sqlite3_column_int64(q, 0);
+    rc = 0;
+  } else {
+    rc = sqlfail(s, rc, "net_count");
+  }
+  sqlite3_finalize(q);
+  return rc;
 }

@@ -64,4 +64,21 @@ int tern__cstore_await_take(tern__cstore *s, uint64_t cmid);
 int tern__cstore_delivered_load(tern__cstore *s, uint64_t *last, uint64_t *extra, size_t *n);
 int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *extra, size_t n);
 
+/* What the keepalive learner knows of one network (spec/keepalive.md,
+ * "Persistence"), by the name the app gives it. */
+typedef struct tern__cstore_net {
+  uint32_t proven_ms, failed_ms;
+  uint64_t learned_at;  /* wall ms, 0: the search has not finished */
+} tern__cstore_net;
+
+/* Loads network `name` and marks it used at now_wall: 1 if known, 0 if
+ * not (*n zeroed). */
+int tern__cstore_net_get(tern__cstore *s, const char *name, tern__cstore_net *n, uint64_t now_wall);
+/* Stores it as used at now_wall, then forgets all but the max_names most
+ * recently used networks, in one transaction. */
+int tern__cstore_net_put(tern__cstore *s, const char *name, const tern__cstore_net *n,
+                         uint64_t now_wall, size_t max_names);
+/* Networks remembered. */
+int tern__cstore_net_count(tern__cstore *s, uint64_t *count);
+
 #endif

@@ -36,6 +36,7 @@ static const err_entry errors[] = {
   {TERN_ESTORE, "TERN_ESTORE", "the message store failed (disk full or I/O error)"},
   {TERN_EEXPIRED, "TERN_EEXPIRED", "the message was not delivered within the retention period"},
   {TERN_EDENIED, "TERN_EDENIED", "the relay does not allow this sender to message that user"},
+  {TERN_EBADNET, "TERN_EBADNET", "the network forgets idle UDP mappings too fast for a sparing keepalive"},
 };
 
 static const err_entry *find(int err) {

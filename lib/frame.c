@@ -288,6 +288,37 @@ int tern__fr_close_read(tern__rbuf *b, uint64_t *reason) {
   return b->bad ? TERN_EPROTO : 0;
 }
 
+void tern__fr_keepalive_write(tern__wbuf *w, const tern__fr_keepalive *f) {
+  size_t m = tern__frame_begin(w, TERN__FR_KEEPALIVE);
+  tern__wbuf_varint(w, f->interval_ms);
+  tern__wbuf_varint(w, f->flags);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_keepalive_read(tern__rbuf *b, tern__fr_keepalive *f) {
+  f->interval_ms = tern__rbuf_varint(b);
+  f->flags = tern__rbuf_varint(b);
+  return b->bad ? TERN_EPROTO : 0;
+}
+
+void tern__fr_probe_key_write(tern__wbuf *w, const tern__fr_probe_key *f) {
+  size_t m = tern__frame_begin(w, TERN__FR_PROBE_KEY);
+  tern__wbuf_string(w, f->id, sizeof(f->id));
+  tern__wbuf_string(w, f->key, sizeof(f->key));
+  tern__frame_end(w, m);
+}
+
+int tern__fr_probe_key_read(tern__rbuf *b, tern__fr_probe_key *f) {
+  const uint8_t *id, *key;
+  size_t idn, keyn;
+  tern__rbuf_string(b, &id, &idn, sizeof(f->id));
+  tern__rbuf_string(b, &key, &keyn, sizeof(f->key));
+  if (b->bad || idn != sizeof(f->id) || keyn != sizeof(f->key)) return TERN_EPROTO;
+  memcpy(f->id, id, sizeof(f->id));
+  memcpy(f->key, key, sizeof(f->key));
+  return 0;
+}
+
 int tern__user_valid(const uint8_t *name, size_t len) {
   if (len == 0 || len > TERN_USER_MAX) return 0;
   for (size_t i = 0; i < len; i++) {

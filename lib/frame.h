@@ -32,7 +32,12 @@ enum {
   TERN__FR_BUSY = 0x19,         /* relay -> client: not stored now, retry later */
   TERN__FR_CLOSE = 0x20,        /* either way: goodbye, with a reason */
   TERN__FR_PING = 0x21,         /* client -> relay: keepalive, no body */
+  TERN__FR_KEEPALIVE = 0x22,    /* client -> relay: my keepalive interval; probe key? */
+  TERN__FR_PROBE_KEY = 0x23,    /* relay -> client: key for NAT-timeout probes */
 };
+
+/* KEEPALIVE flags. */
+#define TERN__KAF_WANT_KEY 0x1u /* send me a PROBE_KEY */
 
 /* NOTICE_ACK kinds: which notice is acknowledged. */
 enum { TERN__KIND_RECEIPT = 1, TERN__KIND_FAILED = 2 };
@@ -133,6 +138,19 @@ typedef struct tern__fr_seqlist {
   uint64_t seqs[TERN__SEQLIST_MAX];
 } tern__fr_seqlist;
 
+/* KEEPALIVE: interval_ms | flags. interval 0: the client sends no
+ * keepalives. */
+typedef struct tern__fr_keepalive {
+  uint64_t interval_ms;
+  uint64_t flags;
+} tern__fr_keepalive;
+
+/* PROBE_KEY: id (string of 8 bytes) | key (string of 32 bytes). */
+typedef struct tern__fr_probe_key {
+  uint8_t id[8];
+  uint8_t key[32];
+} tern__fr_probe_key;
+
 void tern__fr_hello_write(tern__wbuf *w, const tern__fr_hello *f);
 void tern__fr_welcome_write(tern__wbuf *w, const tern__fr_welcome *f);
 /* type is TERN__FR_MSG or TERN__FR_DELIVER; DELIVER carries no cmid. */
@@ -161,6 +179,11 @@ int tern__fr_seqlist_read(tern__rbuf *body, tern__fr_seqlist *f);
 int tern__fr_u64_read(tern__rbuf *body, uint64_t *v);
 int tern__fr_notice_ack_read(tern__rbuf *body, uint64_t *kind, uint64_t *cmid);
 int tern__fr_close_read(tern__rbuf *body, uint64_t *reason);
+void tern__fr_keepalive_write(tern__wbuf *w, const tern__fr_keepalive *f);
+int tern__fr_keepalive_read(tern__rbuf *body, tern__fr_keepalive *f);
+void tern__fr_probe_key_write(tern__wbuf *w, const tern__fr_probe_key *f);
+/* Refuses an id or key of another length. */
+int tern__fr_probe_key_read(tern__rbuf *body, tern__fr_probe_key *f);
 
 /* The chat channel of the conversation between users a and b: both
  * directions of one conversation share a channel (spec/wire.md). */

@@ -1,6 +1,7 @@
 /* ENet behind tern's link interface. */
 #include "link.h"
 
+#include <arpa/inet.h>
 #include <enet/enet.h>
 #include <enet/time.h>
 #include <pthread.h>
@@ -11,7 +12,22 @@
 
 struct tern__link {
   ENetHost *host;
+  tern__link_raw_fn raw_fn;
+  void *raw_ctx;
 };
+
+/* ENet's intercept callback has no context pointer: the link being
+ * serviced on this thread is its context. ENet is single-threaded per host,
+ * and only tern__link_service() runs ENet's receive path. */
+static _Thread_local tern__link *servicing;
+
+static int intercept(ENetHost *host, ENetEvent *event) {
+  (void)event;
+  tern__link *l = servicing;
+  if (!l || l->host != host || !l->raw_fn) return 0;
+  return l->raw_fn(l->raw_ctx, ntohl(host->receivedAddress.host), host->receivedAddress.port,
+                   host->receivedData, host->receivedDataLength) == 1;
+}
 
 static pthread_once_t enet_once = PTHREAD_ONCE_INIT;
 static int enet_init_rc;
@@ -86,7 +102,10 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   ev->packet = NULL;
   ev->payload = NULL;
   ev->len = 0;
+  tern__link *outer = servicing;
+  servicing = l;
   int rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
+  servicing = outer;
   if (rc < 0) return TERN_EIO;
   if (rc == 0) return 0;
   ev->peer = (tern__link_peer *)e.peer;
@@ -153,6 +172,24 @@ void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap) {
   uint32_t h = p->address.host; /* network byte order in memory */
   const uint8_t *b = (const uint8_t *)&h;
   snprintf(buf, cap, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3], p->address.port);
+}
+
+void tern__link_peer_addr(const tern__link_peer *peer, uint32_t *ip, uint16_t *port) {
+  const ENetPeer *p = (const ENetPeer *)peer;
+  *ip = ntohl(p->address.host);
+  *port = p->address.port;
+}
+
+void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx) {
+  l->raw_fn = fn;
+  l->raw_ctx = ctx;
+  l->host->intercept = fn ? intercept : NULL;
+}
+
+int tern__link_send_raw(tern__link *l, uint32_t ip, uint16_t port, const void *data, size_t len) {
+  ENetAddress to = {.host = htonl(ip), .port = port};
+  ENetBuffer buf = {.data = (void *)data, .dataLength = len};
+  return enet_socket_send(l->host->socket, &to, &buf, 1) == (int)len ? 0 : TERN_EIO;
 }
 
 uint32_t tern__link_peer_rtt(const tern__link_peer *peer) {

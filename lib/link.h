@@ -112,6 +112,22 @@ void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap);
 /* Smoothed round-trip time ENet measured for the peer, ms. */
 uint32_t tern__link_peer_rtt(const tern__link_peer *peer);
 
+/* The peer's IPv4 address and UDP port, in host byte order. */
+void tern__link_peer_addr(const tern__link_peer *peer, uint32_t *ip, uint16_t *port);
+
+/* Datagrams that are not ENet's (the NAT-timeout probes of
+ * spec/keepalive.md). `fn` sees every datagram the host receives before
+ * ENet parses it, with its source address in host byte order, and returns 1
+ * to take it (ENet never sees it) or 0 to leave it to ENet. It is called
+ * from inside tern__link_service(), and may call tern__link_send_raw(). */
+typedef int (*tern__link_raw_fn)(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data,
+                                 size_t len);
+void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx);
+
+/* Sends one datagram from the host's socket, outside ENet, to ip:port
+ * (host byte order). Returns 0 or TERN_EIO. */
+int tern__link_send_raw(tern__link *l, uint32_t ip, uint16_t port, const void *data, size_t len);
+
 /* Milliseconds until ENet must be serviced even if nothing arrives (a
  * resend, a timeout check, a ping, an ack to send), or -1 if never. */
 int tern__link_next_timeout_ms(tern__link *l);

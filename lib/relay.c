@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "frame.h"
 #include "link.h"
+#include "probesvc.h"
 #include "rcore.h"
 #include "rstore.h"
 #include "session.h"
@@ -36,6 +37,9 @@ typedef struct rpeer {
   char user[TERN_USER_MAX + 1];
   size_t user_len;
   char name[32];               /* address:port, for logs */
+  uint64_t keepalive_ms;       /* the client's announced keepalive interval (0: none) */
+  int has_probe_key;           /* a PROBE_KEY was given to this session */
+  uint8_t probe_id[8], probe_key[32];
   struct rpeer *prev, *next;   /* every peer the relay holds */
 } rpeer;
 
@@ -45,6 +49,7 @@ struct tern_relay {
   tern__link *link;
   tern__rstore *store;
   tern__rcore *core;
+  tern__psvc *probes;           /* NULL when cfg.probes is 0 */
   uint64_t next_id;
   uint64_t early_msgs;          /* MSG frames taken from message 1 */
   rpeer *peers;
@@ -66,10 +71,12 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->timeout_max_ms = 10000;
   cfg->durable_fsync = 1;
   cfg->retention_ms = 30ull * 24 * 3600 * 1000;
+  cfg->probes = 1;
 }
 
 static void logf_(tern_relay *r, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len);
 
 static void logf_(tern_relay *r, int level, const char *fmt, ...) {
   if (!r->cfg.log) return;
@@ -122,10 +129,19 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
   if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
+  if (cfg->probes) {
+    tern__psvc_config pc;
+    tern__psvc_config_default(&pc);
+    pc.max_keys = cfg->max_peers;
+    if ((rc = tern__psvc_new(&r->probes, &pc)) != 0) goto fail;
+    tern__link_set_raw_handler(r->link, on_raw, r);
+  }
   r->cfg.store_path = NULL; /* not kept */
   *out = r;
   return 0;
 fail:
+  tern__psvc_free(r->probes);
+  tern__link_free(r->link);
   tern__rcore_free(r->core);
   tern__rstore_close(r->store);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
@@ -138,6 +154,8 @@ fail:
 
 static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->state == P_OPEN || p->state == P_CLOSING) tern__rcore_close(r->core, p->id);
+  if (r->probes && p->has_probe_key) tern__psvc_remove_key(r->probes, p->id);
+  sodium_memzero(p->probe_key, sizeof(p->probe_key));
   if (p->prev) p->prev->next = p->next;
   else r->peers = p->next;
   if (p->next) p->next->prev = p->prev;
@@ -179,6 +197,7 @@ void tern_relay_free(tern_relay *r) {
                                                        TERN__LINK_CLOSE_NOW);
   while (r->peers) unlink_peer(r, r->peers);
   tern__link_free(r->link);
+  tern__psvc_free(r->probes);
   tern__rcore_free(r->core);
   tern__rstore_close(r->store);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
@@ -258,6 +277,92 @@ static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, cons
   unlink_peer(r, p);
 }
 
+/* The relay's ENet ping interval for a peer whose client keeps the link
+ * alive every `interval` ms: later than the client's keepalive can
+ * arrive, so that the relay sends no idle traffic of its own
+ * (spec/keepalive.md, "The live link"). A client that announces no
+ * keepalive (0) gets the configured interval. */
+static uint32_t relay_ping_ms(const tern_relay *r, uint64_t interval) {
+  if (interval == 0) return r->cfg.ping_interval_ms;
+  uint64_t margin = interval / 4 < 5000 ? 5000 : interval / 4;
+  uint64_t ping = interval + margin;
+  return ping > 3600000 ? 3600000 : (uint32_t)ping;
+}
+
+static void apply_keepalive(tern_relay *r, rpeer *p, uint64_t interval) {
+  p->keepalive_ms = interval;
+  tern__link_peer_set_timing(p->lp, relay_ping_ms(r, interval), r->cfg.timeout_min_ms,
+                             r->cfg.timeout_max_ms);
+}
+
+/* A datagram on the UDP port that is not ENet's: a NAT-timeout probe. */
+static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len) {
+  tern_relay *r = ctx;
+  uint8_t answer[TERN__PROBE_ANSWER_BYTES];
+  size_t n = 0;
+  if (!tern__psvc_input(r->probes, ip, port, data, len, tern__now_ms(), answer, sizeof(answer), &n))
+    return 0;
+  if (n) (void)tern__link_send_raw(r->link, ip, port, answer, n);
+  return 1;
+}
+
+/* Sends the probe REPLYs that are due. */
+static void send_probe_replies(tern_relay *r, uint64_t now) {
+  if (!r->probes) return;
+  uint8_t out[TERN__PROBE_ANSWER_BYTES];
+  uint32_t ip;
+  uint16_t port;
+  size_t n;
+  while (tern__psvc_next_reply(r->probes, now, &ip, &port, out, sizeof(out), &n) == 1)
+    (void)tern__link_send_raw(r->link, ip, port, out, n);
+}
+
+/* Gives the session a probe key (the same one if it asks again). */
+static void send_probe_key(tern_relay *r, rpeer *p) {
+  if (!r->probes) return;
+  if (!p->has_probe_key) {
+    randombytes_buf(p->probe_id, sizeof(p->probe_id));
+    randombytes_buf(p->probe_key, sizeof(p->probe_key));
+    if (tern__psvc_add_key(r->probes, p->id, p->probe_id, p->probe_key) != 0) {
+      logf_(r, 1, "user %s: no room for another probe key", p->user);
+      return;
+    }
+    p->has_probe_key = 1;
+  }
+  tern__fr_probe_key f;
+  memcpy(f.id, p->probe_id, sizeof(f.id));
+  memcpy(f.key, p->probe_key, sizeof(f.key));
+  tern__wbuf w;
+  tern__wbuf_init(&w, r->buf, RELAY_BUF);
+  tern__fr_probe_key_write(&w, &f);
+  sodium_memzero(&f, sizeof(f));
+  (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
+}
+
+/* KEEPALIVE frames are the shell's: they set ENet timing, not messages.
+ * Returns 1 if there was one, with the last one's fields in *out. */
+static int find_keepalive(const uint8_t *frames, size_t len, tern__fr_keepalive *out) {
+  tern__rbuf rb, body;
+  tern__rbuf_init(&rb, frames, len);
+  uint8_t type;
+  int found = 0;
+  while (tern__frame_next(&rb, &type, &body) == 1) {
+    tern__fr_keepalive ka;
+    if (type != TERN__FR_KEEPALIVE || tern__fr_keepalive_read(&body, &ka) != 0) continue;
+    *out = ka;
+    found = 1;
+  }
+  return found;
+}
+
+static void on_keepalive(tern_relay *r, rpeer *p, const tern__fr_keepalive *ka) {
+  if (ka->interval_ms != p->keepalive_ms) {
+    logf_(r, 3, "user %s: keepalive every %llu ms", p->user, (unsigned long long)ka->interval_ms);
+    apply_keepalive(r, p, ka->interval_ms);
+  }
+  if (ka->flags & TERN__KAF_WANT_KEY) send_probe_key(r, p);
+}
+
 static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
@@ -309,11 +414,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     fail_handshake(r, p, rc, TERN__DISC_PROTOCOL, "could not send WELCOME");
     return;
   }
-  /* Keep the relay from pinging first: follow the client's interval. */
-  uint64_t ping = hello.ping_interval_ms * 2;
-  if (ping < r->cfg.ping_interval_ms) ping = r->cfg.ping_interval_ms;
-  if (ping > 3600000) ping = 3600000;
-  tern__link_peer_set_timing(p->lp, (uint32_t)ping, r->cfg.timeout_min_ms, r->cfg.timeout_max_ms);
+  apply_keepalive(r, p, hello.ping_interval_ms);
   rc = tern__rcore_open(r->core, p->id, p->user, p->sess.remote_static, tern__now_ms());
   if (rc) {
     /* The store failed: this session could not be served. */
@@ -358,11 +459,17 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
     return;
   }
   if (rc) return;
+  /* Read KEEPALIVE before the core runs, act on it after: answering
+   * seals into r->pkt, which holds these frames. */
+  tern__fr_keepalive ka;
+  int has_ka = find_keepalive(r->pkt, n, &ka);
   if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), tern__wall_ms()) ==
       TERN_EPROTO) {
     logf_(r, 1, "user %s (%s): malformed frames, disconnecting", p->user, p->name);
     close_peer(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, TERN__LINK_CLOSE_LATER);
+    return;
   }
+  if (has_ka) on_keepalive(r, p, &ka);
 }
 
 static rpeer *find_conn(tern_relay *r, uint64_t id) {
@@ -436,6 +543,10 @@ static void handle_timers(tern_relay *r, uint64_t now) {
 
 static int core_timeout(const tern_relay *r, uint64_t now) {
   int best = tern__rcore_timeout(r->core, now);
+  if (r->probes) {
+    int t = tern__psvc_timeout(r->probes, now);
+    if (t >= 0 && (best < 0 || t < best)) best = t;
+  }
   for (const rpeer *p = r->peers; p; p = p->next) {
     if (p->state != P_HANDSHAKE) continue;
     int t = now >= p->hs_deadline_ms ? 0 : (int)(p->hs_deadline_ms - now);
@@ -467,6 +578,7 @@ int tern_relay_service(tern_relay *r, int timeout_ms) {
     uint64_t now = tern__now_ms();
     handle_timers(r, now);
     tern__rcore_tick(r->core, now, tern__wall_ms());
+    send_probe_replies(r, now);
     flush_core(r, now);
     tern__link_flush(r->link);
     now = tern__now_ms();
@@ -509,4 +621,12 @@ void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st) {
   st->messages_busy = cs.busy;
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;
+  if (r->probes) {
+    tern__psvc_stats ps;
+    tern__psvc_get_stats(r->probes, &ps);
+    st->probe_requests = ps.requests;
+    st->probe_replies = ps.replies;
+    st->probe_rejected = ps.rejected;
+    st->probe_limited = ps.limited;
+  }
 }

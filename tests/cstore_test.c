@@ -312,8 +312,62 @@ Test(cstore, migrates_v0_and_refuses_newer) {
   s = open_at(dbpath);
   cr_assert_eq(outbox_count(s), 1);
   tern__cstore_close(s);
-  set_user_version(2);
+  set_user_version(3);
   char err[256];
   cr_assert_eq(tern__cstore_open(&s, dbpath, 2, err, sizeof err), TERN_ESTORE);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
+}
+
+/* A version-1 store (before keepalive learning) is upgraded in place: its
+ * outbox is kept and the networks table appears. */
+Test(cstore, migrates_v1_to_v2) {
+  tern__cstore *s = open_at(dbpath);
+  put(s, 7, "bob");
+  tern__cstore_close(s);
+  sqlite3 *db = NULL;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TABLE networks; PRAGMA user_version = 1;", NULL, NULL, NULL),
+               SQLITE_OK);
+  sqlite3_close(db);
+  s = open_at(dbpath);
+  cr_assert_eq(outbox_count(s), 1);
+  tern__cstore_net n = {.proven_ms = 40000, .failed_ms = 44000, .learned_at = 123};
+  cr_assert_eq(tern__cstore_net_put(s, "wifi:home", &n, 1000, 32), 0);
+  tern__cstore_close(s);
+}
+
+/* What was learned on a network survives a restart of the app, and only
+ * the most recently used networks are kept. */
+Test(cstore, networks_persist_and_evict_least_recently_used) {
+  tern__cstore *s = open_at(dbpath);
+  tern__cstore_net n;
+  cr_assert_eq(tern__cstore_net_get(s, "wifi:home", &n, 1), 0);
+  cr_assert_eq(n.proven_ms, 0);
+  for (int i = 0; i < 5; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "cell:%d", i);
+    tern__cstore_net v = {.proven_ms = 20000 + (uint32_t)i, .failed_ms = 0, .learned_at = 0};
+    cr_assert_eq(tern__cstore_net_put(s, name, &v, 100 + (uint64_t)i, 3), 0);
+  }
+  uint64_t count = 0;
+  cr_assert_eq(tern__cstore_net_count(s, &count), 0);
+  cr_assert_eq(count, 3);
+  cr_assert_eq(tern__cstore_net_get(s, "cell:0", &n, 200), 0, "oldest evicted");
+  cr_assert_eq(tern__cstore_net_get(s, "cell:1", &n, 200), 0, "second oldest evicted");
+  /* Reading cell:2 makes it the most recently used: the next put evicts
+   * cell:3 instead. */
+  cr_assert_eq(tern__cstore_net_get(s, "cell:2", &n, 300), 1);
+  cr_assert_eq(n.proven_ms, 20002);
+  tern__cstore_net w = {.proven_ms = 44000, .failed_ms = 45000, .learned_at = 777};
+  cr_assert_eq(tern__cstore_net_put(s, "wifi:home", &w, 400, 3), 0);
+  cr_assert_eq(tern__cstore_net_get(s, "cell:3", &n, 500), 0);
+  tern__cstore_close(s);
+  s = open_at(dbpath);
+  cr_assert_eq(tern__cstore_net_get(s, "wifi:home", &n, 600), 1);
+  cr_assert_eq(n.proven_ms, 44000);
+  cr_assert_eq(n.failed_ms, 45000);
+  cr_assert_eq(n.learned_at, 777);
+  cr_assert_eq(tern__cstore_net_get(s, "cell:2", &n, 600), 1);
+  cr_assert_eq(tern__cstore_net_get(s, "cell:4", &n, 600), 1);
+  tern__cstore_close(s);
 }

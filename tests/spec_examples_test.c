@@ -132,11 +132,11 @@ Test(spec, error_code_table) {
     "TERN_ETOOBIG",  "TERN_EIO",       "TERN_ETIMEDOUT", "TERN_ECLOSED",     "TERN_EAGAIN",
     "TERN_EEXIST",   "TERN_ENOENT",    "TERN_EKEYFILE",  "TERN_EOFFLINE",    "TERN_EVERSION",
     "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
-    "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",
+    "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-28), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-29), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */

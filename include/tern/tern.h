@@ -69,6 +69,7 @@ enum {
   TERN_ESTORE = -25,      /* the message store failed (disk full, I/O error) */
   TERN_EEXPIRED = -26,    /* the message was not delivered within the retention */
   TERN_EDENIED = -27,     /* the relay does not allow this sender to message that user */
+  TERN_EBADNET = -28,     /* the network forgets idle UDP mappings faster than keepalive_min_ms */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -189,6 +190,38 @@ typedef struct tern_client_config {
   uint32_t ping_interval_ms;
   uint32_t timeout_min_ms;
   uint32_t timeout_max_ms;
+
+  /* Keepalive timed to the NAT (spec/keepalive.md). By default the client
+   * learns, per network, how long the NAT keeps an idle UDP mapping, by
+   * probing from separate sockets (never the live link), and sends a
+   * keepalive only after the live link has been silent for the largest
+   * proven time minus a margin. When keepalive learning is on,
+   * ping_interval_ms above is not used. */
+  /* 0 (default): learn. 1: no keepalives at all (the NAT may forget the
+   * link while it is idle; for measurements and tests). */
+  int keepalive_off;
+  /* > 0: keep alive every this many ms, never probe (e.g. 25000 for a
+   * fixed WireGuard-style interval). Default 0. */
+  uint32_t keepalive_fixed_ms;
+  /* The first silence probed (default 25000), the largest (default
+   * 900000), and the least a network must keep a mapping before it counts
+   * as bad (TERN_KA_BAD; default 10000). */
+  uint32_t keepalive_floor_ms;
+  uint32_t keepalive_ceiling_ms;
+  uint32_t keepalive_min_ms;
+  /* What was learned on a network is probed again after this long.
+   * Default 86400000 (a day). */
+  uint64_t keepalive_reprobe_ms;
+  /* In the foreground the interval is at most this, so that a dead link
+   * is noticed sooner. Default 60000. */
+  uint32_t keepalive_foreground_ms;
+  /* The network the device starts on, as the app names it ("wifi:<ssid>",
+   * "cell:<carrier>", at most TERN_NETWORK_MAX bytes; copied). NULL or "":
+   * an unnamed network, learned like any other. */
+  const char *network;
+  /* How many networks the state directory remembers (least recently used
+   * forgotten first). Default 32. */
+  uint32_t keepalive_networks_max;
 } tern_client_config;
 
 /* Fills *cfg with defaults; relay_host, relay_port, relay_public_key and
@@ -221,6 +254,11 @@ typedef enum tern_event_type {
    * (over the relay's limit), TERN_ENOENT (no such user), TERN_EEXPIRED
    * (not fetched within the relay's retention), TERN_EDENIED. */
   TERN_EV_FAILED = 6,
+  /* The keepalive state or interval of the current network changed; see
+   * tern_client_keepalive(). `user` is the network's name; `error` is
+   * TERN_EBADNET when the network cannot keep an idle mapping for
+   * keepalive_min_ms (the link then costs more battery), else 0. */
+  TERN_EV_KEEPALIVE = 7,
 } tern_event_type;
 
 typedef struct tern_event {
@@ -314,6 +352,50 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_next_event(tern_client *
 TERN_EXPORT TERN_NONNULL(1) int tern_client_fd(const tern_client *c);
 TERN_EXPORT TERN_NONNULL(1) int tern_client_timeout_ms(tern_client *c);
 
+/* Longest network name, in bytes, not counting the NUL. */
+#define TERN_NETWORK_MAX 64
+
+typedef enum tern_keepalive_state {
+  TERN_KA_OFF = 0,         /* keepalive_off: none are sent */
+  TERN_KA_FIXED = 1,       /* keepalive_fixed_ms */
+  TERN_KA_UNKNOWN = 2,     /* nothing learned yet: a conservative interval */
+  TERN_KA_LEARNING = 3,    /* probes are out */
+  TERN_KA_LEARNED = 4,     /* the search finished; interval = proven - margin */
+  TERN_KA_BAD = 5,         /* mappings last less than keepalive_min_ms */
+  TERN_KA_UNAVAILABLE = 6, /* the relay answered no probe; retried later */
+} tern_keepalive_state;
+
+typedef struct tern_keepalive_info {
+  tern_keepalive_state state;
+  char network[TERN_NETWORK_MAX + 1];
+  uint32_t interval_ms;    /* the live interval now (0: no keepalives) */
+  uint32_t proven_ms;      /* the longest silence the NAT was seen to survive (0: none) */
+  uint32_t failed_ms;      /* the shortest above it that it did not (0: none) */
+  uint64_t learned_at_ms;  /* Unix ms when the search last finished (0: not yet) */
+  uint64_t learn_ms;       /* how long that search took */
+  int foreground;
+  uint64_t probes;         /* probes sent since tern_client_new() */
+  uint64_t probe_datagrams;/* datagrams sent and received on probe sockets */
+} tern_keepalive_info;
+
+/* The keepalive state of the current network. Any thread. */
+TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_keepalive(tern_client *c, tern_keepalive_info *info);
+
+/* The device is now on network `name` (see tern_client_config.network;
+ * NULL or "" for an unnamed one). If that is another network than before,
+ * the link is dropped and rebuilt at once, as with
+ * tern_client_network_changed(), and the interval learned there before is
+ * used (or learning starts). Any thread. Returns 0, TERN_EINVAL (name too
+ * long), TERN_ESTORE (the state directory failed; the network is still
+ * switched, with nothing remembered). */
+TERN_EXPORT TERN_NONNULL(1) int tern_client_set_network(tern_client *c, const char *name);
+
+/* The app went to the foreground (1) or the background (0). In the
+ * background the interval is the learned one; in the foreground it is at
+ * most keepalive_foreground_ms. A new client is in the background. Any
+ * thread. */
+TERN_EXPORT TERN_NONNULL(1) void tern_client_set_foreground(tern_client *c, int foreground);
+
 /* The client's own public key (its device identity). */
 TERN_EXPORT TERN_NONNULL(1) const uint8_t *tern_client_public_key(const tern_client *c);
 
@@ -376,7 +458,14 @@ typedef struct tern_relay_config {
    * TERN_ENOENT), 1 if it can. NULL: any valid name can. */
   int (*user_exists)(void *ctx, const char *user);
   void *user_exists_ctx;
-  /* ENet link timing for each peer, in ms; defaults as for the client. */
+  /* 1 (default): answer NAT-timeout probes (spec/keepalive.md) on the UDP
+   * port, for clients that learn their keepalive interval; 0: ignore them
+   * (such clients then keep a conservative interval). */
+  int probes;
+  /* ENet link timing for each peer, in ms. The relay pings a client only
+   * if that client's own keepalive is late: its interval for a peer is the
+   * keepalive interval the client announced plus max(5 s, a quarter), or
+   * ping_interval_ms (default 60000) for a client that announced none. */
   uint32_t ping_interval_ms;
   uint32_t timeout_min_ms;
   uint32_t timeout_max_ms;
@@ -422,6 +511,10 @@ typedef struct tern_relay_stats {
   uint64_t messages_busy;       /* BUSY: the store failed, sender retries */
   uint64_t messages_expired;    /* dropped undelivered after the retention */
   uint64_t store_errors;        /* store operations that failed */
+  uint64_t probe_requests;      /* probe REQUESTs that verified */
+  uint64_t probe_replies;       /* REPLYs sent after the silence asked for */
+  uint64_t probe_rejected;      /* probe datagrams malformed, unknown or forged */
+  uint64_t probe_limited;       /* REQUESTs refused by the rate limits */
 } tern_relay_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st);
 

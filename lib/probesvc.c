@@ -1,0 +1,270 @@
+/* The relay's probe service (probesvc.h, spec/keepalive.md). Plain arrays
+ * scanned linearly: probes are rare (a few per client per day) and the
+ * tables are bounded. */
+#include "probesvc.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tern/tern.h"
+
+#define RECENT 8     /* completed nonces remembered per key, to ignore replays */
+#define BUCKETS 256  /* source addresses tracked by the rate limiter */
+
+typedef struct pkey {
+  int used;
+  uint64_t conn;
+  uint8_t id[TERN__PROBE_ID_BYTES];
+  uint8_t key[TERN__PROBE_KEY_BYTES];
+  uint64_t recent[RECENT];
+  unsigned recent_pos;
+} pkey;
+
+typedef struct pending {
+  int used;
+  size_t key;          /* index into keys */
+  uint64_t nonce;
+  uint32_t wait_ms;
+  uint32_t ip;
+  uint16_t port;
+  uint64_t due_ms;
+} pending;
+
+typedef struct bucket {
+  uint32_t ip;
+  uint32_t tokens;
+  uint64_t last_ms;    /* when tokens was last brought up to date */
+  uint64_t seen_ms;    /* last request, for eviction */
+} bucket;
+
+struct tern__psvc {
+  tern__psvc_config cfg;
+  pkey *keys;
+  pending *pend;
+  size_t npend;
+  bucket buckets[BUCKETS];
+  size_t nbuckets;
+  tern__psvc_stats stats;
+};
+
+void tern__psvc_config_default(tern__psvc_config *cfg) {
+  cfg->max_keys = 4096;
+  cfg->max_pending = 4096;
+  cfg->per_key_pending = 8;
+  cfg->per_ip_pending = 32;
+  cfg->ip_burst = 32;
+  cfg->ip_refill_ms = 250;
+  cfg->min_wait_ms = 1000;
+  cfg->max_wait_ms = 1200000;
+}
+
+int tern__psvc_new(tern__psvc **out, const tern__psvc_config *cfg) {
+  *out = NULL;
+  if (!cfg->max_keys || !cfg->max_pending || !cfg->ip_burst || !cfg->ip_refill_ms ||
+      cfg->min_wait_ms > cfg->max_wait_ms)
+    return TERN_EINVAL;
+  tern__psvc *s = calloc(1, sizeof(*s));
+  if (!s) return TERN_ENOMEM;
+  s->cfg = *cfg;
+  s->keys = calloc(cfg->max_keys, sizeof(*s->keys));
+  s->pend = calloc(cfg->max_pending, sizeof(*s->pend));
+  if (!s->keys || !s->pend) {
+    tern__psvc_free(s);
+    return TERN_ENOMEM;
+  }
+  *out = s;
+  return 0;
+}
+
+void tern__psvc_free(tern__psvc *s) {
+  if (!s) return;
+  if (s->keys) sodium_memzero(s->keys, s->cfg.max_keys * sizeof(*s->keys));
+  free(s->keys);
+  free(s->pend);
+  free(s);
+}
+
+static void drop_pending_of(tern__psvc *s, size_t k) {
+  for (size_t i = 0; i < s->cfg.max_pending; i++)
+    if (s->pend[i].used && s->pend[i].key == k) {
+      s->pend[i].used = 0;
+      s->npend--;
+    }
+}
+
+int tern__psvc_add_key(tern__psvc *s, uint64_t conn, const uint8_t id[TERN__PROBE_ID_BYTES],
+                       const uint8_t key[TERN__PROBE_KEY_BYTES]) {
+  size_t slot = s->cfg.max_keys;
+  for (size_t i = 0; i < s->cfg.max_keys; i++) {
+    if (s->keys[i].used && s->keys[i].conn == conn) {
+      drop_pending_of(s, i); /* probes under the old key die with it */
+      slot = i;
+      break;
+    }
+    if (!s->keys[i].used && slot == s->cfg.max_keys) slot = i;
+  }
+  if (slot == s->cfg.max_keys) return TERN_ERESOURCE;
+  pkey *k = &s->keys[slot];
+  memset(k, 0, sizeof(*k));
+  k->used = 1;
+  k->conn = conn;
+  memcpy(k->id, id, TERN__PROBE_ID_BYTES);
+  memcpy(k->key, key, TERN__PROBE_KEY_BYTES);
+  return 0;
+}
+
+void tern__psvc_remove_key(tern__psvc *s, uint64_t conn) {
+  for (size_t i = 0; i < s->cfg.max_keys; i++) {
+    if (!s->keys[i].used || s->keys[i].conn != conn) continue;
+    drop_pending_of(s, i);
+    sodium_memzero(&s->keys[i], sizeof(s->keys[i]));
+  }
+}
+
+/* Takes one request token from ip's bucket: 1 if allowed. */
+static int take_token(tern__psvc *s, uint32_t ip, uint64_t now) {
+  bucket *b = NULL;
+  for (size_t i = 0; i < s->nbuckets; i++)
+    if (s->buckets[i].ip == ip) {
+      b = &s->buckets[i];
+      break;
+    }
+  if (!b) {
+    if (s->nbuckets < BUCKETS) {
+      b = &s->buckets[s->nbuckets++];
+    } else {
+      /* Evict the address heard from least recently. An attacker cycling
+       * through many addresses only gets a fresh bucket for each, which
+       * the per-key and global caps still bound. */
+      b = &s->buckets[0];
+      for (size_t i = 1; i < BUCKETS; i++)
+        if (s->buckets[i].seen_ms < b->seen_ms) b = &s->buckets[i];
+    }
+    b->ip = ip;
+    b->tokens = s->cfg.ip_burst;
+    b->last_ms = now;
+  }
+  b->seen_ms = now;
+  if (now > b->last_ms) {
+    uint64_t add = (now - b->last_ms) / s->cfg.ip_refill_ms;
+    if (add >= s->cfg.ip_burst - b->tokens) {
+      b->tokens = s->cfg.ip_burst;
+      b->last_ms = now;
+    } else {
+      b->tokens += (uint32_t)add;
+      b->last_ms += add * s->cfg.ip_refill_ms;
+    }
+  }
+  if (b->tokens == 0) return 0;
+  b->tokens--;
+  return 1;
+}
+
+static pkey *find_key(tern__psvc *s, const uint8_t id[TERN__PROBE_ID_BYTES], size_t *index) {
+  for (size_t i = 0; i < s->cfg.max_keys; i++)
+    if (s->keys[i].used && memcmp(s->keys[i].id, id, TERN__PROBE_ID_BYTES) == 0) {
+      *index = i;
+      return &s->keys[i];
+    }
+  return NULL;
+}
+
+int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *data, size_t len,
+                     uint64_t now_ms, uint8_t *answer, size_t cap, size_t *answer_len) {
+  *answer_len = 0;
+  if (!tern__probe_looks_like(data, len)) return 0;
+  tern__probe_pkt p;
+  size_t ki = 0;
+  pkey *k = NULL;
+  /* Only requests are for the relay; answers sent to it are noise. */
+  if (tern__probe_parse(data, len, &p) != 0 || p.type != TERN__PROBE_REQUEST) {
+    s->stats.rejected++;
+    return 1;
+  }
+  if (!take_token(s, ip, now_ms)) {
+    s->stats.limited++;
+    return 1;
+  }
+  if (!(k = find_key(s, p.id, &ki)) || tern__probe_verify(data, len, k->key) != 0 ||
+      p.wait_ms < s->cfg.min_wait_ms || p.wait_ms > s->cfg.max_wait_ms) {
+    s->stats.rejected++;
+    return 1;
+  }
+  for (unsigned i = 0; i < RECENT; i++)
+    if (k->recent[i] == p.nonce && p.nonce != 0) {
+      s->stats.rejected++; /* answered already: a replay, or a late resend */
+      return 1;
+    }
+  s->stats.requests++;
+  /* A resend of a pending probe restarts its silence (the request itself
+   * refreshed the mapping) and follows the sender's address. */
+  pending *e = NULL, *free_slot = NULL;
+  size_t per_key = 0, per_ip = 0;
+  for (size_t i = 0; i < s->cfg.max_pending; i++) {
+    pending *q = &s->pend[i];
+    if (!q->used) {
+      if (!free_slot) free_slot = q;
+      continue;
+    }
+    if (q->key == ki && q->nonce == p.nonce) e = q;
+    if (q->key == ki) per_key++;
+    if (q->ip == ip) per_ip++;
+  }
+  if (!e) {
+    if (!free_slot || per_key >= s->cfg.per_key_pending || per_ip >= s->cfg.per_ip_pending) {
+      s->stats.limited++;
+      return 1;
+    }
+    e = free_slot;
+    e->used = 1;
+    e->key = ki;
+    e->nonce = p.nonce;
+    s->npend++;
+  }
+  e->wait_ms = p.wait_ms;
+  e->ip = ip;
+  e->port = port;
+  e->due_ms = now_ms + p.wait_ms;
+  tern__probe_pkt a = p;
+  a.type = TERN__PROBE_ACK;
+  *answer_len = tern__probe_write(&a, k->key, answer, cap);
+  if (*answer_len) s->stats.acks++;
+  return 1;
+}
+
+int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, uint32_t *ip, uint16_t *port,
+                          uint8_t *out, size_t cap, size_t *len) {
+  *len = 0;
+  for (size_t i = 0; i < s->cfg.max_pending; i++) {
+    pending *q = &s->pend[i];
+    if (!q->used || q->due_ms > now_ms) continue;
+    pkey *k = &s->keys[q->key];
+    tern__probe_pkt a = {.type = TERN__PROBE_REPLY, .nonce = q->nonce, .wait_ms = q->wait_ms};
+    memcpy(a.id, k->id, TERN__PROBE_ID_BYTES);
+    *len = tern__probe_write(&a, k->key, out, cap);
+    *ip = q->ip;
+    *port = q->port;
+    k->recent[k->recent_pos++ % RECENT] = q->nonce;
+    q->used = 0;
+    s->npend--;
+    if (*len == 0) continue; /* cap too small: the caller's bug; drop it */
+    s->stats.replies++;
+    return 1;
+  }
+  return 0;
+}
+
+int tern__psvc_timeout(const tern__psvc *s, uint64_t now_ms) {
+  if (s->npend == 0) return -1;
+  uint64_t best = UINT64_MAX;
+  for (size_t i = 0; i < s->cfg.max_pending; i++)
+    if (s->pend[i].used && s->pend[i].due_ms < best) best = s->pend[i].due_ms;
+  if (best <= now_ms) return 0;
+  uint64_t d = best - now_ms;
+  return d > 0x7fffffff ? 0x7fffffff : (int)d;
+}
+
+size_t tern__psvc_pending(const tern__psvc *s) { return s->npend; }
+
+void tern__psvc_get_stats(const tern__psvc *s, tern__psvc_stats *st) { *st = s->stats; }
