@@ -9,7 +9,7 @@
 
 #include "tern/tern.h"
 
-#define RECENT 8     /* completed nonces remembered per key, to ignore replays */
+#define RECENT TERN__PSVC_RECENT /* completed nonces remembered per key */
 #define BUCKETS 256  /* source addresses tracked by the rate limiter */
 
 typedef struct pkey {
@@ -18,7 +18,8 @@ typedef struct pkey {
   uint8_t id[TERN__PROBE_ID_BYTES];
   uint8_t key[TERN__PROBE_KEY_BYTES];
   uint64_t recent[RECENT];
-  unsigned recent_pos;
+  unsigned recent_pos;  /* where the next completed nonce goes */
+  unsigned recent_n;    /* how many of recent[] are nonces (any value, 0 too) */
 } pkey;
 
 typedef struct pending {
@@ -52,9 +53,9 @@ void tern__psvc_config_default(tern__psvc_config *cfg) {
   cfg->max_keys = 4096;
   cfg->max_pending = 4096;
   cfg->per_key_pending = 8;
-  cfg->per_ip_pending = 32;
-  cfg->ip_burst = 32;
-  cfg->ip_refill_ms = 250;
+  cfg->per_ip_pending = 256;
+  cfg->ip_burst = 64;
+  cfg->ip_refill_ms = 100;
   cfg->min_wait_ms = 1000;
   cfg->max_wait_ms = 1200000;
 }
@@ -191,8 +192,8 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
     s->stats.rejected++;
     return 1;
   }
-  for (unsigned i = 0; i < RECENT; i++)
-    if (k->recent[i] == p.nonce && p.nonce != 0) {
+  for (unsigned i = 0; i < k->recent_n; i++)
+    if (k->recent[i] == p.nonce) {
       s->stats.rejected++; /* answered already: a replay, or a late resend */
       return 1;
     }
@@ -211,10 +212,31 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
     if (q->key == ki) per_key++;
     if (q->ip == ip) per_ip++;
   }
+  pending *oldest = NULL;
+  if (!e && per_key >= s->cfg.per_key_pending) {
+    /* A client has at most per_key_pending probes out: one more means it
+     * gave up on some (they outlived a failure that made them pointless).
+     * Make room by forgetting its oldest; no one else holds the key. */
+    for (size_t i = 0; i < s->cfg.max_pending; i++) {
+      pending *q = &s->pend[i];
+      if (q->used && q->key == ki && (!oldest || q->due_ms - q->wait_ms < oldest->due_ms - oldest->wait_ms))
+        oldest = q;
+    }
+    if (oldest) {
+      if (oldest->ip == ip) per_ip--;
+      free_slot = oldest;
+    }
+  }
   if (!e) {
-    if (!free_slot || per_key >= s->cfg.per_key_pending || per_ip >= s->cfg.per_ip_pending) {
+    /* Refused: nothing is replaced, so a request that cannot be taken
+     * costs the client none of its pending probes. */
+    if (!free_slot || per_ip >= s->cfg.per_ip_pending) {
       s->stats.limited++;
       return 1;
+    }
+    if (oldest) {
+      oldest->used = 0;
+      s->npend--;
     }
     e = free_slot;
     e->used = 1;
@@ -245,7 +267,9 @@ int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, uint32_t *ip, uint16_t
     *len = tern__probe_write(&a, k->key, out, cap);
     *ip = q->ip;
     *port = q->port;
-    k->recent[k->recent_pos++ % RECENT] = q->nonce;
+    k->recent[k->recent_pos] = q->nonce;
+    k->recent_pos = (k->recent_pos + 1) % RECENT;
+    if (k->recent_n < RECENT) k->recent_n++;
     q->used = 0;
     s->npend--;
     if (*len == 0) continue; /* cap too small: the caller's bug; drop it */

@@ -22,13 +22,21 @@
 
 typedef struct tern__psvc tern__psvc;
 
+/* Completed probes remembered per key: a REQUEST that repeats the nonce of
+ * one of the last TERN__PSVC_RECENT REPLYs sent under its key is a replay
+ * and gets no answer. Older nonces are forgotten; answering one again
+ * still sends fewer bytes than the replay brought. */
+#define TERN__PSVC_RECENT 8
+
 typedef struct tern__psvc_config {
   size_t max_keys;          /* sessions with a probe key at once (4096) */
   size_t max_pending;       /* probes waiting for their REPLY, in all (4096) */
-  size_t per_key_pending;   /* ... per session (8) */
-  size_t per_ip_pending;    /* ... per source IPv4 address (32) */
-  uint32_t ip_burst;        /* requests a source address may send back to back (32) */
-  uint32_t ip_refill_ms;    /* then one more every this many ms (250) */
+  size_t per_key_pending;   /* ... per session (8); a new request beyond that
+                               replaces the session's oldest pending probe */
+  size_t per_ip_pending;    /* ... per source IPv4 address (256: a carrier NAT
+                               puts many clients behind one address) */
+  uint32_t ip_burst;        /* requests a source address may send back to back (64) */
+  uint32_t ip_refill_ms;    /* then one more every this many ms (100) */
   uint32_t min_wait_ms;     /* shortest silence a request may ask for (1000) */
   uint32_t max_wait_ms;     /* longest (1200000, 20 minutes) */
 } tern__psvc_config;
