@@ -3,8 +3,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dir=$1; shift
-cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" "$@" >"$dir.configure.log" 2>&1 \
-  || { cat "$dir.configure.log"; exit 1; }
+mkdir -p "$dir"
+cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" "$@" >"$dir/configure.log" 2>&1 \
+  || { cat "$dir/configure.log"; exit 1; }
 # TARGETS="a b" builds only those (the demo needs only the tools).
 targets=()
 for t in ${TARGETS:-}; do targets+=(--target "$t"); done

@@ -53,6 +53,9 @@ printf '@bob hello bob, this is alice\n@bob messages are sealed with ChaCha20-Po
   | chat alice 2>/dev/null | sed 's/^/  alice| /'
 wait $bob_pid || true
 sed 's/^/  bob| /' bob.out
+echo "  bob's keepalive: tern probes how long the network's NAT keeps an idle mapping (on"
+echo "  loopback there is no NAT, so it only starts; spec/keepalive.md):"
+grep -m2 keepalive bob.err | sed 's/^tern-chat: /  bob| /' || true
 
 step "5. carol is offline: the relay keeps alice's message, survives kill -9, and hands it over later"
 echo '@carol are you there? (sent while you were offline)' | chat alice 2>/dev/null | sed 's/^/  alice| /'

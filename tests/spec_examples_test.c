@@ -15,6 +15,8 @@
 
 #include "frame.h"
 #include "link.h"
+#include "probe.h"
+#include "probesvc.h"
 #include "rcore.h"
 #include "replay.h"
 #include "rstore.h"
@@ -483,6 +485,112 @@ Test(spec, close_and_ping_frames) {
   cr_assert_eq(-(int)reason, TERN_ESHUTDOWN);
   cr_assert_eq(one_frame(PING_FRAME, sizeof PING_FRAME, body), TERN__FR_PING);
   cr_assert_eq(body[0].len, 0);
+}
+
+/* spec/wire.md 6.12 and 6.13. */
+Test(spec, keepalive_and_probe_key_frames) {
+  static const uint8_t KA_FRAME[] = {0x22, 0x04, 0xb0, 0xb5, 0x02, 0x01};
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_keepalive ka = {.interval_ms = 39600, .flags = TERN__KAF_WANT_KEY};
+  tern__fr_keepalive_write(&w, &ka);
+  ASSERT_WBUF(w, KA_FRAME, "KEEPALIVE frame");
+  cr_assert_eq(TERN__FR_KEEPALIVE, 0x22);
+  cr_assert_eq(TERN__FR_PROBE_KEY, 0x23);
+
+  uint8_t pk_frame[44] = {0x23, 0x2a, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0x20};
+  for (int i = 0; i < 32; i++) pk_frame[12 + i] = (uint8_t)i;
+  tern__fr_probe_key pk;
+  for (int i = 0; i < 8; i++) pk.id[i] = (uint8_t)(i + 1);
+  for (int i = 0; i < 32; i++) pk.key[i] = (uint8_t)i;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_probe_key_write(&w, &pk);
+  ASSERT_WBUF(w, pk_frame, "PROBE_KEY frame");
+
+  tern__rbuf body[2];
+  tern__fr_keepalive kr;
+  cr_assert_eq(one_frame(KA_FRAME, sizeof KA_FRAME, body), TERN__FR_KEEPALIVE);
+  cr_assert_eq(tern__fr_keepalive_read(&body[0], &kr), 0);
+  cr_assert_eq(kr.interval_ms, 39600);
+  cr_assert_eq(kr.flags, TERN__KAF_WANT_KEY);
+  tern__fr_probe_key pr;
+  cr_assert_eq(one_frame(pk_frame, sizeof pk_frame, body), TERN__FR_PROBE_KEY);
+  cr_assert_eq(tern__fr_probe_key_read(&body[0], &pr), 0);
+  cr_assert_arr_eq(pr.id, pk.id, 8);
+  cr_assert_arr_eq(pr.key, pk.key, 32);
+}
+
+/* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,
+ * and the sizes that make the service unable to amplify. */
+Test(spec, probe_datagram_examples) {
+  static const uint8_t REQ[] = {
+    0xff, 0xff, 0x74, 0x6b, 0x01, 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x01, 0x02,
+    0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00, 0x61, 0xa8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x71, 0x7c, 0xd6, 0xdf, 0x9a, 0xc0, 0xcc, 0x45, 0x66, 0x88, 0x01, 0x75,
+    0x8b, 0xa3, 0x2c, 0x84};
+  static const uint8_t ACK[] = {
+    0xff, 0xff, 0x74, 0x6b, 0x01, 0x02, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x01, 0x02,
+    0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00, 0x61, 0xa8, 0xcc, 0xae, 0x51, 0xad, 0x4b, 0x05,
+    0x0e, 0xf1, 0xec, 0xed, 0x64, 0xce, 0x64, 0x48, 0x92, 0xad};
+  static const uint8_t REPLY[] = {
+    0xff, 0xff, 0x74, 0x6b, 0x01, 0x03, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x01, 0x02,
+    0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00, 0x61, 0xa8, 0xd7, 0x07, 0x74, 0x11, 0x2d, 0x79,
+    0x11, 0xa3, 0xed, 0x2e, 0x90, 0xf7, 0x8c, 0x34, 0x36, 0x8e};
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
+  tern__probe_pkt p = {.type = TERN__PROBE_REQUEST, .nonce = 0x0102030405060708ull, .wait_ms = 25000};
+  for (int i = 0; i < 8; i++) p.id[i] = (uint8_t)(i + 1);
+  uint8_t out[128];
+  assert_bytes(out, tern__probe_write(&p, key, out, sizeof out), REQ, sizeof REQ, "REQUEST");
+  p.type = TERN__PROBE_ACK;
+  assert_bytes(out, tern__probe_write(&p, key, out, sizeof out), ACK, sizeof ACK, "ACK");
+  p.type = TERN__PROBE_REPLY;
+  assert_bytes(out, tern__probe_write(&p, key, out, sizeof out), REPLY, sizeof REPLY, "REPLY");
+  cr_assert_eq(sizeof REQ, sizeof ACK + sizeof REPLY, "a request pays for both answers");
+
+  /* The relay's service answers the example REQUEST with the example ACK,
+   * and after 25000 ms of silence with the example REPLY. */
+  tern__psvc_config pc;
+  tern__psvc_config_default(&pc);
+  cr_assert_eq(pc.per_key_pending, 8);
+  cr_assert_eq(pc.per_ip_pending, 256);
+  cr_assert_eq(pc.ip_burst, 64);
+  cr_assert_eq(pc.ip_refill_ms, 100);
+  cr_assert_eq(pc.min_wait_ms, 1000);
+  cr_assert_eq(pc.max_wait_ms, 1200000);
+  tern__psvc *svc;
+  cr_assert_eq(tern__psvc_new(&svc, &pc), 0);
+  cr_assert_eq(tern__psvc_add_key(svc, 1, p.id, key), 0);
+  size_t n = 0;
+  cr_assert_eq(tern__psvc_input(svc, 0x0a4e0101, 40000, REQ, sizeof REQ, 1000, out, sizeof out, &n), 1);
+  assert_bytes(out, n, ACK, sizeof ACK, "service ACK");
+  uint32_t ip;
+  uint16_t port;
+  cr_assert_eq(tern__psvc_next_reply(svc, 25999, &ip, &port, out, sizeof out, &n), 0);
+  cr_assert_eq(tern__psvc_next_reply(svc, 26000, &ip, &port, out, sizeof out, &n), 1);
+  assert_bytes(out, n, REPLY, sizeof REPLY, "service REPLY");
+  cr_assert_eq(ip, 0x0a4e0101);
+  cr_assert_eq(port, 40000);
+  tern__psvc_free(svc);
+}
+
+/* spec/keepalive.md, "Constants". */
+Test(spec, keepalive_constants) {
+  tern_client_config c;
+  tern_client_config_default(&c);
+  cr_assert_eq(c.keepalive_floor_ms, 25000);
+  cr_assert_eq(c.keepalive_ceiling_ms, 900000);
+  cr_assert_eq(c.keepalive_min_ms, 10000);
+  cr_assert_eq(c.keepalive_reprobe_ms, 86400000);
+  cr_assert_eq(c.keepalive_foreground_ms, 60000);
+  cr_assert_eq(c.keepalive_networks_max, 32);
+  tern_relay_config r;
+  tern_relay_config_default(&r);
+  cr_assert_eq(r.ping_interval_ms, 60000);
+  cr_assert_eq(r.probes, 1);
 }
 
 /* spec/wire.md, "Frames": an unknown type is skipped whole; the frames

@@ -12,6 +12,11 @@
  * moment (what was stored for it while away has come in), or until --linger
  * SECONDS passes, then exits 0 (1 if the outbox could not be emptied).
  *
+ * Keepalive: by default the client learns how long the network's NAT keeps
+ * an idle mapping and keeps the link alive just often enough; each change
+ * is reported on standard error ("tern-chat: keepalive ..."). --network
+ * names the network so what was learned is kept per network in --state.
+ *
  * Interactive (a terminal), it shows incoming messages and marks each sent
  * message with ticks as messaging apps do: one when the relay has it, two
  * when the recipient does.
@@ -31,6 +36,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: tern-chat --relay HOST:PORT --relay-key PUBKEY --key KEYFILE [--state DIR]\n"
           "                 [--user NAME] [--linger SECONDS] [--expect N]\n"
+          "                 [--network NAME] [--keepalive learn|off|MS] [--foreground]\n"
           "\n"
           "  --relay HOST:PORT     the relay's UDP address\n"
           "  --relay-key PUBKEY    the relay's public key, 64 hex digits (pinned)\n"
@@ -42,6 +48,13 @@ static void usage(FILE *f) {
           "                        outbox to empty (default 30)\n"
           "  --expect N            at end of input, also wait until N messages have\n"
           "                        been received (within --linger)\n"
+          "  --network NAME        the network this device is on, e.g. wifi:home;\n"
+          "                        keepalive timing is learned and kept per network\n"
+          "  --keepalive MODE      learn (default): learn the NAT's idle timeout and\n"
+          "                        keep alive just often enough; off: never; MS: a\n"
+          "                        fixed interval in milliseconds\n"
+          "  --foreground          behave as an app in the foreground (keepalive at\n"
+          "                        most every 60 s); default: background\n"
           "  -h, --help            this text\n"
           "\n"
           "Input lines: '@USER TEXT'. Output lines: 'sent CMID', 'delivered CMID',\n"
@@ -82,6 +95,21 @@ static int fatal(int err) {
   return err == TERN_ERELAYKEY || err == TERN_EUNKNOWNKEY || err == TERN_EVERSION;
 }
 
+static const char *ka_state_name(tern_keepalive_state s) {
+  switch (s) {
+    case TERN_KA_OFF: return "off";
+    case TERN_KA_FIXED: return "fixed";
+    case TERN_KA_UNKNOWN: return "unknown";
+    case TERN_KA_LEARNING: return "learning";
+    case TERN_KA_LEARNED: return "learned";
+    case TERN_KA_BAD: return "bad";
+    case TERN_KA_UNAVAILABLE: return "unavailable";
+  }
+  return "?";
+}
+
+static tern_client *the_client;
+
 static void print_event(const tern_event *ev) {
   switch (ev->type) {
     case TERN_EV_CONNECTED:
@@ -118,6 +146,17 @@ static void print_event(const tern_event *ev) {
       else
         printf("failed %llu %s\n", (unsigned long long)ev->cmid, tern_errname(ev->error));
       break;
+    case TERN_EV_KEEPALIVE: {
+      tern_keepalive_info ki;
+      tern_client_keepalive(the_client, &ki);
+      fprintf(stderr,
+              "tern-chat: keepalive %s on network '%s': every %u ms (proven %u ms, failed %u ms, "
+              "learned in %llu ms, %llu probes)%s\n",
+              ka_state_name(ki.state), ki.network, ki.interval_ms, ki.proven_ms, ki.failed_ms,
+              (unsigned long long)ki.learn_ms, (unsigned long long)ki.probes,
+              ev->error ? ": this network forgets idle UDP mappings very fast" : "");
+      break;
+    }
     default:
       break;
   }
@@ -125,6 +164,8 @@ static void print_event(const tern_event *ev) {
 
 int main(int argc, char **argv) {
   const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL, *state = NULL;
+  const char *network = NULL, *keepalive = "learn";
+  int foreground = 0;
   double linger = 30.0;
   long expect = 0;
   static const struct option opts[] = {
@@ -132,6 +173,8 @@ int main(int argc, char **argv) {
       {"key", required_argument, 0, 'k'},    {"user", required_argument, 0, 'u'},
       {"state", required_argument, 0, 's'},  {"linger", required_argument, 0, 'l'},
       {"expect", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
+      {"network", required_argument, 0, 'n'}, {"keepalive", required_argument, 0, 'K'},
+      {"foreground", no_argument, 0, 'f'},
       {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -143,6 +186,9 @@ int main(int argc, char **argv) {
       case 's': state = optarg; break;
       case 'l': linger = atof(optarg); break;
       case 'e': expect = atol(optarg); break;
+      case 'n': network = optarg; break;
+      case 'K': keepalive = optarg; break;
+      case 'f': foreground = 1; break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
@@ -178,9 +224,26 @@ int main(int argc, char **argv) {
   }
   cfg.user = user;
   cfg.state_dir = state;
+  cfg.network = network;
+  if (strcmp(keepalive, "off") == 0) {
+    cfg.keepalive_off = 1;
+  } else if (strcmp(keepalive, "learn") != 0) {
+    char *end = NULL;
+    unsigned long ms = strtoul(keepalive, &end, 10);
+    if (!end || *end || ms < 1000 || ms > 3600000) {
+      fprintf(stderr, "tern-chat: --keepalive wants learn, off or 1000..3600000 ms, not '%s'\n",
+              keepalive);
+      return 2;
+    }
+    cfg.keepalive_fixed_ms = (uint32_t)ms;
+  }
   tern_client *c;
   rc = tern_client_new(&c, &cfg);
-  if (rc == 0) rc = tern_client_connect(c);
+  if (rc == 0) {
+    the_client = c;
+    tern_client_set_foreground(c, foreground);
+    rc = tern_client_connect(c);
+  }
   if (rc) {
     fprintf(stderr, "tern-chat: cannot start: %s\n", tern_strerror(rc));
     return 1;

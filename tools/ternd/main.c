@@ -87,6 +87,8 @@ static void usage(FILE *f) {
           "                        after MS milliseconds (default 5000)\n"
           "  --max-peers N         simultaneous peers, at most 4095 (default 4095)\n"
           "  --max-message-size B  largest message body forwarded (default 65536)\n"
+          "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
+          "                        a conservative keepalive; spec/keepalive.md)\n"
           "  -v, --verbose         log every peer event (debug)\n"
           "  -q, --quiet           log warnings and errors only\n"
           "  -h, --help            this text\n");
@@ -128,7 +130,7 @@ int main(int argc, char **argv) {
       {"port-file", required_argument, 0, 'P'},  {"handshake-timeout", required_argument, 0, 'T'},
       {"max-peers", required_argument, 0, 'm'},  {"max-message-size", required_argument, 0, 'M'},
       {"data-dir", required_argument, 0, 'D'},   {"retention-days", required_argument, 0, 'R'},
-      {"no-fsync", no_argument, 0, 'F'},
+      {"no-fsync", no_argument, 0, 'F'},      {"no-probes", no_argument, 0, 'N'},
       {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
@@ -150,6 +152,7 @@ int main(int argc, char **argv) {
       case 'D': data_dir = optarg; break;
       case 'R': cfg.retention_ms = (uint64_t)parse_num(optarg, 1, 3650, "--retention-days") * 86400000ull; break;
       case 'F': cfg.durable_fsync = 0; break;
+      case 'N': cfg.probes = 0; break;
       case 'v': verbosity = 3; break;
       case 'q': verbosity = 1; break;
       case 'h': usage(stdout); return 0;
@@ -272,6 +275,9 @@ int main(int argc, char **argv) {
       (unsigned long long)st.messages_stored, (unsigned long long)st.messages_delivered,
       (unsigned long long)st.messages_deduped, (unsigned long long)st.messages_refused,
       (unsigned long long)st.messages_busy, (unsigned long long)st.messages_expired);
+  say(2, "probes: %llu requests, %llu replies, %llu rejected, %llu rate-limited",
+      (unsigned long long)st.probe_requests, (unsigned long long)st.probe_replies,
+      (unsigned long long)st.probe_rejected, (unsigned long long)st.probe_limited);
   tern_relay_free(r);
   allowlist_free(&auth.list);
   close(sfd);
