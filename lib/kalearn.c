@@ -159,12 +159,15 @@ static unsigned plan_points(const tern__ka *ka, uint32_t *pts) {
   const tern__ka_net *n = &ka->net;
   uint32_t lo = n->proven_ms, hi = n->failed_ms, ceil = ka->cfg.ceiling_ms;
   unsigned k = 0;
-  if (ka->recheck && lo) {
-    /* Reprobing after reprobe_ms: is the old value still true? */
-    pts[k++] = lo;
-    for (uint64_t t = (uint64_t)lo * 2; k < TERN__KA_SLOTS; t *= 2) {
+  if (ka->recheck) {
+    /* Reprobing after reprobe_ms: is the old value still true, and is more
+     * true now? A bad network (nothing proven) tests min_ms, the least
+     * that would make it good, and the doublings from the floor. */
+    uint32_t first = lo ? lo : ka->cfg.min_ms;
+    pts[k++] = first;
+    for (uint64_t t = lo ? (uint64_t)lo * 2 : ka->cfg.floor_ms; k < TERN__KA_SLOTS; t *= 2) {
       if (t > ceil) t = ceil;
-      if (!has_point(pts, k, (uint32_t)t)) pts[k++] = (uint32_t)t;
+      if (t > first && !has_point(pts, k, (uint32_t)t)) pts[k++] = (uint32_t)t;
       if (t >= ceil) break;
     }
     return k;
@@ -231,12 +234,22 @@ void tern__ka_set_key(tern__ka *ka, const uint8_t id[TERN__PROBE_ID_BYTES],
   memcpy(ka->key, key, TERN__PROBE_KEY_BYTES);
   ka->have_key = 1;
   if (ka->net.learned_at && search_done(ka) && stale(ka, wall_ms)) {
-    /* Relearn: keep the old value live, test it again, open the top. */
-    ka->recheck = ka->net.proven_ms != 0;
-    ka->net.failed_ms = 0;
+    /* Relearn: keep the old value live, test it again, open the top. A
+     * bad network keeps its failure, and so its short interval, until
+     * min_ms is proven: clearing it would make the interval the unproven
+     * one, three times what the network was seen to fail. */
+    ka->recheck = 1;
+    if (ka->net.proven_ms) ka->net.failed_ms = 0;
     ka->learn_started_ms = now_ms ? now_ms : 1;
   }
   plan_round(ka, now_ms, wall_ms);
+}
+
+void tern__ka_no_key(tern__ka *ka, uint64_t now_ms) {
+  if (!learning_enabled(ka) || ka->have_key) return;
+  ka->retry_at_ms = now_ms + ka->cfg.unavailable_retry_ms;
+  ka->learn_started_ms = 0;
+  set_state(ka, TERN_KA_UNAVAILABLE);
 }
 
 void tern__ka_session_down(tern__ka *ka) {

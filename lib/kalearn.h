@@ -120,6 +120,10 @@ int tern__ka_wants_key(const tern__ka *ka, uint64_t now_ms, uint64_t wall_ms);
 /* The session gave a probe key: probing starts or resumes. */
 void tern__ka_set_key(tern__ka *ka, const uint8_t id[TERN__PROBE_ID_BYTES],
                       const uint8_t key[TERN__PROBE_KEY_BYTES], uint64_t now_ms, uint64_t wall_ms);
+/* The session was asked for a probe key and gave none in time (a relay
+ * that does not answer probes, or an older one): UNAVAILABLE, and no key
+ * is wanted again before unavailable_retry_ms. */
+void tern__ka_no_key(tern__ka *ka, uint64_t now_ms);
 /* The session ended: its key is void; probes in flight are abandoned
  * without conclusion and resume with the next key. */
 void tern__ka_session_down(tern__ka *ka);
