@@ -525,6 +525,85 @@ Test(frame, ping_is_an_empty_frame) {
   cr_assert_eq(f[0].len, 0);
 }
 
+Test(frame, keepalive_round_trips) {
+  uint8_t buf[32];
+  const uint64_t intervals[] = {0, 1, 39600, 900000, UINT32_MAX, UINT64_MAX};
+  const uint64_t flags[] = {0, TERN__KAF_WANT_KEY, 0x80, UINT64_MAX};
+  for (size_t i = 0; i < 6; i++) {
+    for (size_t j = 0; j < 4; j++) {
+      tern__fr_keepalive in = {.interval_ms = intervals[i], .flags = flags[j]};
+      size_t n = WRITE_FRAME(buf, tern__fr_keepalive_write(&frame_w, &in));
+      split_frame f[2];
+      cr_assert_eq(split_exact(buf, n, f, 2), 1);
+      cr_assert_eq(f[0].type, TERN__FR_KEEPALIVE);
+      tern__rbuf rb;
+      tern__fr_keepalive out = {0xdead, 0xdead};
+      uint8_t *body = dup_exact(buf + f[0].off, f[0].len);
+      tern__rbuf_init(&rb, body, f[0].len);
+      cr_assert_eq(tern__fr_keepalive_read(&rb, &out), 0);
+      cr_assert_eq(rb.pos, f[0].len, "KEEPALIVE left bytes unread");
+      cr_assert_eq(out.interval_ms, in.interval_ms);
+      cr_assert_eq(out.flags, in.flags);
+      free(body);
+    }
+  }
+}
+
+static void probe_key_sample(tern__fr_probe_key *k, uint8_t seed) {
+  for (size_t i = 0; i < sizeof k->id; i++) k->id[i] = (uint8_t)(seed + i);
+  for (size_t i = 0; i < sizeof k->key; i++) k->key[i] = (uint8_t)(seed * 3 + 11 * i);
+}
+
+Test(frame, probe_key_round_trips) {
+  uint8_t buf[64];
+  for (uint8_t seed = 0; seed < 4; seed++) {
+    tern__fr_probe_key in, out;
+    probe_key_sample(&in, (uint8_t)(seed * 60));
+    size_t n = WRITE_FRAME(buf, tern__fr_probe_key_write(&frame_w, &in));
+    cr_assert_eq(n, 2 + 1 + 8 + 1 + 32);
+    split_frame f[2];
+    cr_assert_eq(split_exact(buf, n, f, 2), 1);
+    cr_assert_eq(f[0].type, TERN__FR_PROBE_KEY);
+    memset(&out, 0x55, sizeof out);
+    uint8_t *body = dup_exact(buf + f[0].off, f[0].len);
+    tern__rbuf rb;
+    tern__rbuf_init(&rb, body, f[0].len);
+    cr_assert_eq(tern__fr_probe_key_read(&rb, &out), 0);
+    cr_assert_arr_eq(out.id, in.id, sizeof in.id);
+    cr_assert_arr_eq(out.key, in.key, sizeof in.key);
+    free(body);
+  }
+}
+
+/* A PROBE_KEY body with an id of id_len and a key of key_len bytes. */
+static size_t probe_key_body(uint8_t *buf, size_t cap, size_t id_len, size_t key_len) {
+  uint8_t bytes[64];
+  for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)(i + 1);
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, cap);
+  tern__wbuf_string(&w, bytes, id_len);
+  tern__wbuf_string(&w, bytes, key_len);
+  cr_assert_not(w.overflow);
+  return w.len;
+}
+
+Test(frame, probe_key_of_another_length_is_refused) {
+  uint8_t buf[128];
+  const size_t lens[][2] = {{8, 32}, {7, 32}, {9, 32}, {0, 32}, {8, 31}, {8, 33}, {8, 0},
+                            {32, 8}, {0, 0},  {40, 0}, {16, 16}, {8, 64}};
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    size_t n = probe_key_body(buf, sizeof buf, lens[i][0], lens[i][1]);
+    uint8_t *body = dup_exact(buf, n);
+    tern__rbuf rb;
+    tern__fr_probe_key out;
+    tern__rbuf_init(&rb, body, n);
+    int want = lens[i][0] == 8 && lens[i][1] == 32 ? 0 : TERN_EPROTO;
+    cr_assert_eq(tern__fr_probe_key_read(&rb, &out), want, "id of %zu and key of %zu bytes",
+                 lens[i][0], lens[i][1]);
+    free(body);
+  }
+}
+
 /* ------------------------------------------------------------ seq lists */
 
 /* Decodes a seqlist body from an exact-size copy. */
@@ -665,6 +744,18 @@ Test(frame, fixed_field_frames_accept_appended_fields) {
   tern__rbuf_init(&rb, notice, sizeof notice);
   cr_assert_eq(tern__fr_failed_read(&rb, &fl), 0);
   cr_assert(fl.cmid == 1 && fl.error == 2);
+  tern__fr_keepalive ka;
+  tern__rbuf_init(&rb, notice, sizeof notice);
+  cr_assert_eq(tern__fr_keepalive_read(&rb, &ka), 0);
+  cr_assert(ka.interval_ms == 1 && ka.flags == 2);
+  uint8_t pk[64];
+  size_t n = probe_key_body(pk, sizeof pk, 8, 32);
+  pk[n++] = 0x07; /* a field from a later version */
+  tern__fr_probe_key key;
+  tern__rbuf_init(&rb, pk, n);
+  cr_assert_eq(tern__fr_probe_key_read(&rb, &key), 0);
+  cr_assert_eq(key.id[0], 1);
+  cr_assert_eq(key.key[31], 32);
 }
 
 Test(frame, close_has_the_documented_bytes) {
@@ -807,6 +898,19 @@ static size_t make_samples(sample *s) {
   BEGIN(TERN__FR_PING);
   tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
   END();
+  BEGIN(TERN__FR_KEEPALIVE);
+  tern__fr_keepalive_write(&w, &(tern__fr_keepalive){39600, TERN__KAF_WANT_KEY});
+  END();
+  BEGIN(TERN__FR_KEEPALIVE);
+  tern__fr_keepalive_write(&w, &(tern__fr_keepalive){UINT64_MAX, 0});
+  END();
+  {
+    tern__fr_probe_key pk;
+    probe_key_sample(&pk, 9);
+    BEGIN(TERN__FR_PROBE_KEY);
+    tern__fr_probe_key_write(&w, &pk);
+    END();
+  }
 #undef BEGIN
 #undef END
   cr_assert_leq(k, 32, "make_samples wrote past its array");
@@ -860,6 +964,14 @@ static int decode_typed(uint8_t type, tern__rbuf *b, size_t *msg_body_len) {
   }
   case TERN__FR_PING:
     return 0; /* no body, and nothing to read */
+  case TERN__FR_KEEPALIVE: {
+    tern__fr_keepalive f;
+    return tern__fr_keepalive_read(b, &f);
+  }
+  case TERN__FR_PROBE_KEY: {
+    tern__fr_probe_key f;
+    return tern__fr_probe_key_read(b, &f);
+  }
   }
   cr_assert_fail("no decoder for type 0x%02x", type);
   return 0;
@@ -1059,6 +1171,18 @@ Test(wbuf, a_frame_that_does_not_fit_writes_nothing_past_cap) {
       case TERN__FR_PING:
         tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
         break;
+      case TERN__FR_KEEPALIVE: {
+        tern__fr_keepalive f;
+        cr_assert_eq(tern__fr_keepalive_read(&body, &f), 0);
+        tern__fr_keepalive_write(&w, &f);
+        break;
+      }
+      case TERN__FR_PROBE_KEY: {
+        tern__fr_probe_key f;
+        cr_assert_eq(tern__fr_probe_key_read(&body, &f), 0);
+        tern__fr_probe_key_write(&w, &f);
+        break;
+      }
       default:
         cr_assert_fail("no encoder for type 0x%02x", type);
       }

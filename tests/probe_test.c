@@ -272,29 +272,3 @@ Test(probe, looks_like_is_the_magic_at_any_length) {
   }
 }
 
-/* The worked example of spec/keepalive.md section 2, byte for byte. */
-Test(probe, spec_example_bytes) {
-  uint8_t key[TERN__PROBE_KEY_BYTES];
-  for (size_t i = 0; i < sizeof key; i++) key[i] = (uint8_t)i;
-  tern__probe_pkt p = {.nonce = 0x0102030405060708ull, .wait_ms = 25000};
-  for (size_t i = 0; i < TERN__PROBE_ID_BYTES; i++) p.id[i] = (uint8_t)(i + 1);
-  static const uint8_t head[26] = {0xff, 0xff, 0x74, 0x6b, 0x01, 0x00, 0x01, 0x02, 0x03,
-                                   0x04, 0x05, 0x06, 0x07, 0x08, 0x01, 0x02, 0x03, 0x04,
-                                   0x05, 0x06, 0x07, 0x08, 0x00, 0x00, 0x61, 0xa8};
-  static const uint8_t tags[3][16] = {
-      {0x71, 0x7c, 0xd6, 0xdf, 0x9a, 0xc0, 0xcc, 0x45, 0x66, 0x88, 0x01, 0x75, 0x8b, 0xa3, 0x2c, 0x84},
-      {0xcc, 0xae, 0x51, 0xad, 0x4b, 0x05, 0x0e, 0xf1, 0xec, 0xed, 0x64, 0xce, 0x64, 0x48, 0x92, 0xad},
-      {0xd7, 0x07, 0x74, 0x11, 0x2d, 0x79, 0x11, 0xa3, 0xed, 0x2e, 0x90, 0xf7, 0x8c, 0x34, 0x36, 0x8e},
-  };
-  for (size_t t = 0; t < 3; t++) {
-    uint8_t want[TERN__PROBE_REQUEST_BYTES] = {0}, got[TERN__PROBE_REQUEST_BYTES];
-    size_t n = want_size(TYPES[t]);
-    memcpy(want, head, sizeof head);
-    want[5] = TYPES[t];
-    memcpy(want + n - 16, tags[t], 16);
-    p.type = TYPES[t];
-    cr_assert_eq(tern__probe_write(&p, key, got, sizeof got), n);
-    cr_assert_arr_eq(got, want, n, "type %u differs from the spec's example", TYPES[t]);
-    cr_assert_eq(verify_exact(want, n, key), 0);
-  }
-}
