@@ -32,6 +32,9 @@
 #include "session.h"
 #include "tern/tern.h"
 
+/* How long a PROBE_KEY may take to come after it was asked for. */
+#define KEY_WAIT_MS 10000
+
 /* Room for the largest frame batch plus sealing overhead. */
 #define CLIENT_BUF (TERN_MESSAGE_MAX + 4096)
 
@@ -71,6 +74,7 @@ struct tern_client {
   uint16_t relay_udp_port;       /* for probe sockets (host byte order) */
   uint32_t announced_ms;         /* interval the relay was last told, this session */
   int key_requested;             /* a KEEPALIVE asking for a probe key went out */
+  uint64_t key_requested_ms;     /* ... at this monotonic time */
   uint64_t last_traffic_ms;      /* last sealed packet sent or received */
   int ka_reported_state;         /* what the last TERN_EV_KEEPALIVE said */
   uint32_t ka_reported_ms;
@@ -654,6 +658,13 @@ static void ka_sync(tern_client *c, uint64_t now) {
       tern__ka_wants_key(&c->ka, now, tern__wall_ms())) {
     ka_announce(c, 1);
     c->key_requested = 1;
+    c->key_requested_ms = now;
+  }
+  if (c->state == C_OPEN && c->key_requested && !c->ka.have_key &&
+      now >= c->key_requested_ms + KEY_WAIT_MS) {
+    /* No PROBE_KEY: this relay does not answer probes. Ask again later. */
+    tern__ka_no_key(&c->ka, now);
+    c->key_requested = 0;
   }
 }
 
@@ -696,6 +707,9 @@ static int next_timeout_locked(tern_client *c, uint64_t now) {
   int t = shell_timeout(c, now);
   if (c->state == C_OPEN) t = min_timeout(t, tern__ccore_timeout(c->core, now));
   t = min_timeout(t, tern__ka_timeout(&c->ka, now));
+  if (c->state == C_OPEN && c->key_requested && !c->ka.have_key)
+    t = min_timeout(t, now >= c->key_requested_ms + KEY_WAIT_MS
+                           ? 0 : (int)(c->key_requested_ms + KEY_WAIT_MS - now));
   return min_timeout(t, tern__link_next_timeout_ms(c->link));
 }
 

@@ -19,6 +19,9 @@
 #   - every push reaches the idle client within 5 s (a push that had to
 #     wait for the next keepalive to reopen a dead mapping would be late),
 #     during learning and at least twice after it;
+#   - in the silences after learning, the NAT sees only the client's
+#     keepalives (at most one per interval) and one answer to each: the
+#     relay sends no idle traffic of its own;
 #   - control: with keepalives off, a push after 1.5 x T_nat of silence does
 #     not arrive within 15 s: the NAT really forgets mappings.
 # T_nat is 20 s and 45 s, run side by side with the control (about 5
@@ -120,16 +123,37 @@ learn_case() {
     echo "FAIL T_nat=${t}s: set-up: $(cat "$TMP/start$i.err")" >"$out"
     return
   fi
-  local t0 k=0 after=0 gap lat line learned="" deadline
+  local t0 k=0 after=0 gap lat line learned="" deadline iv_learned=0
+  local counts=()
   t0=$(date +%s)
   deadline=$(( t0 + 6 * t + 120 ))
   local lats=()
   while :; do
     # A silence longer than the NAT's timeout: without keepalives the
     # mapping would be gone by the time the push comes.
-    if [[ -z $learned ]]; then gap=$(( t * 12 / 10 + RANDOM % (t * 8 / 10 + 1) ))
-    else gap=$(( t * 11 / 10 + RANDOM % (t * 4 / 10 + 1) )); fi
-    sleep "$gap"
+    if [[ -z $learned ]]; then
+      gap=$(( t * 12 / 10 + RANDOM % (t * 8 / 10 + 1) ))
+      sleep "$gap"
+    else
+      # After learning, also count what crosses the NAT during the silence
+      # (from 1 s after the last push, when its acks are done): only the
+      # client's keepalives, one per interval, each answered by one ENet
+      # acknowledgement; the relay sends nothing of its own.
+      gap=$(( t * 11 / 10 + RANDOM % (t * 4 / 10 + 1) ))
+      sleep 1
+      natns_counts "$P" "$i" >/dev/null
+      sleep $(( gap - 1 ))
+      local up down most
+      read -r up down < <(natns_counts "$P" "$i")
+      most=$(( (gap - 1) * 1000 / iv_learned + 1 ))
+      counts+=("${up}/${down}")
+      if (( up < 1 || up > most || down > up )); then
+        echo "FAIL T_nat=${t}s: in ${gap}s of silence after learning, ${up} datagrams went to the" \
+          "relay and ${down} came back (want 1..${most} keepalives, each answered once," \
+          "interval ${iv_learned} ms)" >"$out"
+        return
+      fi
+    fi
     k=$((k + 1))
     lat=$(push "$i" "$k")
     lats+=("$lat")
@@ -139,7 +163,11 @@ learn_case() {
       return
     fi
     line=$(grep -E "keepalive learned on network" "$TMP/idle$i.err" | tail -1)
-    if [[ -n $line && -z $learned ]]; then learned=$line; continue; fi
+    if [[ -n $line && -z $learned ]]; then
+      learned=$line
+      iv_learned=$(sed -E 's/.*every ([0-9]+) ms.*/\1/' <<<"$learned")
+      continue
+    fi
     [[ -n $learned ]] && after=$((after + 1))
     (( after >= 2 )) && break
     if [[ -z $learned ]] && (( $(date +%s) > deadline )); then
@@ -159,7 +187,8 @@ learn_case() {
   awk -v r="$ratio" 'BEGIN { exit !(r >= 0.7 && r < 1.0) }' || verdict=FAIL
   echo "$verdict T_nat=${t}s: interval ${iv} ms = ${ratio} x T_nat (want [0.7, 1.0));" \
     "proven ${proven} ms, failed ${failed} ms, learned in $(( lms / 1000 )) s;" \
-    "$k pushes all arrived (s: ${lats[*]}), $after after learning" >"$out"
+    "$k pushes all arrived (s: ${lats[*]}), $after after learning;" \
+    "datagrams to/from the relay in those silences: ${counts[*]}" >"$out"
 }
 
 # control_case I T: keepalives off; the push after 1.5 x T of silence must

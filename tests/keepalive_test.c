@@ -1,0 +1,206 @@
+/*
+ * The keepalive learner inside a real client and relay, on loopback
+ * (spec/keepalive.md): probes go out on their own sockets to the relay's
+ * ENet port, the relay's probe service answers, the client's interval,
+ * state and events follow, and what was learned is kept per network in the
+ * state directory. Loopback has no NAT, so every probe is answered: the
+ * tests use a tiny ceiling (3 s) to finish a search in seconds. Real NAT
+ * timeouts are tests/nat_keepalive_test.sh's.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "loop.h"
+#include "tmpdir.h"
+#include "tern/tern.h"
+
+static char dir[4096];
+
+static void setup(void) { cr_assert_eq(tern__test_mkdtemp(dir, sizeof dir), 0); }
+static void teardown(void) { tern__test_rmtree(dir); }
+
+TestSuite(keepalive, .init = setup, .fini = teardown, .timeout = 120);
+
+static void small_search(tern_client_config *cfg) {
+  cfg->keepalive_floor_ms = 1000;
+  cfg->keepalive_min_ms = 1000;
+  cfg->keepalive_ceiling_ms = 3000;
+}
+
+static tern_keepalive_info info_of(loop *l, size_t i) {
+  tern_keepalive_info ki;
+  tern_client_keepalive(l->clients[i], &ki);
+  return ki;
+}
+
+/* Pumps until client i's keepalive state is `state` (its events are
+ * drained), or timeout_ms passes. */
+static int wait_state(loop *l, size_t i, tern_keepalive_state state, int timeout_ms) {
+  loop_event ev;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (info_of(l, i).state == state) return 1;
+    (void)loop_wait(l, i, TERN_EV_KEEPALIVE, 100, &ev);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+      return info_of(l, i).state == state;
+  }
+}
+
+Test(keepalive, client_learns_through_the_relay_and_reports_it) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "phone");
+  small_search(&cfg);
+  cfg.network = "wifi:home";
+  size_t a = loop_add_client(&l, &cfg);
+  tern_keepalive_info ki = info_of(&l, a);
+  cr_assert_eq(ki.state, TERN_KA_UNKNOWN);
+  cr_assert_str_eq(ki.network, "wifi:home");
+  cr_assert_eq(ki.interval_ms, 1000, "unproven: floor x 3/5, at least 1 s");
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  /* The first KEEPALIVE event: probes are out. */
+  cr_assert(loop_wait(&l, a, TERN_EV_KEEPALIVE, 5000, &ev));
+  cr_assert_str_eq(ev.user, "wifi:home");
+  cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 15000), "state %d", info_of(&l, a).state);
+  ki = info_of(&l, a);
+  cr_assert_eq(ki.proven_ms, 3000, "every probe is answered on loopback: up to the ceiling");
+  cr_assert_eq(ki.interval_ms, 2000, "proven minus max(1 s, 10 %%)");
+  cr_assert_neq(ki.learned_at_ms, 0);
+  cr_assert_geq(ki.probes, 3);
+  cr_assert_geq(ki.probe_datagrams, 2 * ki.probes, "a REQUEST and at least its ACK each");
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_geq(rs.probe_requests, 3);
+  cr_assert_geq(rs.probe_replies, 3);
+  cr_assert_eq(rs.probe_rejected, 0);
+  /* The foreground caps the interval only above the cap. */
+  tern_client_set_foreground(l.clients[a], 1);
+  cr_assert_eq(info_of(&l, a).interval_ms, 2000);
+  cr_assert(info_of(&l, a).foreground);
+  loop_stop(&l);
+}
+
+/* What was learned on a network is kept in the state directory, reused
+ * when the app comes back on that network (no probes), and a new network
+ * is learned on its own. */
+Test(keepalive, learned_values_are_kept_per_network) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "phone");
+  small_search(&cfg);
+  cfg.state_dir = dir;
+  cfg.network = "wifi:home";
+  size_t a = loop_add_client(&l, &cfg);
+  cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 15000));
+  uint64_t learned_at = info_of(&l, a).learned_at_ms;
+  tern_client_free(l.clients[a]);
+  l.clients[a] = NULL;
+
+  /* The app restarts on the same network: learned, at once, no probes. */
+  size_t b = loop_add_client(&l, &cfg);
+  tern_keepalive_info ki = info_of(&l, b);
+  cr_assert_eq(ki.state, TERN_KA_LEARNED);
+  cr_assert_eq(ki.proven_ms, 3000);
+  cr_assert_eq(ki.learned_at_ms, learned_at);
+  loop_event ev;
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, b, TERN_EV_NONE, 50, &ev);
+  cr_assert_eq(info_of(&l, b).probes, 0, "a fresh learned value is not probed again");
+
+  /* Another network: nothing known there, so it learns... */
+  cr_assert_eq(tern_client_set_network(l.clients[b], "cell:carrier"), 0);
+  ki = info_of(&l, b);
+  cr_assert_str_eq(ki.network, "cell:carrier");
+  cr_assert_neq(ki.state, TERN_KA_LEARNED);
+  cr_assert_eq(ki.interval_ms, 1000);
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev), "the link is rebuilt on the new network");
+  cr_assert(wait_state(&l, b, TERN_KA_LEARNED, 15000));
+  uint64_t probes = info_of(&l, b).probes;
+  cr_assert_geq(probes, 3);
+  /* ... and back home the old value is there again without probing. */
+  cr_assert_eq(tern_client_set_network(l.clients[b], "wifi:home"), 0);
+  ki = info_of(&l, b);
+  cr_assert_eq(ki.state, TERN_KA_LEARNED);
+  cr_assert_eq(ki.learned_at_ms, learned_at);
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, b, TERN_EV_NONE, 50, &ev);
+  cr_assert_eq(info_of(&l, b).probes, probes);
+
+  char longname[TERN_NETWORK_MAX + 2];
+  memset(longname, 'x', sizeof longname - 1);
+  longname[sizeof longname - 1] = 0;
+  cr_assert_eq(tern_client_set_network(l.clients[b], longname), TERN_EINVAL);
+  cr_assert_str_eq(info_of(&l, b).network, "wifi:home");
+  loop_stop(&l);
+}
+
+/* A relay that does not answer probes: the client says so and keeps the
+ * conservative interval; its messages are not affected. */
+Test(keepalive, relay_without_probes_is_unavailable) {
+  loop l;
+  memset(&l, 0, sizeof l);
+  cr_assert_eq(tern_keypair_generate(&l.relay_kp), 0);
+  tern_relay_config rc;
+  tern_relay_config_default(&rc);
+  rc.bind_host = "127.0.0.1";
+  rc.port = 0;
+  rc.keypair = l.relay_kp;
+  rc.probes = 0;
+  cr_assert_eq(tern_relay_new(&l.relay, &rc), 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "phone");
+  small_search(&cfg);
+  size_t a = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  /* No PROBE_KEY comes: after 10 s the client stops asking for a while. */
+  cr_assert(wait_state(&l, a, TERN_KA_UNAVAILABLE, 16000), "state %d", info_of(&l, a).state);
+  tern_keepalive_info ki = info_of(&l, a);
+  cr_assert_eq(ki.interval_ms, 1000);
+  cr_assert_eq(ki.proven_ms, 0);
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_eq(rs.probe_requests, 0);
+  /* The probe datagrams never reached ENet as garbage either: the link
+   * still works. */
+  size_t b = loop_add_client(&l, &cfg);
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_eq(tern_client_send(l.clients[b], "phone", "still here", 10, NULL), 0);
+  cr_assert(loop_wait(&l, a, TERN_EV_MESSAGE, 5000, &ev));
+  loop_stop(&l);
+}
+
+/* Keepalives off and fixed: no probes at all, and the relay is told. */
+Test(keepalive, off_and_fixed_never_probe) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config off, fixed;
+  loop_client_config(&l, &off, "quiet");
+  off.keepalive_off = 1;
+  loop_client_config(&l, &fixed, "steady");
+  fixed.keepalive_fixed_ms = 25000;
+  size_t a = loop_add_client(&l, &off), b = loop_add_client(&l, &fixed);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  for (int i = 0; i < 40; i++) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+  cr_assert_eq(info_of(&l, a).state, TERN_KA_OFF);
+  cr_assert_eq(info_of(&l, a).interval_ms, 0);
+  cr_assert_eq(info_of(&l, b).state, TERN_KA_FIXED);
+  cr_assert_eq(info_of(&l, b).interval_ms, 25000);
+  tern_client_set_foreground(l.clients[b], 1);
+  cr_assert_eq(info_of(&l, b).interval_ms, 25000, "below the foreground cap");
+  cr_assert_eq(info_of(&l, a).probes + info_of(&l, b).probes, 0);
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_eq(rs.probe_requests, 0);
+  loop_stop(&l);
+}
