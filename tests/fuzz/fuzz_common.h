@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "frame.h"
+#include "probe.h"
 #include "session.h"
 #include "tern/tern.h"
 
@@ -77,5 +78,33 @@ static inline void fz_open_pair(const fz_keys *k, tern__session *c, tern__sessio
   size_t pl_len = 0;
   if (tern__session_client_welcome(c, welcome, wl, pl, sizeof pl, &pl_len) != 0) abort();
 }
+
+/* ---- fuzz_probe: the script language and the probe keys it uses ---- */
+
+/* Probe keys of fuzz_probe's service: session n (0..FZ_PROBE_KEYS-1) has
+ * id and key derived from n, so seeds can carry valid tags. */
+#define FZ_PROBE_KEYS 3
+
+static inline void fz_probe_key(unsigned n, uint8_t id[TERN__PROBE_ID_BYTES],
+                                uint8_t key[TERN__PROBE_KEY_BYTES]) {
+  for (unsigned i = 0; i < TERN__PROBE_ID_BYTES; i++) id[i] = (uint8_t)(0x10 * (n + 1) + i);
+  for (unsigned i = 0; i < TERN__PROBE_KEY_BYTES; i++) key[i] = (uint8_t)(0x3b * (n + 1) + 7 * i);
+}
+
+/* Script operations (the first byte of each record, modulo FZ_OP_COUNT):
+ *
+ *   RAW     dt:2 addr:1 len:1 bytes[len]  a datagram from addr
+ *   REQUEST dt:2 addr:1 key:1 nonce:1 wait:2  a correctly tagged REQUEST
+ *           under key (modulo FZ_PROBE_KEYS+1: the last is a key the
+ *           service never had), nonce 0..255, wait = wait * 100 ms
+ *   ANSWER  dt:2 addr:1 key:1 nonce:1 type:1  a tagged ACK/REPLY/other type
+ *   WAIT    dt:2                           time passes by dt * 1000 ms
+ *   REMOVE  key:1                          that session ends
+ *   ADD     key:1                          that session (re)gets its key
+ *
+ * dt is big-endian milliseconds that pass before the operation; addr picks
+ * one of FZ_ADDRS source addresses (ip = addr >> 2 & 3, port = addr & 3). */
+enum { FZ_OP_RAW, FZ_OP_REQUEST, FZ_OP_ANSWER, FZ_OP_WAIT, FZ_OP_REMOVE, FZ_OP_ADD, FZ_OP_COUNT };
+#define FZ_ADDRS 16
 
 #endif

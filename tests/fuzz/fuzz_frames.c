@@ -194,6 +194,41 @@ static void fuzz_close(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) 
   if (tern__fr_close_read(&re, &b) != 0 || a != b) abort();
 }
 
+static void fuzz_keepalive(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_keepalive a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_keepalive_read(&r, &a) != 0) return;
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_keepalive_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_KEEPALIVE);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_keepalive_read(&re, &b) != 0) abort();
+  if (a.interval_ms != b.interval_ms || a.flags != b.flags) abort();
+}
+
+/* A PROBE_KEY that decodes has read exactly an 8-byte id and a 32-byte
+ * key, each with its one-byte length. */
+static void fuzz_probe_key(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_probe_key a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_probe_key_read(&r, &a) != 0) return;
+  if (r.pos != 1 + sizeof a.id + 1 + sizeof a.key) abort();
+  if (memcmp(a.id, body + 1, sizeof a.id) != 0 || memcmp(a.key, body + 2 + sizeof a.id, sizeof a.key) != 0)
+    abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_probe_key_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_PROBE_KEY);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_probe_key_read(&re, &b) != 0) abort();
+  if (memcmp(&a, &b, sizeof a) != 0) abort();
+}
+
 static void fuzz_varints(const uint8_t *p, size_t n) {
   tern__rbuf r;
   tern__rbuf_init(&r, p, n);
@@ -243,6 +278,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_u64(TERN__FR_FLOOR, body.p, body.len, buf, cap);
     fuzz_notice_ack(body.p, body.len, buf, cap);
     fuzz_close(body.p, body.len, buf, cap);
+    fuzz_keepalive(body.p, body.len, buf, cap);
+    fuzz_probe_key(body.p, body.len, buf, cap);
   }
   if (rc != 0 && rc != TERN_EPROTO) abort();
   if (rc == 0 && r.pos != size) abort();

@@ -48,13 +48,17 @@ static void frames_seeds(const char *dir) {
   tern__fr_failed busy = {8, (uint64_t)-TERN_ESTORE};
   tern__fr_sack sack = {7, 42, 1700000000000ull};
   static tern__fr_seqlist sl = {.last = 40, .n = 3, .seqs = {42, 43, 300}};
+  tern__fr_keepalive ka = {39600, TERN__KAF_WANT_KEY};
+  tern__fr_probe_key pk;
+  fz_probe_key(0, pk.id, pk.key);
   struct {
     const char *name;
     int kind;
   } kinds[] = {{"hello", 0},    {"welcome", 1},     {"msg", 2},      {"deliver", 3},
                {"failed", 4},   {"close", 5},       {"unknown", 6},  {"busy", 7},
                {"server_ack", 8}, {"delivery_ack", 9}, {"sync", 10}, {"receipt", 11},
-               {"floor", 12},   {"notice_ack", 13}, {"ping", 14}};
+               {"floor", 12},   {"notice_ack", 13}, {"ping", 14},  {"keepalive", 15},
+               {"probe_key", 16}};
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
     uint8_t single[256];
     for (int pass = 0; pass < 2; pass++) {
@@ -81,6 +85,8 @@ static void frames_seeds(const char *dir) {
       case 12: tern__fr_u64_write(x, TERN__FR_FLOOR, 40); break;
       case 13: tern__fr_notice_ack_write(x, 1, 7); break;
       case 14: tern__frame_end(x, tern__frame_begin(x, TERN__FR_PING)); break;
+      case 15: tern__fr_keepalive_write(x, &ka); break;
+      case 16: tern__fr_probe_key_write(x, &pk); break;
       }
     }
     if (one.overflow) abort();
@@ -122,6 +128,71 @@ static void handshake_seeds(const char *dir) {
   write_seed(dir, "fuzz_handshake", "data_s3_5000", FZ_OPEN_READS_DATA, 1, pkt, n);
 }
 
+/* fuzz_probe: scripts (fuzz_common.h) that reach every part of the
+ * service, and raw datagrams it could not tag itself. */
+static void probe_seeds(const char *dir) {
+  uint8_t key_id[TERN__PROBE_ID_BYTES], key[TERN__PROBE_KEY_BYTES];
+  fz_probe_key(0, key_id, key);
+  uint8_t d[TERN__PROBE_REQUEST_BYTES];
+  tern__probe_pkt p = {.type = TERN__PROBE_REQUEST, .nonce = 7, .wait_ms = 5000};
+  memcpy(p.id, key_id, sizeof p.id);
+
+  /* The datagrams alone (the target also reads its whole input as one). */
+  size_t n = tern__probe_write(&p, key, d, sizeof d);
+  write_seed(dir, "fuzz_probe", "request", 0, 0, d, n);
+  p.type = TERN__PROBE_ACK;
+  n = tern__probe_write(&p, key, d, sizeof d);
+  write_seed(dir, "fuzz_probe", "ack", 0, 0, d, n);
+  p.type = TERN__PROBE_REPLY;
+  n = tern__probe_write(&p, key, d, sizeof d);
+  write_seed(dir, "fuzz_probe", "reply", 0, 0, d, n);
+
+  /* A probe answered after its wait: REQUEST (key 0, nonce 7, 5 s from
+   * address 1), 6 s pass. */
+  static const uint8_t one[] = {FZ_OP_REQUEST, 0, 10, 1, 0, 7, 0, 50, FZ_OP_WAIT, 0, 6};
+  write_seed(dir, "fuzz_probe", "one", 0, 0, one, sizeof one);
+
+  /* A resend from another address, a replay after the REPLY, an answer
+   * sent back, a session that ends with probes pending and comes back. */
+  static const uint8_t mixed[] = {
+      FZ_OP_REQUEST, 0, 10, 1, 0, 7, 0, 50,  FZ_OP_REQUEST, 3, 232, 6, 0, 7, 0, 50,
+      FZ_OP_WAIT,    0, 7,  FZ_OP_REQUEST, 0, 1, 9, 0, 7, 0, 50,
+      FZ_OP_ANSWER,  0, 1,  2, 1, 9, 1,      FZ_OP_REQUEST, 0, 1, 2, 1, 9, 1, 44,
+      FZ_OP_REMOVE,  1,     FZ_OP_REQUEST, 0, 1, 2, 1, 9, 1, 44, FZ_OP_ADD, 1,
+      FZ_OP_REQUEST, 0, 1, 2, 1, 10, 0, 20, FZ_OP_WAIT, 0, 200};
+  write_seed(dir, "fuzz_probe", "mixed", 0, 0, mixed, sizeof mixed);
+
+  /* Limits: more requests than a key, an address and the service hold,
+   * and a burst past the token bucket. */
+  uint8_t many[8 * 24 + 3];
+  size_t m = 0;
+  for (unsigned i = 0; i < 24; i++) {
+    uint8_t rec[8] = {FZ_OP_REQUEST, 0, (uint8_t)(i % 3), (uint8_t)(i % 5), (uint8_t)(i % 3),
+                      (uint8_t)(i + 1), 0, (uint8_t)(10 + i)};
+    memcpy(many + m, rec, sizeof rec);
+    m += sizeof rec;
+  }
+  many[m++] = FZ_OP_WAIT;
+  many[m++] = 0;
+  many[m++] = 5;
+  write_seed(dir, "fuzz_probe", "many", 0, 0, many, m);
+
+  /* A raw, correctly tagged REQUEST inside a script, for mutation. */
+  uint8_t raw[5 + TERN__PROBE_REQUEST_BYTES + 3];
+  p.type = TERN__PROBE_REQUEST;
+  n = tern__probe_write(&p, key, d, sizeof d);
+  raw[0] = FZ_OP_RAW;
+  raw[1] = 0;
+  raw[2] = 5;
+  raw[3] = 2;
+  raw[4] = (uint8_t)n;
+  memcpy(raw + 5, d, n);
+  raw[5 + n] = FZ_OP_WAIT;
+  raw[6 + n] = 0;
+  raw[7 + n] = 6;
+  write_seed(dir, "fuzz_probe", "raw", 0, 0, raw, 8 + n);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s SEEDS_DIR\n", argv[0]);
@@ -133,5 +204,6 @@ int main(int argc, char **argv) {
   }
   frames_seeds(argv[1]);
   handshake_seeds(argv[1]);
+  probe_seeds(argv[1]);
   return 0;
 }
