@@ -112,7 +112,7 @@ echo "keepalive.sh: counting for ${WINDOW} s" >&2
 sleep "$WINDOW"
 declare -A UP DOWN
 for i in 1 2 3; do
-  read -r UP[$i] DOWN[$i] < <(natns_counts "$P" "$i")
+  read -r UP[$i] DOWN[$i] _ < <(natns_counts "$P" "$i")
 done
 for i in 2 3; do
   if grep -q "disconnected" "$TMP/client$i.log"; then

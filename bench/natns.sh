@@ -8,8 +8,10 @@
 #                             idle UDP mapping after T_NAT seconds (both
 #                             conntrack UDP timeouts); named nft counters
 #                             "up" and "down" count UDP datagrams to and from
-#                             the relay's port 7400 in the NAT
-#   natns_counts PREFIX I     prints "UP_PKTS DOWN_PKTS" and resets them
+#                             the relay's port 7400 in the NAT, and "pingdown"
+#                             the relay's own ENet pings (UDP length 16: an
+#                             ENet header with sent time and a PING command)
+#   natns_counts PREFIX I     prints "UP DOWN PINGDOWN" and resets them
 #   natns_down PREFIX I       removes the three namespaces and kills what
 #                             runs in them (idempotent)
 #
@@ -39,10 +41,12 @@ table ip tnat {
 table ip tcount {
   counter up {}
   counter down {}
+  counter pingdown {}
   chain counting {
     type filter hook forward priority filter; policy accept;
     iifname "n0" udp dport 7400 counter name "up"
     iifname "n1" udp sport 7400 counter name "down"
+    iifname "n1" udp sport 7400 udp length 16 counter name "pingdown"
   }
 }
 EOF2
@@ -56,10 +60,11 @@ EOF2
 }
 
 natns_counts() {
-  local n="$1n$2" up down
+  local n="$1n$2" up down pd
   up=$(ip netns exec "$n" nft reset counter ip tcount up | awk '/packets/ { print $2 }')
   down=$(ip netns exec "$n" nft reset counter ip tcount down | awk '/packets/ { print $2 }')
-  echo "${up:-0} ${down:-0}"
+  pd=$(ip netns exec "$n" nft reset counter ip tcount pingdown | awk '/packets/ { print $2 }')
+  echo "${up:-0} ${down:-0} ${pd:-0}"
 }
 
 natns_down() {

@@ -75,7 +75,9 @@ struct tern_client {
   uint32_t announced_ms;         /* interval the relay was last told, this session */
   int key_requested;             /* a KEEPALIVE asking for a probe key went out */
   uint64_t key_requested_ms;     /* ... at this monotonic time */
-  uint64_t last_traffic_ms;      /* last sealed packet sent or received */
+  uint64_t last_data_ms;         /* last sealed packet sent or received */
+  uint64_t last_ping_ms;         /* last keepalive sent */
+  uint64_t keepalives;           /* keepalives sent since tern_client_new() */
   int ka_reported_state;         /* what the last TERN_EV_KEEPALIVE said */
   uint32_t ka_reported_ms;
 };
@@ -258,11 +260,25 @@ static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   }
 }
 
-/* ENet's ping interval for the live link: the keepalive interval; with
- * keepalives off, an hour (ENet needs some ping to notice a dead peer). */
+/* ENet's own ping interval for the live link: an hour. ENet pings when no
+ * acknowledgement has come for its interval, even while the relay sends,
+ * so the client sends its keepalives itself (keepalive_due()); ENet's
+ * hourly ping only lets it notice a dead peer with keepalives off. */
 static uint32_t enet_ping_ms(const tern_client *c) {
+  (void)c;
+  return 3600000;
+}
+
+/* When the live link's next keepalive is due: the interval after the last
+ * datagram either way (0: none is due, keepalives off or no session). */
+static uint64_t keepalive_due(const tern_client *c) {
   uint32_t iv = tern__ka_interval(&c->ka);
-  return iv ? iv : 3600000;
+  if (c->state != C_OPEN || !iv) return 0;
+  uint64_t last = c->last_data_ms;
+  uint64_t heard = tern__link_peer_heard_ms(c->link, c->peer);
+  if (heard > last) last = heard;
+  if (c->last_ping_ms > last) last = c->last_ping_ms;
+  return last + iv;
 }
 
 static int start_attempt(tern_client *c) {
@@ -374,6 +390,7 @@ void tern_client_keepalive(tern_client *c, tern_keepalive_info *info) {
   info->foreground = c->ka.foreground;
   info->probes = c->ka.stats.probes;
   info->probe_datagrams = c->ka.stats.datagrams_out + c->ka.stats.datagrams_in;
+  info->keepalives = c->keepalives;
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -443,7 +460,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
   c->stats.connects++;
-  c->last_traffic_ms = tern__now_ms();
+  c->last_data_ms = tern__now_ms();
   tern__backoff_reset(&c->backoff);
   push(c, TERN_EV_CONNECTED, 0, c->user);
   tern__ccore_online(c->core, c->user, tern__now_ms());
@@ -483,7 +500,7 @@ static void on_receive(tern_client *c, const tern__link_event *ev) {
   if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
   if (rc) return; /* dropped and counted; the session carries on */
   c->stats.packets_received++;
-  c->last_traffic_ms = tern__now_ms();
+  c->last_data_ms = tern__now_ms();
   on_shell_frames(c, c->buf, n);
   tern__ccore_input(c->core, c->buf, n, tern__now_ms());
 }
@@ -529,7 +546,7 @@ static void on_link_event(tern_client *c, tern__link_event *ev) {
          * forgot it sooner than learned (spec/keepalive.md). */
         uint32_t iv = tern__ka_interval(&c->ka);
         if (c->state == C_OPEN && why == TERN_ETIMEDOUT && iv &&
-            tern__now_ms() - c->last_traffic_ms >= iv)
+            tern__now_ms() - c->last_data_ms >= iv)
           tern__ka_keepalive_failed(&c->ka, tern__now_ms());
         drop(c, why, -1, 0);
         break;
@@ -556,7 +573,7 @@ static void flush_core(tern_client *c) {
     if (tern__link_send(c->link, c->peer, o.channel, c->pkt, n,
                         tern__link_mode(o.channel, o.reliable)) == 0) {
       c->stats.packets_sent++;
-      c->last_traffic_ms = tern__now_ms();
+      c->last_data_ms = tern__now_ms();
     }
   }
   tern__link_flush(c->link);
@@ -572,7 +589,7 @@ static void send_control(tern_client *c, const uint8_t *frames, size_t len) {
   }
   if (rc == 0 && tern__link_send(c->link, c->peer, TERN__CH_CONTROL, c->pkt, n, TERN__LINK_RELIABLE) == 0) {
     c->stats.packets_sent++;
-    c->last_traffic_ms = tern__now_ms();
+    c->last_data_ms = tern__now_ms();
   }
 }
 
@@ -701,12 +718,20 @@ static void handle_timers(tern_client *c, uint64_t now) {
   if (c->state == C_OPEN && tern__ccore_tick(c->core, now))
     drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE); /* dead link */
   tern__ka_tick(&c->ka, now, tern__wall_ms());
+  uint64_t ka = keepalive_due(c);
+  if (ka && now >= ka) {
+    tern__link_peer_ping(c->peer); /* one small datagram; the relay acknowledges it */
+    c->last_ping_ms = now;
+    c->keepalives++;
+  }
 }
 
 static int next_timeout_locked(tern_client *c, uint64_t now) {
   int t = shell_timeout(c, now);
   if (c->state == C_OPEN) t = min_timeout(t, tern__ccore_timeout(c->core, now));
   t = min_timeout(t, tern__ka_timeout(&c->ka, now));
+  uint64_t ka = keepalive_due(c);
+  if (ka) t = min_timeout(t, now >= ka ? 0 : (int)(ka - now));
   if (c->state == C_OPEN && c->key_requested && !c->ka.have_key)
     t = min_timeout(t, now >= c->key_requested_ms + KEY_WAIT_MS
                            ? 0 : (int)(c->key_requested_ms + KEY_WAIT_MS - now));

@@ -226,6 +226,21 @@ static void plan_round(tern__ka *ka, uint64_t now_ms, uint64_t wall_ms) {
   set_state(ka, TERN_KA_LEARNING);
 }
 
+/* What was learned is older than reprobe_ms: relearn. Keep the old value
+ * live, test it again, open the top. A bad network keeps its failure, and
+ * so its short interval, until min_ms is proven: clearing it would make the
+ * interval the unproven one, three times what the network was seen to
+ * fail. */
+static void recheck_if_stale(tern__ka *ka, uint64_t now_ms, uint64_t wall_ms) {
+  /* Not while a search runs: it is the relearning, and ends by setting a
+   * fresh learned_at. */
+  if (ka->learn_started_ms || !ka->net.learned_at || !search_done(ka) || !stale(ka, wall_ms))
+    return;
+  ka->recheck = 1;
+  if (ka->net.proven_ms) ka->net.failed_ms = 0;
+  ka->learn_started_ms = now_ms ? now_ms : 1;
+}
+
 void tern__ka_set_key(tern__ka *ka, const uint8_t id[TERN__PROBE_ID_BYTES],
                       const uint8_t key[TERN__PROBE_KEY_BYTES], uint64_t now_ms, uint64_t wall_ms) {
   if (!learning_enabled(ka)) return;
@@ -233,15 +248,7 @@ void tern__ka_set_key(tern__ka *ka, const uint8_t id[TERN__PROBE_ID_BYTES],
   memcpy(ka->id, id, TERN__PROBE_ID_BYTES);
   memcpy(ka->key, key, TERN__PROBE_KEY_BYTES);
   ka->have_key = 1;
-  if (ka->net.learned_at && search_done(ka) && stale(ka, wall_ms)) {
-    /* Relearn: keep the old value live, test it again, open the top. A
-     * bad network keeps its failure, and so its short interval, until
-     * min_ms is proven: clearing it would make the interval the unproven
-     * one, three times what the network was seen to fail. */
-    ka->recheck = 1;
-    if (ka->net.proven_ms) ka->net.failed_ms = 0;
-    ka->learn_started_ms = now_ms ? now_ms : 1;
-  }
+  recheck_if_stale(ka, now_ms, wall_ms);
   plan_round(ka, now_ms, wall_ms);
 }
 
@@ -311,11 +318,17 @@ void tern__ka_input(tern__ka *ka, unsigned slot, const uint8_t *data, size_t len
      * restarts it there too). */
     if (s->state == 1) ka->round_answered++;
     s->deadline_ms = now_ms + s->t_ms + grace(s, now_ms);
+    s->ack_ms = now_ms;
     s->state = 2;
   } else if (p.type == TERN__PROBE_REPLY) {
     ka->stats.proven++;
     if (s->state == 1) ka->round_answered++;
+    /* Credit no more silence than the mapping saw: the last REQUEST also
+     * refreshed it, even if it was lost after the NAT and a late ACK of an
+     * earlier one started the relay's wait sooner. */
+    uint64_t quiet_since = s->ack_ms > s->sent_ms ? s->ack_ms : s->sent_ms;
     uint32_t t = s->t_ms;
+    if (now_ms - quiet_since < t) t = (uint32_t)(now_ms - quiet_since);
     free_slot(ka, slot);
     record_success(ka, t);
     plan_round(ka, now_ms, wall_ms);
@@ -354,6 +367,7 @@ void tern__ka_tick(tern__ka *ka, uint64_t now_ms, uint64_t wall_ms) {
     }
   }
   if (ka->have_key && !active_slots(ka)) {
+    if (!ka->retry_at_ms) recheck_if_stale(ka, now_ms, wall_ms);
     if (ka->round_lost && !ka->round_answered && !ka->retry_at_ms) {
       /* Not one probe of the round was acknowledged: the relay does not
        * answer probes on this path. Try again later. */

@@ -65,6 +65,7 @@ typedef struct tern__ka_slot {
   unsigned tries;      /* REQUESTs sent */
   uint64_t sent_ms;    /* last REQUEST */
   uint64_t first_ms;   /* first REQUEST */
+  uint64_t ack_ms;     /* last ACK received (0: none yet) */
   uint64_t deadline_ms;/* state 1: resend or give up; state 2: no REPLY by then = failed */
 } tern__ka_slot;
 
@@ -137,7 +138,8 @@ void tern__ka_keepalive_failed(tern__ka *ka, uint64_t now_ms);
 void tern__ka_input(tern__ka *ka, unsigned slot, const uint8_t *data, size_t len, uint64_t now_ms,
                     uint64_t wall_ms);
 
-/* Timers. */
+/* Timers. The reprobe age is checked at every tick: a session that lives
+ * longer than reprobe_ms reprobes within one keepalive interval of it. */
 int tern__ka_timeout(const tern__ka *ka, uint64_t now_ms);
 void tern__ka_tick(tern__ka *ka, uint64_t now_ms, uint64_t wall_ms);
 

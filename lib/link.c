@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "clock.h"
 #include "tern/tern.h"
 
 struct tern__link {
   ENetHost *host;
   tern__link_raw_fn raw_fn;
   void *raw_ctx;
+  uint64_t *heard_ms;  /* per peer slot: when a datagram from it last arrived */
 };
 
 /* ENet's intercept callback has no context pointer: the link being
@@ -21,12 +23,30 @@ struct tern__link {
  * and only tern__link_service() runs ENet's receive path. */
 static _Thread_local tern__link *servicing;
 
+/* Notes that the peer a datagram is addressed to was heard from: ENet's
+ * own lastReceiveTime moves only when an acknowledgement arrives, which
+ * does not tell whether the other side is sending (spec/keepalive.md). The
+ * header's peer id is checked against the sender's address, as ENet does. */
+static void note_heard(tern__link *l, const uint8_t *d, size_t n) {
+  if (n < 2) return;
+  size_t id = (size_t)(((d[0] << 8) | d[1]) & ENET_PROTOCOL_MAXIMUM_PEER_ID);
+  if (id >= l->host->peerCount) return;
+  const ENetPeer *p = &l->host->peers[id];
+  if (p->state == ENET_PEER_STATE_DISCONNECTED || p->address.host != l->host->receivedAddress.host ||
+      p->address.port != l->host->receivedAddress.port)
+    return;
+  l->heard_ms[id] = tern__now_ms();
+}
+
 static int intercept(ENetHost *host, ENetEvent *event) {
   (void)event;
   tern__link *l = servicing;
-  if (!l || l->host != host || !l->raw_fn) return 0;
-  return l->raw_fn(l->raw_ctx, ntohl(host->receivedAddress.host), host->receivedAddress.port,
-                   host->receivedData, host->receivedDataLength) == 1;
+  if (!l || l->host != host) return 0;
+  if (l->raw_fn && l->raw_fn(l->raw_ctx, ntohl(host->receivedAddress.host), host->receivedAddress.port,
+                             host->receivedData, host->receivedDataLength) == 1)
+    return 1;
+  note_heard(l, host->receivedData, host->receivedDataLength);
+  return 0;
 }
 
 static pthread_once_t enet_once = PTHREAD_ONCE_INIT;
@@ -56,6 +76,13 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
     free(l);
     return bind ? TERN_EADDR : TERN_ERESOURCE;
   }
+  l->heard_ms = calloc(l->host->peerCount, sizeof(*l->heard_ms));
+  if (!l->heard_ms) {
+    enet_host_destroy(l->host);
+    free(l);
+    return TERN_ENOMEM;
+  }
+  l->host->intercept = intercept;
   *out = l;
   return 0;
 }
@@ -63,6 +90,7 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
 void tern__link_free(tern__link *l) {
   if (!l) return;
   enet_host_destroy(l->host);
+  free(l->heard_ms);
   free(l);
 }
 
@@ -114,6 +142,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   switch (e.type) {
     case ENET_EVENT_TYPE_CONNECT:
       ev->type = TERN__LINK_EV_CONNECT;
+      l->heard_ms[e.peer - l->host->peers] = tern__now_ms();
       /* ENet's throttle drops unreliable packets when it sees loss or RTT
        * jitter, which is exactly when tern's unsequenced copies matter:
        * keep our sending throttle open. Only once connected: the connect
@@ -183,7 +212,15 @@ void tern__link_peer_addr(const tern__link_peer *peer, uint32_t *ip, uint16_t *p
 void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx) {
   l->raw_fn = fn;
   l->raw_ctx = ctx;
-  l->host->intercept = fn ? intercept : NULL;
+}
+
+uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *peer) {
+  return l->heard_ms[(const ENetPeer *)peer - l->host->peers];
+}
+
+void tern__link_peer_ping(tern__link_peer *peer) {
+  ENetPeer *p = (ENetPeer *)peer;
+  if (p->state == ENET_PEER_STATE_CONNECTED) enet_peer_ping(p);
 }
 
 int tern__link_send_raw(tern__link *l, uint32_t ip, uint16_t port, const void *data, size_t len) {

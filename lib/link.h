@@ -102,7 +102,9 @@ void tern__link_close(tern__link_peer *peer, uint32_t code, int how);
 void tern__link_peer_set_data(tern__link_peer *peer, void *data);
 void *tern__link_peer_get_data(tern__link_peer *peer);
 
-/* Sets ENet's ping interval and timeouts for a peer (ms). */
+/* Sets ENet's ping interval and timeouts for a peer (ms). ENet pings when
+ * no acknowledgement has arrived for the interval, whatever else arrives,
+ * so tern keeps ENet's own ping long (an hour) and pings by itself. */
 void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_t timeout_min_ms,
                                 uint32_t timeout_max_ms);
 
@@ -123,6 +125,15 @@ void tern__link_peer_addr(const tern__link_peer *peer, uint32_t *ip, uint16_t *p
 typedef int (*tern__link_raw_fn)(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data,
                                  size_t len);
 void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx);
+
+/* When a datagram from the peer last arrived (tern__now_ms() time; set at
+ * connect). Any datagram counts: data, acknowledgements, pings. */
+uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *peer);
+
+/* Sends an ENet ping now: one reliable 8-byte datagram, acknowledged by the
+ * peer; if it stays unacknowledged, ENet's timeouts end the link. tern's
+ * keepalive (spec/keepalive.md, "The live link"). */
+void tern__link_peer_ping(tern__link_peer *peer);
 
 /* Sends one datagram from the host's socket, outside ENet, to ip:port
  * (host byte order). Returns 0 or TERN_EIO. */

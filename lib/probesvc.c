@@ -42,6 +42,11 @@ typedef struct bucket {
 struct tern__psvc {
   tern__psvc_config cfg;
   pkey *keys;
+  /* Open-addressing index of keys by id, so that a datagram costs one
+   * lookup however many sessions there are: slot + 1, 0 empty, TOMB
+   * deleted. Ids are random, so their first bytes are the hash. */
+  uint32_t *idx;
+  size_t idx_mask, idx_tombs;
   pending *pend;
   size_t npend;
   bucket buckets[BUCKETS];
@@ -70,7 +75,11 @@ int tern__psvc_new(tern__psvc **out, const tern__psvc_config *cfg) {
   s->cfg = *cfg;
   s->keys = calloc(cfg->max_keys, sizeof(*s->keys));
   s->pend = calloc(cfg->max_pending, sizeof(*s->pend));
-  if (!s->keys || !s->pend) {
+  size_t n = 4;
+  while (n < 2 * cfg->max_keys) n *= 2; /* at most half full */
+  s->idx_mask = n - 1;
+  s->idx = calloc(n, sizeof(*s->idx));
+  if (!s->keys || !s->pend || !s->idx) {
     tern__psvc_free(s);
     return TERN_ENOMEM;
   }
@@ -83,7 +92,46 @@ void tern__psvc_free(tern__psvc *s) {
   if (s->keys) sodium_memzero(s->keys, s->cfg.max_keys * sizeof(*s->keys));
   free(s->keys);
   free(s->pend);
+  free(s->idx);
   free(s);
+}
+
+#define TOMB UINT32_MAX
+
+static size_t id_hash(const uint8_t id[TERN__PROBE_ID_BYTES]) {
+  return (size_t)id[0] | (size_t)id[1] << 8 | (size_t)id[2] << 16 | (size_t)id[3] << 24;
+}
+
+static void idx_insert(tern__psvc *s, size_t slot) {
+  for (size_t h = id_hash(s->keys[slot].id);; h++) {
+    uint32_t *e = &s->idx[h & s->idx_mask];
+    if (*e == 0 || *e == TOMB) {
+      if (*e == TOMB) s->idx_tombs--;
+      *e = (uint32_t)slot + 1;
+      return;
+    }
+  }
+}
+
+/* Rebuilds the index without tombstones. */
+static void idx_rebuild(tern__psvc *s) {
+  memset(s->idx, 0, (s->idx_mask + 1) * sizeof(*s->idx));
+  s->idx_tombs = 0;
+  for (size_t i = 0; i < s->cfg.max_keys; i++)
+    if (s->keys[i].used) idx_insert(s, i);
+}
+
+static void idx_remove(tern__psvc *s, size_t slot) {
+  for (size_t h = id_hash(s->keys[slot].id);; h++) {
+    uint32_t *e = &s->idx[h & s->idx_mask];
+    if (*e == 0) return;
+    if (*e == slot + 1) {
+      *e = TOMB;
+      /* Too many tombstones make misses walk far: start clean. */
+      if (++s->idx_tombs > (s->idx_mask + 1) / 4) idx_rebuild(s);
+      return;
+    }
+  }
 }
 
 static void drop_pending_of(tern__psvc *s, size_t k) {
@@ -107,11 +155,13 @@ int tern__psvc_add_key(tern__psvc *s, uint64_t conn, const uint8_t id[TERN__PROB
   }
   if (slot == s->cfg.max_keys) return TERN_ERESOURCE;
   pkey *k = &s->keys[slot];
+  if (k->used) idx_remove(s, slot);
   memset(k, 0, sizeof(*k));
   k->used = 1;
   k->conn = conn;
   memcpy(k->id, id, TERN__PROBE_ID_BYTES);
   memcpy(k->key, key, TERN__PROBE_KEY_BYTES);
+  idx_insert(s, slot);
   return 0;
 }
 
@@ -119,6 +169,7 @@ void tern__psvc_remove_key(tern__psvc *s, uint64_t conn) {
   for (size_t i = 0; i < s->cfg.max_keys; i++) {
     if (!s->keys[i].used || s->keys[i].conn != conn) continue;
     drop_pending_of(s, i);
+    idx_remove(s, i);
     sodium_memzero(&s->keys[i], sizeof(s->keys[i]));
   }
 }
@@ -163,11 +214,16 @@ static int take_token(tern__psvc *s, uint32_t ip, uint64_t now) {
 }
 
 static pkey *find_key(tern__psvc *s, const uint8_t id[TERN__PROBE_ID_BYTES], size_t *index) {
-  for (size_t i = 0; i < s->cfg.max_keys; i++)
-    if (s->keys[i].used && memcmp(s->keys[i].id, id, TERN__PROBE_ID_BYTES) == 0) {
-      *index = i;
-      return &s->keys[i];
+  for (size_t h = id_hash(id), n = 0; n <= s->idx_mask; h++, n++) {
+    uint32_t e = s->idx[h & s->idx_mask];
+    if (e == 0) return NULL;
+    if (e == TOMB) continue;
+    pkey *k = &s->keys[e - 1];
+    if (k->used && memcmp(k->id, id, TERN__PROBE_ID_BYTES) == 0) {
+      *index = e - 1;
+      return k;
     }
+  }
   return NULL;
 }
 
@@ -183,10 +239,8 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
     s->stats.rejected++;
     return 1;
   }
-  if (!take_token(s, ip, now_ms)) {
-    s->stats.limited++;
-    return 1;
-  }
+  /* Authenticate before charging the source's bucket: forged datagrams
+   * from a spoofed address cannot use up that address's requests. */
   if (!(k = find_key(s, p.id, &ki)) || tern__probe_verify(data, len, k->key) != 0 ||
       p.wait_ms < s->cfg.min_wait_ms || p.wait_ms > s->cfg.max_wait_ms) {
     s->stats.rejected++;
@@ -197,6 +251,10 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
       s->stats.rejected++; /* answered already: a replay, or a late resend */
       return 1;
     }
+  if (!take_token(s, ip, now_ms)) {
+    s->stats.limited++;
+    return 1;
+  }
   s->stats.requests++;
   /* A resend of a pending probe restarts its silence (the request itself
    * refreshed the mapping) and follows the sender's address. */

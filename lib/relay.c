@@ -38,6 +38,7 @@ typedef struct rpeer {
   size_t user_len;
   char name[32];               /* address:port, for logs */
   uint64_t keepalive_ms;       /* the client's announced keepalive interval (0: none) */
+  uint64_t ping_ms;            /* when the relay last pinged it (tern__now_ms) */
   int has_probe_key;           /* a PROBE_KEY was given to this session */
   uint8_t probe_id[8], probe_key[32];
   struct rpeer *prev, *next;   /* every peer the relay holds */
@@ -277,22 +278,36 @@ static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, cons
   unlink_peer(r, p);
 }
 
-/* The relay's ENet ping interval for a peer whose client keeps the link
- * alive every `interval` ms: later than the client's keepalive can
- * arrive, so that the relay sends no idle traffic of its own
- * (spec/keepalive.md, "The live link"). A client that announces no
- * keepalive (0) gets the configured interval. */
-static uint32_t relay_ping_ms(const tern_relay *r, uint64_t interval) {
-  if (interval == 0) return r->cfg.ping_interval_ms;
-  uint64_t margin = interval / 4 < 5000 ? 5000 : interval / 4;
-  uint64_t ping = interval + margin;
-  return ping > 3600000 ? 3600000 : (uint32_t)ping;
+/* How long a client that keeps the link alive every `interval` ms may be
+ * silent before the relay pings it: later than its keepalive can arrive,
+ * so that the relay sends no idle traffic of its own (spec/keepalive.md,
+ * "The live link"); a ping then either is answered or lets ENet's timeout
+ * find the client dead. 0: the client announced no keepalive. */
+static uint64_t silence_limit_ms(uint64_t interval) {
+  if (interval == 0) return 0;
+  uint64_t limit = interval + (interval / 4 < 5000 ? 5000 : interval / 4);
+  return limit > 3600000 ? 3600000 : limit;
 }
 
+/* ENet pings whenever no acknowledgement has come for its interval, even
+ * while the client's keepalives arrive, so for a client that keeps the
+ * link alive the relay holds ENet's ping back (an hour) and pings only
+ * after silence_limit_ms of silence (relay_ping_due). A client that
+ * announced none gets ENet's ping at the configured interval. */
 static void apply_keepalive(tern_relay *r, rpeer *p, uint64_t interval) {
   p->keepalive_ms = interval;
-  tern__link_peer_set_timing(p->lp, relay_ping_ms(r, interval), r->cfg.timeout_min_ms,
-                             r->cfg.timeout_max_ms);
+  tern__link_peer_set_timing(p->lp, interval ? 3600000 : r->cfg.ping_interval_ms,
+                             r->cfg.timeout_min_ms, r->cfg.timeout_max_ms);
+}
+
+/* When the relay must ping p (0: never): the silence limit after the last
+ * datagram from it, or after the relay's last ping. */
+static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p) {
+  uint64_t limit = silence_limit_ms(p->keepalive_ms);
+  if (p->state != P_OPEN || !limit) return 0;
+  uint64_t last = tern__link_peer_heard_ms(r->link, p->lp);
+  if (p->ping_ms > last) last = p->ping_ms;
+  return last + limit;
 }
 
 /* A datagram on the UDP port that is not ENet's: a NAT-timeout probe. */
@@ -526,10 +541,17 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
   tern__link_event_done(ev);
 }
 
-/* Drops peers that have not finished the handshake in time. */
+/* Drops peers that have not finished the handshake in time, and pings
+ * open peers whose keepalive is overdue. */
 static void handle_timers(tern_relay *r, uint64_t now) {
   for (rpeer *p = r->peers, *next; p; p = next) {
     next = p->next;
+    uint64_t due = relay_ping_due(r, p);
+    if (due && now >= due) {
+      tern__link_peer_ping(p->lp);
+      p->ping_ms = now;
+      logf_(r, 3, "user %s (%s): silent past its keepalive; pinged", p->user, p->name);
+    }
     if (p->state != P_HANDSHAKE || now < p->hs_deadline_ms) continue;
     r->stats.handshakes_failed++;
     logf_(r, 1, "peer %s: no handshake within %u ms, dropped", p->name,
@@ -548,8 +570,9 @@ static int core_timeout(const tern_relay *r, uint64_t now) {
     if (t >= 0 && (best < 0 || t < best)) best = t;
   }
   for (const rpeer *p = r->peers; p; p = p->next) {
-    if (p->state != P_HANDSHAKE) continue;
-    int t = now >= p->hs_deadline_ms ? 0 : (int)(p->hs_deadline_ms - now);
+    uint64_t due = p->state == P_HANDSHAKE ? p->hs_deadline_ms : relay_ping_due(r, p);
+    if (!due) continue;
+    int t = now >= due ? 0 : (int)(due - now);
     if (best < 0 || t < best) best = t;
   }
   return best;

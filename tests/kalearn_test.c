@@ -994,3 +994,29 @@ Test(kalearn, no_key_is_unavailable_until_the_retry) {
   cr_assert_geq(interval(&S), 42 * SEC);
   sim_free(&S);
 }
+
+/* A session that outlives the reprobe age reprobes without reconnecting:
+ * the check runs at every tick, which the shell makes at least once per
+ * keepalive interval. */
+Test(kalearn, a_long_session_reprobes_without_reconnecting) {
+  static sim S;
+  tern__ka_config cfg = default_cfg();
+  sim_init(&S, &cfg, 120 * SEC, 21);
+  learn(&S, 2 * HOUR);
+  uint64_t learned_at = S.ka.net.learned_at;
+  uint32_t iv = interval(&S);
+  reset_seen(&S);
+  run_until(&S, S.now + cfg.reprobe_ms / 2, NULL);
+  cr_assert_eq(S.sends, 0, "reprobed before reprobe_ms");
+  /* The NAT became stricter meanwhile; the session has stayed up. */
+  S.t_nat = 40 * SEC;
+  run_until(&S, S.now + cfg.reprobe_ms / 2 + MIN, NULL);
+  cr_assert_gt(S.sends, 0, "a day-old value was not probed again in a live session");
+  cr_assert_eq(interval(&S), iv, "the old interval stays in force while it is tested");
+  run_until(&S, S.now + 2 * HOUR, finished);
+  cr_assert(finished(&S));
+  cr_assert_gt(S.ka.net.learned_at, learned_at);
+  cr_assert_lt(interval(&S), 40 * SEC);
+  cr_assert_geq(interval(&S), 28 * SEC);
+  sim_free(&S);
+}

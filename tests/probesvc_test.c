@@ -780,3 +780,52 @@ Test(probesvc, no_address_ever_gets_more_bytes_than_it_sent) {
   const uint64_t seeds[] = {1, 2, 0xC0FFEE, 20240601};
   for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) adversarial_run(seeds[i], 5000);
 }
+
+/* Forged requests (wrong tag) from a spoofed source are dropped before the
+ * source's bucket is charged: they cannot use up a client's requests. */
+Test(probesvc, forged_requests_do_not_drain_the_bucket) {
+  tern__psvc *s = svc_default();
+  ckey k = make_key(1, 1), forger = make_key(1, 1);
+  forger.key[0] ^= 1; /* right id, wrong key */
+  add(s, &k);
+  uint8_t req[TERN__PROBE_REQUEST_BYTES], ans[64];
+  for (uint64_t i = 0; i < 10000; i++) {
+    size_t n = datagram(&forger, TERN__PROBE_REQUEST, 100 + i, 25000, req);
+    cr_assert_eq(feed(s, IP_A, 9, req, n, T0, ans), 0);
+  }
+  cr_assert(ask(s, &k, IP_A, 9, 7, 25000, T0), "the real client was starved by forgeries");
+  tern__psvc_stats st;
+  tern__psvc_get_stats(s, &st);
+  cr_assert_eq(st.rejected, 10000);
+  cr_assert_eq(st.limited, 0);
+  tern__psvc_free(s);
+}
+
+/* Every live key is found, through any number of sessions coming and
+ * going (the id index keeps no stale entries). */
+Test(probesvc, many_sessions_come_and_go) {
+  tern__psvc_config cfg;
+  tern__psvc_config_default(&cfg);
+  cfg.max_keys = 512;
+  cfg.ip_burst = 1u << 30;
+  tern__psvc *s = svc_with(&cfg);
+  static ckey keys[512];
+  uint64_t seed = 1;
+  for (int round = 0; round < 20; round++) {
+    for (uint64_t c = 0; c < 512; c++) {
+      if (round && (c + (uint64_t)round) % 3) continue; /* a third churns each round */
+      if (round) tern__psvc_remove_key(s, c + 1);
+      keys[c].conn = c + 1;
+      for (size_t i = 0; i < sizeof keys[c].id; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        keys[c].id[i] = (uint8_t)(seed >> 56); /* an LCG's high bits: random enough */
+      }
+      for (size_t i = 0; i < sizeof keys[c].key; i++) keys[c].key[i] = (uint8_t)(seed >> (i % 8 * 8));
+      add(s, &keys[c]);
+    }
+    for (uint64_t c = 0; c < 512; c += 17)
+      cr_assert(ask(s, &keys[c], IP_A + (uint32_t)c, 9, 1000 + (uint64_t)round, 25000, T0),
+                "round %d: session %llu's key not found", round, (unsigned long long)c + 1);
+  }
+  tern__psvc_free(s);
+}

@@ -376,6 +376,7 @@ typedef struct tern_keepalive_info {
   int foreground;
   uint64_t probes;         /* probes sent since tern_client_new() */
   uint64_t probe_datagrams;/* datagrams sent and received on probe sockets */
+  uint64_t keepalives;     /* keepalives sent on the live link */
 } tern_keepalive_info;
 
 /* The keepalive state of the current network. Any thread. */
