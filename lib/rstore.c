@@ -10,11 +10,16 @@
  */
 #include "rstore.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
 #define SCHEMA_VERSION 1
@@ -60,6 +65,7 @@ enum {
   Q_ROLLBACK,
   Q_DEDUP_GET,
   Q_DEDUP_PUT,
+  Q_DEDUP_REPLACE,
   Q_SEQ_NEXT,
   Q_SEQ_LAST,
   Q_CHAIN_GET,
@@ -72,6 +78,7 @@ enum {
   Q_DEV_MIN,
   Q_DELIVER,
   Q_TRIM,
+  Q_ACK_SPAN,
   Q_MIN_SEQ,
   Q_NOTICE_PUT,
   Q_NOTICE_LIST,
@@ -91,6 +98,8 @@ static const char *const sql[Q_N] = {
     [Q_ROLLBACK] = "ROLLBACK",
     [Q_DEDUP_GET] = "SELECT seq, ts FROM dedup WHERE dev = ?1 AND cmid = ?2",
     [Q_DEDUP_PUT] = "INSERT INTO dedup(dev, cmid, user, seq, ts) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [Q_DEDUP_REPLACE] = ("INSERT OR REPLACE INTO dedup(dev, cmid, user, seq, ts)"
+                        " VALUES(?1, ?2, ?3, ?4, ?5)"),
     [Q_SEQ_NEXT] = ("INSERT INTO users(user, next_seq) VALUES(?1, 2)"
                    " ON CONFLICT(user) DO UPDATE SET next_seq = next_seq + 1"
                    " RETURNING next_seq - 1"),
@@ -112,6 +121,8 @@ static const char *const sql[Q_N] = {
                   " WHERE user = ?1 AND seq > ?2 AND seq <= ?3 AND delivered = 0"
                   " RETURNING sender_dev, cmid, seq"),
     [Q_TRIM] = "DELETE FROM inbox WHERE user = ?1 AND seq <= ?2",
+    [Q_ACK_SPAN] = ("SELECT seq, length(body) FROM inbox WHERE user = ?1 AND seq > ?2 AND seq <= ?3"
+                   " ORDER BY seq"),
     [Q_MIN_SEQ] = "SELECT min(seq) FROM inbox WHERE user = ?1",
     [Q_NOTICE_PUT] = ("INSERT INTO notices(dev, kind, cmid, code) VALUES(?1, ?2, ?3, ?4)"
                      " ON CONFLICT(dev, kind, cmid) DO UPDATE SET code = excluded.code"),
@@ -127,6 +138,14 @@ struct tern__rstore {
   sqlite3_stmt *q[Q_N];
   /* The last SQLite failure, for logs: "what: sqlite message". */
   char err[256];
+  int last_full;          /* that failure was SQLITE_FULL */
+  unsigned fault_commits; /* commits still to fail (tern__rstore_fault_commit) */
+  /* The disk reserve: a file of reserve_bytes next to the database, held
+   * while reserve_held (always 1 when reserve_bytes is 0). */
+  char *reserve_path;
+  uint64_t reserve_bytes;
+  int reserve_held;
+  int secure_delete;      /* PRAGMA secure_delete as opened (restored with the reserve) */
 };
 
 /* SQLite integers are signed: sequence numbers, times and ids beyond
@@ -136,8 +155,16 @@ static int64_t clamp(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : 
 /* Records why SQLite failed and maps its code to a TERN_E* code. */
 static int fail(tern__rstore *s, int rc, const char *what) {
   snprintf(s->err, sizeof s->err, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
+  s->last_full = (rc & 0xff) == SQLITE_FULL;
   if (rc == SQLITE_NOMEM) return TERN_ENOMEM;
   return TERN_ESTORE;
+}
+
+/* A refusal that is not SQLite's: recorded like a failure, for the log. */
+static int refuse(tern__rstore *s, int code, const char *what) {
+  snprintf(s->err, sizeof s->err, "%s (%s)", what, tern_errname(code));
+  s->last_full = 0;
+  return code;
 }
 
 static void done(sqlite3_stmt *q) {
@@ -237,6 +264,11 @@ static int configure(tern__rstore *s, const tern__rstore_config *cfg) {
   }
   int rc = sqlite3_busy_timeout(s->db, 5000);
   if (rc != SQLITE_OK) return fail(s, rc, "busy_timeout");
+  /* A new store can give the pages freed by deletions back to the file
+   * system (tern__rstore_take_reserve runs incremental_vacuum). This must
+   * come before anything writes the file, WAL mode included; on an
+   * existing store it changes nothing. */
+  if ((rc = exec(s, "PRAGMA auto_vacuum = INCREMENTAL", "auto_vacuum")) < 0) return rc;
   sqlite3_stmt *q = NULL;
   rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL);
   if (rc == SQLITE_OK) rc = sqlite3_step(q);
@@ -257,7 +289,76 @@ static int configure(tern__rstore *s, const tern__rstore_config *cfg) {
     snprintf(text, sizeof text, "PRAGMA max_page_count = %lu", (unsigned long)cfg->max_pages);
     rc = exec(s, text, "max_page_count");
   }
+  if (rc == 0) {
+    rc = sqlite3_prepare_v2(s->db, "PRAGMA secure_delete", -1, &q, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) s->secure_delete = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    rc = rc == SQLITE_OK ? 0 : fail(s, rc, "secure_delete");
+  }
+  if (rc == 0 && cfg->reserve_bytes) {
+    /* Checkpoint once the WAL holds half the reserve: after a full disk,
+     * the checkpoint that moves the WAL into the database must fit in the
+     * room the reserve gives back. */
+    uint64_t pages = cfg->reserve_bytes / 2 / 4096;
+    if (pages < 16) pages = 16;
+    if (pages > 1000) pages = 1000; /* SQLite's default */
+    int r = sqlite3_wal_autocheckpoint(s->db, (int)pages);
+    if (r != SQLITE_OK) rc = fail(s, r, "wal_autocheckpoint");
+  }
   return rc;
+}
+
+/* Takes the reserve: a file of reserve_bytes whose blocks are allocated,
+ * so that deleting it really frees them. 1 held, 0 no room (s->err says). */
+static int reserve_create(tern__rstore *s) {
+  int fd = open(s->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > s->reserve_bytes)
+      err = ftruncate(fd, (off_t)s->reserve_bytes) == 0 ? 0 : errno;
+    if (err == 0) err = posix_fallocate(fd, 0, (off_t)s->reserve_bytes);
+    if (err == EOPNOTSUPP || err == EINVAL) {
+      /* No fallocate here: write the blocks. */
+      static const char zeros[65536];
+      err = 0;
+      for (uint64_t off = 0; err == 0 && off < s->reserve_bytes;) {
+        size_t n = s->reserve_bytes - off < sizeof zeros ? (size_t)(s->reserve_bytes - off) : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+        if (w <= 0) err = w < 0 ? errno : ENOSPC;
+        else off += (uint64_t)w;
+      }
+    }
+    close(fd);
+  }
+  if (err) {
+    (void)unlink(s->reserve_path);
+    snprintf(s->err, sizeof s->err, "disk reserve %s (%llu bytes): %s", s->reserve_path,
+             (unsigned long long)s->reserve_bytes, strerror(err));
+    s->last_full = err == ENOSPC;
+    return 0;
+  }
+  return 1;
+}
+
+/* Moves the WAL into the database and truncates it. Without waiting for
+ * readers: an operator's reader must not stall the relay. */
+static int checkpoint(tern__rstore *s) {
+  sqlite3_busy_timeout(s->db, 0);
+  int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+  sqlite3_busy_timeout(s->db, 5000);
+  return rc == SQLITE_OK ? 0 : fail(s, rc, "wal_checkpoint(TRUNCATE)");
+}
+
+/* secure_delete: ON (Debian builds SQLite so) overwrites every deleted
+ * page, so that deleting delivered messages writes as much as storing
+ * them did; on a full disk that would stop the deletions and the acks
+ * that cause them. FAST zeroes what it can without extra writes. */
+static void set_secure_delete(tern__rstore *s, int fast) {
+  char text[48];
+  snprintf(text, sizeof text, "PRAGMA secure_delete = %s",
+           fast ? "FAST" : s->secure_delete == 1 ? "ON" : s->secure_delete == 2 ? "FAST" : "OFF");
+  (void)sqlite3_exec(s->db, text, NULL, NULL, NULL);
 }
 
 int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *err, size_t errcap) {
@@ -273,6 +374,16 @@ int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *
     goto fail_db;
   }
   sqlite3_extended_result_codes(s->db, 1);
+  s->reserve_held = 1;
+  if (cfg->reserve_bytes && strcmp(cfg->path, ":memory:") != 0) {
+    size_t n = strlen(cfg->path) + sizeof "-reserve";
+    if (!(s->reserve_path = malloc(n))) {
+      rc = TERN_ENOMEM;
+      goto fail_db;
+    }
+    snprintf(s->reserve_path, n, "%s-reserve", cfg->path);
+    s->reserve_bytes = cfg->reserve_bytes;
+  }
   rc = configure(s, cfg);
   if (rc == 0) rc = migrate(s);
   for (int i = 0; rc == 0 && i < Q_N; i++) {
@@ -280,6 +391,9 @@ int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *
     if (r != SQLITE_OK) rc = fail(s, r, sql[i]);
   }
   if (rc == 0) {
+    /* A disk already too full for the reserve: the store opens (what it
+     * holds can be delivered) but is short of room until it is taken. */
+    if (s->reserve_path) s->reserve_held = reserve_create(s);
     *out = s;
     return 0;
   }
@@ -295,10 +409,68 @@ void tern__rstore_close(tern__rstore *s) {
   /* Closing with a transaction open rolls it back: nothing uncommitted
    * survives, as after a crash. */
   sqlite3_close(s->db);
+  free(s->reserve_path);
   free(s);
 }
 
 const char *tern__rstore_errmsg(const tern__rstore *s) { return s->err; }
+
+int tern__rstore_last_full(const tern__rstore *s) { return s->last_full; }
+
+int tern__rstore_reserve_held(const tern__rstore *s) { return s->reserve_held; }
+
+uint64_t tern__rstore_release_reserve(tern__rstore *s) {
+  if (!s->reserve_path || !s->reserve_held) return 0;
+  char keep[sizeof s->err];
+  memcpy(keep, s->err, sizeof keep); /* the failure that led here stays reported */
+  int full = s->last_full;
+  (void)unlink(s->reserve_path);
+  s->reserve_held = 0;
+  set_secure_delete(s, 1);
+  if (sqlite3_get_autocommit(s->db)) (void)checkpoint(s);
+  memcpy(s->err, keep, sizeof keep);
+  s->last_full = full;
+  return s->reserve_bytes;
+}
+
+int tern__rstore_take_reserve(tern__rstore *s) {
+  if (s->reserve_held) return 1;
+  if (!sqlite3_get_autocommit(s->db)) return TERN_EINVAL;
+  /* Give the pages that deletions freed back to the file system, and the
+   * WAL's room too, then ask for twice the reserve: the reserve, and as
+   * much again to work in, or the next commit would fail at once. */
+  if (checkpoint(s) < 0) return 0;
+  int rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    (void)fail(s, rc, "incremental_vacuum");
+    return 0;
+  }
+  if (checkpoint(s) < 0) return 0;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", s->reserve_path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = 0;
+  else *slash = 0;
+  struct statvfs vfs;
+  if (statvfs(dir, &vfs) != 0) {
+    snprintf(s->err, sizeof s->err, "statvfs %.200s: %s", dir, strerror(errno));
+    s->last_full = 0;
+    return 0;
+  }
+  uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+  if (avail < 2 * s->reserve_bytes) {
+    snprintf(s->err, sizeof s->err, "%llu bytes free on the store's disk; want %llu",
+             (unsigned long long)avail, (unsigned long long)(2 * s->reserve_bytes));
+    s->last_full = 1;
+    return 0;
+  }
+  s->reserve_held = reserve_create(s);
+  if (s->reserve_held) set_secure_delete(s, 0);
+  return s->reserve_held;
+}
+
+void tern__rstore_fault_commit(tern__rstore *s, unsigned n) { s->fault_commits = n; }
 
 int tern__rstore_begin(tern__rstore *s) {
   if (!sqlite3_get_autocommit(s->db)) return TERN_EINVAL;
@@ -308,6 +480,15 @@ int tern__rstore_begin(tern__rstore *s) {
 int tern__rstore_commit(tern__rstore *s) {
   if (sqlite3_get_autocommit(s->db)) {
     snprintf(s->err, sizeof s->err, "commit without a transaction (rolled back by SQLite?)");
+    s->last_full = 0;
+    return TERN_ESTORE;
+  }
+  if (s->fault_commits) {
+    /* As SQLite does when the WAL cannot grow at COMMIT. */
+    s->fault_commits--;
+    (void)run(s, Q_ROLLBACK);
+    snprintf(s->err, sizeof s->err, "COMMIT: database or disk is full (injected)");
+    s->last_full = 1;
     return TERN_ESTORE;
   }
   return run(s, Q_COMMIT);
@@ -336,8 +517,10 @@ int tern__rstore_dedup_get(tern__rstore *s, const uint8_t dev[32], uint64_t cmid
   return ret;
 }
 
-/* The steps of an append, inside its savepoint. */
-static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq, uint64_t *prev) {
+/* The steps of an append, inside its savepoint. `again`: the fault that
+ * stores a (dev, cmid) a second time. */
+static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq, uint64_t *prev,
+                  int again) {
   sqlite3_stmt *q = s->q[Q_SEQ_NEXT];
   bind_text(q, 1, to);
   int rc = get_int(s, Q_SEQ_NEXT, seq);
@@ -368,7 +551,7 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
   sqlite3_bind_blob64(q, 9, m->body_len ? (const void *)m->body : "", m->body_len, SQLITE_STATIC);
   if ((rc = run(s, Q_INBOX_PUT)) < 0) return rc;
 
-  q = s->q[Q_DEDUP_PUT];
+  q = s->q[again ? Q_DEDUP_REPLACE : Q_DEDUP_PUT];
   bind_dev(q, 1, m->sender_dev);
   sqlite3_bind_int64(q, 2, (int64_t)m->cmid);
   bind_text(q, 3, to);
@@ -379,6 +562,7 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
     /* The caller skipped dedup_get: storing it twice is what dedup is for. */
     snprintf(s->err, sizeof s->err, "(dev, cmid %llu) already stored", (unsigned long long)m->cmid);
+    s->last_full = 0;
     ret = TERN_EEXIST;
   } else if (rc != SQLITE_DONE) {
     ret = fail(s, rc, "dedup_put");
@@ -387,18 +571,28 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
   return ret;
 }
 
-int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
-                        uint64_t *prev_seq) {
+static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
+                     uint64_t *prev_seq, int again) {
   if (!to || !m->from || !m->sender_dev || (m->body_len && !m->body)) return TERN_EINVAL;
   uint64_t sq = 0, pv = 0;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  rc = op_end(s, append(s, to, m, &sq, &pv));
+  rc = op_end(s, append(s, to, m, &sq, &pv, again));
   if (rc == 0) {
     *seq = sq;
     *prev_seq = pv;
   }
   return rc;
+}
+
+int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
+                        uint64_t *prev_seq) {
+  return append_op(s, to, m, seq, prev_seq, 0);
+}
+
+int tern__rstore_append_fault_dup(tern__rstore *s, const char *to, const tern__rmsg *m,
+                                  uint64_t *seq, uint64_t *prev_seq) {
+  return append_op(s, to, m, seq, prev_seq, 1);
 }
 
 int tern__rstore_fetch(tern__rstore *s, const char *user, uint64_t after, size_t limit,
@@ -466,7 +660,7 @@ int tern__rstore_device(tern__rstore *s, const char *user, const uint8_t dev[32]
   if (rc == 0) return fail(s, SQLITE_INTERNAL, "device vanished");
   /* A device key belongs to one user; another user's key is a caller bug
    * (or an attack) and must not move that user's cursor. */
-  if (!mine) return TERN_EINVAL;
+  if (!mine) return refuse(s, TERN_EINVAL, "device: the key is registered to another user");
   *cursor = c;
   return 0;
 }
@@ -493,18 +687,50 @@ static int deliver(tern__rstore *s, const char *user, uint64_t lo, uint64_t hi, 
   return ret;
 }
 
+/* Lowers *up_to so that the stored bodies in (cursor, *up_to] add up to at
+ * most max_bytes (but keeps at least one message). 1 if it lowered it. */
+static int ack_span(tern__rstore *s, const char *user, uint64_t cursor, uint64_t *up_to,
+                    uint64_t max_bytes) {
+  sqlite3_stmt *q = s->q[Q_ACK_SPAN];
+  bind_text(q, 1, user);
+  sqlite3_bind_int64(q, 2, clamp(cursor));
+  sqlite3_bind_int64(q, 3, clamp(*up_to));
+  uint64_t total = 0;
+  int rc, cut = 0;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    uint64_t seq = (uint64_t)sqlite3_column_int64(q, 0);
+    total += (uint64_t)sqlite3_column_int64(q, 1);
+    if (total > max_bytes && seq > cursor + 1) {
+      *up_to = seq - 1;
+      cut = 1;
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  int ret = rc == SQLITE_DONE ? cut : fail(s, rc, "ack span");
+  done(q);
+  return ret;
+}
+
 static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
-               const uint64_t *sacks, size_t n, ack_cb cb, void *ctx) {
-  int mine = 0;
+               const uint64_t *sacks, size_t n, uint64_t max_bytes, uint64_t *reached, ack_cb cb,
+               void *ctx) {
+  int mine = 0, cut = 0;
   uint64_t cursor = 0, last = 0, low = 0;
   int rc = device_get(s, user, dev, &mine, &cursor);
-  if (rc <= 0) return rc < 0 ? rc : TERN_ENOENT;
-  if (!mine) return TERN_EINVAL;
+  if (rc < 0) return rc;
+  if (rc == 0) return refuse(s, TERN_ENOENT, "ack: the device is not registered");
+  if (!mine) return refuse(s, TERN_EINVAL, "ack: the key is registered to another user");
   bind_text(s->q[Q_SEQ_LAST], 1, user);
   if ((rc = get_int(s, Q_SEQ_LAST, &last)) < 0) return rc;
   /* A device cannot have what was never stored; a cursor past the end of
    * the inbox would let the trim below delete messages not yet sent. */
   if (up_to > last) up_to = last;
+  if (up_to > cursor && max_bytes != UINT64_MAX) {
+    if ((cut = ack_span(s, user, cursor, &up_to, max_bytes)) < 0) return cut;
+    if (cut) n = 0; /* the rest, sacks included, in a later call */
+  }
+  if (reached) *reached = up_to > cursor ? up_to : cursor;
   if (up_to > cursor) {
     if ((rc = deliver(s, user, cursor, up_to, cb, ctx)) < 0) return rc;
     sqlite3_stmt *q = s->q[Q_DEV_SET];
@@ -523,7 +749,8 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
   sqlite3_stmt *q = s->q[Q_TRIM];
   bind_text(q, 1, user);
   sqlite3_bind_int64(q, 2, (int64_t)low);
-  return run(s, Q_TRIM);
+  rc = run(s, Q_TRIM);
+  return rc < 0 ? rc : cut;
 }
 
 int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
@@ -531,7 +758,20 @@ int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], u
   if (n && !sacks) return TERN_EINVAL;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  return op_end(s, ack(s, user, dev, up_to, sacks, n, cb, ctx));
+  return op_end(s, ack(s, user, dev, up_to, sacks, n, UINT64_MAX, NULL, cb, ctx));
+}
+
+int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
+                          const uint64_t *sacks, size_t n, uint64_t max_bytes, uint64_t *reached,
+                          ack_cb cb, void *ctx) {
+  if (n && !sacks) return TERN_EINVAL;
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  return op_end(s, ack(s, user, dev, up_to, sacks, n, max_bytes, reached, cb, ctx));
+}
+
+uint64_t tern__rstore_ack_budget(const tern__rstore *s) {
+  return s->reserve_held ? UINT64_MAX : s->reserve_bytes / 4;
 }
 
 /* Nothing at or below the floor is stored, so it is one less than the

@@ -44,16 +44,50 @@ typedef struct tern__rstore_config {
   int synchronous;
   /* For tests: PRAGMA max_page_count (0: no limit) to make "disk full". */
   uint32_t max_pages;
+  /* Bytes of disk to hold in reserve, in the file `path` + "-reserve"
+   * (0: none; ignored for ":memory:"). A full disk stops every write,
+   * including the small ones that acknowledge deliveries and delete what
+   * was delivered, and a WAL store cannot even checkpoint: the reserve is
+   * what is given back then (tern__rstore_release_reserve), so that those
+   * go on. While it is given back, the relay accepts no new messages. The
+   * WAL is checkpointed once it holds half the reserve, so that a
+   * checkpoint always fits in it. */
+  uint64_t reserve_bytes;
 } tern__rstore_config;
 
 /* Opens (creating or migrating) the store. Returns 0, TERN_ESTORE (with a
  * message in err[0..errcap)), TERN_ENOMEM. */
 int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *err, size_t errcap);
 void tern__rstore_close(tern__rstore *s);
-/* Why the last call that returned TERN_ESTORE failed (what was being done
- * and SQLite's message, e.g. "database or disk is full"), for the relay's
- * log. Never NULL; valid until the next call on s. */
+/* Why the last call that failed failed (what was being done and SQLite's
+ * message, e.g. "database or disk is full", or the refusal, e.g. "ack: the
+ * device is not registered (TERN_ENOENT)"), for the relay's log. Never
+ * NULL; valid until the next call on s. */
 const char *tern__rstore_errmsg(const tern__rstore *s);
+/* 1 if the last call that returned TERN_ESTORE failed because the disk (or
+ * max_pages) was full (SQLITE_FULL), 0 otherwise. */
+int tern__rstore_last_full(const tern__rstore *s);
+
+/* The disk reserve (tern__rstore_config.reserve_bytes). */
+/* 1 if the reserve is held, or none is configured. */
+int tern__rstore_reserve_held(const tern__rstore *s);
+/* Gives the reserve back to the file system (deletes the file), then
+ * checkpoints the WAL into the database and truncates it, so that the
+ * freed room serves acks, deletions and later checkpoints. Call after
+ * tern__rstore_rollback(), outside a transaction. Returns the bytes given
+ * back (0 if none was held). */
+uint64_t tern__rstore_release_reserve(tern__rstore *s);
+/* Checkpoints and truncates the WAL, then tries to take the reserve back.
+ * Outside a transaction only. Returns 1 if it is held now (or none is
+ * configured), 0 if the disk has not the room (errmsg says why), or
+ * TERN_EINVAL inside a transaction. */
+int tern__rstore_take_reserve(tern__rstore *s);
+
+/* For tests of the callers' failure paths: the next `n` calls of
+ * tern__rstore_commit() fail as a full disk at COMMIT does in WAL mode (the
+ * transaction is rolled back, TERN_ESTORE, tern__rstore_last_full() 1,
+ * "COMMIT: database or disk is full (injected)"). */
+void tern__rstore_fault_commit(tern__rstore *s, unsigned n);
 
 int tern__rstore_begin(tern__rstore *s);
 int tern__rstore_commit(tern__rstore *s);
@@ -73,6 +107,12 @@ int tern__rstore_dedup_get(tern__rstore *s, const uint8_t dev[32], uint64_t cmid
  * receive them. */
 int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
                         uint64_t *prev_seq);
+
+/* A deliberate fault, for showing that the simulation catches it: as
+ * append, but a (dev, cmid) that is already stored is stored again, as a
+ * relay without dedup would (its dedup record then names the new copy). */
+int tern__rstore_append_fault_dup(tern__rstore *s, const char *to, const tern__rmsg *m,
+                                  uint64_t *seq, uint64_t *prev_seq);
 
 /* Calls cb for up to `limit` messages of `user` with seq > after, in seq
  * order; stops early if cb returns non-zero. Returns the number visited. */
@@ -94,6 +134,24 @@ int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], u
                      void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
                                 uint64_t seq),
                      void *ctx);
+
+/* As tern__rstore_ack, but takes in only as much of (cursor, up_to] as
+ * holds at most max_bytes of bodies (at least one message; UINT64_MAX: all
+ * of it), and the sacks only if it took in everything: acknowledging and
+ * deleting rewrites about as many pages as the messages fill, and on a
+ * full disk one transaction must fit in the room the reserve gave back.
+ * *reached receives the device's cursor after. Returns 0 if it took in
+ * everything, 1 if it stopped short (call again for the rest), or an
+ * error. */
+int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
+                          const uint64_t *sacks, size_t n, uint64_t max_bytes, uint64_t *reached,
+                          void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
+                                     uint64_t seq),
+                          void *ctx);
+/* The max_bytes for tern__rstore_ack_some: UINT64_MAX while the reserve is
+ * held (or none is configured), a quarter of the reserve while it is given
+ * back. */
+uint64_t tern__rstore_ack_budget(const tern__rstore *s);
 
 /* The highest seq of `user`'s inbox that is no longer stored (deleted after
  * acks, or expired): a device behind it can never get those. 0 if none. */

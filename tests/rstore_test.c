@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -680,4 +681,133 @@ Test(rstore, refuses_bad_config) {
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_neq(err[0], 0);
+}
+
+static long long file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* A full disk at COMMIT (as WAL mode fails) rolls the transaction back and
+ * says so; the disk reserve is given back (its file deleted), deletions
+ * still commit, and taking the reserve again first gives the pages the
+ * deletions freed back to the file system (a new store is incremental
+ * auto_vacuum). */
+Test(rstore, full_commit_and_the_disk_reserve) {
+  tern__rstore_config cfg = {.path = dbpath, .synchronous = 1, .reserve_bytes = 256 * 1024};
+  tern__rstore *s = NULL;
+  char err[256], reserve[4300];
+  cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), 0, "%s", err);
+  snprintf(reserve, sizeof reserve, "%s-reserve", dbpath);
+  cr_assert_eq(file_size(reserve), 256 * 1024, "the reserve is taken at open");
+  cr_assert_eq(tern__rstore_reserve_held(s), 1);
+  static uint8_t body[3000];
+  uint64_t seq, prev;
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  for (uint64_t cmid = 1; cmid <= 200; cmid++) {
+    tern__rmsg m = {.ts = 1, .cmid = cmid, .from = "carol", .sender_dev = dev(1), .body = body,
+                    .body_len = sizeof body};
+    cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0);
+  }
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  /* The commit itself fails: nothing of the transaction stays. */
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  tern__rmsg m = {.ts = 1, .cmid = 201, .from = "carol", .sender_dev = dev(1), .body = body,
+                  .body_len = sizeof body};
+  cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0);
+  tern__rstore_fault_commit(s, 1);
+  cr_assert_eq(tern__rstore_commit(s), TERN_ESTORE);
+  cr_assert_eq(tern__rstore_last_full(s), 1);
+  cr_assert_not_null(strstr(tern__rstore_errmsg(s), "COMMIT: database or disk is full"), "%s",
+                     tern__rstore_errmsg(s));
+  tern__rstore_rollback(s);
+  cr_assert_eq(tern__rstore_in_txn(s), 0);
+  cr_assert_eq(count(s), 200);
+  /* Given back: the file is gone, and the failure is still the one reported. */
+  cr_assert_eq(tern__rstore_release_reserve(s), 256 * 1024);
+  cr_assert_eq(file_size(reserve), -1);
+  cr_assert_eq(tern__rstore_reserve_held(s), 0);
+  cr_assert_eq(tern__rstore_release_reserve(s), 0, "once");
+  cr_assert_not_null(strstr(tern__rstore_errmsg(s), "COMMIT"), "%s", tern__rstore_errmsg(s));
+  /* Deliveries go on and delete; taking the reserve back shrinks the file. */
+  device(s, "alice", 5);
+  cr_assert_eq(tern__rstore_ack(s, "alice", dev(5), 200, NULL, 0, NULL, NULL), 0, "%s",
+               tern__rstore_errmsg(s));
+  cr_assert_eq(count(s), 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_take_reserve(s), TERN_EINVAL, "not inside a transaction");
+  tern__rstore_rollback(s);
+  long long before = file_size(dbpath);
+  cr_assert_eq(tern__rstore_take_reserve(s), 1, "%s", tern__rstore_errmsg(s));
+  cr_assert_eq(tern__rstore_reserve_held(s), 1);
+  cr_assert_eq(file_size(reserve), 256 * 1024);
+  long long after = file_size(dbpath);
+  cr_assert_lt(after, before / 4, "freed pages went back to the disk: %lld -> %lld bytes", before,
+               after);
+  cr_assert_eq(put(s, "alice", "carol", 1, 202, 1, NULL), 201, "numbering goes on");
+  tern__rstore_close(s);
+  /* Without a reserve configured, it is always "held". */
+  s = open_mem();
+  cr_assert_eq(tern__rstore_reserve_held(s), 1);
+  cr_assert_eq(tern__rstore_release_reserve(s), 0);
+  cr_assert_eq(tern__rstore_take_reserve(s), 1);
+  tern__rstore_close(s);
+}
+
+Test(rstore, fault_dup_append_stores_a_cmid_again) {
+  tern__rstore *s = open_mem();
+  cr_assert_eq(put(s, "bob", "alice", 1, 9, 1, NULL), 1);
+  tern__rmsg m = {.ts = 2, .cmid = 9, .from = "alice", .sender_dev = dev(1),
+                  .body = (const uint8_t *)"body 9", .body_len = 6};
+  uint64_t seq, prev, ts;
+  cr_assert_eq(tern__rstore_append(s, "bob", &m, &seq, &prev), TERN_EEXIST);
+  cr_assert_eq(tern__rstore_append_fault_dup(s, "bob", &m, &seq, &prev), 0);
+  cr_assert_eq(seq, 2);
+  cr_assert_eq(count(s), 2);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 9, &seq, &ts), 1);
+  cr_assert_eq(seq, 2, "the dedup record names the new copy");
+  tern__rstore_close(s);
+}
+
+Test(rstore, refusals_say_why) {
+  tern__rstore *s = open_mem();
+  cr_assert_eq(tern__rstore_ack(s, "alice", dev(3), 1, NULL, 0, NULL, NULL), TERN_ENOENT);
+  cr_assert_not_null(strstr(tern__rstore_errmsg(s), "not registered"), "%s", tern__rstore_errmsg(s));
+  cr_assert_eq(tern__rstore_last_full(s), 0);
+  device(s, "bob", 3);
+  uint64_t c;
+  cr_assert_eq(tern__rstore_device(s, "alice", dev(3), &c), TERN_EINVAL);
+  cr_assert_not_null(strstr(tern__rstore_errmsg(s), "another user"), "%s", tern__rstore_errmsg(s));
+  tern__rstore_close(s);
+}
+
+/* On a full disk the relay takes a device's ack in steps that fit in the
+ * room it has: ack_some stops where the bodies exceed its budget (but
+ * always takes at least one message), and leaves the sacks for the last
+ * step. */
+Test(rstore, ack_some_takes_acks_in_steps_by_body_size) {
+  tern__rstore *s = open_mem();
+  static uint8_t body[1000];
+  uint64_t seq, prev;
+  for (uint64_t cmid = 1; cmid <= 10; cmid++) {
+    tern__rmsg m = {.ts = 1, .cmid = cmid, .from = "carol", .sender_dev = dev(1), .body = body,
+                    .body_len = sizeof body};
+    cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0);
+  }
+  device(s, "alice", 5);
+  uint64_t reached = 0, sack = 12;
+  acked a = {0};
+  cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 10, &sack, 1, 2500, &reached, on_ack, &a), 1);
+  cr_assert_eq(reached, 2, "2000 bytes fit in 2500, 3000 do not");
+  cr_assert_eq(a.n, 2);
+  cr_assert_eq(count(s), 8, "and what it took in is deleted");
+  cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 10, NULL, 0, 10, &reached, on_ack, &a), 1);
+  cr_assert_eq(reached, 3, "at least one message per step");
+  cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 10, NULL, 0, UINT64_MAX, &reached, on_ack,
+                                     &a), 0);
+  cr_assert_eq(reached, 10);
+  cr_assert_eq(a.n, 10, "each message reported once");
+  cr_assert_eq(count(s), 0);
+  cr_assert_eq(tern__rstore_ack_budget(s), UINT64_MAX, "no reserve: no limit");
+  tern__rstore_close(s);
 }
