@@ -1,6 +1,7 @@
 /* The relay's messaging core: store, ack, deliver, receipt, expire. */
 #include "rcore.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +16,18 @@ _Static_assert((int)TERN__NOTICE_FAILED == (int)TERN__KIND_FAILED, "notice kinds
 /* Room for a DELIVER frame with the largest body. */
 #define FRAME_BUF (TERN_MESSAGE_MAX + 256)
 
+/* What becomes of a held output if its round fails. */
+typedef enum out_kind {
+  OUT_DROP = 0, /* DELIVER, RECEIPT, FLOOR...: dropped, sent again later */
+  OUT_ACK,      /* SERVER_ACK of `cmid`: replaced by BUSY (not stored now) */
+  OUT_KEEP,     /* FAILED refusals, BUSY: true whatever the store did */
+} out_kind;
+
 typedef struct out_item {
   struct out_item *next;
   tern__rcore_out out;
+  out_kind kind;
+  uint64_t cmid;     /* OUT_ACK */
   uint8_t data[];
 } out_item;
 
@@ -41,6 +51,13 @@ typedef struct conn {
   uint8_t dev[32];
   int confirmed;          /* sent SYNC: live, may receive */
   uint64_t cursor;        /* highest seq this device acked cumulatively */
+  uint64_t committed_cursor; /* cursor as of the last commit that succeeded */
+  uint64_t ack_goal;      /* highest seq the device said it has: the cursor
+                             follows it, in steps while the disk is full */
+  int ack_more;           /* ack_goal not yet reached: a step is due */
+  int registered;         /* its device row is committed (a failed round
+                             may have rolled the registration back) */
+  int reg_pending;        /* registered in the round that is open */
   uint64_t sent_upto;     /* highest seq sent on this connection */
   uint64_t progress_ms;   /* last ack progress or (re)send, for resends */
   int notices_out;        /* notices sent and not yet all acked */
@@ -57,8 +74,24 @@ struct tern__rcore {
   out_item *current;             /* handed out by next(), freed on the next call */
   uint64_t busy_until_ms;
   uint64_t next_expire_ms;
+  uint64_t reserve_retry_ms;     /* when to try taking the store's reserve again */
+  /* Messages one round may store, 0: any number. A failed round sets it to
+   * half of what that round stored; a committed round that used half of it
+   * doubles it, and 5 busy_ms without a failure lift it. A round too big
+   * for what is left of a full disk would otherwise fail whole, again and
+   * again. */
+  uint64_t round_cap;
+  uint64_t failed_ms;            /* the last store failure */
+  unsigned fail_streak;          /* failures since the last commit that worked */
+  uint64_t acks_at_ms;           /* acks left over (ack_more) are taken in from
+                                    then: 50 ms after a failure, doubling with
+                                    each failure in a row, up to busy_ms */
   uint8_t *buf;
   tern__rcore_stats stats;
+  tern__rcore_stats round;       /* this round's stored/deduped/delivered/expired,
+                                    added to stats when it commits */
+  uint64_t log_ms;               /* last store failure reported */
+  unsigned log_skipped;          /* failures since, not reported */
 };
 
 void tern__rcore_config_default(tern__rcore_config *cfg) {
@@ -126,6 +159,18 @@ void tern__rcore_free(tern__rcore *rc) {
   free(rc);
 }
 
+static void logf_(tern__rcore *rc, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(tern__rcore *rc, int level, const char *fmt, ...) {
+  if (!rc->cfg.log) return;
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  rc->cfg.log(rc->cfg.log_ctx, level, line);
+}
+
 static conn *find(tern__rcore *rc, uint64_t id) {
   for (conn *c = rc->conns; c; c = c->next)
     if (c->id == id) return c;
@@ -135,11 +180,13 @@ static conn *find(tern__rcore *rc, uint64_t id) {
 /* Queues frames (rc->buf[0..len)) for a connection; held until commit
  * unless `now`. Out of memory drops the output: every output is resent by
  * a timer or on reconnect, so a drop is a delay, never a loss. */
-static void emit(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable, const uint8_t *data,
-                 size_t len, int now) {
+static void emit_kind(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable,
+                      const uint8_t *data, size_t len, int now, out_kind kind, uint64_t cmid) {
   out_item *it = malloc(sizeof(*it) + len);
   if (!it) return;
   it->next = NULL;
+  it->kind = kind;
+  it->cmid = cmid;
   it->out.conn = id;
   it->out.channel = channel;
   it->out.reliable = reliable;
@@ -155,6 +202,25 @@ static void emit(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable, co
   }
 }
 
+static void emit(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable, const uint8_t *data,
+                 size_t len, int now) {
+  emit_kind(rc, id, channel, reliable, data, len, now, OUT_DROP, 0);
+}
+
+/* BUSY for `cmid`, or FAILED (a refusal) with `err`: not held back by a
+ * failed round, since neither says anything the store could take back. */
+static void emit_answer(tern__rcore *rc, uint64_t id, uint8_t type, uint8_t channel, uint64_t cmid,
+                        int err, int now) {
+  uint8_t tmp[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)-err};
+  tern__fr_failed_write(&w, type, &f);
+  emit_kind(rc, id, channel, 1, w.p, w.len, now, OUT_KEEP, 0);
+  if (type == TERN__FR_FAILED) rc->stats.refused++;
+  else rc->stats.busy++;
+}
+
 static uint8_t conv_channel(const char *a, const char *b) {
   return tern__chat_channel((const uint8_t *)a, strlen(a), (const uint8_t *)b, strlen(b));
 }
@@ -164,21 +230,79 @@ static int ensure_txn(tern__rcore *rc) {
   return tern__rstore_begin(rc->store);
 }
 
-/* A store call failed: undo the round and refuse new messages for a while. */
+/* A store call or the commit failed: undo the round, tell the senders of
+ * its messages to come back later, and refuse new messages for a while. */
 static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   rc->stats.store_errors++;
+  char why[256];
+  snprintf(why, sizeof(why), "%s", tern__rstore_errmsg(rc->store));
+  int full = tern__rstore_last_full(rc->store);
   tern__rstore_rollback(rc->store);
-  free_list(rc->held);
+  rc->round_cap = rc->round.stored > 1 ? rc->round.stored / 2 : 1;
+  rc->failed_ms = now_ms;
+  uint64_t wait = 50ull << (rc->fail_streak < 6 ? rc->fail_streak : 6);
+  rc->acks_at_ms = now_ms + (wait < rc->cfg.busy_ms ? wait : rc->cfg.busy_ms);
+  rc->fail_streak++;
+  memset(&rc->round, 0, sizeof(rc->round));
+  /* Each message the round stored (or answered from a dedup record the
+   * round may itself have written) is not stored now: BUSY, so its sender
+   * keeps it and retries after its busy interval. Refusals stand. The rest
+   * may name seqs or notices the rollback took back: dropped. */
+  unsigned busy = 0;
+  out_item *it = rc->held;
   rc->held = NULL;
   rc->held_tail = &rc->held;
-  /* What was queued this round is dropped and may be gone from the store:
-   * resend from the acknowledged point, and the notices, on the next tick. */
+  while (it) {
+    out_item *next = it->next;
+    if (it->kind == OUT_ACK) {
+      emit_answer(rc, it->out.conn, TERN__FR_BUSY, it->out.channel, it->cmid, TERN_ESTORE, 1);
+      busy++;
+      free(it);
+    } else if (it->kind == OUT_KEEP) {
+      it->next = NULL;
+      *rc->ready_tail = it;
+      rc->ready_tail = &it->next;
+    } else {
+      free(it);
+    }
+    it = next;
+  }
+  /* The acks, SYNCs and registrations of the round are gone from the store
+   * too: go back to what is committed, take the acks in again from what
+   * the devices said, and resend what the round dropped. */
   for (conn *c = rc->conns; c; c = c->next) {
-    c->sent_upto = c->cursor;
+    c->reg_pending = 0;
+    c->cursor = c->committed_cursor;
+    /* The device still has what it said it has: its ack is taken in again
+     * by the next round, without asking it. */
+    c->ack_more = c->ack_goal > c->cursor;
+    c->sent_upto = c->ack_goal > c->cursor ? c->ack_goal : c->cursor;
     if (c->confirmed) c->repump = 1;
     drop_copies(c); /* they may carry seqs the rollback took back */
   }
   rc->busy_until_ms = now_ms + rc->cfg.busy_ms;
+  if (!rc->log_ms || now_ms >= rc->log_ms + rc->cfg.busy_ms) {
+    char more[64] = "";
+    if (rc->log_skipped)
+      snprintf(more, sizeof(more), " (and %u failure(s) not reported since the last)", rc->log_skipped);
+    logf_(rc, 0,
+          "message store failed: %s; the round is rolled back, %u message(s) of it answered BUSY, "
+          "new messages refused for %u ms%s",
+          why, busy, rc->cfg.busy_ms, more);
+    rc->log_ms = now_ms;
+    rc->log_skipped = 0;
+  } else {
+    rc->log_skipped++;
+  }
+  uint64_t freed = full ? tern__rstore_release_reserve(rc->store) : 0;
+  if (freed) {
+    rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
+    logf_(rc, 0,
+          "message store: the disk is full; gave back the %llu-byte disk reserve so that "
+          "deliveries, acks and receipts go on; new messages are refused (BUSY) until it can be "
+          "taken again",
+          (unsigned long long)freed);
+  }
 }
 
 int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8_t dev[32],
@@ -195,6 +319,9 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
     free(c);
     return rc2;
   }
+  c->committed_cursor = c->cursor;
+  c->ack_goal = c->cursor;
+  c->reg_pending = 1;
   c->sent_upto = c->cursor;
   c->progress_ms = now_ms;
   c->copies_tail = &c->copies;
@@ -338,14 +465,14 @@ typedef struct ack_ctx {
 static void on_delivered(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq) {
   (void)seq;
   ack_ctx *a = ctx;
-  a->rc->stats.delivered++;
+  a->rc->round.delivered++;
   int r = notify(a->rc, sender_dev, TERN__NOTICE_RECEIPT, cmid, 0);
   if (r < 0) a->err = r;
 }
 
 static void on_expired(void *ctx, const uint8_t sender_dev[32], uint64_t cmid) {
   ack_ctx *a = ctx;
-  a->rc->stats.expired++;
+  a->rc->round.expired++;
   int r = notify(a->rc, sender_dev, TERN__NOTICE_FAILED, cmid, TERN_EEXPIRED);
   if (r < 0) a->err = r;
 }
@@ -354,14 +481,7 @@ static void on_expired(void *ctx, const uint8_t sender_dev[32], uint64_t cmid) {
 
 static void reply_failed(tern__rcore *rc, conn *c, uint8_t type, uint8_t channel, uint64_t cmid,
                          int err) {
-  uint8_t tmp[32];
-  tern__wbuf w;
-  tern__wbuf_init(&w, tmp, sizeof(tmp));
-  tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)-err};
-  tern__fr_failed_write(&w, type, &f);
-  emit(rc, c->id, channel, 1, w.p, w.len, 0);
-  if (type == TERN__FR_FAILED) rc->stats.refused++;
-  else rc->stats.busy++;
+  emit_answer(rc, c->id, type, channel, cmid, err, 0);
 }
 
 static void send_ack(tern__rcore *rc, conn *c, uint8_t channel, uint64_t cmid, uint64_t seq,
@@ -371,7 +491,7 @@ static void send_ack(tern__rcore *rc, conn *c, uint8_t channel, uint64_t cmid, u
   tern__wbuf_init(&w, tmp, sizeof(tmp));
   tern__fr_sack a = {.cmid = cmid, .seq = seq, .ts = ts};
   tern__fr_sack_write(&w, &a);
-  emit(rc, c->id, channel, 1, w.p, w.len, rc->cfg.fault_ack_before_commit);
+  emit_kind(rc, c->id, channel, 1, w.p, w.len, rc->cfg.fault_ack_before_commit, OUT_ACK, cmid);
 }
 
 /* An ephemeral message: straight to the recipient's live sessions. */
@@ -399,15 +519,21 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ETOOBIG);
     return;
   }
+  int allowed = !rc->cfg.may_send || rc->cfg.may_send(rc->cfg.may_send_ctx, c->user, to);
   if (m->flags & TERN__MSGF_EPHEMERAL) {
-    forward_ephemeral(rc, c, m, wall_ms);
+    if (allowed) forward_ephemeral(rc, c, m, wall_ms);
     return;
   }
   if (rc->cfg.user_exists && !rc->cfg.user_exists(rc->cfg.user_ctx, to)) {
     reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ENOENT);
     return;
   }
-  if (now_ms < rc->busy_until_ms) {
+  if (!allowed) {
+    reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_EDENIED);
+    return;
+  }
+  if (now_ms < rc->busy_until_ms || !tern__rstore_reserve_held(rc->store) ||
+      (rc->round_cap && rc->round.stored >= rc->round_cap)) {
     reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
     return;
   }
@@ -417,7 +543,7 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   if (found < 0) goto store_error;
   if (found) {
     /* A resend: the same answer, never a second copy. */
-    rc->stats.deduped++;
+    rc->round.deduped++;
     send_ack(rc, c, ch, m->cmid, seq, ts);
     return;
   }
@@ -432,8 +558,10 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   tern__rmsg rm = {.ts = wall_ms, .cmid = m->cmid, .flags = m->flags, .from = c->user,
                    .sender_dev = c->dev, .body = m->body, .body_len = m->body_len};
   uint64_t prev;
-  if (tern__rstore_append(rc->store, to, &rm, &seq, &prev) < 0) goto store_error;
-  rc->stats.stored++;
+  int ar = rc->cfg.fault_skip_dedup ? tern__rstore_append_fault_dup(rc->store, to, &rm, &seq, &prev)
+                                    : tern__rstore_append(rc->store, to, &rm, &seq, &prev);
+  if (ar < 0) goto store_error;
+  rc->round.stored++;
   send_ack(rc, c, ch, m->cmid, seq, wall_ms);
   /* Live sessions of the recipient that are caught up get it now. */
   for (conn *r = rc->conns; r; r = r->next)
@@ -444,18 +572,45 @@ store_error:
   reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
 }
 
-static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
-  ack_ctx a = {rc, 0};
-  if (ensure_txn(rc) < 0 ||
-      tern__rstore_ack(rc->store, c->user, c->dev, l->last, l->seqs, l->n, on_delivered, &a) < 0 ||
-      a.err < 0) {
-    store_failed(rc, now_ms);
-    return;
+/* Opens the round's transaction and, if a failed round rolled back this
+ * device's registration, registers it again (an ack from an unregistered
+ * device would be refused). */
+static int begin_for(tern__rcore *rc, conn *c) {
+  int r = ensure_txn(rc);
+  if (r == 0 && !c->registered && !c->reg_pending) {
+    uint64_t cur;
+    r = tern__rstore_device(rc->store, c->user, c->dev, &cur);
+    if (r == 0) c->reg_pending = 1;
   }
-  if (l->last > c->cursor) {
-    c->cursor = l->last;
+  return r;
+}
+
+/* Takes in what the device acknowledged (up to ack_goal, and the sacks):
+ * all of it normally, in steps while the disk is full (each step must fit
+ * in the room the reserve gave back; ack_more asks for the next). Returns
+ * 0, or -1 after store_failed(). */
+static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n, uint64_t now_ms) {
+  ack_ctx a = {rc, 0};
+  uint64_t reached = c->cursor;
+  int r = begin_for(rc, c);
+  if (r == 0)
+    r = tern__rstore_ack_some(rc->store, c->user, c->dev, c->ack_goal, sacks, n,
+                              tern__rstore_ack_budget(rc->store), &reached, on_delivered, &a);
+  if (r < 0 || a.err < 0) {
+    store_failed(rc, now_ms);
+    return -1;
+  }
+  c->ack_more = r == 1;
+  if (reached > c->cursor) {
+    c->cursor = reached;
     c->progress_ms = now_ms;
   }
+  return 0;
+}
+
+static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
+  if (l->last > c->ack_goal) c->ack_goal = l->last;
+  if (apply_acks(rc, c, l->seqs, l->n, now_ms) < 0) return;
   if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
   pump(rc, c, now_ms);
 }
@@ -463,15 +618,13 @@ static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t
 static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
   c->confirmed = 1;
   /* SYNC acknowledges what the device has, like DELIVERY_ACK ... */
-  ack_ctx a = {rc, 0};
   uint64_t floor = 0;
-  if (ensure_txn(rc) < 0 ||
-      tern__rstore_ack(rc->store, c->user, c->dev, l->last, l->seqs, l->n, on_delivered, &a) < 0 ||
-      a.err < 0 || tern__rstore_floor(rc->store, c->user, &floor) < 0) {
+  if (l->last > c->ack_goal) c->ack_goal = l->last;
+  if (apply_acks(rc, c, l->seqs, l->n, now_ms) < 0) return;
+  if (tern__rstore_floor(rc->store, c->user, &floor) < 0) {
     store_failed(rc, now_ms);
     return;
   }
-  if (l->last > c->cursor) c->cursor = l->last;
   /* ... and says where to resume: after what it has, or after what is
    * gone. FLOOR always answers SYNC, so the client knows it arrived. */
   uint64_t from = l->last;
@@ -530,6 +683,27 @@ int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) {
     store_failed(rc, now_ms);
     return TERN_ESTORE;
   }
+  /* Committed: what the round did now counts, and is where a later failed
+   * round goes back to. */
+  rc->stats.stored += rc->round.stored;
+  rc->stats.deduped += rc->round.deduped;
+  rc->stats.delivered += rc->round.delivered;
+  rc->stats.expired += rc->round.expired;
+  if (rc->round.stored || rc->round.delivered) rc->fail_streak = 0;
+  if (rc->round_cap && rc->round.stored && rc->round.stored * 2 >= rc->round_cap)
+    rc->round_cap = rc->round_cap >= 65536 ? 0 : rc->round_cap * 2;
+  if (rc->round_cap && now_ms >= rc->failed_ms + 5ull * rc->cfg.busy_ms) rc->round_cap = 0;
+  memset(&rc->round, 0, sizeof(rc->round));
+  for (conn *c = rc->conns; c; c = c->next) {
+    c->committed_cursor = c->cursor;
+    if (c->reg_pending) c->registered = 1;
+    c->reg_pending = 0;
+  }
+  if (!tern__rstore_reserve_held(rc->store) && now_ms >= rc->reserve_retry_ms) {
+    rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
+    if (tern__rstore_take_reserve(rc->store) == 1)
+      logf_(rc, 2, "message store: the disk has room for its reserve again; accepting new messages");
+  }
   if (rc->held) {
     *rc->ready_tail = rc->held;
     rc->ready_tail = rc->held_tail;
@@ -553,7 +727,10 @@ int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
 
 int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   uint64_t best = rc->next_expire_ms;
+  if (!tern__rstore_reserve_held(rc->store) && rc->reserve_retry_ms < best)
+    best = rc->reserve_retry_ms;
   for (const conn *c = rc->conns; c; c = c->next) {
+    if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
     if (c->repump) return 0;
     if (c->copies && c->copies->due_ms < best) best = c->copies->due_ms;
@@ -569,6 +746,9 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
 
 void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
   for (conn *c = rc->conns; c; c = c->next) {
+    if (c->ack_more && now_ms >= rc->acks_at_ms && apply_acks(rc, c, NULL, 0, now_ms) == 0 &&
+        c->sent_upto < c->cursor)
+      c->sent_upto = c->cursor;
     if (!c->confirmed) continue;
     send_copies(rc, c, now_ms);
     if (c->repump) {

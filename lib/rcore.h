@@ -35,8 +35,17 @@ typedef struct tern__rcore_config {
   /* Optional: 0 if `user` can never receive (FAILED/TERN_ENOENT). */
   int (*user_exists)(void *ctx, const char *user);
   void *user_ctx;
+  /* Optional: 0 if user `from` may not write to user `to` (FAILED/
+   * TERN_EDENIED; an ephemeral message is dropped without an answer). */
+  int (*may_send)(void *ctx, const char *from, const char *to);
+  void *may_send_ctx;
+  /* Optional: where the core says what went wrong with the store (level 0
+   * error, 1 warning, 2 info), as tern_relay_config.log. Failures are
+   * reported at most once per busy_ms, with a count of those not reported. */
+  void (*log)(void *ctx, int level, const char *line);
+  void *log_ctx;
   /* Deliberate faults, for showing that the simulation catches them. */
-  int fault_skip_dedup;       /* store a resent MSG again */
+  int fault_skip_dedup;       /* store a resent MSG again: a duplicate */
   int fault_ack_before_commit;/* release SERVER_ACK before the commit */
 } tern__rcore_config;
 
@@ -66,9 +75,20 @@ void tern__rcore_close(tern__rcore *rc, uint64_t conn);
 int tern__rcore_input(tern__rcore *rc, uint64_t conn, const uint8_t *frames, size_t len,
                       uint64_t now_ms, uint64_t wall_ms);
 
-/* Commits the round's store writes, then releases the held outputs; if the
- * commit fails they are dropped (clients resend) and new messages are
- * answered BUSY for busy_ms. Returns 0 or TERN_ESTORE. */
+/* Commits the round's store writes, then releases the held outputs.
+ *
+ * If the commit (or any store call of the round) fails, the round is rolled
+ * back: each message it stored or answered from the dedup table gets BUSY
+ * (TERN_ESTORE) instead of its SERVER_ACK, refusals (FAILED) still go out,
+ * and everything else held for the round (DELIVERs, receipts, FLOOR) is
+ * dropped. The core forgets what the round changed: each session's cursor
+ * goes back to its last committed value and its DELIVERs and notices are
+ * sent again from there, so the devices acknowledge again and their acks
+ * (and the receipts they cause) are redone in a later round. New messages
+ * are answered BUSY for busy_ms; after a full disk (SQLITE_FULL) the store's
+ * reserve is given back and new messages are answered BUSY until it can be
+ * taken again (retried every busy_ms, after a commit). Returns 0 or
+ * TERN_ESTORE. */
 int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms);
 
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until
@@ -80,6 +100,9 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms);
 /* Resends and expiry that are due. Call tern__rcore_commit() after. */
 void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms);
 
+/* Counters. stored, deduped, delivered and expired count what a committed
+ * round did (a rolled-back round counts nothing); the others count answers
+ * and failures as they happen. */
 typedef struct tern__rcore_stats {
   uint64_t stored;        /* messages stored (server-acked) */
   uint64_t deduped;       /* resent MSGs answered from the dedup table */
@@ -87,7 +110,7 @@ typedef struct tern__rcore_stats {
   uint64_t refused;       /* FAILED answers */
   uint64_t busy;          /* BUSY answers (store failures) */
   uint64_t expired;       /* messages expired undelivered */
-  uint64_t store_errors;  /* store calls that failed */
+  uint64_t store_errors;  /* store calls (or commits) that failed */
 } tern__rcore_stats;
 void tern__rcore_get_stats(const tern__rcore *rc, tern__rcore_stats *st);
 

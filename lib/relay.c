@@ -72,12 +72,20 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->timeout_max_ms = 10000;
   cfg->durable_fsync = 1;
   cfg->retention_ms = 30ull * 24 * 3600 * 1000;
+  cfg->store_reserve_bytes = 16ull << 20;
   cfg->probes = 1;
 }
 
 static void logf_(tern_relay *r, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len);
+
+/* The messaging core reports store failures (with the store's own reason)
+ * through the relay's log. */
+static void core_log(void *ctx, int level, const char *line) {
+  tern_relay *r = ctx;
+  if (r->cfg.log) r->cfg.log(r->cfg.log_ctx, level, line);
+}
 
 static void logf_(tern_relay *r, int level, const char *fmt, ...) {
   if (!r->cfg.log) return;
@@ -110,12 +118,16 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
   }
   char err[256];
   tern__rstore_config sc = {.path = cfg->store_path ? cfg->store_path : ":memory:",
-                            .synchronous = cfg->durable_fsync ? 2 : 1};
+                            .synchronous = cfg->durable_fsync ? 2 : 1,
+                            .reserve_bytes = cfg->store_reserve_bytes};
   rc = tern__rstore_open(&r->store, &sc, err, sizeof(err));
   if (rc) {
     logf_(r, 0, "cannot open store %s: %s", sc.path, err);
     goto fail;
   }
+  if (!tern__rstore_reserve_held(r->store))
+    logf_(r, 0, "message store: no room on the disk for its reserve (%s); new messages are "
+                "refused (BUSY) until there is", tern__rstore_errmsg(r->store));
   tern__rcore_config cc;
   tern__rcore_config_default(&cc);
   cc.max_message_size = r->cfg.max_message_size;
@@ -126,6 +138,10 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
     cc.expire_every_ms = cc.retention_ms / 4 ? (uint32_t)(cc.retention_ms / 4) : 1;
   cc.user_exists = cfg->user_exists;
   cc.user_ctx = cfg->user_exists_ctx;
+  cc.may_send = cfg->may_send;
+  cc.may_send_ctx = cfg->may_send_ctx;
+  cc.log = core_log;
+  cc.log_ctx = r;
   rc = tern__rcore_new(&r->core, r->store, &cc);
   if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
@@ -494,10 +510,11 @@ static rpeer *find_conn(tern_relay *r, uint64_t id) {
 }
 
 /* Commits the round's store writes, then seals and sends what the core
- * released: acks never leave before their messages are durable. */
+ * released: acks never leave before their messages are durable. A failed
+ * commit is logged by the core with the store's reason; its messages get
+ * BUSY. */
 static void flush_core(tern_relay *r, uint64_t now) {
-  if (tern__rcore_commit(r->core, now) != 0)
-    logf_(r, 0, "store commit failed: refusing new messages for a while");
+  (void)tern__rcore_commit(r->core, now);
   tern__rcore_out o;
   while (tern__rcore_next(r->core, &o) == 1) {
     rpeer *p = find_conn(r, o.conn);

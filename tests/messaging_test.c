@@ -58,6 +58,7 @@ typedef struct world {
   char store[600];
   uint64_t retention_ms;
   int (*user_exists)(void *, const char *);
+  int (*may_send)(void *, const char *, const char *);
   peer p[MAX_PEERS];
   size_t np;
 } world;
@@ -80,6 +81,7 @@ static void relay_up(world *w) {
   rc.durable_fsync = 0; /* no crash here is harder than a process exit */
   if (w->retention_ms) rc.retention_ms = w->retention_ms;
   rc.user_exists = w->user_exists;
+  rc.may_send = w->may_send;
   int r = tern_relay_new(&w->relay, &rc);
   cr_assert_eq(r, 0, "tern_relay_new: %s", tern_strerror(r));
   if (!w->port) w->port = tern_relay_port(w->relay);
@@ -561,6 +563,40 @@ Test(messaging, unknown_recipient_fails_with_enoent, .timeout = 30) {
   pump(&w, 100);
   cr_assert_eq(tern_client_outbox_size(w.p[a].c), 0);
   cr_assert_eq(count_ev(&w.p[a], TERN_EV_FAILED), 1);
+  world_free(&w);
+}
+
+static int alice_writes_only_to_bob(void *ctx, const char *from, const char *to) {
+  (void)ctx;
+  return strcmp(from, "alice") != 0 || strcmp(to, "bob") == 0;
+}
+
+/* The relay's may_send says no: FAILED with TERN_EDENIED, at once. */
+Test(messaging, not_allowed_fails_with_edenied, .timeout = 30) {
+  world w;
+  world_init(&w);
+  w.may_send = alice_writes_only_to_bob;
+  relay_up(&w);
+  size_t a = peer_add(&w, "alice", NULL, 1);
+  size_t c = peer_add(&w, "carol", NULL, 1);
+  uint64_t to_carol, to_bob, carol_to_alice;
+  send_text(&w, a, "carol", "psst", &to_carol);
+  send_text(&w, a, "bob", "hello", &to_bob);
+  send_text(&w, c, "alice", "hi alice", &carol_to_alice);
+  rec *f = wait_ev(&w, a, TERN_EV_FAILED, 5000);
+  cr_assert_not_null(f);
+  cr_assert_eq(f->cmid, to_carol);
+  cr_assert_eq(f->error, TERN_EDENIED, "got %s", tern_errname(f->error));
+  rec *s = wait_ev(&w, a, TERN_EV_SENT, 5000);
+  cr_assert_not_null(s);
+  cr_assert_eq(s->cmid, to_bob);
+  cr_assert_not_null(wait_ev(&w, c, TERN_EV_SENT, 5000), "carol may write to alice");
+  rec *m = wait_ev(&w, a, TERN_EV_MESSAGE, 5000);
+  cr_assert_not_null(m);
+  cr_assert_str_eq(m->user, "carol");
+  pump(&w, 100);
+  cr_assert_eq(count_ev(&w.p[a], TERN_EV_FAILED), 1);
+  cr_assert_eq(count_ev(&w.p[c], TERN_EV_MESSAGE), 0, "carol got nothing from alice");
   world_free(&w);
 }
 

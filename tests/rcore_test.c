@@ -1,6 +1,7 @@
 /* The relay messaging core, driven frame by frame: what a client sees for
  * stores, resends, refusals, a full disk, and ghost sessions. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,5 +218,246 @@ Test(rcore, too_big_fails_with_a_reason) {
   cr_assert_eq(o.failed, 1);
   cr_assert_eq(o.failed_err, (uint64_t)-TERN_ETOOBIG);
   cr_assert_eq(o.acks, 0);
+  close_fixture(&f);
+}
+
+static void input_ack(fixture *f, uint64_t conn, uint64_t last, uint64_t now) {
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_seqlist l = {.last = last, .n = 0};
+  tern__fr_seqlist_write(&w, TERN__FR_DELIVERY_ACK, &l);
+  cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+}
+
+/* What the core logged. */
+typedef struct logbook {
+  char text[4096];
+  int lines;
+} logbook;
+
+static void log_line(void *ctx, int level, const char *line) {
+  logbook *b = ctx;
+  (void)level;
+  size_t n = strlen(b->text);
+  snprintf(b->text + n, sizeof(b->text) - n, "%s\n", line);
+  b->lines++;
+}
+
+static void open_logged(fixture *f, logbook *book) {
+  memset(f, 0, sizeof(*f));
+  memset(book, 0, sizeof(*book));
+  char err[128];
+  tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
+  cr_assert_eq(tern__rstore_open(&f->store, &sc, err, sizeof(err)), 0, "%s", err);
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.log = log_line;
+  cfg.log_ctx = book;
+  cr_assert_eq(tern__rcore_new(&f->rc, f->store, &cfg), 0);
+  memset(f->dev_a, 0xaa, 32);
+  memset(f->dev_b, 0xbb, 32);
+}
+
+/* The COMMIT itself fails (a full disk in WAL mode fails there, not at
+ * the append): the round's message gets BUSY, not silence; the failure is
+ * logged with the store's reason; the device's ack in the same round is
+ * not lost for good: the relay resends from the committed cursor, the
+ * device acks again, and the receipt follows. The stats count only what
+ * was committed. */
+Test(rcore, failed_commit_answers_busy_and_the_acks_of_the_round_are_redone) {
+  fixture f;
+  logbook book;
+  open_logged(&f, &book);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0), 0);
+  input_sync(&f, 1, 0, 0);
+  input_sync(&f, 2, 0, 0);
+  cr_assert_eq(tern__rcore_commit(f.rc, 0), 0);
+  outputs o;
+  take(&f, 0, &o);
+  input_msg(&f, 1, 10, 0, "bob", "one", 3, 10);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  take(&f, 0, &o);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.stored, 1);
+  /* One round: bob acks seq 1, alice sends another; the commit fails. */
+  input_ack(&f, 2, 1, 20);
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 20);
+  tern__rstore_fault_commit(f.store, 1);
+  cr_assert_eq(tern__rcore_commit(f.rc, 20), TERN_ESTORE);
+  tern__rcore_out out;
+  int busy_for_alice = 0, acks = 0, receipts = 0;
+  while (tern__rcore_next(f.rc, &out) == 1) {
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, out.data, out.len);
+    uint8_t type;
+    while (tern__frame_next(&r, &type, &body) == 1) {
+      if (type == TERN__FR_BUSY && out.conn == 1) {
+        tern__fr_failed fl;
+        cr_assert_eq(tern__fr_failed_read(&body, &fl), 0);
+        cr_assert_eq(fl.cmid, 11);
+        cr_assert_eq(fl.error, (uint64_t)-TERN_ESTORE);
+        busy_for_alice++;
+      }
+      acks += type == TERN__FR_SERVER_ACK;
+      receipts += type == TERN__FR_RECEIPT;
+    }
+  }
+  cr_assert_eq(busy_for_alice, 1, "the message of the failed round gets BUSY");
+  cr_assert_eq(acks, 0, "and no SERVER_ACK: it is not stored");
+  cr_assert_eq(receipts, 0, "the receipt of the rolled-back ack is not sent");
+  cr_assert(strstr(book.text, "COMMIT: database or disk is full"), "logged with the reason: %s",
+            book.text);
+  cr_assert(strstr(book.text, "1 message(s) of it answered BUSY"), "%s", book.text);
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.stored, 1, "the rolled-back message is not counted");
+  cr_assert_eq(st.delivered, 0, "nor the rolled-back ack");
+  cr_assert_eq(st.busy, 1);
+  cr_assert_eq(st.store_errors, 1);
+  uint64_t n;
+  cr_assert_eq(tern__rstore_count(f.store, &n), 0);
+  cr_assert_eq(n, 1);
+  /* Inside the busy window a new message is refused without a store call. */
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 30);
+  tern__rcore_commit(f.rc, 30);
+  take(&f, 1, &o);
+  cr_assert_eq(o.busy, 1);
+  /* bob's ack is not lost with the round: the relay takes it in again by
+   * itself, 50 ms later, without resending what bob has, and alice gets
+   * her receipt. */
+  int delivers_to_bob = 0;
+  receipts = 0;
+  for (uint64_t t = 40; t <= 70; t += 10) {
+    int due = tern__rcore_timeout(f.rc, t);
+    cr_assert(due >= 0 && (uint64_t)due <= 70 - t, "the ack is due again by 70 ms (t %llu: %d)",
+              (unsigned long long)t, due);
+    tern__rcore_tick(f.rc, t, WALL + t);
+    cr_assert_eq(tern__rcore_commit(f.rc, t), 0);
+    while (tern__rcore_next(f.rc, &out) == 1) {
+      tern__rbuf r, body;
+      tern__rbuf_init(&r, out.data, out.len);
+      uint8_t type;
+      while (tern__frame_next(&r, &type, &body) == 1) {
+        delivers_to_bob += type == TERN__FR_DELIVER && out.conn == 2;
+        receipts += type == TERN__FR_RECEIPT && out.conn == 1;
+      }
+    }
+  }
+  cr_assert_eq(receipts, 1, "the receipt follows the redone ack");
+  cr_assert_eq(delivers_to_bob, 0, "bob is not sent what he has");
+  /* After the busy window the resent message is stored. */
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 2100);
+  cr_assert_eq(tern__rcore_commit(f.rc, 2100), 0);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 1);
+  cr_assert_eq(o.ack_seq[0], 2);
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.stored, 2);
+  cr_assert_eq(st.delivered, 1);
+  close_fixture(&f);
+}
+
+/* A session whose device was registered in a round that failed is
+ * registered again: its acks are not refused as from an unknown device
+ * (which made every later round fail). */
+Test(rcore, registration_rolled_back_by_a_failed_commit_is_redone) {
+  fixture f;
+  logbook book;
+  open_logged(&f, &book);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  input_msg(&f, 1, 5, 0, "bob", "hi", 2, 0);
+  cr_assert_eq(tern__rcore_commit(f.rc, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 10), 0);
+  tern__rstore_fault_commit(f.store, 1);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), TERN_ESTORE);
+  cr_assert_eq(tern__rcore_commit(f.rc, 20), 0, "an empty round commits");
+  input_sync(&f, 2, 0, 30);
+  cr_assert_eq(tern__rcore_commit(f.rc, 30), 0);
+  outputs o;
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 1);
+  input_ack(&f, 2, 1, 40);
+  cr_assert_eq(tern__rcore_commit(f.rc, 40), 0, "bob's ack is taken: %s", book.text);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.delivered, 1);
+  cr_assert_eq(st.store_errors, 1, "only the injected failure: %s", book.text);
+  close_fixture(&f);
+}
+
+static int only_bob(void *ctx, const char *from, const char *to) {
+  (void)ctx;
+  return strcmp(from, "alice") != 0 || strcmp(to, "bob") == 0;
+}
+
+/* may_send refuses with FAILED TERN_EDENIED; an ephemeral message that is
+ * not allowed is dropped without a word. */
+Test(rcore, not_allowed_fails_with_edenied) {
+  fixture f;
+  memset(&f, 0, sizeof(f));
+  char err[128];
+  tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
+  cr_assert_eq(tern__rstore_open(&f.store, &sc, err, sizeof(err)), 0, "%s", err);
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.may_send = only_bob;
+  cr_assert_eq(tern__rcore_new(&f.rc, f.store, &cfg), 0);
+  memset(f.dev_a, 0xaa, 32);
+  memset(f.dev_b, 0xbb, 32);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "carol", f.dev_b, 0);
+  input_sync(&f, 2, 0, 0);
+  tern__rcore_commit(f.rc, 0);
+  outputs o;
+  take(&f, 0, &o);
+  input_msg(&f, 1, 1, 0, "carol", "no", 2, 10);
+  input_msg(&f, 1, 2, 0, "bob", "yes", 3, 10);
+  tern__rcore_commit(f.rc, 10);
+  take(&f, 1, &o);
+  cr_assert_eq(o.failed, 1);
+  cr_assert_eq(o.failed_err, (uint64_t)-TERN_EDENIED);
+  cr_assert_eq(o.acks, 1);
+  cr_assert_eq(o.ack_cmid[0], 2);
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_msg m = {.peer = (const uint8_t *)"carol", .peer_len = 5, .flags = TERN__MSGF_EPHEMERAL,
+                    .body = (const uint8_t *)"typing", .body_len = 6};
+  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  cr_assert_eq(tern__rcore_input(f.rc, 1, buf, w.len, 20, WALL + 20), 0);
+  tern__rcore_commit(f.rc, 20);
+  tern__rcore_out out;
+  int any = 0;
+  while (tern__rcore_next(f.rc, &out) == 1) any++;
+  cr_assert_eq(any, 0, "the ephemeral message goes nowhere and is not answered");
+  close_fixture(&f);
+}
+
+/* The simulation's "skip the dedup" fault really stores a resend again. */
+Test(rcore, skip_dedup_fault_stores_a_duplicate) {
+  fixture f;
+  memset(&f, 0, sizeof(f));
+  char err[128];
+  tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
+  cr_assert_eq(tern__rstore_open(&f.store, &sc, err, sizeof(err)), 0, "%s", err);
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.fault_skip_dedup = 1;
+  cr_assert_eq(tern__rcore_new(&f.rc, f.store, &cfg), 0);
+  memset(f.dev_a, 0xaa, 32);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  input_msg(&f, 1, 7, 0, "bob", "hi", 2, 10);
+  input_msg(&f, 1, 7, 0, "bob", "hi", 2, 10);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  outputs o;
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 2);
+  cr_assert_eq(o.ack_seq[1], 2, "stored twice, under two seqs");
+  cr_assert_eq(o.busy, 0);
+  uint64_t n;
+  tern__rstore_count(f.store, &n);
+  cr_assert_eq(n, 2);
   close_fixture(&f);
 }

@@ -384,3 +384,41 @@ Test(relay, client_fd_quiet_after_send_and_service) {
   tern_client_free(c);
   loop_stop(&l);
 }
+
+/* The defaults that tern.h, the README and the spec quote. */
+Test(relay, public_config_defaults_are_the_documented_ones) {
+  tern_client_config c;
+  memset(&c, 0xab, sizeof c);
+  tern_client_config_default(&c);
+  cr_assert_eq(c.reconnect_base_ms, 500);
+  cr_assert_eq(c.reconnect_cap_ms, 30000);
+  cr_assert_eq(c.dead_link_ms, 8000);
+  cr_assert_eq(c.handshake_timeout_ms, 10000);
+  cr_assert_eq(c.max_message_size, 65536);
+  cr_assert_eq(c.ping_interval_ms, 15000);
+  cr_assert_eq(c.timeout_min_ms, 3000);
+  cr_assert_eq(c.timeout_max_ms, 10000);
+  cr_assert_eq(c.durable_fsync, 0, "survives an app crash, not a power cut, by default");
+  cr_assert_null(c.state_dir);
+  cr_assert_null(c.relay_host);
+  tern_relay_config r;
+  memset(&r, 0xab, sizeof r);
+  tern_relay_config_default(&r);
+  cr_assert_str_eq(r.bind_host, "0.0.0.0");
+  cr_assert_eq(r.port, 7400);
+  cr_assert_eq(r.handshake_timeout_ms, 5000);
+  cr_assert_eq(r.max_peers, 4095);
+  cr_assert_eq(r.max_message_size, 65536);
+  cr_assert_eq(r.retention_ms, 30ull * 24 * 3600 * 1000, "30 days");
+  cr_assert_eq(r.durable_fsync, 1, "fsync per group commit by default");
+  cr_assert_eq(r.store_reserve_bytes, 16ull << 20);
+  cr_assert_eq(r.ping_interval_ms, 60000);
+  cr_assert_eq(r.timeout_min_ms, 3000);
+  cr_assert_eq(r.timeout_max_ms, 10000);
+  cr_assert_eq(r.probes, 1);
+  cr_assert_null(r.auth);
+  cr_assert_null(r.user_exists);
+  cr_assert_null(r.may_send);
+  cr_assert_null(r.store_path);
+  cr_assert_null(r.log);
+}

@@ -456,9 +456,27 @@ typedef struct tern_relay_config {
    * every quarter of the retention if that is shorter. Default 30 days. */
   uint64_t retention_ms;
   /* Optional: 0 if `user` cannot receive messages (the sender gets
-   * TERN_ENOENT), 1 if it can. NULL: any valid name can. */
+   * TERN_EV_FAILED with TERN_ENOENT), 1 if it can. NULL: any valid name
+   * can. Called from the relay's thread for every message, before it is
+   * stored. */
   int (*user_exists)(void *ctx, const char *user);
   void *user_exists_ctx;
+  /* Optional: 0 if user `from` may not write to user `to` (the sender gets
+   * TERN_EV_FAILED with TERN_EDENIED; an ephemeral message is dropped
+   * without a word), 1 if it may. NULL: anyone may write to anyone. Called
+   * from the relay's thread for every message, after user_exists. A
+   * resend of a message stored before the answer changed is refused too. */
+  int (*may_send)(void *ctx, const char *from, const char *to);
+  void *may_send_ctx;
+  /* Bytes of the store's disk held in reserve, in the file store_path +
+   * "-reserve" (default 16 MiB; 0: none). When the disk fills up, the relay
+   * answers the messages of the failed round and every new message BUSY
+   * (the clients keep them and retry), and gives the reserve back, so that
+   * what is stored is still delivered and devices' acks, receipts and
+   * deletions are still written; it accepts messages again once the disk
+   * has room for the reserve (checked every 2 s). Without a reserve a full
+   * disk stops acks too. */
+  uint64_t store_reserve_bytes;
   /* 1 (default): answer NAT-timeout probes (spec/keepalive.md) on the UDP
    * port, for clients that learn their keepalive interval; 0: ignore them
    * (such clients then keep a conservative interval). */
@@ -504,14 +522,15 @@ typedef struct tern_relay_stats {
   uint64_t handshakes_failed;   /* bad, refused or timed-out handshakes */
   uint64_t packets_rejected;    /* sealed packets that failed to open */
   uint64_t packets_replayed;    /* sealed packets dropped by the replay window */
-  uint64_t messages_stored;     /* messages stored and acknowledged */
+  uint64_t messages_stored;     /* messages stored and acknowledged (counted when
+                                   their commit succeeds) */
   uint64_t messages_early;      /* MSG frames that came inside handshake message 1 */
   uint64_t messages_deduped;    /* resends answered without storing again */
   uint64_t messages_delivered;  /* messages acknowledged by a recipient */
-  uint64_t messages_refused;    /* FAILED: too big, unknown user */
+  uint64_t messages_refused;    /* FAILED: too big, unknown user, not allowed */
   uint64_t messages_busy;       /* BUSY: the store failed, sender retries */
   uint64_t messages_expired;    /* dropped undelivered after the retention */
-  uint64_t store_errors;        /* store operations that failed */
+  uint64_t store_errors;        /* store operations (or commits) that failed */
   uint64_t probe_requests;      /* probe REQUESTs that verified */
   uint64_t probe_replies;       /* REPLYs sent after the silence asked for */
   uint64_t probe_rejected;      /* probe datagrams malformed, unknown or forged */
