@@ -12,6 +12,9 @@
 #define FRAME_BUF (TERN_MESSAGE_MAX + 256)
 /* Take this many messages and the delivery ack goes out without waiting. */
 #define ACK_EVERY 32
+/* An overtaken MSG is resent after resend_ms, then after twice as long
+ * each time, up to this many resend_ms. */
+#define RESEND_BACKOFF_MAX 8
 
 typedef struct entry {
   struct entry *prev, *next;
@@ -19,6 +22,9 @@ typedef struct entry {
   char to[TERN_USER_MAX + 1];
   uint64_t flags;
   uint64_t sent_ms;      /* last transmission on this session, 0 if none */
+  uint64_t tx;           /* number of that transmission (cc->tx_next order) */
+  uint64_t resend_ivl;   /* ms from sent_ms to its next resend: resend_ms,
+                            doubled on each resend on the same session */
   int settled;           /* SERVER_ACK or FAILED queued for the app: the
                             store drops it when the app takes that event */
   uint64_t retry_at_ms;  /* after BUSY: not before this */
@@ -67,6 +73,11 @@ struct tern__ccore {
   uint64_t sync_sent_ms;
   char self[TERN_USER_MAX + 1];
   uint64_t progress_ms;        /* last ack from the relay, or going online */
+  uint64_t tx_next;            /* numbers MSG transmissions, in sending order */
+  uint64_t answered_tx;        /* highest transmission number of a MSG the relay
+                                  answered on this session: an entry sent
+                                  before it and still unanswered was
+                                  overtaken (lost, or dropped by prev_cmid) */
   int ack_needed;
   uint64_t ack_due_ms;
   unsigned taken_since_ack;
@@ -233,6 +244,12 @@ static void push(tern__ccore *cc, tern_event_type type, int error, uint64_t cmid
   (void)tern__evq_push(&cc->events, &ev);
 }
 
+/* TERN_EV_ERROR: `detail` goes in the body, for the app's log. */
+static void push_error(tern__ccore *cc, int error, uint64_t cmid, const char *user,
+                       const char *detail) {
+  push(cc, TERN_EV_ERROR, error, cmid, 0, 0, user, (const uint8_t *)detail, strlen(detail));
+}
+
 size_t tern__ccore_pending_events(const tern__ccore *cc) { return cc->events.count; }
 
 void tern__ccore_push_event(tern__ccore *cc, const tern_event *ev) {
@@ -271,6 +288,8 @@ size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now
       break;
     }
     e->sent_ms = now_ms;
+    e->tx = ++cc->tx_next;
+    e->resend_ivl = cc->cfg.resend_ms;
   }
   if (w.len && cc->outbox_n) cc->progress_ms = now_ms;
   return w.len;
@@ -285,6 +304,8 @@ static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
                                   (const uint8_t *)e->to, strlen(e->to));
   emit(cc, ch, 1, w.p, w.len);
   e->sent_ms = now_ms;
+  e->tx = ++cc->tx_next;
+  if (!e->resend_ivl) e->resend_ivl = cc->cfg.resend_ms;
   if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes)
     e->copy_due_ms = now_ms + cc->cfg.copy_delay_ms;
 }
@@ -438,9 +459,21 @@ static void notice_ack(tern__ccore *cc, uint64_t kind, uint64_t cmid) {
 }
 
 static void save_delivered(tern__ccore *cc) {
-  /* A failed save means a crash now would hand these over again; there is
-   * nothing better to do than carry on. */
-  (void)tern__cstore_delivered_save(cc->store, cc->last, cc->extra.v, cc->extra.n);
+  /* A failed save means a crash now would hand these over again; the app
+   * is told, and the next save (the next message) writes it all again. */
+  if (tern__cstore_delivered_save(cc->store, cc->last, cc->extra.v, cc->extra.n) < 0) {
+    char detail[320];
+    snprintf(detail, sizeof(detail),
+             "the client's store could not record a delivered message (after a crash it may be "
+             "handed over again): %s", tern__cstore_errmsg(cc->store));
+    push_error(cc, TERN_ESTORE, 0, NULL, detail);
+  }
+}
+
+/* The relay answered entry e (SERVER_ACK, FAILED or BUSY): whatever was
+ * sent before it and is still unanswered has been overtaken. */
+static void answered(tern__ccore *cc, const entry *e) {
+  if (e->sent_ms && e->tx > cc->answered_tx) cc->answered_tx = e->tx;
 }
 
 void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms) {
@@ -460,11 +493,23 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         cc->progress_ms = now_ms;
         entry *e = find_entry(cc, a.cmid);
         if (!e || e->settled) break; /* a copy of an ack already handled */
+        answered(cc, e);
         /* The store forgets it only when the app takes SENT: a crash
          * before that resends it, and the relay answers from its dedup. */
         e->settled = 1;
+        uint64_t acked_tx = e->tx;
         e->sent_ms = 0;
         push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, e->to, NULL, 0);
+        /* The next message to the same recipient, if its last copy went
+         * out before this one's, named this one as prev_cmid while the
+         * relay may not have had it yet, and was then dropped (§3 of
+         * messages.md): send it again now rather than a resend interval
+         * later. */
+        for (entry *n = e->next; n; n = n->next) {
+          if (n->settled || strcmp(n->to, e->to) != 0) continue;
+          if (n->sent_ms && n->tx < acked_tx && cc->online) transmit(cc, n, now_ms);
+          break;
+        }
         break;
       }
       case TERN__FR_FAILED: {
@@ -475,6 +520,7 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         entry *e = find_entry(cc, f.cmid);
         if (e && e->settled) break; /* already queued */
         if (e) {
+          answered(cc, e);
           e->settled = 1;
           e->sent_ms = 0;
         } else if (set_has(&cc->receipts, f.cmid)) {
@@ -490,10 +536,18 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         if (tern__fr_failed_read(&body, &f) != 0) break;
         cc->progress_ms = now_ms;
         entry *e = find_entry(cc, f.cmid);
-        if (e) {
-          e->sent_ms = 0;
-          e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
-        }
+        /* Not in flight: a second answer (the copy's) to one sending. */
+        if (!e || e->settled || !e->sent_ms) break;
+        answered(cc, e);
+        e->sent_ms = 0;
+        e->copy_due_ms = 0;
+        e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
+        int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_ESTORE;
+        char detail[160];
+        snprintf(detail, sizeof(detail),
+                 "the relay could not store the message now (%s); sending it again in %u ms",
+                 tern_strerror(err), cc->cfg.busy_retry_ms);
+        push_error(cc, err, f.cmid, e->to, detail);
         break;
       }
       case TERN__FR_RECEIPT: {
@@ -552,8 +606,14 @@ static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
       entry *e = find_entry(cc, ev->cmid);
       if (e) {
         /* A failure of a store write leaves it in the outbox: it is resent
-         * after a restart and settled again. */
-        (void)tern__cstore_outbox_del(cc->store, ev->cmid, ev->type == TERN_EV_SENT);
+         * after a restart and settled again. The app is told. */
+        if (tern__cstore_outbox_del(cc->store, ev->cmid, ev->type == TERN_EV_SENT) < 0) {
+          char detail[320];
+          snprintf(detail, sizeof(detail),
+                   "the client's store could not take the message out of its outbox (after a "
+                   "restart it is sent again): %s", tern__cstore_errmsg(cc->store));
+          push_error(cc, TERN_ESTORE, ev->cmid, NULL, detail);
+        }
         unlink_entry(cc, e);
       } else if (ev->type == TERN_EV_FAILED) {
         int took = tern__cstore_await_take(cc->store, ev->cmid);
@@ -605,13 +665,17 @@ void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
   cc->synced = 0;
   cc->sync_sent_ms = now_ms;
   send_seqlist(cc, TERN__FR_SYNC);
-  for (entry *e = cc->head; e; e = e->next)
-    if (!e->settled && !e->sent_ms && e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
+  for (entry *e = cc->head; e; e = e->next) {
+    if (e->settled) continue;
+    if (!e->sent_ms) e->resend_ivl = cc->cfg.resend_ms;
+    if (!e->sent_ms && e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
+  }
 }
 
 void tern__ccore_offline(tern__ccore *cc) {
   cc->online = 0;
   for (entry *e = cc->head; e; e = e->next) e->sent_ms = e->copy_due_ms = 0;
+  cc->answered_tx = cc->tx_next; /* answers on the next session are new */
   /* Frames not yet sent are meaningless on the next session. */
   while (cc->outs) {
     out_item *n = cc->outs->next;
@@ -620,6 +684,20 @@ void tern__ccore_offline(tern__ccore *cc) {
   }
   cc->outs_tail = &cc->outs;
   cc->ack_needed = 0;
+}
+
+/* When an unanswered MSG is sent again on the same session:
+ *  - once the relay has answered a MSG sent after it (it was overtaken:
+ *    lost, or dropped for its prev_cmid), resend_ivl after its last
+ *    sending, resend_ivl doubling each time up to RESEND_BACKOFF_MAX;
+ *  - otherwise only when the relay has answered nothing at all for
+ *    resend_ms: while answers flow in sending order the relay is alive and
+ *    just behind, and copies would only pile onto it (commit c60865d). */
+static uint64_t resend_due(const tern__ccore *cc, const entry *e) {
+  uint64_t t = e->sent_ms + e->resend_ivl;
+  if (e->tx >= cc->answered_tx && t < cc->progress_ms + cc->cfg.resend_ms)
+    t = cc->progress_ms + cc->cfg.resend_ms;
+  return t;
 }
 
 static int in_flight(const tern__ccore *cc) {
@@ -639,10 +717,7 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
       if (e->settled) continue;
       if (e->copy_due_ms && e->copy_due_ms < best) best = e->copy_due_ms;
       uint64_t t = e->retry_at_ms;
-      if (e->sent_ms) {
-        t = e->sent_ms + cc->cfg.resend_ms;
-        if (t < cc->progress_ms + cc->cfg.resend_ms) t = cc->progress_ms + cc->cfg.resend_ms;
-      }
+      if (e->sent_ms) t = resend_due(cc, e);
       if (e->sent_ms) flying = 1;
       if (t < best) best = t;
     }
@@ -658,17 +733,18 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
 int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
   if (!cc->online) return 0;
   if (in_flight(cc) && now_ms >= cc->progress_ms + cc->cfg.dead_link_ms) return 1;
-  /* Resend on the same session only when the relay has stopped answering:
-   * while acks keep coming it is alive and ENet is delivering, and
-   * resending everything unacked each interval would only pile copies onto
-   * a relay that is slow. */
-  int stalled = now_ms >= cc->progress_ms + cc->cfg.resend_ms;
   for (entry *e = cc->head; e; e = e->next) {
     if (e->settled) continue;
     if (e->copy_due_ms && now_ms >= e->copy_due_ms) send_copy(cc, e);
-    int due = e->sent_ms ? stalled && now_ms >= e->sent_ms + cc->cfg.resend_ms
-                         : now_ms >= e->retry_at_ms;
-    if (due) transmit(cc, e, now_ms);
+    if (e->sent_ms) {
+      if (now_ms < resend_due(cc, e)) continue;
+      uint64_t max = (uint64_t)cc->cfg.resend_ms * RESEND_BACKOFF_MAX;
+      e->resend_ivl = e->resend_ivl * 2 > max ? max : e->resend_ivl * 2;
+      transmit(cc, e, now_ms);
+    } else if (now_ms >= e->retry_at_ms) {
+      e->resend_ivl = cc->cfg.resend_ms;
+      transmit(cc, e, now_ms);
+    }
   }
   if (!cc->synced && now_ms >= cc->sync_sent_ms + cc->cfg.resend_ms) {
     /* No FLOOR yet: the SYNC (or its answer) was lost. */

@@ -35,6 +35,10 @@ void tern__cstore_close(tern__cstore *s);
 /* Why the last call that returned TERN_ESTORE failed, for the client's log.
  * Never NULL; valid until the next call on s. */
 const char *tern__cstore_errmsg(const tern__cstore *s);
+/* For tests of the callers' failure paths: with `on`, every write fails
+ * (TERN_ESTORE, SQLite's "attempt to write a readonly database"), as on a
+ * failing disk; reads still work. Returns 0 or TERN_ESTORE. */
+int tern__cstore_fault_readonly(tern__cstore *s, int on);
 
 /* Next cmid to use: the stored value, or, for a new store, one chosen so
  * that it cannot collide with ids an earlier store of the same key used

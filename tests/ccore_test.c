@@ -243,3 +243,196 @@ Test(ccore, small_messages_get_a_second_copy_unless_acked_first) {
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "acked before its copy was due: no copy");
   close_fixture(&f);
 }
+
+/* The cmids of the MSG frames sent, copies (the COPY channel) left out. */
+static int msgs_sent(fixture *f, uint64_t *cmids, int max) {
+  int n = 0;
+  tern__ccore_out o;
+  while (tern__ccore_next_output(f->cc, &o) == 1) {
+    if (o.channel == TERN__CH_COPY) continue;
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, o.data, o.len);
+    uint8_t type;
+    while (tern__frame_next(&r, &type, &body) == 1) {
+      tern__fr_msg m;
+      if (type != TERN__FR_MSG || tern__fr_msg_read(&body, TERN__FR_MSG, &m) != 0) continue;
+      if (n < max) cmids[n] = m.cmid;
+      n++;
+    }
+  }
+  return n;
+}
+
+/* 1 if body[0..len) contains the string s. */
+static int contains(const uint8_t *body, size_t len, const char *s) {
+  size_t n = strlen(s);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(body + i, s, n) == 0) return 1;
+  return 0;
+}
+
+static int count_of(const uint64_t *v, int n, uint64_t x) {
+  int c = 0;
+  for (int i = 0; i < n; i++) c += v[i] == x;
+  return c;
+}
+
+static void busy(fixture *f, uint64_t cmid, uint64_t now) {
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_failed fl = {.cmid = cmid, .error = (uint64_t)-TERN_ESTORE};
+  tern__fr_failed_write(&w, TERN__FR_BUSY, &fl);
+  tern__ccore_input(f->cc, buf, w.len, now);
+}
+
+/* A MSG whose packet is lost (a forged ENet ack, a rolled-back relay
+ * round) while the relay keeps answering the messages sent after it, in
+ * another conversation: it is sent again resend_ms (4 s) after it went
+ * out, not held until the relay goes quiet, which with a busy sender it
+ * never does; then after 8 s more, not sooner. */
+Test(ccore, lost_msg_is_resent_within_resend_ms_while_others_are_acked) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  uint64_t lost, other, seen[64];
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "lost", 4, 0, 100, 1, &lost), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 64), 1, "sent once; the relay never gets it");
+  uint64_t resent_at = 0, second_at = 0, seq = 1;
+  for (uint64_t t = 200; t <= 20000; t += 100) {
+    if (t % 500 == 0) { /* another conversation flows, answered at once */
+      cr_assert_eq(tern__ccore_send(f.cc, "carol", "x", 1, 0, t, 1, &other), 0);
+      server_ack(&f, other, seq++, t + 50);
+    }
+    tern_event ev;
+    while (tern__ccore_next_event(f.cc, &ev, t) == 1) {
+    }
+    cr_assert_eq(tern__ccore_tick(f.cc, t), 0, "answers flow: the link is not dead");
+    int n = msgs_sent(&f, seen, 64);
+    if (count_of(seen, n < 64 ? n : 64, lost)) {
+      if (!resent_at) resent_at = t;
+      else if (!second_at) second_at = t;
+    }
+  }
+  cr_assert_neq(resent_at, 0, "the lost message was sent again");
+  cr_assert_leq(resent_at, 100 + 4000 + 100, "within resend_ms of its sending (at %llu ms)",
+                (unsigned long long)resent_at);
+  cr_assert_geq(resent_at, 100 + 4000, "not before resend_ms (at %llu ms)",
+                (unsigned long long)resent_at);
+  cr_assert_geq(second_at, resent_at + 8000, "then backing off: twice the interval (at %llu ms)",
+                (unsigned long long)second_at);
+  close_fixture(&f);
+}
+
+/* The other side of that rule (commit c60865d): a slow relay that answers
+ * every message in the order they were sent, just late, gets no copies,
+ * however long each waits. */
+Test(ccore, slow_relay_answering_in_order_gets_no_resends) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  enum { N = 100 };
+  uint64_t cmid[N], seen[4 * N];
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(tern__ccore_send(f.cc, i % 2 ? "bob" : "carol", "m", 1, 0, 10, 1, &cmid[i]), 0);
+  int sent = msgs_sent(&f, seen, 4 * N);
+  cr_assert_eq(sent, N);
+  /* One answer every 150 ms: the last waits 15 s, far past resend_ms. */
+  int acked = 0;
+  for (uint64_t t = 20; t <= 20000; t += 10) {
+    if (t % 150 == 0 && acked < N) server_ack(&f, cmid[acked], (uint64_t)acked + 1, t), acked++;
+    tern_event ev;
+    while (tern__ccore_next_event(f.cc, &ev, t) == 1) {
+    }
+    cr_assert_eq(tern__ccore_tick(f.cc, t), 0);
+    sent += msgs_sent(&f, seen, 4 * N);
+  }
+  cr_assert_eq(acked, N);
+  cr_assert_eq(sent, N, "no message was sent twice (%d sendings for %d messages)", sent, N);
+  close_fixture(&f);
+}
+
+/* BUSY: the app hears of it (TERN_EV_ERROR, TERN_ESTORE, the message and
+ * its recipient), the message stays in the outbox and goes out again
+ * busy_retry_ms later; the next message to the same recipient, dropped by
+ * the relay for naming the refused one as prev_cmid, goes out again as
+ * soon as its predecessor is stored, not a resend interval later. */
+Test(ccore, busy_is_an_error_event_then_a_retry_and_the_successor_follows) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  uint64_t a, b, seen[16];
+  tern__ccore_send(f.cc, "bob", "first", 5, 0, 100, 1, &a);
+  tern__ccore_send(f.cc, "bob", "second", 6, 0, 100, 1, &b);
+  cr_assert_eq(msgs_sent(&f, seen, 16), 2);
+  busy(&f, a, 150);
+  busy(&f, a, 160); /* the copy's answer: one event per refusal, not two */
+  tern_event ev;
+  int errors = 0;
+  while (tern__ccore_next_event(f.cc, &ev, 160) == 1) {
+    cr_assert_eq(ev.type, TERN_EV_ERROR);
+    cr_assert_eq(ev.error, TERN_ESTORE);
+    cr_assert_eq(ev.cmid, a);
+    cr_assert_str_eq(ev.user, "bob");
+    cr_assert(ev.body_len > 0 && contains(ev.body, ev.body_len, "2000 ms"), "says when: %.*s",
+              (int)ev.body_len, (const char *)ev.body);
+    errors++;
+  }
+  cr_assert_eq(errors, 1);
+  cr_assert_eq(tern__ccore_outbox_size(f.cc), 2, "kept");
+  tern__ccore_tick(f.cc, 2149);
+  cr_assert_eq(msgs_sent(&f, seen, 16), 0, "not before busy_retry_ms");
+  tern__ccore_tick(f.cc, 2150);
+  int n = msgs_sent(&f, seen, 16);
+  cr_assert_eq(n, 1);
+  cr_assert_eq(seen[0], a, "sent again after busy_retry_ms");
+  /* The relay dropped `b` (its predecessor was not stored): once `a` is
+   * acked, `b` follows at once. */
+  server_ack(&f, a, 1, 2200);
+  n = msgs_sent(&f, seen, 16);
+  cr_assert_eq(n, 1, "the successor is sent again with the ack");
+  cr_assert_eq(seen[0], b);
+  close_fixture(&f);
+}
+
+/* A client store that fails to write: the app is told, once per failure,
+ * with TERN_EV_ERROR/TERN_ESTORE and the store's reason, and the client
+ * carries on. */
+Test(ccore, client_store_write_failures_are_error_events) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "bob", 0);
+  uint64_t cmid;
+  cr_assert_eq(tern__ccore_send(f.cc, "alice", "hi", 2, 0, 0, 1, &cmid), 0);
+  (void)outputs_of(&f, 0, NULL);
+  server_ack(&f, cmid, 7, 10);
+  deliver(&f, 1, 0, "alice", "hello", 10);
+  cr_assert_eq(tern__cstore_fault_readonly(f.store, 1), 0);
+  tern_event ev;
+  int sent = 0, msgs = 0, store_errors = 0, with_cmid = 0;
+  while (tern__ccore_next_event(f.cc, &ev, 20) == 1) {
+    if (ev.type == TERN_EV_SENT) sent++;
+    if (ev.type == TERN_EV_MESSAGE) msgs++;
+    if (ev.type != TERN_EV_ERROR) continue;
+    cr_assert_eq(ev.error, TERN_ESTORE);
+    cr_assert_str_eq(ev.user, "", "not the relay's");
+    cr_assert(contains(ev.body, ev.body_len, "readonly"), "the store's reason: %.*s",
+              (int)ev.body_len, (const char *)ev.body);
+    store_errors++;
+    with_cmid += ev.cmid == cmid;
+  }
+  cr_assert_eq(sent, 1);
+  cr_assert_eq(msgs, 1, "the message is still handed over");
+  cr_assert_eq(store_errors, 2, "one for the outbox, one for the delivery record");
+  cr_assert_eq(with_cmid, 1, "the outbox failure names the message");
+  /* The store works again: the outbox still holds the message (sent again
+   * after a restart), and the delivery record is written with the next one. */
+  cr_assert_eq(tern__cstore_fault_readonly(f.store, 0), 0);
+  uint64_t n;
+  cr_assert_eq(tern__cstore_outbox_count(f.store, &n), 0);
+  cr_assert_eq(n, 1);
+  close_fixture(&f);
+}

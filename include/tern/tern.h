@@ -252,19 +252,37 @@ typedef enum tern_event_type {
   TERN_EV_DELIVERED = 5,
   /* Message `cmid` will never be delivered; `error` says why: TERN_ETOOBIG
    * (over the relay's limit), TERN_ENOENT (no such user), TERN_EEXPIRED
-   * (not fetched within the relay's retention), TERN_EDENIED. */
+   * (not fetched within the relay's retention), TERN_EDENIED (the relay
+   * does not let this user write to that one). */
   TERN_EV_FAILED = 6,
   /* The keepalive state or interval of the current network changed; see
    * tern_client_keepalive(). `user` is the network's name; `error` is
    * TERN_EBADNET when the network cannot keep an idle mapping for
    * keepalive_min_ms (the link then costs more battery), else 0. */
   TERN_EV_KEEPALIVE = 7,
+  /* Something failed that the client works around by itself; nothing is
+   * lost, but the app may want to say so. `error` is the code, `cmid` the
+   * message concerned (0 if none), `body`/`body_len` a description for
+   * logs (not NUL-terminated). They are:
+   *  - TERN_ESTORE from the relay, `user` the recipient: the relay could
+   *    not store message `cmid` now (its disk is full or failing). The
+   *    message stays in the outbox and is sent again busy_retry (2 s)
+   *    later; TERN_EV_SENT follows once the relay has it. One event per
+   *    refusal, so a relay that stays full repeats it every 2 s.
+   *  - TERN_ESTORE, `user` "": the client's own state store failed to
+   *    write. With `cmid` 0: a message just handed over could not be
+   *    recorded as delivered, so after a crash it may be handed over
+   *    again. With `cmid`: message `cmid`, whose TERN_EV_SENT or
+   *    TERN_EV_FAILED was just taken, could not be taken out of the stored
+   *    outbox, so after a restart it is sent again and that event may come
+   *    a second time. */
+  TERN_EV_ERROR = 8,
 } tern_event_type;
 
 typedef struct tern_event {
   tern_event_type type;
   int error;          /* a TERN_E* code, 0 when not applicable */
-  uint64_t cmid;      /* client message id: SENT, DELIVERED, FAILED */
+  uint64_t cmid;      /* client message id: SENT, DELIVERED, FAILED, ERROR */
   uint64_t seq;       /* MESSAGE: position in this user's inbox (0 for an
                          ephemeral message); SENT: position in the
                          recipient's inbox */
@@ -310,8 +328,10 @@ TERN_EXPORT TERN_NONNULL(1) void tern_client_network_changed(tern_client *c);
 /* Sends `len` bytes of `body` to user `to`, reliably: the message is in the
  * outbox (on disk with a state_dir) when this returns 0, and is resent
  * until the relay stores it (TERN_EV_SENT) or refuses it (TERN_EV_FAILED),
- * across reconnects and restarts. Works offline: it goes out when the link
- * is up. *cmid (if not NULL) receives its id. The body is copied.
+ * across reconnects and restarts; a relay that cannot store it for now
+ * (its disk is full) says so (TERN_EV_ERROR) and it is sent again 2 s
+ * later. Works offline: it goes out when the link is up. *cmid (if not
+ * NULL) receives its id. The body is copied.
  * Returns 0, TERN_EINVAL (bad user name), TERN_ETOOBIG (over
  * max_message_size), TERN_ESTORE (the outbox could not be written: not
  * accepted), TERN_ENOMEM. */
