@@ -12,6 +12,9 @@
  *   - no DELIVERED receipt came before the recipient's app had the message,
  *     and every delivered message got its receipt.
  *
+ * Some seeds also make relay commits fail (a full disk), which the relay
+ * answers with BUSY and the clients with TERN_EV_ERROR and a retry.
+ *
  * Environment knobs:
  *   TERN_SIM_SEEDS=N   seeds to run (default 2000; 100000 by hand)
  *   TERN_SIM_SEED=S    run only seed S, with a trace of the run
@@ -76,6 +79,7 @@ typedef struct params {
   double relay_crash_per_s;
   double partition_per_s;
   double link_drop_per_s; /* a session dies without anyone noticing at once */
+  double store_fail_per_s; /* a relay commit fails (disk full) */
   int clients;
   int msgs;             /* per client */
   uint64_t send_window_ms;
@@ -87,7 +91,7 @@ typedef struct sent_rec {
   uint64_t cmid;
   int to;
   int k;                /* index of the message from this sender to `to` */
-  int acked, failed, delivered_event;
+  int acked, failed, delivered_event, errors;
 } sent_rec;
 
 typedef struct client {
@@ -126,10 +130,23 @@ typedef struct sim {
   uint64_t stale_close_at[64];
   int nstale;
   int fault_drop_outbox;
-  char failure[512];
+  char failure[512];   /* the first violation found */
+  unsigned violations; /* every kind found (V_*) */
   /* counters for the report */
-  uint64_t crashes_client, crashes_relay, packets, dropped;
+  uint64_t crashes_client, crashes_relay, packets, dropped, store_failures;
 } sim;
+
+/* Kinds of violation, so that a test can say which invariant broke. */
+enum {
+  V_DUPLICATE = 1u << 0,   /* an app got a message twice */
+  V_ORDER = 1u << 1,       /* out of per-sender order */
+  V_LOST_ACKED = 1u << 2,  /* SENT (server-acked) but never reached its recipient */
+  V_UNSETTLED = 1u << 3,   /* accepted by send, never SENT or FAILED */
+  V_RECEIPT = 1u << 4,     /* DELIVERED early, missing or repeated */
+  V_SENT_TWICE = 1u << 5,
+  V_FAILED = 1u << 6,      /* FAILED, which nothing here should be */
+  V_OTHER = 1u << 7,       /* a message nobody sent, an event for an unknown cmid... */
+};
 
 #define TRACE(s, ...)                                                          \
   do {                                                                         \
@@ -140,8 +157,9 @@ typedef struct sim {
     }                                                                          \
   } while (0)
 
-static int fail(sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(sim *s, const char *fmt, ...) {
+static int fail(sim *s, unsigned kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(sim *s, unsigned kind, const char *fmt, ...) {
+  s->violations |= kind;
   if (s->failure[0]) return 1;
   va_list ap;
   va_start(ap, fmt);
@@ -204,7 +222,7 @@ static void app_take(sim *s, client *cl) {
       char buf[64];
       snprintf(buf, sizeof(buf), "%.*s", (int)ev.body_len, (const char *)ev.body);
       if (from < 0 || sscanf(buf, "m %*d %d %d", &to, &k) != 2 || to != cl->id) {
-        fail(s, "client %d got a message it was never sent: from '%s' body '%s'", cl->id, ev.user,
+        fail(s, V_OTHER, "client %d got a message it was never sent: from '%s' body '%s'", cl->id, ev.user,
              buf);
         continue;
       }
@@ -212,18 +230,28 @@ static void app_take(sim *s, client *cl) {
       int n = cl->nreceived[from];
       for (int i = 0; i < n; i++)
         if (cl->received_k[from][i] == k)
-          fail(s, "client %d got message %d from %d twice (seq %" PRIu64 ")", cl->id, k, from, ev.seq);
+          fail(s, V_DUPLICATE, "client %d got message %d from %d twice (seq %" PRIu64 ")", cl->id, k,
+               from, ev.seq);
       if (n > 0 && cl->received_k[from][n - 1] > k)
-        fail(s, "client %d got message %d from %d after %d: out of order", cl->id, k, from,
+        fail(s, V_ORDER, "client %d got message %d from %d after %d: out of order", cl->id, k, from,
              cl->received_k[from][n - 1]);
       if (n < MAX_MSGS * 2) cl->received_k[from][cl->nreceived[from]++] = k;
     } else if (ev.type == TERN_EV_SENT || ev.type == TERN_EV_FAILED ||
-               ev.type == TERN_EV_DELIVERED) {
+               ev.type == TERN_EV_DELIVERED || ev.type == TERN_EV_ERROR) {
       sent_rec *r = NULL;
       for (int i = 0; i < cl->nsent; i++)
         if (cl->sent[i].cmid == ev.cmid) r = &cl->sent[i];
       if (!r) {
-        fail(s, "client %d: event %d for unknown cmid %" PRIu64, cl->id, ev.type, ev.cmid);
+        fail(s, V_OTHER, "client %d: event %d for unknown cmid %" PRIu64, cl->id, ev.type, ev.cmid);
+        continue;
+      }
+      if (ev.type == TERN_EV_ERROR) {
+        /* Only the relay's BUSY: the client stores here never fail. */
+        if (ev.error != TERN_ESTORE || !ev.user[0] || r->acked)
+          fail(s, V_OTHER, "client %d: ERROR %d for cmid %" PRIu64 " (user '%s', acked %d)",
+               cl->id, ev.error, ev.cmid, ev.user, r->acked);
+        r->errors++;
+        TRACE(s, "app %d error %d cmid %" PRIu64, cl->id, ev.error, ev.cmid);
         continue;
       }
       if (ev.type == TERN_EV_SENT) r->acked++;
@@ -236,7 +264,7 @@ static void app_take(sim *s, client *cl) {
         for (int i = 0; i < to->nreceived[cl->id]; i++)
           if (to->received_k[cl->id][i] == r->k) have = 1;
         if (!have)
-          fail(s, "receipt for message %d from %d to %d before its recipient had it", r->k,
+          fail(s, V_RECEIPT, "receipt for message %d from %d to %d before its recipient had it", r->k,
                cl->id, r->to);
       }
       TRACE(s, "app %d event %d cmid %" PRIu64, cl->id, ev.type, ev.cmid);
@@ -342,6 +370,7 @@ static void pick_params(rng *r, params *p) {
   p->relay_crash_per_s = rnd01(r) < 0.5 ? rnd01(r) * 0.03 : 0;
   p->partition_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.03 : 0;
   p->link_drop_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.03 : 0;
+  p->store_fail_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.2 : 0;
   p->clients = (int)rnd_range(r, 2, MAX_CLIENTS);
   p->msgs = (int)rnd_range(r, 5, 24);
   p->send_window_ms = rnd_range(r, 1000, 40000);
@@ -401,7 +430,7 @@ static void app_send(sim *s, client *cl) {
   int rc = tern__ccore_send(cl->core, toname, body, strlen(body), 0, s->now, WALL_EPOCH + s->now,
                             &cmid);
   if (rc != 0) {
-    fail(s, "send failed: %d", rc);
+    fail(s, V_OTHER, "send failed: %d", rc);
     return;
   }
   cl->next_k[to]++;
@@ -457,6 +486,11 @@ static void step(sim *s, int chaos) {
   if (chaos && rnd01(&s->r) < s->p.relay_crash_per_s / 20.0) {
     crash_relay(s);
   } else {
+    if (chaos && rnd01(&s->r) < s->p.store_fail_per_s / 20.0) {
+      s->store_failures++;
+      TRACE(s, "relay commit fails");
+      tern__rstore_fault_commit(s->rstore, 1);
+    }
     tern__rcore_commit(s->rcore, s->now);
     drain_relay(s);
   }
@@ -500,48 +534,62 @@ static uint64_t next_time(sim *s) {
   return t > s->now ? t : s->now + 1;
 }
 
+/* Checks every invariant and records every violation (the first one's
+ * text in s->failure). Returns 1 if any. */
 static int check(sim *s) {
-  if (s->failure[0]) return 1;
   for (int i = 0; i < s->p.clients; i++) {
     client *cl = &s->c[i];
     for (int j = 0; j < cl->nsent; j++) {
       sent_rec *r = &cl->sent[j];
+      client *to = &s->c[r->to];
+      int have = 0;
+      for (int x = 0; x < to->nreceived[i]; x++) have += to->received_k[i][x] == r->k;
       if (!r->acked && !r->failed)
-        return fail(s, "message %d from %d to %d was accepted by send but never SENT or FAILED",
-                    r->k, i, r->to);
-      if (r->acked > 1) return fail(s, "message %d from %d: SENT %d times", r->k, i, r->acked);
-      if (r->failed) return fail(s, "message %d from %d to %d FAILED (nothing here should fail)", r->k, i, r->to);
+        fail(s, V_UNSETTLED, "message %d from %d to %d was accepted by send but never SENT or FAILED",
+             r->k, i, r->to);
+      if (r->acked > 1) fail(s, V_SENT_TWICE, "message %d from %d: SENT %d times", r->k, i, r->acked);
+      if (r->failed)
+        fail(s, V_FAILED, "message %d from %d to %d FAILED (nothing here should fail)", r->k, i, r->to);
+      if (r->acked && !have)
+        fail(s, V_LOST_ACKED, "message %d from %d to %d was SENT (server-acked) but never reached %d",
+             r->k, i, r->to, r->to);
       if (r->delivered_event != 1)
-        return fail(s, "message %d from %d to %d: %d DELIVERED receipts", r->k, i, r->to,
-                    r->delivered_event);
+        fail(s, V_RECEIPT, "message %d from %d to %d: %d DELIVERED receipts", r->k, i, r->to,
+             r->delivered_event);
     }
-    /* Every acked message arrived exactly once and in order. */
+    /* Every message arrived exactly once and in order. */
     for (int from = 0; from < s->p.clients; from++) {
       int expect = s->c[from].next_k[i];
       if (cl->nreceived[from] != expect)
-        return fail(s, "client %d received %d messages from %d, %d were sent", i,
-                    cl->nreceived[from], from, expect);
-      for (int k = 0; k < expect; k++)
+        fail(s, cl->nreceived[from] > expect ? V_DUPLICATE : V_OTHER,
+             "client %d received %d messages from %d, %d were sent", i, cl->nreceived[from], from,
+             expect);
+      for (int k = 0; k < expect && k < cl->nreceived[from]; k++)
         if (cl->received_k[from][k] != k)
-          return fail(s, "client %d: message %d from %d is at position %d", i,
-                      cl->received_k[from][k], from, k);
+          fail(s, V_ORDER, "client %d: message %d from %d is at position %d", i,
+               cl->received_k[from][k], from, k);
     }
   }
-  return 0;
+  return s->violations != 0;
 }
 
-/* Runs one seed; returns 0 if every invariant held. */
-static int run_seed(uint64_t seed, int fault, int trace, char *why, size_t whycap) {
+/* Over all seeds run, for the report: relay commits made to fail, and
+ * TERN_EV_ERROR (BUSY) events the apps took. */
+static uint64_t total_store_failures, total_busy_errors;
+
+/* Runs one seed; returns 0 if every invariant held, else the V_* kinds
+ * that broke (the first violation described in why). */
+static unsigned run_seed(uint64_t seed, int fault, int trace, char *why, size_t whycap) {
   sim *s = calloc(1, sizeof(*s));
   setup(s, seed, fault);
   s->trace = trace;
   if (trace)
     fprintf(stderr,
             "seed %" PRIu64 ": clients %d msgs %d loss %.3f dup %.3f delay %" PRIu64
-            " jitter %" PRIu64 " crash c %.3f r %.3f part %.3f drop %.3f\n",
+            " jitter %" PRIu64 " crash c %.3f r %.3f part %.3f drop %.3f store %.3f\n",
             seed, s->p.clients, s->p.msgs, s->p.loss, s->p.dup, s->p.delay_ms, s->p.jitter_ms,
             s->p.client_crash_per_s, s->p.relay_crash_per_s, s->p.partition_per_s,
-            s->p.link_drop_per_s);
+            s->p.link_drop_per_s, s->p.store_fail_per_s);
   /* Chaos while the apps send, then a healed network until settled. */
   uint64_t chaos_end = s->p.send_window_ms + 20000, limit = chaos_end + 600000;
   while (!s->failure[0] && s->now < limit) {
@@ -555,7 +603,10 @@ static int run_seed(uint64_t seed, int fault, int trace, char *why, size_t whyca
     s->now = next_time(s);
   }
   TRACE(s, "run ends (%s)", s->failure[0] ? s->failure : settled(s) ? "settled" : "time limit");
-  int bad = check(s);
+  unsigned bad = check(s) ? s->violations : 0;
+  total_store_failures += s->store_failures;
+  for (int i = 0; i < s->p.clients; i++)
+    for (int j = 0; j < s->c[i].nsent; j++) total_busy_errors += (uint64_t)s->c[i].sent[j].errors;
   if (bad) snprintf(why, whycap, "%s", s->failure);
   teardown(s);
   free(s);
@@ -585,26 +636,56 @@ Test(sim, invariants_hold_across_seeds, .timeout = 1200) {
                " %s/tests/sim_test --filter 'sim/invariants*'",
                seed, why, seed, TERN_TEST_BINDIR);
   }
-  fprintf(stderr, "sim: %" PRIu64 " seeds from %" PRIu64 " passed in %.1f s\n", count, first,
-          now_s() - t0);
+  fprintf(stderr,
+          "sim: %" PRIu64 " seeds from %" PRIu64 " passed in %.1f s (%" PRIu64
+          " relay commits failed on purpose, %" PRIu64 " BUSY errors shown to apps)\n",
+          count, first, now_s() - t0, total_store_failures, total_busy_errors);
+  if (count >= 100) cr_assert_gt(total_busy_errors, 0, "the store-failure path was exercised");
+}
+
+static const char *kind_name(unsigned v) {
+  switch (v) {
+    case V_DUPLICATE: return "a message delivered twice";
+    case V_ORDER: return "per-sender order";
+    case V_LOST_ACKED: return "a server-acked message lost";
+    case V_UNSETTLED: return "a message accepted but never settled (SENT or FAILED)";
+    case V_RECEIPT: return "receipts";
+    case V_SENT_TWICE: return "SENT twice";
+    case V_FAILED: return "a FAILED message";
+    default: return "other";
+  }
 }
 
 /* The checker must catch real bugs: with each deliberate fault, some seed
- * fails. */
-static void expect_caught(int fault, const char *name) {
+ * fails, and the first seed that fails breaks the invariant that the fault
+ * is about (not merely some other check downstream of it). */
+static void expect_caught(int fault, const char *name, unsigned want) {
   uint64_t count = env_u64("TERN_SIM_FAULT_SEEDS", 300);
   for (uint64_t seed = 1; seed <= count; seed++) {
     char why[512] = "";
-    if (run_seed(seed, fault, 0, why, sizeof(why))) {
-      fprintf(stderr, "sim: fault '%s' caught by seed %" PRIu64 ": %s\n", name, seed, why);
-      return;
-    }
+    unsigned v = run_seed(seed, fault, 0, why, sizeof(why));
+    if (!v) continue;
+    char kinds[256] = "";
+    for (unsigned b = 1; b && b <= V_OTHER; b <<= 1)
+      if (v & b)
+        snprintf(kinds + strlen(kinds), sizeof(kinds) - strlen(kinds), "%s%s", kinds[0] ? "; " : "",
+                 kind_name(b));
+    fprintf(stderr, "sim: fault '%s' caught by seed %" PRIu64 ": %s [broke: %s]\n", name, seed, why,
+            kinds);
+    cr_assert(v & want,
+              "fault '%s', seed %" PRIu64 ": expected it to break '%s', but it broke: %s (%s)", name,
+              seed, kind_name(want), kinds, why);
+    return;
   }
   cr_assert_fail("fault '%s' went unnoticed over %" PRIu64 " seeds", name, count);
 }
 
-Test(sim, catches_skipped_dedup, .timeout = 600) { expect_caught(1, "skip the dedup"); }
-Test(sim, catches_ack_before_commit, .timeout = 600) { expect_caught(2, "ack before commit"); }
+Test(sim, catches_skipped_dedup, .timeout = 600) {
+  expect_caught(1, "skip the dedup", V_DUPLICATE);
+}
+Test(sim, catches_ack_before_commit, .timeout = 600) {
+  expect_caught(2, "ack before commit", V_LOST_ACKED);
+}
 Test(sim, catches_outbox_dropped_on_crash, .timeout = 600) {
-  expect_caught(3, "drop the outbox on crash");
+  expect_caught(3, "drop the outbox on crash", V_UNSETTLED);
 }
