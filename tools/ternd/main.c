@@ -62,6 +62,19 @@ static int auth_cb(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *req
   return 0;
 }
 
+/* With an allow-list, the users it lists exist and no others: a message to
+ * anyone else fails at once (TERN_ENOENT) instead of waiting out the
+ * retention. */
+static int user_exists_cb(void *ctx, const char *user) {
+  const auth_state *a = ctx;
+  return allowlist_user_exists(&a->list, user);
+}
+
+static int may_send_cb(void *ctx, const char *from, const char *to) {
+  const auth_state *a = ctx;
+  return allowlist_may_send(&a->list, from, to);
+}
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ternd --key KEYFILE (--allow FILE | --open) [options]\n"
@@ -70,10 +83,16 @@ static void usage(FILE *f) {
           "handshake, and exchange sealed messages through it.\n"
           "\n"
           "  --key FILE            the relay's private key (make one with tern-keygen)\n"
-          "  --allow FILE          allow-list: lines of '<client public key hex> <user>';\n"
-          "                        reloaded on SIGHUP (a bad file keeps the old list)\n"
+          "  --allow FILE          allow-list, one device a line:\n"
+          "                          <client public key hex> <user> [* | @USER ...]\n"
+          "                        '*' or nothing: the user may write to anyone; '@USER'\n"
+          "                        fields: to those users only (others get FAILED\n"
+          "                        TERN_EDENIED). Only listed users can receive (others:\n"
+          "                        FAILED TERN_ENOENT). '#' starts a comment. Reloaded\n"
+          "                        on SIGHUP (a bad file keeps the old list)\n"
           "  --open                development mode: any key may connect, as the user\n"
-          "                        name it asks for (logged as a warning)\n"
+          "                        name it asks for, and write to any name (logged as a\n"
+          "                        warning)\n"
           "  --listen HOST:PORT    UDP address to bind (default 0.0.0.0:7400; port 0\n"
           "                        picks a free port)\n"
           "  --port-file FILE      write the bound port to FILE once listening\n"
@@ -83,6 +102,11 @@ static void usage(FILE *f) {
           "                        senders are told (default 30)\n"
           "  --no-fsync            commit without fsync: survives a crash of ternd but\n"
           "                        not of the machine (default: fsync every group commit)\n"
+          "  --store-reserve KIB   disk kept in reserve next to the store (default 16384,\n"
+          "                        0: none). On a full disk new messages get BUSY and\n"
+          "                        the reserve is given back so that deliveries, acks\n"
+          "                        and receipts go on; messages are accepted again once\n"
+          "                        the disk has room for it\n"
           "  --handshake-timeout MS  drop peers that have not finished the handshake\n"
           "                        after MS milliseconds (default 5000)\n"
           "  --max-peers N         simultaneous peers, at most 4095 (default 4095)\n"
@@ -131,6 +155,7 @@ int main(int argc, char **argv) {
       {"max-peers", required_argument, 0, 'm'},  {"max-message-size", required_argument, 0, 'M'},
       {"data-dir", required_argument, 0, 'D'},   {"retention-days", required_argument, 0, 'R'},
       {"no-fsync", no_argument, 0, 'F'},      {"no-probes", no_argument, 0, 'N'},
+      {"store-reserve", required_argument, 0, 'S'},
       {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
@@ -152,6 +177,7 @@ int main(int argc, char **argv) {
       case 'D': data_dir = optarg; break;
       case 'R': cfg.retention_ms = (uint64_t)parse_num(optarg, 1, 3650, "--retention-days") * 86400000ull; break;
       case 'F': cfg.durable_fsync = 0; break;
+      case 'S': cfg.store_reserve_bytes = (uint64_t)parse_num(optarg, 0, 16L << 20, "--store-reserve") * 1024u; break;
       case 'N': cfg.probes = 0; break;
       case 'v': verbosity = 3; break;
       case 'q': verbosity = 1; break;
@@ -188,6 +214,10 @@ int main(int argc, char **argv) {
     }
     cfg.auth = auth_cb;
     cfg.auth_ctx = &auth;
+    cfg.user_exists = user_exists_cb;
+    cfg.user_exists_ctx = &auth;
+    cfg.may_send = may_send_cb;
+    cfg.may_send_ctx = &auth;
   }
   cfg.log = relay_log;
 
@@ -213,14 +243,15 @@ int main(int argc, char **argv) {
   char pub[TERN_KEY_HEX_BYTES];
   tern_key_to_hex(cfg.keypair.public_key, pub);
   say(2, "listening on %s:%u (UDP); relay public key (hex) %s", host, tern_relay_port(r), pub);
-  say(2, "store %s (%s; undelivered messages kept %llu days)", store_path,
+  say(2, "store %s (%s; undelivered messages kept %llu days; %llu KiB disk reserve)", store_path,
       cfg.durable_fsync ? "fsync per group commit" : "no fsync",
-      (unsigned long long)(cfg.retention_ms / 86400000ull));
+      (unsigned long long)(cfg.retention_ms / 86400000ull),
+      (unsigned long long)(cfg.store_reserve_bytes / 1024));
   if (open_mode)
     say(1, "--open: ANY client key may connect under any name it asks for; "
            "use --allow for anything but development");
   else
-    say(2, "allow-list %s: %zu keys", allow_path, auth.list.count);
+    say(2, "allow-list %s: %zu keys, %zu users", allow_path, auth.list.count, auth.list.nusers);
   if (port_file) {
     FILE *f = fopen(port_file, "w");
     if (!f || fprintf(f, "%u\n", tern_relay_port(r)) < 0 || fclose(f) != 0) {
@@ -249,7 +280,7 @@ int main(int argc, char **argv) {
           if (allowlist_load(&fresh, allow_path, err, sizeof(err)) == 0) {
             allowlist_free(&auth.list);
             auth.list = fresh;
-            say(2, "allow-list reloaded: %zu keys", auth.list.count);
+            say(2, "allow-list reloaded: %zu keys, %zu users", auth.list.count, auth.list.nusers);
             int n = tern_relay_recheck_auth(r);
             if (n) say(2, "%d peer(s) no longer allowed were disconnected", n);
           } else {
