@@ -207,8 +207,9 @@ static void emit(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable, co
   emit_kind(rc, id, channel, reliable, data, len, now, OUT_DROP, 0);
 }
 
-/* BUSY for `cmid`, or FAILED (a refusal) with `err`: not held back by a
- * failed round, since neither says anything the store could take back. */
+/* BUSY for `cmid`, or FAILED (a refusal) with `err`: held until the
+ * commit like every output, but sent even if the round fails, since
+ * neither says anything the store could take back. */
 static void emit_answer(tern__rcore *rc, uint64_t id, uint8_t type, uint8_t channel, uint64_t cmid,
                         int err, int now) {
   uint8_t tmp[32];
