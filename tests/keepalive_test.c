@@ -204,3 +204,87 @@ Test(keepalive, off_and_fixed_never_probe) {
   cr_assert_eq(rs.probe_requests, 0);
   loop_stop(&l);
 }
+
+static uint64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* spec/keepalive.md, "Dead peers": a client that vanishes without a word
+ * is dropped by the relay within I + max(5 s, I/4) + timeout_max (+ RTT),
+ * and not before its keepalive was due; the relay sends it nothing until
+ * then. */
+Test(keepalive, relay_notices_a_vanished_client_within_the_bound) {
+  loop l;
+  memset(&l, 0, sizeof l);
+  cr_assert_eq(tern_keypair_generate(&l.relay_kp), 0);
+  tern_relay_config rc;
+  tern_relay_config_default(&rc);
+  rc.bind_host = "127.0.0.1";
+  rc.port = 0;
+  rc.keypair = l.relay_kp;
+  rc.timeout_min_ms = 1000;
+  rc.timeout_max_ms = 3000;
+  cr_assert_eq(tern_relay_new(&l.relay, &rc), 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "phone");
+  cfg.keepalive_fixed_ms = 2000;
+  size_t a = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+  /* Alive and idle for three intervals: the client's keepalives keep it. */
+  uint64_t t0 = mono_ms();
+  while (mono_ms() < t0 + 6500) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 20, &ev);
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.peers_connected, 1);
+  cr_assert_geq(info_of(&l, a).keepalives, 2, "%llu keepalives in 6.5 s at 2 s",
+                (unsigned long long)info_of(&l, a).keepalives);
+  /* The app is frozen (no service calls): its socket is silent. */
+  uint64_t frozen = mono_ms();
+  uint64_t gone = 0;
+  while (mono_ms() < frozen + 20000) {
+    cr_assert_eq(tern_relay_service(l.relay, 20), 0);
+    tern_relay_get_stats(l.relay, &st);
+    if (st.peers_connected == 0) {
+      gone = mono_ms() - frozen;
+      break;
+    }
+  }
+  /* Bound: I (2 s) + max(5 s, I/4) + timeout_max (3 s) + slack for RTOs. */
+  cr_assert_neq(gone, 0, "the relay still holds a client silent for 20 s");
+  cr_assert_geq(gone, 5000, "dropped after %llu ms: before its keepalive was even late",
+                (unsigned long long)gone);
+  cr_assert_leq(gone, 2000 + 5000 + 3000 + 1500, "dropped after %llu ms", (unsigned long long)gone);
+  cr_log_info("relay dropped the silent client after %llu ms", (unsigned long long)gone);
+  loop_stop(&l);
+}
+
+/* The client notices a dead relay on an idle link within I + timeout_max
+ * (+ RTT), and says why. */
+Test(keepalive, client_notices_a_dead_relay_within_the_bound) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "phone");
+  cfg.keepalive_fixed_ms = 2000;
+  cfg.timeout_min_ms = 1000;
+  cfg.timeout_max_ms = 3000;
+  size_t a = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+  /* The relay freezes: nothing answers the client's keepalives. */
+  tern_relay *frozen = l.relay;
+  l.relay = NULL;
+  uint64_t t0 = mono_ms();
+  cr_assert(loop_wait(&l, a, TERN_EV_DISCONNECTED, 15000, &ev), "no disconnect in 15 s");
+  uint64_t took = mono_ms() - t0;
+  cr_assert_eq(ev.error, TERN_ETIMEDOUT, "reason %s", tern_errname(ev.error));
+  cr_assert_leq(took, 2000 + 3000 + 1500, "noticed after %llu ms", (unsigned long long)took);
+  cr_log_info("client noticed the dead relay after %llu ms", (unsigned long long)took);
+  l.relay = frozen;
+  loop_stop(&l);
+}
