@@ -36,19 +36,42 @@ static tern_keepalive_info info_of(loop *l, size_t i) {
   return ki;
 }
 
+static uint64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
 /* Pumps until client i's keepalive state is `state` (its events are
  * drained), or timeout_ms passes. */
 static int wait_state(loop *l, size_t i, tern_keepalive_state state, int timeout_ms) {
   loop_event ev;
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    if (info_of(l, i).state == state) return 1;
+  uint64_t end = mono_ms() + (uint64_t)timeout_ms;
+  while (info_of(l, i).state != state && mono_ms() < end)
     (void)loop_wait(l, i, TERN_EV_KEEPALIVE, 100, &ev);
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
-      return info_of(l, i).state == state;
-  }
+  return info_of(l, i).state == state;
+}
+
+/* A relay on 127.0.0.1 as loop_start makes it, with probes on or off and
+ * ENet timeouts (0: the defaults). */
+static void relay_with(loop *l, int probes, uint32_t timeout_min, uint32_t timeout_max) {
+  memset(l, 0, sizeof *l);
+  cr_assert_eq(tern_keypair_generate(&l->relay_kp), 0);
+  tern_relay_config rc;
+  tern_relay_config_default(&rc);
+  rc.bind_host = "127.0.0.1";
+  rc.port = 0;
+  rc.keypair = l->relay_kp;
+  rc.probes = probes;
+  if (timeout_min) rc.timeout_min_ms = timeout_min;
+  if (timeout_max) rc.timeout_max_ms = timeout_max;
+  cr_assert_eq(tern_relay_new(&l->relay, &rc), 0);
+}
+
+/* Services everything for about ms milliseconds, dropping client i's events. */
+static void settle(loop *l, size_t i, int ms) {
+  loop_event ev;
+  for (int t = 0; t < ms; t += 50) (void)loop_wait(l, i, TERN_EV_NONE, 50, &ev);
 }
 
 Test(keepalive, client_learns_through_the_relay_and_reports_it) {
@@ -112,7 +135,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
   cr_assert_eq(ki.learned_at_ms, learned_at);
   loop_event ev;
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
-  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, b, TERN_EV_NONE, 50, &ev);
+  settle(&l, b, 1000);
   cr_assert_eq(info_of(&l, b).probes, 0, "a fresh learned value is not probed again");
 
   /* Another network: nothing known there, so it learns... */
@@ -131,7 +154,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
   cr_assert_eq(ki.state, TERN_KA_LEARNED);
   cr_assert_eq(ki.learned_at_ms, learned_at);
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
-  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, b, TERN_EV_NONE, 50, &ev);
+  settle(&l, b, 1000);
   cr_assert_eq(info_of(&l, b).probes, probes);
 
   char longname[TERN_NETWORK_MAX + 2];
@@ -146,15 +169,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
  * conservative interval; its messages are not affected. */
 Test(keepalive, relay_without_probes_is_unavailable) {
   loop l;
-  memset(&l, 0, sizeof l);
-  cr_assert_eq(tern_keypair_generate(&l.relay_kp), 0);
-  tern_relay_config rc;
-  tern_relay_config_default(&rc);
-  rc.bind_host = "127.0.0.1";
-  rc.port = 0;
-  rc.keypair = l.relay_kp;
-  rc.probes = 0;
-  cr_assert_eq(tern_relay_new(&l.relay, &rc), 0);
+  relay_with(&l, 0, 0, 0);
   tern_client_config cfg;
   loop_client_config(&l, &cfg, "phone");
   small_search(&cfg);
@@ -191,7 +206,7 @@ Test(keepalive, off_and_fixed_never_probe) {
   loop_event ev;
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
-  for (int i = 0; i < 40; i++) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+  settle(&l, a, 2000);
   cr_assert_eq(info_of(&l, a).state, TERN_KA_OFF);
   cr_assert_eq(info_of(&l, a).interval_ms, 0);
   cr_assert_eq(info_of(&l, b).state, TERN_KA_FIXED);
@@ -205,38 +220,22 @@ Test(keepalive, off_and_fixed_never_probe) {
   loop_stop(&l);
 }
 
-static uint64_t mono_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
 /* spec/keepalive.md, "Dead peers": a client that vanishes without a word
  * is dropped by the relay within I + max(5 s, I/4) + timeout_max (+ RTT),
  * and not before its keepalive was due; the relay sends it nothing until
  * then. */
 Test(keepalive, relay_notices_a_vanished_client_within_the_bound) {
   loop l;
-  memset(&l, 0, sizeof l);
-  cr_assert_eq(tern_keypair_generate(&l.relay_kp), 0);
-  tern_relay_config rc;
-  tern_relay_config_default(&rc);
-  rc.bind_host = "127.0.0.1";
-  rc.port = 0;
-  rc.keypair = l.relay_kp;
-  rc.timeout_min_ms = 1000;
-  rc.timeout_max_ms = 3000;
-  cr_assert_eq(tern_relay_new(&l.relay, &rc), 0);
+  relay_with(&l, 1, 1000, 3000);
   tern_client_config cfg;
   loop_client_config(&l, &cfg, "phone");
   cfg.keepalive_fixed_ms = 2000;
   size_t a = loop_add_client(&l, &cfg);
   loop_event ev;
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+  settle(&l, a, 1000);
   /* Alive and idle for three intervals: the client's keepalives keep it. */
-  uint64_t t0 = mono_ms();
-  while (mono_ms() < t0 + 6500) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 20, &ev);
+  settle(&l, a, 6500);
   tern_relay_stats st;
   tern_relay_get_stats(l.relay, &st);
   cr_assert_eq(st.peers_connected, 1);
@@ -275,7 +274,7 @@ Test(keepalive, client_notices_a_dead_relay_within_the_bound) {
   size_t a = loop_add_client(&l, &cfg);
   loop_event ev;
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  for (int i = 0; i < 20; i++) loop_pump(&l), (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+  settle(&l, a, 1000);
   /* The relay freezes: nothing answers the client's keepalives. */
   tern_relay *frozen = l.relay;
   l.relay = NULL;
