@@ -104,8 +104,11 @@ push() {
 start() {
   local i=$1 t=$2 mode=$3
   natns_up "$P" "$i" "$t" >"$TMP/topo$i.log" 2>&1 || { cat "$TMP/topo$i.log" >&2; return 1; }
+  # --ping-interval: the control's client announces no keepalive, and the
+  # relay's own ENet ping (60 s by default) would keep a long NAT's mapping
+  # alive from the outside.
   ip netns exec "${P}r$i" "$TERND" --key "$TMP/relay.key" --open --listen 0.0.0.0:7400 \
-    --data-dir "$TMP/data$i" >"$TMP/ternd$i.log" 2>&1 &
+    --data-dir "$TMP/data$i" --ping-interval 3600000 >"$TMP/ternd$i.log" 2>&1 &
   wait_for "$TMP/ternd$i.log" "listening" 10 || { echo "ternd did not start" >&2; return 1; }
   mkfifo "$TMP/in$i"
   ip netns exec "${P}c$i" "$CHAT" --relay "10.78.$i.2:7400" --relay-key "$RELAY_KEY" \

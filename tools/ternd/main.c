@@ -111,6 +111,8 @@ static void usage(FILE *f) {
           "                        after MS milliseconds (default 5000)\n"
           "  --max-peers N         simultaneous peers, at most 4095 (default 4095)\n"
           "  --max-message-size B  largest message body forwarded (default 65536)\n"
+          "  --ping-interval MS    ENet ping for clients that announce no keepalive of\n"
+          "                        their own (default 60000; spec/keepalive.md)\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
           "                        a conservative keepalive; spec/keepalive.md)\n"
           "  -v, --verbose         log every peer event (debug)\n"
@@ -155,6 +157,7 @@ int main(int argc, char **argv) {
       {"max-peers", required_argument, 0, 'm'},  {"max-message-size", required_argument, 0, 'M'},
       {"data-dir", required_argument, 0, 'D'},   {"retention-days", required_argument, 0, 'R'},
       {"no-fsync", no_argument, 0, 'F'},      {"no-probes", no_argument, 0, 'N'},
+      {"ping-interval", required_argument, 0, 'I'},
       {"store-reserve", required_argument, 0, 'S'},
       {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
@@ -179,6 +182,7 @@ int main(int argc, char **argv) {
       case 'F': cfg.durable_fsync = 0; break;
       case 'S': cfg.store_reserve_bytes = (uint64_t)parse_num(optarg, 0, 16L << 20, "--store-reserve") * 1024u; break;
       case 'N': cfg.probes = 0; break;
+      case 'I': cfg.ping_interval_ms = (uint32_t)parse_num(optarg, 1000, 3600000, "--ping-interval"); break;
       case 'v': verbosity = 3; break;
       case 'q': verbosity = 1; break;
       case 'h': usage(stdout); return 0;
