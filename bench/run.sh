@@ -3,6 +3,8 @@
 #
 #   sudo bash bench/run.sh [--quick|--full] [--build DIR] [--out DIR]
 #                          [--transports "tcp enet tern"] [--only SCENARIO]
+#                          [--workloads "chat burst big"] [--chat-duration S]
+#                          [--probes N]
 #
 # Client A (namespace <P>a) -> relay (<P>b) -> client B (<P>c), one linkem
 # per client link. "RTT R" means R ms round trip between a client and the
@@ -26,6 +28,9 @@ BUILD=$ROOT/build
 OUT=
 TRANSPORTS=
 ONLY=
+WORKLOADS="chat burst big"
+CHAT_DURATION=
+PROBES_OPT=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) MODE=quick ;;
@@ -34,7 +39,10 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=$2; shift ;;
     --transports) TRANSPORTS=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --workloads) WORKLOADS=$2; shift ;;
+    --chat-duration) CHAT_DURATION=$2; shift ;;
+    --probes) PROBES_OPT=$2; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -106,6 +114,12 @@ else
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern tern-nofsync"
 fi
 
+if [[ -n $CHAT_DURATION ]]; then CHAT_ARGS="${CHAT_ARGS% --duration *} --duration $CHAT_DURATION"; fi
+[[ -z $PROBES_OPT ]] || PROBES=$PROBES_OPT
+[[ " $WORKLOADS " == *" chat "* ]] || CHAT_SCEN=
+[[ " $WORKLOADS " == *" burst "* ]] || BURST_SCEN=
+[[ " $WORKLOADS " == *" big "* ]] || BIG_SCEN=
+
 scen_rtt() { case $1 in lo) echo 0 ;; *) local x=${1#r}; echo "${x%%[lg]*}" ;; esac; }
 scen_loss() { case $1 in lo) echo 0 ;; *ge) echo ge ;; *) echo "${1##*l}" ;; esac; }
 
@@ -152,8 +166,10 @@ run_one() {
   fi
   local port key=() t=$tp
   case $tp in
-    tcp) port=7500; ip netns exec "$nsR" "$B/tcp_relay" --bind 0.0.0.0:$port --duration 900 >"$raw.relay" 2>&1 & ;;
-    enet) port=7600; ip netns exec "$nsR" "$B/enet_relay" --bind 0.0.0.0:$port --duration 900 >"$raw.relay" 2>&1 & ;;
+    tcp) port=7500; ip netns exec "$nsR" "$B/tcp_relay" --bind 0.0.0.0:$port --duration 900 \
+           --accept-log "$raw.accepts" >"$raw.relay" 2>&1 & ;;
+    enet) port=7600; ip netns exec "$nsR" "$B/enet_relay" --bind 0.0.0.0:$port --duration 900 \
+           --accept-log "$raw.accepts" >"$raw.relay" 2>&1 & ;;
     tern|tern-nofsync)
       port=7400; t=tern; key=(--relay-key "$RELAY_KEY")
       local extra=(); [[ $tp == tern-nofsync ]] && extra=(--no-fsync)
@@ -186,7 +202,8 @@ run_one() {
   : >"$raw.connect"
   for ((i = 0; i < probes; i++)); do
     timeout 40 ip netns exec "$nsA" "$B/benchclient" --transport "$t" --relay "$ra:$port" "${key[@]}" \
-      --role send --workload connect --prefix "p$i$prefix" --label "$id" >>"$raw.connect" 2>>"$raw.connect.err" || true
+      --role send --workload connect --prefix "p$i$prefix" --label "$id" --accept-log "$raw.accepts" \
+      >>"$raw.connect" 2>>"$raw.connect.err" || true
   done
   stop_pid "$relay_pid"
   if [[ -n $lk1 ]]; then stop_pid "$lk1"; stop_pid "$lk2"; fi

@@ -9,7 +9,9 @@
  * (65536) already takes the "big" workload's 64 KiB bodies.
  *
  * Receipt is TERN_EV_MESSAGE. TERN_EV_SENT of the first message a client
- * sends stamps "accepted by the relay" for the connect metric. A
+ * sends stamps "acknowledged" for the connect metric, and its
+ * server_time_ms (the relay's wall clock when it took the message) is the
+ * relay's own stamp of the acceptance. A
  * TERN_EV_DISCONNECTED is not fatal: the client reconnects by itself and
  * resends its outbox, which is what tern promises; it is counted and printed.
  * TERN_EV_FAILED is fatal (nothing in the bench should be refused). */
@@ -26,7 +28,7 @@
 typedef struct tern_state {
   int n;
   tern_client **c;
-  int64_t *start_ns, *accepted_ns;
+  int64_t *start_ns, *accepted_ns, *relay_unix_ns;
   int *connected;
   int *dirty; /* sent since the last drain of its wake-up eventfd */
   struct pollfd *pfds;
@@ -42,6 +44,7 @@ static void tern_close_all(void *p) {
   free(s->c);
   free(s->start_ns);
   free(s->accepted_ns);
+  free(s->relay_unix_ns);
   free(s->connected);
   free(s->dirty);
   free(s->pfds);
@@ -58,7 +61,12 @@ static int drain(tern_state *s, int i, bench_on_message fn, void *arg) {
         if (fn) fn(arg, i, ev.user, ev.body, ev.body_len);
         break;
       case TERN_EV_SENT:
-        if (!s->accepted_ns[i]) s->accepted_ns[i] = bp_now_ns();
+        if (!s->accepted_ns[i]) {
+          s->accepted_ns[i] = bp_now_ns();
+          /* Whole Unix ms, truncated by the relay: the middle of that
+           * millisecond is the unbiased estimate. */
+          s->relay_unix_ns[i] = (int64_t)ev.server_time_ms * 1000000 + 500000;
+        }
         break;
       case TERN_EV_CONNECTED:
         s->connected[i] = 1;
@@ -162,10 +170,11 @@ static void *tern_open(const bench_transport_config *cfg) {
   s->c = calloc((size_t)s->n, sizeof *s->c);
   s->start_ns = calloc((size_t)s->n, sizeof *s->start_ns);
   s->accepted_ns = calloc((size_t)s->n, sizeof *s->accepted_ns);
+  s->relay_unix_ns = calloc((size_t)s->n, sizeof *s->relay_unix_ns);
   s->connected = calloc((size_t)s->n, sizeof *s->connected);
   s->dirty = calloc((size_t)s->n, sizeof *s->dirty);
   s->pfds = calloc((size_t)s->n, sizeof *s->pfds);
-  if (!s->c || !s->start_ns || !s->accepted_ns || !s->connected || !s->dirty || !s->pfds) goto fail;
+  if (!s->c || !s->start_ns || !s->accepted_ns || !s->relay_unix_ns || !s->connected || !s->dirty || !s->pfds) goto fail;
   for (int i = 0; i < s->n; i++) {
     tern_client_config cc;
     tern_client_config_default(&cc);
@@ -191,6 +200,10 @@ static void *tern_open(const bench_transport_config *cfg) {
       fprintf(stderr, "tern: connect: %s\n", tern_errname(rc));
       goto fail;
     }
+    /* Sent while connecting: it waits in the outbox and goes out as early
+     * data inside the handshake's first message. */
+    if (i == 0 && cfg->first_to && tern_send_msg(s, 0, cfg->first_to, cfg->first_body, cfg->first_len) < 0)
+      goto fail;
   }
   int64_t end = bp_now_ns() + (int64_t)cfg->connect_timeout_ms * 1000000;
   for (;;) {
@@ -210,10 +223,12 @@ fail:
   return NULL;
 }
 
-static void tern_connect_times(void *p, int client, int64_t *start_ns, int64_t *accepted_ns) {
+static void tern_connect_times(void *p, int client, int64_t *start_ns, int64_t *acked_ns,
+                               int64_t *relay_accept_unix_ns) {
   tern_state *s = p;
   *start_ns = s->start_ns[client];
-  *accepted_ns = s->accepted_ns[client];
+  *acked_ns = s->accepted_ns[client];
+  *relay_accept_unix_ns = s->relay_unix_ns[client];
 }
 
 const bench_transport bench_transport_tern = {"tern",     tern_open,       tern_send_msg, tern_poll,
