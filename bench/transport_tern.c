@@ -30,7 +30,6 @@ typedef struct tern_state {
   tern_client **c;
   int64_t *start_ns, *accepted_ns, *relay_unix_ns;
   int *connected;
-  int *dirty; /* sent since the last drain of its wake-up eventfd */
   struct pollfd *pfds;
   int disconnects;
 } tern_state;
@@ -46,7 +45,6 @@ static void tern_close_all(void *p) {
   free(s->accepted_ns);
   free(s->relay_unix_ns);
   free(s->connected);
-  free(s->dirty);
   free(s->pfds);
   free(s);
 }
@@ -96,35 +94,10 @@ static int service_all(tern_state *s, bench_on_message fn, void *arg) {
   return 0;
 }
 
-/* Works around a libtern bug (bench/README.md, "Findings", F1):
- * tern_client_send() writes the client's wake-up eventfd, which is inside
- * the epoll set tern_client_fd() returns, and only a tern_client_service()
- * that goes on to wait (timeout > 0) reads it again. The documented external
- * loop (poll the fd, then tern_client_service(c, 0)) therefore sees the fd
- * readable forever after the first send and spins at 100 % CPU. Serving a
- * client that has sent with a 1 ms timeout drains it, at the price of up to
- * 1 ms spent in that call (only when this process is about to wait anyway). */
-static int drain_wakeups(tern_state *s, bench_on_message fn, void *arg) {
-  for (int i = 0; i < s->n; i++) {
-    /* tern_client_service() returns before its wait (and so before the
-     * read) whenever events are queued: take them and go again, a bounded
-     * number of times. The client stays marked while its fd still reads as
-     * ready afterwards (real input is served by the same calls). */
-    for (int k = 0; k < 4 && s->dirty[i]; k++) {
-      int rc = tern_client_service(s->c[i], 1);
-      if (rc < 0 || drain(s, i, fn, arg) < 0) return -1;
-      struct pollfd pf = {.fd = tern_client_fd(s->c[i]), .events = POLLIN};
-      if (rc == 0 && poll(&pf, 1, 0) == 0) s->dirty[i] = 0;
-    }
-  }
-  return 0;
-}
-
 static int tern_poll(void *p, int timeout_ms, bench_on_message fn, void *arg) {
   tern_state *s = p;
   if (service_all(s, fn, arg) < 0) return -1;
   if (timeout_ms <= 0) return 0;
-  if (drain_wakeups(s, fn, arg) < 0) return -1;
   int wait = timeout_ms;
   for (int i = 0; i < s->n; i++) {
     int t = tern_client_timeout_ms(s->c[i]);
@@ -140,7 +113,6 @@ static int tern_send_msg(void *p, int client, const char *to, const void *body, 
   tern_state *s = p;
   /* tern_client_send() seals and hands the packet to ENet and flushes. */
   int rc = tern_client_send(s->c[client], to, body, len, NULL);
-  s->dirty[client] = 1;
   if (rc) {
     fprintf(stderr, "tern: send: %s\n", tern_errname(rc));
     return -1;
@@ -172,9 +144,8 @@ static void *tern_open(const bench_transport_config *cfg) {
   s->accepted_ns = calloc((size_t)s->n, sizeof *s->accepted_ns);
   s->relay_unix_ns = calloc((size_t)s->n, sizeof *s->relay_unix_ns);
   s->connected = calloc((size_t)s->n, sizeof *s->connected);
-  s->dirty = calloc((size_t)s->n, sizeof *s->dirty);
   s->pfds = calloc((size_t)s->n, sizeof *s->pfds);
-  if (!s->c || !s->start_ns || !s->accepted_ns || !s->relay_unix_ns || !s->connected || !s->dirty || !s->pfds) goto fail;
+  if (!s->c || !s->start_ns || !s->accepted_ns || !s->relay_unix_ns || !s->connected || !s->pfds) goto fail;
   for (int i = 0; i < s->n; i++) {
     tern_client_config cc;
     tern_client_config_default(&cc);
@@ -195,7 +166,6 @@ static void *tern_open(const bench_transport_config *cfg) {
   for (int i = 0; i < s->n; i++) {
     s->start_ns[i] = bp_now_ns();
     int rc = tern_client_connect(s->c[i]);
-    s->dirty[i] = 1; /* connect() writes the eventfd too */
     if (rc) {
       fprintf(stderr, "tern: connect: %s\n", tern_errname(rc));
       goto fail;
