@@ -31,6 +31,14 @@
 /* Room for the largest frame batch plus sealing overhead. */
 #define CLIENT_BUF (TERN_MESSAGE_MAX + 4096)
 
+/* An attempt whose ENet connect has had no answer for this long is given up
+ * (TERN_ETIMEDOUT) before handshake_timeout_ms, and the first attempt in a
+ * row that ends unanswered (by this or by handshake_timeout_ms) is retried
+ * at once, without the backoff (spec/handshake.md, 5.1). The link already
+ * resends the connect request every quarter second or so; a fresh attempt
+ * also gets past a relay that lost the first one's state. */
+#define CONNECT_SILENCE_MS 3000
+
 typedef enum client_state {
   C_IDLE = 0,      /* no link */
   C_LINKING,       /* ENet connect in progress */
@@ -53,6 +61,7 @@ struct tern_client {
   int want_online;              /* connect() called, disconnect() not */
   uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
   uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
+  int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
   tern__backoff backoff;
   int close_reason;             /* authenticated reason from a CLOSE frame */
   tern__cstore *store;
@@ -315,6 +324,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   memcpy(c->user, wf.user, wf.user_len);
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
+  c->silent_retried = 0;
   c->stats.connects++;
   tern__backoff_reset(&c->backoff);
   push(c, TERN_EV_CONNECTED, 0, c->user);
@@ -426,6 +436,8 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
   int t = -1;
   if (c->state == C_LINKING || c->state == C_HANDSHAKE) {
     uint64_t d = c->attempt_start_ms + c->cfg.handshake_timeout_ms;
+    if (c->state == C_LINKING && c->cfg.handshake_timeout_ms > CONNECT_SILENCE_MS)
+      d = c->attempt_start_ms + CONNECT_SILENCE_MS;
     t = now >= d ? 0 : (int)(d - now);
   }
   if (c->state == C_IDLE && c->next_attempt_ms)
@@ -434,9 +446,14 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
 }
 
 static void handle_timers(tern_client *c, uint64_t now) {
-  if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0)
-    drop(c, c->state == C_LINKING ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW,
-         TERN__DISC_HS_TIMEOUT);
+  if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0) {
+    int silent = c->state == C_LINKING;
+    drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
+    if (silent && !c->silent_retried && c->want_online) {
+      c->next_attempt_ms = now; /* at once, once in a row; then the backoff */
+      c->silent_retried = 1;
+    }
+  }
   if (c->state == C_IDLE && c->want_online && c->next_attempt_ms && now >= c->next_attempt_ms) {
     int rc = start_attempt(c);
     if (rc) {
