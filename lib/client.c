@@ -175,6 +175,11 @@ static void wake(tern_client *c) {
   (void)w; /* a full counter already means "awake" */
 }
 
+/* The link's RTT to the relay, for the core's copy timing. */
+static void sync_rtt(tern_client *c) {
+  tern__ccore_set_rtt(c->core, c->state == C_OPEN ? tern__link_peer_rtt(c->peer) : 0);
+}
+
 /* Ends the link and reports why; schedules a reconnect if wanted. */
 static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   if (c->peer && close_how >= 0) tern__link_close(c->peer, code, close_how);
@@ -328,6 +333,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   c->stats.connects++;
   tern__backoff_reset(&c->backoff);
   push(c, TERN_EV_CONNECTED, 0, c->user);
+  sync_rtt(c);
   tern__ccore_online(c->core, c->user, tern__now_ms());
 }
 
@@ -446,6 +452,7 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
 }
 
 static void handle_timers(tern_client *c, uint64_t now) {
+  sync_rtt(c);
   if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0) {
     int silent = c->state == C_LINKING;
     drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
@@ -543,7 +550,10 @@ static int do_send(tern_client *c, const char *to, const void *body, size_t len,
   if (rc == 0) {
     pthread_mutex_lock(&c->mu);
     if (ephemeral && c->state != C_OPEN) rc = TERN_ECLOSED;
-    else rc = tern__ccore_send(c->core, to, body, len, ephemeral, tern__now_ms(), tern__wall_ms(), &id);
+    else {
+      sync_rtt(c);
+      rc = tern__ccore_send(c->core, to, body, len, ephemeral, tern__now_ms(), tern__wall_ms(), &id);
+    }
     if (rc == 0) flush_core(c);
     pthread_mutex_unlock(&c->mu);
     if (rc == 0) wake(c);

@@ -36,6 +36,7 @@ typedef struct rpeer {
   char user[TERN_USER_MAX + 1];
   size_t user_len;
   char name[32];               /* address:port, for logs */
+  uint32_t rtt_told;           /* the RTT last passed to the messaging core */
   struct rpeer *prev, *next;   /* every peer the relay holds */
 } rpeer;
 
@@ -341,6 +342,16 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   }
 }
 
+/* Tells the messaging core the peer's RTT (for its copy timing) when it
+ * has moved by more than an eighth since last time. */
+static void tell_rtt(tern_relay *r, rpeer *p) {
+  uint32_t rtt = tern__link_peer_rtt(p->lp);
+  uint32_t d = rtt > p->rtt_told ? rtt - p->rtt_told : p->rtt_told - rtt;
+  if (p->rtt_told && d <= p->rtt_told / 8) return;
+  tern__rcore_set_rtt(r->core, p->id, rtt);
+  p->rtt_told = rtt;
+}
+
 static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt, size_t len) {
   size_t n = 0;
   uint8_t stream;
@@ -358,6 +369,7 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
     return;
   }
   if (rc) return;
+  tell_rtt(r, p);
   if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), tern__wall_ms()) ==
       TERN_EPROTO) {
     logf_(r, 1, "user %s (%s): malformed frames, disconnecting", p->user, p->name);
