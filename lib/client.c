@@ -39,6 +39,21 @@
  * also gets past a relay that lost the first one's state. */
 #define CONNECT_SILENCE_MS 3000
 
+/* DATA that arrives before WELCOME. The relay sends WELCOME as soon as it
+ * has read HELLO, and its answers to early data (SERVER_ACK, BUSY, FAILED)
+ * after its store commit, on the chat channels: if ENet has to resend a
+ * lost WELCOME, they arrive first. ENet has acknowledged them, so dropping
+ * them would leave the early messages unanswered until the resend timer
+ * (seconds). They are kept, bounded, and opened once the session is. */
+#define STASH_PACKETS 32
+#define STASH_BYTES 512
+
+typedef struct stashed {
+  uint8_t channel;
+  uint16_t len;
+  uint8_t data[STASH_BYTES];
+} stashed;
+
 typedef enum client_state {
   C_IDLE = 0,      /* no link */
   C_LINKING,       /* ENet connect in progress */
@@ -67,6 +82,8 @@ struct tern_client {
   tern__cstore *store;
   tern__ccore *core;
   uint8_t *buf, *pkt;
+  stashed stash[STASH_PACKETS]; /* DATA received in C_HANDSHAKE, in order */
+  size_t nstash;
   tern_client_stats stats;
 };
 
@@ -185,6 +202,7 @@ static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   if (c->peer && close_how >= 0) tern__link_close(c->peer, code, close_how);
   c->peer = NULL;
   tern__session_wipe(&c->sess);
+  c->nstash = 0;
   int was_open = c->state == C_OPEN || c->state == C_CLOSING;
   c->state = C_IDLE;
   c->close_reason = 0;
@@ -297,6 +315,8 @@ static void on_link_up(tern_client *c) {
   c->state = C_HANDSHAKE;
 }
 
+static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t len);
+
 /* A WELCOME arrived: finish the handshake or report the refusal. */
 static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   size_t plen = 0;
@@ -335,6 +355,12 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   push(c, TERN_EV_CONNECTED, 0, c->user);
   sync_rtt(c);
   tern__ccore_online(c->core, c->user, tern__now_ms());
+  /* What overtook WELCOME, in the order it came; stops if it ends the
+   * session (a CLOSE frame does not end it here, the link's disconnect does). */
+  size_t n = c->nstash;
+  c->nstash = 0;
+  for (size_t i = 0; i < n && c->state == C_OPEN; i++)
+    on_data(c, c->stash[i].channel, c->stash[i].data, c->stash[i].len);
 }
 
 static void on_close_frame(tern_client *c, const uint8_t *frames, size_t len) {
@@ -349,23 +375,39 @@ static void on_close_frame(tern_client *c, const uint8_t *frames, size_t len) {
   }
 }
 
-static void on_receive(tern_client *c, const tern__link_event *ev) {
-  if (ev->len == 0) return;
-  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_WELCOME) {
-    on_welcome(c, ev->payload, ev->len);
-    return;
-  }
-  if ((c->state != C_OPEN && c->state != C_CLOSING) || ev->payload[0] != TERN__PKT_DATA) return;
+/* Opens a DATA packet of the open session and hands its frames on. */
+static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t len) {
   size_t n = 0;
   uint8_t stream;
-  int rc = tern__session_open(&c->sess, ev->payload, ev->len, c->buf, CLIENT_BUF, &n, &stream);
-  if (rc == 0 && stream != ev->channel) rc = TERN_EPROTO; /* sealed for another channel */
+  int rc = tern__session_open(&c->sess, pkt, len, c->buf, CLIENT_BUF, &n, &stream);
+  if (rc == 0 && stream != channel) rc = TERN_EPROTO; /* sealed for another channel */
   if (rc == TERN_EDECRYPT || rc == TERN_EPROTO) c->stats.packets_rejected++;
   if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
   if (rc) return; /* dropped and counted; the session carries on */
   c->stats.packets_received++;
   on_close_frame(c, c->buf, n);
   tern__ccore_input(c->core, c->buf, n, tern__now_ms());
+}
+
+static void on_receive(tern_client *c, const tern__link_event *ev) {
+  if (ev->len == 0) return;
+  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_WELCOME) {
+    on_welcome(c, ev->payload, ev->len);
+    return;
+  }
+  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_DATA) {
+    /* Overtook WELCOME (see STASH_PACKETS); what does not fit is dropped,
+     * and the resend timers bring it back. */
+    if (c->nstash < STASH_PACKETS && ev->len <= STASH_BYTES) {
+      stashed *st = &c->stash[c->nstash++];
+      st->channel = ev->channel;
+      st->len = (uint16_t)ev->len;
+      memcpy(st->data, ev->payload, ev->len);
+    }
+    return;
+  }
+  if ((c->state != C_OPEN && c->state != C_CLOSING) || ev->payload[0] != TERN__PKT_DATA) return;
+  on_data(c, ev->channel, ev->payload, ev->len);
 }
 
 /* Why the link went down, from what the client knows. ENet's disconnect

@@ -5,78 +5,28 @@
  * doubles each timeout: three lost transmissions of anything cost it
  * 0.5 + 1 + 2 = 3.5 s. The bounds below sit between what tern's timing
  * gives (well under a second) and that, with room for a busy machine. */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "link.h"
+#include "udp_proxy.h"
 #include "tern/tern.h"
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t now_ms(void) { return udp_proxy_now_ms(); }
 
-/* ---- the proxy: client <-> front socket | back socket <-> relay ---------- */
+/* ---- what the proxy drops ------------------------------------------------ */
 
-enum { TO_RELAY = 0, TO_CLIENT = 1 };
+enum { TO_RELAY = UDP_PROXY_TO_TARGET, TO_CLIENT = UDP_PROXY_TO_CLIENT };
 
-typedef struct held {
-  uint64_t due;
-  int dir;
-  size_t len;
-  uint8_t data[1500];
-} held;
-
-typedef struct proxy {
-  int front, back;
-  uint16_t front_port;
-  struct sockaddr_in client, relay;
-  int have_client;
-  unsigned delay_ms;
-  /* Drop the first drop_first[dir] datagrams of a direction, and the first
-   * drop_marked datagrams client -> relay that contain `marker`. */
+/* Drop the first drop_first[dir] datagrams of a direction, and the first
+ * drop_marked datagrams toward the relay that contain `marker`. */
+typedef struct drops {
   unsigned drop_first[2];
   const uint8_t *marker;
   size_t marker_len;
-  unsigned drop_marked;
-  unsigned seen[2], dropped[2], marked_seen;
-  held q[256];
-  size_t qn;
-} proxy;
-
-static int udp_socket(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-  cr_assert(fd >= 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  return fd;
-}
-
-static void proxy_start(proxy *p, uint16_t relay_port, unsigned delay_ms) {
-  memset(p, 0, sizeof *p);
-  p->front = udp_socket(0);
-  p->back = udp_socket(0);
-  struct sockaddr_in a;
-  socklen_t al = sizeof a;
-  cr_assert_eq(getsockname(p->front, (struct sockaddr *)&a, &al), 0);
-  p->front_port = ntohs(a.sin_port);
-  p->relay.sin_family = AF_INET;
-  p->relay.sin_port = htons(relay_port);
-  p->relay.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  p->delay_ms = delay_ms;
-}
-
-static void proxy_stop(proxy *p) {
-  close(p->front);
-  close(p->back);
-}
+  unsigned drop_marked, marked_seen;
+} drops;
 
 static int contains(const uint8_t *d, size_t n, const uint8_t *m, size_t mn) {
   for (size_t i = 0; mn && i + mn <= n; i++)
@@ -84,52 +34,12 @@ static int contains(const uint8_t *d, size_t n, const uint8_t *m, size_t mn) {
   return 0;
 }
 
-static void proxy_take(proxy *p, int fd, int dir) {
-  /* Bounded: what one pump call takes from a socket. */
-  for (int k = 0; k < 64; k++) {
-    uint8_t buf[1500];
-    struct sockaddr_in from;
-    socklen_t fl = sizeof from;
-    ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
-    if (n < 0) return;
-    if (dir == TO_RELAY) {
-      p->client = from;
-      p->have_client = 1;
-    }
-    unsigned idx = p->seen[dir]++;
-    int drop = idx < p->drop_first[dir];
-    if (!drop && dir == TO_RELAY && p->marker && contains(buf, (size_t)n, p->marker, p->marker_len))
-      drop = p->marked_seen++ < p->drop_marked;
-    if (drop) {
-      p->dropped[dir]++;
-      continue;
-    }
-    cr_assert(p->qn < sizeof p->q / sizeof p->q[0], "proxy queue full");
-    held *h = &p->q[p->qn++];
-    h->due = now_ms() + p->delay_ms;
-    h->dir = dir;
-    h->len = (size_t)n;
-    memcpy(h->data, buf, (size_t)n);
-  }
-}
-
-static void proxy_pump(proxy *p) {
-  proxy_take(p, p->front, TO_RELAY);
-  proxy_take(p, p->back, TO_CLIENT);
-  uint64_t now = now_ms();
-  size_t kept = 0;
-  for (size_t i = 0; i < p->qn; i++) {
-    held *h = &p->q[i];
-    if (h->due > now) {
-      p->q[kept++] = *h;
-      continue;
-    }
-    if (h->dir == TO_RELAY)
-      (void)sendto(p->back, h->data, h->len, 0, (struct sockaddr *)&p->relay, sizeof p->relay);
-    else if (p->have_client)
-      (void)sendto(p->front, h->data, h->len, 0, (struct sockaddr *)&p->client, sizeof p->client);
-  }
-  p->qn = kept;
+static int drop_rule(void *ctx, int dir, unsigned idx, const uint8_t *d, size_t n) {
+  drops *r = ctx;
+  if (idx < r->drop_first[dir]) return 1;
+  if (dir == TO_RELAY && r->marker && contains(d, n, r->marker, r->marker_len))
+    return r->marked_seen++ < r->drop_marked;
+  return 0;
 }
 
 /* ---- a client link and a relay link through the proxy -------------------- */
@@ -137,7 +47,8 @@ static void proxy_pump(proxy *p) {
 typedef struct pair {
   tern__link *client, *relay;
   tern__link_peer *cpeer, *rpeer;
-  proxy px;
+  udp_proxy px;
+  drops dr;
   uint64_t client_up, relay_up; /* when each side saw CONNECT; 0: not yet */
   size_t relay_got;             /* packets the relay received */
   uint64_t relay_got_at;
@@ -147,7 +58,9 @@ static void pair_start(pair *pr, unsigned delay_ms) {
   memset(pr, 0, sizeof *pr);
   cr_assert_eq(tern__link_new(&pr->relay, "127.0.0.1", 0, 4), 0);
   cr_assert_eq(tern__link_new(&pr->client, NULL, 0, 1), 0);
-  proxy_start(&pr->px, tern__link_port(pr->relay), delay_ms);
+  udp_proxy_start(&pr->px, tern__link_port(pr->relay), delay_ms);
+  pr->px.drop = drop_rule;
+  pr->px.drop_ctx = &pr->dr;
 }
 
 static void pair_connect(pair *pr) {
@@ -158,7 +71,7 @@ static void pair_connect(pair *pr) {
 static void pair_stop(pair *pr) {
   tern__link_free(pr->client);
   tern__link_free(pr->relay);
-  proxy_stop(&pr->px);
+  udp_proxy_stop(&pr->px);
 }
 
 /* Services both links and the proxy once, then waits about 1 ms. */
@@ -182,7 +95,7 @@ static void pair_step(pair *pr) {
   }
   (void)tern__link_next_timeout_ms(pr->client); /* what an app calls before it waits */
   (void)tern__link_next_timeout_ms(pr->relay);
-  proxy_pump(&pr->px);
+  udp_proxy_pump(&pr->px);
   struct timespec ts = {0, 1000000};
   nanosleep(&ts, NULL);
 }
@@ -196,7 +109,7 @@ static uint64_t pair_until(pair *pr, const uint64_t *flag, uint64_t start, uint6
 Test(link, lost_connect_requests_are_resent_within_a_second) {
   pair pr;
   pair_start(&pr, 50);
-  pr.px.drop_first[TO_RELAY] = 3; /* the first three connect requests */
+  pr.dr.drop_first[TO_RELAY] = 3; /* the first three connect requests */
   uint64_t t0 = now_ms();
   pair_connect(&pr);
   uint64_t took = pair_until(&pr, &pr.client_up, t0, 6000);
@@ -214,7 +127,7 @@ Test(link, lost_connect_requests_are_resent_within_a_second) {
 Test(link, lost_connect_answers_are_resent_within_a_second) {
   pair pr;
   pair_start(&pr, 50);
-  pr.px.drop_first[TO_CLIENT] = 3; /* the relay's first three answers */
+  pr.dr.drop_first[TO_CLIENT] = 3; /* the relay's first three answers */
   uint64_t t0 = now_ms();
   pair_connect(&pr);
   uint64_t took = pair_until(&pr, &pr.client_up, t0, 6000);
@@ -263,14 +176,14 @@ static uint64_t connect_and_send(pair *pr) {
 Test(link, a_reliable_packet_lost_three_times_arrives_within_a_second) {
   pair pr;
   pair_start(&pr, 50);
-  pr.px.marker = MARK;
-  pr.px.marker_len = sizeof MARK;
-  pr.px.drop_marked = 3;
+  pr.dr.marker = MARK;
+  pr.dr.marker_len = sizeof MARK;
+  pr.dr.drop_marked = 3;
   uint64_t sent = connect_and_send(&pr);
   uint64_t got = 0;
   while (!pr.relay_got && now_ms() < sent + 6000) pair_step(&pr);
   got = pr.relay_got ? pr.relay_got_at - sent : 6000;
-  cr_assert_eq(pr.px.marked_seen, 4, "three transmissions lost, the fourth through");
+  cr_assert_eq(pr.dr.marked_seen, 4, "three transmissions lost, the fourth through");
   /* Timeout 2 x 100 = 200 ms from the seeded RTT, then capped at 250:
    * through at about 700 + 50 ms. ENet alone (RTT still its 500 guess, as
    * no acknowledgement has come back yet): 0.5 + 1 + 2 s. */
@@ -282,15 +195,15 @@ Test(link, a_reliable_packet_lost_three_times_arrives_within_a_second) {
 Test(link, backoff_resumes_after_the_fast_resends) {
   pair pr;
   pair_start(&pr, 50);
-  pr.px.marker = MARK;
-  pr.px.marker_len = sizeof MARK;
-  pr.px.drop_marked = 1000; /* a path that has died for this packet */
+  pr.dr.marker = MARK;
+  pr.dr.marker_len = sizeof MARK;
+  pr.dr.drop_marked = 1000; /* a path that has died for this packet */
   uint64_t sent = connect_and_send(&pr);
   while (now_ms() < sent + 3000) pair_step(&pr);
   /* Five transmissions at most 250 ms apart (by about 0.95 s), then the
    * interval doubles: 0.5, 1 s: 7 by 3 s. Capped for good it would be 12. */
-  cr_assert(pr.px.marked_seen >= 6 && pr.px.marked_seen <= 9,
-            "%u transmissions in 3 s of a dead path", pr.px.marked_seen);
+  cr_assert(pr.dr.marked_seen >= 6 && pr.dr.marked_seen <= 9,
+            "%u transmissions in 3 s of a dead path", pr.dr.marked_seen);
   cr_assert_eq(pr.relay_got, 0);
   pair_stop(&pr);
 }

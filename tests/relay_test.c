@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "udp_proxy.h"
 #include "tern/tern.h"
 
 static uint64_t now_ms(void) {
@@ -348,6 +349,64 @@ Test(relay, silent_attempt_is_given_up_after_3_s_and_retried_at_once, .timeout =
   cr_assert(second_id, "a new attempt with a new connect id followed");
   cr_assert_lt(second_at - gave_up, 500, "the next attempt started %llu ms later",
                (unsigned long long)(second_at - gave_up));
+}
+
+/* Drops the first datagram toward the client that carries WELCOME (a
+ * reliable packet on channel 0 starting with 0x02). */
+static int drop_first_welcome(void *ctx, int dir, unsigned idx, const uint8_t *d, size_t n) {
+  (void)idx;
+  int *done = ctx;
+  if (dir != UDP_PROXY_TO_CLIENT || *done || !udp_proxy_enet_has(d, n, 0, 0x02)) return 0;
+  *done = 1;
+  return 1;
+}
+
+Test(relay, early_data_answer_that_overtakes_a_lost_welcome_is_kept, .timeout = 30) {
+  /* The relay sends WELCOME as soon as it has read HELLO, and the
+   * SERVER_ACK for the early message after its store commit, in a later
+   * datagram. With WELCOME lost, the SERVER_ACK arrives first, before the
+   * client has its session keys; ENet has acknowledged it, so it is not
+   * sent again. The client keeps it and opens it after WELCOME. */
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  int dropped = 0;
+  udp_proxy px;
+  udp_proxy_start(&px, tern_relay_port(l.relay), 20);
+  px.drop = drop_first_welcome;
+  px.drop_ctx = &dropped;
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  cfg.relay_port = px.front_port;
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  uint64_t t0 = now_ms(), cmid = 0, sent_at = 0, up_at = 0;
+  cr_assert_eq(tern_client_connect(c), 0);
+  cr_assert_eq(tern_client_send(c, "bob", "early", 5, &cmid), 0); /* rides in HELLO */
+  while (!sent_at && now_ms() < t0 + 8000) {
+    cr_assert_eq(tern_relay_service(l.relay, 0), 0);
+    cr_assert_geq(tern_client_service(c, 0), 0);
+    udp_proxy_pump(&px);
+    tern_event ev;
+    while (tern_client_next_event(c, &ev) == 1) {
+      if (ev.type == TERN_EV_CONNECTED) up_at = now_ms();
+      if (ev.type == TERN_EV_SENT && ev.cmid == cmid) sent_at = now_ms();
+    }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  tern_client_free(c);
+  udp_proxy_stop(&px);
+  loop_stop(&l);
+  cr_assert_eq(dropped, 1, "a WELCOME was dropped");
+  cr_assert_eq(st.messages_early, 1, "the message came as early data");
+  cr_assert(up_at, "connected");
+  cr_assert(sent_at, "the early message was acknowledged");
+  /* Without the stash: only the client's resend timer (4 s) brings it. */
+  cr_assert_lt(sent_at - up_at, 100, "SENT %llu ms after CONNECTED",
+               (unsigned long long)(sent_at - up_at));
+  cr_assert_lt(sent_at - t0, 2000, "SENT %llu ms after connect", (unsigned long long)(sent_at - t0));
 }
 
 /* A raw ENet peer: connects at the ENet level and then does what it likes. */
