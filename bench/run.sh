@@ -96,10 +96,10 @@ if [[ $MODE == quick ]]; then
   CHAT_SCEN="lo r100l0 r100l2 r100l5 r100ge"
   BURST_SCEN="r100l0 r100l2"
   BIG_SCEN="r100l0 r100l2"
-  CHAT_ARGS="--pairs 4 --rate 10 --duration 4"
+  CHAT_ARGS="--pairs 4 --rate 10 --duration 8"
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 1 --count 6 --rate 3"
-  PROBES=2
+  PROBES=3
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern"
 else
   ALL="lo"
@@ -183,7 +183,7 @@ run_one() {
   local prefix=x$RANDOM
   # shellcheck disable=SC2086
   timeout 180 ip netns exec "$nsC" "$B/benchclient" --transport "$t" --relay "$rc:$port" "${key[@]}" \
-    --role recv --workload "$wl" $args --prefix "$prefix" --linger 1 --ready-file "$WORK/ready.recv" \
+    --role recv --workload "$wl" $args --prefix "$prefix" --linger 0.5 --ready-file "$WORK/ready.recv" \
     --latencies "$OUT/lat/$id.txt" --label "$id" >"$raw.recv" 2>"$raw.recv.err" &
   local recv_pid=$!; PIDS+=("$recv_pid")
   if ! wait_file "$WORK/ready.recv" 25 any; then
