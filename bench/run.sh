@@ -96,7 +96,7 @@ if [[ $MODE == quick ]]; then
   CHAT_SCEN="lo r100l0 r100l2 r100l5 r100ge"
   BURST_SCEN="r100l0 r100l2"
   BIG_SCEN="r100l0 r100l2"
-  CHAT_ARGS="--pairs 4 --rate 10 --duration 8"
+  CHAT_ARGS="--pairs 4 --rate 10 --duration 6"
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 1 --count 6 --rate 3"
   PROBES=3
