@@ -96,7 +96,7 @@ if [[ $MODE == quick ]]; then
   CHAT_SCEN="lo r100l0 r100l2 r100l5 r100ge"
   BURST_SCEN="r100l0 r100l2"
   BIG_SCEN="r100l0 r100l2"
-  CHAT_ARGS="--pairs 4 --rate 10 --duration 6"
+  CHAT_ARGS="--pairs 4 --rate 10 --duration 8"
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 1 --count 6 --rate 3"
   PROBES=3
@@ -144,7 +144,7 @@ cpu_of() { # PID -> CPU seconds (utime + stime) from /proc
 # One run: TRANSPORT WORKLOAD SCENARIO "ARGS" [probes]
 run_one() {
   local tp=$1 wl=$2 sc=$3 args=$4 probes=${5:-0}
-  local rtt loss id=$tp.$wl.$sc d tag seed=7
+  local rtt loss id=$tp.$wl.$sc d tag seed=7 t_run=$SECONDS
   rtt=$(scen_rtt "$sc"); loss=$(scen_loss "$sc")
   local raw=$OUT/raw/$id
   local lk1= lk2= relay_pid nsA=${P}a nsC=${P}c nsR=${P}b ra=$RELAY_A rc=$RELAY_C
@@ -208,11 +208,11 @@ run_one() {
   stop_pid "$relay_pid"
   if [[ -n $lk1 ]]; then stop_pid "$lk1"; stop_pid "$lk2"; fi
   PIDS=()
-  printf '%-28s %s\n' "$id" "$(python3 -c '
+  printf '%-28s %-44s %3d s\n' "$id" "$(python3 -c '
 import json,sys
 try:
   j=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("p50 %.1f p99 %.1f max %.1f lost %d" % (j["p50_ms"], j["p99_ms"], j["max_ms"], j["lost"]))
-except Exception: print("FAILED")' "$raw.recv")"
+except Exception: print("FAILED")' "$raw.recv")" $((SECONDS - t_run))
 }
 
 T0=$(date +%s)
