@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -64,6 +65,35 @@ int64_t bp_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t bp_unix_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int bp_accept_log_write(FILE *f, const char *name, int64_t unix_ns) {
+  if (fprintf(f, "%s %lld\n", name, (long long)unix_ns) < 0 || fflush(f) != 0) return -1;
+  return 0;
+}
+
+int bp_accept_log_find(const char *path, const char *name, int64_t *unix_ns) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char line[BP_NAME_MAX + 64], n[BP_NAME_MAX + 1];
+  long long t;
+  int rc = -1;
+  /* Bounded by the file: one line per client the relay ever accepted. */
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "%64s %lld", n, &t) == 2 && strcmp(n, name) == 0) {
+      *unix_ns = t;
+      rc = 0;
+      break;
+    }
+  }
+  fclose(f);
+  return rc;
 }
 
 /* FNV-1a: stable across runs and machines. */

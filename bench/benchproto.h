@@ -20,6 +20,7 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 enum { BP_HELLO = 1, BP_MSG = 2 };
@@ -63,6 +64,21 @@ int bp_msg_read(const uint8_t *in, size_t len, bp_msg *m);
  * stamp taken in one namespace can be compared with a receive time in
  * another. */
 int64_t bp_now_ns(void);
+
+/* CLOCK_REALTIME in ns: also shared by every namespace. The relays stamp
+ * when they accept a client's first message with it (tern's relay puts its
+ * own in SERVER_ACK, in Unix ms), so the connect probe can compare the
+ * relay's moment of acceptance with its own start. */
+int64_t bp_unix_ns(void);
+
+/* Accept log: a relay started with --accept-log FILE appends one line
+ * "NAME UNIX_NS" when it accepts the first message of a client that has
+ * named itself (flushed at once). Returns 0, or -1 if it cannot write. */
+int bp_accept_log_write(FILE *f, const char *name, int64_t unix_ns);
+
+/* Looks `name` up in an accept log. Returns 0 with *unix_ns set, or -1 if
+ * the file or the name is not there (yet). */
+int bp_accept_log_find(const char *path, const char *name, int64_t *unix_ns);
 
 /* ENet channels the ENet baseline opens: 0 for control, the rest for
  * conversations. */

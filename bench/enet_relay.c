@@ -1,7 +1,7 @@
 /*
  * enet_relay: the raw-ENet baseline's relay.
  *
- *   enet_relay [--bind IP:PORT] [--duration S] [--max-peers N]
+ *   enet_relay [--bind IP:PORT] [--duration S] [--max-peers N] [--accept-log FILE]
  *
  * ENet with its default settings (ping interval, timeouts, window, MTU):
  * this is what ENet does on its own, without tern's layer. One packet is
@@ -9,10 +9,12 @@
  * conversation (the pair of names) is hashed onto one of the channels 1 to
  * BP_ENET_CHANNELS-1 on both hops, like tern's chat channels, so a loss in
  * one conversation does not hold up another. Payloads are not encrypted:
- * the CPU figures of this baseline contain no crypto.
+ * the CPU figures of this baseline contain no crypto. --accept-log as in
+ * tcp_relay: the first BP_MSG of each named peer, stamped when it is read.
  */
 #include <enet/enet.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +24,13 @@
 
 typedef struct peer_info {
   char name[BP_NAME_MAX + 1];
+  bool logged; /* its first message is in the accept log */
 } peer_info;
 
 typedef struct relay {
   ENetHost *host;
   uint8_t *scratch;
+  FILE *accept_log; /* --accept-log, or NULL */
   uint64_t connects, routed, refused;
 } relay;
 
@@ -52,6 +56,10 @@ static void on_receive(relay *r, ENetPeer *from, const ENetPacket *pk) {
     memcpy(pi->name, f.name, sizeof pi->name);
     return;
   }
+  if (r->accept_log && pi->name[0] && !pi->logged) {
+    pi->logged = true;
+    (void)bp_accept_log_write(r->accept_log, pi->name, bp_unix_ns());
+  }
   ENetPeer *to = pi->name[0] ? find(r, f.name) : NULL;
   size_t n = to ? bp_encode(r->scratch, BP_FRAME_MAX, BP_MSG, pi->name, f.payload, f.payload_len) : 0;
   ENetPacket *out = n ? enet_packet_create(r->scratch, n, ENET_PACKET_FLAG_RELIABLE) : NULL;
@@ -67,16 +75,18 @@ int main(int argc, char **argv) {
   const char *bind_s = "0.0.0.0:7600";
   double duration = 600;
   size_t max = 256;
+  const char *accept_path = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help")) {
       printf("usage: enet_relay [--bind IP:PORT (0.0.0.0:7600)] [--duration S (600)] "
-             "[--max-peers N (256, at most 4095)]\n");
+             "[--max-peers N (256, at most 4095)] [--accept-log FILE]\n");
       return 0;
     }
     if (i + 1 >= argc) goto bad;
     if (!strcmp(argv[i], "--bind")) bind_s = argv[++i];
     else if (!strcmp(argv[i], "--duration")) duration = strtod(argv[++i], NULL);
     else if (!strcmp(argv[i], "--max-peers")) max = strtoul(argv[++i], NULL, 10);
+    else if (!strcmp(argv[i], "--accept-log")) accept_path = argv[++i];
     else goto bad;
   }
   struct sockaddr_in sin;
@@ -86,6 +96,10 @@ int main(int argc, char **argv) {
   relay r = {0};
   r.host = enet_host_create(&addr, max, BP_ENET_CHANNELS, 0, 0);
   r.scratch = malloc(BP_FRAME_MAX);
+  if (accept_path && !(r.accept_log = fopen(accept_path, "w"))) {
+    perror("enet_relay: --accept-log");
+    return 1;
+  }
   if (!r.host || !r.scratch) {
     fprintf(stderr, "enet_relay: cannot bind %s\n", bind_s);
     return 1;
@@ -128,6 +142,7 @@ int main(int argc, char **argv) {
     r.host->peers[i].data = NULL;
   }
   enet_host_destroy(r.host);
+  if (r.accept_log) fclose(r.accept_log);
   free(r.scratch);
   enet_deinitialize();
   return 0;

@@ -3,6 +3,8 @@
 #
 #   sudo bash bench/run.sh [--quick|--full] [--build DIR] [--out DIR]
 #                          [--transports "tcp enet tern"] [--only SCENARIO]
+#                          [--workloads "chat burst big"] [--chat-duration S]
+#                          [--probes N]
 #
 # Client A (namespace <P>a) -> relay (<P>b) -> client B (<P>c), one linkem
 # per client link. "RTT R" means R ms round trip between a client and the
@@ -26,6 +28,9 @@ BUILD=$ROOT/build
 OUT=
 TRANSPORTS=
 ONLY=
+WORKLOADS="chat burst big"
+CHAT_DURATION=
+PROBES_OPT=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) MODE=quick ;;
@@ -34,7 +39,10 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=$2; shift ;;
     --transports) TRANSPORTS=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --workloads) WORKLOADS=$2; shift ;;
+    --chat-duration) CHAT_DURATION=$2; shift ;;
+    --probes) PROBES_OPT=$2; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -88,10 +96,10 @@ if [[ $MODE == quick ]]; then
   CHAT_SCEN="lo r100l0 r100l2 r100l5 r100ge"
   BURST_SCEN="r100l0 r100l2"
   BIG_SCEN="r100l0 r100l2"
-  CHAT_ARGS="--pairs 4 --rate 10 --duration 4"
+  CHAT_ARGS="--pairs 4 --rate 10 --duration 8"
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 1 --count 6 --rate 3"
-  PROBES=2
+  PROBES=3
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern"
 else
   ALL="lo"
@@ -105,6 +113,12 @@ else
   PROBES=5
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern tern-nofsync"
 fi
+
+if [[ -n $CHAT_DURATION ]]; then CHAT_ARGS="${CHAT_ARGS% --duration *} --duration $CHAT_DURATION"; fi
+[[ -z $PROBES_OPT ]] || PROBES=$PROBES_OPT
+[[ " $WORKLOADS " == *" chat "* ]] || CHAT_SCEN=
+[[ " $WORKLOADS " == *" burst "* ]] || BURST_SCEN=
+[[ " $WORKLOADS " == *" big "* ]] || BIG_SCEN=
 
 scen_rtt() { case $1 in lo) echo 0 ;; *) local x=${1#r}; echo "${x%%[lg]*}" ;; esac; }
 scen_loss() { case $1 in lo) echo 0 ;; *ge) echo ge ;; *) echo "${1##*l}" ;; esac; }
@@ -130,7 +144,7 @@ cpu_of() { # PID -> CPU seconds (utime + stime) from /proc
 # One run: TRANSPORT WORKLOAD SCENARIO "ARGS" [probes]
 run_one() {
   local tp=$1 wl=$2 sc=$3 args=$4 probes=${5:-0}
-  local rtt loss id=$tp.$wl.$sc d tag seed=7
+  local rtt loss id=$tp.$wl.$sc d tag seed=7 t_run=$SECONDS
   rtt=$(scen_rtt "$sc"); loss=$(scen_loss "$sc")
   local raw=$OUT/raw/$id
   local lk1= lk2= relay_pid nsA=${P}a nsC=${P}c nsR=${P}b ra=$RELAY_A rc=$RELAY_C
@@ -152,8 +166,10 @@ run_one() {
   fi
   local port key=() t=$tp
   case $tp in
-    tcp) port=7500; ip netns exec "$nsR" "$B/tcp_relay" --bind 0.0.0.0:$port --duration 900 >"$raw.relay" 2>&1 & ;;
-    enet) port=7600; ip netns exec "$nsR" "$B/enet_relay" --bind 0.0.0.0:$port --duration 900 >"$raw.relay" 2>&1 & ;;
+    tcp) port=7500; ip netns exec "$nsR" "$B/tcp_relay" --bind 0.0.0.0:$port --duration 900 \
+           --accept-log "$raw.accepts" >"$raw.relay" 2>&1 & ;;
+    enet) port=7600; ip netns exec "$nsR" "$B/enet_relay" --bind 0.0.0.0:$port --duration 900 \
+           --accept-log "$raw.accepts" >"$raw.relay" 2>&1 & ;;
     tern|tern-nofsync)
       port=7400; t=tern; key=(--relay-key "$RELAY_KEY")
       local extra=(); [[ $tp == tern-nofsync ]] && extra=(--no-fsync)
@@ -167,7 +183,7 @@ run_one() {
   local prefix=x$RANDOM
   # shellcheck disable=SC2086
   timeout 180 ip netns exec "$nsC" "$B/benchclient" --transport "$t" --relay "$rc:$port" "${key[@]}" \
-    --role recv --workload "$wl" $args --prefix "$prefix" --linger 1 --ready-file "$WORK/ready.recv" \
+    --role recv --workload "$wl" $args --prefix "$prefix" --linger 0.5 --ready-file "$WORK/ready.recv" \
     --latencies "$OUT/lat/$id.txt" --label "$id" >"$raw.recv" 2>"$raw.recv.err" &
   local recv_pid=$!; PIDS+=("$recv_pid")
   if ! wait_file "$WORK/ready.recv" 25 any; then
@@ -186,16 +202,17 @@ run_one() {
   : >"$raw.connect"
   for ((i = 0; i < probes; i++)); do
     timeout 40 ip netns exec "$nsA" "$B/benchclient" --transport "$t" --relay "$ra:$port" "${key[@]}" \
-      --role send --workload connect --prefix "p$i$prefix" --label "$id" >>"$raw.connect" 2>>"$raw.connect.err" || true
+      --role send --workload connect --prefix "p$i$prefix" --label "$id" --accept-log "$raw.accepts" \
+      >>"$raw.connect" 2>>"$raw.connect.err" || true
   done
   stop_pid "$relay_pid"
   if [[ -n $lk1 ]]; then stop_pid "$lk1"; stop_pid "$lk2"; fi
   PIDS=()
-  printf '%-28s %s\n' "$id" "$(python3 -c '
+  printf '%-28s %-44s %3d s\n' "$id" "$(python3 -c '
 import json,sys
 try:
   j=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("p50 %.1f p99 %.1f max %.1f lost %d" % (j["p50_ms"], j["p99_ms"], j["max_ms"], j["lost"]))
-except Exception: print("FAILED")' "$raw.recv")"
+except Exception: print("FAILED")' "$raw.recv")" $((SECONDS - t_run))
 }
 
 T0=$(date +%s)

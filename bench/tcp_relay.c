@@ -1,14 +1,16 @@
 /*
  * tcp_relay: the TCP baseline's relay.
  *
- *   tcp_relay [--bind IP:PORT] [--duration S] [--max-clients N]
+ *   tcp_relay [--bind IP:PORT] [--duration S] [--max-clients N] [--accept-log FILE]
  *
  * One epoll loop, TCP_NODELAY on every connection. Each connection is a
  * tcpsec stream (crypto_kx + crypto_secretstream_xchacha20poly1305); the
  * client names itself with BP_HELLO, and each BP_MSG is opened, re-addressed
  * with the sender's name and sealed again for the recipient, the work a
  * tern relay does too. A message for a name that is not connected is
- * dropped and counted. On SIGINT/SIGTERM or after --duration (default 600 s)
+ * dropped and counted. With --accept-log, the moment (CLOCK_REALTIME) it
+ * reads the first BP_MSG of each named connection is appended to FILE
+ * (benchproto.h), for the connect probe. On SIGINT/SIGTERM or after --duration (default 600 s)
  * it prints one JSON line of counters and exits.
  */
 /* accept4() is a Linux extension. */
@@ -32,6 +34,7 @@ typedef struct client {
   tcpsec c;
   char name[BP_NAME_MAX + 1];
   bool out_armed; /* EPOLLOUT registered */
+  bool logged;    /* its first message is in the accept log */
 } client;
 
 typedef struct relay {
@@ -39,6 +42,7 @@ typedef struct relay {
   client *clients;
   size_t max;
   uint8_t *scratch;
+  FILE *accept_log; /* --accept-log, or NULL */
   uint64_t accepted, routed, refused, errors;
 } relay;
 
@@ -75,6 +79,10 @@ static int on_frame(void *arg, tcpsec *c, const uint8_t *frame, size_t len) {
     while ((old = find(r, f.name)) != NULL) old->name[0] = 0;
     memcpy(from->name, f.name, sizeof from->name);
     return 0;
+  }
+  if (r->accept_log && from->name[0] && !from->logged) {
+    from->logged = true;
+    if (bp_accept_log_write(r->accept_log, from->name, bp_unix_ns()) < 0) r->errors++;
   }
   client *to = from->name[0] ? find(r, f.name) : NULL;
   if (!to || !to->c.tx_ready) {
@@ -123,16 +131,18 @@ int main(int argc, char **argv) {
   const char *bind_s = "0.0.0.0:7500";
   double duration = 600;
   size_t max = 256;
+  const char *accept_path = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help")) {
       printf("usage: tcp_relay [--bind IP:PORT (0.0.0.0:7500)] [--duration S (600)] "
-             "[--max-clients N (256)]\n");
+             "[--max-clients N (256)] [--accept-log FILE]\n");
       return 0;
     }
     if (i + 1 >= argc) goto bad;
     if (!strcmp(argv[i], "--bind")) bind_s = argv[++i];
     else if (!strcmp(argv[i], "--duration")) duration = strtod(argv[++i], NULL);
     else if (!strcmp(argv[i], "--max-clients")) max = strtoul(argv[++i], NULL, 10);
+    else if (!strcmp(argv[i], "--accept-log")) accept_path = argv[++i];
     else goto bad;
   }
   struct sockaddr_in addr;
@@ -142,6 +152,10 @@ int main(int argc, char **argv) {
   r.max = max;
   r.clients = calloc(max, sizeof *r.clients);
   r.scratch = malloc(BP_FRAME_MAX);
+  if (accept_path && !(r.accept_log = fopen(accept_path, "w"))) {
+    perror("tcp_relay: --accept-log");
+    return 1;
+  }
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -183,6 +197,7 @@ int main(int argc, char **argv) {
          r.accepted, r.routed, r.refused, r.errors, bp_cpu_seconds());
   for (size_t i = 0; i < max; i++)
     if (r.clients[i].used) drop(&r, i);
+  if (r.accept_log) fclose(r.accept_log);
   free(r.clients);
   free(r.scratch);
   close(lfd);

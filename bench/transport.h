@@ -23,6 +23,15 @@ typedef struct bench_transport_config {
   const char *const *names; /* names[i]: the user name of client i */
   int connect_timeout_ms;   /* open() fails after this long */
   const char *relay_key;    /* tern: the relay's public key, 64 hex digits */
+  /* Optional first message of client 0 (first_to NULL: none), sent by
+   * open() as early as the transport allows: tern queues it right after
+   * tern_client_connect(), so it rides in the handshake as early data, as
+   * it does for an app that sends while connecting; TCP and ENet send it
+   * once their connection can carry it (after the key exchange, after
+   * ENet's connect and BP_HELLO). */
+  const char *first_to;
+  const void *first_body;
+  size_t first_len;
 } bench_transport_config;
 
 /* Called once per message received by client `client`; `from` is the
@@ -47,10 +56,13 @@ typedef struct bench_transport {
   void (*close)(void *st);
   /* Optional (NULL: not known). When client `client` started connecting
    * and when the relay first confirmed it had accepted one of its messages
-   * (tern: TERN_EV_SENT), as bp_now_ns() stamps; 0 if that has not happened.
-   * Without it benchclient takes the return of the client's greeting to
-   * itself through the relay, which is the same round trip. */
-  void (*connect_times)(void *st, int client, int64_t *start_ns, int64_t *accepted_ns);
+   * (tern: TERN_EV_SENT), as bp_now_ns() stamps, and the relay's own stamp
+   * of that acceptance as a bp_unix_ns() value (tern: the SERVER_ACK's ts,
+   * Unix ms); 0 if that has not happened. Without it benchclient takes the
+   * return of the client's greeting to itself through the relay, which is
+   * the same round trip, and the relay's --accept-log. */
+  void (*connect_times)(void *st, int client, int64_t *start_ns, int64_t *acked_ns,
+                        int64_t *relay_accept_unix_ns);
 } bench_transport;
 
 extern const bench_transport bench_transport_tcp;

@@ -149,6 +149,7 @@ static void *enet_open(const bench_transport_config *cfg) {
     }
     enet_host_flush(s->hosts[i]);
   }
+  if (cfg->first_to && enet_send(s, 0, cfg->first_to, cfg->first_body, cfg->first_len) < 0) goto fail;
   return s;
 fail:
   enet_close(s);

@@ -121,6 +121,7 @@ static void *tcp_open(const bench_transport_config *cfg) {
     if (n == 0 || tcpsec_send(&s->conns[i], s->scratch, n) < 0 || tcpsec_flush(&s->conns[i]) < 0)
       goto fail;
   }
+  if (cfg->first_to && tcp_send(s, 0, cfg->first_to, cfg->first_body, cfg->first_len) < 0) goto fail;
   return s;
 fail:
   tcp_close(s);

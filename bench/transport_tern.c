@@ -9,7 +9,9 @@
  * (65536) already takes the "big" workload's 64 KiB bodies.
  *
  * Receipt is TERN_EV_MESSAGE. TERN_EV_SENT of the first message a client
- * sends stamps "accepted by the relay" for the connect metric. A
+ * sends stamps "acknowledged" for the connect metric, and its
+ * server_time_ms (the relay's wall clock when it took the message) is the
+ * relay's own stamp of the acceptance. A
  * TERN_EV_DISCONNECTED is not fatal: the client reconnects by itself and
  * resends its outbox, which is what tern promises; it is counted and printed.
  * TERN_EV_FAILED is fatal (nothing in the bench should be refused). */
@@ -23,14 +25,27 @@
 #include "tern/tern.h"
 #include "transport.h"
 
+/* A message that arrived while open() was still connecting the others
+ * (a client's early message to itself can come back that fast): kept for
+ * the first poll that has a callback. */
+typedef struct pending_msg {
+  int client;
+  char from[TERN_USER_MAX + 1];
+  size_t len;
+  uint8_t *body;
+} pending_msg;
+
+#define PENDING_MAX 64
+
 typedef struct tern_state {
   int n;
   tern_client **c;
-  int64_t *start_ns, *accepted_ns;
+  int64_t *start_ns, *accepted_ns, *relay_unix_ns;
   int *connected;
-  int *dirty; /* sent since the last drain of its wake-up eventfd */
   struct pollfd *pfds;
   int disconnects;
+  pending_msg pending[PENDING_MAX];
+  int npending;
 } tern_state;
 
 static void tern_close_all(void *p) {
@@ -42,9 +57,10 @@ static void tern_close_all(void *p) {
   free(s->c);
   free(s->start_ns);
   free(s->accepted_ns);
+  free(s->relay_unix_ns);
   free(s->connected);
-  free(s->dirty);
   free(s->pfds);
+  for (int k = 0; k < s->npending; k++) free(s->pending[k].body);
   free(s);
 }
 
@@ -55,10 +71,29 @@ static int drain(tern_state *s, int i, bench_on_message fn, void *arg) {
   for (int k = 0; k < 100000 && tern_client_next_event(s->c[i], &ev) == 1; k++) {
     switch (ev.type) {
       case TERN_EV_MESSAGE:
-        if (fn) fn(arg, i, ev.user, ev.body, ev.body_len);
+        if (fn) {
+          fn(arg, i, ev.user, ev.body, ev.body_len);
+        } else if (s->npending < PENDING_MAX) {
+          pending_msg *pm = &s->pending[s->npending];
+          pm->body = malloc(ev.body_len ? ev.body_len : 1);
+          if (!pm->body) return -1;
+          memcpy(pm->body, ev.body, ev.body_len);
+          pm->len = ev.body_len;
+          pm->client = i;
+          snprintf(pm->from, sizeof pm->from, "%s", ev.user);
+          s->npending++;
+        } else {
+          fprintf(stderr, "tern: more than %d messages while connecting\n", PENDING_MAX);
+          return -1;
+        }
         break;
       case TERN_EV_SENT:
-        if (!s->accepted_ns[i]) s->accepted_ns[i] = bp_now_ns();
+        if (!s->accepted_ns[i]) {
+          s->accepted_ns[i] = bp_now_ns();
+          /* Whole Unix ms, truncated by the relay: the middle of that
+           * millisecond is the unbiased estimate. */
+          s->relay_unix_ns[i] = (int64_t)ev.server_time_ms * 1000000 + 500000;
+        }
         break;
       case TERN_EV_CONNECTED:
         s->connected[i] = 1;
@@ -88,35 +123,16 @@ static int service_all(tern_state *s, bench_on_message fn, void *arg) {
   return 0;
 }
 
-/* Works around a libtern bug (bench/README.md, "Findings", F1):
- * tern_client_send() writes the client's wake-up eventfd, which is inside
- * the epoll set tern_client_fd() returns, and only a tern_client_service()
- * that goes on to wait (timeout > 0) reads it again. The documented external
- * loop (poll the fd, then tern_client_service(c, 0)) therefore sees the fd
- * readable forever after the first send and spins at 100 % CPU. Serving a
- * client that has sent with a 1 ms timeout drains it, at the price of up to
- * 1 ms spent in that call (only when this process is about to wait anyway). */
-static int drain_wakeups(tern_state *s, bench_on_message fn, void *arg) {
-  for (int i = 0; i < s->n; i++) {
-    /* tern_client_service() returns before its wait (and so before the
-     * read) whenever events are queued: take them and go again, a bounded
-     * number of times. The client stays marked while its fd still reads as
-     * ready afterwards (real input is served by the same calls). */
-    for (int k = 0; k < 4 && s->dirty[i]; k++) {
-      int rc = tern_client_service(s->c[i], 1);
-      if (rc < 0 || drain(s, i, fn, arg) < 0) return -1;
-      struct pollfd pf = {.fd = tern_client_fd(s->c[i]), .events = POLLIN};
-      if (rc == 0 && poll(&pf, 1, 0) == 0) s->dirty[i] = 0;
-    }
-  }
-  return 0;
-}
-
 static int tern_poll(void *p, int timeout_ms, bench_on_message fn, void *arg) {
   tern_state *s = p;
+  for (int k = 0; fn && k < s->npending; k++) {
+    pending_msg *pm = &s->pending[k];
+    fn(arg, pm->client, pm->from, pm->body, pm->len);
+    free(pm->body);
+  }
+  if (fn) s->npending = 0;
   if (service_all(s, fn, arg) < 0) return -1;
   if (timeout_ms <= 0) return 0;
-  if (drain_wakeups(s, fn, arg) < 0) return -1;
   int wait = timeout_ms;
   for (int i = 0; i < s->n; i++) {
     int t = tern_client_timeout_ms(s->c[i]);
@@ -132,7 +148,6 @@ static int tern_send_msg(void *p, int client, const char *to, const void *body, 
   tern_state *s = p;
   /* tern_client_send() seals and hands the packet to ENet and flushes. */
   int rc = tern_client_send(s->c[client], to, body, len, NULL);
-  s->dirty[client] = 1;
   if (rc) {
     fprintf(stderr, "tern: send: %s\n", tern_errname(rc));
     return -1;
@@ -162,10 +177,10 @@ static void *tern_open(const bench_transport_config *cfg) {
   s->c = calloc((size_t)s->n, sizeof *s->c);
   s->start_ns = calloc((size_t)s->n, sizeof *s->start_ns);
   s->accepted_ns = calloc((size_t)s->n, sizeof *s->accepted_ns);
+  s->relay_unix_ns = calloc((size_t)s->n, sizeof *s->relay_unix_ns);
   s->connected = calloc((size_t)s->n, sizeof *s->connected);
-  s->dirty = calloc((size_t)s->n, sizeof *s->dirty);
   s->pfds = calloc((size_t)s->n, sizeof *s->pfds);
-  if (!s->c || !s->start_ns || !s->accepted_ns || !s->connected || !s->dirty || !s->pfds) goto fail;
+  if (!s->c || !s->start_ns || !s->accepted_ns || !s->relay_unix_ns || !s->connected || !s->pfds) goto fail;
   for (int i = 0; i < s->n; i++) {
     tern_client_config cc;
     tern_client_config_default(&cc);
@@ -186,11 +201,14 @@ static void *tern_open(const bench_transport_config *cfg) {
   for (int i = 0; i < s->n; i++) {
     s->start_ns[i] = bp_now_ns();
     int rc = tern_client_connect(s->c[i]);
-    s->dirty[i] = 1; /* connect() writes the eventfd too */
     if (rc) {
       fprintf(stderr, "tern: connect: %s\n", tern_errname(rc));
       goto fail;
     }
+    /* Sent while connecting: it waits in the outbox and goes out as early
+     * data inside the handshake's first message. */
+    if (i == 0 && cfg->first_to && tern_send_msg(s, 0, cfg->first_to, cfg->first_body, cfg->first_len) < 0)
+      goto fail;
   }
   int64_t end = bp_now_ns() + (int64_t)cfg->connect_timeout_ms * 1000000;
   for (;;) {
@@ -210,10 +228,12 @@ fail:
   return NULL;
 }
 
-static void tern_connect_times(void *p, int client, int64_t *start_ns, int64_t *accepted_ns) {
+static void tern_connect_times(void *p, int client, int64_t *start_ns, int64_t *acked_ns,
+                               int64_t *relay_accept_unix_ns) {
   tern_state *s = p;
   *start_ns = s->start_ns[client];
-  *accepted_ns = s->accepted_ns[client];
+  *acked_ns = s->accepted_ns[client];
+  *relay_accept_unix_ns = s->relay_unix_ns[client];
 }
 
 const bench_transport bench_transport_tern = {"tern",     tern_open,       tern_send_msg, tern_poll,

@@ -22,11 +22,15 @@ typedef struct tern__ccore_config {
   uint32_t ack_delay_ms;  /* batch DELIVERY_ACKs for this long (20) */
   uint32_t busy_retry_ms; /* after BUSY, wait this long before resending (2000) */
   size_t held_max;        /* DELIVERs kept while waiting for prev_seq (1024) */
-  /* A message body up to this size is sent a second time, copy_delay_ms
-   * after the first, unsequenced on its own channel; the relay's dedup
-   * drops whichever arrives second. 0 turns copies off. (512, 30) */
+  /* A message body up to this size is sent a second time, unsequenced on
+   * its own channel; the relay's dedup drops whichever arrives second. 0
+   * turns copies off. The copy leaves a fifth of the session's RTT after
+   * the first transmission (tern__ccore_set_rtt), at least
+   * copy_delay_min_ms and at most copy_delay_ms; copy_delay_ms while the
+   * RTT is unknown. (512, 30, 5) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;
+  uint32_t copy_delay_min_ms;
 } tern__ccore_config;
 
 void tern__ccore_config_default(tern__ccore_config *cfg);
@@ -60,6 +64,10 @@ size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now
 void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms);
 /* The session is gone. */
 void tern__ccore_offline(tern__ccore *cc);
+
+/* The session's smoothed round-trip time in ms as the link measures it (0:
+ * unknown); it sets how long a copy waits (see copy_delay_ms). */
+void tern__ccore_set_rtt(tern__ccore *cc, uint32_t rtt_ms);
 
 /* Frames from the relay. Malformed frames are skipped. */
 void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms);

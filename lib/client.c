@@ -38,6 +38,29 @@
 /* Room for the largest frame batch plus sealing overhead. */
 #define CLIENT_BUF (TERN_MESSAGE_MAX + 4096)
 
+/* An attempt whose ENet connect has had no answer for this long is given up
+ * (TERN_ETIMEDOUT) before handshake_timeout_ms, and the first attempt in a
+ * row that ends unanswered (by this or by handshake_timeout_ms) is retried
+ * at once, without the backoff (spec/handshake.md, 5.1). The link already
+ * resends the connect request every quarter second or so; a fresh attempt
+ * also gets past a relay that lost the first one's state. */
+#define CONNECT_SILENCE_MS 3000
+
+/* DATA that arrives before WELCOME. The relay sends WELCOME as soon as it
+ * has read HELLO, and its answers to early data (SERVER_ACK, BUSY, FAILED)
+ * after its store commit, on the chat channels: if ENet has to resend a
+ * lost WELCOME, they arrive first. ENet has acknowledged them, so dropping
+ * them would leave the early messages unanswered until the resend timer
+ * (seconds). They are kept, bounded, and opened once the session is. */
+#define STASH_PACKETS 32
+#define STASH_BYTES 512
+
+typedef struct stashed {
+  uint8_t channel;
+  uint16_t len;
+  uint8_t data[STASH_BYTES];
+} stashed;
+
 typedef enum client_state {
   C_IDLE = 0,      /* no link */
   C_LINKING,       /* ENet connect in progress */
@@ -60,11 +83,14 @@ struct tern_client {
   int want_online;              /* connect() called, disconnect() not */
   uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
   uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
+  int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
   tern__backoff backoff;
   int close_reason;             /* authenticated reason from a CLOSE frame */
   tern__cstore *store;
   tern__ccore *core;
   uint8_t *buf, *pkt;
+  stashed stash[STASH_PACKETS]; /* DATA received in C_HANDSHAKE, in order */
+  size_t nstash;
   tern_client_stats stats;
   /* Keepalive (spec/keepalive.md). */
   tern__ka ka;
@@ -239,11 +265,17 @@ static void wake(tern_client *c) {
   (void)w; /* a full counter already means "awake" */
 }
 
+/* The link's RTT to the relay, for the core's copy timing. */
+static void sync_rtt(tern_client *c) {
+  tern__ccore_set_rtt(c->core, c->state == C_OPEN ? tern__link_peer_rtt(c->peer) : 0);
+}
+
 /* Ends the link and reports why; schedules a reconnect if wanted. */
 static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   if (c->peer && close_how >= 0) tern__link_close(c->peer, code, close_how);
   c->peer = NULL;
   tern__session_wipe(&c->sess);
+  c->nstash = 0;
   int was_open = c->state == C_OPEN || c->state == C_CLOSING;
   c->state = C_IDLE;
   c->close_reason = 0;
@@ -427,6 +459,8 @@ static void on_link_up(tern_client *c) {
   c->state = C_HANDSHAKE;
 }
 
+static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t len);
+
 /* A WELCOME arrived: finish the handshake or report the refusal. */
 static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   size_t plen = 0;
@@ -459,11 +493,19 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   memcpy(c->user, wf.user, wf.user_len);
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
+  c->silent_retried = 0;
   c->stats.connects++;
   c->last_data_ms = tern__now_ms();
   tern__backoff_reset(&c->backoff);
   push(c, TERN_EV_CONNECTED, 0, c->user);
+  sync_rtt(c);
   tern__ccore_online(c->core, c->user, tern__now_ms());
+  /* What overtook WELCOME, in the order it came; stops if it ends the
+   * session (a CLOSE frame does not end it here, the link's disconnect does). */
+  size_t n = c->nstash;
+  c->nstash = 0;
+  for (size_t i = 0; i < n && c->state == C_OPEN; i++)
+    on_data(c, c->stash[i].channel, c->stash[i].data, c->stash[i].len);
 }
 
 /* The frames that are the shell's, not the messaging core's: CLOSE and
@@ -485,17 +527,12 @@ static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
   }
 }
 
-static void on_receive(tern_client *c, const tern__link_event *ev) {
-  if (ev->len == 0) return;
-  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_WELCOME) {
-    on_welcome(c, ev->payload, ev->len);
-    return;
-  }
-  if ((c->state != C_OPEN && c->state != C_CLOSING) || ev->payload[0] != TERN__PKT_DATA) return;
+/* Opens a DATA packet of the open session and hands its frames on. */
+static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t len) {
   size_t n = 0;
   uint8_t stream;
-  int rc = tern__session_open(&c->sess, ev->payload, ev->len, c->buf, CLIENT_BUF, &n, &stream);
-  if (rc == 0 && stream != ev->channel) rc = TERN_EPROTO; /* sealed for another channel */
+  int rc = tern__session_open(&c->sess, pkt, len, c->buf, CLIENT_BUF, &n, &stream);
+  if (rc == 0 && stream != channel) rc = TERN_EPROTO; /* sealed for another channel */
   if (rc == TERN_EDECRYPT || rc == TERN_EPROTO) c->stats.packets_rejected++;
   if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
   if (rc) return; /* dropped and counted; the session carries on */
@@ -503,6 +540,27 @@ static void on_receive(tern_client *c, const tern__link_event *ev) {
   c->last_data_ms = tern__now_ms();
   on_shell_frames(c, c->buf, n);
   tern__ccore_input(c->core, c->buf, n, tern__now_ms());
+}
+
+static void on_receive(tern_client *c, const tern__link_event *ev) {
+  if (ev->len == 0) return;
+  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_WELCOME) {
+    on_welcome(c, ev->payload, ev->len);
+    return;
+  }
+  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_DATA) {
+    /* Overtook WELCOME (see STASH_PACKETS); what does not fit is dropped,
+     * and the resend timers bring it back. */
+    if (c->nstash < STASH_PACKETS && ev->len <= STASH_BYTES) {
+      stashed *st = &c->stash[c->nstash++];
+      st->channel = ev->channel;
+      st->len = (uint16_t)ev->len;
+      memcpy(st->data, ev->payload, ev->len);
+    }
+    return;
+  }
+  if ((c->state != C_OPEN && c->state != C_CLOSING) || ev->payload[0] != TERN__PKT_DATA) return;
+  on_data(c, ev->channel, ev->payload, ev->len);
 }
 
 /* Why the link went down, from what the client knows. ENet's disconnect
@@ -696,6 +754,8 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
   int t = -1;
   if (c->state == C_LINKING || c->state == C_HANDSHAKE) {
     uint64_t d = c->attempt_start_ms + c->cfg.handshake_timeout_ms;
+    if (c->state == C_LINKING && c->cfg.handshake_timeout_ms > CONNECT_SILENCE_MS)
+      d = c->attempt_start_ms + CONNECT_SILENCE_MS;
     t = now >= d ? 0 : (int)(d - now);
   }
   if (c->state == C_IDLE && c->next_attempt_ms)
@@ -704,9 +764,15 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
 }
 
 static void handle_timers(tern_client *c, uint64_t now) {
-  if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0)
-    drop(c, c->state == C_LINKING ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW,
-         TERN__DISC_HS_TIMEOUT);
+  sync_rtt(c);
+  if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0) {
+    int silent = c->state == C_LINKING;
+    drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
+    if (silent && !c->silent_retried && c->want_online) {
+      c->next_attempt_ms = now; /* at once, once in a row; then the backoff */
+      c->silent_retried = 1;
+    }
+  }
   if (c->state == C_IDLE && c->want_online && c->next_attempt_ms && now >= c->next_attempt_ms) {
     int rc = start_attempt(c);
     if (rc) {
@@ -811,7 +877,10 @@ static int do_send(tern_client *c, const char *to, const void *body, size_t len,
   if (rc == 0) {
     pthread_mutex_lock(&c->mu);
     if (ephemeral && c->state != C_OPEN) rc = TERN_ECLOSED;
-    else rc = tern__ccore_send(c->core, to, body, len, ephemeral, tern__now_ms(), tern__wall_ms(), &id);
+    else {
+      sync_rtt(c);
+      rc = tern__ccore_send(c->core, to, body, len, ephemeral, tern__now_ms(), tern__wall_ms(), &id);
+    }
     if (rc == 0) flush_core(c);
     pthread_mutex_unlock(&c->mu);
     if (rc == 0) wake(c);

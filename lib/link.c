@@ -11,11 +11,36 @@
 #include "clock.h"
 #include "tern/tern.h"
 
+/* Retransmission timing (spec/wire.md, "Retransmission timing"). ENet
+ * starts every peer from a 500 ms RTT guess and doubles a reliable
+ * command's timeout at each expiry without a cap, so one lost datagram on a
+ * 100 ms path stalls its channel for 300-500 ms, two for a second or more,
+ * and a lost connect costs 0.5 + 1 + 2 s. tern keeps ENet's estimator
+ * (srtt + 4 rttvar) but:
+ *  - seeds the RTT: a client's connect starts from the RTT last measured to
+ *    that relay (RTT_GUESS_MS if none), and the connect exchange, when it
+ *    needed no retransmission, is the peer's first RTT sample;
+ *  - caps every in-flight reliable command's timeout at 2 srtt + RTO_SLACK_MS
+ *    for its first RTO_FAST_SENDS transmissions (after that ENet's doubling
+ *    resumes from the cap, so a dead path is not flooded); a peer without an
+ *    RTT sample yet (connecting, or the relay's side of a new connection)
+ *    counts as srtt = its seed. */
+#define RTT_GUESS_MS 100
+#define RTO_SLACK_MS 50
+#define RTO_FAST_SENDS 5
+
 struct tern__link {
   ENetHost *host;
   tern__link_raw_fn raw_fn;
   void *raw_ctx;
   uint64_t *heard_ms;  /* per peer slot: when a datagram from it last arrived */
+  enet_uint32 tuned_at;      /* ENet time of the last pass over in-flight commands */
+  ENetPeer *outgoing;        /* client: the peer of the last tern__link_connect() */
+  enet_uint32 connect_start; /* ENet time it started connecting */
+  enet_uint32 connect_rto;   /* its connect request's first timeout, ms */
+  int connecting;            /* its connect has not completed */
+  ENetAddress rtt_addr;      /* where rtt_ms was measured */
+  enet_uint32 rtt_ms;        /* smoothed RTT last measured to rtt_addr; 0: none */
 };
 
 /* ENet's intercept callback has no context pointer: the link being
@@ -102,8 +127,38 @@ int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__lin
   addr.port = port;
   ENetPeer *p = enet_host_connect(l->host, &addr, TERN__CH_COUNT, 0);
   if (!p) return TERN_ERESOURCE;
+  /* The connect request is queued, not sent: its timeout is computed from
+   * these when it leaves. RTO = rtt + 4 * rtt/4 = 2 rtt. */
+  enet_uint32 seed = RTT_GUESS_MS;
+  if (l->rtt_ms && l->rtt_addr.host == addr.host && l->rtt_addr.port == addr.port) seed = l->rtt_ms;
+  p->roundTripTime = seed;
+  p->roundTripTimeVariance = seed / 4;
+  l->outgoing = p;
+  l->connect_start = enet_time_get();
+  l->connect_rto = p->roundTripTime + 4 * p->roundTripTimeVariance;
+  l->connecting = 1;
   *peer = (tern__link_peer *)p;
   return 0;
+}
+
+/* The client's connect completed. If the request was answered before it
+ * could have been sent a second time, the time it took is an RTT sample
+ * (Karn's rule: a sample that could belong to either transmission is not
+ * taken): it becomes the peer's estimate, and ENet smooths later samples
+ * into it (lastReceiveTime set) instead of starting over from the first
+ * acknowledgement with a variance of half the RTT. */
+static void connect_sample(tern__link *l, ENetPeer *p) {
+  if (p != l->outgoing || !l->connecting) return;
+  l->connecting = 0;
+  enet_uint32 now = enet_time_get();
+  enet_uint32 sample = ENET_TIME_DIFFERENCE(now, l->connect_start);
+  if (sample >= l->connect_rto) return;
+  if (sample == 0) sample = 1;
+  p->roundTripTime = sample;
+  p->roundTripTimeVariance = sample / 4 ? sample / 4 : 1;
+  p->lastReceiveTime = now ? now : 1;
+  l->rtt_addr = p->address;
+  l->rtt_ms = sample;
 }
 
 int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const void *data,
@@ -143,6 +198,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
     case ENET_EVENT_TYPE_CONNECT:
       ev->type = TERN__LINK_EV_CONNECT;
       l->heard_ms[e.peer - l->host->peers] = tern__now_ms();
+      connect_sample(l, e.peer);
       /* ENet's throttle drops unreliable packets when it sees loss or RTT
        * jitter, which is exactly when tern's unsequenced copies matter:
        * keep our sending throttle open. Only once connected: the connect
@@ -172,7 +228,61 @@ void tern__link_event_done(tern__link_event *ev) {
   ev->len = 0;
 }
 
-void tern__link_flush(tern__link *l) { enet_host_flush(l->host); }
+/* The srtt the retransmission cap is computed from (see the top). */
+static enet_uint32 cap_srtt(const tern__link *l, const ENetPeer *p) {
+  if (p->lastReceiveTime != 0) return p->roundTripTime; /* sampled */
+  if (p == l->outgoing) return p->roundTripTime;         /* the seed */
+  return RTT_GUESS_MS; /* the relay's side of a new connection */
+}
+
+/* Caps the timeouts of reliable commands sent since the last pass. ENet
+ * appends every command it (re)sends to the tail of sentReliableCommands
+ * with its timeout already set (first send: srtt + 4 rttvar; resend:
+ * doubled), so only the tail needs looking at: walk back while the
+ * commands were sent at or after the last pass (ENet time has whole
+ * milliseconds, so a command sent in the same millisecond as the pass is
+ * looked at twice, harmlessly). ENet checks timeouts when nextTimeout, the
+ * deadline of the oldest command, comes; it is recomputed if that one
+ * changed. A later command whose capped deadline falls before it waits
+ * for it, at most one cap longer. */
+static void tune_peer(const tern__link *l, ENetPeer *p) {
+  if (p->state == ENET_PEER_STATE_DISCONNECTED || p->state == ENET_PEER_STATE_ZOMBIE) return;
+  ENetList *sent = &p->sentReliableCommands;
+  if (enet_list_empty(sent)) return;
+  enet_uint32 cap = 2 * cap_srtt(l, p) + RTO_SLACK_MS;
+  int changed = 0;
+  for (ENetListIterator it = enet_list_previous(enet_list_end(sent)); it != enet_list_end(sent);
+       it = enet_list_previous(it)) {
+    ENetOutgoingCommand *oc = (ENetOutgoingCommand *)it;
+    if (ENET_TIME_LESS(oc->sentTime, l->tuned_at)) break;
+    if (oc->sendAttempts <= RTO_FAST_SENDS && oc->roundTripTimeout > cap) {
+      oc->roundTripTimeout = cap;
+      changed = 1;
+    }
+  }
+  if (changed) {
+    ENetOutgoingCommand *head = (ENetOutgoingCommand *)enet_list_front(sent);
+    p->nextTimeout = head->sentTime + head->roundTripTimeout;
+  }
+}
+
+/* One pass over every peer: caps what was sent since the last pass, and
+ * remembers the client's RTT to its relay for the next connect. */
+static void tune(tern__link *l) {
+  enet_uint32 now = enet_time_get();
+  for (size_t i = 0; i < l->host->peerCount; i++) tune_peer(l, &l->host->peers[i]);
+  ENetPeer *o = l->outgoing;
+  if (o && o->state == ENET_PEER_STATE_CONNECTED && o->lastReceiveTime != 0) {
+    l->rtt_addr = o->address;
+    l->rtt_ms = o->roundTripTime;
+  }
+  l->tuned_at = now;
+}
+
+void tern__link_flush(tern__link *l) {
+  enet_host_flush(l->host);
+  tune(l);
+}
 
 void tern__link_close(tern__link_peer *peer, uint32_t code, int how) {
   ENetPeer *p = (ENetPeer *)peer;
@@ -267,6 +377,7 @@ static enet_uint32 peer_due(const ENetPeer *p, int *due) {
 }
 
 int tern__link_next_timeout_ms(tern__link *l) {
+  tune(l); /* before a wait: nothing sent may keep ENet's uncapped timeout */
   enet_uint32 now = enet_time_get();
   long best = -1;
   for (size_t i = 0; i < l->host->peerCount; i++) {

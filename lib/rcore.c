@@ -2,6 +2,7 @@
 #include "rcore.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ typedef struct conn {
   int notices_out;        /* notices sent and not yet all acked */
   int repump;             /* a failed round dropped what was queued for it */
   uint64_t notices_ms;    /* when notices were last sent */
+  uint32_t rtt_ms;        /* its RTT from the link; 0: unknown */
 } conn;
 
 struct tern__rcore {
@@ -104,6 +106,7 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->busy_ms = 2000;
   cfg->copy_max_bytes = 512;
   cfg->copy_delay_ms = 30;
+  cfg->copy_delay_min_ms = 5;
 }
 
 int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg) {
@@ -342,6 +345,11 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
   }
 }
 
+void tern__rcore_set_rtt(tern__rcore *rc, uint64_t id, uint32_t rtt_ms) {
+  conn *c = find(rc, id);
+  if (c) c->rtt_ms = rtt_ms;
+}
+
 /* ---- delivering ---------------------------------------------------------- */
 
 typedef struct pump_ctx {
@@ -357,11 +365,25 @@ static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t 
   if (!it) return; /* a copy is an optimisation; the original is reliable */
   it->next = NULL;
   it->seq = seq;
-  it->due_ms = now_ms + rc->cfg.copy_delay_ms;
+  /* A fifth of the RTT, within bounds: the same rule as the client's
+   * (ccore.c, copy_delay). */
+  uint32_t d = c->rtt_ms ? c->rtt_ms / 5 : rc->cfg.copy_delay_ms;
+  if (d > rc->cfg.copy_delay_ms) d = rc->cfg.copy_delay_ms;
+  if (d < rc->cfg.copy_delay_min_ms) d = rc->cfg.copy_delay_min_ms;
+  it->due_ms = now_ms + d;
   it->len = len;
   memcpy(it->data, data, len);
-  *c->copies_tail = it;
-  c->copies_tail = &it->next;
+  /* Kept in due order. Almost always that is the end; when the RTT has
+   * just dropped, walk to its place (at most COPIES_MAX). */
+  copy_item **pp = &c->copies;
+  if (c->copies) {
+    copy_item *last = (copy_item *)((char *)c->copies_tail - offsetof(copy_item, next));
+    if (last->due_ms <= it->due_ms) pp = c->copies_tail;
+  }
+  while (*pp && (*pp)->due_ms <= it->due_ms) pp = &(*pp)->next;
+  it->next = *pp;
+  *pp = it;
+  if (!it->next) c->copies_tail = &it->next;
   c->ncopies++;
 }
 

@@ -28,10 +28,14 @@ typedef struct tern__rcore_config {
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
   /* A DELIVER whose body is up to copy_max_bytes goes out a second time,
-   * copy_delay_ms later, unsequenced on its own channel, unless acked by
-   * then; the device drops whichever arrives second. 0: off. (512, 30) */
+   * unsequenced on its own channel, unless acked by then; the device drops
+   * whichever arrives second. 0: off. The copy waits a fifth of the
+   * session's RTT (tern__rcore_set_rtt), at least copy_delay_min_ms and at
+   * most copy_delay_ms; copy_delay_ms while the RTT is unknown.
+   * (512, 30, 5) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;
+  uint32_t copy_delay_min_ms;
   /* Optional: 0 if `user` can never receive (FAILED/TERN_ENOENT). */
   int (*user_exists)(void *ctx, const char *user);
   void *user_ctx;
@@ -69,6 +73,10 @@ void tern__rcore_free(tern__rcore *rc);
 int tern__rcore_open(tern__rcore *rc, uint64_t conn, const char *user, const uint8_t dev[32],
                      uint64_t now_ms);
 void tern__rcore_close(tern__rcore *rc, uint64_t conn);
+
+/* The smoothed round-trip time of `conn` in ms as the link measures it (0:
+ * unknown); it sets how long its copies wait (see copy_delay_ms). */
+void tern__rcore_set_rtt(tern__rcore *rc, uint64_t conn, uint32_t rtt_ms);
 
 /* Frames from `conn`. Malformed frames are skipped. Returns 0, or
  * TERN_EPROTO if the connection should be dropped. */

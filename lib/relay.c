@@ -41,6 +41,7 @@ typedef struct rpeer {
   uint64_t ping_ms;            /* when the relay last pinged it (tern__now_ms) */
   int has_probe_key;           /* a PROBE_KEY was given to this session */
   uint8_t probe_id[8], probe_key[32];
+  uint32_t rtt_told;           /* the RTT last passed to the messaging core */
   struct rpeer *prev, *next;   /* every peer the relay holds */
 } rpeer;
 
@@ -473,6 +474,16 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   }
 }
 
+/* Tells the messaging core the peer's RTT (for its copy timing) when it
+ * has moved by more than an eighth since last time. */
+static void tell_rtt(tern_relay *r, rpeer *p) {
+  uint32_t rtt = tern__link_peer_rtt(p->lp);
+  uint32_t d = rtt > p->rtt_told ? rtt - p->rtt_told : p->rtt_told - rtt;
+  if (p->rtt_told && d <= p->rtt_told / 8) return;
+  tern__rcore_set_rtt(r->core, p->id, rtt);
+  p->rtt_told = rtt;
+}
+
 static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt, size_t len) {
   size_t n = 0;
   uint8_t stream;
@@ -492,8 +503,9 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
   if (rc) return;
   /* Read KEEPALIVE before the core runs, act on it after: answering
    * seals into r->pkt, which holds these frames. */
-  tern__fr_keepalive ka;
+  tern__fr_keepalive ka = {0, 0};
   int has_ka = find_keepalive(r->pkt, n, &ka);
+  tell_rtt(r, p);
   if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), tern__wall_ms()) ==
       TERN_EPROTO) {
     logf_(r, 1, "user %s (%s): malformed frames, disconnecting", p->user, p->name);

@@ -223,6 +223,30 @@ static int outputs_on(fixture *f, uint8_t channel) {
   return n;
 }
 
+Test(ccore, copy_waits_a_fifth_of_the_rtt_within_bounds) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0); /* the SYNC arrived: no SYNC resend timer */
+  (void)outputs_on(&f, 0);
+  uint64_t id;
+  const uint32_t rtts[] = {0, 100, 20, 600, 120};
+  const int waits[] = {30, 20, 5, 30, 24};
+  uint64_t now = 100;
+  for (size_t i = 0; i < sizeof(rtts) / sizeof(rtts[0]); i++, now += 1000) {
+    tern__ccore_set_rtt(f.cc, rtts[i]);
+    tern__ccore_send(f.cc, "bob", "small", 5, 0, now, 1, &id);
+    cr_assert_eq(tern__ccore_timeout(f.cc, now), waits[i], "RTT %u: copy after %d ms", rtts[i],
+                 waits[i]);
+    tern__ccore_tick(f.cc, now + (uint64_t)waits[i] - 1);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "RTT %u: not before", rtts[i]);
+    tern__ccore_tick(f.cc, now + (uint64_t)waits[i]);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "RTT %u: then", rtts[i]);
+    server_ack(&f, id, i + 1, now + 100);
+  }
+  close_fixture(&f);
+}
+
 Test(ccore, small_messages_get_a_second_copy_unless_acked_first) {
   fixture f;
   open_fixture(&f);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "link.h"
 #include "rcore.h"
 #include "rstore.h"
 
@@ -459,5 +460,54 @@ Test(rcore, skip_dedup_fault_stores_a_duplicate) {
   uint64_t n;
   tern__rstore_count(f.store, &n);
   cr_assert_eq(n, 2);
+  close_fixture(&f);
+}
+
+/* Counts released outputs to `conn` on `channel`. */
+static int count_on(fixture *f, uint64_t conn, uint8_t channel) {
+  int n = 0;
+  tern__rcore_out out;
+  while (tern__rcore_next(f->rc, &out) == 1) n += out.conn == conn && out.channel == channel;
+  return n;
+}
+
+Test(rcore, deliver_copy_waits_a_fifth_of_the_recipients_rtt) {
+  fixture f;
+  open_fixture(&f, 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0), 0);
+  input_sync(&f, 2, 0, 0);
+  tern__rcore_tick(f.rc, 0, WALL); /* the first expiry sweep: next one in a minute */
+  tern__rcore_commit(f.rc, 0);
+  (void)count_on(&f, 2, TERN__CH_COPY);
+  /* RTT unknown: 30 ms. */
+  input_msg(&f, 1, 10, 0, "bob", "one", 3, 100);
+  tern__rcore_commit(f.rc, 100);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "no copy at once");
+  cr_assert_eq(tern__rcore_timeout(f.rc, 100), 30);
+  /* bob's link measures 50 ms: the next copy waits 10 ms. */
+  tern__rcore_set_rtt(f.rc, 2, 50);
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 110);
+  tern__rcore_commit(f.rc, 110);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 110), 10, "the second copy is due at 120, first");
+  tern__rcore_tick(f.rc, 120, WALL + 120);
+  tern__rcore_commit(f.rc, 120);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1, "the second copy left; the first is due at 130");
+  cr_assert_eq(tern__rcore_timeout(f.rc, 120), 10);
+  tern__rcore_tick(f.rc, 130, WALL + 130);
+  tern__rcore_commit(f.rc, 130);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
+  /* Bounds: a 20 ms path gets 5 ms (not 4), a 600 ms path 30 ms (not 120). */
+  tern__rcore_set_rtt(f.rc, 2, 20);
+  input_msg(&f, 1, 12, 11, "bob", "three", 5, 200);
+  tern__rcore_commit(f.rc, 200);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 200), 5);
+  tern__rcore_tick(f.rc, 205, WALL + 205);
+  tern__rcore_commit(f.rc, 205);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
+  tern__rcore_set_rtt(f.rc, 2, 600);
+  input_msg(&f, 1, 13, 12, "bob", "four", 4, 300);
+  tern__rcore_commit(f.rc, 300);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 300), 30);
   close_fixture(&f);
 }

@@ -2,11 +2,16 @@
  * refusals, timeouts and shutdown, as a client app would see them. */
 #include <criterion/criterion.h>
 #include <enet/enet.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "loop.h"
+#include "udp_proxy.h"
 #include "tern/tern.h"
 
 static uint64_t now_ms(void) {
@@ -273,6 +278,135 @@ Test(relay, unreachable_relay_times_out) {
   cr_assert_lt(took, 3000, "the handshake timeout bounds the attempt (took %llu ms)",
                (unsigned long long)took);
   loop_stop(&l);
+}
+
+/* The connectID of an ENet connect request, or 0 if `d` is not one. The
+ * request is reliable, so the header carries a sent time: peer id and flags
+ * (2 bytes), sent time (2), then the command. */
+static uint32_t connect_id(const uint8_t *d, size_t n) {
+  size_t off = sizeof(enet_uint16) * 2;
+  if (n < off + sizeof(ENetProtocolConnect)) return 0;
+  ENetProtocolConnect cmd;
+  memcpy(&cmd, d + off, sizeof cmd);
+  if ((cmd.header.command & ENET_PROTOCOL_COMMAND_MASK) != ENET_PROTOCOL_COMMAND_CONNECT) return 0;
+  return cmd.connectID;
+}
+
+Test(relay, silent_attempt_is_given_up_after_3_s_and_retried_at_once, .timeout = 30) {
+  /* A port that swallows everything: no relay, no ICMP, only silence. */
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  cr_assert(fd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t al = sizeof a;
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+  tern_keypair relay_kp;
+  cr_assert_eq(tern_keypair_generate(&relay_kp), 0);
+  tern_client_config cfg;
+  tern_client_config_default(&cfg); /* handshake_timeout_ms 10 s */
+  cfg.relay_host = "127.0.0.1";
+  cfg.relay_port = ntohs(a.sin_port);
+  memcpy(cfg.relay_public_key, relay_kp.public_key, TERN_KEY_BYTES);
+  cr_assert_eq(tern_keypair_generate(&cfg.keypair), 0);
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  uint64_t t0 = now_ms(), gave_up = 0;
+  cr_assert_eq(tern_client_connect(c), 0);
+  uint32_t first_id = 0, second_id = 0;
+  uint64_t second_at = 0;
+  unsigned first_requests = 0;
+  while (now_ms() < t0 + 8000 && !second_id) {
+    cr_assert_geq(tern_client_service(c, 2), 0);
+    tern_event ev;
+    while (tern_client_next_event(c, &ev) == 1) {
+      if (ev.type != TERN_EV_DISCONNECTED || gave_up) continue;
+      cr_assert_eq(ev.error, TERN_ETIMEDOUT, "got %s", tern_errname(ev.error));
+      gave_up = now_ms();
+    }
+    uint8_t buf[1500];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof buf, 0)) > 0) {
+      uint32_t id = connect_id(buf, (size_t)n);
+      if (!id) continue;
+      if (!first_id) first_id = id;
+      if (id == first_id) first_requests++;
+      else if (!second_id) {
+        second_id = id;
+        second_at = now_ms();
+      }
+    }
+  }
+  tern_client_free(c);
+  close(fd);
+  cr_assert(gave_up, "the attempt was given up");
+  uint64_t took = gave_up - t0;
+  cr_assert(took >= 2800 && took < 4500, "given up after %llu ms (3000 expected, not 10000)",
+            (unsigned long long)took);
+  /* The link resent its request at most every 250 ms meanwhile, then
+   * backed off: more than ENet alone (0, 0.5, 1.5 s: 3 by 3 s). */
+  cr_assert_geq(first_requests, 6, "%u requests in the first attempt", first_requests);
+  cr_assert(second_id, "a new attempt with a new connect id followed");
+  cr_assert_lt(second_at - gave_up, 500, "the next attempt started %llu ms later",
+               (unsigned long long)(second_at - gave_up));
+}
+
+/* Drops the first datagram toward the client that carries WELCOME (a
+ * reliable packet on channel 0 starting with 0x02). */
+static int drop_first_welcome(void *ctx, int dir, unsigned idx, const uint8_t *d, size_t n) {
+  (void)idx;
+  int *done = ctx;
+  if (dir != UDP_PROXY_TO_CLIENT || *done || !udp_proxy_enet_has(d, n, 0, 0x02)) return 0;
+  *done = 1;
+  return 1;
+}
+
+Test(relay, early_data_answer_that_overtakes_a_lost_welcome_is_kept, .timeout = 30) {
+  /* The relay sends WELCOME as soon as it has read HELLO, and the
+   * SERVER_ACK for the early message after its store commit, in a later
+   * datagram. With WELCOME lost, the SERVER_ACK arrives first, before the
+   * client has its session keys; ENet has acknowledged it, so it is not
+   * sent again. The client keeps it and opens it after WELCOME. */
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  int dropped = 0;
+  udp_proxy px;
+  udp_proxy_start(&px, tern_relay_port(l.relay), 20);
+  px.drop = drop_first_welcome;
+  px.drop_ctx = &dropped;
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  cfg.relay_port = px.front_port;
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  uint64_t t0 = now_ms(), cmid = 0, sent_at = 0, up_at = 0;
+  cr_assert_eq(tern_client_connect(c), 0);
+  cr_assert_eq(tern_client_send(c, "bob", "early", 5, &cmid), 0); /* rides in HELLO */
+  while (!sent_at && now_ms() < t0 + 8000) {
+    cr_assert_eq(tern_relay_service(l.relay, 0), 0);
+    cr_assert_geq(tern_client_service(c, 0), 0);
+    udp_proxy_pump(&px);
+    tern_event ev;
+    while (tern_client_next_event(c, &ev) == 1) {
+      if (ev.type == TERN_EV_CONNECTED) up_at = now_ms();
+      if (ev.type == TERN_EV_SENT && ev.cmid == cmid) sent_at = now_ms();
+    }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  tern_client_free(c);
+  udp_proxy_stop(&px);
+  loop_stop(&l);
+  cr_assert_eq(dropped, 1, "a WELCOME was dropped");
+  cr_assert_eq(st.messages_early, 1, "the message came as early data");
+  cr_assert(up_at, "connected");
+  cr_assert(sent_at, "the early message was acknowledged");
+  /* Without the stash: only the client's resend timer (4 s) brings it. */
+  cr_assert_lt(sent_at - up_at, 100, "SENT %llu ms after CONNECTED",
+               (unsigned long long)(sent_at - up_at));
+  cr_assert_lt(sent_at - t0, 2000, "SENT %llu ms after connect", (unsigned long long)(sent_at - t0));
 }
 
 /* A raw ENet peer: connects at the ENet level and then does what it likes. */

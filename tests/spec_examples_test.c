@@ -85,6 +85,9 @@ Test(spec, relay_core_defaults) {
   cr_assert_eq(cfg.retention_ms, 30ull * 24 * 3600 * 1000);
   cr_assert_eq(cfg.busy_ms, 2000);
   cr_assert_eq(cfg.max_message_size, 65536);
+  cr_assert_eq(cfg.copy_max_bytes, 512);
+  cr_assert_eq(cfg.copy_delay_ms, 30);
+  cr_assert_eq(cfg.copy_delay_min_ms, 5);
   cr_assert_null(cfg.user_exists);
   cr_assert_eq(cfg.fault_skip_dedup, 0);
   cr_assert_eq(cfg.fault_ack_before_commit, 0);

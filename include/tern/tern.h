@@ -170,7 +170,9 @@ typedef struct tern_client_config {
    * of the handshake. When it runs out the attempt fails with
    * TERN_ETIMEDOUT if the relay never answered at the ENet level, or with
    * TERN_EHANDSHAKE if it answered but the handshake did not finish.
-   * Default 10000. */
+   * Default 10000. An attempt the relay has not answered at all after 3 s
+   * fails earlier, with TERN_ETIMEDOUT; the first unanswered attempt in a
+   * row is retried at once, without the backoff (spec/handshake.md 5.1). */
   uint32_t handshake_timeout_ms;
   /* Largest body tern_client_send() accepts, in bytes. Default 65536;
    * values above TERN_MESSAGE_MAX (or 0) mean TERN_MESSAGE_MAX. */

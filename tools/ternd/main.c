@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -237,6 +238,15 @@ int main(int argc, char **argv) {
     say(0, "signalfd: %s", strerror(errno));
     return 1;
   }
+
+  /* SQLite's statement journal takes a 64 KiB chunk for every store
+   * operation and frees it when the operation ends. With glibc's default
+   * trim threshold the top of the heap then goes back to the kernel and is
+   * taken again each time: a brk pair per stored message, and a TLB
+   * shootdown on every CPU with each. That was a fifth of ternd's CPU in a
+   * burst of 3000 messages (bench/README.md, F5). Keep up to 32 MiB of
+   * freed memory for reuse instead. */
+  (void)mallopt(M_TRIM_THRESHOLD, 32 << 20);
 
   tern_relay *r;
   rc = tern_relay_new(&r, &cfg);
