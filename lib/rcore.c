@@ -83,6 +83,8 @@ struct tern__rcore {
    * for what is left of a full disk would otherwise fail whole, again and
    * again. */
   uint64_t round_cap;
+  uint64_t round_msgs;           /* messages stored in this round, in all the
+                                    transactions it was committed in */
   uint64_t failed_ms;            /* the last store failure */
   unsigned fail_streak;          /* failures since the last commit that worked */
   uint64_t acks_at_ms;           /* acks left over (ack_more) are taken in from
@@ -234,6 +236,35 @@ static int ensure_txn(tern__rcore *rc) {
   return tern__rstore_begin(rc->store);
 }
 
+/* The disk is full: gives the store's reserve back (if it holds it), so
+ * that acks, receipts and deletions go on; new messages get BUSY until it
+ * can be taken again. `why`: the reason, if not logged already. */
+static void give_back(tern__rcore *rc, uint64_t now_ms, const char *why) {
+  uint64_t freed = tern__rstore_release_reserve(rc->store);
+  if (!freed) return;
+  rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
+  char reason[300] = "";
+  if (why) snprintf(reason, sizeof(reason), " (%s)", why);
+  logf_(rc, 0,
+        "message store: the disk is full%s; gave back the %llu-byte disk reserve so that "
+        "deliveries, acks and receipts go on; new messages are refused (BUSY) until it can be "
+        "taken again",
+        reason, (unsigned long long)freed);
+}
+
+static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole);
+
+/* Before a write of about `body_len` bytes of messages: if the round's
+ * open transaction would go past the store's budget with it, commits what
+ * the round has so far (releasing its outputs) and goes on in a new
+ * transaction. What the WAL holds must stay small enough that its
+ * checkpoint fits in the disk reserve after a full disk (spec/store.md).
+ * 0, or -1 if that commit failed (store_failed() has run). */
+static int make_room(tern__rcore *rc, size_t body_len, uint64_t now_ms) {
+  if (!tern__rstore_in_txn(rc->store) || !tern__rstore_txn_full(rc->store, body_len)) return 0;
+  return commit_txn(rc, now_ms, 0) < 0 ? -1 : 0;
+}
+
 /* A store call or the commit failed: undo the round, tell the senders of
  * its messages to come back later, and refuse new messages for a while. */
 static void store_failed(tern__rcore *rc, uint64_t now_ms) {
@@ -243,6 +274,7 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   int full = tern__rstore_last_full(rc->store);
   tern__rstore_rollback(rc->store);
   rc->round_cap = rc->round.stored > 1 ? rc->round.stored / 2 : 1;
+  rc->round_msgs -= rc->round.stored; /* not stored after all */
   rc->failed_ms = now_ms;
   uint64_t wait = 50ull << (rc->fail_streak < 6 ? rc->fail_streak : 6);
   rc->acks_at_ms = now_ms + (wait < rc->cfg.busy_ms ? wait : rc->cfg.busy_ms);
@@ -298,15 +330,7 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   } else {
     rc->log_skipped++;
   }
-  uint64_t freed = full ? tern__rstore_release_reserve(rc->store) : 0;
-  if (freed) {
-    rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
-    logf_(rc, 0,
-          "message store: the disk is full; gave back the %llu-byte disk reserve so that "
-          "deliveries, acks and receipts go on; new messages are refused (BUSY) until it can be "
-          "taken again",
-          (unsigned long long)freed);
-  }
+  if (full) give_back(rc, now_ms, NULL);
 }
 
 int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8_t dev[32],
@@ -556,7 +580,16 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     return;
   }
   if (now_ms < rc->busy_until_ms || !tern__rstore_reserve_held(rc->store) ||
-      (rc->round_cap && rc->round.stored >= rc->round_cap)) {
+      (rc->round_cap && rc->round_msgs >= rc->round_cap)) {
+    reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
+    return;
+  }
+  if (make_room(rc, m->body_len, now_ms) < 0) {
+    reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
+    return;
+  }
+  if (!tern__rstore_reserve_held(rc->store)) {
+    /* That commit found the disk full and gave the reserve back. */
     reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
     return;
   }
@@ -585,6 +618,7 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
                                     : tern__rstore_append(rc->store, to, &rm, &seq, &prev);
   if (ar < 0) goto store_error;
   rc->round.stored++;
+  rc->round_msgs++;
   send_ack(rc, c, ch, m->cmid, seq, wall_ms);
   /* Live sessions of the recipient that are caught up get it now. */
   for (conn *r = rc->conns; r; r = r->next)
@@ -615,6 +649,8 @@ static int begin_for(tern__rcore *rc, conn *c) {
 static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n, uint64_t now_ms) {
   ack_ctx a = {rc, 0};
   uint64_t reached = c->cursor;
+  /* A step takes in at least one message: room for one first. */
+  if (make_room(rc, 0, now_ms) < 0) return -1;
   int r = begin_for(rc, c);
   if (r == 0)
     r = tern__rstore_ack_some(rc->store, c->user, c->dev, c->ack_goal, sacks, n,
@@ -701,9 +737,13 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
   return more < 0 ? TERN_EPROTO : 0;
 }
 
-int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) {
+/* Commits the open transaction and releases what it holds back. `whole`:
+ * the end of the round (tern__rcore_commit); otherwise a part of it
+ * (make_room), after which the round goes on. */
+static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
   if (tern__rstore_in_txn(rc->store) && tern__rstore_commit(rc->store) < 0) {
     store_failed(rc, now_ms);
+    if (whole) rc->round_msgs = 0;
     return TERN_ESTORE;
   }
   /* Committed: what the round did now counts, and is where a later failed
@@ -713,19 +753,28 @@ int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) {
   rc->stats.delivered += rc->round.delivered;
   rc->stats.expired += rc->round.expired;
   if (rc->round.stored || rc->round.delivered) rc->fail_streak = 0;
-  if (rc->round_cap && rc->round.stored && rc->round.stored * 2 >= rc->round_cap)
-    rc->round_cap = rc->round_cap >= 65536 ? 0 : rc->round_cap * 2;
-  if (rc->round_cap && now_ms >= rc->failed_ms + 5ull * rc->cfg.busy_ms) rc->round_cap = 0;
   memset(&rc->round, 0, sizeof(rc->round));
   for (conn *c = rc->conns; c; c = c->next) {
     c->committed_cursor = c->cursor;
     if (c->reg_pending) c->registered = 1;
     c->reg_pending = 0;
   }
-  if (!tern__rstore_reserve_held(rc->store) && now_ms >= rc->reserve_retry_ms) {
-    rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
-    if (tern__rstore_take_reserve(rc->store) == 1)
-      logf_(rc, 2, "message store: the disk has room for its reserve again; accepting new messages");
+  /* The commit holds, but its checkpoint found the disk full: give the
+   * reserve back now, while the checkpoint still fits in it. */
+  if (tern__rstore_short_of_room(rc->store)) give_back(rc, now_ms, tern__rstore_errmsg(rc->store));
+  if (whole) {
+    if (rc->round_cap && rc->round_msgs && rc->round_msgs * 2 >= rc->round_cap)
+      rc->round_cap = rc->round_cap >= 65536 ? 0 : rc->round_cap * 2;
+    if (rc->round_cap && now_ms >= rc->failed_ms + 5ull * rc->cfg.busy_ms) rc->round_cap = 0;
+    rc->round_msgs = 0;
+    if (!tern__rstore_reserve_held(rc->store) && now_ms >= rc->reserve_retry_ms) {
+      rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
+      if (tern__rstore_take_reserve(rc->store) == 1)
+        logf_(rc, 2, "message store: the disk has room for its reserve again; accepting new messages");
+      else
+        logf_(rc, 3, "message store: no room for the disk reserve yet (%s); retrying in %u ms",
+              tern__rstore_errmsg(rc->store), rc->cfg.busy_ms);
+    }
   }
   if (rc->held) {
     *rc->ready_tail = rc->held;
@@ -735,6 +784,8 @@ int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) {
   }
   return 0;
 }
+
+int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) { return commit_txn(rc, now_ms, 1); }
 
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
   free(rc->current);

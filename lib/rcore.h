@@ -44,7 +44,7 @@ typedef struct tern__rcore_config {
   int (*may_send)(void *ctx, const char *from, const char *to);
   void *may_send_ctx;
   /* Optional: where the core says what went wrong with the store (level 0
-   * error, 1 warning, 2 info), as tern_relay_config.log. Failures are
+   * error, 1 warning, 2 info, 3 debug), as tern_relay_config.log. Failures are
    * reported at most once per busy_ms, with a count of those not reported. */
   void (*log)(void *ctx, int level, const char *line);
   void *log_ctx;
@@ -84,6 +84,13 @@ int tern__rcore_input(tern__rcore *rc, uint64_t conn, const uint8_t *frames, siz
                       uint64_t now_ms, uint64_t wall_ms);
 
 /* Commits the round's store writes, then releases the held outputs.
+ *
+ * With a store that has a disk reserve, a round may already have been
+ * committed in parts: a transaction must not write more than the store's
+ * budget (tern__rstore_txn_full), so before a write that would take it
+ * past that, the core commits what the round has so far and releases that
+ * part's outputs (they may be taken with tern__rcore_next before this
+ * call). A failure below undoes only the part not yet committed.
  *
  * If the commit (or any store call of the round) fails, the round is rolled
  * back: each message it stored or answered from the dedup table gets BUSY

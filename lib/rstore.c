@@ -146,6 +146,20 @@ struct tern__rstore {
   uint64_t reserve_bytes;
   int reserve_held;
   int secure_delete;      /* PRAGMA secure_delete as opened (restored with the reserve) */
+  uint64_t (*disk_free)(void *ctx); /* tern__rstore_config.disk_free */
+  void *disk_ctx;
+  /* Bounds on what the WAL holds, with a reserve (spec/store.md, "A full
+   * disk"): a transaction writes at most txn_budget (a quarter of the
+   * reserve) in message bodies plus a page per message; txn_used is what
+   * the open one has written so far. After a commit that leaves the WAL
+   * with ckpt_pages frames or more, the store checkpoints, and a
+   * checkpoint that fails for want of room sets short_of_room. */
+  uint64_t page_size;
+  uint64_t txn_budget;    /* UINT64_MAX: none (no reserve) */
+  uint64_t txn_used;
+  int ckpt_pages;         /* 0: SQLite's automatic checkpoint */
+  int short_of_room;
+  char ckpt_err[256];     /* why, for errmsg after the commit */
 };
 
 /* SQLite integers are signed: sequence numbers, times and ids beyond
@@ -255,6 +269,28 @@ static int migrate(tern__rstore *s) {
   return rc;
 }
 
+static int checkpoint_mode(tern__rstore *s, int mode, const char *what);
+
+/* SQLite calls this after each commit with the frames the WAL holds. It
+ * replaces the automatic checkpoint (see configure), which does the same
+ * but ignores a failure: once the WAL holds ckpt_pages frames, it is
+ * checkpointed (PASSIVE: without waiting for readers), and a checkpoint
+ * that fails for want of room sets short_of_room, with the reason in
+ * ckpt_err. The commit has happened either way. */
+static int wal_hook(void *ctx, sqlite3 *db, const char *name, int frames) {
+  (void)db, (void)name;
+  tern__rstore *s = ctx;
+  if (frames < s->ckpt_pages) return SQLITE_OK;
+  char keep[sizeof s->err];
+  int full = s->last_full;
+  memcpy(keep, s->err, sizeof keep);
+  if (checkpoint_mode(s, SQLITE_CHECKPOINT_PASSIVE, "checkpoint") < 0 && s->short_of_room)
+    memcpy(s->ckpt_err, s->err, sizeof s->ckpt_err);
+  memcpy(s->err, keep, sizeof keep); /* no call has failed */
+  s->last_full = full;
+  return SQLITE_OK;
+}
+
 /* Sets the pragmas that the durability rules rest on. */
 static int configure(tern__rstore *s, const tern__rstore_config *cfg) {
   int sync = cfg->synchronous == 0 ? 2 : cfg->synchronous;
@@ -295,15 +331,37 @@ static int configure(tern__rstore *s, const tern__rstore_config *cfg) {
     sqlite3_finalize(q);
     rc = rc == SQLITE_OK ? 0 : fail(s, rc, "secure_delete");
   }
-  if (rc == 0 && cfg->reserve_bytes) {
-    /* Checkpoint once the WAL holds half the reserve: after a full disk,
-     * the checkpoint that moves the WAL into the database must fit in the
-     * room the reserve gives back. */
-    uint64_t pages = cfg->reserve_bytes / 2 / 4096;
-    if (pages < 16) pages = 16;
+  if (rc == 0) {
+    s->page_size = 4096;
+    rc = sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &q, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) > 0)
+      s->page_size = (uint64_t)sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    rc = rc == SQLITE_OK ? 0 : fail(s, rc, "page_size");
+  }
+  s->txn_budget = UINT64_MAX;
+  if (rc == 0 && s->reserve_path) {
+    /* After a full disk, the checkpoint that moves the committed WAL into
+     * the database must fit in the room the reserve gives back. The WAL
+     * holds, not yet checkpointed, less than a quarter of the reserve
+     * before a commit (the store checkpoints after a commit that leaves
+     * it with more), and a commit adds at most a transaction's budget,
+     * another quarter (plus one message): together well within the
+     * reserve. SQLite's own automatic checkpoint would fail silently on
+     * a full disk, and the WAL would go on growing past what any
+     * checkpoint could ever move; the store checkpoints itself
+     * (wal_hook) and says when it could not. */
+    s->txn_budget = cfg->reserve_bytes / 4;
+    uint64_t pages = cfg->reserve_bytes / 4 / s->page_size;
+    if (pages < 1) pages = 1;
     if (pages > 1000) pages = 1000; /* SQLite's default */
-    int r = sqlite3_wal_autocheckpoint(s->db, (int)pages);
-    if (r != SQLITE_OK) rc = fail(s, r, "wal_autocheckpoint");
+    s->ckpt_pages = (int)pages;
+    sqlite3_wal_hook(s->db, wal_hook, s);
+    /* A WAL that the checkpoint has emptied is cut back to that size when
+     * it starts over, instead of keeping the room of its largest past. */
+    snprintf(text, sizeof text, "PRAGMA journal_size_limit = %llu",
+             (unsigned long long)(pages * (s->page_size + 24) + 32));
+    rc = exec(s, text, "journal_size_limit");
   }
   return rc;
 }
@@ -317,6 +375,10 @@ static int reserve_create(tern__rstore *s) {
     struct stat st;
     if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > s->reserve_bytes)
       err = ftruncate(fd, (off_t)s->reserve_bytes) == 0 ? 0 : errno;
+    /* A simulated disk (tests) has its own idea of the room left. */
+    if (err == 0 && s->disk_free && fstat(fd, &st) == 0 &&
+        s->disk_free(s->disk_ctx) + (uint64_t)st.st_size < s->reserve_bytes)
+      err = ENOSPC;
     if (err == 0) err = posix_fallocate(fd, 0, (off_t)s->reserve_bytes);
     if (err == EOPNOTSUPP || err == EINVAL) {
       /* No fallocate here: write the blocks. */
@@ -342,12 +404,26 @@ static int reserve_create(tern__rstore *s) {
 }
 
 /* Moves the WAL into the database and truncates it. Without waiting for
- * readers: an operator's reader must not stall the relay. */
+ * readers: an operator's reader must not stall the relay. A checkpoint that
+ * could not finish for want of room leaves short_of_room set; one that
+ * did clears it. */
+static int checkpoint_mode(tern__rstore *s, int mode, const char *what) {
+  /* A PASSIVE checkpoint never waits (and is the one run from wal_hook,
+   * inside a commit, where the busy handler is best left alone). */
+  if (mode != SQLITE_CHECKPOINT_PASSIVE) sqlite3_busy_timeout(s->db, 0);
+  int log = -1, done = -1;
+  int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, mode, &log, &done);
+  if (mode != SQLITE_CHECKPOINT_PASSIVE) sqlite3_busy_timeout(s->db, 5000);
+  if (rc == SQLITE_OK) {
+    if (log == done) s->short_of_room = 0;
+    return 0;
+  }
+  if ((rc & 0xff) == SQLITE_FULL) s->short_of_room = 1;
+  return fail(s, rc, what);
+}
+
 static int checkpoint(tern__rstore *s) {
-  sqlite3_busy_timeout(s->db, 0);
-  int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-  sqlite3_busy_timeout(s->db, 5000);
-  return rc == SQLITE_OK ? 0 : fail(s, rc, "wal_checkpoint(TRUNCATE)");
+  return checkpoint_mode(s, SQLITE_CHECKPOINT_TRUNCATE, "wal_checkpoint(TRUNCATE)");
 }
 
 /* secure_delete: ON (Debian builds SQLite so) overwrites every deleted
@@ -367,8 +443,10 @@ int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *
   if (!cfg || !cfg->path) return TERN_EINVAL;
   tern__rstore *s = calloc(1, sizeof *s);
   if (!s) return TERN_ENOMEM;
+  s->disk_free = cfg->disk_free;
+  s->disk_ctx = cfg->disk_ctx;
   int rc = sqlite3_open_v2(cfg->path, &s->db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, cfg->vfs);
   if (rc != SQLITE_OK) {
     rc = s->db ? fail(s, rc, cfg->path) : TERN_ENOMEM;
     goto fail_db;
@@ -428,9 +506,42 @@ uint64_t tern__rstore_release_reserve(tern__rstore *s) {
   s->reserve_held = 0;
   set_secure_delete(s, 1);
   if (sqlite3_get_autocommit(s->db)) (void)checkpoint(s);
+  s->short_of_room = 0; /* told, and answered: the reserve is given back */
   memcpy(s->err, keep, sizeof keep);
   s->last_full = full;
   return s->reserve_bytes;
+}
+
+/* Frees the free pages of an incremental auto_vacuum store: gives them back
+ * to the file system. Moving pages from the end of the file into the
+ * holes is written to the WAL like any change, so it goes in steps that
+ * fit in the room the reserve gave back (half a transaction's budget of
+ * pages, each of which may move a page and rewrite its parent), with a
+ * checkpoint after each: one vacuum of everything could need more room
+ * than there is, fail, and fail again at every retry. At most 32 steps a
+ * call, so that a relay that deleted a lot does not stall for long; the
+ * next call goes on. */
+static int vacuum(tern__rstore *s) {
+  uint64_t step = s->txn_budget == UINT64_MAX ? 1000 : s->txn_budget / 2 / s->page_size;
+  if (step < 1) step = 1;
+  int64_t before = -1;
+  for (int n = 0; n < 32; n++) {
+    sqlite3_stmt *q = NULL;
+    int64_t free_pages = -1;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA freelist_count", -1, &q, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) free_pages = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    if (free_pages < 0) return fail(s, rc, "freelist_count");
+    /* Done, or no progress (not an incremental auto_vacuum store). */
+    if (free_pages == 0 || free_pages == before) return 0;
+    before = free_pages;
+    char text[64];
+    snprintf(text, sizeof text, "PRAGMA incremental_vacuum(%llu)", (unsigned long long)step);
+    rc = sqlite3_exec(s->db, text, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return fail(s, rc, "incremental_vacuum");
+    if ((rc = checkpoint(s)) < 0) return rc;
+  }
+  return 0;
 }
 
 int tern__rstore_take_reserve(tern__rstore *s) {
@@ -440,25 +551,25 @@ int tern__rstore_take_reserve(tern__rstore *s) {
    * WAL's room too, then ask for twice the reserve: the reserve, and as
    * much again to work in, or the next commit would fail at once. */
   if (checkpoint(s) < 0) return 0;
-  int rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
-  if (rc != SQLITE_OK) {
-    (void)fail(s, rc, "incremental_vacuum");
-    return 0;
+  if (vacuum(s) < 0) return 0;
+  uint64_t avail;
+  if (s->disk_free) {
+    avail = s->disk_free(s->disk_ctx);
+  } else {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", s->reserve_path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) {
+      snprintf(s->err, sizeof s->err, "statvfs %.200s: %s", dir, strerror(errno));
+      s->last_full = 0;
+      return 0;
+    }
+    avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
   }
-  if (checkpoint(s) < 0) return 0;
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s", s->reserve_path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = 0;
-  else *slash = 0;
-  struct statvfs vfs;
-  if (statvfs(dir, &vfs) != 0) {
-    snprintf(s->err, sizeof s->err, "statvfs %.200s: %s", dir, strerror(errno));
-    s->last_full = 0;
-    return 0;
-  }
-  uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
   if (avail < 2 * s->reserve_bytes) {
     snprintf(s->err, sizeof s->err, "%llu bytes free on the store's disk; want %llu",
              (unsigned long long)avail, (unsigned long long)(2 * s->reserve_bytes));
@@ -474,6 +585,7 @@ void tern__rstore_fault_commit(tern__rstore *s, unsigned n) { s->fault_commits =
 
 int tern__rstore_begin(tern__rstore *s) {
   if (!sqlite3_get_autocommit(s->db)) return TERN_EINVAL;
+  s->txn_used = 0;
   return run(s, Q_BEGIN);
 }
 
@@ -483,6 +595,7 @@ int tern__rstore_commit(tern__rstore *s) {
     s->last_full = 0;
     return TERN_ESTORE;
   }
+  s->txn_used = 0;
   if (s->fault_commits) {
     /* As SQLite does when the WAL cannot grow at COMMIT. */
     s->fault_commits--;
@@ -491,11 +604,31 @@ int tern__rstore_commit(tern__rstore *s) {
     s->last_full = 1;
     return TERN_ESTORE;
   }
-  return run(s, Q_COMMIT);
+  int rc = run(s, Q_COMMIT);
+  /* Committed, but its checkpoint (wal_hook) found the disk full: the
+   * caller gives the reserve back, and logs why. */
+  if (rc == 0 && s->short_of_room) {
+    memcpy(s->err, s->ckpt_err, sizeof s->err);
+    s->last_full = 1;
+  }
+  return rc;
 }
 
 void tern__rstore_rollback(tern__rstore *s) {
+  s->txn_used = 0;
   if (!sqlite3_get_autocommit(s->db)) (void)run(s, Q_ROLLBACK);
+}
+
+int tern__rstore_short_of_room(const tern__rstore *s) { return s->short_of_room; }
+
+/* What an append of a body of `len` bytes counts against the transaction's
+ * budget: the body and a page (its row, its index and dedup entries, and
+ * a page that a body of more than half a page fills alone). */
+static uint64_t msg_cost(const tern__rstore *s, uint64_t len) { return len + s->page_size; }
+
+int tern__rstore_txn_full(const tern__rstore *s, size_t body_len) {
+  return s->txn_used > 0 && s->txn_budget != UINT64_MAX &&
+         s->txn_used + msg_cost(s, body_len) > s->txn_budget;
 }
 
 int tern__rstore_in_txn(const tern__rstore *s) { return !sqlite3_get_autocommit(s->db); }
@@ -581,7 +714,9 @@ static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint6
   if (rc == 0) {
     *seq = sq;
     *prev_seq = pv;
+    s->txn_used += msg_cost(s, m->body_len);
   }
+  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0; /* it was a transaction of its own */
   return rc;
 }
 
@@ -687,10 +822,11 @@ static int deliver(tern__rstore *s, const char *user, uint64_t lo, uint64_t hi, 
   return ret;
 }
 
-/* Lowers *up_to so that the stored bodies in (cursor, *up_to] add up to at
- * most max_bytes (but keeps at least one message). 1 if it lowered it. */
+/* Lowers *up_to so that the messages in (cursor, *up_to] cost at most
+ * max_bytes (msg_cost: their bodies and a page each; but keeps at least one
+ * message). *cost receives what they cost. 1 if it lowered it. */
 static int ack_span(tern__rstore *s, const char *user, uint64_t cursor, uint64_t *up_to,
-                    uint64_t max_bytes) {
+                    uint64_t max_bytes, uint64_t *cost) {
   sqlite3_stmt *q = s->q[Q_ACK_SPAN];
   bind_text(q, 1, user);
   sqlite3_bind_int64(q, 2, clamp(cursor));
@@ -699,14 +835,16 @@ static int ack_span(tern__rstore *s, const char *user, uint64_t cursor, uint64_t
   int rc, cut = 0;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     uint64_t seq = (uint64_t)sqlite3_column_int64(q, 0);
-    total += (uint64_t)sqlite3_column_int64(q, 1);
-    if (total > max_bytes && seq > cursor + 1) {
+    uint64_t c = msg_cost(s, (uint64_t)sqlite3_column_int64(q, 1));
+    if (total + c > max_bytes && seq > cursor + 1) {
       *up_to = seq - 1;
       cut = 1;
       rc = SQLITE_DONE;
       break;
     }
+    total += c;
   }
+  *cost = total;
   int ret = rc == SQLITE_DONE ? cut : fail(s, rc, "ack span");
   done(q);
   return ret;
@@ -716,7 +854,7 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
                const uint64_t *sacks, size_t n, uint64_t max_bytes, uint64_t *reached, ack_cb cb,
                void *ctx) {
   int mine = 0, cut = 0;
-  uint64_t cursor = 0, last = 0, low = 0;
+  uint64_t cursor = 0, last = 0, low = 0, cost = 0;
   int rc = device_get(s, user, dev, &mine, &cursor);
   if (rc < 0) return rc;
   if (rc == 0) return refuse(s, TERN_ENOENT, "ack: the device is not registered");
@@ -726,8 +864,8 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
   /* A device cannot have what was never stored; a cursor past the end of
    * the inbox would let the trim below delete messages not yet sent. */
   if (up_to > last) up_to = last;
-  if (up_to > cursor && max_bytes != UINT64_MAX) {
-    if ((cut = ack_span(s, user, cursor, &up_to, max_bytes)) < 0) return cut;
+  if (up_to > cursor && (max_bytes != UINT64_MAX || s->txn_budget != UINT64_MAX)) {
+    if ((cut = ack_span(s, user, cursor, &up_to, max_bytes, &cost)) < 0) return cut;
     if (cut) n = 0; /* the rest, sacks included, in a later call */
   }
   if (reached) *reached = up_to > cursor ? up_to : cursor;
@@ -744,13 +882,18 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
     if (sacks[i] > cursor && sacks[i] <= last && (rc = deliver(s, user, sacks[i] - 1, sacks[i], cb, ctx)) < 0)
       return rc;
   }
+  /* A sacked message is rewritten too: about a page each (they are few). */
+  cost += n * s->page_size;
   bind_text(s->q[Q_DEV_MIN], 1, user);
-  if ((rc = get_int(s, Q_DEV_MIN, &low)) <= 0) return rc;
-  sqlite3_stmt *q = s->q[Q_TRIM];
-  bind_text(q, 1, user);
-  sqlite3_bind_int64(q, 2, (int64_t)low);
-  rc = run(s, Q_TRIM);
-  return rc < 0 ? rc : cut;
+  if ((rc = get_int(s, Q_DEV_MIN, &low)) < 0) return rc;
+  if (rc > 0) {
+    sqlite3_stmt *q = s->q[Q_TRIM];
+    bind_text(q, 1, user);
+    sqlite3_bind_int64(q, 2, (int64_t)low);
+    if ((rc = run(s, Q_TRIM)) < 0) return rc;
+  }
+  s->txn_used += cost;
+  return cut;
 }
 
 int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
@@ -758,7 +901,9 @@ int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], u
   if (n && !sacks) return TERN_EINVAL;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  return op_end(s, ack(s, user, dev, up_to, sacks, n, UINT64_MAX, NULL, cb, ctx));
+  rc = op_end(s, ack(s, user, dev, up_to, sacks, n, UINT64_MAX, NULL, cb, ctx));
+  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0;
+  return rc;
 }
 
 int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
@@ -767,11 +912,14 @@ int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[3
   if (n && !sacks) return TERN_EINVAL;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  return op_end(s, ack(s, user, dev, up_to, sacks, n, max_bytes, reached, cb, ctx));
+  rc = op_end(s, ack(s, user, dev, up_to, sacks, n, max_bytes, reached, cb, ctx));
+  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0;
+  return rc;
 }
 
 uint64_t tern__rstore_ack_budget(const tern__rstore *s) {
-  return s->reserve_held ? UINT64_MAX : s->reserve_bytes / 4;
+  if (s->txn_budget == UINT64_MAX) return UINT64_MAX;
+  return s->txn_used < s->txn_budget ? s->txn_budget - s->txn_used : 0;
 }
 
 /* Nothing at or below the floor is stored, so it is one less than the

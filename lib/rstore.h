@@ -49,10 +49,21 @@ typedef struct tern__rstore_config {
    * including the small ones that acknowledge deliveries and delete what
    * was delivered, and a WAL store cannot even checkpoint: the reserve is
    * what is given back then (tern__rstore_release_reserve), so that those
-   * go on. While it is given back, the relay accepts no new messages. The
-   * WAL is checkpointed once it holds half the reserve, so that a
-   * checkpoint always fits in it. */
+   * go on. While it is given back, the relay accepts no new messages.
+   * With a reserve, the store keeps what its WAL holds small enough that
+   * the checkpoint after a full disk always fits in it: a transaction
+   * should write at most a quarter of the reserve (tern__rstore_txn_full,
+   * tern__rstore_ack_budget), and the store checkpoints after a commit
+   * that leaves a quarter of the reserve in the WAL (reporting a
+   * checkpoint that fails for want of room: tern__rstore_short_of_room).
+   * This holds for messages up to an eighth of the reserve. */
   uint64_t reserve_bytes;
+  /* For tests: the SQLite VFS to open the store with (NULL: the default),
+   * and the room left on its disk (NULL: statvfs of the directory), so
+   * that a test can run the store on a simulated small disk. */
+  const char *vfs;
+  uint64_t (*disk_free)(void *ctx);
+  void *disk_ctx;
 } tern__rstore_config;
 
 /* Opens (creating or migrating) the store. Returns 0, TERN_ESTORE (with a
@@ -77,11 +88,23 @@ int tern__rstore_reserve_held(const tern__rstore *s);
  * tern__rstore_rollback(), outside a transaction. Returns the bytes given
  * back (0 if none was held). */
 uint64_t tern__rstore_release_reserve(tern__rstore *s);
-/* Checkpoints and truncates the WAL, then tries to take the reserve back.
- * Outside a transaction only. Returns 1 if it is held now (or none is
- * configured), 0 if the disk has not the room (errmsg says why), or
+/* Checkpoints and truncates the WAL, gives the pages deletions freed back
+ * to the file system (in steps, each checkpointed), then tries to take the
+ * reserve back. Outside a transaction only. Returns 1 if it is held now (or
+ * none is configured), 0 if the disk has not the room (errmsg says why), or
  * TERN_EINVAL inside a transaction. */
 int tern__rstore_take_reserve(tern__rstore *s);
+/* 1 if the checkpoint after the last commit could not finish for want of
+ * room (SQLITE_FULL; errmsg says so): the commit holds, but the disk is
+ * full, and the WAL must not grow further before its checkpoint fits.
+ * Give the reserve back then. 0 once a checkpoint has finished, or the
+ * reserve has been given back. */
+int tern__rstore_short_of_room(const tern__rstore *s);
+/* 1 if the open transaction has already written something and an append
+ * of a `body_len`-byte body would take it past its budget (a quarter of
+ * the reserve, counting each message's body and a page): commit first.
+ * Always 0 without a reserve. */
+int tern__rstore_txn_full(const tern__rstore *s, size_t body_len);
 
 /* For tests of the callers' failure paths: the next `n` calls of
  * tern__rstore_commit() fail as a full disk at COMMIT does in WAL mode (the
@@ -136,10 +159,11 @@ int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], u
                      void *ctx);
 
 /* As tern__rstore_ack, but takes in only as much of (cursor, up_to] as
- * holds at most max_bytes of bodies (at least one message; UINT64_MAX: all
- * of it), and the sacks only if it took in everything: acknowledging and
- * deleting rewrites about as many pages as the messages fill, and on a
- * full disk one transaction must fit in the room the reserve gave back.
+ * costs at most max_bytes (each message its body and a page; at least one
+ * message; UINT64_MAX: all of it), and the sacks only if it took in
+ * everything: acknowledging and deleting rewrites about as many pages as
+ * the messages fill, and one transaction must fit in the room the reserve
+ * gives back.
  * *reached receives the device's cursor after. Returns 0 if it took in
  * everything, 1 if it stopped short (call again for the rest), or an
  * error. */
@@ -148,9 +172,9 @@ int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[3
                           void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
                                      uint64_t seq),
                           void *ctx);
-/* The max_bytes for tern__rstore_ack_some: UINT64_MAX while the reserve is
- * held (or none is configured), a quarter of the reserve while it is given
- * back. */
+/* The max_bytes for tern__rstore_ack_some: what is left of the open
+ * transaction's budget (a quarter of the reserve, less what it has
+ * written), UINT64_MAX without a reserve. */
 uint64_t tern__rstore_ack_budget(const tern__rstore *s);
 
 /* The highest seq of `user`'s inbox that is no longer stored (deleted after

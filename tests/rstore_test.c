@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "rstore.h"
+#include "simdisk.h"
 #include "tmpdir.h"
 
 static char dir[4096];
@@ -797,8 +798,11 @@ Test(rstore, ack_some_takes_acks_in_steps_by_body_size) {
   device(s, "alice", 5);
   uint64_t reached = 0, sack = 12;
   acked a = {0};
-  cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 10, &sack, 1, 2500, &reached, on_ack, &a), 1);
-  cr_assert_eq(reached, 2, "2000 bytes fit in 2500, 3000 do not");
+  /* Each message costs its body and a page (4096 bytes). */
+  uint64_t two = 2 * (1000 + 4096);
+  cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 10, &sack, 1, two + 500, &reached, on_ack,
+                                     &a), 1);
+  cr_assert_eq(reached, 2, "two messages fit, three do not");
   cr_assert_eq(a.n, 2);
   cr_assert_eq(count(s), 8, "and what it took in is deleted");
   cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 10, NULL, 0, 10, &reached, on_ack, &a), 1);
@@ -810,4 +814,133 @@ Test(rstore, ack_some_takes_acks_in_steps_by_body_size) {
   cr_assert_eq(count(s), 0);
   cr_assert_eq(tern__rstore_ack_budget(s), UINT64_MAX, "no reserve: no limit");
   tern__rstore_close(s);
+}
+
+/* With a reserve, a transaction's budget is a quarter of it, counting each
+ * message's body and a page: txn_full says when to commit first, and
+ * ack_budget is what is left (for ack_some). */
+Test(rstore, transactions_are_bounded_by_a_quarter_of_the_reserve) {
+  tern__rstore_config cfg = {.path = dbpath, .synchronous = 1, .reserve_bytes = 96 * 1024};
+  tern__rstore *s = NULL;
+  char err[256];
+  cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), 0, "%s", err);
+  static uint8_t body[3000];
+  uint64_t seq, prev;
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_txn_full(s, 100000), 0, "an empty transaction takes any message");
+  cr_assert_eq(tern__rstore_ack_budget(s), 24 * 1024);
+  for (uint64_t cmid = 1; cmid <= 3; cmid++) {
+    cr_assert_eq(tern__rstore_txn_full(s, sizeof body), 0, "message %llu fits",
+                 (unsigned long long)cmid);
+    tern__rmsg m = {.ts = 1, .cmid = cmid, .from = "carol", .sender_dev = dev(1), .body = body,
+                    .body_len = sizeof body};
+    cr_assert_eq(tern__rstore_append(s, "alice", &m, &seq, &prev), 0);
+  }
+  /* 3 x (3000 + 4096) = 21288 of 24576. */
+  cr_assert_eq(tern__rstore_ack_budget(s), 24 * 1024 - 3 * (3000 + 4096));
+  cr_assert_eq(tern__rstore_txn_full(s, sizeof body), 1, "a fourth does not");
+  cr_assert_eq(tern__rstore_txn_full(s, 0), 1, "nor any other: each costs a page at least");
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(tern__rstore_ack_budget(s), 24 * 1024, "a new transaction, a new budget");
+  /* An ack counts what it takes in. */
+  device(s, "alice", 5);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  uint64_t reached = 0;
+  cr_assert_eq(tern__rstore_ack_some(s, "alice", dev(5), 3, NULL, 0, tern__rstore_ack_budget(s),
+                                     &reached, NULL, NULL), 0);
+  cr_assert_eq(reached, 3);
+  cr_assert_eq(tern__rstore_ack_budget(s), 24 * 1024 - 3 * (3000 + 4096));
+  tern__rstore_rollback(s);
+  cr_assert_eq(tern__rstore_ack_budget(s), 24 * 1024);
+  /* Outside a transaction nothing accumulates. */
+  cr_assert_eq(tern__rstore_ack(s, "alice", dev(5), 1, NULL, 0, NULL, NULL), 0);
+  cr_assert_eq(tern__rstore_ack_budget(s), 24 * 1024);
+  tern__rstore_close(s);
+}
+
+/* On a (simulated) 512 KiB disk with a 96 KiB reserve, transactions that
+ * keep to their budget fill the disk until a commit, or the checkpoint
+ * after one, finds it full. A checkpoint that does is reported
+ * (short_of_room, the commit itself holding); a commit that does fails
+ * whole. Either way, once the reserve is given back, the checkpoint fits
+ * and acks commit in steps within their budget, which deletes what they
+ * acknowledge, and the reserve can be taken again: what ternd_test found
+ * stuck for ever. Twice over, with bodies of 1000, 3000 and 5000 bytes,
+ * 1 to 3 a transaction; between them, both kinds of failure happen. */
+Test(rstore, a_full_disk_always_leaves_room_for_the_checkpoint_and_the_acks) {
+  int commit_failed = 0, checkpoint_failed = 0;
+  for (int run = 0; run < 9; run++) {
+    int per_txn = 1 + run % 3;
+    size_t size = run < 3 ? 3000 : run < 6 ? 1000 : 5000;
+    char sub[4200], path[4300];
+    snprintf(sub, sizeof sub, "%s/%d", dir, run);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    snprintf(path, sizeof path, "%s/relay.db", sub);
+    tt_simdisk *disk = tt_simdisk_new(path, 512 * 1024);
+    cr_assert_not_null(disk);
+    tern__rstore_config cfg = {.path = path, .synchronous = 1, .reserve_bytes = 96 * 1024,
+                               .vfs = tt_simdisk_vfs(disk), .disk_free = tt_simdisk_free_bytes,
+                               .disk_ctx = disk};
+    tern__rstore *s = NULL;
+    char err[256];
+    cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), 0, "%s", err);
+    device(s, "alice", 5);
+    static uint8_t body[5000];
+    uint64_t seq, prev, cmid = 0, stored = 0, deleted = 0;
+    for (int cycle = 0; cycle < 2; cycle++) {
+      int full = 0;
+      uint64_t refused = tt_simdisk_refused(disk);
+      while (!full) {
+        cr_assert_lt(cmid, 1000, "the disk never filled up");
+        cr_assert_eq(tern__rstore_begin(s), 0);
+        int k = 0, rc = 0;
+        for (; k < per_txn && rc == 0 && !tern__rstore_txn_full(s, size); k++) {
+          tern__rmsg m = {.ts = 1, .cmid = ++cmid, .from = "carol", .sender_dev = dev(1),
+                          .body = body, .body_len = size};
+          rc = tern__rstore_append(s, "alice", &m, &seq, &prev);
+        }
+        if (rc == 0) rc = tern__rstore_commit(s);
+        if (rc < 0) {
+          cr_assert_eq(tern__rstore_last_full(s), 1, "%s", tern__rstore_errmsg(s));
+          tern__rstore_rollback(s);
+          cmid -= (uint64_t)k;
+          commit_failed++;
+          full = 1;
+        } else {
+          stored += (uint64_t)k;
+          if (tern__rstore_short_of_room(s)) {
+            cr_assert_not_null(strstr(tern__rstore_errmsg(s), "checkpoint: database or disk is full"),
+                               "%s", tern__rstore_errmsg(s));
+            checkpoint_failed++;
+            full = 1;
+          }
+        }
+      }
+      cr_assert_eq(count(s), stored - deleted, "every committed message is there, no other");
+      cr_assert_gt(tt_simdisk_refused(disk), refused);
+      cr_assert_eq(tern__rstore_release_reserve(s), 96 * 1024);
+      cr_assert_eq(tern__rstore_short_of_room(s), 0, "the checkpoint fit in the reserve");
+      /* The acks, in steps, commit; what they take in is deleted. */
+      uint64_t reached = 0;
+      int more = 1, steps = 0;
+      while (more) {
+        cr_assert_lt(steps++, 1000);
+        cr_assert_eq(tern__rstore_begin(s), 0);
+        more = tern__rstore_ack_some(s, "alice", dev(5), stored, NULL, 0, tern__rstore_ack_budget(s),
+                                     &reached, NULL, NULL);
+        cr_assert_geq(more, 0, "run %d, ack step %d: %s", run, steps, tern__rstore_errmsg(s));
+        cr_assert_eq(tern__rstore_commit(s), 0, "run %d, ack step %d: %s", run, steps,
+                     tern__rstore_errmsg(s));
+      }
+      cr_assert_eq(reached, stored);
+      cr_assert_eq(count(s), 0);
+      deleted = stored;
+      cr_assert_eq(tern__rstore_take_reserve(s), 1, "run %d: %s", run, tern__rstore_errmsg(s));
+    }
+    cr_assert_eq(put(s, "alice", "carol", 1, ++cmid, 1, NULL), stored + 1, "and it goes on");
+    tern__rstore_close(s);
+    tt_simdisk_free(disk);
+  }
+  cr_assert_gt(commit_failed, 0, "a COMMIT found the disk full");
+  cr_assert_gt(checkpoint_failed, 0, "a checkpoint found the disk full");
 }
