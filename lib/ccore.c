@@ -28,7 +28,9 @@ typedef struct entry {
   int settled;           /* SERVER_ACK or FAILED queued for the app: the
                             store drops it when the app takes that event */
   uint64_t retry_at_ms;  /* after BUSY: not before this */
-  uint64_t copy_due_ms;  /* when to send the second copy; 0: none pending */
+  uint64_t copy_due_ms;  /* when to send the next copy; 0: none pending */
+  uint64_t copy_gap_ms;  /* the delay d of this transmission's copies */
+  uint32_t copies_sent;  /* copies of this transmission sent so far */
   size_t len;
   uint8_t body[];
 } entry;
@@ -94,6 +96,7 @@ void tern__ccore_config_default(tern__ccore_config *cfg) {
   cfg->copy_max_bytes = 512;
   cfg->copy_delay_ms = 30;
   cfg->copy_delay_min_ms = 5;
+  cfg->copy_count = 2;
 }
 
 /* ---- seq sets ------------------------------------------------------------ */
@@ -324,17 +327,26 @@ static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
   e->sent_ms = now_ms;
   e->tx = ++cc->tx_next;
   if (!e->resend_ivl) e->resend_ivl = cc->cfg.resend_ms;
-  if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes)
-    e->copy_due_ms = now_ms + copy_delay(cc);
+  e->copy_due_ms = 0;
+  e->copies_sent = 0;
+  if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes && cc->cfg.copy_count) {
+    e->copy_gap_ms = copy_delay(cc);
+    e->copy_due_ms = now_ms + e->copy_gap_ms;
+  }
 }
 
-/* The second copy: if the first was lost, this one is not held behind it. */
+/* A copy: if the reliable transmission was lost, this one is not held
+ * behind it. Copy k (from 1) leaves (2k - 1) d after the transmission: the
+ * second one 2 d after the first, so that a burst of losses that takes the
+ * transmission and its first copy has to last three times as long to take
+ * the second. */
 static void send_copy(tern__ccore *cc, entry *e) {
   tern__wbuf w;
   tern__wbuf_init(&w, cc->buf, FRAME_BUF);
   write_msg(&w, e);
   if (!w.overflow) emit(cc, TERN__CH_COPY, 0, w.p, w.len);
-  e->copy_due_ms = 0;
+  e->copies_sent++;
+  e->copy_due_ms = e->copies_sent < cc->cfg.copy_count ? e->copy_due_ms + 2 * e->copy_gap_ms : 0;
 }
 
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,

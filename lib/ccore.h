@@ -22,15 +22,17 @@ typedef struct tern__ccore_config {
   uint32_t ack_delay_ms;  /* batch DELIVERY_ACKs for this long (20) */
   uint32_t busy_retry_ms; /* after BUSY, wait this long before resending (2000) */
   size_t held_max;        /* DELIVERs kept while waiting for prev_seq (1024) */
-  /* A message body up to this size is sent a second time, unsequenced on
-   * its own channel; the relay's dedup drops whichever arrives second. 0
-   * turns copies off. The copy leaves a fifth of the session's RTT after
-   * the first transmission (tern__ccore_set_rtt), at least
-   * copy_delay_min_ms and at most copy_delay_ms; copy_delay_ms while the
-   * RTT is unknown. (512, 30, 5) */
+  /* A message body up to this size is also sent copy_count more times,
+   * unsequenced on its own channel; the relay's dedup drops all but the
+   * first to arrive. 0 (either) turns copies off. Copy k (from 1) leaves
+   * (2k - 1) d after the reliable transmission, where d is a fifth of the
+   * session's RTT (tern__ccore_set_rtt), at least copy_delay_min_ms and at
+   * most copy_delay_ms; copy_delay_ms while the RTT is unknown.
+   * (512, 30, 5, 2) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;
   uint32_t copy_delay_min_ms;
+  uint32_t copy_count;
 } tern__ccore_config;
 
 void tern__ccore_config_default(tern__ccore_config *cfg);

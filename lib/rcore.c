@@ -32,10 +32,12 @@ typedef struct out_item {
   uint8_t data[];
 } out_item;
 
-/* A second copy of a DELIVER, waiting for its time. */
+/* A copy of a DELIVER, waiting for its time. */
 typedef struct copy_item {
   struct copy_item *next;
   uint64_t seq, due_ms;
+  uint64_t gap_ms;   /* d: the next copy leaves 2 d after this one */
+  uint32_t left;     /* copies still to send, this one included */
   size_t len;
   uint8_t data[];
 } copy_item;
@@ -109,6 +111,7 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->copy_max_bytes = 512;
   cfg->copy_delay_ms = 30;
   cfg->copy_delay_min_ms = 5;
+  cfg->copy_count = 2;
 }
 
 int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg) {
@@ -382,23 +385,10 @@ typedef struct pump_ctx {
   uint64_t now_ms;
 } pump_ctx;
 
-static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t *data, size_t len,
-                          uint64_t now_ms) {
-  if (c->ncopies >= COPIES_MAX) return;
-  copy_item *it = malloc(sizeof(*it) + len);
-  if (!it) return; /* a copy is an optimisation; the original is reliable */
-  it->next = NULL;
-  it->seq = seq;
-  /* A fifth of the RTT, within bounds: the same rule as the client's
-   * (ccore.c, copy_delay). */
-  uint32_t d = c->rtt_ms ? c->rtt_ms / 5 : rc->cfg.copy_delay_ms;
-  if (d > rc->cfg.copy_delay_ms) d = rc->cfg.copy_delay_ms;
-  if (d < rc->cfg.copy_delay_min_ms) d = rc->cfg.copy_delay_min_ms;
-  it->due_ms = now_ms + d;
-  it->len = len;
-  memcpy(it->data, data, len);
-  /* Kept in due order. Almost always that is the end; when the RTT has
-   * just dropped, walk to its place (at most COPIES_MAX). */
+/* Puts `it` in c's queue, which is kept in due order. Almost always that
+ * is the end; when the RTT has just dropped, or for a later copy, walk to
+ * its place (at most COPIES_MAX). */
+static void queue_copy(conn *c, copy_item *it) {
   copy_item **pp = &c->copies;
   if (c->copies) {
     copy_item *last = (copy_item *)((char *)c->copies_tail - offsetof(copy_item, next));
@@ -411,15 +401,44 @@ static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t 
   c->ncopies++;
 }
 
-/* Sends the copies that are due and still unacknowledged. */
+static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t *data, size_t len,
+                          uint64_t now_ms) {
+  if (c->ncopies >= COPIES_MAX || !rc->cfg.copy_count) return;
+  copy_item *it = malloc(sizeof(*it) + len);
+  if (!it) return; /* a copy is an optimisation; the original is reliable */
+  it->seq = seq;
+  /* A fifth of the RTT, within bounds, and copy k at (2k - 1) times that:
+   * the same rule as the client's (ccore.c, copy_delay and send_copy). */
+  uint32_t d = c->rtt_ms ? c->rtt_ms / 5 : rc->cfg.copy_delay_ms;
+  if (d > rc->cfg.copy_delay_ms) d = rc->cfg.copy_delay_ms;
+  if (d < rc->cfg.copy_delay_min_ms) d = rc->cfg.copy_delay_min_ms;
+  it->gap_ms = d;
+  it->due_ms = now_ms + d;
+  it->left = rc->cfg.copy_count;
+  it->len = len;
+  memcpy(it->data, data, len);
+  queue_copy(c, it);
+}
+
+/* Sends the copies that are due and still unacknowledged, and queues the
+ * next copy of each if there is one. */
 static void send_copies(tern__rcore *rc, conn *c, uint64_t now_ms) {
   while (c->copies && c->copies->due_ms <= now_ms) {
     copy_item *it = c->copies;
     c->copies = it->next;
     if (!c->copies) c->copies_tail = &c->copies;
     c->ncopies--;
-    if (it->seq > c->cursor) emit(rc, c->id, TERN__CH_COPY, 0, it->data, it->len, 0);
-    free(it);
+    if (it->seq <= c->cursor) {
+      free(it);
+      continue;
+    }
+    emit(rc, c->id, TERN__CH_COPY, 0, it->data, it->len, 0);
+    if (--it->left) {
+      it->due_ms += 2 * it->gap_ms;
+      queue_copy(c, it);
+    } else {
+      free(it);
+    }
   }
 }
 

@@ -27,15 +27,17 @@ typedef struct tern__rcore_config {
   uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
-  /* A DELIVER whose body is up to copy_max_bytes goes out a second time,
-   * unsequenced on its own channel, unless acked by then; the device drops
-   * whichever arrives second. 0: off. The copy waits a fifth of the
-   * session's RTT (tern__rcore_set_rtt), at least copy_delay_min_ms and at
-   * most copy_delay_ms; copy_delay_ms while the RTT is unknown.
-   * (512, 30, 5) */
+  /* A DELIVER whose body is up to copy_max_bytes goes out copy_count more
+   * times, unsequenced on its own channel, unless acked by then; the device
+   * drops all but the first to arrive. 0 (either): off. Copy k (from 1)
+   * waits (2k - 1) d, where d is a fifth of the session's RTT
+   * (tern__rcore_set_rtt), at least copy_delay_min_ms and at most
+   * copy_delay_ms; copy_delay_ms while the RTT is unknown.
+   * (512, 30, 5, 2) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;
   uint32_t copy_delay_min_ms;
+  uint32_t copy_count;
   /* Optional: 0 if `user` can never receive (FAILED/TERN_ENOENT). */
   int (*user_exists)(void *ctx, const char *user);
   void *user_ctx;

@@ -16,13 +16,16 @@ typedef struct fixture {
   tern__ccore *cc;
 } fixture;
 
-static void open_fixture(fixture *f) {
+/* A core on an in-memory store, with `cfg` (NULL: the defaults). */
+static void open_fixture_cfg(fixture *f, const tern__ccore_config *cfg) {
   char err[128];
   cr_assert_eq(tern__cstore_open(&f->store, ":memory:", 1, err, sizeof(err)), 0, "%s", err);
-  tern__ccore_config cfg;
-  tern__ccore_config_default(&cfg);
-  cr_assert_eq(tern__ccore_new(&f->cc, f->store, &cfg), 0);
+  tern__ccore_config def;
+  tern__ccore_config_default(&def);
+  cr_assert_eq(tern__ccore_new(&f->cc, f->store, cfg ? cfg : &def), 0);
 }
+
+static void open_fixture(fixture *f) { open_fixture_cfg(f, NULL); }
 
 /* Throws the core away (an app crash) and loads a new one from the store. */
 static void crash(fixture *f) {
@@ -247,7 +250,7 @@ Test(ccore, copy_waits_a_fifth_of_the_rtt_within_bounds) {
   close_fixture(&f);
 }
 
-Test(ccore, small_messages_get_a_second_copy_unless_acked_first) {
+Test(ccore, small_messages_get_two_copies_unless_acked_first) {
   fixture f;
   open_fixture(&f);
   tern__ccore_online(f.cc, "alice", 0);
@@ -257,14 +260,41 @@ Test(ccore, small_messages_get_a_second_copy_unless_acked_first) {
   static uint8_t big[600];
   tern__ccore_send(f.cc, "bob", big, sizeof(big), 0, 100, 1, &b);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "no copy at once");
-  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 30, "the copy is due 30 ms later");
+  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 30, "the first copy is due d = 30 ms later");
   tern__ccore_tick(f.cc, 130);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "one copy, for the small message only");
+  cr_assert_eq(tern__ccore_timeout(f.cc, 130), 60, "the second is due 3 d after the send");
+  tern__ccore_tick(f.cc, 189);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "not before");
+  tern__ccore_tick(f.cc, 190);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "the second copy");
+  tern__ccore_tick(f.cc, 400);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "and no third");
   uint64_t c;
-  tern__ccore_send(f.cc, "bob", "acked fast", 10, 0, 200, 1, &c);
-  server_ack(&f, c, 3, 210);
-  tern__ccore_tick(f.cc, 240);
-  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "acked before its copy was due: no copy");
+  tern__ccore_send(f.cc, "bob", "acked fast", 10, 0, 500, 1, &c);
+  server_ack(&f, c, 3, 510);
+  tern__ccore_tick(f.cc, 540);
+  tern__ccore_tick(f.cc, 600);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "acked before its copies were due: none");
+  close_fixture(&f);
+}
+
+Test(ccore, copy_count_one_sends_one_copy) {
+  fixture f;
+  tern__ccore_config cfg;
+  tern__ccore_config_default(&cfg);
+  cfg.copy_count = 1;
+  open_fixture_cfg(&f, &cfg);
+  tern__ccore_online(f.cc, "alice", 0);
+  (void)outputs_on(&f, 0);
+  tern__ccore_set_rtt(f.cc, 50);
+  uint64_t a;
+  tern__ccore_send(f.cc, "bob", "small", 5, 0, 100, 1, &a);
+  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 10, "d is a fifth of the RTT");
+  tern__ccore_tick(f.cc, 110);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1);
+  tern__ccore_tick(f.cc, 200);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "copy_count 1: one copy only");
   close_fixture(&f);
 }
 

@@ -475,7 +475,9 @@ static int count_on(fixture *f, uint64_t conn, uint8_t channel) {
   return n;
 }
 
-Test(rcore, deliver_copy_waits_a_fifth_of_the_recipients_rtt) {
+/* A small DELIVER's copies leave d and 3 d after it, d a fifth of the
+ * recipient's RTT (5 to 30 ms), and stop once the device has acked it. */
+Test(rcore, deliver_copies_wait_a_fifth_of_the_recipients_rtt_then_three) {
   fixture f;
   open_fixture(&f, 0);
   cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
@@ -484,35 +486,55 @@ Test(rcore, deliver_copy_waits_a_fifth_of_the_recipients_rtt) {
   tern__rcore_tick(f.rc, 0, WALL); /* the first expiry sweep: next one in a minute */
   tern__rcore_commit(f.rc, 0);
   (void)count_on(&f, 2, TERN__CH_COPY);
-  /* RTT unknown: 30 ms. */
+  /* RTT unknown: d = 30 ms, copies at 130 and 190. */
   input_msg(&f, 1, 10, 0, "bob", "one", 3, 100);
   tern__rcore_commit(f.rc, 100);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "no copy at once");
   cr_assert_eq(tern__rcore_timeout(f.rc, 100), 30);
-  /* bob's link measures 50 ms: the next copy waits 10 ms. */
+  /* bob's link measures 50 ms: d = 10 ms, copies at 120 and 140. */
   tern__rcore_set_rtt(f.rc, 2, 50);
   input_msg(&f, 1, 11, 10, "bob", "two", 3, 110);
   tern__rcore_commit(f.rc, 110);
-  cr_assert_eq(tern__rcore_timeout(f.rc, 110), 10, "the second copy is due at 120, first");
-  tern__rcore_tick(f.rc, 120, WALL + 120);
-  tern__rcore_commit(f.rc, 120);
-  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1, "the second copy left; the first is due at 130");
-  cr_assert_eq(tern__rcore_timeout(f.rc, 120), 10);
-  tern__rcore_tick(f.rc, 130, WALL + 130);
-  tern__rcore_commit(f.rc, 130);
-  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
+  uint64_t at[] = {120, 130, 140, 190};
+  for (size_t i = 0; i < sizeof(at) / sizeof(*at); i++) {
+    uint64_t now = i ? at[i - 1] : 110;
+    cr_assert_eq(tern__rcore_timeout(f.rc, now), (int)(at[i] - now), "a copy due at %llu",
+                 (unsigned long long)at[i]);
+    tern__rcore_tick(f.rc, at[i] - 1, WALL + at[i] - 1);
+    tern__rcore_commit(f.rc, at[i] - 1);
+    cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "not before %llu", (unsigned long long)at[i]);
+    tern__rcore_tick(f.rc, at[i], WALL + at[i]);
+    tern__rcore_commit(f.rc, at[i]);
+    cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1, "the copy due at %llu", (unsigned long long)at[i]);
+  }
+  tern__rcore_tick(f.rc, 400, WALL + 400);
+  tern__rcore_commit(f.rc, 400);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "two copies each, no third");
   /* Bounds: a 20 ms path gets 5 ms (not 4), a 600 ms path 30 ms (not 120). */
   tern__rcore_set_rtt(f.rc, 2, 20);
-  input_msg(&f, 1, 12, 11, "bob", "three", 5, 200);
-  tern__rcore_commit(f.rc, 200);
-  cr_assert_eq(tern__rcore_timeout(f.rc, 200), 5);
-  tern__rcore_tick(f.rc, 205, WALL + 205);
-  tern__rcore_commit(f.rc, 205);
+  input_msg(&f, 1, 12, 11, "bob", "three", 5, 500);
+  tern__rcore_commit(f.rc, 500);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 500), 5);
+  tern__rcore_tick(f.rc, 505, WALL + 505);
+  tern__rcore_commit(f.rc, 505);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 505), 10);
+  tern__rcore_tick(f.rc, 515, WALL + 515);
+  tern__rcore_commit(f.rc, 515);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
   tern__rcore_set_rtt(f.rc, 2, 600);
-  input_msg(&f, 1, 13, 12, "bob", "four", 4, 300);
-  tern__rcore_commit(f.rc, 300);
-  cr_assert_eq(tern__rcore_timeout(f.rc, 300), 30);
+  input_msg(&f, 1, 13, 12, "bob", "four", 4, 600);
+  tern__rcore_commit(f.rc, 600);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 600), 30);
+  tern__rcore_tick(f.rc, 630, WALL + 630);
+  tern__rcore_commit(f.rc, 630);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1, "the first copy of four");
+  /* bob acks everything: the second copy (due at 690) is not sent. */
+  input_ack(&f, 2, 4, 640);
+  tern__rcore_commit(f.rc, 640);
+  tern__rcore_tick(f.rc, 700, WALL + 700);
+  tern__rcore_commit(f.rc, 700);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "acked: no second copy");
   close_fixture(&f);
 }
 

@@ -13,6 +13,7 @@
 
 #include <sodium.h>
 
+#include "ccore.h"
 #include "frame.h"
 #include "link.h"
 #include "probe.h"
@@ -74,6 +75,22 @@ Test(spec, packet_and_frame_types) {
   cr_assert_eq(TERN__NOTICE_FAILED, 2);
 }
 
+/* spec/messages.md, "Timers": the client core's defaults. */
+Test(spec, client_core_defaults) {
+  tern__ccore_config cfg;
+  memset(&cfg, 0xab, sizeof cfg);
+  tern__ccore_config_default(&cfg);
+  cr_assert_eq(cfg.resend_ms, 4000);
+  cr_assert_eq(cfg.dead_link_ms, 8000);
+  cr_assert_eq(cfg.ack_delay_ms, 20);
+  cr_assert_eq(cfg.busy_retry_ms, 2000);
+  cr_assert_eq(cfg.held_max, 1024);
+  cr_assert_eq(cfg.copy_max_bytes, 512);
+  cr_assert_eq(cfg.copy_delay_ms, 30);
+  cr_assert_eq(cfg.copy_delay_min_ms, 5);
+  cr_assert_eq(cfg.copy_count, 2);
+}
+
 /* spec/messages.md, "Timers": the relay core's defaults. */
 Test(spec, relay_core_defaults) {
   tern__rcore_config cfg;
@@ -88,6 +105,7 @@ Test(spec, relay_core_defaults) {
   cr_assert_eq(cfg.copy_max_bytes, 512);
   cr_assert_eq(cfg.copy_delay_ms, 30);
   cr_assert_eq(cfg.copy_delay_min_ms, 5);
+  cr_assert_eq(cfg.copy_count, 2);
   cr_assert_null(cfg.user_exists);
   cr_assert_eq(cfg.fault_skip_dedup, 0);
   cr_assert_eq(cfg.fault_ack_before_commit, 0);
