@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copies.h"
 #include "evqueue.h"
 #include "frame.h"
 #include "link.h"
@@ -31,6 +32,7 @@ typedef struct entry {
   uint64_t copy_due_ms;  /* when to send the next copy; 0: none pending */
   uint64_t copy_gap_ms;  /* the delay d of this transmission's copies */
   uint32_t copies_sent;  /* copies of this transmission sent so far */
+  uint32_t copies_max;   /* and how many it gets (tern__copies_before) */
   size_t len;
   uint8_t body[];
 } entry;
@@ -302,18 +304,15 @@ size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now
 
 void tern__ccore_set_rtt(tern__ccore *cc, uint32_t rtt_ms) { cc->rtt_ms = rtt_ms; }
 
-/* How long a copy waits after the first transmission: a fifth of the RTT.
- * Early enough to beat ENet's retransmission (about one RTT) by far, and to
- * cost a message that needed its copy (lost, or held behind a lost one on
- * its channel) at most a fifth of the floor; as late as that allows, so that
- * a short burst of losses is less likely to take both. Measured at RTT
- * 100 ms (bench/README.md, F3): 5 % random loss favours short delays,
- * bursts long ones; a fifth kept both within reach. */
+/* How long the first copy waits after the transmission: a fifth of the
+ * RTT (copies.h). Early enough to beat ENet's retransmission (about one
+ * RTT) by far, and to cost a message that needed its copy (lost, or held
+ * behind a lost one on its channel) at most a fifth of the floor; as late
+ * as that allows, so that a short burst of losses is less likely to take
+ * both. Measured at RTT 100 ms (bench/README.md, F3): 5 % random loss
+ * favours short delays, bursts long ones; a fifth kept both within reach. */
 static uint64_t copy_delay(const tern__ccore *cc) {
-  uint32_t d = cc->rtt_ms ? cc->rtt_ms / 5 : cc->cfg.copy_delay_ms;
-  if (d > cc->cfg.copy_delay_ms) d = cc->cfg.copy_delay_ms;
-  if (d < cc->cfg.copy_delay_min_ms) d = cc->cfg.copy_delay_min_ms;
-  return d;
+  return tern__copy_delay(cc->rtt_ms, cc->cfg.copy_delay_min_ms, cc->cfg.copy_delay_ms);
 }
 
 static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
@@ -329,9 +328,11 @@ static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
   if (!e->resend_ivl) e->resend_ivl = cc->cfg.resend_ms;
   e->copy_due_ms = 0;
   e->copies_sent = 0;
-  if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes && cc->cfg.copy_count) {
+  e->copies_max = 0;
+  if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes) {
     e->copy_gap_ms = copy_delay(cc);
-    e->copy_due_ms = now_ms + e->copy_gap_ms;
+    e->copies_max = tern__copies_before(cc->rtt_ms, (uint32_t)e->copy_gap_ms, cc->cfg.copy_count);
+    if (e->copies_max) e->copy_due_ms = now_ms + e->copy_gap_ms;
   }
 }
 
@@ -346,7 +347,7 @@ static void send_copy(tern__ccore *cc, entry *e) {
   write_msg(&w, e);
   if (!w.overflow) emit(cc, TERN__CH_COPY, 0, w.p, w.len);
   e->copies_sent++;
-  e->copy_due_ms = e->copies_sent < cc->cfg.copy_count ? e->copy_due_ms + 2 * e->copy_gap_ms : 0;
+  e->copy_due_ms = e->copies_sent < e->copies_max ? e->copy_due_ms + 2 * e->copy_gap_ms : 0;
 }
 
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,

@@ -340,7 +340,8 @@ int tern__link_send_raw(tern__link *l, uint32_t ip, uint16_t port, const void *d
 }
 
 uint32_t tern__link_peer_rtt(const tern__link_peer *peer) {
-  return ((const ENetPeer *)peer)->roundTripTime;
+  enet_uint32 rtt = ((const ENetPeer *)peer)->roundTripTime;
+  return rtt ? rtt : 1; /* measured below a millisecond: not "unknown" */
 }
 
 /* When ENet next has work for this peer without any input, as an ENet time;

@@ -111,7 +111,8 @@ void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_
 /* "a.b.c.d:port" of the peer into buf (at least 24 bytes). */
 void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap);
 
-/* Smoothed round-trip time ENet measured for the peer, ms. */
+/* Smoothed round-trip time ENet measured for the peer (or the seed it
+ * started from), ms; at least 1. */
 uint32_t tern__link_peer_rtt(const tern__link_peer *peer);
 
 /* The peer's IPv4 address and UDP port, in host byte order. */

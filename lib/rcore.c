@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copies.h"
 #include "frame.h"
 #include "link.h"
 
@@ -403,18 +404,17 @@ static void queue_copy(conn *c, copy_item *it) {
 
 static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t *data, size_t len,
                           uint64_t now_ms) {
-  if (c->ncopies >= COPIES_MAX || !rc->cfg.copy_count) return;
+  if (c->ncopies >= COPIES_MAX) return;
+  /* The same schedule as the client's (copies.h). */
+  uint32_t d = tern__copy_delay(c->rtt_ms, rc->cfg.copy_delay_min_ms, rc->cfg.copy_delay_ms);
+  uint32_t n = tern__copies_before(c->rtt_ms, d, rc->cfg.copy_count);
+  if (!n) return;
   copy_item *it = malloc(sizeof(*it) + len);
   if (!it) return; /* a copy is an optimisation; the original is reliable */
   it->seq = seq;
-  /* A fifth of the RTT, within bounds, and copy k at (2k - 1) times that:
-   * the same rule as the client's (ccore.c, copy_delay and send_copy). */
-  uint32_t d = c->rtt_ms ? c->rtt_ms / 5 : rc->cfg.copy_delay_ms;
-  if (d > rc->cfg.copy_delay_ms) d = rc->cfg.copy_delay_ms;
-  if (d < rc->cfg.copy_delay_min_ms) d = rc->cfg.copy_delay_min_ms;
   it->gap_ms = d;
   it->due_ms = now_ms + d;
-  it->left = rc->cfg.copy_count;
+  it->left = n;
   it->len = len;
   memcpy(it->data, data, len);
   queue_copy(c, it);

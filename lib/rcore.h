@@ -32,8 +32,9 @@ typedef struct tern__rcore_config {
    * drops all but the first to arrive. 0 (either): off. Copy k (from 1)
    * waits (2k - 1) d, where d is a fifth of the session's RTT
    * (tern__rcore_set_rtt), at least copy_delay_min_ms and at most
-   * copy_delay_ms; copy_delay_ms while the RTT is unknown.
-   * (512, 30, 5, 2) */
+   * copy_delay_ms; copy_delay_ms while the RTT is unknown. A copy that
+   * would leave one RTT or more after the transmission is not sent
+   * (copies.h). (512, 30, 5, 2) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;
   uint32_t copy_delay_min_ms;

@@ -298,6 +298,28 @@ Test(ccore, copy_count_one_sends_one_copy) {
   close_fixture(&f);
 }
 
+/* A copy that would leave after one RTT is not sent: ENet's retransmission
+ * comes first, and on a fast link copies only cost. */
+Test(ccore, fast_links_get_fewer_copies) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  (void)outputs_on(&f, 0);
+  uint64_t a, b;
+  tern__ccore_set_rtt(f.cc, 1); /* loopback */
+  tern__ccore_send(f.cc, "bob", "one", 3, 0, 100, 1, &a);
+  tern__ccore_tick(f.cc, 105);
+  tern__ccore_tick(f.cc, 200);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "RTT 1 ms: no copy");
+  tern__ccore_set_rtt(f.cc, 10); /* d = 5: the first at 5 ms, not the second at 15 */
+  tern__ccore_send(f.cc, "bob", "two", 3, 0, 300, 1, &b);
+  tern__ccore_tick(f.cc, 305);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "RTT 10 ms: the first copy");
+  tern__ccore_tick(f.cc, 400);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "and not the second");
+  close_fixture(&f);
+}
+
 /* The cmids of the MSG frames sent, copies (the COPY channel) left out. */
 static int msgs_sent(fixture *f, uint64_t *cmids, int max) {
   int n = 0;

@@ -535,6 +535,13 @@ Test(rcore, deliver_copies_wait_a_fifth_of_the_recipients_rtt_then_three) {
   tern__rcore_tick(f.rc, 700, WALL + 700);
   tern__rcore_commit(f.rc, 700);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "acked: no second copy");
+  /* A fast link: no copy that would leave after one RTT (copies.h). */
+  tern__rcore_set_rtt(f.rc, 2, 1);
+  input_msg(&f, 1, 14, 13, "bob", "five", 4, 800);
+  tern__rcore_commit(f.rc, 800);
+  tern__rcore_tick(f.rc, 900, WALL + 900);
+  tern__rcore_commit(f.rc, 900);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "RTT 1 ms: no copy");
   close_fixture(&f);
 }
 

@@ -1,0 +1,17 @@
+/* The copy schedule: see copies.h. */
+#include "copies.h"
+
+uint32_t tern__copy_delay(uint32_t rtt_ms, uint32_t min_ms, uint32_t max_ms) {
+  uint32_t d = rtt_ms ? rtt_ms / 5 : max_ms;
+  if (d > max_ms) d = max_ms;
+  if (d < min_ms) d = min_ms;
+  return d;
+}
+
+uint32_t tern__copies_before(uint32_t rtt_ms, uint32_t d_ms, uint32_t count) {
+  if (!rtt_ms) return count;
+  uint32_t n = 0;
+  /* Copy n + 1 leaves at (2n + 1) d. */
+  while (n < count && (uint64_t)(2 * (uint64_t)n + 1) * d_ms < rtt_ms) n++;
+  return n;
+}
