@@ -219,7 +219,9 @@ static int op_begin(tern__rstore *s) { return run(s, Q_SP_BEGIN); }
 /* Ends the operation: releases the savepoint if rc >= 0, otherwise rolls
  * it back first. If SQLite already rolled back the whole transaction (it
  * may on SQLITE_FULL or an I/O error), the savepoint is gone and the
- * failing statements change nothing. Returns rc, or the release's error. */
+ * failing statements change nothing. An operation outside a transaction
+ * was a transaction of its own: nothing of the budget stays used.
+ * Returns rc, or the release's error. */
 static int op_end(tern__rstore *s, int rc) {
   if (rc < 0) {
     char keep[sizeof s->err];
@@ -229,10 +231,12 @@ static int op_end(tern__rstore *s, int rc) {
       (void)run(s, Q_SP_RELEASE);
     }
     memcpy(s->err, keep, sizeof keep);
-    return rc;
+  } else {
+    int r = run(s, Q_SP_RELEASE);
+    if (r < 0) rc = r;
   }
-  int r = run(s, Q_SP_RELEASE);
-  return r < 0 ? r : rc;
+  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0;
+  return rc;
 }
 
 static int exec(tern__rstore *s, const char *text, const char *what) {
@@ -710,13 +714,13 @@ static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint6
   uint64_t sq = 0, pv = 0;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  rc = op_end(s, append(s, to, m, &sq, &pv, again));
+  rc = append(s, to, m, &sq, &pv, again);
+  if (rc == 0) s->txn_used += msg_cost(s, m->body_len);
+  rc = op_end(s, rc);
   if (rc == 0) {
     *seq = sq;
     *prev_seq = pv;
-    s->txn_used += msg_cost(s, m->body_len);
   }
-  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0; /* it was a transaction of its own */
   return rc;
 }
 
@@ -901,9 +905,7 @@ int tern__rstore_ack(tern__rstore *s, const char *user, const uint8_t dev[32], u
   if (n && !sacks) return TERN_EINVAL;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  rc = op_end(s, ack(s, user, dev, up_to, sacks, n, UINT64_MAX, NULL, cb, ctx));
-  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0;
-  return rc;
+  return op_end(s, ack(s, user, dev, up_to, sacks, n, UINT64_MAX, NULL, cb, ctx));
 }
 
 int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_t up_to,
@@ -912,9 +914,7 @@ int tern__rstore_ack_some(tern__rstore *s, const char *user, const uint8_t dev[3
   if (n && !sacks) return TERN_EINVAL;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  rc = op_end(s, ack(s, user, dev, up_to, sacks, n, max_bytes, reached, cb, ctx));
-  if (sqlite3_get_autocommit(s->db)) s->txn_used = 0;
-  return rc;
+  return op_end(s, ack(s, user, dev, up_to, sacks, n, max_bytes, reached, cb, ctx));
 }
 
 uint64_t tern__rstore_ack_budget(const tern__rstore *s) {
