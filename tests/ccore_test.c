@@ -5,11 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backoff.h"
-#include "ccore.h"
-#include "cstore.h"
-#include "frame.h"
-#include "link.h"
+#include "client/backoff.h"
+#include "client/ccore.h"
+#include "store/cstore.h"
+#include "wire/frame.h"
+#include "io/link.h"
 
 typedef struct fixture {
   tern__cstore *store;

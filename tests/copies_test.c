@@ -1,7 +1,7 @@
-/* The copy schedule (lib/copies.h, spec/wire.md §2 "Copies"). */
+/* The copy schedule (lib/wire/copies.h, spec/wire.md §2 "Copies"). */
 #include <criterion/criterion.h>
 
-#include "copies.h"
+#include "wire/copies.h"
 
 Test(copies, d_is_a_fifth_of_the_rtt_within_bounds) {
   cr_assert_eq(tern__copy_delay(0, 5, 30), 30, "unknown RTT: the maximum");

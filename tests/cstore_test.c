@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cstore.h"
+#include "store/cstore.h"
 #include "tmpdir.h"
 
 static char dir[4096];

@@ -1,5 +1,5 @@
 /*
- * Tests of lib/frame.c: varints, strings, the typed frames, the packet
+ * Tests of lib/wire/frame.c: varints, strings, the typed frames, the packet
  * splitter, the bounded writer, the chat channel hash and user names.
  *
  * Every decoder here reads from an exact-size heap copy of its input, so
@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "link.h"
+#include "wire/frame.h"
+#include "io/link.h"
 #include "tern/tern.h"
 
 /* An exact-size heap copy of p[0..n); never NULL, even for n == 0. */

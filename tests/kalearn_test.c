@@ -1,5 +1,5 @@
 /*
- * Tests of lib/kalearn.c, the keepalive learner, against a simulated NAT
+ * Tests of lib/client/kalearn.c, the keepalive learner, against a simulated NAT
  * on a virtual clock.
  *
  * The simulation (struct sim) is the learner's whole world:
@@ -15,7 +15,7 @@
  *     datagram for an expired mapping is dropped;
  *   - the path: a fixed one-way delay, and optionally a seeded loss rate
  *     each way;
- *   - the relay: the real probe service (lib/probesvc.c). Each REQUEST
+ *   - the relay: the real probe service (lib/relay/probesvc.c). Each REQUEST
  *     goes to tern__psvc_input; its ACK comes back after the one-way
  *     delay; REPLYs are taken from tern__psvc_next_reply when due.
  *
@@ -31,9 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kalearn.h"
-#include "probe.h"
-#include "probesvc.h"
+#include "client/kalearn.h"
+#include "wire/probe.h"
+#include "relay/probesvc.h"
 #include "tern/tern.h"
 
 static void setup(void) { cr_assert_geq(sodium_init(), 0, "sodium_init failed"); }

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "link.h"
+#include "io/link.h"
 #include "udp_proxy.h"
 #include "tern/tern.h"
 

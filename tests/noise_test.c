@@ -1,5 +1,5 @@
 /*
- * Tests of lib/noise.c: the cacophony vectors for NK, IK, XX and IKpsk2
+ * Tests of lib/wire/noise.c: the cacophony vectors for NK, IK, XX and IKpsk2
  * (handshake and transport, byte for byte), HMAC-BLAKE2b known answers, and
  * the ways a hostile or broken peer can feed the reader bad input.
  */
@@ -12,7 +12,7 @@
 #include <sodium.h>
 
 #include "json.h"
-#include "noise.h"
+#include "wire/noise.h"
 #include "tern/tern.h"
 
 #define VECTOR_FILE TERN_TEST_VECTORS "/noise/cacophony-25519-ChaChaPoly-BLAKE2b.json"

@@ -1,5 +1,5 @@
 /*
- * Tests of lib/probe.c, the NAT-timeout probe datagrams: the layout each
+ * Tests of lib/wire/probe.c, the NAT-timeout probe datagrams: the layout each
  * type has on the wire (sizes, magic, big-endian fields, zero padding, a
  * keyed BLAKE2b-128 tag over everything before it), that every field
  * survives a round trip, that any change to a datagram or to the key makes
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "probe.h"
+#include "wire/probe.h"
 #include "tern/tern.h"
 
 static void setup(void) { cr_assert_geq(sodium_init(), 0, "sodium_init failed"); }

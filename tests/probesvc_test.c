@@ -1,5 +1,5 @@
 /*
- * Tests of lib/probesvc.c, the relay's probe service, on a virtual clock:
+ * Tests of lib/relay/probesvc.c, the relay's probe service, on a virtual clock:
  * what a client that holds a probe key gets (an ACK at once, one REPLY
  * after exactly wait_ms of silence, to where it last sent from), what
  * anybody else gets (nothing), and the limits that keep the service from
@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "probe.h"
-#include "probesvc.h"
+#include "wire/probe.h"
+#include "relay/probesvc.h"
 #include "tern/tern.h"
 
 static void setup(void) { cr_assert_geq(sodium_init(), 0, "sodium_init failed"); }

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "link.h"
-#include "rcore.h"
-#include "rstore.h"
+#include "wire/frame.h"
+#include "io/link.h"
+#include "relay/rcore.h"
+#include "store/rstore.h"
 #include "simdisk.h"
 #include "tmpdir.h"
 

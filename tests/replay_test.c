@@ -1,5 +1,5 @@
 /*
- * Tests of lib/replay.c, the anti-replay window: the rules a receiver
+ * Tests of lib/wire/replay.c, the anti-replay window: the rules a receiver
  * relies on (each counter accepted once, TERN__REPLAY_WINDOW counters below
  * the highest still acceptable, nothing older), the ring's clearing on
  * forward jumps of every size, and a long randomized run against a naive
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "replay.h"
+#include "wire/replay.h"
 #include "tern/tern.h"
 
 /* Check, then mark as seen if accepted: what the session does with a

@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "rstore.h"
+#include "store/rstore.h"
 #include "simdisk.h"
 #include "tmpdir.h"
 

@@ -1,5 +1,5 @@
 /*
- * Tests of lib/session.c, sans-I/O: a client and a relay session exchange
+ * Tests of lib/wire/session.c, sans-I/O: a client and a relay session exchange
  * HELLO and WELCOME in memory, then sealed DATA packets. Then everything a
  * network attacker or a broken peer can do to those packets: flip any bit,
  * replay, reorder, answer with another relay's key, truncate, oversize,
@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "session.h"
+#include "wire/session.h"
 #include "tern/tern.h"
 
 static void setup(void) { cr_assert_geq(sodium_init(), 0, "sodium_init failed"); }

@@ -29,11 +29,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "ccore.h"
-#include "cstore.h"
-#include "frame.h"
-#include "rcore.h"
-#include "rstore.h"
+#include "client/ccore.h"
+#include "store/cstore.h"
+#include "wire/frame.h"
+#include "relay/rcore.h"
+#include "store/rstore.h"
 
 #define MAX_CLIENTS 4
 #define MAX_MSGS 64          /* per client per run */

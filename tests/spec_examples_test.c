@@ -13,15 +13,15 @@
 
 #include <sodium.h>
 
-#include "ccore.h"
-#include "frame.h"
-#include "link.h"
-#include "probe.h"
-#include "probesvc.h"
-#include "rcore.h"
-#include "replay.h"
-#include "rstore.h"
-#include "session.h"
+#include "client/ccore.h"
+#include "wire/frame.h"
+#include "io/link.h"
+#include "wire/probe.h"
+#include "relay/probesvc.h"
+#include "relay/rcore.h"
+#include "wire/replay.h"
+#include "store/rstore.h"
+#include "wire/session.h"
 #include "tern/tern.h"
 
 static void setup(void) { cr_assert_geq(sodium_init(), 0, "sodium_init failed"); }

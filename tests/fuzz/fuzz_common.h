@@ -12,9 +12,9 @@
 
 #include <sodium.h>
 
-#include "frame.h"
-#include "probe.h"
-#include "session.h"
+#include "wire/frame.h"
+#include "wire/probe.h"
+#include "wire/session.h"
 #include "tern/tern.h"
 
 /* Selector bytes: the first byte of a fuzz_handshake input. */

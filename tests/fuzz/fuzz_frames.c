@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
+#include "wire/frame.h"
 #include "tern/tern.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -10,7 +10,7 @@
 
 #include <sodium.h>
 
-#include "noise.h"
+#include "wire/noise.h"
 #include "tern/tern.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

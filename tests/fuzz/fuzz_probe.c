@@ -1,6 +1,6 @@
 /*
- * libFuzzer target for the NAT-timeout probe datagrams (lib/probe.c) and
- * the relay's probe service (lib/probesvc.c).
+ * libFuzzer target for the NAT-timeout probe datagrams (lib/wire/probe.c) and
+ * the relay's probe service (lib/relay/probesvc.c).
  *
  * The whole input is first read as one datagram. tern__probe_parse and
  * tern__probe_verify must agree with the writer: a datagram that parses
@@ -29,8 +29,8 @@
 #include <sodium.h>
 
 #include "fuzz_common.h"
-#include "probe.h"
-#include "probesvc.h"
+#include "wire/probe.h"
+#include "relay/probesvc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

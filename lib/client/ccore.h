@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cstore.h"
+#include "store/cstore.h"
 #include "tern/tern.h"
 
 typedef struct tern__ccore tern__ccore;

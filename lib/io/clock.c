@@ -1,4 +1,4 @@
-#include "clock.h"
+#include "io/clock.h"
 
 #include <time.h>
 

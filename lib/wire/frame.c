@@ -1,5 +1,5 @@
 /* Frame codec: bounded writers and readers, no allocation. */
-#include "frame.h"
+#include "wire/frame.h"
 
 #include <string.h>
 

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "probe.h"
+#include "wire/probe.h"
 
 typedef struct tern__psvc tern__psvc;
 

@@ -23,9 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "frame.h"
-#include "noise.h"
-#include "replay.h"
+#include "wire/frame.h"
+#include "wire/noise.h"
+#include "wire/replay.h"
 #include "tern/tern.h"
 
 enum {

@@ -1,5 +1,5 @@
 /* The relay's messaging core: store, ack, deliver, receipt, expire. */
-#include "rcore.h"
+#include "relay/rcore.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "copies.h"
-#include "frame.h"
-#include "link.h"
+#include "wire/copies.h"
+#include "wire/frame.h"
+#include "wire/channels.h"
 
 /* The store's notice kinds travel as NOTICE_ACK kinds. */
 _Static_assert((int)TERN__NOTICE_RECEIPT == (int)TERN__KIND_RECEIPT, "notice kinds");

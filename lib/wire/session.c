@@ -1,5 +1,5 @@
 /* Handshake packets and sealed DATA packets over the Noise core. */
-#include "session.h"
+#include "wire/session.h"
 
 #include <sodium.h>
 #include <string.h>

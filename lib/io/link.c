@@ -1,5 +1,5 @@
 /* ENet behind tern's link interface. */
-#include "link.h"
+#include "io/link.h"
 
 #include <arpa/inet.h>
 #include <enet/enet.h>
@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "clock.h"
+#include "io/clock.h"
 #include "tern/tern.h"
 
 /* Retransmission timing (spec/wire.md, "Retransmission timing"). ENet

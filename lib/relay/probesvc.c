@@ -1,7 +1,7 @@
 /* The relay's probe service (probesvc.h, spec/keepalive.md). Plain arrays
  * scanned linearly: probes are rare (a few per client per day) and the
  * tables are bounded. */
-#include "probesvc.h"
+#include "relay/probesvc.h"
 
 #include <sodium.h>
 #include <stdlib.h>

@@ -5,14 +5,14 @@
  * COMMIT so a crash leaves all of a call or none of it. spec/store.md has
  * the schema; cstore.h the contract.
  */
-#include "cstore.h"
+#include "store/cstore.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "io/clock.h"
 
 #define SCHEMA_VERSION 2
 

@@ -1,4 +1,4 @@
-#include "evqueue.h"
+#include "client/evqueue.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* Probe datagrams: layout and tags (probe.h, spec/keepalive.md). */
-#include "probe.h"
+#include "wire/probe.h"
 
 #include <sodium.h>
 #include <string.h>

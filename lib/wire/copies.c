@@ -1,5 +1,5 @@
 /* The copy schedule: see copies.h. */
-#include "copies.h"
+#include "wire/copies.h"
 
 uint32_t tern__copy_delay(uint32_t rtt_ms, uint32_t min_ms, uint32_t max_ms) {
   uint32_t d = rtt_ms ? rtt_ms / 5 : max_ms;

@@ -1,5 +1,5 @@
 /* RFC 6479-style sliding window over a ring of 64-bit blocks. */
-#include "replay.h"
+#include "wire/replay.h"
 
 #include <string.h>
 

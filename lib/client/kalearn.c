@@ -1,6 +1,6 @@
 /* The keepalive learner (kalearn.h; the algorithm is spec/keepalive.md's
  * "Search"). */
-#include "kalearn.h"
+#include "client/kalearn.h"
 
 #include <sodium.h>
 #include <string.h>

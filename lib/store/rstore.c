@@ -8,7 +8,7 @@
  * failure half-way leaves nothing of it behind. Every statement is reset
  * (and its bindings cleared) before the function that stepped it returns.
  */
-#include "rstore.h"
+#include "store/rstore.h"
 
 #include <errno.h>
 #include <fcntl.h>

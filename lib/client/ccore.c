@@ -1,14 +1,14 @@
 /* The client's messaging core: outbox, ordered dedup'd delivery, acks. */
-#include "ccore.h"
+#include "client/ccore.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "copies.h"
-#include "evqueue.h"
-#include "frame.h"
-#include "link.h"
+#include "wire/copies.h"
+#include "client/evqueue.h"
+#include "wire/frame.h"
+#include "wire/channels.h"
 
 #define FRAME_BUF (TERN_MESSAGE_MAX + 256)
 /* Take this many messages and the delivery ack goes out without waiting. */

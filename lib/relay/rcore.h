@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rstore.h"
+#include "store/rstore.h"
 #include "tern/tern.h"
 
 typedef struct tern__rcore tern__rcore;

@@ -1,4 +1,4 @@
-#include "backoff.h"
+#include "client/backoff.h"
 
 void tern__backoff_init(tern__backoff *b, uint32_t base_ms, uint32_t cap_ms) {
   b->base_ms = base_ms ? base_ms : 1;

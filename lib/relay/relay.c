@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "frame.h"
-#include "link.h"
-#include "probesvc.h"
-#include "rcore.h"
-#include "rstore.h"
-#include "session.h"
+#include "io/clock.h"
+#include "wire/frame.h"
+#include "io/link.h"
+#include "relay/probesvc.h"
+#include "relay/rcore.h"
+#include "store/rstore.h"
+#include "wire/session.h"
 #include "tern/tern.h"
 
 #define RELAY_BUF (TERN_MESSAGE_MAX + 4096)

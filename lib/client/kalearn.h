@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "probe.h"
+#include "wire/probe.h"
 #include "tern/tern.h"
 
 /* Probes in flight at once (one socket each). */

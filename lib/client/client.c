@@ -22,14 +22,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backoff.h"
-#include "ccore.h"
-#include "clock.h"
-#include "cstore.h"
-#include "frame.h"
-#include "kalearn.h"
-#include "link.h"
-#include "session.h"
+#include "client/backoff.h"
+#include "client/ccore.h"
+#include "io/clock.h"
+#include "store/cstore.h"
+#include "wire/frame.h"
+#include "client/kalearn.h"
+#include "io/link.h"
+#include "wire/session.h"
 #include "tern/tern.h"
 
 /* How long a PROBE_KEY may take to come after it was asked for. */

@@ -4,7 +4,7 @@
  * IK, XX and IKpsk2. Sans-I/O: every key, including the ephemeral one, comes
  * from the caller.
  */
-#include "noise.h"
+#include "wire/noise.h"
 
 #include <string.h>
 
