@@ -16,12 +16,6 @@
 #include "loop.h"
 #include "tern_test.h"
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Root and tcpdump are needed; without them the whole test program skips
  * (exit 77, which ctest shows as skipped) with a message, except in CI,
  * where it must run. The check runs in the runner, before any worker. */
@@ -65,9 +59,9 @@ Test(capture, sealed_traffic_contains_no_plaintext, .timeout = 60) {
   char *argv[] = {"/usr/bin/tcpdump", "-i", "lo", "--immediate-mode", "-U", "-s", "0",
                   "-w", pcap, filter, NULL};
   pid_t td = tt_spawn(argv, log);
-  uint64_t end = now_ms() + 10000;
+  uint64_t end = tt_now_ms() + 10000;
   int ready = 0;
-  while (!ready && now_ms() < end) {
+  while (!ready && tt_now_ms() < end) {
     char *s = tt_read_file(log);
     ready = s && strstr(s, "listening on");
     free(s);
@@ -75,13 +69,9 @@ Test(capture, sealed_traffic_contains_no_plaintext, .timeout = 60) {
   }
   cr_assert(ready, "tcpdump did not start");
 
-  tern_client_config ca, cb;
-  loop_client_config(&l, &ca, "alice");
-  loop_client_config(&l, &cb, "bob");
-  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  size_t a, b;
+  loop_add_pair(&l, &a, &b);
   loop_event ev;
-  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
   for (int i = 0; i < 20; i++) {
     cr_assert_eq(tern_client_send(l.clients[a], "bob", secret, strlen(secret), NULL), 0);
     cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));

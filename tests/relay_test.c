@@ -11,14 +11,9 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "tern_test.h"
 #include "udp_proxy.h"
 #include "tern/tern.h"
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* An allow-list of one key, for the auth callback. */
 typedef struct one_key {
@@ -38,15 +33,9 @@ static int auth_one(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *re
 Test(relay, two_clients_exchange_messages_both_ways) {
   loop l;
   loop_start(&l, NULL, NULL, 0);
-  tern_client_config ca, cb;
-  loop_client_config(&l, &ca, "alice");
-  loop_client_config(&l, &cb, "bob");
-  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  size_t a, b;
+  loop_add_pair(&l, &a, &b);
   loop_event ev;
-  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  cr_assert_str_eq(ev.user, "alice");
-  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
-  cr_assert_str_eq(ev.user, "bob");
 
   uint64_t cmid = 0;
   cr_assert_eq(tern_client_send(l.clients[a], "bob", "hi bob", 6, &cmid), 0);
@@ -73,13 +62,9 @@ Test(relay, two_clients_exchange_messages_both_ways) {
 Test(relay, large_message_arrives_whole) {
   loop l;
   loop_start(&l, NULL, NULL, 0);
-  tern_client_config ca, cb;
-  loop_client_config(&l, &ca, "alice");
-  loop_client_config(&l, &cb, "bob");
-  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  size_t a, b;
+  loop_add_pair(&l, &a, &b);
   loop_event ev;
-  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
   size_t n = 65536;
   uint8_t *big = malloc(n);
   for (size_t i = 0; i < n; i++) big[i] = (uint8_t)(i * 31 + 7);
@@ -238,13 +223,9 @@ Test(relay, wrong_pinned_relay_key_fails_with_its_own_code) {
 Test(relay, graceful_disconnect_and_shutdown_reasons) {
   loop l;
   loop_start(&l, NULL, NULL, 0);
-  tern_client_config ca, cb;
-  loop_client_config(&l, &ca, "alice");
-  loop_client_config(&l, &cb, "bob");
-  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  size_t a, b;
+  loop_add_pair(&l, &a, &b);
   loop_event ev;
-  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
   cr_assert_eq(tern_client_disconnect(l.clients[a]), 0);
   cr_assert(loop_wait(&l, a, TERN_EV_DISCONNECTED, 5000, &ev));
   cr_assert_eq(ev.error, TERN_ECLOSED);
@@ -269,10 +250,10 @@ Test(relay, unreachable_relay_times_out) {
   l.relay = NULL;
   cfg.handshake_timeout_ms = 800;
   size_t c = loop_add_client(&l, &cfg);
-  uint64_t t0 = now_ms();
+  uint64_t t0 = tt_now_ms();
   loop_event ev;
   cr_assert(loop_wait(&l, c, TERN_EV_DISCONNECTED, 5000, &ev));
-  uint64_t took = now_ms() - t0;
+  uint64_t took = tt_now_ms() - t0;
   cr_assert_eq(ev.error, TERN_ETIMEDOUT, "got %s", tern_errname(ev.error));
   cr_assert_geq(took, 700);
   cr_assert_lt(took, 3000, "the handshake timeout bounds the attempt (took %llu ms)",
@@ -311,18 +292,18 @@ Test(relay, silent_attempt_is_given_up_after_3_s_and_retried_at_once, .timeout =
   cr_assert_eq(tern_keypair_generate(&cfg.keypair), 0);
   tern_client *c;
   cr_assert_eq(tern_client_new(&c, &cfg), 0);
-  uint64_t t0 = now_ms(), gave_up = 0;
+  uint64_t t0 = tt_now_ms(), gave_up = 0;
   cr_assert_eq(tern_client_connect(c), 0);
   uint32_t first_id = 0, second_id = 0;
   uint64_t second_at = 0;
   unsigned first_requests = 0;
-  while (now_ms() < t0 + 8000 && !second_id) {
+  while (tt_now_ms() < t0 + 8000 && !second_id) {
     cr_assert_geq(tern_client_service(c, 2), 0);
     tern_event ev;
     while (tern_client_next_event(c, &ev) == 1) {
       if (ev.type != TERN_EV_DISCONNECTED || gave_up) continue;
       cr_assert_eq(ev.error, TERN_ETIMEDOUT, "got %s", tern_errname(ev.error));
-      gave_up = now_ms();
+      gave_up = tt_now_ms();
     }
     uint8_t buf[1500];
     ssize_t n;
@@ -333,7 +314,7 @@ Test(relay, silent_attempt_is_given_up_after_3_s_and_retried_at_once, .timeout =
       if (id == first_id) first_requests++;
       else if (!second_id) {
         second_id = id;
-        second_at = now_ms();
+        second_at = tt_now_ms();
       }
     }
   }
@@ -379,17 +360,17 @@ Test(relay, early_data_answer_that_overtakes_a_lost_welcome_is_kept, .timeout = 
   cfg.relay_port = px.front_port;
   tern_client *c;
   cr_assert_eq(tern_client_new(&c, &cfg), 0);
-  uint64_t t0 = now_ms(), cmid = 0, sent_at = 0, up_at = 0;
+  uint64_t t0 = tt_now_ms(), cmid = 0, sent_at = 0, up_at = 0;
   cr_assert_eq(tern_client_connect(c), 0);
   cr_assert_eq(tern_client_send(c, "bob", "early", 5, &cmid), 0); /* rides in HELLO */
-  while (!sent_at && now_ms() < t0 + 8000) {
+  while (!sent_at && tt_now_ms() < t0 + 8000) {
     cr_assert_eq(tern_relay_service(l.relay, 0), 0);
     cr_assert_geq(tern_client_service(c, 0), 0);
     udp_proxy_pump(&px);
     tern_event ev;
     while (tern_client_next_event(c, &ev) == 1) {
-      if (ev.type == TERN_EV_CONNECTED) up_at = now_ms();
-      if (ev.type == TERN_EV_SENT && ev.cmid == cmid) sent_at = now_ms();
+      if (ev.type == TERN_EV_CONNECTED) up_at = tt_now_ms();
+      if (ev.type == TERN_EV_SENT && ev.cmid == cmid) sent_at = tt_now_ms();
     }
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
@@ -429,8 +410,8 @@ static void raw_connect(raw_peer *r, uint16_t port) {
 /* Services the raw peer for up to ms; returns the ENet event type seen
  * (CONNECT or DISCONNECT), or NONE. */
 static ENetEventType raw_service(raw_peer *r, loop *l, int ms, uint32_t *data) {
-  uint64_t end = now_ms() + (uint64_t)ms;
-  while (now_ms() < end) {
+  uint64_t end = tt_now_ms() + (uint64_t)ms;
+  while (tt_now_ms() < end) {
     loop_pump(l);
     ENetEvent e;
     if (enet_host_service(r->host, &e, 1) > 0) {
@@ -448,11 +429,11 @@ Test(relay, silent_peer_is_dropped_after_handshake_timeout) {
   raw_peer r;
   raw_connect(&r, tern_relay_port(l.relay));
   cr_assert_eq(raw_service(&r, &l, 3000, NULL), ENET_EVENT_TYPE_CONNECT);
-  uint64_t t0 = now_ms();
+  uint64_t t0 = tt_now_ms();
   uint32_t data = 0;
   cr_assert_eq(raw_service(&r, &l, 4000, &data), ENET_EVENT_TYPE_DISCONNECT,
                "a peer that never sends HELLO must lose its slot");
-  uint64_t took = now_ms() - t0;
+  uint64_t took = tt_now_ms() - t0;
   cr_assert_lt(took, 2000, "dropped %llu ms after connect; timeout is 600",
                (unsigned long long)took);
   cr_assert_eq(data, 4 /* TERN__DISC_HS_TIMEOUT */);
@@ -485,13 +466,9 @@ Test(relay, garbage_hello_is_refused_and_relay_keeps_serving) {
     cr_assert_eq(data, cases[k].code, "case %zu: disconnect code %u", k, data);
     enet_host_destroy(r.host);
   }
-  tern_client_config ca, cb;
-  loop_client_config(&l, &ca, "alice");
-  loop_client_config(&l, &cb, "bob");
-  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cb);
+  size_t a, b;
+  loop_add_pair(&l, &a, &b);
   loop_event ev;
-  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
-  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
   cr_assert_eq(tern_client_send(l.clients[a], "bob", "still here", 10, NULL), 0);
   cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
   cr_assert_arr_eq(ev.body, "still here", 10);

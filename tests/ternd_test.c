@@ -17,12 +17,6 @@
 #include "tern/tern.h"
 #include "tern_test.h"
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 typedef struct relay_proc {
   char *dir;
   pid_t pid;
@@ -112,8 +106,8 @@ static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char 
 
 /* Waits until the chat's status output (stderr) contains `needle`. */
 static int chat_wait_for(chat_proc *c, const char *needle, int timeout_ms) {
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
-  while (now_ms() < end) {
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
+  while (tt_now_ms() < end) {
     char *s = tt_read_file(c->err);
     int found = s && strstr(s, needle);
     free(s);
@@ -124,9 +118,9 @@ static int chat_wait_for(chat_proc *c, const char *needle, int timeout_ms) {
 }
 
 static int chat_wait_exit(chat_proc *c, int timeout_ms) {
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
   int st;
-  while (now_ms() < end) {
+  while (tt_now_ms() < end) {
     if (waitpid(c->pid, &st, WNOHANG) == c->pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     usleep(20000);
   }
@@ -199,14 +193,14 @@ Test(ternd, two_processes_exchange_10000_messages_each_way_byte_exact, .timeout 
     make_message(msg, sizeof(msg), 1, i);
     lb += (size_t)snprintf(in_b + lb, cap - lb, "@alice %s\n", msg);
   }
-  uint64_t t0 = now_ms();
+  uint64_t t0 = tt_now_ms();
   write_all(alice.in_fd, in_a, la);
   write_all(bob.in_fd, in_b, lb);
   close(alice.in_fd);
   close(bob.in_fd);
   cr_assert_eq(chat_wait_exit(&alice, 120000), 0);
   cr_assert_eq(chat_wait_exit(&bob, 120000), 0);
-  uint64_t took = now_ms() - t0;
+  uint64_t took = tt_now_ms() - t0;
 
   /* Each side's output: N recv lines in order, each byte-identical to what
    * the other side sent, with inbox seqs 1..N; and a sent line for each of
@@ -263,9 +257,9 @@ Test(ternd, allow_list_reloads_on_sighup_and_bad_file_keeps_old_list, .timeout =
   snprintf(line, sizeof(line), "%s carol\n", pub);
   tt_write_file(r.allow, line);
   kill(r.pid, SIGHUP);
-  uint64_t end = now_ms() + 5000;
+  uint64_t end = tt_now_ms() + 5000;
   int reloaded = 0;
-  while (!reloaded && now_ms() < end) {
+  while (!reloaded && tt_now_ms() < end) {
     char *log = tt_read_file(r.log);
     reloaded = log && strstr(log, "allow-list reloaded: 1 keys");
     free(log);
@@ -281,9 +275,9 @@ Test(ternd, allow_list_reloads_on_sighup_and_bad_file_keeps_old_list, .timeout =
   /* A broken file: ternd says so and keeps carol. */
   tt_write_file(r.allow, "this is not a key line\n");
   kill(r.pid, SIGHUP);
-  end = now_ms() + 5000;
+  end = tt_now_ms() + 5000;
   int complained = 0;
-  while (!complained && now_ms() < end) {
+  while (!complained && tt_now_ms() < end) {
     char *log = tt_read_file(r.log);
     complained = log && strstr(log, "reload failed, keeping the old list") && strstr(log, "line 1");
     free(log);
@@ -357,8 +351,8 @@ Test(ternd, interactive_chat_shows_ticks, .timeout = 60) {
   cr_assert_eq(write(master, line, strlen(line)), (ssize_t)strlen(line));
   char screen[8192] = "";
   size_t len = 0;
-  uint64_t end = now_ms() + 20000;
-  while (now_ms() < end && !strstr(screen, "\u2713\u2713 delivered")) {
+  uint64_t end = tt_now_ms() + 20000;
+  while (tt_now_ms() < end && !strstr(screen, "\u2713\u2713 delivered")) {
     struct pollfd pf = {.fd = master, .events = POLLIN};
     if (poll(&pf, 1, 100) > 0) {
       ssize_t n = read(master, screen + len, sizeof(screen) - 1 - len);
@@ -583,7 +577,7 @@ Test(ternd, scripted_state_receipts_and_escaped_bodies, .timeout = 180) {
   uint64_t cmid;
   cr_assert_eq(tern_client_send(carol, "bob", body, sizeof(body) - 1, &cmid), 0);
   int sent = 0;
-  for (uint64_t end = now_ms() + 20000; !sent && now_ms() < end;) {
+  for (uint64_t end = tt_now_ms() + 20000; !sent && tt_now_ms() < end;) {
     cr_assert_geq(tern_client_service(carol, 50), 0);
     tern_event ev;
     while (tern_client_next_event(carol, &ev) == 1) sent |= ev.type == TERN_EV_SENT;

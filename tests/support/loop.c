@@ -1,16 +1,11 @@
 #include "loop.h"
+#include "tern_test.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 void loop_start(loop *l, tern_relay_auth_fn auth, void *auth_ctx, uint32_t hs_timeout_ms) {
   memset(l, 0, sizeof(*l));
@@ -48,6 +43,19 @@ size_t loop_add_client(loop *l, const tern_client_config *cfg) {
   return l->nclients++;
 }
 
+void loop_add_pair(loop *l, size_t *a, size_t *b) {
+  tern_client_config ca, cb;
+  loop_client_config(l, &ca, "alice");
+  loop_client_config(l, &cb, "bob");
+  *a = loop_add_client(l, &ca);
+  *b = loop_add_client(l, &cb);
+  loop_event ev;
+  cr_assert(loop_wait(l, *a, TERN_EV_CONNECTED, 5000, &ev), "alice did not connect");
+  cr_assert_str_eq(ev.user, "alice");
+  cr_assert(loop_wait(l, *b, TERN_EV_CONNECTED, 5000, &ev), "bob did not connect");
+  cr_assert_str_eq(ev.user, "bob");
+}
+
 void loop_pump(loop *l) {
   if (l->relay) cr_assert_eq(tern_relay_service(l->relay, 0), 0);
   for (size_t i = 0; i < l->nclients; i++)
@@ -55,11 +63,11 @@ void loop_pump(loop *l) {
 }
 
 int loop_wait(loop *l, size_t i, tern_event_type type, int timeout_ms, loop_event *out) {
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
   memset(out, 0, sizeof(*out));
   free(l->last_body);
   l->last_body = NULL;
-  while (now_ms() < end) {
+  while (tt_now_ms() < end) {
     if (l->relay) cr_assert_eq(tern_relay_service(l->relay, 1), 0);
     for (size_t k = 0; k < l->nclients; k++) {
       if (!l->clients[k]) continue;

@@ -36,6 +36,11 @@ void loop_client_config(loop *l, tern_client_config *cfg, const char *user);
 /* Creates and connects a client; returns its index. */
 size_t loop_add_client(loop *l, const tern_client_config *cfg);
 
+/* Adds "alice" and "bob" and waits until both are connected (asserting
+ * it, and that the relay gave them those names); their indexes go to *a
+ * and *b. */
+void loop_add_pair(loop *l, size_t *a, size_t *b);
+
 /* Services relay and every client once (non-blocking). */
 void loop_pump(loop *l);
 

@@ -38,7 +38,7 @@ const char *tt_tool(const char *name) {
   return b;
 }
 
-static uint64_t now_ms(void) {
+uint64_t tt_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -84,10 +84,10 @@ int tt_run(char *const argv[], const char *input, char **out, char **err, int ti
   size_t olen = 0, elen = 0;
   append(&obuf, &olen, "", 0);
   append(&ebuf, &elen, "", 0);
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
   int open_fds = 2, timed_out = 0;
   while (open_fds > 0) {
-    uint64_t now = now_ms();
+    uint64_t now = tt_now_ms();
     if (now >= end) {
       timed_out = 1;
       break;
@@ -143,9 +143,9 @@ pid_t tt_spawn(char *const argv[], const char *log_path) {
 
 int tt_stop(pid_t pid, int timeout_ms) {
   kill(pid, SIGTERM);
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
   int st;
-  while (now_ms() < end) {
+  while (tt_now_ms() < end) {
     pid_t w = waitpid(pid, &st, WNOHANG);
     if (w == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     usleep(10000);
@@ -169,9 +169,9 @@ char *tt_read_file(const char *path) {
 }
 
 int tt_wait_file(const char *path, int timeout_ms) {
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
   struct stat st;
-  while (now_ms() < end) {
+  while (tt_now_ms() < end) {
     if (stat(path, &st) == 0 && st.st_size > 0) return 0;
     usleep(10000);
   }

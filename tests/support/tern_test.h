@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Monotonic milliseconds (CLOCK_MONOTONIC), for test deadlines. */
+uint64_t tt_now_ms(void);
+
 /* Creates a fresh temporary directory; returns a malloc'd path. */
 char *tt_tempdir(void);
 
