@@ -16,6 +16,20 @@ for tool in ternd tern-keygen tern-chat; do
   test -x "$tmp/prefix/bin/$tool" || { echo "FAIL: $tool not installed"; exit 1; }
 done
 
+# Test-only code stays out of what is shipped: the deliberate faults of the
+# simulation and the failure tests are compiled into tern_internal only
+# (lib/CMakeLists.txt). Their symbols are named *_fault*; a symbol table
+# that names one means a fault hook was shipped.
+for f in "$libdir/libtern.so" "$libdir/libtern.a" "$tmp/prefix/bin/ternd"; do
+  hooks=$( { nm "$f" 2>/dev/null; nm -D "$f" 2>/dev/null; } | awk '{print $NF}' | grep -E '(^|_)fault' | sort -u || true)
+  if [ -n "$hooks" ]; then echo "FAIL: $f ships fault hooks: $hooks"; exit 1; fi
+done
+# The check can fail: the test build's library has them.
+internal=$(find "$build" -name 'libtern_internal.a' | head -1)
+if [ -n "$internal" ] && [ -z "$(nm "$internal" | awk '{print $NF}' | grep -E '(^|_)fault' || true)" ]; then
+  echo "FAIL: the fault-hook check found none in the test library either; is it looking right?"; exit 1
+fi
+
 # CMake package. Sanitizer flags of the outer build must not leak in here.
 cmake -S "$src/tests/install" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
   -DCMAKE_C_FLAGS="${TERN_CONSUMER_CFLAGS:-}" >"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; exit 1; }
@@ -29,4 +43,4 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc ${TERN_CONSUMER_CFLAGS:-} -o "$tmp/consumer_pc" "$src/tests/install/consumer.c" \
   $(pkg-config --cflags --libs tern)
 LD_LIBRARY_PATH="$libdir" "$tmp/consumer_pc"
-echo "install_test: find_package(tern) shared+static and pkg-config all work"
+echo "install_test: find_package(tern) shared+static and pkg-config all work; no fault hooks shipped"

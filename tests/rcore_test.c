@@ -15,7 +15,7 @@
 #define WALL 1700000000000ull
 
 typedef struct fixture {
-  tern__rstore *store;
+  tern__relay_store *store;
   tern__rcore *rc;
   uint8_t dev_a[32], dev_b[32];
 } fixture;
@@ -24,7 +24,7 @@ static void open_fixture(fixture *f, uint32_t max_pages) {
   memset(f, 0, sizeof(*f));
   char err[128];
   tern__rstore_config sc = {.path = ":memory:", .synchronous = 1, .max_pages = max_pages};
-  cr_assert_eq(tern__rstore_open(&f->store, &sc, err, sizeof(err)), 0, "%s", err);
+  cr_assert_eq(tern__relay_sqlite_open(&f->store, &sc, NULL, NULL, err, sizeof(err)), 0, "%s", err);
   tern__rcore_config cfg;
   tern__rcore_config_default(&cfg);
   cr_assert_eq(tern__rcore_new(&f->rc, f->store, &cfg), 0);
@@ -34,7 +34,7 @@ static void open_fixture(fixture *f, uint32_t max_pages) {
 
 static void close_fixture(fixture *f) {
   tern__rcore_free(f->rc);
-  tern__rstore_close(f->store);
+  f->store->ops->close(f->store);
 }
 
 static void input_msg(fixture *f, uint64_t conn, uint64_t cmid, uint64_t prev, const char *to,
@@ -118,7 +118,7 @@ Test(rcore, ack_only_after_commit_and_resend_gets_the_same_ack) {
   cr_assert_eq(o.acks, 1);
   cr_assert_eq(o.ack_seq[0], 1, "the resend gets the original seq");
   uint64_t n;
-  cr_assert_eq(tern__rstore_count(f.store, &n), 0);
+  cr_assert_eq(f.store->ops->count(f.store, &n), 0);
   cr_assert_eq(n, 1);
   tern__rcore_stats st;
   tern__rcore_get_stats(f.rc, &st);
@@ -188,7 +188,7 @@ Test(rcore, full_disk_answers_busy_and_keeps_what_it_has) {
   cr_assert(busy, "the store filled up");
   cr_assert_gt(stored, 0);
   uint64_t n;
-  tern__rstore_count(f.store, &n);
+  f.store->ops->count(f.store, &n);
   cr_assert_eq(n, stored, "every acked message is stored, nothing else");
   /* While busy, new messages are refused at once, without touching the store. */
   input_msg(&f, 1, ++cmid, 0, "bob", "small", 5, t);
@@ -254,7 +254,8 @@ static void open_logged(fixture *f, logbook *book, const tern__rstore_config *sc
   memset(book, 0, sizeof(*book));
   char err[256];
   tern__rstore_config mem = {.path = ":memory:", .synchronous = 1};
-  cr_assert_eq(tern__rstore_open(&f->store, sc ? sc : &mem, err, sizeof(err)), 0, "%s", err);
+  cr_assert_eq(tern__relay_sqlite_open(&f->store, sc ? sc : &mem, log_line, book, err, sizeof(err)), 0,
+               "%s", err);
   tern__rcore_config cfg;
   tern__rcore_config_default(&cfg);
   cfg.log = log_line;
@@ -290,7 +291,7 @@ Test(rcore, failed_commit_answers_busy_and_the_acks_of_the_round_are_redone) {
   /* One round: bob acks seq 1, alice sends another; the commit fails. */
   input_ack(&f, 2, 1, 20);
   input_msg(&f, 1, 11, 10, "bob", "two", 3, 20);
-  tern__rstore_fault_commit(f.store, 1);
+  f.store->ops->fault(f.store, TERN__RS_FAULT_COMMIT, 1);
   cr_assert_eq(tern__rcore_commit(f.rc, 20), TERN_ESTORE);
   tern__rcore_out out;
   int busy_for_alice = 0, acks = 0, receipts = 0;
@@ -322,7 +323,7 @@ Test(rcore, failed_commit_answers_busy_and_the_acks_of_the_round_are_redone) {
   cr_assert_eq(st.busy, 1);
   cr_assert_eq(st.store_errors, 1);
   uint64_t n;
-  cr_assert_eq(tern__rstore_count(f.store, &n), 0);
+  cr_assert_eq(f.store->ops->count(f.store, &n), 0);
   cr_assert_eq(n, 1);
   /* Inside the busy window a new message is refused without a store call. */
   input_msg(&f, 1, 11, 10, "bob", "two", 3, 30);
@@ -375,7 +376,7 @@ Test(rcore, registration_rolled_back_by_a_failed_commit_is_redone) {
   input_msg(&f, 1, 5, 0, "bob", "hi", 2, 0);
   cr_assert_eq(tern__rcore_commit(f.rc, 0), 0);
   cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 10), 0);
-  tern__rstore_fault_commit(f.store, 1);
+  f.store->ops->fault(f.store, TERN__RS_FAULT_COMMIT, 1);
   cr_assert_eq(tern__rcore_commit(f.rc, 10), TERN_ESTORE);
   cr_assert_eq(tern__rcore_commit(f.rc, 20), 0, "an empty round commits");
   input_sync(&f, 2, 0, 30);
@@ -404,7 +405,7 @@ Test(rcore, not_allowed_fails_with_edenied) {
   memset(&f, 0, sizeof(f));
   char err[128];
   tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
-  cr_assert_eq(tern__rstore_open(&f.store, &sc, err, sizeof(err)), 0, "%s", err);
+  cr_assert_eq(tern__relay_sqlite_open(&f.store, &sc, NULL, NULL, err, sizeof(err)), 0, "%s", err);
   tern__rcore_config cfg;
   tern__rcore_config_default(&cfg);
   cfg.may_send = only_bob;
@@ -446,10 +447,10 @@ Test(rcore, skip_dedup_fault_stores_a_duplicate) {
   memset(&f, 0, sizeof(f));
   char err[128];
   tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
-  cr_assert_eq(tern__rstore_open(&f.store, &sc, err, sizeof(err)), 0, "%s", err);
+  cr_assert_eq(tern__relay_sqlite_open(&f.store, &sc, NULL, NULL, err, sizeof(err)), 0, "%s", err);
   tern__rcore_config cfg;
   tern__rcore_config_default(&cfg);
-  cfg.fault_skip_dedup = 1;
+  f.store->ops->fault(f.store, TERN__RS_FAULT_DUP, 1);
   cr_assert_eq(tern__rcore_new(&f.rc, f.store, &cfg), 0);
   memset(f.dev_a, 0xaa, 32);
   tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
@@ -462,7 +463,7 @@ Test(rcore, skip_dedup_fault_stores_a_duplicate) {
   cr_assert_eq(o.ack_seq[1], 2, "stored twice, under two seqs");
   cr_assert_eq(o.busy, 0);
   uint64_t n;
-  tern__rstore_count(f.store, &n);
+  f.store->ops->count(f.store, &n);
   cr_assert_eq(n, 2);
   close_fixture(&f);
 }
@@ -684,7 +685,7 @@ static void open_on_disk(fixture *f, logbook *book, tt_simdisk **disk, char *dir
                             .vfs = tt_simdisk_vfs(*disk), .disk_free = tt_simdisk_free_bytes,
                             .disk_ctx = *disk};
   open_logged(f, book, &sc);
-  cr_assert_eq(tern__rstore_reserve_held(f->store), 1);
+  cr_assert_eq(tern__rstore_reserve_held(tern__relay_sqlite_engine(f->store)), 1);
   cr_assert_eq(tern__rcore_open(f->rc, 1, "alice", f->dev_a, 0), 0);
   cr_assert_eq(tern__rcore_open(f->rc, 2, "bob", f->dev_b, 0), 0);
   input_sync(f, 1, 0, 0);
@@ -724,7 +725,7 @@ static void full_disk_case(int burst) {
   cr_assert_gt(d.busy, 0, "burst %d: and the relay answered BUSY", burst);
   for (int i = 1; i <= NMSG; i++) cr_assert_eq(d.got[i], 1, "bob got %d once", i);
   uint64_t n;
-  cr_assert_eq(tern__rstore_count(f.store, &n), 0);
+  cr_assert_eq(f.store->ops->count(f.store, &n), 0);
   cr_assert_eq(n, 0, "everything bob acknowledged is deleted");
   tern__rcore_stats st;
   tern__rcore_get_stats(f.rc, &st);

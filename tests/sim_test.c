@@ -15,6 +15,9 @@
  * Some seeds also make relay commits fail (a full disk), which the relay
  * answers with BUSY and the clients with TERN_EV_ERROR and a retry.
  *
+ * The relay core runs on each relay store backend (relay_store.h): the
+ * SQLite one and the in-memory one, the same seeds on both.
+ *
  * Environment knobs:
  *   TERN_SIM_SEEDS=N   seeds to run (default 2000; 100000 by hand)
  *   TERN_SIM_SEED=S    run only seed S, with a trace of the run
@@ -120,7 +123,7 @@ typedef struct sim {
   params p;
   uint64_t now;
   int trace;
-  tern__rstore *rstore;
+  tern__relay_store *rstore;
   tern__rcore *rcore;
   tern__rcore_config rcfg;
   client c[MAX_CLIENTS];
@@ -346,7 +349,7 @@ static void crash_relay(sim *s) {
   s->crashes_relay++;
   TRACE(s, "relay crashes");
   tern__rcore_free(s->rcore);
-  tern__rstore_rollback(s->rstore); /* what was not committed is gone */
+  s->rstore->ops->rollback(s->rstore, s->now); /* what was not committed is gone */
   for (int i = 0; i < s->p.clients; i++) {
     client *cl = &s->c[i];
     /* Clients notice a dead relay after a while (ENet or the dead-link
@@ -376,16 +379,22 @@ static void pick_params(rng *r, params *p) {
   p->send_window_ms = rnd_range(r, 1000, 40000);
 }
 
-static void setup(sim *s, uint64_t seed, int fault) {
+enum { ON_SQLITE = 0, ON_MEMORY = 1 };
+static const char *const backend_name[] = {"sqlite", "memory"};
+
+static void setup(sim *s, uint64_t seed, int fault, int backend) {
   memset(s, 0, sizeof(*s));
   s->seed = seed;
   s->r.s = seed * 0x9E3779B97F4A7C15ull + 1;
   pick_params(&s->r, &s->p);
   char err[128];
   tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
-  cr_assert_eq(tern__rstore_open(&s->rstore, &sc, err, sizeof(err)), 0, "%s", err);
+  if (backend == ON_MEMORY)
+    cr_assert_eq(tern__relay_mem_open(&s->rstore), 0);
+  else
+    cr_assert_eq(tern__relay_sqlite_open(&s->rstore, &sc, NULL, NULL, err, sizeof(err)), 0, "%s", err);
   tern__rcore_config_default(&s->rcfg);
-  s->rcfg.fault_skip_dedup = fault == 1;
+  s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_DUP, fault == 1);
   s->rcfg.fault_ack_before_commit = fault == 2;
   s->fault_drop_outbox = fault == 3;
   if (fault == 2) s->p.relay_crash_per_s = 0.05 + s->p.relay_crash_per_s;
@@ -409,7 +418,7 @@ static void teardown(sim *s) {
     tern__cstore_close(s->c[i].store);
   }
   tern__rcore_free(s->rcore);
-  tern__rstore_close(s->rstore);
+  s->rstore->ops->close(s->rstore);
   while (s->inflight) {
     packet *n = s->inflight->next;
     free(s->inflight);
@@ -489,7 +498,7 @@ static void step(sim *s, int chaos) {
     if (chaos && rnd01(&s->r) < s->p.store_fail_per_s / 20.0) {
       s->store_failures++;
       TRACE(s, "relay commit fails");
-      tern__rstore_fault_commit(s->rstore, 1);
+      s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_COMMIT, 1);
     }
     tern__rcore_commit(s->rcore, s->now);
     drain_relay(s);
@@ -579,9 +588,10 @@ static uint64_t total_store_failures, total_busy_errors;
 
 /* Runs one seed; returns 0 if every invariant held, else the V_* kinds
  * that broke (the first violation described in why). */
-static unsigned run_seed(uint64_t seed, int fault, int trace, char *why, size_t whycap) {
+static unsigned run_seed(uint64_t seed, int fault, int backend, int trace, char *why,
+                         size_t whycap) {
   sim *s = calloc(1, sizeof(*s));
-  setup(s, seed, fault);
+  setup(s, seed, fault, backend);
   s->trace = trace;
   if (trace)
     fprintf(stderr,
@@ -624,24 +634,27 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-Test(sim, invariants_hold_across_seeds, .timeout = 1200) {
+static void invariants_hold(int backend) {
   uint64_t one = env_u64("TERN_SIM_SEED", 0);
   uint64_t first = one ? one : env_u64("TERN_SIM_FIRST", 1);
   uint64_t count = one ? 1 : env_u64("TERN_SIM_SEEDS", 2000);
   double t0 = now_s();
   for (uint64_t seed = first; seed < first + count; seed++) {
     char why[512] = "";
-    if (run_seed(seed, 0, one != 0, why, sizeof(why)))
-      cr_assert_fail("seed %" PRIu64 " broke an invariant: %s\n  replay: TERN_SIM_SEED=%" PRIu64
-               " %s/tests/sim_test --filter 'sim/invariants*'",
-               seed, why, seed, TERN_TEST_BINDIR);
+    if (run_seed(seed, 0, backend, one != 0, why, sizeof(why)))
+      cr_assert_fail("seed %" PRIu64 " (%s store) broke an invariant: %s\n  replay: TERN_SIM_SEED=%" PRIu64
+               " %s/tests/sim_test --filter 'sim/invariants_hold_on_%s'",
+               seed, backend_name[backend], why, seed, TERN_TEST_BINDIR, backend_name[backend]);
   }
   fprintf(stderr,
-          "sim: %" PRIu64 " seeds from %" PRIu64 " passed in %.1f s (%" PRIu64
+          "sim (%s store): %" PRIu64 " seeds from %" PRIu64 " passed in %.1f s (%" PRIu64
           " relay commits failed on purpose, %" PRIu64 " BUSY errors shown to apps)\n",
-          count, first, now_s() - t0, total_store_failures, total_busy_errors);
+          backend_name[backend], count, first, now_s() - t0, total_store_failures, total_busy_errors);
   if (count >= 100) cr_assert_gt(total_busy_errors, 0, "the store-failure path was exercised");
 }
+
+Test(sim, invariants_hold_on_sqlite, .timeout = 1200) { invariants_hold(ON_SQLITE); }
+Test(sim, invariants_hold_on_memory, .timeout = 1200) { invariants_hold(ON_MEMORY); }
 
 static const char *kind_name(unsigned v) {
   switch (v) {
@@ -659,25 +672,31 @@ static const char *kind_name(unsigned v) {
 /* The checker must catch real bugs: with each deliberate fault, some seed
  * fails, and the first seed that fails breaks the invariant that the fault
  * is about (not merely some other check downstream of it). */
-static void expect_caught(int fault, const char *name, unsigned want) {
+static void expect_caught_on(int fault, const char *name, unsigned want, int backend) {
   uint64_t count = env_u64("TERN_SIM_FAULT_SEEDS", 300);
   for (uint64_t seed = 1; seed <= count; seed++) {
     char why[512] = "";
-    unsigned v = run_seed(seed, fault, 0, why, sizeof(why));
+    unsigned v = run_seed(seed, fault, backend, 0, why, sizeof(why));
     if (!v) continue;
     char kinds[256] = "";
     for (unsigned b = 1; b && b <= V_OTHER; b <<= 1)
       if (v & b)
         snprintf(kinds + strlen(kinds), sizeof(kinds) - strlen(kinds), "%s%s", kinds[0] ? "; " : "",
                  kind_name(b));
-    fprintf(stderr, "sim: fault '%s' caught by seed %" PRIu64 ": %s [broke: %s]\n", name, seed, why,
-            kinds);
+    fprintf(stderr, "sim (%s store): fault '%s' caught by seed %" PRIu64 ": %s [broke: %s]\n",
+            backend_name[backend], name, seed, why, kinds);
     cr_assert(v & want,
               "fault '%s', seed %" PRIu64 ": expected it to break '%s', but it broke: %s (%s)", name,
               seed, kind_name(want), kinds, why);
     return;
   }
-  cr_assert_fail("fault '%s' went unnoticed over %" PRIu64 " seeds", name, count);
+  cr_assert_fail("fault '%s' went unnoticed over %" PRIu64 " seeds on the %s store", name, count,
+                 backend_name[backend]);
+}
+
+static void expect_caught(int fault, const char *name, unsigned want) {
+  expect_caught_on(fault, name, want, ON_SQLITE);
+  expect_caught_on(fault, name, want, ON_MEMORY);
 }
 
 Test(sim, catches_skipped_dedup, .timeout = 600) {

@@ -107,7 +107,6 @@ Test(spec, relay_core_defaults) {
   cr_assert_eq(cfg.copy_delay_min_ms, 5);
   cr_assert_eq(cfg.copy_count, 2);
   cr_assert_null(cfg.user_exists);
-  cr_assert_eq(cfg.fault_skip_dedup, 0);
   cr_assert_eq(cfg.fault_ack_before_commit, 0);
 }
 

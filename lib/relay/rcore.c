@@ -1,12 +1,12 @@
 /* The relay's messaging core: store, ack, deliver, receipt, expire. */
 #include "relay/rcore.h"
 
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "wire/copies.h"
 #include "wire/frame.h"
 #include "wire/channels.h"
@@ -72,14 +72,13 @@ typedef struct conn {
 
 struct tern__rcore {
   tern__rcore_config cfg;
-  tern__rstore *store;
+  tern__relay_store *store;
   conn *conns;
   out_item *held, **held_tail;   /* waiting for the commit */
   out_item *ready, **ready_tail; /* released */
   out_item *current;             /* handed out by next(), freed on the next call */
   uint64_t busy_until_ms;
   uint64_t next_expire_ms;
-  uint64_t reserve_retry_ms;     /* when to try taking the store's reserve again */
   /* Messages one round may store, 0: any number. A failed round sets it to
    * half of what that round stored; a committed round that used half of it
    * doubles it, and 5 busy_ms without a failure lift it. A round too big
@@ -115,7 +114,7 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->copy_count = 2;
 }
 
-int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg) {
+int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rcore_config *cfg) {
   *out = NULL;
   tern__rcore *rc = calloc(1, sizeof(*rc));
   if (!rc) return TERN_ENOMEM;
@@ -166,18 +165,6 @@ void tern__rcore_free(tern__rcore *rc) {
   free(rc->current);
   free(rc->buf);
   free(rc);
-}
-
-static void logf_(tern__rcore *rc, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_(tern__rcore *rc, int level, const char *fmt, ...) {
-  if (!rc->cfg.log) return;
-  char line[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof(line), fmt, ap);
-  va_end(ap);
-  rc->cfg.log(rc->cfg.log_ctx, level, line);
 }
 
 static conn *find(tern__rcore *rc, uint64_t id) {
@@ -235,38 +222,19 @@ static uint8_t conv_channel(const char *a, const char *b) {
   return tern__chat_channel((const uint8_t *)a, strlen(a), (const uint8_t *)b, strlen(b));
 }
 
-static int ensure_txn(tern__rcore *rc) {
-  if (tern__rstore_in_txn(rc->store)) return 0;
-  return tern__rstore_begin(rc->store);
-}
-
-/* The disk is full: gives the store's reserve back (if it holds it), so
- * that acks, receipts and deletions go on; new messages get BUSY until it
- * can be taken again. `why`: the reason, if not logged already. */
-static void give_back(tern__rcore *rc, uint64_t now_ms, const char *why) {
-  uint64_t freed = tern__rstore_release_reserve(rc->store);
-  if (!freed) return;
-  rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
-  char reason[300] = "";
-  if (why) snprintf(reason, sizeof(reason), " (%s)", why);
-  logf_(rc, 0,
-        "message store: the disk is full%s; gave back the %llu-byte disk reserve so that "
-        "deliveries, acks and receipts go on; new messages are refused (BUSY) until it can be "
-        "taken again",
-        reason, (unsigned long long)freed);
-}
-
 static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole);
 
-/* Before a write of about `body_len` bytes of messages: if the round's
- * open transaction would go past the store's budget with it, commits what
- * the round has so far (releasing its outputs) and goes on in a new
- * transaction. What the WAL holds must stay small enough that its
- * checkpoint fits in the disk reserve after a full disk (spec/store.md).
- * 0, or -1 if that commit failed (store_failed() has run). */
+/* How full the store is for a message of `body_len` bytes (0: an ack),
+ * after committing the round so far if the store asks for that first (a
+ * round may be committed in parts; the part's outputs are released).
+ * TERN__RS_ROOM or TERN__RS_FULL, or -1 if that commit failed
+ * (store_failed() has run). */
 static int make_room(tern__rcore *rc, size_t body_len, uint64_t now_ms) {
-  if (!tern__rstore_in_txn(rc->store) || !tern__rstore_txn_full(rc->store, body_len)) return 0;
-  return commit_txn(rc, now_ms, 0) < 0 ? -1 : 0;
+  int r = rc->store->ops->room(rc->store, body_len);
+  if (r != TERN__RS_COMMIT_FIRST) return r;
+  if (commit_txn(rc, now_ms, 0) < 0) return -1;
+  r = rc->store->ops->room(rc->store, body_len);
+  return r == TERN__RS_COMMIT_FIRST ? TERN__RS_ROOM : r; /* an empty round always fits */
 }
 
 /* A store call or the commit failed: undo the round, tell the senders of
@@ -274,9 +242,8 @@ static int make_room(tern__rcore *rc, size_t body_len, uint64_t now_ms) {
 static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   rc->stats.store_errors++;
   char why[256];
-  snprintf(why, sizeof(why), "%s", tern__rstore_errmsg(rc->store));
-  int full = tern__rstore_last_full(rc->store);
-  tern__rstore_rollback(rc->store);
+  snprintf(why, sizeof(why), "%s", rc->store->ops->errmsg(rc->store));
+  rc->store->ops->rollback(rc->store, now_ms);
   rc->round_cap = rc->round.stored > 1 ? rc->round.stored / 2 : 1;
   rc->round_msgs -= rc->round.stored; /* not stored after all */
   rc->failed_ms = now_ms;
@@ -325,7 +292,7 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
     char more[64] = "";
     if (rc->log_skipped)
       snprintf(more, sizeof(more), " (and %u failure(s) not reported since the last)", rc->log_skipped);
-    logf_(rc, 0,
+    tern__logf(rc->cfg.log, rc->cfg.log_ctx, 0,
           "message store failed: %s; the round is rolled back, %u message(s) of it answered BUSY, "
           "new messages refused for %u ms%s",
           why, busy, rc->cfg.busy_ms, more);
@@ -334,7 +301,6 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   } else {
     rc->log_skipped++;
   }
-  if (full) give_back(rc, now_ms, NULL);
 }
 
 int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8_t dev[32],
@@ -344,8 +310,7 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   c->id = id;
   snprintf(c->user, sizeof(c->user), "%s", user);
   memcpy(c->dev, dev, 32);
-  int rc2 = ensure_txn(rc);
-  if (rc2 == 0) rc2 = tern__rstore_device(rc->store, user, dev, &c->cursor);
+  int rc2 = rc->store->ops->device(rc->store, user, dev, &c->cursor);
   if (rc2 < 0) {
     store_failed(rc, now_ms);
     free(c);
@@ -465,8 +430,7 @@ static void pump(tern__rcore *rc, conn *c, uint64_t now_ms) {
   uint64_t inflight = c->sent_upto > c->cursor ? c->sent_upto - c->cursor : 0;
   if (inflight >= rc->cfg.deliver_window) return;
   pump_ctx p = {rc, c, now_ms};
-  if (ensure_txn(rc) < 0) return;
-  int n = tern__rstore_fetch(rc->store, c->user, c->sent_upto, rc->cfg.deliver_window - inflight,
+  int n = rc->store->ops->due(rc->store, c->user, c->sent_upto, rc->cfg.deliver_window - inflight,
                              pump_one, &p);
   if (n < 0) {
     store_failed(rc, now_ms);
@@ -506,7 +470,7 @@ static int notice_one(void *ctx, int kind, uint64_t cmid, int64_t code) {
 
 static void send_notices(tern__rcore *rc, conn *c, uint64_t now_ms) {
   notice_ctx n = {rc, c, 0};
-  if (ensure_txn(rc) < 0 || tern__rstore_notice_list(rc->store, c->dev, notice_one, &n) < 0) {
+  if (rc->store->ops->notice_list(rc->store, c->dev, notice_one, &n) < 0) {
     store_failed(rc, now_ms);
     return;
   }
@@ -516,7 +480,7 @@ static void send_notices(tern__rcore *rc, conn *c, uint64_t now_ms) {
 
 /* Stores a notice for a sender device and sends it to its live sessions. */
 static int notify(tern__rcore *rc, const uint8_t dev[32], int kind, uint64_t cmid, int64_t code) {
-  int r = tern__rstore_notice_put(rc->store, dev, kind, cmid, code);
+  int r = rc->store->ops->notice_put(rc->store, dev, kind, cmid, code);
   if (r < 0) return r;
   for (conn *c = rc->conns; c; c = c->next)
     if (c->confirmed && memcmp(c->dev, dev, 32) == 0) emit_notice(rc, c, kind, cmid, code);
@@ -557,7 +521,12 @@ static void send_ack(tern__rcore *rc, conn *c, uint8_t channel, uint64_t cmid, u
   tern__wbuf_init(&w, tmp, sizeof(tmp));
   tern__fr_sack a = {.cmid = cmid, .seq = seq, .ts = ts};
   tern__fr_sack_write(&w, &a);
-  emit_kind(rc, c->id, channel, 1, w.p, w.len, rc->cfg.fault_ack_before_commit, OUT_ACK, cmid);
+#ifdef TERN_TEST_HOOKS
+  int now = rc->cfg.fault_ack_before_commit;
+#else
+  int now = 0;
+#endif
+  emit_kind(rc, c->id, channel, 1, w.p, w.len, now, OUT_ACK, cmid);
 }
 
 /* An ephemeral message: straight to the recipient's live sessions. */
@@ -598,50 +567,35 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_EDENIED);
     return;
   }
-  if (now_ms < rc->busy_until_ms || !tern__rstore_reserve_held(rc->store) ||
-      (rc->round_cap && rc->round_msgs >= rc->round_cap)) {
+  if (now_ms < rc->busy_until_ms || (rc->round_cap && rc->round_msgs >= rc->round_cap)) {
     reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
     return;
   }
-  if (make_room(rc, m->body_len, now_ms) < 0) {
+  int room = make_room(rc, m->body_len, now_ms);
+  if (room != TERN__RS_ROOM) {
+    /* Full (the disk, say), or the commit that was to make room failed. */
     reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
     return;
   }
-  if (!tern__rstore_reserve_held(rc->store)) {
-    /* That commit found the disk full and gave the reserve back. */
-    reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
-    return;
-  }
-  if (ensure_txn(rc) < 0) goto store_error;
-  uint64_t seq, ts;
-  int found = rc->cfg.fault_skip_dedup ? 0 : tern__rstore_dedup_get(rc->store, c->dev, m->cmid, &seq, &ts);
-  if (found < 0) goto store_error;
-  if (found) {
+  tern__rs_put put = {.to = to, .from = c->user, .sender_dev = c->dev, .cmid = m->cmid,
+                      .prev_cmid = m->prev_cmid, .ts = wall_ms, .flags = m->flags,
+                      .body = m->body, .body_len = m->body_len};
+  if (rc->store->ops->put(rc->store, &put, 1) < 0) goto store_error;
+  if (put.result == TERN__RS_EARLIER) {
     /* A resend: the same answer, never a second copy. */
     rc->round.deduped++;
-    send_ack(rc, c, ch, m->cmid, seq, ts);
+    send_ack(rc, c, ch, m->cmid, put.seq, put.stored_ts);
     return;
   }
-  if (m->prev_cmid) {
-    /* Per-conversation order: the previous message must be stored first.
-     * Without it, drop this one; the client resends both, in order. */
-    uint64_t ps, pt;
-    int have = tern__rstore_dedup_get(rc->store, c->dev, m->prev_cmid, &ps, &pt);
-    if (have < 0) goto store_error;
-    if (!have) return;
-  }
-  tern__rmsg rm = {.ts = wall_ms, .cmid = m->cmid, .flags = m->flags, .from = c->user,
-                   .sender_dev = c->dev, .body = m->body, .body_len = m->body_len};
-  uint64_t prev;
-  int ar = rc->cfg.fault_skip_dedup ? tern__rstore_append_fault_dup(rc->store, to, &rm, &seq, &prev)
-                                    : tern__rstore_append(rc->store, to, &rm, &seq, &prev);
-  if (ar < 0) goto store_error;
+  /* Per-conversation order: the previous message must be stored first.
+   * Without it, drop this one; the client resends both, in order. */
+  if (put.result != TERN__RS_STORED) return;
   rc->round.stored++;
   rc->round_msgs++;
-  send_ack(rc, c, ch, m->cmid, seq, wall_ms);
+  send_ack(rc, c, ch, m->cmid, put.seq, wall_ms);
   /* Live sessions of the recipient that are caught up get it now. */
   for (conn *r = rc->conns; r; r = r->next)
-    if (r->confirmed && strcmp(r->user, to) == 0 && r->sent_upto + 1 == seq) pump(rc, r, now_ms);
+    if (r->confirmed && strcmp(r->user, to) == 0 && r->sent_upto + 1 == put.seq) pump(rc, r, now_ms);
   return;
 store_error:
   store_failed(rc, now_ms);
@@ -652,10 +606,10 @@ store_error:
  * device's registration, registers it again (an ack from an unregistered
  * device would be refused). */
 static int begin_for(tern__rcore *rc, conn *c) {
-  int r = ensure_txn(rc);
-  if (r == 0 && !c->registered && !c->reg_pending) {
+  int r = 0;
+  if (!c->registered && !c->reg_pending) {
     uint64_t cur;
-    r = tern__rstore_device(rc->store, c->user, c->dev, &cur);
+    r = rc->store->ops->device(rc->store, c->user, c->dev, &cur);
     if (r == 0) c->reg_pending = 1;
   }
   return r;
@@ -672,8 +626,8 @@ static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n,
   if (make_room(rc, 0, now_ms) < 0) return -1;
   int r = begin_for(rc, c);
   if (r == 0)
-    r = tern__rstore_ack_some(rc->store, c->user, c->dev, c->ack_goal, sacks, n,
-                              tern__rstore_ack_budget(rc->store), &reached, on_delivered, &a);
+    r = rc->store->ops->acked(rc->store, c->user, c->dev, c->ack_goal, sacks, n, &reached,
+                              on_delivered, &a);
   if (r < 0 || a.err < 0) {
     store_failed(rc, now_ms);
     return -1;
@@ -699,7 +653,7 @@ static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_
   uint64_t floor = 0;
   if (l->last > c->ack_goal) c->ack_goal = l->last;
   if (apply_acks(rc, c, l->seqs, l->n, now_ms) < 0) return;
-  if (tern__rstore_floor(rc->store, c->user, &floor) < 0) {
+  if (rc->store->ops->floor(rc->store, c->user, &floor) < 0) {
     store_failed(rc, now_ms);
     return;
   }
@@ -744,8 +698,7 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
       case TERN__FR_NOTICE_ACK: {
         uint64_t kind, cmid;
         if (tern__fr_notice_ack_read(&body, &kind, &cmid) != 0) break;
-        if (ensure_txn(rc) < 0 ||
-            tern__rstore_notice_del(rc->store, c->dev, (int)kind, cmid) < 0)
+        if (rc->store->ops->notice_del(rc->store, c->dev, (int)kind, cmid) < 0)
           store_failed(rc, now_ms);
         break;
       }
@@ -760,7 +713,7 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
  * the end of the round (tern__rcore_commit); otherwise a part of it
  * (make_room), after which the round goes on. */
 static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
-  if (tern__rstore_in_txn(rc->store) && tern__rstore_commit(rc->store) < 0) {
+  if (rc->store->ops->commit(rc->store, now_ms) < 0) {
     store_failed(rc, now_ms);
     if (whole) rc->round_msgs = 0;
     return TERN_ESTORE;
@@ -778,22 +731,11 @@ static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
     if (c->reg_pending) c->registered = 1;
     c->reg_pending = 0;
   }
-  /* The commit holds, but its checkpoint found the disk full: give the
-   * reserve back now, while the checkpoint still fits in it. */
-  if (tern__rstore_short_of_room(rc->store)) give_back(rc, now_ms, tern__rstore_errmsg(rc->store));
   if (whole) {
     if (rc->round_cap && rc->round_msgs && rc->round_msgs * 2 >= rc->round_cap)
       rc->round_cap = rc->round_cap >= 65536 ? 0 : rc->round_cap * 2;
     if (rc->round_cap && now_ms >= rc->failed_ms + 5ull * rc->cfg.busy_ms) rc->round_cap = 0;
     rc->round_msgs = 0;
-    if (!tern__rstore_reserve_held(rc->store) && now_ms >= rc->reserve_retry_ms) {
-      rc->reserve_retry_ms = now_ms + rc->cfg.busy_ms;
-      if (tern__rstore_take_reserve(rc->store) == 1)
-        logf_(rc, 2, "message store: the disk has room for its reserve again; accepting new messages");
-      else
-        logf_(rc, 3, "message store: no room for the disk reserve yet (%s); retrying in %u ms",
-              tern__rstore_errmsg(rc->store), rc->cfg.busy_ms);
-    }
   }
   if (rc->held) {
     *rc->ready_tail = rc->held;
@@ -820,8 +762,8 @@ int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
 
 int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   uint64_t best = rc->next_expire_ms;
-  if (!tern__rstore_reserve_held(rc->store) && rc->reserve_retry_ms < best)
-    best = rc->reserve_retry_ms;
+  uint64_t wake = rc->store->ops->wake_ms(rc->store);
+  if (wake < best) best = wake;
   for (const conn *c = rc->conns; c; c = c->next) {
     if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
@@ -862,8 +804,7 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
     rc->next_expire_ms = now_ms + rc->cfg.expire_every_ms;
     ack_ctx a = {rc, 0};
     uint64_t before = wall_ms > rc->cfg.retention_ms ? wall_ms - rc->cfg.retention_ms : 0;
-    if (ensure_txn(rc) < 0 || tern__rstore_expire(rc->store, before, on_expired, &a) < 0 ||
-        a.err < 0)
+    if (rc->store->ops->expire(rc->store, before, on_expired, &a) < 0 || a.err < 0)
       store_failed(rc, now_ms);
   }
 }

@@ -1,7 +1,8 @@
 /*
  * The relay's messaging core, sans-I/O: what the relay does with MSG,
  * DELIVERY_ACK, SYNC and NOTICE_ACK frames from authenticated connections,
- * on top of the relay store. Time is passed in; frames come out as outputs
+ * on top of a relay store, which it reaches through store/relay_store.h
+ * only (any backend). May include: base/, wire/, store/relay_store.h. Time is passed in; frames come out as outputs
  * addressed to connection ids. spec/messages.md describes the flows.
  *
  * The rule that makes "never loses what it acked" hold: every output is held
@@ -15,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/rstore.h"
+#include "store/relay_store.h"
 #include "tern/tern.h"
 
 typedef struct tern__rcore tern__rcore;
@@ -51,9 +52,12 @@ typedef struct tern__rcore_config {
    * reported at most once per busy_ms, with a count of those not reported. */
   void (*log)(void *ctx, int level, const char *line);
   void *log_ctx;
-  /* Deliberate faults, for showing that the simulation catches them. */
-  int fault_skip_dedup;       /* store a resent MSG again: a duplicate */
-  int fault_ack_before_commit;/* release SERVER_ACK before the commit */
+#ifdef TERN_TEST_HOOKS
+  /* A deliberate fault, for showing that the simulation catches it (test
+   * builds only): release SERVER_ACK before the commit. The store's own
+   * faults are in relay_store.h. */
+  int fault_ack_before_commit;
+#endif
 } tern__rcore_config;
 
 void tern__rcore_config_default(tern__rcore_config *cfg);
@@ -67,7 +71,7 @@ typedef struct tern__rcore_out {
 } tern__rcore_out;
 
 /* The store is borrowed, not owned. Returns 0 or TERN_ENOMEM. */
-int tern__rcore_new(tern__rcore **out, tern__rstore *store, const tern__rcore_config *cfg);
+int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rcore_config *cfg);
 void tern__rcore_free(tern__rcore *rc);
 
 /* An authenticated session `conn` is up for device `dev` of `user`. Nothing
@@ -88,10 +92,9 @@ int tern__rcore_input(tern__rcore *rc, uint64_t conn, const uint8_t *frames, siz
 
 /* Commits the round's store writes, then releases the held outputs.
  *
- * With a store that has a disk reserve, a round may already have been
- * committed in parts: a transaction must not write more than the store's
- * budget (tern__rstore_txn_full), so before a write that would take it
- * past that, the core commits what the round has so far and releases that
+ * A round may already have been committed in parts: when the store's room()
+ * asks for a commit first (the SQLite backend bounds what one transaction
+ * writes), the core commits what the round has so far and releases that
  * part's outputs (they may be taken with tern__rcore_next before this
  * call). A failure below undoes only the part not yet committed.
  *
@@ -103,10 +106,9 @@ int tern__rcore_input(tern__rcore *rc, uint64_t conn, const uint8_t *frames, siz
  * goes back to its last committed value and its DELIVERs and notices are
  * sent again from there, so the devices acknowledge again and their acks
  * (and the receipts they cause) are redone in a later round. New messages
- * are answered BUSY for busy_ms; after a full disk (SQLITE_FULL) the store's
- * reserve is given back and new messages are answered BUSY until it can be
- * taken again (retried every busy_ms, after a commit). Returns 0 or
- * TERN_ESTORE. */
+ * are answered BUSY for busy_ms, and for as long as the store's room() says
+ * it is full (the SQLite backend after a full disk, until it has its disk
+ * reserve back). Returns 0 or TERN_ESTORE. */
 int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms);
 
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until

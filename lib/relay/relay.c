@@ -6,7 +6,6 @@
  * clock, the random source, ENet and the store's transactions.
  */
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "io/link.h"
 #include "relay/probesvc.h"
 #include "relay/rcore.h"
+#include "base/log.h"
 #include "store/rstore.h"
 #include "wire/session.h"
 #include "tern/tern.h"
@@ -49,7 +49,7 @@ struct tern_relay {
   tern_relay_config cfg;
   char *bind_host;
   tern__link *link;
-  tern__rstore *store;
+  tern__relay_store *store;
   tern__rcore *core;
   tern__psvc *probes;           /* NULL when cfg.probes is 0 */
   uint64_t next_id;
@@ -77,26 +77,11 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->probes = 1;
 }
 
-static void logf_(tern_relay *r, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* The relay's log line, through the program's callback (base/log.h). */
+#define logf_(r, level, ...) tern__logf((r)->cfg.log, (r)->cfg.log_ctx, level, __VA_ARGS__)
+
 static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len);
 
-/* The messaging core reports store failures (with the store's own reason)
- * through the relay's log. */
-static void core_log(void *ctx, int level, const char *line) {
-  tern_relay *r = ctx;
-  if (r->cfg.log) r->cfg.log(r->cfg.log_ctx, level, line);
-}
-
-static void logf_(tern_relay *r, int level, const char *fmt, ...) {
-  if (!r->cfg.log) return;
-  char line[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof(line), fmt, ap);
-  va_end(ap);
-  r->cfg.log(r->cfg.log_ctx, level, line);
-}
 
 int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
   *out = NULL;
@@ -121,14 +106,13 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
   tern__rstore_config sc = {.path = cfg->store_path ? cfg->store_path : ":memory:",
                             .synchronous = cfg->durable_fsync ? 2 : 1,
                             .reserve_bytes = cfg->store_reserve_bytes};
-  rc = tern__rstore_open(&r->store, &sc, err, sizeof(err));
+  /* The messaging core and the store report failures (with the store's
+   * own reason) through the relay's log. */
+  rc = tern__relay_sqlite_open(&r->store, &sc, r->cfg.log, r->cfg.log_ctx, err, sizeof(err));
   if (rc) {
     logf_(r, 0, "cannot open store %s: %s", sc.path, err);
     goto fail;
   }
-  if (!tern__rstore_reserve_held(r->store))
-    logf_(r, 0, "message store: no room on the disk for its reserve (%s); new messages are "
-                "refused (BUSY) until there is", tern__rstore_errmsg(r->store));
   tern__rcore_config cc;
   tern__rcore_config_default(&cc);
   cc.max_message_size = r->cfg.max_message_size;
@@ -141,8 +125,8 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
   cc.user_ctx = cfg->user_exists_ctx;
   cc.may_send = cfg->may_send;
   cc.may_send_ctx = cfg->may_send_ctx;
-  cc.log = core_log;
-  cc.log_ctx = r;
+  cc.log = r->cfg.log;
+  cc.log_ctx = r->cfg.log_ctx;
   rc = tern__rcore_new(&r->core, r->store, &cc);
   if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
@@ -161,7 +145,7 @@ fail:
   tern__psvc_free(r->probes);
   tern__link_free(r->link);
   tern__rcore_free(r->core);
-  tern__rstore_close(r->store);
+  if (r->store) r->store->ops->close(r->store);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   free(r->bind_host);
   free(r->buf);
@@ -217,7 +201,7 @@ void tern_relay_free(tern_relay *r) {
   tern__link_free(r->link);
   tern__psvc_free(r->probes);
   tern__rcore_free(r->core);
-  tern__rstore_close(r->store);
+  if (r->store) r->store->ops->close(r->store);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   if (r->buf) sodium_memzero(r->buf, RELAY_BUF);
   if (r->pkt) sodium_memzero(r->pkt, RELAY_BUF);

@@ -245,6 +245,7 @@ void tern__cstore_close(tern__cstore *s) {
 
 const char *tern__cstore_errmsg(const tern__cstore *s) { return s->err; }
 
+#ifdef TERN_TEST_HOOKS
 int tern__cstore_fault_readonly(tern__cstore *s, int on) {
   int rc = sqlite3_exec(s->db, on ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0", NULL, NULL,
                         NULL);
@@ -252,6 +253,7 @@ int tern__cstore_fault_readonly(tern__cstore *s, int on) {
   snprintf(s->err, sizeof s->err, "query_only: %s (%d)", sqlite3_errmsg(s->db), rc);
   return TERN_ESTORE;
 }
+#endif
 
 int tern__cstore_next_cmid(tern__cstore *s, uint64_t *next) {
   sqlite3_bind_text(s->q[C_META_GET], 1, NEXT_CMID, -1, SQLITE_STATIC);

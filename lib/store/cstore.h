@@ -35,10 +35,13 @@ void tern__cstore_close(tern__cstore *s);
 /* Why the last call that returned TERN_ESTORE failed, for the client's log.
  * Never NULL; valid until the next call on s. */
 const char *tern__cstore_errmsg(const tern__cstore *s);
-/* For tests of the callers' failure paths: with `on`, every write fails
- * (TERN_ESTORE, SQLite's "attempt to write a readonly database"), as on a
- * failing disk; reads still work. Returns 0 or TERN_ESTORE. */
+#ifdef TERN_TEST_HOOKS
+/* For tests of the callers' failure paths (test builds only): with `on`,
+ * every write fails (TERN_ESTORE, SQLite's "attempt to write a readonly
+ * database"), as on a failing disk; reads still work. Returns 0 or
+ * TERN_ESTORE. */
 int tern__cstore_fault_readonly(tern__cstore *s, int on);
+#endif
 
 /* Next cmid to use: the stored value, or, for a new store, one chosen so
  * that it cannot collide with ids an earlier store of the same key used

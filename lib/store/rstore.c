@@ -139,7 +139,9 @@ struct tern__rstore {
   /* The last SQLite failure, for logs: "what: sqlite message". */
   char err[256];
   int last_full;          /* that failure was SQLITE_FULL */
+#ifdef TERN_TEST_HOOKS
   unsigned fault_commits; /* commits still to fail (tern__rstore_fault_commit) */
+#endif
   /* The disk reserve: a file of reserve_bytes next to the database, held
    * while reserve_held (always 1 when reserve_bytes is 0). */
   char *reserve_path;
@@ -585,7 +587,9 @@ int tern__rstore_take_reserve(tern__rstore *s) {
   return s->reserve_held;
 }
 
+#ifdef TERN_TEST_HOOKS
 void tern__rstore_fault_commit(tern__rstore *s, unsigned n) { s->fault_commits = n; }
+#endif
 
 int tern__rstore_begin(tern__rstore *s) {
   if (!sqlite3_get_autocommit(s->db)) return TERN_EINVAL;
@@ -600,6 +604,7 @@ int tern__rstore_commit(tern__rstore *s) {
     return TERN_ESTORE;
   }
   s->txn_used = 0;
+#ifdef TERN_TEST_HOOKS
   if (s->fault_commits) {
     /* As SQLite does when the WAL cannot grow at COMMIT. */
     s->fault_commits--;
@@ -608,6 +613,7 @@ int tern__rstore_commit(tern__rstore *s) {
     s->last_full = 1;
     return TERN_ESTORE;
   }
+#endif
   int rc = run(s, Q_COMMIT);
   /* Committed, but its checkpoint (wal_hook) found the disk full: the
    * caller gives the reserve back, and logs why. */
@@ -729,10 +735,12 @@ int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, ui
   return append_op(s, to, m, seq, prev_seq, 0);
 }
 
+#ifdef TERN_TEST_HOOKS
 int tern__rstore_append_fault_dup(tern__rstore *s, const char *to, const tern__rmsg *m,
                                   uint64_t *seq, uint64_t *prev_seq) {
   return append_op(s, to, m, seq, prev_seq, 1);
 }
+#endif
 
 int tern__rstore_fetch(tern__rstore *s, const char *user, uint64_t after, size_t limit,
                        int (*cb)(void *ctx, const tern__rmsg *m), void *ctx) {

@@ -1,13 +1,13 @@
 /*
- * The relay's store: inboxes, dedup, device cursors and pending notices, in
- * SQLite (WAL). One implementation serves the real relay (a file under the
- * data directory) and the deterministic simulation (":memory:", kept across
- * a simulated crash while the core that used it is thrown away). spec/store.md
- * has the schema and the durability rules.
+ * The SQLite engine of the relay's store: inboxes, dedup, device cursors and
+ * pending notices, in SQLite (WAL), as plain operations. The relay core
+ * does not call these: store/relay_sqlite.c puts them behind the relay
+ * store interface (relay_store.h) with the disk-full policy. The relay
+ * opens it on a file under its data directory; tests and the simulation
+ * also open it on ":memory:". spec/store.md has the schema and the
+ * durability rules.
  *
- * Transactions: the caller brackets a batch of writes with begin/commit; the
- * relay core sends no SERVER_ACK for a message before the commit that holds
- * it has returned 0. Every function returns 0 (or 1 where it says "found")
+ * Transactions: the caller brackets a batch of writes with begin/commit. Every function returns 0 (or 1 where it says "found")
  * or a negative TERN_E* code; TERN_ESTORE means SQLite failed (disk full, I/O
  * error, corrupt file), and the caller must roll back.
  */
@@ -17,23 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/relay_store.h"
 #include "tern/tern.h"
 
 typedef struct tern__rstore tern__rstore;
-
-/* One stored message of an inbox. Pointers are valid during the callback. */
-typedef struct tern__rmsg {
-  uint64_t seq;        /* position in the recipient's inbox, from 1, gap-free */
-  uint64_t prev_seq;   /* seq of the previous message from the same sender in
-                          this inbox, 0 if none */
-  uint64_t ts;         /* server time of acceptance, Unix ms */
-  uint64_t cmid;       /* the sender device's id for it */
-  uint64_t flags;
-  const char *from;    /* sender user name */
-  const uint8_t *sender_dev; /* sender device key, 32 bytes */
-  const uint8_t *body;
-  size_t body_len;
-} tern__rmsg;
 
 typedef struct tern__rstore_config {
   /* SQLite path, or ":memory:". */
@@ -106,11 +93,13 @@ int tern__rstore_short_of_room(const tern__rstore *s);
  * Always 0 without a reserve. */
 int tern__rstore_txn_full(const tern__rstore *s, size_t body_len);
 
+#ifdef TERN_TEST_HOOKS
 /* For tests of the callers' failure paths: the next `n` calls of
  * tern__rstore_commit() fail as a full disk at COMMIT does in WAL mode (the
  * transaction is rolled back, TERN_ESTORE, tern__rstore_last_full() 1,
- * "COMMIT: database or disk is full (injected)"). */
+ * "COMMIT: database or disk is full (injected)"). Test builds only. */
 void tern__rstore_fault_commit(tern__rstore *s, unsigned n);
+#endif
 
 int tern__rstore_begin(tern__rstore *s);
 int tern__rstore_commit(tern__rstore *s);
@@ -131,11 +120,14 @@ int tern__rstore_dedup_get(tern__rstore *s, const uint8_t dev[32], uint64_t cmid
 int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
                         uint64_t *prev_seq);
 
+#ifdef TERN_TEST_HOOKS
 /* A deliberate fault, for showing that the simulation catches it: as
  * append, but a (dev, cmid) that is already stored is stored again, as a
- * relay without dedup would (its dedup record then names the new copy). */
+ * relay without dedup would (its dedup record then names the new copy).
+ * Test builds only. */
 int tern__rstore_append_fault_dup(tern__rstore *s, const char *to, const tern__rmsg *m,
                                   uint64_t *seq, uint64_t *prev_seq);
+#endif
 
 /* Calls cb for up to `limit` messages of `user` with seq > after, in seq
  * order; stops early if cb returns non-zero. Returns the number visited. */
@@ -181,8 +173,7 @@ uint64_t tern__rstore_ack_budget(const tern__rstore *s);
  * acks, or expired): a device behind it can never get those. 0 if none. */
 int tern__rstore_floor(tern__rstore *s, const char *user, uint64_t *floor);
 
-/* Notices for a sender device: receipts and failures it has not acked. */
-enum { TERN__NOTICE_RECEIPT = 1, TERN__NOTICE_FAILED = 2 };
+/* Notices for a sender device (kinds: relay_store.h). */
 int tern__rstore_notice_put(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid,
                             int64_t code);
 int tern__rstore_notice_list(tern__rstore *s, const uint8_t dev[32],
@@ -199,5 +190,10 @@ int tern__rstore_expire(tern__rstore *s, uint64_t before_ts,
 
 /* Counts, for tests and metrics: stored messages (all inboxes). */
 int tern__rstore_count(tern__rstore *s, uint64_t *messages);
+
+/* The SQLite engine behind a store opened with tern__relay_sqlite_open
+ * (relay_sqlite.c puts the relay_store interface and the disk-full policy
+ * on top of this file's functions), for tests that look at the disk. */
+tern__rstore *tern__relay_sqlite_engine(tern__relay_store *s);
 
 #endif

@@ -1,0 +1,546 @@
+/*
+ * The relay store interface (relay_store.h) in memory: the same rules as
+ * the SQLite backend (spec/store.md), with plain arrays. A round's first
+ * write keeps a copy of the state it started from; rollback() goes back to
+ * it and commit() drops it, so what survives a simulated crash (the core
+ * thrown away, the store kept, the open round rolled back) is exactly the
+ * committed rounds. Meant for the simulation and tests: every round copies
+ * the whole state, and nothing is ever on disk.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/relay_store.h"
+
+typedef struct mmsg {
+  char user[TERN_USER_MAX + 1];
+  char from[TERN_USER_MAX + 1];
+  uint64_t seq, prev_seq, ts, cmid, flags;
+  uint8_t dev[32];
+  uint8_t *body; /* owned; NULL when empty */
+  size_t len;
+  int delivered;
+} mmsg;
+
+typedef struct muser {
+  char user[TERN_USER_MAX + 1];
+  uint64_t last_seq; /* the last seq assigned in its inbox */
+} muser;
+
+typedef struct mchain {
+  char user[TERN_USER_MAX + 1], sender[TERN_USER_MAX + 1];
+  uint64_t last_seq;
+} mchain;
+
+typedef struct mdedup {
+  uint8_t dev[32];
+  uint64_t cmid, seq, ts;
+} mdedup;
+
+typedef struct mdevice {
+  uint8_t dev[32];
+  char user[TERN_USER_MAX + 1];
+  uint64_t cursor;
+} mdevice;
+
+typedef struct mnotice {
+  uint8_t dev[32];
+  int kind;
+  uint64_t cmid;
+  int64_t code;
+} mnotice;
+
+/* A growable array of one of the records above. */
+typedef struct arr {
+  void *p;
+  size_t n, cap;
+} arr;
+
+typedef struct mstate {
+  arr msgs, users, chains, dedup, devices, notices;
+} mstate;
+
+typedef struct mem_store {
+  tern__relay_store base;
+  mstate st;
+  mstate *snap; /* the state the open round started from; NULL: none */
+  char err[256];
+#ifdef TERN_TEST_HOOKS
+  unsigned fault_commits;
+  int fault_dup;
+#endif
+} mem_store;
+
+#define AT(a, type, i) (&((type *)(a).p)[i])
+
+static mem_store *M(tern__relay_store *s) { return (mem_store *)s; }
+
+/* A new zeroed record at the end of `a`, or NULL. */
+static void *push(arr *a, size_t elem) {
+  if (a->n == a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 16;
+    void *p = realloc(a->p, cap * elem);
+    if (!p) return NULL;
+    a->p = p;
+    a->cap = cap;
+  }
+  void *r = (char *)a->p + a->n * elem;
+  memset(r, 0, elem);
+  a->n++;
+  return r;
+}
+
+/* Removes record i, keeping the order of the rest. */
+static void erase(arr *a, size_t i, size_t elem) {
+  char *p = a->p;
+  memmove(p + i * elem, p + (i + 1) * elem, (a->n - i - 1) * elem);
+  a->n--;
+}
+
+static void free_state(mstate *s) {
+  for (size_t i = 0; i < s->msgs.n; i++) free(AT(s->msgs, mmsg, i)->body);
+  free(s->msgs.p);
+  free(s->users.p);
+  free(s->chains.p);
+  free(s->dedup.p);
+  free(s->devices.p);
+  free(s->notices.p);
+  memset(s, 0, sizeof(*s));
+}
+
+static int copy_arr(arr *to, const arr *from, size_t elem) {
+  to->n = to->cap = 0;
+  to->p = NULL;
+  if (!from->n) return 0;
+  to->p = malloc(from->n * elem);
+  if (!to->p) return -1;
+  memcpy(to->p, from->p, from->n * elem);
+  to->n = to->cap = from->n;
+  return 0;
+}
+
+/* A deep copy of `from` (bodies included), or NULL. */
+static mstate *copy_state(const mstate *from) {
+  mstate *s = calloc(1, sizeof(*s));
+  if (!s) return NULL;
+  int bad = copy_arr(&s->msgs, &from->msgs, sizeof(mmsg)) | copy_arr(&s->users, &from->users, sizeof(muser)) |
+            copy_arr(&s->chains, &from->chains, sizeof(mchain)) |
+            copy_arr(&s->dedup, &from->dedup, sizeof(mdedup)) |
+            copy_arr(&s->devices, &from->devices, sizeof(mdevice)) |
+            copy_arr(&s->notices, &from->notices, sizeof(mnotice));
+  for (size_t i = 0; !bad && i < s->msgs.n; i++) {
+    mmsg *m = AT(s->msgs, mmsg, i);
+    if (!m->body) continue;
+    uint8_t *b = malloc(m->len);
+    if (!b) {
+      for (size_t j = i; j < s->msgs.n; j++) AT(s->msgs, mmsg, j)->body = NULL;
+      bad = 1;
+      break;
+    }
+    memcpy(b, m->body, m->len);
+    m->body = b;
+  }
+  if (bad) {
+    free_state(s);
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static int fail(mem_store *s, int code, const char *what) {
+  snprintf(s->err, sizeof s->err, "%s (%s)", what, tern_errname(code));
+  return code;
+}
+
+/* Before the round's first write: keep what it started from. */
+static int begin_write(mem_store *s) {
+  if (s->snap) return 0;
+  s->snap = copy_state(&s->st);
+  return s->snap ? 0 : fail(s, TERN_ENOMEM, "begin round: out of memory");
+}
+
+static muser *find_user(mstate *st, const char *user) {
+  for (size_t i = 0; i < st->users.n; i++)
+    if (!strcmp(AT(st->users, muser, i)->user, user)) return AT(st->users, muser, i);
+  return NULL;
+}
+
+static mdedup *find_dedup(mstate *st, const uint8_t dev[32], uint64_t cmid) {
+  for (size_t i = 0; i < st->dedup.n; i++) {
+    mdedup *d = AT(st->dedup, mdedup, i);
+    if (d->cmid == cmid && !memcmp(d->dev, dev, 32)) return d;
+  }
+  return NULL;
+}
+
+static mdevice *find_device(mstate *st, const uint8_t dev[32]) {
+  for (size_t i = 0; i < st->devices.n; i++)
+    if (!memcmp(AT(st->devices, mdevice, i)->dev, dev, 32)) return AT(st->devices, mdevice, i);
+  return NULL;
+}
+
+static int append(mem_store *s, const tern__rs_put *p, uint64_t *seq, uint64_t *prev) {
+  mstate *st = &s->st;
+  muser *u = find_user(st, p->to);
+  if (!u) {
+    if (!(u = push(&st->users, sizeof(muser)))) return fail(s, TERN_ENOMEM, "put: out of memory");
+    snprintf(u->user, sizeof u->user, "%s", p->to);
+  }
+  mchain *ch = NULL;
+  for (size_t i = 0; i < st->chains.n && !ch; i++) {
+    mchain *c = AT(st->chains, mchain, i);
+    if (!strcmp(c->user, p->to) && !strcmp(c->sender, p->from)) ch = c;
+  }
+  if (!ch) {
+    if (!(ch = push(&st->chains, sizeof(mchain)))) return fail(s, TERN_ENOMEM, "put: out of memory");
+    snprintf(ch->user, sizeof ch->user, "%s", p->to);
+    snprintf(ch->sender, sizeof ch->sender, "%s", p->from);
+  }
+  mdedup *d = find_dedup(st, p->sender_dev, p->cmid); /* non-NULL only under the dup fault */
+  if (!d && !(d = push(&st->dedup, sizeof(mdedup)))) return fail(s, TERN_ENOMEM, "put: out of memory");
+  mmsg *m = push(&st->msgs, sizeof(mmsg));
+  uint8_t *body = p->body_len ? malloc(p->body_len) : NULL;
+  if (!m || (p->body_len && !body)) {
+    free(body);
+    return fail(s, TERN_ENOMEM, "put: out of memory");
+  }
+  *seq = ++u->last_seq;
+  *prev = ch->last_seq;
+  ch->last_seq = *seq;
+  snprintf(m->user, sizeof m->user, "%s", p->to);
+  snprintf(m->from, sizeof m->from, "%s", p->from);
+  m->seq = *seq;
+  m->prev_seq = *prev;
+  m->ts = p->ts;
+  m->cmid = p->cmid;
+  m->flags = p->flags;
+  memcpy(m->dev, p->sender_dev, 32);
+  if (body) memcpy(body, p->body, p->body_len);
+  m->body = body;
+  m->len = p->body_len;
+  memcpy(d->dev, p->sender_dev, 32);
+  d->cmid = p->cmid;
+  d->seq = *seq;
+  d->ts = p->ts;
+  return 0;
+}
+
+static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
+  mem_store *s = M(st);
+  int rc = begin_write(s);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    tern__rs_put *p = &put[i];
+    if (!p->to || !p->from || !p->sender_dev || (p->body_len && !p->body))
+      return fail(s, TERN_EINVAL, "put: missing field");
+    mdedup *d = find_dedup(&s->st, p->sender_dev, p->cmid);
+#ifdef TERN_TEST_HOOKS
+    if (s->fault_dup) d = NULL;
+#endif
+    if (d) {
+      p->result = TERN__RS_EARLIER;
+      p->seq = d->seq;
+      p->stored_ts = d->ts;
+      continue;
+    }
+    if (p->prev_cmid && !find_dedup(&s->st, p->sender_dev, p->prev_cmid)) {
+      p->result = TERN__RS_NO_PREV;
+      continue;
+    }
+    rc = append(s, p, &p->seq, &p->prev_seq);
+    if (rc == 0) {
+      p->result = TERN__RS_STORED;
+      p->stored_ts = p->ts;
+    }
+  }
+  return rc;
+}
+
+static int mem_due(tern__relay_store *st, const char *user, uint64_t after, size_t limit,
+                   int (*cb)(void *ctx, const tern__rmsg *m), void *ctx) {
+  mstate *ms = &M(st)->st;
+  int n = 0;
+  /* Appends go to the end with the next seq, deletions keep the order:
+   * an inbox's messages are in seq order. */
+  for (size_t i = 0; i < ms->msgs.n && (size_t)n < limit; i++) {
+    const mmsg *m = AT(ms->msgs, mmsg, i);
+    if (m->seq <= after || strcmp(m->user, user)) continue;
+    tern__rmsg r = {.seq = m->seq, .prev_seq = m->prev_seq, .ts = m->ts, .cmid = m->cmid,
+                    .flags = m->flags, .from = m->from, .sender_dev = m->dev,
+                    .body = m->body ? m->body : (const uint8_t *)"", .body_len = m->len};
+    n++;
+    if (cb(ctx, &r)) break;
+  }
+  return n;
+}
+
+static int mem_device(tern__relay_store *st, const char *user, const uint8_t dev[32],
+                      uint64_t *cursor) {
+  mem_store *s = M(st);
+  mdevice *d = find_device(&s->st, dev);
+  if (!d) {
+    int rc = begin_write(s);
+    if (rc < 0) return rc;
+    if (!(d = push(&s->st.devices, sizeof(mdevice)))) return fail(s, TERN_ENOMEM, "device: out of memory");
+    memcpy(d->dev, dev, 32);
+    snprintf(d->user, sizeof d->user, "%s", user);
+  }
+  if (strcmp(d->user, user)) return fail(s, TERN_EINVAL, "device: the key is registered to another user");
+  *cursor = d->cursor;
+  return 0;
+}
+
+/* Marks the undelivered messages of `user` in (lo, hi] delivered. */
+static void deliver(mstate *ms, const char *user, uint64_t lo, uint64_t hi, tern__rs_delivered_fn cb,
+                    void *ctx) {
+  for (size_t i = 0; i < ms->msgs.n; i++) {
+    mmsg *m = AT(ms->msgs, mmsg, i);
+    if (m->seq <= lo || m->seq > hi || m->delivered || strcmp(m->user, user)) continue;
+    m->delivered = 1;
+    if (cb) cb(ctx, m->dev, m->cmid, m->seq);
+  }
+}
+
+static int mem_acked(tern__relay_store *st, const char *user, const uint8_t dev[32], uint64_t up_to,
+                     const uint64_t *sacks, size_t n, uint64_t *reached, tern__rs_delivered_fn cb,
+                     void *ctx) {
+  mem_store *s = M(st);
+  if (n && !sacks) return TERN_EINVAL;
+  mdevice *d = find_device(&s->st, dev);
+  if (!d) return fail(s, TERN_ENOENT, "ack: the device is not registered");
+  if (strcmp(d->user, user)) return fail(s, TERN_EINVAL, "ack: the key is registered to another user");
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  muser *u = find_user(&s->st, user);
+  uint64_t last = u ? u->last_seq : 0;
+  /* A device cannot have what was never stored. */
+  if (up_to > last) up_to = last;
+  /* The callbacks write notices, which may move the devices array: the
+   * cursor is written through the index, not the pointer. */
+  size_t di = (size_t)(d - AT(s->st.devices, mdevice, 0));
+  uint64_t cursor = d->cursor;
+  if (up_to > cursor) {
+    deliver(&s->st, user, cursor, up_to, cb, ctx);
+    AT(s->st.devices, mdevice, di)->cursor = up_to;
+    cursor = up_to;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (sacks[i] > cursor && sacks[i] <= last) deliver(&s->st, user, sacks[i] - 1, sacks[i], cb, ctx);
+  if (reached) *reached = cursor;
+  /* Delete what every device of the user has passed. */
+  uint64_t low = UINT64_MAX;
+  for (size_t i = 0; i < s->st.devices.n; i++) {
+    const mdevice *o = AT(s->st.devices, mdevice, i);
+    if (!strcmp(o->user, user) && o->cursor < low) low = o->cursor;
+  }
+  for (size_t i = 0; i < s->st.msgs.n;) {
+    mmsg *m = AT(s->st.msgs, mmsg, i);
+    if (m->seq <= low && !strcmp(m->user, user)) {
+      free(m->body);
+      erase(&s->st.msgs, i, sizeof(mmsg));
+    } else {
+      i++;
+    }
+  }
+  return 0;
+}
+
+static int mem_floor(tern__relay_store *st, const char *user, uint64_t *floor) {
+  mstate *ms = &M(st)->st;
+  for (size_t i = 0; i < ms->msgs.n; i++) {
+    const mmsg *m = AT(ms->msgs, mmsg, i);
+    if (!strcmp(m->user, user)) {
+      *floor = m->seq - 1; /* the first of an inbox is its lowest */
+      return 0;
+    }
+  }
+  muser *u = find_user(ms, user);
+  *floor = u ? u->last_seq : 0;
+  return 0;
+}
+
+static mnotice *find_notice(mstate *ms, const uint8_t dev[32], int kind, uint64_t cmid, size_t *at) {
+  for (size_t i = 0; i < ms->notices.n; i++) {
+    mnotice *x = AT(ms->notices, mnotice, i);
+    if (x->kind == kind && x->cmid == cmid && !memcmp(x->dev, dev, 32)) {
+      if (at) *at = i;
+      return x;
+    }
+  }
+  return NULL;
+}
+
+static int mem_notice_put(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
+                          int64_t code) {
+  mem_store *s = M(st);
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  mnotice *x = find_notice(&s->st, dev, kind, cmid, NULL);
+  if (!x) {
+    if (!(x = push(&s->st.notices, sizeof(mnotice)))) return fail(s, TERN_ENOMEM, "notice: out of memory");
+    memcpy(x->dev, dev, 32);
+    x->kind = kind;
+    x->cmid = cmid;
+  }
+  x->code = code;
+  return 0;
+}
+
+static int notice_order(const void *a, const void *b) {
+  const mnotice *x = a, *y = b;
+  if (x->cmid != y->cmid) return x->cmid < y->cmid ? -1 : 1;
+  return (x->kind > y->kind) - (x->kind < y->kind);
+}
+
+static int mem_notice_list(tern__relay_store *st, const uint8_t dev[32],
+                           int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code), void *ctx) {
+  mem_store *s = M(st);
+  mstate *ms = &s->st;
+  size_t k = 0;
+  mnotice *list = malloc((ms->notices.n ? ms->notices.n : 1) * sizeof(mnotice));
+  if (!list) return fail(s, TERN_ENOMEM, "notice_list: out of memory");
+  for (size_t i = 0; i < ms->notices.n; i++)
+    if (!memcmp(AT(ms->notices, mnotice, i)->dev, dev, 32)) list[k++] = *AT(ms->notices, mnotice, i);
+  qsort(list, k, sizeof(mnotice), notice_order);
+  for (size_t i = 0; i < k; i++)
+    if (cb(ctx, list[i].kind, list[i].cmid, list[i].code)) break;
+  free(list);
+  return 0;
+}
+
+static int mem_notice_del(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid) {
+  mem_store *s = M(st);
+  size_t at;
+  if (!find_notice(&s->st, dev, kind, cmid, &at)) return 0;
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  erase(&s->st.notices, at, sizeof(mnotice));
+  return 0;
+}
+
+static int mem_expire(tern__relay_store *st, uint64_t before_ts, tern__rs_expired_fn cb, void *ctx) {
+  mem_store *s = M(st);
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  mstate *ms = &s->st;
+  /* Removed first, told after: the callbacks write notices. */
+  size_t k = 0;
+  mmsg *gone = malloc((ms->msgs.n ? ms->msgs.n : 1) * sizeof(mmsg));
+  if (!gone) return fail(s, TERN_ENOMEM, "expire: out of memory");
+  for (size_t i = 0; i < ms->msgs.n;) {
+    mmsg *m = AT(ms->msgs, mmsg, i);
+    if (!m->delivered && m->ts < before_ts) {
+      gone[k++] = *m;
+      erase(&ms->msgs, i, sizeof(mmsg));
+    } else {
+      i++;
+    }
+  }
+  for (size_t i = 0; i < ms->dedup.n;) {
+    if (AT(ms->dedup, mdedup, i)->ts < before_ts) erase(&ms->dedup, i, sizeof(mdedup));
+    else i++;
+  }
+  for (size_t i = 0; i < k; i++) {
+    if (cb) cb(ctx, gone[i].dev, gone[i].cmid);
+    free(gone[i].body);
+  }
+  free(gone);
+  return 0;
+}
+
+static int mem_room(tern__relay_store *st, size_t body_len) {
+  (void)st, (void)body_len;
+  return TERN__RS_ROOM;
+}
+
+static void mem_rollback(tern__relay_store *st, uint64_t now_ms) {
+  (void)now_ms;
+  mem_store *s = M(st);
+  if (!s->snap) return;
+  free_state(&s->st);
+  s->st = *s->snap;
+  free(s->snap);
+  s->snap = NULL;
+}
+
+static int mem_commit(tern__relay_store *st, uint64_t now_ms) {
+  mem_store *s = M(st);
+#ifdef TERN_TEST_HOOKS
+  if (s->fault_commits && s->snap) {
+    s->fault_commits--;
+    mem_rollback(st, now_ms);
+    snprintf(s->err, sizeof s->err, "COMMIT: database or disk is full (injected)");
+    return TERN_ESTORE;
+  }
+#endif
+  (void)now_ms;
+  if (s->snap) {
+    free_state(s->snap);
+    free(s->snap);
+    s->snap = NULL;
+  }
+  return 0;
+}
+
+static uint64_t mem_wake_ms(const tern__relay_store *st) {
+  (void)st;
+  return UINT64_MAX;
+}
+
+static const char *mem_errmsg(const tern__relay_store *st) { return ((const mem_store *)st)->err; }
+
+static int mem_count(tern__relay_store *st, uint64_t *messages) {
+  *messages = M(st)->st.msgs.n;
+  return 0;
+}
+
+static void mem_close(tern__relay_store *st) {
+  if (!st) return;
+  mem_store *s = M(st);
+  if (s->snap) {
+    free_state(s->snap);
+    free(s->snap);
+  }
+  free_state(&s->st);
+  free(s);
+}
+
+#ifdef TERN_TEST_HOOKS
+static void mem_fault(tern__relay_store *st, int kind, unsigned n) {
+  if (kind == TERN__RS_FAULT_COMMIT) M(st)->fault_commits = n;
+  else if (kind == TERN__RS_FAULT_DUP) M(st)->fault_dup = n != 0;
+}
+#endif
+
+static const tern__relay_store_ops mem_ops = {
+    .put = mem_put,
+    .due = mem_due,
+    .device = mem_device,
+    .acked = mem_acked,
+    .floor = mem_floor,
+    .notice_put = mem_notice_put,
+    .notice_list = mem_notice_list,
+    .notice_del = mem_notice_del,
+    .expire = mem_expire,
+    .room = mem_room,
+    .commit = mem_commit,
+    .rollback = mem_rollback,
+    .wake_ms = mem_wake_ms,
+    .errmsg = mem_errmsg,
+    .count = mem_count,
+    .close = mem_close,
+#ifdef TERN_TEST_HOOKS
+    .fault = mem_fault,
+#endif
+};
+
+int tern__relay_mem_open(tern__relay_store **out) {
+  mem_store *s = calloc(1, sizeof(*s));
+  *out = NULL;
+  if (!s) return TERN_ENOMEM;
+  s->base.ops = &mem_ops;
+  snprintf(s->err, sizeof s->err, "no error");
+  *out = &s->base;
+  return 0;
+}

@@ -1,0 +1,184 @@
+/*
+ * What the relay core asks of a message store, in the core's own terms:
+ * store this batch, what is due for this device, this delivery is
+ * acknowledged, what is owed to this sender, how full are you. The relay
+ * core (relay/rcore.c) reaches its store through this interface only; a
+ * backend decides how. Backends:
+ *   - store/relay_sqlite.c: SQLite on a file, the relay's default; it owns
+ *     the disk-full policy (a disk reserve it gives back and takes again,
+ *     transactions bounded so that a checkpoint always fits in it);
+ *   - store/relay_mem.c: in memory, for the simulation and tests;
+ *   - next: a NATS JetStream cluster (its own issue).
+ * spec/store.md has the rules each backend keeps.
+ *
+ * Rounds. Everything the core does between two commits is one round: the
+ * backend opens it at the first call that needs it, and commit() makes all
+ * of it durable at once, or rollback() undoes all of it. The core releases
+ * no answer that rests on a round (a SERVER_ACK above all) before that
+ * round's commit returned 0. After a crash only committed rounds remain.
+ *
+ * Errors: every call returns 0 (or a count or 1 where it says), or a
+ * negative TERN_E* code: TERN_ESTORE when the backend failed (disk full,
+ * I/O error, cluster unreachable) and the round must be rolled back;
+ * errmsg() says why, for the log. May include: base/, tern.h only.
+ */
+#ifndef TERN_RELAY_STORE_H
+#define TERN_RELAY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/log.h"
+#include "tern/tern.h"
+
+/* One stored message of an inbox, as the store hands it back. Pointers are
+ * valid during the callback only. */
+typedef struct tern__rmsg {
+  uint64_t seq;        /* position in the recipient's inbox, from 1, gap-free */
+  uint64_t prev_seq;   /* seq of the previous message from the same sender in
+                          this inbox, 0 if none */
+  uint64_t ts;         /* server time of acceptance, Unix ms */
+  uint64_t cmid;       /* the sender device's id for it */
+  uint64_t flags;
+  const char *from;    /* sender user name */
+  const uint8_t *sender_dev; /* sender device key, 32 bytes */
+  const uint8_t *body;
+  size_t body_len;
+} tern__rmsg;
+
+/* One message of a batch to store: what the core fills in, then what the
+ * store answers. */
+typedef struct tern__rs_put {
+  /* In. */
+  const char *to;            /* recipient user */
+  const char *from;          /* sender user */
+  const uint8_t *sender_dev; /* 32 bytes */
+  uint64_t cmid;             /* the sender device's id for it */
+  uint64_t prev_cmid;        /* the sender's previous message in this
+                                conversation, which must be stored first
+                                (0: none) */
+  uint64_t ts;               /* server time of acceptance, Unix ms */
+  uint64_t flags;
+  const uint8_t *body;
+  size_t body_len;
+  /* Out. */
+  int result;                /* TERN__RS_* below */
+  uint64_t seq;              /* STORED or EARLIER: its seq in `to`'s inbox */
+  uint64_t stored_ts;        /* STORED or EARLIER: when it was accepted */
+  uint64_t prev_seq;         /* STORED: the sender's previous seq there, or 0 */
+} tern__rs_put;
+
+enum {
+  TERN__RS_STORED = 1,   /* stored now */
+  TERN__RS_EARLIER = 2,  /* (sender_dev, cmid) was stored before: a resend,
+                            answered with the first one's seq and time */
+  TERN__RS_NO_PREV = 3,  /* prev_cmid is not stored: not stored either (the
+                            sender resends both, in order) */
+};
+
+/* How full the store is, for a message of a given size. */
+enum {
+  TERN__RS_ROOM = 0,        /* store it */
+  TERN__RS_COMMIT_FIRST = 1,/* commit the round so far, then ask again */
+  TERN__RS_FULL = 2,        /* no new messages now (answer BUSY); acks,
+                               deliveries and notices go on */
+};
+
+/* Notices owed to a sender device: receipts and failures it has not acked.
+ * The values travel as NOTICE_ACK kinds (spec/messages.md). */
+enum { TERN__NOTICE_RECEIPT = 1, TERN__NOTICE_FAILED = 2 };
+
+typedef struct tern__relay_store tern__relay_store;
+
+/* Called for each message a device's ack delivered for the first time, and
+ * for each message expiry removes undelivered. */
+typedef void (*tern__rs_delivered_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
+                                      uint64_t seq);
+typedef void (*tern__rs_expired_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid);
+
+typedef struct tern__relay_store_ops {
+  /* Stores a batch in order, each with its own answer in put[i].result (a
+   * message may depend on one before it in the same batch, by prev_cmid).
+   * Sequence numbers are gap-free per inbox. The caller asked room() for
+   * the batch's bytes first. */
+  int (*put)(tern__relay_store *s, tern__rs_put *put, size_t n);
+  /* Up to `limit` messages of `user`'s inbox with seq > after, in seq
+   * order; cb returning non-zero stops early. Returns how many it visited. */
+  int (*due)(tern__relay_store *s, const char *user, uint64_t after, size_t limit,
+             int (*cb)(void *ctx, const tern__rmsg *m), void *ctx);
+  /* Device `dev` of `user` is here: registers it if new (cursor 0) and
+   * gives its cursor (the highest seq it acknowledged cumulatively). A key
+   * registered to another user is TERN_EINVAL. */
+  int (*device)(tern__relay_store *s, const char *user, const uint8_t dev[32], uint64_t *cursor);
+  /* Device `dev` of `user` has everything up to `up_to` and the seqs in
+   * sacks[0..n). The cursor never goes down nor past the inbox's end; each
+   * message no device had acknowledged before is marked delivered and
+   * given to cb; messages every device of the user has passed are deleted.
+   * *reached receives the cursor after. Returns 0 when it took in all of
+   * it, 1 when the store wants the round committed first (take in the rest
+   * by calling again after the commit; the sacks come with the last part),
+   * an unregistered device TERN_ENOENT. */
+  int (*acked)(tern__relay_store *s, const char *user, const uint8_t dev[32], uint64_t up_to,
+               const uint64_t *sacks, size_t n, uint64_t *reached, tern__rs_delivered_fn cb,
+               void *ctx);
+  /* The highest seq of `user`'s inbox that is no longer stored (delivered
+   * everywhere and deleted, or expired): a device behind it can never get
+   * those. 0 if none. */
+  int (*floor)(tern__relay_store *s, const char *user, uint64_t *floor);
+  /* Notices owed to a sender device: put (replacing the code of the same
+   * kind and cmid), list in (cmid, kind) order, delete one. */
+  int (*notice_put)(tern__relay_store *s, const uint8_t dev[32], int kind, uint64_t cmid,
+                    int64_t code);
+  int (*notice_list)(tern__relay_store *s, const uint8_t dev[32],
+                     int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code), void *ctx);
+  int (*notice_del)(tern__relay_store *s, const uint8_t dev[32], int kind, uint64_t cmid);
+  /* Removes undelivered messages accepted before `before_ts` (Unix ms),
+   * giving each to cb, and forgets resends older than that. */
+  int (*expire)(tern__relay_store *s, uint64_t before_ts, tern__rs_expired_fn cb, void *ctx);
+  /* How full am I, for a message of body_len bytes (0: for acks). */
+  int (*room)(tern__relay_store *s, size_t body_len);
+  /* Makes the round durable. `now_ms` (monotonic) paces the backend's own
+   * upkeep (the SQLite backend retries its disk reserve). Returns 0 or
+   * TERN_ESTORE; after a failure the caller rolls back. */
+  int (*commit)(tern__relay_store *s, uint64_t now_ms);
+  /* Undoes the round (harmless without one). */
+  void (*rollback)(tern__relay_store *s, uint64_t now_ms);
+  /* When the backend wants a commit for its own upkeep even if nothing
+   * happens (monotonic ms), or UINT64_MAX. */
+  uint64_t (*wake_ms)(const tern__relay_store *s);
+  /* Why the last call that failed failed, for the log. Never NULL. */
+  const char *(*errmsg)(const tern__relay_store *s);
+  /* Messages stored in all inboxes (tests, metrics). */
+  int (*count)(tern__relay_store *s, uint64_t *messages);
+  void (*close)(tern__relay_store *s);
+#ifdef TERN_TEST_HOOKS
+  /* Deliberate faults, compiled into test builds only (shipped libraries
+   * have none): TERN__RS_FAULT_COMMIT makes the next `n` commits fail as a
+   * full disk at COMMIT does; TERN__RS_FAULT_DUP (n = 1 on, 0 off) makes
+   * put() store a resend again, as a relay without dedup would. */
+  void (*fault)(tern__relay_store *s, int kind, unsigned n);
+#endif
+} tern__relay_store_ops;
+
+#ifdef TERN_TEST_HOOKS
+enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2 };
+#endif
+
+/* A backend's instance starts with this. */
+struct tern__relay_store {
+  const tern__relay_store_ops *ops;
+};
+
+/* Opens the SQLite backend (store/relay_sqlite.c). `path` NULL or
+ * ":memory:" keeps it in memory. `log` (may be NULL) hears about the disk
+ * reserve. Returns 0, TERN_ESTORE (why in err), TERN_EINVAL, TERN_ENOMEM. */
+struct tern__rstore_config;
+int tern__relay_sqlite_open(tern__relay_store **out, const struct tern__rstore_config *cfg,
+                            tern__log_fn log, void *log_ctx, char *err, size_t errcap);
+
+/* Opens an empty in-memory backend (store/relay_mem.c). Each round keeps a
+ * copy of what it started from for its rollback: meant for the simulation
+ * and tests, not for a relay's load. Returns 0 or TERN_ENOMEM. */
+int tern__relay_mem_open(tern__relay_store **out);
+
+#endif

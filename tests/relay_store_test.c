@@ -1,0 +1,298 @@
+/*
+ * The relay store interface (lib/store/relay_store.h), the same cases on
+ * every backend: what the relay core relies on, whatever keeps the data.
+ * The SQLite engine's own cases (schema, full disk, reserve) are in
+ * rstore_test.c.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store/relay_store.h"
+#include "store/rstore.h"
+
+typedef struct backend {
+  char name[8]; /* inline: criterion may hand parameters to a new process */
+} backend;
+
+static tern__relay_store *open_backend(const backend *b) {
+  tern__relay_store *s = NULL;
+  if (!strcmp(b->name, "memory")) {
+    cr_assert_eq(tern__relay_mem_open(&s), 0);
+  } else {
+    char err[128];
+    tern__rstore_config sc = {.path = ":memory:", .synchronous = 1};
+    cr_assert_eq(tern__relay_sqlite_open(&s, &sc, NULL, NULL, err, sizeof err), 0, "%s", err);
+  }
+  return s;
+}
+
+static backend backends[] = {{"sqlite"}, {"memory"}};
+
+/* A test that runs once per backend, with `b` naming it. */
+#define STORE_TEST(name)                                                                          \
+  ParameterizedTestParameters(store, name) { return cr_make_param_array(backend, backends, 2); } \
+  ParameterizedTest(backend *b, store, name)
+
+static const uint8_t DEV_A[32] = {0xaa}, DEV_B[32] = {0xbb}, DEV_B2[32] = {0xb2};
+
+static tern__rs_put msg(const char *from, const uint8_t *dev, const char *to, uint64_t cmid,
+                        uint64_t prev_cmid, uint64_t ts, const char *body) {
+  tern__rs_put p = {.to = to, .from = from, .sender_dev = dev, .cmid = cmid, .prev_cmid = prev_cmid,
+                    .ts = ts, .body = (const uint8_t *)body, .body_len = strlen(body)};
+  return p;
+}
+
+/* Collects what due() hands out. */
+typedef struct seen {
+  int n;
+  uint64_t seq[16], prev[16], cmid[16];
+  char body[16][16];
+} seen;
+
+static int see(void *ctx, const tern__rmsg *m) {
+  seen *s = ctx;
+  s->seq[s->n] = m->seq;
+  s->prev[s->n] = m->prev_seq;
+  s->cmid[s->n] = m->cmid;
+  snprintf(s->body[s->n], sizeof s->body[0], "%.*s", (int)m->body_len, (const char *)m->body);
+  s->n++;
+  return 0;
+}
+
+typedef struct told {
+  int n;
+  uint64_t cmid[16];
+} told;
+
+static void on_delivered(void *ctx, const uint8_t dev[32], uint64_t cmid, uint64_t seq) {
+  (void)dev, (void)seq;
+  told *t = ctx;
+  t->cmid[t->n++] = cmid;
+}
+
+static int count_notice(void *ctx, int kind, uint64_t cmid, int64_t code) {
+  (void)kind, (void)cmid, (void)code;
+  (*(int *)ctx)++;
+  return 0;
+}
+
+static void on_expired(void *ctx, const uint8_t dev[32], uint64_t cmid) {
+  (void)dev;
+  told *t = ctx;
+  t->cmid[t->n++] = cmid;
+}
+
+STORE_TEST(put_orders_dedups_and_links) {
+  tern__relay_store *s = open_backend(b);
+  tern__rs_put batch[4] = {
+      msg("alice", DEV_A, "bob", 10, 0, 1000, "one"),
+      msg("carol", DEV_B, "bob", 20, 0, 1001, "two"),
+      msg("alice", DEV_A, "bob", 11, 10, 1002, "three"), /* depends on the first, same batch */
+      msg("alice", DEV_A, "bob", 13, 12, 1003, "lost"),  /* 12 was never stored */
+  };
+  cr_assert_eq(s->ops->room(s, 5), TERN__RS_ROOM);
+  cr_assert_eq(s->ops->put(s, batch, 4), 0);
+  cr_assert_eq(batch[0].result, TERN__RS_STORED);
+  cr_assert_eq(batch[0].seq, 1);
+  cr_assert_eq(batch[0].prev_seq, 0);
+  cr_assert_eq(batch[1].seq, 2, "seqs are per inbox and gap-free");
+  cr_assert_eq(batch[2].result, TERN__RS_STORED);
+  cr_assert_eq(batch[2].seq, 3);
+  cr_assert_eq(batch[2].prev_seq, 1, "linked to alice's previous message in bob's inbox");
+  cr_assert_eq(batch[3].result, TERN__RS_NO_PREV);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+
+  tern__rs_put again = msg("alice", DEV_A, "bob", 10, 0, 5000, "one");
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "a resend is answered, not stored");
+  cr_assert_eq(again.seq, 1);
+  cr_assert_eq(again.stored_ts, 1000, "with the first one's time");
+  tern__rs_put other = msg("dave", DEV_B2, "erin", 10, 0, 5000, "x");
+  cr_assert_eq(s->ops->put(s, &other, 1), 0);
+  cr_assert_eq(other.seq, 1, "another inbox counts from 1");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+
+  seen got = {0};
+  cr_assert_eq(s->ops->due(s, "bob", 0, 10, see, &got), 3);
+  cr_assert_eq(got.seq[0], 1);
+  cr_assert_str_eq(got.body[1], "two");
+  cr_assert_eq(got.prev[2], 1);
+  memset(&got, 0, sizeof got);
+  cr_assert_eq(s->ops->due(s, "bob", 1, 1, see, &got), 1, "after and limit");
+  cr_assert_eq(got.seq[0], 2);
+  uint64_t n;
+  cr_assert_eq(s->ops->count(s, &n), 0);
+  cr_assert_eq(n, 4);
+  s->ops->close(s);
+}
+
+STORE_TEST(rollback_leaves_no_trace) {
+  tern__relay_store *s = open_backend(b);
+  tern__rs_put p = msg("alice", DEV_A, "bob", 1, 0, 1000, "kept");
+  cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  uint64_t cur;
+  tern__rs_put q = msg("alice", DEV_A, "bob", 2, 0, 1001, "undone");
+  cr_assert_eq(s->ops->put(s, &q, 1), 0);
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(s->ops->notice_put(s, DEV_A, TERN__NOTICE_RECEIPT, 1, 0), 0);
+  s->ops->rollback(s, 0);
+
+  uint64_t n;
+  s->ops->count(s, &n);
+  cr_assert_eq(n, 1);
+  tern__rs_put r = msg("alice", DEV_A, "bob", 2, 0, 1002, "again");
+  cr_assert_eq(s->ops->put(s, &r, 1), 0);
+  cr_assert_eq(r.result, TERN__RS_STORED, "its dedup record went with it");
+  cr_assert_eq(r.seq, 2, "and its seq is given again: no gap");
+  told none = {0};
+  uint64_t reached;
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 1, NULL, 0, &reached, on_delivered, &none), TERN_ENOENT,
+               "the registration was rolled back too");
+  int notices = 0;
+  cr_assert_eq(s->ops->notice_list(s, DEV_A, count_notice, &notices), 0);
+  cr_assert_eq(notices, 0, "and the notice");
+  s->ops->close(s);
+}
+
+/* Acks: the cursor rises and never falls nor passes the end; each message
+ * is reported delivered once, whichever device acked it first; sacks
+ * deliver out of order; what every device of the user passed is deleted,
+ * and the floor says so. */
+STORE_TEST(acks_deliver_once_and_trim) {
+  tern__relay_store *s = open_backend(b);
+  for (uint64_t i = 1; i <= 5; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, 0, 1000 + i, "m");
+    cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  }
+  uint64_t cur = 99, reached = 0, fl = 99;
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(cur, 0, "a new device starts at 0");
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B2, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "mallory", DEV_B, &cur), TERN_EINVAL, "a key has one user");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+
+  told t = {0};
+  uint64_t sacks[] = {5};
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 2, sacks, 1, &reached, on_delivered, &t), 0);
+  cr_assert_eq(reached, 2);
+  cr_assert_eq(t.n, 3, "1, 2 and the sacked 5");
+  cr_assert_eq(t.cmid[2], 5);
+  uint64_t n;
+  s->ops->count(s, &n);
+  cr_assert_eq(n, 5, "the other device has nothing yet: all kept");
+  cr_assert_eq(s->ops->floor(s, "bob", &fl), 0);
+  cr_assert_eq(fl, 0);
+
+  memset(&t, 0, sizeof t);
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B2, 99, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(reached, 5, "not past the end of the inbox");
+  cr_assert_eq(t.n, 2, "3 and 4: the rest were delivered already");
+  s->ops->count(s, &n);
+  cr_assert_eq(n, 3, "1 and 2 passed by both devices: deleted");
+  cr_assert_eq(s->ops->floor(s, "bob", &fl), 0);
+  cr_assert_eq(fl, 2);
+  memset(&t, 0, sizeof t);
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 1, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(reached, 2, "a cursor never goes down");
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 5, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(t.n, 0);
+  s->ops->count(s, &n);
+  cr_assert_eq(n, 0);
+  cr_assert_eq(s->ops->floor(s, "bob", &fl), 0);
+  cr_assert_eq(fl, 5, "an empty inbox: its last seq");
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(cur, 5);
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_A, 1, NULL, 0, &reached, on_delivered, &t), TERN_ENOENT);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  s->ops->close(s);
+}
+
+typedef struct noticed {
+  int n, kind[8];
+  uint64_t cmid[8];
+  int64_t code[8];
+} noticed;
+
+static int list_notice(void *ctx, int kind, uint64_t cmid, int64_t code) {
+  noticed *x = ctx;
+  x->kind[x->n] = kind;
+  x->cmid[x->n] = cmid;
+  x->code[x->n] = code;
+  x->n++;
+  return 0;
+}
+
+STORE_TEST(notices_are_kept_per_device_in_order) {
+  tern__relay_store *s = open_backend(b);
+  cr_assert_eq(s->ops->notice_put(s, DEV_A, TERN__NOTICE_FAILED, 9, TERN_ENOENT), 0);
+  cr_assert_eq(s->ops->notice_put(s, DEV_A, TERN__NOTICE_RECEIPT, 3, 0), 0);
+  cr_assert_eq(s->ops->notice_put(s, DEV_B, TERN__NOTICE_RECEIPT, 1, 0), 0);
+  cr_assert_eq(s->ops->notice_put(s, DEV_A, TERN__NOTICE_FAILED, 9, TERN_EEXPIRED), 0);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  noticed x = {0};
+  cr_assert_eq(s->ops->notice_list(s, DEV_A, list_notice, &x), 0);
+  cr_assert_eq(x.n, 2, "one per (kind, cmid), the later code replacing the earlier");
+  cr_assert_eq(x.cmid[0], 3);
+  cr_assert_eq(x.cmid[1], 9);
+  cr_assert_eq(x.code[1], TERN_EEXPIRED);
+  cr_assert_eq(s->ops->notice_del(s, DEV_A, TERN__NOTICE_RECEIPT, 3), 0);
+  cr_assert_eq(s->ops->notice_del(s, DEV_A, TERN__NOTICE_RECEIPT, 3), 0, "deleting twice is fine");
+  memset(&x, 0, sizeof x);
+  s->ops->notice_list(s, DEV_A, list_notice, &x);
+  cr_assert_eq(x.n, 1);
+  memset(&x, 0, sizeof x);
+  s->ops->notice_list(s, DEV_B, list_notice, &x);
+  cr_assert_eq(x.n, 1, "another device's notices are its own");
+  s->ops->close(s);
+}
+
+/* Expiry takes undelivered messages older than the bound, says which, and
+ * forgets their resends; delivered ones wait for the user's other
+ * devices. */
+STORE_TEST(expire_removes_undelivered_and_forgets_resends) {
+  tern__relay_store *s = open_backend(b);
+  tern__rs_put p[3] = {msg("alice", DEV_A, "bob", 1, 0, 100, "old, read"),
+                       msg("alice", DEV_A, "bob", 2, 0, 200, "old"),
+                       msg("alice", DEV_A, "bob", 3, 0, 900, "new")};
+  cr_assert_eq(s->ops->put(s, p, 3), 0);
+  uint64_t cur, reached;
+  s->ops->device(s, "bob", DEV_B, &cur);
+  s->ops->device(s, "bob", DEV_B2, &cur);
+  told t = {0};
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 1, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  memset(&t, 0, sizeof t);
+  cr_assert_eq(s->ops->expire(s, 500, on_expired, &t), 0);
+  cr_assert_eq(t.n, 1);
+  cr_assert_eq(t.cmid[0], 2);
+  uint64_t n;
+  s->ops->count(s, &n);
+  cr_assert_eq(n, 2, "the delivered one waits for bob's other device");
+  tern__rs_put again = msg("alice", DEV_A, "bob", 2, 0, 1000, "old");
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_STORED, "past retention a cmid is forgotten");
+  tern__rs_put resend = msg("alice", DEV_A, "bob", 3, 0, 1000, "new");
+  cr_assert_eq(s->ops->put(s, &resend, 1), 0);
+  cr_assert_eq(resend.result, TERN__RS_EARLIER, "within it, remembered");
+  s->ops->close(s);
+}
+
+/* The test builds' commit fault: the commit fails as a full disk does, and
+ * the round is gone. */
+STORE_TEST(a_failed_commit_undoes_the_round) {
+  tern__relay_store *s = open_backend(b);
+  tern__rs_put p = msg("alice", DEV_A, "bob", 1, 0, 100, "x");
+  cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  s->ops->fault(s, TERN__RS_FAULT_COMMIT, 1);
+  cr_assert_eq(s->ops->commit(s, 0), TERN_ESTORE);
+  cr_assert(strstr(s->ops->errmsg(s), "full"), "says why: %s", s->ops->errmsg(s));
+  s->ops->rollback(s, 0);
+  uint64_t n;
+  s->ops->count(s, &n);
+  cr_assert_eq(n, 0);
+  cr_assert_eq(s->ops->wake_ms(s), UINT64_MAX, "no upkeep pending without a disk reserve");
+  s->ops->close(s);
+}
