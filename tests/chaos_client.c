@@ -131,7 +131,6 @@ int main(int argc, char **argv) {
   cfg.reconnect_cap_ms = 400;
   cfg.handshake_timeout_ms = 1500;
   cfg.dead_link_ms = 1500;
-  cfg.ping_interval_ms = 300;
   cfg.timeout_min_ms = 1000;
   cfg.timeout_max_ms = 1500;
   tern_client *c;

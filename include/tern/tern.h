@@ -11,6 +11,24 @@
  *  - Configuration structs are initialised with tern_*_config_default() and
  *    then changed field by field, so that fields added in later versions get
  *    sensible defaults without breaking callers.
+ *  - ABI and growing structs. Structs grow only at their end, and every
+ *    struct that crosses this API carries or is passed its size, so that a
+ *    program built against an older header keeps working with a newer
+ *    libtern (and a newer one with an older libtern where it can):
+ *      - a config (tern_client_config, tern_relay_config) starts with
+ *        `struct_size`, which its _default function sets to the size the
+ *        program was compiled with. _new takes the fields up to that size
+ *        and gives every field beyond it its default. It returns
+ *        TERN_EINVAL for a struct_size of 0 (the config never went through
+ *        _default), one smaller than the first released layout, or one
+ *        larger than the library's own with any of the extra bytes set (a
+ *        field this library cannot honour). Never set struct_size by hand.
+ *      - a struct the library fills (tern_event, tern_keepalive_info, the
+ *        stats) is filled up to the caller's size: the functions that fill
+ *        them are macros passing sizeof(*ptr) to a *_sized function, so
+ *        an older program gets the fields it knows and a newer one sees
+ *        zeros in fields this library does not have.
+ *    CI compares the exported ABI with a committed baseline (scripts/abi.sh).
  *  - Ownership of every pointer is stated next to the function that takes or
  *    returns it.
  *  - Threads: unless a comment says otherwise, one tern_client or tern_relay
@@ -143,6 +161,8 @@ typedef struct tern_client tern_client;
 #define TERN_MESSAGE_MAX (1u << 20)
 
 typedef struct tern_client_config {
+  /* Set by tern_client_config_default(); see "ABI and growing structs". */
+  size_t struct_size;
   /* Relay host name or IPv4 address (ENet is IPv4-only) and UDP port. The
    * string is copied by tern_client_new(). Required. */
   const char *relay_host;
@@ -186,10 +206,10 @@ typedef struct tern_client_config {
    * dead: the client drops it and reconnects. Default 8000 (ENet alone
    * would take up to 30 s). */
   uint32_t dead_link_ms;
-  /* ENet's link timing, in milliseconds. Default ping 15000, and a peer that
-   * leaves a reliable packet unacknowledged for timeout_max_ms is dropped
-   * (default 10000, minimum timeout_min_ms default 3000). */
-  uint32_t ping_interval_ms;
+  /* ENet's link timing, in milliseconds: a relay that leaves a reliable
+   * packet unacknowledged for timeout_max_ms is dropped (default 10000,
+   * minimum timeout_min_ms default 3000). How often the client pings an
+   * idle link is the keepalive's business, below. */
   uint32_t timeout_min_ms;
   uint32_t timeout_max_ms;
 
@@ -197,8 +217,7 @@ typedef struct tern_client_config {
    * learns, per network, how long the NAT keeps an idle UDP mapping, by
    * probing from separate sockets (never the live link), and sends a
    * keepalive only after the live link has been silent for the largest
-   * proven time minus a margin. When keepalive learning is on,
-   * ping_interval_ms above is not used. */
+   * proven time minus a margin. */
   /* 0 (default): learn. 1: no keepalives at all (the NAT may forget the
    * link while it is idle; for measurements and tests). */
   int keepalive_off;
@@ -363,7 +382,9 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_service(tern_client *c, int
 /* Takes the next queued event into *ev. Returns 1 if an event was taken, 0
  * if none is queued. The pointers in *ev stay valid until the next call to
  * tern_client_next_event(), tern_client_service() or tern_client_free(). */
-TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_next_event(tern_client *c, tern_event *ev);
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_next_event_sized(tern_client *c, tern_event *ev,
+                                                                         size_t ev_size);
+#define tern_client_next_event(c, ev) tern_client_next_event_sized((c), (ev), sizeof(*(ev)))
 
 /* For an app's own poll/epoll loop: a descriptor that becomes readable when
  * the client has input (network or a send from another thread), and the
@@ -402,7 +423,9 @@ typedef struct tern_keepalive_info {
 } tern_keepalive_info;
 
 /* The keepalive state of the current network. Any thread. */
-TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_keepalive(tern_client *c, tern_keepalive_info *info);
+TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_keepalive_sized(tern_client *c, tern_keepalive_info *info,
+                                                               size_t info_size);
+#define tern_client_keepalive(c, info) tern_client_keepalive_sized((c), (info), sizeof(*(info)))
 
 /* The device is now on network `name` (see tern_client_config.network;
  * NULL or "" for an unnamed one). If that is another network than before,
@@ -430,7 +453,9 @@ typedef struct tern_client_stats {
   uint64_t packets_replayed;  /* sealed packets dropped: replay window */
   uint64_t connects;          /* sessions established */
 } tern_client_stats;
-TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats(tern_client *c, tern_client_stats *st);
+TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st,
+                                                               size_t st_size);
+#define tern_client_get_stats(c, st) tern_client_get_stats_sized((c), (st), sizeof(*(st)))
 
 /* ----------------------------------------------------------------- relay */
 
@@ -447,6 +472,8 @@ typedef int (*tern_relay_auth_fn)(void *ctx, const uint8_t client_key[TERN_KEY_B
 typedef void (*tern_log_fn)(void *ctx, int level, const char *line);
 
 typedef struct tern_relay_config {
+  /* Set by tern_relay_config_default(); see "ABI and growing structs". */
+  size_t struct_size;
   /* IPv4 address to bind ("0.0.0.0" default) and UDP port (default 7400). */
   const char *bind_host;
   uint16_t port;
@@ -558,7 +585,9 @@ typedef struct tern_relay_stats {
   uint64_t probe_rejected;      /* probe datagrams malformed, unknown or forged */
   uint64_t probe_limited;       /* REQUESTs refused by the rate limits */
 } tern_relay_stats;
-TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st);
+TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *st,
+                                                              size_t st_size);
+#define tern_relay_get_stats(r, st) tern_relay_get_stats_sized((r), (st), sizeof(*(st)))
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/abi.h"
 #include "client/backoff.h"
 #include "client/ccore.h"
 #include "io/clock.h"
@@ -108,14 +109,19 @@ struct tern_client {
   uint32_t ka_reported_ms;
 };
 
+/* The first released layout of tern_client_config ends with this field:
+ * a program built against that header passes at least this much. */
+#define CLIENT_CONFIG_MIN_SIZE \
+  (offsetof(tern_client_config, keepalive_networks_max) + sizeof(uint32_t))
+
 void tern_client_config_default(tern_client_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
+  cfg->struct_size = sizeof(*cfg);
   cfg->handshake_timeout_ms = 10000;
   cfg->max_message_size = 65536;
   cfg->reconnect_base_ms = 500;
   cfg->reconnect_cap_ms = 30000;
   cfg->dead_link_ms = 8000;
-  cfg->ping_interval_ms = 15000;
   cfg->timeout_min_ms = 3000;
   cfg->timeout_max_ms = 10000;
   cfg->keepalive_floor_ms = 25000;
@@ -164,8 +170,15 @@ static int wake_setup(tern_client *c) {
   return 0;
 }
 
-int tern_client_new(tern_client **out, const tern_client_config *cfg) {
+int tern_client_new(tern_client **out, const tern_client_config *in) {
   *out = NULL;
+  /* The caller's config, at its size, over this library's defaults. */
+  tern_client_config full, *cfg = &full;
+  const char *why;
+  tern_client_config_default(&full);
+  if (tern__abi_config_in(&full, sizeof(full), CLIENT_CONFIG_MIN_SIZE, in, in->struct_size, &why) < 0)
+    return TERN_EINVAL;
+  full.struct_size = sizeof(full);
   if (!cfg->relay_host || !cfg->relay_host[0] || cfg->relay_port == 0) return TERN_EINVAL;
   size_t ulen = cfg->user ? strlen(cfg->user) : 0;
   if (ulen && !tern__user_valid((const uint8_t *)cfg->user, ulen)) return TERN_EINVAL;
@@ -409,7 +422,8 @@ void tern_client_set_foreground(tern_client *c, int foreground) {
   wake(c);
 }
 
-void tern_client_keepalive(tern_client *c, tern_keepalive_info *info) {
+void tern_client_keepalive_sized(tern_client *c, tern_keepalive_info *out, size_t out_size) {
+  tern_keepalive_info ki, *info = &ki;
   pthread_mutex_lock(&c->mu);
   memset(info, 0, sizeof(*info));
   info->state = (tern_keepalive_state)c->ka.state;
@@ -424,6 +438,7 @@ void tern_client_keepalive(tern_client *c, tern_keepalive_info *info) {
   info->probe_datagrams = c->ka.stats.datagrams_out + c->ka.stats.datagrams_in;
   info->keepalives = c->keepalives;
   pthread_mutex_unlock(&c->mu);
+  tern__abi_out(out, out_size, &ki, sizeof(ki));
 }
 
 /* ENet is connected: send HELLO. */
@@ -855,10 +870,12 @@ int tern_client_service(tern_client *c, int timeout_ms) {
   return count;
 }
 
-int tern_client_next_event(tern_client *c, tern_event *ev) {
+int tern_client_next_event_sized(tern_client *c, tern_event *ev, size_t ev_size) {
+  tern_event e;
   pthread_mutex_lock(&c->mu);
-  int r = tern__ccore_next_event(c->core, ev, tern__now_ms());
+  int r = tern__ccore_next_event(c->core, &e, tern__now_ms());
   pthread_mutex_unlock(&c->mu);
+  if (r == 1) tern__abi_out(ev, ev_size, &e, sizeof(e));
   return r;
 }
 
@@ -906,8 +923,9 @@ size_t tern_client_outbox_size(tern_client *c) {
 
 const uint8_t *tern_client_public_key(const tern_client *c) { return c->cfg.keypair.public_key; }
 
-void tern_client_get_stats(tern_client *c, tern_client_stats *st) {
+void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st, size_t st_size) {
   pthread_mutex_lock(&c->mu);
-  *st = c->stats;
+  tern_client_stats s = c->stats;
   pthread_mutex_unlock(&c->mu);
+  tern__abi_out(st, st_size, &s, sizeof(s));
 }

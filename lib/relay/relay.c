@@ -15,6 +15,7 @@
 #include "io/link.h"
 #include "relay/probesvc.h"
 #include "relay/rcore.h"
+#include "base/abi.h"
 #include "base/log.h"
 #include "store/rstore.h"
 #include "wire/session.h"
@@ -59,8 +60,13 @@ struct tern_relay {
   tern_relay_stats stats;
 };
 
+/* The first released layout of tern_relay_config ends with this field: a
+ * program built against that header passes at least this much. */
+#define RELAY_CONFIG_MIN_SIZE (offsetof(tern_relay_config, timeout_max_ms) + sizeof(uint32_t))
+
 void tern_relay_config_default(tern_relay_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
+  cfg->struct_size = sizeof(*cfg);
   cfg->bind_host = "0.0.0.0";
   cfg->port = 7400;
   cfg->handshake_timeout_ms = 5000;
@@ -83,8 +89,19 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len);
 
 
-int tern_relay_new(tern_relay **out, const tern_relay_config *cfg) {
+int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   *out = NULL;
+  /* The caller's config, at its size, over this library's defaults. */
+  tern_relay_config full, *cfg = &full;
+  const char *why;
+  tern_relay_config_default(&full);
+  if (tern__abi_config_in(&full, sizeof(full), RELAY_CONFIG_MIN_SIZE, in, in->struct_size, &why) < 0) {
+    /* The log callback is the caller's, from the leading fields every layout has. */
+    if (in->struct_size >= offsetof(tern_relay_config, log_ctx) + sizeof(void *))
+      tern__logf(in->log, in->log_ctx, 0, "tern_relay_new: %s", why);
+    return TERN_EINVAL;
+  }
+  full.struct_size = sizeof(full);
   if (!cfg->bind_host || cfg->max_peers == 0 || cfg->max_peers > 4095) return TERN_EINVAL;
   if (sodium_init() < 0) return TERN_ECRYPTO;
   tern_relay *r = calloc(1, sizeof(*r));
@@ -645,7 +662,8 @@ int tern_relay_recheck_auth(tern_relay *r) {
   return dropped;
 }
 
-void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st) {
+void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size_t out_size) {
+  tern_relay_stats s, *st = &s;
   *st = r->stats;
   tern__rcore_stats cs;
   tern__rcore_get_stats(r->core, &cs);
@@ -665,4 +683,5 @@ void tern_relay_get_stats(const tern_relay *r, tern_relay_stats *st) {
     st->probe_rejected = ps.rejected;
     st->probe_limited = ps.limited;
   }
+  tern__abi_out(out, out_size, &s, sizeof(s));
 }
