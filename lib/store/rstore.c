@@ -814,24 +814,32 @@ int tern__rstore_device(tern__rstore *s, const char *user, const uint8_t dev[32]
 
 typedef void (*ack_cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq);
 
-/* Marks the undelivered messages of (lo, hi] delivered, calling cb for each. */
-static int deliver(tern__rstore *s, const char *user, uint64_t lo, uint64_t hi, ack_cb cb, void *ctx) {
-  sqlite3_stmt *q = s->q[Q_DELIVER];
-  bind_text(q, 1, user);
-  sqlite3_bind_int64(q, 2, (int64_t)lo);
-  sqlite3_bind_int64(q, 3, (int64_t)hi);
-  int rc;
+/* Steps q, whose rows are (sender_dev, cmid[, seq]), handing each to cb
+ * (seq 0 when q has none), and resets it. `what` names it for errors. */
+static int each_sender(tern__rstore *s, sqlite3_stmt *q, const char *what, ack_cb cb, void *ctx) {
+  int rc, with_seq = sqlite3_column_count(q) > 2;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     const uint8_t *dev = sqlite3_column_blob(q, 0);
     if (!dev || sqlite3_column_bytes(q, 0) != 32) {
       rc = SQLITE_CORRUPT;
       break;
     }
-    if (cb) cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1), (uint64_t)sqlite3_column_int64(q, 2));
+    if (cb)
+      cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1),
+         with_seq ? (uint64_t)sqlite3_column_int64(q, 2) : 0);
   }
-  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "deliver");
+  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, what);
   done(q);
   return ret;
+}
+
+/* Marks the undelivered messages of (lo, hi] delivered, calling cb for each. */
+static int deliver(tern__rstore *s, const char *user, uint64_t lo, uint64_t hi, ack_cb cb, void *ctx) {
+  sqlite3_stmt *q = s->q[Q_DELIVER];
+  bind_text(q, 1, user);
+  sqlite3_bind_int64(q, 2, (int64_t)lo);
+  sqlite3_bind_int64(q, 3, (int64_t)hi);
+  return each_sender(s, q, "deliver", cb, ctx);
 }
 
 /* Lowers *up_to so that the messages in (cursor, *up_to] cost at most
@@ -984,21 +992,23 @@ int tern__rstore_notice_del(tern__rstore *s, const uint8_t dev[32], int kind, ui
   return run(s, Q_NOTICE_DEL);
 }
 
+typedef struct expired_ctx {
+  void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid);
+  void *ctx;
+} expired_ctx;
+
+static void on_expired_row(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq) {
+  (void)seq;
+  expired_ctx *e = ctx;
+  if (e->cb) e->cb(e->ctx, sender_dev, cmid);
+}
+
 static int expire(tern__rstore *s, uint64_t before_ts, void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid),
                   void *ctx) {
   sqlite3_stmt *q = s->q[Q_EXPIRE];
   sqlite3_bind_int64(q, 1, clamp(before_ts));
-  int rc;
-  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-    const uint8_t *dev = sqlite3_column_blob(q, 0);
-    if (!dev || sqlite3_column_bytes(q, 0) != 32) {
-      rc = SQLITE_CORRUPT;
-      break;
-    }
-    if (cb) cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1));
-  }
-  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "expire");
-  done(q);
+  expired_ctx e = {cb, ctx};
+  int ret = each_sender(s, q, "expire", on_expired_row, &e);
   if (ret < 0) return ret;
   sqlite3_bind_int64(s->q[Q_EXPIRE_DEDUP], 1, clamp(before_ts));
   return run(s, Q_EXPIRE_DEDUP);

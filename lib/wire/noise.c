@@ -113,29 +113,30 @@ int tern__aead_open(const uint8_t key[TERN__NOISE_KEYLEN], uint64_t n, const uin
 
 /* ------------------------------------------------------------ CipherState */
 
-/* EncryptWithAd. A cipher without a key passes the plaintext through, as §5.1
- * says; only the handshake relies on that. */
-static int cipher_encrypt(tern__noise_cipher *c, const uint8_t *ad, size_t ad_len,
-                          const uint8_t *pt, size_t len, uint8_t *out) {
+/* EncryptWithAd (seal) and DecryptWithAd (open). A cipher without a key
+ * passes the text through, as §5.1 says; only the handshake relies on
+ * that. The nonce advances only when the operation succeeds: for
+ * DecryptWithAd, only when authentication does. */
+static int cipher_apply(tern__noise_cipher *c, int seal, const uint8_t *ad, size_t ad_len,
+                        const uint8_t *in, size_t len, uint8_t *out) {
   if (!c->has_key) {
-    if (len > 0) memmove(out, pt, len);
+    if (len > 0) memmove(out, in, len);
     return 0;
   }
-  int rc = tern__aead_seal(c->k, c->n, ad, ad_len, pt, len, out);
+  int rc = seal ? tern__aead_seal(c->k, c->n, ad, ad_len, in, len, out)
+                : tern__aead_open(c->k, c->n, ad, ad_len, in, len, out);
   if (rc == 0) c->n++;
   return rc;
 }
 
-/* DecryptWithAd: the nonce advances only when authentication succeeds. */
+static int cipher_encrypt(tern__noise_cipher *c, const uint8_t *ad, size_t ad_len,
+                          const uint8_t *pt, size_t len, uint8_t *out) {
+  return cipher_apply(c, 1, ad, ad_len, pt, len, out);
+}
+
 static int cipher_decrypt(tern__noise_cipher *c, const uint8_t *ad, size_t ad_len,
                           const uint8_t *ct, size_t len, uint8_t *out) {
-  if (!c->has_key) {
-    if (len > 0) memmove(out, ct, len);
-    return 0;
-  }
-  int rc = tern__aead_open(c->k, c->n, ad, ad_len, ct, len, out);
-  if (rc == 0) c->n++;
-  return rc;
+  return cipher_apply(c, 0, ad, ad_len, ct, len, out);
 }
 
 static void cipher_init_key(tern__noise_cipher *c, const uint8_t *key) {
@@ -376,6 +377,13 @@ static size_t message_len(const tern__noise_hs *hs, const uint8_t *tokens, size_
   return len + payload_len + (has_key ? TERN__NOISE_TAGLEN : 0);
 }
 
+/* The tokens both sides process alike: psk (§9) and the DH tokens. */
+static int mix_token(tern__noise_hs *hs, uint8_t token) {
+  if (token != T_PSK) return token_dh(hs, token);
+  mix_key_and_hash(hs, hs->psk, TERN__NOISE_PSKLEN);
+  return 0;
+}
+
 int tern__noise_write_message(tern__noise_hs *hs, const uint8_t *payload, size_t payload_len,
                               uint8_t *out, size_t cap, size_t *out_len) {
   if (out_len) *out_len = 0;
@@ -406,11 +414,8 @@ int tern__noise_write_message(tern__noise_hs *hs, const uint8_t *payload, size_t
       if (rc != 0) return fail(hs, rc);
       pos += n;
       break;
-    case T_PSK:
-      mix_key_and_hash(hs, hs->psk, TERN__NOISE_PSKLEN);
-      break;
-    default:
-      rc = token_dh(hs, tokens[i]);
+    default: /* psk and the DH tokens: the same on both sides */
+      rc = mix_token(hs, tokens[i]);
       if (rc != 0) return fail(hs, rc);
       break;
     }
@@ -455,11 +460,8 @@ int tern__noise_read_message(tern__noise_hs *hs, const uint8_t *msg, size_t msg_
       pos += clen;
       break;
     }
-    case T_PSK:
-      mix_key_and_hash(hs, hs->psk, TERN__NOISE_PSKLEN);
-      break;
-    default:
-      rc = token_dh(hs, tokens[i]);
+    default: /* psk and the DH tokens: the same on both sides */
+      rc = mix_token(hs, tokens[i]);
       if (rc != 0) return fail(hs, rc);
       break;
     }
