@@ -510,21 +510,6 @@ Test(frame, notice_ack_round_trips) {
   }
 }
 
-Test(frame, ping_is_an_empty_frame) {
-  uint8_t buf[8];
-  tern__wbuf w;
-  tern__wbuf_init(&w, buf, sizeof buf);
-  tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
-  cr_assert_not(w.overflow);
-  const uint8_t want[] = {0x21, 0x00};
-  cr_assert_eq(w.len, sizeof want);
-  cr_assert_arr_eq(buf, want, sizeof want);
-  split_frame f[2];
-  cr_assert_eq(split_exact(buf, w.len, f, 2), 1);
-  cr_assert_eq(f[0].type, TERN__FR_PING);
-  cr_assert_eq(f[0].len, 0);
-}
-
 Test(frame, keepalive_round_trips) {
   uint8_t buf[32];
   const uint64_t intervals[] = {0, 1, 39600, 900000, UINT32_MAX, UINT64_MAX};
@@ -895,9 +880,6 @@ static size_t make_samples(sample *s) {
   BEGIN(TERN__FR_CLOSE);
   tern__fr_close_write(&w, 1ull << 35);
   END();
-  BEGIN(TERN__FR_PING);
-  tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
-  END();
   BEGIN(TERN__FR_KEEPALIVE);
   tern__fr_keepalive_write(&w, &(tern__fr_keepalive){39600, TERN__KAF_WANT_KEY});
   END();
@@ -962,8 +944,6 @@ static int decode_typed(uint8_t type, tern__rbuf *b, size_t *msg_body_len) {
     uint64_t r;
     return tern__fr_close_read(b, &r);
   }
-  case TERN__FR_PING:
-    return 0; /* no body, and nothing to read */
   case TERN__FR_KEEPALIVE: {
     tern__fr_keepalive f;
     return tern__fr_keepalive_read(b, &f);
@@ -1168,9 +1148,6 @@ Test(wbuf, a_frame_that_does_not_fit_writes_nothing_past_cap) {
         tern__fr_close_write(&w, r);
         break;
       }
-      case TERN__FR_PING:
-        tern__frame_end(&w, tern__frame_begin(&w, TERN__FR_PING));
-        break;
       case TERN__FR_KEEPALIVE: {
         tern__fr_keepalive f;
         cr_assert_eq(tern__fr_keepalive_read(&body, &f), 0);

@@ -31,7 +31,8 @@ enum {
   TERN__FR_FLOOR = 0x18,        /* relay -> client: seqs up to here are gone */
   TERN__FR_BUSY = 0x19,         /* relay -> client: not stored now, retry later */
   TERN__FR_CLOSE = 0x20,        /* either way: goodbye, with a reason */
-  TERN__FR_PING = 0x21,         /* client -> relay: keepalive, no body */
+  /* 0x21 is reserved: a PING frame was specified and never sent (the live
+   * link is kept by ENet pings, spec/keepalive.md). */
   TERN__FR_KEEPALIVE = 0x22,    /* client -> relay: my keepalive interval; probe key? */
   TERN__FR_PROBE_KEY = 0x23,    /* relay -> client: key for NAT-timeout probes */
 };

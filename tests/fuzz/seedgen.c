@@ -84,7 +84,7 @@ static void frames_seeds(const char *dir) {
       case 11: tern__fr_u64_write(x, TERN__FR_RECEIPT, 7); break;
       case 12: tern__fr_u64_write(x, TERN__FR_FLOOR, 40); break;
       case 13: tern__fr_notice_ack_write(x, 1, 7); break;
-      case 14: tern__frame_end(x, tern__frame_begin(x, TERN__FR_PING)); break;
+      case 14: tern__frame_end(x, tern__frame_begin(x, 0x21)); break; /* reserved: skipped */
       case 15: tern__fr_keepalive_write(x, &ka); break;
       case 16: tern__fr_probe_key_write(x, &pk); break;
       }
