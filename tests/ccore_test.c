@@ -40,8 +40,8 @@ static void close_fixture(fixture *f) {
   tern__cstore_close(f->store);
 }
 
-static void deliver(fixture *f, uint64_t seq, uint64_t prev, const char *from, const char *text,
-                    uint64_t now) {
+static int deliver(fixture *f, uint64_t seq, uint64_t prev, const char *from, const char *text,
+                   uint64_t now) {
   uint8_t buf[256];
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof(buf));
@@ -49,24 +49,24 @@ static void deliver(fixture *f, uint64_t seq, uint64_t prev, const char *from, c
                     .peer_len = strlen(from), .ts = 1, .body = (const uint8_t *)text,
                     .body_len = strlen(text)};
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &m);
-  tern__ccore_input(f->cc, buf, w.len, now);
+  return tern__ccore_input(f->cc, buf, w.len, now);
 }
 
-static void frame_u64(fixture *f, uint8_t type, uint64_t v, uint64_t now) {
+static int frame_u64(fixture *f, uint8_t type, uint64_t v, uint64_t now) {
   uint8_t buf[32];
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof(buf));
   tern__fr_u64_write(&w, type, v);
-  tern__ccore_input(f->cc, buf, w.len, now);
+  return tern__ccore_input(f->cc, buf, w.len, now);
 }
 
-static void server_ack(fixture *f, uint64_t cmid, uint64_t seq, uint64_t now) {
+static int server_ack(fixture *f, uint64_t cmid, uint64_t seq, uint64_t now) {
   uint8_t buf[32];
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof(buf));
   tern__fr_sack a = {.cmid = cmid, .seq = seq, .ts = 5};
   tern__fr_sack_write(&w, &a);
-  tern__ccore_input(f->cc, buf, w.len, now);
+  return tern__ccore_input(f->cc, buf, w.len, now);
 }
 
 /* Counts outputs of one frame type (and the last DELIVERY_ACK/SYNC). */
@@ -510,5 +510,76 @@ Test(ccore, client_store_write_failures_are_error_events) {
   uint64_t n;
   cr_assert_eq(tern__cstore_outbox_count(f.store, &n), 0);
   cr_assert_eq(n, 1);
+  close_fixture(&f);
+}
+
+/* Counts NOTICE_ACK frames among the outputs (others are dropped). */
+static int notice_acks(fixture *f) {
+  return outputs_of(f, TERN__FR_NOTICE_ACK, NULL);
+}
+
+/* An event that finds no memory is not lost (the event queue's allocation
+ * fails, as on a phone under memory pressure): the call says TERN_ENOMEM,
+ * nothing is queued, nothing is acknowledged to the relay on its behalf,
+ * and when the relay (or the core's own timer) brings it again the app
+ * gets it, once. */
+Test(ccore, events_without_memory_come_again_once) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  (void)outputs_of(&f, 0, NULL);
+  tern_event ev;
+
+  /* A message. */
+  tern__ccore_fault_events(f.cc, 1);
+  cr_assert_eq(deliver(&f, 1, 0, "bob", "one", 10), TERN_ENOMEM);
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 10), 0, "nothing half-queued");
+  tern__fr_seqlist l = {0};
+  cr_assert_eq(tern__ccore_tick(f.cc, 500), 0);
+  (void)outputs_of(&f, TERN__FR_DELIVERY_ACK, &l);
+  cr_assert_eq(l.last, 0, "seq 1 is not acknowledged: the relay will send it again");
+  cr_assert_eq(deliver(&f, 1, 0, "bob", "one", 3000), 0, "the relay's resend");
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 3000), 1);
+  cr_assert_eq(ev.type, TERN_EV_MESSAGE);
+  cr_assert_eq(ev.seq, 1);
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 3000), 0, "once");
+
+  /* A SERVER_ACK: the message stays in the outbox and is sent again. */
+  uint64_t cmid, seen[8];
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "hi", 2, 0, 3100, 1, &cmid), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 8), 1);
+  tern__ccore_fault_events(f.cc, 1);
+  cr_assert_eq(server_ack(&f, cmid, 7, 3200), TERN_ENOMEM);
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 3200), 0);
+  cr_assert_eq(tern__ccore_outbox_size(f.cc), 1, "still in the outbox");
+  tern__ccore_config def;
+  tern__ccore_config_default(&def);
+  int resent = 0;
+  for (uint64_t t = 3300; t <= 3200 + def.busy_retry_ms + 200; t += 100) {
+    (void)tern__ccore_tick(f.cc, t);
+    int n = msgs_sent(&f, seen, 8);
+    resent += n > 0 && count_of(seen, n < 8 ? n : 8, cmid);
+  }
+  cr_assert_geq(resent, 1, "sent again within busy_retry_ms");
+  cr_assert_eq(server_ack(&f, cmid, 7, 6000), 0, "the relay answers from its dedup");
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 6000), 1);
+  cr_assert_eq(ev.type, TERN_EV_SENT);
+  cr_assert_eq(ev.cmid, cmid);
+  cr_assert_eq(ev.seq, 7);
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 6000), 0, "once");
+  cr_assert_eq(tern__ccore_outbox_size(f.cc), 0);
+
+  /* A receipt: its notice stays unacknowledged, so the relay resends it. */
+  tern__ccore_fault_events(f.cc, 1);
+  cr_assert_eq(frame_u64(&f, TERN__FR_RECEIPT, cmid, 6100), TERN_ENOMEM);
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 6100), 0);
+  cr_assert_eq(notice_acks(&f), 0, "not acknowledged");
+  cr_assert_eq(frame_u64(&f, TERN__FR_RECEIPT, cmid, 9100), 0, "the relay's resend");
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 9100), 1);
+  cr_assert_eq(ev.type, TERN_EV_DELIVERED);
+  cr_assert_eq(ev.cmid, cmid);
+  cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 9100), 0, "once");
+  cr_assert_eq(notice_acks(&f), 1, "acknowledged once taken");
   close_fixture(&f);
 }

@@ -376,7 +376,12 @@ TERN_EXPORT TERN_NONNULL(1) size_t tern_client_outbox_size(tern_client *c);
 
 /* Runs the client for up to `timeout_ms` milliseconds (0: do what is due and
  * return at once), returning early as soon as at least one event is queued.
- * Returns the number of queued events (>= 0) or TERN_EIO. */
+ * Returns the number of queued events (>= 0), TERN_EIO, or TERN_ENOMEM: an
+ * event could not be queued for want of memory. Nothing is lost then: what
+ * it stood for is undone and comes again (a message is redelivered by the
+ * relay, a SENT after the message is sent again, a receipt is resent, a
+ * state change is queued by the next call); only an ephemeral message, best
+ * effort by design, is dropped. Call again. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_service(tern_client *c, int timeout_ms);
 
 /* Takes the next queued event into *ev. Returns 1 if an event was taken, 0

@@ -59,6 +59,7 @@ typedef struct seqset {
 
 struct tern__ccore {
   tern__ccore_config cfg;
+  int nomem;                   /* an event of this call found no memory */
   tern__cstore *store;
   entry *head, *tail;          /* the outbox, in cmid order */
   size_t outbox_n;
@@ -244,23 +245,35 @@ int tern__ccore_next_output(tern__ccore *cc, tern__ccore_out *out) {
   return 1;
 }
 
-static void push(tern__ccore *cc, tern_event_type type, int error, uint64_t cmid, uint64_t seq,
-                 uint64_t ts, const char *user, const uint8_t *body, size_t len) {
+/* Queues an event. 0, or TERN_ENOMEM: then nothing is queued, the failure
+ * is remembered for the call that caused it (tern__ccore_input and
+ * tern__ccore_next_event return TERN_ENOMEM), and the caller undoes what
+ * the event stood for, so that the relay's resend (or the core's own)
+ * brings it about again: no event is lost for want of memory. */
+static int push(tern__ccore *cc, tern_event_type type, int error, uint64_t cmid, uint64_t seq,
+                uint64_t ts, const char *user, const uint8_t *body, size_t len) {
   tern_event ev = {.type = type, .error = error, .cmid = cmid, .seq = seq, .server_time_ms = ts,
                    .user = user, .body = body, .body_len = len};
-  (void)tern__evq_push(&cc->events, &ev);
+  int rc = tern__evq_push(&cc->events, &ev);
+  if (rc < 0) cc->nomem = 1;
+  return rc;
 }
 
-/* TERN_EV_ERROR: `detail` goes in the body, for the app's log. */
+/* TERN_EV_ERROR: `detail` goes in the body, for the app's log. An error
+ * event that finds no memory is reported by the call's TERN_ENOMEM. */
 static void push_error(tern__ccore *cc, int error, uint64_t cmid, const char *user,
                        const char *detail) {
-  push(cc, TERN_EV_ERROR, error, cmid, 0, 0, user, (const uint8_t *)detail, strlen(detail));
+  (void)push(cc, TERN_EV_ERROR, error, cmid, 0, 0, user, (const uint8_t *)detail, strlen(detail));
 }
 
 size_t tern__ccore_pending_events(const tern__ccore *cc) { return cc->events.count; }
 
-void tern__ccore_push_event(tern__ccore *cc, const tern_event *ev) {
-  (void)tern__evq_push(&cc->events, ev);
+#ifdef TERN_TEST_HOOKS
+void tern__ccore_fault_events(tern__ccore *cc, unsigned n) { tern__evq_fail_next(&cc->events, n); }
+#endif
+
+int tern__ccore_push_event(tern__ccore *cc, const tern_event *ev) {
+  return tern__evq_push(&cc->events, ev);
 }
 
 size_t tern__ccore_outbox_size(const tern__ccore *cc) { return cc->outbox_n; }
@@ -420,10 +433,19 @@ static void want_ack(tern__ccore *cc, uint64_t now_ms, int soon) {
   if (soon) cc->ack_due_ms = now_ms;
 }
 
-static void enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const char *from,
-                            const uint8_t *body, size_t len) {
-  if (set_add(&cc->queued, seq) < 0) return; /* not queued: the relay resends */
-  push(cc, TERN_EV_MESSAGE, 0, 0, seq, ts, from, body, len);
+/* 0, or -1 if it could not be queued: then it is neither queued nor
+ * acknowledged, and the relay sends it again. */
+static int enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const char *from,
+                           const uint8_t *body, size_t len) {
+  if (set_add(&cc->queued, seq) < 0) {
+    cc->nomem = 1;
+    return -1;
+  }
+  if (push(cc, TERN_EV_MESSAGE, 0, 0, seq, ts, from, body, len) < 0) {
+    set_del(&cc->queued, seq);
+    return -1;
+  }
+  return 0;
 }
 
 /* Moves held messages whose predecessor has now arrived into the queue. */
@@ -436,7 +458,7 @@ static void release_held(tern__ccore *cc) {
       if (delivered(cc, h->seq) || set_has(&cc->queued, h->seq)) {
         /* A copy of something already handed over. */
       } else if (prev_ok(cc, h->prev_seq)) {
-        enqueue_message(cc, h->seq, h->ts, h->from, h->body, h->len);
+        if (enqueue_message(cc, h->seq, h->ts, h->from, h->body, h->len) < 0) continue; /* kept */
       } else {
         continue;
       }
@@ -453,7 +475,9 @@ static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) 
   memcpy(from, m->peer, m->peer_len);
   from[m->peer_len] = 0;
   if ((m->flags & TERN__MSGF_EPHEMERAL) || m->seq == 0) {
-    push(cc, TERN_EV_MESSAGE, 0, 0, 0, m->ts, from, m->body, m->body_len);
+    /* Best effort by design: without memory it is gone (and the call says
+     * TERN_ENOMEM). */
+    (void)push(cc, TERN_EV_MESSAGE, 0, 0, 0, m->ts, from, m->body, m->body_len);
     return;
   }
   if (delivered(cc, m->seq) || set_has(&cc->queued, m->seq)) {
@@ -463,8 +487,7 @@ static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) 
   for (size_t i = 0; i < cc->held_n; i++)
     if (cc->held[i].seq == m->seq) return;
   if (prev_ok(cc, m->prev_seq)) {
-    enqueue_message(cc, m->seq, m->ts, from, m->body, m->body_len);
-    release_held(cc);
+    if (enqueue_message(cc, m->seq, m->ts, from, m->body, m->body_len) == 0) release_held(cc);
     return;
   }
   if (cc->held_n >= cc->cfg.held_max) return; /* the relay resends it */
@@ -507,8 +530,9 @@ static void answered(tern__ccore *cc, const entry *e) {
   if (e->sent_ms && e->tx > cc->answered_tx) cc->answered_tx = e->tx;
 }
 
-void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms) {
+int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms) {
   tern__rbuf r, body;
+  cc->nomem = 0;
   tern__rbuf_init(&r, frames, len);
   uint8_t type;
   while (tern__frame_next(&r, &type, &body) == 1) {
@@ -527,10 +551,16 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         answered(cc, e);
         /* The store forgets it only when the app takes SENT: a crash
          * before that resends it, and the relay answers from its dedup. */
+        if (push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, e->to, NULL, 0) < 0) {
+          /* Not settled: sent again after busy_retry_ms, and the relay
+           * answers the resend from its dedup record. */
+          e->sent_ms = 0;
+          e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
+          break;
+        }
         e->settled = 1;
         uint64_t acked_tx = e->tx;
         e->sent_ms = 0;
-        push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, e->to, NULL, 0);
         /* The next message to the same recipient, if its last copy went
          * out before this one's, named this one as prev_cmid while the
          * relay may not have had it yet, and was then dropped (§3 of
@@ -550,16 +580,24 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_EPROTO;
         entry *e = find_entry(cc, f.cmid);
         if (e && e->settled) break; /* already queued */
-        if (e) {
-          answered(cc, e);
-          e->settled = 1;
-          e->sent_ms = 0;
-        } else if (set_has(&cc->receipts, f.cmid)) {
+        if (e) answered(cc, e);
+        else if (set_has(&cc->receipts, f.cmid)) break;
+        /* Without an outbox entry it was stored, then expired; whether it
+         * is still awaited is settled when the app takes the event. Without
+         * memory: an entry is sent again after busy_retry_ms (the relay
+         * refuses it again), a notice stays unacknowledged (the relay
+         * sends it again). */
+        if (push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, e ? e->to : NULL, NULL, 0) < 0) {
+          if (e) {
+            e->sent_ms = 0;
+            e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
+          }
           break;
         }
-        /* Without an outbox entry it was stored, then expired; whether it
-         * is still awaited is settled when the app takes the event. */
-        push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, e ? e->to : NULL, NULL, 0);
+        if (e) {
+          e->settled = 1;
+          e->sent_ms = 0;
+        }
         break;
       }
       case TERN__FR_BUSY: {
@@ -589,8 +627,13 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         if (find_entry(cc, cmid) || set_has(&cc->receipts, cmid)) break;
         /* Whether it is still awaited (not a copy of one already shown) is
          * settled when the app takes the event; the notice is acked then. */
-        if (set_add(&cc->receipts, cmid) < 0) break;
-        push(cc, TERN_EV_DELIVERED, 0, cmid, 0, 0, NULL, NULL, 0);
+        if (set_add(&cc->receipts, cmid) < 0) {
+          cc->nomem = 1;
+          break;
+        }
+        /* Without memory the notice stays unacknowledged: sent again. */
+        if (push(cc, TERN_EV_DELIVERED, 0, cmid, 0, 0, NULL, NULL, 0) < 0)
+          set_del(&cc->receipts, cmid);
         break;
       }
       case TERN__FR_FLOOR: {
@@ -609,6 +652,7 @@ void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint6
         break;
     }
   }
+  return cc->nomem ? TERN_ENOMEM : 0;
 }
 
 /* What taking an event commits. Returns 0 if the app sees it, 1 if it

@@ -72,8 +72,14 @@ void tern__ccore_offline(tern__ccore *cc);
  * unknown); it sets how long a copy waits (see copy_delay_ms). */
 void tern__ccore_set_rtt(tern__ccore *cc, uint32_t rtt_ms);
 
-/* Frames from the relay. Malformed frames are skipped. */
-void tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms);
+/* Frames from the relay. Malformed frames are skipped. Returns 0, or
+ * TERN_ENOMEM if an event they caused could not be queued: nothing is lost
+ * then, because what the event stood for is undone (a message is neither
+ * queued nor acknowledged, a SERVER_ACK leaves its message in the outbox to
+ * be sent again after busy_retry_ms, a receipt or failure notice stays
+ * unacknowledged), and the relay's resend brings it again. Only an
+ * ephemeral message (best effort by design) or an ERROR event is gone. */
+int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64_t now_ms);
 
 /* Next frames to send; 1 if one (valid until the next call), 0 if none. */
 int tern__ccore_next_output(tern__ccore *cc, tern__ccore_out *out);
@@ -85,8 +91,14 @@ int tern__ccore_next_output(tern__ccore *cc, tern__ccore_out *out);
 int tern__ccore_next_event(tern__ccore *cc, tern_event *ev, uint64_t now_ms);
 
 /* Queues an event from the I/O shell (CONNECTED, DISCONNECTED) in order
- * with the core's own. */
-void tern__ccore_push_event(tern__ccore *cc, const tern_event *ev);
+ * with the core's own. Returns 0 or TERN_ENOMEM (nothing queued: the shell
+ * queues it again later). */
+int tern__ccore_push_event(tern__ccore *cc, const tern_event *ev);
+
+#ifdef TERN_TEST_HOOKS
+/* Test builds: the next `n` events fail to queue as if memory ran out. */
+void tern__ccore_fault_events(tern__ccore *cc, unsigned n);
+#endif
 
 /* Number of queued events. */
 size_t tern__ccore_pending_events(const tern__ccore *cc);

@@ -70,7 +70,16 @@ typedef enum client_state {
   C_CLOSING,       /* tern_client_disconnect(): closing after queued data */
 } client_state;
 
+/* Shell events that found no memory, queued again on the next service. */
+#define SHELL_PENDING_MAX 8
+
 struct tern_client {
+  struct {
+    tern_event_type type;
+    int error;
+  } shell_pending[SHELL_PENDING_MAX];
+  unsigned n_shell_pending;
+  int nomem;                     /* this service call met TERN_ENOMEM */
   tern_client_config cfg;       /* strings point into the copies below */
   char *relay_host;
   char user_req[TERN_USER_MAX + 1];
@@ -267,9 +276,43 @@ void tern_client_free(tern_client *c) {
   free(c);
 }
 
-static void push(tern_client *c, tern_event_type type, int error, const char *user) {
-  tern_event ev = {.type = type, .error = error, .user = user ? user : ""};
-  tern__ccore_push_event(c->core, &ev);
+/* The user string a shell event carries: its state now (the name the relay
+ * gave us, the network's name), so an event queued again later says
+ * what is true then. */
+static const char *shell_user(const tern_client *c, tern_event_type type) {
+  if (type == TERN_EV_CONNECTED) return c->user;
+  if (type == TERN_EV_KEEPALIVE) return c->network;
+  return "";
+}
+
+/* Queues a shell event (CONNECTED, DISCONNECTED, KEEPALIVE). Without
+ * memory it is kept and queued again by the next service call, which
+ * returns TERN_ENOMEM meanwhile; it may then come after core events that
+ * were queued in between. */
+static void push(tern_client *c, tern_event_type type, int error) {
+  tern_event ev = {.type = type, .error = error, .user = shell_user(c, type)};
+  if (!c->n_shell_pending && tern__ccore_push_event(c->core, &ev) == 0) return;
+  c->nomem = 1;
+  if (c->n_shell_pending < SHELL_PENDING_MAX) {
+    c->shell_pending[c->n_shell_pending].type = type;
+    c->shell_pending[c->n_shell_pending].error = error;
+    c->n_shell_pending++;
+  }
+}
+
+/* Queues the shell events that found no memory before, in order. */
+static void push_pending(tern_client *c) {
+  unsigned done = 0;
+  while (done < c->n_shell_pending) {
+    tern_event ev = {.type = c->shell_pending[done].type, .error = c->shell_pending[done].error,
+                     .user = shell_user(c, c->shell_pending[done].type)};
+    if (tern__ccore_push_event(c->core, &ev) < 0) break;
+    done++;
+  }
+  memmove(c->shell_pending, c->shell_pending + done,
+          (c->n_shell_pending - done) * sizeof(c->shell_pending[0]));
+  c->n_shell_pending -= done;
+  if (c->n_shell_pending) c->nomem = 1;
 }
 
 static void wake(tern_client *c) {
@@ -295,7 +338,7 @@ static void drop(tern_client *c, int error, int close_how, uint32_t code) {
   c->key_requested = 0;
   tern__ka_session_down(&c->ka); /* its probe key was this session's */
   tern__ccore_offline(c->core);
-  push(c, TERN_EV_DISCONNECTED, error, NULL);
+  push(c, TERN_EV_DISCONNECTED, error);
   if (c->want_online) {
     uint64_t now = tern__now_ms();
     /* A session that was up resets the backoff; a failed attempt grows it. */
@@ -374,7 +417,7 @@ int tern_client_disconnect(tern_client *c) {
   } else if (!was_wanted || c->state == C_CLOSING) {
     rc = TERN_ECLOSED;
   } else {
-    push(c, TERN_EV_DISCONNECTED, TERN_ECLOSED, NULL); /* was waiting to reconnect */
+    push(c, TERN_EV_DISCONNECTED, TERN_ECLOSED); /* was waiting to reconnect */
   }
   pthread_mutex_unlock(&c->mu);
   wake(c);
@@ -512,7 +555,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   c->stats.connects++;
   c->last_data_ms = tern__now_ms();
   tern__backoff_reset(&c->backoff);
-  push(c, TERN_EV_CONNECTED, 0, c->user);
+  push(c, TERN_EV_CONNECTED, 0);
   sync_rtt(c);
   tern__ccore_online(c->core, c->user, tern__now_ms());
   /* What overtook WELCOME, in the order it came; stops if it ends the
@@ -554,7 +597,7 @@ static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t 
   c->stats.packets_received++;
   c->last_data_ms = tern__now_ms();
   on_shell_frames(c, c->buf, n);
-  tern__ccore_input(c->core, c->buf, n, tern__now_ms());
+  if (tern__ccore_input(c->core, c->buf, n, tern__now_ms()) == TERN_ENOMEM) c->nomem = 1;
 }
 
 static void on_receive(tern_client *c, const tern__link_event *ev) {
@@ -738,10 +781,7 @@ static void ka_sync(tern_client *c, uint64_t now) {
     if (c->ka.state != c->ka_reported_state || iv != c->ka_reported_ms) {
       c->ka_reported_state = c->ka.state;
       c->ka_reported_ms = iv;
-      tern_event ev = {.type = TERN_EV_KEEPALIVE,
-                       .error = c->ka.state == TERN_KA_BAD ? TERN_EBADNET : 0,
-                       .user = c->network};
-      tern__ccore_push_event(c->core, &ev);
+      push(c, TERN_EV_KEEPALIVE, c->ka.state == TERN_KA_BAD ? TERN_EBADNET : 0);
     }
   }
   if (c->state == C_OPEN && !c->key_requested &&
@@ -792,7 +832,7 @@ static void handle_timers(tern_client *c, uint64_t now) {
     int rc = start_attempt(c);
     if (rc) {
       /* Cannot even start (name does not resolve, no slot): try later. */
-      push(c, TERN_EV_DISCONNECTED, rc, NULL);
+      push(c, TERN_EV_DISCONNECTED, rc);
       c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random()) + 1;
     }
   }
@@ -842,8 +882,10 @@ int tern_client_service(tern_client *c, int timeout_ms) {
   drain_wake(c);
   uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   int rc = 0;
+  c->nomem = 0;
   for (;;) {
     uint64_t now = tern__now_ms();
+    push_pending(c);
     handle_timers(c, now);
     tern__link_event ev;
     while ((rc = tern__link_service(c->link, 0, &ev)) == 1) on_link_event(c, &ev);
@@ -852,7 +894,7 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     ka_sync(c, tern__now_ms());
     flush_core(c);
     now = tern__now_ms();
-    if (tern__ccore_pending_events(c->core) || now >= end) break;
+    if (tern__ccore_pending_events(c->core) || c->nomem || now >= end) break;
     int wait = min_timeout((int)(end - now), next_timeout_locked(c, now));
     if (wait < 0) wait = (int)(end - now);
     pthread_mutex_unlock(&c->mu);
@@ -865,7 +907,7 @@ int tern_client_service(tern_client *c, int timeout_ms) {
       break;
     }
   }
-  int count = rc < 0 ? rc : (int)tern__ccore_pending_events(c->core);
+  int count = rc < 0 ? rc : c->nomem ? TERN_ENOMEM : (int)tern__ccore_pending_events(c->core);
   pthread_mutex_unlock(&c->mu);
   return count;
 }

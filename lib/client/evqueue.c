@@ -1,3 +1,4 @@
+/* The queue of events the app takes (evqueue.h). */
 #include "client/evqueue.h"
 
 #include <stdlib.h>
@@ -29,7 +30,17 @@ static int grow(tern__evq *q) {
   return 0;
 }
 
+#ifdef TERN_TEST_HOOKS
+void tern__evq_fail_next(tern__evq *q, unsigned n) { q->fail_next = n; }
+#endif
+
 int tern__evq_push(tern__evq *q, const tern_event *ev) {
+#ifdef TERN_TEST_HOOKS
+  if (q->fail_next) {
+    q->fail_next--;
+    return TERN_ENOMEM;
+  }
+#endif
   if (q->count == q->cap && grow(q) != 0) return TERN_ENOMEM;
   size_t ulen = ev->user ? strlen(ev->user) : 0;
   char *mem = malloc(ulen + 1 + ev->body_len);

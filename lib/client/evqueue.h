@@ -15,13 +15,17 @@ typedef struct tern__evq {
   tern__evq_item *items;
   size_t head, count, cap;
   tern__evq_item current; /* the last item handed out; freed on the next take */
+#ifdef TERN_TEST_HOOKS
+  unsigned fail_next;     /* test builds: the next this many pushes fail */
+#endif
 } tern__evq;
 
 void tern__evq_init(tern__evq *q);
 void tern__evq_free(tern__evq *q);
 
 /* Appends a copy of `ev` (its user string and body are copied). Returns 0 or
- * TERN_ENOMEM (the event is then lost, and the queue unchanged). */
+ * TERN_ENOMEM, with the queue unchanged: the caller must then undo what
+ * the event stood for, so that it happens again (client/ccore.c). */
 int tern__evq_push(tern__evq *q, const tern_event *ev);
 
 /* Moves the oldest event to *ev (valid until the next take or release);
@@ -30,5 +34,10 @@ int tern__evq_take(tern__evq *q, tern_event *ev);
 
 /* Frees the event last handed out by take. */
 void tern__evq_release(tern__evq *q);
+
+#ifdef TERN_TEST_HOOKS
+/* Test builds: the next `n` pushes fail as if memory ran out. */
+void tern__evq_fail_next(tern__evq *q, unsigned n);
+#endif
 
 #endif
