@@ -7,6 +7,7 @@
 
 #include "wire/copies.h"
 #include "client/evqueue.h"
+#include "wire/errcode.h"
 #include "wire/frame.h"
 #include "wire/channels.h"
 
@@ -577,7 +578,7 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         tern__fr_failed f;
         if (tern__fr_failed_read(&body, &f) != 0) break;
         cc->progress_ms = now_ms;
-        int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_EPROTO;
+        int err = tern__wire_err_code(f.error, TERN_EPROTO);
         entry *e = find_entry(cc, f.cmid);
         if (e && e->settled) break; /* already queued */
         if (e) answered(cc, e);
@@ -611,7 +612,7 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         e->sent_ms = 0;
         e->copy_due_ms = 0;
         e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
-        int err = f.error > 0 && f.error <= 64 ? -(int)f.error : TERN_ESTORE;
+        int err = tern__wire_err_code(f.error, TERN_ESTORE);
         char detail[160];
         snprintf(detail, sizeof(detail),
                  "the relay could not store the message now (%s); sending it again in %u ms",

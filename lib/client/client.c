@@ -27,6 +27,7 @@
 #include "client/ccore.h"
 #include "io/clock.h"
 #include "store/cstore.h"
+#include "wire/errcode.h"
 #include "wire/frame.h"
 #include "client/kalearn.h"
 #include "io/link.h"
@@ -540,7 +541,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   }
   if (wf.status != 0) {
     /* An authenticated refusal: the relay proved its key, then said no. */
-    int err = wf.status <= 64 ? -(int)wf.status : TERN_EHANDSHAKE;
+    int err = tern__wire_err_code(wf.status, TERN_EHANDSHAKE);
     drop(c, err, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     return;
   }
@@ -575,9 +576,8 @@ static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
   while (tern__frame_next(&r, &type, &body) == 1) {
     uint64_t reason;
     tern__fr_probe_key pk;
-    if (type == TERN__FR_CLOSE && tern__fr_close_read(&body, &reason) == 0 && reason > 0 &&
-        reason <= 64)
-      c->close_reason = -(int)reason;
+    if (type == TERN__FR_CLOSE && tern__fr_close_read(&body, &reason) == 0)
+      c->close_reason = tern__wire_err_code(reason, c->close_reason);
     if (type == TERN__FR_PROBE_KEY && tern__fr_probe_key_read(&body, &pk) == 0) {
       tern__ka_set_key(&c->ka, pk.id, pk.key, tern__now_ms(), tern__wall_ms());
       sodium_memzero(&pk, sizeof(pk));

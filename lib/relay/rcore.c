@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "wire/copies.h"
+#include "wire/errcode.h"
 #include "wire/frame.h"
 #include "wire/channels.h"
 
@@ -211,7 +212,7 @@ static void emit_answer(tern__rcore *rc, uint64_t id, uint8_t type, uint8_t chan
   uint8_t tmp[32];
   tern__wbuf w;
   tern__wbuf_init(&w, tmp, sizeof(tmp));
-  tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)-err};
+  tern__fr_failed f = {.cmid = cmid, .error = tern__wire_err(err)};
   tern__fr_failed_write(&w, type, &f);
   emit_kind(rc, id, channel, 1, w.p, w.len, now, OUT_KEEP, 0);
   if (type == TERN__FR_FAILED) rc->stats.refused++;
@@ -448,7 +449,7 @@ static void emit_notice(tern__rcore *rc, conn *c, int kind, uint64_t cmid, int64
   if (kind == TERN__NOTICE_RECEIPT) {
     tern__fr_u64_write(&w, TERN__FR_RECEIPT, cmid);
   } else {
-    tern__fr_failed f = {.cmid = cmid, .error = (uint64_t)(code < 0 ? -code : code)};
+    tern__fr_failed f = {.cmid = cmid, .error = tern__wire_err(code)};
     tern__fr_failed_write(&w, TERN__FR_FAILED, &f);
   }
   emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);

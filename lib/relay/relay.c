@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "io/clock.h"
+#include "wire/errcode.h"
 #include "wire/frame.h"
 #include "io/link.h"
 #include "relay/probesvc.h"
@@ -201,7 +202,7 @@ static void close_peer(tern_relay *r, rpeer *p, int reason, uint32_t code, int h
   if (p->state == P_OPEN) {
     tern__wbuf w;
     tern__wbuf_init(&w, r->buf, RELAY_BUF);
-    tern__fr_close_write(&w, (uint64_t)-reason);
+    tern__fr_close_write(&w, tern__wire_err(reason));
     (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
     r->stats.peers_connected--;
   }
@@ -274,7 +275,7 @@ static int authenticate(tern_relay *r, const uint8_t key[TERN_KEY_BYTES], const 
 static int send_welcome(tern_relay *r, rpeer *p, int status, const char *reason) {
   tern__wbuf w;
   tern__wbuf_init(&w, r->buf, TERN__HS_PAYLOAD_MAX);
-  tern__fr_welcome wf = {.status = (uint64_t)-status,
+  tern__fr_welcome wf = {.status = tern__wire_err(status),
                          .user = (const uint8_t *)p->user,
                          .user_len = p->user_len,
                          .server_time_ms = tern__wall_ms(),
