@@ -6,6 +6,7 @@
  * the schema; cstore.h the contract.
  */
 #include "store/cstore.h"
+#include "store/sqlite.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -76,23 +77,14 @@ struct tern__cstore {
   sqlite3 *db;
   sqlite3_stmt *q[C_N];
   char err[256]; /* the last SQLite failure, for logs */
+  tern__sqlerr e; /* err, for the shared helpers */
 };
 
-static int sqlfail(tern__cstore *s, int rc, const char *what) {
-  snprintf(s->err, sizeof s->err, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
-  return rc == SQLITE_NOMEM ? TERN_ENOMEM : TERN_ESTORE;
-}
+static int sqlfail(tern__cstore *s, int rc, const char *what) { return tern__sql_fail(s->db, &s->e, rc, what); }
 
 /* Steps statement `id` to its end and resets it; a row it yields is
  * ignored. Returns 0 or a TERN_E* code. */
-static int step(tern__cstore *s, int id) {
-  int rc = sqlite3_step(s->q[id]);
-  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = 0;
-  else rc = sqlfail(s, rc, sql[id]);
-  sqlite3_reset(s->q[id]);
-  sqlite3_clear_bindings(s->q[id]);
-  return rc;
-}
+static int step(tern__cstore *s, int id) { return tern__sql_run(s->db, &s->e, s->q[id], sql[id]); }
 
 /* Like step(), and then 1 if it changed a row, 0 if not. */
 static int step_changed(tern__cstore *s, int id) {
@@ -101,19 +93,9 @@ static int step_changed(tern__cstore *s, int id) {
 }
 
 /* Reads the first column of statement `id`'s one row into *v: 1, or 0
- * without a row. */
+ * without a row (or with NULL). */
 static int step_value(tern__cstore *s, int id, uint64_t *v) {
-  sqlite3_stmt *q = s->q[id];
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) {
-    *v = (uint64_t)sqlite3_column_int64(q, 0);
-    rc = 1;
-  } else {
-    rc = rc == SQLITE_DONE ? 0 : sqlfail(s, rc, sql[id]);
-  }
-  sqlite3_reset(q);
-  sqlite3_clear_bindings(q);
-  return rc;
+  return tern__sql_u64(s->db, &s->e, s->q[id], sql[id], v);
 }
 
 /* Ends a transaction begun with C_BEGIN: commits if rc >= 0, else rolls
@@ -133,29 +115,10 @@ static int finish(tern__cstore *s, int rc) {
   return rc;
 }
 
-static int sqlexec(tern__cstore *s, const char *text) {
-  int rc = sqlite3_exec(s->db, text, NULL, NULL, NULL);
-  return rc == SQLITE_OK ? 0 : sqlfail(s, rc, text);
-}
+static int sqlexec(tern__cstore *s, const char *text) { return tern__sql_exec(s->db, &s->e, text, text); }
 
-/* Switches to WAL. A file that cannot (a file system without shared
- * memory) is refused; an in-memory database answers "memory". */
-static int wal(tern__cstore *s) {
-  sqlite3_stmt *q = NULL;
-  int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL);
-  if (rc == SQLITE_OK) rc = sqlite3_step(q);
-  const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
-  if (mode && (!strcmp(mode, "wal") || !strcmp(mode, "memory"))) {
-    rc = 0;
-  } else if (mode) {
-    snprintf(s->err, sizeof s->err, "journal_mode %s, not wal", mode);
-    rc = TERN_ESTORE;
-  } else {
-    rc = sqlfail(s, rc, "journal_mode");
-  }
-  sqlite3_finalize(q);
-  return rc;
-}
+/* Switches to WAL (a file that cannot be is refused). */
+static int wal(tern__cstore *s) { return tern__sql_wal(s->db, &s->e); }
 
 /* Creates or upgrades the schema in one transaction. A new store starts its
  * ids at (Unix ms << 16): an earlier store for the same key (lost with its
@@ -210,6 +173,8 @@ int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, cha
   if (!path || synchronous < 1 || synchronous > 3) return TERN_EINVAL;
   tern__cstore *s = calloc(1, sizeof *s);
   if (!s) return TERN_ENOMEM;
+  s->e.buf = s->err;
+  s->e.cap = sizeof s->err;
   int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     rc = s->db ? sqlfail(s, rc, path) : TERN_ENOMEM;

@@ -9,6 +9,7 @@
  * (and its bindings cleared) before the function that stepped it returns.
  */
 #include "store/rstore.h"
+#include "store/sqlite.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -138,7 +139,7 @@ struct tern__rstore {
   sqlite3_stmt *q[Q_N];
   /* The last SQLite failure, for logs: "what: sqlite message". */
   char err[256];
-  int last_full;          /* that failure was SQLITE_FULL */
+  tern__sqlerr e;         /* err, and whether that failure was SQLITE_FULL */
 #ifdef TERN_TEST_HOOKS
   unsigned fault_commits; /* commits still to fail (tern__rstore_fault_commit) */
 #endif
@@ -169,47 +170,24 @@ struct tern__rstore {
 static int64_t clamp(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v; }
 
 /* Records why SQLite failed and maps its code to a TERN_E* code. */
-static int fail(tern__rstore *s, int rc, const char *what) {
-  snprintf(s->err, sizeof s->err, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
-  s->last_full = (rc & 0xff) == SQLITE_FULL;
-  if (rc == SQLITE_NOMEM) return TERN_ENOMEM;
-  return TERN_ESTORE;
-}
+static int fail(tern__rstore *s, int rc, const char *what) { return tern__sql_fail(s->db, &s->e, rc, what); }
 
 /* A refusal that is not SQLite's: recorded like a failure, for the log. */
 static int refuse(tern__rstore *s, int code, const char *what) {
   snprintf(s->err, sizeof s->err, "%s (%s)", what, tern_errname(code));
-  s->last_full = 0;
+  s->e.last_full = 0;
   return code;
 }
 
-static void done(sqlite3_stmt *q) {
-  sqlite3_reset(q);
-  sqlite3_clear_bindings(q);
-}
+static void done(sqlite3_stmt *q) { tern__sql_done(q); }
 
 /* Steps q, which must produce no row, and resets it. */
-static int run(tern__rstore *s, int id) {
-  sqlite3_stmt *q = s->q[id];
-  int rc = sqlite3_step(q);
-  int ret = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(s, rc, sql[id]);
-  done(q);
-  return ret;
-}
+static int run(tern__rstore *s, int id) { return tern__sql_run(s->db, &s->e, s->q[id], sql[id]); }
 
 /* Steps a query that returns at most one integer: 1 with *v set, 0 when
  * there is no row or the value is NULL. Resets it. */
 static int get_int(tern__rstore *s, int id, uint64_t *v) {
-  sqlite3_stmt *q = s->q[id];
-  int rc = sqlite3_step(q), ret = 0;
-  if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
-    *v = (uint64_t)sqlite3_column_int64(q, 0);
-    ret = 1;
-  } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    ret = fail(s, rc, sql[id]);
-  }
-  done(q);
-  return ret;
+  return tern__sql_u64(s->db, &s->e, s->q[id], sql[id], v);
 }
 
 static void bind_dev(sqlite3_stmt *q, int i, const uint8_t dev[32]) { sqlite3_bind_blob(q, i, dev, 32, SQLITE_STATIC); }
@@ -242,8 +220,7 @@ static int op_end(tern__rstore *s, int rc) {
 }
 
 static int exec(tern__rstore *s, const char *text, const char *what) {
-  int rc = sqlite3_exec(s->db, text, NULL, NULL, NULL);
-  return rc == SQLITE_OK ? 0 : fail(s, rc, what);
+  return tern__sql_exec(s->db, &s->e, text, what);
 }
 
 /* Brings the schema to SCHEMA_VERSION in one transaction: a crash during a
@@ -288,12 +265,12 @@ static int wal_hook(void *ctx, sqlite3 *db, const char *name, int frames) {
   tern__rstore *s = ctx;
   if (frames < s->ckpt_pages) return SQLITE_OK;
   char keep[sizeof s->err];
-  int full = s->last_full;
+  int full = s->e.last_full;
   memcpy(keep, s->err, sizeof keep);
   if (checkpoint_mode(s, SQLITE_CHECKPOINT_PASSIVE, "checkpoint") < 0 && s->short_of_room)
     memcpy(s->ckpt_err, s->err, sizeof s->ckpt_err);
   memcpy(s->err, keep, sizeof keep); /* no call has failed */
-  s->last_full = full;
+  s->e.last_full = full;
   return SQLITE_OK;
 }
 
@@ -311,19 +288,10 @@ static int configure(tern__rstore *s, const tern__rstore_config *cfg) {
    * come before anything writes the file, WAL mode included; on an
    * existing store it changes nothing. */
   if ((rc = exec(s, "PRAGMA auto_vacuum = INCREMENTAL", "auto_vacuum")) < 0) return rc;
+  /* A file must really be in WAL mode, or readers would block the relay's
+   * writes. */
+  if ((rc = tern__sql_wal(s->db, &s->e)) < 0) return rc;
   sqlite3_stmt *q = NULL;
-  rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL);
-  if (rc == SQLITE_OK) rc = sqlite3_step(q);
-  const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
-  /* An in-memory database answers "memory"; a file must really be in WAL
-   * mode, or readers would block the relay's writes. */
-  int ok = mode && (!strcmp(mode, "wal") || !strcmp(mode, "memory"));
-  if (!ok && rc == SQLITE_ROW)
-    snprintf(s->err, sizeof s->err, "journal_mode is %s, not wal", mode ? mode : "(null)");
-  else if (!ok)
-    fail(s, rc, "journal_mode");
-  sqlite3_finalize(q);
-  if (!ok) return TERN_ESTORE;
   char text[96];
   snprintf(text, sizeof text, "PRAGMA synchronous = %d", sync);
   rc = exec(s, text, "synchronous");
@@ -403,7 +371,7 @@ static int reserve_create(tern__rstore *s) {
     (void)unlink(s->reserve_path);
     snprintf(s->err, sizeof s->err, "disk reserve %s (%llu bytes): %s", s->reserve_path,
              (unsigned long long)s->reserve_bytes, strerror(err));
-    s->last_full = err == ENOSPC;
+    s->e.last_full = err == ENOSPC;
     return 0;
   }
   return 1;
@@ -449,6 +417,8 @@ int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *
   if (!cfg || !cfg->path) return TERN_EINVAL;
   tern__rstore *s = calloc(1, sizeof *s);
   if (!s) return TERN_ENOMEM;
+  s->e.buf = s->err;
+  s->e.cap = sizeof s->err;
   s->disk_free = cfg->disk_free;
   s->disk_ctx = cfg->disk_ctx;
   int rc = sqlite3_open_v2(cfg->path, &s->db,
@@ -499,7 +469,7 @@ void tern__rstore_close(tern__rstore *s) {
 
 const char *tern__rstore_errmsg(const tern__rstore *s) { return s->err; }
 
-int tern__rstore_last_full(const tern__rstore *s) { return s->last_full; }
+int tern__rstore_last_full(const tern__rstore *s) { return s->e.last_full; }
 
 int tern__rstore_reserve_held(const tern__rstore *s) { return s->reserve_held; }
 
@@ -507,14 +477,14 @@ uint64_t tern__rstore_release_reserve(tern__rstore *s) {
   if (!s->reserve_path || !s->reserve_held) return 0;
   char keep[sizeof s->err];
   memcpy(keep, s->err, sizeof keep); /* the failure that led here stays reported */
-  int full = s->last_full;
+  int full = s->e.last_full;
   (void)unlink(s->reserve_path);
   s->reserve_held = 0;
   set_secure_delete(s, 1);
   if (sqlite3_get_autocommit(s->db)) (void)checkpoint(s);
   s->short_of_room = 0; /* told, and answered: the reserve is given back */
   memcpy(s->err, keep, sizeof keep);
-  s->last_full = full;
+  s->e.last_full = full;
   return s->reserve_bytes;
 }
 
@@ -571,7 +541,7 @@ int tern__rstore_take_reserve(tern__rstore *s) {
     struct statvfs vfs;
     if (statvfs(dir, &vfs) != 0) {
       snprintf(s->err, sizeof s->err, "statvfs %.200s: %s", dir, strerror(errno));
-      s->last_full = 0;
+      s->e.last_full = 0;
       return 0;
     }
     avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
@@ -579,7 +549,7 @@ int tern__rstore_take_reserve(tern__rstore *s) {
   if (avail < 2 * s->reserve_bytes) {
     snprintf(s->err, sizeof s->err, "%llu bytes free on the store's disk; want %llu",
              (unsigned long long)avail, (unsigned long long)(2 * s->reserve_bytes));
-    s->last_full = 1;
+    s->e.last_full = 1;
     return 0;
   }
   s->reserve_held = reserve_create(s);
@@ -600,7 +570,7 @@ int tern__rstore_begin(tern__rstore *s) {
 int tern__rstore_commit(tern__rstore *s) {
   if (sqlite3_get_autocommit(s->db)) {
     snprintf(s->err, sizeof s->err, "commit without a transaction (rolled back by SQLite?)");
-    s->last_full = 0;
+    s->e.last_full = 0;
     return TERN_ESTORE;
   }
   s->txn_used = 0;
@@ -610,7 +580,7 @@ int tern__rstore_commit(tern__rstore *s) {
     s->fault_commits--;
     (void)run(s, Q_ROLLBACK);
     snprintf(s->err, sizeof s->err, "COMMIT: database or disk is full (injected)");
-    s->last_full = 1;
+    s->e.last_full = 1;
     return TERN_ESTORE;
   }
 #endif
@@ -619,7 +589,7 @@ int tern__rstore_commit(tern__rstore *s) {
    * caller gives the reserve back, and logs why. */
   if (rc == 0 && s->short_of_room) {
     memcpy(s->err, s->ckpt_err, sizeof s->err);
-    s->last_full = 1;
+    s->e.last_full = 1;
   }
   return rc;
 }
@@ -705,7 +675,7 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
     /* The caller skipped dedup_get: storing it twice is what dedup is for. */
     snprintf(s->err, sizeof s->err, "(dev, cmid %llu) already stored", (unsigned long long)m->cmid);
-    s->last_full = 0;
+    s->e.last_full = 0;
     ret = TERN_EEXIST;
   } else if (rc != SQLITE_DONE) {
     ret = fail(s, rc, "dedup_put");
