@@ -9,6 +9,7 @@
 #include "client/evqueue.h"
 #include "wire/errcode.h"
 #include "wire/frame.h"
+#include "wire/outq.h"
 #include "wire/channels.h"
 
 #define FRAME_BUF (TERN_MESSAGE_MAX + 256)
@@ -45,12 +46,6 @@ typedef struct held_msg {
   uint8_t *body;
 } held_msg;
 
-typedef struct out_item {
-  struct out_item *next;
-  tern__ccore_out out;
-  uint8_t data[];
-} out_item;
-
 /* A sorted set of seqs (small: bounded by the store's extra limit and the
  * event queue). */
 typedef struct seqset {
@@ -72,8 +67,7 @@ struct tern__ccore {
   held_msg *held;              /* waiting for their prev_seq */
   size_t held_n;
   tern__evq events;
-  out_item *outs, **outs_tail;
-  out_item *current;
+  tern__outq outs;             /* frames for the relay */
   int online;
   int synced;                  /* the relay answered this session's SYNC */
   uint64_t sync_sent_ms;
@@ -175,7 +169,7 @@ int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_co
   if (!cc) return TERN_ENOMEM;
   cc->cfg = *cfg;
   cc->store = store;
-  cc->outs_tail = &cc->outs;
+  tern__outq_init(&cc->outs);
   tern__evq_init(&cc->events);
   int rc = TERN_ENOMEM;
   cc->buf = malloc(FRAME_BUF);
@@ -209,40 +203,25 @@ void tern__ccore_free(tern__ccore *cc) {
   free(cc->queued.v);
   free(cc->receipts.v);
   tern__evq_free(&cc->events);
-  while (cc->outs) {
-    out_item *n = cc->outs->next;
-    free(cc->outs);
-    cc->outs = n;
-  }
-  free(cc->current);
+  tern__outq_clear(&cc->outs);
   free(cc->buf);
   free(cc);
 }
 
 /* ---- outputs and events ---------------------------------------------------- */
 
+/* Out of memory, an output is lost: a timer or the reconnect resends it. */
 static void emit(tern__ccore *cc, uint8_t channel, int reliable, const uint8_t *data, size_t len) {
-  out_item *it = malloc(sizeof(*it) + len);
-  if (!it) return; /* a lost output is resent by a timer or on reconnect */
-  it->next = NULL;
-  it->out.channel = channel;
-  it->out.reliable = reliable;
-  it->out.data = it->data;
-  it->out.len = len;
-  memcpy(it->data, data, len);
-  *cc->outs_tail = it;
-  cc->outs_tail = &it->next;
+  (void)tern__outq_push(&cc->outs, 0, channel, reliable, data, len);
 }
 
 int tern__ccore_next_output(tern__ccore *cc, tern__ccore_out *out) {
-  free(cc->current);
-  cc->current = NULL;
-  out_item *it = cc->outs;
+  const tern__outq_item *it = tern__outq_pop(&cc->outs);
   if (!it) return 0;
-  cc->outs = it->next;
-  if (!cc->outs) cc->outs_tail = &cc->outs;
-  cc->current = it;
-  *out = it->out;
+  out->channel = it->channel;
+  out->reliable = it->reliable;
+  out->data = it->data;
+  out->len = it->len;
   return 1;
 }
 
@@ -753,12 +732,8 @@ void tern__ccore_offline(tern__ccore *cc) {
   for (entry *e = cc->head; e; e = e->next) e->sent_ms = e->copy_due_ms = 0;
   cc->answered_tx = cc->tx_next; /* answers on the next session are new */
   /* Frames not yet sent are meaningless on the next session. */
-  while (cc->outs) {
-    out_item *n = cc->outs->next;
-    free(cc->outs);
-    cc->outs = n;
-  }
-  cc->outs_tail = &cc->outs;
+  tern__outq_clear(&cc->outs);
+  tern__outq_init(&cc->outs);
   cc->ack_needed = 0;
 }
 

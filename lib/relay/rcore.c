@@ -10,6 +10,7 @@
 #include "wire/copies.h"
 #include "wire/errcode.h"
 #include "wire/frame.h"
+#include "wire/outq.h"
 #include "wire/channels.h"
 
 /* The store's notice kinds travel as NOTICE_ACK kinds. */
@@ -25,14 +26,6 @@ typedef enum out_kind {
   OUT_ACK,      /* SERVER_ACK of `cmid`: replaced by BUSY (not stored now) */
   OUT_KEEP,     /* FAILED refusals, BUSY: true whatever the store did */
 } out_kind;
-
-typedef struct out_item {
-  struct out_item *next;
-  tern__rcore_out out;
-  out_kind kind;
-  uint64_t cmid;     /* OUT_ACK */
-  uint8_t data[];
-} out_item;
 
 /* A copy of a DELIVER, waiting for its time. */
 typedef struct copy_item {
@@ -75,9 +68,8 @@ struct tern__rcore {
   tern__rcore_config cfg;
   tern__relay_store *store;
   conn *conns;
-  out_item *held, **held_tail;   /* waiting for the commit */
-  out_item *ready, **ready_tail; /* released */
-  out_item *current;             /* handed out by next(), freed on the next call */
+  tern__outq held;               /* waiting for the commit; kind: out_kind */
+  tern__outq ready;              /* released */
   uint64_t busy_until_ms;
   uint64_t next_expire_ms;
   /* Messages one round may store, 0: any number. A failed round sets it to
@@ -129,18 +121,10 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
     rc->cfg.max_message_size = TERN_MESSAGE_MAX;
   if (rc->cfg.deliver_window == 0) rc->cfg.deliver_window = 1;
   rc->store = store;
-  rc->held_tail = &rc->held;
-  rc->ready_tail = &rc->ready;
+  tern__outq_init(&rc->held);
+  tern__outq_init(&rc->ready);
   *out = rc;
   return 0;
-}
-
-static void free_list(out_item *it) {
-  while (it) {
-    out_item *n = it->next;
-    free(it);
-    it = n;
-  }
 }
 
 static void drop_copies(conn *c) {
@@ -161,9 +145,8 @@ void tern__rcore_free(tern__rcore *rc) {
     free(rc->conns);
     rc->conns = n;
   }
-  free_list(rc->held);
-  free_list(rc->ready);
-  free(rc->current);
+  tern__outq_clear(&rc->held);
+  tern__outq_clear(&rc->ready);
   free(rc->buf);
   free(rc);
 }
@@ -179,24 +162,10 @@ static conn *find(tern__rcore *rc, uint64_t id) {
  * a timer or on reconnect, so a drop is a delay, never a loss. */
 static void emit_kind(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable,
                       const uint8_t *data, size_t len, int now, out_kind kind, uint64_t cmid) {
-  out_item *it = malloc(sizeof(*it) + len);
+  tern__outq_item *it = tern__outq_push(now ? &rc->ready : &rc->held, id, channel, reliable, data, len);
   if (!it) return;
-  it->next = NULL;
   it->kind = kind;
   it->cmid = cmid;
-  it->out.conn = id;
-  it->out.channel = channel;
-  it->out.reliable = reliable;
-  it->out.len = len;
-  it->out.data = it->data;
-  memcpy(it->data, data, len);
-  if (now) {
-    *rc->ready_tail = it;
-    rc->ready_tail = &it->next;
-  } else {
-    *rc->held_tail = it;
-    rc->held_tail = &it->next;
-  }
 }
 
 static void emit(tern__rcore *rc, uint64_t id, uint8_t channel, int reliable, const uint8_t *data,
@@ -257,23 +226,17 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
    * keeps it and retries after its busy interval. Refusals stand. The rest
    * may name seqs or notices the rollback took back: dropped. */
   unsigned busy = 0;
-  out_item *it = rc->held;
-  rc->held = NULL;
-  rc->held_tail = &rc->held;
-  while (it) {
-    out_item *next = it->next;
+  tern__outq_item *it;
+  while ((it = tern__outq_take(&rc->held))) {
     if (it->kind == OUT_ACK) {
-      emit_answer(rc, it->out.conn, TERN__FR_BUSY, it->out.channel, it->cmid, TERN_ESTORE, 1);
+      emit_answer(rc, it->conn, TERN__FR_BUSY, it->channel, it->cmid, TERN_ESTORE, 1);
       busy++;
       free(it);
     } else if (it->kind == OUT_KEEP) {
-      it->next = NULL;
-      *rc->ready_tail = it;
-      rc->ready_tail = &it->next;
+      tern__outq_append(&rc->ready, it);
     } else {
       free(it);
     }
-    it = next;
   }
   /* The acks, SYNCs and registrations of the round are gone from the store
    * too: go back to what is committed, take the acks in again from what
@@ -738,26 +701,20 @@ static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
     if (rc->round_cap && now_ms >= rc->failed_ms + 5ull * rc->cfg.busy_ms) rc->round_cap = 0;
     rc->round_msgs = 0;
   }
-  if (rc->held) {
-    *rc->ready_tail = rc->held;
-    rc->ready_tail = rc->held_tail;
-    rc->held = NULL;
-    rc->held_tail = &rc->held;
-  }
+  tern__outq_move_all(&rc->ready, &rc->held);
   return 0;
 }
 
 int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) { return commit_txn(rc, now_ms, 1); }
 
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
-  free(rc->current);
-  rc->current = NULL;
-  out_item *it = rc->ready;
+  const tern__outq_item *it = tern__outq_pop(&rc->ready);
   if (!it) return 0;
-  rc->ready = it->next;
-  if (!rc->ready) rc->ready_tail = &rc->ready;
-  rc->current = it;
-  *out = it->out;
+  out->conn = it->conn;
+  out->channel = it->channel;
+  out->reliable = it->reliable;
+  out->data = it->data;
+  out->len = it->len;
   return 1;
 }
 
