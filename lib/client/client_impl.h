@@ -1,0 +1,180 @@
+/*
+ * The client's insides, shared by its three files and nothing else:
+ *   client.c     the public API: lifecycle, sending, events, the service loop
+ *   conn.c       the connection: ENet glue, handshake, sealing, timers
+ *   keepalive.c  the keepalive shell: probe sockets and the live link's timing
+ * around the sans-I/O cores (ccore.c for messaging, kalearn.c for the
+ * keepalive, wire/session.c for the handshake and sealing).
+ *
+ * Locking: every public call takes c->mu. tern_client_service() drops it
+ * only while it waits in epoll_wait(), so ENet is never used by two threads
+ * at once; a send() from another thread writes the eventfd to wake it.
+ * Every function declared here expects c->mu held.
+ */
+#ifndef TERN_CLIENT_IMPL_H
+#define TERN_CLIENT_IMPL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "base/abi.h"
+#include "client/backoff.h"
+#include "client/ccore.h"
+#include "io/clock.h"
+#include "store/cstore.h"
+#include "wire/errcode.h"
+#include "wire/frame.h"
+#include "client/kalearn.h"
+#include "io/link.h"
+#include "wire/session.h"
+#include "tern/tern.h"
+
+/* How long a PROBE_KEY may take to come after it was asked for. */
+#define KEY_WAIT_MS 10000
+
+/* Room for the largest frame batch plus sealing overhead. */
+#define CLIENT_BUF (TERN_MESSAGE_MAX + 4096)
+
+/* An attempt whose ENet connect has had no answer for this long is given up
+ * (TERN_ETIMEDOUT) before handshake_timeout_ms, and the first attempt in a
+ * row that ends unanswered (by this or by handshake_timeout_ms) is retried
+ * at once, without the backoff (spec/handshake.md, 5.1). The link already
+ * resends the connect request every quarter second or so; a fresh attempt
+ * also gets past a relay that lost the first one's state. */
+#define CONNECT_SILENCE_MS 3000
+
+/* DATA that arrives before WELCOME. The relay sends WELCOME as soon as it
+ * has read HELLO, and its answers to early data (SERVER_ACK, BUSY, FAILED)
+ * after its store commit, on the chat channels: if ENet has to resend a
+ * lost WELCOME, they arrive first. ENet has acknowledged them, so dropping
+ * them would leave the early messages unanswered until the resend timer
+ * (seconds). They are kept, bounded, and opened once the session is. */
+#define STASH_PACKETS 32
+#define STASH_BYTES 512
+
+typedef struct stashed {
+  uint8_t channel;
+  uint16_t len;
+  uint8_t data[STASH_BYTES];
+} stashed;
+
+typedef enum client_state {
+  C_IDLE = 0,      /* no link */
+  C_LINKING,       /* ENet connect in progress */
+  C_HANDSHAKE,     /* HELLO sent, waiting for WELCOME */
+  C_OPEN,          /* session open */
+  C_CLOSING,       /* tern_client_disconnect(): closing after queued data */
+} client_state;
+
+/* Shell events that found no memory, queued again on the next service. */
+#define SHELL_PENDING_MAX 8
+
+struct tern_client {
+  struct {
+    tern_event_type type;
+    int error;
+  } shell_pending[SHELL_PENDING_MAX];
+  unsigned n_shell_pending;
+  int nomem;                     /* this service call met TERN_ENOMEM */
+  tern_client_config cfg;       /* strings point into the copies below */
+  char *relay_host;
+  char user_req[TERN_USER_MAX + 1];
+  char user[TERN_USER_MAX + 1]; /* assigned by the relay */
+  pthread_mutex_t mu;
+  int epfd, evfd;
+  tern__link *link;
+  tern__link_peer *peer;
+  tern__session sess;
+  client_state state;
+  int want_online;              /* connect() called, disconnect() not */
+  uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
+  uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
+  int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
+  tern__backoff backoff;
+  int close_reason;             /* authenticated reason from a CLOSE frame */
+  tern__cstore *store;
+  tern__ccore *core;
+  uint8_t *buf, *pkt;
+  stashed stash[STASH_PACKETS]; /* DATA received in C_HANDSHAKE, in order */
+  size_t nstash;
+  tern_client_stats stats;
+  /* Keepalive (spec/keepalive.md). */
+  tern__ka ka;
+  char network[TERN_NETWORK_MAX + 1];
+  int probe_fd[TERN__KA_SLOTS];  /* -1: closed */
+  uint32_t relay_ip;             /* the relay's address as ENet reached it, */
+  uint16_t relay_udp_port;       /* for probe sockets (host byte order) */
+  uint32_t announced_ms;         /* interval the relay was last told, this session */
+  int key_requested;             /* a KEEPALIVE asking for a probe key went out */
+  uint64_t key_requested_ms;     /* ... at this monotonic time */
+  uint64_t last_data_ms;         /* last sealed packet sent or received */
+  uint64_t last_ping_ms;         /* last keepalive sent */
+  uint64_t keepalives;           /* keepalives sent since tern_client_new() */
+  int ka_reported_state;         /* what the last TERN_EV_KEEPALIVE said */
+  uint32_t ka_reported_ms;
+};
+
+/* Queues a shell event (CONNECTED, DISCONNECTED, KEEPALIVE). Without
+ * memory it is kept and queued again by the next service call, which
+ * returns TERN_ENOMEM meanwhile; it may then come after core events that
+ * were queued in between. */
+void tern__cl_push(tern_client *c, tern_event_type type, int error);
+
+/* The link's RTT to the relay, for the core's copy timing. */
+void tern__cl_sync_rtt(tern_client *c);
+
+/* Ends the link and reports why; schedules a reconnect if wanted. */
+void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code);
+
+int tern__cl_start_attempt(tern_client *c);
+
+/* One event of the ENet link: connect, receive, disconnect. */
+void tern__cl_on_link_event(tern_client *c, tern__link_event *ev);
+
+/* Seals and sends what the messaging core has queued. */
+void tern__cl_flush_core(tern_client *c);
+
+/* Seals frames of the shell's own (KEEPALIVE) on CONTROL. */
+void tern__cl_send_control(tern_client *c, const uint8_t *frames, size_t len);
+
+/* The smaller of two timeouts, where -1 means none. */
+int tern__cl_min_timeout(int a, int b);
+
+/* What is due now: connect attempts, the handshake and dead-link timers,
+ * keepalives, the cores' ticks. */
+void tern__cl_handle_timers(tern_client *c, uint64_t now);
+
+/* Milliseconds until something is due (the cores, ENet, the shell), or -1. */
+int tern__cl_next_timeout_locked(tern_client *c, uint64_t now);
+
+/* Loads what the store knows of network `name` into the learner. */
+int tern__cl_ka_load(tern_client *c, const char *name);
+
+/* ENet's own ping interval for the live link: an hour. ENet pings when no
+ * acknowledgement has come for its interval, even while the relay sends,
+ * so the client sends its keepalives itself (tern__cl_keepalive_due()); ENet's
+ * hourly ping only lets it notice a dead peer with keepalives off. */
+uint32_t tern__cl_enet_ping_ms(const tern_client *c);
+
+/* When the live link's next keepalive is due: the interval after the last
+ * datagram either way (0: none is due, keepalives off or no session). */
+uint64_t tern__cl_keepalive_due(const tern_client *c);
+
+/* Reads whatever the probe sockets hold. */
+void tern__cl_probe_read(tern_client *c, uint64_t now);
+
+/* Carries out what the learner asks, and brings the live link, the store,
+ * the relay and the app up to date with what it knows. */
+void tern__cl_ka_sync(tern_client *c, uint64_t now);
+
+#endif

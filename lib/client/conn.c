@@ -1,0 +1,334 @@
+/*
+ * The client's connection: ENet glue, the handshake (HELLO with early data,
+ * WELCOME), sealing and opening DATA packets, dropping a link with its
+ * reason, and the timers of the loop (connect attempts, the dead link).
+ * spec/handshake.md 5.1 is its state machine.
+ */
+#include "client/client_impl.h"
+
+/* The link's RTT to the relay, for the core's copy timing. */
+void tern__cl_sync_rtt(tern_client *c) {
+  tern__ccore_set_rtt(c->core, c->state == C_OPEN ? tern__link_peer_rtt(c->peer) : 0);
+}
+
+/* Ends the link and reports why; schedules a reconnect if wanted. */
+void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
+  if (c->peer && close_how >= 0) tern__link_close(c->peer, code, close_how);
+  c->peer = NULL;
+  tern__session_wipe(&c->sess);
+  c->nstash = 0;
+  int was_open = c->state == C_OPEN || c->state == C_CLOSING;
+  c->state = C_IDLE;
+  c->close_reason = 0;
+  c->key_requested = 0;
+  tern__ka_session_down(&c->ka); /* its probe key was this session's */
+  tern__ccore_offline(c->core);
+  tern__cl_push(c, TERN_EV_DISCONNECTED, error);
+  if (c->want_online) {
+    uint64_t now = tern__now_ms();
+    /* A session that was up resets the backoff; a failed attempt grows it. */
+    if (was_open) tern__backoff_reset(&c->backoff);
+    c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random());
+    if (c->next_attempt_ms == 0) c->next_attempt_ms = 1;
+  }
+}
+
+int tern__cl_start_attempt(tern_client *c) {
+  tern__link_peer *p;
+  int rc = tern__link_connect(c->link, c->relay_host, c->cfg.relay_port, &p);
+  if (rc) return rc;
+  tern__link_peer_set_timing(p, tern__cl_enet_ping_ms(c), c->cfg.timeout_min_ms, c->cfg.timeout_max_ms);
+  c->peer = p;
+  c->state = C_LINKING;
+  c->attempt_start_ms = tern__now_ms();
+  c->next_attempt_ms = 0;
+  c->close_reason = 0;
+  c->user[0] = 0;
+  tern__link_flush(c->link); /* the connect request leaves now */
+  return 0;
+}
+
+/* ENet is connected: send HELLO. */
+static void on_link_up(tern_client *c) {
+  tern__wbuf w;
+  tern__wbuf_init(&w, c->buf, TERN__HS_PAYLOAD_MAX);
+  tern__fr_hello hello = {.user = (const uint8_t *)c->user_req,
+                          .user_len = strlen(c->user_req),
+                          .ping_interval_ms = tern__ka_interval(&c->ka)};
+  c->announced_ms = (uint32_t)hello.ping_interval_ms;
+  tern__link_peer_addr(c->peer, &c->relay_ip, &c->relay_udp_port);
+  tern__fr_hello_write(&w, &hello);
+  /* Early data: the first messages of the outbox ride in message 1, so the
+   * relay can accept one half a round trip after ENet's connect instead of
+   * two round trips later. Message 1 can be replayed; the relay's dedup on
+   * (device, cmid) makes a replayed MSG harmless (spec/handshake.md). */
+  if (!w.overflow)
+    w.len += tern__ccore_early(c->core, c->buf + w.len, TERN__HS_PAYLOAD_MAX - w.len,
+                               tern__now_ms());
+  uint8_t e_priv[TERN_KEY_BYTES];
+  randombytes_buf(e_priv, sizeof(e_priv));
+  size_t n = 0;
+  int rc = w.overflow ? TERN_EBUFSIZE
+                      : tern__session_client_hello(&c->sess, &c->cfg.keypair,
+                                                   c->cfg.relay_public_key, e_priv, c->buf, w.len,
+                                                   c->pkt, CLIENT_BUF, &n);
+  sodium_memzero(e_priv, sizeof(e_priv));
+  if (rc == 0) rc = tern__link_send(c->link, c->peer, TERN__CH_CONTROL, c->pkt, n, TERN__LINK_RELIABLE);
+  if (rc) {
+    tern__cl_drop(c, TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_PROTOCOL);
+    return;
+  }
+  c->state = C_HANDSHAKE;
+}
+
+static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t len);
+
+/* A WELCOME arrived: finish the handshake or report the refusal. */
+static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
+  size_t plen = 0;
+  int rc = tern__session_client_welcome(&c->sess, pkt, len, c->buf, TERN__HS_PAYLOAD_MAX, &plen);
+  if (rc) {
+    /* Only the codes tern.h lists for DISCONNECTED reach the app. */
+    if (rc != TERN_ERELAYKEY && rc != TERN_EVERSION) rc = TERN_EPROTO;
+    tern__cl_drop(c, rc, TERN__LINK_CLOSE_NOW, TERN__DISC_PROTOCOL);
+    return;
+  }
+  tern__rbuf r, body;
+  tern__rbuf_init(&r, c->buf, plen);
+  uint8_t type;
+  tern__fr_welcome wf;
+  if (tern__frame_next(&r, &type, &body) != 1 || type != TERN__FR_WELCOME ||
+      tern__fr_welcome_read(&body, &wf) != 0) {
+    tern__cl_drop(c, TERN_EPROTO, TERN__LINK_CLOSE_NOW, TERN__DISC_PROTOCOL);
+    return;
+  }
+  if (wf.status != 0) {
+    /* An authenticated refusal: the relay proved its key, then said no. */
+    int err = tern__wire_err_code(wf.status, TERN_EHANDSHAKE);
+    tern__cl_drop(c, err, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+    return;
+  }
+  if (!tern__user_valid(wf.user, wf.user_len)) {
+    tern__cl_drop(c, TERN_EPROTO, TERN__LINK_CLOSE_NOW, TERN__DISC_PROTOCOL);
+    return;
+  }
+  memcpy(c->user, wf.user, wf.user_len);
+  c->user[wf.user_len] = 0;
+  c->state = C_OPEN;
+  c->silent_retried = 0;
+  c->stats.connects++;
+  c->last_data_ms = tern__now_ms();
+  tern__backoff_reset(&c->backoff);
+  tern__cl_push(c, TERN_EV_CONNECTED, 0);
+  tern__cl_sync_rtt(c);
+  tern__ccore_online(c->core, c->user, tern__now_ms());
+  /* What overtook WELCOME, in the order it came; stops if it ends the
+   * session (a CLOSE frame does not end it here, the link's disconnect does). */
+  size_t n = c->nstash;
+  c->nstash = 0;
+  for (size_t i = 0; i < n && c->state == C_OPEN; i++)
+    on_data(c, c->stash[i].channel, c->stash[i].data, c->stash[i].len);
+}
+
+/* The frames that are the shell's, not the messaging core's: CLOSE and
+ * PROBE_KEY. */
+static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
+  tern__rbuf r, body;
+  tern__rbuf_init(&r, frames, len);
+  uint8_t type;
+  while (tern__frame_next(&r, &type, &body) == 1) {
+    uint64_t reason;
+    tern__fr_probe_key pk;
+    if (type == TERN__FR_CLOSE && tern__fr_close_read(&body, &reason) == 0)
+      c->close_reason = tern__wire_err_code(reason, c->close_reason);
+    if (type == TERN__FR_PROBE_KEY && tern__fr_probe_key_read(&body, &pk) == 0) {
+      tern__ka_set_key(&c->ka, pk.id, pk.key, tern__now_ms(), tern__wall_ms());
+      sodium_memzero(&pk, sizeof(pk));
+    }
+  }
+}
+
+/* Opens a DATA packet of the open session and hands its frames on. */
+static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t len) {
+  size_t n = 0;
+  uint8_t stream;
+  int rc = tern__session_open(&c->sess, pkt, len, c->buf, CLIENT_BUF, &n, &stream);
+  if (rc == 0 && stream != channel) rc = TERN_EPROTO; /* sealed for another channel */
+  if (rc == TERN_EDECRYPT || rc == TERN_EPROTO) c->stats.packets_rejected++;
+  if (rc == TERN_EREPLAY) c->stats.packets_replayed++;
+  if (rc) return; /* dropped and counted; the session carries on */
+  c->stats.packets_received++;
+  c->last_data_ms = tern__now_ms();
+  on_shell_frames(c, c->buf, n);
+  if (tern__ccore_input(c->core, c->buf, n, tern__now_ms()) == TERN_ENOMEM) c->nomem = 1;
+}
+
+static void on_receive(tern_client *c, const tern__link_event *ev) {
+  if (ev->len == 0) return;
+  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_WELCOME) {
+    on_welcome(c, ev->payload, ev->len);
+    return;
+  }
+  if (c->state == C_HANDSHAKE && ev->payload[0] == TERN__PKT_DATA) {
+    /* Overtook WELCOME (see STASH_PACKETS); what does not fit is dropped,
+     * and the resend timers bring it back. */
+    if (c->nstash < STASH_PACKETS && ev->len <= STASH_BYTES) {
+      stashed *st = &c->stash[c->nstash++];
+      st->channel = ev->channel;
+      st->len = (uint16_t)ev->len;
+      memcpy(st->data, ev->payload, ev->len);
+    }
+    return;
+  }
+  if ((c->state != C_OPEN && c->state != C_CLOSING) || ev->payload[0] != TERN__PKT_DATA) return;
+  on_data(c, ev->channel, ev->payload, ev->len);
+}
+
+/* Why the link went down, from what the client knows. ENet's disconnect
+ * code is unauthenticated, so it only picks among failures that were
+ * possible anyway at that stage. */
+static int disconnect_reason(const tern_client *c, uint32_t code) {
+  if (c->state == C_CLOSING) return TERN_ECLOSED;
+  if (c->close_reason) return c->close_reason;
+  if (c->state == C_LINKING) return TERN_ETIMEDOUT;
+  if (c->state == C_HANDSHAKE) {
+    switch (code) {
+      case TERN__DISC_HELLO_UNREADABLE: return TERN_ERELAYKEY;
+      case TERN__DISC_VERSION: return TERN_EVERSION;
+      case TERN__DISC_SHUTDOWN: return TERN_ESHUTDOWN;
+      default: return TERN_EHANDSHAKE;
+    }
+  }
+  switch (code) {
+    case TERN__DISC_SHUTDOWN: return TERN_ESHUTDOWN;
+    case TERN__DISC_NONCE: return TERN_ENONCE;
+    case TERN__DISC_PROTOCOL: return TERN_EPROTO;
+    case TERN__DISC_REVOKED: return TERN_EUNKNOWNKEY;
+    case TERN__DISC_GOODBYE: return TERN_ECLOSED;
+    default: return TERN_ETIMEDOUT;
+  }
+}
+
+void tern__cl_on_link_event(tern_client *c, tern__link_event *ev) {
+  if (ev->peer == c->peer) {
+    switch (ev->type) {
+      case TERN__LINK_EV_CONNECT:
+        if (c->state == C_LINKING) on_link_up(c);
+        break;
+      case TERN__LINK_EV_RECEIVE:
+        on_receive(c, ev);
+        break;
+      case TERN__LINK_EV_DISCONNECT: {
+        int why = disconnect_reason(c, ev->data);
+        /* An open link that times out after a silence longer than the
+         * keepalive interval died of an unanswered keepalive: the NAT
+         * forgot it sooner than learned (spec/keepalive.md). */
+        uint32_t iv = tern__ka_interval(&c->ka);
+        if (c->state == C_OPEN && why == TERN_ETIMEDOUT && iv &&
+            tern__now_ms() - c->last_data_ms >= iv)
+          tern__ka_keepalive_failed(&c->ka, tern__now_ms());
+        tern__cl_drop(c, why, -1, 0);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  tern__link_event_done(ev);
+}
+
+/* Seals and sends what the messaging core has queued. */
+void tern__cl_flush_core(tern_client *c) {
+  tern__ccore_out o;
+  while (tern__ccore_next_output(c->core, &o) == 1) {
+    if (c->state != C_OPEN) continue; /* offline: the core resends on reconnect */
+    size_t n = 0;
+    int rc = tern__session_seal(&c->sess, o.channel, o.data, o.len, c->pkt, CLIENT_BUF, &n);
+    if (rc == TERN_ENONCE) {
+      tern__cl_drop(c, TERN_ENONCE, TERN__LINK_CLOSE_LATER, TERN__DISC_NONCE);
+      continue;
+    }
+    if (rc) continue;
+    if (tern__link_send(c->link, c->peer, o.channel, c->pkt, n,
+                        tern__link_mode(o.channel, o.reliable)) == 0) {
+      c->stats.packets_sent++;
+      c->last_data_ms = tern__now_ms();
+    }
+  }
+  tern__link_flush(c->link);
+}
+
+/* Seals frames of the shell's own (KEEPALIVE) on CONTROL. */
+void tern__cl_send_control(tern_client *c, const uint8_t *frames, size_t len) {
+  size_t n = 0;
+  int rc = tern__session_seal(&c->sess, TERN__CH_CONTROL, frames, len, c->pkt, CLIENT_BUF, &n);
+  if (rc == TERN_ENONCE) {
+    tern__cl_drop(c, TERN_ENONCE, TERN__LINK_CLOSE_LATER, TERN__DISC_NONCE);
+    return;
+  }
+  if (rc == 0 && tern__link_send(c->link, c->peer, TERN__CH_CONTROL, c->pkt, n, TERN__LINK_RELIABLE) == 0) {
+    c->stats.packets_sent++;
+    c->last_data_ms = tern__now_ms();
+  }
+}
+
+int tern__cl_min_timeout(int a, int b) {
+  if (a < 0) return b;
+  if (b < 0) return a;
+  return a < b ? a : b;
+}
+
+/* ms until the shell's own timers: handshake deadline, reconnect. */
+static int shell_timeout(const tern_client *c, uint64_t now) {
+  int t = -1;
+  if (c->state == C_LINKING || c->state == C_HANDSHAKE) {
+    uint64_t d = c->attempt_start_ms + c->cfg.handshake_timeout_ms;
+    if (c->state == C_LINKING && c->cfg.handshake_timeout_ms > CONNECT_SILENCE_MS)
+      d = c->attempt_start_ms + CONNECT_SILENCE_MS;
+    t = now >= d ? 0 : (int)(d - now);
+  }
+  if (c->state == C_IDLE && c->next_attempt_ms)
+    t = tern__cl_min_timeout(t, now >= c->next_attempt_ms ? 0 : (int)(c->next_attempt_ms - now));
+  return t;
+}
+
+void tern__cl_handle_timers(tern_client *c, uint64_t now) {
+  tern__cl_sync_rtt(c);
+  if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0) {
+    int silent = c->state == C_LINKING;
+    tern__cl_drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
+    if (silent && !c->silent_retried && c->want_online) {
+      c->next_attempt_ms = now; /* at once, once in a row; then the backoff */
+      c->silent_retried = 1;
+    }
+  }
+  if (c->state == C_IDLE && c->want_online && c->next_attempt_ms && now >= c->next_attempt_ms) {
+    int rc = tern__cl_start_attempt(c);
+    if (rc) {
+      /* Cannot even start (name does not resolve, no slot): try later. */
+      tern__cl_push(c, TERN_EV_DISCONNECTED, rc);
+      c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random()) + 1;
+    }
+  }
+  if (c->state == C_OPEN && tern__ccore_tick(c->core, now))
+    tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE); /* dead link */
+  tern__ka_tick(&c->ka, now, tern__wall_ms());
+  uint64_t ka = tern__cl_keepalive_due(c);
+  if (ka && now >= ka) {
+    tern__link_peer_ping(c->peer); /* one small datagram; the relay acknowledges it */
+    c->last_ping_ms = now;
+    c->keepalives++;
+  }
+}
+
+int tern__cl_next_timeout_locked(tern_client *c, uint64_t now) {
+  int t = shell_timeout(c, now);
+  if (c->state == C_OPEN) t = tern__cl_min_timeout(t, tern__ccore_timeout(c->core, now));
+  t = tern__cl_min_timeout(t, tern__ka_timeout(&c->ka, now));
+  uint64_t ka = tern__cl_keepalive_due(c);
+  if (ka) t = tern__cl_min_timeout(t, now >= ka ? 0 : (int)(ka - now));
+  if (c->state == C_OPEN && c->key_requested && !c->ka.have_key)
+    t = tern__cl_min_timeout(t, now >= c->key_requested_ms + KEY_WAIT_MS
+                           ? 0 : (int)(c->key_requested_ms + KEY_WAIT_MS - now));
+  return tern__cl_min_timeout(t, tern__link_next_timeout_ms(c->link));
+}
