@@ -169,12 +169,9 @@ struct tern__relay_store {
   const tern__relay_store_ops *ops;
 };
 
-/* Opens the SQLite backend (store/relay_sqlite.c). `path` NULL or
- * ":memory:" keeps it in memory. `log` (may be NULL) hears about the disk
- * reserve. Returns 0, TERN_ESTORE (why in err), TERN_EINVAL, TERN_ENOMEM. */
-struct tern__rstore_config;
-int tern__relay_sqlite_open(tern__relay_store **out, const struct tern__rstore_config *cfg,
-                            tern__log_fn log, void *log_ctx, char *err, size_t errcap);
+/* The backends' constructors: the SQLite one takes its engine's config and
+ * is declared with it (store/rstore.h, tern__relay_sqlite_open); the
+ * in-memory one needs none. */
 
 /* Opens an empty in-memory backend (store/relay_mem.c). Each round keeps a
  * copy of what it started from for its rollback: meant for the simulation

@@ -191,6 +191,13 @@ int tern__rstore_expire(tern__rstore *s, uint64_t before_ts,
 /* Counts, for tests and metrics: stored messages (all inboxes). */
 int tern__rstore_count(tern__rstore *s, uint64_t *messages);
 
+/* Opens the relay store interface on this engine (store/relay_sqlite.c),
+ * with the disk-full policy. `cfg->path` ":memory:" keeps it in memory.
+ * `log` (may be NULL) hears about the disk reserve. Returns 0,
+ * TERN_ESTORE (why in err), TERN_EINVAL, TERN_ENOMEM. */
+int tern__relay_sqlite_open(tern__relay_store **out, const tern__rstore_config *cfg,
+                            tern__log_fn log, void *log_ctx, char *err, size_t errcap);
+
 /* The SQLite engine behind a store opened with tern__relay_sqlite_open
  * (relay_sqlite.c puts the relay_store interface and the disk-full policy
  * on top of this file's functions), for tests that look at the disk. */
