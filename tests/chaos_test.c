@@ -102,25 +102,7 @@ static void group_kill(void) {
 static void chaos_fini(void) { group_kill(); }
 
 static pid_t spawn(char *const argv[], const char *log_path) {
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  cr_assert_geq(pid, 0);
-  if (pid == 0) {
-    setpgid(0, g_anchor);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int nul = open("/dev/null", O_RDONLY);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    if (nul >= 0) dup2(nul, 0);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  setpgid(pid, g_anchor); /* also here, so the child is in before we go on */
-  return pid;
+  return tt_spawn_in_group(argv, log_path, g_anchor);
 }
 
 static void kill9(pid_t pid) {

@@ -55,17 +55,12 @@ static int wait_state(loop *l, size_t i, tern_keepalive_state state, int timeout
 /* A relay on 127.0.0.1 as loop_start makes it, with probes on or off and
  * ENet timeouts (0: the defaults). */
 static void relay_with(loop *l, int probes, uint32_t timeout_min, uint32_t timeout_max) {
-  memset(l, 0, sizeof *l);
-  cr_assert_eq(tern_keypair_generate(&l->relay_kp), 0);
   tern_relay_config rc;
-  tern_relay_config_default(&rc);
-  rc.bind_host = "127.0.0.1";
-  rc.port = 0;
-  rc.keypair = l->relay_kp;
+  loop_relay_config(l, &rc);
   rc.probes = probes;
   if (timeout_min) rc.timeout_min_ms = timeout_min;
   if (timeout_max) rc.timeout_max_ms = timeout_max;
-  cr_assert_eq(tern_relay_new(&l->relay, &rc), 0);
+  loop_start_relay(l, &rc);
 }
 
 /* Services everything for about ms milliseconds, dropping client i's events. */

@@ -7,20 +7,28 @@
 #include <string.h>
 #include <time.h>
 
-void loop_start(loop *l, tern_relay_auth_fn auth, void *auth_ctx, uint32_t hs_timeout_ms) {
+void loop_relay_config(loop *l, tern_relay_config *rc) {
   memset(l, 0, sizeof(*l));
   cr_assert_eq(tern_keypair_generate(&l->relay_kp), 0);
+  tern_relay_config_default(rc);
+  rc->bind_host = "127.0.0.1";
+  rc->port = 0;
+  rc->keypair = l->relay_kp;
+}
+
+void loop_start_relay(loop *l, const tern_relay_config *rc) {
+  int rc2 = tern_relay_new(&l->relay, rc);
+  cr_assert_eq(rc2, 0, "tern_relay_new: %s", tern_strerror(rc2));
+  cr_assert_neq(tern_relay_port(l->relay), 0);
+}
+
+void loop_start(loop *l, tern_relay_auth_fn auth, void *auth_ctx, uint32_t hs_timeout_ms) {
   tern_relay_config rc;
-  tern_relay_config_default(&rc);
-  rc.bind_host = "127.0.0.1";
-  rc.port = 0;
-  rc.keypair = l->relay_kp;
+  loop_relay_config(l, &rc);
   rc.auth = auth;
   rc.auth_ctx = auth_ctx;
   if (hs_timeout_ms) rc.handshake_timeout_ms = hs_timeout_ms;
-  int rc2 = tern_relay_new(&l->relay, &rc);
-  cr_assert_eq(rc2, 0, "tern_relay_new: %s", tern_strerror(rc2));
-  cr_assert_neq(tern_relay_port(l->relay), 0);
+  loop_start_relay(l, &rc);
 }
 
 void loop_client_config(loop *l, tern_client_config *cfg, const char *user) {

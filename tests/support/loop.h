@@ -27,6 +27,12 @@ typedef struct loop_event {
   size_t body_len;
 } loop_event;
 
+/* Fills *rc for a relay on 127.0.0.1 (an ephemeral port) with a fresh key
+ * (kept in l->relay_kp); the caller may change it, then loop_start_relay. */
+void loop_relay_config(loop *l, tern_relay_config *rc);
+/* Starts the loop's relay from *rc. */
+void loop_start_relay(loop *l, const tern_relay_config *rc);
+
 /* Starts a relay on 127.0.0.1 with a fresh key, `auth` (may be NULL). */
 void loop_start(loop *l, tern_relay_auth_fn auth, void *auth_ctx, uint32_t hs_timeout_ms);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -124,10 +125,18 @@ int tt_run(char *const argv[], const char *input, char **out, char **err, int ti
   return WEXITSTATUS(st);
 }
 
-pid_t tt_spawn(char *const argv[], const char *log_path) {
+pid_t tt_spawn(char *const argv[], const char *log_path) { return tt_spawn_in_group(argv, log_path, -1); }
+
+pid_t tt_spawn_in_group(char *const argv[], const char *log_path, pid_t group) {
+  pid_t parent = getpid();
   pid_t pid = fork();
   cr_assert(pid >= 0);
   if (pid == 0) {
+    if (group >= 0) {
+      setpgid(0, group);
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
+    }
     int fd = open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
     int nul = open("/dev/null", O_RDONLY);
     if (fd >= 0) {
@@ -138,6 +147,7 @@ pid_t tt_spawn(char *const argv[], const char *log_path) {
     execv(argv[0], argv);
     _exit(127);
   }
+  if (group >= 0) setpgid(pid, group); /* also here, so the child is in before we go on */
   return pid;
 }
 

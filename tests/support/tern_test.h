@@ -28,6 +28,10 @@ int tt_run(char *const argv[], const char *input, char **out, char **err, int ti
  * Returns the pid. */
 pid_t tt_spawn(char *const argv[], const char *log_path);
 
+/* As tt_spawn, with the child in process group `group` (0: a group of its
+ * own; -1: the caller's, as tt_spawn) and killed when the caller dies. */
+pid_t tt_spawn_in_group(char *const argv[], const char *log_path, pid_t group);
+
 /* Sends SIGTERM, waits up to timeout_ms, then SIGKILL. Returns exit status. */
 int tt_stop(pid_t pid, int timeout_ms);
 
