@@ -89,6 +89,14 @@ static void relay_up(world *w) {
   w->frozen = 0;
 }
 
+/* A world whose relay keeps its store in a file (so it survives restarts),
+ * started. */
+static void world_init_stored(world *w) {
+  world_init(w);
+  snprintf(w->store, sizeof(w->store), "%s/relay.db", w->dir);
+  relay_up(w);
+}
+
 static void relay_down(world *w) {
   tern_relay_free(w->relay);
   w->relay = NULL;
@@ -192,6 +200,14 @@ static rec *wait_ev(world *w, size_t i, tern_event_type type, int timeout_ms) {
     if (now_ms() >= end) return NULL;
     pump_once(w);
   }
+}
+
+/* Adds alice and bob, in memory, connecting, and waits until both are. */
+static void pair_up(world *w, size_t *a, size_t *b) {
+  *a = peer_add(w, "alice", NULL, 1);
+  *b = peer_add(w, "bob", NULL, 1);
+  cr_assert_not_null(wait_ev(w, *a, TERN_EV_CONNECTED, 5000));
+  cr_assert_not_null(wait_ev(w, *b, TERN_EV_CONNECTED, 5000));
 }
 
 static size_t count_ev(peer *p, tern_event_type type) {
@@ -328,9 +344,7 @@ Test(messaging, state_dir_keeps_outbox_and_delivered_state_across_app_restarts, 
 
 Test(messaging, relay_restart_keeps_stored_messages_for_offline_recipient, .timeout = 30) {
   world w;
-  world_init(&w);
-  snprintf(w.store, sizeof(w.store), "%s/relay.db", w.dir);
-  relay_up(&w);
+  world_init_stored(&w);
   size_t a = peer_add(&w, "alice", NULL, 1);
   const char *msgs[] = {"stored 1", "stored 2", "stored 3"};
   for (int k = 0; k < 3; k++) send_text(&w, a, "bob", msgs[k], NULL);
@@ -352,12 +366,9 @@ Test(messaging, relay_restart_keeps_stored_messages_for_offline_recipient, .time
  * once, in order. */
 Test(messaging, without_state_dir_relay_restart_loses_and_repeats_nothing, .timeout = 40) {
   world w;
-  world_init(&w);
-  snprintf(w.store, sizeof(w.store), "%s/relay.db", w.dir);
-  relay_up(&w);
-  size_t a = peer_add(&w, "alice", NULL, 1), b = peer_add(&w, "bob", NULL, 1);
-  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
-  cr_assert_not_null(wait_ev(&w, b, TERN_EV_CONNECTED, 5000));
+  world_init_stored(&w);
+  size_t a, b;
+  pair_up(&w, &a, &b);
   char bodies[30][16];
   const char *want[30];
   for (int k = 0; k < 30; k++) {
@@ -602,9 +613,7 @@ Test(messaging, not_allowed_fails_with_edenied, .timeout = 30) {
 
 Test(messaging, ephemeral_is_delivered_live_only_and_never_stored, .timeout = 30) {
   world w;
-  world_init(&w);
-  snprintf(w.store, sizeof(w.store), "%s/relay.db", w.dir);
-  relay_up(&w);
+  world_init_stored(&w);
   size_t a = peer_add(&w, "alice", NULL, 0);
   cr_assert_eq(tern_client_send_ephemeral(w.p[a].c, "bob", "typing", 6), TERN_ECLOSED,
                "refused while offline");
@@ -661,9 +670,8 @@ Test(messaging, sends_from_four_threads_arrive_once_in_per_thread_order, .timeou
   world w;
   world_init(&w);
   relay_up(&w);
-  size_t a = peer_add(&w, "alice", NULL, 1), b = peer_add(&w, "bob", NULL, 1);
-  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
-  cr_assert_not_null(wait_ev(&w, b, TERN_EV_CONNECTED, 5000));
+  size_t a, b;
+  pair_up(&w, &a, &b);
   pthread_t th[THREADS];
   sender_arg args[THREADS];
   for (int t = 0; t < THREADS; t++) {
@@ -709,9 +717,7 @@ Test(messaging, sends_from_four_threads_arrive_once_in_per_thread_order, .timeou
 
 Test(messaging, per_sender_order_holds_across_reconnects_and_relay_restarts, .timeout = 60) {
   world w;
-  world_init(&w);
-  snprintf(w.store, sizeof(w.store), "%s/relay.db", w.dir);
-  relay_up(&w);
+  world_init_stored(&w);
   size_t a = peer_add(&w, "alice", NULL, 1), b = peer_add(&w, "bob", NULL, 1),
          c = peer_add(&w, "carol", NULL, 1);
   for (size_t i = 0; i < 3; i++) cr_assert_not_null(wait_ev(&w, i, TERN_EV_CONNECTED, 5000));
@@ -765,9 +771,8 @@ Test(messaging, disconnect_right_after_send_then_connect_loses_and_repeats_nothi
   world w;
   world_init(&w);
   relay_up(&w);
-  size_t a = peer_add(&w, "alice", NULL, 1), b = peer_add(&w, "bob", NULL, 1);
-  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
-  cr_assert_not_null(wait_ev(&w, b, TERN_EV_CONNECTED, 5000));
+  size_t a, b;
+  pair_up(&w, &a, &b);
   char bodies[20][16];
   const char *want[20];
   for (int k = 0; k < 20; k++) {

@@ -48,13 +48,18 @@ static void input_msg(fixture *f, uint64_t conn, uint64_t cmid, uint64_t prev, c
   cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
 }
 
-static void input_sync(fixture *f, uint64_t conn, uint64_t last, uint64_t now) {
+/* A SYNC or DELIVERY_ACK up to `last` from `conn`. */
+static void input_seqlist(fixture *f, uint8_t type, uint64_t conn, uint64_t last, uint64_t now) {
   uint8_t buf[64];
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof(buf));
   tern__fr_seqlist l = {.last = last, .n = 0};
-  tern__fr_seqlist_write(&w, TERN__FR_SYNC, &l);
+  tern__fr_seqlist_write(&w, type, &l);
   cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+}
+
+static void input_sync(fixture *f, uint64_t conn, uint64_t last, uint64_t now) {
+  input_seqlist(f, TERN__FR_SYNC, conn, last, now);
 }
 
 /* What the core released, summarised per frame type and connection. */
@@ -225,12 +230,7 @@ Test(rcore, too_big_fails_with_a_reason) {
 }
 
 static void input_ack(fixture *f, uint64_t conn, uint64_t last, uint64_t now) {
-  uint8_t buf[64];
-  tern__wbuf w;
-  tern__wbuf_init(&w, buf, sizeof(buf));
-  tern__fr_seqlist l = {.last = last, .n = 0};
-  tern__fr_seqlist_write(&w, TERN__FR_DELIVERY_ACK, &l);
-  cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+  input_seqlist(f, TERN__FR_DELIVERY_ACK, conn, last, now);
 }
 
 /* What the core logged. */
