@@ -37,10 +37,18 @@ cmake --build "$tmp/cmake" >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exi
 LD_LIBRARY_PATH="$libdir" "$tmp/cmake/consumer_shared"
 "$tmp/cmake/consumer_static"
 
+# The installed header compiles cleanly as strict C11 and as C++ (an app may
+# include it from C++), with warnings as errors.
+printf '#include <tern/tern.h>\nint main(void) { tern_client_config c; tern_client_config_default(&c); return c.struct_size == 0; }\n' >"$tmp/hdr.c"
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I"$tmp/prefix/include" "$tmp/hdr.c" \
+  || { echo "FAIL: tern.h is not clean C11 (-Wpedantic)"; exit 1; }
+c++ -x c++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I"$tmp/prefix/include" "$tmp/hdr.c" \
+  || { echo "FAIL: tern.h does not compile as C++"; exit 1; }
+
 # pkg-config.
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 # shellcheck disable=SC2046
 cc ${TERN_CONSUMER_CFLAGS:-} -o "$tmp/consumer_pc" "$src/tests/install/consumer.c" \
   $(pkg-config --cflags --libs tern)
 LD_LIBRARY_PATH="$libdir" "$tmp/consumer_pc"
-echo "install_test: find_package(tern) shared+static and pkg-config all work; no fault hooks shipped"
+echo "install_test: find_package(tern) shared+static and pkg-config all work; tern.h is clean C11 and C++; no fault hooks shipped"

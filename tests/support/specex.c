@@ -158,7 +158,7 @@ static int decode(finding *f, const char *file, const char *words, const char *a
       }
     }
     if (!f->ex->n)
-      snprintf(f->why, sizeof f->why, "%s: example '%s': no hex after \"%s\"", file, f->name, label);
+      snprintf(f->why, sizeof f->why, "%s: example '%s': no hex after \"%.100s\"", file, f->name, label);
     return 1;
   }
   int run = -1;
