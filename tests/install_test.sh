@@ -14,6 +14,11 @@ test -n "$libdir" || { echo "FAIL: libtern.so not installed"; exit 1; }
 test -f "$libdir/libtern.a" || { echo "FAIL: libtern.a not installed"; exit 1; }
 for tool in ternd tern-keygen tern-chat; do
   test -x "$tmp/prefix/bin/$tool" || { echo "FAIL: $tool not installed"; exit 1; }
+  # It runs from this custom prefix with no LD_LIBRARY_PATH (RUNPATH), and
+  # says which version it is.
+  out=$(env -u LD_LIBRARY_PATH "$tmp/prefix/bin/$tool" --version 2>&1) \
+    || { echo "FAIL: installed $tool does not run: $out"; exit 1; }
+  case "$out" in "$tool "*) ;; *) echo "FAIL: $tool --version said: $out"; exit 1 ;; esac
 done
 
 # Test-only code stays out of what is shipped: the deliberate faults of the

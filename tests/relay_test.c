@@ -1,6 +1,9 @@
 /* The relay endpoint over real loopback UDP: handshake outcomes, routing,
  * refusals, timeouts and shutdown, as a client app would see them. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <enet/enet.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -532,4 +535,33 @@ Test(relay, public_config_defaults_are_the_documented_ones) {
   cr_assert_null(r.may_send);
   cr_assert_null(r.store_path);
   cr_assert_null(r.log);
+}
+
+/* A state directory whose parents do not exist yet is created with them;
+ * one under a regular file cannot be, and says so. */
+Test(relay, state_dir_is_created_with_its_parents) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  char *dir = tt_tempdir();
+  char nested[4200];
+  snprintf(nested, sizeof nested, "%s/app/data/tern", dir);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  cfg.state_dir = nested;
+  tern_client *c = NULL;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  tern_client_free(c);
+  char db[4300];
+  snprintf(db, sizeof db, "%s/client.db", nested);
+  cr_assert_eq(access(db, F_OK), 0, "the store is in the nested directory");
+  char file[4200];
+  snprintf(file, sizeof file, "%s/plain", dir);
+  tt_write_file(file, "x");
+  snprintf(nested, sizeof nested, "%s/plain/tern", dir);
+  cr_assert_eq(tern_client_new(&c, &cfg), TERN_EIO);
+  cr_assert_null(c);
+  cr_assert_eq(errno, ENOTDIR, "errno says why");
+  tt_rmtree(dir);
+  free(dir);
+  loop_stop(&l);
 }

@@ -63,6 +63,7 @@ static void usage(FILE *f) {
           "                        fixed interval in milliseconds\n"
           "  --foreground          behave as an app in the foreground (keepalive at\n"
           "                        most every 60 s); default: background\n"
+          "  --version             print the version and exit\n"
           "  -h, --help            this text\n"
           "\n"
           "Input lines: '@USER TEXT'. Output lines: 'sent CMID', 'delivered CMID',\n"
@@ -210,11 +211,12 @@ int main(int argc, char **argv) {
       {"state", required_argument, 0, 's'},  {"linger", required_argument, 0, 'l'},
       {"expect", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
       {"network", required_argument, 0, 'n'}, {"keepalive", required_argument, 0, 'K'},
-      {"foreground", no_argument, 0, 'f'},
+      {"foreground", no_argument, 0, 'f'},  {"version", no_argument, 0, 'V'},
       {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (o) {
+      case 'V': printf("tern-chat %s (libtern %s)\n", TERN_VERSION_STRING, tern_version()); return 0;
       case 'r': relay = optarg; break;
       case 'R': relay_key = optarg; break;
       case 'k': key_path = optarg; break;

@@ -27,6 +27,7 @@ static const char usage_text[] =
     "\n"
     "  --force   replace KEYFILE if it exists\n"
     "  --show    print the public key of the existing KEYFILE; write nothing\n"
+    "  --version print the version and exit\n"
     "  --help    print this help\n";
 
 static int usage_error(const char *why) {
@@ -60,7 +61,10 @@ int main(int argc, char **argv) {
       if (strcmp(a, "--") == 0) options_done = 1;
       else if (strcmp(a, "--force") == 0) force = 1;
       else if (strcmp(a, "--show") == 0) show = 1;
-      else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      else if (strcmp(a, "--version") == 0) {
+        printf("tern-keygen %s (libtern %s)\n", TERN_VERSION_STRING, tern_version());
+        return 0;
+      } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
         fputs(usage_text, stdout);
         return 0;
       } else {

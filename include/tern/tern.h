@@ -176,7 +176,8 @@ typedef struct tern_client_config {
    * it and uses the name the list gives the key; a relay in --open mode uses
    * it as is. NULL or "" lets the relay choose. Copied. */
   const char *user;
-  /* Directory for the client's state (created if missing): the outbox,
+  /* Directory for the client's state (created with any missing parents,
+   * mode 0700; TERN_EIO with errno set if it cannot be): the outbox,
    * what was delivered, receipts awaited. With it, nothing accepted by
    * tern_client_send() is lost and nothing is delivered twice across
    * crashes and restarts of the app. NULL keeps the state in memory: the
@@ -323,7 +324,8 @@ typedef struct tern_event {
  * tern_client_connect(). On success *out owns a client to be released with
  * tern_client_free(); on failure *out is NULL. Returns 0, TERN_EINVAL
  * (missing host/port, bad user name), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
- * (no socket, cannot create state_dir), TERN_ESTORE (state unreadable). */
+ * (no socket; or state_dir cannot be created, errno saying why), TERN_ESTORE
+ * (state unreadable). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_new(tern_client **out,
                                                             const tern_client_config *cfg);
 

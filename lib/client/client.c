@@ -36,10 +36,34 @@ static uint64_t rand64(void *ctx) {
   return v;
 }
 
+/* Creates `dir` and any missing parents (0700 each). 0, or TERN_EIO with
+ * errno set by the mkdir that failed. */
+static int mkdir_parents(const char *dir) {
+  char p[4096];
+  size_t n = strlen(dir);
+  if (n == 0 || n >= sizeof(p)) {
+    errno = ENAMETOOLONG;
+    return TERN_EIO;
+  }
+  memcpy(p, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (p[i] != '/' && p[i] != '\0') continue;
+    char keep = p[i];
+    p[i] = '\0';
+    struct stat st;
+    if (mkdir(p, 0700) != 0 && (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode))) {
+      if (errno == EEXIST) errno = ENOTDIR;
+      return TERN_EIO;
+    }
+    p[i] = keep;
+  }
+  return 0;
+}
+
 static int open_state(tern_client *c, const char *dir) {
   char path[4096], err[256];
   if (!dir) return tern__cstore_open(&c->store, ":memory:", 0, err, sizeof(err));
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST) return TERN_EIO;
+  if (mkdir_parents(dir) != 0) return TERN_EIO;
   if (snprintf(path, sizeof(path), "%s/client.db", dir) >= (int)sizeof(path)) return TERN_EINVAL;
   return tern__cstore_open(&c->store, path, c->cfg.durable_fsync ? 2 : 1, err, sizeof(err));
 }
@@ -126,8 +150,10 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   }
   *out = c;
   return 0;
-fail:
+fail:;
+  int saved = errno; /* what failed, for the caller: the cleanup keeps it */
   tern_client_free(c);
+  errno = saved;
   return rc;
 }
 

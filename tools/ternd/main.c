@@ -118,6 +118,7 @@ static void usage(FILE *f) {
           "                        a conservative keepalive; spec/keepalive.md)\n"
           "  -v, --verbose         log every peer event (debug)\n"
           "  -q, --quiet           log warnings and errors only\n"
+          "  --version             print the version and exit\n"
           "  -h, --help            this text\n");
 }
 
@@ -161,10 +162,12 @@ int main(int argc, char **argv) {
       {"ping-interval", required_argument, 0, 'I'},
       {"store-reserve", required_argument, 0, 'S'},
       {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+      {"help", no_argument, 0, 'h'},             {"version", no_argument, 0, 'V'},
+      {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "vqh", opts, NULL)) != -1) {
     switch (c) {
+      case 'V': printf("ternd %s (libtern %s)\n", TERN_VERSION_STRING, tern_version()); return 0;
       case 'k': key_path = optarg; break;
       case 'a': allow_path = optarg; break;
       case 'o': open_mode = 1; break;
