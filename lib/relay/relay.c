@@ -74,7 +74,8 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->max_peers = 4095;
   cfg->max_message_size = 65536;
   /* The relay should never be the side that pings an idle client: the
-   * client's own pings (every ping_interval_ms) reset this timer. */
+   * client's own keepalives (at the interval its HELLO or KEEPALIVE
+   * announced) reset this timer; this is for a client that announced none. */
   cfg->ping_interval_ms = 60000;
   cfg->timeout_min_ms = 3000;
   cfg->timeout_max_ms = 10000;
