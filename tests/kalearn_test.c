@@ -264,8 +264,9 @@ static void step(sim *S) {
       if (d.to_relay) {
         uint8_t ans[64];
         size_t alen = 0;
-        cr_assert_eq(tern__psvc_input(S->svc, CLIENT_IP, d.port, d.data, d.len, S->now, ans,
-                                      sizeof ans, &alen), 1);
+        tern__addr from;
+        tern__addr_set_v4(&from, CLIENT_IP, d.port);
+        cr_assert_eq(tern__psvc_input(S->svc, &from, d.data, d.len, S->now, ans, sizeof ans, &alen), 1);
         if (alen && !S->relay_silent) enqueue(S, 0, d.port, ans, alen);
       } else {
         unsigned slot;
@@ -281,13 +282,13 @@ static void step(sim *S) {
       }
     }
     /* The relay's REPLYs that are due. */
-    uint32_t ip;
-    uint16_t port;
+    tern__addr to;
     uint8_t out[64];
     size_t len;
-    while (tern__psvc_next_reply(S->svc, S->now, &ip, &port, out, sizeof out, &len) == 1) {
-      cr_assert_eq(ip, CLIENT_IP);
-      if (!S->relay_silent) enqueue(S, 0, port, out, len);
+    while (tern__psvc_next_reply(S->svc, S->now, &to, out, sizeof out, &len) == 1) {
+      cr_assert(tern__addr_is_v4(&to));
+      cr_assert_eq(tern__addr_v4(&to), CLIENT_IP);
+      if (!S->relay_silent) enqueue(S, 0, to.port, out, len);
     }
     tern__ka_tick(&S->ka, S->now, wall(S));
     if (S->session_up && !S->have_key && tern__ka_wants_key(&S->ka, S->now, wall(S))) give_key(S);

@@ -71,7 +71,9 @@ static size_t datagram(const ckey *k, uint8_t type, uint64_t nonce, uint32_t wai
 static size_t feed(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *data, size_t len,
                    uint64_t now, uint8_t *answer) {
   size_t alen = 12345;
-  cr_assert_eq(tern__psvc_input(s, ip, port, data, len, now, answer, 64, &alen), 1,
+  tern__addr from;
+  tern__addr_set_v4(&from, ip, port);
+  cr_assert_eq(tern__psvc_input(s, &from, data, len, now, answer, 64, &alen), 1,
                "a probe datagram was not taken");
   cr_assert_leq(alen, 64);
   return alen;
@@ -106,7 +108,11 @@ typedef struct reply {
 /* The next REPLY due at now, or 0. */
 static int next_reply(tern__psvc *s, uint64_t now, reply *r) {
   memset(r, 0, sizeof *r);
-  if (!tern__psvc_next_reply(s, now, &r->ip, &r->port, r->bytes, sizeof r->bytes, &r->len)) return 0;
+  tern__addr to;
+  if (!tern__psvc_next_reply(s, now, &to, r->bytes, sizeof r->bytes, &r->len)) return 0;
+  cr_assert(tern__addr_is_v4(&to));
+  r->ip = tern__addr_v4(&to);
+  r->port = to.port;
   cr_assert_eq(r->len, TERN__PROBE_ANSWER_BYTES);
   cr_assert_eq(tern__probe_parse(r->bytes, r->len, &r->p), 0);
   cr_assert_eq(r->p.type, TERN__PROBE_REPLY);
@@ -205,10 +211,12 @@ Test(probesvc, datagrams_that_are_not_probes_are_left_to_enet) {
   uint8_t ans[64];
   const uint8_t enet[] = {0x80, 0x00, 0x12, 0x34, 0x82, 0xFF, 0x00, 0x01, 0, 0, 0, 0};
   size_t alen = 99;
-  cr_assert_eq(tern__psvc_input(s, IP_A, 1, enet, sizeof enet, T0, ans, sizeof ans, &alen), 0);
+  tern__addr a1;
+  tern__addr_set_v4(&a1, IP_A, 1);
+  cr_assert_eq(tern__psvc_input(s, &a1, enet, sizeof enet, T0, ans, sizeof ans, &alen), 0);
   cr_assert_eq(alen, 0);
   const uint8_t three[] = {0xFF, 0xFF, 0x74};
-  cr_assert_eq(tern__psvc_input(s, IP_A, 1, three, sizeof three, T0, ans, sizeof ans, &alen), 0);
+  cr_assert_eq(tern__psvc_input(s, &a1, three, sizeof three, T0, ans, sizeof ans, &alen), 0);
   tern__psvc_stats st;
   tern__psvc_get_stats(s, &st);
   cr_assert_eq(st.rejected + st.limited + st.requests, 0, "ENet's datagrams are not counted as probes");

@@ -612,15 +612,14 @@ Test(spec, probe_datagram_examples) {
   cr_assert_eq(tern__psvc_new(&svc, &pc), 0);
   cr_assert_eq(tern__psvc_add_key(svc, 1, p.id, key), 0);
   size_t n = 0;
-  cr_assert_eq(tern__psvc_input(svc, 0x0a4e0101, 40000, PROBE_REQ.b, PROBE_REQ.n, 1000, out, sizeof out, &n), 1);
+  tern__addr from, to;
+  tern__addr_set_v4(&from, 0x0a4e0101, 40000);
+  cr_assert_eq(tern__psvc_input(svc, &from, PROBE_REQ.b, PROBE_REQ.n, 1000, out, sizeof out, &n), 1);
   assert_bytes(out, n, PROBE_ACK.b, PROBE_ACK.n, "service PROBE_ACK.b");
-  uint32_t ip;
-  uint16_t port;
-  cr_assert_eq(tern__psvc_next_reply(svc, 25999, &ip, &port, out, sizeof out, &n), 0);
-  cr_assert_eq(tern__psvc_next_reply(svc, 26000, &ip, &port, out, sizeof out, &n), 1);
+  cr_assert_eq(tern__psvc_next_reply(svc, 25999, &to, out, sizeof out, &n), 0);
+  cr_assert_eq(tern__psvc_next_reply(svc, 26000, &to, out, sizeof out, &n), 1);
   assert_bytes(out, n, PROBE_REPLY.b, PROBE_REPLY.n, "service PROBE_REPLY.b");
-  cr_assert_eq(ip, 0x0a4e0101);
-  cr_assert_eq(port, 40000);
+  cr_assert(tern__addr_equal(&to, &from));
   tern__psvc_free(svc);
 }
 

@@ -46,7 +46,8 @@ static void usage(FILE *f) {
           "                 [--user NAME] [--linger SECONDS] [--expect N]\n"
           "                 [--network NAME] [--keepalive learn|off|MS] [--foreground]\n"
           "\n"
-          "  --relay HOST:PORT     the relay's UDP address\n"
+          "  --relay HOST:PORT     the relay's UDP address: a name (A or AAAA), an IPv4\n"
+          "                        address, or [IPV6]:PORT\n"
           "  --relay-key PUBKEY    the relay's public key, 64 hex digits (pinned)\n"
           "  --key KEYFILE         this device's private key (tern-keygen makes one)\n"
           "  --state DIR           keep the outbox and delivery state in DIR, so\n"
@@ -240,17 +241,29 @@ int main(int argc, char **argv) {
 
   tern_client_config cfg;
   tern_client_config_default(&cfg);
+  /* HOST:PORT, or [IPV6]:PORT for an IPv6 literal. */
   char host[256];
-  const char *colon = strrchr(relay, ':');
-  if (!colon || colon == relay || (size_t)(colon - relay) >= sizeof(host) || atoi(colon + 1) <= 0 ||
-      atoi(colon + 1) > 65535) {
-    fprintf(stderr, "tern-chat: --relay wants HOST:PORT, not '%s'\n", relay);
+  const char *hs = relay, *he, *colon;
+  if (relay[0] == '[') {
+    hs = relay + 1;
+    he = strchr(hs, ']');
+    colon = he && he[1] == ':' ? he + 1 : NULL;
+  } else {
+    colon = strrchr(relay, ':');
+    he = colon;
+    if (colon && strchr(relay, ':') != colon) colon = NULL; /* a bare IPv6 literal */
+  }
+  char *pend = NULL;
+  long port = colon ? strtol(colon + 1, &pend, 10) : 0;
+  if (!colon || he == hs || (size_t)(he - hs) >= sizeof(host) || !pend || *pend || port <= 0 ||
+      port > 65535) {
+    fprintf(stderr, "tern-chat: --relay wants HOST:PORT or [IPV6]:PORT, not '%s'\n", relay);
     return 2;
   }
-  memcpy(host, relay, (size_t)(colon - relay));
-  host[colon - relay] = 0;
+  memcpy(host, hs, (size_t)(he - hs));
+  host[he - hs] = 0;
   cfg.relay_host = host;
-  cfg.relay_port = (uint16_t)atoi(colon + 1);
+  cfg.relay_port = (uint16_t)port;
   if (tern_key_from_hex(relay_key, cfg.relay_public_key) != 0) {
     fprintf(stderr, "tern-chat: --relay-key wants 64 hex digits\n");
     return 2;

@@ -163,7 +163,8 @@ typedef struct tern_client tern_client;
 typedef struct tern_client_config {
   /* Set by tern_client_config_default(); see "ABI and growing structs". */
   size_t struct_size;
-  /* Relay host name or IPv4 address (ENet is IPv4-only) and UDP port. The
+  /* Relay host: a name (A or AAAA records), an IPv4 address, or an IPv6
+   * address ("2001:db8::1" or "[2001:db8::1]"); and its UDP port. The
    * string is copied by tern_client_new(). Required. */
   const char *relay_host;
   uint16_t relay_port;
@@ -481,7 +482,10 @@ typedef void (*tern_log_fn)(void *ctx, int level, const char *line);
 typedef struct tern_relay_config {
   /* Set by tern_relay_config_default(); see "ABI and growing structs". */
   size_t struct_size;
-  /* IPv4 address to bind ("0.0.0.0" default) and UDP port (default 7400). */
+  /* Address to bind and UDP port (default 7400). "::" (the default) is
+   * dual-stack: IPv4 and IPv6 clients on one port (IPv4 alone where the
+   * system has no IPv6); "0.0.0.0" or another IPv4 address is IPv4 only, an
+   * IPv6 address IPv6 only. An IP literal (brackets allowed) or a name. */
   const char *bind_host;
   uint16_t port;
   /* The relay's static keypair. Copied. Required. */

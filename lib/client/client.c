@@ -159,7 +159,7 @@ fail:;
 
 void tern_client_free(tern_client *c) {
   if (!c) return;
-  if (c->peer) tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
+  if (c->peer) tern__link_close(c->link, c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
   tern__link_free(c->link);
   for (unsigned i = 0; i < TERN__KA_SLOTS; i++)
     if (c->probe_fd[i] >= 0) close(c->probe_fd[i]);
@@ -249,7 +249,7 @@ int tern_client_disconnect(tern_client *c) {
   c->next_attempt_ms = 0;
   if (c->state == C_OPEN) {
     /* LATER, not GRACEFUL: ENet drops queued packets on a plain disconnect. */
-    tern__link_close(c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
+    tern__link_close(c->link, c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
     tern__link_flush(c->link);
     c->state = C_CLOSING;
   } else if (c->state != C_IDLE && c->state != C_CLOSING) {

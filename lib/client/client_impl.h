@@ -112,8 +112,8 @@ struct tern_client {
   tern__ka ka;
   char network[TERN_NETWORK_MAX + 1];
   int probe_fd[TERN__KA_SLOTS];  /* -1: closed */
-  uint32_t relay_ip;             /* the relay's address as ENet reached it, */
-  uint16_t relay_udp_port;       /* for probe sockets (host byte order) */
+  tern__addr relay_addr;         /* the relay's address as ENet reached it,
+                                    for probe sockets */
   uint32_t announced_ms;         /* interval the relay was last told, this session */
   int key_requested;             /* a KEEPALIVE asking for a probe key went out */
   uint64_t key_requested_ms;     /* ... at this monotonic time */

@@ -13,7 +13,7 @@ void tern__cl_sync_rtt(tern_client *c) {
 
 /* Ends the link and reports why; schedules a reconnect if wanted. */
 void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
-  if (c->peer && close_how >= 0) tern__link_close(c->peer, code, close_how);
+  if (c->peer && close_how >= 0) tern__link_close(c->link, c->peer, code, close_how);
   c->peer = NULL;
   tern__session_wipe(&c->sess);
   c->nstash = 0;
@@ -56,7 +56,7 @@ static void on_link_up(tern_client *c) {
                           .user_len = strlen(c->user_req),
                           .ping_interval_ms = tern__ka_interval(&c->ka)};
   c->announced_ms = (uint32_t)hello.ping_interval_ms;
-  tern__link_peer_addr(c->peer, &c->relay_ip, &c->relay_udp_port);
+  (void)tern__link_peer_addr(c->link, c->peer, &c->relay_addr);
   tern__fr_hello_write(&w, &hello);
   /* Early data: the first messages of the outbox ride in message 1, so the
    * relay can accept one half a round trip after ENet's connect instead of

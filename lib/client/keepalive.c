@@ -48,12 +48,13 @@ static void probe_close(tern_client *c, unsigned slot) {
  * requests go nowhere and the probe ends as lost. */
 static void probe_open(tern_client *c, unsigned slot) {
   probe_close(c, slot);
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int family = tern__addr_is_v4(&c->relay_addr) ? AF_INET : AF_INET6;
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
-  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(c->relay_udp_port),
-                           .sin_addr.s_addr = htonl(c->relay_ip)};
+  struct sockaddr_storage to;
+  size_t tolen = tern__addr_to_sockaddr(&c->relay_addr, family, &to);
   struct epoll_event e = {.events = EPOLLIN, .data.u32 = 2 + slot};
-  if (connect(fd, (struct sockaddr *)&to, sizeof(to)) != 0 ||
+  if (connect(fd, (struct sockaddr *)&to, (socklen_t)tolen) != 0 ||
       epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
     close(fd);
     return;

@@ -4,11 +4,15 @@
 #include <arpa/inet.h>
 #include <enet/enet.h>
 #include <enet/time.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include "io/clock.h"
+#include "io/dispatch.h"
 #include "tern/tern.h"
 
 /* Retransmission timing (spec/wire.md, "Retransmission timing"). ENet
@@ -29,17 +33,26 @@
 #define RTO_SLACK_MS 50
 #define RTO_FAST_SENDS 5
 
+/* A handle held for a peer slot (dispatch.h): released when the
+ * connection ends. */
+typedef struct held {
+  uint32_t handle;
+  uint16_t gen;
+  uint8_t on;
+} held;
+
 struct tern__link {
+  tern__disp *disp;    /* the real socket; the host's is a virtual one */
   ENetHost *host;
-  tern__link_raw_fn raw_fn;
-  void *raw_ctx;
   uint64_t *heard_ms;  /* per peer slot: when a datagram from it last arrived */
+  held *holds;         /* per peer slot */
+  uint64_t swept_ms;
   enet_uint32 tuned_at;      /* ENet time of the last pass over in-flight commands */
   ENetPeer *outgoing;        /* client: the peer of the last tern__link_connect() */
   enet_uint32 connect_start; /* ENet time it started connecting */
   enet_uint32 connect_rto;   /* its connect request's first timeout, ms */
   int connecting;            /* its connect has not completed */
-  ENetAddress rtt_addr;      /* where rtt_ms was measured */
+  tern__addr rtt_addr;       /* where rtt_ms was measured (the real address) */
   enet_uint32 rtt_ms;        /* smoothed RTT last measured to rtt_addr; 0: none */
 };
 
@@ -67,11 +80,55 @@ static int intercept(ENetHost *host, ENetEvent *event) {
   (void)event;
   tern__link *l = servicing;
   if (!l || l->host != host) return 0;
-  if (l->raw_fn && l->raw_fn(l->raw_ctx, ntohl(host->receivedAddress.host), host->receivedAddress.port,
-                             host->receivedData, host->receivedDataLength) == 1)
-    return 1;
   note_heard(l, host->receivedData, host->receivedDataLength);
   return 0;
+}
+
+/* The real address a peer's handle stands for (dispatch.h). */
+static int peer_real(const tern__link *l, const ENetPeer *p, tern__addr *out) {
+  return tern__disp_handle_addr(l->disp, p->address.host, p->address.port, out);
+}
+
+/* The connection in peer slot p holds its handle until it ends. */
+static void hold(tern__link *l, ENetPeer *p) {
+  held *h = &l->holds[p - l->host->peers];
+  if (h->on) return;
+  if (tern__disp_handle_hold(l->disp, p->address.host, p->address.port) != 0) return;
+  *h = (held){.handle = p->address.host, .gen = p->address.port, .on = 1};
+}
+
+static void release(tern__link *l, ENetPeer *p) {
+  held *h = &l->holds[p - l->host->peers];
+  if (!h->on) return;
+  tern__disp_handle_release(l->disp, h->handle, h->gen);
+  h->on = 0;
+}
+
+/* Resolves host to one address: an IP literal, or a name's first address
+ * (getaddrinfo orders them as RFC 6724 prefers). `family` AF_UNSPEC or
+ * AF_INET; `passive` for a bind address. */
+static int resolve_one(const char *host, uint16_t port, int family, int passive, tern__addr *out) {
+  if (tern__addr_parse_ip(out, host, port) == 0) return 0;
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = family;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = passive ? AI_PASSIVE : AI_ADDRCONFIG;
+  int g = getaddrinfo(host, NULL, &hints, &res);
+  if (g != 0 && !passive) {
+    /* AI_ADDRCONFIG hides every address on a host with loopback only. */
+    hints.ai_flags = 0;
+    g = getaddrinfo(host, NULL, &hints, &res);
+  }
+  if (g != 0) return TERN_EADDR;
+  int rc = TERN_EADDR;
+  for (struct addrinfo *r = res; r && rc; r = r->ai_next)
+    if (tern__addr_from_sockaddr(out, r->ai_addr, r->ai_addrlen) == 0) {
+      out->port = port;
+      rc = 0;
+    }
+  freeaddrinfo(res);
+  return rc;
 }
 
 static pthread_once_t enet_once = PTHREAD_ONCE_INIT;
@@ -86,25 +143,29 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
   if (max_peers == 0 || max_peers > ENET_PROTOCOL_MAXIMUM_PEER_ID) return TERN_EINVAL;
   tern__link *l = calloc(1, sizeof(*l));
   if (!l) return TERN_ENOMEM;
-  ENetAddress addr, *bind = NULL;
-  if (bind_host) {
-    if (enet_address_set_host_ip(&addr, bind_host) != 0 &&
-        enet_address_set_host(&addr, bind_host) != 0) {
-      free(l);
-      return TERN_EADDR;
-    }
-    addr.port = port;
-    bind = &addr;
+  tern__addr bind;
+  int rc = 0;
+  if (bind_host) rc = resolve_one(bind_host, port, AF_UNSPEC, 1, &bind);
+  if (rc == 0) rc = tern__disp_new(&l->disp, bind_host ? &bind : NULL, bind_host != NULL);
+  if (rc) {
+    free(l);
+    return rc;
   }
-  l->host = enet_host_create(bind, max_peers, TERN__CH_COUNT, 0, 0);
+  /* The host's socket is a virtual one of the dispatcher; ENet is given
+   * no address to bind. */
+  tern__disp_arm(l->disp);
+  l->host = enet_host_create(NULL, max_peers, TERN__CH_COUNT, 0, 0);
+  tern__disp_disarm();
   if (!l->host) {
+    tern__disp_free(l->disp);
     free(l);
-    return bind ? TERN_EADDR : TERN_ERESOURCE;
+    return TERN_ERESOURCE;
   }
+  tern__disp_set_capacity(l->host->socket, l->host->peerCount);
   l->heard_ms = calloc(l->host->peerCount, sizeof(*l->heard_ms));
-  if (!l->heard_ms) {
-    enet_host_destroy(l->host);
-    free(l);
+  l->holds = calloc(l->host->peerCount, sizeof(*l->holds));
+  if (!l->heard_ms || !l->holds) {
+    tern__link_free(l);
     return TERN_ENOMEM;
   }
   l->host->intercept = intercept;
@@ -114,23 +175,42 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
 
 void tern__link_free(tern__link *l) {
   if (!l) return;
-  enet_host_destroy(l->host);
+  if (l->host) enet_host_destroy(l->host); /* closes the virtual socket */
+  tern__disp_free(l->disp);
   free(l->heard_ms);
+  free(l->holds);
   free(l);
+}
+
+int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out) {
+  return resolve_one(host, port, tern__disp_has_v6(l->disp) ? AF_UNSPEC : AF_INET, 0, out);
 }
 
 int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer) {
   *peer = NULL;
-  ENetAddress addr;
-  if (enet_address_set_host_ip(&addr, host) != 0 && enet_address_set_host(&addr, host) != 0)
-    return TERN_EADDR;
-  addr.port = port;
+  tern__addr real;
+  int rc = tern__link_resolve(l, host, port, &real);
+  if (rc) return rc;
+  return tern__link_connect_addr(l, &real, peer);
+}
+
+int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_peer **peer) {
+  *peer = NULL;
+  uint32_t handle;
+  uint16_t gen;
+  int rc = tern__disp_handle_new(l->disp, l->host->socket, real, &handle, &gen);
+  if (rc) return rc == TERN_EADDR ? TERN_EADDR : TERN_ERESOURCE;
+  ENetAddress addr = {.host = handle, .port = gen};
   ENetPeer *p = enet_host_connect(l->host, &addr, TERN__CH_COUNT, 0);
-  if (!p) return TERN_ERESOURCE;
+  if (!p) {
+    tern__disp_handle_release(l->disp, handle, gen);
+    return TERN_ERESOURCE;
+  }
+  l->holds[p - l->host->peers] = (held){.handle = handle, .gen = gen, .on = 1};
   /* The connect request is queued, not sent: its timeout is computed from
    * these when it leaves. RTO = rtt + 4 * rtt/4 = 2 rtt. */
   enet_uint32 seed = RTT_GUESS_MS;
-  if (l->rtt_ms && l->rtt_addr.host == addr.host && l->rtt_addr.port == addr.port) seed = l->rtt_ms;
+  if (l->rtt_ms && tern__addr_equal(&l->rtt_addr, real)) seed = l->rtt_ms;
   p->roundTripTime = seed;
   p->roundTripTimeVariance = seed / 4;
   l->outgoing = p;
@@ -157,8 +237,7 @@ static void connect_sample(tern__link *l, ENetPeer *p) {
   p->roundTripTime = sample;
   p->roundTripTimeVariance = sample / 4 ? sample / 4 : 1;
   p->lastReceiveTime = now ? now : 1;
-  l->rtt_addr = p->address;
-  l->rtt_ms = sample;
+  if (peer_real(l, p, &l->rtt_addr) == 0) l->rtt_ms = sample;
 }
 
 int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const void *data,
@@ -189,6 +268,11 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   servicing = l;
   int rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
   servicing = outer;
+  uint64_t now = tern__now_ms();
+  if (now >= l->swept_ms + 5000) {
+    tern__disp_sweep(l->disp, now);
+    l->swept_ms = now;
+  }
   if (rc < 0) return TERN_EIO;
   if (rc == 0) return 0;
   ev->peer = (tern__link_peer *)e.peer;
@@ -197,6 +281,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   switch (e.type) {
     case ENET_EVENT_TYPE_CONNECT:
       ev->type = TERN__LINK_EV_CONNECT;
+      hold(l, e.peer);
       l->heard_ms[e.peer - l->host->peers] = tern__now_ms();
       connect_sample(l, e.peer);
       /* ENet's throttle drops unreliable packets when it sees loss or RTT
@@ -208,6 +293,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
       break;
     case ENET_EVENT_TYPE_DISCONNECT:
       ev->type = TERN__LINK_EV_DISCONNECT;
+      release(l, e.peer);
       break;
     case ENET_EVENT_TYPE_RECEIVE:
       ev->type = TERN__LINK_EV_RECEIVE;
@@ -272,10 +358,9 @@ static void tune(tern__link *l) {
   enet_uint32 now = enet_time_get();
   for (size_t i = 0; i < l->host->peerCount; i++) tune_peer(l, &l->host->peers[i]);
   ENetPeer *o = l->outgoing;
-  if (o && o->state == ENET_PEER_STATE_CONNECTED && o->lastReceiveTime != 0) {
-    l->rtt_addr = o->address;
+  if (o && o->state == ENET_PEER_STATE_CONNECTED && o->lastReceiveTime != 0 &&
+      peer_real(l, o, &l->rtt_addr) == 0)
     l->rtt_ms = o->roundTripTime;
-  }
   l->tuned_at = now;
 }
 
@@ -284,11 +369,12 @@ void tern__link_flush(tern__link *l) {
   tune(l);
 }
 
-void tern__link_close(tern__link_peer *peer, uint32_t code, int how) {
+void tern__link_close(tern__link *l, tern__link_peer *peer, uint32_t code, int how) {
   ENetPeer *p = (ENetPeer *)peer;
-  if (how == TERN__LINK_CLOSE_NOW)
-    enet_peer_disconnect_now(p, code);
-  else if (how == TERN__LINK_CLOSE_LATER)
+  if (how == TERN__LINK_CLOSE_NOW) {
+    enet_peer_disconnect_now(p, code); /* sends the disconnect at once */
+    release(l, p);
+  } else if (how == TERN__LINK_CLOSE_LATER)
     enet_peer_disconnect_later(p, code);
   else
     enet_peer_disconnect(p, code);
@@ -306,22 +392,18 @@ void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_
 
 }
 
-void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap) {
-  const ENetPeer *p = (const ENetPeer *)peer;
-  uint32_t h = p->address.host; /* network byte order in memory */
-  const uint8_t *b = (const uint8_t *)&h;
-  snprintf(buf, cap, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3], p->address.port);
+void tern__link_peer_name(const tern__link *l, const tern__link_peer *peer, char *buf, size_t cap) {
+  tern__addr a;
+  if (peer_real(l, (const ENetPeer *)peer, &a) == 0) tern__addr_format(&a, buf, cap);
+  else snprintf(buf, cap, "(gone)");
 }
 
-void tern__link_peer_addr(const tern__link_peer *peer, uint32_t *ip, uint16_t *port) {
-  const ENetPeer *p = (const ENetPeer *)peer;
-  *ip = ntohl(p->address.host);
-  *port = p->address.port;
+int tern__link_peer_addr(const tern__link *l, const tern__link_peer *peer, tern__addr *out) {
+  return peer_real(l, (const ENetPeer *)peer, out);
 }
 
 void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx) {
-  l->raw_fn = fn;
-  l->raw_ctx = ctx;
+  tern__disp_set_raw_handler(l->disp, fn, ctx);
 }
 
 uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *peer) {
@@ -333,10 +415,8 @@ void tern__link_peer_ping(tern__link_peer *peer) {
   if (p->state == ENET_PEER_STATE_CONNECTED) enet_peer_ping(p);
 }
 
-int tern__link_send_raw(tern__link *l, uint32_t ip, uint16_t port, const void *data, size_t len) {
-  ENetAddress to = {.host = htonl(ip), .port = port};
-  ENetBuffer buf = {.data = (void *)data, .dataLength = len};
-  return enet_socket_send(l->host->socket, &to, &buf, 1) == (int)len ? 0 : TERN_EIO;
+int tern__link_send_raw(tern__link *l, const tern__addr *to, const void *data, size_t len) {
+  return tern__disp_send_raw(l->disp, to, data, len);
 }
 
 uint32_t tern__link_peer_rtt(const tern__link_peer *peer) {
@@ -392,6 +472,8 @@ int tern__link_next_timeout_ms(tern__link *l) {
   return (int)best;
 }
 
-int tern__link_fd(const tern__link *l) { return (int)l->host->socket; }
+int tern__link_fd(const tern__link *l) { return tern__disp_fd(l->disp); }
 
-uint16_t tern__link_port(const tern__link *l) { return l->host->address.port; }
+uint16_t tern__link_port(const tern__link *l) { return tern__disp_port(l->disp); }
+
+int tern__link_has_v6(const tern__link *l) { return tern__disp_has_v6(l->disp); }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/addr.h"
 #include "wire/channels.h"
 
 typedef struct tern__link tern__link;
@@ -45,15 +46,25 @@ static inline int tern__link_mode(uint8_t channel, int reliable) {
 }
 enum { TERN__LINK_CLOSE_NOW = 0, TERN__LINK_CLOSE_LATER = 1, TERN__LINK_CLOSE_GRACEFUL = 2 };
 
-/* Creates a host. A relay binds `bind_host:port` (port 0 picks one) and
- * accepts up to `max_peers`; a client (bind_host NULL) binds an ephemeral
- * port and has one peer. Returns 0, TERN_EADDR, TERN_EINVAL, TERN_ERESOURCE. */
+/* Creates a host on tern's socket layer (dispatch.h). A relay binds
+ * `bind_host:port` (an IP literal or a name; "::" is dual-stack, serving
+ * IPv4 and IPv6 on one port; port 0 picks one) and accepts up to
+ * `max_peers`; a client (bind_host NULL) binds an ephemeral dual-stack port
+ * (IPv4 only where the system has no IPv6) and has one peer. Returns 0,
+ * TERN_EADDR (errno says why the bind failed), TERN_EINVAL, TERN_ERESOURCE. */
 int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_t max_peers);
 void tern__link_free(tern__link *l);
 
-/* Starts an ENet connection to host:port. Returns 0 (with *peer set),
- * TERN_EADDR (cannot resolve), TERN_ERESOURCE (no free peer slot). */
+/* Resolves host (an IPv4 or IPv6 literal, brackets allowed, or a name with
+ * A or AAAA records) to the address a connect would use. Blocks on DNS.
+ * Returns 0 or TERN_EADDR. */
+int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out);
+
+/* Starts an ENet connection to host:port (resolved as above) or to a real
+ * address. Returns 0 (with *peer set), TERN_EADDR (cannot resolve, or an
+ * IPv6 address on a host without IPv6), TERN_ERESOURCE (no free slot). */
 int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer);
+int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_peer **peer);
 
 /* Queues `len` bytes on `channel`; ENet copies them. Returns 0,
  * TERN_ENOMEM, TERN_ECLOSED (peer not connected). */
@@ -72,7 +83,7 @@ void tern__link_flush(tern__link *l);
  * disconnect is sent unreliably); LATER waits for queued packets to go out;
  * GRACEFUL waits for the peer's acknowledgement. A DISCONNECT event follows
  * for LATER and GRACEFUL, none for NOW. */
-void tern__link_close(tern__link_peer *peer, uint32_t code, int how);
+void tern__link_close(tern__link *l, tern__link_peer *peer, uint32_t code, int how);
 
 void tern__link_peer_set_data(tern__link_peer *peer, void *data);
 void *tern__link_peer_get_data(tern__link_peer *peer);
@@ -83,23 +94,22 @@ void *tern__link_peer_get_data(tern__link_peer *peer);
 void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_t timeout_min_ms,
                                 uint32_t timeout_max_ms);
 
-/* "a.b.c.d:port" of the peer into buf (at least 24 bytes). */
-void tern__link_peer_name(const tern__link_peer *peer, char *buf, size_t cap);
+/* "a.b.c.d:port" or "[v6]:port" of the peer into buf (TERN__ADDR_TEXT). */
+void tern__link_peer_name(const tern__link *l, const tern__link_peer *peer, char *buf, size_t cap);
 
 /* Smoothed round-trip time ENet measured for the peer (or the seed it
  * started from), ms; at least 1. */
 uint32_t tern__link_peer_rtt(const tern__link_peer *peer);
 
-/* The peer's IPv4 address and UDP port, in host byte order. */
-void tern__link_peer_addr(const tern__link_peer *peer, uint32_t *ip, uint16_t *port);
+/* The peer's real address. Returns 0 or TERN_ENOENT. */
+int tern__link_peer_addr(const tern__link *l, const tern__link_peer *peer, tern__addr *out);
 
 /* Datagrams that are not ENet's (the NAT-timeout probes of
- * spec/keepalive.md). `fn` sees every datagram the host receives before
- * ENet parses it, with its source address in host byte order, and returns 1
- * to take it (ENet never sees it) or 0 to leave it to ENet. It is called
- * from inside tern__link_service(), and may call tern__link_send_raw(). */
-typedef int (*tern__link_raw_fn)(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data,
-                                 size_t len);
+ * spec/keepalive.md). `fn` sees every datagram the socket receives before
+ * ENet parses it, with its real source address, and returns 1 to take it
+ * (ENet never sees it) or 0 to leave it to ENet. It is called from inside
+ * tern__link_service(), and may call tern__link_send_raw(). */
+typedef int (*tern__link_raw_fn)(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx);
 
 /* When a datagram from the peer last arrived (tern__now_ms() time; set at
@@ -111,9 +121,9 @@ uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *pe
  * keepalive (spec/keepalive.md, "The live link"). */
 void tern__link_peer_ping(tern__link_peer *peer);
 
-/* Sends one datagram from the host's socket, outside ENet, to ip:port
- * (host byte order). Returns 0 or TERN_EIO. */
-int tern__link_send_raw(tern__link *l, uint32_t ip, uint16_t port, const void *data, size_t len);
+/* Sends one datagram from the host's socket, outside ENet. Returns 0,
+ * TERN_EADDR (no IPv6 here) or TERN_EIO. */
+int tern__link_send_raw(tern__link *l, const tern__addr *to, const void *data, size_t len);
 
 /* Milliseconds until ENet must be serviced even if nothing arrives (a
  * resend, a timeout check, a ping, an ack to send), or -1 if never. */
@@ -121,6 +131,9 @@ int tern__link_next_timeout_ms(tern__link *l);
 
 /* The UDP socket's descriptor, for poll/epoll. */
 int tern__link_fd(const tern__link *l);
+
+/* 1 if the socket reaches IPv6 (it is dual-stack). */
+int tern__link_has_v6(const tern__link *l);
 
 /* The bound UDP port. */
 uint16_t tern__link_port(const tern__link *l);

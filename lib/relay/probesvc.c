@@ -27,13 +27,12 @@ typedef struct pending {
   size_t key;          /* index into keys */
   uint64_t nonce;
   uint32_t wait_ms;
-  uint32_t ip;
-  uint16_t port;
+  tern__addr to;        /* where the reply goes */
   uint64_t due_ms;
 } pending;
 
 typedef struct bucket {
-  uint32_t ip;
+  tern__addr src;      /* source_of() of the addresses it limits */
   uint32_t tokens;
   uint64_t last_ms;    /* when tokens was last brought up to date */
   uint64_t seen_ms;    /* last request, for eviction */
@@ -174,11 +173,26 @@ void tern__psvc_remove_key(tern__psvc *s, uint64_t conn) {
   }
 }
 
-/* Takes one request token from ip's bucket: 1 if allowed. */
-static int take_token(tern__psvc *s, uint32_t ip, uint64_t now) {
+/* The source a rate limit applies to: an IPv4 address, or an IPv6 /64
+ * (what one host or one subscriber is given), without the port. */
+static tern__addr source_of(const tern__addr *a) {
+  tern__addr k = *a;
+  k.port = 0;
+  if (!tern__addr_is_v4(a)) memset(k.ip + 8, 0, 8);
+  return k;
+}
+
+static int same_source(const tern__addr *a, const tern__addr *b) {
+  tern__addr x = source_of(a), y = source_of(b);
+  return tern__addr_equal(&x, &y);
+}
+
+/* Takes one request token from the source's bucket: 1 if allowed. */
+static int take_token(tern__psvc *s, const tern__addr *from, uint64_t now) {
   bucket *b = NULL;
+  tern__addr src = source_of(from);
   for (size_t i = 0; i < s->nbuckets; i++)
-    if (s->buckets[i].ip == ip) {
+    if (tern__addr_equal(&s->buckets[i].src, &src)) {
       b = &s->buckets[i];
       break;
     }
@@ -193,7 +207,7 @@ static int take_token(tern__psvc *s, uint32_t ip, uint64_t now) {
       for (size_t i = 1; i < BUCKETS; i++)
         if (s->buckets[i].seen_ms < b->seen_ms) b = &s->buckets[i];
     }
-    b->ip = ip;
+    b->src = src;
     b->tokens = s->cfg.ip_burst;
     b->last_ms = now;
   }
@@ -227,7 +241,7 @@ static pkey *find_key(tern__psvc *s, const uint8_t id[TERN__PROBE_ID_BYTES], siz
   return NULL;
 }
 
-int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *data, size_t len,
+int tern__psvc_input(tern__psvc *s, const tern__addr *from, const uint8_t *data, size_t len,
                      uint64_t now_ms, uint8_t *answer, size_t cap, size_t *answer_len) {
   *answer_len = 0;
   if (!tern__probe_looks_like(data, len)) return 0;
@@ -251,7 +265,7 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
       s->stats.rejected++; /* answered already: a replay, or a late resend */
       return 1;
     }
-  if (!take_token(s, ip, now_ms)) {
+  if (!take_token(s, from, now_ms)) {
     s->stats.limited++;
     return 1;
   }
@@ -268,7 +282,7 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
     }
     if (q->key == ki && q->nonce == p.nonce) e = q;
     if (q->key == ki) per_key++;
-    if (q->ip == ip) per_ip++;
+    if (same_source(&q->to, from)) per_ip++;
   }
   pending *oldest = NULL;
   if (!e && per_key >= s->cfg.per_key_pending) {
@@ -281,7 +295,7 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
         oldest = q;
     }
     if (oldest) {
-      if (oldest->ip == ip) per_ip--;
+      if (same_source(&oldest->to, from)) per_ip--;
       free_slot = oldest;
     }
   }
@@ -303,8 +317,7 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
     s->npend++;
   }
   e->wait_ms = p.wait_ms;
-  e->ip = ip;
-  e->port = port;
+  e->to = *from;
   e->due_ms = now_ms + p.wait_ms;
   tern__probe_pkt a = p;
   a.type = TERN__PROBE_ACK;
@@ -313,7 +326,7 @@ int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *d
   return 1;
 }
 
-int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, uint32_t *ip, uint16_t *port,
+int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, tern__addr *to,
                           uint8_t *out, size_t cap, size_t *len) {
   *len = 0;
   for (size_t i = 0; i < s->cfg.max_pending; i++) {
@@ -323,8 +336,7 @@ int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, uint32_t *ip, uint16_t
     tern__probe_pkt a = {.type = TERN__PROBE_REPLY, .nonce = q->nonce, .wait_ms = q->wait_ms};
     memcpy(a.id, k->id, TERN__PROBE_ID_BYTES);
     *len = tern__probe_write(&a, k->key, out, cap);
-    *ip = q->ip;
-    *port = q->port;
+    *to = q->to;
     k->recent[k->recent_pos] = q->nonce;
     k->recent_pos = (k->recent_pos + 1) % RECENT;
     if (k->recent_n < RECENT) k->recent_n++;

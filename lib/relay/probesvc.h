@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/addr.h"
+
 #include "wire/probe.h"
 
 typedef struct tern__psvc tern__psvc;
@@ -33,8 +35,9 @@ typedef struct tern__psvc_config {
   size_t max_pending;       /* probes waiting for their REPLY, in all (4096) */
   size_t per_key_pending;   /* ... per session (8); a new request beyond that
                                replaces the session's oldest pending probe */
-  size_t per_ip_pending;    /* ... per source IPv4 address (256: a carrier NAT
-                               puts many clients behind one address) */
+  size_t per_ip_pending;    /* ... per source: an IPv4 address or an IPv6 /64
+                               (256: a carrier NAT puts many clients behind
+                               one address) */
   uint32_t ip_burst;        /* requests a source address may send back to back (64) */
   uint32_t ip_refill_ms;    /* then one more every this many ms (100) */
   uint32_t min_wait_ms;     /* shortest silence a request may ask for (1000) */
@@ -63,15 +66,15 @@ int tern__psvc_add_key(tern__psvc *s, uint64_t conn, const uint8_t id[TERN__PROB
 /* The session ended: its key and its pending probes are forgotten. */
 void tern__psvc_remove_key(tern__psvc *s, uint64_t conn);
 
-/* A datagram from ip:port (host byte order) at now_ms. Returns 0 if it is
- * not a probe datagram (the caller hands it to ENet), 1 if it was taken;
- * then if *answer_len > 0, answer[0..*answer_len) goes back to ip:port. */
-int tern__psvc_input(tern__psvc *s, uint32_t ip, uint16_t port, const uint8_t *data, size_t len,
+/* A datagram from `from` (IPv4 or IPv6) at now_ms. Returns 0 if it is not
+ * a probe datagram (the caller hands it to ENet), 1 if it was taken; then
+ * if *answer_len > 0, answer[0..*answer_len) goes back to `from`. */
+int tern__psvc_input(tern__psvc *s, const tern__addr *from, const uint8_t *data, size_t len,
                      uint64_t now_ms, uint8_t *answer, size_t cap, size_t *answer_len);
 
 /* A REPLY that is due at now_ms: returns 1 and the datagram and its
  * destination, or 0 if none is due. cap must be >= TERN__PROBE_ANSWER_BYTES. */
-int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, uint32_t *ip, uint16_t *port,
+int tern__psvc_next_reply(tern__psvc *s, uint64_t now_ms, tern__addr *to,
                           uint8_t *out, size_t cap, size_t *len);
 
 /* Milliseconds until a REPLY is due, or -1. */

@@ -38,7 +38,7 @@ typedef struct rpeer {
   uint64_t hs_deadline_ms;     /* monotonic: drop if still in P_HANDSHAKE */
   char user[TERN_USER_MAX + 1];
   size_t user_len;
-  char name[32];               /* address:port, for logs */
+  char name[TERN__ADDR_TEXT];  /* address:port, for logs */
   uint64_t keepalive_ms;       /* the client's announced keepalive interval (0: none) */
   uint64_t ping_ms;            /* when the relay last pinged it (tern__now_ms) */
   int has_probe_key;           /* a PROBE_KEY was given to this session */
@@ -68,7 +68,7 @@ struct tern_relay {
 void tern_relay_config_default(tern_relay_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->struct_size = sizeof(*cfg);
-  cfg->bind_host = "0.0.0.0";
+  cfg->bind_host = "::";
   cfg->port = 7400;
   cfg->handshake_timeout_ms = 5000;
   cfg->max_peers = 4095;
@@ -88,7 +88,7 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 /* The relay's log line, through the program's callback (base/log.h). */
 #define logf_(r, level, ...) tern__logf((r)->cfg.log, (r)->cfg.log_ctx, level, __VA_ARGS__)
 
-static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len);
+static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 
 
 int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
@@ -192,7 +192,7 @@ static int send_frames(tern_relay *r, rpeer *p, uint8_t channel, size_t len) {
   if (rc == TERN_ENONCE && p->state == P_OPEN) {
     p->state = P_CLOSING;
     r->stats.peers_connected--;
-    tern__link_close(p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
+    tern__link_close(r->link, p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
   }
   if (rc) return rc;
   return tern__link_send(r->link, p->lp, channel, r->pkt, n, TERN__LINK_RELIABLE);
@@ -209,7 +209,7 @@ static void close_peer(tern_relay *r, rpeer *p, int reason, uint32_t code, int h
   }
   p->state = P_CLOSING;
   if (how == TERN__LINK_CLOSE_NOW) tern__link_flush(r->link);
-  tern__link_close(p->lp, code, how);
+  tern__link_close(r->link, p->lp, code, how);
 }
 
 void tern_relay_free(tern_relay *r) {
@@ -233,13 +233,13 @@ void tern_relay_free(tern_relay *r) {
 static void on_connect(tern_relay *r, tern__link_peer *lp) {
   rpeer *p = calloc(1, sizeof(*p));
   if (!p) {
-    tern__link_close(lp, TERN__DISC_NONE, TERN__LINK_CLOSE_NOW);
+    tern__link_close(r->link, lp, TERN__DISC_NONE, TERN__LINK_CLOSE_NOW);
     return;
   }
   p->lp = lp;
   p->id = ++r->next_id;
   p->hs_deadline_ms = tern__now_ms() + r->cfg.handshake_timeout_ms;
-  tern__link_peer_name(lp, p->name, sizeof(p->name));
+  tern__link_peer_name(r->link, lp, p->name, sizeof(p->name));
   tern__link_peer_set_timing(lp, r->cfg.ping_interval_ms, r->cfg.timeout_min_ms,
                              r->cfg.timeout_max_ms);
   tern__link_peer_set_data(lp, p);
@@ -293,7 +293,7 @@ static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, cons
   r->stats.handshakes_failed++;
   logf_(r, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
   /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
-  tern__link_close(p->lp, code, TERN__LINK_CLOSE_NOW);
+  tern__link_close(r->link, p->lp, code, TERN__LINK_CLOSE_NOW);
   tern__link_peer_set_data(p->lp, NULL);
   unlink_peer(r, p);
 }
@@ -331,13 +331,13 @@ static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p) {
 }
 
 /* A datagram on the UDP port that is not ENet's: a NAT-timeout probe. */
-static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, size_t len) {
+static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len) {
   tern_relay *r = ctx;
   uint8_t answer[TERN__PROBE_ANSWER_BYTES];
   size_t n = 0;
-  if (!tern__psvc_input(r->probes, ip, port, data, len, tern__now_ms(), answer, sizeof(answer), &n))
+  if (!tern__psvc_input(r->probes, from, data, len, tern__now_ms(), answer, sizeof(answer), &n))
     return 0;
-  if (n) (void)tern__link_send_raw(r->link, ip, port, answer, n);
+  if (n) (void)tern__link_send_raw(r->link, from, answer, n);
   return 1;
 }
 
@@ -345,11 +345,10 @@ static int on_raw(void *ctx, uint32_t ip, uint16_t port, const uint8_t *data, si
 static void send_probe_replies(tern_relay *r, uint64_t now) {
   if (!r->probes) return;
   uint8_t out[TERN__PROBE_ANSWER_BYTES];
-  uint32_t ip;
-  uint16_t port;
+  tern__addr to;
   size_t n;
-  while (tern__psvc_next_reply(r->probes, now, &ip, &port, out, sizeof(out), &n) == 1)
-    (void)tern__link_send_raw(r->link, ip, port, out, n);
+  while (tern__psvc_next_reply(r->probes, now, &to, out, sizeof(out), &n) == 1)
+    (void)tern__link_send_raw(r->link, &to, out, n);
 }
 
 /* Gives the session a probe key (the same one if it asks again). */
@@ -440,7 +439,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     r->stats.handshakes_failed++;
     logf_(r, 1, "peer %s: refused unknown key %s", p->name, key_hex);
     p->state = P_CLOSING;
-    tern__link_close(p->lp, TERN__DISC_REFUSED, TERN__LINK_CLOSE_LATER);
+    tern__link_close(r->link, p->lp, TERN__DISC_REFUSED, TERN__LINK_CLOSE_LATER);
     return;
   }
   p->user_len = strlen(p->user);
@@ -455,7 +454,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     /* The store failed: this session could not be served. */
     logf_(r, 0, "user %s: store error on connect (%s); dropping", p->user, tern_errname(rc));
     p->state = P_CLOSING;
-    tern__link_close(p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
+    tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
     return;
   }
   p->state = P_OPEN;
@@ -539,7 +538,7 @@ static void flush_core(tern_relay *r, uint64_t now) {
     if (rc == TERN_ENONCE) {
       p->state = P_CLOSING;
       r->stats.peers_connected--;
-      tern__link_close(p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
+      tern__link_close(r->link, p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
       continue;
     }
     if (rc == 0)
@@ -589,7 +588,7 @@ static void handle_timers(tern_relay *r, uint64_t now) {
     logf_(r, 1, "peer %s: no handshake within %u ms, dropped", p->name,
           r->cfg.handshake_timeout_ms);
     /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
-    tern__link_close(p->lp, TERN__DISC_HS_TIMEOUT, TERN__LINK_CLOSE_NOW);
+    tern__link_close(r->link, p->lp, TERN__DISC_HS_TIMEOUT, TERN__LINK_CLOSE_NOW);
     tern__link_peer_set_data(p->lp, NULL);
     unlink_peer(r, p);
   }

@@ -94,8 +94,9 @@ static void usage(FILE *f) {
           "  --open                development mode: any key may connect, as the user\n"
           "                        name it asks for, and write to any name (logged as a\n"
           "                        warning)\n"
-          "  --listen HOST:PORT    UDP address to bind (default 0.0.0.0:7400; port 0\n"
-          "                        picks a free port)\n"
+          "  --listen HOST:PORT    UDP address to bind (default [::]:7400: IPv4 and IPv6\n"
+          "                        on one port; 0.0.0.0:PORT IPv4 only, [V6ADDR]:PORT\n"
+          "                        IPv6 only; port 0 picks a free port)\n"
           "  --port-file FILE      write the bound port to FILE once listening\n"
           "  --data-dir DIR        where messages are kept until delivered (default\n"
           "                        ./ternd-data; created if missing)\n"
@@ -130,7 +131,7 @@ static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port) {
   if (*end || p < 0 || p > 65535 || colon[1] == 0) return -1;
   memcpy(host, s, (size_t)(colon - s));
   host[colon - s] = 0;
-  if (!host[0]) snprintf(host, cap, "0.0.0.0");
+  if (!host[0]) snprintf(host, cap, "::");
   *port = (uint16_t)p;
   return 0;
 }
@@ -149,7 +150,7 @@ static long parse_num(const char *s, long lo, long hi, const char *what) {
 int main(int argc, char **argv) {
   const char *key_path = NULL, *allow_path = NULL, *port_file = NULL, *data_dir = "ternd-data";
   int open_mode = 0;
-  char host[256] = "0.0.0.0";
+  char host[256] = "::";
   tern_relay_config cfg;
   tern_relay_config_default(&cfg);
   static const struct option opts[] = {
@@ -252,14 +253,20 @@ int main(int argc, char **argv) {
   (void)mallopt(M_TRIM_THRESHOLD, 32 << 20);
 
   tern_relay *r;
+  errno = 0;
   rc = tern_relay_new(&r, &cfg);
   if (rc) {
-    say(0, "cannot start relay on %s:%u: %s", host, cfg.port, tern_strerror(rc));
+    say(0, "cannot start relay on %s%s%s:%u: %s%s%s", strchr(host, ':') && host[0] != '[' ? "[" : "",
+        host, strchr(host, ':') && host[0] != '[' ? "]" : "", cfg.port, tern_strerror(rc),
+        rc == TERN_EADDR && errno ? ": " : "", rc == TERN_EADDR && errno ? strerror(errno) : "");
     return 1;
   }
   char pub[TERN_KEY_HEX_BYTES];
   tern_key_to_hex(cfg.keypair.public_key, pub);
-  say(2, "listening on %s:%u (UDP); relay public key (hex) %s", host, tern_relay_port(r), pub);
+  int bare_v6 = strchr(host, ':') && host[0] != '[';
+  say(2, "listening on %s%s%s:%u (UDP%s); relay public key (hex) %s", bare_v6 ? "[" : "", host,
+      bare_v6 ? "]" : "", tern_relay_port(r),
+      strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0 ? ", IPv4 and IPv6" : "", pub);
   say(2, "store %s (%s; undelivered messages kept %llu days; %llu KiB disk reserve)", store_path,
       cfg.durable_fsync ? "fsync per group commit" : "no fsync",
       (unsigned long long)(cfg.retention_ms / 86400000ull),

@@ -1,0 +1,431 @@
+/* The dispatcher and its virtual sockets (dispatch.h). */
+#include "io/dispatch.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io/addrtab.h"
+#include "io/clock.h"
+#include "io/enet_platform.h"
+#include "tern/tern.h"
+
+enum {
+  MAX_VSOCKS = 256,         /* virtual sockets in the process */
+  MAX_PER_DISP = 64,        /* virtual sockets (ENet hosts) per dispatcher */
+  QUEUE_CAP = 1024,         /* datagrams waiting for another host */
+  DGRAM_MAX = 4096,         /* ENet's largest datagram (its maximum MTU) */
+  RECV_BATCH = 64,          /* datagrams read per receive call at most */
+  UNBOUND_MAX_MS = 60000,   /* a handle no connection held is freed after */
+  SOCK_BUF = 4 << 20,       /* socket buffers asked for (the kernel caps them) */
+};
+
+typedef struct qitem {
+  uint32_t handle;
+  uint16_t gen;
+  uint16_t len;
+  uint8_t data[];
+} qitem;
+
+typedef struct vsock {
+  tern__disp *d;
+  int id;              /* the ENetSocket value */
+  uint32_t owner;      /* index in d->vs */
+  size_t cap, load;    /* connections allowed, handles held */
+  qitem **q;           /* ring of datagrams routed here by another receive */
+  size_t qhead, qlen;
+} vsock;
+
+struct tern__disp {
+  int fd;
+  int family;
+  uint16_t port;
+  int accept_new;
+  tern__atab *tab;
+  vsock *vs[MAX_PER_DISP];
+  tern__disp_raw_fn raw_fn;
+  void *raw_ctx;
+  tern__disp_stats st;
+  uint8_t buf[DGRAM_MAX];
+};
+
+/* --- the registry of virtual sockets: id = -2 - slot ------------------- */
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(vsock *) reg[MAX_VSOCKS];
+static _Thread_local tern__disp *armed;
+
+static vsock *vs_of(int sock) {
+  int slot = -2 - sock;
+  if (slot < 0 || slot >= MAX_VSOCKS) return NULL;
+  return atomic_load_explicit(&reg[slot], memory_order_acquire);
+}
+
+int tern__vsock_is(int sock) { return vs_of(sock) != NULL; }
+
+tern__disp *tern__vsock_disp(int sock) {
+  vsock *v = vs_of(sock);
+  return v ? v->d : NULL;
+}
+
+void tern__disp_arm(tern__disp *d) { armed = d; }
+void tern__disp_disarm(void) { armed = NULL; }
+
+int tern__vsock_open(void) {
+  tern__disp *d = armed;
+  if (!d) return 0;
+  armed = NULL;
+  uint32_t owner = 0;
+  while (owner < MAX_PER_DISP && d->vs[owner]) owner++;
+  if (owner == MAX_PER_DISP) return -1;
+  vsock *v = calloc(1, sizeof(*v));
+  if (!v) return -1;
+  v->q = calloc(QUEUE_CAP, sizeof(*v->q));
+  if (!v->q) {
+    free(v);
+    return -1;
+  }
+  v->d = d;
+  v->owner = owner;
+  v->cap = 1;
+  pthread_mutex_lock(&reg_mu);
+  int slot = 0;
+  while (slot < MAX_VSOCKS && atomic_load(&reg[slot])) slot++;
+  if (slot == MAX_VSOCKS) {
+    pthread_mutex_unlock(&reg_mu);
+    free(v->q);
+    free(v);
+    return -1;
+  }
+  v->id = -2 - slot;
+  atomic_store_explicit(&reg[slot], v, memory_order_release);
+  pthread_mutex_unlock(&reg_mu);
+  d->vs[owner] = v;
+  return v->id;
+}
+
+void tern__vsock_close(int sock) {
+  vsock *v = vs_of(sock);
+  if (!v) return;
+  pthread_mutex_lock(&reg_mu);
+  atomic_store(&reg[-2 - sock], NULL);
+  pthread_mutex_unlock(&reg_mu);
+  v->d->vs[v->owner] = NULL;
+  while (v->qlen) {
+    free(v->q[v->qhead]);
+    v->qhead = (v->qhead + 1) % QUEUE_CAP;
+    v->qlen--;
+  }
+  free(v->q);
+  free(v);
+}
+
+void tern__disp_set_capacity(int sock, size_t max) {
+  vsock *v = vs_of(sock);
+  if (v) v->cap = max;
+}
+
+uint16_t tern__vsock_port(int sock) {
+  vsock *v = vs_of(sock);
+  return v ? v->d->port : 0;
+}
+
+/* --- the real socket ----------------------------------------------------- */
+
+static int open_socket(int family, const tern__addr *bind_to, int v6only) {
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1, v = SOCK_BUF;
+  if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) != 0)
+    goto fail;
+  /* Larger buffers absorb bursts; the kernel caps them at rmem_max. */
+  (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+  (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+  (void)one;
+  struct sockaddr_storage ss;
+  size_t len = tern__addr_to_sockaddr(bind_to, family, &ss);
+  if (len == 0 || bind(fd, (struct sockaddr *)&ss, (socklen_t)len) != 0) goto fail;
+  return fd;
+fail:;
+  int e = errno;
+  close(fd);
+  errno = e;
+  return -1;
+}
+
+static int is_any6(const tern__addr *a) {
+  static const uint8_t zero[16];
+  return memcmp(a->ip, zero, 16) == 0;
+}
+
+int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) {
+  *out = NULL;
+  tern__disp *d = calloc(1, sizeof(*d));
+  if (!d) return TERN_ENOMEM;
+  int rc = tern__atab_new(&d->tab, (size_t)1 << 20);
+  if (rc) {
+    free(d);
+    return rc;
+  }
+  d->accept_new = accept_new;
+  if (bind_to) {
+    d->family = tern__addr_is_v4(bind_to) ? AF_INET : AF_INET6;
+    d->fd = open_socket(d->family, bind_to, !is_any6(bind_to));
+    if (d->fd < 0 && is_any6(bind_to) && errno == EAFNOSUPPORT) {
+      /* "::" on a system without IPv6: every IPv4 address instead. */
+      tern__addr any4;
+      tern__addr_set_v4(&any4, 0, bind_to->port);
+      d->family = AF_INET;
+      d->fd = open_socket(AF_INET, &any4, 0);
+    }
+  } else {
+    tern__addr any;
+    memset(&any, 0, sizeof(any));
+    d->family = AF_INET6;
+    d->fd = open_socket(AF_INET6, &any, 0);
+    if (d->fd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
+      tern__addr_set_v4(&any, 0, 0);
+      d->family = AF_INET;
+      d->fd = open_socket(AF_INET, &any, 0);
+    }
+  }
+  if (d->fd < 0) {
+    int e = errno;
+    tern__atab_free(d->tab);
+    free(d);
+    errno = e;
+    return bind_to ? TERN_EADDR : TERN_ERESOURCE;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  tern__addr me;
+  if (getsockname(d->fd, (struct sockaddr *)&ss, &sl) == 0 &&
+      tern__addr_from_sockaddr(&me, (struct sockaddr *)&ss, sl) == 0)
+    d->port = me.port;
+  *out = d;
+  return 0;
+}
+
+void tern__disp_free(tern__disp *d) {
+  if (!d) return;
+  close(d->fd);
+  tern__atab_free(d->tab);
+  free(d);
+}
+
+int tern__disp_fd(const tern__disp *d) { return d->fd; }
+uint16_t tern__disp_port(const tern__disp *d) { return d->port; }
+int tern__disp_has_v6(const tern__disp *d) { return d->family == AF_INET6; }
+void tern__disp_stats_get(const tern__disp *d, tern__disp_stats *st) { *st = d->st; }
+
+void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx) {
+  d->raw_fn = fn;
+  d->raw_ctx = ctx;
+}
+
+/* Errors that say this datagram cannot go now, not that the socket broke:
+ * a phone between networks has no route for a moment, a firewall refuses. */
+static int transient(int e) {
+  return e == ENETUNREACH || e == EHOSTUNREACH || e == ECONNREFUSED || e == EADDRNOTAVAIL ||
+         e == EPERM || e == ENETDOWN || e == EHOSTDOWN || e == EMSGSIZE || e == ENOBUFS;
+}
+
+static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *iov, size_t n) {
+  struct sockaddr_storage ss;
+  size_t sl = tern__addr_to_sockaddr(to, d->family, &ss);
+  if (!sl) {
+    errno = EAFNOSUPPORT;
+    return -1;
+  }
+  struct msghdr m = {.msg_name = &ss, .msg_namelen = (socklen_t)sl, .msg_iov = (struct iovec *)iov,
+                     .msg_iovlen = n};
+  ssize_t r;
+  do r = sendmsg(d->fd, &m, MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  if (r >= 0) d->st.tx++;
+  return r;
+}
+
+int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
+  if (d->family == AF_INET && !tern__addr_is_v4(to)) return TERN_EADDR;
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  return send_to(d, to, &iov, 1) == (ssize_t)len ? 0 : TERN_EIO;
+}
+
+/* --- handles ------------------------------------------------------------ */
+
+int tern__disp_handle_new(tern__disp *d, int sock, const tern__addr *a, uint32_t *handle,
+                          uint16_t *gen) {
+  vsock *v = vs_of(sock);
+  if (!v || v->d != d) return TERN_EINVAL;
+  if (d->family == AF_INET && !tern__addr_is_v4(a)) return TERN_EADDR;
+  uint32_t h = tern__atab_find(d->tab, a);
+  if (h) {
+    *handle = h;
+    *gen = tern__atab_entry_at(d->tab, h)->gen;
+  } else {
+    int rc = tern__atab_add(d->tab, a, v->owner, tern__now_ms(), handle, gen);
+    if (rc) return rc;
+    v->load++;
+  }
+  return tern__atab_bind(d->tab, *handle, *gen);
+}
+
+int tern__disp_handle_addr(const tern__disp *d, uint32_t handle, uint16_t gen, tern__addr *out) {
+  const tern__atab_entry *e = tern__atab_get(d->tab, handle, gen);
+  if (!e) return TERN_ENOENT;
+  *out = e->addr;
+  return 0;
+}
+
+int tern__disp_handle_hold(tern__disp *d, uint32_t handle, uint16_t gen) {
+  return tern__atab_bind(d->tab, handle, gen);
+}
+
+void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen) {
+  const tern__atab_entry *e = tern__atab_get(d->tab, handle, gen);
+  if (!e) return;
+  uint32_t owner = e->owner;
+  if (tern__atab_release(d->tab, handle, gen)) {
+    vsock *v = owner < MAX_PER_DISP ? d->vs[owner] : NULL;
+    if (v && v->load) v->load--;
+  }
+}
+
+void tern__disp_sweep(tern__disp *d, uint64_t now_ms) {
+  /* Loads are recounted after a sweep: cheaper than a callback per entry,
+   * and a sweep is rare (a CONNECT that ENet dropped). */
+  if (tern__atab_sweep(d->tab, now_ms, UNBOUND_MAX_MS) == 0) return;
+  for (size_t i = 0; i < MAX_PER_DISP; i++)
+    if (d->vs[i]) d->vs[i]->load = 0;
+  for (uint32_t h = 1; h <= tern__atab_span(d->tab); h++) {
+    const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
+    if (e && e->owner < MAX_PER_DISP && d->vs[e->owner]) d->vs[e->owner]->load++;
+  }
+}
+
+/* The virtual socket with the most room for a new connection, or NULL. */
+static vsock *roomiest(tern__disp *d) {
+  vsock *best = NULL;
+  for (size_t i = 0; i < MAX_PER_DISP; i++) {
+    vsock *v = d->vs[i];
+    if (v && v->load < v->cap && (!best || v->cap - v->load > best->cap - best->load)) best = v;
+  }
+  return best;
+}
+
+/* --- receiving ---------------------------------------------------------- */
+
+static int pop(vsock *v, uint32_t *handle, uint16_t *gen, void *buf, size_t cap) {
+  qitem *it = v->q[v->qhead];
+  v->q[v->qhead] = NULL;
+  v->qhead = (v->qhead + 1) % QUEUE_CAP;
+  v->qlen--;
+  size_t n = it->len < cap ? it->len : cap;
+  memcpy(buf, it->data, n);
+  *handle = it->handle;
+  *gen = it->gen;
+  free(it);
+  return (int)n;
+}
+
+static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const uint8_t *data,
+                 size_t len) {
+  if (v->qlen == QUEUE_CAP) {
+    d->st.rx_queue_full++;
+    return;
+  }
+  qitem *it = malloc(sizeof(*it) + len);
+  if (!it) {
+    d->st.rx_queue_full++;
+    return;
+  }
+  it->handle = handle;
+  it->gen = gen;
+  it->len = (uint16_t)len;
+  memcpy(it->data, data, len);
+  v->q[(v->qhead + v->qlen) % QUEUE_CAP] = it;
+  v->qlen++;
+}
+
+int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_t cap) {
+  vsock *v = vs_of(sock);
+  if (!v) return -1;
+  if (v->qlen) return pop(v, handle, gen, buf, cap);
+  tern__disp *d = v->d;
+  for (int i = 0; i < RECV_BATCH; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    ssize_t n = recvfrom(d->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      if (errno == EINTR || transient(errno)) continue; /* an ICMP error for an old send */
+      return -1;
+    }
+    tern__addr from;
+    if (tern__addr_from_sockaddr(&from, (struct sockaddr *)&ss, sl) != 0) continue;
+    d->st.rx++;
+    if (d->raw_fn && d->raw_fn(d->raw_ctx, &from, d->buf, (size_t)n) == 1) continue;
+    uint32_t h = tern__atab_find(d->tab, &from);
+    vsock *to = NULL;
+    uint16_t g = 0;
+    if (h) {
+      const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
+      to = e->owner < MAX_PER_DISP ? d->vs[e->owner] : NULL;
+      g = e->gen;
+    } else if (d->accept_new && tern__enet_is_connect(d->buf, (size_t)n)) {
+      to = roomiest(d);
+      if (!to || tern__atab_add(d->tab, &from, to->owner, tern__now_ms(), &h, &g) != 0) {
+        d->st.new_refused++;
+        continue;
+      }
+      to->load++;
+    } else {
+      d->st.rx_unknown++;
+      continue;
+    }
+    if (!to) continue;
+    if (to == v) {
+      size_t k = (size_t)n < cap ? (size_t)n : cap;
+      memcpy(buf, d->buf, k);
+      *handle = h;
+      *gen = g;
+      return (int)k;
+    }
+    push(d, to, h, g, d->buf, (size_t)n);
+  }
+  return 0;
+}
+
+int tern__vsock_wait(int sock, uint32_t timeout_ms) {
+  vsock *v = vs_of(sock);
+  if (!v) return -1;
+  if (v->qlen) return 1;
+  struct pollfd p = {.fd = v->d->fd, .events = POLLIN};
+  int r = poll(&p, 1, timeout_ms > 0x7fffffff ? -1 : (int)timeout_ms);
+  if (r < 0) return errno == EINTR ? -2 : -1;
+  return r > 0;
+}
+
+int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec *iov, size_t n) {
+  vsock *v = vs_of(sock);
+  if (!v) return -1;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
+  const tern__atab_entry *e = tern__atab_get(v->d->tab, handle, gen);
+  if (!e) return (int)total; /* the handle is gone: the datagram is lost */
+  ssize_t r = send_to(v->d, &e->addr, iov, n);
+  if (r >= 0) return (int)r;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+  if (transient(errno) || errno == EAFNOSUPPORT) {
+    v->d->st.tx_unreachable++;
+    return (int)total;
+  }
+  return -1;
+}

@@ -1,0 +1,111 @@
+/*
+ * The dispatcher: the real UDP socket under one or more ENet hosts
+ * (docs/socket-layer.md). Each ENet host created while a dispatcher is
+ * armed on the thread gets a *virtual* socket: an ENetSocket value below -1
+ * that enet_platform.c recognises, whose datagrams come from and go to the
+ * dispatcher's real socket, with real addresses translated to handles of
+ * the address table (addrtab.h) and back.
+ *
+ * A datagram from the real socket is, in order: offered to the raw handler
+ * (probes, path datagrams), given to the virtual socket that owns its
+ * source's handle, or, from an unknown source, given a new handle if it is
+ * an ENet CONNECT and the dispatcher accepts new sources (a relay); anything
+ * else is dropped and counted.
+ *
+ * Threads: a dispatcher and its virtual sockets are used by one thread at a
+ * time (its link's owner, ENet's rule). Different dispatchers may be used by
+ * different threads at once: the registry of virtual sockets is the only
+ * shared state, and it is locked.
+ */
+#ifndef TERN_DISPATCH_H
+#define TERN_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "io/addr.h"
+
+typedef struct tern__disp tern__disp;
+
+/* Sees every datagram the real socket receives before it is routed; returns
+ * 1 to take it (no ENet host sees it) or 0 to leave it. May call
+ * tern__disp_send_raw(). */
+typedef int (*tern__disp_raw_fn)(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
+
+typedef struct tern__disp_stats {
+  uint64_t rx, tx;             /* datagrams */
+  uint64_t rx_unknown;         /* dropped: unknown source, not a CONNECT */
+  uint64_t rx_queue_full;      /* dropped: another host's queue was full */
+  uint64_t new_refused;        /* CONNECTs dropped: no host had room */
+  uint64_t tx_unreachable;     /* sends the network refused (no route, filtered) */
+} tern__disp_stats;
+
+/* Opens the real socket. `bind` NULL: a client's ephemeral socket, dual-stack
+ * (AF_INET6 with IPV6_V6ONLY off) where the system allows, else IPv4. Else a
+ * relay's: an IPv6 any address ("::") binds dual-stack, another IPv6
+ * address IPv6 alone, an IPv4 address IPv4 alone; `accept_new` lets unknown
+ * sources connect. Returns 0, TERN_EADDR (bind failed; errno kept),
+ * TERN_ERESOURCE, TERN_ENOMEM. */
+int tern__disp_new(tern__disp **out, const tern__addr *bind, int accept_new);
+/* Closes the real socket. Its virtual sockets must be closed already
+ * (enet_host_destroy closes them). */
+void tern__disp_free(tern__disp *d);
+
+int tern__disp_fd(const tern__disp *d);
+uint16_t tern__disp_port(const tern__disp *d);
+/* 1 if the socket can reach IPv6 addresses. */
+int tern__disp_has_v6(const tern__disp *d);
+void tern__disp_stats_get(const tern__disp *d, tern__disp_stats *st);
+
+void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx);
+/* Sends a datagram outside ENet. Returns 0, TERN_EADDR (the socket cannot
+ * reach that family), TERN_EIO. */
+int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len);
+
+/* The next enet_socket_create() on this thread makes a virtual socket of d
+ * (then disarms). tern__disp_disarm() cancels. */
+void tern__disp_arm(tern__disp *d);
+void tern__disp_disarm(void);
+
+/* A handle for datagrams to and from `a`, owned by virtual socket `vsock`,
+ * held once for the caller (a client's connect; the address's existing
+ * handle if it has one). Returns 0, TERN_EADDR (this socket cannot reach
+ * the family), TERN_ERESOURCE, TERN_ENOMEM. */
+int tern__disp_handle_new(tern__disp *d, int vsock, const tern__addr *a, uint32_t *handle,
+                          uint16_t *gen);
+/* The real address behind a handle; TERN_ENOENT if it is gone. */
+int tern__disp_handle_addr(const tern__disp *d, uint32_t handle, uint16_t gen, tern__addr *out);
+/* A connection holds the handle (the relay's CONNECT event): 0 or TERN_ENOENT. */
+int tern__disp_handle_hold(tern__disp *d, uint32_t handle, uint16_t gen);
+/* A connection that held the handle ended. */
+void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen);
+/* Frees handles no connection held within 60 s (CONNECTs ENet did not
+ * take, or whose handshake never finished). */
+void tern__disp_sweep(tern__disp *d, uint64_t now_ms);
+
+/* How many connections virtual socket `vsock` may hold (its host's peer
+ * count): new sources go to the socket with the most room. */
+void tern__disp_set_capacity(int vsock, size_t max);
+
+/* --- for enet_platform.c ------------------------------------------------ */
+
+/* A virtual socket for the armed dispatcher, or 0 if none is armed. */
+int tern__vsock_open(void);
+int tern__vsock_is(int sock);
+tern__disp *tern__vsock_disp(int sock);
+/* Sends the gathered buffers to the handle. Returns the bytes sent (also
+ * when the datagram was dropped because the handle is gone or the network
+ * refused it: UDP loses datagrams, ENet resends), 0 if the socket would
+ * block, -1 on a socket failure. */
+int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec *iov, size_t n);
+/* The next datagram for this virtual socket into buf: its length (and
+ * *handle, *gen), 0 if none is waiting, -1 on a socket failure. */
+int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_t cap);
+/* Waits up to timeout_ms for a datagram that may be this socket's. Returns
+ * 1 (something to receive), 0 (timeout), -2 (interrupted), -1 (failure). */
+int tern__vsock_wait(int sock, uint32_t timeout_ms);
+uint16_t tern__vsock_port(int sock);
+void tern__vsock_close(int sock);
+
+#endif

@@ -1,0 +1,307 @@
+/*
+ * tern's socket layer under ENet (docs/socket-layer.md): the address type,
+ * the address table, and real relays and clients over IPv4 and IPv6 on
+ * loopback through one dual-stack port.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io/addr.h"
+#include "io/addrtab.h"
+#include "io/enet_platform.h"
+#include "loop.h"
+#include "tern/tern.h"
+
+TestSuite(sockets, .timeout = 120);
+
+/* ------------------------------------------------------------ addresses */
+
+static void split_ok(const char *text, uint16_t dflt, const char *host, uint16_t port) {
+  char h[64];
+  uint16_t p = 0;
+  int rc = tern__addr_split(text, dflt, h, sizeof h, &p);
+  cr_assert_eq(rc, 0, "'%s': %s", text, tern_errname(rc));
+  cr_assert_str_eq(h, host, "'%s'", text);
+  cr_assert_eq(p, port, "'%s'", text);
+}
+
+static void split_bad(const char *text, uint16_t dflt) {
+  char h[64];
+  uint16_t p;
+  cr_assert_neq(tern__addr_split(text, dflt, h, sizeof h, &p), 0, "'%s' was accepted", text);
+}
+
+Test(sockets, host_port_text_in_every_form) {
+  split_ok("relay.example:7400", 0, "relay.example", 7400);
+  split_ok("127.0.0.1:1", 0, "127.0.0.1", 1);
+  split_ok("[::1]:7400", 0, "::1", 7400);
+  split_ok("[64:ff9b::c000:201]:443", 0, "64:ff9b::c000:201", 443);
+  split_ok("::1", 7400, "::1", 7400);
+  split_ok("[::1]", 7400, "::1", 7400);
+  split_ok("relay", 7400, "relay", 7400);
+  split_bad("::1", 0);           /* no port and none by default */
+  split_bad("[::1]:", 0);
+  split_bad("[::1]7400", 0);
+  split_bad("[::1:7400", 0);
+  split_bad("relay:0", 0);
+  split_bad("relay:65536", 0);
+  split_bad("relay:74a", 0);
+  split_bad(":7400", 0);
+  split_bad("[]:7400", 0);
+}
+
+Test(sockets, addresses_compare_format_and_convert) {
+  tern__addr a, b;
+  cr_assert_eq(tern__addr_parse_ip(&a, "192.0.2.7", 9), 0);
+  cr_assert(tern__addr_is_v4(&a));
+  cr_assert_eq(tern__addr_v4(&a), 0xC0000207u);
+  char t[TERN__ADDR_TEXT];
+  tern__addr_format(&a, t, sizeof t);
+  cr_assert_str_eq(t, "192.0.2.7:9");
+  /* IPv4 and its IPv4-mapped IPv6 form are one address. */
+  cr_assert_eq(tern__addr_parse_ip(&b, "::ffff:192.0.2.7", 9), 0);
+  cr_assert(tern__addr_equal(&a, &b));
+  cr_assert_eq(tern__addr_hash(&a), tern__addr_hash(&b));
+  b.port = 10;
+  cr_assert_not(tern__addr_equal(&a, &b));
+  cr_assert_eq(tern__addr_parse_ip(&b, "[2001:db8::1]", 443), 0);
+  cr_assert_not(tern__addr_is_v4(&b));
+  tern__addr_format(&b, t, sizeof t);
+  cr_assert_str_eq(t, "[2001:db8::1]:443");
+  cr_assert_neq(tern__addr_parse_ip(&b, "relay.example", 1), 0, "a name is not a literal");
+  cr_assert_neq(tern__addr_parse_ip(&b, "256.1.1.1", 1), 0);
+  /* Into socket addresses: IPv4 either way, IPv6 only as AF_INET6. */
+  struct sockaddr_storage ss;
+  cr_assert_eq(tern__addr_to_sockaddr(&a, AF_INET, &ss), sizeof(struct sockaddr_in));
+  cr_assert_eq(((struct sockaddr_in *)&ss)->sin_port, htons(9));
+  cr_assert_eq(tern__addr_to_sockaddr(&a, AF_INET6, &ss), sizeof(struct sockaddr_in6));
+  tern__addr back;
+  cr_assert_eq(tern__addr_from_sockaddr(&back, (struct sockaddr *)&ss, sizeof ss), 0);
+  cr_assert(tern__addr_equal(&back, &a), "v4-mapped round trip");
+  cr_assert_eq(tern__addr_to_sockaddr(&b, AF_INET, &ss), 0, "IPv6 cannot be AF_INET");
+}
+
+/* ----------------------------------------------------- the address table */
+
+static tern__addr addr_n(unsigned n) {
+  tern__addr a;
+  tern__addr_set_v4(&a, 0x0A000000u + n, (uint16_t)(1000 + n % 50000));
+  return a;
+}
+
+Test(sockets, address_table_maps_handles_both_ways_and_reuses_slots_with_a_new_generation) {
+  tern__atab *t;
+  cr_assert_eq(tern__atab_new(&t, 3000), 0);
+  uint32_t h[3000];
+  uint16_t g[3000];
+  for (unsigned i = 0; i < 3000; i++) {
+    tern__addr a = addr_n(i);
+    cr_assert_eq(tern__atab_add(t, &a, i % 4, 1000, &h[i], &g[i]), 0);
+    cr_assert_neq(h[i], 0u);
+    cr_assert_neq(h[i], 0xFFFFFFFFu, "ENet's broadcast address is never a handle");
+  }
+  tern__addr extra = addr_n(5000);
+  uint32_t hx;
+  uint16_t gx;
+  cr_assert_eq(tern__atab_add(t, &extra, 0, 1000, &hx, &gx), TERN_ERESOURCE, "the table is bounded");
+  tern__addr dup = addr_n(7);
+  cr_assert_eq(tern__atab_add(t, &dup, 0, 1000, &hx, &gx), TERN_EEXIST);
+  for (unsigned i = 0; i < 3000; i++) {
+    tern__addr a = addr_n(i);
+    cr_assert_eq(tern__atab_find(t, &a), h[i], "find %u", i);
+    const tern__atab_entry *e = tern__atab_get(t, h[i], g[i]);
+    cr_assert_not_null(e);
+    cr_assert(tern__addr_equal(&e->addr, &a));
+    cr_assert_eq(e->owner, i % 4);
+  }
+  /* Two connections share handle 0's address; it lives until both end. */
+  cr_assert_eq(tern__atab_bind(t, h[0], g[0]), 0);
+  cr_assert_eq(tern__atab_bind(t, h[0], g[0]), 0);
+  cr_assert_eq(tern__atab_release(t, h[0], g[0]), 0);
+  cr_assert_not_null(tern__atab_get(t, h[0], g[0]));
+  cr_assert_eq(tern__atab_release(t, h[0], g[0]), 1);
+  cr_assert_null(tern__atab_get(t, h[0], g[0]));
+  tern__addr a0 = addr_n(0);
+  cr_assert_eq(tern__atab_find(t, &a0), 0u);
+  /* The slot comes back under a new generation: the old handle stays dead. */
+  tern__addr a9 = addr_n(9000);
+  cr_assert_eq(tern__atab_add(t, &a9, 1, 2000, &hx, &gx), 0);
+  cr_assert_eq(hx, h[0]);
+  cr_assert_neq(gx, g[0]);
+  cr_assert_null(tern__atab_get(t, h[0], g[0]), "a stale generation reached the new owner");
+  /* Unbound entries older than the limit are swept; bound ones stay. */
+  cr_assert_eq(tern__atab_bind(t, h[1], g[1]), 0);
+  cr_assert_eq(tern__atab_sweep(t, 1000 + 59999, 60000), 0u, "swept too early");
+  cr_assert_eq(tern__atab_sweep(t, 1000 + 60000, 60000), 2998u);
+  cr_assert_not_null(tern__atab_get(t, h[1], g[1]));
+  cr_assert_not_null(tern__atab_get(t, hx, gx), "created at 2000: not yet old");
+  cr_assert_eq(tern__atab_count(t), 2u);
+  tern__atab_free(t);
+}
+
+Test(sockets, enet_connect_datagrams_are_recognised) {
+  /* peer id 0xFFF with the sent-time flag, then a CONNECT command (2)
+   * with its body (ENet 1.3.17's layout, as on the wire). */
+  uint8_t c[4 + 48] = {0x8F, 0xFF, 0x12, 0x34, 0x82, 0xFF, 0x00, 0x01};
+  cr_assert(tern__enet_is_connect(c, sizeof c));
+  uint8_t other[sizeof c];
+  memcpy(other, c, sizeof c);
+  other[4] = 0x86; /* SEND_RELIABLE */
+  cr_assert_not(tern__enet_is_connect(other, sizeof other));
+  memcpy(other, c, sizeof c);
+  other[1] = 0x05; /* to peer 5: a datagram of a live connection */
+  cr_assert_not(tern__enet_is_connect(other, sizeof other));
+  cr_assert_not(tern__enet_is_connect(c, 12), "truncated");
+  uint8_t probe[] = {0xFF, 0xFF, 0x74, 0x6B};
+  cr_assert_not(tern__enet_is_connect(probe, sizeof probe));
+}
+
+/* ------------------------------------------------- relays and clients */
+
+static int have_ipv6_loopback(void) {
+  int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+  if (fd < 0) return 0;
+  struct sockaddr_in6 s = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  int ok = bind(fd, (struct sockaddr *)&s, sizeof s) == 0;
+  close(fd);
+  return ok;
+}
+
+#define SKIP_WITHOUT_IPV6()                                                              \
+  do {                                                                                   \
+    if (!have_ipv6_loopback()) {                                                         \
+      cr_log_warn("SKIPPED: this machine has no IPv6 loopback (::1)");                   \
+      if (getenv("CI")) cr_assert_fail("IPv6 loopback is required in CI");                   \
+      cr_skip_test("no IPv6 loopback");                                                  \
+    }                                                                                    \
+  } while (0)
+
+typedef struct logbook {
+  pthread_mutex_t mu;
+  char text[16384];
+  size_t len;
+} logbook;
+
+static void log_line(void *ctx, int level, const char *line) {
+  (void)level;
+  logbook *b = ctx;
+  pthread_mutex_lock(&b->mu);
+  size_t n = strlen(line);
+  if (b->len + n + 2 < sizeof b->text) {
+    memcpy(b->text + b->len, line, n);
+    b->len += n;
+    b->text[b->len++] = '\n';
+    b->text[b->len] = 0;
+  }
+  pthread_mutex_unlock(&b->mu);
+}
+
+static logbook book = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void start_relay(loop *l, const char *bind_host) {
+  tern_relay_config rc;
+  loop_relay_config(l, &rc);
+  rc.bind_host = bind_host;
+  rc.log = log_line;
+  rc.log_ctx = &book;
+  loop_start_relay(l, &rc);
+}
+
+static size_t add_client(loop *l, const char *user, const char *host) {
+  tern_client_config cfg;
+  loop_client_config(l, &cfg, user);
+  cfg.relay_host = host;
+  return loop_add_client(l, &cfg);
+}
+
+static void say(loop *l, size_t from, const char *to, const char *text) {
+  uint64_t cmid;
+  int rc = tern_client_send(l->clients[from], to, text, strlen(text), &cmid);
+  cr_assert_eq(rc, 0, "send: %s", tern_strerror(rc));
+}
+
+static void hear(loop *l, size_t at, const char *from, const char *text) {
+  loop_event ev;
+  cr_assert(loop_wait(l, at, TERN_EV_MESSAGE, 5000, &ev), "'%s' did not arrive", text);
+  cr_assert_str_eq(ev.user, from);
+  cr_assert_eq(ev.body_len, strlen(text));
+  cr_assert_arr_eq(ev.body, text, ev.body_len);
+}
+
+Test(sockets, one_dual_stack_port_serves_ipv4_and_ipv6_clients) {
+  SKIP_WITHOUT_IPV6();
+  loop l;
+  start_relay(&l, "::");
+  size_t a = add_client(&l, "alice", "127.0.0.1");
+  size_t b = add_client(&l, "bob", "[::1]");
+  size_t c = add_client(&l, "carol", "::1");
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev), "IPv4 client did not connect");
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev), "IPv6 client ([::1]) did not connect");
+  cr_assert(loop_wait(&l, c, TERN_EV_CONNECTED, 5000, &ev), "IPv6 client (::1) did not connect");
+  say(&l, a, "bob", "over v4 to v6");
+  hear(&l, b, "alice", "over v4 to v6");
+  say(&l, b, "alice", "over v6 to v4");
+  hear(&l, a, "bob", "over v6 to v4");
+  say(&l, c, "bob", "v6 to v6");
+  hear(&l, b, "carol", "v6 to v6");
+  /* The relay saw one IPv4 and two IPv6 sources on its one port. */
+  pthread_mutex_lock(&book.mu);
+  cr_assert(strstr(book.text, "peer 127.0.0.1:"), "no IPv4 peer in the relay's log:\n%s", book.text);
+  cr_assert(strstr(book.text, "peer [::1]:"), "no IPv6 peer in the relay's log:\n%s", book.text);
+  pthread_mutex_unlock(&book.mu);
+  loop_stop(&l);
+}
+
+Test(sockets, an_ipv4_only_relay_refuses_to_bind_an_ipv6_name_and_ipv6_relays_bind_alone) {
+  SKIP_WITHOUT_IPV6();
+  loop l;
+  start_relay(&l, "::1"); /* IPv6 only: an IPv4 client cannot reach it */
+  size_t b = add_client(&l, "bob", "::1");
+  loop_event ev;
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  cfg.relay_host = "127.0.0.1";
+  cfg.handshake_timeout_ms = 500;
+  size_t a = loop_add_client(&l, &cfg);
+  cr_assert_not(loop_wait(&l, a, TERN_EV_CONNECTED, 1500, &ev), "IPv4 reached an IPv6-only bind");
+  loop_stop(&l);
+}
+
+Test(sockets, keepalive_probes_are_answered_over_ipv6) {
+  SKIP_WITHOUT_IPV6();
+  loop l;
+  start_relay(&l, "::");
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "phone");
+  cfg.relay_host = "::1";
+  cfg.keepalive_floor_ms = 1000;
+  cfg.keepalive_min_ms = 1000;
+  cfg.keepalive_ceiling_ms = 3000;
+  cfg.network = "v6";
+  size_t a = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  tern_keepalive_info ki;
+  int learned = 0;
+  for (int i = 0; i < 400 && !learned; i++) {
+    (void)loop_wait(&l, a, TERN_EV_NONE, 50, &ev);
+    tern_client_keepalive(l.clients[a], &ki);
+    learned = ki.state == TERN_KA_LEARNED;
+  }
+  cr_assert(learned, "keepalive state %d after 20 s over IPv6", ki.state);
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_geq(rs.probe_requests, 3);
+  cr_assert_geq(rs.probe_replies, 3);
+  cr_assert_eq(rs.probe_rejected, 0);
+  loop_stop(&l);
+}
