@@ -518,7 +518,7 @@ Test(relay, public_config_defaults_are_the_documented_ones) {
   tern_relay_config r;
   memset(&r, 0xab, sizeof r);
   tern_relay_config_default(&r);
-  cr_assert_str_eq(r.bind_host, "0.0.0.0");
+  cr_assert_str_eq(r.bind_host, "::");
   cr_assert_eq(r.port, 7400);
   cr_assert_eq(r.handshake_timeout_ms, 5000);
   cr_assert_eq(r.max_peers, 4095);

@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <enet/enet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "io/addr.h"
 #include "io/addrtab.h"
 #include "io/enet_platform.h"
+#include "wire/full.h"
 #include "loop.h"
 #include "tern/tern.h"
 
@@ -303,5 +305,125 @@ Test(sockets, keepalive_probes_are_answered_over_ipv6) {
   cr_assert_geq(rs.probe_requests, 3);
   cr_assert_geq(rs.probe_replies, 3);
   cr_assert_eq(rs.probe_rejected, 0);
+  loop_stop(&l);
+}
+
+/* ------------------------------------------------------- a full relay */
+
+static size_t count_lines(const char *text, const char *what) {
+  size_t n = 0;
+  for (const char *p = text; (p = strstr(p, what)); p += strlen(what)) n++;
+  return n;
+}
+
+Test(sockets, a_full_relay_answers_full_and_the_client_backs_off_then_gets_in, .timeout = 60) {
+  pthread_mutex_lock(&book.mu);
+  book.len = 0;
+  book.text[0] = 0;
+  pthread_mutex_unlock(&book.mu);
+  loop l;
+  tern_relay_config rc;
+  loop_relay_config(&l, &rc);
+  rc.max_peers = 1;
+  rc.log = log_line;
+  rc.log_ctx = &book;
+  loop_start_relay(&l, &rc);
+  size_t a = add_client(&l, "alice", "127.0.0.1");
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+
+  /* A second client is told at once, not left to time out. */
+  size_t b = add_client(&l, "bob", "127.0.0.1");
+  cr_assert(loop_wait(&l, b, TERN_EV_DISCONNECTED, 2000, &ev), "no answer from a full relay");
+  cr_assert_eq(ev.error, TERN_EFULL, "got %s", tern_errname(ev.error));
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_geq(rs.connects_refused_full, 1);
+
+  /* A burst of CONNECTs from one socket: each draws one FULL of fewer
+   * bytes, and the relay logs the refusals at most once a second. */
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  cr_assert_geq(fd, 0);
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(tern_relay_port(l.relay)),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  uint8_t connect[52] = {0x8F, 0xFF, 0x00, 0x01, 0x82, 0xFF, 0x00, 0x01};
+  struct timeval tv = {.tv_sec = 0, .tv_usec = 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t sent = 0, got = 0, fulls = 0;
+  for (int i = 0; i < 200; i++) {
+    cr_assert_eq(sendto(fd, connect, sizeof connect, 0, (struct sockaddr *)&to, sizeof to),
+                 (ssize_t)sizeof connect);
+    sent += sizeof connect;
+    loop_pump(&l);
+    uint8_t in[64];
+    ssize_t n;
+    while ((n = recv(fd, in, sizeof in, MSG_DONTWAIT)) > 0) {
+      got += (size_t)n;
+      uint32_t retry;
+      if (tern__full_parse(in, (size_t)n, &retry)) {
+        fulls++;
+        cr_assert_geq(retry, 5000);
+        cr_assert_leq(retry, 10000);
+      }
+    }
+    usleep(5000);
+  }
+  close(fd);
+  cr_assert_geq(fulls, 150, "%zu of 200 CONNECTs answered", fulls);
+  cr_assert_leq(got, sent / 5, "FULL amplified: %zu bytes back for %zu", got, sent);
+  pthread_mutex_lock(&book.mu);
+  size_t lines = count_lines(book.text, "relay full: refused");
+  pthread_mutex_unlock(&book.mu);
+  cr_assert_geq(lines, 1, "refusals were not logged");
+  cr_assert_leq(lines, 4, "%zu log lines for about 1.5 s of refusals", lines);
+
+  /* alice leaves; bob comes back by himself after the hint and gets in. */
+  tern_client_disconnect(l.clients[a]);
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 20000, &ev), "bob never got in after the slot freed");
+  loop_stop(&l);
+}
+
+/* ------------------------------- ENet of the app's own, beside tern's */
+
+/* libtern supplies ENet's platform functions for the whole process: an
+ * app that uses ENet directly (real IPv4 sockets, its own addresses) must
+ * see them behave as ENet's own, next to a tern relay in the same process. */
+Test(sockets, an_apps_own_enet_hosts_keep_working_beside_tern) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0); /* tern's virtual sockets in the same process */
+  ENetAddress sa = {.host = ENET_HOST_ANY, .port = 0};
+  cr_assert_eq(enet_address_set_host_ip(&sa, "127.0.0.1"), 0);
+  ENetHost *server = enet_host_create(&sa, 4, 1, 0, 0);
+  cr_assert_not_null(server, "a plain ENet host could not bind");
+  cr_assert_gt(server->socket, -1, "a plain ENet host got a virtual socket");
+  cr_assert_neq(server->address.port, 0, "enet_socket_get_address did not report the port");
+  ENetHost *client = enet_host_create(NULL, 1, 1, 0, 0);
+  cr_assert_not_null(client);
+  ENetAddress to = server->address;
+  cr_assert_eq(enet_address_set_host(&to, "localhost"), 0);
+  char name[64];
+  cr_assert_eq(enet_address_get_host_ip(&to, name, sizeof name), 0);
+  cr_assert_str_eq(name, "127.0.0.1");
+  ENetPeer *p = enet_host_connect(client, &to, 1, 0);
+  cr_assert_not_null(p);
+  int connected = 0, received = 0;
+  for (int i = 0; i < 300 && !received; i++) {
+    ENetEvent e;
+    while (enet_host_service(client, &e, 0) > 0)
+      if (e.type == ENET_EVENT_TYPE_CONNECT) {
+        connected = 1;
+        enet_peer_send(p, 0, enet_packet_create("ping", 4, ENET_PACKET_FLAG_RELIABLE));
+      }
+    while (enet_host_service(server, &e, 5) > 0)
+      if (e.type == ENET_EVENT_TYPE_RECEIVE) {
+        received = e.packet->dataLength == 4 && memcmp(e.packet->data, "ping", 4) == 0;
+        enet_packet_destroy(e.packet);
+      }
+    loop_pump(&l);
+  }
+  cr_assert(connected, "the app's ENet client never connected");
+  cr_assert(received, "the app's ENet packet never arrived");
+  enet_host_destroy(client);
+  enet_host_destroy(server);
   loop_stop(&l);
 }

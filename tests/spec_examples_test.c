@@ -19,6 +19,7 @@
 
 #include "client/ccore.h"
 #include "wire/frame.h"
+#include "wire/full.h"
 #include "io/link.h"
 #include "wire/probe.h"
 #include "relay/probesvc.h"
@@ -62,6 +63,7 @@ static specex HS_C2;
 static specex HS_FIRST_DATA;
 static specex DATA_HEADER_STREAM3;
 static specex PROBE_KEY_FRAME;
+static specex FULL_DGRAM;
 
 static const struct {
   const char *name;
@@ -98,6 +100,7 @@ static const struct {
     {"hs-first-data", &HS_FIRST_DATA},
     {"data-header-stream3", &DATA_HEADER_STREAM3},
     {"probe-key-frame", &PROBE_KEY_FRAME},
+    {"full-datagram", &FULL_DGRAM},
 };
 
 static void setup(void) {
@@ -236,11 +239,11 @@ Test(spec, error_code_table) {
     "TERN_ETOOBIG",  "TERN_EIO",       "TERN_ETIMEDOUT", "TERN_ECLOSED",     "TERN_EAGAIN",
     "TERN_EEXIST",   "TERN_ENOENT",    "TERN_EKEYFILE",  "TERN_EOFFLINE",    "TERN_EVERSION",
     "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
-    "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",
+    "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",     "TERN_EFULL",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-29), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-30), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */
@@ -863,6 +866,25 @@ Test(spec, handshake_failures) {
   cr_assert_eq(tern__session_relay_hello(&rs, &rk, re, HS_HELLO.b, HS_HELLO.n, pl, sizeof pl,
                                          &pln),
                0);
+}
+
+/* spec/wire.md §10: the FULL datagram, byte for byte; what is not one. */
+Test(spec, full_datagram_example) {
+  uint8_t out[TERN__FULL_BYTES];
+  tern__full_write(out, 5000);
+  assert_bytes(out, sizeof out, FULL_DGRAM.b, FULL_DGRAM.n, "FULL");
+  uint32_t retry = 0;
+  cr_assert_eq(tern__full_parse(FULL_DGRAM.b, FULL_DGRAM.n, &retry), 1);
+  cr_assert_eq(retry, 5000);
+  cr_assert_lt(FULL_DGRAM.n, 52, "a FULL must be smaller than the ENet CONNECT that draws it");
+  uint8_t bad[TERN__FULL_BYTES];
+  memcpy(bad, FULL_DGRAM.b, sizeof bad);
+  bad[4] = 2;
+  cr_assert_eq(tern__full_parse(bad, sizeof bad, &retry), 0, "an unknown version was read");
+  cr_assert_eq(tern__full_parse(FULL_DGRAM.b, FULL_DGRAM.n - 1, &retry), 0, "a short FULL was read");
+  tern__full_write(out, 0xFFFFFFFFu);
+  cr_assert_eq(tern__full_parse(out, sizeof out, &retry), 1);
+  cr_assert_eq(retry, TERN__FULL_RETRY_MAX_MS, "a huge retry hint is capped");
 }
 
 /* ------------------------------------------------- the spec as the source */

@@ -88,6 +88,7 @@ enum {
   TERN_EEXPIRED = -26,    /* the message was not delivered within the retention */
   TERN_EDENIED = -27,     /* the relay does not allow this sender to message that user */
   TERN_EBADNET = -28,     /* the network forgets idle UDP mappings faster than keepalive_min_ms */
+  TERN_EFULL = -29,       /* the relay has no free connection slot; the client retries later */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -259,8 +260,11 @@ typedef enum tern_event_type {
   /* The session is gone; `error` says why (TERN_ECLOSED after
    * tern_client_disconnect(), TERN_ETIMEDOUT, TERN_ERELAYKEY,
    * TERN_EUNKNOWNKEY, TERN_EHANDSHAKE, TERN_EVERSION, TERN_ENONCE,
-   * TERN_ESHUTDOWN, TERN_EPROTO). Unless the app called
-   * tern_client_disconnect(), the client reconnects by itself. */
+   * TERN_ESHUTDOWN, TERN_EPROTO, TERN_EFULL: the relay had no free slot
+   * and asked the client to come back later, which it does after the
+   * relay's hint or its backoff, whichever is longer, plus a random part
+   * of it). Unless the app called tern_client_disconnect(), the client
+   * reconnects by itself. */
   TERN_EV_DISCONNECTED = 2,
   /* A message arrived: `user` is the sender, `seq` its place in our inbox,
    * `server_time_ms` when the relay accepted it, `body`/`body_len` its
@@ -595,6 +599,7 @@ typedef struct tern_relay_stats {
   uint64_t probe_replies;       /* REPLYs sent after the silence asked for */
   uint64_t probe_rejected;      /* probe datagrams malformed, unknown or forged */
   uint64_t probe_limited;       /* REQUESTs refused by the rate limits */
+  uint64_t connects_refused_full; /* new connections refused with FULL: no free slot */
 } tern_relay_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *st,
                                                               size_t st_size);

@@ -37,6 +37,7 @@ static const err_entry errors[] = {
   {TERN_EEXPIRED, "TERN_EEXPIRED", "the message was not delivered within the retention period"},
   {TERN_EDENIED, "TERN_EDENIED", "the relay does not allow this sender to message that user"},
   {TERN_EBADNET, "TERN_EBADNET", "the network forgets idle UDP mappings too fast for a sparing keepalive"},
+  {TERN_EFULL, "TERN_EFULL", "the relay is full; it asked to be tried again later"},
 };
 
 static const err_entry *find(int err) {

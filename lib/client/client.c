@@ -123,6 +123,7 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   if (cc.resend_ms > cc.dead_link_ms / 2) cc.resend_ms = cc.dead_link_ms / 2;
   if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
   if ((rc = tern__link_new(&c->link, NULL, 0, 1)) != 0) goto fail;
+  tern__link_set_raw_handler(c->link, tern__cl_on_raw, c);
   if ((rc = wake_setup(c)) != 0) goto fail;
   {
     size_t nlen = cfg->network ? strlen(cfg->network) : 0;
@@ -355,6 +356,7 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     tern__link_event ev;
     while ((rc = tern__link_service(c->link, 0, &ev)) == 1) tern__cl_on_link_event(c, &ev);
     if (rc < 0) break;
+    tern__cl_take_full(c, tern__now_ms());
     tern__cl_probe_read(c, tern__now_ms());
     tern__cl_ka_sync(c, tern__now_ms());
     tern__cl_flush_core(c);

@@ -34,6 +34,7 @@
 #include "store/cstore.h"
 #include "wire/errcode.h"
 #include "wire/frame.h"
+#include "wire/full.h"
 #include "client/kalearn.h"
 #include "io/link.h"
 #include "wire/session.h"
@@ -100,6 +101,8 @@ struct tern_client {
   uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
   uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
   int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
+  int full_pending;             /* the relay answered our CONNECT with FULL ... */
+  uint32_t full_retry_ms;       /* ... asking to wait this long (spec/wire.md §10) */
   tern__backoff backoff;
   int close_reason;             /* authenticated reason from a CLOSE frame */
   tern__cstore *store;
@@ -176,5 +179,10 @@ void tern__cl_probe_read(tern_client *c, uint64_t now);
 /* Carries out what the learner asks, and brings the live link, the store,
  * the relay and the app up to date with what it knows. */
 void tern__cl_ka_sync(tern_client *c, uint64_t now);
+
+/* The link's raw datagrams: a FULL from the relay being connected to. */
+int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
+/* Gives up an attempt the relay answered with FULL, and waits as asked. */
+void tern__cl_take_full(tern_client *c, uint64_t now);
 
 #endif

@@ -33,6 +33,35 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   }
 }
 
+int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len) {
+  tern_client *c = ctx;
+  uint32_t retry;
+  if (!tern__full_parse(data, len, &retry)) return 0;
+  /* A hint, not authenticated: only while our connect to that very
+   * address is pending. Acted on after the link's service returns. */
+  tern__addr want;
+  if (c->state == C_LINKING && c->peer && tern__link_peer_addr(c->link, c->peer, &want) == 0 &&
+      tern__addr_equal(&want, from)) {
+    c->full_pending = 1;
+    c->full_retry_ms = retry;
+  }
+  return 1;
+}
+
+void tern__cl_take_full(tern_client *c, uint64_t now) {
+  if (!c->full_pending) return;
+  c->full_pending = 0;
+  if (c->state != C_LINKING) return;
+  tern__cl_drop(c, TERN_EFULL, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+  if (!c->want_online) return;
+  /* The larger of the relay's hint and our backoff, plus up to half of it
+   * again, so that the clients a full relay refused do not return together. */
+  uint64_t wait = tern__backoff_next(&c->backoff, randombytes_random());
+  if (wait < c->full_retry_ms) wait = c->full_retry_ms;
+  wait += randombytes_uniform((uint32_t)(wait / 2) + 1);
+  c->next_attempt_ms = now + wait;
+}
+
 int tern__cl_start_attempt(tern_client *c) {
   tern__link_peer *p;
   int rc = tern__link_connect(c->link, c->relay_host, c->cfg.relay_port, &p);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "io/clock.h"
 #include "io/enet_platform.h"
 #include "tern/tern.h"
+#include "wire/full.h"
 
 enum {
   MAX_VSOCKS = 256,         /* virtual sockets in the process */
@@ -51,6 +53,7 @@ struct tern__disp {
   vsock *vs[MAX_PER_DISP];
   tern__disp_raw_fn raw_fn;
   void *raw_ctx;
+  uint32_t full_retry_ms;
   tern__disp_stats st;
   uint8_t buf[DGRAM_MAX];
 };
@@ -229,6 +232,8 @@ void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx) 
   d->raw_ctx = ctx;
 }
 
+void tern__disp_set_full_answer(tern__disp *d, uint32_t retry_ms) { d->full_retry_ms = retry_ms; }
+
 /* Errors that say this datagram cannot go now, not that the socket broke:
  * a phone between networks has no route for a moment, a firewall refuses. */
 static int transient(int e) {
@@ -383,6 +388,12 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       to = roomiest(d);
       if (!to || tern__atab_add(d->tab, &from, to->owner, tern__now_ms(), &h, &g) != 0) {
         d->st.new_refused++;
+        if (d->full_retry_ms) {
+          /* One FULL per refused CONNECT, smaller than the CONNECT. */
+          uint8_t full[TERN__FULL_BYTES];
+          tern__full_write(full, d->full_retry_ms + randombytes_uniform(d->full_retry_ms + 1));
+          (void)tern__disp_send_raw(d, &from, full, sizeof(full));
+        }
         continue;
       }
       to->load++;

@@ -59,6 +59,11 @@ int tern__disp_has_v6(const tern__disp *d);
 void tern__disp_stats_get(const tern__disp *d, tern__disp_stats *st);
 
 void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx);
+
+/* A CONNECT that finds every virtual socket full is answered with a FULL
+ * datagram (spec/wire.md §10) asking to retry after retry_ms plus a random
+ * 0..retry_ms; 0 (the default) drops it in silence. */
+void tern__disp_set_full_answer(tern__disp *d, uint32_t retry_ms);
 /* Sends a datagram outside ENet. Returns 0, TERN_EADDR (the socket cannot
  * reach that family), TERN_EIO. */
 int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len);

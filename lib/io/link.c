@@ -476,4 +476,14 @@ int tern__link_fd(const tern__link *l) { return tern__disp_fd(l->disp); }
 
 uint16_t tern__link_port(const tern__link *l) { return tern__disp_port(l->disp); }
 
+void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms) {
+  tern__disp_set_full_answer(l->disp, retry_ms);
+}
+
+uint64_t tern__link_refused(const tern__link *l) {
+  tern__disp_stats st;
+  tern__disp_stats_get(l->disp, &st);
+  return st.new_refused;
+}
+
 int tern__link_has_v6(const tern__link *l) { return tern__disp_has_v6(l->disp); }

@@ -129,6 +129,11 @@ int tern__link_send_raw(tern__link *l, const tern__addr *to, const void *data, s
  * resend, a timeout check, a ping, an ack to send), or -1 if never. */
 int tern__link_next_timeout_ms(tern__link *l);
 
+/* A relay with every slot taken answers CONNECTs with FULL (dispatch.h). */
+void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms);
+/* New connections refused for want of a slot, since the link was made. */
+uint64_t tern__link_refused(const tern__link *l);
+
 /* The UDP socket's descriptor, for poll/epoll. */
 int tern__link_fd(const tern__link *l);
 

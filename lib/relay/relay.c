@@ -59,7 +59,13 @@ struct tern_relay {
   rpeer *peers;
   uint8_t *buf, *pkt;
   tern_relay_stats stats;
+  uint64_t refused_logged;      /* FULL refusals already logged */
+  uint64_t refused_log_ms;      /* when they were last logged */
 };
+
+/* A refused client is told to come back after this plus a random 0..this
+ * (spec/wire.md §10). */
+#define FULL_RETRY_MS 5000
 
 /* The first released layout of tern_relay_config ends with this field: a
  * program built against that header passes at least this much. */
@@ -150,6 +156,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
+  tern__link_set_full_answer(r->link, FULL_RETRY_MS);
   if (cfg->probes) {
     tern__psvc_config pc;
     tern__psvc_config_default(&pc);
@@ -574,7 +581,20 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
 
 /* Drops peers that have not finished the handshake in time, and pings
  * open peers whose keepalive is overdue. */
+/* Refusals of new clients (FULL) are logged at most once a second, with
+ * their count. */
+static void log_refusals(tern_relay *r, uint64_t now) {
+  uint64_t n = tern__link_refused(r->link);
+  if (n == r->refused_logged || (r->refused_log_ms && now < r->refused_log_ms + 1000)) return;
+  logf_(r, 1, "relay full: refused %llu new connection%s with FULL (every one of %u slots taken)",
+        (unsigned long long)(n - r->refused_logged), n - r->refused_logged == 1 ? "" : "s",
+        r->cfg.max_peers);
+  r->refused_logged = n;
+  r->refused_log_ms = now;
+}
+
 static void handle_timers(tern_relay *r, uint64_t now) {
+  log_refusals(r, now);
   for (rpeer *p = r->peers, *next; p; p = next) {
     next = p->next;
     uint64_t due = relay_ping_due(r, p);
@@ -599,6 +619,11 @@ static int core_timeout(const tern_relay *r, uint64_t now) {
   if (r->probes) {
     int t = tern__psvc_timeout(r->probes, now);
     if (t >= 0 && (best < 0 || t < best)) best = t;
+  }
+  if (tern__link_refused(r->link) != r->refused_logged) {
+    uint64_t due = r->refused_log_ms + 1000;
+    int t = now >= due ? 0 : (int)(due - now);
+    if (best < 0 || t < best) best = t;
   }
   for (const rpeer *p = r->peers; p; p = p->next) {
     uint64_t due = p->state == P_HANDSHAKE ? p->hs_deadline_ms : relay_ping_due(r, p);
@@ -676,6 +701,7 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->messages_busy = cs.busy;
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;
+  st->connects_refused_full = tern__link_refused(r->link);
   if (r->probes) {
     tern__psvc_stats ps;
     tern__psvc_get_stats(r->probes, &ps);
