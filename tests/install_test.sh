@@ -23,10 +23,10 @@ done
 
 # Test-only code stays out of what is shipped: the deliberate faults of the
 # simulation and the failure tests are compiled into tern_internal only
-# (lib/CMakeLists.txt). Their symbols are named *_fault*; a symbol table
-# that names one means a fault hook was shipped.
+# (lib/CMakeLists.txt). Their symbols are named *_fault* or *_hook_*; a
+# symbol table that names one means a test hook was shipped.
 for f in "$libdir/libtern.so" "$libdir/libtern.a" "$tmp/prefix/bin/ternd"; do
-  hooks=$( { nm "$f" 2>/dev/null; nm -D "$f" 2>/dev/null; } | awk '{print $NF}' | grep -E '(^|_)fault' | sort -u || true)
+  hooks=$( { nm "$f" 2>/dev/null; nm -D "$f" 2>/dev/null; } | awk '{print $NF}' | grep -E '^tern_.*_(fault|hook_)' | sort -u || true)
   if [ -n "$hooks" ]; then echo "FAIL: $f ships fault hooks: $hooks"; exit 1; fi
 done
 # The check can fail: the test build's library has them.

@@ -17,6 +17,7 @@
 #include "io/addr.h"
 #include "io/addrtab.h"
 #include "io/enet_platform.h"
+#include "io/link.h"
 #include "wire/full.h"
 #include "loop.h"
 #include "tern/tern.h"
@@ -425,5 +426,49 @@ Test(sockets, an_apps_own_enet_hosts_keep_working_beside_tern) {
   cr_assert(received, "the app's ENet packet never arrived");
   enet_host_destroy(client);
   enet_host_destroy(server);
+  loop_stop(&l);
+}
+
+/* ------------------------------------------------------------- shards */
+
+/* A relay with more slots than one ENet host holds runs several hosts
+ * behind its one port. With 2 peers per host (a test hook; ENet's own is
+ * 4,095), 6 slots are 3 shards: every client gets in, messages cross
+ * shards both ways, and the seventh client is told FULL. */
+Test(sockets, several_enet_hosts_share_one_port_and_route_between_each_other, .timeout = 60) {
+  SKIP_WITHOUT_IPV6();
+  tern__link_hook_shard_peers = 2;
+  loop l;
+  tern_relay_config rc;
+  loop_relay_config(&l, &rc);
+  rc.bind_host = "::";
+  rc.max_peers = 6;
+  loop_start_relay(&l, &rc);
+  static const char *const names[] = {"u0", "u1", "u2", "u3", "u4", "u5"};
+  size_t c[6];
+  loop_event ev;
+  for (int i = 0; i < 6; i++) {
+    c[i] = add_client(&l, names[i], i % 2 ? "::1" : "127.0.0.1");
+    cr_assert(loop_wait(&l, c[i], TERN_EV_CONNECTED, 5000, &ev), "%s did not connect", names[i]);
+  }
+  /* A ring: each sends to the next, so every pair of shards is crossed. */
+  for (int i = 0; i < 6; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "from %s", names[i]);
+    say(&l, c[i], names[(i + 1) % 6], text);
+  }
+  for (int i = 0; i < 6; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "from %s", names[(i + 5) % 6]);
+    hear(&l, c[i], names[(i + 5) % 6], text);
+  }
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "late");
+  size_t late = loop_add_client(&l, &cfg);
+  cr_assert(loop_wait(&l, late, TERN_EV_DISCONNECTED, 2000, &ev));
+  cr_assert_eq(ev.error, TERN_EFULL, "got %s", tern_errname(ev.error));
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_eq(rs.peers_connected, 6);
   loop_stop(&l);
 }

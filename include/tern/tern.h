@@ -483,6 +483,9 @@ typedef int (*tern_relay_auth_fn)(void *ctx, const uint8_t client_key[TERN_KEY_B
 /* Log lines the relay writes: level 0 error, 1 warning, 2 info, 3 debug. */
 typedef void (*tern_log_fn)(void *ctx, int level, const char *line);
 
+/* The largest max_peers a relay accepts. */
+#define TERN_RELAY_MAX_PEERS 262144
+
 typedef struct tern_relay_config {
   /* Set by tern_relay_config_default(); see "ABI and growing structs". */
   size_t struct_size;
@@ -504,7 +507,11 @@ typedef struct tern_relay_config {
   /* A peer that has not finished the handshake after this many ms is
    * dropped. Default 5000. */
   uint32_t handshake_timeout_ms;
-  /* Most simultaneous peers (ENet allows at most 4095). Default 4095. */
+  /* Most simultaneous peers, up to TERN_RELAY_MAX_PEERS. Default 4095.
+   * ENet holds at most 4,095 peers per host, so a relay with more runs
+   * ceil(max_peers / 4095) ENet hosts behind its one port; each slot costs
+   * memory from the start (ENet's peer record). Past it, a new client is
+   * answered FULL (TERN_EFULL at the client) and comes back later. */
   uint32_t max_peers;
   /* Largest message body the relay accepts. Default 65536. */
   uint32_t max_message_size;

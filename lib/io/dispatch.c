@@ -359,12 +359,21 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
   v->qlen++;
 }
 
+static int backlogged(const tern__disp *d, const vsock *self) {
+  for (size_t i = 0; i < MAX_PER_DISP; i++)
+    if (d->vs[i] && d->vs[i] != self && d->vs[i]->qlen >= QUEUE_CAP / 2) return 1;
+  return 0;
+}
+
 int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_t cap) {
   vsock *v = vs_of(sock);
   if (!v) return -1;
   if (v->qlen) return pop(v, handle, gen, buf, cap);
   tern__disp *d = v->d;
   for (int i = 0; i < RECV_BATCH; i++) {
+    /* Another host's queue half full: leave the rest in the kernel's
+     * buffer until that host has been serviced. */
+    if (backlogged(d, v)) return 0;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     ssize_t n = recvfrom(d->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
@@ -412,6 +421,20 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     push(d, to, h, g, d->buf, (size_t)n);
   }
   return 0;
+}
+
+size_t tern__disp_queued(const tern__disp *d) {
+  size_t n = 0;
+  for (size_t i = 0; i < MAX_PER_DISP; i++)
+    if (d->vs[i]) n += d->vs[i]->qlen;
+  return n;
+}
+
+int tern__disp_wait(tern__disp *d, int timeout_ms) {
+  struct pollfd p = {.fd = d->fd, .events = POLLIN};
+  int r = poll(&p, 1, timeout_ms);
+  if (r < 0) return errno == EINTR ? 0 : -1;
+  return r > 0;
 }
 
 int tern__vsock_wait(int sock, uint32_t timeout_ms) {

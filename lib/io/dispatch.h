@@ -89,6 +89,13 @@ void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen);
  * take, or whose handshake never finished). */
 void tern__disp_sweep(tern__disp *d, uint64_t now_ms);
 
+/* Datagrams read from the real socket and waiting in a virtual socket's
+ * queue for its host to be serviced. */
+size_t tern__disp_queued(const tern__disp *d);
+/* Waits up to timeout_ms for the real socket to be readable. Returns 1, 0
+ * (timeout or a signal), -1. */
+int tern__disp_wait(tern__disp *d, int timeout_ms);
+
 /* How many connections virtual socket `vsock` may hold (its host's peer
  * count): new sources go to the socket with the most room. */
 void tern__disp_set_capacity(int vsock, size_t max);

@@ -41,11 +41,21 @@ typedef struct held {
   uint8_t on;
 } held;
 
-struct tern__link {
-  tern__disp *disp;    /* the real socket; the host's is a virtual one */
+/* One ENet host on a virtual socket of the link's dispatcher. ENet caps a
+ * host at 4,095 peers; a relay with more slots runs several shards behind
+ * its one port (docs/socket-layer.md, "Shards"). */
+typedef struct shard {
   ENetHost *host;
   uint64_t *heard_ms;  /* per peer slot: when a datagram from it last arrived */
   held *holds;         /* per peer slot */
+} shard;
+
+struct tern__link {
+  tern__disp *disp;    /* the real socket; each host's is a virtual one */
+  shard *sh;
+  size_t nsh;
+  size_t rr;           /* the shard serviced first next time */
+  ENetHost *host;      /* sh[0].host: a client's only host */
   uint64_t swept_ms;
   enet_uint32 tuned_at;      /* ENet time of the last pass over in-flight commands */
   ENetPeer *outgoing;        /* client: the peer of the last tern__link_connect() */
@@ -65,22 +75,30 @@ static _Thread_local tern__link *servicing;
  * own lastReceiveTime moves only when an acknowledgement arrives, which
  * does not tell whether the other side is sending (spec/keepalive.md). The
  * header's peer id is checked against the sender's address, as ENet does. */
-static void note_heard(tern__link *l, const uint8_t *d, size_t n) {
+static void note_heard(shard *s, const uint8_t *d, size_t n) {
   if (n < 2) return;
+  ENetHost *h = s->host;
   size_t id = (size_t)(((d[0] << 8) | d[1]) & ENET_PROTOCOL_MAXIMUM_PEER_ID);
-  if (id >= l->host->peerCount) return;
-  const ENetPeer *p = &l->host->peers[id];
-  if (p->state == ENET_PEER_STATE_DISCONNECTED || p->address.host != l->host->receivedAddress.host ||
-      p->address.port != l->host->receivedAddress.port)
+  if (id >= h->peerCount) return;
+  const ENetPeer *p = &h->peers[id];
+  if (p->state == ENET_PEER_STATE_DISCONNECTED || p->address.host != h->receivedAddress.host ||
+      p->address.port != h->receivedAddress.port)
     return;
-  l->heard_ms[id] = tern__now_ms();
+  s->heard_ms[id] = tern__now_ms();
+}
+
+/* The shard of an ENet host (a relay has at most a few dozen). */
+static shard *shard_of(const tern__link *l, const ENetHost *h) {
+  for (size_t i = 0; i < l->nsh; i++)
+    if (l->sh[i].host == h) return &l->sh[i];
+  return NULL;
 }
 
 static int intercept(ENetHost *host, ENetEvent *event) {
   (void)event;
   tern__link *l = servicing;
-  if (!l || l->host != host) return 0;
-  note_heard(l, host->receivedData, host->receivedDataLength);
+  shard *s = l ? shard_of(l, host) : NULL;
+  if (s) note_heard(s, host->receivedData, host->receivedDataLength);
   return 0;
 }
 
@@ -91,14 +109,14 @@ static int peer_real(const tern__link *l, const ENetPeer *p, tern__addr *out) {
 
 /* The connection in peer slot p holds its handle until it ends. */
 static void hold(tern__link *l, ENetPeer *p) {
-  held *h = &l->holds[p - l->host->peers];
+  held *h = &shard_of(l, p->host)->holds[p - p->host->peers];
   if (h->on) return;
   if (tern__disp_handle_hold(l->disp, p->address.host, p->address.port) != 0) return;
   *h = (held){.handle = p->address.host, .gen = p->address.port, .on = 1};
 }
 
 static void release(tern__link *l, ENetPeer *p) {
-  held *h = &l->holds[p - l->host->peers];
+  held *h = &shard_of(l, p->host)->holds[p - p->host->peers];
   if (!h->on) return;
   tern__disp_handle_release(l->disp, h->handle, h->gen);
   h->on = 0;
@@ -131,6 +149,10 @@ static int resolve_one(const char *host, uint16_t port, int family, int passive,
   return rc;
 }
 
+#ifdef TERN_TEST_HOOKS
+size_t tern__link_hook_shard_peers;
+#endif
+
 static pthread_once_t enet_once = PTHREAD_ONCE_INIT;
 static int enet_init_rc;
 
@@ -140,45 +162,63 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
   *out = NULL;
   pthread_once(&enet_once, enet_init_once);
   if (enet_init_rc != 0) return TERN_ERESOURCE;
-  if (max_peers == 0 || max_peers > ENET_PROTOCOL_MAXIMUM_PEER_ID) return TERN_EINVAL;
+  if (max_peers == 0 || max_peers > TERN__LINK_MAX_PEERS) return TERN_EINVAL;
   tern__link *l = calloc(1, sizeof(*l));
   if (!l) return TERN_ENOMEM;
+  size_t per = ENET_PROTOCOL_MAXIMUM_PEER_ID;
+#ifdef TERN_TEST_HOOKS
+  if (tern__link_hook_shard_peers) per = tern__link_hook_shard_peers;
+#endif
+  l->nsh = (max_peers + per - 1) / per;
+  l->sh = calloc(l->nsh, sizeof(*l->sh));
+  if (!l->sh) {
+    free(l);
+    return TERN_ENOMEM;
+  }
   tern__addr bind;
   int rc = 0;
   if (bind_host) rc = resolve_one(bind_host, port, AF_UNSPEC, 1, &bind);
   if (rc == 0) rc = tern__disp_new(&l->disp, bind_host ? &bind : NULL, bind_host != NULL);
   if (rc) {
+    free(l->sh);
     free(l);
     return rc;
   }
-  /* The host's socket is a virtual one of the dispatcher; ENet is given
-   * no address to bind. */
-  tern__disp_arm(l->disp);
-  l->host = enet_host_create(NULL, max_peers, TERN__CH_COUNT, 0, 0);
-  tern__disp_disarm();
-  if (!l->host) {
-    tern__disp_free(l->disp);
-    free(l);
-    return TERN_ERESOURCE;
+  /* Each host's socket is a virtual one of the dispatcher; ENet is given
+   * no address to bind. The slots are spread evenly over the shards. */
+  for (size_t i = 0; i < l->nsh; i++) {
+    size_t n = max_peers / l->nsh + (i < max_peers % l->nsh);
+    shard *s = &l->sh[i];
+    tern__disp_arm(l->disp);
+    s->host = enet_host_create(NULL, n, TERN__CH_COUNT, 0, 0);
+    tern__disp_disarm();
+    if (!s->host) {
+      tern__link_free(l);
+      return TERN_ERESOURCE;
+    }
+    tern__disp_set_capacity(s->host->socket, s->host->peerCount);
+    s->heard_ms = calloc(s->host->peerCount, sizeof(*s->heard_ms));
+    s->holds = calloc(s->host->peerCount, sizeof(*s->holds));
+    if (!s->heard_ms || !s->holds) {
+      tern__link_free(l);
+      return TERN_ENOMEM;
+    }
+    s->host->intercept = intercept;
   }
-  tern__disp_set_capacity(l->host->socket, l->host->peerCount);
-  l->heard_ms = calloc(l->host->peerCount, sizeof(*l->heard_ms));
-  l->holds = calloc(l->host->peerCount, sizeof(*l->holds));
-  if (!l->heard_ms || !l->holds) {
-    tern__link_free(l);
-    return TERN_ENOMEM;
-  }
-  l->host->intercept = intercept;
+  l->host = l->sh[0].host;
   *out = l;
   return 0;
 }
 
 void tern__link_free(tern__link *l) {
   if (!l) return;
-  if (l->host) enet_host_destroy(l->host); /* closes the virtual socket */
+  for (size_t i = 0; i < l->nsh; i++) {
+    if (l->sh[i].host) enet_host_destroy(l->sh[i].host); /* closes its virtual socket */
+    free(l->sh[i].heard_ms);
+    free(l->sh[i].holds);
+  }
   tern__disp_free(l->disp);
-  free(l->heard_ms);
-  free(l->holds);
+  free(l->sh);
   free(l);
 }
 
@@ -206,7 +246,7 @@ int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_pe
     tern__disp_handle_release(l->disp, handle, gen);
     return TERN_ERESOURCE;
   }
-  l->holds[p - l->host->peers] = (held){.handle = handle, .gen = gen, .on = 1};
+  l->sh[0].holds[p - l->host->peers] = (held){.handle = handle, .gen = gen, .on = 1};
   /* The connect request is queued, not sent: its timeout is computed from
    * these when it leaves. RTO = rtt + 4 * rtt/4 = 2 rtt. */
   enet_uint32 seed = RTT_GUESS_MS;
@@ -258,6 +298,20 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
   return 0;
 }
 
+/* One pass over the shards, from the one that had an event last (ENet may
+ * have more queued there): the first event any of them has. */
+static int service_shards(tern__link *l, ENetEvent *e) {
+  for (size_t k = 0; k < l->nsh; k++) {
+    size_t i = (l->rr + k) % l->nsh;
+    int rc = enet_host_service(l->sh[i].host, e, 0);
+    if (rc != 0) {
+      l->rr = i;
+      return rc;
+    }
+  }
+  return 0;
+}
+
 int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   ENetEvent e;
   ev->type = TERN__LINK_EV_NONE;
@@ -266,7 +320,20 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   ev->len = 0;
   tern__link *outer = servicing;
   servicing = l;
-  int rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
+  int rc;
+  if (l->nsh == 1) {
+    rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
+  } else {
+    /* Several hosts behind one socket: each is serviced without waiting,
+     * and the wait is on the real socket (unless a datagram already waits
+     * in a shard's queue). */
+    rc = service_shards(l, &e);
+    if (rc == 0 && timeout_ms > 0 && !tern__disp_queued(l->disp)) {
+      int w = tern__disp_wait(l->disp, timeout_ms);
+      if (w < 0) rc = -1;
+      else if (w > 0) rc = service_shards(l, &e);
+    }
+  }
   servicing = outer;
   uint64_t now = tern__now_ms();
   if (now >= l->swept_ms + 5000) {
@@ -282,7 +349,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
     case ENET_EVENT_TYPE_CONNECT:
       ev->type = TERN__LINK_EV_CONNECT;
       hold(l, e.peer);
-      l->heard_ms[e.peer - l->host->peers] = tern__now_ms();
+      shard_of(l, e.peer->host)->heard_ms[e.peer - e.peer->host->peers] = tern__now_ms();
       connect_sample(l, e.peer);
       /* ENet's throttle drops unreliable packets when it sees loss or RTT
        * jitter, which is exactly when tern's unsequenced copies matter:
@@ -356,7 +423,8 @@ static void tune_peer(const tern__link *l, ENetPeer *p) {
  * remembers the client's RTT to its relay for the next connect. */
 static void tune(tern__link *l) {
   enet_uint32 now = enet_time_get();
-  for (size_t i = 0; i < l->host->peerCount; i++) tune_peer(l, &l->host->peers[i]);
+  for (size_t k = 0; k < l->nsh; k++)
+    for (size_t i = 0; i < l->sh[k].host->peerCount; i++) tune_peer(l, &l->sh[k].host->peers[i]);
   ENetPeer *o = l->outgoing;
   if (o && o->state == ENET_PEER_STATE_CONNECTED && o->lastReceiveTime != 0 &&
       peer_real(l, o, &l->rtt_addr) == 0)
@@ -365,7 +433,7 @@ static void tune(tern__link *l) {
 }
 
 void tern__link_flush(tern__link *l) {
-  enet_host_flush(l->host);
+  for (size_t k = 0; k < l->nsh; k++) enet_host_flush(l->sh[k].host);
   tune(l);
 }
 
@@ -407,7 +475,8 @@ void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx) 
 }
 
 uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *peer) {
-  return l->heard_ms[(const ENetPeer *)peer - l->host->peers];
+  const ENetPeer *p = (const ENetPeer *)peer;
+  return shard_of(l, p->host)->heard_ms[p - p->host->peers];
 }
 
 void tern__link_peer_ping(tern__link_peer *peer) {
@@ -459,15 +528,19 @@ static enet_uint32 peer_due(const ENetPeer *p, int *due) {
 
 int tern__link_next_timeout_ms(tern__link *l) {
   tune(l); /* before a wait: nothing sent may keep ENet's uncapped timeout */
+  if (tern__disp_queued(l->disp)) return 0; /* datagrams wait for a shard */
   enet_uint32 now = enet_time_get();
   long best = -1;
-  for (size_t i = 0; i < l->host->peerCount; i++) {
-    int due;
-    enet_uint32 t = peer_due(&l->host->peers[i], &due);
-    if (!due) continue;
-    long wait = ENET_TIME_LESS_EQUAL(t, now) ? 0 : (long)ENET_TIME_DIFFERENCE(t, now);
-    if (best < 0 || wait < best) best = wait;
-    if (best == 0) break;
+  for (size_t k = 0; k < l->nsh && best != 0; k++) {
+    const ENetHost *h = l->sh[k].host;
+    for (size_t i = 0; i < h->peerCount; i++) {
+      int due;
+      enet_uint32 t = peer_due(&h->peers[i], &due);
+      if (!due) continue;
+      long wait = ENET_TIME_LESS_EQUAL(t, now) ? 0 : (long)ENET_TIME_DIFFERENCE(t, now);
+      if (best < 0 || wait < best) best = wait;
+      if (best == 0) break;
+    }
   }
   return (int)best;
 }

@@ -46,10 +46,20 @@ static inline int tern__link_mode(uint8_t channel, int reliable) {
 }
 enum { TERN__LINK_CLOSE_NOW = 0, TERN__LINK_CLOSE_LATER = 1, TERN__LINK_CLOSE_GRACEFUL = 2 };
 
+/* The most peers a link may hold: ENet caps a host at 4,095, so a link
+ * with more runs several hosts ("shards") behind its one socket. */
+#define TERN__LINK_MAX_PEERS 262144
+
+#ifdef TERN_TEST_HOOKS
+/* Tests only: peers per ENet host instead of ENet's 4,095 (0: ENet's), so
+ * that a test shows several shards with a handful of clients. */
+extern size_t tern__link_hook_shard_peers;
+#endif
+
 /* Creates a host on tern's socket layer (dispatch.h). A relay binds
  * `bind_host:port` (an IP literal or a name; "::" is dual-stack, serving
  * IPv4 and IPv6 on one port; port 0 picks one) and accepts up to
- * `max_peers`; a client (bind_host NULL) binds an ephemeral dual-stack port
+ * `max_peers` (on ceil(max_peers / 4095) ENet hosts); a client (bind_host NULL) binds an ephemeral dual-stack port
  * (IPv4 only where the system has no IPv6) and has one peer. Returns 0,
  * TERN_EADDR (errno says why the bind failed), TERN_EINVAL, TERN_ERESOURCE. */
 int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_t max_peers);

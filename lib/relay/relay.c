@@ -110,7 +110,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
     return TERN_EINVAL;
   }
   full.struct_size = sizeof(full);
-  if (!cfg->bind_host || cfg->max_peers == 0 || cfg->max_peers > 4095) return TERN_EINVAL;
+  if (!cfg->bind_host || cfg->max_peers == 0 || cfg->max_peers > TERN_RELAY_MAX_PEERS) return TERN_EINVAL;
   if (sodium_init() < 0) return TERN_ECRYPTO;
   tern_relay *r = calloc(1, sizeof(*r));
   if (!r) return TERN_ENOMEM;

@@ -111,7 +111,9 @@ static void usage(FILE *f) {
           "                        the disk has room for it\n"
           "  --handshake-timeout MS  drop peers that have not finished the handshake\n"
           "                        after MS milliseconds (default 5000)\n"
-          "  --max-peers N         simultaneous peers, at most 4095 (default 4095)\n"
+          "  --max-peers N         simultaneous peers, up to 262144 (default 4095); past\n"
+          "                        4095 the relay runs several ENet hosts on its one port.\n"
+          "                        Beyond it new clients are told FULL and come back later\n"
           "  --max-message-size B  largest message body forwarded (default 65536)\n"
           "  --ping-interval MS    ENet ping for clients that announce no keepalive of\n"
           "                        their own (default 60000; spec/keepalive.md)\n"
@@ -180,7 +182,7 @@ int main(int argc, char **argv) {
         break;
       case 'P': port_file = optarg; break;
       case 'T': cfg.handshake_timeout_ms = (uint32_t)parse_num(optarg, 100, 600000, "--handshake-timeout"); break;
-      case 'm': cfg.max_peers = (uint32_t)parse_num(optarg, 1, 4095, "--max-peers"); break;
+      case 'm': cfg.max_peers = (uint32_t)parse_num(optarg, 1, TERN_RELAY_MAX_PEERS, "--max-peers"); break;
       case 'M': cfg.max_message_size = (uint32_t)parse_num(optarg, 1, TERN_MESSAGE_MAX, "--max-message-size"); break;
       case 'D': data_dir = optarg; break;
       case 'R': cfg.retention_ms = (uint64_t)parse_num(optarg, 1, 3650, "--retention-days") * 86400000ull; break;
