@@ -18,6 +18,8 @@
 #include "io/addrtab.h"
 #include "io/enet_platform.h"
 #include "io/link.h"
+#include "io/migrate.h"
+#include "wire/path.h"
 #include "wire/full.h"
 #include "loop.h"
 #include "tern/tern.h"
@@ -471,4 +473,108 @@ Test(sockets, several_enet_hosts_share_one_port_and_route_between_each_other, .t
   tern_relay_get_stats(l.relay, &rs);
   cr_assert_eq(rs.peers_connected, 6);
   loop_stop(&l);
+}
+
+/* ---------------------------------------------------------- migration */
+
+static void keys_for(tern__path_keys *k, uint8_t seed) {
+  uint8_t c2s[32], s2c[32];
+  memset(c2s, seed, sizeof c2s);
+  memset(s2c, seed + 1, sizeof s2c);
+  tern__path_derive(c2s, s2c, k);
+}
+
+static size_t make(const tern__path_keys *k, uint8_t type, uint64_t ctr, const char *a, uint8_t *out) {
+  tern__path_pkt p = {.type = type, .counter = ctr};
+  memcpy(p.id, k->id, 8);
+  memcpy(p.a, a, 8);
+  tern__path_write(&p, type == TERN__PATH_RESPONSE ? k->s2c : k->c2s, out);
+  return TERN__PATH_BYTES;
+}
+
+Test(sockets, path_datagrams_are_sealed_and_every_byte_counts) {
+  tern__path_keys k, other;
+  keys_for(&k, 1);
+  keys_for(&other, 7);
+  cr_assert_neq(memcmp(k.id, other.id, 8), 0);
+  uint8_t d[TERN__PATH_BYTES];
+  make(&k, TERN__PATH_CHALLENGE, 5, "chal-123", d);
+  tern__path_pkt p;
+  cr_assert_eq(tern__path_peek(d, sizeof d, &p), 0);
+  cr_assert_eq(p.type, TERN__PATH_CHALLENGE);
+  cr_assert_eq(p.counter, 5);
+  cr_assert_arr_eq(p.a, "chal-123", 8);
+  cr_assert_eq(tern__path_open(d, sizeof d, k.c2s), 0);
+  cr_assert_eq(tern__path_open(d, sizeof d, k.s2c), TERN_EDECRYPT, "opened under the other direction");
+  cr_assert_eq(tern__path_open(d, sizeof d, other.c2s), TERN_EDECRYPT, "opened under another session");
+  for (size_t i = 4; i < sizeof d; i++) {
+    uint8_t t[TERN__PATH_BYTES];
+    memcpy(t, d, sizeof t);
+    t[i] ^= 0x20;
+    tern__path_pkt q;
+    cr_assert(tern__path_peek(t, sizeof t, &q) != 0 || tern__path_open(t, sizeof t, k.c2s) != 0,
+              "byte %zu flipped and still accepted", i);
+  }
+  uint8_t h[TERN__PATH_HINT_BYTES];
+  tern__path_write_hint(h);
+  cr_assert(tern__path_is_hint(h, sizeof h));
+  cr_assert(tern__path_looks_like(h, sizeof h));
+  cr_assert_not(tern__enet_is_connect(d, sizeof d), "a path datagram read as ENet");
+}
+
+Test(sockets, the_relay_moves_a_session_only_after_a_confirm_from_the_new_address) {
+  tern__mig *m;
+  cr_assert_eq(tern__mig_new(&m), 0);
+  tern__path_keys k;
+  keys_for(&k, 3);
+  cr_assert_eq(tern__mig_add(m, 42, 7, &k), 0);
+  cr_assert_eq(tern__mig_add(m, 43, 1, &k), TERN_EEXIST);
+  tern__addr x, y;
+  tern__addr_set_v4(&x, 0x0A000002, 5000);
+  tern__addr_set_v4(&y, 0x0A000099, 6000);
+  uint8_t in[TERN__PATH_BYTES], out[64];
+  const uint8_t rnd[8] = {9, 9, 9, 9, 9, 9, 9, 9};
+  size_t olen;
+  uint32_t h = 0;
+  uint16_t g = 0;
+  make(&k, TERN__PATH_CHALLENGE, 1, "client-c", in);
+  cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_ANSWER);
+  cr_assert_eq(olen, TERN__PATH_BYTES, "the RESPONSE is no larger than the CHALLENGE");
+  tern__path_pkt r;
+  cr_assert_eq(tern__path_peek(out, olen, &r), 0);
+  cr_assert_eq(r.type, TERN__PATH_RESPONSE);
+  cr_assert_eq(tern__path_open(out, olen, k.s2c), 0);
+  cr_assert_arr_eq(r.a, "client-c", 8, "the client's challenge is echoed");
+  cr_assert_arr_eq(r.b, rnd, 8);
+  /* The same CHALLENGE again, from anywhere: a replay, no answer. */
+  cr_assert_eq(tern__mig_input(m, &y, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
+  cr_assert_eq(olen, 0);
+  /* CONFIRM with a wrong echo, or from another address: no move. */
+  make(&k, TERN__PATH_CONFIRM, 2, "wrong-ec", in);
+  cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
+  make(&k, TERN__PATH_CONFIRM, 3, (const char *)rnd, in);
+  cr_assert_eq(tern__mig_input(m, &y, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
+  /* A forged one (another session's keys) and a RESPONSE sent to the relay. */
+  tern__path_keys f;
+  keys_for(&f, 11);
+  memcpy(f.id, k.id, 8);
+  make(&f, TERN__PATH_CONFIRM, 4, (const char *)rnd, in);
+  cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
+  make(&k, TERN__PATH_RESPONSE, 5, (const char *)rnd, in);
+  cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
+  /* The real CONFIRM from the candidate moves it. */
+  make(&k, TERN__PATH_CONFIRM, 6, (const char *)rnd, in);
+  cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_MOVE);
+  cr_assert_eq(h, 42);
+  cr_assert_eq(g, 7);
+  tern__mig_stats st;
+  tern__mig_stats_get(m, &st);
+  cr_assert_eq(st.moves, 1);
+  cr_assert_eq(st.challenges, 1);
+  cr_assert_geq(st.rejected, 5);
+  /* Once the session ends, its datagrams are unknown. */
+  tern__mig_remove(m, 42, 7);
+  make(&k, TERN__PATH_CHALLENGE, 7, "client-c", in);
+  cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
+  tern__mig_free(m);
 }

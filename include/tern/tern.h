@@ -206,7 +206,9 @@ typedef struct tern_client_config {
   uint32_t reconnect_base_ms;
   uint32_t reconnect_cap_ms;
   /* A message unacknowledged by the relay for this long means the link is
-   * dead: the client drops it and reconnects. Default 8000 (ENet alone
+   * dead: the client first tries to move the session to a new socket
+   * (tern_client_network_changed() says how; it takes up to max(1 s,
+   * 3 RTT)), then drops the link and reconnects. Default 8000 (ENet alone
    * would take up to 30 s). */
   uint32_t dead_link_ms;
   /* ENet's link timing, in milliseconds: a relay that leaves a reliable
@@ -348,9 +350,17 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_connect(tern_client *c);
  * TERN_ECLOSED follows. The outbox is kept. Returns 0 or TERN_ECLOSED. */
 TERN_EXPORT TERN_NONNULL(1) int tern_client_disconnect(tern_client *c);
 
-/* The device moved to another network (or back): the current link is
- * probably dead. The client drops it and reconnects at once, without
- * waiting for a backoff. No-op while offline by request. */
+/* The device moved to another network (or back), or its address changed.
+ * An open session first tries to move to the new path without a new
+ * handshake (spec/wire.md §11): a new socket proves itself to the relay,
+ * which moves the session once it has; nothing in flight is lost and no
+ * event is reported (tern_client_stats.migrations counts it). If the relay
+ * does not answer within max(1 s, 3 RTT), or no session is open, the client
+ * drops the link and reconnects at once, without waiting for a backoff
+ * (TERN_EV_DISCONNECTED with TERN_ETIMEDOUT). The client also tries a move
+ * by itself when its link looks dead and when the relay says it hears the
+ * session from an unknown address (a NAT that rebound). No-op while
+ * offline by request. */
 TERN_EXPORT TERN_NONNULL(1) void tern_client_network_changed(tern_client *c);
 
 /* Sends `len` bytes of `body` to user `to`, reliably: the message is in the
@@ -464,6 +474,7 @@ typedef struct tern_client_stats {
   uint64_t packets_rejected;  /* sealed packets dropped: failed to open */
   uint64_t packets_replayed;  /* sealed packets dropped: replay window */
   uint64_t connects;          /* sessions established */
+  uint64_t migrations;        /* times the session moved to a new path without a new handshake */
 } tern_client_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st,
                                                                size_t st_size);
@@ -607,6 +618,7 @@ typedef struct tern_relay_stats {
   uint64_t probe_rejected;      /* probe datagrams malformed, unknown or forged */
   uint64_t probe_limited;       /* REQUESTs refused by the rate limits */
   uint64_t connects_refused_full; /* new connections refused with FULL: no free slot */
+  uint64_t sessions_moved;      /* sessions that moved to a new address (no new handshake) */
 } tern_relay_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *st,
                                                               size_t st_size);

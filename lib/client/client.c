@@ -77,6 +77,8 @@ static int wake_setup(tern_client *c) {
   if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__link_fd(c->link), &a) != 0 ||
       epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &b) != 0)
     return TERN_EIO;
+  c->watch[0] = tern__link_fd(c->link);
+  c->nwatch = 1;
   return 0;
 }
 
@@ -267,7 +269,9 @@ int tern_client_disconnect(tern_client *c) {
 
 void tern_client_network_changed(tern_client *c) {
   pthread_mutex_lock(&c->mu);
-  if (c->want_online) {
+  /* An open session first tries to move to the new path (a new socket:
+   * the routing picks the new interface); the rest is rebuilt. */
+  if (c->want_online && !tern__cl_migrate(c, 1, tern__now_ms())) {
     if (c->state != C_IDLE) tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     tern__backoff_reset(&c->backoff);
     c->next_attempt_ms = tern__now_ms(); /* at once, no backoff */
@@ -357,6 +361,7 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     while ((rc = tern__link_service(c->link, 0, &ev)) == 1) tern__cl_on_link_event(c, &ev);
     if (rc < 0) break;
     tern__cl_take_full(c, tern__now_ms());
+    tern__cl_take_path(c, tern__now_ms());
     tern__cl_probe_read(c, tern__now_ms());
     tern__cl_ka_sync(c, tern__now_ms());
     tern__cl_flush_core(c);

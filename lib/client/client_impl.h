@@ -1,8 +1,9 @@
 /*
- * The client's insides, shared by its three files and nothing else:
+ * The client's insides, shared by its four files and nothing else:
  *   client.c     the public API: lifecycle, sending, events, the service loop
  *   conn.c       the connection: ENet glue, handshake, sealing, timers
  *   keepalive.c  the keepalive shell: probe sockets and the live link's timing
+ *   migrate.c    moving the session to a new path (spec/wire.md §11)
  * around the sans-I/O cores (ccore.c for messaging, kalearn.c for the
  * keepalive, wire/session.c for the handshake and sealing).
  *
@@ -35,6 +36,7 @@
 #include "wire/errcode.h"
 #include "wire/frame.h"
 #include "wire/full.h"
+#include "wire/path.h"
 #include "client/kalearn.h"
 #include "io/link.h"
 #include "wire/session.h"
@@ -101,6 +103,18 @@ struct tern_client {
   uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
   uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
   int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
+  /* Migration (spec/wire.md §11): moving the open session to a new path. */
+  tern__path_keys path;         /* this session's path keys */
+  int mig_active;               /* a CHALLENGE is out */
+  int mig_dead_tried;           /* tried since the link last looked dead */
+  int hint_pending;             /* the relay sent a HINT (acted on after service) */
+  int resp_pending;             /* a valid RESPONSE arrived (acted on after service) */
+  uint8_t mig_chal[8];          /* our challenge */
+  uint8_t mig_echo[8];          /* the relay's, to echo in CONFIRM */
+  uint64_t mig_out_ctr, mig_in_ctr;
+  uint64_t mig_deadline_ms, mig_resend_ms, mig_hint_ms;
+  int watch[2];                 /* the link's sockets in epfd */
+  int nwatch;
   int full_pending;             /* the relay answered our CONNECT with FULL ... */
   uint32_t full_retry_ms;       /* ... asking to wait this long (spec/wire.md §10) */
   tern__backoff backoff;
@@ -184,5 +198,16 @@ void tern__cl_ka_sync(tern_client *c, uint64_t now);
 int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 /* Gives up an attempt the relay answered with FULL, and waits as asked. */
 void tern__cl_take_full(tern_client *c, uint64_t now);
+/* Starts moving the open session to a new path: from a new socket
+ * (new_socket 1: the network changed, or the link looks dead) or from the
+ * same one (a HINT: the NAT rebound). Returns 1 if started. */
+int tern__cl_migrate(tern_client *c, int new_socket, uint64_t now);
+/* Acts on HINTs and RESPONSEs seen during the last service. */
+void tern__cl_take_path(tern_client *c, uint64_t now);
+/* Keeps epfd watching the link's sockets (they change with a migration). */
+void tern__cl_sync_fds(tern_client *c);
+void tern__cl_migrate_timers(tern_client *c, uint64_t now);
+/* ms until the migration's next timer, or -1. */
+int tern__cl_migrate_timeout(const tern_client *c, uint64_t now);
 
 #endif

@@ -33,21 +33,6 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   }
 }
 
-int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len) {
-  tern_client *c = ctx;
-  uint32_t retry;
-  if (!tern__full_parse(data, len, &retry)) return 0;
-  /* A hint, not authenticated: only while our connect to that very
-   * address is pending. Acted on after the link's service returns. */
-  tern__addr want;
-  if (c->state == C_LINKING && c->peer && tern__link_peer_addr(c->link, c->peer, &want) == 0 &&
-      tern__addr_equal(&want, from)) {
-    c->full_pending = 1;
-    c->full_retry_ms = retry;
-  }
-  return 1;
-}
-
 void tern__cl_take_full(tern_client *c, uint64_t now) {
   if (!c->full_pending) return;
   c->full_pending = 0;
@@ -145,6 +130,9 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
   c->silent_retried = 0;
+  tern__path_derive(c->sess.send_key, c->sess.recv_key, &c->path);
+  c->mig_out_ctr = c->mig_in_ctr = 0;
+  c->mig_dead_tried = 0;
   c->stats.connects++;
   c->last_data_ms = tern__now_ms();
   tern__backoff_reset(&c->backoff);
@@ -339,8 +327,15 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
       c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random()) + 1;
     }
   }
-  if (c->state == C_OPEN && tern__ccore_tick(c->core, now))
-    tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE); /* dead link */
+  tern__cl_migrate_timers(c, now);
+  if (c->state == C_OPEN && tern__ccore_tick(c->core, now) && !c->mig_active) {
+    /* The link looks dead: the path may be (a new network, a NAT that
+     * forgot us). Try to move the session once before rebuilding it. */
+    if (c->mig_dead_tried || !tern__cl_migrate(c, 1, now))
+      tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+    else
+      c->mig_dead_tried = 1;
+  }
   tern__ka_tick(&c->ka, now, tern__wall_ms());
   uint64_t ka = tern__cl_keepalive_due(c);
   if (ka && now >= ka) {
@@ -352,6 +347,7 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
 
 int tern__cl_next_timeout_locked(tern_client *c, uint64_t now) {
   int t = shell_timeout(c, now);
+  t = tern__cl_min_timeout(t, tern__cl_migrate_timeout(c, now));
   if (c->state == C_OPEN) t = tern__cl_min_timeout(t, tern__ccore_timeout(c->core, now));
   t = tern__cl_min_timeout(t, tern__ka_timeout(&c->ka, now));
   uint64_t ka = tern__cl_keepalive_due(c);

@@ -113,6 +113,17 @@ int tern__atab_add(tern__atab *t, const tern__addr *a, uint32_t owner, uint64_t 
   return 0;
 }
 
+int tern__atab_move(tern__atab *t, uint32_t handle, uint16_t gen, const tern__addr *to) {
+  if (!tern__atab_get(t, handle, gen)) return TERN_ENOENT;
+  uint32_t other = tern__atab_find(t, to);
+  if (other == handle) return 0;
+  if (other) return TERN_EEXIST;
+  chain_remove(t, handle - 1);
+  t->e[handle - 1].addr = *to;
+  chain_insert(t, handle - 1);
+  return 0;
+}
+
 uint32_t tern__atab_find(const tern__atab *t, const tern__addr *a) {
   for (uint32_t i = *chain_of(t, a); i; i = t->e[i - 1].next)
     if (tern__addr_equal(&t->e[i - 1].addr, a)) return i;

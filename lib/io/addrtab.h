@@ -53,6 +53,10 @@ uint32_t tern__atab_find(const tern__atab *t, const tern__addr *a);
  * handle is unknown or was reused since (gen differs). */
 const tern__atab_entry *tern__atab_get(const tern__atab *t, uint32_t handle, uint16_t gen);
 
+/* Moves a handle to a new real address (a session that migrated). Returns
+ * 0, TERN_ENOENT (handle gone), TERN_EEXIST (another handle has `to`). */
+int tern__atab_move(tern__atab *t, uint32_t handle, uint16_t gen, const tern__addr *to);
+
 /* Marks the handle's entry bound (a connection uses it) and counts the
  * connection. Returns 0, or TERN_ENOENT if the handle is gone. */
 int tern__atab_bind(tern__atab *t, uint32_t handle, uint16_t gen);

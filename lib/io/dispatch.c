@@ -17,6 +17,7 @@
 #include "io/enet_platform.h"
 #include "tern/tern.h"
 #include "wire/full.h"
+#include "wire/path.h"
 
 enum {
   MAX_VSOCKS = 256,         /* virtual sockets in the process */
@@ -44,8 +45,15 @@ typedef struct vsock {
   size_t qhead, qlen;
 } vsock;
 
+enum { HINT_SLOTS = 1024 }; /* sources remembered for the HINT rate limit */
+
 struct tern__disp {
   int fd;
+  int cand_fd;                  /* client: a socket being tried, or -1 */
+  tern__mig *mig;               /* relay: sessions that may move */
+  tern__disp_move_fn move_fn;
+  void *move_ctx;
+  uint64_t hint_ms[HINT_SLOTS]; /* relay: when a source (by hash) was last hinted */
   int family;
   uint16_t port;
   int accept_new;
@@ -162,6 +170,17 @@ fail:;
   return -1;
 }
 
+/* The port a socket is bound to (0 if it cannot be read). */
+static uint16_t bound_port(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  tern__addr me;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+      tern__addr_from_sockaddr(&me, (struct sockaddr *)&ss, sl) == 0)
+    return me.port;
+  return 0;
+}
+
 static int is_any6(const tern__addr *a) {
   static const uint8_t zero[16];
   return memcmp(a->ip, zero, 16) == 0;
@@ -177,6 +196,12 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     return rc;
   }
   d->accept_new = accept_new;
+  d->cand_fd = -1;
+  if (accept_new && (rc = tern__mig_new(&d->mig)) != 0) {
+    tern__atab_free(d->tab);
+    free(d);
+    return rc;
+  }
   if (bind_to) {
     d->family = tern__addr_is_v4(bind_to) ? AF_INET : AF_INET6;
     d->fd = open_socket(d->family, bind_to, !is_any6(bind_to));
@@ -200,17 +225,13 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   }
   if (d->fd < 0) {
     int e = errno;
+    tern__mig_free(d->mig);
     tern__atab_free(d->tab);
     free(d);
     errno = e;
     return bind_to ? TERN_EADDR : TERN_ERESOURCE;
   }
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof(ss);
-  tern__addr me;
-  if (getsockname(d->fd, (struct sockaddr *)&ss, &sl) == 0 &&
-      tern__addr_from_sockaddr(&me, (struct sockaddr *)&ss, sl) == 0)
-    d->port = me.port;
+  d->port = bound_port(d->fd);
   *out = d;
   return 0;
 }
@@ -218,6 +239,8 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
 void tern__disp_free(tern__disp *d) {
   if (!d) return;
   close(d->fd);
+  if (d->cand_fd >= 0) close(d->cand_fd);
+  tern__mig_free(d->mig);
   tern__atab_free(d->tab);
   free(d);
 }
@@ -298,6 +321,7 @@ void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen) {
   if (!e) return;
   uint32_t owner = e->owner;
   if (tern__atab_release(d->tab, handle, gen)) {
+    if (d->mig) tern__mig_remove(d->mig, handle, gen);
     vsock *v = owner < MAX_PER_DISP ? d->vs[owner] : NULL;
     if (v && v->load) v->load--;
   }
@@ -359,6 +383,40 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
   v->qlen++;
 }
 
+/* Relay: a path datagram (migrate.h). */
+static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
+  uint8_t rnd[8], out[TERN__PATH_BYTES];
+  randombytes_buf(rnd, sizeof(rnd));
+  size_t olen = 0;
+  uint32_t h = 0;
+  uint16_t g = 0;
+  int r = tern__mig_input(d->mig, from, d->buf, n, rnd, out, &olen, &h, &g);
+  if (r == TERN__MIG_ANSWER) {
+    (void)tern__disp_send_raw(d, from, out, olen);
+  } else if (r == TERN__MIG_MOVE) {
+    const tern__atab_entry *e = tern__atab_get(d->tab, h, g);
+    if (!e) return;
+    tern__addr old = e->addr;
+    if (tern__atab_move(d->tab, h, g, from) == 0 && d->move_fn)
+      d->move_fn(d->move_ctx, h, g, &old, from);
+  }
+}
+
+/* Relay: an ENet datagram from a source it does not know. If a session's
+ * NAT rebound, this is its client, which a HINT tells to prove itself with
+ * a CHALLENGE. Never larger than what drew it; one per source per second
+ * (sources remembered by hash: a collision only delays a hint). */
+static void hint(tern__disp *d, const tern__addr *from, size_t n) {
+  if (n < TERN__PATH_HINT_BYTES) return;
+  uint64_t now = tern__now_ms();
+  uint64_t *last = &d->hint_ms[tern__addr_hash(from) % HINT_SLOTS];
+  if (*last && now < *last + 1000) return;
+  *last = now;
+  uint8_t out[TERN__PATH_HINT_BYTES];
+  tern__path_write_hint(out);
+  if (tern__disp_send_raw(d, from, out, sizeof(out)) == 0) d->st.hints++;
+}
+
 static int backlogged(const tern__disp *d, const vsock *self) {
   for (size_t i = 0; i < MAX_PER_DISP; i++)
     if (d->vs[i] && d->vs[i] != self && d->vs[i]->qlen >= QUEUE_CAP / 2) return 1;
@@ -376,7 +434,14 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     if (backlogged(d, v)) return 0;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    ssize_t n = recvfrom(d->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+    ssize_t n = -1;
+    /* A client trying a new path reads its candidate socket too. */
+    if (d->cand_fd >= 0) n = recvfrom(d->cand_fd, d->buf, sizeof(d->buf), MSG_DONTWAIT,
+                                      (struct sockaddr *)&ss, &sl);
+    if (n < 0) {
+      sl = sizeof(ss);
+      n = recvfrom(d->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+    }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       if (errno == EINTR || transient(errno)) continue; /* an ICMP error for an old send */
@@ -386,6 +451,10 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     if (tern__addr_from_sockaddr(&from, (struct sockaddr *)&ss, sl) != 0) continue;
     d->st.rx++;
     if (d->raw_fn && d->raw_fn(d->raw_ctx, &from, d->buf, (size_t)n) == 1) continue;
+    if (d->mig && tern__path_looks_like(d->buf, (size_t)n)) {
+      path_input(d, &from, (size_t)n);
+      continue;
+    }
     uint32_t h = tern__atab_find(d->tab, &from);
     vsock *to = NULL;
     uint16_t g = 0;
@@ -408,6 +477,7 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       to->load++;
     } else {
       d->st.rx_unknown++;
+      if (d->mig) hint(d, &from, (size_t)n);
       continue;
     }
     if (!to) continue;
@@ -423,6 +493,62 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
   return 0;
 }
 
+int tern__disp_path_add(tern__disp *d, uint32_t handle, uint16_t gen, const tern__path_keys *keys) {
+  if (!d->mig) return TERN_EINVAL;
+  return tern__mig_add(d->mig, handle, gen, keys);
+}
+
+void tern__disp_set_move_handler(tern__disp *d, tern__disp_move_fn fn, void *ctx) {
+  d->move_fn = fn;
+  d->move_ctx = ctx;
+}
+
+void tern__disp_mig_stats(const tern__disp *d, tern__mig_stats *st) {
+  if (d->mig) tern__mig_stats_get(d->mig, st);
+  else memset(st, 0, sizeof(*st));
+}
+
+int tern__disp_cand_open(tern__disp *d) {
+  tern__disp_cand_abort(d);
+  tern__addr any;
+  memset(&any, 0, sizeof(any));
+  if (d->family == AF_INET) tern__addr_set_v4(&any, 0, 0);
+  d->cand_fd = open_socket(d->family, &any, 0);
+  return d->cand_fd >= 0 ? 0 : TERN_ERESOURCE;
+}
+
+int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
+  if (d->family == AF_INET && !tern__addr_is_v4(to)) return TERN_EADDR;
+  struct sockaddr_storage ss;
+  size_t sl = tern__addr_to_sockaddr(to, d->family, &ss);
+  ssize_t r;
+  do r = sendto(d->cand_fd >= 0 ? d->cand_fd : d->fd, data, len, MSG_NOSIGNAL, (struct sockaddr *)&ss,
+                (socklen_t)sl);
+  while (r < 0 && errno == EINTR);
+  return r == (ssize_t)len ? 0 : TERN_EIO;
+}
+
+void tern__disp_cand_commit(tern__disp *d) {
+  if (d->cand_fd < 0) return;
+  close(d->fd);
+  d->fd = d->cand_fd;
+  d->cand_fd = -1;
+  d->port = bound_port(d->fd);
+}
+
+void tern__disp_cand_abort(tern__disp *d) {
+  if (d->cand_fd < 0) return;
+  close(d->cand_fd);
+  d->cand_fd = -1;
+}
+
+int tern__disp_fds(const tern__disp *d, int fds[2]) {
+  fds[0] = d->fd;
+  if (d->cand_fd < 0) return 1;
+  fds[1] = d->cand_fd;
+  return 2;
+}
+
 size_t tern__disp_queued(const tern__disp *d) {
   size_t n = 0;
   for (size_t i = 0; i < MAX_PER_DISP; i++)
@@ -431,8 +557,8 @@ size_t tern__disp_queued(const tern__disp *d) {
 }
 
 int tern__disp_wait(tern__disp *d, int timeout_ms) {
-  struct pollfd p = {.fd = d->fd, .events = POLLIN};
-  int r = poll(&p, 1, timeout_ms);
+  struct pollfd p[2] = {{.fd = d->fd, .events = POLLIN}, {.fd = d->cand_fd, .events = POLLIN}};
+  int r = poll(p, d->cand_fd >= 0 ? 2 : 1, timeout_ms);
   if (r < 0) return errno == EINTR ? 0 : -1;
   return r > 0;
 }
@@ -441,8 +567,8 @@ int tern__vsock_wait(int sock, uint32_t timeout_ms) {
   vsock *v = vs_of(sock);
   if (!v) return -1;
   if (v->qlen) return 1;
-  struct pollfd p = {.fd = v->d->fd, .events = POLLIN};
-  int r = poll(&p, 1, timeout_ms > 0x7fffffff ? -1 : (int)timeout_ms);
+  struct pollfd p[2] = {{.fd = v->d->fd, .events = POLLIN}, {.fd = v->d->cand_fd, .events = POLLIN}};
+  int r = poll(p, v->d->cand_fd >= 0 ? 2 : 1, timeout_ms > 0x7fffffff ? -1 : (int)timeout_ms);
   if (r < 0) return errno == EINTR ? -2 : -1;
   return r > 0;
 }

@@ -25,6 +25,7 @@
 #include <sys/uio.h>
 
 #include "io/addr.h"
+#include "io/migrate.h"
 
 typedef struct tern__disp tern__disp;
 
@@ -39,6 +40,7 @@ typedef struct tern__disp_stats {
   uint64_t rx_queue_full;      /* dropped: another host's queue was full */
   uint64_t new_refused;        /* CONNECTs dropped: no host had room */
   uint64_t tx_unreachable;     /* sends the network refused (no route, filtered) */
+  uint64_t hints;              /* path HINTs sent to unknown sources */
 } tern__disp_stats;
 
 /* Opens the real socket. `bind` NULL: a client's ephemeral socket, dual-stack
@@ -95,6 +97,32 @@ size_t tern__disp_queued(const tern__disp *d);
 /* Waits up to timeout_ms for the real socket to be readable. Returns 1, 0
  * (timeout or a signal), -1. */
 int tern__disp_wait(tern__disp *d, int timeout_ms);
+
+/* --- migration (spec/wire.md §11) ---------------------------------------- */
+
+/* Relay: a session's path keys, so that it can move to a new address. The
+ * registration ends with the handle. Returns 0, TERN_EEXIST, TERN_ENOMEM,
+ * TERN_EINVAL (not a relay's dispatcher). */
+int tern__disp_path_add(tern__disp *d, uint32_t handle, uint16_t gen, const tern__path_keys *keys);
+/* Relay: called when a session moved (handle now at `to`, was at `from`). */
+typedef void (*tern__disp_move_fn)(void *ctx, uint32_t handle, uint16_t gen, const tern__addr *from,
+                                   const tern__addr *to);
+void tern__disp_set_move_handler(tern__disp *d, tern__disp_move_fn fn, void *ctx);
+void tern__disp_mig_stats(const tern__disp *d, tern__mig_stats *st);
+
+/* Client: opens a second real socket (a new port, and the source address
+ * the routing now picks) to try a path from. Returns 0, TERN_ERESOURCE. */
+int tern__disp_cand_open(tern__disp *d);
+/* Client: sends from the candidate socket (or the current one if none is
+ * open). Returns 0, TERN_EADDR, TERN_EIO. */
+int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, size_t len);
+/* Client: the candidate socket becomes the one ENet uses; the old one is
+ * closed. No-op without a candidate. */
+void tern__disp_cand_commit(tern__disp *d);
+/* Client: closes the candidate socket. */
+void tern__disp_cand_abort(tern__disp *d);
+/* The real sockets to wait on (1 or 2) into fds[2]. */
+int tern__disp_fds(const tern__disp *d, int fds[2]);
 
 /* How many connections virtual socket `vsock` may hold (its host's peer
  * count): new sources go to the socket with the most room. */

@@ -57,6 +57,8 @@ struct tern__link {
   size_t rr;           /* the shard serviced first next time */
   ENetHost *host;      /* sh[0].host: a client's only host */
   uint64_t swept_ms;
+  tern__link_move_fn move_fn;
+  void *move_ctx;
   enet_uint32 tuned_at;      /* ENet time of the last pass over in-flight commands */
   ENetPeer *outgoing;        /* client: the peer of the last tern__link_connect() */
   enet_uint32 connect_start; /* ENet time it started connecting */
@@ -548,6 +550,59 @@ int tern__link_next_timeout_ms(tern__link *l) {
 int tern__link_fd(const tern__link *l) { return tern__disp_fd(l->disp); }
 
 uint16_t tern__link_port(const tern__link *l) { return tern__disp_port(l->disp); }
+
+int tern__link_peer_path_add(tern__link *l, const tern__link_peer *peer, const tern__path_keys *keys) {
+  const ENetPeer *p = (const ENetPeer *)peer;
+  return tern__disp_path_add(l->disp, p->address.host, p->address.port, keys);
+}
+
+void tern__link_peer_kick(tern__link_peer *peer) {
+  ENetPeer *p = (ENetPeer *)peer;
+  if (p->state != ENET_PEER_STATE_CONNECTED) return;
+  ENetList *sent = &p->sentReliableCommands;
+  if (enet_list_empty(sent)) return;
+  /* Due at once: ENet resends a command whose time since sending reaches
+   * its timeout. The old path's losses say nothing about the new one, so
+   * the timeout count starts over too. */
+  for (ENetListIterator it = enet_list_begin(sent); it != enet_list_end(sent); it = enet_list_next(it))
+    ((ENetOutgoingCommand *)it)->roundTripTimeout = 0;
+  p->nextTimeout = enet_time_get();
+  p->earliestTimeout = 0;
+}
+
+/* The dispatcher moved a handle: find its peer (a rare event: a scan). */
+static void on_move(void *ctx, uint32_t handle, uint16_t gen, const tern__addr *from,
+                    const tern__addr *to) {
+  tern__link *l = ctx;
+  if (!l->move_fn) return;
+  for (size_t k = 0; k < l->nsh; k++)
+    for (size_t i = 0; i < l->sh[k].host->peerCount; i++) {
+      ENetPeer *p = &l->sh[k].host->peers[i];
+      if (p->state != ENET_PEER_STATE_DISCONNECTED && p->address.host == handle &&
+          p->address.port == gen) {
+        tern__link_peer_kick((tern__link_peer *)p);
+        l->move_fn(l->move_ctx, (tern__link_peer *)p, from, to);
+      }
+    }
+}
+
+void tern__link_set_move_handler(tern__link *l, tern__link_move_fn fn, void *ctx) {
+  l->move_fn = fn;
+  l->move_ctx = ctx;
+  tern__disp_set_move_handler(l->disp, on_move, l);
+}
+
+void tern__link_mig_stats(const tern__link *l, tern__mig_stats *st) { tern__disp_mig_stats(l->disp, st); }
+
+int tern__link_cand_open(tern__link *l) { return tern__disp_cand_open(l->disp); }
+
+int tern__link_cand_send(tern__link *l, const tern__addr *to, const void *data, size_t len) {
+  return tern__disp_cand_send(l->disp, to, data, len);
+}
+
+void tern__link_cand_commit(tern__link *l) { tern__disp_cand_commit(l->disp); }
+void tern__link_cand_abort(tern__link *l) { tern__disp_cand_abort(l->disp); }
+int tern__link_fds(const tern__link *l, int fds[2]) { return tern__disp_fds(l->disp, fds); }
 
 void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms) {
   tern__disp_set_full_answer(l->disp, retry_ms);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "io/addr.h"
+#include "io/migrate.h"
 #include "wire/channels.h"
 
 typedef struct tern__link tern__link;
@@ -143,6 +144,28 @@ int tern__link_next_timeout_ms(tern__link *l);
 void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms);
 /* New connections refused for want of a slot, since the link was made. */
 uint64_t tern__link_refused(const tern__link *l);
+
+/* --- migration (spec/wire.md §11; dispatch.h) ---------------------------- */
+
+/* Relay: lets the peer's session move to a new address. 0 or TERN_E*. */
+int tern__link_peer_path_add(tern__link *l, const tern__link_peer *peer, const tern__path_keys *keys);
+/* Relay: `fn` learns that a peer's session moved. */
+typedef void (*tern__link_move_fn)(void *ctx, tern__link_peer *peer, const tern__addr *from,
+                                   const tern__addr *to);
+void tern__link_set_move_handler(tern__link *l, tern__link_move_fn fn, void *ctx);
+/* After a move: what the peer has in flight is resent at once (ENet's
+ * timers, backed off on the dead path, would wait seconds). */
+void tern__link_peer_kick(tern__link_peer *peer);
+/* Relay: sessions moved, CHALLENGEs and rejected path datagrams so far. */
+void tern__link_mig_stats(const tern__link *l, tern__mig_stats *st);
+/* Client: a second socket to try a new path from, datagrams sent from it,
+ * and making it the link's socket (or giving it up). */
+int tern__link_cand_open(tern__link *l);
+int tern__link_cand_send(tern__link *l, const tern__addr *to, const void *data, size_t len);
+void tern__link_cand_commit(tern__link *l);
+void tern__link_cand_abort(tern__link *l);
+/* The real sockets to wait on (1 or 2) into fds[2]. */
+int tern__link_fds(const tern__link *l, int fds[2]);
 
 /* The UDP socket's descriptor, for poll/epoll. */
 int tern__link_fd(const tern__link *l);

@@ -95,6 +95,7 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 #define logf_(r, level, ...) tern__logf((r)->cfg.log, (r)->cfg.log_ctx, level, __VA_ARGS__)
 
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
+static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
 
 
 int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
@@ -157,6 +158,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
+  tern__link_set_move_handler(r->link, on_move, r);
   if (cfg->probes) {
     tern__psvc_config pc;
     tern__psvc_config_default(&pc);
@@ -337,6 +339,19 @@ static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p) {
   return last + limit;
 }
 
+/* A session moved to a new address without a new handshake. */
+static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to) {
+  tern_relay *r = ctx;
+  rpeer *p = tern__link_peer_get_data(lp);
+  char a[TERN__ADDR_TEXT], b[TERN__ADDR_TEXT];
+  tern__addr_format(from, a, sizeof(a));
+  tern__addr_format(to, b, sizeof(b));
+  if (p) {
+    snprintf(p->name, sizeof(p->name), "%s", b);
+    logf_(r, 2, "user %s moved from %s to %s (same session)", p->user[0] ? p->user : "?", a, b);
+  }
+}
+
 /* A datagram on the UDP port that is not ENet's: a NAT-timeout probe. */
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len) {
   tern_relay *r = ctx;
@@ -468,6 +483,12 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
   logf_(r, 2, "user %s connected from %s (key %.16s...)", p->user, p->name, key_hex);
+  /* The session may move to a new address later (spec/wire.md §11). A
+   * failure here only means it reconnects if its address changes. */
+  tern__path_keys pk;
+  tern__path_derive(p->sess.recv_key, p->sess.send_key, &pk);
+  (void)tern__link_peer_path_add(r->link, p->lp, &pk);
+  sodium_memzero(&pk, sizeof(pk));
   /* Early data: MSG frames after HELLO in message 1. Message 1 can be
    * replayed by anyone who recorded it, so only MSG is taken (the dedup on
    * (device, cmid) answers a replay with the original SERVER_ACK and never
@@ -702,6 +723,9 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;
   st->connects_refused_full = tern__link_refused(r->link);
+  tern__mig_stats ms;
+  tern__link_mig_stats(r->link, &ms);
+  st->sessions_moved = ms.moves;
   if (r->probes) {
     tern__psvc_stats ps;
     tern__psvc_get_stats(r->probes, &ps);
