@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config clang
   libsodium-dev libenet-dev libcriterion-dev libsqlite3-dev sqlite3
-  iproute2 nftables tcpdump gnuplot-nox procps abigail-tools
+  iproute2 nftables tcpdump conntrack tayga gnuplot-nox procps abigail-tools
 )
 
 missing=()

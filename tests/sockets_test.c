@@ -8,6 +8,7 @@
 #include <enet/enet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -577,4 +578,48 @@ Test(sockets, the_relay_moves_a_session_only_after_a_confirm_from_the_new_addres
   make(&k, TERN__PATH_CHALLENGE, 7, "client-c", in);
   cr_assert_eq(tern__mig_input(m, &x, in, sizeof in, rnd, out, &olen, &h, &g), TERN__MIG_NONE);
   tern__mig_free(m);
+}
+
+/* --------------------------------------------- signals during a service */
+
+static void on_sig(int sig) { (void)sig; }
+
+typedef struct kicker {
+  pthread_t target;
+} kicker;
+
+static void *kick(void *arg) {
+  kicker *k = arg;
+  for (int i = 0; i < 10; i++) {
+    usleep(30000);
+    pthread_kill(k->target, SIGUSR1);
+  }
+  return NULL;
+}
+
+/* An app's own signal handler (no SA_RESTART) interrupting the client's
+ * wait is not an I/O error: tern_client_service() carries on. */
+Test(sockets, a_signal_during_a_service_wait_is_not_an_error) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sig; /* no SA_RESTART: epoll_wait fails with EINTR */
+  sigaction(SIGUSR1, &sa, NULL);
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  size_t a = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  kicker k = {.target = pthread_self()};
+  pthread_t t;
+  pthread_create(&t, NULL, kick, &k);
+  for (int i = 0; i < 4; i++) {
+    /* Long waits: the signals land inside epoll_wait. */
+    int rc = tern_client_service(l.clients[a], 150);
+    cr_assert_geq(rc, 0, "tern_client_service: %s after a signal", tern_strerror(rc));
+    cr_assert_eq(tern_relay_service(l.relay, 0), 0);
+  }
+  pthread_join(t, NULL);
+  loop_stop(&l);
 }

@@ -372,9 +372,10 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     pthread_mutex_unlock(&c->mu);
     struct epoll_event evs[2 + TERN__KA_SLOTS];
     int n = epoll_wait(c->epfd, evs, 2 + TERN__KA_SLOTS, wait);
+    int werr = errno; /* drain_wake() below may change errno */
     pthread_mutex_lock(&c->mu);
     drain_wake(c);
-    if (n < 0 && errno != EINTR) {
+    if (n < 0 && werr != EINTR) {
       rc = TERN_EIO;
       break;
     }

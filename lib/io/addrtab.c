@@ -124,6 +124,10 @@ int tern__atab_move(tern__atab *t, uint32_t handle, uint16_t gen, const tern__ad
   return 0;
 }
 
+void tern__atab_set_local(tern__atab *t, uint32_t handle, const tern__addr *local) {
+  if (handle && handle <= t->n && t->e[handle - 1].used) t->e[handle - 1].local = *local;
+}
+
 uint32_t tern__atab_find(const tern__atab *t, const tern__addr *a) {
   for (uint32_t i = *chain_of(t, a); i; i = t->e[i - 1].next)
     if (tern__addr_equal(&t->e[i - 1].addr, a)) return i;

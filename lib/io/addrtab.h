@@ -28,6 +28,8 @@ typedef struct tern__atab tern__atab;
 
 typedef struct tern__atab_entry {
   tern__addr addr;      /* where datagrams for the handle go */
+  tern__addr local;     /* our address they were sent to (a relay bound to a
+                           wildcard answers from it); all zero: unknown */
   uint32_t owner;       /* virtual socket index */
   uint16_t gen;         /* generation: ENetAddress.port */
   uint8_t used, bound;
@@ -56,6 +58,9 @@ const tern__atab_entry *tern__atab_get(const tern__atab *t, uint32_t handle, uin
 /* Moves a handle to a new real address (a session that migrated). Returns
  * 0, TERN_ENOENT (handle gone), TERN_EEXIST (another handle has `to`). */
 int tern__atab_move(tern__atab *t, uint32_t handle, uint16_t gen, const tern__addr *to);
+
+/* Records our address the handle's datagrams arrive at. */
+void tern__atab_set_local(tern__atab *t, uint32_t handle, const tern__addr *local);
 
 /* Marks the handle's entry bound (a connection uses it) and counts the
  * connection. Returns 0, or TERN_ENOENT if the handle is gone. */

@@ -1,3 +1,5 @@
+/* struct in6_pktinfo and IPV6_RECVPKTINFO are GNU extensions of glibc (RFC 3542). */
+#define _GNU_SOURCE
 /* The dispatcher and its virtual sockets (dispatch.h). */
 #include "io/dispatch.h"
 
@@ -45,7 +47,17 @@ typedef struct vsock {
   size_t qhead, qlen;
 } vsock;
 
-enum { HINT_SLOTS = 1024 }; /* sources remembered for the HINT rate limit */
+enum {
+  HINT_SLOTS = 1024,  /* sources remembered for the HINT rate limit */
+  LOCAL_SLOTS = 4096, /* sources remembered with the address they wrote to */
+};
+
+/* A relay bound to a wildcard on a host with several addresses must answer
+ * from the address a client wrote to: a client ignores datagrams from any
+ * other (the kernel would pick the source by route). */
+typedef struct local_slot {
+  tern__addr remote, local;
+} local_slot;
 
 struct tern__disp {
   int fd;
@@ -54,6 +66,9 @@ struct tern__disp {
   tern__disp_move_fn move_fn;
   void *move_ctx;
   uint64_t hint_ms[HINT_SLOTS]; /* relay: when a source (by hash) was last hinted */
+  int pktinfo;                  /* relay on a wildcard: learn and use our address */
+  tern__addr last_local;        /* our address the datagram being handled came to */
+  local_slot *locals;           /* relay on a wildcard: by hash of the source */
   int family;
   uint16_t port;
   int accept_new;
@@ -158,7 +173,11 @@ static int open_socket(int family, const tern__addr *bind_to, int v6only) {
   /* Larger buffers absorb bursts; the kernel caps them at rmem_max. */
   (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
   (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
-  (void)one;
+  /* Which of our addresses a datagram came to (used only when bound to a
+   * wildcard; harmless otherwise). IP_PKTINFO covers IPv4, also IPv4-mapped
+   * on a dual-stack socket. */
+  (void)setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+  if (family == AF_INET6) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
   struct sockaddr_storage ss;
   size_t len = tern__addr_to_sockaddr(bind_to, family, &ss);
   if (len == 0 || bind(fd, (struct sockaddr *)&ss, (socklen_t)len) != 0) goto fail;
@@ -232,6 +251,14 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     return bind_to ? TERN_EADDR : TERN_ERESOURCE;
   }
   d->port = bound_port(d->fd);
+  if (bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
+    d->pktinfo = 1;
+    d->locals = calloc(LOCAL_SLOTS, sizeof(*d->locals));
+    if (!d->locals) {
+      tern__disp_free(d);
+      return TERN_ENOMEM;
+    }
+  }
   *out = d;
   return 0;
 }
@@ -241,6 +268,7 @@ void tern__disp_free(tern__disp *d) {
   close(d->fd);
   if (d->cand_fd >= 0) close(d->cand_fd);
   tern__mig_free(d->mig);
+  free(d->locals);
   tern__atab_free(d->tab);
   free(d);
 }
@@ -264,7 +292,21 @@ static int transient(int e) {
          e == EPERM || e == ENETDOWN || e == EHOSTDOWN || e == EMSGSIZE || e == ENOBUFS;
 }
 
-static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *iov, size_t n) {
+static int is_zero(const tern__addr *a) {
+  static const uint8_t zero[16];
+  return memcmp(a->ip, zero, 16) == 0;
+}
+
+/* Our address `to` last wrote to (relay on a wildcard), or NULL. */
+static const tern__addr *local_for(const tern__disp *d, const tern__addr *to) {
+  if (!d->locals) return NULL;
+  const local_slot *s = &d->locals[tern__addr_hash(to) % LOCAL_SLOTS];
+  return tern__addr_equal(&s->remote, to) && !is_zero(&s->local) ? &s->local : NULL;
+}
+
+/* Sends from `from` (our address, or NULL for the kernel's choice). */
+static ssize_t send_from(tern__disp *d, const tern__addr *to, const tern__addr *from,
+                         const struct iovec *iov, size_t n) {
   struct sockaddr_storage ss;
   size_t sl = tern__addr_to_sockaddr(to, d->family, &ss);
   if (!sl) {
@@ -273,11 +315,41 @@ static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *
   }
   struct msghdr m = {.msg_name = &ss, .msg_namelen = (socklen_t)sl, .msg_iov = (struct iovec *)iov,
                      .msg_iovlen = n};
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    struct cmsghdr align;
+  } ctl;
+  if (d->pktinfo && from && !is_zero(from) && tern__addr_is_v4(from) == tern__addr_is_v4(to)) {
+    memset(&ctl, 0, sizeof(ctl));
+    m.msg_control = ctl.buf;
+    struct cmsghdr *c = (struct cmsghdr *)ctl.buf;
+    if (tern__addr_is_v4(from)) {
+      struct in_pktinfo pi = {.ipi_spec_dst.s_addr = htonl(tern__addr_v4(from))};
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(pi));
+      memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+      m.msg_controllen = CMSG_SPACE(sizeof(pi));
+    } else {
+      struct in6_pktinfo pi;
+      memset(&pi, 0, sizeof(pi));
+      memcpy(&pi.ipi6_addr, from->ip, 16);
+      c->cmsg_level = IPPROTO_IPV6;
+      c->cmsg_type = IPV6_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(pi));
+      memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+      m.msg_controllen = CMSG_SPACE(sizeof(pi));
+    }
+  }
   ssize_t r;
   do r = sendmsg(d->fd, &m, MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
   if (r >= 0) d->st.tx++;
   return r;
+}
+
+static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *iov, size_t n) {
+  return send_from(d, to, local_for(d, to), iov, n);
 }
 
 int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
@@ -383,6 +455,37 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
   v->qlen++;
 }
 
+/* Reads one datagram from the main socket; with pktinfo, also which of
+ * our addresses it came to (into d->last_local). */
+static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t *sl) {
+  struct iovec iov = {.iov_base = d->buf, .iov_len = sizeof(d->buf)};
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct cmsghdr align;
+  } ctl;
+  struct msghdr m = {.msg_name = ss, .msg_namelen = sizeof(*ss), .msg_iov = &iov, .msg_iovlen = 1,
+                     .msg_control = d->pktinfo ? ctl.buf : NULL,
+                     .msg_controllen = d->pktinfo ? sizeof(ctl.buf) : 0};
+  ssize_t n = recvmsg(d->fd, &m, MSG_DONTWAIT);
+  if (n < 0) return n;
+  *sl = m.msg_namelen;
+  memset(&d->last_local, 0, sizeof(d->last_local));
+  if (!d->pktinfo) return n;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+      struct in_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+      tern__addr_set_v4(&d->last_local, ntohl(pi.ipi_addr.s_addr), d->port);
+    } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+      struct in6_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+      memcpy(d->last_local.ip, &pi.ipi6_addr, 16);
+      d->last_local.port = d->port;
+    }
+  }
+  return n;
+}
+
 /* Relay: a path datagram (migrate.h). */
 static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
   uint8_t rnd[8], out[TERN__PATH_BYTES];
@@ -397,8 +500,9 @@ static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
     const tern__atab_entry *e = tern__atab_get(d->tab, h, g);
     if (!e) return;
     tern__addr old = e->addr;
-    if (tern__atab_move(d->tab, h, g, from) == 0 && d->move_fn)
-      d->move_fn(d->move_ctx, h, g, &old, from);
+    if (tern__atab_move(d->tab, h, g, from) != 0) return;
+    if (d->pktinfo) tern__atab_set_local(d->tab, h, &d->last_local);
+    if (d->move_fn) d->move_fn(d->move_ctx, h, g, &old, from);
   }
 }
 
@@ -438,10 +542,7 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     /* A client trying a new path reads its candidate socket too. */
     if (d->cand_fd >= 0) n = recvfrom(d->cand_fd, d->buf, sizeof(d->buf), MSG_DONTWAIT,
                                       (struct sockaddr *)&ss, &sl);
-    if (n < 0) {
-      sl = sizeof(ss);
-      n = recvfrom(d->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
-    }
+    if (n < 0) n = recv_local(d, &ss, &sl);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       if (errno == EINTR || transient(errno)) continue; /* an ICMP error for an old send */
@@ -450,6 +551,7 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     tern__addr from;
     if (tern__addr_from_sockaddr(&from, (struct sockaddr *)&ss, sl) != 0) continue;
     d->st.rx++;
+    if (d->locals) d->locals[tern__addr_hash(&from) % LOCAL_SLOTS] = (local_slot){from, d->last_local};
     if (d->raw_fn && d->raw_fn(d->raw_ctx, &from, d->buf, (size_t)n) == 1) continue;
     if (d->mig && tern__path_looks_like(d->buf, (size_t)n)) {
       path_input(d, &from, (size_t)n);
@@ -459,6 +561,7 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     vsock *to = NULL;
     uint16_t g = 0;
     if (h) {
+      if (d->pktinfo) tern__atab_set_local(d->tab, h, &d->last_local);
       const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
       to = e->owner < MAX_PER_DISP ? d->vs[e->owner] : NULL;
       g = e->gen;
@@ -475,6 +578,7 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
         continue;
       }
       to->load++;
+      if (d->pktinfo) tern__atab_set_local(d->tab, h, &d->last_local);
     } else {
       d->st.rx_unknown++;
       if (d->mig) hint(d, &from, (size_t)n);
@@ -580,7 +684,7 @@ int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec
   for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
   const tern__atab_entry *e = tern__atab_get(v->d->tab, handle, gen);
   if (!e) return (int)total; /* the handle is gone: the datagram is lost */
-  ssize_t r = send_to(v->d, &e->addr, iov, n);
+  ssize_t r = send_from(v->d, &e->addr, &e->local, iov, n);
   if (r >= 0) return (int)r;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
   if (transient(errno) || errno == EAFNOSUPPORT) {

@@ -332,6 +332,8 @@ int main(int argc, char **argv) {
       (unsigned long long)st.messages_stored, (unsigned long long)st.messages_delivered,
       (unsigned long long)st.messages_deduped, (unsigned long long)st.messages_refused,
       (unsigned long long)st.messages_busy, (unsigned long long)st.messages_expired);
+  say(2, "paths: %llu sessions moved to a new address; %llu new clients refused (full)",
+      (unsigned long long)st.sessions_moved, (unsigned long long)st.connects_refused_full);
   say(2, "probes: %llu requests, %llu replies, %llu rejected, %llu rate-limited",
       (unsigned long long)st.probe_requests, (unsigned long long)st.probe_replies,
       (unsigned long long)st.probe_rejected, (unsigned long long)st.probe_limited);
