@@ -32,23 +32,16 @@ source "$HERE/../bench/natns.sh"
 TERND=$BUILD/tools/ternd/ternd
 TALK=$BUILD/tests/talk_client
 KEYGEN=$BUILD/tools/tern-keygen
-for f in "$TERND" "$TALK" "$KEYGEN"; do
-  [[ -x $f ]] || { echo "paths_test: FAIL: missing $f" >&2; exit 1; }
-done
+NSTEST=paths_test
+# shellcheck source=support/nstest.sh
+source "$(dirname "$0")/support/nstest.sh"
+nstest_need "$TERND" "$TALK" "$KEYGEN"
 
-skip() {
-  if [[ ${CI:-} == true ]]; then echo "paths_test: FAIL: CI=true but $1" >&2; exit 1; fi
-  echo "paths_test: SKIP: $1" >&2
-  exit 77
-}
-[[ $(id -u) -eq 0 ]] || skip "needs root (network namespaces, nftables)"
+nstest_can_netns
 for t in nft tcpdump conntrack; do command -v $t >/dev/null || skip "needs $t (scripts/setup.sh installs it)"; done
-ip netns add "ptprobe$$" 2>/dev/null || skip "cannot create network namespaces"
-ip netns del "ptprobe$$"
 
 P="pt$$"
 TMP=$(mktemp -d)
-FAILS=0
 cleanup() {
   local pid ns
   for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
@@ -62,19 +55,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fail() { echo "paths_test: FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
 
-wait_for() { # FILE REGEX SECONDS
-  local end=$(( $(date +%s) + $3 ))
-  while (( $(date +%s) <= end )); do
-    grep -Eq "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
-# field LINE NAME: the number after NAME in a talk_client summary line.
-field() { awk -v k="$2" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<<"$1"; }
 
 # check_talk WHO LINE: every message once, in order, on the same session.
 check_talk() {

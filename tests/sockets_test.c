@@ -20,6 +20,7 @@
 #include "io/enet_platform.h"
 #include "io/link.h"
 #include "io/migrate.h"
+#include "io/nat64.h"
 #include "wire/path.h"
 #include "wire/full.h"
 #include "loop.h"
@@ -622,4 +623,26 @@ Test(sockets, a_signal_during_a_service_wait_is_not_an_error) {
   }
   pthread_join(t, NULL);
   loop_stop(&l);
+}
+
+/* --------------------------------------------------------------- NAT64 */
+
+Test(sockets, nat64_prefix_is_learned_from_ipv4only_arpa_and_applied) {
+  tern__addr wka, other, v4, out;
+  uint8_t prefix[12];
+  cr_assert_eq(tern__addr_parse_ip(&wka, "64:ff9b::192.0.0.170", 0), 0);
+  cr_assert(tern__nat64_prefix_of(&wka, prefix));
+  cr_assert_eq(tern__addr_parse_ip(&wka, "2001:db8:64::c000:ab", 0), 0);
+  cr_assert(tern__nat64_prefix_of(&wka, prefix), "a network-specific /96 and 192.0.0.171");
+  cr_assert_eq(tern__addr_parse_ip(&other, "2001:db8:64::c000:ac", 0), 0);
+  cr_assert_not(tern__nat64_prefix_of(&other, prefix), "not one of ipv4only.arpa's addresses");
+  cr_assert_eq(tern__addr_parse_ip(&other, "192.0.0.170", 0), 0);
+  cr_assert_not(tern__nat64_prefix_of(&other, prefix), "an A record is not a prefix");
+  cr_assert_eq(tern__addr_parse_ip(&wka, "64:ff9b::c000:aa", 0), 0);
+  cr_assert(tern__nat64_prefix_of(&wka, prefix));
+  cr_assert_eq(tern__addr_parse_ip(&v4, "198.51.100.2", 7400), 0);
+  tern__nat64_apply(prefix, &v4, &out);
+  char t[TERN__ADDR_TEXT];
+  tern__addr_format(&out, t, sizeof t);
+  cr_assert_str_eq(t, "[64:ff9b::c633:6402]:7400");
 }

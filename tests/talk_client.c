@@ -105,8 +105,14 @@ int main(int argc, char **argv) {
   uint64_t t0 = 0, last_msg = 0, maxgap = 0, mark_at = 0, gap_after_mark = 0;
   uint64_t end = 0;
   int connected = 0;
+  /* Bounded: a client that never connects gives up after 15 s. */
+  uint64_t give_up = now_ms() + 15000;
   for (;;) {
     uint64_t now = now_ms();
+    if (!t0 && now >= give_up) {
+      fprintf(stderr, "talk_client: never connected\n");
+      break;
+    }
     if (changed) {
       changed = 0;
       tern_client_network_changed(c);

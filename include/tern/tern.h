@@ -165,8 +165,10 @@ typedef struct tern_client_config {
   /* Set by tern_client_config_default(); see "ABI and growing structs". */
   size_t struct_size;
   /* Relay host: a name (A or AAAA records), an IPv4 address, or an IPv6
-   * address ("2001:db8::1" or "[2001:db8::1]"); and its UDP port. The
-   * string is copied by tern_client_new(). Required. */
+   * address ("2001:db8::1" or "[2001:db8::1]"); and its UDP port. On an
+   * IPv6-only network an IPv4 address is reached through the network's
+   * NAT64, whose prefix the client learns from ipv4only.arpa (RFC 7050).
+   * The string is copied by tern_client_new(). Required. */
   const char *relay_host;
   uint16_t relay_port;
   /* The relay's static public key, pinned: a relay that cannot prove it

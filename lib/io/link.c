@@ -13,6 +13,7 @@
 
 #include "io/clock.h"
 #include "io/dispatch.h"
+#include "io/nat64.h"
 #include "tern/tern.h"
 
 /* Retransmission timing (spec/wire.md, "Retransmission timing"). ENet
@@ -225,7 +226,12 @@ void tern__link_free(tern__link *l) {
 }
 
 int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out) {
-  return resolve_one(host, port, tern__disp_has_v6(l->disp) ? AF_UNSPEC : AF_INET, 0, out);
+  int v6 = tern__disp_has_v6(l->disp);
+  int rc = resolve_one(host, port, v6 ? AF_UNSPEC : AF_INET, 0, out);
+  /* An IPv4 address (a literal, or a name with only A records) on a
+   * network that reaches IPv4 only through a NAT64. */
+  if (rc == 0 && v6) (void)tern__nat64_synthesize(out);
+  return rc;
 }
 
 int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer) {
