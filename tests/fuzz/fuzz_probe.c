@@ -127,7 +127,9 @@ static void feed(world *w, unsigned a, const uint8_t *d, size_t n) {
   uint8_t ans[64];
   size_t alen = 999;
   a %= FZ_ADDRS;
-  int taken = tern__psvc_input(w->s, ip_of(a), port_of(a), d, n, w->now, ans, sizeof ans, &alen);
+  tern__addr from;
+  tern__addr_set_v4(&from, ip_of(a), port_of(a));
+  int taken = tern__psvc_input(w->s, &from, d, n, w->now, ans, sizeof ans, &alen);
   if (taken != 0 && taken != 1) abort();
   if (taken != tern__probe_looks_like(d, n)) abort();
   if (!taken) {
@@ -152,11 +154,13 @@ static void feed(world *w, unsigned a, const uint8_t *d, size_t n) {
 static void drain(world *w) {
   for (;;) {
     uint8_t out[64];
-    uint32_t ip;
-    uint16_t port;
+    tern__addr to;
     size_t len = 999;
     int t = tern__psvc_timeout(w->s, w->now);
-    int got = tern__psvc_next_reply(w->s, w->now, &ip, &port, out, sizeof out, &len);
+    int got = tern__psvc_next_reply(w->s, w->now, &to, out, sizeof out, &len);
+    if (got && !tern__addr_is_v4(&to)) abort();
+    uint32_t ip = got ? tern__addr_v4(&to) : 0;
+    uint16_t port = got ? to.port : 0;
     if ((t == 0) != (got == 1)) abort();
     if (!got) {
       if (len != 0) abort();
