@@ -66,9 +66,9 @@ struct tern__disp {
   tern__disp_move_fn move_fn;
   void *move_ctx;
   uint64_t hint_ms[HINT_SLOTS]; /* relay: when a source (by hash) was last hinted */
-  int pktinfo;                  /* relay on a wildcard: learn and use our address */
   tern__addr last_local;        /* our address the datagram being handled came to */
-  local_slot *locals;           /* relay on a wildcard: by hash of the source */
+  local_slot *locals;           /* relay on a wildcard: by hash of the source; NULL
+                                   when bound to one address (nothing to learn) */
   int family;
   uint16_t port;
   int accept_new;
@@ -252,7 +252,6 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   }
   d->port = bound_port(d->fd);
   if (bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
-    d->pktinfo = 1;
     d->locals = calloc(LOCAL_SLOTS, sizeof(*d->locals));
     if (!d->locals) {
       tern__disp_free(d);
@@ -297,6 +296,13 @@ static int is_zero(const tern__addr *a) {
   return memcmp(a->ip, zero, 16) == 0;
 }
 
+/* Relay on a wildcard: which of our addresses `from` wrote to, for the
+ * datagrams sent to it outside a handle (probe replies, HINT, FULL,
+ * RESPONSE). Handles keep theirs in the address table. */
+static void remember_local(tern__disp *d, const tern__addr *from) {
+  if (d->locals) d->locals[tern__addr_hash(from) % LOCAL_SLOTS] = (local_slot){*from, d->last_local};
+}
+
 /* Our address `to` last wrote to (relay on a wildcard), or NULL. */
 static const tern__addr *local_for(const tern__disp *d, const tern__addr *to) {
   if (!d->locals) return NULL;
@@ -304,9 +310,10 @@ static const tern__addr *local_for(const tern__disp *d, const tern__addr *to) {
   return tern__addr_equal(&s->remote, to) && !is_zero(&s->local) ? &s->local : NULL;
 }
 
-/* Sends from `from` (our address, or NULL for the kernel's choice). */
-static ssize_t send_from(tern__disp *d, const tern__addr *to, const tern__addr *from,
-                         const struct iovec *iov, size_t n) {
+/* Sends on socket fd from `from` (our address, or NULL for the kernel's
+ * choice). */
+static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__addr *from,
+                       const struct iovec *iov, size_t n) {
   struct sockaddr_storage ss;
   size_t sl = tern__addr_to_sockaddr(to, d->family, &ss);
   if (!sl) {
@@ -319,7 +326,7 @@ static ssize_t send_from(tern__disp *d, const tern__addr *to, const tern__addr *
     char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
     struct cmsghdr align;
   } ctl;
-  if (d->pktinfo && from && !is_zero(from) && tern__addr_is_v4(from) == tern__addr_is_v4(to)) {
+  if (d->locals && from && !is_zero(from) && tern__addr_is_v4(from) == tern__addr_is_v4(to)) {
     memset(&ctl, 0, sizeof(ctl));
     m.msg_control = ctl.buf;
     struct cmsghdr *c = (struct cmsghdr *)ctl.buf;
@@ -342,14 +349,14 @@ static ssize_t send_from(tern__disp *d, const tern__addr *to, const tern__addr *
     }
   }
   ssize_t r;
-  do r = sendmsg(d->fd, &m, MSG_NOSIGNAL);
+  do r = sendmsg(fd, &m, MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
   if (r >= 0) d->st.tx++;
   return r;
 }
 
 static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *iov, size_t n) {
-  return send_from(d, to, local_for(d, to), iov, n);
+  return send_on(d, d->fd, to, local_for(d, to), iov, n);
 }
 
 int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
@@ -455,7 +462,7 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
   v->qlen++;
 }
 
-/* Reads one datagram from the main socket; with pktinfo, also which of
+/* Reads one datagram from the main socket; on a wildcard, also which of
  * our addresses it came to (into d->last_local). */
 static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t *sl) {
   struct iovec iov = {.iov_base = d->buf, .iov_len = sizeof(d->buf)};
@@ -464,13 +471,13 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
     struct cmsghdr align;
   } ctl;
   struct msghdr m = {.msg_name = ss, .msg_namelen = sizeof(*ss), .msg_iov = &iov, .msg_iovlen = 1,
-                     .msg_control = d->pktinfo ? ctl.buf : NULL,
-                     .msg_controllen = d->pktinfo ? sizeof(ctl.buf) : 0};
+                     .msg_control = d->locals ? ctl.buf : NULL,
+                     .msg_controllen = d->locals ? sizeof(ctl.buf) : 0};
   ssize_t n = recvmsg(d->fd, &m, MSG_DONTWAIT);
   if (n < 0) return n;
   *sl = m.msg_namelen;
   memset(&d->last_local, 0, sizeof(d->last_local));
-  if (!d->pktinfo) return n;
+  if (!d->locals) return n;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
     if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
       struct in_pktinfo pi;
@@ -501,7 +508,7 @@ static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
     if (!e) return;
     tern__addr old = e->addr;
     if (tern__atab_move(d->tab, h, g, from) != 0) return;
-    if (d->pktinfo) tern__atab_set_local(d->tab, h, &d->last_local);
+    if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
     if (d->move_fn) d->move_fn(d->move_ctx, h, g, &old, from);
   }
 }
@@ -551,21 +558,24 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     tern__addr from;
     if (tern__addr_from_sockaddr(&from, (struct sockaddr *)&ss, sl) != 0) continue;
     d->st.rx++;
-    if (d->locals) d->locals[tern__addr_hash(&from) % LOCAL_SLOTS] = (local_slot){from, d->last_local};
-    if (d->raw_fn && d->raw_fn(d->raw_ctx, &from, d->buf, (size_t)n) == 1) continue;
-    if (d->mig && tern__path_looks_like(d->buf, (size_t)n)) {
-      path_input(d, &from, (size_t)n);
+    if (n >= 2 && d->buf[0] == 0xFF && d->buf[1] == 0xFF) {
+      /* Not ENet's (nothing ENet accepts starts so): probes, path
+       * datagrams, FULL. Answered at once or later, from raw sends. */
+      remember_local(d, &from);
+      if (d->raw_fn && d->raw_fn(d->raw_ctx, &from, d->buf, (size_t)n) == 1) continue;
+      if (d->mig && tern__path_looks_like(d->buf, (size_t)n)) path_input(d, &from, (size_t)n);
       continue;
     }
     uint32_t h = tern__atab_find(d->tab, &from);
     vsock *to = NULL;
     uint16_t g = 0;
     if (h) {
-      if (d->pktinfo) tern__atab_set_local(d->tab, h, &d->last_local);
+      if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
       const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
       to = e->owner < MAX_PER_DISP ? d->vs[e->owner] : NULL;
       g = e->gen;
     } else if (d->accept_new && tern__enet_is_connect(d->buf, (size_t)n)) {
+      remember_local(d, &from); /* a FULL may answer it */
       to = roomiest(d);
       if (!to || tern__atab_add(d->tab, &from, to->owner, tern__now_ms(), &h, &g) != 0) {
         d->st.new_refused++;
@@ -578,10 +588,13 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
         continue;
       }
       to->load++;
-      if (d->pktinfo) tern__atab_set_local(d->tab, h, &d->last_local);
+      if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
     } else {
       d->st.rx_unknown++;
-      if (d->mig) hint(d, &from, (size_t)n);
+      if (d->mig) {
+        remember_local(d, &from);
+        hint(d, &from, (size_t)n);
+      }
       continue;
     }
     if (!to) continue;
@@ -623,13 +636,9 @@ int tern__disp_cand_open(tern__disp *d) {
 
 int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
   if (d->family == AF_INET && !tern__addr_is_v4(to)) return TERN_EADDR;
-  struct sockaddr_storage ss;
-  size_t sl = tern__addr_to_sockaddr(to, d->family, &ss);
-  ssize_t r;
-  do r = sendto(d->cand_fd >= 0 ? d->cand_fd : d->fd, data, len, MSG_NOSIGNAL, (struct sockaddr *)&ss,
-                (socklen_t)sl);
-  while (r < 0 && errno == EINTR);
-  return r == (ssize_t)len ? 0 : TERN_EIO;
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  int fd = d->cand_fd >= 0 ? d->cand_fd : d->fd;
+  return send_on(d, fd, to, NULL, &iov, 1) == (ssize_t)len ? 0 : TERN_EIO;
 }
 
 void tern__disp_cand_commit(tern__disp *d) {
@@ -660,21 +669,24 @@ size_t tern__disp_queued(const tern__disp *d) {
   return n;
 }
 
-int tern__disp_wait(tern__disp *d, int timeout_ms) {
+/* Polls the real sockets: 1 readable, 0 timeout, -2 interrupted, -1. */
+static int poll_real(const tern__disp *d, int timeout_ms) {
   struct pollfd p[2] = {{.fd = d->fd, .events = POLLIN}, {.fd = d->cand_fd, .events = POLLIN}};
   int r = poll(p, d->cand_fd >= 0 ? 2 : 1, timeout_ms);
-  if (r < 0) return errno == EINTR ? 0 : -1;
+  if (r < 0) return errno == EINTR ? -2 : -1;
   return r > 0;
+}
+
+int tern__disp_wait(tern__disp *d, int timeout_ms) {
+  int r = poll_real(d, timeout_ms);
+  return r == -2 ? 0 : r;
 }
 
 int tern__vsock_wait(int sock, uint32_t timeout_ms) {
   vsock *v = vs_of(sock);
   if (!v) return -1;
   if (v->qlen) return 1;
-  struct pollfd p[2] = {{.fd = v->d->fd, .events = POLLIN}, {.fd = v->d->cand_fd, .events = POLLIN}};
-  int r = poll(p, v->d->cand_fd >= 0 ? 2 : 1, timeout_ms > 0x7fffffff ? -1 : (int)timeout_ms);
-  if (r < 0) return errno == EINTR ? -2 : -1;
-  return r > 0;
+  return poll_real(v->d, timeout_ms > 0x7fffffff ? -1 : (int)timeout_ms);
 }
 
 int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec *iov, size_t n) {
@@ -684,7 +696,7 @@ int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec
   for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
   const tern__atab_entry *e = tern__atab_get(v->d->tab, handle, gen);
   if (!e) return (int)total; /* the handle is gone: the datagram is lost */
-  ssize_t r = send_from(v->d, &e->addr, &e->local, iov, n);
+  ssize_t r = send_on(v->d, v->d->fd, &e->addr, &e->local, iov, n);
   if (r >= 0) return (int)r;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
   if (transient(errno) || errno == EAFNOSUPPORT) {

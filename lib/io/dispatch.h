@@ -6,8 +6,9 @@
  * dispatcher's real socket, with real addresses translated to handles of
  * the address table (addrtab.h) and back.
  *
- * A datagram from the real socket is, in order: offered to the raw handler
- * (probes, path datagrams), given to the virtual socket that owns its
+ * A datagram from the real socket is, in order: if it starts with FF FF
+ * (not ENet's), offered to the raw handler (probes, FULL), then to the
+ * migration table (path datagrams); else given to the virtual socket that owns its
  * source's handle, or, from an unknown source, given a new handle if it is
  * an ENet CONNECT and the dispatcher accepts new sources (a relay); anything
  * else is dropped and counted.
@@ -29,9 +30,9 @@
 
 typedef struct tern__disp tern__disp;
 
-/* Sees every datagram the real socket receives before it is routed; returns
- * 1 to take it (no ENet host sees it) or 0 to leave it. May call
- * tern__disp_send_raw(). */
+/* Sees every datagram starting with FF FF (no ENet datagram does): probes,
+ * FULL, path datagrams. Returns 1 to take it, 0 to leave it (a relay's
+ * migration table then looks at it). May call tern__disp_send_raw(). */
 typedef int (*tern__disp_raw_fn)(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 
 typedef struct tern__disp_stats {

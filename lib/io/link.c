@@ -619,5 +619,3 @@ uint64_t tern__link_refused(const tern__link *l) {
   tern__disp_stats_get(l->disp, &st);
   return st.new_refused;
 }
-
-int tern__link_has_v6(const tern__link *l) { return tern__disp_has_v6(l->disp); }

@@ -116,9 +116,10 @@ uint32_t tern__link_peer_rtt(const tern__link_peer *peer);
 int tern__link_peer_addr(const tern__link *l, const tern__link_peer *peer, tern__addr *out);
 
 /* Datagrams that are not ENet's (the NAT-timeout probes of
- * spec/keepalive.md). `fn` sees every datagram the socket receives before
- * ENet parses it, with its real source address, and returns 1 to take it
- * (ENet never sees it) or 0 to leave it to ENet. It is called from inside
+ * spec/keepalive.md, FULL, path datagrams): `fn` sees every datagram that
+ * starts with FF FF (nothing ENet accepts does), with its real source
+ * address, and returns 1 to take it or 0 to leave it (to the relay's
+ * migration table; ENet never sees such a datagram). It is called from inside
  * tern__link_service(), and may call tern__link_send_raw(). */
 typedef int (*tern__link_raw_fn)(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 void tern__link_set_raw_handler(tern__link *l, tern__link_raw_fn fn, void *ctx);
@@ -169,9 +170,6 @@ int tern__link_fds(const tern__link *l, int fds[2]);
 
 /* The UDP socket's descriptor, for poll/epoll. */
 int tern__link_fd(const tern__link *l);
-
-/* 1 if the socket reaches IPv6 (it is dual-stack). */
-int tern__link_has_v6(const tern__link *l);
 
 /* The bound UDP port. */
 uint16_t tern__link_port(const tern__link *l);
