@@ -77,8 +77,6 @@ static int wake_setup(tern_client *c) {
   if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__link_fd(c->link), &a) != 0 ||
       epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &b) != 0)
     return TERN_EIO;
-  c->watch[0] = tern__link_fd(c->link);
-  c->nwatch = 1;
   return 0;
 }
 

@@ -113,8 +113,6 @@ struct tern_client {
   uint8_t mig_echo[8];          /* the relay's, to echo in CONFIRM */
   uint64_t mig_out_ctr, mig_in_ctr;
   uint64_t mig_deadline_ms, mig_resend_ms, mig_hint_ms;
-  int watch[2];                 /* the link's sockets in epfd */
-  int nwatch;
   int full_pending;             /* the relay answered our CONNECT with FULL ... */
   uint32_t full_retry_ms;       /* ... asking to wait this long (spec/wire.md §10) */
   tern__backoff backoff;
@@ -204,8 +202,6 @@ void tern__cl_take_full(tern_client *c, uint64_t now);
 int tern__cl_migrate(tern_client *c, int new_socket, uint64_t now);
 /* Acts on HINTs and RESPONSEs seen during the last service. */
 void tern__cl_take_path(tern_client *c, uint64_t now);
-/* Keeps epfd watching the link's sockets (they change with a migration). */
-void tern__cl_sync_fds(tern_client *c);
 void tern__cl_migrate_timers(tern_client *c, uint64_t now);
 /* ms until the migration's next timer, or -1. */
 int tern__cl_migrate_timeout(const tern_client *c, uint64_t now);

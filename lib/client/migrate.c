@@ -12,25 +12,6 @@
 
 enum { RESEND_MIN_MS = 200, GIVE_UP_MIN_MS = 1000, HINT_EVERY_MS = 1000 };
 
-void tern__cl_sync_fds(tern_client *c) {
-  int fds[2];
-  int n = tern__link_fds(c->link, fds);
-  for (int i = 0; i < c->nwatch; i++) {
-    int keep = 0;
-    for (int k = 0; k < n; k++) keep |= fds[k] == c->watch[i];
-    /* A closed descriptor has left the epoll set already; DEL then fails. */
-    if (!keep) (void)epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->watch[i], NULL);
-  }
-  for (int k = 0; k < n; k++) {
-    int have = 0;
-    for (int i = 0; i < c->nwatch; i++) have |= fds[k] == c->watch[i];
-    struct epoll_event e = {.events = EPOLLIN, .data.u32 = 0};
-    if (!have) (void)epoll_ctl(c->epfd, EPOLL_CTL_ADD, fds[k], &e);
-  }
-  for (int k = 0; k < n; k++) c->watch[k] = fds[k];
-  c->nwatch = n;
-}
-
 static void send_path(tern_client *c, uint8_t type, const uint8_t a[8]) {
   tern__path_pkt p = {.type = type, .counter = ++c->mig_out_ctr};
   memcpy(p.id, c->path.id, sizeof(p.id));
@@ -51,7 +32,6 @@ int tern__cl_migrate(tern_client *c, int new_socket, uint64_t now) {
   } else if (c->mig_active) {
     return 1; /* already trying */
   }
-  tern__cl_sync_fds(c);
   c->mig_active = 1;
   c->resp_pending = 0;
   randombytes_buf(c->mig_chal, sizeof(c->mig_chal));
@@ -100,8 +80,7 @@ void tern__cl_take_path(tern_client *c, uint64_t now) {
     if (c->mig_active && c->state == C_OPEN) {
       send_path(c, TERN__PATH_CONFIRM, c->mig_echo);
       tern__link_cand_commit(c->link);
-      tern__cl_sync_fds(c);
-      c->mig_active = 0;
+          c->mig_active = 0;
       c->mig_dead_tried = 0;
       c->stats.migrations++;
       tern__link_peer_kick(c->peer);
@@ -123,14 +102,12 @@ void tern__cl_migrate_timers(tern_client *c, uint64_t now) {
   if (c->state != C_OPEN) {
     c->mig_active = 0;
     tern__link_cand_abort(c->link);
-    tern__cl_sync_fds(c);
-    return;
+      return;
   }
   if (now >= c->mig_deadline_ms) {
     c->mig_active = 0;
     tern__link_cand_abort(c->link);
-    tern__cl_sync_fds(c);
-    tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+      tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     if (c->want_online) {
       tern__backoff_reset(&c->backoff);
       c->next_attempt_ms = now; /* at once: the path changed, not the relay */

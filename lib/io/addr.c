@@ -86,6 +86,29 @@ size_t tern__addr_to_sockaddr(const tern__addr *a, int family, struct sockaddr_s
   return sizeof(*s);
 }
 
+static const uint8_t discard_prefix[8] = {0x01, 0x00, 0, 0, 0, 0, 0, 0};
+
+void tern__addr_set_stream(tern__addr *a, uint32_t conn_id) {
+  memset(a, 0, sizeof(*a));
+  memcpy(a->ip, discard_prefix, sizeof(discard_prefix));
+  a->ip[12] = (uint8_t)(conn_id >> 24);
+  a->ip[13] = (uint8_t)(conn_id >> 16);
+  a->ip[14] = (uint8_t)(conn_id >> 8);
+  a->ip[15] = (uint8_t)conn_id;
+}
+
+int tern__addr_is_discard(const tern__addr *a) {
+  return memcmp(a->ip, discard_prefix, sizeof(discard_prefix)) == 0;
+}
+
+int tern__addr_is_stream(const tern__addr *a, uint32_t *conn_id) {
+  static const uint8_t zero[4];
+  if (!tern__addr_is_discard(a) || a->port != 0 || memcmp(a->ip + 8, zero, 4) != 0) return 0;
+  if (conn_id)
+    *conn_id = (uint32_t)a->ip[12] << 24 | (uint32_t)a->ip[13] << 16 | (uint32_t)a->ip[14] << 8 | a->ip[15];
+  return 1;
+}
+
 void tern__addr_format(const tern__addr *a, char *buf, size_t cap) {
   char ip[INET6_ADDRSTRLEN];
   if (tern__addr_is_v4(a)) {

@@ -42,6 +42,17 @@ int tern__addr_from_sockaddr(tern__addr *a, const struct sockaddr *sa, size_t le
  * if the address cannot be written in that family (IPv6 into AF_INET). */
 size_t tern__addr_to_sockaddr(const tern__addr *a, int family, struct sockaddr_storage *ss);
 
+/* A stream address: not a network address but the name of one TCP
+ * connection of a dispatcher (dispatch.h), so that the address table and
+ * ENet above it treat a TCP path like any UDP source. It lies in the
+ * discard-only prefix 100::/64 (RFC 6666) with port 0, which no datagram
+ * from the network is taken from (the dispatcher drops such sources). */
+void tern__addr_set_stream(tern__addr *a, uint32_t conn_id);
+/* 1 (and *conn_id, if not NULL) if `a` is a stream address. */
+int tern__addr_is_stream(const tern__addr *a, uint32_t *conn_id);
+/* 1 if `a` lies in 100::/64 (whatever its port): never a real source. */
+int tern__addr_is_discard(const tern__addr *a);
+
 /* "a.b.c.d:port" or "[v6]:port" into buf (TERN__ADDR_TEXT bytes suffice). */
 void tern__addr_format(const tern__addr *a, char *buf, size_t cap);
 

@@ -9,14 +9,17 @@
 #include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "io/addrtab.h"
 #include "io/clock.h"
 #include "io/enet_platform.h"
+#include "io/streams.h"
 #include "tern/tern.h"
 #include "wire/full.h"
 #include "wire/path.h"
@@ -29,7 +32,15 @@ enum {
   RECV_BATCH = 64,          /* datagrams read per receive call at most */
   UNBOUND_MAX_MS = 60000,   /* a handle no connection held is freed after */
   SOCK_BUF = 4 << 20,       /* socket buffers asked for (the kernel caps them) */
+  TCP_MAX_RELAY = 65535,    /* TCP connections a relay accepts at most */
+  TCP_MAX_CLIENT = 16,      /* TCP connections a client opens at most */
+  TCP_SWEEP_MS = 30000,     /* a connection no handle uses is closed after */
+  TCP_EVERY = 32,           /* TCP is looked at after this many UDP datagrams at most */
 };
+
+/* epoll tags of the real UDP sockets (a TCP connection's tag is its id). */
+#define TAG_UDP ((uint64_t)1 << 33)
+#define TAG_CAND ((uint64_t)1 << 34)
 
 typedef struct qitem {
   uint32_t handle;
@@ -62,6 +73,9 @@ typedef struct local_slot {
 struct tern__disp {
   int fd;
   int cand_fd;                  /* client: a socket being tried, or -1 */
+  int epfd;                     /* every real socket: UDP, candidate, TCP */
+  tern__streams *tcp;           /* TCP: a relay's listener and connections, a client's own */
+  unsigned udp_run;             /* UDP datagrams read since TCP was last looked at */
   tern__mig *mig;               /* relay: sessions that may move */
   tern__disp_move_fn move_fn;
   void *move_ctx;
@@ -209,6 +223,7 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   *out = NULL;
   tern__disp *d = calloc(1, sizeof(*d));
   if (!d) return TERN_ENOMEM;
+  d->epfd = -1;
   int rc = tern__atab_new(&d->tab, (size_t)1 << 20);
   if (rc) {
     free(d);
@@ -251,6 +266,13 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     return bind_to ? TERN_EADDR : TERN_ERESOURCE;
   }
   d->port = bound_port(d->fd);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_UDP};
+  d->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (d->epfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->fd, &ev) != 0 ||
+      tern__streams_new(&d->tcp, d->epfd, accept_new ? TCP_MAX_RELAY : TCP_MAX_CLIENT) != 0) {
+    tern__disp_free(d);
+    return TERN_ERESOURCE;
+  }
   if (bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
     d->locals = calloc(LOCAL_SLOTS, sizeof(*d->locals));
     if (!d->locals) {
@@ -264,6 +286,8 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
 
 void tern__disp_free(tern__disp *d) {
   if (!d) return;
+  tern__streams_free(d->tcp);
+  if (d->epfd >= 0) close(d->epfd);
   close(d->fd);
   if (d->cand_fd >= 0) close(d->cand_fd);
   tern__mig_free(d->mig);
@@ -272,10 +296,13 @@ void tern__disp_free(tern__disp *d) {
   free(d);
 }
 
-int tern__disp_fd(const tern__disp *d) { return d->fd; }
+int tern__disp_fd(const tern__disp *d) { return d->epfd; }
 uint16_t tern__disp_port(const tern__disp *d) { return d->port; }
 int tern__disp_has_v6(const tern__disp *d) { return d->family == AF_INET6; }
-void tern__disp_stats_get(const tern__disp *d, tern__disp_stats *st) { *st = d->st; }
+void tern__disp_stats_get(const tern__disp *d, tern__disp_stats *st) {
+  *st = d->st;
+  tern__streams_stats_get(d->tcp, &st->tcp);
+}
 
 void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx) {
   d->raw_fn = fn;
@@ -359,9 +386,25 @@ static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *
   return send_on(d, d->fd, to, local_for(d, to), iov, n);
 }
 
+/* 1 if the family of `a` cannot be reached from this dispatcher's UDP
+ * socket (a stream address always can: it names a TCP connection). */
+static int unreachable(const tern__disp *d, const tern__addr *a) {
+  return d->family == AF_INET && !tern__addr_is_v4(a) && !tern__addr_is_stream(a, NULL);
+}
+
+/* A datagram for a stream address goes framed on its TCP connection; one
+ * the connection cannot take now is lost, as on UDP. */
+static int send_stream(tern__disp *d, uint32_t id, const struct iovec *iov, size_t n) {
+  int rc = tern__streams_send(d->tcp, id, iov, n);
+  if (rc == 0) d->st.tx++;
+  return rc;
+}
+
 int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
-  if (d->family == AF_INET && !tern__addr_is_v4(to)) return TERN_EADDR;
+  if (unreachable(d, to)) return TERN_EADDR;
   struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  uint32_t id;
+  if (tern__addr_is_stream(to, &id)) return send_stream(d, id, &iov, 1) == 0 ? 0 : TERN_EIO;
   return send_to(d, to, &iov, 1) == (ssize_t)len ? 0 : TERN_EIO;
 }
 
@@ -371,7 +414,7 @@ int tern__disp_handle_new(tern__disp *d, int sock, const tern__addr *a, uint32_t
                           uint16_t *gen) {
   vsock *v = vs_of(sock);
   if (!v || v->d != d) return TERN_EINVAL;
-  if (d->family == AF_INET && !tern__addr_is_v4(a)) return TERN_EADDR;
+  if (unreachable(d, a)) return TERN_EADDR;
   uint32_t h = tern__atab_find(d->tab, a);
   if (h) {
     *handle = h;
@@ -399,14 +442,26 @@ void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen) {
   const tern__atab_entry *e = tern__atab_get(d->tab, handle, gen);
   if (!e) return;
   uint32_t owner = e->owner;
+  tern__addr was = e->addr;
   if (tern__atab_release(d->tab, handle, gen)) {
+    uint32_t id;
+    if (tern__addr_is_stream(&was, &id)) tern__streams_close(d->tcp, id);
     if (d->mig) tern__mig_remove(d->mig, handle, gen);
     vsock *v = owner < MAX_PER_DISP ? d->vs[owner] : NULL;
     if (v && v->load) v->load--;
   }
 }
 
+/* A TCP connection is kept while a handle names it. */
+static int stream_used(void *ctx, uint32_t id) {
+  tern__disp *d = ctx;
+  tern__addr a;
+  tern__addr_set_stream(&a, id);
+  return tern__atab_find(d->tab, &a) != 0;
+}
+
 void tern__disp_sweep(tern__disp *d, uint64_t now_ms) {
+  tern__streams_sweep(d->tcp, now_ms, TCP_SWEEP_MS, stream_used, d);
   /* Loads are recounted after a sweep: cheaper than a callback per entry,
    * and a sweep is rare (a CONNECT that ENet dropped). */
   if (tern__atab_sweep(d->tab, now_ms, UNBOUND_MAX_MS) == 0) return;
@@ -493,6 +548,59 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
   return n;
 }
 
+/* Looks at the TCP side: accepts, reads, writes what waited, for
+ * whatever the epoll set reports ready now. */
+static void tcp_poll(tern__disp *d) {
+  d->udp_run = 0;
+  if (!tern__streams_any(d->tcp)) return;
+  struct epoll_event ev[64];
+  int n = epoll_wait(d->epfd, ev, 64, 0);
+  uint64_t now = tern__now_ms();
+  for (int i = 0; i < n; i++)
+    if (ev[i].data.u64 != TAG_UDP && ev[i].data.u64 != TAG_CAND)
+      tern__streams_event(d->tcp, ev[i].data.u64, ev[i].events, now);
+}
+
+/* The next datagram from any real socket into d->buf, with its source:
+ * the candidate socket, the UDP socket, then TCP (looked at when UDP has
+ * nothing, and every TCP_EVERY datagrams, so neither starves the other).
+ * Returns its length, 0 if nothing is waiting, -1 (errno) on a socket error. */
+static ssize_t read_one(tern__disp *d, tern__addr *from) {
+  for (int pass = 0; pass < 2; pass++) {
+    uint32_t id;
+    size_t k = tern__streams_next(d->tcp, &id, d->buf, sizeof(d->buf));
+    if (k) {
+      tern__addr_set_stream(from, id);
+      memset(&d->last_local, 0, sizeof(d->last_local));
+      return (ssize_t)k;
+    }
+    if (pass == 1) return 0;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    ssize_t n = -1;
+    errno = EAGAIN;
+    /* A client trying a new path reads its candidate socket too. */
+    if (d->udp_run < TCP_EVERY) {
+      if (d->cand_fd >= 0)
+        n = recvfrom(d->cand_fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+      if (n < 0) n = recv_local(d, &ss, &sl);
+    }
+    if (n >= 0) {
+      d->udp_run++;
+      /* 100::/64 names TCP connections here; no real datagram comes from it. */
+      if (tern__addr_from_sockaddr(from, (struct sockaddr *)&ss, sl) != 0 ||
+          tern__addr_is_discard(from)) {
+        errno = EINTR; /* skip it */
+        return -1;
+      }
+      return n;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    tcp_poll(d);
+  }
+  return 0;
+}
+
 /* Relay: a path datagram (migrate.h). */
 static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
   uint8_t rnd[8], out[TERN__PATH_BYTES];
@@ -508,6 +616,8 @@ static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
     if (!e) return;
     tern__addr old = e->addr;
     if (tern__atab_move(d->tab, h, g, from) != 0) return;
+    uint32_t id;
+    if (tern__addr_is_stream(&old, &id)) tern__streams_close(d->tcp, id); /* back on UDP */
     if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
     if (d->move_fn) d->move_fn(d->move_ctx, h, g, &old, from);
   }
@@ -543,20 +653,13 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
     /* Another host's queue half full: leave the rest in the kernel's
      * buffer until that host has been serviced. */
     if (backlogged(d, v)) return 0;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    ssize_t n = -1;
-    /* A client trying a new path reads its candidate socket too. */
-    if (d->cand_fd >= 0) n = recvfrom(d->cand_fd, d->buf, sizeof(d->buf), MSG_DONTWAIT,
-                                      (struct sockaddr *)&ss, &sl);
-    if (n < 0) n = recv_local(d, &ss, &sl);
+    tern__addr from;
+    ssize_t n = read_one(d, &from);
+    if (n == 0) return 0;
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       if (errno == EINTR || transient(errno)) continue; /* an ICMP error for an old send */
       return -1;
     }
-    tern__addr from;
-    if (tern__addr_from_sockaddr(&from, (struct sockaddr *)&ss, sl) != 0) continue;
     d->st.rx++;
     if (n >= 2 && d->buf[0] == 0xFF && d->buf[1] == 0xFF) {
       /* Not ENet's (nothing ENet accepts starts so): probes, path
@@ -591,7 +694,7 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
     } else {
       d->st.rx_unknown++;
-      if (d->mig) {
+      if (d->mig && !tern__addr_is_stream(&from, NULL)) {
         remember_local(d, &from);
         hint(d, &from, (size_t)n);
       }
@@ -631,7 +734,13 @@ int tern__disp_cand_open(tern__disp *d) {
   memset(&any, 0, sizeof(any));
   if (d->family == AF_INET) tern__addr_set_v4(&any, 0, 0);
   d->cand_fd = open_socket(d->family, &any, 0);
-  return d->cand_fd >= 0 ? 0 : TERN_ERESOURCE;
+  if (d->cand_fd < 0) return TERN_ERESOURCE;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_CAND};
+  if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->cand_fd, &ev) != 0) {
+    tern__disp_cand_abort(d);
+    return TERN_ERESOURCE;
+  }
+  return 0;
 }
 
 int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, size_t len) {
@@ -643,10 +752,12 @@ int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, 
 
 void tern__disp_cand_commit(tern__disp *d) {
   if (d->cand_fd < 0) return;
-  close(d->fd);
+  close(d->fd); /* leaves the epoll set */
   d->fd = d->cand_fd;
   d->cand_fd = -1;
   d->port = bound_port(d->fd);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_UDP};
+  (void)epoll_ctl(d->epfd, EPOLL_CTL_MOD, d->fd, &ev);
 }
 
 void tern__disp_cand_abort(tern__disp *d) {
@@ -655,24 +766,19 @@ void tern__disp_cand_abort(tern__disp *d) {
   d->cand_fd = -1;
 }
 
-int tern__disp_fds(const tern__disp *d, int fds[2]) {
-  fds[0] = d->fd;
-  if (d->cand_fd < 0) return 1;
-  fds[1] = d->cand_fd;
-  return 2;
-}
-
 size_t tern__disp_queued(const tern__disp *d) {
-  size_t n = 0;
+  size_t n = tern__streams_ready(d->tcp) ? 1 : 0;
   for (size_t i = 0; i < MAX_PER_DISP; i++)
     if (d->vs[i]) n += d->vs[i]->qlen;
   return n;
 }
 
-/* Polls the real sockets: 1 readable, 0 timeout, -2 interrupted, -1. */
+/* Polls the real sockets (the epoll set holds them all): 1 readable, 0
+ * timeout, -2 interrupted, -1. */
 static int poll_real(const tern__disp *d, int timeout_ms) {
-  struct pollfd p[2] = {{.fd = d->fd, .events = POLLIN}, {.fd = d->cand_fd, .events = POLLIN}};
-  int r = poll(p, d->cand_fd >= 0 ? 2 : 1, timeout_ms);
+  if (tern__streams_ready(d->tcp)) return 1;
+  struct pollfd p = {.fd = d->epfd, .events = POLLIN};
+  int r = poll(&p, 1, timeout_ms);
   if (r < 0) return errno == EINTR ? -2 : -1;
   return r > 0;
 }
@@ -696,6 +802,11 @@ int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec
   for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
   const tern__atab_entry *e = tern__atab_get(v->d->tab, handle, gen);
   if (!e) return (int)total; /* the handle is gone: the datagram is lost */
+  uint32_t id;
+  if (tern__addr_is_stream(&e->addr, &id)) {
+    if (send_stream(v->d, id, iov, n) != 0) v->d->st.tx_unreachable++;
+    return (int)total;
+  }
   ssize_t r = send_on(v->d, v->d->fd, &e->addr, &e->local, iov, n);
   if (r >= 0) return (int)r;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
@@ -704,4 +815,50 @@ int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec
     return (int)total;
   }
   return -1;
+}
+
+/* --- TCP (spec/wire.md §12) ---------------------------------------------- */
+
+int tern__disp_listen_tcp(tern__disp *d, const tern__addr *bind_to, uint16_t *port) {
+  if (!d->accept_new) return TERN_EINVAL;
+  return tern__streams_listen(d->tcp, bind_to, port);
+}
+
+int tern__disp_tcp_connect(tern__disp *d, const tern__addr *to, tern__addr *stream) {
+  uint32_t id;
+  int rc = tern__streams_connect(d->tcp, to, &id);
+  if (rc) return rc;
+  tern__addr_set_stream(stream, id);
+  return 0;
+}
+
+int tern__disp_handle_alive(const tern__disp *d, uint32_t handle, uint16_t gen) {
+  const tern__atab_entry *e = tern__atab_get(d->tab, handle, gen);
+  if (!e) return 0;
+  uint32_t id;
+  return !tern__addr_is_stream(&e->addr, &id) || tern__streams_alive(d->tcp, id);
+}
+
+int tern__disp_handle_move(tern__disp *d, uint32_t handle, uint16_t gen, const tern__addr *to) {
+  const tern__atab_entry *e = tern__atab_get(d->tab, handle, gen);
+  if (!e) return TERN_ENOENT;
+  tern__addr old = e->addr;
+  int rc = tern__atab_move(d->tab, handle, gen, to);
+  uint32_t id;
+  if (rc == 0 && tern__addr_is_stream(&old, &id)) tern__streams_close(d->tcp, id);
+  return rc;
+}
+
+void tern__disp_addr_name(const tern__disp *d, const tern__addr *a, char *buf, size_t cap) {
+  uint32_t id;
+  tern__addr real;
+  if (!tern__addr_is_stream(a, &id)) {
+    tern__addr_format(a, buf, cap);
+  } else if (tern__streams_remote(d->tcp, id, &real) == 0) {
+    char t[TERN__ADDR_TEXT];
+    tern__addr_format(&real, t, sizeof(t));
+    snprintf(buf, cap, "tcp:%s", t);
+  } else {
+    snprintf(buf, cap, "tcp:(closed)");
+  }
 }

@@ -27,6 +27,7 @@
 
 #include "io/addr.h"
 #include "io/migrate.h"
+#include "io/streams.h"
 
 typedef struct tern__disp tern__disp;
 
@@ -42,6 +43,7 @@ typedef struct tern__disp_stats {
   uint64_t new_refused;        /* CONNECTs dropped: no host had room */
   uint64_t tx_unreachable;     /* sends the network refused (no route, filtered) */
   uint64_t hints;              /* path HINTs sent to unknown sources */
+  tern__streams_stats tcp;     /* the TCP side */
 } tern__disp_stats;
 
 /* Opens the real socket. `bind` NULL: a client's ephemeral socket, dual-stack
@@ -55,6 +57,8 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind, int accept_new);
  * (enet_host_destroy closes them). */
 void tern__disp_free(tern__disp *d);
 
+/* One descriptor that is readable when any of the dispatcher's real
+ * sockets (UDP, a candidate, TCP) is: an epoll set, for poll or epoll. */
 int tern__disp_fd(const tern__disp *d);
 uint16_t tern__disp_port(const tern__disp *d);
 /* 1 if the socket can reach IPv6 addresses. */
@@ -122,8 +126,23 @@ int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, 
 void tern__disp_cand_commit(tern__disp *d);
 /* Client: closes the candidate socket. */
 void tern__disp_cand_abort(tern__disp *d);
-/* The real sockets to wait on (1 or 2) into fds[2]. */
-int tern__disp_fds(const tern__disp *d, int fds[2]);
+
+/* --- TCP (spec/wire.md §12; streams.h) ------------------------------------ */
+
+/* Relay: accepts TCP connections on `bind` too; each carries framed
+ * datagrams and gets a handle like a UDP source. Returns 0 (*port: the
+ * bound port), TERN_EEXIST, TERN_EADDR (errno), TERN_EINVAL (a client's). */
+int tern__disp_listen_tcp(tern__disp *d, const tern__addr *bind, uint16_t *port);
+/* Client: starts a TCP connection to `to`; *stream is the address to make
+ * a handle for (tern__disp_handle_new). Returns 0, TERN_ERESOURCE, TERN_EIO. */
+int tern__disp_tcp_connect(tern__disp *d, const tern__addr *to, tern__addr *stream);
+/* 0 if the handle is gone or its TCP connection closed, else 1. */
+int tern__disp_handle_alive(const tern__disp *d, uint32_t handle, uint16_t gen);
+/* Client: the handle's datagrams go to `to` from now on (a session moved
+ * from TCP back to UDP: the TCP connection is closed). 0 or TERN_E*. */
+int tern__disp_handle_move(tern__disp *d, uint32_t handle, uint16_t gen, const tern__addr *to);
+/* The address as text for logs: "tcp:<peer>" for a stream address. */
+void tern__disp_addr_name(const tern__disp *d, const tern__addr *a, char *buf, size_t cap);
 
 /* How many connections virtual socket `vsock` may hold (its host's peer
  * count): new sources go to the socket with the most room. */

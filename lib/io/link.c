@@ -42,6 +42,14 @@ typedef struct held {
   uint8_t on;
 } held;
 
+/* A client's connect (it may race several, one per peer slot). */
+typedef struct attempt {
+  uint8_t used;              /* the slot's peer was made by tern__link_connect*() */
+  uint8_t connecting;        /* its connect has not completed */
+  enet_uint32 start;         /* ENet time it started connecting */
+  enet_uint32 rto;           /* its connect request's first timeout, ms */
+} attempt;
+
 /* One ENet host on a virtual socket of the link's dispatcher. ENet caps a
  * host at 4,095 peers; a relay with more slots runs several shards behind
  * its one port (docs/socket-layer.md, "Shards"). */
@@ -61,10 +69,8 @@ struct tern__link {
   tern__link_move_fn move_fn;
   void *move_ctx;
   enet_uint32 tuned_at;      /* ENet time of the last pass over in-flight commands */
-  ENetPeer *outgoing;        /* client: the peer of the last tern__link_connect() */
-  enet_uint32 connect_start; /* ENet time it started connecting */
-  enet_uint32 connect_rto;   /* its connect request's first timeout, ms */
-  int connecting;            /* its connect has not completed */
+  attempt *att;              /* client: per peer slot, its own connects */
+  tern__addr bind;           /* relay: the address bound (TCP listens there too) */
   tern__addr rtt_addr;       /* where rtt_ms was measured (the real address) */
   enet_uint32 rtt_ms;        /* smoothed RTT last measured to rtt_addr; 0: none */
 };
@@ -209,6 +215,11 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
     s->host->intercept = intercept;
   }
   l->host = l->sh[0].host;
+  if (!bind_host && !(l->att = calloc(l->host->peerCount, sizeof(*l->att)))) {
+    tern__link_free(l);
+    return TERN_ENOMEM;
+  }
+  if (bind_host) l->bind = bind;
   *out = l;
   return 0;
 }
@@ -221,17 +232,68 @@ void tern__link_free(tern__link *l) {
     free(l->sh[i].holds);
   }
   tern__disp_free(l->disp);
+  free(l->att);
   free(l->sh);
   free(l);
 }
 
-int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out) {
+/* Appends `a` to out[*n] unless it is there already. */
+static void add_unique(tern__addr *out, size_t cap, size_t *n, const tern__addr *a) {
+  for (size_t i = 0; i < *n; i++)
+    if (tern__addr_equal(&out[i], a)) return;
+  if (*n < cap) out[(*n)++] = *a;
+}
+
+int tern__link_resolve_all(tern__link *l, const char *host, uint16_t port, tern__addr *out,
+                           size_t cap) {
+  if (cap == 0) return TERN_EINVAL;
   int v6 = tern__disp_has_v6(l->disp);
-  int rc = resolve_one(host, port, v6 ? AF_UNSPEC : AF_INET, 0, out);
+  tern__addr got[TERN__LINK_RESOLVE_MAX];
+  size_t n = 0;
+  if (tern__addr_parse_ip(&got[0], host, port) == 0) {
+    n = 1;
+  } else {
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = v6 ? AF_UNSPEC : AF_INET;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    int g = getaddrinfo(host, NULL, &hints, &res);
+    if (g != 0) {
+      /* AI_ADDRCONFIG hides every address on a host with loopback only. */
+      hints.ai_flags = 0;
+      g = getaddrinfo(host, NULL, &hints, &res);
+    }
+    if (g != 0) return TERN_EADDR;
+    for (struct addrinfo *r = res; r; r = r->ai_next) {
+      tern__addr a;
+      if (tern__addr_from_sockaddr(&a, r->ai_addr, r->ai_addrlen) != 0) continue;
+      a.port = port;
+      add_unique(got, TERN__LINK_RESOLVE_MAX, &n, &a);
+    }
+    freeaddrinfo(res);
+    if (n == 0) return TERN_EADDR;
+  }
   /* An IPv4 address (a literal, or a name with only A records) on a
    * network that reaches IPv4 only through a NAT64. */
-  if (rc == 0 && v6) (void)tern__nat64_synthesize(out);
-  return rc;
+  for (size_t i = 0; v6 && i < n; i++)
+    if (tern__addr_is_v4(&got[i])) (void)tern__nat64_synthesize(&got[i]);
+  /* RFC 8305 §4: the first address's family first (getaddrinfo sorted them
+   * as RFC 6724 prefers), then the families alternate. */
+  size_t k = 0, i1 = 0, i2 = 0;
+  int first_v4 = tern__addr_is_v4(&got[0]);
+  for (int turn = 0; k < cap && (i1 < n || i2 < n); turn ^= 1) {
+    size_t *i = turn ? &i2 : &i1;
+    int want_v4 = turn ? !first_v4 : first_v4;
+    while (*i < n && tern__addr_is_v4(&got[*i]) != want_v4) (*i)++;
+    if (*i < n) out[k++] = got[(*i)++];
+  }
+  return (int)k;
+}
+
+int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out) {
+  int n = tern__link_resolve_all(l, host, port, out, 1);
+  return n > 0 ? 0 : TERN_EADDR;
 }
 
 int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer) {
@@ -261,12 +323,19 @@ int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_pe
   if (l->rtt_ms && tern__addr_equal(&l->rtt_addr, real)) seed = l->rtt_ms;
   p->roundTripTime = seed;
   p->roundTripTimeVariance = seed / 4;
-  l->outgoing = p;
-  l->connect_start = enet_time_get();
-  l->connect_rto = p->roundTripTime + 4 * p->roundTripTimeVariance;
-  l->connecting = 1;
+  if (l->att)
+    l->att[p - l->host->peers] = (attempt){.used = 1, .connecting = 1, .start = enet_time_get(),
+                                           .rto = p->roundTripTime + 4 * p->roundTripTimeVariance};
   *peer = (tern__link_peer *)p;
   return 0;
+}
+
+int tern__link_connect_tcp(tern__link *l, const tern__addr *real, tern__link_peer **peer) {
+  *peer = NULL;
+  tern__addr stream;
+  int rc = tern__disp_tcp_connect(l->disp, real, &stream);
+  if (rc) return rc == TERN_EIO ? TERN_EADDR : rc;
+  return tern__link_connect_addr(l, &stream, peer);
 }
 
 /* The client's connect completed. If the request was answered before it
@@ -275,12 +344,20 @@ int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_pe
  * taken): it becomes the peer's estimate, and ENet smooths later samples
  * into it (lastReceiveTime set) instead of starting over from the first
  * acknowledgement with a variance of half the RTT. */
+/* The client's own connect in slot p, or NULL. */
+static attempt *attempt_of(const tern__link *l, const ENetPeer *p) {
+  if (!l->att || p->host != l->host) return NULL;
+  attempt *a = &l->att[p - l->host->peers];
+  return a->used ? a : NULL;
+}
+
 static void connect_sample(tern__link *l, ENetPeer *p) {
-  if (p != l->outgoing || !l->connecting) return;
-  l->connecting = 0;
+  attempt *a = attempt_of(l, p);
+  if (!a || !a->connecting) return;
+  a->connecting = 0;
   enet_uint32 now = enet_time_get();
-  enet_uint32 sample = ENET_TIME_DIFFERENCE(now, l->connect_start);
-  if (sample >= l->connect_rto) return;
+  enet_uint32 sample = ENET_TIME_DIFFERENCE(now, a->start);
+  if (sample >= a->rto) return;
   if (sample == 0) sample = 1;
   p->roundTripTime = sample;
   p->roundTripTimeVariance = sample / 4 ? sample / 4 : 1;
@@ -369,6 +446,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
     case ENET_EVENT_TYPE_DISCONNECT:
       ev->type = TERN__LINK_EV_DISCONNECT;
       release(l, e.peer);
+      if (attempt_of(l, e.peer)) l->att[e.peer - l->host->peers].used = 0;
       break;
     case ENET_EVENT_TYPE_RECEIVE:
       ev->type = TERN__LINK_EV_RECEIVE;
@@ -392,7 +470,7 @@ void tern__link_event_done(tern__link_event *ev) {
 /* The srtt the retransmission cap is computed from (see the top). */
 static enet_uint32 cap_srtt(const tern__link *l, const ENetPeer *p) {
   if (p->lastReceiveTime != 0) return p->roundTripTime; /* sampled */
-  if (p == l->outgoing) return p->roundTripTime;         /* the seed */
+  if (attempt_of(l, p)) return p->roundTripTime;         /* the seed */
   return RTT_GUESS_MS; /* the relay's side of a new connection */
 }
 
@@ -433,10 +511,12 @@ static void tune(tern__link *l) {
   enet_uint32 now = enet_time_get();
   for (size_t k = 0; k < l->nsh; k++)
     for (size_t i = 0; i < l->sh[k].host->peerCount; i++) tune_peer(l, &l->sh[k].host->peers[i]);
-  ENetPeer *o = l->outgoing;
-  if (o && o->state == ENET_PEER_STATE_CONNECTED && o->lastReceiveTime != 0 &&
-      peer_real(l, o, &l->rtt_addr) == 0)
-    l->rtt_ms = o->roundTripTime;
+  for (size_t i = 0; l->att && i < l->host->peerCount; i++) {
+    ENetPeer *o = &l->host->peers[i];
+    if (l->att[i].used && o->state == ENET_PEER_STATE_CONNECTED && o->lastReceiveTime != 0 &&
+        peer_real(l, o, &l->rtt_addr) == 0)
+      l->rtt_ms = o->roundTripTime;
+  }
   l->tuned_at = now;
 }
 
@@ -450,6 +530,7 @@ void tern__link_close(tern__link *l, tern__link_peer *peer, uint32_t code, int h
   if (how == TERN__LINK_CLOSE_NOW) {
     enet_peer_disconnect_now(p, code); /* sends the disconnect at once */
     release(l, p);
+    if (attempt_of(l, p)) l->att[p - l->host->peers].used = 0;
   } else if (how == TERN__LINK_CLOSE_LATER)
     enet_peer_disconnect_later(p, code);
   else
@@ -470,7 +551,7 @@ void tern__link_peer_set_timing(tern__link_peer *peer, uint32_t ping_ms, uint32_
 
 void tern__link_peer_name(const tern__link *l, const tern__link_peer *peer, char *buf, size_t cap) {
   tern__addr a;
-  if (peer_real(l, (const ENetPeer *)peer, &a) == 0) tern__addr_format(&a, buf, cap);
+  if (peer_real(l, (const ENetPeer *)peer, &a) == 0) tern__disp_addr_name(l->disp, &a, buf, cap);
   else snprintf(buf, cap, "(gone)");
 }
 
@@ -608,7 +689,28 @@ int tern__link_cand_send(tern__link *l, const tern__addr *to, const void *data, 
 
 void tern__link_cand_commit(tern__link *l) { tern__disp_cand_commit(l->disp); }
 void tern__link_cand_abort(tern__link *l) { tern__disp_cand_abort(l->disp); }
-int tern__link_fds(const tern__link *l, int fds[2]) { return tern__disp_fds(l->disp, fds); }
+
+int tern__link_listen_tcp(tern__link *l, uint16_t port, uint16_t *bound) {
+  if (l->att) return TERN_EINVAL;
+  tern__addr at = l->bind;
+  at.port = port;
+  return tern__disp_listen_tcp(l->disp, &at, bound);
+}
+
+int tern__link_peer_alive(const tern__link *l, const tern__link_peer *peer) {
+  const ENetPeer *p = (const ENetPeer *)peer;
+  return tern__disp_handle_alive(l->disp, p->address.host, p->address.port);
+}
+
+int tern__link_peer_is_tcp(const tern__link *l, const tern__link_peer *peer) {
+  tern__addr a;
+  return peer_real(l, (const ENetPeer *)peer, &a) == 0 && tern__addr_is_stream(&a, NULL);
+}
+
+int tern__link_peer_move(tern__link *l, tern__link_peer *peer, const tern__addr *to) {
+  const ENetPeer *p = (const ENetPeer *)peer;
+  return tern__disp_handle_move(l->disp, p->address.host, p->address.port, to);
+}
 
 void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms) {
   tern__disp_set_full_answer(l->disp, retry_ms);

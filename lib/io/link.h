@@ -66,9 +66,18 @@ extern size_t tern__link_hook_shard_peers;
 int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_t max_peers);
 void tern__link_free(tern__link *l);
 
+/* Most addresses tern__link_resolve_all() keeps of one name. */
+#define TERN__LINK_RESOLVE_MAX 16
+
 /* Resolves host (an IPv4 or IPv6 literal, brackets allowed, or a name with
- * A or AAAA records) to the address a connect would use. Blocks on DNS.
- * Returns 0 or TERN_EADDR. */
+ * A or AAAA records) to up to `cap` addresses, in the order to try them
+ * (RFC 8305 §4: families alternate, starting with the one the system
+ * prefers); an IPv4 address on a network without IPv4 is synthesized with
+ * the NAT64 prefix. Blocks on DNS. Returns how many (at least 1) or
+ * TERN_EADDR. */
+int tern__link_resolve_all(tern__link *l, const char *host, uint16_t port, tern__addr *out,
+                           size_t cap);
+/* The first of those. Returns 0 or TERN_EADDR. */
 int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out);
 
 /* Starts an ENet connection to host:port (resolved as above) or to a real
@@ -76,6 +85,11 @@ int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__add
  * IPv6 address on a host without IPv6), TERN_ERESOURCE (no free slot). */
 int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer);
 int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_peer **peer);
+/* The same over a new TCP connection to `real` (spec/wire.md §12): ENet's
+ * datagrams travel framed on it. Returns 0, TERN_EADDR (the connection
+ * could not even start), TERN_ERESOURCE. A client may have several connects
+ * under way at once (one per peer slot): the first to connect wins. */
+int tern__link_connect_tcp(tern__link *l, const tern__addr *real, tern__link_peer **peer);
 
 /* Queues `len` bytes on `channel`; ENet copies them. Returns 0,
  * TERN_ENOMEM, TERN_ECLOSED (peer not connected). */
@@ -165,10 +179,22 @@ int tern__link_cand_open(tern__link *l);
 int tern__link_cand_send(tern__link *l, const tern__addr *to, const void *data, size_t len);
 void tern__link_cand_commit(tern__link *l);
 void tern__link_cand_abort(tern__link *l);
-/* The real sockets to wait on (1 or 2) into fds[2]. */
-int tern__link_fds(const tern__link *l, int fds[2]);
+/* --- TCP (spec/wire.md §12) ---------------------------------------------- */
 
-/* The UDP socket's descriptor, for poll/epoll. */
+/* Relay: accepts TCP connections on `port` of the bound address too.
+ * Returns 0 (*bound: the port), TERN_EADDR (errno), TERN_EEXIST, TERN_EINVAL. */
+int tern__link_listen_tcp(tern__link *l, uint16_t port, uint16_t *bound);
+/* 1 if the peer's path is a TCP connection. */
+int tern__link_peer_is_tcp(const tern__link *l, const tern__link_peer *peer);
+/* 0 if the peer's TCP connection closed (nothing it sends arrives any
+ * more); 1 otherwise. */
+int tern__link_peer_alive(const tern__link *l, const tern__link_peer *peer);
+/* Client: the peer's datagrams go to `to` (a UDP address) from now on,
+ * and its TCP connection, if it had one, is closed. 0 or TERN_E*. */
+int tern__link_peer_move(tern__link *l, tern__link_peer *peer, const tern__addr *to);
+
+/* One descriptor readable when any of the link's sockets is (an epoll
+ * set: UDP, TCP, a candidate), for poll/epoll. It does not change. */
 int tern__link_fd(const tern__link *l);
 
 /* The bound UDP port. */
