@@ -168,7 +168,13 @@ typedef struct tern_client_config {
    * address ("2001:db8::1" or "[2001:db8::1]"); and its UDP port. On an
    * IPv6-only network an IPv4 address is reached through the network's
    * NAT64, whose prefix the client learns from ipv4only.arpa (RFC 7050).
-   * The string is copied by tern_client_new(). Required. */
+   * Several endpoints of one relay may be given, separated by commas, each
+   * with its own port if it differs ("relay.example, [2001:db8::1]:7401,
+   * 192.0.2.1"). A connect races the addresses (Happy Eyeballs, RFC 8305):
+   * a name's IPv6 and IPv4 addresses alternate, one starts every
+   * connect_stagger_ms until one answers, and the first to connect wins;
+   * four addresses at most are raced. The string is copied by
+   * tern_client_new(). Required. */
   const char *relay_host;
   uint16_t relay_port;
   /* The relay's static public key, pinned: a relay that cannot prove it
@@ -250,6 +256,21 @@ typedef struct tern_client_config {
   /* How many networks the state directory remembers (least recently used
    * forgotten first). Default 32. */
   uint32_t keepalive_networks_max;
+
+  /* Happy Eyeballs (RFC 8305): the next address of the relay is tried this
+   * many ms after the one before unless that one failed sooner. Default 250. */
+  uint32_t connect_stagger_ms;
+  /* TCP fallback, for networks that block UDP (spec/wire.md §12): the
+   * relay's TCP port (ternd --listen-tcp; 443 passes most firewalls). 0
+   * (default): UDP only. With it, a connect that has had no answer over
+   * UDP after tcp_fallback_ms (default 1000) races TCP connections to the
+   * same addresses, and the first to connect wins. The session carries the
+   * same sealed traffic over TCP; every udp_retry_ms (default 60000) the
+   * client tries to move it back to UDP (a migration, spec/wire.md §11),
+   * and stays on TCP if UDP still does not answer. */
+  uint16_t relay_tcp_port;
+  uint32_t tcp_fallback_ms;
+  uint32_t udp_retry_ms;
 } tern_client_config;
 
 /* Fills *cfg with defaults; relay_host, relay_port, relay_public_key and
@@ -365,6 +386,13 @@ TERN_EXPORT TERN_NONNULL(1) int tern_client_disconnect(tern_client *c);
  * offline by request. */
 TERN_EXPORT TERN_NONNULL(1) void tern_client_network_changed(tern_client *c);
 
+/* The app knows (or suspects) that the current network blocks UDP: a
+ * connect under way, and every connect until tern_client_network_changed(),
+ * races TCP at once instead of after tcp_fallback_ms. Needs relay_tcp_port.
+ * A session already open is left as it is. Returns 0, or TERN_EINVAL if
+ * the client has no relay_tcp_port. Any thread. */
+TERN_EXPORT TERN_NONNULL(1) int tern_client_udp_blocked(tern_client *c);
+
 /* Sends `len` bytes of `body` to user `to`, reliably: the message is in the
  * outbox (on disk with a state_dir) when this returns 0, and is resent
  * until the relay stores it (TERN_EV_SENT) or refuses it (TERN_EV_FAILED),
@@ -477,6 +505,8 @@ typedef struct tern_client_stats {
   uint64_t packets_replayed;  /* sealed packets dropped: replay window */
   uint64_t connects;          /* sessions established */
   uint64_t migrations;        /* times the session moved to a new path without a new handshake */
+  uint64_t connects_tcp;      /* ... of the sessions established, those over TCP */
+  uint64_t on_tcp;            /* 1 while the session runs over TCP, else 0 */
 } tern_client_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st,
                                                                size_t st_size);
@@ -595,6 +625,16 @@ TERN_EXPORT TERN_NONNULL(1) int tern_relay_timeout_ms(tern_relay *r);
 /* The UDP port actually bound (useful with port 0). */
 TERN_EXPORT TERN_NONNULL(1) uint16_t tern_relay_port(const tern_relay *r);
 
+/* Accepts TCP connections on `port` (0 picks one) of the relay's bind
+ * address too, for clients whose network blocks UDP (their
+ * relay_tcp_port): each carries the same sealed datagrams as UDP, framed
+ * with a 2-byte length (spec/wire.md §12), and its session may move back to
+ * UDP later. TCP port 443 passes most firewalls. *bound (may be NULL) gets
+ * the port. Returns 0, TERN_EADDR (cannot bind; errno says why),
+ * TERN_EEXIST (listening already). */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_relay_listen_tcp(tern_relay *r, uint16_t port,
+                                                              uint16_t *bound);
+
 /* Re-checks every authenticated peer against the auth callback (after an
  * allow-list reload): peers now refused are disconnected with
  * TERN_EUNKNOWNKEY. Returns the number disconnected. */
@@ -621,6 +661,8 @@ typedef struct tern_relay_stats {
   uint64_t probe_limited;       /* REQUESTs refused by the rate limits */
   uint64_t connects_refused_full; /* new connections refused with FULL: no free slot */
   uint64_t sessions_moved;      /* sessions that moved to a new address (no new handshake) */
+  uint64_t tcp_accepted;        /* TCP connections accepted (tern_relay_listen_tcp()) */
+  uint64_t tcp_connections;     /* TCP connections open now */
 } tern_relay_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *st,
                                                               size_t st_size);

@@ -26,6 +26,9 @@ void tern_client_config_default(tern_client_config *cfg) {
   cfg->keepalive_reprobe_ms = 86400000;
   cfg->keepalive_foreground_ms = 60000;
   cfg->keepalive_networks_max = 32;
+  cfg->connect_stagger_ms = 250;
+  cfg->tcp_fallback_ms = 1000;
+  cfg->udp_retry_ms = 60000;
 }
 
 /* The learner's random source. */
@@ -122,7 +125,7 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   if (c->cfg.dead_link_ms) cc.dead_link_ms = c->cfg.dead_link_ms;
   if (cc.resend_ms > cc.dead_link_ms / 2) cc.resend_ms = cc.dead_link_ms / 2;
   if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
-  if ((rc = tern__link_new(&c->link, NULL, 0, 1)) != 0) goto fail;
+  if ((rc = tern__link_new(&c->link, NULL, 0, TERN__RACE_MAX)) != 0) goto fail;
   tern__link_set_raw_handler(c->link, tern__cl_on_raw, c);
   if ((rc = wake_setup(c)) != 0) goto fail;
   {
@@ -269,6 +272,7 @@ void tern_client_network_changed(tern_client *c) {
   pthread_mutex_lock(&c->mu);
   /* An open session first tries to move to the new path (a new socket:
    * the routing picks the new interface); the rest is rebuilt. */
+  c->udp_blocked = 0; /* a new network: UDP may work here */
   if (c->want_online && !tern__cl_migrate(c, 1, tern__now_ms())) {
     if (c->state != C_IDLE) tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     tern__backoff_reset(&c->backoff);
@@ -276,6 +280,16 @@ void tern_client_network_changed(tern_client *c) {
   }
   pthread_mutex_unlock(&c->mu);
   wake(c);
+}
+
+int tern_client_udp_blocked(tern_client *c) {
+  if (!c->cfg.relay_tcp_port) return TERN_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  c->udp_blocked = 1;
+  if (c->state == C_LINKING) tern__race_tcp_now(&c->race, tern__now_ms());
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
+  return 0;
 }
 
 int tern_client_set_network(tern_client *c, const char *name) {
@@ -439,6 +453,7 @@ const uint8_t *tern_client_public_key(const tern_client *c) { return c->cfg.keyp
 void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st, size_t st_size) {
   pthread_mutex_lock(&c->mu);
   tern_client_stats s = c->stats;
+  s.on_tcp = c->state == C_OPEN && c->on_tcp;
   pthread_mutex_unlock(&c->mu);
   tern__abi_out(st, st_size, &s, sizeof(s));
 }

@@ -38,6 +38,7 @@
 #include "wire/full.h"
 #include "wire/path.h"
 #include "client/kalearn.h"
+#include "client/race.h"
 #include "io/link.h"
 #include "wire/session.h"
 #include "tern/tern.h"
@@ -103,10 +104,18 @@ struct tern_client {
   uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
   uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
   int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
+  /* Racing (client/race.h): the connects of the current attempt. */
+  tern__race race;
+  tern__link_peer *att[TERN__RACE_MAX]; /* by race entry: its peer until one wins */
+  int on_tcp;                   /* the open session runs over TCP */
+  int udp_blocked;              /* the app said UDP is blocked on this network */
+  uint64_t udp_retry_ms;        /* on TCP: when to try moving back to UDP */
   /* Migration (spec/wire.md §11): moving the open session to a new path. */
   tern__path_keys path;         /* this session's path keys */
   int mig_active;               /* a CHALLENGE is out */
   int mig_dead_tried;           /* tried since the link last looked dead */
+  int mig_to_udp;               /* the move under way is a try to leave TCP:
+                                   if it fails, the session stays on TCP */
   int hint_pending;             /* the relay sent a HINT (acted on after service) */
   int resp_pending;             /* a valid RESPONSE arrived (acted on after service) */
   uint8_t mig_chal[8];          /* our challenge */
@@ -151,7 +160,11 @@ void tern__cl_sync_rtt(tern_client *c);
 /* Ends the link and reports why; schedules a reconnect if wanted. */
 void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code);
 
+/* Resolves the relay's endpoints and starts racing connects to them. */
 int tern__cl_start_attempt(tern_client *c);
+/* Starts the race's connects that are due, and gives up those whose TCP
+ * connection failed. */
+void tern__cl_race_step(tern_client *c, uint64_t now);
 
 /* One event of the ENet link: connect, receive, disconnect. */
 void tern__cl_on_link_event(tern_client *c, tern__link_event *ev);

@@ -11,10 +11,19 @@ void tern__cl_sync_rtt(tern_client *c) {
   tern__ccore_set_rtt(c->core, c->state == C_OPEN ? tern__link_peer_rtt(c->peer) : 0);
 }
 
+/* Abandons the race's connect i (a goodbye goes to the relay). */
+static void close_attempt(tern_client *c, size_t i) {
+  if (!c->att[i]) return;
+  tern__link_close(c->link, c->att[i], TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
+  c->att[i] = NULL;
+}
+
 /* Ends the link and reports why; schedules a reconnect if wanted. */
 void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   if (c->peer && close_how >= 0) tern__link_close(c->link, c->peer, code, close_how);
   c->peer = NULL;
+  for (size_t i = 0; i < TERN__RACE_MAX; i++) close_attempt(c, i);
+  c->on_tcp = 0;
   tern__session_wipe(&c->sess);
   c->nstash = 0;
   int was_open = c->state == C_OPEN || c->state == C_CLOSING;
@@ -47,19 +56,94 @@ void tern__cl_take_full(tern_client *c, uint64_t now) {
   c->next_attempt_ms = now + wait;
 }
 
+/* The relay's endpoints (relay_host: one or more, comma-separated, each
+ * "HOST", "HOST:PORT", "[V6]:PORT" or a bare IPv6 literal), resolved, into
+ * out (at most TERN__RACE_ADDRS). Returns how many, or TERN_EADDR. */
+static int resolve_endpoints(tern_client *c, tern__addr *out) {
+  size_t n = 0;
+  const char *s = c->relay_host;
+  while (*s && n < TERN__RACE_ADDRS) {
+    while (*s == ',' || *s == ' ') s++;
+    size_t len = strcspn(s, ", ");
+    if (!len) break;
+    char item[300], host[256];
+    uint16_t port;
+    if (len < sizeof(item)) {
+      memcpy(item, s, len);
+      item[len] = 0;
+      if (tern__addr_split(item, c->cfg.relay_port, host, sizeof(host), &port) == 0) {
+        int k = tern__link_resolve_all(c->link, host, port, out + n, TERN__RACE_ADDRS - n);
+        if (k > 0) n += (size_t)k;
+      }
+    }
+    s += len;
+  }
+  return n ? (int)n : TERN_EADDR;
+}
+
+void tern__cl_race_step(tern_client *c, uint64_t now) {
+  if (c->state != C_LINKING) return;
+  for (size_t i = 0; i < c->race.n; i++)
+    if (c->att[i] && !tern__link_peer_alive(c->link, c->att[i])) {
+      /* Its TCP connection was refused or broke. */
+      close_attempt(c, i);
+      tern__race_failed(&c->race, i, now);
+    }
+  size_t i;
+  int started = 0;
+  while (tern__race_next(&c->race, now, &i)) {
+    const tern__race_entry *e = &c->race.e[i];
+    tern__link_peer *p;
+    int rc = e->tcp ? tern__link_connect_tcp(c->link, &e->addr, &p)
+                    : tern__link_connect_addr(c->link, &e->addr, &p);
+    if (rc) {
+      tern__race_failed(&c->race, i, now); /* unreachable family, no slot: the next */
+      continue;
+    }
+    tern__link_peer_set_timing(p, tern__cl_enet_ping_ms(c), c->cfg.timeout_min_ms,
+                               c->cfg.timeout_max_ms);
+    c->att[i] = p;
+    started = 1;
+  }
+  if (started) tern__link_flush(c->link); /* the connect requests leave now */
+}
+
 int tern__cl_start_attempt(tern_client *c) {
-  tern__link_peer *p;
-  int rc = tern__link_connect(c->link, c->relay_host, c->cfg.relay_port, &p);
-  if (rc) return rc;
-  tern__link_peer_set_timing(p, tern__cl_enet_ping_ms(c), c->cfg.timeout_min_ms, c->cfg.timeout_max_ms);
-  c->peer = p;
+  tern__addr addrs[TERN__RACE_ADDRS];
+  int n = resolve_endpoints(c, addrs);
+  if (n < 0) return n;
+  uint64_t now = tern__now_ms();
+  tern__race_init(&c->race, addrs, (size_t)n, c->cfg.relay_tcp_port, c->cfg.connect_stagger_ms,
+                  c->udp_blocked ? 0 : c->cfg.tcp_fallback_ms, now);
   c->state = C_LINKING;
-  c->attempt_start_ms = tern__now_ms();
+  c->attempt_start_ms = now;
   c->next_attempt_ms = 0;
   c->close_reason = 0;
   c->user[0] = 0;
-  tern__link_flush(c->link); /* the connect request leaves now */
+  tern__cl_race_step(c, now);
+  if (tern__race_lost(&c->race)) {
+    c->state = C_IDLE; /* not one connect could start */
+    return TERN_EADDR;
+  }
   return 0;
+}
+
+/* Connect i of the race finished first: it carries the session, and the
+ * others are abandoned. */
+static void race_won(tern_client *c, size_t i) {
+  c->peer = c->att[i];
+  c->att[i] = NULL;
+  for (size_t k = 0; k < TERN__RACE_MAX; k++) close_attempt(c, k);
+  const tern__race_entry *e = &c->race.e[i];
+  c->on_tcp = e->tcp;
+  c->relay_addr = e->addr;
+  if (e->tcp) {
+    /* The relay's UDP address on the same host: where probes and a move
+     * back to UDP go. */
+    c->relay_addr.port = c->cfg.relay_port;
+    for (size_t k = 0; k < c->race.nudp; k++)
+      if (memcmp(c->race.e[k].addr.ip, e->addr.ip, 16) == 0) c->relay_addr = c->race.e[k].addr;
+  }
 }
 
 /* ENet is connected: send HELLO. */
@@ -70,7 +154,6 @@ static void on_link_up(tern_client *c) {
                           .user_len = strlen(c->user_req),
                           .ping_interval_ms = tern__ka_interval(&c->ka)};
   c->announced_ms = (uint32_t)hello.ping_interval_ms;
-  (void)tern__link_peer_addr(c->link, c->peer, &c->relay_addr);
   tern__fr_hello_write(&w, &hello);
   /* Early data: the first messages of the outbox ride in message 1, so the
    * relay can accept one half a round trip after ENet's connect instead of
@@ -133,7 +216,13 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   tern__path_derive(c->sess.send_key, c->sess.recv_key, &c->path);
   c->mig_out_ctr = c->mig_in_ctr = 0;
   c->mig_dead_tried = 0;
+  c->mig_to_udp = 0;
   c->stats.connects++;
+  if (c->on_tcp) {
+    c->stats.connects_tcp++;
+    c->udp_retry_ms = c->last_data_ms = tern__now_ms();
+    c->udp_retry_ms += c->cfg.udp_retry_ms;
+  }
   c->last_data_ms = tern__now_ms();
   tern__backoff_reset(&c->backoff);
   tern__cl_push(c, TERN_EV_CONNECTED, 0);
@@ -226,7 +315,24 @@ static int disconnect_reason(const tern_client *c, uint32_t code) {
   }
 }
 
+/* An event of one of the race's connects. */
+static void on_attempt_event(tern_client *c, size_t i, const tern__link_event *ev) {
+  if (ev->type == TERN__LINK_EV_CONNECT && c->state == C_LINKING) {
+    race_won(c, i);
+    on_link_up(c);
+  } else if (ev->type == TERN__LINK_EV_DISCONNECT) {
+    c->att[i] = NULL; /* ENet gave up on it: the next may start */
+    tern__race_failed(&c->race, i, tern__now_ms());
+  }
+}
+
 void tern__cl_on_link_event(tern_client *c, tern__link_event *ev) {
+  for (size_t i = 0; ev->peer && i < TERN__RACE_MAX; i++)
+    if (c->att[i] == ev->peer) {
+      on_attempt_event(c, i, ev);
+      tern__link_event_done(ev);
+      return;
+    }
   if (ev->peer == c->peer) {
     switch (ev->type) {
       case TERN__LINK_EV_CONNECT:
@@ -300,9 +406,11 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
   int t = -1;
   if (c->state == C_LINKING || c->state == C_HANDSHAKE) {
     uint64_t d = c->attempt_start_ms + c->cfg.handshake_timeout_ms;
-    if (c->state == C_LINKING && c->cfg.handshake_timeout_ms > CONNECT_SILENCE_MS)
-      d = c->attempt_start_ms + CONNECT_SILENCE_MS;
+    /* Unanswered: given up CONNECT_SILENCE_MS after the race's last start. */
+    uint64_t silent = c->race.last_start_ms + CONNECT_SILENCE_MS;
+    if (c->state == C_LINKING && silent < d) d = silent;
     t = now >= d ? 0 : (int)(d - now);
+    if (c->state == C_LINKING) t = tern__cl_min_timeout(t, tern__race_timeout(&c->race, now));
   }
   if (c->state == C_IDLE && c->next_attempt_ms)
     t = tern__cl_min_timeout(t, now >= c->next_attempt_ms ? 0 : (int)(c->next_attempt_ms - now));
@@ -311,6 +419,7 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
 
 void tern__cl_handle_timers(tern_client *c, uint64_t now) {
   tern__cl_sync_rtt(c);
+  tern__cl_race_step(c, now);
   if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0) {
     int silent = c->state == C_LINKING;
     tern__cl_drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
@@ -328,7 +437,16 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
     }
   }
   tern__cl_migrate_timers(c, now);
-  if (c->state == C_OPEN && tern__ccore_tick(c->core, now) && !c->mig_active) {
+  if (c->state == C_OPEN && c->on_tcp && !c->mig_active && now >= c->udp_retry_ms) {
+    /* On TCP: does UDP work again? A move that fails leaves the session
+     * where it is. */
+    c->udp_retry_ms = now + c->cfg.udp_retry_ms;
+    if (tern__cl_migrate(c, 1, now)) c->mig_to_udp = 1;
+  }
+  int tcp_gone = c->state == C_OPEN && c->on_tcp && !tern__link_peer_alive(c->link, c->peer);
+  if (c->state == C_OPEN && (tern__ccore_tick(c->core, now) || tcp_gone) &&
+      (!c->mig_active || c->mig_to_udp)) {
+    c->mig_to_udp = 0; /* a move under way now decides the session's fate */
     /* The link looks dead: the path may be (a new network, a NAT that
      * forgot us). Try to move the session once before rebuilding it. */
     if (c->mig_dead_tried || !tern__cl_migrate(c, 1, now))

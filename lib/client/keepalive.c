@@ -111,7 +111,7 @@ void tern__cl_ka_sync(tern_client *c, uint64_t now) {
     }
   }
   if (c->state == C_OPEN && !c->key_requested &&
-      tern__ka_wants_key(&c->ka, now, tern__wall_ms())) {
+      !c->on_tcp && tern__ka_wants_key(&c->ka, now, tern__wall_ms())) {
     ka_announce(c, 1);
     c->key_requested = 1;
     c->key_requested_ms = now;

@@ -46,20 +46,21 @@ int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size
   tern_client *c = ctx;
   uint32_t retry;
   if (tern__full_parse(data, len, &retry)) {
-    /* A hint, not authenticated: only while our connect to that very
-     * address is pending. Acted on after the link's service returns. */
+    /* A hint, not authenticated: only while one of our connects to that
+     * very address is pending. Acted on after the link's service returns. */
     tern__addr want;
-    if (c->state == C_LINKING && c->peer && tern__link_peer_addr(c->link, c->peer, &want) == 0 &&
-        tern__addr_equal(&want, from)) {
-      c->full_pending = 1;
-      c->full_retry_ms = retry;
-    }
+    for (size_t i = 0; c->state == C_LINKING && i < TERN__RACE_MAX; i++)
+      if (c->att[i] && tern__link_peer_addr(c->link, c->att[i], &want) == 0 &&
+          tern__addr_equal(&want, from)) {
+        c->full_pending = 1;
+        c->full_retry_ms = retry;
+      }
     return 1;
   }
   if (!tern__path_looks_like(data, len)) return 0;
   if (c->state != C_OPEN || !tern__addr_equal(from, &c->relay_addr)) return 1;
   if (tern__path_is_hint(data, len)) {
-    if (!c->mig_active) c->hint_pending = 1;
+    if (!c->mig_active && !c->on_tcp) c->hint_pending = 1;
     return 1;
   }
   tern__path_pkt p;
@@ -80,7 +81,14 @@ void tern__cl_take_path(tern_client *c, uint64_t now) {
     if (c->mig_active && c->state == C_OPEN) {
       send_path(c, TERN__PATH_CONFIRM, c->mig_echo);
       tern__link_cand_commit(c->link);
-          c->mig_active = 0;
+      if (c->on_tcp) {
+        /* Back on UDP: the session's datagrams go to the relay's UDP
+         * address, and the TCP connection is closed. */
+        (void)tern__link_peer_move(c->link, c->peer, &c->relay_addr);
+        c->on_tcp = 0;
+      }
+      c->mig_active = 0;
+      c->mig_to_udp = 0;
       c->mig_dead_tried = 0;
       c->stats.migrations++;
       tern__link_peer_kick(c->peer);
@@ -102,12 +110,19 @@ void tern__cl_migrate_timers(tern_client *c, uint64_t now) {
   if (c->state != C_OPEN) {
     c->mig_active = 0;
     tern__link_cand_abort(c->link);
-      return;
+    return;
+  }
+  if (now >= c->mig_deadline_ms && c->mig_to_udp) {
+    /* UDP still does not answer: stay on TCP, try again later. */
+    c->mig_active = 0;
+    c->mig_to_udp = 0;
+    tern__link_cand_abort(c->link);
+    return;
   }
   if (now >= c->mig_deadline_ms) {
     c->mig_active = 0;
     tern__link_cand_abort(c->link);
-      tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+    tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     if (c->want_online) {
       tern__backoff_reset(&c->backoff);
       c->next_attempt_ms = now; /* at once: the path changed, not the relay */

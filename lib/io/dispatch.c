@@ -616,10 +616,10 @@ static void path_input(tern__disp *d, const tern__addr *from, size_t n) {
     if (!e) return;
     tern__addr old = e->addr;
     if (tern__atab_move(d->tab, h, g, from) != 0) return;
-    uint32_t id;
-    if (tern__addr_is_stream(&old, &id)) tern__streams_close(d->tcp, id); /* back on UDP */
     if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
     if (d->move_fn) d->move_fn(d->move_ctx, h, g, &old, from);
+    uint32_t id;
+    if (tern__addr_is_stream(&old, &id)) tern__streams_close(d->tcp, id); /* back on UDP */
   }
 }
 

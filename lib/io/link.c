@@ -697,6 +697,17 @@ int tern__link_listen_tcp(tern__link *l, uint16_t port, uint16_t *bound) {
   return tern__disp_listen_tcp(l->disp, &at, bound);
 }
 
+void tern__link_addr_name(const tern__link *l, const tern__addr *a, char *buf, size_t cap) {
+  tern__disp_addr_name(l->disp, a, buf, cap);
+}
+
+void tern__link_tcp_counts(const tern__link *l, uint64_t *accepted, uint64_t *open) {
+  tern__disp_stats st;
+  tern__disp_stats_get(l->disp, &st);
+  *accepted = st.tcp.accepted;
+  *open = st.tcp.open;
+}
+
 int tern__link_peer_alive(const tern__link *l, const tern__link_peer *peer) {
   const ENetPeer *p = (const ENetPeer *)peer;
   return tern__disp_handle_alive(l->disp, p->address.host, p->address.port);

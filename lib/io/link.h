@@ -184,6 +184,10 @@ void tern__link_cand_abort(tern__link *l);
 /* Relay: accepts TCP connections on `port` of the bound address too.
  * Returns 0 (*bound: the port), TERN_EADDR (errno), TERN_EEXIST, TERN_EINVAL. */
 int tern__link_listen_tcp(tern__link *l, uint16_t port, uint16_t *bound);
+/* An address as text for logs ("tcp:<peer>" for a TCP path). */
+void tern__link_addr_name(const tern__link *l, const tern__addr *a, char *buf, size_t cap);
+/* Relay: TCP connections accepted so far, and open now. */
+void tern__link_tcp_counts(const tern__link *l, uint64_t *accepted, uint64_t *open);
 /* 1 if the peer's path is a TCP connection. */
 int tern__link_peer_is_tcp(const tern__link *l, const tern__link_peer *peer);
 /* 0 if the peer's TCP connection closed (nothing it sends arrives any

@@ -344,8 +344,8 @@ static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, cons
   tern_relay *r = ctx;
   rpeer *p = tern__link_peer_get_data(lp);
   char a[TERN__ADDR_TEXT], b[TERN__ADDR_TEXT];
-  tern__addr_format(from, a, sizeof(a));
-  tern__addr_format(to, b, sizeof(b));
+  tern__link_addr_name(r->link, from, a, sizeof(a));
+  tern__link_addr_name(r->link, to, b, sizeof(b));
   if (p) {
     snprintf(p->name, sizeof(p->name), "%s", b);
     logf_(r, 2, "user %s moved from %s to %s (same session)", p->user[0] ? p->user : "?", a, b);
@@ -666,6 +666,14 @@ int tern_relay_fd(const tern_relay *r) { return tern__link_fd(r->link); }
 
 uint16_t tern_relay_port(const tern_relay *r) { return tern__link_port(r->link); }
 
+int tern_relay_listen_tcp(tern_relay *r, uint16_t port, uint16_t *bound) {
+  uint16_t got = 0;
+  int rc = tern__link_listen_tcp(r->link, port, &got);
+  if (bound) *bound = got;
+  if (rc == 0) logf_(r, 2, "listening on TCP port %u too (framed datagrams, spec/wire.md §12)", got);
+  return rc;
+}
+
 int tern_relay_service(tern_relay *r, int timeout_ms) {
   uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   for (;;) {
@@ -726,6 +734,7 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   tern__mig_stats ms;
   tern__link_mig_stats(r->link, &ms);
   st->sessions_moved = ms.moves;
+  tern__link_tcp_counts(r->link, &st->tcp_accepted, &st->tcp_connections);
   if (r->probes) {
     tern__psvc_stats ps;
     tern__psvc_get_stats(r->probes, &ps);

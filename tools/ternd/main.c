@@ -97,6 +97,10 @@ static void usage(FILE *f) {
           "  --listen HOST:PORT    UDP address to bind (default [::]:7400: IPv4 and IPv6\n"
           "                        on one port; 0.0.0.0:PORT IPv4 only, [V6ADDR]:PORT\n"
           "                        IPv6 only; port 0 picks a free port)\n"
+          "  --listen-tcp PORT     also accept TCP on PORT of the --listen address, for\n"
+          "                        clients whose network blocks UDP (they race TCP\n"
+          "                        after 1 s of UDP silence and move back to UDP when it\n"
+          "                        works; 443 passes most firewalls). Default: no TCP\n"
           "  --port-file FILE      write the bound port to FILE once listening\n"
           "  --data-dir DIR        where messages are kept until delivered (default\n"
           "                        ./ternd-data; created if missing)\n"
@@ -122,7 +126,14 @@ static void usage(FILE *f) {
           "  -v, --verbose         log every peer event (debug)\n"
           "  -q, --quiet           log warnings and errors only\n"
           "  --version             print the version and exit\n"
-          "  -h, --help            this text\n");
+          "  -h, --help            this text\n"
+          "\n"
+          "Networks: one --listen [::] port serves IPv4 and IPv6 clients; a client's\n"
+          "session moves to its new address (NAT rebinding, Wi-Fi to cellular) without\n"
+          "a new handshake once it proves the address (spec/wire.md 11). Limits: the\n"
+          "ENet header is not authenticated (spec/threat-model.md); NAT64 prefixes\n"
+          "are learned only if /96; a session on TCP that loses its connection\n"
+          "reconnects (it does not move to another TCP connection).\n");
 }
 
 static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port) {
@@ -152,6 +163,7 @@ static long parse_num(const char *s, long lo, long hi, const char *what) {
 int main(int argc, char **argv) {
   const char *key_path = NULL, *allow_path = NULL, *port_file = NULL, *data_dir = "ternd-data";
   int open_mode = 0;
+  long tcp_port = -1;
   char host[256] = "::";
   tern_relay_config cfg;
   tern_relay_config_default(&cfg);
@@ -164,6 +176,7 @@ int main(int argc, char **argv) {
       {"no-fsync", no_argument, 0, 'F'},      {"no-probes", no_argument, 0, 'N'},
       {"ping-interval", required_argument, 0, 'I'},
       {"store-reserve", required_argument, 0, 'S'},
+      {"listen-tcp", required_argument, 0, 'C'},
       {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},             {"version", no_argument, 0, 'V'},
       {0, 0, 0, 0}};
@@ -181,6 +194,7 @@ int main(int argc, char **argv) {
         }
         break;
       case 'P': port_file = optarg; break;
+      case 'C': tcp_port = parse_num(optarg, 0, 65535, "--listen-tcp"); break;
       case 'T': cfg.handshake_timeout_ms = (uint32_t)parse_num(optarg, 100, 600000, "--handshake-timeout"); break;
       case 'm': cfg.max_peers = (uint32_t)parse_num(optarg, 1, TERN_RELAY_MAX_PEERS, "--max-peers"); break;
       case 'M': cfg.max_message_size = (uint32_t)parse_num(optarg, 1, TERN_MESSAGE_MAX, "--max-message-size"); break;
@@ -263,12 +277,21 @@ int main(int argc, char **argv) {
         rc == TERN_EADDR && errno ? ": " : "", rc == TERN_EADDR && errno ? strerror(errno) : "");
     return 1;
   }
+  uint16_t tcp_bound = 0;
+  if (tcp_port >= 0 && (rc = tern_relay_listen_tcp(r, (uint16_t)tcp_port, &tcp_bound)) != 0) {
+    say(0, "cannot listen on TCP port %ld: %s%s%s", tcp_port, tern_strerror(rc),
+        rc == TERN_EADDR ? ": " : "", rc == TERN_EADDR ? strerror(errno) : "");
+    tern_relay_free(r);
+    return 1;
+  }
   char pub[TERN_KEY_HEX_BYTES];
   tern_key_to_hex(cfg.keypair.public_key, pub);
   int bare_v6 = strchr(host, ':') && host[0] != '[';
-  say(2, "listening on %s%s%s:%u (UDP%s); relay public key (hex) %s", bare_v6 ? "[" : "", host,
+  char tcp_text[32] = "";
+  if (tcp_port >= 0) snprintf(tcp_text, sizeof(tcp_text), ", TCP port %u", tcp_bound);
+  say(2, "listening on %s%s%s:%u (UDP%s%s); relay public key (hex) %s", bare_v6 ? "[" : "", host,
       bare_v6 ? "]" : "", tern_relay_port(r),
-      strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0 ? ", IPv4 and IPv6" : "", pub);
+      strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0 ? ", IPv4 and IPv6" : "", tcp_text, pub);
   say(2, "store %s (%s; undelivered messages kept %llu days; %llu KiB disk reserve)", store_path,
       cfg.durable_fsync ? "fsync per group commit" : "no fsync",
       (unsigned long long)(cfg.retention_ms / 86400000ull),
