@@ -1,22 +1,28 @@
 /*
  * talk_client: one side of a steady conversation, for the network tests
- * (tests/paths_test.sh), on the public API only, like any app.
+ * (tests/paths_test.sh, tests/tcp_test.sh), on the public API only, like
+ * any app.
  *
  * It sends "<n>" to PEER at RATE per second for SECONDS, receives what PEER
  * sends, and at the end prints one line of facts the test checks:
  *
  *   sent N acked A recv R dups D reordered O connects C migrations M
- *   drops X maxgap_ms G gap_after_mark_ms T
+ *   drops X maxgap_ms G gap_after_mark_ms T connect_ms K tcp_connects P
+ *   on_tcp_end E
  *
  * recv counts distinct messages from PEER; dups those handed over twice;
  * reordered those that came after a higher number; maxgap_ms the longest
  * silence between two messages from PEER; gap_after_mark_ms the time from
  * the last SIGUSR2 (the test marks "the path changes now") to the next
- * message from PEER. SIGUSR1 calls tern_client_network_changed(). It waits
- * up to 10 s after the last send for the last acks and messages.
+ * message from PEER; connect_ms the time from tern_client_connect() to the
+ * first CONNECTED; tcp_connects the sessions made over TCP; on_tcp_end 1 if
+ * the session ran over TCP at the end. SIGUSR1 calls
+ * tern_client_network_changed(). It waits up to 10 s after the last send
+ * for the last acks and messages.
  *
  *   talk_client --relay HOST:PORT --relay-key HEX --key FILE --user NAME
  *               --peer NAME --rate R --seconds S [--expect N]
+ *               [--relay-tcp PORT] [--udp-retry MS]
  */
 #include <getopt.h>
 #include <poll.h>
@@ -49,12 +55,13 @@ static uint64_t now_ms(void) {
 int main(int argc, char **argv) {
   const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL, *peer = NULL;
   double rate = 50, seconds = 10;
-  long expect = -1;
+  long expect = -1, relay_tcp = 0, udp_retry = 0;
   static const struct option opts[] = {
       {"relay", required_argument, 0, 'r'}, {"relay-key", required_argument, 0, 'K'},
       {"key", required_argument, 0, 'k'},   {"user", required_argument, 0, 'u'},
       {"peer", required_argument, 0, 'p'},  {"rate", required_argument, 0, 'R'},
       {"seconds", required_argument, 0, 's'}, {"expect", required_argument, 0, 'e'},
+      {"relay-tcp", required_argument, 0, 't'}, {"udp-retry", required_argument, 0, 'U'},
       {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -67,6 +74,8 @@ int main(int argc, char **argv) {
       case 'R': rate = atof(optarg); break;
       case 's': seconds = atof(optarg); break;
       case 'e': expect = atol(optarg); break;
+      case 't': relay_tcp = atol(optarg); break;
+      case 'U': udp_retry = atol(optarg); break;
       default: return 2;
     }
   }
@@ -85,6 +94,8 @@ int main(int argc, char **argv) {
   cfg.relay_port = (uint16_t)atoi(colon + 1);
   cfg.user = user;
   cfg.keepalive_off = 1; /* the conversation keeps the path busy */
+  cfg.relay_tcp_port = (uint16_t)relay_tcp;
+  if (udp_retry > 0) cfg.udp_retry_ms = (uint32_t)udp_retry;
   if (tern_key_from_hex(relay_key, cfg.relay_public_key) != 0 ||
       tern_keypair_load(key_path, &cfg.keypair) != 0) {
     fprintf(stderr, "talk_client: bad relay key or key file\n");
@@ -93,8 +104,13 @@ int main(int argc, char **argv) {
   signal(SIGUSR1, on_usr1);
   signal(SIGUSR2, on_usr2);
   tern_client *c;
+  uint64_t started = 0, connect_ms = 0;
   int rc = tern_client_new(&c, &cfg);
-  if (rc || (rc = tern_client_connect(c)) != 0) {
+  if (rc == 0) {
+    started = now_ms();
+    rc = tern_client_connect(c);
+  }
+  if (rc) {
     fprintf(stderr, "talk_client: %s\n", tern_strerror(rc));
     return 1;
   }
@@ -138,7 +154,10 @@ int main(int argc, char **argv) {
     }
     tern_event ev;
     while (tern_client_next_event(c, &ev) == 1) {
-      if (ev.type == TERN_EV_CONNECTED) connected = 1;
+      if (ev.type == TERN_EV_CONNECTED) {
+        if (!connected) connect_ms = now_ms() - started;
+        connected = 1;
+      }
       else if (ev.type == TERN_EV_DISCONNECTED) drops++;
       else if (ev.type == TERN_EV_SENT) acked++;
       else if (ev.type == TERN_EV_MESSAGE && strcmp(ev.user, peer) == 0) {
@@ -166,10 +185,11 @@ int main(int argc, char **argv) {
   tern_client_stats st;
   tern_client_get_stats(c, &st);
   printf("sent %ld acked %ld recv %ld dups %ld reordered %ld connects %llu migrations %llu drops %ld "
-         "maxgap_ms %llu gap_after_mark_ms %llu\n",
+         "maxgap_ms %llu gap_after_mark_ms %llu connect_ms %llu tcp_connects %llu on_tcp_end %llu\n",
          sent, acked, recv, dups, reordered, (unsigned long long)st.connects,
          (unsigned long long)st.migrations, drops, (unsigned long long)maxgap,
-         (unsigned long long)gap_after_mark);
+         (unsigned long long)gap_after_mark, (unsigned long long)connect_ms,
+         (unsigned long long)st.connects_tcp, (unsigned long long)st.on_tcp);
   fflush(stdout);
   tern_client_free(c);
   free(seen);
