@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "io/addr.h"
@@ -21,6 +23,7 @@
 #include "io/link.h"
 #include "io/migrate.h"
 #include "io/nat64.h"
+#include "io/tcpframe.h"
 #include "wire/path.h"
 #include "wire/full.h"
 #include "loop.h"
@@ -645,4 +648,180 @@ Test(sockets, nat64_prefix_is_learned_from_ipv4only_arpa_and_applied) {
   char t[TERN__ADDR_TEXT];
   tern__addr_format(&out, t, sizeof t);
   cr_assert_str_eq(t, "[64:ff9b::c633:6402]:7400");
+}
+
+/* --- TCP (spec/wire.md §12) ---------------------------------------------- */
+
+Test(sockets, tcp_frames_come_back_whole_from_any_split_and_bad_lengths_are_refused) {
+  tern__tcpf_tx tx;
+  tern__tcpf_tx_init(&tx, 3 * (2 + TERN__TCPF_MAX));
+  uint8_t big[TERN__TCPF_MAX + 1];
+  for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)i;
+  struct iovec one = {.iov_base = big, .iov_len = 1}, max = {.iov_base = big, .iov_len = TERN__TCPF_MAX};
+  struct iovec two[2] = {{.iov_base = big, .iov_len = 3}, {.iov_base = big + 3, .iov_len = 4}};
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &one, 1), 0);
+  cr_assert_eq(tern__tcpf_tx_put(&tx, two, 2), 0);
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &max, 1), 0);
+  struct iovec over = {.iov_base = big, .iov_len = TERN__TCPF_MAX + 1}, none = {.iov_base = big, .iov_len = 0};
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &over, 1), TERN_ETOOBIG);
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &none, 1), TERN_ETOOBIG);
+  /* Full: a whole datagram is refused, none is cut. */
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &max, 1), 0);
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &max, 1), TERN_EAGAIN);
+  size_t len;
+  const uint8_t *p = tern__tcpf_tx_pending(&tx, &len);
+  cr_assert_eq(len, 3 + 9 + 2 * (2 + TERN__TCPF_MAX));
+  cr_assert(p[0] == 0 && p[1] == 1 && p[2] == 0 && p[3] == 0 && p[4] == 7);
+  /* Read back one byte at a time: each datagram once, whole, in order. */
+  static tern__tcpf_rx rx;
+  memset(&rx, 0, sizeof rx);
+  size_t want[] = {1, 7, TERN__TCPF_MAX, TERN__TCPF_MAX}, got = 0;
+  for (size_t i = 0; i < len; i++) {
+    size_t room;
+    uint8_t *dst = tern__tcpf_rx_space(&rx, &room);
+    cr_assert_gt(room, 0);
+    *dst = p[i];
+    tern__tcpf_rx_filled(&rx, 1);
+    const uint8_t *d;
+    size_t n;
+    int r;
+    while ((r = tern__tcpf_rx_next(&rx, &d, &n)) == 1) {
+      cr_assert_lt(got, 4);
+      cr_assert_eq(n, want[got], "datagram %zu: %zu bytes", got, n);
+      cr_assert_arr_eq(d, big, n);
+      got++;
+    }
+    cr_assert_eq(r, 0);
+  }
+  cr_assert_eq(got, 4);
+  tern__tcpf_tx_consumed(&tx, len);
+  cr_assert_eq((tern__tcpf_tx_pending(&tx, &len), len), 0);
+  tern__tcpf_tx_free(&tx);
+  /* A length of 0 or over the maximum is not this protocol. */
+  const uint8_t zero[] = {0, 0, 1}, huge[] = {0x10, 0x01, 1};
+  const uint8_t *bad[] = {zero, huge};
+  for (int k = 0; k < 2; k++) {
+    memset(&rx, 0, sizeof rx);
+    size_t room;
+    memcpy(tern__tcpf_rx_space(&rx, &room), bad[k], 3);
+    tern__tcpf_rx_filled(&rx, 3);
+    const uint8_t *d;
+    size_t n;
+    cr_assert_eq(tern__tcpf_rx_next(&rx, &d, &n), TERN_EPROTO);
+  }
+}
+
+/* A UDP port that takes datagrams and never answers: a network that eats UDP. */
+static int udp_sink(uint16_t *port) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+static uint64_t ms_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+Test(sockets, a_client_whose_udp_goes_nowhere_talks_over_tcp, .timeout = 60) {
+  loop l;
+  start_relay(&l, "127.0.0.1");
+  uint16_t tcp = 0;
+  cr_assert_eq(tern_relay_listen_tcp(l.relay, 0, &tcp), 0);
+  cr_assert_neq(tcp, 0);
+  cr_assert_eq(tern_relay_listen_tcp(l.relay, 0, NULL), TERN_EEXIST);
+  uint16_t sink_port;
+  int sink = udp_sink(&sink_port);
+  tern_client_config cfg;
+  /* alice: UDP to the sink, TCP to the relay after the default 1 s. */
+  loop_client_config(&l, &cfg, "alice");
+  cfg.relay_port = sink_port;
+  cfg.relay_tcp_port = tcp;
+  uint64_t t0 = ms_now();
+  size_t a = loop_add_client(&l, &cfg);
+  /* bob: on UDP as usual. */
+  size_t b = add_client(&l, "bob", "127.0.0.1");
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev), "alice did not connect over TCP");
+  uint64_t took = ms_now() - t0;
+  cr_assert_geq(took, 900, "connected after %llu ms: before the fallback delay?", (unsigned long long)took);
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  say(&l, a, "bob", "from tcp");
+  hear(&l, b, "alice", "from tcp");
+  say(&l, b, "alice", "to tcp");
+  hear(&l, a, "bob", "to tcp");
+  tern_client_stats cs;
+  tern_client_get_stats(l.clients[a], &cs);
+  cr_assert_eq(cs.on_tcp, 1);
+  cr_assert_eq(cs.connects_tcp, 1);
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_eq(rs.tcp_connections, 1, "%llu TCP connections: the UDP attempt's?",
+               (unsigned long long)rs.tcp_connections);
+  pthread_mutex_lock(&book.mu);
+  cr_assert(strstr(book.text, "peer tcp:127.0.0.1:"), "no TCP peer in the relay's log:\n%s", book.text);
+  pthread_mutex_unlock(&book.mu);
+
+  /* carol's app says UDP is blocked: TCP at once, not after 5 s. */
+  loop_client_config(&l, &cfg, "carol");
+  cfg.relay_port = sink_port;
+  cfg.relay_tcp_port = tcp;
+  cfg.tcp_fallback_ms = 5000;
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  cr_assert_eq(tern_client_udp_blocked(c), 0);
+  cr_assert_eq(tern_client_connect(c), 0);
+  l.clients[l.nclients++] = c;
+  cr_assert(loop_wait(&l, l.nclients - 1, TERN_EV_CONNECTED, 3000, &ev),
+            "the app's hint did not race TCP at once");
+  /* Without a TCP port there is nothing to hint. */
+  tern_client_config plain;
+  loop_client_config(&l, &plain, "dave");
+  tern_client *d;
+  cr_assert_eq(tern_client_new(&d, &plain), 0);
+  cr_assert_eq(tern_client_udp_blocked(d), TERN_EINVAL);
+  tern_client_free(d);
+  close(sink);
+  loop_stop(&l);
+}
+
+Test(sockets, a_tcp_stream_that_is_not_framed_is_closed_alone, .timeout = 60) {
+  loop l;
+  start_relay(&l, "127.0.0.1");
+  uint16_t tcp = 0;
+  cr_assert_eq(tern_relay_listen_tcp(l.relay, 0, &tcp), 0);
+  size_t a, b;
+  loop_add_pair(&l, &a, &b);
+  /* A stranger's stream: a zero length, then a length over 4096. */
+  const uint8_t bad[2][4] = {{0, 0, 0xAA, 0xBB}, {0xFF, 0xFF, 0xAA, 0xBB}};
+  for (int k = 0; k < 2; k++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(tcp),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(write(fd, bad[k], sizeof bad[k]), (ssize_t)sizeof bad[k]);
+    /* The relay reads it, closes the connection: the stranger sees EOF. */
+    int closed = 0;
+    for (int i = 0; i < 200 && !closed; i++) {
+      loop_pump(&l);
+      struct pollfd pf = {.fd = fd, .events = POLLIN};
+      char x;
+      if (poll(&pf, 1, 10) == 1) closed = read(fd, &x, 1) <= 0;
+    }
+    cr_assert(closed, "stream %d: the relay kept a connection that breaks the framing", k);
+    close(fd);
+  }
+  tern_relay_stats rs;
+  tern_relay_get_stats(l.relay, &rs);
+  cr_assert_eq(rs.tcp_accepted, 2);
+  cr_assert_eq(rs.tcp_connections, 0);
+  /* Everyone else carries on. */
+  say(&l, a, "bob", "still here");
+  hear(&l, b, "alice", "still here");
+  loop_stop(&l);
 }

@@ -26,7 +26,8 @@ static long head_len(const tern__tcpf_rx *rx) {
 
 int tern__tcpf_rx_ready(const tern__tcpf_rx *rx) {
   long n = head_len(rx);
-  return n > 0 && n <= TERN__TCPF_MAX && rx->len >= 2 + (size_t)n;
+  if (n == 0 || n > TERN__TCPF_MAX) return 1; /* a framing error to report */
+  return n > 0 && rx->len >= 2 + (size_t)n;
 }
 
 int tern__tcpf_rx_next(tern__tcpf_rx *rx, const uint8_t **data, size_t *len) {

@@ -36,7 +36,8 @@ void tern__tcpf_rx_filled(tern__tcpf_rx *rx, size_t n);
  * framed as spec/wire.md §12 says (a length of 0 or above TERN__TCPF_MAX):
  * the connection must then be closed. */
 int tern__tcpf_rx_next(tern__tcpf_rx *rx, const uint8_t **data, size_t *len);
-/* 1 if a whole datagram is waiting. */
+/* 1 if tern__tcpf_rx_next() has something to say: a whole datagram, or
+ * TERN_EPROTO for a length that breaks the framing. */
 int tern__tcpf_rx_ready(const tern__tcpf_rx *rx);
 
 typedef struct tern__tcpf_tx {
