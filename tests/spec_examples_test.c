@@ -29,10 +29,12 @@
 #include "wire/session.h"
 #include "tern/tern.h"
 #include "specex.h"
+#include "io/tcpframe.h"
 #include "tern_test.h"
 
 /* The spec's examples, read from the spec's Markdown by the suite's init (specex.h). */
 static specex HELLO_FRAME;
+static specex TCP_FRAME;
 static specex WELCOME_FRAME;
 static specex WELCOME_REFUSED;
 static specex MSG_FRAME;
@@ -101,6 +103,7 @@ static const struct {
     {"data-header-stream3", &DATA_HEADER_STREAM3},
     {"probe-key-frame", &PROBE_KEY_FRAME},
     {"full-datagram", &FULL_DGRAM},
+    {"tcp-frame", &TCP_FRAME},
 };
 
 static void setup(void) {
@@ -970,4 +973,30 @@ Test(spec_source, a_missing_example_fails_loudly) {
   cr_assert_neq(st, 0);
   cr_assert(err && strstr(err, "no example named 'floor-frame'"), "%s", err ? err : "");
   free(err);
+}
+
+Test(spec, tcp_frame_example) {
+  /* The writer frames the FULL of §10 exactly as §12 shows ... */
+  uint8_t full[TERN__FULL_BYTES];
+  tern__full_write(full, 5000);
+  tern__tcpf_tx tx;
+  tern__tcpf_tx_init(&tx, 1024);
+  struct iovec iov = {.iov_base = full, .iov_len = sizeof full};
+  cr_assert_eq(tern__tcpf_tx_put(&tx, &iov, 1), 0);
+  size_t n;
+  const uint8_t *p = tern__tcpf_tx_pending(&tx, &n);
+  cr_assert_eq(n, TCP_FRAME.n);
+  cr_assert_arr_eq(p, TCP_FRAME.b, n);
+  tern__tcpf_tx_free(&tx);
+  /* ... and the reader gives back the datagram inside. */
+  static tern__tcpf_rx rx;
+  size_t room;
+  memcpy(tern__tcpf_rx_space(&rx, &room), TCP_FRAME.b, TCP_FRAME.n);
+  tern__tcpf_rx_filled(&rx, TCP_FRAME.n);
+  const uint8_t *d;
+  size_t len;
+  cr_assert_eq(tern__tcpf_rx_next(&rx, &d, &len), 1);
+  uint32_t retry;
+  cr_assert_eq(tern__full_parse(d, len, &retry), 1);
+  cr_assert_eq(retry, 5000);
 }

@@ -31,6 +31,7 @@ typedef struct conn {
 
 struct tern__streams {
   int epfd, lfd;
+  int lpaused;           /* the listener is out of the epoll set (no descriptors) */
   conn **slot;           /* by slot index */
   uint16_t *gen;         /* by slot index: generation of the next connection */
   size_t cap, max;       /* slots allocated, allowed */
@@ -59,6 +60,13 @@ int tern__streams_new(tern__streams **out, int epfd, size_t max) {
   return 0;
 }
 
+/* Takes the listener out of the epoll set or puts it back. */
+static void listener_watch(tern__streams *s, int on) {
+  if (s->lfd < 0 || s->lpaused == !on) return;
+  struct epoll_event e = {.events = on ? EPOLLIN : 0, .data.u64 = TERN__STREAM_TAG_LISTEN};
+  if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &e) == 0) s->lpaused = !on;
+}
+
 static void conn_free(tern__streams *s, conn *c) {
   close(c->fd); /* leaves the epoll set */
   tern__tcpf_tx_free(&c->tx);
@@ -68,6 +76,7 @@ static void conn_free(tern__streams *s, conn *c) {
   s->st.closed++;
   s->st.open--;
   free(c);
+  listener_watch(s, 1); /* a descriptor is free again */
 }
 
 void tern__streams_free(tern__streams *s) {
@@ -256,7 +265,16 @@ static void accept_some(tern__streams *s, uint64_t now_ms) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     int fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return; /* EAGAIN, or an aborted connection: next time */
+    if (fd < 0) {
+      /* Out of descriptors or memory: the listener would stay readable and
+       * spin the loop. It waits out of the epoll set until a connection
+       * closes or the next sweep. (EAGAIN, an aborted connection: next time.) */
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        s->st.refused++;
+        listener_watch(s, 0);
+      }
+      return;
+    }
     tern__addr from;
     if (tern__addr_from_sockaddr(&from, (struct sockaddr *)&ss, sl) != 0) {
       close(fd);
@@ -365,6 +383,7 @@ void tern__streams_close(tern__streams *s, uint32_t id) {
 
 void tern__streams_sweep(tern__streams *s, uint64_t now_ms, uint64_t max_age_ms,
                          int (*keep)(void *ctx, uint32_t id), void *ctx) {
+  listener_watch(s, 1);
   for (size_t i = 0; i < s->cap; i++) {
     conn *c = s->slot[i];
     if (c && now_ms >= c->opened_ms + max_age_ms && !keep(ctx, c->id)) conn_free(s, c);

@@ -33,7 +33,9 @@ typedef struct tern__streams tern__streams;
 #define TERN__STREAM_TX_MAX (256 * 1024)
 
 typedef struct tern__streams_stats {
-  uint64_t accepted, refused;  /* relay: connections accepted, refused (table full) */
+  uint64_t accepted, refused;  /* relay: connections accepted, refused (table full,
+                                  or no descriptor: the listener then rests until
+                                  a connection closes or the next sweep) */
   uint64_t opened;             /* client: connections started */
   uint64_t closed;             /* connections that ended, for any reason */
   uint64_t bad_framing;        /* ... of them because the stream was not framed right */
