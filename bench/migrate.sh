@@ -13,7 +13,7 @@
 #
 #   sudo bash bench/migrate.sh [--build DIR] [--out DIR] [--changes N (15)]
 #                              [--interval S (1.5)] [--rate R (50)] [--rtt MS (100)]
-#                              [--systems "migrate reconnect tcp"]
+#                              [--size B (100)] [--systems "migrate reconnect tcp"]
 #
 # Topology (namespaces made here and removed on every exit path): the
 # client's namespace <P>c has two TUN links to the relay's <P>r, each joined
@@ -42,6 +42,7 @@ CHANGES=15
 INTERVAL=1.5
 RATE=50
 RTT=100
+SIZE=100
 SYSTEMS="migrate reconnect tcp"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -51,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --interval) INTERVAL=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --rtt) RTT=$2; shift ;;
+    --size) SIZE=$2; shift ;;
     --systems) SYSTEMS=$2; shift ;;
     -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "migrate.sh: unknown option $1" >&2; exit 2 ;;
@@ -160,12 +162,12 @@ run_system() {
   fi
   local pre=m$RANDOM
   timeout "$RUN_S" ip netns exec "$NR" "$B/migclient" --system "$sys" --role fixed --relay 127.0.0.1:$port \
-    "${key[@]}" --name "${pre}f" --peer "${pre}m" --rate "$RATE" --timeout $((RUN_S - 5)) \
+    "${key[@]}" --name "${pre}f" --peer "${pre}m" --rate "$RATE" --size "$SIZE" --timeout $((RUN_S - 5)) \
     --ready-file "$WORK/ready.fixed" >"$raw.fixed" 2>"$raw.fixed.err" &
   fixed_pid=$!; PIDS+=("$fixed_pid")
   wait_file "$WORK/ready.fixed" 15 any || { echo "migrate.sh: $sys: the fixed end did not connect" >&2; return 1; }
   timeout "$RUN_S" ip netns exec "$NC" "$B/migclient" --system "$sys" --role mover --relay "$RELAY:$port" \
-    "${key[@]}" --name "${pre}m" --peer "${pre}f" --rate "$RATE" --changes "$CHANGES" \
+    "${key[@]}" --name "${pre}m" --peer "${pre}f" --rate "$RATE" --size "$SIZE" --changes "$CHANGES" \
     --interval "$INTERVAL" --warmup 2 --timeout $((RUN_S - 5)) \
     --switch "ip -batch $WORK/to1" --switch "ip -batch $WORK/to0" \
     >"$raw.mover" 2>"$raw.mover.err" || echo "migrate.sh: $sys: the mover failed (see raw/migrate.$sys.mover.err)" >&2
@@ -186,10 +188,10 @@ except Exception: print("FAILED")' "$raw.mover" "$raw.fixed")" $((SECONDS - t_ru
 }
 
 T0=$SECONDS
-echo "migration bench: RTT $RTT ms, $CHANGES changes every $INTERVAL s, $RATE msg/s each way -> $OUT"
+echo "migration bench: RTT $RTT ms, $CHANGES changes every $INTERVAL s, $RATE msg/s of $SIZE B each way -> $OUT"
 for sys in $SYSTEMS; do run_system "$sys"; done
 cat >"$OUT/raw/migrate.meta" <<EOF
-{"rtt_ms":$RTT,"changes":$CHANGES,"interval_s":$INTERVAL,"rate":$RATE,"systems":"$SYSTEMS"}
+{"rtt_ms":$RTT,"changes":$CHANGES,"interval_s":$INTERVAL,"rate":$RATE,"size":$SIZE,"systems":"$SYSTEMS"}
 EOF
 if ((STANDALONE)); then
   cat >"$OUT/meta.json" <<EOF

@@ -295,7 +295,7 @@ def migration(raw):
             continue
         r = {"transport": tp, "workload": "migration", "scenario": f"r{rtt}l0", "rtt_ms": rtt,
              "loss_pct": 0, "changes_planned": meta.get("changes"), "interval_s": meta.get("interval_s"),
-             "rate_per_s": meta.get("rate")}
+             "rate_per_s": meta.get("rate"), "size_bytes": meta.get("size", 100)}
         if mover is None or fixed is None or mover.get("failed") or fixed.get("failed"):
             r["failed"] = True
         up = [v for v in (fixed or {}).get("up_ms", []) if v is not None]
@@ -326,7 +326,7 @@ def migration(raw):
     fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
     md = [f"## migration: address change to next delivered message (RTT {rtt} ms, "
           f"{meta.get('changes')} changes every {meta.get('interval_s')} s, "
-          f"{meta.get('rate')} msg/s each way)", "",
+          f"{meta.get('rate')} msg/s of {meta.get('size', 100)} B each way)", "",
           "The client's namespace has two links to the relay (linkem, RTT/2 each way); a change "
           "moves the route to the other link, gives the client its address there and deletes the "
           "old one, so the relay sees a new source address and the old path is dead. t0 is the "
