@@ -54,7 +54,7 @@ done
 
 [[ $(id -u) -eq 0 ]] || { echo "run.sh: needs root (namespaces, TUN)" >&2; exit 1; }
 bash "$HERE/netns.sh" check || { echo "run.sh: namespaces/TUN unavailable" >&2; exit 1; }
-if [[ ! -x $BUILD/bench/benchclient || ! -x $BUILD/tools/ternd/ternd ]]; then
+if [[ ! -x $BUILD/bench/benchclient || ! -x $BUILD/bench/migclient || ! -x $BUILD/tools/ternd/ternd ]]; then
   echo "run.sh: building into $BUILD" >&2
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERN_BUILD_TESTS=OFF >/dev/null
   cmake --build "$BUILD" -j"$(nproc)" >/dev/null
