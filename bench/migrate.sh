@@ -134,7 +134,7 @@ RUN_S=$(awk -v c="$CHANGES" -v i="$INTERVAL" 'BEGIN{printf "%d", 2 + c * i + 40}
 
 # One system: fresh linkems, relay and clients.
 run_system() {
-  local sys=$1 raw=$OUT/raw/migrate.$1 t_run=$SECONDS port key=() relay_pid lk0 lk1 fixed_pid
+  local sys=$1 raw=$OUT/raw/migrate.$1 t_run=$SECONDS port key=() relay_pid lk0 lk1 fixed_pid mover_pid
   rm -f "$WORK"/ready* "$WORK/port"
   reset_paths
   "$B/linkem" --a "$NC:lk0" --b "$NR:lka0" --delay "$D" --seed 1 --ready-file "$WORK/ready.lk0" \
@@ -170,7 +170,10 @@ run_system() {
     "${key[@]}" --name "${pre}m" --peer "${pre}f" --rate "$RATE" --size "$SIZE" --changes "$CHANGES" \
     --interval "$INTERVAL" --warmup 2 --timeout $((RUN_S - 5)) \
     --switch "ip -batch $WORK/to1" --switch "ip -batch $WORK/to0" \
-    >"$raw.mover" 2>"$raw.mover.err" || echo "migrate.sh: $sys: the mover failed (see raw/migrate.$sys.mover.err)" >&2
+    >"$raw.mover" 2>"$raw.mover.err" &
+  # In the background, so that a signal's trap runs at once, not after it.
+  mover_pid=$!; PIDS+=("$mover_pid")
+  wait "$mover_pid" || echo "migrate.sh: $sys: the mover failed (see raw/migrate.$sys.mover.err)" >&2
   wait "$fixed_pid" || echo "migrate.sh: $sys: the fixed end failed (see raw/migrate.$sys.fixed.err)" >&2
   stop_pid "$relay_pid"
   stop_pid "$lk0"
