@@ -3,7 +3,7 @@
 #
 #   sudo bash bench/run.sh [--quick|--full] [--build DIR] [--out DIR]
 #                          [--transports "tcp enet tern"] [--only SCENARIO]
-#                          [--workloads "chat burst big"] [--chat-duration S]
+#                          [--workloads "chat burst big migrate"] [--chat-duration S]
 #                          [--probes N]
 #
 # Client A (namespace <P>a) -> relay (<P>b) -> client B (<P>c), one linkem
@@ -14,6 +14,10 @@
 # more). Each run starts fresh linkems, a fresh relay (tern: a new data dir
 # with its default fsync per group commit) and fresh clients; the results
 # go to bench/results/<timestamp>/ and bench/results/latest points there.
+# The "migrate" workload runs bench/migrate.sh (address change to the next
+# delivered message: tern's migration, a tern reconnect, TCP; its own
+# namespaces; 10 changes per system in --quick, 20 in --full; skipped with
+# --only) into the same results.
 #
 # --quick (default) must stay under 5 minutes on a 2-core VM; --full runs
 # every scenario and workload, and tern twice: durable (default) and
@@ -28,7 +32,7 @@ BUILD=$ROOT/build
 OUT=
 TRANSPORTS=
 ONLY=
-WORKLOADS="chat burst big"
+WORKLOADS="chat burst big migrate"
 CHAT_DURATION=
 PROBES_OPT=
 while [[ $# -gt 0 ]]; do
@@ -42,7 +46,7 @@ while [[ $# -gt 0 ]]; do
     --workloads) WORKLOADS=$2; shift ;;
     --chat-duration) CHAT_DURATION=$2; shift ;;
     --probes) PROBES_OPT=$2; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -50,7 +54,7 @@ done
 
 [[ $(id -u) -eq 0 ]] || { echo "run.sh: needs root (namespaces, TUN)" >&2; exit 1; }
 bash "$HERE/netns.sh" check || { echo "run.sh: namespaces/TUN unavailable" >&2; exit 1; }
-if [[ ! -x $BUILD/bench/benchclient || ! -x $BUILD/tools/ternd/ternd ]]; then
+if [[ ! -x $BUILD/bench/benchclient || ! -x $BUILD/bench/migclient || ! -x $BUILD/tools/ternd/ternd ]]; then
   echo "run.sh: building into $BUILD" >&2
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERN_BUILD_TESTS=OFF >/dev/null
   cmake --build "$BUILD" -j"$(nproc)" >/dev/null
@@ -100,6 +104,7 @@ if [[ $MODE == quick ]]; then
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 1 --count 6 --rate 3"
   PROBES=3
+  MIG_CHANGES=10
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern"
 else
   ALL="lo"
@@ -111,6 +116,7 @@ else
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 2 --count 20 --rate 2"
   PROBES=5
+  MIG_CHANGES=20
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern tern-nofsync"
 fi
 
@@ -123,19 +129,9 @@ if [[ -n $CHAT_DURATION ]]; then CHAT_ARGS="${CHAT_ARGS% --duration *} --duratio
 scen_rtt() { case $1 in lo) echo 0 ;; *) local x=${1#r}; echo "${x%%[lg]*}" ;; esac; }
 scen_loss() { case $1 in lo) echo 0 ;; *ge) echo ge ;; *) echo "${1##*l}" ;; esac; }
 
-wait_file() { # FILE SECONDS
-  local i
-  for ((i = 0; i < $2 * 20; i++)); do [[ -s $1 || ( -e $1 && ${3:-} == any ) ]] && return 0; sleep 0.05; done
-  return 1
-}
-
-stop_pid() { # PID: TERM, wait up to 3 s, then KILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# wait_file, stop_pid
+# shellcheck source=procs.sh
+source "$HERE/procs.sh"
 
 cpu_of() { # PID -> CPU seconds (utime + stime) from /proc
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -229,6 +225,10 @@ for sc in $BIG_SCEN; do
   [[ -z $ONLY || $ONLY == "$sc" ]] || continue
   for tp in $TRANSPORTS; do run_one "$tp" big "$sc" "$BIG_ARGS"; done
 done
+if [[ " $WORKLOADS " == *" migrate "* && -z $ONLY ]]; then
+  bash "$HERE/migrate.sh" --build "$BUILD" --out "$OUT" --changes "$MIG_CHANGES" ||
+    echo "run.sh: the migration bench failed (see raw/migrate.*)" >&2
+fi
 echo "runs took $(($(date +%s) - T0)) s"
 
 cat >"$OUT/meta.json" <<EOF

@@ -9,6 +9,12 @@ Per run (transport x workload x scenario) it reads:
   raw/<id>.linkem1/2 linkem's counters (first line: taken right after the
                     workload, before the connect probes)
   raw/<id>.connect  connect probes, one JSON line each (chat runs only)
+and, if migrate.sh ran (alone or from run.sh), the migration bench:
+  raw/migrate.<system>.mover / .fixed  migclient's JSON lines
+  raw/migrate.<system>.relay           ternd's log (handshakes, sessions moved)
+  raw/migrate.meta                     its parameters
+which become the "migration" section of summary.md and one record per
+system (workload "migration") in summary.json.
 """
 import json
 import math
@@ -130,8 +136,9 @@ def main():
         if pr and r.get("connect_first_accept_ms") is not None:
             r["path_rtt_ms"] = round(pr, 2)
             r["connect_first_accept_path_rtts"] = round(r["connect_first_accept_ms"] / pr, 3)
+    mig_recs, mig_md = migration(raw)
     with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(recs, f, indent=1)
+        json.dump(recs + mig_recs, f, indent=1)
     meta = {}
     try:
         meta = json.load(open(os.path.join(out, "meta.json")))
@@ -215,6 +222,14 @@ def main():
             cells.append(fmt(te.get("connect_first_accept_path_rtts"), 3))
             md.append("| " + " | ".join(cells) + " |")
         md.append("")
+    if not recs:  # a migration run alone (migrate.sh without run.sh)
+        md = [f"# tern bench: {meta.get('mode', '?')} run {meta.get('stamp', '')}", "",
+              f"Host {meta.get('host', '?')}, {meta.get('cpus', '?')} CPUs, commit {meta.get('git', '?')}.", ""]
+    md += mig_md
+    if not recs:
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write("\n".join(md))
+        return
     # targets
     md += ["## targets (issue: Bench suite, item 7)", ""]
     for sc in sorted({r["scenario"] for r in recs if r["workload"] == "chat"}, key=scen_key):
@@ -244,6 +259,120 @@ def main():
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(md))
     plots(out, recs, tps)
+
+
+MIG_ORDER = [("migrate", "tern-migrate", "tern, migration (tern_client_network_changed)"),
+             ("reconnect", "tern-reconnect", "tern, reconnect with a full handshake"),
+             ("tcp", "tcp", "TCP, new connection + key exchange")]
+
+
+def relay_counts(path):
+    """Handshakes and sessions moved, from ternd's closing log lines."""
+    hs = moved = None
+    try:
+        for line in open(path):
+            if "stopped:" in line and "handshakes ok" in line:
+                hs = int(line.split("stopped:")[1].split()[0])
+            elif "paths:" in line and "sessions moved" in line:
+                moved = int(line.split("paths:")[1].split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return hs, moved
+
+
+def migration(raw):
+    """Records and summary.md lines of the migration bench (migrate.sh)."""
+    try:
+        meta = json.load(open(os.path.join(raw, "migrate.meta")))
+    except (OSError, ValueError):
+        return [], []
+    rtt = meta.get("rtt_ms", 100)
+    recs = []
+    for sysname, tp, _ in MIG_ORDER:
+        mover = first_json(os.path.join(raw, f"migrate.{sysname}.mover"), last=True)
+        fixed = first_json(os.path.join(raw, f"migrate.{sysname}.fixed"), last=True)
+        if mover is None and fixed is None:
+            continue
+        r = {"transport": tp, "workload": "migration", "scenario": f"r{rtt}l0", "rtt_ms": rtt,
+             "loss_pct": 0, "changes_planned": meta.get("changes"), "interval_s": meta.get("interval_s"),
+             "rate_per_s": meta.get("rate"), "size_bytes": meta.get("size", 100)}
+        if mover is None or fixed is None or mover.get("failed") or fixed.get("failed"):
+            r["failed"] = True
+        up = [v for v in (fixed or {}).get("up_ms", []) if v is not None]
+        down = [v for v in (mover or {}).get("down_ms", []) if v is not None]
+        hs, moved = relay_counts(os.path.join(raw, f"migrate.{sysname}.relay"))
+        r.update({
+            "changes": (mover or {}).get("changes"),
+            "up_ms": (fixed or {}).get("up_ms"), "down_ms": (mover or {}).get("down_ms"),
+            "up_p50_ms": round(median(up), 2) if up else None,
+            "up_max_ms": round(max(up), 2) if up else None,
+            "up_p50_rtts": round(median(up) / rtt, 2) if up and rtt else None,
+            "down_p50_ms": round(median(down), 2) if down else None,
+            "down_max_ms": round(max(down), 2) if down else None,
+            "down_p50_rtts": round(median(down) / rtt, 2) if down and rtt else None,
+            "connects": (mover or {}).get("connects"),
+            "migrations": (mover or {}).get("migrations"),
+            "relay_handshakes": hs, "relay_sessions_moved": moved,
+            "sent_up": (mover or {}).get("sent"), "lost_up": (fixed or {}).get("lost"),
+            "dups_up": (fixed or {}).get("duplicates"), "reordered_up": (fixed or {}).get("reordered"),
+            "sent_down": (fixed or {}).get("sent"), "lost_down": (mover or {}).get("lost"),
+            "dups_down": (mover or {}).get("duplicates"), "reordered_down": (mover or {}).get("reordered"),
+            "switch_ms_p50": round(median([v for v in (mover or {}).get("switch_ms", []) if v is not None]), 2)
+            if (mover or {}).get("switch_ms") else None,
+        })
+        recs.append(r)
+    if not recs:
+        return [], []
+    fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+    md = [f"## migration: address change to next delivered message (RTT {rtt} ms, "
+          f"{meta.get('changes')} changes every {meta.get('interval_s')} s, "
+          f"{meta.get('rate')} msg/s of {meta.get('size', 100)} B each way)", "",
+          "The client's namespace has two links to the relay (linkem, RTT/2 each way); a change "
+          "moves the route to the other link, gives the client its address there and deletes the "
+          "old one, so the relay sees a new source address and the old path is dead. t0 is the "
+          "moment the change is done (`ip -batch` returned), when the client tells its transport: "
+          "**tern migration** calls tern_client_network_changed() (the session moves, no new "
+          "handshake); **tern reconnect** is tern as it was before migration: "
+          "tern_client_set_network() with a new name drops the link and reconnects at once with "
+          "a full handshake (ENet connect + Noise IK, no backoff), the code path "
+          "tern_client_network_changed() had before; **TCP** closes its connection and opens a "
+          "new one (connect, key exchange, BP_HELLO). The next message is handed over at t0. "
+          "**up**: t0 to that message's delivery at the peer (in the relay's namespace); "
+          "**down**: t0 to the delivery at the moving client of the first message its peer sent "
+          "at or after t0. Handshakes: sessions the moving client established (tern: "
+          "tern_client_stats.connects, the first included), and the relay's count for both "
+          "clients. TCP's relay stores nothing: what its peer sends to the moving client while "
+          "it reconnects is lost.", "",
+          "| system | up p50 / max ms (RTTs) | down p50 / max ms (RTTs) | changes measured | "
+          "client sessions (handshakes) | migrations | relay handshakes / sessions moved | "
+          "lost up / down | duplicates up / down |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    labels = {tp: lab for _, tp, lab in MIG_ORDER}
+    for r in recs:
+        nup = len([v for v in (r.get("up_ms") or []) if v is not None])
+        ndown = len([v for v in (r.get("down_ms") or []) if v is not None])
+        cells = [labels[r["transport"]] + (" (FAILED)" if r.get("failed") else ""),
+                 f"{fmt(r['up_p50_ms'])} / {fmt(r['up_max_ms'])} ({fmt(r['up_p50_rtts'], 2)})",
+                 f"{fmt(r['down_p50_ms'])} / {fmt(r['down_max_ms'])} ({fmt(r['down_p50_rtts'], 2)})",
+                 f"{nup} up, {ndown} down of {r.get('changes')}",
+                 "-" if r.get("connects") is None else str(r["connects"]),
+                 "-" if r.get("migrations") is None else str(r["migrations"]),
+                 "-" if r.get("relay_handshakes") is None else
+                 f"{r['relay_handshakes']} / {r['relay_sessions_moved']}",
+                 f"{r.get('lost_up')} / {r.get('lost_down')}",
+                 f"{r.get('dups_up')} / {r.get('dups_down')}"]
+        md.append("| " + " | ".join(cells) + " |")
+    by = {r["transport"]: r for r in recs}
+    mi, rc, tc = by.get("tern-migrate"), by.get("tern-reconnect"), by.get("tcp")
+    ratios = []
+    for other, name in ((rc, "tern reconnect"), (tc, "TCP")):
+        if mi and other and mi.get("up_p50_ms") and other.get("up_p50_ms") and other.get("down_p50_ms"):
+            ratios.append(f"migration / {name}: up p50 {mi['up_p50_ms'] / other['up_p50_ms']:.2f}, "
+                          f"down p50 {mi['down_p50_ms'] / other['down_p50_ms']:.2f}")
+    if ratios:
+        md += ["", "Ratios (below 1: migration faster): " + "; ".join(ratios) + "."]
+    md.append("")
+    return recs, md
 
 
 def plots(out, recs, tps):
