@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,7 +39,16 @@ struct lg_run {
   size_t nlat, cap_lat;
   double relay_cpu0, relay_cpu1, self_cpu0, self_cpu1;
   int64_t wall_send_ns;
+  int procs;          /* generator processes whose tallies this run holds */
+  double max_proc_pct; /* the busiest one's CPU over the send phase */
 };
+
+/* What a generator process sends its parent at the end (then nlat
+ * latencies, uint32 us each). */
+typedef struct lg_tally {
+  uint64_t sent, distinct, dups, foreign, failed, busy, reconnects, delivered_in_send, nlat;
+  double self_cpu, wall_s;
+} lg_tally;
 
 static void usage(FILE *f, const char *system) {
   fprintf(f,
@@ -60,7 +72,10 @@ static void usage(FILE *f, const char *system) {
           "                        way; what has not arrived then is lost (default 10)\n"
           "  --connect-timeout S   for every client to connect (default 60)\n"
           "  --size B              message body bytes (default 100)\n"
-          "  --prefix P            names of this run's clients (default: unique)\n",
+          "  --prefix P            names of this run's clients (default: unique)\n"
+          "  --procs P             split the pairs over P generator processes that\n"
+          "                        start together (default 1, or more if the system's\n"
+          "                        client library caps clients per process)\n",
           system);
 }
 
@@ -74,6 +89,7 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
   cfg->size = 100;
   cfg->relay_pid = 0;
   cfg->relay_key = NULL;
+  cfg->procs = 1;
   cfg->host[0] = 0;
   cfg->port = 0;
   snprintf(cfg->prefix, sizeof cfg->prefix, "L%lx%x", (unsigned long)time(NULL),
@@ -85,6 +101,7 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
       {"duration", required_argument, 0, 'd'}, {"drain", required_argument, 0, 'D'},
       {"connect-timeout", required_argument, 0, 'c'},
       {"size", required_argument, 0, 's'},     {"prefix", required_argument, 0, 'x'},
+      {"procs", required_argument, 0, 'p'},
       {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -106,13 +123,14 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
       case 'D': cfg->drain_s = atof(optarg); break;
       case 'c': cfg->connect_s = atof(optarg); break;
       case 's': cfg->size = (size_t)atol(optarg); break;
+      case 'p': cfg->procs = atoi(optarg); break;
       case 'x': snprintf(cfg->prefix, sizeof cfg->prefix, "%s", optarg); break;
       case 'h': usage(stdout, cfg->system); return 1;
       default: goto bad;
     }
   }
   if (optind != argc || !cfg->host[0] || cfg->port <= 0 || cfg->port > 65535 ||
-      cfg->pairs < 1 || cfg->pairs > 100000 || cfg->rate < 0 || cfg->window < 1 ||
+      cfg->pairs < 1 || cfg->pairs > 100000 || cfg->procs < 1 || cfg->procs > cfg->pairs || cfg->rate < 0 || cfg->window < 1 ||
       cfg->duration_s <= 0 || cfg->drain_s < 0 || cfg->connect_s <= 0 ||
       cfg->size < BP_MSG_HEADER || cfg->size > 65536)
     goto bad;
@@ -164,6 +182,7 @@ lg_run *lg_run_new(const lg_config *cfg) {
   lg_run *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->cfg = *cfg;
+  r->procs = 1;
   r->p = calloc((size_t)cfg->pairs, sizeof *r->p);
   if (!r->p) {
     free(r);
@@ -306,6 +325,8 @@ int lg_report(lg_run *r) {
   uint64_t lost = r->sent > r->distinct ? r->sent - r->distinct : 0;
   double self = r->self_cpu1 - r->self_cpu0;
   double gen_pct = 100.0 * self / secs;
+  /* Several processes: one at 100 % of a core is the limit. */
+  double busiest = r->procs > 1 ? r->max_proc_pct : gen_pct;
   int have_relay = r->relay_cpu0 >= 0 && r->relay_cpu1 >= 0 && r->cfg.relay_pid > 0;
   double relay = have_relay ? r->relay_cpu1 - r->relay_cpu0 : 0;
   double relay_pct = 100.0 * relay / secs;
@@ -313,7 +334,7 @@ int lg_report(lg_run *r) {
   const char *limit = "neither";
   const char *note = "neither the generator nor the relay was at 100% of a core: the offered "
                      "rate or the window set the pace";
-  if (gen_pct >= 90) {
+  if (busiest >= 90) {
     limit = "generator";
     note = "the generator used ~100% of a core: this figure is the generator's limit, not the "
            "relay's (on 2 cores each side has one)";
@@ -339,8 +360,9 @@ int lg_report(lg_run *r) {
     printf("\"relay_cpu_us_per_msg\":%.2f,\"relay_cpu_pct\":%.1f,", relay * per, relay_pct);
   else
     printf("\"relay_cpu_us_per_msg\":null,\"relay_cpu_pct\":null,");
-  printf("\"gen_cpu_pct\":%.1f,\"gen_cpu_us_per_msg\":%.2f,\"limit\":\"%s\",\"note\":\"%s\"}\n",
-         gen_pct, self * per, limit, note);
+  printf("\"gen_procs\":%d,\"gen_cpu_pct\":%.1f,\"gen_cpu_us_per_msg\":%.2f,\"limit\":\"%s\","
+         "\"note\":\"%s\"}\n",
+         r->procs, gen_pct, self * per, limit, note);
   fflush(stdout);
   fprintf(stderr,
           "%s-load: %d pairs, %s: %.0f msg/s delivered (offered %.0f), p50 %.3f ms, p99 %.3f "
@@ -350,9 +372,197 @@ int lg_report(lg_run *r) {
           quantile_ms(r, 0.50), quantile_ms(r, 0.99), (unsigned long long)lost,
           (unsigned long long)r->dups, (unsigned long long)r->reconnects, relay_pct, gen_pct,
           limit);
-  if (gen_pct >= 90)
+  if (busiest >= 90)
     fprintf(stderr, "%s-load: the generator was the limit, not the relay\n", r->cfg.system);
   return lost || r->dups || r->failed || r->foreign ? 1 : 0;
+}
+
+/* Services the clients until every one is ready. Returns 0 or -1. */
+static int connect_all(const lg_driver *d, void *ctx, const lg_config *cfg) {
+  int n = 2 * cfg->pairs;
+  int64_t t = bp_now_ns(), give_up = t + (int64_t)(cfg->connect_s * 1e9);
+  while (d->ready(ctx) < n && bp_now_ns() < give_up)
+    if (d->step(ctx, NULL, give_up) < 0) return -1;
+  if (d->ready(ctx) < n) {
+    fprintf(stderr, "%s: only %d of %d clients ready in %.0f s\n", d->name, d->ready(ctx), n,
+            cfg->connect_s);
+    return -1;
+  }
+  fprintf(stderr, "%s: %d clients ready in %.2f s\n", d->name, n, (double)(bp_now_ns() - t) / 1e9);
+  return 0;
+}
+
+/* The send and drain phases, from t0 (waiting for it while servicing the
+ * clients). Returns 0 or -1. */
+static int run_phases(const lg_driver *d, void *ctx, lg_run *run, uint8_t *body, int64_t t0) {
+  while (bp_now_ns() < t0)
+    if (d->step(ctx, NULL, t0) < 0) return -1;
+  lg_start(run, t0);
+  for (;;) {
+    int64_t now = bp_now_ns();
+    if (lg_phase(run, now) == LG_DONE) return 0;
+    for (int p = 0; p < run->cfg.pairs; p++)
+      while (lg_take(run, p, now, body))
+        if (d->send(ctx, p, body, run->cfg.size) < 0) return -1;
+    if (d->step(ctx, run, lg_next_due(run)) < 0) return -1;
+  }
+}
+
+static int write_all(int fd, const void *buf, size_t len) {
+  const uint8_t *b = buf;
+  while (len) {
+    ssize_t w = write(fd, b, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    b += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len) {
+  uint8_t *b = buf;
+  while (len) {
+    ssize_t r = read(fd, b, len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    b += r;
+    len -= (size_t)r;
+  }
+  return 0;
+}
+
+/* A generator process: its share of the pairs, started at the t0 its
+ * parent writes on `in`; its tally and latencies go to `out`. Returns its
+ * exit status. */
+static int child(const lg_driver *d, lg_config cfg, int in, int out) {
+  uint8_t *body = malloc(cfg.size);
+  lg_run *run = lg_run_new(&cfg);
+  void *ctx = NULL;
+  int ok = body && run && (ctx = d->open(&cfg)) && connect_all(d, ctx, &cfg) == 0;
+  char c = ok ? 'R' : 'F';
+  int64_t t0 = 0;
+  if (write_all(out, &c, 1) != 0 || !ok) goto fail;
+  /* Keep the clients serviced while the others connect. */
+  for (;;) {
+    struct pollfd pf = {.fd = in, .events = POLLIN};
+    if (poll(&pf, 1, 0) == 1) break;
+    if (d->step(ctx, NULL, bp_now_ns() + 5000000) < 0) goto fail;
+  }
+  if (read_all(in, &t0, sizeof t0) != 0 || run_phases(d, ctx, run, body, t0) != 0) goto fail;
+  lg_tally t = {.sent = run->sent, .distinct = run->distinct, .dups = run->dups,
+                .foreign = run->foreign, .failed = run->failed, .busy = run->busy,
+                .reconnects = run->reconnects, .delivered_in_send = run->delivered_in_send,
+                .nlat = run->nlat, .self_cpu = run->self_cpu1 - run->self_cpu0,
+                .wall_s = run->wall_send_ns / 1e9};
+  if (write_all(out, &t, sizeof t) != 0 || write_all(out, run->lat_us, run->nlat * sizeof *run->lat_us) != 0)
+    goto fail;
+  d->close(ctx);
+  lg_run_free(run);
+  free(body);
+  return 0;
+fail:
+  if (ctx) d->close(ctx);
+  lg_run_free(run);
+  free(body);
+  return 2;
+}
+
+/* Splits the run over cfg->procs processes, starts them together, samples
+ * the relay's CPU over the common send phase and merges what they report
+ * into `run`. Returns 0 or -1. */
+static int run_procs(const lg_driver *d, const lg_config *cfg, lg_run *run) {
+  int np = cfg->procs, status = -1, started = 0;
+  pid_t *pid = calloc((size_t)np, sizeof *pid);
+  int *to = calloc((size_t)np, sizeof *to), *from = calloc((size_t)np, sizeof *from);
+  if (!pid || !to || !from) goto out;
+  fflush(NULL);
+  for (int k = 0; k < np; k++, started++) {
+    lg_config c = *cfg;
+    c.pairs = cfg->pairs / np + (k < cfg->pairs % np);
+    c.rate = cfg->rate * c.pairs / cfg->pairs;
+    c.procs = 1;
+    snprintf(c.prefix, sizeof c.prefix, "%.20sp%d_", cfg->prefix, k % 100000);
+    int a[2], b[2];
+    if (pipe(a) != 0) goto out;
+    if (pipe(b) != 0) {
+      close(a[0]);
+      close(a[1]);
+      goto out;
+    }
+    pid[k] = fork();
+    if (pid[k] == 0) {
+      close(a[1]);
+      close(b[0]);
+      for (int j = 0; j < k; j++) {
+        close(to[j]);
+        close(from[j]);
+      }
+      _exit(child(d, c, a[0], b[1]));
+    }
+    close(a[0]);
+    close(b[1]);
+    to[k] = a[1];
+    from[k] = b[0];
+    if (pid[k] < 0) goto out;
+  }
+  for (int k = 0; k < np; k++) {
+    char c = 0;
+    if (read_all(from[k], &c, 1) != 0 || c != 'R') {
+      fprintf(stderr, "%s: generator process %d did not get ready\n", d->name, k);
+      goto out;
+    }
+  }
+  int64_t t0 = bp_now_ns() + 50000000, t1 = t0 + (int64_t)(cfg->duration_s * 1e9);
+  for (int k = 0; k < np; k++)
+    if (write_all(to[k], &t0, sizeof t0) != 0) goto out;
+  struct timespec ts = {.tv_sec = t0 / 1000000000, .tv_nsec = t0 % 1000000000};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+  run->relay_cpu0 = proc_cpu_seconds(cfg->relay_pid);
+  ts = (struct timespec){.tv_sec = t1 / 1000000000, .tv_nsec = t1 % 1000000000};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+  run->relay_cpu1 = proc_cpu_seconds(cfg->relay_pid);
+  run->wall_send_ns = t1 - t0;
+  run->procs = np;
+  run->phase = LG_DONE;
+  for (int k = 0; k < np; k++) {
+    lg_tally t;
+    if (read_all(from[k], &t, sizeof t) != 0) {
+      fprintf(stderr, "%s: generator process %d failed\n", d->name, k);
+      goto out;
+    }
+    uint32_t *l = realloc(run->lat_us, (run->nlat + t.nlat + 1) * sizeof *l);
+    if (!l) goto out;
+    run->lat_us = l;
+    run->cap_lat = run->nlat + t.nlat + 1;
+    if (read_all(from[k], l + run->nlat, t.nlat * sizeof *l) != 0) goto out;
+    run->nlat += t.nlat;
+    run->sent += t.sent;
+    run->distinct += t.distinct;
+    run->dups += t.dups;
+    run->foreign += t.foreign;
+    run->failed += t.failed;
+    run->busy += t.busy;
+    run->reconnects += t.reconnects;
+    run->delivered_in_send += t.delivered_in_send;
+    run->self_cpu1 += t.self_cpu;
+    double pct = t.wall_s > 0 ? 100.0 * t.self_cpu / t.wall_s : 0;
+    if (pct > run->max_proc_pct) run->max_proc_pct = pct;
+  }
+  status = 0;
+out:
+  for (int k = 0; k < started; k++) {
+    close(to[k]);
+    close(from[k]);
+    if (pid[k] > 0) {
+      if (status != 0) kill(pid[k], SIGTERM);
+      waitpid(pid[k], NULL, 0);
+    }
+  }
+  free(pid);
+  free(to);
+  free(from);
+  return status;
 }
 
 int lg_main(const lg_driver *d, const char *system, int argc, char **argv) {
@@ -360,32 +570,28 @@ int lg_main(const lg_driver *d, const char *system, int argc, char **argv) {
   int rc = lg_parse_args(&cfg, argc, argv);
   if (rc) return rc < 0 ? 2 : 0;
   lg_tune_process();
+  if (d->max_clients > 0) {
+    int need = (2 * cfg.pairs + d->max_clients - 1) / d->max_clients;
+    if (need > cfg.procs) {
+      fprintf(stderr, "%s: %d pairs over %d processes (at most %d clients in one)\n", d->name,
+              cfg.pairs, need, d->max_clients);
+      cfg.procs = need;
+    }
+  }
   uint8_t *body = malloc(cfg.size);
   lg_run *run = lg_run_new(&cfg);
   void *ctx = NULL;
-  int status = 2, n = 2 * cfg.pairs;
+  int status = 2;
   if (!body || !run) {
     fprintf(stderr, "%s: out of memory\n", d->name);
     goto out;
   }
-  if (!(ctx = d->open(&cfg))) goto out;
-  int64_t t = bp_now_ns(), give_up = t + (int64_t)(cfg.connect_s * 1e9);
-  while (d->ready(ctx) < n && bp_now_ns() < give_up)
-    if (d->step(ctx, NULL, give_up) < 0) goto out;
-  if (d->ready(ctx) < n) {
-    fprintf(stderr, "%s: only %d of %d clients ready in %.0f s\n", d->name, d->ready(ctx), n,
-            cfg.connect_s);
-    goto out;
-  }
-  fprintf(stderr, "%s: %d clients ready in %.2f s\n", d->name, n, (double)(bp_now_ns() - t) / 1e9);
-  lg_start(run, bp_now_ns());
-  for (;;) {
-    int64_t now = bp_now_ns();
-    if (lg_phase(run, now) == LG_DONE) break;
-    for (int p = 0; p < cfg.pairs; p++)
-      while (lg_take(run, p, now, body))
-        if (d->send(ctx, p, body, cfg.size) < 0) goto out;
-    if (d->step(ctx, run, lg_next_due(run)) < 0) goto out;
+  if (cfg.procs > 1) {
+    if (run_procs(d, &cfg, run) != 0) goto out;
+  } else {
+    if (!(ctx = d->open(&cfg)) || connect_all(d, ctx, &cfg) != 0 ||
+        run_phases(d, ctx, run, body, bp_now_ns()) != 0)
+      goto out;
   }
   status = lg_report(run);
 out:

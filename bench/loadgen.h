@@ -40,6 +40,7 @@ typedef struct lg_config {
   size_t size;           /* --size B: body bytes (default 100) */
   int relay_pid;         /* --relay-pid PID: whose /proc/PID/stat to read */
   char prefix[32];       /* names of this run's clients start with it */
+  int procs;             /* --procs P: generator processes */
 } lg_config;
 
 /* Parses the command line into *cfg (system set by the caller first).
@@ -105,6 +106,9 @@ int lg_report(lg_run *r);
 
 typedef struct lg_driver {
   const char *name; /* "tern-load": prefixes messages */
+  /* Most clients one process can hold (0: no limit); lg_main forks enough
+   * processes for the pairs asked for. */
+  int max_clients;
   /* Creates 2 x cfg->pairs clients (client 2i sends for pair i, 2i+1
    * receives) and starts connecting them. NULL after printing why. */
   void *(*open)(const lg_config *cfg);
@@ -121,7 +125,10 @@ typedef struct lg_driver {
 
 /* The whole generator: parses the command line, opens the driver's
  * clients, waits until all are ready, runs the send and drain phases and
- * prints the report. Returns the exit status: 0 all delivered once, 1 lost,
+ * prints the report. With several processes (--procs, or max_clients),
+ * each runs its share of the pairs (and of the rate) from a common start,
+ * the parent samples the relay's CPU over the common send phase and merges
+ * their counts and latencies into one report. Returns the exit status: 0 all delivered once, 1 lost,
  * duplicated or refused messages, 2 an error (no JSON line). */
 int lg_main(const lg_driver *d, const char *system, int argc, char **argv);
 

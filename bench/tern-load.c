@@ -11,7 +11,9 @@
  * add sockets and relay work that have nothing to do with messages); every
  * other setting is the library's default, dead_link_ms included. Names are
  * <prefix>s<i> and <prefix>r<i>, so a run never sees an earlier run's
- * messages; ternd must run with --open.
+ * messages; ternd must run with --open. libtern holds at most 256 clients
+ * in a process, so more than 100 pairs run in several processes (loadgen's
+ * --procs).
  *
  * Acknowledged = TERN_EV_SENT (stored by the relay); arrived =
  * TERN_EV_MESSAGE at the receiver; a reconnect = a TERN_EV_DISCONNECTED
@@ -167,10 +169,12 @@ static void *tl_open(const lg_config *cfg) {
     cc.user = name;
     cc.state_dir = NULL;
     cc.keepalive_fixed_ms = 25000;
+    errno = 0;
     int rc = tern_client_new(&k->c, &cc);
+    int err = errno;
     memset(&cc.keypair, 0, sizeof cc.keypair);
     if (rc) {
-      fprintf(stderr, "tern-load: client %d: %s (raise the fd limit?)\n", i, tern_errname(rc));
+      fprintf(stderr, "tern-load: client %d: %s (errno: %s)\n", i, tern_errname(rc), strerror(err));
       goto fail;
     }
     struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
@@ -192,7 +196,10 @@ fail:
 }
 
 int main(int argc, char **argv) {
-  static const lg_driver d = {.name = "tern-load", .open = tl_open, .ready = tl_ready,
+  /* libtern holds at most 256 ENet hosts (one a client) in a process
+   * (MAX_VSOCKS in lib/io/dispatch.c): 200 a process leaves room for a
+   * reconnect's new link. */
+  static const lg_driver d = {.name = "tern-load", .max_clients = 200, .open = tl_open, .ready = tl_ready,
                               .step = tl_step, .send = tl_send, .close = tl_close};
   return lg_main(&d, "tern", argc, argv);
 }
