@@ -19,6 +19,8 @@
 
 #include "benchproto.h"
 
+enum { SEND_BATCH = 16 };
+
 typedef struct lg_pair {
   int64_t next_due; /* open loop: when message next_seq is due */
   uint64_t next_seq;
@@ -40,6 +42,7 @@ struct lg_run {
   double relay_cpu0, relay_cpu1, self_cpu0, self_cpu1;
   int64_t wall_send_ns;
   int procs;          /* generator processes whose tallies this run holds */
+  uint64_t unacked_merged; /* unacknowledged messages of the merged processes */
   double max_proc_pct; /* the busiest one's CPU over the send phase */
 };
 
@@ -47,6 +50,7 @@ struct lg_run {
  * latencies, uint32 us each). */
 typedef struct lg_tally {
   uint64_t sent, distinct, dups, foreign, failed, busy, reconnects, delivered_in_send, nlat;
+  uint64_t unacked;
   double self_cpu, wall_s;
 } lg_tally;
 
@@ -302,6 +306,13 @@ void lg_count_reconnect(lg_run *r) { r->reconnects++; }
 void lg_count_failed(lg_run *r) { r->failed++; }
 void lg_count_busy(lg_run *r) { r->busy++; }
 
+/* Messages sent and not (yet) acknowledged by the relay. */
+static uint64_t unacked(const lg_run *r) {
+  uint64_t n = r->unacked_merged;
+  for (int i = 0; i < r->cfg.pairs; i++) n += (uint64_t)r->p[i].inflight;
+  return n;
+}
+
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return x < y ? -1 : x > y;
@@ -348,14 +359,15 @@ int lg_report(lg_run *r) {
          "\"duration_s\":%.2f,\"offered_per_s\":%.1f,\"sent\":%llu,\"delivered\":%llu,"
          "\"delivered_per_s\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
          "\"p999_ms\":%.3f,\"max_ms\":%.3f,\"lost\":%llu,\"dups\":%llu,\"failed\":%llu,"
-         "\"busy\":%llu,\"foreign\":%llu,\"reconnects\":%llu,",
+         "\"busy\":%llu,\"foreign\":%llu,\"reconnects\":%llu,\"unacked\":%llu,",
          r->cfg.system, r->cfg.pairs, saturate ? "saturate" : "open", saturate ? r->cfg.window : 0,
          r->cfg.size, secs, offered, (unsigned long long)r->sent,
          (unsigned long long)r->distinct, delivered_ps, quantile_ms(r, 0.50),
          quantile_ms(r, 0.90), quantile_ms(r, 0.99), quantile_ms(r, 0.999),
          quantile_ms(r, 1.0), (unsigned long long)lost, (unsigned long long)r->dups,
          (unsigned long long)r->failed, (unsigned long long)r->busy,
-         (unsigned long long)r->foreign, (unsigned long long)r->reconnects);
+         (unsigned long long)r->foreign, (unsigned long long)r->reconnects,
+         (unsigned long long)unacked(r));
   if (have_relay)
     printf("\"relay_cpu_us_per_msg\":%.2f,\"relay_cpu_pct\":%.1f,", relay * per, relay_pct);
   else
@@ -401,8 +413,11 @@ static int run_phases(const lg_driver *d, void *ctx, lg_run *run, uint8_t *body,
   for (;;) {
     int64_t now = bp_now_ns();
     if (lg_phase(run, now) == LG_DONE) return 0;
+    /* At most SEND_BATCH sends a pair between two services of the clients,
+     * so that a large window (or a late schedule) cannot starve the
+     * receivers and the acknowledgements; what is left is due at once. */
     for (int p = 0; p < run->cfg.pairs; p++)
-      while (lg_take(run, p, now, body))
+      for (int k = 0; k < SEND_BATCH && lg_take(run, p, now, body); k++)
         if (d->send(ctx, p, body, run->cfg.size) < 0) return -1;
     if (d->step(ctx, run, lg_next_due(run)) < 0) return -1;
   }
@@ -453,7 +468,7 @@ static int child(const lg_driver *d, lg_config cfg, int in, int out) {
   lg_tally t = {.sent = run->sent, .distinct = run->distinct, .dups = run->dups,
                 .foreign = run->foreign, .failed = run->failed, .busy = run->busy,
                 .reconnects = run->reconnects, .delivered_in_send = run->delivered_in_send,
-                .nlat = run->nlat, .self_cpu = run->self_cpu1 - run->self_cpu0,
+                .nlat = run->nlat, .unacked = unacked(run), .self_cpu = run->self_cpu1 - run->self_cpu0,
                 .wall_s = run->wall_send_ns / 1e9};
   if (write_all(out, &t, sizeof t) != 0 || write_all(out, run->lat_us, run->nlat * sizeof *run->lat_us) != 0)
     goto fail;
@@ -544,6 +559,7 @@ static int run_procs(const lg_driver *d, const lg_config *cfg, lg_run *run) {
     run->failed += t.failed;
     run->busy += t.busy;
     run->reconnects += t.reconnects;
+    run->unacked_merged += t.unacked;
     run->delivered_in_send += t.delivered_in_send;
     run->self_cpu1 += t.self_cpu;
     double pct = t.wall_s > 0 ? 100.0 * t.self_cpu / t.wall_s : 0;

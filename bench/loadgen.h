@@ -99,6 +99,10 @@ void lg_count_failed(lg_run *r);  /* the relay refused a message for good */
 void lg_count_busy(lg_run *r);    /* the relay asked for a resend later */
 
 /* Prints the run's JSON line on stdout and a human summary on stderr.
+ * "unacked" counts messages the relay never acknowledged: a lost message
+ * the relay never acknowledged was still the sender's to resend (in its
+ * outbox) when the run ended; lost > unacked means an acknowledged message
+ * did not arrive in time.
  * Returns 0 if nothing was lost, duplicated or refused, else 1. */
 int lg_report(lg_run *r);
 
