@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# load.sh: ternd and mosquitto under load, side by side, in one command
+# (see bench/README.md, "Load").
+#
+#   bash bench/load.sh [--quick|--full] [--build DIR] [--out DIR]
+#                      [--pairs "1 4 16 64 256"] [--duration S] [--drain S]
+#                      [--window W] [--systems "tern mosquitto"]
+#
+# Installs mosquitto and libmosquitto-dev if missing (scripts/setup.sh),
+# builds ternd, tern-keygen, tern-load and mqtt-load, starts ternd (--open,
+# its default fsync per group commit, a fresh data dir) and mosquitto
+# (QoS 1 persistence on, in a temp dir) on loopback ports, raises the fd
+# limit, and for each N runs, alternating the systems: tern saturated,
+# mosquitto saturated, then each at half of the peak it just measured. One
+# relay of each for the whole run, as an operator would run it. Results:
+# bench/results/<UTC timestamp>/load.json (one record per system x N x
+# mode), meta.json (how and where it ran), load.md (the tables) and
+# load.svg (the plot); raw/ keeps every generator's JSON line and stderr
+# and both relays' logs.
+#
+# --quick (default): N = 1 16 64 256, 3 s per run, under 5 minutes.
+# --full: N = 1 4 16 64 256, 15 s per run (the README's table).
+# Bounded: every run has a timeout, both relays are stopped and the temp
+# dir removed on every exit path. Root is not needed (as root, mosquitto
+# drops to its own user; the script gives it its directory).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+COMMAND="bash bench/load.sh${*:+ $*}"
+MODE=quick
+BUILD=$ROOT/build
+OUT=
+PAIRS=
+DURATION=
+DRAIN=
+WINDOW=64
+SYSTEMS="tern mosquitto"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) MODE=quick ;;
+    --full) MODE=full ;;
+    --build) BUILD=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --pairs) PAIRS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --drain) DRAIN=$2; shift ;;
+    --window) WINDOW=$2; shift ;;
+    --systems) SYSTEMS=$2; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "load.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ $MODE == quick ]]; then
+  : "${PAIRS:=1 16 64 256}" "${DURATION:=3}" "${DRAIN:=8}"
+else
+  : "${PAIRS:=1 4 16 64 256}" "${DURATION:=15}" "${DRAIN:=20}"
+fi
+T0=$(date +%s)
+
+# ---- packages and build -----------------------------------------------------
+if ! command -v mosquitto >/dev/null 2>&1 && [[ -x /usr/sbin/mosquitto ]]; then PATH=$PATH:/usr/sbin; fi
+if ! command -v mosquitto >/dev/null 2>&1 || ! pkg-config --exists libmosquitto; then
+  echo "load.sh: installing mosquitto and libmosquitto-dev (scripts/setup.sh)" >&2
+  bash "$ROOT/scripts/setup.sh"
+  [[ -x /usr/sbin/mosquitto ]] && PATH=$PATH:/usr/sbin
+fi
+MOSQUITTO=$(command -v mosquitto) || { echo "load.sh: mosquitto not installed" >&2; exit 1; }
+TARGETS="ternd tern-keygen tern-load mqtt-load" bash "$ROOT/scripts/build.sh" "$BUILD" >/dev/null
+TERND=$BUILD/tools/ternd/ternd
+KEYGEN=$BUILD/tools/tern-keygen
+TLOAD=$BUILD/bench/tern-load
+MLOAD=$BUILD/bench/mqtt-load
+for f in "$TERND" "$KEYGEN" "$TLOAD" "$MLOAD"; do
+  [[ -x $f ]] || { echo "load.sh: missing $f (is libmosquitto-dev installed?)" >&2; exit 1; }
+done
+
+# 2 clients a pair, a few descriptors a client (tern: epoll, eventfd,
+# sockets), plus the relays' own.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+need=$(( $(echo "$PAIRS" | tr ' ' '\n' | sort -n | tail -1) * 2 * 6 + 256 ))
+if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $need ]]; then
+  echo "load.sh: the fd limit is $(ulimit -n), the largest run needs about $need" >&2
+  exit 1
+fi
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+[[ -n $OUT ]] || OUT=$HERE/results/$STAMP
+mkdir -p "$OUT/raw"
+WORK=$(mktemp -d /var/tmp/ternload.XXXXXX) # on disk, so fsync costs what it costs
+PIDS=()
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+  done
+  [[ -f $WORK/ternd.log ]] && cp "$WORK/ternd.log" "$OUT/raw/ternd.log"
+  [[ -f $WORK/mosquitto.log ]] && cp "$WORK/mosquitto.log" "$OUT/raw/mosquitto.log"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_file() { # FILE SECONDS
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do [[ -s $1 ]] && return 0; sleep 0.1; done
+  return 1
+}
+free_tcp_port() { # the first port from $1 up with no TCP listener on loopback
+  local p
+  for ((p = $1; p < $1 + 100; p++)); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+# ---- the relays ---------------------------------------------------------------
+RELAY_KEY=$("$KEYGEN" "$WORK/relay.key" 2>/dev/null)
+"$TERND" --key "$WORK/relay.key" --open --listen 127.0.0.1:0 --data-dir "$WORK/ternd" \
+  --port-file "$WORK/ternd.port" -q >"$WORK/ternd.log" 2>&1 &
+TERND_PID=$!; PIDS+=("$TERND_PID")
+wait_file "$WORK/ternd.port" 10 || { echo "load.sh: ternd did not start" >&2; cat "$WORK/ternd.log" >&2; exit 1; }
+TERN_PORT=$(cat "$WORK/ternd.port")
+
+MQTT_PORT=$(free_tcp_port 18830) || { echo "load.sh: no free TCP port" >&2; exit 1; }
+mkdir -p "$WORK/mosquitto"
+if [[ $(id -u) -eq 0 ]] && id mosquitto >/dev/null 2>&1; then
+  chmod 711 "$WORK" # mosquitto drops root for its own user: let it reach its dir
+  chown mosquitto "$WORK/mosquitto"
+fi
+# Durability: QoS 1 messages and sessions persist, but mosquitto keeps
+# them in memory and writes its whole state to mosquitto.db every
+# autosave_interval seconds (default 1800) and at shutdown, without an fsync
+# per message: a crash loses what arrived since the last save. ternd stores
+# each message (fsync of its group commit) before the sender's SENT.
+# max_queued_messages 0: never drop a subscriber's QoS 1 messages (the
+# default, 1000, drops past it); ternd drops none either.
+cat >"$WORK/mosquitto.conf" <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $WORK/mosquitto/
+autosave_interval 1800
+max_queued_messages 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+EOF
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+MOSQ_PID=$!; PIDS+=("$MOSQ_PID")
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null ||
+  { echo "load.sh: mosquitto did not start" >&2; cat "$WORK/mosquitto.log" >&2; exit 1; }
+MOSQ_VERSION=$({ "$MOSQUITTO" -h 2>/dev/null || true; } | sed -n "1s/.*version \([0-9.]*\).*/\1/p")
+
+echo "load.sh: $MODE: N = $PAIRS, ${DURATION} s a run; ternd on udp/$TERN_PORT (pid $TERND_PID), mosquitto $MOSQ_VERSION on tcp/$MQTT_PORT (pid $MOSQ_PID); results in $OUT"
+
+# ---- the runs -------------------------------------------------------------------
+RAW=$OUT/raw/runs.jsonl
+: >"$RAW"
+run_one() { # SYSTEM PAIRS MODE RATE: appends the generator's JSON line to $RAW
+  local sys=$1 n=$2 mode=$3 rate=$4 id="$1-$2-$3" line rc=0
+  local common=(--pairs "$n" --duration "$DURATION" --drain "$DRAIN" --window "$WINDOW" --rate "$rate")
+  local limit=$((${DURATION%.*} + ${DRAIN%.*} + 90))
+  if [[ $sys == tern ]]; then
+    line=$(timeout "$limit" "$TLOAD" --relay "127.0.0.1:$TERN_PORT" --relay-key "$RELAY_KEY" \
+      --relay-pid "$TERND_PID" "${common[@]}" 2>"$OUT/raw/$id.err") || rc=$?
+  else
+    line=$(timeout "$limit" "$MLOAD" --relay "127.0.0.1:$MQTT_PORT" --relay-pid "$MOSQ_PID" \
+      "${common[@]}" 2>"$OUT/raw/$id.err") || rc=$?
+  fi
+  if [[ -z $line ]]; then
+    echo "load.sh: $id: no result (exit $rc, see raw/$id.err)" >&2
+    printf '{"system":"%s","pairs":%d,"mode":"%s","offered_per_s":%s,"error":"exit %d, see raw/%s.err"}\n' \
+      "$sys" "$n" "$mode" "$rate" "$rc" "$id" >>"$RAW"
+    return 1
+  fi
+  echo "$line" >>"$RAW"
+  grep -h -- '-load: [0-9]* pairs' "$OUT/raw/$id.err" | sed 's/^/  /' || true
+  [[ $rc -eq 0 ]] || echo "load.sh: $id: lost, duplicated or refused messages (exit $rc)" >&2
+  return 0
+}
+peak_of() { # SYSTEM PAIRS: delivered_per_s of that saturated run, or nothing
+  python3 - "$RAW" "$1" "$2" <<'EOF'
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r["system"] == sys.argv[2] and r["pairs"] == int(sys.argv[3]) and r["mode"] == "saturate" \
+            and "error" not in r and r["delivered_per_s"] > 0:
+        print("%.0f" % r["delivered_per_s"])
+EOF
+}
+
+for n in $PAIRS; do
+  for sys in $SYSTEMS; do run_one "$sys" "$n" saturate 0 || true; done
+  for sys in $SYSTEMS; do
+    peak=$(peak_of "$sys" "$n")
+    if [[ -z $peak ]]; then echo "load.sh: $sys-$n: no peak measured, no half-load run" >&2; continue; fi
+    run_one "$sys" "$n" open "$((peak / 2))" || true
+  done
+done
+
+cat >"$OUT/meta.json" <<EOF
+{"mode":"$MODE","stamp":"$STAMP","pairs":"$PAIRS","duration_s":$DURATION,"drain_s":$DRAIN,
+ "window":$WINDOW,"host":"$(uname -srm)","cpus":$(nproc),"mosquitto":"$MOSQ_VERSION",
+ "git":"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "command":"$COMMAND","seconds":$(($(date +%s) - T0))}
+EOF
+python3 "$HERE/load_report.py" "$OUT"
+echo "load.sh: done in $(($(date +%s) - T0)) s: $OUT/load.md"
