@@ -351,7 +351,9 @@ typedef struct tern_event {
  * runs the client); tern_client_free() when no other call is running. */
 
 /* Creates a client and opens its state. Nothing is sent until
- * tern_client_connect(). On success *out owns a client to be released with
+ * tern_client_connect(). A process may hold up to 65,536 clients and relay
+ * shards together; each client keeps 4 descriptors open (more while it
+ * races connects or probes), so many clients need a raised fd limit. On success *out owns a client to be released with
  * tern_client_free(); on failure *out is NULL. Returns 0, TERN_EINVAL
  * (missing host/port, bad user name), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
  * (no socket; or state_dir cannot be created, errno saying why), TERN_ESTORE

@@ -25,7 +25,8 @@
 #include "wire/path.h"
 
 enum {
-  MAX_VSOCKS = 256,         /* virtual sockets in the process */
+  MAX_VSOCKS = 65536,       /* virtual sockets in the process (one per client,
+                               one per relay shard) */
   MAX_PER_DISP = 64,        /* virtual sockets (ENet hosts) per dispatcher */
   QUEUE_CAP = 1024,         /* datagrams waiting for another host */
   DGRAM_MAX = 4096,         /* ENet's largest datagram (its maximum MTU) */
@@ -54,7 +55,8 @@ typedef struct vsock {
   int id;              /* the ENetSocket value */
   uint32_t owner;      /* index in d->vs */
   size_t cap, load;    /* connections allowed, handles held */
-  qitem **q;           /* ring of datagrams routed here by another receive */
+  qitem **q;           /* ring of datagrams routed here by another receive;
+                          made on the first (a client's host never needs it) */
   size_t qhead, qlen;
 } vsock;
 
@@ -99,6 +101,7 @@ struct tern__disp {
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(vsock *) reg[MAX_VSOCKS];
+static int reg_hint; /* where the search for a free slot starts (under reg_mu) */
 static _Thread_local tern__disp *armed;
 
 static vsock *vs_of(int sock) {
@@ -126,23 +129,21 @@ int tern__vsock_open(void) {
   if (owner == MAX_PER_DISP) return -1;
   vsock *v = calloc(1, sizeof(*v));
   if (!v) return -1;
-  v->q = calloc(QUEUE_CAP, sizeof(*v->q));
-  if (!v->q) {
-    free(v);
-    return -1;
-  }
   v->d = d;
   v->owner = owner;
   v->cap = 1;
   pthread_mutex_lock(&reg_mu);
-  int slot = 0;
-  while (slot < MAX_VSOCKS && atomic_load(&reg[slot])) slot++;
-  if (slot == MAX_VSOCKS) {
+  int slot = -1;
+  for (int k = 0; k < MAX_VSOCKS && slot < 0; k++) {
+    int i = (reg_hint + k) % MAX_VSOCKS;
+    if (!atomic_load(&reg[i])) slot = i;
+  }
+  if (slot < 0) {
     pthread_mutex_unlock(&reg_mu);
-    free(v->q);
     free(v);
     return -1;
   }
+  reg_hint = (slot + 1) % MAX_VSOCKS;
   v->id = -2 - slot;
   atomic_store_explicit(&reg[slot], v, memory_order_release);
   pthread_mutex_unlock(&reg_mu);
@@ -500,6 +501,10 @@ static int pop(vsock *v, uint32_t *handle, uint16_t *gen, void *buf, size_t cap)
 
 static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const uint8_t *data,
                  size_t len) {
+  if (!v->q && !(v->q = calloc(QUEUE_CAP, sizeof(*v->q)))) {
+    d->st.rx_queue_full++;
+    return;
+  }
   if (v->qlen == QUEUE_CAP) {
     d->st.rx_queue_full++;
     return;
