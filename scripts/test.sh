@@ -15,9 +15,10 @@ if [ "${1:-}" = "--sanitize" ]; then
   # linkem_selftest (the bench's delay emulator) run once, in the plain
   # build: the library code they drive (probes, the learner, the link) is
   # run under the sanitizers by kalearn_test, probesvc_test, keepalive_test,
-  # link_test and the fuzzers. paths_test and nat64_test (namespaces, about
-  # 30 s together) do run under the sanitizers: they drive the socket layer,
-  # which parses what arrives from the network.
+  # link_test and the fuzzers. paths_test, nat64_test and tcp_test
+  # (namespaces, about 50 s together) do run under the sanitizers: they
+  # drive the socket layer, which parses what arrives from the network (TCP
+  # streams included).
   skip=(-E 'nat_keepalive_test|linkem_selftest')
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
