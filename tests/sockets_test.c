@@ -825,3 +825,33 @@ Test(sockets, a_tcp_stream_that_is_not_framed_is_closed_alone, .timeout = 60) {
   hear(&l, b, "alice", "still here");
   loop_stop(&l);
 }
+
+Test(sockets, a_list_of_endpoints_is_raced_in_order_until_one_answers, .timeout = 60) {
+  loop l;
+  start_relay(&l, "127.0.0.1");
+  uint16_t sink_port;
+  int sink = udp_sink(&sink_port);
+  char list[128];
+  /* The first endpoint eats datagrams; the second is the relay (the
+   * default port). */
+  snprintf(list, sizeof list, "127.0.0.1:%u, 127.0.0.1", sink_port);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  cfg.relay_host = list;
+  uint64_t t0 = ms_now();
+  size_t a = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev), "the second endpoint was never tried");
+  uint64_t took = ms_now() - t0;
+  cr_assert_geq(took, 240, "connected after %llu ms: before the 250 ms stagger?", (unsigned long long)took);
+  /* Nothing usable in the list: the connect says so. */
+  tern_client_config bad;
+  loop_client_config(&l, &bad, "bob");
+  bad.relay_host = " , ,";
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &bad), 0);
+  cr_assert_eq(tern_client_connect(c), TERN_EADDR);
+  tern_client_free(c);
+  close(sink);
+  loop_stop(&l);
+}

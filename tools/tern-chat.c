@@ -45,9 +45,12 @@ static void usage(FILE *f) {
           "usage: tern-chat --relay HOST:PORT --relay-key PUBKEY --key KEYFILE [--state DIR]\n"
           "                 [--user NAME] [--linger SECONDS] [--expect N]\n"
           "                 [--network NAME] [--keepalive learn|off|MS] [--foreground]\n"
+          "                 [--relay-tcp PORT]\n"
           "\n"
           "  --relay HOST:PORT     the relay's UDP address: a name (A or AAAA), an IPv4\n"
           "                        address, or [IPV6]:PORT\n"
+          "  --relay-tcp PORT      the relay's TCP port (ternd --listen-tcp): used when UDP\n"
+          "                        has not answered for 1 s; back to UDP when it does\n"
           "  --relay-key PUBKEY    the relay's public key, 64 hex digits (pinned)\n"
           "  --key KEYFILE         this device's private key (tern-keygen makes one)\n"
           "  --state DIR           keep the outbox and delivery state in DIR, so\n"
@@ -202,6 +205,7 @@ static void print_event(const tern_event *ev) {
 
 int main(int argc, char **argv) {
   const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL, *state = NULL;
+  uint16_t relay_tcp = 0;
   const char *network = NULL, *keepalive = "learn";
   int foreground = 0;
   double linger = 30.0;
@@ -213,6 +217,7 @@ int main(int argc, char **argv) {
       {"expect", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
       {"network", required_argument, 0, 'n'}, {"keepalive", required_argument, 0, 'K'},
       {"foreground", no_argument, 0, 'f'},  {"version", no_argument, 0, 'V'},
+      {"relay-tcp", required_argument, 0, 't'},
       {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -228,6 +233,16 @@ int main(int argc, char **argv) {
       case 'n': network = optarg; break;
       case 'K': keepalive = optarg; break;
       case 'f': foreground = 1; break;
+      case 't': {
+        char *end;
+        long p = strtol(optarg, &end, 10);
+        if (*end || p <= 0 || p > 65535) {
+          fprintf(stderr, "tern-chat: --relay-tcp wants a port, not '%s'\n", optarg);
+          return 2;
+        }
+        relay_tcp = (uint16_t)p;
+        break;
+      }
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
@@ -264,6 +279,7 @@ int main(int argc, char **argv) {
   host[he - hs] = 0;
   cfg.relay_host = host;
   cfg.relay_port = (uint16_t)port;
+  cfg.relay_tcp_port = relay_tcp;
   if (tern_key_from_hex(relay_key, cfg.relay_public_key) != 0) {
     fprintf(stderr, "tern-chat: --relay-key wants 64 hex digits\n");
     return 2;
