@@ -855,3 +855,15 @@ Test(sockets, a_list_of_endpoints_is_raced_in_order_until_one_answers, .timeout 
   close(sink);
   loop_stop(&l);
 }
+
+Test(sockets, a_relay_takes_the_largest_max_peers) {
+  /* 65 ENet hosts behind one port: every shard gets a virtual socket. */
+  loop l;
+  tern_relay_config rc;
+  loop_relay_config(&l, &rc);
+  rc.max_peers = TERN_RELAY_MAX_PEERS;
+  tern_relay *r;
+  int e = tern_relay_new(&r, &rc);
+  cr_assert_eq(e, 0, "tern_relay_new(max_peers %u): %s", TERN_RELAY_MAX_PEERS, tern_strerror(e));
+  tern_relay_free(r);
+}

@@ -27,7 +27,8 @@
 enum {
   MAX_VSOCKS = 65536,       /* virtual sockets in the process (one per client,
                                one per relay shard) */
-  MAX_PER_DISP = 64,        /* virtual sockets (ENet hosts) per dispatcher */
+  MAX_PER_DISP = 72,        /* virtual sockets (ENet hosts) per dispatcher: a relay
+                               with TERN_RELAY_MAX_PEERS slots needs 65 */
   QUEUE_CAP = 1024,         /* datagrams waiting for another host */
   DGRAM_MAX = 4096,         /* ENet's largest datagram (its maximum MTU) */
   RECV_BATCH = 64,          /* datagrams read per receive call at most */
