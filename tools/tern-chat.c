@@ -147,8 +147,12 @@ static void print_event(const tern_event *ev) {
       fprintf(stderr, "tern-chat: connected as %s\n", ev->user);
       break;
     case TERN_EV_DISCONNECTED:
-      fprintf(stderr, "tern-chat: disconnected: %s (%s)\n", tern_strerror(ev->error),
-              tern_errname(ev->error));
+      if (ev->retry_ms)
+        fprintf(stderr, "tern-chat: disconnected: %s (%s); trying again in %.1f s\n",
+                tern_strerror(ev->error), tern_errname(ev->error), (double)ev->retry_ms / 1000);
+      else
+        fprintf(stderr, "tern-chat: disconnected: %s (%s)\n", tern_strerror(ev->error),
+                tern_errname(ev->error));
       break;
     case TERN_EV_MESSAGE:
       if (interactive) {

@@ -271,6 +271,12 @@ typedef struct tern_client_config {
   uint16_t relay_tcp_port;
   uint32_t tcp_fallback_ms;
   uint32_t udp_retry_ms;
+  /* Names are looked up in the background (c-ares): a send never waits for
+   * DNS. NULL (default): the system's resolver configuration, the hosts
+   * file first. Else the DNS servers to ask, "IP[:PORT],..." (copied). A
+   * lookup waits up to resolve_timeout_ms (default 5000) in all. */
+  const char *dns_servers;
+  uint32_t resolve_timeout_ms;
 } tern_client_config;
 
 /* Fills *cfg with defaults; relay_host, relay_port, relay_public_key and
@@ -342,6 +348,9 @@ typedef struct tern_event {
   const char *user;   /* NUL-terminated, never NULL; see the event types */
   const uint8_t *body;
   size_t body_len;
+  /* DISCONNECTED: in how many ms the client tries again (0: it will not,
+   * the app asked to be offline). */
+  uint64_t retry_ms;
 } tern_event;
 
 /* Thread safety: tern_client_send(), tern_client_send_ephemeral(),
@@ -352,10 +361,12 @@ typedef struct tern_event {
 
 /* Creates a client and opens its state. Nothing is sent until
  * tern_client_connect(). A process may hold up to 65,536 clients and relay
- * shards together; each client keeps 4 descriptors open (more while it
- * races connects or probes), so many clients need a raised fd limit. On success *out owns a client to be released with
+ * shards together; each client keeps 5 descriptors open (more while it
+ * resolves, races connects or probes), so many clients need a raised fd
+ * limit. On success *out owns a client to be released with
  * tern_client_free(); on failure *out is NULL. Returns 0, TERN_EINVAL
- * (missing host/port, bad user name), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
+ * (missing host/port, no endpoint in relay_host, bad user name or
+ * dns_servers), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
  * (no socket; or state_dir cannot be created, errno saying why), TERN_ESTORE
  * (state unreadable). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_new(tern_client **out,
@@ -366,8 +377,12 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_new(tern_client **out,
 TERN_EXPORT void tern_client_free(tern_client *c);
 
 /* The app wants to be online: connects now, and from then on reconnects by
- * itself with backoff whenever the link is lost, until
- * tern_client_disconnect(). Returns 0, TERN_EADDR (cannot resolve). */
+ * itself with backoff whenever the link is lost or an attempt fails
+ * (a name that does not resolve yet, a relay that does not answer), until
+ * tern_client_disconnect(). Each failure is a TERN_EV_DISCONNECTED event
+ * with its code (TERN_EADDR: no address for the relay's name) and the time
+ * until the next try. Names are resolved in the background: this returns
+ * at once. Returns 0. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_connect(tern_client *c);
 
 /* The app wants to be offline: closes the session gracefully after what is

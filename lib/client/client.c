@@ -29,6 +29,7 @@ void tern_client_config_default(tern_client_config *cfg) {
   cfg->connect_stagger_ms = 250;
   cfg->tcp_fallback_ms = 1000;
   cfg->udp_retry_ms = 60000;
+  cfg->resolve_timeout_ms = 5000;
 }
 
 /* The learner's random source. */
@@ -77,8 +78,10 @@ static int wake_setup(tern_client *c) {
   if (c->epfd < 0 || c->evfd < 0) return TERN_EIO;
   struct epoll_event a = {.events = EPOLLIN, .data.u32 = 0};
   struct epoll_event b = {.events = EPOLLIN, .data.u32 = 1};
+  struct epoll_event d = {.events = EPOLLIN, .data.u32 = 2 + TERN__KA_SLOTS};
   if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__link_fd(c->link), &a) != 0 ||
-      epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &b) != 0)
+      epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &b) != 0 ||
+      epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__resolver_fd(c->res), &d) != 0)
     return TERN_EIO;
   return 0;
 }
@@ -104,11 +107,17 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   int rc = TERN_ENOMEM;
   c->cfg = *cfg;
   c->relay_host = strdup(cfg->relay_host);
+  c->dns_servers = cfg->dns_servers ? strdup(cfg->dns_servers) : NULL;
   c->buf = malloc(CLIENT_BUF);
   c->pkt = malloc(CLIENT_BUF);
-  if (!c->relay_host || !c->buf || !c->pkt) goto fail;
+  if (!c->relay_host || !c->buf || !c->pkt || (cfg->dns_servers && !c->dns_servers)) goto fail;
   memcpy(c->user_req, cfg->user ? cfg->user : "", ulen + 1);
   c->cfg.relay_host = c->relay_host;
+  c->cfg.dns_servers = c->dns_servers;
+  if (tern__cl_parse_endpoints(c) == 0) {
+    rc = TERN_EINVAL; /* not one endpoint in relay_host */
+    goto fail;
+  }
   c->cfg.user = c->user_req;
   c->cfg.state_dir = NULL; /* not kept: only used here */
   if (c->cfg.max_message_size == 0 || c->cfg.max_message_size > TERN_MESSAGE_MAX)
@@ -127,6 +136,9 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
   if ((rc = tern__link_new(&c->link, NULL, 0, TERN__RACE_MAX)) != 0) goto fail;
   tern__link_set_raw_handler(c->link, tern__cl_on_raw, c);
+  /* Each lookup may wait out its timeout once per try (2) per server. */
+  if ((rc = tern__resolver_new(&c->res, c->dns_servers, c->cfg.resolve_timeout_ms / 4 + 1)) != 0)
+    goto fail;
   if ((rc = wake_setup(c)) != 0) goto fail;
   {
     size_t nlen = cfg->network ? strlen(cfg->network) : 0;
@@ -165,6 +177,7 @@ void tern_client_free(tern_client *c) {
   if (!c) return;
   if (c->peer) tern__link_close(c->link, c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
   tern__link_free(c->link);
+  tern__resolver_free(c->res);
   for (unsigned i = 0; i < TERN__KA_SLOTS; i++)
     if (c->probe_fd[i] >= 0) close(c->probe_fd[i]);
   sodium_memzero(&c->ka, sizeof(c->ka));
@@ -178,6 +191,7 @@ void tern_client_free(tern_client *c) {
   if (c->pkt) sodium_memzero(c->pkt, CLIENT_BUF);
   pthread_mutex_destroy(&c->mu);
   free(c->relay_host);
+  free(c->dns_servers);
   free(c->buf);
   free(c->pkt);
   free(c);
@@ -196,15 +210,20 @@ static const char *shell_user(const tern_client *c, tern_event_type type) {
  * memory it is kept and queued again by the next service call, which
  * returns TERN_ENOMEM meanwhile; it may then come after core events that
  * were queued in between. */
-void tern__cl_push(tern_client *c, tern_event_type type, int error) {
-  tern_event ev = {.type = type, .error = error, .user = shell_user(c, type)};
+void tern__cl_push_retry(tern_client *c, tern_event_type type, int error, uint64_t retry_ms) {
+  tern_event ev = {.type = type, .error = error, .user = shell_user(c, type), .retry_ms = retry_ms};
   if (!c->n_shell_pending && tern__ccore_push_event(c->core, &ev) == 0) return;
   c->nomem = 1;
   if (c->n_shell_pending < SHELL_PENDING_MAX) {
     c->shell_pending[c->n_shell_pending].type = type;
     c->shell_pending[c->n_shell_pending].error = error;
+    c->shell_pending[c->n_shell_pending].retry_ms = retry_ms;
     c->n_shell_pending++;
   }
+}
+
+void tern__cl_push(tern_client *c, tern_event_type type, int error) {
+  tern__cl_push_retry(c, type, error, 0);
 }
 
 /* Queues the shell events that found no memory before, in order. */
@@ -212,7 +231,8 @@ static void push_pending(tern_client *c) {
   unsigned done = 0;
   while (done < c->n_shell_pending) {
     tern_event ev = {.type = c->shell_pending[done].type, .error = c->shell_pending[done].error,
-                     .user = shell_user(c, c->shell_pending[done].type)};
+                     .user = shell_user(c, c->shell_pending[done].type),
+                     .retry_ms = c->shell_pending[done].retry_ms};
     if (tern__ccore_push_event(c->core, &ev) < 0) break;
     done++;
   }
@@ -233,12 +253,11 @@ int tern_client_connect(tern_client *c) {
   int rc = 0;
   c->want_online = 1;
   if (c->state == C_IDLE) {
-    rc = tern__cl_start_attempt(c);
-    if (rc == TERN_ERESOURCE) {
-      /* No peer slot free yet (the last link is still being torn down). */
-      c->next_attempt_ms = tern__now_ms() + 1;
-      rc = 0;
-    }
+    /* At once; the service loop starts it (and a failure goes into the
+     * backoff, as every later one). */
+    tern__backoff_reset(&c->backoff);
+    c->next_attempt_ms = tern__now_ms();
+    if (c->next_attempt_ms == 0) c->next_attempt_ms = 1;
   }
   pthread_mutex_unlock(&c->mu);
   wake(c);
@@ -274,9 +293,11 @@ void tern_client_network_changed(tern_client *c) {
    * the routing picks the new interface); the rest is rebuilt. */
   c->udp_blocked = 0; /* a new network: UDP may work here */
   if (c->want_online && !tern__cl_migrate(c, 1, tern__now_ms())) {
+    c->retry_now = 1; /* at once, no backoff */
     if (c->state != C_IDLE) tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     tern__backoff_reset(&c->backoff);
-    c->next_attempt_ms = tern__now_ms(); /* at once, no backoff */
+    c->next_attempt_ms = tern__now_ms();
+    c->retry_now = 0;
   }
   pthread_mutex_unlock(&c->mu);
   wake(c);
@@ -303,9 +324,11 @@ int tern_client_set_network(tern_client *c, const char *name) {
     rc = tern__cl_ka_load(c, c->network);
     if (c->want_online) {
       /* The link belongs to the old network: rebuild it on the new one. */
+      c->retry_now = 1;
       if (c->state != C_IDLE) tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
       tern__backoff_reset(&c->backoff);
       c->next_attempt_ms = tern__now_ms();
+      c->retry_now = 0;
     }
     tern__cl_ka_sync(c, tern__now_ms());
   }
@@ -368,6 +391,7 @@ int tern_client_service(tern_client *c, int timeout_ms) {
   for (;;) {
     uint64_t now = tern__now_ms();
     push_pending(c);
+    tern__cl_resolve_step(c, now);
     tern__cl_handle_timers(c, now);
     tern__link_event ev;
     while ((rc = tern__link_service(c->link, 0, &ev)) == 1) tern__cl_on_link_event(c, &ev);
@@ -382,8 +406,8 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     int wait = tern__cl_min_timeout((int)(end - now), tern__cl_next_timeout_locked(c, now));
     if (wait < 0) wait = (int)(end - now);
     pthread_mutex_unlock(&c->mu);
-    struct epoll_event evs[2 + TERN__KA_SLOTS];
-    int n = epoll_wait(c->epfd, evs, 2 + TERN__KA_SLOTS, wait);
+    struct epoll_event evs[3 + TERN__KA_SLOTS];
+    int n = epoll_wait(c->epfd, evs, 3 + TERN__KA_SLOTS, wait);
     int werr = errno; /* drain_wake() below may change errno */
     pthread_mutex_lock(&c->mu);
     drain_wake(c);

@@ -40,6 +40,7 @@
 #include "client/kalearn.h"
 #include "client/race.h"
 #include "io/link.h"
+#include "io/resolver.h"
 #include "wire/session.h"
 #include "tern/tern.h"
 
@@ -74,6 +75,7 @@ typedef struct stashed {
 
 typedef enum client_state {
   C_IDLE = 0,      /* no link */
+  C_RESOLVING,     /* looking up the relay's names (no link yet) */
   C_LINKING,       /* ENet connect in progress */
   C_HANDSHAKE,     /* HELLO sent, waiting for WELCOME */
   C_OPEN,          /* session open */
@@ -87,11 +89,19 @@ struct tern_client {
   struct {
     tern_event_type type;
     int error;
+    uint64_t retry_ms;
   } shell_pending[SHELL_PENDING_MAX];
   unsigned n_shell_pending;
   int nomem;                     /* this service call met TERN_ENOMEM */
   tern_client_config cfg;       /* strings point into the copies below */
   char *relay_host;
+  char *dns_servers;
+  /* The relay's endpoints, parsed from relay_host once (resolved anew for
+   * every attempt, in the background: tern__resolver). */
+  char ep_host[TERN__RACE_ADDRS][256];
+  uint16_t ep_port[TERN__RACE_ADDRS];
+  size_t nep;
+  tern__resolver *res;
   char user_req[TERN_USER_MAX + 1];
   char user[TERN_USER_MAX + 1]; /* assigned by the relay */
   pthread_mutex_t mu;
@@ -104,6 +114,7 @@ struct tern_client {
   uint64_t attempt_start_ms;    /* monotonic start of the current attempt */
   uint64_t next_attempt_ms;     /* when to reconnect; 0: no attempt pending */
   int silent_retried;           /* a silent attempt was retried at once since the last OPEN */
+  int retry_now;                /* the next tern__cl_drop() reconnects at once, no backoff */
   /* Racing (client/race.h): the connects of the current attempt. */
   tern__race race;
   tern__link_peer *att[TERN__RACE_MAX]; /* by race entry: its peer until one wins */
@@ -153,6 +164,14 @@ struct tern_client {
  * returns TERN_ENOMEM meanwhile; it may then come after core events that
  * were queued in between. */
 void tern__cl_push(tern_client *c, tern_event_type type, int error);
+/* The same with the time until the next try (DISCONNECTED). */
+void tern__cl_push_retry(tern_client *c, tern_event_type type, int error, uint64_t retry_ms);
+/* Parses relay_host into c->ep_host/ep_port. Returns how many endpoints
+ * (0: none usable). */
+size_t tern__cl_parse_endpoints(tern_client *c);
+/* Takes the resolver's answer when it has one: starts the race, or fails
+ * the attempt (TERN_EADDR) into the backoff. */
+void tern__cl_resolve_step(tern_client *c, uint64_t now);
 
 /* The link's RTT to the relay, for the core's copy timing. */
 void tern__cl_sync_rtt(tern_client *c);

@@ -24,6 +24,7 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   c->peer = NULL;
   for (size_t i = 0; i < TERN__RACE_MAX; i++) close_attempt(c, i);
   c->on_tcp = 0;
+  if (c->state == C_RESOLVING) tern__resolver_cancel(c->res);
   tern__session_wipe(&c->sess);
   c->nstash = 0;
   int was_open = c->state == C_OPEN || c->state == C_CLOSING;
@@ -32,14 +33,18 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   c->key_requested = 0;
   tern__ka_session_down(&c->ka); /* its probe key was this session's */
   tern__ccore_offline(c->core);
-  tern__cl_push(c, TERN_EV_DISCONNECTED, error);
-  if (c->want_online) {
-    uint64_t now = tern__now_ms();
+  uint64_t now = tern__now_ms();
+  if (c->want_online && c->retry_now) {
+    tern__backoff_reset(&c->backoff);
+    c->next_attempt_ms = now; /* the path changed, not the relay */
+  } else if (c->want_online) {
     /* A session that was up resets the backoff; a failed attempt grows it. */
     if (was_open) tern__backoff_reset(&c->backoff);
     c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random());
-    if (c->next_attempt_ms == 0) c->next_attempt_ms = 1;
   }
+  if (c->want_online && c->next_attempt_ms == 0) c->next_attempt_ms = 1;
+  c->retry_now = 0;
+  tern__cl_push_retry(c, TERN_EV_DISCONNECTED, error, c->want_online ? c->next_attempt_ms - now : 0);
 }
 
 void tern__cl_take_full(tern_client *c, uint64_t now) {
@@ -56,29 +61,28 @@ void tern__cl_take_full(tern_client *c, uint64_t now) {
   c->next_attempt_ms = now + wait;
 }
 
-/* The relay's endpoints (relay_host: one or more, comma-separated, each
- * "HOST", "HOST:PORT", "[V6]:PORT" or a bare IPv6 literal), resolved, into
- * out (at most TERN__RACE_ADDRS). Returns how many, or TERN_EADDR. */
-static int resolve_endpoints(tern_client *c, tern__addr *out) {
+/* relay_host: one or more endpoints, comma-separated, each "HOST",
+ * "HOST:PORT", "[V6]:PORT" or a bare IPv6 literal. Items that do not parse
+ * are skipped. */
+size_t tern__cl_parse_endpoints(tern_client *c) {
   size_t n = 0;
   const char *s = c->relay_host;
   while (*s && n < TERN__RACE_ADDRS) {
     while (*s == ',' || *s == ' ') s++;
     size_t len = strcspn(s, ", ");
     if (!len) break;
-    char item[300], host[256];
-    uint16_t port;
+    char item[300];
     if (len < sizeof(item)) {
       memcpy(item, s, len);
       item[len] = 0;
-      if (tern__addr_split(item, c->cfg.relay_port, host, sizeof(host), &port) == 0) {
-        int k = tern__link_resolve_all(c->link, host, port, out + n, TERN__RACE_ADDRS - n);
-        if (k > 0) n += (size_t)k;
-      }
+      if (tern__addr_split(item, c->cfg.relay_port, c->ep_host[n], sizeof(c->ep_host[n]),
+                           &c->ep_port[n]) == 0 && c->ep_host[n][0])
+        n++;
     }
     s += len;
   }
-  return n ? (int)n : TERN_EADDR;
+  c->nep = n;
+  return n;
 }
 
 void tern__cl_race_step(tern_client *c, uint64_t now) {
@@ -109,23 +113,38 @@ void tern__cl_race_step(tern_client *c, uint64_t now) {
 }
 
 int tern__cl_start_attempt(tern_client *c) {
-  tern__addr addrs[TERN__RACE_ADDRS];
-  int n = resolve_endpoints(c, addrs);
-  if (n < 0) return n;
+  const char *hosts[TERN__RACE_ADDRS];
+  for (size_t i = 0; i < c->nep; i++) hosts[i] = c->ep_host[i];
   uint64_t now = tern__now_ms();
-  tern__race_init(&c->race, addrs, (size_t)n, c->cfg.relay_tcp_port, c->cfg.connect_stagger_ms,
-                  c->udp_blocked ? 0 : c->cfg.tcp_fallback_ms, now);
-  c->state = C_LINKING;
+  int rc = tern__resolver_start(c->res, hosts, c->ep_port, c->nep, tern__link_has_v6(c->link));
+  if (rc) return rc;
+  c->state = C_RESOLVING;
   c->attempt_start_ms = now;
   c->next_attempt_ms = 0;
   c->close_reason = 0;
   c->user[0] = 0;
-  tern__cl_race_step(c, now);
-  if (tern__race_lost(&c->race)) {
-    c->state = C_IDLE; /* not one connect could start */
-    return TERN_EADDR;
-  }
+  tern__cl_resolve_step(c, now); /* literals are resolved already */
   return 0;
+}
+
+void tern__cl_resolve_step(tern_client *c, uint64_t now) {
+  if (c->state != C_RESOLVING) return;
+  tern__resolver_process(c->res);
+  tern__addr addrs[TERN__RACE_ADDRS];
+  int n = tern__resolver_result(c->res, addrs, TERN__RACE_ADDRS);
+  if (n == 0 && now >= c->attempt_start_ms + c->cfg.resolve_timeout_ms) n = TERN_EADDR;
+  if (n < 0) {
+    /* No address (yet): the name does not resolve, or DNS is slow or
+     * unreachable. Into the backoff, like any failed attempt. */
+    tern__cl_drop(c, TERN_EADDR, -1, 0);
+    return;
+  }
+  if (n == 0) return;
+  tern__race_init(&c->race, addrs, (size_t)n, c->cfg.relay_tcp_port, c->cfg.connect_stagger_ms,
+                  c->udp_blocked ? 0 : c->cfg.tcp_fallback_ms, now);
+  c->state = C_LINKING;
+  tern__cl_race_step(c, now);
+  if (tern__race_lost(&c->race)) tern__cl_drop(c, TERN_EADDR, -1, 0); /* not one could start */
 }
 
 /* Connect i of the race finished first: it carries the session, and the
@@ -412,6 +431,10 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
     t = now >= d ? 0 : (int)(d - now);
     if (c->state == C_LINKING) t = tern__cl_min_timeout(t, tern__race_timeout(&c->race, now));
   }
+  if (c->state == C_RESOLVING) {
+    uint64_t d = c->attempt_start_ms + c->cfg.resolve_timeout_ms;
+    t = tern__cl_min_timeout(now >= d ? 0 : (int)(d - now), tern__resolver_timeout(c->res));
+  }
   if (c->state == C_IDLE && c->next_attempt_ms)
     t = tern__cl_min_timeout(t, now >= c->next_attempt_ms ? 0 : (int)(c->next_attempt_ms - now));
   return t;
@@ -422,18 +445,19 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
   tern__cl_race_step(c, now);
   if ((c->state == C_LINKING || c->state == C_HANDSHAKE) && shell_timeout(c, now) == 0) {
     int silent = c->state == C_LINKING;
-    tern__cl_drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
-    if (silent && !c->silent_retried && c->want_online) {
-      c->next_attempt_ms = now; /* at once, once in a row; then the backoff */
+    if (silent && !c->silent_retried) {
+      c->retry_now = 1; /* at once, once in a row; then the backoff */
       c->silent_retried = 1;
     }
+    tern__cl_drop(c, silent ? TERN_ETIMEDOUT : TERN_EHANDSHAKE, TERN__LINK_CLOSE_NOW, TERN__DISC_HS_TIMEOUT);
   }
   if (c->state == C_IDLE && c->want_online && c->next_attempt_ms && now >= c->next_attempt_ms) {
     int rc = tern__cl_start_attempt(c);
     if (rc) {
-      /* Cannot even start (name does not resolve, no slot): try later. */
-      tern__cl_push(c, TERN_EV_DISCONNECTED, rc);
-      c->next_attempt_ms = now + tern__backoff_next(&c->backoff, randombytes_random()) + 1;
+      /* Cannot even start: try later. */
+      uint64_t wait = tern__backoff_next(&c->backoff, randombytes_random()) + 1;
+      c->next_attempt_ms = now + wait;
+      tern__cl_push_retry(c, TERN_EV_DISCONNECTED, rc, wait);
     }
   }
   tern__cl_migrate_timers(c, now);

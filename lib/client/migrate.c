@@ -122,11 +122,8 @@ void tern__cl_migrate_timers(tern_client *c, uint64_t now) {
   if (now >= c->mig_deadline_ms) {
     c->mig_active = 0;
     tern__link_cand_abort(c->link);
+    c->retry_now = 1; /* at once: the path changed, not the relay */
     tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
-    if (c->want_online) {
-      tern__backoff_reset(&c->backoff);
-      c->next_attempt_ms = now; /* at once: the path changed, not the relay */
-    }
     return;
   }
   if (now >= c->mig_resend_ms) {

@@ -86,6 +86,19 @@ size_t tern__addr_to_sockaddr(const tern__addr *a, int family, struct sockaddr_s
   return sizeof(*s);
 }
 
+size_t tern__addr_interleave(const tern__addr *in, size_t n, tern__addr *out, size_t cap) {
+  if (n == 0) return 0;
+  size_t k = 0, i1 = 0, i2 = 0;
+  int first_v4 = tern__addr_is_v4(&in[0]);
+  for (int turn = 0; k < cap && (i1 < n || i2 < n); turn ^= 1) {
+    size_t *i = turn ? &i2 : &i1;
+    int want_v4 = turn ? !first_v4 : first_v4;
+    while (*i < n && tern__addr_is_v4(&in[*i]) != want_v4) (*i)++;
+    if (*i < n) out[k++] = in[(*i)++];
+  }
+  return k;
+}
+
 static const uint8_t discard_prefix[8] = {0x01, 0x00, 0, 0, 0, 0, 0, 0};
 
 void tern__addr_set_stream(tern__addr *a, uint32_t conn_id) {

@@ -53,6 +53,11 @@ int tern__addr_is_stream(const tern__addr *a, uint32_t *conn_id);
 /* 1 if `a` lies in 100::/64 (whatever its port): never a real source. */
 int tern__addr_is_discard(const tern__addr *a);
 
+/* Orders addresses for racing (RFC 8305 §4): the family of the first
+ * first, then the families alternate, each keeping its own order. Copies
+ * at most `cap` into out; returns how many. */
+size_t tern__addr_interleave(const tern__addr *in, size_t n, tern__addr *out, size_t cap);
+
 /* "a.b.c.d:port" or "[v6]:port" into buf (TERN__ADDR_TEXT bytes suffice). */
 void tern__addr_format(const tern__addr *a, char *buf, size_t cap);
 

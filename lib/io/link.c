@@ -278,18 +278,11 @@ int tern__link_resolve_all(tern__link *l, const char *host, uint16_t port, tern_
    * network that reaches IPv4 only through a NAT64. */
   for (size_t i = 0; v6 && i < n; i++)
     if (tern__addr_is_v4(&got[i])) (void)tern__nat64_synthesize(&got[i]);
-  /* RFC 8305 §4: the first address's family first (getaddrinfo sorted them
-   * as RFC 6724 prefers), then the families alternate. */
-  size_t k = 0, i1 = 0, i2 = 0;
-  int first_v4 = tern__addr_is_v4(&got[0]);
-  for (int turn = 0; k < cap && (i1 < n || i2 < n); turn ^= 1) {
-    size_t *i = turn ? &i2 : &i1;
-    int want_v4 = turn ? !first_v4 : first_v4;
-    while (*i < n && tern__addr_is_v4(&got[*i]) != want_v4) (*i)++;
-    if (*i < n) out[k++] = got[(*i)++];
-  }
-  return (int)k;
+  /* RFC 8305 §4 (getaddrinfo sorted them as RFC 6724 prefers). */
+  return (int)tern__addr_interleave(got, n, out, cap);
 }
+
+int tern__link_has_v6(const tern__link *l) { return tern__disp_has_v6(l->disp); }
 
 int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out) {
   int n = tern__link_resolve_all(l, host, port, out, 1);

@@ -77,6 +77,8 @@ void tern__link_free(tern__link *l);
  * TERN_EADDR. */
 int tern__link_resolve_all(tern__link *l, const char *host, uint16_t port, tern__addr *out,
                            size_t cap);
+/* 1 if the link's socket can reach IPv6 addresses. */
+int tern__link_has_v6(const tern__link *l);
 /* The first of those. Returns 0 or TERN_EADDR. */
 int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out);
 

@@ -36,6 +36,8 @@ static int v4_routable(const tern__addr *a) {
   return ok;
 }
 
+int tern__nat64_needed(const tern__addr *a) { return tern__addr_is_v4(a) && !v4_routable(a); }
+
 int tern__nat64_synthesize(tern__addr *a) {
   if (!tern__addr_is_v4(a) || v4_routable(a)) return 0;
   struct addrinfo hints, *res = NULL;

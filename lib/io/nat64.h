@@ -23,6 +23,10 @@ int tern__nat64_prefix_of(const tern__addr *aaaa, uint8_t prefix[12]);
 /* Sans-I/O: the IPv4 address `v4` (IPv4-mapped form) under `prefix`. */
 void tern__nat64_apply(const uint8_t prefix[12], const tern__addr *v4, tern__addr *out);
 
+/* 1 if `a` is an IPv4 address this host has no route to (an IPv6-only
+ * network: it needs synthesizing). Asks the kernel; sends nothing. */
+int tern__nat64_needed(const tern__addr *a);
+
 /* If IPv4 address `a` has no route from this host and the network has a
  * NAT64 prefix, rewrites `a` to the synthesized IPv6 address and returns
  * 1; else leaves it and returns 0. Resolves ipv4only.arpa (blocking). */

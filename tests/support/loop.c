@@ -88,6 +88,7 @@ int loop_wait(loop *l, size_t i, tern_event_type type, int timeout_ms, loop_even
       out->error = ev.error;
       out->cmid = ev.cmid;
       out->seq = ev.seq;
+      out->retry_ms = ev.retry_ms;
       snprintf(out->user, sizeof(out->user), "%s", ev.user ? ev.user : "");
       out->body_len = ev.body_len;
       out->body = l->last_body = malloc(ev.body_len + 1);

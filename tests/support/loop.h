@@ -25,6 +25,7 @@ typedef struct loop_event {
   char user[TERN_USER_MAX + 1];
   uint8_t *body; /* owned by the loop: valid until the next loop_wait */
   size_t body_len;
+  uint64_t retry_ms; /* DISCONNECTED: when the client tries again */
 } loop_event;
 
 /* Fills *rc for a relay on 127.0.0.1 (an ephemeral port) with a fresh key
