@@ -414,8 +414,9 @@ Test(ccore, slow_relay_answering_in_order_gets_no_resends) {
   for (int i = 0; i < N; i++)
     cr_assert_eq(tern__ccore_send(f.cc, i % 2 ? "bob" : "carol", "m", 1, 0, 10, 1, &cmid[i]), 0);
   int sent = msgs_sent(&f, seen, 4 * N);
-  cr_assert_eq(sent, N);
-  /* One answer every 150 ms: the last waits 15 s, far past resend_ms. */
+  cr_assert_eq(sent, 64, "the window holds %d in flight, not 64", sent);
+  /* One answer every 150 ms: the last waits 15 s, far past resend_ms; each
+   * answer lets one more into the window. */
   int acked = 0;
   for (uint64_t t = 20; t <= 20000; t += 10) {
     if (t % 150 == 0 && acked < N) server_ack(&f, cmid[acked], (uint64_t)acked + 1, t), acked++;
@@ -581,5 +582,75 @@ Test(ccore, events_without_memory_come_again_once) {
   cr_assert_eq(ev.cmid, cmid);
   cr_assert_eq(tern__ccore_next_event(f.cc, &ev, 9100), 0, "once");
   cr_assert_eq(notice_acks(&f), 1, "acknowledged once taken");
+  close_fixture(&f);
+}
+
+/* spec/messages.md §5.9: at most `window` MSGs in flight; the rest wait in
+ * the outbox and go out in cmid order as answers come, a new message never
+ * ahead of an older one that waits. */
+Test(ccore, a_busy_relay_gets_a_window_of_messages_in_order) {
+  fixture f;
+  tern__ccore_config cfg;
+  tern__ccore_config_default(&cfg);
+  cfg.window = 4;
+  open_fixture_cfg(&f, &cfg);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  uint64_t cmid[10], seen[40];
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(tern__ccore_send(f.cc, "bob", "m", 1, 0, 10, 1, &cmid[i]), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 40), 4, "more than the window went out");
+  cr_assert_eq(seen[0], cmid[0]);
+  cr_assert_eq(seen[3], cmid[3]);
+  cr_assert_eq(tern__ccore_in_flight(f.cc), 4);
+  /* Two answers: the next two go out, in order, at the next tick. */
+  server_ack(&f, cmid[0], 1, 20);
+  server_ack(&f, cmid[1], 2, 20);
+  /* A message sent now waits behind the six older ones. */
+  uint64_t late;
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "late", 4, 0, 21, 1, &late), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 40), 0, "a new message went out ahead of older ones");
+  cr_assert_eq(tern__ccore_timeout(f.cc, 21), 0, "room in the window, and nothing due?");
+  cr_assert_eq(tern__ccore_tick(f.cc, 21), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 40), 2);
+  cr_assert_eq(seen[0], cmid[4]);
+  cr_assert_eq(seen[1], cmid[5]);
+  cr_assert_eq(tern__ccore_outbox_size(f.cc), 11);
+  close_fixture(&f);
+}
+
+/* A relay heard from (its ENet acks) but not answering is busy, not dead:
+ * no reconnect, no resend, one TERN_EBUSY event per stall. Silence in every
+ * form for dead_link_ms is a dead link. */
+Test(ccore, a_busy_relay_is_not_a_dead_link_but_a_silent_one_is) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  uint64_t cmid, seen[8];
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "hello", 5, 0, 10, 1, &cmid), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 8), 1);
+  cr_assert_eq(tern__ccore_waiting_since(f.cc), 10);
+  int busy_events = 0;
+  for (uint64_t t = 20; t <= 30000; t += 100) {
+    tern__ccore_set_heard(f.cc, t - 50); /* the relay acks our pings */
+    cr_assert_eq(tern__ccore_tick(f.cc, t), 0, "a relay heard %d ms ago taken for dead", 50);
+    tern_event ev;
+    while (tern__ccore_next_event(f.cc, &ev, t) == 1)
+      if (ev.type == TERN_EV_ERROR && ev.error == TERN_EBUSY) busy_events++;
+  }
+  cr_assert_eq(msgs_sent(&f, seen, 8), 0, "resent while the relay was heard");
+  cr_assert_eq(busy_events, 1, "%d TERN_EBUSY events for one stall", busy_events);
+  /* It answers: the stall ends; a later one is told again. */
+  server_ack(&f, cmid, 1, 30000);
+  tern_event ev;
+  while (tern__ccore_next_event(f.cc, &ev, 30000) == 1) {
+  }
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "again", 5, 0, 30000, 1, &cmid), 0);
+  (void)msgs_sent(&f, seen, 8);
+  /* Now nothing at all comes: dead after dead_link_ms. */
+  tern__ccore_set_heard(f.cc, 30000);
+  cr_assert_eq(tern__ccore_tick(f.cc, 37999), 0);
+  cr_assert_eq(tern__ccore_tick(f.cc, 38000), 1, "a silent relay was not taken for dead");
   close_fixture(&f);
 }

@@ -170,6 +170,7 @@ Test(spec, client_core_defaults) {
   tern__ccore_config_default(&cfg);
   cr_assert_eq(cfg.resend_ms, 4000);
   cr_assert_eq(cfg.dead_link_ms, 8000);
+  cr_assert_eq(cfg.window, 64);
   cr_assert_eq(cfg.ack_delay_ms, 20);
   cr_assert_eq(cfg.busy_retry_ms, 2000);
   cr_assert_eq(cfg.held_max, 1024);
@@ -243,10 +244,11 @@ Test(spec, error_code_table) {
     "TERN_EEXIST",   "TERN_ENOENT",    "TERN_EKEYFILE",  "TERN_EOFFLINE",    "TERN_EVERSION",
     "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
     "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",     "TERN_EFULL",
+    "TERN_EBUSY",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-30), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-31), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */

@@ -89,6 +89,7 @@ enum {
   TERN_EDENIED = -27,     /* the relay does not allow this sender to message that user */
   TERN_EBADNET = -28,     /* the network forgets idle UDP mappings faster than keepalive_min_ms */
   TERN_EFULL = -29,       /* the relay has no free connection slot; the client retries later */
+  TERN_EBUSY = -30,       /* the relay is reachable but too busy to answer; messages wait */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -213,10 +214,14 @@ typedef struct tern_client_config {
    * Defaults 500 and 30000. A success resets n. */
   uint32_t reconnect_base_ms;
   uint32_t reconnect_cap_ms;
-  /* A message unacknowledged by the relay for this long means the link is
-   * dead: the client first tries to move the session to a new socket
-   * (tern_client_network_changed() says how; it takes up to max(1 s,
-   * 3 RTT)), then drops the link and reconnects. Default 8000 (ENet alone
+  /* Messages in flight and nothing at all from the relay for this long (no
+   * answer, and no acknowledgement of the pings the client sends meanwhile)
+   * means the link is dead: the client first tries to move the session to
+   * a new socket (tern_client_network_changed() says how; it takes up to
+   * max(1 s, 3 RTT)), then drops the link and reconnects. A relay that is
+   * heard but does not answer for this long is busy: the messages wait
+   * (at most 64 in flight, the rest in the outbox) and TERN_EV_ERROR with
+   * TERN_EBUSY says so (spec/messages.md §5.9). Default 8000 (ENet alone
    * would take up to 30 s). */
   uint32_t dead_link_ms;
   /* ENet's link timing, in milliseconds: a relay that leaves a reliable
@@ -327,6 +332,10 @@ typedef enum tern_event_type {
    *    message stays in the outbox and is sent again busy_retry (2 s)
    *    later; TERN_EV_SENT follows once the relay has it. One event per
    *    refusal, so a relay that stays full repeats it every 2 s.
+   *  - TERN_EBUSY, `cmid` 0: the relay is reachable (it acknowledges
+   *    pings) but has answered none of the messages in flight for
+   *    dead_link_ms; they wait, and so does the rest of the outbox. One
+   *    event per stall.
    *  - TERN_ESTORE, `user` "": the client's own state store failed to
    *    write. With `cmid` 0: a message just handed over could not be
    *    recorded as delivered, so after a crash it may be handed over

@@ -38,6 +38,7 @@ static const err_entry errors[] = {
   {TERN_EDENIED, "TERN_EDENIED", "the relay does not allow this sender to message that user"},
   {TERN_EBADNET, "TERN_EBADNET", "the network forgets idle UDP mappings too fast for a sparing keepalive"},
   {TERN_EFULL, "TERN_EFULL", "the relay is full; it asked to be tried again later"},
+  {TERN_EBUSY, "TERN_EBUSY", "the relay is reachable but too busy to answer now; messages wait in the outbox"},
 };
 
 static const err_entry *find(int err) {

@@ -73,6 +73,9 @@ struct tern__ccore {
   uint64_t sync_sent_ms;
   char self[TERN_USER_MAX + 1];
   uint64_t progress_ms;        /* last ack from the relay, or going online */
+  uint64_t heard_ms;           /* last datagram of any kind from the relay (the shell's) */
+  size_t nfly;                 /* entries in flight: sent on this session, unanswered */
+  int stalled;                 /* a TERN_EBUSY event went out for the current stall */
   uint64_t tx_next;            /* numbers MSG transmissions, in sending order */
   uint64_t answered_tx;        /* highest transmission number of a MSG the relay
                                   answered on this session: an entry sent
@@ -95,6 +98,7 @@ void tern__ccore_config_default(tern__ccore_config *cfg) {
   cfg->copy_delay_ms = 30;
   cfg->copy_delay_min_ms = 5;
   cfg->copy_count = 2;
+  cfg->window = 64;
 }
 
 /* ---- seq sets ------------------------------------------------------------ */
@@ -276,10 +280,21 @@ static void write_msg(tern__wbuf *w, const entry *e) {
   tern__fr_msg_write(w, TERN__FR_MSG, &m);
 }
 
+/* Every change of an entry's sent_ms goes through here, so that nfly
+ * counts the entries in flight. */
+static void set_sent(tern__ccore *cc, entry *e, uint64_t ms) {
+  if (!e->sent_ms && ms) cc->nfly++;
+  else if (e->sent_ms && !ms) cc->nfly--;
+  e->sent_ms = ms;
+}
+
+/* Room in the window for one more message in flight. */
+static int window_open(const tern__ccore *cc) { return cc->nfly < cc->cfg.window; }
+
 size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now_ms) {
   tern__wbuf w;
   tern__wbuf_init(&w, buf, cap);
-  for (entry *e = cc->head; e; e = e->next) {
+  for (entry *e = cc->head; e && window_open(cc); e = e->next) {
     if (e->settled || e->retry_at_ms > now_ms) break;
     size_t before = w.len;
     write_msg(&w, e);
@@ -287,7 +302,7 @@ size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now
       w.len = before; /* only whole frames, and in order: stop here */
       break;
     }
-    e->sent_ms = now_ms;
+    set_sent(cc, e, now_ms);
     e->tx = ++cc->tx_next;
     e->resend_ivl = cc->cfg.resend_ms;
   }
@@ -316,7 +331,7 @@ static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
   uint8_t ch = tern__chat_channel((const uint8_t *)cc->self, strlen(cc->self),
                                   (const uint8_t *)e->to, strlen(e->to));
   emit(cc, ch, 1, w.p, w.len);
-  e->sent_ms = now_ms;
+  set_sent(cc, e, now_ms);
   e->tx = ++cc->tx_next;
   if (!e->resend_ivl) e->resend_ivl = cc->cfg.resend_ms;
   e->copy_due_ms = 0;
@@ -376,7 +391,11 @@ int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t l
   else cc->head = e;
   cc->tail = e;
   if (cc->outbox_n++ == 0) cc->progress_ms = now_ms;
-  if (cc->online) transmit(cc, e, now_ms);
+  /* At once if the window has room and nothing older waits for it: the
+   * relay stores a message only after the one before it to the same
+   * recipient, so the outbox goes out in order. */
+  const entry *p = e->prev;
+  if (cc->online && window_open(cc) && (!p || p->settled || p->sent_ms)) transmit(cc, e, now_ms);
   *cmid = e->cmid;
   return 0;
 }
@@ -534,13 +553,13 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         if (push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, e->to, NULL, 0) < 0) {
           /* Not settled: sent again after busy_retry_ms, and the relay
            * answers the resend from its dedup record. */
-          e->sent_ms = 0;
+          set_sent(cc, e, 0);
           e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
           break;
         }
         e->settled = 1;
         uint64_t acked_tx = e->tx;
-        e->sent_ms = 0;
+        set_sent(cc, e, 0);
         /* The next message to the same recipient, if its last copy went
          * out before this one's, named this one as prev_cmid while the
          * relay may not have had it yet, and was then dropped (§3 of
@@ -569,14 +588,14 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
          * sends it again). */
         if (push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, e ? e->to : NULL, NULL, 0) < 0) {
           if (e) {
-            e->sent_ms = 0;
+            set_sent(cc, e, 0);
             e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
           }
           break;
         }
         if (e) {
           e->settled = 1;
-          e->sent_ms = 0;
+          set_sent(cc, e, 0);
         }
         break;
       }
@@ -588,7 +607,7 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         /* Not in flight: a second answer (the copy's) to one sending. */
         if (!e || e->settled || !e->sent_ms) break;
         answered(cc, e);
-        e->sent_ms = 0;
+        set_sent(cc, e, 0);
         e->copy_due_ms = 0;
         e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
         int err = tern__wire_err_code(f.error, TERN_ESTORE);
@@ -723,13 +742,16 @@ void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
   for (entry *e = cc->head; e; e = e->next) {
     if (e->settled) continue;
     if (!e->sent_ms) e->resend_ivl = cc->cfg.resend_ms;
-    if (!e->sent_ms && e->retry_at_ms <= now_ms) transmit(cc, e, now_ms);
+    if (!e->sent_ms && e->retry_at_ms <= now_ms && window_open(cc)) transmit(cc, e, now_ms);
   }
 }
 
 void tern__ccore_offline(tern__ccore *cc) {
   cc->online = 0;
-  for (entry *e = cc->head; e; e = e->next) e->sent_ms = e->copy_due_ms = 0;
+  for (entry *e = cc->head; e; e = e->next) {
+    set_sent(cc, e, 0);
+    e->copy_due_ms = 0;
+  }
   cc->answered_tx = cc->tx_next; /* answers on the next session are new */
   /* Frames not yet sent are meaningless on the next session. */
   tern__outq_clear(&cc->outs);
@@ -744,18 +766,26 @@ void tern__ccore_offline(tern__ccore *cc) {
  *  - otherwise only when the relay has answered nothing at all for
  *    resend_ms: while answers flow in sending order the relay is alive and
  *    just behind, and copies would only pile onto it (commit c60865d). */
+/* The relay was last known alive: its last answer, or the last datagram
+ * of any kind (an ENet acknowledgement of a ping will do) the shell heard. */
+static uint64_t alive_ms(const tern__ccore *cc) {
+  return cc->heard_ms > cc->progress_ms ? cc->heard_ms : cc->progress_ms;
+}
+
 static uint64_t resend_due(const tern__ccore *cc, const entry *e) {
   uint64_t t = e->sent_ms + e->resend_ivl;
-  if (e->tx >= cc->answered_tx && t < cc->progress_ms + cc->cfg.resend_ms)
-    t = cc->progress_ms + cc->cfg.resend_ms;
+  /* Not overtaken: the link is reliable, so while the relay is heard at
+   * all it has the message and is only behind (spec/messages.md §5.9). */
+  if (e->tx >= cc->answered_tx && t < alive_ms(cc) + cc->cfg.resend_ms)
+    t = alive_ms(cc) + cc->cfg.resend_ms;
   return t;
 }
 
-static int in_flight(const tern__ccore *cc) {
-  for (const entry *e = cc->head; e; e = e->next)
-    if (e->sent_ms) return 1;
-  return 0;
-}
+void tern__ccore_set_heard(tern__ccore *cc, uint64_t heard_ms) { cc->heard_ms = heard_ms; }
+
+size_t tern__ccore_in_flight(const tern__ccore *cc) { return cc->nfly; }
+
+uint64_t tern__ccore_waiting_since(const tern__ccore *cc) { return cc->nfly ? cc->progress_ms : 0; }
 
 int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
   uint64_t best = UINT64_MAX;
@@ -769,10 +799,12 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
       if (e->copy_due_ms && e->copy_due_ms < best) best = e->copy_due_ms;
       uint64_t t = e->retry_at_ms;
       if (e->sent_ms) t = resend_due(cc, e);
+      else if (!window_open(cc)) continue; /* waits for room in the window */
       if (e->sent_ms) flying = 1;
       if (t < best) best = t;
     }
-    if (flying && cc->progress_ms + cc->cfg.dead_link_ms < best)
+    if (flying && alive_ms(cc) + cc->cfg.dead_link_ms < best) best = alive_ms(cc) + cc->cfg.dead_link_ms;
+    if (flying && !cc->stalled && cc->progress_ms + cc->cfg.dead_link_ms < best)
       best = cc->progress_ms + cc->cfg.dead_link_ms;
   }
   if (best == UINT64_MAX) return -1;
@@ -783,7 +815,21 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
 
 int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
   if (!cc->online) return 0;
-  if (in_flight(cc) && now_ms >= cc->progress_ms + cc->cfg.dead_link_ms) return 1;
+  if (cc->nfly && now_ms >= alive_ms(cc) + cc->cfg.dead_link_ms) return 1;
+  if (!cc->nfly || now_ms < cc->progress_ms + cc->cfg.dead_link_ms) {
+    cc->stalled = 0;
+  } else if (!cc->stalled) {
+    /* Heard from, but no answer for dead_link_ms: the relay is busy, not
+     * gone. The messages wait; the app is told once per stall. */
+    cc->stalled = 1;
+    size_t waiting = cc->outbox_n > cc->nfly ? cc->outbox_n - cc->nfly : 0;
+    char detail[200];
+    snprintf(detail, sizeof(detail),
+             "the relay has not answered for %u ms but is reachable: %zu messages in flight, "
+             "%zu more waiting in the outbox",
+             cc->cfg.dead_link_ms, cc->nfly, waiting);
+    push_error(cc, TERN_EBUSY, 0, NULL, detail);
+  }
   for (entry *e = cc->head; e; e = e->next) {
     if (e->settled) continue;
     if (e->copy_due_ms && now_ms >= e->copy_due_ms) send_copy(cc, e);
@@ -792,7 +838,7 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
       uint64_t max = (uint64_t)cc->cfg.resend_ms * RESEND_BACKOFF_MAX;
       e->resend_ivl = e->resend_ivl * 2 > max ? max : e->resend_ivl * 2;
       transmit(cc, e, now_ms);
-    } else if (now_ms >= e->retry_at_ms) {
+    } else if (now_ms >= e->retry_at_ms && window_open(cc)) {
       e->resend_ivl = cc->cfg.resend_ms;
       transmit(cc, e, now_ms);
     }

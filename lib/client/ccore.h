@@ -34,6 +34,9 @@ typedef struct tern__ccore_config {
   uint32_t copy_delay_ms;
   uint32_t copy_delay_min_ms;
   uint32_t copy_count;
+  /* At most this many MSGs in flight (sent on the session, not yet
+   * answered); the rest wait in the outbox (spec/messages.md §5.9). (64) */
+  size_t window;
 } tern__ccore_config;
 
 void tern__ccore_config_default(tern__ccore_config *cfg);
@@ -103,10 +106,24 @@ void tern__ccore_fault_events(tern__ccore *cc, unsigned n);
 /* Number of queued events. */
 size_t tern__ccore_pending_events(const tern__ccore *cc);
 
+/* When a datagram of any kind last came from the relay (the shell knows;
+ * an ENet acknowledgement of a ping counts): the relay is alive even when
+ * it is too busy to answer messages. */
+void tern__ccore_set_heard(tern__ccore *cc, uint64_t heard_ms);
+/* MSGs in flight now. */
+size_t tern__ccore_in_flight(const tern__ccore *cc);
+/* With MSGs in flight, the time of the relay's last answer (or of going
+ * online); 0 with none in flight. The shell pings the relay while this is
+ * old, so that a busy relay is still heard. */
+uint64_t tern__ccore_waiting_since(const tern__ccore *cc);
+
 /* Milliseconds until tern__ccore_tick() has work, or -1. */
 int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms);
 /* Resends and acks that are due. Returns 1 if the link must be considered
- * dead (an MSG stayed unacked for dead_link_ms), else 0. */
+ * dead: an MSG is in flight and nothing at all (no answer, no datagram)
+ * came from the relay for dead_link_ms. A relay heard from but not
+ * answering for dead_link_ms is busy: one TERN_EV_ERROR with TERN_EBUSY
+ * per stall, and the messages wait. */
 int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms);
 
 /* Messages in the outbox. */

@@ -440,6 +440,18 @@ static int shell_timeout(const tern_client *c, uint64_t now) {
   return t;
 }
 
+/* While messages wait for an answer, the relay is pinged every quarter of
+ * dead_link_ms in which nothing came from it: 0 if no ping is due. */
+static uint64_t busy_ping_due(const tern_client *c) {
+  if (c->state != C_OPEN) return 0;
+  uint64_t since = tern__ccore_waiting_since(c->core);
+  if (!since) return 0;
+  uint64_t last = tern__link_peer_heard_ms(c->link, c->peer);
+  if (c->last_ping_ms > last) last = c->last_ping_ms;
+  if (since > last) last = since;
+  return last + c->cfg.dead_link_ms / 4;
+}
+
 void tern__cl_handle_timers(tern_client *c, uint64_t now) {
   tern__cl_sync_rtt(c);
   tern__cl_race_step(c, now);
@@ -468,6 +480,16 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
     if (tern__cl_migrate(c, 1, now)) c->mig_to_udp = 1;
   }
   int tcp_gone = c->state == C_OPEN && c->on_tcp && !tern__link_peer_alive(c->link, c->peer);
+  if (c->state == C_OPEN) {
+    tern__ccore_set_heard(c->core, tern__link_peer_heard_ms(c->link, c->peer));
+    uint64_t due = busy_ping_due(c);
+    if (due && now >= due) {
+      /* Messages unanswered: is the relay there at all? Its ENet
+       * acknowledgement of the ping says so (spec/messages.md §5.9). */
+      tern__link_peer_ping(c->peer);
+      c->last_ping_ms = now;
+    }
+  }
   if (c->state == C_OPEN && (tern__ccore_tick(c->core, now) || tcp_gone) &&
       (!c->mig_active || c->mig_to_udp)) {
     c->mig_to_udp = 0; /* a move under way now decides the session's fate */
@@ -489,6 +511,8 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
 
 int tern__cl_next_timeout_locked(tern_client *c, uint64_t now) {
   int t = shell_timeout(c, now);
+  uint64_t bp = busy_ping_due(c);
+  if (bp) t = tern__cl_min_timeout(t, now >= bp ? 0 : (int)(bp - now));
   t = tern__cl_min_timeout(t, tern__cl_migrate_timeout(c, now));
   if (c->state == C_OPEN) t = tern__cl_min_timeout(t, tern__ccore_timeout(c->core, now));
   t = tern__cl_min_timeout(t, tern__ka_timeout(&c->ka, now));
