@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang
   libsodium-dev libenet-dev libcriterion-dev libsqlite3-dev sqlite3 libc-ares-dev
   iproute2 nftables tcpdump conntrack tayga gnuplot-nox procps abigail-tools
-  mosquitto libmosquitto-dev
+  mosquitto libmosquitto-dev groff-base man-db
 )
 
 missing=()
