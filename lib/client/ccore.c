@@ -794,8 +794,13 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
     best = cc->sync_sent_ms + cc->cfg.resend_ms;
   if (cc->online) {
     int flying = 0;
+    size_t fly_seen = 0;
     for (const entry *e = cc->head; e; e = e->next) {
+      /* Past the last one in flight with the window full, everything
+       * waits: a large outbox costs nothing here. */
+      if (fly_seen == cc->nfly && !window_open(cc)) break;
       if (e->settled) continue;
+      if (e->sent_ms) fly_seen++;
       if (e->copy_due_ms && e->copy_due_ms < best) best = e->copy_due_ms;
       uint64_t t = e->retry_at_ms;
       if (e->sent_ms) t = resend_due(cc, e);
@@ -830,10 +835,13 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
              cc->cfg.dead_link_ms, cc->nfly, waiting);
     push_error(cc, TERN_EBUSY, 0, NULL, detail);
   }
+  size_t fly_seen = 0;
   for (entry *e = cc->head; e; e = e->next) {
+    if (fly_seen == cc->nfly && !window_open(cc)) break; /* the rest waits */
     if (e->settled) continue;
     if (e->copy_due_ms && now_ms >= e->copy_due_ms) send_copy(cc, e);
     if (e->sent_ms) {
+      fly_seen++;
       if (now_ms < resend_due(cc, e)) continue;
       uint64_t max = (uint64_t)cc->cfg.resend_ms * RESEND_BACKOFF_MAX;
       e->resend_ivl = e->resend_ivl * 2 > max ? max : e->resend_ivl * 2;
@@ -841,6 +849,7 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
     } else if (now_ms >= e->retry_at_ms && window_open(cc)) {
       e->resend_ivl = cc->cfg.resend_ms;
       transmit(cc, e, now_ms);
+      if (e->sent_ms) fly_seen++;
     }
   }
   if (!cc->synced && now_ms >= cc->sync_sent_ms + cc->cfg.resend_ms) {
