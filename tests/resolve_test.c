@@ -6,6 +6,8 @@
  * reported with the time of the next try, and retried until they work.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -21,6 +23,14 @@
 TestSuite(resolve, .timeout = 120);
 
 static char servers[64];
+
+/* The client's log (tern_client_config.log), kept for the checks. */
+static char logged[8192];
+static void keep_log(void *ctx, int level, const char *line) {
+  (void)ctx;
+  size_t n = strlen(logged);
+  snprintf(logged + n, sizeof logged - n, "%d %s\n", level, line);
+}
 
 /* A client of the loop's relay found by `name` through the DNS server. */
 static size_t add_named(loop *l, const char *user, const char *name, uint16_t dns_port) {
@@ -88,6 +98,8 @@ Test(resolve, a_name_that_does_not_resolve_is_retried_with_the_backoff) {
   cfg.dns_servers = servers;
   cfg.reconnect_base_ms = 100;
   cfg.reconnect_cap_ms = 400;
+  cfg.log = keep_log;
+  logged[0] = 0;
   size_t a = loop_add_client(&l, &cfg);
   loop_event ev;
   for (int i = 0; i < 3; i++) {
@@ -96,6 +108,8 @@ Test(resolve, a_name_that_does_not_resolve_is_retried_with_the_backoff) {
     cr_assert_leq(ev.retry_ms, 400, "retry in %llu ms, over the cap", (unsigned long long)ev.retry_ms);
   }
   cr_assert_geq(slowdns_queries(dns), 3, "the name was not looked up again");
+  cr_assert(strstr(logged, "1 no address for nowhere.tern.test"), "the log does not say why:\n%s", logged);
+  cr_assert(strstr(logged, "next try in"), "the log does not say when:\n%s", logged);
   /* Offline by request: no more tries. */
   cr_assert_eq(tern_client_disconnect(l.clients[a]), 0);
   cr_assert(loop_wait(&l, a, TERN_EV_DISCONNECTED, 2000, &ev));
@@ -142,5 +156,31 @@ Test(resolve, a_client_started_before_its_relay_delivers_once_the_relay_is_up) {
   cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 15000, &ev), "the queued message never arrived");
   cr_assert_eq(ev.body_len, 6);
   cr_assert_arr_eq(ev.body, "queued", 6);
+  loop_stop(&l);
+}
+
+/* A state directory that cannot be made: TERN_EIO, errno kept, and the
+ * log names the path and the reason. */
+Test(resolve, a_state_dir_that_cannot_be_made_is_named_in_the_log) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  char file[] = "/tmp/tern-not-a-dir-XXXXXX";
+  int fd = mkstemp(file);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  char dir[128];
+  snprintf(dir, sizeof dir, "%s/state", file); /* under a plain file */
+  cfg.state_dir = dir;
+  cfg.log = keep_log;
+  logged[0] = 0;
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), TERN_EIO);
+  cr_assert_eq(errno, ENOTDIR, "errno %d", errno);
+  cr_assert(strstr(logged, "0 cannot create the state directory") && strstr(logged, dir) &&
+                strstr(logged, "Not a directory"),
+            "the log does not name the path and the reason:\n%s", logged);
+  unlink(file);
   loop_stop(&l);
 }

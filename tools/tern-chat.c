@@ -40,12 +40,19 @@
 
 #include "tern/tern.h"
 
+/* --verbose: the client's log lines on stderr. */
+static void log_line(void *ctx, int level, const char *line) {
+  (void)ctx;
+  static const char *const names[] = {"error", "warning", "info", "debug"};
+  fprintf(stderr, "tern-chat[%s]: %s\n", names[level < 0 ? 0 : level > 3 ? 3 : level], line);
+}
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tern-chat --relay HOST:PORT --relay-key PUBKEY --key KEYFILE [--state DIR]\n"
           "                 [--user NAME] [--linger SECONDS] [--expect N]\n"
           "                 [--network NAME] [--keepalive learn|off|MS] [--foreground]\n"
-          "                 [--relay-tcp PORT]\n"
+          "                 [--relay-tcp PORT] [--verbose]\n"
           "\n"
           "  --relay HOST:PORT     the relay's UDP address: a name (A or AAAA), an IPv4\n"
           "                        address, or [IPV6]:PORT\n"
@@ -67,6 +74,8 @@ static void usage(FILE *f) {
           "                        fixed interval in milliseconds\n"
           "  --foreground          behave as an app in the foreground (keepalive at\n"
           "                        most every 60 s); default: background\n"
+          "  -v, --verbose         log what the client tries and why it fails (lookups,\n"
+          "                        connects, TCP fallback, moves) to stderr\n"
           "  --version             print the version and exit\n"
           "  -h, --help            this text\n"
           "\n"
@@ -211,7 +220,7 @@ int main(int argc, char **argv) {
   const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL, *state = NULL;
   uint16_t relay_tcp = 0;
   const char *network = NULL, *keepalive = "learn";
-  int foreground = 0;
+  int foreground = 0, verbose = 0;
   double linger = 30.0;
   long expect = 0;
   static const struct option opts[] = {
@@ -221,10 +230,10 @@ int main(int argc, char **argv) {
       {"expect", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
       {"network", required_argument, 0, 'n'}, {"keepalive", required_argument, 0, 'K'},
       {"foreground", no_argument, 0, 'f'},  {"version", no_argument, 0, 'V'},
-      {"relay-tcp", required_argument, 0, 't'},
+      {"relay-tcp", required_argument, 0, 't'}, {"verbose", no_argument, 0, 'v'},
       {0, 0, 0, 0}};
   int o;
-  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((o = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
     switch (o) {
       case 'V': printf("tern-chat %s (libtern %s)\n", TERN_VERSION_STRING, tern_version()); return 0;
       case 'r': relay = optarg; break;
@@ -237,6 +246,7 @@ int main(int argc, char **argv) {
       case 'n': network = optarg; break;
       case 'K': keepalive = optarg; break;
       case 'f': foreground = 1; break;
+      case 'v': verbose = 1; break;
       case 't': {
         char *end;
         long p = strtol(optarg, &end, 10);
@@ -284,6 +294,7 @@ int main(int argc, char **argv) {
   cfg.relay_host = host;
   cfg.relay_port = (uint16_t)port;
   cfg.relay_tcp_port = relay_tcp;
+  if (verbose) cfg.log = log_line;
   if (tern_key_from_hex(relay_key, cfg.relay_public_key) != 0) {
     fprintf(stderr, "tern-chat: --relay-key wants 64 hex digits\n");
     return 2;

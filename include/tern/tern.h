@@ -150,6 +150,10 @@ TERN_EXPORT TERN_NONNULL(1, 2) void tern_key_to_hex(const uint8_t key[TERN_KEY_B
  * Returns 0 or TERN_EINVAL; on failure `key` is zeroed. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_key_from_hex(const char *hex, uint8_t key[TERN_KEY_BYTES]);
 
+/* Log lines a client or a relay writes: level 0 error, 1 warning, 2 info,
+ * 3 debug. `line` (no newline) is valid during the call only. */
+typedef void (*tern_log_fn)(void *ctx, int level, const char *line);
+
 /* ---------------------------------------------------------------- client */
 
 typedef struct tern_client tern_client;
@@ -282,6 +286,14 @@ typedef struct tern_client_config {
    * lookup waits up to resolve_timeout_ms (default 5000) in all. */
   const char *dns_servers;
   uint32_t resolve_timeout_ms;
+  /* Where the client's log lines go (what it tries and why it fails:
+   * lookups, connects and which path won, fallbacks, moves, a busy relay,
+   * a state directory it cannot create); NULL (default) discards them.
+   * Called from the thread that calls tern_client_service() (or, for
+   * tern_client_new(), the caller's), with the client's lock held: it must
+   * not call into the client. */
+  tern_log_fn log;
+  void *log_ctx;
 } tern_client_config;
 
 /* Fills *cfg with defaults; relay_host, relay_port, relay_public_key and
@@ -548,9 +560,6 @@ typedef struct tern_relay tern_relay;
  * client asked for (possibly ""). Called from the relay's thread. */
 typedef int (*tern_relay_auth_fn)(void *ctx, const uint8_t client_key[TERN_KEY_BYTES],
                                   const char *requested, char user[TERN_USER_MAX + 1]);
-
-/* Log lines the relay writes: level 0 error, 1 warning, 2 info, 3 debug. */
-typedef void (*tern_log_fn)(void *ctx, int level, const char *line);
 
 /* The largest max_peers a relay accepts. */
 #define TERN_RELAY_MAX_PEERS 262144

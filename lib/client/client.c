@@ -67,9 +67,16 @@ static int mkdir_parents(const char *dir) {
 static int open_state(tern_client *c, const char *dir) {
   char path[4096], err[256];
   if (!dir) return tern__cstore_open(&c->store, ":memory:", 0, err, sizeof(err));
-  if (mkdir_parents(dir) != 0) return TERN_EIO;
+  if (mkdir_parents(dir) != 0) {
+    int e = errno;
+    cl_log(c, 0, "cannot create the state directory %s: %s", dir, strerror(e));
+    errno = e;
+    return TERN_EIO;
+  }
   if (snprintf(path, sizeof(path), "%s/client.db", dir) >= (int)sizeof(path)) return TERN_EINVAL;
-  return tern__cstore_open(&c->store, path, c->cfg.durable_fsync ? 2 : 1, err, sizeof(err));
+  int rc = tern__cstore_open(&c->store, path, c->cfg.durable_fsync ? 2 : 1, err, sizeof(err));
+  if (rc) cl_log(c, 0, "cannot open the state in %s: %s", path, err);
+  return rc;
 }
 
 static int wake_setup(tern_client *c) {

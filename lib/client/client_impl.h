@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "base/abi.h"
+#include "base/log.h"
 #include "client/backoff.h"
 #include "client/ccore.h"
 #include "io/clock.h"
@@ -43,6 +44,9 @@
 #include "io/resolver.h"
 #include "wire/session.h"
 #include "tern/tern.h"
+
+/* The app's log (tern_client_config.log): level 0 error .. 3 debug. */
+#define cl_log(c, level, ...) tern__logf((c)->cfg.log, (c)->cfg.log_ctx, level, __VA_ARGS__)
 
 /* How long a PROBE_KEY may take to come after it was asked for. */
 #define KEY_WAIT_MS 10000

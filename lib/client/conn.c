@@ -45,6 +45,11 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   if (c->want_online && c->next_attempt_ms == 0) c->next_attempt_ms = 1;
   c->retry_now = 0;
   tern__cl_push_retry(c, TERN_EV_DISCONNECTED, error, c->want_online ? c->next_attempt_ms - now : 0);
+  if (c->want_online)
+    cl_log(c, was_open ? 1 : 2, "%s: %s; next try in %llu ms", was_open ? "session lost" : "connect failed",
+           tern_strerror(error), (unsigned long long)(c->next_attempt_ms - now));
+  else
+    cl_log(c, 2, "offline: %s", tern_strerror(error));
 }
 
 void tern__cl_take_full(tern_client *c, uint64_t now) {
@@ -100,10 +105,16 @@ void tern__cl_race_step(tern_client *c, uint64_t now) {
     tern__link_peer *p;
     int rc = e->tcp ? tern__link_connect_tcp(c->link, &e->addr, &p)
                     : tern__link_connect_addr(c->link, &e->addr, &p);
+    char name[TERN__ADDR_TEXT];
+    tern__addr_format(&e->addr, name, sizeof(name));
     if (rc) {
+      cl_log(c, 3, "cannot connect to %s over %s: %s", name, e->tcp ? "TCP" : "UDP", tern_strerror(rc));
       tern__race_failed(&c->race, i, now); /* unreachable family, no slot: the next */
       continue;
     }
+    if (e->tcp && i == c->race.nudp)
+      cl_log(c, 2, "no answer over UDP yet: trying TCP port %u too", e->addr.port);
+    cl_log(c, 3, "connecting to %s over %s", name, e->tcp ? "TCP" : "UDP");
     tern__link_peer_set_timing(p, tern__cl_enet_ping_ms(c), c->cfg.timeout_min_ms,
                                c->cfg.timeout_max_ms);
     c->att[i] = p;
@@ -123,6 +134,7 @@ int tern__cl_start_attempt(tern_client *c) {
   c->next_attempt_ms = 0;
   c->close_reason = 0;
   c->user[0] = 0;
+  cl_log(c, 3, "looking up %s", c->relay_host);
   tern__cl_resolve_step(c, now); /* literals are resolved already */
   return 0;
 }
@@ -132,10 +144,12 @@ void tern__cl_resolve_step(tern_client *c, uint64_t now) {
   tern__resolver_process(c->res);
   tern__addr addrs[TERN__RACE_ADDRS];
   int n = tern__resolver_result(c->res, addrs, TERN__RACE_ADDRS);
-  if (n == 0 && now >= c->attempt_start_ms + c->cfg.resolve_timeout_ms) n = TERN_EADDR;
+  int timed_out = n == 0 && now >= c->attempt_start_ms + c->cfg.resolve_timeout_ms;
+  if (timed_out) n = TERN_EADDR;
   if (n < 0) {
     /* No address (yet): the name does not resolve, or DNS is slow or
      * unreachable. Into the backoff, like any failed attempt. */
+    cl_log(c, 1, "no address for %s%s", c->relay_host, timed_out ? " (the lookup timed out)" : "");
     tern__cl_drop(c, TERN_EADDR, -1, 0);
     return;
   }
@@ -154,6 +168,9 @@ static void race_won(tern_client *c, size_t i) {
   c->att[i] = NULL;
   for (size_t k = 0; k < TERN__RACE_MAX; k++) close_attempt(c, k);
   const tern__race_entry *e = &c->race.e[i];
+  char name[TERN__ADDR_TEXT];
+  tern__addr_format(&e->addr, name, sizeof(name));
+  cl_log(c, 2, "connected to %s over %s; handshake", name, e->tcp ? "TCP" : "UDP");
   c->on_tcp = e->tcp;
   c->relay_addr = e->addr;
   if (e->tcp) {
@@ -231,6 +248,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   memcpy(c->user, wf.user, wf.user_len);
   c->user[wf.user_len] = 0;
   c->state = C_OPEN;
+  cl_log(c, 2, "session open as %s", c->user);
   c->silent_retried = 0;
   tern__path_derive(c->sess.send_key, c->sess.recv_key, &c->path);
   c->mig_out_ctr = c->mig_in_ctr = 0;

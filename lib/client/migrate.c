@@ -86,6 +86,9 @@ void tern__cl_take_path(tern_client *c, uint64_t now) {
          * address, and the TCP connection is closed. */
         (void)tern__link_peer_move(c->link, c->peer, &c->relay_addr);
         c->on_tcp = 0;
+        cl_log(c, 2, "UDP works again: the session moved back from TCP");
+      } else {
+        cl_log(c, 2, "the session moved to a new path (same session, no new handshake)");
       }
       c->mig_active = 0;
       c->mig_to_udp = 0;
