@@ -476,6 +476,31 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_next_event_sized(tern_cl
                                                                          size_t ev_size);
 #define tern_client_next_event(c, ev) tern_client_next_event_sized((c), (ev), sizeof(*(ev)))
 
+/* Thread mode: a thread of the client's own services it and calls
+ * on_event(ctx, ev) there for every event, in order. `ev` and what it
+ * points to are valid during the call only (tern_event_dup() keeps a copy,
+ * for an app that hands events to another thread or queue, e.g. an iOS
+ * app's main queue). The callback may call tern_client_send(),
+ * tern_client_send_ephemeral(), tern_client_network_changed(),
+ * tern_client_disconnect() and the other calls allowed from any thread, but
+ * not tern_client_stop() or tern_client_free(). While the thread runs,
+ * tern_client_service() and tern_client_next_event() from another thread
+ * return TERN_EINVAL. Returns 0, TERN_EINVAL (a thread runs already),
+ * TERN_ERESOURCE (no thread). */
+typedef void (*tern_event_fn)(void *ctx, const tern_event *ev);
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_start(tern_client *c, tern_event_fn on_event,
+                                                             void *ctx);
+/* Ends the thread of tern_client_start() and waits for it (at most the
+ * callback under way). Nothing is lost: events not yet handed over stay
+ * queued for tern_client_next_event() or the next tern_client_start(), and
+ * the outbox stays. tern_client_free() stops it too. Returns 0, or
+ * TERN_EINVAL (no thread runs, or called from the callback). */
+TERN_EXPORT TERN_NONNULL(1) int tern_client_stop(tern_client *c);
+/* A copy of an event that owns its strings and body, for another thread:
+ * *out is freed with tern_event_free(). Returns 0 or TERN_ENOMEM. */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_event_dup(const tern_event *ev, tern_event **out);
+TERN_EXPORT void tern_event_free(tern_event *ev);
+
 /* For an app's own poll/epoll loop: a descriptor that becomes readable when
  * the client has input (network or a send from another thread), and the
  * number of milliseconds after which tern_client_service(c, 0) must be

@@ -182,6 +182,7 @@ fail:;
 
 void tern_client_free(tern_client *c) {
   if (!c) return;
+  (void)tern__cl_thread_stop(c); /* thread mode: end the thread first */
   if (c->peer) tern__link_close(c->link, c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
   tern__link_free(c->link);
   tern__resolver_free(c->res);
@@ -391,6 +392,10 @@ static void drain_wake(tern_client *c) {
 
 int tern_client_service(tern_client *c, int timeout_ms) {
   pthread_mutex_lock(&c->mu);
+  if (tern__cl_thread_other(c)) { /* thread mode: the client's thread services it */
+    pthread_mutex_unlock(&c->mu);
+    return TERN_EINVAL;
+  }
   drain_wake(c);
   uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   int rc = 0;
@@ -431,6 +436,10 @@ int tern_client_service(tern_client *c, int timeout_ms) {
 int tern_client_next_event_sized(tern_client *c, tern_event *ev, size_t ev_size) {
   tern_event e;
   pthread_mutex_lock(&c->mu);
+  if (tern__cl_thread_other(c)) {
+    pthread_mutex_unlock(&c->mu);
+    return TERN_EINVAL;
+  }
   int r = tern__ccore_next_event(c->core, &e, tern__now_ms());
   pthread_mutex_unlock(&c->mu);
   if (r == 1) tern__abi_out(ev, ev_size, &e, sizeof(e));

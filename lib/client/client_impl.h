@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,12 @@ struct tern_client {
   stashed stash[STASH_PACKETS]; /* DATA received in C_HANDSHAKE, in order */
   size_t nstash;
   tern_client_stats stats;
+  /* Thread mode (thread.c). */
+  pthread_t th;
+  int th_on;                    /* a client thread runs (under mu) */
+  atomic_int th_stop;           /* asks it to end */
+  tern_event_fn th_fn;
+  void *th_ctx;
   /* Keepalive (spec/keepalive.md). */
   tern__ka ka;
   char network[TERN_NETWORK_MAX + 1];
@@ -162,6 +169,12 @@ struct tern_client {
   int ka_reported_state;         /* what the last TERN_EV_KEEPALIVE said */
   uint32_t ka_reported_ms;
 };
+
+/* Thread mode: stops and joins the client thread. 0, or TERN_EINVAL (none
+ * runs, or called from it). */
+int tern__cl_thread_stop(tern_client *c);
+/* 1 if a client thread runs and the caller is another thread. */
+int tern__cl_thread_other(tern_client *c);
 
 /* Queues a shell event (CONNECTED, DISCONNECTED, KEEPALIVE). Without
  * memory it is kept and queued again by the next service call, which
