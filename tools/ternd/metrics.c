@@ -20,6 +20,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@ struct ternd_metrics {
   uint32_t max_peers;
   double start_time; /* process start, Unix seconds */
   uint64_t scrapes;  /* HTTP thread only */
+  _Atomic uint64_t skipped; /* publishes skipped: a scrape held the lock */
   pthread_mutex_t mu;
   tern_relay_stats snap; /* under mu */
 };
@@ -200,6 +202,10 @@ static void format_process(FILE *f, const ternd_metrics *m) {
           "# TYPE ternd_build_info gauge\nternd_build_info{version=\"%s\",libtern=\"%s\"} 1\n",
           TERN_VERSION_STRING, tern_version());
   metric(f, "counter", "ternd_metrics_scrapes_total", "Requests for /metrics served.", m->scrapes);
+  metric(f, "counter", "ternd_metrics_publishes_skipped_total",
+         "Snapshots the relay's loop did not publish because a scrape was copying the last one "
+         "(it publishes again within 10 ms).",
+         atomic_load_explicit(&m->skipped, memory_order_relaxed));
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
@@ -295,7 +301,10 @@ int ternd_metrics_start(ternd_metrics **out, const char *ip, uint16_t port, uint
 uint16_t ternd_metrics_port(const ternd_metrics *m) { return m->port; }
 
 int ternd_metrics_publish(ternd_metrics *m, const tern_relay_stats *st) {
-  if (pthread_mutex_trylock(&m->mu) != 0) return 1;
+  if (pthread_mutex_trylock(&m->mu) != 0) {
+    atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
+    return 1;
+  }
   m->snap = *st;
   pthread_mutex_unlock(&m->mu);
   return 0;
