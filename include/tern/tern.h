@@ -723,7 +723,28 @@ typedef struct tern_relay_stats {
   uint64_t sessions_moved;      /* sessions that moved to a new address (no new handshake) */
   uint64_t tcp_accepted;        /* TCP connections accepted (tern_relay_listen_tcp()) */
   uint64_t tcp_connections;     /* TCP connections open now */
+  /* For a relay's metrics (ternd --metrics): */
+  uint64_t peers_handshaking;   /* connected peers that have not finished the handshake */
+  /* handshakes_failed by reason (the rest: the store failed on connect): */
+  uint64_t hs_failed_version;   /* unsupported protocol version */
+  uint64_t hs_failed_unreadable;/* message 1 did not open: the client pinned another
+                                   relay key, or garbage */
+  uint64_t hs_failed_protocol;  /* HELLO malformed, or its WELCOME could not be sent */
+  uint64_t hs_failed_refused;   /* the key is not allowed (the auth callback) */
+  uint64_t hs_failed_timeout;   /* no handshake within handshake_timeout_ms */
+  uint64_t bytes_received;      /* tern packets and probe datagrams received, counted
+                                   without ENet, UDP, TCP or IP headers */
+  uint64_t bytes_sent;          /* the same, sent */
+  uint64_t store_commits;       /* commits of rounds that stored, delivered, deduped
+                                   or expired messages, or that failed */
+  uint64_t store_commit_us;     /* the time those commits took, microseconds */
+  /* store_commit_le_us[i]: how many of those commits took at most
+   * TERN_RELAY_COMMIT_BOUNDS_US[i] (cumulative, as histograms count). */
+#define TERN_RELAY_COMMIT_BUCKETS 6
+  uint64_t store_commit_le_us[TERN_RELAY_COMMIT_BUCKETS];
 } tern_relay_stats;
+/* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
+#define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *st,
                                                               size_t st_size);
 #define tern_relay_get_stats(r, st) tern_relay_get_stats_sized((r), (st), sizeof(*(st)))

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "io/clock.h"
 #include "wire/errcode.h"
@@ -97,6 +98,32 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
 
+/* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
+static void set_state(tern_relay *r, rpeer *p, peer_state s) {
+  if (p->state == P_HANDSHAKE && s != P_HANDSHAKE) r->stats.peers_handshaking--;
+  p->state = s;
+}
+
+/* Every packet and probe datagram the relay sends goes through these two,
+ * which count its bytes (stats.bytes_sent). */
+static int link_send(tern_relay *r, tern__link_peer *lp, uint8_t channel, const void *data,
+                     size_t len, int mode) {
+  int rc = tern__link_send(r->link, lp, channel, data, len, mode);
+  if (rc == 0) r->stats.bytes_sent += len;
+  return rc;
+}
+
+static void raw_send(tern_relay *r, const tern__addr *to, const void *data, size_t len) {
+  if (tern__link_send_raw(r->link, to, data, len) == 0) r->stats.bytes_sent += len;
+}
+
+/* Monotonic microseconds, for the store commit histogram only (the
+ * relay's timers run on tern__now_ms). */
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   *out = NULL;
@@ -190,6 +217,7 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
   else r->peers = p->next;
   if (p->next) p->next->prev = p->prev;
   if (p->state == P_OPEN && r->stats.peers_connected) r->stats.peers_connected--;
+  if (p->state == P_HANDSHAKE) r->stats.peers_handshaking--;
   tern__session_wipe(&p->sess);
   free(p);
 }
@@ -204,7 +232,7 @@ static int send_frames(tern_relay *r, rpeer *p, uint8_t channel, size_t len) {
     tern__link_close(r->link, p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
   }
   if (rc) return rc;
-  return tern__link_send(r->link, p->lp, channel, r->pkt, n, TERN__LINK_RELIABLE);
+  return link_send(r, p->lp, channel, r->pkt, n, TERN__LINK_RELIABLE);
 }
 
 /* Sends a sealed CLOSE frame, then closes the link. */
@@ -216,7 +244,7 @@ static void close_peer(tern_relay *r, rpeer *p, int reason, uint32_t code, int h
     (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
     r->stats.peers_connected--;
   }
-  p->state = P_CLOSING;
+  set_state(r, p, P_CLOSING);
   if (how == TERN__LINK_CLOSE_NOW) tern__link_flush(r->link);
   tern__link_close(r->link, p->lp, code, how);
 }
@@ -255,6 +283,7 @@ static void on_connect(tern_relay *r, tern__link_peer *lp) {
   p->next = r->peers;
   if (r->peers) r->peers->prev = p;
   r->peers = p;
+  r->stats.peers_handshaking++;
   logf_(r, 3, "peer %s: link up, waiting for handshake", p->name);
 }
 
@@ -295,11 +324,14 @@ static int send_welcome(tern_relay *r, rpeer *p, int status, const char *reason)
   size_t n = 0;
   int rc = tern__session_relay_welcome(&p->sess, r->buf, w.len, r->pkt, RELAY_BUF, &n);
   if (rc) return rc;
-  return tern__link_send(r->link, p->lp, TERN__CH_CONTROL, r->pkt, n, TERN__LINK_RELIABLE);
+  return link_send(r, p->lp, TERN__CH_CONTROL, r->pkt, n, TERN__LINK_RELIABLE);
 }
 
 static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, const char *why) {
   r->stats.handshakes_failed++;
+  if (code == TERN__DISC_VERSION) r->stats.hs_failed_version++;
+  else if (code == TERN__DISC_HELLO_UNREADABLE) r->stats.hs_failed_unreadable++;
+  else r->stats.hs_failed_protocol++;
   logf_(r, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
   /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
   tern__link_close(r->link, p->lp, code, TERN__LINK_CLOSE_NOW);
@@ -359,7 +391,8 @@ static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t
   size_t n = 0;
   if (!tern__psvc_input(r->probes, from, data, len, tern__now_ms(), answer, sizeof(answer), &n))
     return 0;
-  if (n) (void)tern__link_send_raw(r->link, from, answer, n);
+  r->stats.bytes_received += len;
+  if (n) raw_send(r, from, answer, n);
   return 1;
 }
 
@@ -370,7 +403,7 @@ static void send_probe_replies(tern_relay *r, uint64_t now) {
   tern__addr to;
   size_t n;
   while (tern__psvc_next_reply(r->probes, now, &to, out, sizeof(out), &n) == 1)
-    (void)tern__link_send_raw(r->link, &to, out, n);
+    raw_send(r, &to, out, n);
 }
 
 /* Gives the session a probe key (the same one if it asks again). */
@@ -459,8 +492,9 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     p->user_len = 0;
     (void)send_welcome(r, p, TERN_EUNKNOWNKEY, "this client key is not allowed on this relay");
     r->stats.handshakes_failed++;
+    r->stats.hs_failed_refused++;
     logf_(r, 1, "peer %s: refused unknown key %s", p->name, key_hex);
-    p->state = P_CLOSING;
+    set_state(r, p, P_CLOSING);
     tern__link_close(r->link, p->lp, TERN__DISC_REFUSED, TERN__LINK_CLOSE_LATER);
     return;
   }
@@ -475,11 +509,11 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   if (rc) {
     /* The store failed: this session could not be served. */
     logf_(r, 0, "user %s: store error on connect (%s); dropping", p->user, tern_errname(rc));
-    p->state = P_CLOSING;
+    set_state(r, p, P_CLOSING);
     tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
     return;
   }
-  p->state = P_OPEN;
+  set_state(r, p, P_OPEN);
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
   logf_(r, 2, "user %s connected from %s (key %.16s...)", p->user, p->name, key_hex);
@@ -556,7 +590,20 @@ static rpeer *find_conn(tern_relay *r, uint64_t id) {
  * commit is logged by the core with the store's reason; its messages get
  * BUSY. */
 static void flush_core(tern_relay *r, uint64_t now) {
+  tern__rcore_stats before, after;
+  tern__rcore_get_stats(r->core, &before);
+  uint64_t t0 = now_us();
   (void)tern__rcore_commit(r->core, now);
+  uint64_t took = now_us() - t0;
+  tern__rcore_get_stats(r->core, &after);
+  /* Only commits that carried something count: most rounds commit nothing. */
+  if (memcmp(&before, &after, sizeof(before)) != 0) {
+    static const uint64_t bounds[TERN_RELAY_COMMIT_BUCKETS] = TERN_RELAY_COMMIT_BOUNDS_US;
+    r->stats.store_commits++;
+    r->stats.store_commit_us += took;
+    for (int i = 0; i < TERN_RELAY_COMMIT_BUCKETS; i++)
+      if (took <= bounds[i]) r->stats.store_commit_le_us[i]++;
+  }
   tern__rcore_out o;
   while (tern__rcore_next(r->core, &o) == 1) {
     rpeer *p = find_conn(r, o.conn);
@@ -570,8 +617,7 @@ static void flush_core(tern_relay *r, uint64_t now) {
       continue;
     }
     if (rc == 0)
-      (void)tern__link_send(r->link, p->lp, o.channel, r->pkt, n,
-                            tern__link_mode(o.channel, o.reliable));
+      (void)link_send(r, p->lp, o.channel, r->pkt, n, tern__link_mode(o.channel, o.reliable));
   }
 }
 
@@ -582,6 +628,7 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
       on_connect(r, ev->peer);
       break;
     case TERN__LINK_EV_RECEIVE:
+      r->stats.bytes_received += ev->len;
       if (!p || ev->len == 0) break;
       if (p->state == P_HANDSHAKE && ev->channel == TERN__CH_CONTROL)
         on_hello(r, p, ev->payload, ev->len);
@@ -626,6 +673,7 @@ static void handle_timers(tern_relay *r, uint64_t now) {
     }
     if (p->state != P_HANDSHAKE || now < p->hs_deadline_ms) continue;
     r->stats.handshakes_failed++;
+    r->stats.hs_failed_timeout++;
     logf_(r, 1, "peer %s: no handshake within %u ms, dropped", p->name,
           r->cfg.handshake_timeout_ms);
     /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
