@@ -3,6 +3,10 @@
 #   bash scripts/test.sh              plain build in build/
 #   bash scripts/test.sh --sanitize   ASan+UBSan build in build-asan/, without
 #                                     the two long real-network runs (below)
+#   bash scripts/test.sh --tsan       ThreadSanitizer build in build-tsan/: the
+#                                     tests that run client threads outside
+#                                     Criterion (its runner does not survive
+#                                     TSan): thread_check
 # Tests that need root and network namespaces skip with a message when run
 # without them; with CI=true they must run.
 set -euo pipefail
@@ -22,6 +26,10 @@ if [ "${1:-}" = "--sanitize" ]; then
   skip=(-E 'nat_keepalive_test|linkem_selftest')
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+elif [ "${1:-}" = "--tsan" ]; then
+  dir="$here/build-tsan"; extra=(-DTERN_TSAN=ON -DTERN_BUILD_BENCH=OFF)
+  skip=(-R '^thread_check$')
+  export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 fi
 bash "$here/scripts/build.sh" "$dir" "${extra[@]}"
 ctest --test-dir "$dir" --output-on-failure --timeout 900 "${skip[@]}"
