@@ -476,6 +476,45 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_next_event_sized(tern_cl
                                                                          size_t ev_size);
 #define tern_client_next_event(c, ev) tern_client_next_event_sized((c), (ev), sizeof(*(ev)))
 
+/* The app's own id for a message: 1 to TERN_APP_ID_MAX bytes, any bytes but
+ * NUL. */
+#define TERN_APP_ID_MAX 64
+
+/* tern_client_send() with the app's own id for the message (e.g. the id its
+ * UI gave the bubble): a second send with the same id, also after a
+ * restart, within 30 days (the relay's default retention), is a no-op that
+ * returns the first one's cmid, so a resend from the UI never sends twice.
+ * Returns as tern_client_send(); TERN_EINVAL also for a bad app_id. */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2, 5) int tern_client_send_id(tern_client *c, const char *to,
+                                                                   const void *body, size_t len,
+                                                                   const char *app_id, uint64_t *cmid);
+
+typedef enum tern_outbox_state {
+  TERN_OUTBOX_WAITING = 1, /* not yet stored by the relay (no TERN_EV_SENT taken yet) */
+  TERN_OUTBOX_SENT = 2,    /* stored by the relay, waiting for TERN_EV_DELIVERED */
+} tern_outbox_state;
+
+/* One message of tern_client_outbox_each(). Filled by the library: fields
+ * may be added at the end. */
+typedef struct tern_outbox_item {
+  uint64_t cmid;
+  tern_outbox_state state;
+  const char *to;          /* the recipient ("" for a message sent by a library
+                              older than the listing) */
+  uint64_t created_ms;     /* Unix ms when tern_client_send() took it */
+  size_t body_len;
+  const char *app_id;      /* tern_client_send_id()'s id, "" if none */
+} tern_outbox_item;
+
+/* Calls fn for every message not yet SENT or not yet DELIVERED, oldest
+ * first, after a restart too (it reads the state directory): what an app
+ * needs to draw its clocks and ticks. The item and its strings are valid
+ * during the call; fn returns nonzero to stop early, and must not call
+ * into the client. Returns how many were listed, or TERN_ESTORE. */
+typedef int (*tern_outbox_fn)(void *ctx, const tern_outbox_item *item);
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_outbox_each(tern_client *c, tern_outbox_fn fn,
+                                                                   void *ctx);
+
 /* Thread mode: a thread of the client's own services it and calls
  * on_event(ctx, ev) there for every event, in order. `ev` and what it
  * points to are valid during the call only (tern_event_dup() keeps a copy,

@@ -360,7 +360,22 @@ static void send_copy(tern__ccore *cc, entry *e) {
 
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
                      uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid) {
+  return tern__ccore_send_id(cc, to, body, len, ephemeral, NULL, now_ms, wall_ms, cmid);
+}
+
+int tern__ccore_send_id(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
+                        const char *app_id, uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid) {
   *cmid = 0;
+  if (app_id && !ephemeral) {
+    /* The app sent this one before: the same message, not a second. */
+    uint64_t had;
+    int rc = tern__cstore_app_find(cc->store, app_id, &had);
+    if (rc < 0) return rc;
+    if (rc == 1) {
+      *cmid = had;
+      return 0;
+    }
+  }
   if (ephemeral) {
     if (!cc->online) return TERN_ECLOSED;
     tern__wbuf w;
@@ -379,7 +394,7 @@ int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t l
   e->len = len;
   if (len) memcpy(e->body, body, len);
   tern__outmsg om = {.cmid = e->cmid, .to = e->to, .flags = 0, .created_ms = wall_ms,
-                     .body = e->body, .body_len = len};
+                     .body = e->body, .body_len = len, .app_id = app_id};
   int rc = tern__cstore_outbox_put(cc->store, &om);
   if (rc < 0) {
     free(e);

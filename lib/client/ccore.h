@@ -59,6 +59,10 @@ void tern__ccore_free(tern__ccore *cc);
  * (ephemeral while offline). */
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
                      uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid);
+/* The same with the app's own id for the message (NULL: none): a send with
+ * an id given before returns the first one's cmid and sends nothing. */
+int tern__ccore_send_id(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,
+                        const char *app_id, uint64_t now_ms, uint64_t wall_ms, uint64_t *cmid);
 
 /* Early data: writes MSG frames for the first outbox messages that fit in
  * buf[0..cap) (whole frames only, in order) and marks them sent, so that

@@ -455,15 +455,17 @@ static int check_send(tern_client *c, const char *to, const void *body, size_t l
 }
 
 static int do_send(tern_client *c, const char *to, const void *body, size_t len, int ephemeral,
-                   uint64_t *cmid) {
+                   const char *app_id, uint64_t *cmid) {
   uint64_t id = 0;
   int rc = check_send(c, to, body, len);
+  if (rc == 0 && app_id && (!app_id[0] || strlen(app_id) > TERN_APP_ID_MAX)) rc = TERN_EINVAL;
   if (rc == 0) {
     pthread_mutex_lock(&c->mu);
     if (ephemeral && c->state != C_OPEN) rc = TERN_ECLOSED;
     else {
       tern__cl_sync_rtt(c);
-      rc = tern__ccore_send(c->core, to, body, len, ephemeral, tern__now_ms(), tern__wall_ms(), &id);
+      rc = tern__ccore_send_id(c->core, to, body, len, ephemeral, app_id, tern__now_ms(),
+                               tern__wall_ms(), &id);
     }
     if (rc == 0) tern__cl_flush_core(c);
     pthread_mutex_unlock(&c->mu);
@@ -473,12 +475,43 @@ static int do_send(tern_client *c, const char *to, const void *body, size_t len,
   return rc;
 }
 
+int tern_client_send_id(tern_client *c, const char *to, const void *body, size_t len,
+                        const char *app_id, uint64_t *cmid) {
+  return do_send(c, to, body, len, 0, app_id, cmid);
+}
+
+typedef struct each_ctx {
+  tern_outbox_fn fn;
+  void *ctx;
+  int n;
+} each_ctx;
+
+static int each_item(void *arg, const tern__cstore_item *it) {
+  each_ctx *e = arg;
+  tern_outbox_item item = {.cmid = it->cmid,
+                           .state = it->sent ? TERN_OUTBOX_SENT : TERN_OUTBOX_WAITING,
+                           .to = it->to,
+                           .created_ms = it->created_ms,
+                           .body_len = it->body_len,
+                           .app_id = it->app_id};
+  e->n++;
+  return e->fn(e->ctx, &item);
+}
+
+int tern_client_outbox_each(tern_client *c, tern_outbox_fn fn, void *ctx) {
+  each_ctx e = {.fn = fn, .ctx = ctx};
+  pthread_mutex_lock(&c->mu);
+  int rc = tern__cstore_list(c->store, each_item, &e);
+  pthread_mutex_unlock(&c->mu);
+  return rc < 0 ? rc : e.n;
+}
+
 int tern_client_send(tern_client *c, const char *to, const void *body, size_t len, uint64_t *cmid) {
-  return do_send(c, to, body, len, 0, cmid);
+  return do_send(c, to, body, len, 0, NULL, cmid);
 }
 
 int tern_client_send_ephemeral(tern_client *c, const char *to, const void *body, size_t len) {
-  return do_send(c, to, body, len, 1, NULL);
+  return do_send(c, to, body, len, 1, NULL, NULL);
 }
 
 size_t tern_client_outbox_size(tern_client *c) {

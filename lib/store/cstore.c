@@ -15,7 +15,7 @@
 
 #include "io/clock.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* Keys of the meta table. */
 #define NEXT_CMID "next_cmid"
@@ -34,6 +34,10 @@ enum {
   C_OUT_COUNT,
   C_AWAIT_PUT,
   C_AWAIT_TAKE,
+  C_APP_FIND,
+  C_APP_PUT,
+  C_APP_PRUNE,
+  C_LIST,
   C_EXTRA_LOAD,
   C_EXTRA_CLEAR,
   C_EXTRA_PUT,
@@ -57,8 +61,18 @@ static const char *const sql[C_N] = {
     [C_OUT_DEL] = "DELETE FROM outbox WHERE cmid = ?1",
     [C_OUT_LOAD] = "SELECT cmid, to_user, flags, created_ms, body FROM outbox ORDER BY cmid",
     [C_OUT_COUNT] = "SELECT count(*) FROM outbox",
-    [C_AWAIT_PUT] = "INSERT OR IGNORE INTO awaiting(cmid) VALUES(?1)",
+    /* What the app's list shows of a message awaiting its receipt comes
+     * from its outbox row, copied before the row goes. */
+    [C_AWAIT_PUT] = ("INSERT OR IGNORE INTO awaiting(cmid, to_user, created_ms, body_len)"
+                     " SELECT cmid, to_user, created_ms, length(body) FROM outbox WHERE cmid = ?1"),
     [C_AWAIT_TAKE] = "DELETE FROM awaiting WHERE cmid = ?1",
+    [C_APP_FIND] = "SELECT cmid FROM app_ids WHERE app_id = ?1",
+    [C_APP_PUT] = "INSERT INTO app_ids(app_id, cmid, at_ms) VALUES(?1, ?2, ?3)",
+    [C_APP_PRUNE] = "DELETE FROM app_ids WHERE at_ms < ?1",
+    [C_LIST] = ("SELECT o.cmid, 1, o.to_user, o.created_ms, length(o.body), a.app_id FROM outbox o"
+                " LEFT JOIN app_ids a ON a.cmid = o.cmid"
+                " UNION ALL SELECT w.cmid, 2, w.to_user, w.created_ms, w.body_len, a.app_id"
+                " FROM awaiting w LEFT JOIN app_ids a ON a.cmid = w.cmid ORDER BY 1"),
     [C_EXTRA_LOAD] = "SELECT seq FROM delivered_extra ORDER BY seq LIMIT ?1",
     [C_EXTRA_CLEAR] = "DELETE FROM delivered_extra",
     [C_EXTRA_PUT] = "INSERT OR IGNORE INTO delivered_extra(seq) VALUES(?1)",
@@ -159,6 +173,17 @@ static int upgrade(tern__cstore *s) {
                  "  failed_ms INTEGER NOT NULL, learned_at INTEGER NOT NULL,"
                  "  used_at INTEGER NOT NULL) WITHOUT ROWID;"
                  "PRAGMA user_version = 2;");
+  }
+  if (rc == 0 && from < 3) {
+    /* 3: the app's view of its outbox (what a message awaiting its receipt
+     * was), and the app's own message ids. */
+    rc = sqlexec(s,
+                 "ALTER TABLE awaiting ADD COLUMN to_user TEXT;"
+                 "ALTER TABLE awaiting ADD COLUMN created_ms INTEGER;"
+                 "ALTER TABLE awaiting ADD COLUMN body_len INTEGER;"
+                 "CREATE TABLE app_ids(app_id TEXT PRIMARY KEY, cmid INTEGER NOT NULL UNIQUE,"
+                 "  at_ms INTEGER NOT NULL) WITHOUT ROWID;"
+                 "PRAGMA user_version = 3;");
   }
   if (rc == 0) return sqlexec(s, "COMMIT");
   (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -263,21 +288,62 @@ int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m) {
   }
   sqlite3_reset(q);
   sqlite3_clear_bindings(q);
+  if (rc == 0 && m->app_id) {
+    sqlite3_stmt *a = s->q[C_APP_PUT];
+    sqlite3_bind_text(a, 1, m->app_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(a, 2, (int64_t)m->cmid);
+    sqlite3_bind_int64(a, 3, (int64_t)m->created_ms);
+    rc = step(s, C_APP_PUT);
+    /* An app id is remembered as long as the relay keeps messages. */
+    sqlite3_bind_int64(s->q[C_APP_PRUNE], 1, (int64_t)m->created_ms - APP_ID_KEEP_MS);
+    if (rc >= 0) rc = step(s, C_APP_PRUNE);
+    if (rc > 0) rc = 0;
+  }
   if (rc == 0) rc = raise_next(s, m->cmid + 1);
   return finish(s, rc);
+}
+
+int tern__cstore_app_find(tern__cstore *s, const char *app_id, uint64_t *cmid) {
+  sqlite3_bind_text(s->q[C_APP_FIND], 1, app_id, -1, SQLITE_STATIC);
+  int rc = step_value(s, C_APP_FIND, cmid);
+  return rc;
+}
+
+int tern__cstore_list(tern__cstore *s, int (*cb)(void *ctx, const tern__cstore_item *it), void *ctx) {
+  sqlite3_stmt *q = s->q[C_LIST];
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *to = (const char *)sqlite3_column_text(q, 2);
+    const char *app = (const char *)sqlite3_column_text(q, 5);
+    tern__cstore_item it = {.cmid = (uint64_t)sqlite3_column_int64(q, 0),
+                            .sent = sqlite3_column_int(q, 1) == 2,
+                            .to = to ? to : "",
+                            .created_ms = (uint64_t)sqlite3_column_int64(q, 3),
+                            .body_len = (size_t)sqlite3_column_int64(q, 4),
+                            .app_id = app ? app : ""};
+    if (cb(ctx, &it)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  rc = rc == SQLITE_DONE ? 0 : sqlfail(s, rc, "list");
+  sqlite3_reset(q);
+  return rc;
 }
 
 int tern__cstore_outbox_del(tern__cstore *s, uint64_t cmid, int await_receipt) {
   int rc = step(s, C_BEGIN);
   if (rc < 0) return rc;
-  sqlite3_bind_int64(s->q[C_OUT_DEL], 1, (int64_t)cmid);
-  int found = rc = step_changed(s, C_OUT_DEL);
-  /* Only a message that was there awaits a receipt: a repeated SERVER_ACK
-   * after its receipt came must not leave a stale entry behind. */
-  if (found == 1 && await_receipt) {
+  /* Only a message that was there awaits a receipt (the copy selects its
+   * outbox row): a repeated SERVER_ACK after its receipt came must not
+   * leave a stale entry behind. */
+  if (await_receipt) {
     sqlite3_bind_int64(s->q[C_AWAIT_PUT], 1, (int64_t)cmid);
     rc = step(s, C_AWAIT_PUT);
   }
+  sqlite3_bind_int64(s->q[C_OUT_DEL], 1, (int64_t)cmid);
+  int found = rc < 0 ? rc : step_changed(s, C_OUT_DEL);
+  if (found < 0) rc = found;
   rc = finish(s, rc);
   return rc < 0 ? rc : found;
 }

@@ -26,7 +26,21 @@ typedef struct tern__outmsg {
   uint64_t created_ms;   /* wall clock when send() accepted it */
   const uint8_t *body;
   size_t body_len;
+  const char *app_id;    /* the app's own id for it, or NULL (put only) */
 } tern__outmsg;
+
+/* One message as the app's outbox list shows it. */
+typedef struct tern__cstore_item {
+  uint64_t cmid;
+  int sent;              /* 0: in the outbox; 1: SENT, awaiting its receipt */
+  const char *to;        /* "" for a receipt awaited since before schema 3 */
+  uint64_t created_ms;
+  size_t body_len;
+  const char *app_id;    /* "" if none */
+} tern__cstore_item;
+
+/* How long an app id is remembered (the relay's default retention). */
+#define APP_ID_KEEP_MS (30ull * 86400000ull)
 
 /* Opens `path` (a file, or ":memory:"). synchronous as for the relay store. */
 int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, char *err,
@@ -60,6 +74,14 @@ int tern__cstore_outbox_del(tern__cstore *s, uint64_t cmid, int await_receipt);
 int tern__cstore_outbox_load(tern__cstore *s, int (*cb)(void *ctx, const tern__outmsg *m),
                              void *ctx);
 int tern__cstore_outbox_count(tern__cstore *s, uint64_t *n);
+
+/* The cmid given to app id `app_id` (within APP_ID_KEEP_MS): 1 with
+ * *cmid, 0 if none, TERN_ESTORE. */
+int tern__cstore_app_find(tern__cstore *s, const char *app_id, uint64_t *cmid);
+/* Calls cb for every message in the outbox and every one awaiting its
+ * receipt, in cmid order (cb returns nonzero to stop). The pointers are
+ * valid during the call. 0 or TERN_ESTORE. */
+int tern__cstore_list(tern__cstore *s, int (*cb)(void *ctx, const tern__cstore_item *it), void *ctx);
 
 /* Takes cmid out of the awaiting-receipt set: 1 if it was there. */
 int tern__cstore_await_take(tern__cstore *s, uint64_t cmid);
