@@ -86,7 +86,7 @@ Test(keepalive, client_learns_through_the_relay_and_reports_it) {
   /* The first KEEPALIVE event: probes are out. */
   cr_assert(loop_wait(&l, a, TERN_EV_KEEPALIVE, 5000, &ev));
   cr_assert_str_eq(ev.user, "wifi:home");
-  cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 15000), "state %d", info_of(&l, a).state);
+  cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 30000), "state %d", info_of(&l, a).state);
   ki = info_of(&l, a);
   cr_assert_eq(ki.proven_ms, 3000, "every probe is answered on loopback: up to the ceiling");
   cr_assert_eq(ki.interval_ms, 2000, "proven minus max(1 s, 10 %%)");
@@ -117,7 +117,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
   cfg.state_dir = dir;
   cfg.network = "wifi:home";
   size_t a = loop_add_client(&l, &cfg);
-  cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 15000));
+  cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 30000));
   uint64_t learned_at = info_of(&l, a).learned_at_ms;
   tern_client_free(l.clients[a]);
   l.clients[a] = NULL;
@@ -140,7 +140,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
   cr_assert_neq(ki.state, TERN_KA_LEARNED);
   cr_assert_eq(ki.interval_ms, 1000);
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev), "the link is rebuilt on the new network");
-  cr_assert(wait_state(&l, b, TERN_KA_LEARNED, 15000));
+  cr_assert(wait_state(&l, b, TERN_KA_LEARNED, 30000));
   uint64_t probes = info_of(&l, b).probes;
   cr_assert_geq(probes, 3);
   /* ... and back home the old value is there again without probing. */
@@ -172,7 +172,7 @@ Test(keepalive, relay_without_probes_is_unavailable) {
   loop_event ev;
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
   /* No PROBE_KEY comes: after 10 s the client stops asking for a while. */
-  cr_assert(wait_state(&l, a, TERN_KA_UNAVAILABLE, 16000), "state %d", info_of(&l, a).state);
+  cr_assert(wait_state(&l, a, TERN_KA_UNAVAILABLE, 32000), "state %d", info_of(&l, a).state);
   tern_keepalive_info ki = info_of(&l, a);
   cr_assert_eq(ki.interval_ms, 1000);
   cr_assert_eq(ki.proven_ms, 0);
