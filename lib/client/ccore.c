@@ -781,6 +781,30 @@ void tern__ccore_offline(tern__ccore *cc) {
  *  - otherwise only when the relay has answered nothing at all for
  *    resend_ms: while answers flow in sending order the relay is alive and
  *    just behind, and copies would only pile onto it (commit c60865d). */
+/* Recipients with an unsent message waiting (a BUSY's retry, or no room in
+ * the window): a later message to them waits too, or the relay would drop
+ * it for its prev_cmid (spec/messages.md §3). Past BLOCK_MAX recipients,
+ * everything waits. */
+#define BLOCK_MAX 16
+typedef struct blocklist {
+  const char *to[BLOCK_MAX];
+  size_t n;
+  int all;
+} blocklist;
+
+static int blocked(const blocklist *b, const char *to) {
+  if (b->all) return 1;
+  for (size_t i = 0; i < b->n; i++)
+    if (strcmp(b->to[i], to) == 0) return 1;
+  return 0;
+}
+
+static void block(blocklist *b, const char *to) {
+  if (blocked(b, to)) return;
+  if (b->n < BLOCK_MAX) b->to[b->n++] = to;
+  else b->all = 1;
+}
+
 /* The relay was last known alive: its last answer, or the last datagram
  * of any kind (an ENet acknowledgement of a ping will do) the shell heard. */
 static uint64_t alive_ms(const tern__ccore *cc) {
@@ -789,10 +813,12 @@ static uint64_t alive_ms(const tern__ccore *cc) {
 
 static uint64_t resend_due(const tern__ccore *cc, const entry *e) {
   uint64_t t = e->sent_ms + e->resend_ivl;
-  /* Not overtaken: the link is reliable, so while the relay is heard at
-   * all it has the message and is only behind (spec/messages.md §5.9). */
-  if (e->tx >= cc->answered_tx && t < alive_ms(cc) + cc->cfg.resend_ms)
-    t = alive_ms(cc) + cc->cfg.resend_ms;
+  /* Not overtaken: only when the relay has answered nothing for resend_ms.
+   * (Being heard is not enough: a MSG the relay dropped for its prev_cmid,
+   * behind one answered BUSY, is answered by nothing, and must go again.
+   * The resend interval doubles each time, and the window bounds how many.) */
+  if (e->tx >= cc->answered_tx && t < cc->progress_ms + cc->cfg.resend_ms)
+    t = cc->progress_ms + cc->cfg.resend_ms;
   return t;
 }
 
@@ -810,6 +836,7 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
   if (cc->online) {
     int flying = 0;
     size_t fly_seen = 0;
+    blocklist bl = {.n = 0};
     for (const entry *e = cc->head; e; e = e->next) {
       /* Past the last one in flight with the window full, everything
        * waits: a large outbox costs nothing here. */
@@ -818,8 +845,13 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
       if (e->sent_ms) fly_seen++;
       if (e->copy_due_ms && e->copy_due_ms < best) best = e->copy_due_ms;
       uint64_t t = e->retry_at_ms;
-      if (e->sent_ms) t = resend_due(cc, e);
-      else if (!window_open(cc)) continue; /* waits for room in the window */
+      if (e->sent_ms) {
+        t = resend_due(cc, e);
+      } else if (!window_open(cc) || blocked(&bl, e->to)) {
+        continue; /* waits for room in the window, or behind an older one */
+      } else {
+        block(&bl, e->to);
+      }
       if (e->sent_ms) flying = 1;
       if (t < best) best = t;
     }
@@ -851,6 +883,7 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
     push_error(cc, TERN_EBUSY, 0, NULL, detail);
   }
   size_t fly_seen = 0;
+  blocklist bl = {.n = 0};
   for (entry *e = cc->head; e; e = e->next) {
     if (fly_seen == cc->nfly && !window_open(cc)) break; /* the rest waits */
     if (e->settled) continue;
@@ -861,11 +894,12 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
       uint64_t max = (uint64_t)cc->cfg.resend_ms * RESEND_BACKOFF_MAX;
       e->resend_ivl = e->resend_ivl * 2 > max ? max : e->resend_ivl * 2;
       transmit(cc, e, now_ms);
-    } else if (now_ms >= e->retry_at_ms && window_open(cc)) {
+    } else if (now_ms >= e->retry_at_ms && window_open(cc) && !blocked(&bl, e->to)) {
       e->resend_ivl = cc->cfg.resend_ms;
       transmit(cc, e, now_ms);
       if (e->sent_ms) fly_seen++;
     }
+    if (!e->sent_ms) block(&bl, e->to); /* still waiting: the rest to e->to waits behind it */
   }
   if (!cc->synced && now_ms >= cc->sync_sent_ms + cc->cfg.resend_ms) {
     /* No FLOOR yet: the SYNC (or its answer) was lost. */

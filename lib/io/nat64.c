@@ -20,9 +20,12 @@ int tern__nat64_prefix_of(const tern__addr *aaaa, uint8_t prefix[12]) {
 }
 
 void tern__nat64_apply(const uint8_t prefix[12], const tern__addr *v4, tern__addr *out) {
+  uint8_t ip4[4];
+  memcpy(ip4, v4->ip + 12, 4); /* out may be v4 */
+  uint16_t port = v4->port;
   memcpy(out->ip, prefix, 12);
-  memcpy(out->ip + 12, v4->ip + 12, 4);
-  out->port = v4->port;
+  memcpy(out->ip + 12, ip4, 4);
+  out->port = port;
 }
 
 /* 1 if the kernel has a route for an IPv4 datagram to `a`. */

@@ -48,8 +48,13 @@ typedef struct rpeer {
   struct rpeer *prev, *next;   /* every peer the relay holds */
 } rpeer;
 
+/* Log lines a stranger can cause: at most LOG_BURST per second each. */
+#define LOG_BURST 5
+enum { LIM_HANDSHAKE, LIM_REFUSED, LIM_HS_TIMEOUT, LIM_COUNT };
+
 struct tern_relay {
   tern_relay_config cfg;
+  tern__log_limit lim[LIM_COUNT];
   char *bind_host;
   tern__link *link;
   tern__relay_store *store;
@@ -332,7 +337,8 @@ static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, cons
   if (code == TERN__DISC_VERSION) r->stats.hs_failed_version++;
   else if (code == TERN__DISC_HELLO_UNREADABLE) r->stats.hs_failed_unreadable++;
   else r->stats.hs_failed_protocol++;
-  logf_(r, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
+  tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_HANDSHAKE], tern__now_ms(), LOG_BURST,
+                     1000, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
   /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
   tern__link_close(r->link, p->lp, code, TERN__LINK_CLOSE_NOW);
   tern__link_peer_set_data(p->lp, NULL);
@@ -493,7 +499,8 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     (void)send_welcome(r, p, TERN_EUNKNOWNKEY, "this client key is not allowed on this relay");
     r->stats.handshakes_failed++;
     r->stats.hs_failed_refused++;
-    logf_(r, 1, "peer %s: refused unknown key %s", p->name, key_hex);
+    tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_REFUSED], tern__now_ms(), LOG_BURST,
+                       1000, 1, "peer %s: refused unknown key %s", p->name, key_hex);
     set_state(r, p, P_CLOSING);
     tern__link_close(r->link, p->lp, TERN__DISC_REFUSED, TERN__LINK_CLOSE_LATER);
     return;
@@ -674,8 +681,9 @@ static void handle_timers(tern_relay *r, uint64_t now) {
     if (p->state != P_HANDSHAKE || now < p->hs_deadline_ms) continue;
     r->stats.handshakes_failed++;
     r->stats.hs_failed_timeout++;
-    logf_(r, 1, "peer %s: no handshake within %u ms, dropped", p->name,
-          r->cfg.handshake_timeout_ms);
+    tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_HS_TIMEOUT], now, LOG_BURST, 1000, 1,
+                       "peer %s: no handshake within %u ms, dropped", p->name,
+                       r->cfg.handshake_timeout_ms);
     /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
     tern__link_close(r->link, p->lp, TERN__DISC_HS_TIMEOUT, TERN__LINK_CLOSE_NOW);
     tern__link_peer_set_data(p->lp, NULL);
