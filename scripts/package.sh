@@ -17,13 +17,22 @@ pkgs=(libtern0 libtern-dev ternd)
 
 die() { echo "package: FAILED: $*" >&2; exit 1; }
 step() { printf '\n== %s (%ds)\n' "$*" "$SECONDS"; }
+# present PKG: true if dpkg knows PKG in any state but never-installed or purged.
+present() {
+  local s
+  s=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+  case "$s" in "" | *" not-installed") return 1 ;; *) return 0 ;; esac
+}
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the script installs and purges ${pkgs[*]}"
 for p in "${pkgs[@]}"; do
-  if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'installed'; then
-    die "$p is already installed; purge it first (this script purges what it installs)"
+  if present "$p"; then
+    die "$p is installed (or its config files are); purge it first (this script purges what it installs)"
   fi
 done
+
+step "1. build dependencies (scripts/setup.sh)"
+bash "$here/scripts/setup.sh"
 
 # The package's version is the project's.
 version=$(sed -n 's/^project(tern VERSION \([0-9.]*\).*/\1/p' "$here/CMakeLists.txt")
@@ -49,9 +58,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-step "1. build dependencies (scripts/setup.sh)"
-bash "$here/scripts/setup.sh"
 
 step "2. dpkg-buildpackage -us -uc -b in a copy of the tree ($tmp/tern-$version)"
 # dpkg-buildpackage writes into the parent of the source tree, and leaves
@@ -239,7 +245,7 @@ DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "${pkgs[@]}" >"$tmp/purge.lo
   || { cat "$tmp/purge.log" >&2; die "apt-get purge failed"; }
 installed=0
 for p in "${pkgs[@]}"; do
-  if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'installed'; then die "$p is still installed"; fi
+  if present "$p"; then die "$p is still installed (or its config files are) after purge"; fi
 done
 for f in /usr/bin/ternd /usr/bin/tern-chat /usr/bin/tern-keygen /etc/tern /lib/systemd/system/ternd.service \
          /usr/include/tern /var/lib/ternd; do
