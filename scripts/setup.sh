@@ -9,6 +9,7 @@ PACKAGES=(
   iproute2 nftables tcpdump conntrack tayga gnuplot-nox procps abigail-tools
   mosquitto libmosquitto-dev groff-base man-db
   libinih-dev libmicrohttpd-dev libsystemd-dev curl prometheus
+  debhelper dpkg-dev fakeroot lintian
 )
 
 missing=()
