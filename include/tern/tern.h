@@ -788,6 +788,38 @@ TERN_EXPORT TERN_NONNULL(1, 2) void tern_relay_get_stats_sized(const tern_relay 
                                                               size_t st_size);
 #define tern_relay_get_stats(r, st) tern_relay_get_stats_sized((r), (st), sizeof(*(st)))
 
+/* One authenticated session of tern_relay_sessions_each(). Filled by the
+ * library: fields may be added at the end. */
+typedef struct tern_relay_session {
+  const char *user;                   /* the user the session is signed in as */
+  uint8_t device_key[TERN_KEY_BYTES]; /* the client's static public key (its device) */
+  const char *address;                /* where it is heard from now, as the relay logs it
+                                         ("IP:port", IPv6 in brackets) */
+  uint64_t keepalive_ms;              /* the keepalive interval it announced (0: none;
+                                         the relay pings it at ping_interval_ms) */
+  uint64_t age_ms;                    /* since its handshake finished */
+  uint32_t rtt_ms;                    /* the link's round-trip time as ENet measures it */
+  int tcp;                            /* 1: over TCP (tern_relay_listen_tcp()), 0: UDP */
+} tern_relay_session;
+
+/* Calls fn for every authenticated session, newest first: what an admin
+ * tool lists. The item and its strings are valid during the call only; fn
+ * returns nonzero to stop early and must not call into the relay. From the
+ * relay's thread. Returns how many were listed. */
+typedef int (*tern_relay_session_fn)(void *ctx, const tern_relay_session *s);
+TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_sessions_each(tern_relay *r, tern_relay_session_fn fn,
+                                                           void *ctx);
+
+/* Disconnects the sessions of `user`: all its devices, or only the one
+ * whose key is `device_key` (NULL: all). A kicked client is told
+ * TERN_EUNKNOWNKEY, as for a key taken off the allow-list (the wire has no
+ * code of its own for a kick): tools built on libtern stop on it; a client
+ * whose key is still allowed may reconnect after its backoff, so to bar a
+ * device, take it off the allow-list first. Returns how many sessions
+ * were disconnected (0: none matched). */
+TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_kick(tern_relay *r, const char *user,
+                                                  const uint8_t *device_key);
+
 #ifdef __cplusplus
 }
 #endif

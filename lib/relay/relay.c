@@ -46,6 +46,7 @@ typedef struct rpeer {
   uint8_t probe_id[8], probe_key[32];
   uint32_t rtt_told;           /* the RTT last passed to the messaging core */
   struct rpeer *prev, *next;   /* every peer the relay holds */
+  uint64_t opened_ms;          /* when the handshake finished (tern__now_ms) */
 } rpeer;
 
 /* Log lines a stranger can cause: at most LOG_BURST per second each. */
@@ -521,6 +522,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     return;
   }
   set_state(r, p, P_OPEN);
+  p->opened_ms = tern__now_ms();
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
   logf_(r, 2, "user %s connected from %s (key %.16s...)", p->user, p->name, key_hex);
@@ -800,4 +802,35 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
     st->probe_limited = ps.limited;
   }
   tern__abi_out(out, out_size, &s, sizeof(s));
+}
+
+int tern_relay_sessions_each(tern_relay *r, tern_relay_session_fn fn, void *ctx) {
+  int n = 0;
+  uint64_t now = tern__now_ms();
+  for (const rpeer *p = r->peers; p; p = p->next) {
+    if (p->state != P_OPEN) continue;
+    tern_relay_session s = {.user = p->user,
+                            .address = p->name,
+                            .keepalive_ms = p->keepalive_ms,
+                            .age_ms = now > p->opened_ms ? now - p->opened_ms : 0,
+                            .rtt_ms = tern__link_peer_rtt(p->lp),
+                            .tcp = tern__link_peer_is_tcp(r->link, p->lp) == 1};
+    memcpy(s.device_key, p->sess.remote_static, TERN_KEY_BYTES);
+    n++;
+    if (fn(ctx, &s)) break;
+  }
+  return n;
+}
+
+int tern_relay_kick(tern_relay *r, const char *user, const uint8_t *device_key) {
+  int kicked = 0;
+  for (rpeer *p = r->peers; p; p = p->next) {
+    if (p->state != P_OPEN || strcmp(p->user, user) != 0) continue;
+    if (device_key && sodium_memcmp(device_key, p->sess.remote_static, TERN_KEY_BYTES) != 0) continue;
+    logf_(r, 2, "user %s (%s): kicked by the operator, disconnecting", p->user, p->name);
+    close_peer(r, p, TERN_EUNKNOWNKEY, TERN__DISC_REVOKED, TERN__LINK_CLOSE_LATER);
+    kicked++;
+  }
+  tern__link_flush(r->link);
+  return kicked;
 }

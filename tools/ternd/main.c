@@ -5,7 +5,9 @@
  * key, decides who may connect (an allow-list reloaded on SIGHUP, or --open
  * for development), and runs the relay from a poll loop over the relay's
  * descriptor and a signalfd. Beside the relay: a metrics endpoint on its
- * own thread (metrics.c) and systemd's readiness and watchdog (notify.c).
+ * own thread (metrics.c), systemd's readiness and watchdog (notify.c), and
+ * the admin socket for ternctl (admin.c, commands.c), served from the same
+ * poll loop.
  * SIGINT/SIGTERM shut it down cleanly, telling every client it is a
  * shutdown.
  */
@@ -24,7 +26,9 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "allowlist.h"
+#include "commands.h"
 #include "metrics.h"
 #include "notify.h"
 #include "options.h"
@@ -70,6 +74,7 @@ static void relay_log(void *ctx, int level, const char *line) {
 typedef struct auth_state {
   allowlist list;
   const char *path;
+  tern_relay *relay; /* for the peers a reload no longer allows */
 } auth_state;
 
 static int auth_cb(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *requested,
@@ -95,6 +100,25 @@ static int may_send_cb(void *ctx, const char *from, const char *to) {
   return allowlist_may_send(&a->list, from, to);
 }
 
+/* Reloads the allow-list (SIGHUP, or ternctl reload, a ternd_reload_fn):
+ * a bad file keeps the old list. Logs either way. */
+static int reload_allowlist(void *ctx, size_t *keys, size_t *users, int *dropped, char *err,
+                            size_t cap) {
+  auth_state *auth = ctx;
+  allowlist fresh;
+  if (allowlist_load(&fresh, auth->path, err, cap) != 0) {
+    say(0, "allow-list reload failed, keeping the old list: %s", err);
+    return -1;
+  }
+  allowlist_free(&auth->list);
+  auth->list = fresh;
+  say(2, "allow-list reloaded: %zu keys, %zu users", auth->list.count, auth->list.nusers);
+  *keys = auth->list.count;
+  *users = auth->list.nusers;
+  *dropped = tern_relay_recheck_auth(auth->relay);
+  if (*dropped) say(2, "%d peer(s) no longer allowed were disconnected", *dropped);
+  return 0;
+}
 
 /* "host:port", with brackets around a bare IPv6 host. */
 static void addr_text(const char *host, unsigned port, char *buf, size_t cap) {
@@ -156,37 +180,36 @@ static int min_timeout(int a, int b) { return a < 0 ? b : b < 0 ? a : a < b ? a 
 
 /* The service loop, until a signal stops it. Returns the exit status. */
 static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metrics,
-                 ternd_notify *notify) {
+                 ternd_notify *notify, ternd_admin *admin) {
   int running = 1, status = 0, publish_again = 0;
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
   while (running) {
-    struct pollfd pf[2] = {{.fd = tern_relay_fd(r), .events = POLLIN},
-                           {.fd = sfd, .events = POLLIN}};
+    struct pollfd pf[2 + 1 + ADMIN_MAX_CONNS] = {{.fd = tern_relay_fd(r), .events = POLLIN},
+                                                 {.fd = sfd, .events = POLLIN}};
+    int nadmin = admin ? ternd_admin_pollfds(admin, pf + 2, 1 + ADMIN_MAX_CONNS) : 0;
     int timeout = tern_relay_timeout_ms(r);
     timeout = min_timeout(timeout, ternd_notify_tick(notify, mono_ms(), &st));
+    if (admin) timeout = min_timeout(timeout, ternd_admin_timeout(admin, mono_ms()));
     /* A publish skipped (a scrape was copying): try again soon. */
     if (publish_again) timeout = min_timeout(timeout, 10);
-    if (poll(pf, 2, timeout) < 0 && errno != EINTR) {
+    int polled = poll(pf, (nfds_t)(2 + nadmin), timeout);
+    if (polled < 0 && errno != EINTR) {
       say(0, "poll: %s", strerror(errno));
       status = 1;
       break;
     }
+    /* Admin requests first, so that what they change (a kick, a reload)
+     * goes out with this round's service. */
+    if (admin) ternd_admin_handle(admin, pf + 2, polled > 0 ? nadmin : 0, mono_ms());
     if (pf[1].revents & POLLIN) {
       struct signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP && auth->path) {
-          allowlist fresh;
+          size_t keys, users;
+          int dropped;
           char err[512];
-          if (allowlist_load(&fresh, auth->path, err, sizeof(err)) == 0) {
-            allowlist_free(&auth->list);
-            auth->list = fresh;
-            say(2, "allow-list reloaded: %zu keys, %zu users", auth->list.count, auth->list.nusers);
-            int n = tern_relay_recheck_auth(r);
-            if (n) say(2, "%d peer(s) no longer allowed were disconnected", n);
-          } else {
-            say(0, "allow-list reload failed, keeping the old list: %s", err);
-          }
+          (void)reload_allowlist(auth, &keys, &users, &dropped, err, sizeof(err));
         } else if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
           say(2, "signal %u: shutting down", si.ssi_signo);
           ternd_notify_stopping("shutting down");
@@ -260,6 +283,7 @@ int main(int argc, char **argv) {
   ternd_notify_status(0, "starting: opening the store");
   auth_state auth = {.path = o.allow_path};
   ternd_metrics *metrics = NULL;
+  ternd_admin *admin = NULL;
   tern_relay *r = NULL;
   int sfd = -1;
   if (mkdir(o.data_dir, 0700) != 0 && errno != EEXIST) {
@@ -334,6 +358,29 @@ int main(int argc, char **argv) {
     addr_text(o.metrics_host, ternd_metrics_port(metrics), where, sizeof(where));
     say(2, "metrics on http://%s/metrics", where);
   }
+  char udp_text[300], metrics_text[300];
+  addr_text(o.host, tern_relay_port(r), udp_text, sizeof(udp_text));
+  if (metrics) addr_text(o.metrics_host, ternd_metrics_port(metrics), metrics_text, sizeof(metrics_text));
+  auth.relay = r;
+  ternd_cmd_ctx cmd = {.relay = r,
+                       .started_mono_ms = mono_ms(),
+                       .started_wall = time(NULL),
+                       .udp = udp_text,
+                       .tcp_port = o.tcp_port,
+                       .metrics = metrics ? metrics_text : NULL,
+                       .admin_path = o.admin_path,
+                       .config_path = o.config_path,
+                       .allow_path = o.allow_path,
+                       .reload = reload_allowlist,
+                       .reload_ctx = &auth};
+  if (o.admin_path) {
+    char err[512];
+    if (ternd_admin_open(&admin, o.admin_path, ternd_command, &cmd, err, sizeof(err)) != 0) {
+      say(0, "cannot serve --admin-socket: %s", err);
+      goto out;
+    }
+    say(2, "admin socket %s (mode 0600; ternctl --socket %s)", o.admin_path, o.admin_path);
+  }
   if (o.port_file) {
     FILE *f = fopen(o.port_file, "w");
     if (!f || fprintf(f, "%u\n", tern_relay_port(r)) < 0 || fclose(f) != 0) {
@@ -348,11 +395,12 @@ int main(int argc, char **argv) {
   ternd_notify_status(1, ready);
   ternd_notify notify;
   ternd_notify_init(&notify, mono_ms());
-  status = serve(r, sfd, &auth, metrics, &notify);
+  status = serve(r, sfd, &auth, metrics, &notify, admin);
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
   log_stats(&st);
 out:
+  ternd_admin_close(admin); /* removes the socket file */
   ternd_metrics_stop(metrics); /* before the relay: the scrapes read no more */
   tern_relay_free(r);
   allowlist_free(&auth.list);

@@ -18,7 +18,7 @@
 enum {
   K_KEY, K_ALLOW, K_OPEN, K_LISTEN, K_LISTEN_TCP, K_PORT_FILE, K_DATA_DIR, K_RETENTION,
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
-  K_METRICS, K_VERBOSE, K_QUIET, NKEYS
+  K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -45,6 +45,7 @@ static const keydef keys[NKEYS] = {
     [K_PING] = {"ping-interval", 1, 1000, 3600000},
     [K_NO_PROBES] = {"no-probes", 0, 0, 0},
     [K_METRICS] = {"metrics", 1, 0, 0},
+    [K_ADMIN_SOCKET] = {"admin-socket", 1, 0, 0},
     [K_VERBOSE] = {"verbose", 0, 0, 0},
     [K_QUIET] = {"quiet", 0, 0, 0},
 };
@@ -112,6 +113,9 @@ static void usage(FILE *f) {
           "                        http://IP:PORT/metrics (an IP literal; keep it on\n"
           "                        loopback or a private network: there is no TLS and\n"
           "                        no authentication). Default: off\n"
+          "  --admin-socket PATH   serve ternctl on a Unix socket at PATH, mode 0600\n"
+          "                        (ternd's user only): status, stats, sessions, kick,\n"
+          "                        reload. Removed at exit. Default: none\n"
           "  -v, --verbose         log every peer event (debug)\n"
           "  -q, --quiet           log warnings and errors only\n"
           "  --version             print the version and exit\n"
@@ -212,6 +216,7 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_ALLOW: return set_str(&o->allow_path, v, err, cap);
     case K_PORT_FILE: return set_str(&o->port_file, v, err, cap);
     case K_DATA_DIR: return set_str(&o->data_dir, v, err, cap);
+    case K_ADMIN_SOCKET: return set_str(&o->admin_path, v, err, cap);
     case K_OPEN: o->open_mode = b; return 0;
     case K_LISTEN:
       if (ternd_split_hostport(v, o->host, sizeof(o->host), &c->port) != 0) {
@@ -424,6 +429,7 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_ALLOW: s = o->allow_path; break;
       case K_PORT_FILE: s = o->port_file; break;
       case K_DATA_DIR: s = o->data_dir; break;
+      case K_ADMIN_SOCKET: s = o->admin_path; break;
       case K_OPEN: s = o->open_mode ? "true" : "false"; break;
       case K_LISTEN: snprintf(v, sizeof(v), "%s:%u", o->host, c->port); break;
       case K_LISTEN_TCP: if (o->tcp_port >= 0) snprintf(v, sizeof(v), "%ld", o->tcp_port); break;
@@ -460,5 +466,6 @@ void ternd_opts_free(ternd_opts *o) {
   free(o->allow_path);
   free(o->port_file);
   free(o->data_dir);
+  free(o->admin_path);
   memset(o, 0, sizeof(*o));
 }

@@ -28,6 +28,7 @@ typedef struct ternd_opts {
   int metrics_on;         /* --metrics given */
   char metrics_host[256]; /* --metrics HOST (an IP literal) */
   uint16_t metrics_port;
+  char *admin_path;       /* --admin-socket, or NULL */
   int verbosity;          /* 0 error, 1 warning, 2 info (default), 3 debug */
   int flags_used;         /* settings given on the command line */
   int file_keys;          /* keys read from the config file */

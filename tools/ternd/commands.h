@@ -1,0 +1,40 @@
+/*
+ * ternd's admin commands, as the admin socket (admin.h) runs them for
+ * ternctl: status, stats, sessions, kick, reload. Each writes its answer as
+ * text (tables for a person) or JSON (one object, for scripts).
+ *
+ * Owns: nothing; the context's pointers are main's and outlive the socket.
+ */
+#ifndef TERND_COMMANDS_H
+#define TERND_COMMANDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "tern/tern.h"
+
+/* Reloads the allow-list (the SIGHUP path): 0 with what it now holds and
+ * how many peers it disconnected, or -1 with the reason in err. */
+typedef int (*ternd_reload_fn)(void *ctx, size_t *keys, size_t *users, int *dropped, char *err,
+                               size_t cap);
+
+typedef struct ternd_cmd_ctx {
+  tern_relay *relay;
+  uint64_t started_mono_ms; /* for the uptime */
+  time_t started_wall;
+  const char *udp;          /* "host:port" listening for UDP */
+  long tcp_port;            /* -1: no TCP */
+  const char *metrics;      /* "ip:port", or NULL */
+  const char *admin_path;
+  const char *config_path;  /* NULL: flags only */
+  const char *allow_path;   /* NULL: --open */
+  ternd_reload_fn reload;
+  void *reload_ctx;
+} ternd_cmd_ctx;
+
+/* An admin_cmd_fn (admin.h): ctx is a ternd_cmd_ctx. */
+int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *err, size_t cap);
+
+#endif
