@@ -1,6 +1,9 @@
 /* The client store: next cmid, outbox, awaiting receipts, delivery state,
  * persistence and a crash in the middle of sending. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <errno.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -447,5 +450,23 @@ Test(cstore, networks_persist_and_evict_least_recently_used) {
   cr_assert_eq(n.learned_at, 777);
   cr_assert_eq(tern__cstore_net_get(s, "cell:2", &n, 600), 1);
   cr_assert_eq(tern__cstore_net_get(s, "cell:4", &n, 600), 1);
+  tern__cstore_close(s);
+}
+
+/* The state is the owner's only: a new file is made 0600, an existing one
+ * readable by others is tightened, and SQLite's -wal file follows. */
+Test(cstore, the_state_files_are_the_owners_only) {
+  int fd = open(dbpath, O_CREAT | O_WRONLY, 0644);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  cr_assert_eq(chmod(dbpath, 0644), 0);
+  tern__cstore *s = open_at(dbpath);
+  put(s, 1, "bob");
+  struct stat st;
+  cr_assert_eq(stat(dbpath, &st), 0);
+  cr_assert_eq(st.st_mode & 0777, 0600, "mode %o", (unsigned)(st.st_mode & 0777));
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s-wal", dbpath);
+  if (stat(wal, &st) == 0) cr_assert_eq(st.st_mode & 0777, 0600, "-wal mode %o", (unsigned)(st.st_mode & 0777));
   tern__cstore_close(s);
 }

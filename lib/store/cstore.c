@@ -8,6 +8,7 @@
 #include "store/cstore.h"
 #include "store/sqlite.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,12 @@ int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, cha
   if (!s) return TERN_ENOMEM;
   s->e.buf = s->err;
   s->e.cap = sizeof s->err;
+  /* The outbox and delivery state are nobody else's to read. */
+  if (tern__sql_private_file(path) < 0) {
+    if (err && errcap) snprintf(err, errcap, "%s: cannot create or secure the file: %s", path, strerror(errno));
+    free(s);
+    return TERN_ESTORE;
+  }
   int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     rc = s->db ? sqlfail(s, rc, path) : TERN_ENOMEM;

@@ -421,8 +421,16 @@ int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *
   s->e.cap = sizeof s->err;
   s->disk_free = cfg->disk_free;
   s->disk_ctx = cfg->disk_ctx;
-  int rc = sqlite3_open_v2(cfg->path, &s->db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, cfg->vfs);
+  /* What is stored is nobody else's to read (a test's VFS has no files). */
+  int rc = cfg->vfs ? 0 : tern__sql_private_file(cfg->path);
+  if (rc < 0) {
+    snprintf(s->err, sizeof s->err, "%s: cannot create or secure the file: %s", cfg->path, strerror(errno));
+    if (err && errcap) snprintf(err, errcap, "%s", s->err);
+    free(s);
+    return TERN_ESTORE;
+  }
+  rc = sqlite3_open_v2(cfg->path, &s->db,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, cfg->vfs);
   if (rc != SQLITE_OK) {
     rc = s->db ? fail(s, rc, cfg->path) : TERN_ENOMEM;
     goto fail_db;

@@ -1,8 +1,12 @@
 /* The SQLite helpers both stores use (sqlite.h). */
 #include "store/sqlite.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tern/tern.h"
 
@@ -56,4 +60,17 @@ int tern__sql_wal(sqlite3 *db, tern__sqlerr *e) {
   }
   sqlite3_finalize(q);
   return ret;
+}
+
+int tern__sql_private_file(const char *path) {
+  if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) return 0;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return TERN_EIO;
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) == 0 && (st.st_mode & 077)) rc = fchmod(fd, st.st_mode & 0700) == 0 ? 1 : TERN_EIO;
+  int e = errno;
+  close(fd);
+  errno = e;
+  return rc;
 }

@@ -43,4 +43,11 @@ int tern__sql_exec(sqlite3 *db, tern__sqlerr *e, const char *text, const char *w
  * rollback journal; an in-memory database answers "memory" and is fine. */
 int tern__sql_wal(sqlite3 *db, tern__sqlerr *e);
 
+/* Makes the database file at `path` readable by its owner only before
+ * SQLite opens it: created 0600 if missing, and an existing one with
+ * group or other bits tightened to 0600 (SQLite gives its -wal and -shm
+ * files the database's mode). ":memory:" and "file:" URIs are left alone.
+ * Returns 1 if an existing file was tightened, 0, or TERN_EIO (errno). */
+int tern__sql_private_file(const char *path);
+
 #endif
