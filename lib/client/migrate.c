@@ -110,23 +110,18 @@ void tern__cl_take_path(tern_client *c, uint64_t now) {
 /* The migration's timers: resend the CHALLENGE, or give up and reconnect. */
 void tern__cl_migrate_timers(tern_client *c, uint64_t now) {
   if (!c->mig_active) return;
-  if (c->state != C_OPEN) {
-    c->mig_active = 0;
-    tern__link_cand_abort(c->link);
-    return;
-  }
-  if (now >= c->mig_deadline_ms && c->mig_to_udp) {
-    /* UDP still does not answer: stay on TCP, try again later. */
+  if (c->state != C_OPEN || now >= c->mig_deadline_ms) {
+    int drop = c->state == C_OPEN && !c->mig_to_udp;
     c->mig_active = 0;
     c->mig_to_udp = 0;
     tern__link_cand_abort(c->link);
-    return;
-  }
-  if (now >= c->mig_deadline_ms) {
-    c->mig_active = 0;
-    tern__link_cand_abort(c->link);
-    c->retry_now = 1; /* at once: the path changed, not the relay */
-    tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+    /* No RESPONSE in time. A try to leave TCP keeps the session there (to
+     * try again later); any other move gives up on the path: reconnect at
+     * once, since the path changed, not the relay. */
+    if (drop) {
+      c->retry_now = 1;
+      tern__cl_drop(c, TERN_ETIMEDOUT, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+    }
     return;
   }
   if (now >= c->mig_resend_ms) {

@@ -237,56 +237,15 @@ void tern__link_free(tern__link *l) {
   free(l);
 }
 
-/* Appends `a` to out[*n] unless it is there already. */
-static void add_unique(tern__addr *out, size_t cap, size_t *n, const tern__addr *a) {
-  for (size_t i = 0; i < *n; i++)
-    if (tern__addr_equal(&out[i], a)) return;
-  if (*n < cap) out[(*n)++] = *a;
-}
-
-int tern__link_resolve_all(tern__link *l, const char *host, uint16_t port, tern__addr *out,
-                           size_t cap) {
-  if (cap == 0) return TERN_EINVAL;
-  int v6 = tern__disp_has_v6(l->disp);
-  tern__addr got[TERN__LINK_RESOLVE_MAX];
-  size_t n = 0;
-  if (tern__addr_parse_ip(&got[0], host, port) == 0) {
-    n = 1;
-  } else {
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = v6 ? AF_UNSPEC : AF_INET;
-    hints.ai_socktype = SOCK_DGRAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    int g = getaddrinfo(host, NULL, &hints, &res);
-    if (g != 0) {
-      /* AI_ADDRCONFIG hides every address on a host with loopback only. */
-      hints.ai_flags = 0;
-      g = getaddrinfo(host, NULL, &hints, &res);
-    }
-    if (g != 0) return TERN_EADDR;
-    for (struct addrinfo *r = res; r; r = r->ai_next) {
-      tern__addr a;
-      if (tern__addr_from_sockaddr(&a, r->ai_addr, r->ai_addrlen) != 0) continue;
-      a.port = port;
-      add_unique(got, TERN__LINK_RESOLVE_MAX, &n, &a);
-    }
-    freeaddrinfo(res);
-    if (n == 0) return TERN_EADDR;
-  }
-  /* An IPv4 address (a literal, or a name with only A records) on a
-   * network that reaches IPv4 only through a NAT64. */
-  for (size_t i = 0; v6 && i < n; i++)
-    if (tern__addr_is_v4(&got[i])) (void)tern__nat64_synthesize(&got[i]);
-  /* RFC 8305 §4 (getaddrinfo sorted them as RFC 6724 prefers). */
-  return (int)tern__addr_interleave(got, n, out, cap);
-}
-
 int tern__link_has_v6(const tern__link *l) { return tern__disp_has_v6(l->disp); }
 
 int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out) {
-  int n = tern__link_resolve_all(l, host, port, out, 1);
-  return n > 0 ? 0 : TERN_EADDR;
+  int v6 = tern__disp_has_v6(l->disp);
+  int rc = resolve_one(host, port, v6 ? AF_UNSPEC : AF_INET, 0, out);
+  /* An IPv4 address (a literal, or a name with only A records) on a
+   * network that reaches IPv4 only through a NAT64. */
+  if (rc == 0 && v6) (void)tern__nat64_synthesize(out);
+  return rc;
 }
 
 int tern__link_connect(tern__link *l, const char *host, uint16_t port, tern__link_peer **peer) {

@@ -66,20 +66,14 @@ extern size_t tern__link_hook_shard_peers;
 int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_t max_peers);
 void tern__link_free(tern__link *l);
 
-/* Most addresses tern__link_resolve_all() keeps of one name. */
-#define TERN__LINK_RESOLVE_MAX 16
-
-/* Resolves host (an IPv4 or IPv6 literal, brackets allowed, or a name with
- * A or AAAA records) to up to `cap` addresses, in the order to try them
- * (RFC 8305 §4: families alternate, starting with the one the system
- * prefers); an IPv4 address on a network without IPv4 is synthesized with
- * the NAT64 prefix. Blocks on DNS. Returns how many (at least 1) or
- * TERN_EADDR. */
-int tern__link_resolve_all(tern__link *l, const char *host, uint16_t port, tern__addr *out,
-                           size_t cap);
 /* 1 if the link's socket can reach IPv6 addresses. */
 int tern__link_has_v6(const tern__link *l);
-/* The first of those. Returns 0 or TERN_EADDR. */
+/* Resolves host (an IPv4 or IPv6 literal, brackets allowed, or a name with
+ * A or AAAA records) to the address a connect would use: a name's first
+ * address in RFC 6724 order, an IPv4 address on a network without IPv4
+ * synthesized with the NAT64 prefix. Blocks on DNS (the client resolves
+ * with io/resolver.h instead; this is for relays and tests). Returns 0 or
+ * TERN_EADDR. */
 int tern__link_resolve(tern__link *l, const char *host, uint16_t port, tern__addr *out);
 
 /* Starts an ENet connection to host:port (resolved as above) or to a real

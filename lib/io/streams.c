@@ -361,11 +361,6 @@ int tern__streams_send(tern__streams *s, uint32_t id, const struct iovec *iov, s
 
 int tern__streams_alive(const tern__streams *s, uint32_t id) { return get(s, id) != NULL; }
 
-int tern__streams_established(const tern__streams *s, uint32_t id) {
-  const conn *c = get(s, id);
-  return c && !c->connecting;
-}
-
 int tern__streams_remote(const tern__streams *s, uint32_t id, tern__addr *out) {
   const conn *c = get(s, id);
   if (!c) return TERN_ENOENT;

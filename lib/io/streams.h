@@ -75,8 +75,6 @@ int tern__streams_send(tern__streams *s, uint32_t id, const struct iovec *iov, s
 
 /* 1 if connection id is open (or still connecting). */
 int tern__streams_alive(const tern__streams *s, uint32_t id);
-/* 1 once connection id is established. */
-int tern__streams_established(const tern__streams *s, uint32_t id);
 /* The address of the other end of connection id: 0 or TERN_ENOENT. */
 int tern__streams_remote(const tern__streams *s, uint32_t id, tern__addr *out);
 void tern__streams_close(tern__streams *s, uint32_t id);
