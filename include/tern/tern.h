@@ -90,6 +90,10 @@ enum {
   TERN_EBADNET = -28,     /* the network forgets idle UDP mappings faster than keepalive_min_ms */
   TERN_EFULL = -29,       /* the relay has no free connection slot; the client retries later */
   TERN_EBUSY = -30,       /* the relay is reachable but too busy to answer; messages wait */
+  TERN_ETOKENEXPIRED = -31, /* the backend token is past its expiry (spec/tokens.md) */
+  TERN_ETOKENINVALID = -32, /* the backend token is malformed or its signature does not verify */
+  TERN_ETOKENKEY = -33,     /* the backend token is bound to another device key or user */
+  TERN_ETOKENREVOKED = -34, /* the backend token, or the device key it names, is revoked */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -613,6 +617,47 @@ typedef struct tern_client_stats {
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st,
                                                                size_t st_size);
 #define tern_client_get_stats(c, st) tern_client_get_stats_sized((c), (st), sizeof(*(st)))
+
+/* --------------------------------------------------------------- tokens */
+
+/* A backend token (spec/tokens.md) is the app backend's signed word that a
+ * device key belongs to a user until a time. Its text form is base64url
+ * without padding, at most TERN_TOKEN_TEXT_MAX - 1 characters. The backend
+ * holds an Ed25519 key: a 32-byte seed, kept secret, and the public key
+ * given to relays (ternd --token-key). */
+#define TERN_TOKEN_TEXT_MAX 249
+#define TERN_TOKEN_ID_BYTES 16
+
+/* The Ed25519 public key of a backend seed. Returns 0 or TERN_ECRYPTO. */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_token_public_key(const uint8_t seed[32], uint8_t pk[32]);
+
+/* Mints a token binding `user` (a valid user name) to `device_key` until
+ * `expiry_s` (Unix seconds; the token is refused from that second on), with
+ * the token id `id` (unique per token, so that it can be revoked alone),
+ * signed with the backend's seed. Writes its text form, NUL-terminated, to
+ * `out`. Returns 0, TERN_EINVAL (user not valid), TERN_ECRYPTO. */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2, 3, 5, 6) int tern_token_mint(
+    const uint8_t seed[32], const char *user, const uint8_t device_key[TERN_KEY_BYTES],
+    uint64_t expiry_s, const uint8_t id[TERN_TOKEN_ID_BYTES], char out[TERN_TOKEN_TEXT_MAX]);
+
+/* A token's fields, as tern_token_decode() reads them. */
+typedef struct tern_token_info {
+  char user[TERN_USER_MAX + 1];
+  uint8_t device_key[TERN_KEY_BYTES];
+  uint64_t expiry_s; /* Unix seconds */
+  uint8_t id[TERN_TOKEN_ID_BYTES];
+} tern_token_info;
+
+/* Reads a token's text form into *info (zeroed on failure). With a
+ * non-NULL `backend_pk` (32 bytes) its signature must verify with that
+ * key; expiry and device binding are not judged here (the relay does, with
+ * its clock and the handshake's key). Returns 0, TERN_ETOKENINVALID
+ * (malformed, or the signature does not verify), TERN_ECRYPTO. */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 3) int tern_token_decode_sized(const char *text,
+                                                                     const uint8_t *backend_pk,
+                                                                     tern_token_info *info,
+                                                                     size_t info_size);
+#define tern_token_decode(text, pk, info) tern_token_decode_sized((text), (pk), (info), sizeof(*(info)))
 
 /* ----------------------------------------------------------------- relay */
 

@@ -39,6 +39,10 @@ static const err_entry errors[] = {
   {TERN_EBADNET, "TERN_EBADNET", "the network forgets idle UDP mappings too fast for a sparing keepalive"},
   {TERN_EFULL, "TERN_EFULL", "the relay is full; it asked to be tried again later"},
   {TERN_EBUSY, "TERN_EBUSY", "the relay is reachable but too busy to answer now; messages wait in the outbox"},
+  {TERN_ETOKENEXPIRED, "TERN_ETOKENEXPIRED", "the backend token has expired; ask the backend for a new one"},
+  {TERN_ETOKENINVALID, "TERN_ETOKENINVALID", "the backend token is malformed or not signed by the relay's token key"},
+  {TERN_ETOKENKEY, "TERN_ETOKENKEY", "the backend token is bound to another device key or user"},
+  {TERN_ETOKENREVOKED, "TERN_ETOKENREVOKED", "the backend token or this device key is revoked"},
 };
 
 static const err_entry *find(int err) {
