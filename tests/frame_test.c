@@ -307,6 +307,39 @@ Test(frame, hello_with_empty_user_round_trips) {
   cr_assert_eq(out.ping_interval_ms, UINT64_MAX);
 }
 
+/* A HELLO with a token field: read back whole; what an older relay reads
+ * (user and ping, the rest skipped) is unchanged; a token field that runs
+ * past the body or is longer than a reader takes makes the frame malformed. */
+Test(frame, hello_token_field_round_trips_and_old_readers_skip_it) {
+  uint8_t tok[200], buf[2048];
+  for (size_t i = 0; i < sizeof tok; i++) tok[i] = (uint8_t)(i * 7);
+  tern__fr_hello in = {.user = (const uint8_t *)"al", .user_len = 2, .ping_interval_ms = 1000,
+                       .token = tok, .token_len = sizeof tok};
+  size_t n = WRITE_FRAME(buf, tern__fr_hello_write(&frame_w, &in));
+  /* type, 2-byte length, the tokenless fields, 2-byte token length, token */
+  cr_assert_eq(n, 1 + 2 + 5 + 2 + sizeof tok);
+  tern__rbuf body;
+  tern__fr_hello out;
+  tern__rbuf_init(&body, buf + 3, n - 3);
+  cr_assert_eq(tern__fr_hello_read(&body, &out), 0);
+  cr_assert_eq(out.token_len, sizeof tok);
+  cr_assert_arr_eq(out.token, tok, sizeof tok);
+  cr_assert_eq(out.ping_interval_ms, 1000);
+  /* An older reader: the two fields it knows, from the same bytes. */
+  const uint8_t old[] = {0x02, 'a', 'l', 0xe8, 0x07};
+  cr_assert_arr_eq(buf + 3, old, sizeof old);
+  /* Cut inside the token: malformed. */
+  tern__rbuf_init(&body, buf + 3, n - 4);
+  cr_assert_eq(tern__fr_hello_read(&body, &out), TERN_EPROTO);
+  /* Longer than TERN__HELLO_TOKEN_MAX: malformed. */
+  uint8_t big[TERN__HELLO_TOKEN_MAX + 1] = {0};
+  in.token = big;
+  in.token_len = sizeof big;
+  n = WRITE_FRAME(buf, tern__fr_hello_write(&frame_w, &in));
+  tern__rbuf_init(&body, buf + 3, n - 3);
+  cr_assert_eq(tern__fr_hello_read(&body, &out), TERN_EPROTO);
+}
+
 Test(frame, welcome_round_trips) {
   uint8_t buf[1200];
   char reason[1024];
@@ -813,10 +846,10 @@ static size_t make_samples(sample *s) {
   k++
 
   BEGIN(TERN__FR_HELLO);
-  tern__fr_hello_write(&w, &(tern__fr_hello){(const uint8_t *)"alice", 5, 30000});
+  tern__fr_hello_write(&w, &(tern__fr_hello){.user = (const uint8_t *)"alice", .user_len = 5, .ping_interval_ms = 30000});
   END();
   BEGIN(TERN__FR_HELLO);
-  tern__fr_hello_write(&w, &(tern__fr_hello){NULL, 0, 0});
+  tern__fr_hello_write(&w, &(tern__fr_hello){.user = NULL});
   END();
   BEGIN(TERN__FR_WELCOME);
   tern__fr_welcome_write(&w, &(tern__fr_welcome){0, (const uint8_t *)"alice", 5, 1ull << 40,
@@ -1019,7 +1052,7 @@ Test(frame, unknown_frame_types_are_skipped_whole) {
   for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)i; /* looks like frames inside */
   tern__wbuf w;
   tern__wbuf_init(&w, buf, sizeof buf);
-  tern__fr_hello_write(&w, &(tern__fr_hello){(const uint8_t *)"al", 2, 7});
+  tern__fr_hello_write(&w, &(tern__fr_hello){.user = (const uint8_t *)"al", .user_len = 2, .ping_interval_ms = 7});
   size_t m = tern__frame_begin(&w, 0x7e); /* a frame type from the future */
   tern__wbuf_bytes(&w, junk, sizeof junk);
   tern__frame_end(&w, m);

@@ -27,6 +27,7 @@
 #include "wire/replay.h"
 #include "store/rstore.h"
 #include "wire/session.h"
+#include "wire/token.h"
 #include "tern/tern.h"
 #include "specex.h"
 #include "io/tcpframe.h"
@@ -66,6 +67,9 @@ static specex HS_FIRST_DATA;
 static specex DATA_HEADER_STREAM3;
 static specex PROBE_KEY_FRAME;
 static specex FULL_DGRAM;
+static specex TOKEN_BACKEND_PUB;
+static specex TOKEN_BYTES;
+static specex HELLO_FRAME_TOKEN;
 
 static const struct {
   const char *name;
@@ -104,6 +108,9 @@ static const struct {
     {"probe-key-frame", &PROBE_KEY_FRAME},
     {"full-datagram", &FULL_DGRAM},
     {"tcp-frame", &TCP_FRAME},
+    {"token-backend-pub", &TOKEN_BACKEND_PUB},
+    {"token-bytes", &TOKEN_BYTES},
+    {"hello-frame-token", &HELLO_FRAME_TOKEN},
 };
 
 static void setup(void) {
@@ -244,11 +251,12 @@ Test(spec, error_code_table) {
     "TERN_EEXIST",   "TERN_ENOENT",    "TERN_EKEYFILE",  "TERN_EOFFLINE",    "TERN_EVERSION",
     "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
     "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",     "TERN_EFULL",
-    "TERN_EBUSY",
+    "TERN_EBUSY",    "TERN_ETOKENEXPIRED", "TERN_ETOKENINVALID", "TERN_ETOKENKEY",
+    "TERN_ETOKENREVOKED",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-31), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-36), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */
@@ -1001,4 +1009,86 @@ Test(spec, tcp_frame_example) {
   uint32_t retry;
   cr_assert_eq(tern__full_parse(d, len, &retry), 1);
   cr_assert_eq(retry, 5000);
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+/* spec/tokens.md §6: the token minted from the fixed backend seed, its text
+ * form, the HELLO frame that carries it, and the checks' answers. */
+Test(spec, token_example) {
+  uint8_t seed[32], pk[32], sk[64], device[32], dsec[32];
+  for (int i = 0; i < 32; i++) {
+    seed[i] = (uint8_t)(0x81 + i);
+    dsec[i] = (uint8_t)(0x01 + i);
+  }
+  crypto_sign_seed_keypair(pk, sk, seed);
+  cr_assert_eq(TOKEN_BACKEND_PUB.n, 32);
+  cr_assert_arr_eq(pk, TOKEN_BACKEND_PUB.b, 32, "backend public key");
+  cr_assert_eq(crypto_scalarmult_base(device, dsec), 0);
+  cr_assert_arr_eq(device, HS_CLIENT_S_PUB.b, 32, "the device is handshake.md's client");
+
+  tern__token t = {.expiry_s = 1700086400};
+  snprintf(t.user, sizeof t.user, "alice");
+  memcpy(t.device_key, device, 32);
+  for (int i = 0; i < 16; i++) t.id[i] = (uint8_t)(0xf0 + i);
+  uint8_t bin[TERN__TOKEN_MAX];
+  size_t n = 0;
+  cr_assert_eq(tern__token_mint(&t, sk, bin, sizeof bin, &n), 0);
+  cr_assert_eq(n, TOKEN_BYTES.n, "token length %zu, spec %zu", n, TOKEN_BYTES.n);
+  cr_assert_arr_eq(bin, TOKEN_BYTES.b, n, "token bytes");
+
+  /* The text form, as the spec prints it after its marker. */
+  char text[TERN_TOKEN_TEXT_MAX];
+  cr_assert_eq(tern__token_to_text(bin, n, text, sizeof text), 0);
+  cr_assert_eq(strlen(text), 170);
+  const char *dir = getenv("TERN_SPEC_DIR");
+  char path[4200];
+  snprintf(path, sizeof path, "%s/tokens.md", dir ? dir : TERN_TEST_SRCDIR "/spec");
+  char *md = tt_read_file(path);
+  cr_assert_not_null(md);
+  const char *at = strstr(md, "<!-- token-text -->");
+  cr_assert_not_null(at, "no token-text marker in tokens.md");
+  at = strstr(at, "```\n");
+  cr_assert_not_null(at);
+  at += 4;
+  cr_assert_eq(strncmp(at, text, strlen(text)), 0, "text form: code %s", text);
+  cr_assert_eq(at[strlen(text)], '\n');
+  free(md);
+  /* The public calls give the same text from the seed. */
+  char pub_text[TERN_TOKEN_TEXT_MAX];
+  cr_assert_eq(tern_token_mint(seed, "alice", device, 1700086400, t.id, pub_text), 0);
+  cr_assert_str_eq(pub_text, text);
+
+  /* The HELLO frame that carries it, both ways. */
+  uint8_t buf[512];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_hello h = {.user = S("alice"), .ping_interval_ms = 15000, .token = bin, .token_len = n};
+  tern__fr_hello_write(&w, &h);
+  ASSERT_WBUF(w, HELLO_FRAME_TOKEN, "HELLO frame with a token");
+  tern__rbuf body[2];
+  cr_assert_eq(one_frame(HELLO_FRAME_TOKEN.b, HELLO_FRAME_TOKEN.n, body), TERN__FR_HELLO);
+  tern__fr_hello got;
+  cr_assert_eq(tern__fr_hello_read(&body[0], &got), 0);
+  cr_assert_eq(got.ping_interval_ms, 15000);
+  cr_assert_eq(got.token_len, n);
+  cr_assert_arr_eq(got.token, bin, n);
+  /* The tokenless HELLO example still reads, with no token. */
+  cr_assert_eq(one_frame(HELLO_FRAME.b, HELLO_FRAME.n, body), TERN__FR_HELLO);
+  cr_assert_eq(tern__fr_hello_read(&body[0], &got), 0);
+  cr_assert_eq(got.token_len, 0);
+
+  /* The answers §6 lists. */
+  cr_assert_eq(tern__token_verify(bin, n, pk, device, "alice", 1700086399, NULL), 0);
+  cr_assert_eq(tern__token_verify(bin, n, pk, device, NULL, 1700086400, NULL), TERN_ETOKENEXPIRED);
+  uint8_t other[32];
+  memcpy(other, device, 32);
+  other[31] ^= 1;
+  cr_assert_eq(tern__token_verify(bin, n, pk, other, NULL, 1700086399, NULL), TERN_ETOKENKEY);
+  cr_assert_eq(tern__token_verify(bin, n, pk, device, "bob", 1700086399, NULL), TERN_ETOKENKEY);
+  uint8_t other_pk[32];
+  memcpy(other_pk, pk, 32);
+  other_pk[0] ^= 1;
+  cr_assert_eq(tern__token_verify(bin, n, other_pk, device, NULL, 1700086399, NULL),
+               TERN_ETOKENINVALID);
 }

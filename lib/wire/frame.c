@@ -144,12 +144,16 @@ void tern__fr_hello_write(tern__wbuf *w, const tern__fr_hello *f) {
   size_t m = tern__frame_begin(w, TERN__FR_HELLO);
   tern__wbuf_string(w, f->user, f->user_len);
   tern__wbuf_varint(w, f->ping_interval_ms);
+  if (f->token_len) tern__wbuf_string(w, f->token, f->token_len);
   tern__frame_end(w, m);
 }
 
 int tern__fr_hello_read(tern__rbuf *b, tern__fr_hello *f) {
   tern__rbuf_string(b, &f->user, &f->user_len, TERN_USER_MAX);
   f->ping_interval_ms = tern__rbuf_varint(b);
+  f->token = NULL;
+  f->token_len = 0;
+  if (!b->bad && b->pos < b->len) tern__rbuf_string(b, &f->token, &f->token_len, TERN__HELLO_TOKEN_MAX);
   return b->bad ? TERN_EPROTO : 0;
 }
 

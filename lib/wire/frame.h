@@ -97,7 +97,16 @@ int tern__frame_next(tern__rbuf *packet, uint8_t *type, tern__rbuf *body);
 typedef struct tern__fr_hello {
   const uint8_t *user; size_t user_len;  /* requested user name, may be empty */
   uint64_t ping_interval_ms;             /* the client's ping interval */
+  /* A backend token in its binary form (spec/tokens.md), or none (length
+   * 0): written only when there is one, so a tokenless HELLO is the bytes
+   * an older client sends, and an older relay skips it as a field it does
+   * not know (spec/wire.md §5, "Bodies may grow"). */
+  const uint8_t *token; size_t token_len;
 } tern__fr_hello;
+
+/* The longest token field a HELLO frame reader takes; the token module
+ * judges what is in it (a longer field makes the frame malformed). */
+#define TERN__HELLO_TOKEN_MAX 1024
 
 typedef struct tern__fr_welcome {
   uint64_t status;                       /* 0, or -TERN_E* of the refusal */
