@@ -298,6 +298,14 @@ typedef struct tern_client_config {
    * not call into the client. */
   tern_log_fn log;
   void *log_ctx;
+  /* A backend token (spec/tokens.md), its text form (base64url), sent in
+   * every HELLO: a relay with the backend's token key admits this device as
+   * the token's user, with no allow-list entry. Copied and decoded by
+   * tern_client_new() (TERN_EINVAL if it does not decode); the client does
+   * not look inside it. A refusal is TERN_EV_DISCONNECTED with
+   * TERN_ETOKENEXPIRED, TERN_ETOKENINVALID, TERN_ETOKENKEY or
+   * TERN_ETOKENREVOKED. NULL (default): none. */
+  const char *token;
 } tern_client_config;
 
 /* Fills *cfg with defaults; relay_host, relay_port, relay_public_key and
@@ -390,8 +398,8 @@ typedef struct tern_event {
  * resolves, races connects or probes), so many clients need a raised fd
  * limit. On success *out owns a client to be released with
  * tern_client_free(); on failure *out is NULL. Returns 0, TERN_EINVAL
- * (missing host/port, no endpoint in relay_host, bad user name or
- * dns_servers), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
+ * (missing host/port, no endpoint in relay_host, bad user name,
+ * dns_servers or token), TERN_ENOMEM, TERN_ECRYPTO, TERN_EIO
  * (no socket; or state_dir cannot be created, errno saying why), TERN_ESTORE
  * (state unreadable). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_new(tern_client **out,
@@ -746,6 +754,22 @@ typedef struct tern_relay_config {
   uint32_t ping_interval_ms;
   uint32_t timeout_min_ms;
   uint32_t timeout_max_ms;
+  /* Backend tokens (spec/tokens.md): the backend's Ed25519 public key, 32
+   * bytes, copied; NULL (default): tokens are not checked and a HELLO's
+   * token is ignored. With it, a client whose HELLO carries a token is
+   * admitted as the token's user when the checks of spec/tokens.md §4 pass
+   * (`auth` is not asked) and refused with TERN_ETOKENINVALID,
+   * TERN_ETOKENKEY, TERN_ETOKENEXPIRED or TERN_ETOKENREVOKED otherwise. A
+   * client without a token still goes to `auth`, and a NULL `auth` still
+   * admits it: to require tokens, give an auth callback that refuses. */
+  const uint8_t *token_key;
+  /* Optional: 1 if token `id` or the device key a token names is revoked,
+   * else 0. Called from the relay's thread at each handshake with a valid
+   * token, and by tern_relay_recheck_auth() for each session a token
+   * admitted. NULL: nothing is revoked. */
+  int (*token_revoked)(void *ctx, const uint8_t id[TERN_TOKEN_ID_BYTES],
+                       const uint8_t device_key[TERN_KEY_BYTES]);
+  void *token_revoked_ctx;
 } tern_relay_config;
 
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
@@ -779,9 +803,11 @@ TERN_EXPORT TERN_NONNULL(1) uint16_t tern_relay_port(const tern_relay *r);
 TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_relay_listen_tcp(tern_relay *r, uint16_t port,
                                                               uint16_t *bound);
 
-/* Re-checks every authenticated peer against the auth callback (after an
- * allow-list reload): peers now refused are disconnected with
- * TERN_EUNKNOWNKEY. Returns the number disconnected. */
+/* Re-checks every authenticated peer (after an allow-list or revocation
+ * list reload): a peer the auth callback now refuses is disconnected with
+ * TERN_EUNKNOWNKEY, and one a token admitted whose token id or device key
+ * token_revoked now names with TERN_ETOKENREVOKED (the auth callback is not
+ * asked about those). Returns the number disconnected. */
 TERN_EXPORT TERN_NONNULL(1) int tern_relay_recheck_auth(tern_relay *r);
 
 typedef struct tern_relay_stats {

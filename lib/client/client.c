@@ -126,6 +126,11 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
     goto fail;
   }
   c->cfg.user = c->user_req;
+  if (cfg->token && tern__token_from_text(cfg->token, c->token, &c->token_len) != 0) {
+    rc = TERN_EINVAL; /* not a token's text form */
+    goto fail;
+  }
+  c->cfg.token = NULL; /* not kept: c->token is */
   c->cfg.state_dir = NULL; /* not kept: only used here */
   if (c->cfg.max_message_size == 0 || c->cfg.max_message_size > TERN_MESSAGE_MAX)
     c->cfg.max_message_size = TERN_MESSAGE_MAX;

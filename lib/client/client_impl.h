@@ -44,6 +44,7 @@
 #include "io/link.h"
 #include "io/resolver.h"
 #include "wire/session.h"
+#include "wire/token.h"
 #include "tern/tern.h"
 
 /* The app's log (tern_client_config.log): level 0 error .. 3 debug. */
@@ -108,6 +109,8 @@ struct tern_client {
   size_t nep;
   tern__resolver *res;
   char user_req[TERN_USER_MAX + 1];
+  uint8_t token[TERN__TOKEN_MAX]; /* the backend token's bytes, sent in HELLO */
+  size_t token_len;               /* 0: none */
   char user[TERN_USER_MAX + 1]; /* assigned by the relay */
   pthread_mutex_t mu;
   int epfd, evfd;

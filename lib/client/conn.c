@@ -188,7 +188,9 @@ static void on_link_up(tern_client *c) {
   tern__wbuf_init(&w, c->buf, TERN__HS_PAYLOAD_MAX);
   tern__fr_hello hello = {.user = (const uint8_t *)c->user_req,
                           .user_len = strlen(c->user_req),
-                          .ping_interval_ms = tern__ka_interval(&c->ka)};
+                          .ping_interval_ms = tern__ka_interval(&c->ka),
+                          .token = c->token,
+                          .token_len = c->token_len};
   c->announced_ms = (uint32_t)hello.ping_interval_ms;
   tern__fr_hello_write(&w, &hello);
   /* Early data: the first messages of the outbox ride in message 1, so the

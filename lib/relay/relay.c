@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "store/rstore.h"
 #include "wire/session.h"
+#include "wire/token.h"
 #include "tern/tern.h"
 
 #define RELAY_BUF (TERN_MESSAGE_MAX + 4096)
@@ -47,6 +48,8 @@ typedef struct rpeer {
   uint32_t rtt_told;           /* the RTT last passed to the messaging core */
   struct rpeer *prev, *next;   /* every peer the relay holds */
   uint64_t opened_ms;          /* when the handshake finished (tern__now_ms) */
+  int by_token;                /* a backend token admitted it (spec/tokens.md) */
+  uint8_t token_id[TERN__TOKEN_ID_BYTES]; /* that token's id, for revocation */
 } rpeer;
 
 /* Log lines a stranger can cause: at most LOG_BURST per second each. */
@@ -68,6 +71,8 @@ struct tern_relay {
   tern_relay_stats stats;
   uint64_t refused_logged;      /* FULL refusals already logged */
   uint64_t refused_log_ms;      /* when they were last logged */
+  int has_token_key;            /* cfg.token_key was given: tokens are checked */
+  uint8_t token_key[32];        /* the backend's Ed25519 public key */
 };
 
 /* A refused client is told to come back after this plus a random 0..this
@@ -200,6 +205,11 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
     tern__link_set_raw_handler(r->link, on_raw, r);
   }
   r->cfg.store_path = NULL; /* not kept */
+  if (cfg->token_key) {
+    memcpy(r->token_key, cfg->token_key, sizeof(r->token_key));
+    r->has_token_key = 1;
+  }
+  r->cfg.token_key = NULL; /* the copy above is kept instead */
   *out = r;
   return 0;
 fail:
@@ -314,6 +324,26 @@ static int authenticate(tern_relay *r, const uint8_t key[TERN_KEY_BYTES], const 
   }
   user[TERN_USER_MAX] = 0;
   return tern__user_valid((const uint8_t *)user, strlen(user)) ? 0 : TERN_EUNKNOWNKEY;
+}
+
+/* Checks a HELLO's backend token (spec/tokens.md §4) against the key of
+ * this handshake and the relay's wall clock; on success the token's user
+ * is the peer's. Returns 0 or a TERN_ETOKEN* code. */
+static int check_token(tern_relay *r, rpeer *p, const tern__fr_hello *h) {
+  char requested[TERN_USER_MAX + 1];
+  memcpy(requested, h->user, h->user_len);
+  requested[h->user_len] = 0;
+  tern__token t;
+  int rc = tern__token_verify(h->token, h->token_len, r->token_key, p->sess.remote_static,
+                              requested, tern__wall_ms() / 1000, &t);
+  if (rc == 0 && r->cfg.token_revoked &&
+      r->cfg.token_revoked(r->cfg.token_revoked_ctx, t.id, t.device_key))
+    rc = TERN_ETOKENREVOKED;
+  if (rc) return rc;
+  memcpy(p->user, t.user, t.user_len + 1);
+  memcpy(p->token_id, t.id, sizeof(p->token_id));
+  p->by_token = 1;
+  return 0;
 }
 
 /* WELCOME with `status` (0 or a TERN_E* code) and `reason`. */
@@ -493,15 +523,19 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   }
   char key_hex[TERN_KEY_HEX_BYTES];
   tern_key_to_hex(p->sess.remote_static, key_hex);
-  rc = authenticate(r, p->sess.remote_static, hello.user, hello.user_len, p->user);
+  /* A token, when the relay checks tokens, decides alone (tokens.md §4.1). */
+  int by_token = r->has_token_key && hello.token_len > 0;
+  if (by_token) rc = check_token(r, p, &hello);
+  else rc = authenticate(r, p->sess.remote_static, hello.user, hello.user_len, p->user);
   if (rc) {
     p->user[0] = 0;
     p->user_len = 0;
-    (void)send_welcome(r, p, TERN_EUNKNOWNKEY, "this client key is not allowed on this relay");
+    (void)send_welcome(r, p, rc, by_token ? tern_strerror(rc) : "this client key is not allowed on this relay");
     r->stats.handshakes_failed++;
     r->stats.hs_failed_refused++;
     tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_REFUSED], tern__now_ms(), LOG_BURST,
-                       1000, 1, "peer %s: refused unknown key %s", p->name, key_hex);
+                       1000, 1, "peer %s: refused %s %s (%s)", p->name,
+                       by_token ? "the token of key" : "unknown key", key_hex, tern_errname(rc));
     set_state(r, p, P_CLOSING);
     tern__link_close(r->link, p->lp, TERN__DISC_REFUSED, TERN__LINK_CLOSE_LATER);
     return;
@@ -525,7 +559,8 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   p->opened_ms = tern__now_ms();
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
-  logf_(r, 2, "user %s connected from %s (key %.16s...)", p->user, p->name, key_hex);
+  logf_(r, 2, "user %s connected from %s (key %.16s...%s)", p->user, p->name, key_hex,
+        p->by_token ? ", backend token" : "");
   /* The session may move to a new address later (spec/wire.md §11). A
    * failure here only means it reconnects if its address changes. */
   tern__path_keys pk;
@@ -763,6 +798,15 @@ int tern_relay_recheck_auth(tern_relay *r) {
   int dropped = 0;
   for (rpeer *p = r->peers; p; p = p->next) {
     if (p->state != P_OPEN) continue;
+    if (p->by_token) {
+      if (!r->cfg.token_revoked ||
+          !r->cfg.token_revoked(r->cfg.token_revoked_ctx, p->token_id, p->sess.remote_static))
+        continue;
+      logf_(r, 2, "user %s (%s): token or key revoked, disconnecting", p->user, p->name);
+      close_peer(r, p, TERN_ETOKENREVOKED, TERN__DISC_REVOKED, TERN__LINK_CLOSE_LATER);
+      dropped++;
+      continue;
+    }
     char user[TERN_USER_MAX + 1];
     if (authenticate(r, p->sess.remote_static, (const uint8_t *)p->user, p->user_len, user) == 0 &&
         strcmp(user, p->user) == 0)
