@@ -105,7 +105,7 @@ done
 echo "installed: ${pkgs[*]} $version"
 
 step "5. what the packages installed"
-for t in ternd tern-chat tern-keygen ternctl; do
+for t in ternd tern-chat tern-keygen tern-token ternctl; do
   [ "$(command -v "$t")" = "/usr/bin/$t" ] || die "$t is not /usr/bin/$t (found: $(command -v "$t" || echo nothing))"
   v=$("/usr/bin/$t" --version) || die "/usr/bin/$t --version failed"
   case "$v" in *"$version"*) ;; *) die "/usr/bin/$t --version says '$v', expected $version";; esac
@@ -172,7 +172,7 @@ done
   || { cat "$tmp/check.out" >&2; die "ternd --check-config rejects the shipped /etc/tern/ternd.conf"; }
 tail -1 "$tmp/check.out"
 
-for m in /usr/share/man/man8/ternd.8.gz /usr/share/man/man1/tern-chat.1.gz /usr/share/man/man1/tern-keygen.1.gz /usr/share/man/man1/ternctl.1.gz; do
+for m in /usr/share/man/man8/ternd.8.gz /usr/share/man/man1/tern-chat.1.gz /usr/share/man/man1/tern-keygen.1.gz /usr/share/man/man1/tern-token.1.gz /usr/share/man/man1/ternctl.1.gz; do
   dpkg -L ternd | grep -qx "$m" || die "ternd does not ship $m"
 done
 if [ -f /usr/share/man/man8/ternd.8.gz ]; then
@@ -247,7 +247,7 @@ installed=0
 for p in "${pkgs[@]}"; do
   if present "$p"; then die "$p is still installed (or its config files are) after purge"; fi
 done
-for f in /usr/bin/ternd /usr/bin/tern-chat /usr/bin/tern-keygen /usr/bin/ternctl /etc/tern /lib/systemd/system/ternd.service \
+for f in /usr/bin/ternd /usr/bin/tern-chat /usr/bin/tern-keygen /usr/bin/tern-token /usr/bin/ternctl /etc/tern /lib/systemd/system/ternd.service \
          /usr/include/tern /var/lib/ternd; do
   [ ! -e "$f" ] || die "$f is left after purge"
 done

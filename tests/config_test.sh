@@ -15,11 +15,14 @@ cd "$tmp"
 "$build/tools/tern-keygen" relay.key >/dev/null 2>&1
 client=$("$build/tools/tern-keygen" client.key 2>/dev/null)
 echo "$client alice" >allow.txt
+"$build/tools/tern-token" keygen backend.key >/dev/null 2>&1
+echo "# nothing revoked" >revoked.txt
 
 # 1. Every key of the example, uncommented, with this test's files: valid,
 # and every setting then comes from the file.
 sed -e 's|^#\([a-z-]* = \)|\1|' -e "s|^key = .*|key = $tmp/relay.key|" \
     -e "s|^allow = .*|allow = $tmp/allow.txt|" -e "s|^data-dir = .*|data-dir = $tmp/data|" \
+    -e "s|^token-key = .*|token-key = $tmp/backend.key.pub|" -e "s|^revoked = .*|revoked = $tmp/revoked.txt|" \
     "$example" >full.conf
 "$ternd" --check-config --config full.conf >out 2>err || fail "the example does not check: $(cat err)"
 grep -q '^# configuration OK' out || fail "no verdict: $(cat out)"
@@ -73,8 +76,8 @@ grep -qx 'retention-days = 30  # default' out || fail "default: $(cat out)"
 grep -q 'allow-list allow.txt: 1 keys, 1 users' out || fail "allow-list summary: $(cat out)"
 
 # 5. --version on every tool.
-for t in tools/ternd/ternd tools/tern-chat tools/tern-keygen; do
+for t in tools/ternd/ternd tools/tern-chat tools/tern-keygen tools/tern-token; do
   v=$("$build/$t" --version) || fail "$t --version failed"
   case "$v" in "$(basename "$t") "[0-9]*" (libtern "*")") ;; *) fail "$t --version said: $v" ;; esac
 done
-echo "config_test: the example's $(wc -l <keys) keys match the flags and check; 10 kinds of mistake name file:line:key; flags override; --version on 3 tools"
+echo "config_test: the example's $(wc -l <keys) keys match the flags and check; 10 kinds of mistake name file:line:key; flags override; --version on 4 tools"

@@ -13,7 +13,7 @@ test -f "$tmp/prefix/include/tern/version.h" || { echo "FAIL: version.h not inst
 libdir=$(dirname "$(find "$tmp/prefix" -name 'libtern.so' | head -1)")
 test -n "$libdir" || { echo "FAIL: libtern.so not installed"; exit 1; }
 test -f "$libdir/libtern.a" || { echo "FAIL: libtern.a not installed"; exit 1; }
-for tool in ternd tern-keygen tern-chat; do
+for tool in ternd tern-keygen tern-chat tern-token; do
   bin=$tmp/prefix/bin/$tool
   test -x "$bin" || { echo "FAIL: $tool not installed"; exit 1; }
   # It runs from this custom prefix with no LD_LIBRARY_PATH (RUNPATH
@@ -32,7 +32,7 @@ for tool in ternd tern-keygen tern-chat; do
 done
 
 # The manual pages, with the version filled in, where man(1) looks for them.
-for page in man1/tern-chat.1 man1/tern-keygen.1 man8/ternd.8; do
+for page in man1/tern-chat.1 man1/tern-keygen.1 man1/tern-token.1 man8/ternd.8; do
   f=$tmp/prefix/share/man/$page
   test -s "$f" || { echo "FAIL: man page $page not installed"; exit 1; }
   grep -q '^\.TH .*"tern [0-9][0-9.]*"' "$f" || { echo "FAIL: $page: no version in .TH: $(grep '^\.TH' "$f")"; exit 1; }

@@ -83,7 +83,10 @@ static int cmd_status(ternd_cmd_ctx *x, int json, FILE *out) {
   fprintf(out, "metrics       %s\n", x->metrics ? x->metrics : "off");
   fprintf(out, "admin socket  %s\n", x->admin_path);
   fprintf(out, "config        %s\n", x->config_path ? x->config_path : "(flags only)");
-  fprintf(out, "allow-list    %s\n", x->allow_path ? x->allow_path : "(none: --open)");
+  fprintf(out, "allow-list    %s\n", x->allow_path ? x->allow_path : "(none)");
+  if (x->revoked_path)
+    fprintf(out, "revoked       %s: %zu token ids, %zu device keys\n", x->revoked_path,
+            x->revoked->nids, x->revoked->nkeys);
   return 0;
 }
 
@@ -227,8 +230,8 @@ static int cmd_kick(ternd_cmd_ctx *x, int argc, char **argv, int json, FILE *out
 }
 
 static int cmd_reload(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t cap) {
-  if (!x->allow_path) {
-    snprintf(err, cap, "nothing to reload: ternd runs with --open (no allow-list)");
+  if (!x->allow_path && !x->revoked_path) {
+    snprintf(err, cap, "nothing to reload: ternd runs with no allow-list and no revocation list");
     return -1;
   }
   size_t keys = 0, users = 0;
@@ -236,11 +239,23 @@ static int cmd_reload(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t c
   if (x->reload(x->reload_ctx, &keys, &users, &dropped, err, cap) != 0) return -1;
   if (json) {
     fputs("{\"allow_list\": ", out);
-    jstr(out, x->allow_path);
-    fprintf(out, ", \"keys\": %zu, \"users\": %zu, \"disconnected\": %d}\n", keys, users, dropped);
+    if (x->allow_path) jstr(out, x->allow_path);
+    else fputs("null", out);
+    fprintf(out, ", \"keys\": %zu, \"users\": %zu, ", keys, users);
+    if (x->revoked_path) {
+      fputs("\"revoked\": ", out);
+      jstr(out, x->revoked_path);
+      fprintf(out, ", \"revoked_ids\": %zu, \"revoked_keys\": %zu, ", x->revoked->nids,
+              x->revoked->nkeys);
+    }
+    fprintf(out, "\"disconnected\": %d}\n", dropped);
   } else {
-    fprintf(out, "allow-list %s reloaded: %zu keys, %zu users; %d peer(s) no longer allowed "
-                 "disconnected\n", x->allow_path, keys, users, dropped);
+    if (x->allow_path)
+      fprintf(out, "allow-list %s reloaded: %zu keys, %zu users; ", x->allow_path, keys, users);
+    if (x->revoked_path)
+      fprintf(out, "revocation list %s reloaded: %zu token ids, %zu device keys; ", x->revoked_path,
+              x->revoked->nids, x->revoked->nkeys);
+    fprintf(out, "%d peer(s) no longer allowed disconnected\n", dropped);
   }
   return 0;
 }

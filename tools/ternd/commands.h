@@ -14,8 +14,9 @@
 #include <time.h>
 
 #include "tern/tern.h"
+#include "tokens.h"
 
-/* Reloads the allow-list (the SIGHUP path): 0 with what it now holds and
+/* Reloads the allow-list and the revocation list (the SIGHUP path): 0 with what it now holds and
  * how many peers it disconnected, or -1 with the reason in err. */
 typedef int (*ternd_reload_fn)(void *ctx, size_t *keys, size_t *users, int *dropped, char *err,
                                size_t cap);
@@ -29,7 +30,9 @@ typedef struct ternd_cmd_ctx {
   const char *metrics;      /* "ip:port", or NULL */
   const char *admin_path;
   const char *config_path;  /* NULL: flags only */
-  const char *allow_path;   /* NULL: --open */
+  const char *allow_path;   /* NULL: --open or tokens only */
+  const char *revoked_path; /* --revoked, or NULL */
+  const revlist *revoked;   /* its entries, as the last (re)load left them */
   ternd_reload_fn reload;
   void *reload_ctx;
 } ternd_cmd_ctx;

@@ -3,7 +3,7 @@
  *
  * Takes its settings from flags and a config file (options.c), loads its
  * key, decides who may connect (an allow-list reloaded on SIGHUP, or --open
- * for development), and runs the relay from a poll loop over the relay's
+ * for development, and backend tokens with their revocation list: tokens.c), and runs the relay from a poll loop over the relay's
  * descriptor and a signalfd. Beside the relay: a metrics endpoint on its
  * own thread (metrics.c), systemd's readiness and watchdog (notify.c), and
  * the admin socket for ternctl (admin.c, commands.c), served from the same
@@ -32,6 +32,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "options.h"
+#include "tokens.h"
 #include "tern/tern.h"
 
 static int verbosity = 2; /* 0 error, 1 warning, 2 info, 3 debug */
@@ -75,7 +76,18 @@ typedef struct auth_state {
   allowlist list;
   const char *path;
   tern_relay *relay; /* for the peers a reload no longer allows */
+  int tokens;        /* --token-key: users come from tokens too */
+  revlist revoked;   /* --revoked FILE's entries */
+  const char *revoked_path;
 } auth_state;
+
+/* --token-key without --allow or --open: a device without a token is
+ * refused (a NULL auth callback would admit it). */
+static int refuse_cb(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *requested,
+                     char user[TERN_USER_MAX + 1]) {
+  (void)ctx, (void)key, (void)requested, (void)user;
+  return TERN_EUNKNOWNKEY;
+}
 
 static int auth_cb(void *ctx, const uint8_t key[TERN_KEY_BYTES], const char *requested,
                    char user[TERN_USER_MAX + 1]) {
@@ -97,22 +109,40 @@ static int user_exists_cb(void *ctx, const char *user) {
 
 static int may_send_cb(void *ctx, const char *from, const char *to) {
   const auth_state *a = ctx;
+  /* A token's user the list does not name may write to anyone
+   * (spec/tokens.md §4.1). */
+  if (a->tokens && !allowlist_user_exists(&a->list, from)) return 1;
   return allowlist_may_send(&a->list, from, to);
 }
 
-/* Reloads the allow-list (SIGHUP, or ternctl reload, a ternd_reload_fn):
- * a bad file keeps the old list. Logs either way. */
+/* Reloads the allow-list and the revocation list, those ternd has (SIGHUP,
+ * or ternctl reload, a ternd_reload_fn): both are read before either is
+ * replaced, so a bad file keeps both old lists. Logs either way. */
 static int reload_allowlist(void *ctx, size_t *keys, size_t *users, int *dropped, char *err,
                             size_t cap) {
   auth_state *auth = ctx;
-  allowlist fresh;
-  if (allowlist_load(&fresh, auth->path, err, cap) != 0) {
+  allowlist fresh = {0};
+  revlist fresh_rev = {0};
+  if (auth->path && allowlist_load(&fresh, auth->path, err, cap) != 0) {
     say(0, "allow-list reload failed, keeping the old list: %s", err);
     return -1;
   }
-  allowlist_free(&auth->list);
-  auth->list = fresh;
-  say(2, "allow-list reloaded: %zu keys, %zu users", auth->list.count, auth->list.nusers);
+  if (auth->revoked_path && revlist_load(&fresh_rev, auth->revoked_path, err, cap) != 0) {
+    say(0, "revocation list reload failed, keeping the old lists: %s", err);
+    allowlist_free(&fresh);
+    return -1;
+  }
+  if (auth->path) {
+    allowlist_free(&auth->list);
+    auth->list = fresh;
+    say(2, "allow-list reloaded: %zu keys, %zu users", auth->list.count, auth->list.nusers);
+  }
+  if (auth->revoked_path) {
+    revlist_free(&auth->revoked);
+    auth->revoked = fresh_rev;
+    say(2, "revocation list reloaded: %zu token ids, %zu device keys", auth->revoked.nids,
+        auth->revoked.nkeys);
+  }
   *keys = auth->list.count;
   *users = auth->list.nusers;
   *dropped = tern_relay_recheck_auth(auth->relay);
@@ -148,10 +178,26 @@ static int check_config(const ternd_opts *o) {
     users = list.nusers;
     allowlist_free(&list);
   }
+  char err[512];
+  uint8_t tk[32];
+  revlist rl;
+  if (o->token_key && ternd_token_key_load(o->token_key, tk, err, sizeof(err)) != 0) {
+    fprintf(stderr, "ternd: cannot load token key: %s\n", err);
+    return 1;
+  }
+  if (o->revoked_path) {
+    if (revlist_load(&rl, o->revoked_path, err, sizeof(err)) != 0) {
+      fprintf(stderr, "ternd: cannot load revocation list: %s\n", err);
+      return 1;
+    }
+    revlist_free(&rl);
+  }
   ternd_opts_print(o, stdout);
   printf("# configuration OK (%s%s); key %s loads", o->config_path ? "file " : "flags only",
          o->config_path ? o->config_path : "", o->key_path);
   if (o->allow_path) printf("; allow-list %s: %zu keys, %zu users", o->allow_path, keys, users);
+  if (o->token_key) printf("; token key loads");
+  if (o->revoked_path) printf("; revocation list %s loads", o->revoked_path);
   printf("\n");
   return 0;
 }
@@ -205,7 +251,7 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
     if (pf[1].revents & POLLIN) {
       struct signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        if (si.ssi_signo == SIGHUP && auth->path) {
+        if (si.ssi_signo == SIGHUP && (auth->path || auth->revoked_path)) {
           size_t keys, users;
           int dropped;
           char err[512];
@@ -281,7 +327,8 @@ int main(int argc, char **argv) {
       o.config_path && o.flags_used ? " and the command line" : "",
       o.config_path && !o.flags_used ? " only" : "");
   ternd_notify_status(0, "starting: opening the store");
-  auth_state auth = {.path = o.allow_path};
+  auth_state auth = {.path = o.allow_path, .revoked_path = o.revoked_path};
+  uint8_t token_key[32];
   ternd_metrics *metrics = NULL;
   ternd_admin *admin = NULL;
   tern_relay *r = NULL;
@@ -311,6 +358,24 @@ int main(int argc, char **argv) {
     cfg.user_exists_ctx = &auth;
     cfg.may_send = may_send_cb;
     cfg.may_send_ctx = &auth;
+  }
+  if (o.token_key) {
+    char err[512];
+    if (ternd_token_key_load(o.token_key, token_key, err, sizeof(err)) != 0) {
+      say(0, "cannot load token key: %s", err);
+      goto out;
+    }
+    if (o.revoked_path && (rc = revlist_load(&auth.revoked, o.revoked_path, err, sizeof(err))) != 0) {
+      say(0, "cannot load revocation list: %s", err);
+      goto out;
+    }
+    auth.tokens = 1;
+    cfg.token_key = token_key;
+    cfg.token_revoked = revlist_has;
+    cfg.token_revoked_ctx = &auth.revoked;
+    /* The backend's users are not known in advance: any name can receive. */
+    cfg.user_exists = NULL;
+    if (!o.allow_path && !o.open_mode) cfg.auth = refuse_cb;
   }
   cfg.log = relay_log;
 
@@ -345,8 +410,15 @@ int main(int argc, char **argv) {
   if (o.open_mode)
     say(1, "--open: ANY client key may connect under any name it asks for; "
            "use --allow for anything but development");
-  else
+  else if (o.allow_path)
     say(2, "allow-list %s: %zu keys, %zu users", o.allow_path, auth.list.count, auth.list.nusers);
+  if (o.token_key) {
+    char hex[TERN_KEY_HEX_BYTES];
+    tern_key_to_hex(token_key, hex);
+    say(2, "backend tokens signed by %s are admitted%s; revocation list %s: %zu token ids, "
+           "%zu device keys", hex, o.allow_path || o.open_mode ? "" : " (devices without one are not)",
+        o.revoked_path ? o.revoked_path : "(none)", auth.revoked.nids, auth.revoked.nkeys);
+  }
   if (o.metrics_on) {
     char err[256], where[300];
     if (ternd_metrics_start(&metrics, o.metrics_host, o.metrics_port, cfg.max_peers, err,
@@ -371,6 +443,8 @@ int main(int argc, char **argv) {
                        .admin_path = o.admin_path,
                        .config_path = o.config_path,
                        .allow_path = o.allow_path,
+                       .revoked_path = o.revoked_path,
+                       .revoked = &auth.revoked,
                        .reload = reload_allowlist,
                        .reload_ctx = &auth};
   if (o.admin_path) {
@@ -404,6 +478,7 @@ out:
   ternd_metrics_stop(metrics); /* before the relay: the scrapes read no more */
   tern_relay_free(r);
   allowlist_free(&auth.list);
+  revlist_free(&auth.revoked);
   if (sfd >= 0) close(sfd);
   explicit_bzero(&cfg.keypair, sizeof(cfg.keypair));
   ternd_opts_free(&o);

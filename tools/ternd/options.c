@@ -18,7 +18,7 @@
 enum {
   K_KEY, K_ALLOW, K_OPEN, K_LISTEN, K_LISTEN_TCP, K_PORT_FILE, K_DATA_DIR, K_RETENTION,
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
-  K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, NKEYS
+  K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -48,6 +48,8 @@ static const keydef keys[NKEYS] = {
     [K_ADMIN_SOCKET] = {"admin-socket", 1, 0, 0},
     [K_VERBOSE] = {"verbose", 0, 0, 0},
     [K_QUIET] = {"quiet", 0, 0, 0},
+    [K_TOKEN_KEY] = {"token-key", 1, 0, 0},
+    [K_REVOKED] = {"revoked", 1, 0, 0},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -55,7 +57,7 @@ enum { OPT_HELP = 'h', OPT_VERSION = 'V', OPT_CONFIG = 1000, OPT_CHECK, OPT_KEY0
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: ternd --key KEYFILE (--allow FILE | --open) [options]\n"
+          "usage: ternd --key KEYFILE (--allow FILE | --open | --token-key KEY) [options]\n"
           "       ternd --config FILE [options]\n"
           "       ternd --check-config [--config FILE] [options]\n"
           "\n"
@@ -80,6 +82,15 @@ static void usage(FILE *f) {
           "  --open                development mode: any key may connect, as the user\n"
           "                        name it asks for, and write to any name (logged as a\n"
           "                        warning)\n"
+          "  --token-key HEX|FILE  admit devices whose handshake carries a token signed\n"
+          "                        by this backend Ed25519 public key (spec/tokens.md;\n"
+          "                        tern-token keygen makes one), as the token's user.\n"
+          "                        With --allow or --open too, devices without a token\n"
+          "                        go by those; alone, they are refused\n"
+          "  --revoked FILE        token ids (32 hex digits) and device keys (64) whose\n"
+          "                        tokens are refused, one a line; reloaded with the\n"
+          "                        allow-list on SIGHUP, and sessions it now names are\n"
+          "                        disconnected\n"
           "  --listen HOST:PORT    UDP address to bind (default [::]:7400: IPv4 and IPv6\n"
           "                        on one port; 0.0.0.0:PORT IPv4 only, [V6ADDR]:PORT\n"
           "                        IPv6 only; port 0 picks a free port)\n"
@@ -217,6 +228,8 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_PORT_FILE: return set_str(&o->port_file, v, err, cap);
     case K_DATA_DIR: return set_str(&o->data_dir, v, err, cap);
     case K_ADMIN_SOCKET: return set_str(&o->admin_path, v, err, cap);
+    case K_TOKEN_KEY: return set_str(&o->token_key, v, err, cap);
+    case K_REVOKED: return set_str(&o->revoked_path, v, err, cap);
     case K_OPEN: o->open_mode = b; return 0;
     case K_LISTEN:
       if (ternd_split_hostport(v, o->host, sizeof(o->host), &c->port) != 0) {
@@ -408,9 +421,11 @@ int ternd_opts_parse(ternd_opts *o, int argc, char **argv) {
     o->source[id] = -1;
     o->flags_used++;
   }
-  if (!o->key_path || (!o->allow_path && !o->open_mode) || (o->allow_path && o->open_mode)) {
-    fprintf(stderr, "ternd: need --key, and exactly one of --allow or --open%s%s%s\n",
-            o->config_path ? " (keys 'key', 'allow', 'open' of " : "",
+  if (!o->key_path || (!o->allow_path && !o->open_mode && !o->token_key) ||
+      (o->allow_path && o->open_mode) || (o->revoked_path && !o->token_key)) {
+    fprintf(stderr, "ternd: need --key, and exactly one of --allow or --open, or --token-key "
+            "(alone or with either; --revoked needs --token-key)%s%s%s\n",
+            o->config_path ? " (keys 'key', 'allow', 'open', 'token-key', 'revoked' of " : "",
             o->config_path ? o->config_path : "", o->config_path ? ", or flags)" : "");
     if (!o->config_path) usage(stderr);
     return o->config_path ? TERND_EXIT_FILE : TERND_EXIT_BAD;
@@ -430,6 +445,8 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_PORT_FILE: s = o->port_file; break;
       case K_DATA_DIR: s = o->data_dir; break;
       case K_ADMIN_SOCKET: s = o->admin_path; break;
+      case K_TOKEN_KEY: s = o->token_key; break;
+      case K_REVOKED: s = o->revoked_path; break;
       case K_OPEN: s = o->open_mode ? "true" : "false"; break;
       case K_LISTEN: snprintf(v, sizeof(v), "%s:%u", o->host, c->port); break;
       case K_LISTEN_TCP: if (o->tcp_port >= 0) snprintf(v, sizeof(v), "%ld", o->tcp_port); break;
@@ -467,5 +484,7 @@ void ternd_opts_free(ternd_opts *o) {
   free(o->port_file);
   free(o->data_dir);
   free(o->admin_path);
+  free(o->token_key);
+  free(o->revoked_path);
   memset(o, 0, sizeof(*o));
 }

@@ -21,6 +21,8 @@ typedef struct ternd_opts {
   char *key_path;         /* --key */
   char *allow_path;       /* --allow, or NULL */
   int open_mode;          /* --open */
+  char *token_key;        /* --token-key HEX|FILE, or NULL */
+  char *revoked_path;     /* --revoked FILE, or NULL */
   char *port_file;        /* --port-file, or NULL */
   char *data_dir;         /* --data-dir */
   long tcp_port;          /* --listen-tcp, -1: none */
