@@ -18,7 +18,8 @@
  * passes, then exits 0; if --linger ran out first it says on standard
  * error how many messages were left in the outbox (kept in --state if
  * given). It exits 1 at once if the relay refuses this device for good
- * (unknown key, wrong relay key, incompatible version), 2 on bad usage.
+ * (unknown key, wrong relay key, incompatible version, a backend token it
+ * refuses), 2 on bad usage. --token passes a backend token (spec/tokens.md).
  *
  * Keepalive: by default the client learns how long the network's NAT keeps
  * an idle mapping and keeps the link alive just often enough; each change
@@ -52,7 +53,7 @@ static void usage(FILE *f) {
           "usage: tern-chat --relay HOST:PORT --relay-key PUBKEY --key KEYFILE [--state DIR]\n"
           "                 [--user NAME] [--linger SECONDS] [--expect N]\n"
           "                 [--network NAME] [--keepalive learn|off|MS] [--foreground]\n"
-          "                 [--relay-tcp PORT] [--verbose]\n"
+          "                 [--relay-tcp PORT] [--token TOKEN|@FILE] [--verbose]\n"
           "\n"
           "  --relay HOST:PORT     the relay's UDP address: a name (A or AAAA), an IPv4\n"
           "                        address, or [IPV6]:PORT\n"
@@ -63,6 +64,8 @@ static void usage(FILE *f) {
           "  --state DIR           keep the outbox and delivery state in DIR, so\n"
           "                        nothing is lost or shown twice across restarts\n"
           "  --user NAME           name to ask for (used by relays in --open mode)\n"
+          "  --token TOKEN|@FILE   a backend token (tern-token mint; spec/tokens.md) for a\n"
+          "                        relay with --token-key: connect as its user\n"
           "  --linger SECONDS      at end of input, wait at most this long for the\n"
           "                        outbox to empty (default 30)\n"
           "  --expect N            at end of input, also wait until N messages have\n"
@@ -84,7 +87,7 @@ static void usage(FILE *f) {
           "newline, CR and tab '\\n', '\\r', '\\t', other control bytes '\\xHH'. Status,\n"
           "errors and warnings go to stderr. At end of input it waits for the outbox to\n"
           "empty (at most --linger), then exits 0; 1 if the relay refuses this device\n"
-          "for good (unknown key, wrong relay key), 2 on bad usage.\n");
+          "for good (unknown key, wrong relay key, a token it refuses), 2 on bad usage.\n");
 }
 
 static uint64_t now_ms(void) {
@@ -118,7 +121,9 @@ static void send_line(tern_client *c, char *line) {
 
 /* Fatal for a tool: reconnecting cannot fix these. */
 static int fatal(int err) {
-  return err == TERN_ERELAYKEY || err == TERN_EUNKNOWNKEY || err == TERN_EVERSION;
+  return err == TERN_ERELAYKEY || err == TERN_EUNKNOWNKEY || err == TERN_EVERSION ||
+         err == TERN_ETOKENEXPIRED || err == TERN_ETOKENINVALID || err == TERN_ETOKENKEY ||
+         err == TERN_ETOKENREVOKED;
 }
 
 static const char *ka_state_name(tern_keepalive_state s) {
@@ -219,7 +224,8 @@ static void print_event(const tern_event *ev) {
 int main(int argc, char **argv) {
   const char *relay = NULL, *relay_key = NULL, *key_path = NULL, *user = NULL, *state = NULL;
   uint16_t relay_tcp = 0;
-  const char *network = NULL, *keepalive = "learn";
+  const char *network = NULL, *keepalive = "learn", *token = NULL;
+  char token_text[TERN_TOKEN_TEXT_MAX + 64];
   int foreground = 0, verbose = 0;
   double linger = 30.0;
   long expect = 0;
@@ -231,6 +237,7 @@ int main(int argc, char **argv) {
       {"network", required_argument, 0, 'n'}, {"keepalive", required_argument, 0, 'K'},
       {"foreground", no_argument, 0, 'f'},  {"version", no_argument, 0, 'V'},
       {"relay-tcp", required_argument, 0, 't'}, {"verbose", no_argument, 0, 'v'},
+      {"token", required_argument, 0, 'T'},
       {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
@@ -247,6 +254,7 @@ int main(int argc, char **argv) {
       case 'K': keepalive = optarg; break;
       case 'f': foreground = 1; break;
       case 'v': verbose = 1; break;
+      case 'T': token = optarg; break;
       case 't': {
         char *end;
         long p = strtol(optarg, &end, 10);
@@ -304,6 +312,24 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tern-chat: cannot load key %s: %s\n", key_path, tern_strerror(rc));
     return 1;
   }
+  if (token && token[0] == '@') {
+    FILE *f = fopen(token + 1, "r");
+    size_t n = f ? fread(token_text, 1, sizeof(token_text) - 1, f) : 0;
+    if (!f || ferror(f)) {
+      fprintf(stderr, "tern-chat: cannot read token file %s: %s\n", token + 1, strerror(errno));
+      if (f) fclose(f);
+      return 1;
+    }
+    fclose(f);
+    token_text[n] = 0;
+    token = token_text;
+  }
+  tern_token_info ti;
+  if (token && tern_token_decode(token, NULL, &ti) != 0) {
+    fprintf(stderr, "tern-chat: --token is not a backend token (base64url, spec/tokens.md)\n");
+    return 2;
+  }
+  cfg.token = token;
   cfg.user = user;
   cfg.state_dir = state;
   cfg.network = network;
