@@ -35,8 +35,9 @@ static void keygen(const char *path, char pub[TERN_KEY_HEX_BYTES]) {
   free(out);
 }
 
-/* Starts ternd with an allow-list holding `allow_text`, its store in
- * `datadir` (NULL: under its temp dir), and up to two more arguments. */
+/* Starts ternd with an allow-list holding `allow_text` (NULL: none), its
+ * store in `datadir` (NULL: under its temp dir), and up to two more
+ * arguments. */
 static void relay_start_with(relay_proc *r, const char *allow_text, const char *datadir_in,
                              const char *extra1, const char *extra2) {
   memset(r, 0, sizeof(*r));
@@ -45,15 +46,22 @@ static void relay_start_with(relay_proc *r, const char *allow_text, const char *
   snprintf(r->allow, sizeof(r->allow), "%s/allow.txt", r->dir);
   snprintf(r->log, sizeof(r->log), "%s/ternd.log", r->dir);
   keygen(r->keyfile, r->pub);
-  tt_write_file(r->allow, allow_text);
+  if (allow_text) tt_write_file(r->allow, allow_text);
   char portfile[600];
   snprintf(portfile, sizeof(portfile), "%s/port", r->dir);
   char datadir[600];
   snprintf(datadir, sizeof(datadir), "%s/data", r->dir);
   if (datadir_in) snprintf(datadir, sizeof(datadir), "%s", datadir_in);
-  char *argv[] = {(char *)tt_tool("ternd"), "--key", r->keyfile, "--allow", r->allow,
+  char *argv[] = {(char *)tt_tool("ternd"), "--key", r->keyfile,
                   "--listen", "127.0.0.1:0", "--port-file", portfile, "--data-dir", datadir,
-                  "--no-fsync", (char *)extra1, (char *)extra2, NULL};
+                  "--no-fsync", (char *)extra1, (char *)extra2, NULL, NULL, NULL};
+  if (allow_text) {
+    /* After the extras, which may be NULL: the list ends at the first. */
+    char **slot = &argv[10];
+    while (*slot) slot++;
+    slot[0] = "--allow";
+    slot[1] = r->allow;
+  }
   r->pid = tt_spawn(argv, r->log);
   cr_assert_eq(tt_wait_file(portfile, 10000), 0, "ternd did not start; log:\n%s",
                tt_read_file(r->log));
@@ -79,10 +87,8 @@ typedef struct chat_proc {
   char out[600], err[600];
 } chat_proc;
 
-static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char *name,
-                       const char *expect) {
-  char relay[64];
-  snprintf(relay, sizeof(relay), "127.0.0.1:%s", r->port);
+/* Runs `argv` as a chat named `name` (its output files in r->dir). */
+static void chat_start_argv(chat_proc *c, relay_proc *r, const char *name, char *const argv[]) {
   snprintf(c->out, sizeof(c->out), "%s/%s.out", r->dir, name);
   snprintf(c->err, sizeof(c->err), "%s/%s.err", r->dir, name);
   int p[2];
@@ -96,12 +102,20 @@ static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char 
     dup2(fd, 1);
     dup2(efd, 2);
     close(p[1]);
-    execl(tt_tool("tern-chat"), "tern-chat", "--relay", relay, "--relay-key", r->pub, "--key", key,
-          "--expect", expect, "--linger", "60", (char *)NULL);
+    execv(argv[0], argv);
     _exit(127);
   }
   close(p[0]);
   c->in_fd = p[1];
+}
+
+static void chat_start(chat_proc *c, relay_proc *r, const char *key, const char *name,
+                       const char *expect) {
+  char relay[64];
+  snprintf(relay, sizeof(relay), "127.0.0.1:%s", r->port);
+  char *argv[] = {(char *)tt_tool("tern-chat"), "--relay", relay, "--relay-key", r->pub,
+                  "--key", (char *)key, "--expect", (char *)expect, "--linger", "60", NULL};
+  chat_start_argv(c, r, name, argv);
 }
 
 /* Waits until the chat's status output (stderr) contains `needle`. */
@@ -776,6 +790,170 @@ Test(ternd, full_disk_at_commit_answers_busy_and_acks_go_on, .timeout = 300,
   full_mount[0] = 0;
   tt_rmtree(r.dir);
   free(r.dir);
+  tt_rmtree(kdir);
+  free(kdir);
+}
+
+/* ------------------------------------------------------- backend tokens */
+
+/* Runs `tern-token ARGS...` and returns its stdout's first line (malloc'd). */
+static char *tern_token(char *const args[]) {
+  char *argv[16] = {(char *)tt_tool("tern-token")};
+  int n = 1;
+  while (args[n - 1]) argv[n] = args[n - 1], n++;
+  argv[n] = NULL;
+  char *out = NULL, *err = NULL;
+  int st = tt_run(argv, NULL, &out, &err, 10000);
+  cr_assert_eq(st, 0, "tern-token %s: exit %d: %s", args[0], st, err);
+  free(err);
+  out[strcspn(out, "\n")] = 0;
+  return out;
+}
+
+/* A token for `user` and the device key `dev_hex`, signed with `backend`. */
+static char *mint(const char *backend, const char *user, const char *dev_hex, const char *ttl,
+                  const char *id) {
+  char *args[] = {"mint", "--key", (char *)backend, "--user", (char *)user, "--device-key",
+                  (char *)dev_hex, "--ttl", (char *)ttl, id ? "--id" : NULL, (char *)id, NULL};
+  return tern_token(args);
+}
+
+/* tern-chat with `token`: its exit status; its stderr in *err. */
+static int chat_with_token(relay_proc *r, const char *key, const char *token, const char *input,
+                           const char *expect, char **out, char **err) {
+  char relay[64];
+  snprintf(relay, sizeof(relay), "127.0.0.1:%s", r->port);
+  char *argv[] = {(char *)tt_tool("tern-chat"), "--relay", relay, "--relay-key", r->pub,
+                  "--key", (char *)key, "--linger", "20", "--token", (char *)token,
+                  "--expect", (char *)expect, NULL};
+  return tt_run(argv, input, out, err, 60000);
+}
+
+static int log_has(relay_proc *r, const char *needle, int timeout_ms) {
+  uint64_t end = tt_now_ms() + (uint64_t)timeout_ms;
+  do {
+    char *log = tt_read_file(r->log);
+    int found = log && strstr(log, needle);
+    free(log);
+    if (found) return 1;
+    usleep(20000);
+  } while (tt_now_ms() < end);
+  return 0;
+}
+
+/* spec/tokens.md with real processes and no allow-list: devices with good
+ * tokens connect as their tokens' users and messages flow; expired, forged,
+ * bound-to-another-key and revoked tokens are each refused with their own
+ * code, and a device without a token with TERN_EUNKNOWNKEY; revoking a
+ * connected device's token id, then SIGHUP, disconnects it with
+ * TERN_ETOKENREVOKED. */
+Test(ternd, backend_tokens_admit_refuse_and_revoke, .timeout = 180) {
+  char *kdir = tt_tempdir();
+  char key[4][600], pub[4][TERN_KEY_HEX_BYTES];
+  const char *names[] = {"alice", "bob", "carol", "mallory"};
+  for (int i = 0; i < 4; i++) {
+    snprintf(key[i], sizeof(key[i]), "%s/%s.key", kdir, names[i]);
+    keygen(key[i], pub[i]);
+  }
+  char backend[600], other[600], conf[600], revoked[600], text[2048];
+  snprintf(backend, sizeof(backend), "%s/backend.key", kdir);
+  snprintf(other, sizeof(other), "%s/other.key", kdir);
+  snprintf(conf, sizeof(conf), "%s/ternd.conf", kdir);
+  snprintf(revoked, sizeof(revoked), "%s/revoked.txt", kdir);
+  char *args[] = {"keygen", backend, NULL};
+  free(tern_token(args));
+  args[1] = other;
+  free(tern_token(args));
+  tt_write_file(revoked, "# nothing revoked yet\n");
+  snprintf(text, sizeof(text), "token-key = %s.pub\nrevoked = %s\n", backend, revoked);
+  tt_write_file(conf, text);
+  relay_proc r;
+  relay_start_with(&r, NULL, NULL, "--config", conf);
+
+  /* Good tokens: alice writes to bob, who has never connected and is on no
+   * list; bob then gets it. */
+  char *t_alice = mint(backend, "alice", pub[0], "3600", NULL);
+  char *t_bob = mint(backend, "bob", pub[1], "3600", NULL);
+  char *out = NULL, *err = NULL;
+  int st = chat_with_token(&r, key[0], t_alice, "@bob hello from a token\n", "0", &out, &err);
+  cr_assert_eq(st, 0, "alice: exit %d: %s", st, err);
+  cr_assert(strstr(err, "connected as alice"), "alice: %s", err);
+  cr_assert_eq(lines_with(out, "sent ", NULL, 0), 1, "alice's message stored: %s", out);
+  free(out);
+  free(err);
+  st = chat_with_token(&r, key[1], t_bob, "", "1", &out, &err);
+  cr_assert_eq(st, 0, "bob: exit %d: %s", st, err);
+  cr_assert(strstr(err, "connected as bob"), "bob: %s", err);
+  char first[256];
+  cr_assert_eq(lines_with(out, "recv alice ", first, sizeof(first)), 1, "bob got: %s", out);
+  cr_assert(strstr(first, "hello from a token"), "body: %s", first);
+  free(out);
+  free(err);
+
+  /* Each refusal with its own code, which tern-chat takes as final. */
+  struct {
+    const char *what, *token_key, *user, *dev, *ttl, *id, *code;
+  } bad[] = {
+      {"expired", backend, "alice", pub[0], "0", NULL, "(TERN_ETOKENEXPIRED)"},
+      {"forged (another backend key)", other, "alice", pub[0], "3600", NULL, "(TERN_ETOKENINVALID)"},
+      {"bound to bob's key", backend, "alice", pub[1], "3600", NULL, "(TERN_ETOKENKEY)"},
+      {"revoked by id", backend, "alice", pub[0], "3600", "0123456789abcdef0123456789abcdef",
+       "(TERN_ETOKENREVOKED)"},
+  };
+  tt_write_file(revoked, "0123456789abcdef0123456789abcdef  # a token id\n");
+  kill(r.pid, SIGHUP);
+  cr_assert(log_has(&r, "revocation list reloaded: 1 token ids, 0 device keys", 5000),
+            "ternd logs the reload");
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char *t = mint(bad[i].token_key, bad[i].user, bad[i].dev, bad[i].ttl, bad[i].id);
+    st = chat_with_token(&r, key[0], t, "", "0", &out, &err);
+    cr_assert_eq(st, 1, "%s: exit %d: %s", bad[i].what, st, err);
+    cr_assert(strstr(err, bad[i].code), "%s: want %s, got: %s", bad[i].what, bad[i].code, err);
+    free(t);
+    free(out);
+    free(err);
+  }
+  /* No token, no allow-list: refused as an unknown key. */
+  char relay[64];
+  snprintf(relay, sizeof(relay), "127.0.0.1:%s", r.port);
+  char *plain[] = {(char *)tt_tool("tern-chat"), "--relay", relay, "--relay-key", r.pub,
+                   "--key", key[3], "--linger", "20", NULL};
+  st = tt_run(plain, "", &out, &err, 60000);
+  cr_assert_eq(st, 1, "tokenless: exit %d: %s", st, err);
+  cr_assert(strstr(err, "(TERN_EUNKNOWNKEY)"), "tokenless: %s", err);
+  free(out);
+  free(err);
+  cr_assert(log_has(&r, "refused the token of key", 0), "ternd logs token refusals");
+
+  /* Carol is connected; revoking her token's id disconnects her. */
+  char *t_carol = mint(backend, "carol", pub[2], "3600", "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0");
+  char *cargv[] = {(char *)tt_tool("tern-chat"), "--relay", relay, "--relay-key", r.pub,
+                   "--key", key[2], "--linger", "60", "--token", t_carol, NULL};
+  chat_proc carol;
+  chat_start_argv(&carol, &r, "carol", cargv);
+  cr_assert(chat_wait_for(&carol, "connected as carol", 20000), "carol connects");
+  tt_write_file(revoked, "0123456789abcdef0123456789abcdef\nc0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0\n");
+  kill(r.pid, SIGHUP);
+  cr_assert(chat_wait_for(&carol, "(TERN_ETOKENREVOKED)", 10000), "carol is told why");
+  cr_assert_eq(chat_wait_exit(&carol, 10000), 1, "carol's tern-chat ends for good");
+  close(carol.in_fd);
+  cr_assert(log_has(&r, "carol (127.0.0.1", 0) && log_has(&r, "token or key revoked, disconnecting", 0),
+            "ternd logs the revocation");
+
+  /* A device key on the list refuses every token for it: alice's good one too. */
+  snprintf(text, sizeof(text), "%s\n", pub[0]);
+  tt_write_file(revoked, text);
+  kill(r.pid, SIGHUP);
+  cr_assert(log_has(&r, "revocation list reloaded: 0 token ids, 1 device keys", 5000), "reloaded");
+  st = chat_with_token(&r, key[0], t_alice, "", "0", &out, &err);
+  cr_assert_eq(st, 1, "alice revoked by key: exit %d: %s", st, err);
+  cr_assert(strstr(err, "(TERN_ETOKENREVOKED)"), "alice: %s", err);
+  free(out);
+  free(err);
+  free(t_alice);
+  free(t_bob);
+  free(t_carol);
+  relay_stop(&r);
   tt_rmtree(kdir);
   free(kdir);
 }
