@@ -195,6 +195,12 @@ Test(token, text_form_round_trips_and_is_strict) {
   bad[5] = ' ';
   cr_assert_eq(tern__token_from_text(bad, back, &n), TERN_ETOKENINVALID);
   cr_assert_eq(tern__token_from_text("   ", back, &n), TERN_ETOKENINVALID);
+  /* Bytes above 0x7f, which libsodium 1.0.18 alone would decode (found by
+   * tests/fuzz/fuzz_token.c). */
+  cr_assert_eq(tern__token_from_text("\xc9\xc9" "11", back, &n), TERN_ETOKENINVALID);
+  snprintf(bad, sizeof(bad), "%s", text);
+  bad[7] = (char)0xc9;
+  cr_assert_eq(tern__token_from_text(bad, back, &n), TERN_ETOKENINVALID);
   /* 127 bytes end in a character carrying 4 spare bits; setting one is a
    * second spelling of other bytes, refused. */
   size_t len = strlen(text);

@@ -105,25 +105,36 @@ int tern__token_to_text(const uint8_t *p, size_t len, char *out, size_t cap) {
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
+static int is_b64url(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_';
+}
+
 int tern__token_from_text(const char *text, uint8_t out[TERN__TOKEN_MAX], size_t *len) {
   *len = 0;
   while (is_space(*text)) text++;
   size_t n = strlen(text);
   while (n && is_space(text[n - 1])) n--;
+  /* The alphabet is checked here: libsodium's decoder (1.0.18) takes some
+   * bytes above 0x7f for letters, so "\xc9\xc9" + "11" decoded to three
+   * bytes (found by tests/fuzz/fuzz_token.c). */
+  for (size_t i = 0; i < n; i++)
+    if (!is_b64url(text[i])) goto bad;
   const char *end = NULL;
   size_t got = 0;
-  /* libsodium refuses characters outside the alphabet, padding, and
-   * non-zero bits left over in the last character (a second spelling of
-   * the same bytes); `end` must reach the last character. */
+  /* libsodium refuses padding and non-zero bits left over in the last
+   * character (a second spelling of the same bytes); `end` must reach the
+   * last character. */
   if (n == 0 || n > TERN_TOKEN_TEXT_MAX - 1 ||
       sodium_base642bin(out, TERN__TOKEN_MAX, text, n, NULL, &got, &end,
                         sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-      end != text + n) {
-    sodium_memzero(out, TERN__TOKEN_MAX);
-    return TERN_ETOKENINVALID;
-  }
+      end != text + n)
+    goto bad;
   *len = got;
   return 0;
+bad:
+  sodium_memzero(out, TERN__TOKEN_MAX);
+  return TERN_ETOKENINVALID;
 }
 
 /* ------------------------------------------------------------ public API */
