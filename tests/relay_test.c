@@ -565,3 +565,104 @@ Test(relay, state_dir_is_created_with_its_parents) {
   free(dir);
   loop_stop(&l);
 }
+
+/* ---------------------------------------------------------------- tokens */
+
+static int revoked_flag;
+static int token_revoked(void *ctx, const uint8_t id[TERN_TOKEN_ID_BYTES],
+                         const uint8_t device_key[TERN_KEY_BYTES]) {
+  (void)ctx, (void)id, (void)device_key;
+  return revoked_flag;
+}
+
+/* A token for `user` bound to `device`, valid for an hour, from the seed
+ * of spec/tokens.md's example. */
+static void token_for(const char *user, const uint8_t device[TERN_KEY_BYTES],
+                      char out[TERN_TOKEN_TEXT_MAX]) {
+  uint8_t seed[32], id[TERN_TOKEN_ID_BYTES] = {1};
+  for (int i = 0; i < 32; i++) seed[i] = (uint8_t)(0x81 + i);
+  cr_assert_eq(tern_token_mint(seed, user, device, (uint64_t)time(NULL) + 3600, id, out), 0);
+}
+
+/* spec/tokens.md §4.1: beside an auth callback (an allow-list), a token is
+ * decisive (a bad one refuses even a listed key; a good one admits a key
+ * the list does not know, as the token's user), a client without one goes
+ * to the list, and a recheck drops list sessions by the list and token
+ * sessions by revocation only. A relay without a token key ignores tokens. */
+Test(relay, tokens_beside_the_auth_callback) {
+  one_key k = {.allowed = 1};
+  loop l;
+  tern_relay_config rc;
+  loop_relay_config(&l, &rc);
+  uint8_t seed[32], backend_pk[32];
+  for (int i = 0; i < 32; i++) seed[i] = (uint8_t)(0x81 + i);
+  cr_assert_eq(tern_token_public_key(seed, backend_pk), 0);
+  rc.auth = auth_one;
+  rc.auth_ctx = &k;
+  rc.token_key = backend_pk;
+  rc.token_revoked = token_revoked;
+  revoked_flag = 0;
+  loop_start_relay(&l, &rc);
+
+  tern_client_config listed, tok, stale, asks;
+  loop_client_config(&l, &listed, NULL);
+  loop_client_config(&l, &tok, NULL);
+  loop_client_config(&l, &stale, NULL);
+  loop_client_config(&l, &asks, "someone");
+  memcpy(k.key, listed.keypair.public_key, TERN_KEY_BYTES);
+  stale.keypair = listed.keypair; /* listed, but with a token for another key */
+  char t_tok[TERN_TOKEN_TEXT_MAX], t_stale[TERN_TOKEN_TEXT_MAX], t_asks[TERN_TOKEN_TEXT_MAX];
+  token_for("tokuser", tok.keypair.public_key, t_tok);
+  token_for("listed", tok.keypair.public_key, t_stale);
+  token_for("asker", asks.keypair.public_key, t_asks);
+  tok.token = t_tok;
+  stale.token = t_stale;
+  asks.token = t_asks;
+  size_t a = loop_add_client(&l, &listed), b = loop_add_client(&l, &tok);
+  size_t c = loop_add_client(&l, &stale), d = loop_add_client(&l, &asks);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "listed");
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "tokuser", "the token names the user; the list was not asked");
+  cr_assert(loop_wait(&l, c, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ETOKENKEY, "a listed key with a bad token: %s", tern_errname(ev.error));
+  cr_assert(loop_wait(&l, d, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ETOKENKEY, "asked for another user: %s", tern_errname(ev.error));
+
+  /* Messages flow between a list session and a token session. */
+  uint64_t cmid;
+  cr_assert_eq(tern_client_send(l.clients[a], "tokuser", "hi", 2, &cmid), 0);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 5000, &ev));
+  cr_assert_str_eq(ev.user, "listed");
+
+  /* Recheck: the list no longer has the key: only the list session goes. */
+  k.allowed = 0;
+  cr_assert_eq(tern_relay_recheck_auth(l.relay), 1);
+  cr_assert(loop_wait(&l, a, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_EUNKNOWNKEY);
+  revoked_flag = 1;
+  cr_assert_eq(tern_relay_recheck_auth(l.relay), 1);
+  cr_assert(loop_wait(&l, b, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ETOKENREVOKED, "got %s", tern_errname(ev.error));
+  loop_stop(&l);
+
+  /* No token key: the token is ignored and the open relay names the client
+   * as it asks. */
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config plain;
+  loop_client_config(&l, &plain, "plainname");
+  char t_plain[TERN_TOKEN_TEXT_MAX];
+  token_for("tokenname", plain.keypair.public_key, t_plain);
+  plain.token = t_plain;
+  size_t p = loop_add_client(&l, &plain);
+  cr_assert(loop_wait(&l, p, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "plainname");
+
+  /* A token that does not decode is refused by tern_client_new. */
+  plain.token = "not a token";
+  tern_client *cl = NULL;
+  cr_assert_eq(tern_client_new(&cl, &plain), TERN_EINVAL);
+  cr_assert_null(cl);
+  loop_stop(&l);
+}

@@ -957,3 +957,44 @@ Test(ternd, backend_tokens_admit_refuse_and_revoke, .timeout = 180) {
   tt_rmtree(kdir);
   free(kdir);
 }
+
+/* --token-key beside --allow (spec/tokens.md §4.1): the listed device
+ * connects by the list, a token device the list does not name by its
+ * token, and they write to each other: a token's user can receive though
+ * the list does not name it, and may write to a listed user. */
+Test(ternd, tokens_beside_an_allow_list, .timeout = 120) {
+  char *kdir = tt_tempdir();
+  char key[2][600], pub[2][TERN_KEY_HEX_BYTES], backend[600], backend_pub[700];
+  snprintf(key[0], sizeof(key[0]), "%s/alice.key", kdir);
+  snprintf(key[1], sizeof(key[1]), "%s/dave.key", kdir);
+  keygen(key[0], pub[0]);
+  keygen(key[1], pub[1]);
+  snprintf(backend, sizeof(backend), "%s/backend.key", kdir);
+  snprintf(backend_pub, sizeof(backend_pub), "%s.pub", backend);
+  char *args[] = {"keygen", backend, NULL};
+  free(tern_token(args));
+  char allow[200];
+  snprintf(allow, sizeof(allow), "%s alice\n", pub[0]);
+  relay_proc r;
+  relay_start_with(&r, allow, NULL, "--token-key", backend_pub);
+  char *t_dave = mint(backend, "dave", pub[1], "600", NULL);
+  char *out = NULL, *err = NULL;
+  int st = chat_with_token(&r, key[1], t_dave, "@alice from dave\n", "0", &out, &err);
+  cr_assert_eq(st, 0, "dave: exit %d: %s", st, err);
+  cr_assert(strstr(err, "connected as dave"), "dave: %s", err);
+  cr_assert_eq(lines_with(out, "sent ", NULL, 0), 1, "dave's message stored: %s", out);
+  free(out);
+  free(err);
+  st = run_chat(&r, key[0], NULL, "@dave from alice\n", "20", 1, &out, &err);
+  cr_assert_eq(st, 0, "alice: exit %d: %s", st, err);
+  cr_assert(strstr(err, "connected as alice"), "alice: %s", err);
+  cr_assert_eq(lines_with(out, "recv dave ", NULL, 0), 1, "alice got dave's: %s", out);
+  cr_assert_eq(lines_with(out, "sent ", NULL, 0), 1, "alice's to dave stored: %s", out);
+  cr_assert_eq(lines_with(out, "failed ", NULL, 0), 0, "nothing failed: %s", out);
+  free(out);
+  free(err);
+  free(t_dave);
+  relay_stop(&r);
+  tt_rmtree(kdir);
+  free(kdir);
+}
