@@ -31,7 +31,7 @@ static void usage(FILE *f) {
           "  kick USER [DEVICE]    disconnect USER's sessions, or only the device whose\n"
           "                        key starts with the hex digits DEVICE (as sessions\n"
           "                        shows it); the client is told its key is not allowed\n"
-          "  reload                re-read the allow-list (as SIGHUP does)\n"
+          "  reload                re-read the allow-list and revocation list (as SIGHUP)\n"
           "\n"
           "  --socket PATH         ternd's admin socket (default: $TERNCTL_SOCKET)\n"
           "  --json                answer as JSON (one object)\n"
