@@ -666,3 +666,33 @@ Test(relay, tokens_beside_the_auth_callback) {
   cr_assert_null(cl);
   loop_stop(&l);
 }
+
+/* An app whose token expired gets TERN_ETOKENEXPIRED, asks its backend for
+ * a fresh one and hands it over with tern_client_set_token(): the client
+ * connects with it (the backoff's jitter makes "at once" untestable here
+ * without a fake clock; the code resets it). */
+Test(relay, a_fresh_token_set_after_expiry_connects) {
+  loop l;
+  tern_relay_config rc;
+  loop_relay_config(&l, &rc);
+  uint8_t seed[32], backend_pk[32], id[TERN_TOKEN_ID_BYTES] = {2};
+  for (int i = 0; i < 32; i++) seed[i] = (uint8_t)(0x81 + i);
+  cr_assert_eq(tern_token_public_key(seed, backend_pk), 0);
+  rc.token_key = backend_pk;
+  loop_start_relay(&l, &rc);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, NULL);
+  char old[TERN_TOKEN_TEXT_MAX], fresh[TERN_TOKEN_TEXT_MAX];
+  cr_assert_eq(tern_token_mint(seed, "erin", cfg.keypair.public_key, (uint64_t)time(NULL) - 1, id, old), 0);
+  cfg.token = old;
+  size_t c = loop_add_client(&l, &cfg);
+  loop_event ev;
+  cr_assert(loop_wait(&l, c, TERN_EV_DISCONNECTED, 5000, &ev));
+  cr_assert_eq(ev.error, TERN_ETOKENEXPIRED, "got %s", tern_errname(ev.error));
+  cr_assert_eq(tern_client_set_token(l.clients[c], "not a token"), TERN_EINVAL);
+  cr_assert_eq(tern_token_mint(seed, "erin", cfg.keypair.public_key, (uint64_t)time(NULL) + 600, id, fresh), 0);
+  cr_assert_eq(tern_client_set_token(l.clients[c], fresh), 0);
+  cr_assert(loop_wait(&l, c, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert_str_eq(ev.user, "erin");
+  loop_stop(&l);
+}

@@ -593,6 +593,14 @@ TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_keepalive_sized(tern_client *c, 
                                                                size_t info_size);
 #define tern_client_keepalive(c, info) tern_client_keepalive_sized((c), (info), sizeof(*(info)))
 
+/* Replaces the backend token (tern_client_config.token; NULL: none) for
+ * the handshakes from now on, e.g. after TERN_ETOKENEXPIRED with one fresh
+ * from the backend. An open session is kept (a token is checked only at
+ * the handshake); a client waiting to reconnect after a failure tries at
+ * once. Any thread. Returns 0, or TERN_EINVAL (not a token's text form;
+ * the old token is kept). */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_set_token(tern_client *c, const char *token);
+
 /* The device is now on network `name` (see tern_client_config.network;
  * NULL or "" for an unnamed one). If that is another network than before,
  * the link is dropped and rebuilt at once, as with

@@ -326,6 +326,24 @@ int tern_client_udp_blocked(tern_client *c) {
   return 0;
 }
 
+int tern_client_set_token(tern_client *c, const char *token) {
+  uint8_t bin[TERN__TOKEN_MAX];
+  size_t n = 0;
+  if (token && tern__token_from_text(token, bin, &n) != 0) return TERN_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  memcpy(c->token, bin, n);
+  c->token_len = n;
+  /* Waiting out the backoff after a refusal: the new token may be the
+   * cure, so try it now. A session or an attempt under way is left alone. */
+  if (c->want_online && c->state == C_IDLE && c->next_attempt_ms) {
+    tern__backoff_reset(&c->backoff);
+    c->next_attempt_ms = tern__now_ms();
+  }
+  pthread_mutex_unlock(&c->mu);
+  wake(c);
+  return 0;
+}
+
 int tern_client_set_network(tern_client *c, const char *name) {
   if (!name) name = "";
   size_t len = strlen(name);
