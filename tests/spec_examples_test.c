@@ -70,6 +70,7 @@ static specex FULL_DGRAM;
 static specex TOKEN_BACKEND_PUB;
 static specex TOKEN_BYTES;
 static specex HELLO_FRAME_TOKEN;
+static specex GOAWAY_FRAME;
 
 static const struct {
   const char *name;
@@ -111,6 +112,7 @@ static const struct {
     {"token-backend-pub", &TOKEN_BACKEND_PUB},
     {"token-bytes", &TOKEN_BYTES},
     {"hello-frame-token", &HELLO_FRAME_TOKEN},
+    {"goaway-frame", &GOAWAY_FRAME},
 };
 
 static void setup(void) {
@@ -597,6 +599,21 @@ Test(spec, keepalive_and_probe_key_frames) {
   cr_assert_eq(tern__fr_probe_key_read(&body[0], &pr), 0);
   cr_assert_arr_eq(pr.id, pk.id, 8);
   cr_assert_arr_eq(pr.key, pk.key, 32);
+}
+
+/* spec/wire.md 6.14: GOAWAY is a one-number frame (delay_ms). */
+Test(spec, goaway_frame) {
+  uint8_t buf[16];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cr_assert_eq(TERN__FR_GOAWAY, 0x24);
+  tern__fr_u64_write(&w, TERN__FR_GOAWAY, 2500);
+  ASSERT_WBUF(w, GOAWAY_FRAME, "GOAWAY frame");
+  tern__rbuf body[2];
+  uint64_t delay = 0;
+  cr_assert_eq(one_frame(GOAWAY_FRAME.b, GOAWAY_FRAME.n, body), TERN__FR_GOAWAY);
+  cr_assert_eq(tern__fr_u64_read(&body[0], &delay), 0);
+  cr_assert_eq(delay, 2500);
 }
 
 /* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,

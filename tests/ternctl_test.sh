@@ -121,7 +121,7 @@ s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
 s.sendall(b"text frobnicate\n"); print(s.recv(512).decode().strip())
 PY
 )
-[ "$answer" = "error unknown command 'frobnicate' (status, stats, sessions, kick, reload)" ] || fail "raw request: $answer"
+[ "$answer" = "error unknown command 'frobnicate' (status, stats, sessions, kick, reload, drain)" ] || fail "raw request: $answer"
 # A client that sends a line too long is told so; one that sends nothing
 # does not hold up others, and is closed after ternd's 5 s deadline.
 python3 - "$tmp/admin.sock" "$bin/ternctl" <<'PY' || fail "bad clients"

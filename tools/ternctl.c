@@ -1,6 +1,6 @@
 /*
  * ternctl: asks a running ternd through its admin socket (ternd
- * --admin-socket PATH): status, stats, sessions, kick, reload. Sends one
+ * --admin-socket PATH): status, stats, sessions, kick, reload, drain. Sends one
  * request line, prints the answer (a table, or JSON with --json), and
  * exits 0, or 1 with ternd's or the socket's reason, or 2 for a bad
  * command line. The protocol is tools/ternd/admin.h's.
@@ -32,6 +32,9 @@ static void usage(FILE *f) {
           "                        key starts with the hex digits DEVICE (as sessions\n"
           "                        shows it); the client is told its key is not allowed\n"
           "  reload                re-read the allow-list and revocation list (as SIGHUP)\n"
+          "  drain                 drain and exit, as SIGTERM: no new sessions, clients\n"
+          "                        told to reconnect (spread over --drain-spread), exit\n"
+          "                        when all have gone or at --drain-deadline\n"
           "\n"
           "  --socket PATH         ternd's admin socket (default: $TERNCTL_SOCKET)\n"
           "  --json                answer as JSON (one object)\n"
@@ -110,12 +113,12 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  static const char *const commands[] = {"status", "stats", "sessions", "kick", "reload"};
+  static const char *const commands[] = {"status", "stats", "sessions", "kick", "reload", "drain"};
   const char *cmd = argv[optind];
   int known = 0;
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) known |= strcmp(cmd, commands[i]) == 0;
   if (!known) {
-    fprintf(stderr, "ternctl: unknown command '%s' (status, stats, sessions, kick, reload)\n", cmd);
+    fprintf(stderr, "ternctl: unknown command '%s' (status, stats, sessions, kick, reload, drain)\n", cmd);
     return 2;
   }
   int nargs = argc - optind - 1;

@@ -860,6 +860,12 @@ typedef struct tern_relay_stats {
    * TERN_RELAY_COMMIT_BOUNDS_US[i] (cumulative, as histograms count). */
 #define TERN_RELAY_COMMIT_BUCKETS 6
   uint64_t store_commit_le_us[TERN_RELAY_COMMIT_BUCKETS];
+  /* The drain (tern_relay_drain()): */
+  uint64_t draining;            /* 1 once a drain began, else 0 */
+  uint64_t peers_held;          /* peers of any state the relay still holds (a
+                                   drain is complete when this is 0) */
+  uint64_t hs_failed_draining;  /* handshakes refused because the relay drains
+                                   (also in handshakes_failed) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}
@@ -898,6 +904,25 @@ TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_sessions_each(tern_relay *r, tern_
  * were disconnected (0: none matched). */
 TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_kick(tern_relay *r, const char *user,
                                                   const uint8_t *device_key);
+
+/* Starts a graceful drain (spec/wire.md §6.14), before a restart or to
+ * take the relay out of service: from now on new handshakes are refused
+ * with TERN_ESHUTDOWN, and every open session is told GOAWAY ("reconnect,
+ * elsewhere if you can, after your delay"), the delays spread evenly over
+ * `window_ms`, so that N clients come back at N / window_ms per ms rather
+ * than all at once; then its link closes once what the relay queued to it
+ * (acknowledgements included) is delivered. Messages in flight that the
+ * relay did not acknowledge stay in their senders' outboxes and are sent
+ * again after the reconnect; what it acknowledged is in the store. Keep
+ * calling tern_relay_service() until tern_relay_drained() says 1 or your
+ * deadline passes, then tern_relay_free(). Calling it again tells the
+ * sessions opened since (none: handshakes are refused) and changes nothing
+ * else. Relay thread only. Returns how many sessions were told. */
+TERN_EXPORT TERN_NONNULL(1) int tern_relay_drain(tern_relay *r, uint32_t window_ms);
+
+/* 1 when a drain began and the relay holds no peer any more (every
+ * session's link closed, every handshake refused or timed out), else 0. */
+TERN_EXPORT TERN_NONNULL(1) int tern_relay_drained(const tern_relay *r);
 
 #ifdef __cplusplus
 }

@@ -107,6 +107,7 @@ struct tern_client {
   char ep_host[TERN__RACE_ADDRS][256];
   uint16_t ep_port[TERN__RACE_ADDRS];
   size_t nep;
+  size_t ep_first;              /* the endpoint tried first (moves on after a drain) */
   tern__resolver *res;
   char user_req[TERN_USER_MAX + 1];
   uint8_t token[TERN__TOKEN_MAX]; /* the backend token's bytes, sent in HELLO */
@@ -145,6 +146,8 @@ struct tern_client {
   uint32_t full_retry_ms;       /* ... asking to wait this long (spec/wire.md §10) */
   tern__backoff backoff;
   int close_reason;             /* authenticated reason from a CLOSE frame */
+  int goaway;                   /* a GOAWAY came: reconnect after goaway_ms */
+  uint64_t goaway_ms;           /* its delay (spec/wire.md §6.14), capped */
   tern__cstore *store;
   tern__ccore *core;
   uint8_t *buf, *pkt;

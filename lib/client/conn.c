@@ -6,6 +6,9 @@
  */
 #include "client/client_impl.h"
 
+/* The longest wait a GOAWAY may impose (spec/wire.md §6.14): an hour. */
+#define GOAWAY_MAX_MS 3600000u
+
 /* The link's RTT to the relay, for the core's copy timing. */
 void tern__cl_sync_rtt(tern_client *c) {
   tern__ccore_set_rtt(c->core, c->state == C_OPEN ? tern__link_peer_rtt(c->peer) : 0);
@@ -34,7 +37,17 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   tern__ka_session_down(&c->ka); /* its probe key was this session's */
   tern__ccore_offline(c->core);
   uint64_t now = tern__now_ms();
-  if (c->want_online && c->retry_now) {
+  if (error == TERN_ESHUTDOWN && c->nep > 1) {
+    /* The relay is draining or going down: the next endpoint first
+     * ("elsewhere if you can", spec/wire.md §6.14). */
+    c->ep_first = (c->ep_first + 1) % c->nep;
+  }
+  int goaway = c->goaway;
+  c->goaway = 0;
+  if (c->want_online && goaway) {
+    tern__backoff_reset(&c->backoff); /* the relay chose the delay: exactly that */
+    c->next_attempt_ms = now + c->goaway_ms;
+  } else if (c->want_online && c->retry_now) {
     tern__backoff_reset(&c->backoff);
     c->next_attempt_ms = now; /* the path changed, not the relay */
   } else if (c->want_online) {
@@ -125,14 +138,20 @@ void tern__cl_race_step(tern_client *c, uint64_t now) {
 
 int tern__cl_start_attempt(tern_client *c) {
   const char *hosts[TERN__RACE_ADDRS];
-  for (size_t i = 0; i < c->nep; i++) hosts[i] = c->ep_host[i];
+  uint16_t ports[TERN__RACE_ADDRS];
+  for (size_t i = 0; i < c->nep; i++) {
+    size_t k = (c->ep_first + i) % c->nep;
+    hosts[i] = c->ep_host[k];
+    ports[i] = c->ep_port[k];
+  }
   uint64_t now = tern__now_ms();
-  int rc = tern__resolver_start(c->res, hosts, c->ep_port, c->nep, tern__link_has_v6(c->link));
+  int rc = tern__resolver_start(c->res, hosts, ports, c->nep, tern__link_has_v6(c->link));
   if (rc) return rc;
   c->state = C_RESOLVING;
   c->attempt_start_ms = now;
   c->next_attempt_ms = 0;
   c->close_reason = 0;
+  c->goaway = 0;
   c->user[0] = 0;
   cl_log(c, 3, "looking up %s", c->relay_host);
   tern__cl_resolve_step(c, now); /* literals are resolved already */
@@ -275,8 +294,8 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
     on_data(c, c->stash[i].channel, c->stash[i].data, c->stash[i].len);
 }
 
-/* The frames that are the shell's, not the messaging core's: CLOSE and
- * PROBE_KEY. */
+/* The frames that are the shell's, not the messaging core's: CLOSE,
+ * PROBE_KEY and GOAWAY. */
 static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
   tern__rbuf r, body;
   tern__rbuf_init(&r, frames, len);
@@ -286,6 +305,11 @@ static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
     tern__fr_probe_key pk;
     if (type == TERN__FR_CLOSE && tern__fr_close_read(&body, &reason) == 0)
       c->close_reason = tern__wire_err_code(reason, c->close_reason);
+    uint64_t delay;
+    if (type == TERN__FR_GOAWAY && tern__fr_u64_read(&body, &delay) == 0) {
+      c->goaway = 1;
+      c->goaway_ms = delay < GOAWAY_MAX_MS ? delay : GOAWAY_MAX_MS;
+    }
     if (type == TERN__FR_PROBE_KEY && tern__fr_probe_key_read(&body, &pk) == 0) {
       tern__ka_set_key(&c->ka, pk.id, pk.key, tern__now_ms(), tern__wall_ms());
       sodium_memzero(&pk, sizeof(pk));
@@ -306,6 +330,12 @@ static void on_data(tern_client *c, uint8_t channel, const uint8_t *pkt, size_t 
   c->last_data_ms = tern__now_ms();
   on_shell_frames(c, c->buf, n);
   if (tern__ccore_input(c->core, c->buf, n, tern__now_ms()) == TERN_ENOMEM) c->nomem = 1;
+  if (c->goaway && c->state == C_OPEN) {
+    /* The relay is draining: this session ends now, and what it did not
+     * acknowledge stays in the outbox for the next one. */
+    cl_log(c, 2, "the relay is draining: reconnecting in %llu ms", (unsigned long long)c->goaway_ms);
+    tern__cl_drop(c, TERN_ESHUTDOWN, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
+  }
 }
 
 static void on_receive(tern_client *c, const tern__link_event *ev) {

@@ -71,6 +71,7 @@ struct tern_relay {
   tern_relay_stats stats;
   uint64_t refused_logged;      /* FULL refusals already logged */
   uint64_t refused_log_ms;      /* when they were last logged */
+  int draining;                 /* tern_relay_drain() was called */
   int has_token_key;            /* cfg.token_key was given: tokens are checked */
   uint8_t token_key[32];        /* the backend's Ed25519 public key */
 };
@@ -521,6 +522,16 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     fail_handshake(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, "HELLO frame missing or malformed");
     return;
   }
+  if (r->draining) {
+    /* No new session on a draining relay: the client goes elsewhere or
+     * comes back after its backoff (spec/wire.md §6.14). */
+    (void)send_welcome(r, p, TERN_ESHUTDOWN, "the relay is draining");
+    r->stats.handshakes_failed++;
+    r->stats.hs_failed_draining++;
+    set_state(r, p, P_CLOSING);
+    tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
+    return;
+  }
   char key_hex[TERN_KEY_HEX_BYTES];
   tern_key_to_hex(p->sess.remote_static, key_hex);
   /* A token, when the relay checks tokens, decides alone (tokens.md §4.1). */
@@ -837,6 +848,9 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   tern__link_mig_stats(r->link, &ms);
   st->sessions_moved = ms.moves;
   tern__link_tcp_counts(r->link, &st->tcp_accepted, &st->tcp_connections);
+  st->draining = (uint64_t)r->draining;
+  st->peers_held = 0;
+  for (const rpeer *p = r->peers; p; p = p->next) st->peers_held++;
   if (r->probes) {
     tern__psvc_stats ps;
     tern__psvc_get_stats(r->probes, &ps);
@@ -878,3 +892,31 @@ int tern_relay_kick(tern_relay *r, const char *user, const uint8_t *device_key) 
   tern__link_flush(r->link);
   return kicked;
 }
+
+/* spec/wire.md §6.14: every open session is told GOAWAY with its own delay,
+ * the N of them spread evenly over the window, then CLOSE; each session
+ * ends once what was queued to it before has been delivered (ENet's
+ * disconnect-later), so acknowledgements already given reach their
+ * clients. */
+int tern_relay_drain(tern_relay *r, uint32_t window_ms) {
+  if (!r->draining) logf_(r, 1, "draining: no new sessions; open ones are told to reconnect within %u ms",
+                          window_ms);
+  r->draining = 1;
+  uint64_t n = 0, i = 0;
+  for (rpeer *p = r->peers; p; p = p->next) n += p->state == P_OPEN;
+  for (rpeer *p = r->peers; p; p = p->next) {
+    if (p->state != P_OPEN) continue;
+    tern__wbuf w;
+    tern__wbuf_init(&w, r->buf, RELAY_BUF);
+    tern__fr_u64_write(&w, TERN__FR_GOAWAY, (uint64_t)window_ms * ++i / n);
+    tern__fr_close_write(&w, tern__wire_err(TERN_ESHUTDOWN));
+    (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
+    r->stats.peers_connected--;
+    set_state(r, p, P_CLOSING);
+    tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
+  }
+  tern__link_flush(r->link);
+  return (int)n;
+}
+
+int tern_relay_drained(const tern_relay *r) { return r->draining && !r->peers; }

@@ -35,6 +35,7 @@ enum {
    * link is kept by ENet pings, spec/keepalive.md). */
   TERN__FR_KEEPALIVE = 0x22,    /* client -> relay: my keepalive interval; probe key? */
   TERN__FR_PROBE_KEY = 0x23,    /* relay -> client: key for NAT-timeout probes */
+  TERN__FR_GOAWAY = 0x24,       /* relay -> client: draining; reconnect after delay_ms */
 };
 
 /* KEEPALIVE flags. */
@@ -170,7 +171,8 @@ void tern__fr_failed_write(tern__wbuf *w, uint8_t type, const tern__fr_failed *f
 void tern__fr_sack_write(tern__wbuf *w, const tern__fr_sack *f);
 /* type is TERN__FR_DELIVERY_ACK or TERN__FR_SYNC. */
 void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist *f);
-/* One-number frames: RECEIPT (cmid), FLOOR (seq), CLOSE (reason). */
+/* One-number frames: RECEIPT (cmid), FLOOR (seq), CLOSE (reason), GOAWAY
+ * (delay_ms). */
 void tern__fr_u64_write(tern__wbuf *w, uint8_t type, uint64_t v);
 /* NOTICE_ACK: kind | cmid. */
 void tern__fr_notice_ack_write(tern__wbuf *w, uint64_t kind, uint64_t cmid);

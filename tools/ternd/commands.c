@@ -103,7 +103,7 @@ static const struct {
     F(messages_busy), F(messages_expired), F(store_errors), F(store_commits), F(store_commit_us),
     F(probe_requests), F(probe_replies), F(probe_rejected), F(probe_limited),
     F(connects_refused_full), F(sessions_moved), F(tcp_accepted), F(tcp_connections),
-    F(bytes_received), F(bytes_sent),
+    F(bytes_received), F(bytes_sent), F(draining), F(peers_held), F(hs_failed_draining),
 };
 #undef F
 
@@ -260,14 +260,30 @@ static int cmd_reload(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t c
   return 0;
 }
 
+/* drain: what SIGTERM does (tern_relay_drain()); ternd exits when it ends. */
+static int cmd_drain(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t cap) {
+  int told = 0;
+  uint32_t deadline_s = 0;
+  if (!x->drain || x->drain(x->drain_ctx, &told, &deadline_s) != 0) {
+    snprintf(err, cap, "this ternd cannot drain");
+    return -1;
+  }
+  if (json)
+    fprintf(out, "{\"draining\": true, \"told\": %d, \"deadline_s\": %u}\n", told, deadline_s);
+  else
+    fprintf(out, "draining: %d session%s told to reconnect; ternd exits when all have gone, or in %u s\n",
+            told, told == 1 ? "" : "s", deadline_s);
+  return 0;
+}
+
 int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *err, size_t cap) {
   ternd_cmd_ctx *x = ctx;
   const char *cmd = argv[0];
-  static const char *const known[] = {"status", "stats", "sessions", "kick", "reload"};
+  static const char *const known[] = {"status", "stats", "sessions", "kick", "reload", "drain"};
   int found = 0;
   for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) found |= strcmp(cmd, known[i]) == 0;
   if (!found) {
-    snprintf(err, cap, "unknown command '%.64s' (status, stats, sessions, kick, reload)", cmd);
+    snprintf(err, cap, "unknown command '%.64s' (status, stats, sessions, kick, reload, drain)", cmd);
     return -1;
   }
   if (strcmp(cmd, "kick") != 0 && argc != 1) {
@@ -278,5 +294,6 @@ int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *e
   if (strcmp(cmd, "stats") == 0) return cmd_stats(x, json, out);
   if (strcmp(cmd, "sessions") == 0) return cmd_sessions(x, json, out);
   if (strcmp(cmd, "kick") == 0) return cmd_kick(x, argc, argv, json, out, err, cap);
+  if (strcmp(cmd, "drain") == 0) return cmd_drain(x, json, out, err, cap);
   return cmd_reload(x, json, out, err, cap);
 }

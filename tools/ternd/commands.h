@@ -1,6 +1,6 @@
 /*
  * ternd's admin commands, as the admin socket (admin.h) runs them for
- * ternctl: status, stats, sessions, kick, reload. Each writes its answer as
+ * ternctl: status, stats, sessions, kick, reload, drain. Each writes its answer as
  * text (tables for a person) or JSON (one object, for scripts).
  *
  * Owns: nothing; the context's pointers are main's and outlive the socket.
@@ -21,6 +21,10 @@
 typedef int (*ternd_reload_fn)(void *ctx, size_t *keys, size_t *users, int *dropped, char *err,
                                size_t cap);
 
+/* Starts a drain (the SIGTERM path) if none runs: 0 with how many sessions
+ * were told to go and the deadline in seconds. */
+typedef int (*ternd_drain_fn)(void *ctx, int *told, uint32_t *deadline_s);
+
 typedef struct ternd_cmd_ctx {
   tern_relay *relay;
   uint64_t started_mono_ms; /* for the uptime */
@@ -35,6 +39,8 @@ typedef struct ternd_cmd_ctx {
   const revlist *revoked;   /* its entries, as the last (re)load left them */
   ternd_reload_fn reload;
   void *reload_ctx;
+  ternd_drain_fn drain;
+  void *drain_ctx;
 } ternd_cmd_ctx;
 
 /* An admin_cmd_fn (admin.h): ctx is a ternd_cmd_ctx. */

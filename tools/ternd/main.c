@@ -8,7 +8,10 @@
  * own thread (metrics.c), systemd's readiness and watchdog (notify.c), and
  * the admin socket for ternctl (admin.c, commands.c), served from the same
  * poll loop.
- * SIGINT/SIGTERM shut it down cleanly, telling every client it is a
+ * SIGTERM (or ternctl drain) drains it: no new sessions, every client told
+ * to reconnect after a delay of its own (spread over --drain-spread), exit
+ * once they have gone or at --drain-deadline. SIGINT, or a second SIGTERM,
+ * shuts it down at once, still cleanly, telling every client it is a
  * shutdown.
  */
 #include <errno.h>
@@ -224,9 +227,57 @@ static uint64_t mono_ms(void) {
 
 static int min_timeout(int a, int b) { return a < 0 ? b : b < 0 ? a : a < b ? a : b; }
 
-/* The service loop, until a signal stops it. Returns the exit status. */
+/* The drain (tern_relay_drain()): started by SIGTERM or ternctl drain. */
+typedef struct drain_ctl {
+  tern_relay *relay;
+  uint32_t spread_s, deadline_s;
+  uint64_t started;    /* monotonic ms; 0: not draining */
+  uint64_t status_at;  /* next STATUS= with the sessions left */
+  int told;            /* sessions told GOAWAY */
+} drain_ctl;
+
+/* A ternd_drain_fn (commands.h); the SIGTERM path too. */
+static int start_drain(void *ctx, int *told, uint32_t *deadline_s) {
+  drain_ctl *d = ctx;
+  if (!d->started) {
+    d->started = mono_ms();
+    d->status_at = d->started;
+    d->told = tern_relay_drain(d->relay, d->spread_s * 1000u);
+    say(1, "draining: %d session%s told to reconnect within %u s; exiting when all have gone, "
+           "or in %u s", d->told, d->told == 1 ? "" : "s", d->spread_s, d->deadline_s);
+    ternd_notify_stopping("draining");
+  }
+  if (told) *told = d->told;
+  if (deadline_s) *deadline_s = d->deadline_s;
+  return 0;
+}
+
+/* While draining: 1 when ternd should stop (drained, or the deadline). */
+static int drain_over(drain_ctl *d, const tern_relay_stats *st, uint64_t now) {
+  if (!d->started) return 0;
+  if (tern_relay_drained(d->relay)) {
+    say(2, "drained in %llu ms", (unsigned long long)(now - d->started));
+    return 1;
+  }
+  if (now >= d->started + d->deadline_s * 1000ull) {
+    say(1, "drain deadline (%u s) passed with %llu peer%s left; stopping", d->deadline_s,
+        (unsigned long long)st->peers_held, st->peers_held == 1 ? "" : "s");
+    return 1;
+  }
+  if (now >= d->status_at) {
+    char text[96];
+    snprintf(text, sizeof(text), "draining: %llu peer%s left", (unsigned long long)st->peers_held,
+             st->peers_held == 1 ? "" : "s");
+    ternd_notify_status(0, text);
+    d->status_at = now + 1000;
+  }
+  return 0;
+}
+
+/* The service loop, until a signal or the end of a drain stops it.
+ * Returns the exit status. */
 static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metrics,
-                 ternd_notify *notify, ternd_admin *admin) {
+                 ternd_notify *notify, ternd_admin *admin, drain_ctl *drain) {
   int running = 1, status = 0, publish_again = 0;
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
@@ -239,6 +290,11 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
     if (admin) timeout = min_timeout(timeout, ternd_admin_timeout(admin, mono_ms()));
     /* A publish skipped (a scrape was copying): try again soon. */
     if (publish_again) timeout = min_timeout(timeout, 10);
+    if (drain->started) {
+      uint64_t end = drain->started + drain->deadline_s * 1000ull, now = mono_ms();
+      timeout = min_timeout(timeout, now >= end ? 0 : (int)(end - now));
+      timeout = min_timeout(timeout, 1000); /* the STATUS= line */
+    }
     int polled = poll(pf, (nfds_t)(2 + nadmin), timeout);
     if (polled < 0 && errno != EINTR) {
       say(0, "poll: %s", strerror(errno));
@@ -256,8 +312,10 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
           int dropped;
           char err[512];
           (void)reload_allowlist(auth, &keys, &users, &dropped, err, sizeof(err));
+        } else if (si.ssi_signo == SIGTERM && !drain->started) {
+          (void)start_drain(drain, NULL, NULL);
         } else if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
-          say(2, "signal %u: shutting down", si.ssi_signo);
+          say(2, "signal %u%s: shutting down now", si.ssi_signo, drain->started ? " while draining" : "");
           ternd_notify_stopping("shutting down");
           running = 0;
         }
@@ -271,6 +329,7 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
     /* What a scrape sees: the counters as this iteration left them. */
     tern_relay_get_stats(r, &st);
     if (metrics) publish_again = ternd_metrics_publish(metrics, &st);
+    if (running && drain_over(drain, &st, mono_ms())) running = 0;
   }
   return status;
 }
@@ -434,7 +493,10 @@ int main(int argc, char **argv) {
   addr_text(o.host, tern_relay_port(r), udp_text, sizeof(udp_text));
   if (metrics) addr_text(o.metrics_host, ternd_metrics_port(metrics), metrics_text, sizeof(metrics_text));
   auth.relay = r;
+  drain_ctl drain = {.relay = r, .spread_s = o.drain_spread_s, .deadline_s = o.drain_deadline_s};
   ternd_cmd_ctx cmd = {.relay = r,
+                       .drain = start_drain,
+                       .drain_ctx = &drain,
                        .started_mono_ms = mono_ms(),
                        .started_wall = time(NULL),
                        .udp = udp_text,
@@ -469,7 +531,7 @@ int main(int argc, char **argv) {
   ternd_notify_status(1, ready);
   ternd_notify notify;
   ternd_notify_init(&notify, mono_ms());
-  status = serve(r, sfd, &auth, metrics, &notify, admin);
+  status = serve(r, sfd, &auth, metrics, &notify, admin, &drain);
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
   log_stats(&st);

@@ -79,6 +79,10 @@ static const struct simple {
     {"gauge", "tern_relay_peers_handshaking", "Peers connected that have not finished the handshake.",
      F(peers_handshaking)},
     {"counter", "tern_relay_handshakes_ok_total", "Handshakes completed.", F(handshakes_ok)},
+    {"gauge", "tern_relay_draining", "1 while the relay drains (SIGTERM, ternctl drain), else 0.",
+     F(draining)},
+    {"gauge", "tern_relay_peers_held", "Peers of any state the relay still holds (a drain ends at 0).",
+     F(peers_held)},
     {"counter", "tern_relay_packets_rejected_total", "Sealed packets that failed to open.",
      F(packets_rejected)},
     {"counter", "tern_relay_packets_replayed_total", "Sealed packets dropped by the replay window.",
@@ -132,18 +136,18 @@ static void format_relay(FILE *f, const tern_relay_stats *s, const ternd_metrics
   metric(f, "gauge", "tern_relay_max_peers", "Simultaneous peers allowed (--max-peers).",
          m->max_peers);
   uint64_t known = s->hs_failed_version + s->hs_failed_unreadable + s->hs_failed_protocol +
-                   s->hs_failed_refused + s->hs_failed_timeout;
+                   s->hs_failed_refused + s->hs_failed_timeout + s->hs_failed_draining;
   const struct {
     const char *reason;
     uint64_t n;
   } fails[] = {{"version", s->hs_failed_version},   {"unreadable", s->hs_failed_unreadable},
                {"protocol", s->hs_failed_protocol}, {"refused", s->hs_failed_refused},
-               {"timeout", s->hs_failed_timeout},
+               {"timeout", s->hs_failed_timeout},   {"draining", s->hs_failed_draining},
                {"store", s->handshakes_failed > known ? s->handshakes_failed - known : 0}};
   fprintf(f, "# HELP tern_relay_handshakes_failed_total Handshakes that failed, by reason: "
              "version (unsupported), unreadable (message 1 does not open: another relay key "
              "pinned, or garbage), protocol (malformed), refused (key not allowed), timeout, "
-             "store (the store failed on connect).\n"
+             "draining (the relay takes no new session), store (the store failed on connect).\n"
              "# TYPE tern_relay_handshakes_failed_total counter\n");
   for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++)
     fprintf(f, "tern_relay_handshakes_failed_total{reason=\"%s\"} %llu\n", fails[i].reason,

@@ -18,7 +18,8 @@
 enum {
   K_KEY, K_ALLOW, K_OPEN, K_LISTEN, K_LISTEN_TCP, K_PORT_FILE, K_DATA_DIR, K_RETENTION,
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
-  K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, NKEYS
+  K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
+  K_DRAIN_SPREAD, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -50,6 +51,8 @@ static const keydef keys[NKEYS] = {
     [K_QUIET] = {"quiet", 0, 0, 0},
     [K_TOKEN_KEY] = {"token-key", 1, 0, 0},
     [K_REVOKED] = {"revoked", 1, 0, 0},
+    [K_DRAIN_DEADLINE] = {"drain-deadline", 1, 1, 3600},
+    [K_DRAIN_SPREAD] = {"drain-spread", 1, 0, 3600},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -126,7 +129,15 @@ static void usage(FILE *f) {
           "                        no authentication). Default: off\n"
           "  --admin-socket PATH   serve ternctl on a Unix socket at PATH, mode 0600\n"
           "                        (ternd's user only): status, stats, sessions, kick,\n"
-          "                        reload. Removed at exit. Default: none\n"
+          "                        reload, drain. Removed at exit. Default: none\n"
+          "  --drain-deadline S    on SIGTERM (or ternctl drain) ternd drains: it takes\n"
+          "                        no new sessions, tells every client to reconnect\n"
+          "                        (elsewhere if it can) after a delay of its own, and\n"
+          "                        exits once all have gone or after S seconds, its\n"
+          "                        store committed (default 20; a second SIGTERM, or\n"
+          "                        SIGINT, stops at once)\n"
+          "  --drain-spread S      the clients' delays are spread evenly over S seconds,\n"
+          "                        so N clients return at N/S a second (default 10)\n"
           "  -v, --verbose         log every peer event (debug)\n"
           "  -q, --quiet           log warnings and errors only\n"
           "  --version             print the version and exit\n"
@@ -231,6 +242,8 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_TOKEN_KEY: return set_str(&o->token_key, v, err, cap);
     case K_REVOKED: return set_str(&o->revoked_path, v, err, cap);
     case K_OPEN: o->open_mode = b; return 0;
+    case K_DRAIN_DEADLINE: o->drain_deadline_s = (uint32_t)n; return 0;
+    case K_DRAIN_SPREAD: o->drain_spread_s = (uint32_t)n; return 0;
     case K_LISTEN:
       if (ternd_split_hostport(v, o->host, sizeof(o->host), &c->port) != 0) {
         snprintf(err, cap, "wants HOST:PORT, not '%s'", v);
@@ -360,6 +373,8 @@ static void defaults(ternd_opts *o) {
   tern_relay_config_default(&o->cfg);
   snprintf(o->host, sizeof(o->host), "::");
   o->tcp_port = -1;
+  o->drain_deadline_s = 20;
+  o->drain_spread_s = 10;
   o->verbosity = 2;
   o->data_dir = strdup("ternd-data");
 }
@@ -448,6 +463,8 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_TOKEN_KEY: s = o->token_key; break;
       case K_REVOKED: s = o->revoked_path; break;
       case K_OPEN: s = o->open_mode ? "true" : "false"; break;
+      case K_DRAIN_DEADLINE: snprintf(v, sizeof(v), "%u", o->drain_deadline_s); break;
+      case K_DRAIN_SPREAD: snprintf(v, sizeof(v), "%u", o->drain_spread_s); break;
       case K_LISTEN: snprintf(v, sizeof(v), "%s:%u", o->host, c->port); break;
       case K_LISTEN_TCP: if (o->tcp_port >= 0) snprintf(v, sizeof(v), "%ld", o->tcp_port); break;
       case K_RETENTION: snprintf(v, sizeof(v), "%llu", (unsigned long long)(c->retention_ms / 86400000ull)); break;

@@ -31,6 +31,8 @@ typedef struct ternd_opts {
   char metrics_host[256]; /* --metrics HOST (an IP literal) */
   uint16_t metrics_port;
   char *admin_path;       /* --admin-socket, or NULL */
+  uint32_t drain_deadline_s; /* --drain-deadline: a drain ends after this (20) */
+  uint32_t drain_spread_s;   /* --drain-spread: the clients' delays span this (10) */
   int verbosity;          /* 0 error, 1 warning, 2 info (default), 3 debug */
   int flags_used;         /* settings given on the command line */
   int file_keys;          /* keys read from the config file */
