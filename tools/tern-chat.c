@@ -307,9 +307,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tern-chat: --relay-key wants 64 hex digits\n");
     return 2;
   }
-  int rc = tern_keypair_load(key_path, &cfg.keypair);
+  char why[256];
+  int rc = tern_keypair_load_why(key_path, &cfg.keypair, why, sizeof(why));
   if (rc) {
-    fprintf(stderr, "tern-chat: cannot load key %s: %s\n", key_path, tern_strerror(rc));
+    fprintf(stderr, "tern-chat: cannot load key %s: %s\n", key_path, why);
     return 1;
   }
   if (token && token[0] == '@') {

@@ -83,8 +83,12 @@ int main(int argc, char **argv) {
   tern_keypair kp;
   int rc;
   if (show) {
-    rc = tern_keypair_load(path, &kp);
-    if (rc != 0) return fail("read", path, rc);
+    char why[256];
+    rc = tern_keypair_load_why(path, &kp, why, sizeof why);
+    if (rc != 0) {
+      fprintf(stderr, "tern-keygen: cannot read %s: %s\n", path, why);
+      return 1;
+    }
   } else {
     rc = tern_keypair_generate(&kp);
     if (rc != 0) return fail("make a key for", path, rc);

@@ -146,6 +146,13 @@ TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_keypair_save(const char *path, 
  * *kp is zeroed. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_keypair_load(const char *path, tern_keypair *kp);
 
+/* tern_keypair_load() that also says, in `why` (NUL-terminated, cut to
+ * why_size; may be NULL), what failed: which check refused the file (its
+ * mode, not a regular file, too large, which line does not parse, no
+ * secret, a public key that does not match), or the system's error text. */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_keypair_load_why(const char *path, tern_keypair *kp,
+                                                                  char *why, size_t why_size);
+
 /* Encodes a 32-byte key as 64 lowercase hex digits plus NUL into `out`. */
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_key_to_hex(const uint8_t key[TERN_KEY_BYTES],
                                                     char out[TERN_KEY_HEX_BYTES]);

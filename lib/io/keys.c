@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,10 +191,21 @@ int tern_keypair_save(const char *path, const tern_keypair *kp, int force) {
   return rc;
 }
 
-/* Parses the key file text in buf[0..len) into *kp. */
-static int parse_keyfile(const char *buf, size_t len, tern_keypair *kp) {
+/* Says why a key file is refused (tern_keypair_load_why). */
+static void why_f(char *why, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void why_f(char *why, size_t cap, const char *fmt, ...) {
+  if (!why || !cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, cap, fmt, ap);
+  va_end(ap);
+}
+
+/* Parses the key file text in buf[0..len) into *kp; on TERN_EKEYFILE says
+ * which check failed in why. */
+static int parse_keyfile(const char *buf, size_t len, tern_keypair *kp, char *why, size_t cap) {
   uint8_t stored_public[TERN_KEY_BYTES];
-  int have_public = 0, have_secret = 0;
+  int have_public = 0, have_secret = 0, lineno = 0;
   int rc = TERN_EKEYFILE;
 
   for (const char *line = buf, *end = buf + len; line < end;) {
@@ -201,37 +213,58 @@ static int parse_keyfile(const char *buf, size_t len, tern_keypair *kp) {
     const char *line_end = nl ? nl : end;
     const char *p = line;
     line = nl ? nl + 1 : end;
+    lineno++;
 
     while (p < line_end && is_space(*p)) p++;
     if (p == line_end || *p == '#') continue;
 
     const char *colon = memchr(p, ':', (size_t)(line_end - p));
-    if (colon == NULL) goto out;
-    size_t name_len = (size_t)(colon - p);
+    size_t name_len = colon ? (size_t)(colon - p) : 0;
     uint8_t *dest;
     int *seen;
+    const char *name;
     if (name_len == 6 && memcmp(p, "public", 6) == 0) {
       dest = stored_public;
       seen = &have_public;
+      name = "public";
     } else if (name_len == 6 && memcmp(p, "secret", 6) == 0) {
       dest = kp->secret_key;
       seen = &have_secret;
+      name = "secret";
     } else {
+      why_f(why, cap, "line %d is not 'public: HEX', 'secret: HEX' or a '#' comment", lineno);
       goto out;
     }
-    if (*seen || key_from_hex_span(colon + 1, (size_t)(line_end - colon - 1), dest) != 0) goto out;
+    if (*seen) {
+      why_f(why, cap, "line %d: a second '%s:' line", lineno, name);
+      goto out;
+    }
+    if (key_from_hex_span(colon + 1, (size_t)(line_end - colon - 1), dest) != 0) {
+      why_f(why, cap, "line %d: the %s key is not 64 hex digits", lineno, name);
+      goto out;
+    }
     *seen = 1;
   }
-  if (!have_secret) goto out;
-  if (crypto_scalarmult_base(kp->public_key, kp->secret_key) != 0) goto out;
-  if (have_public && sodium_memcmp(stored_public, kp->public_key, TERN_KEY_BYTES) != 0) goto out;
+  if (!have_secret) {
+    why_f(why, cap, "no 'secret:' line");
+    goto out;
+  }
+  if (crypto_scalarmult_base(kp->public_key, kp->secret_key) != 0) {
+    why_f(why, cap, "the secret key is not a usable X25519 key");
+    goto out;
+  }
+  if (have_public && sodium_memcmp(stored_public, kp->public_key, TERN_KEY_BYTES) != 0) {
+    why_f(why, cap, "its 'public:' line is not the public key of its secret key");
+    goto out;
+  }
   rc = 0;
 out:
   sodium_memzero(stored_public, sizeof stored_public);
   return rc;
 }
 
-int tern_keypair_load(const char *path, tern_keypair *kp) {
+int tern_keypair_load_why(const char *path, tern_keypair *kp, char *why, size_t why_size) {
+  if (why && why_size) why[0] = 0;
   sodium_memzero(kp, sizeof *kp);
   if (sodium_init() < 0) return TERN_ECRYPTO;
 
@@ -252,7 +285,14 @@ int tern_keypair_load(const char *path, tern_keypair *kp) {
     goto out_close;
   }
   /* Like ssh: a secret others may read (or rewrite) is not a secret. */
-  if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
+  if (!S_ISREG(st.st_mode)) {
+    why_f(why, why_size, "not a regular file");
+    rc = TERN_EKEYFILE;
+    goto out_close;
+  }
+  if ((st.st_mode & 077) != 0) {
+    why_f(why, why_size, "mode %04o: group or others may read or write it (chmod 600 it)",
+          (unsigned)(st.st_mode & 07777));
     rc = TERN_EKEYFILE;
     goto out_close;
   }
@@ -267,7 +307,12 @@ int tern_keypair_load(const char *path, tern_keypair *kp) {
     if (n == 0) break;
     len += (size_t)n;
   }
-  rc = len > KEYFILE_MAX ? TERN_EKEYFILE : parse_keyfile(buf, len, kp);
+  if (len > KEYFILE_MAX) {
+    why_f(why, why_size, "larger than %d bytes: not a key file", KEYFILE_MAX);
+    rc = TERN_EKEYFILE;
+  } else {
+    rc = parse_keyfile(buf, len, kp, why, why_size);
+  }
 
 out_close:
   close(fd);
@@ -275,7 +320,13 @@ out:
   sodium_memzero(buf, sizeof buf);
   if (rc != 0) {
     sodium_memzero(kp, sizeof *kp);
+    if (why && why_size && !why[0]) {
+      if (saved_errno) why_f(why, why_size, "%s", strerror(saved_errno));
+      else why_f(why, why_size, "%s", tern_strerror(rc));
+    }
     errno = saved_errno;
   }
   return rc;
 }
+
+int tern_keypair_load(const char *path, tern_keypair *kp) { return tern_keypair_load_why(path, kp, NULL, 0); }

@@ -163,10 +163,11 @@ static void addr_text(const char *host, unsigned port, char *buf, size_t cap) {
  * anything. Prints the settings with their sources; 0 if good, else 1. */
 static int check_config(const ternd_opts *o) {
   tern_keypair kp;
-  int rc = tern_keypair_load(o->key_path, &kp);
+  char why[256];
+  int rc = tern_keypair_load_why(o->key_path, &kp, why, sizeof(why));
   explicit_bzero(&kp, sizeof(kp));
   if (rc) {
-    fprintf(stderr, "ternd: cannot load relay key %s: %s\n", o->key_path, tern_strerror(rc));
+    fprintf(stderr, "ternd: cannot load relay key %s: %s\n", o->key_path, why);
     return 1;
   }
   size_t keys = 0, users = 0;
@@ -399,9 +400,10 @@ int main(int argc, char **argv) {
   char store_path[4096];
   snprintf(store_path, sizeof(store_path), "%s/relay.db", o.data_dir);
   cfg.store_path = store_path;
-  int rc = tern_keypair_load(o.key_path, &cfg.keypair);
+  char why[256];
+  int rc = tern_keypair_load_why(o.key_path, &cfg.keypair, why, sizeof(why));
   if (rc) {
-    say(0, "cannot load relay key %s: %s", o.key_path, tern_strerror(rc));
+    say(0, "cannot load relay key %s: %s", o.key_path, why);
     goto out;
   }
   if (o.allow_path) {
