@@ -39,6 +39,7 @@ static const err_entry errors[] = {
   {TERN_EBADNET, "TERN_EBADNET", "the network forgets idle UDP mappings too fast for a sparing keepalive"},
   {TERN_EFULL, "TERN_EFULL", "the relay is full; it asked to be tried again later"},
   {TERN_EBUSY, "TERN_EBUSY", "the relay is reachable but too busy to answer now; messages wait in the outbox"},
+  {TERN_ENOTSUP, "TERN_ENOTSUP", "this build has no single descriptor; use tern_client_pollfds"},
 };
 
 static const err_entry *find(int err) {
