@@ -164,7 +164,7 @@ Test(poller, nested_child_is_one_event_with_its_tag) {
   size_t k = tern__poller_pollfds(parent, fds, 8);
   cr_assert(k >= 1 && k <= 8);
   if (tern__poller_fd(parent) >= 0) cr_assert(k == 1 && fds[0].fd == tern__poller_fd(parent));
-  else cr_assert_eq(k, 4, "own pipe, the child's two, the grandchild's one");
+  else cr_assert_eq(k, 4, "own pipe, the child's two, the grandchild's one (%zu)", k);
   cr_assert_geq(poll(fds, (nfds_t)k, 0), 1);
   cr_assert_eq(tern__poller_pollfds(parent, NULL, 0), k);
   /* Taken out: the child no longer shows. */
