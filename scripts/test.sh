@@ -53,4 +53,11 @@ elif [ "${1:-}" = "--tsan" ]; then
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 fi
 bash "$here/scripts/build.sh" "$dir" "${extra[@]}"
+if [ "${1:-}" = "--poll" ]; then
+  # What a system without them would miss: the poll() build must not call
+  # any of Linux's own waiting or descriptor-flag interfaces.
+  if nm -D --undefined-only "$dir/lib/libtern.so" | grep -E ' (epoll_|eventfd|signalfd|accept4|pipe2)'; then
+    echo "test.sh --poll: libtern.so still calls the Linux interfaces above" >&2; exit 1
+  fi
+fi
 ctest --test-dir "$dir" --output-on-failure --timeout 900 "${skip[@]}"
