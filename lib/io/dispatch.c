@@ -41,6 +41,18 @@ enum {
   TCP_EVERY = 32,           /* TCP is looked at after this many UDP datagrams at most */
 };
 
+/* Which of our addresses a datagram came to, and sending from it
+ * (RFC 3542's IPV6_PKTINFO, Linux's and macOS's IP_PKTINFO): a relay bound
+ * to a wildcard answers from the address it was asked on. Where the
+ * system lacks them (FreeBSD has IP_RECVDSTADDR instead) the kernel picks
+ * the source address, which is right on a host with one address per
+ * family. */
+#if defined(IP_PKTINFO) && defined(IPV6_PKTINFO) && defined(IPV6_RECVPKTINFO)
+#define PKTINFO 1
+#else
+#define PKTINFO 0
+#endif
+
 /* Poller tags of the real UDP sockets (a TCP connection's tag is its id). */
 #define TAG_UDP ((uint64_t)1 << 33)
 #define TAG_CAND ((uint64_t)1 << 34)
@@ -193,8 +205,12 @@ static int open_socket(int family, const tern__addr *bind_to, int v6only) {
   /* Which of our addresses a datagram came to (used only when bound to a
    * wildcard; harmless otherwise). IP_PKTINFO covers IPv4, also IPv4-mapped
    * on a dual-stack socket. */
+#if PKTINFO
   (void)setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
   if (family == AF_INET6) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+#else
+  (void)one;
+#endif
   struct sockaddr_storage ss;
   size_t len = tern__addr_to_sockaddr(bind_to, family, &ss);
   if (len == 0 || bind(fd, (struct sockaddr *)&ss, (socklen_t)len) != 0) goto fail;
@@ -273,7 +289,7 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     tern__disp_free(d);
     return TERN_ERESOURCE;
   }
-  if (bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
+  if (PKTINFO && bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
     d->locals = calloc(LOCAL_SLOTS, sizeof(*d->locals));
     if (!d->locals) {
       tern__disp_free(d);
@@ -350,6 +366,7 @@ static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__
   }
   struct msghdr m = {.msg_name = &ss, .msg_namelen = (socklen_t)sl, .msg_iov = (struct iovec *)iov,
                      .msg_iovlen = n};
+#if PKTINFO
   union {
     char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
     struct cmsghdr align;
@@ -376,8 +393,11 @@ static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__
       m.msg_controllen = CMSG_SPACE(sizeof(pi));
     }
   }
+#else
+  (void)from;
+#endif
   ssize_t r;
-  do r = sendmsg(fd, &m, MSG_NOSIGNAL);
+  do r = sendmsg(fd, &m, TERN__MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
   if (r >= 0) d->st.tx++;
   return r;
@@ -526,10 +546,16 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
  * our addresses it came to (into d->last_local). */
 static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t *sl) {
   struct iovec iov = {.iov_base = d->buf, .iov_len = sizeof(d->buf)};
+#if PKTINFO
   union {
     char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
     struct cmsghdr align;
   } ctl;
+#else
+  struct {
+    char buf[1];
+  } ctl; /* d->locals is never set without PKTINFO */
+#endif
   struct msghdr m = {.msg_name = ss, .msg_namelen = sizeof(*ss), .msg_iov = &iov, .msg_iovlen = 1,
                      .msg_control = d->locals ? ctl.buf : NULL,
                      .msg_controllen = d->locals ? sizeof(ctl.buf) : 0};
@@ -538,6 +564,7 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
   *sl = m.msg_namelen;
   memset(&d->last_local, 0, sizeof(d->last_local));
   if (!d->locals) return n;
+#if PKTINFO
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
     if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
       struct in_pktinfo pi;
@@ -550,6 +577,7 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
       d->last_local.port = d->port;
     }
   }
+#endif
   return n;
 }
 

@@ -218,7 +218,7 @@ static int flush(tern__streams *s, conn *c) {
     size_t len;
     const uint8_t *p = tern__tcpf_tx_pending(&c->tx, &len);
     if (!len) break;
-    ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = send(c->fd, p, len, TERN__MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       set_out(s, c, 1);

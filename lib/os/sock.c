@@ -27,6 +27,16 @@ int tern__os_fdflags(int fd, int nonblock) {
 }
 
 #if !ONE_CALL
+/* Where send() has no MSG_NOSIGNAL, the socket itself must not raise
+ * SIGPIPE. fd is returned as it is. */
+static int no_sigpipe(int fd) {
+#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
+  int one = 1;
+  if (fd >= 0) (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+  return fd;
+}
+
 /* fd with the flags, or -1 (and fd closed, errno kept) if they cannot be set. */
 static int flagged(int fd) {
   if (fd < 0 || tern__os_fdflags(fd, 1) == 0) return fd;
@@ -41,7 +51,7 @@ int tern__os_socket(int family, int type) {
 #if ONE_CALL
   return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 #else
-  return flagged(socket(family, type, 0));
+  return no_sigpipe(flagged(socket(family, type, 0)));
 #endif
 }
 
@@ -49,7 +59,7 @@ int tern__os_accept(int lfd, struct sockaddr *sa, socklen_t *len) {
 #if ONE_CALL
   return accept4(lfd, sa, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
-  return flagged(accept(lfd, sa, len));
+  return no_sigpipe(flagged(accept(lfd, sa, len)));
 #endif
 }
 

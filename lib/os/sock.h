@@ -11,8 +11,17 @@
 
 #include <sys/socket.h>
 
-/* socket(family, type, 0), non-blocking and close-on-exec. -1 (errno) on
- * failure. */
+/* The send flag that keeps a peer's close from raising SIGPIPE: POSIX's
+ * MSG_NOSIGNAL; where it is missing (macOS, iOS) 0, and the sockets made
+ * here carry SO_NOSIGPIPE instead. */
+#ifdef MSG_NOSIGNAL
+#define TERN__MSG_NOSIGNAL MSG_NOSIGNAL
+#else
+#define TERN__MSG_NOSIGNAL 0
+#endif
+
+/* socket(family, type, 0), non-blocking and close-on-exec (and SO_NOSIGPIPE
+ * where MSG_NOSIGNAL is missing). -1 (errno) on failure. */
 int tern__os_socket(int family, int type);
 /* accept() on a listener, the new descriptor non-blocking and
  * close-on-exec. -1 (errno) on failure. */
