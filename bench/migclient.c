@@ -196,8 +196,10 @@ static int xpoll(mig *m, int timeout_ms) {
   if (m->system == SYS_TCP) return bench_transport_tcp.poll(m->tcp, timeout_ms, on_message, m);
   int t = tern_client_timeout_ms(m->tc);
   if (t >= 0 && t < timeout_ms) timeout_ms = t;
-  struct pollfd p = {.fd = tern_client_fd(m->tc), .events = POLLIN};
-  if (timeout_ms > 0 && poll(&p, 1, timeout_ms) < 0 && errno != EINTR) return -1;
+  struct pollfd p[64];
+  int n = tern_client_pollfds(m->tc, p, 64);
+  if (n < 0 || n > 64) return -1;
+  if (timeout_ms > 0 && poll(p, (nfds_t)n, timeout_ms) < 0 && errno != EINTR) return -1;
   if (tern_client_service(m->tc, 0) < 0) return -1;
   return tern_drain(m);
 }

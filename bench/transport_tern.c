@@ -42,7 +42,8 @@ typedef struct tern_state {
   tern_client **c;
   int64_t *start_ns, *accepted_ns, *relay_unix_ns;
   int *connected;
-  struct pollfd *pfds;
+  struct pollfd *pfds;  /* what every client waits on, one after another */
+  size_t pcap;
   int disconnects;
   pending_msg pending[PENDING_MAX];
   int npending;
@@ -134,13 +135,24 @@ static int tern_poll(void *p, int timeout_ms, bench_on_message fn, void *arg) {
   if (service_all(s, fn, arg) < 0) return -1;
   if (timeout_ms <= 0) return 0;
   int wait = timeout_ms;
+  size_t used = 0;
   for (int i = 0; i < s->n; i++) {
     int t = tern_client_timeout_ms(s->c[i]);
     if (t >= 0 && t < wait) wait = t;
-    s->pfds[i].fd = tern_client_fd(s->c[i]);
-    s->pfds[i].events = POLLIN;
+    int k = tern_client_pollfds(s->c[i], s->pfds + used, s->pcap - used);
+    if (k < 0) return -1;
+    if ((size_t)k > s->pcap - used) { /* the poll() backend, more sockets: grow */
+      size_t cap = (s->pcap + (size_t)k) * 2;
+      struct pollfd *g = realloc(s->pfds, cap * sizeof *g);
+      if (!g) return -1;
+      s->pfds = g;
+      s->pcap = cap;
+      i--;
+      continue;
+    }
+    used += (size_t)k;
   }
-  if (poll(s->pfds, (nfds_t)s->n, wait) < 0 && errno != EINTR) return -1;
+  if (poll(s->pfds, (nfds_t)used, wait) < 0 && errno != EINTR) return -1;
   return service_all(s, fn, arg);
 }
 
@@ -179,7 +191,8 @@ static void *tern_open(const bench_transport_config *cfg) {
   s->accepted_ns = calloc((size_t)s->n, sizeof *s->accepted_ns);
   s->relay_unix_ns = calloc((size_t)s->n, sizeof *s->relay_unix_ns);
   s->connected = calloc((size_t)s->n, sizeof *s->connected);
-  s->pfds = calloc((size_t)s->n, sizeof *s->pfds);
+  s->pcap = (size_t)s->n;
+  s->pfds = calloc(s->pcap, sizeof *s->pfds);
   if (!s->c || !s->start_ns || !s->accepted_ns || !s->relay_unix_ns || !s->connected || !s->pfds) goto fail;
   for (int i = 0; i < s->n; i++) {
     tern_client_config cc;

@@ -29,6 +29,13 @@ static int check(int rc, const char *what) {
   return rc;
 }
 
+/* How many entries a *_pollfds call filled: all it needs, in the 32 given. */
+static int fds_in(int needed, const char *who) {
+  check(needed, who);
+  if (needed > 32) check(TERN_ERESOURCE, who);
+  return needed;
+}
+
 static tern_client *start_client(const char *user, uint16_t port, const uint8_t *relay_key) {
   tern_client_config cfg;
   tern_client_config_default(&cfg);
@@ -65,12 +72,15 @@ int main(void) {
   int got_reply = 0, delivered = 0, failed = 0;
   time_t give_up = time(NULL) + 10;
   while (!(got_reply && delivered) && !failed && time(NULL) < give_up) {
-    struct pollfd pf[3] = {{.fd = tern_relay_fd(relay), .events = POLLIN},
-                           {.fd = tern_client_fd(alice), .events = POLLIN},
-                           {.fd = tern_client_fd(bob), .events = POLLIN}};
+    /* What the three wait on, one after the other: a descriptor each with
+     * epoll or kqueue, each socket with the poll() backend (a few each). */
+    struct pollfd pf[96];
+    int n = fds_in(tern_relay_pollfds(relay, pf, 32), "relay");
+    n += fds_in(tern_client_pollfds(alice, pf + n, 32), "alice");
+    n += fds_in(tern_client_pollfds(bob, pf + n, 32), "bob");
     int timeout = sooner(tern_relay_timeout_ms(relay),
                          sooner(tern_client_timeout_ms(alice), tern_client_timeout_ms(bob)));
-    poll(pf, 3, sooner(timeout, 1000)); /* at least once a second, for give_up */
+    poll(pf, (nfds_t)n, sooner(timeout, 1000)); /* at least once a second, for give_up */
     check(tern_relay_service(relay, 0), "relay");
     check(tern_client_service(alice, 0), "alice");
     check(tern_client_service(bob, 0), "bob");

@@ -72,10 +72,17 @@ int main(int argc, char **argv) {
   size_t cap = 0;
 
   while (input_open || !connected || tern_client_outbox_size(c) > 0) {
-    struct pollfd pf[2] = {{.fd = tern_client_fd(c), .events = POLLIN},
-                           {.fd = input_open ? STDIN_FILENO : -1, .events = POLLIN}};
-    poll(pf, 2, tern_client_timeout_ms(c)); /* -1: nothing due without input */
-    if (pf[1].revents) {
+    /* stdin first, then what the client waits on: one descriptor with epoll
+     * or kqueue, each of its sockets with the poll() backend (a few). */
+    struct pollfd pf[64] = {{.fd = input_open ? STDIN_FILENO : -1, .events = POLLIN}};
+    int nfd = tern_client_pollfds(c, pf + 1, 63);
+    if (nfd < 0 || nfd > 63) {
+      fprintf(stderr, "poll_client: %d descriptors to wait on\n", nfd);
+      status = 1;
+      break;
+    }
+    poll(pf, (nfds_t)(1 + nfd), tern_client_timeout_ms(c)); /* -1: nothing due without input */
+    if (pf[0].revents) {
       ssize_t n = getline(&line, &cap, stdin);
       if (n < 0) input_open = 0;
       if (n > 0 && line[n - 1] == '\n') n--;

@@ -7,6 +7,15 @@
 #                                     tests that run client threads outside
 #                                     Criterion (its runner does not survive
 #                                     TSan): thread_check
+#   bash scripts/test.sh --poll       TERN_POLLER=poll build in build-poll/ (plain
+#                                     POSIX poll(), pipes and fcntl: what a
+#                                     system without epoll runs), the whole
+#                                     suite less the two long runs --sanitize
+#                                     skips too
+#   bash scripts/test.sh --kqueue     TERN_POLLER=kqueue build in build-kqueue/
+#                                     against libkqueue (not in Debian 12: set
+#                                     PKG_CONFIG_PATH to where it is installed),
+#                                     the client and relay tests
 # Tests that need root and network namespaces skip with a message when run
 # without them; with CI=true they must run.
 set -euo pipefail
@@ -26,10 +35,29 @@ if [ "${1:-}" = "--sanitize" ]; then
   skip=(-E 'nat_keepalive_test|linkem_selftest')
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+elif [ "${1:-}" = "--poll" ]; then
+  dir="$here/build-poll"; extra=(-DTERN_POLLER=poll)
+  skip=(-E 'nat_keepalive_test|linkem_selftest')
+elif [ "${1:-}" = "--kqueue" ]; then
+  pkg-config --exists libkqueue || {
+    echo "test.sh --kqueue: libkqueue not found (pkg-config libkqueue); Debian 12 does not" \
+         "package it: build it and point PKG_CONFIG_PATH at its lib/pkgconfig" >&2; exit 1; }
+  # The library finds libkqueue through its RUNPATH; the tests' helper
+  # programs run from the build tree too.
+  export LD_LIBRARY_PATH="$(pkg-config --variable=libdir libkqueue)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  dir="$here/build-kqueue"; extra=(-DTERN_POLLER=kqueue -DTERN_BUILD_BENCH=OFF)
+  skip=(-R '^(poller_test|relay_test|messaging_test|ternd_test|resolve_test|race_test|link_test|thread_check|tcp_test|config_test|notify_test|ternctl_test|example_.*)$')
 elif [ "${1:-}" = "--tsan" ]; then
   dir="$here/build-tsan"; extra=(-DTERN_TSAN=ON -DTERN_BUILD_BENCH=OFF)
   skip=(-R '^thread_check$')
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 fi
 bash "$here/scripts/build.sh" "$dir" "${extra[@]}"
+if [ "${1:-}" = "--poll" ]; then
+  # What a system without them would miss: the poll() build must not call
+  # any of Linux's own waiting or descriptor-flag interfaces.
+  if nm -D --undefined-only "$dir/lib/libtern.so" | grep -E ' (epoll_|eventfd|signalfd|accept4|pipe2)'; then
+    echo "test.sh --poll: libtern.so still calls the Linux interfaces above" >&2; exit 1
+  fi
+fi
 ctest --test-dir "$dir" --output-on-failure --timeout 900 "${skip[@]}"

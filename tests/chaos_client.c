@@ -167,8 +167,13 @@ int main(int argc, char **argv) {
     }
     int timeout = tern_client_timeout_ms(c);
     if (timeout < 0 || timeout > 20) timeout = 20; /* pacing, and SIGTERM */
-    struct pollfd pf = {.fd = tern_client_fd(c), .events = POLLIN};
-    if (poll(&pf, 1, timeout) < 0 && errno != EINTR) break;
+    struct pollfd pf[64];
+    int nfd = tern_client_pollfds(c, pf, 64);
+    if (nfd < 0 || nfd > 64) {
+      fprintf(stderr, "chaos_client: %d descriptors to wait on\n", nfd);
+      break;
+    }
+    if (poll(pf, (nfds_t)nfd, timeout) < 0 && errno != EINTR) break;
     int n = tern_client_service(c, 0);
     if (n < 0) {
       fprintf(stderr, "chaos_client: service: %s\n", tern_strerror(n));

@@ -491,10 +491,50 @@ Test(relay, client_fd_quiet_after_send_and_service) {
   tern_client *c;
   cr_assert_eq(tern_client_new(&c, &cfg), 0);
   cr_assert_eq(tern_client_send(c, "bob", "x", 1, NULL), 0);
-  struct pollfd pf = {.fd = tern_client_fd(c), .events = POLLIN};
-  cr_assert_eq(poll(&pf, 1, 0), 1, "a send wakes the loop");
+  struct pollfd pf[64];
+  int n = tern_client_pollfds(c, pf, 64);
+  cr_assert(n >= 1 && n <= 64, "%d descriptors", n);
+  cr_assert_geq(poll(pf, (nfds_t)n, 0), 1, "a send wakes the loop");
   cr_assert_geq(tern_client_service(c, 0), 0);
-  cr_assert_eq(poll(&pf, 1, 0), 0, "and one service call quiets it again");
+  n = tern_client_pollfds(c, pf, 64);
+  cr_assert_eq(poll(pf, (nfds_t)n, 0), 0, "and one service call quiets it again");
+  tern_client_free(c);
+  loop_stop(&l);
+}
+
+/* tern_client_pollfds/tern_relay_pollfds work on every build and say how
+ * many entries they need; tern_client_fd/tern_relay_fd give the single
+ * descriptor where the build has one (epoll, kqueue), TERN_ENOTSUP where
+ * it has none (poll()). */
+Test(relay, pollfds_and_fd_agree_with_the_backend) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config cfg;
+  loop_client_config(&l, &cfg, "alice");
+  tern_client *c;
+  cr_assert_eq(tern_client_new(&c, &cfg), 0);
+  struct pollfd pf[64];
+  int need = tern_client_pollfds(c, NULL, 0);
+  cr_assert_geq(need, 1);
+  cr_assert_eq(tern_client_pollfds(c, pf, 1), need, "a short array still gets the count");
+  cr_assert_eq(tern_client_pollfds(c, pf, 64), need);
+  int fd = tern_client_fd(c);
+  if (fd >= 0) {
+    cr_assert_eq(need, 1);
+    cr_assert_eq(pf[0].fd, fd);
+    cr_assert_eq(pf[0].events, POLLIN);
+  } else {
+    cr_assert_eq(fd, TERN_ENOTSUP);
+    cr_assert_str_eq(tern_errname(fd), "TERN_ENOTSUP");
+    /* The wake-up and the UDP socket at least. */
+    cr_assert_geq(need, 2);
+    for (int i = 0; i < need; i++) cr_assert_geq(pf[i].fd, 0);
+  }
+  int rneed = tern_relay_pollfds(l.relay, pf, 64);
+  cr_assert(rneed >= 1 && rneed <= 64);
+  int rfd = tern_relay_fd(l.relay);
+  if (fd >= 0) cr_assert(rfd >= 0 && rneed == 1 && pf[0].fd == rfd);
+  else cr_assert_eq(rfd, TERN_ENOTSUP);
   tern_client_free(c);
   loop_stop(&l);
 }

@@ -606,7 +606,7 @@ static void *kick(void *arg) {
 Test(sockets, a_signal_during_a_service_wait_is_not_an_error) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sig; /* no SA_RESTART: epoll_wait fails with EINTR */
+  sa.sa_handler = on_sig; /* no SA_RESTART: the poller's wait fails with EINTR */
   sigaction(SIGUSR1, &sa, NULL);
   loop l;
   loop_start(&l, NULL, NULL, 0);
@@ -619,7 +619,7 @@ Test(sockets, a_signal_during_a_service_wait_is_not_an_error) {
   pthread_t t;
   pthread_create(&t, NULL, kick, &k);
   for (int i = 0; i < 4; i++) {
-    /* Long waits: the signals land inside epoll_wait. */
+    /* Long waits: the signals land inside the poller's wait. */
     int rc = tern_client_service(l.clients[a], 150);
     cr_assert_geq(rc, 0, "tern_client_service: %s after a signal", tern_strerror(rc));
     cr_assert_eq(tern_relay_service(l.relay, 0), 0);

@@ -368,8 +368,15 @@ int main(int argc, char **argv) {
   char *line = NULL;
   size_t line_cap = 0, line_len = 0;
   while (!done) {
-    struct pollfd pf[2] = {{.fd = tern_client_fd(c), .events = POLLIN},
-                           {.fd = input_open ? STDIN_FILENO : -1, .events = POLLIN}};
+    /* stdin, then what the client waits on (one descriptor with epoll or
+     * kqueue, each of its sockets with the poll() backend). */
+    struct pollfd pf[1 + 64] = {{.fd = input_open ? STDIN_FILENO : -1, .events = POLLIN}};
+    int nfd = tern_client_pollfds(c, pf + 1, 64);
+    if (nfd < 0 || nfd > 64) {
+      fprintf(stderr, "tern-chat: %d descriptors to wait on\n", nfd);
+      status = 1;
+      break;
+    }
     int timeout = tern_client_timeout_ms(c);
     if (!input_open) {
       uint64_t end = eof_at + (uint64_t)(linger * 1000), now = now_ms();
@@ -377,8 +384,8 @@ int main(int argc, char **argv) {
       if (left > 100) left = 100; /* to notice the quiet period ending */
       if (timeout < 0 || timeout > left) timeout = left;
     }
-    if (poll(pf, 2, timeout) < 0 && errno != EINTR) break;
-    if (input_open && (pf[1].revents & (POLLIN | POLLHUP))) {
+    if (poll(pf, (nfds_t)(1 + nfd), timeout) < 0 && errno != EINTR) break;
+    if (input_open && (pf[0].revents & (POLLIN | POLLHUP))) {
       /* Raw reads, not stdio: poll() cannot see lines stdio has buffered. */
       char chunk[4096];
       ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));

@@ -94,6 +94,7 @@ enum {
   TERN_ETOKENINVALID = -32, /* the backend token is malformed or its signature does not verify */
   TERN_ETOKENKEY = -33,     /* the backend token is bound to another device key or user */
   TERN_ETOKENREVOKED = -34, /* the backend token, or the device key it names, is revoked */
+  TERN_ENOTSUP = -35,     /* this build has no single descriptor; use tern_client_pollfds */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -559,12 +560,31 @@ TERN_EXPORT TERN_NONNULL(1) int tern_client_stop(tern_client *c);
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_event_dup(const tern_event *ev, tern_event **out);
 TERN_EXPORT void tern_event_free(tern_event *ev);
 
-/* For an app's own poll/epoll loop: a descriptor that becomes readable when
- * the client has input (network or a send from another thread), and the
- * number of milliseconds after which tern_client_service(c, 0) must be
- * called even without input (-1: no deadline). Call tern_client_service(c,
- * 0) whenever the descriptor is readable or the timeout passes. The
- * descriptor (an epoll instance) is owned by the client. */
+/* For an app's own poll loop, on every platform: fills up to n entries of
+ * fds with what to wait for (descriptor and events; revents zeroed) and
+ * returns how many entries there are, which may be more than n (then call
+ * again with room for that many; curl_multi_waitfds works the same way).
+ * Wait with poll(fds, count, tern_client_timeout_ms(c)) and call
+ * tern_client_service(c, 0) when any entry is ready or the timeout passes.
+ * The descriptors are owned by the client: do not read, write or close
+ * them; the list is valid until the next tern_client_service() (call
+ * tern_client_pollfds() again each round). With the epoll and kqueue
+ * backends the list is one descriptor, the one tern_client_fd() returns;
+ * with the poll() backend (TERN_POLLER=poll) it is every socket the client
+ * waits on. fds may be NULL when n is 0. Returns the count, TERN_EINVAL,
+ * TERN_ERESOURCE. */
+struct pollfd;
+TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_client_pollfds(tern_client *c, struct pollfd *fds, size_t n);
+
+/* For an app's own poll/epoll/kqueue loop, where the build has one: a
+ * descriptor that becomes readable when the client has input (network or
+ * a send from another thread), and the number of milliseconds after which
+ * tern_client_service(c, 0) must be called even without input (-1: no
+ * deadline). Call tern_client_service(c, 0) whenever the descriptor is
+ * readable or the timeout passes. The descriptor (an epoll or kqueue
+ * instance) is owned by the client. Returns it, or TERN_ENOTSUP with the
+ * poll() backend, which has no single descriptor: use
+ * tern_client_pollfds(). */
 TERN_EXPORT TERN_NONNULL(1) int tern_client_fd(const tern_client *c);
 TERN_EXPORT TERN_NONNULL(1) int tern_client_timeout_ms(tern_client *c);
 
@@ -801,7 +821,12 @@ TERN_EXPORT void tern_relay_free(tern_relay *r);
  * 0 or TERN_EIO. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_relay_service(tern_relay *r, int timeout_ms);
 
-/* Descriptor and deadline for an external loop, as for the client. */
+/* Descriptors and deadline for an external loop, as for the client:
+ * tern_relay_pollfds() on every platform (the relay's sockets, valid until
+ * the next tern_relay_service(); a relay with TCP connections under the
+ * poll() backend has one entry per connection), tern_relay_fd() where the
+ * build has a single descriptor (else TERN_ENOTSUP). */
+TERN_EXPORT TERN_WUR TERN_NONNULL(1) int tern_relay_pollfds(tern_relay *r, struct pollfd *fds, size_t n);
 TERN_EXPORT TERN_NONNULL(1) int tern_relay_fd(const tern_relay *r);
 TERN_EXPORT TERN_NONNULL(1) int tern_relay_timeout_ms(tern_relay *r);
 

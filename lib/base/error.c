@@ -43,6 +43,7 @@ static const err_entry errors[] = {
   {TERN_ETOKENINVALID, "TERN_ETOKENINVALID", "the backend token is malformed or not signed by the relay's token key"},
   {TERN_ETOKENKEY, "TERN_ETOKENKEY", "the backend token is bound to another device key or user"},
   {TERN_ETOKENREVOKED, "TERN_ETOKENREVOKED", "the backend token or this device key is revoked"},
+  {TERN_ENOTSUP, "TERN_ENOTSUP", "this build has no single descriptor; use tern_client_pollfds"},
 };
 
 static const err_entry *find(int err) {

@@ -79,16 +79,14 @@ static int open_state(tern_client *c, const char *dir) {
   return rc;
 }
 
+/* The client's poller: the link's and the resolver's nested in it, and the
+ * wake-up (tags: TERN__CL_TAG_*; a probe socket's is TERN__CL_TAG_PROBE +
+ * its slot). */
 static int wake_setup(tern_client *c) {
-  c->epfd = epoll_create1(EPOLL_CLOEXEC);
-  c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (c->epfd < 0 || c->evfd < 0) return TERN_EIO;
-  struct epoll_event a = {.events = EPOLLIN, .data.u32 = 0};
-  struct epoll_event b = {.events = EPOLLIN, .data.u32 = 1};
-  struct epoll_event d = {.events = EPOLLIN, .data.u32 = 2 + TERN__KA_SLOTS};
-  if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__link_fd(c->link), &a) != 0 ||
-      epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &b) != 0 ||
-      epoll_ctl(c->epfd, EPOLL_CTL_ADD, tern__resolver_fd(c->res), &d) != 0)
+  if (tern__poller_new(&c->poller) != 0 || tern__wake_open(&c->wake) != 0) return TERN_EIO;
+  if (tern__poller_nest(c->poller, tern__link_poller(c->link), TERN__CL_TAG_LINK) != 0 ||
+      tern__poller_add(c->poller, c->wake.rfd, TERN__POLL_IN, TERN__CL_TAG_WAKE) != 0 ||
+      tern__poller_nest(c->poller, tern__resolver_poller(c->res), TERN__CL_TAG_RESOLVER) != 0)
     return TERN_EIO;
   return 0;
 }
@@ -108,7 +106,7 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   if (sodium_init() < 0) return TERN_ECRYPTO;
   tern_client *c = calloc(1, sizeof(*c));
   if (!c) return TERN_ENOMEM;
-  c->epfd = c->evfd = -1;
+  c->wake.rfd = c->wake.wfd = -1;
   for (unsigned i = 0; i < TERN__KA_SLOTS; i++) c->probe_fd[i] = -1;
   pthread_mutex_init(&c->mu, NULL);
   int rc = TERN_ENOMEM;
@@ -189,6 +187,11 @@ void tern_client_free(tern_client *c) {
   if (!c) return;
   (void)tern__cl_thread_stop(c); /* thread mode: end the thread first */
   if (c->peer) tern__link_close(c->link, c->peer, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_NOW);
+  if (c->poller) {
+    /* The nested pollers go with their owners below. */
+    if (c->link) tern__poller_unnest(c->poller, tern__link_poller(c->link));
+    if (c->res) tern__poller_unnest(c->poller, tern__resolver_poller(c->res));
+  }
   tern__link_free(c->link);
   tern__resolver_free(c->res);
   for (unsigned i = 0; i < TERN__KA_SLOTS; i++)
@@ -197,8 +200,8 @@ void tern_client_free(tern_client *c) {
   tern__session_wipe(&c->sess);
   tern__ccore_free(c->core);
   tern__cstore_close(c->store);
-  if (c->epfd >= 0) close(c->epfd);
-  if (c->evfd >= 0) close(c->evfd);
+  tern__poller_free(c->poller);
+  tern__wake_close(&c->wake);
   sodium_memzero(&c->cfg.keypair, sizeof(c->cfg.keypair));
   if (c->buf) sodium_memzero(c->buf, CLIENT_BUF);
   if (c->pkt) sodium_memzero(c->pkt, CLIENT_BUF);
@@ -255,11 +258,7 @@ static void push_pending(tern_client *c) {
   if (c->n_shell_pending) c->nomem = 1;
 }
 
-static void wake(tern_client *c) {
-  uint64_t one = 1;
-  ssize_t w = write(c->evfd, &one, sizeof(one));
-  (void)w; /* a full counter already means "awake" */
-}
+static void wake(tern_client *c) { tern__wake_signal(&c->wake); }
 
 int tern_client_connect(tern_client *c) {
   pthread_mutex_lock(&c->mu);
@@ -403,15 +402,20 @@ int tern_client_timeout_ms(tern_client *c) {
   return t;
 }
 
-int tern_client_fd(const tern_client *c) { return c->epfd; }
-
-/* Empties the wake-up eventfd, so that the descriptor the app polls is not
- * left readable by a send() that this call is about to act on. */
-static void drain_wake(tern_client *c) {
-  uint64_t drain;
-  ssize_t r = read(c->evfd, &drain, sizeof(drain));
-  (void)r; /* nothing to drain is fine */
+int tern_client_fd(const tern_client *c) {
+  int fd = tern__poller_fd(c->poller);
+  return fd >= 0 ? fd : TERN_ENOTSUP;
 }
+
+int tern_client_pollfds(tern_client *c, struct pollfd *fds, size_t n) {
+  if (!fds && n) return TERN_EINVAL;
+  size_t k = tern__poller_pollfds(c->poller, fds, n);
+  return k > 0x7fffffff ? TERN_ERESOURCE : (int)k;
+}
+
+/* Empties the wake-up, so that the descriptor the app polls is not left
+ * readable by a send() that this call is about to act on. */
+static void drain_wake(tern_client *c) { tern__wake_drain(&c->wake); }
 
 int tern_client_service(tern_client *c, int timeout_ms) {
   pthread_mutex_lock(&c->mu);
@@ -441,12 +445,12 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     int wait = tern__cl_min_timeout((int)(end - now), tern__cl_next_timeout_locked(c, now));
     if (wait < 0) wait = (int)(end - now);
     pthread_mutex_unlock(&c->mu);
-    struct epoll_event evs[3 + TERN__KA_SLOTS];
-    int n = epoll_wait(c->epfd, evs, 3 + TERN__KA_SLOTS, wait);
-    int werr = errno; /* drain_wake() below may change errno */
+    /* What is ready is looked at by the next round, each part its own. */
+    tern__poll_event evs[3 + TERN__KA_SLOTS];
+    int n = tern__poller_wait(c->poller, evs, 3 + TERN__KA_SLOTS, wait);
     pthread_mutex_lock(&c->mu);
     drain_wake(c);
-    if (n < 0 && werr != EINTR) {
+    if (n < 0 && n != TERN_EAGAIN) {
       rc = TERN_EIO;
       break;
     }

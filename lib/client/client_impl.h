@@ -8,8 +8,9 @@
  * keepalive, wire/session.c for the handshake and sealing).
  *
  * Locking: every public call takes c->mu. tern_client_service() drops it
- * only while it waits in epoll_wait(), so ENet is never used by two threads
- * at once; a send() from another thread writes the eventfd to wake it.
+ * only while it waits on its poller (os/poller.h), so ENet is never used by
+ * two threads at once; a send() from another thread signals the wake-up
+ * (os/wake.h) to end that wait.
  * Every function declared here expects c->mu held.
  */
 #ifndef TERN_CLIENT_IMPL_H
@@ -24,8 +25,6 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,12 +42,21 @@
 #include "client/race.h"
 #include "io/link.h"
 #include "io/resolver.h"
+#include "os/poller.h"
+#include "os/sock.h"
+#include "os/wake.h"
 #include "wire/session.h"
 #include "wire/token.h"
 #include "tern/tern.h"
 
 /* The app's log (tern_client_config.log): level 0 error .. 3 debug. */
 #define cl_log(c, level, ...) tern__logf((c)->cfg.log, (c)->cfg.log_ctx, level, __VA_ARGS__)
+
+/* Tags in the client's poller (c->poller). */
+#define TERN__CL_TAG_LINK 0u
+#define TERN__CL_TAG_WAKE 1u
+#define TERN__CL_TAG_PROBE 2u /* + the probe's slot, up to TERN__KA_SLOTS */
+#define TERN__CL_TAG_RESOLVER (2u + TERN__KA_SLOTS)
 
 /* How long a PROBE_KEY may take to come after it was asked for. */
 #define KEY_WAIT_MS 10000
@@ -114,7 +122,9 @@ struct tern_client {
   size_t token_len;               /* 0: none */
   char user[TERN_USER_MAX + 1]; /* assigned by the relay */
   pthread_mutex_t mu;
-  int epfd, evfd;
+  tern__poller *poller;         /* the link's and the resolver's nested, the
+                                   wake-up, the probe sockets: tags below */
+  tern__wake wake;
   tern__link *link;
   tern__link_peer *peer;
   tern__session sess;

@@ -38,7 +38,7 @@ uint64_t tern__cl_keepalive_due(const tern_client *c) {
 
 static void probe_close(tern_client *c, unsigned slot) {
   if (c->probe_fd[slot] < 0) return;
-  epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->probe_fd[slot], NULL);
+  (void)tern__poller_del(c->poller, c->probe_fd[slot]);
   close(c->probe_fd[slot]);
   c->probe_fd[slot] = -1;
 }
@@ -49,13 +49,12 @@ static void probe_close(tern_client *c, unsigned slot) {
 static void probe_open(tern_client *c, unsigned slot) {
   probe_close(c, slot);
   int family = tern__addr_is_v4(&c->relay_addr) ? AF_INET : AF_INET6;
-  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = tern__os_socket(family, SOCK_DGRAM);
   if (fd < 0) return;
   struct sockaddr_storage to;
   size_t tolen = tern__addr_to_sockaddr(&c->relay_addr, family, &to);
-  struct epoll_event e = {.events = EPOLLIN, .data.u32 = 2 + slot};
   if (connect(fd, (struct sockaddr *)&to, (socklen_t)tolen) != 0 ||
-      epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
+      tern__poller_add(c->poller, fd, TERN__POLL_IN, TERN__CL_TAG_PROBE + slot) != 0) {
     close(fd);
     return;
   }

@@ -49,9 +49,7 @@ int tern__cl_thread_stop(tern_client *c) {
   pthread_mutex_unlock(&c->mu);
   if (!on || self) return TERN_EINVAL;
   atomic_store(&c->th_stop, 1);
-  uint64_t one = 1;
-  ssize_t w = write(c->evfd, &one, sizeof(one)); /* out of its wait at once */
-  (void)w;
+  tern__wake_signal(&c->wake); /* out of its wait at once */
   pthread_join(c->th, NULL);
   pthread_mutex_lock(&c->mu);
   c->th_on = 0;

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +19,8 @@
 #include "io/clock.h"
 #include "io/enet_platform.h"
 #include "io/streams.h"
+#include "os/poller.h"
+#include "os/sock.h"
 #include "tern/tern.h"
 #include "wire/full.h"
 #include "wire/path.h"
@@ -40,7 +41,19 @@ enum {
   TCP_EVERY = 32,           /* TCP is looked at after this many UDP datagrams at most */
 };
 
-/* epoll tags of the real UDP sockets (a TCP connection's tag is its id). */
+/* Which of our addresses a datagram came to, and sending from it
+ * (RFC 3542's IPV6_PKTINFO, Linux's and macOS's IP_PKTINFO): a relay bound
+ * to a wildcard answers from the address it was asked on. Where the
+ * system lacks them (FreeBSD has IP_RECVDSTADDR instead) the kernel picks
+ * the source address, which is right on a host with one address per
+ * family. */
+#if defined(IP_PKTINFO) && defined(IPV6_PKTINFO) && defined(IPV6_RECVPKTINFO)
+#define PKTINFO 1
+#else
+#define PKTINFO 0
+#endif
+
+/* Poller tags of the real UDP sockets (a TCP connection's tag is its id). */
 #define TAG_UDP ((uint64_t)1 << 33)
 #define TAG_CAND ((uint64_t)1 << 34)
 
@@ -76,7 +89,7 @@ typedef struct local_slot {
 struct tern__disp {
   int fd;
   int cand_fd;                  /* client: a socket being tried, or -1 */
-  int epfd;                     /* every real socket: UDP, candidate, TCP */
+  tern__poller *poller;         /* every real socket: UDP, candidate, TCP */
   tern__streams *tcp;           /* TCP: a relay's listener and connections, a client's own */
   unsigned udp_run;             /* UDP datagrams read since TCP was last looked at */
   tern__mig *mig;               /* relay: sessions that may move */
@@ -181,7 +194,7 @@ uint16_t tern__vsock_port(int sock) {
 /* --- the real socket ----------------------------------------------------- */
 
 static int open_socket(int family, const tern__addr *bind_to, int v6only) {
-  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = tern__os_socket(family, SOCK_DGRAM);
   if (fd < 0) return -1;
   int one = 1, v = SOCK_BUF;
   if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) != 0)
@@ -192,8 +205,12 @@ static int open_socket(int family, const tern__addr *bind_to, int v6only) {
   /* Which of our addresses a datagram came to (used only when bound to a
    * wildcard; harmless otherwise). IP_PKTINFO covers IPv4, also IPv4-mapped
    * on a dual-stack socket. */
+#if PKTINFO
   (void)setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
   if (family == AF_INET6) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+#else
+  (void)one;
+#endif
   struct sockaddr_storage ss;
   size_t len = tern__addr_to_sockaddr(bind_to, family, &ss);
   if (len == 0 || bind(fd, (struct sockaddr *)&ss, (socklen_t)len) != 0) goto fail;
@@ -225,7 +242,6 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   *out = NULL;
   tern__disp *d = calloc(1, sizeof(*d));
   if (!d) return TERN_ENOMEM;
-  d->epfd = -1;
   int rc = tern__atab_new(&d->tab, (size_t)1 << 20);
   if (rc) {
     free(d);
@@ -268,14 +284,12 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     return bind_to ? TERN_EADDR : TERN_ERESOURCE;
   }
   d->port = bound_port(d->fd);
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_UDP};
-  d->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (d->epfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->fd, &ev) != 0 ||
-      tern__streams_new(&d->tcp, d->epfd, accept_new ? TCP_MAX_RELAY : TCP_MAX_CLIENT) != 0) {
+  if (tern__poller_new(&d->poller) != 0 || tern__poller_add(d->poller, d->fd, TERN__POLL_IN, TAG_UDP) != 0 ||
+      tern__streams_new(&d->tcp, d->poller, accept_new ? TCP_MAX_RELAY : TCP_MAX_CLIENT) != 0) {
     tern__disp_free(d);
     return TERN_ERESOURCE;
   }
-  if (bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
+  if (PKTINFO && bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
     d->locals = calloc(LOCAL_SLOTS, sizeof(*d->locals));
     if (!d->locals) {
       tern__disp_free(d);
@@ -289,16 +303,17 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
 void tern__disp_free(tern__disp *d) {
   if (!d) return;
   tern__streams_free(d->tcp);
-  if (d->epfd >= 0) close(d->epfd);
+  tern__disp_cand_abort(d);
+  if (d->poller) (void)tern__poller_del(d->poller, d->fd);
+  tern__poller_free(d->poller);
   close(d->fd);
-  if (d->cand_fd >= 0) close(d->cand_fd);
   tern__mig_free(d->mig);
   free(d->locals);
   tern__atab_free(d->tab);
   free(d);
 }
 
-int tern__disp_fd(const tern__disp *d) { return d->epfd; }
+tern__poller *tern__disp_poller(const tern__disp *d) { return d->poller; }
 uint16_t tern__disp_port(const tern__disp *d) { return d->port; }
 int tern__disp_has_v6(const tern__disp *d) { return d->family == AF_INET6; }
 void tern__disp_stats_get(const tern__disp *d, tern__disp_stats *st) {
@@ -351,6 +366,7 @@ static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__
   }
   struct msghdr m = {.msg_name = &ss, .msg_namelen = (socklen_t)sl, .msg_iov = (struct iovec *)iov,
                      .msg_iovlen = n};
+#if PKTINFO
   union {
     char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
     struct cmsghdr align;
@@ -377,8 +393,11 @@ static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__
       m.msg_controllen = CMSG_SPACE(sizeof(pi));
     }
   }
+#else
+  (void)from;
+#endif
   ssize_t r;
-  do r = sendmsg(fd, &m, MSG_NOSIGNAL);
+  do r = sendmsg(fd, &m, TERN__MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
   if (r >= 0) d->st.tx++;
   return r;
@@ -527,10 +546,16 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
  * our addresses it came to (into d->last_local). */
 static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t *sl) {
   struct iovec iov = {.iov_base = d->buf, .iov_len = sizeof(d->buf)};
+#if PKTINFO
   union {
     char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
     struct cmsghdr align;
   } ctl;
+#else
+  struct {
+    char buf[1];
+  } ctl; /* d->locals is never set without PKTINFO */
+#endif
   struct msghdr m = {.msg_name = ss, .msg_namelen = sizeof(*ss), .msg_iov = &iov, .msg_iovlen = 1,
                      .msg_control = d->locals ? ctl.buf : NULL,
                      .msg_controllen = d->locals ? sizeof(ctl.buf) : 0};
@@ -539,6 +564,7 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
   *sl = m.msg_namelen;
   memset(&d->last_local, 0, sizeof(d->last_local));
   if (!d->locals) return n;
+#if PKTINFO
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
     if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
       struct in_pktinfo pi;
@@ -551,20 +577,21 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
       d->last_local.port = d->port;
     }
   }
+#endif
   return n;
 }
 
 /* Looks at the TCP side: accepts, reads, writes what waited, for
- * whatever the epoll set reports ready now. */
+ * whatever the poller reports ready now. */
 static void tcp_poll(tern__disp *d) {
   d->udp_run = 0;
   if (!tern__streams_any(d->tcp)) return;
-  struct epoll_event ev[64];
-  int n = epoll_wait(d->epfd, ev, 64, 0);
+  tern__poll_event ev[64];
+  int n = tern__poller_wait(d->poller, ev, 64, 0);
   uint64_t now = tern__now_ms();
   for (int i = 0; i < n; i++)
-    if (ev[i].data.u64 != TAG_UDP && ev[i].data.u64 != TAG_CAND)
-      tern__streams_event(d->tcp, ev[i].data.u64, ev[i].events, now);
+    if (ev[i].tag != TAG_UDP && ev[i].tag != TAG_CAND)
+      tern__streams_event(d->tcp, ev[i].tag, ev[i].events, now);
 }
 
 /* The next datagram from any real socket into d->buf, with its source:
@@ -741,8 +768,7 @@ int tern__disp_cand_open(tern__disp *d) {
   if (d->family == AF_INET) tern__addr_set_v4(&any, 0, 0);
   d->cand_fd = open_socket(d->family, &any, 0);
   if (d->cand_fd < 0) return TERN_ERESOURCE;
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_CAND};
-  if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->cand_fd, &ev) != 0) {
+  if (tern__poller_add(d->poller, d->cand_fd, TERN__POLL_IN, TAG_CAND) != 0) {
     tern__disp_cand_abort(d);
     return TERN_ERESOURCE;
   }
@@ -758,16 +784,17 @@ int tern__disp_cand_send(tern__disp *d, const tern__addr *to, const void *data, 
 
 void tern__disp_cand_commit(tern__disp *d) {
   if (d->cand_fd < 0) return;
-  close(d->fd); /* leaves the epoll set */
+  (void)tern__poller_del(d->poller, d->fd);
+  close(d->fd);
   d->fd = d->cand_fd;
   d->cand_fd = -1;
   d->port = bound_port(d->fd);
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_UDP};
-  (void)epoll_ctl(d->epfd, EPOLL_CTL_MOD, d->fd, &ev);
+  (void)tern__poller_mod(d->poller, d->fd, TERN__POLL_IN, TAG_UDP);
 }
 
 void tern__disp_cand_abort(tern__disp *d) {
   if (d->cand_fd < 0) return;
+  (void)tern__poller_del(d->poller, d->cand_fd);
   close(d->cand_fd);
   d->cand_fd = -1;
 }
@@ -779,13 +806,14 @@ size_t tern__disp_queued(const tern__disp *d) {
   return n;
 }
 
-/* Polls the real sockets (the epoll set holds them all): 1 readable, 0
- * timeout, -2 interrupted, -1. */
+/* Polls the real sockets (the poller holds them all): 1 ready, 0
+ * timeout, -2 interrupted, -1. Events stay for the reads that follow
+ * (the poller is level-triggered). */
 static int poll_real(const tern__disp *d, int timeout_ms) {
   if (tern__streams_ready(d->tcp)) return 1;
-  struct pollfd p = {.fd = d->epfd, .events = POLLIN};
-  int r = poll(&p, 1, timeout_ms);
-  if (r < 0) return errno == EINTR ? -2 : -1;
+  tern__poll_event ev[4];
+  int r = tern__poller_wait(d->poller, ev, 4, timeout_ms);
+  if (r < 0) return r == TERN_EAGAIN ? -2 : -1;
   return r > 0;
 }
 

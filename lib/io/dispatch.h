@@ -28,6 +28,7 @@
 #include "io/addr.h"
 #include "io/migrate.h"
 #include "io/streams.h"
+#include "os/poller.h"
 
 typedef struct tern__disp tern__disp;
 
@@ -57,9 +58,10 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind, int accept_new);
  * (enet_host_destroy closes them). */
 void tern__disp_free(tern__disp *d);
 
-/* One descriptor that is readable when any of the dispatcher's real
- * sockets (UDP, a candidate, TCP) is: an epoll set, for poll or epoll. */
-int tern__disp_fd(const tern__disp *d);
+/* The poller that holds the dispatcher's real sockets (UDP, a candidate,
+ * TCP), owned by the dispatcher: its owner nests it in a poller of its own
+ * (a client) or hands out its descriptors (a relay). */
+tern__poller *tern__disp_poller(const tern__disp *d);
 uint16_t tern__disp_port(const tern__disp *d);
 /* 1 if the socket can reach IPv6 addresses. */
 int tern__disp_has_v6(const tern__disp *d);

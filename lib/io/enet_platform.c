@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "io/dispatch.h"
+#include "os/sock.h"
 
 #define ENET_PLATFORM __attribute__((visibility("default")))
 
@@ -234,7 +235,7 @@ ENET_PLATFORM int enet_socket_send(ENetSocket s, const ENetAddress *address, con
   }
   m.msg_iov = (struct iovec *)buffers;
   m.msg_iovlen = count;
-  ssize_t r = sendmsg(s, &m, MSG_NOSIGNAL);
+  ssize_t r = sendmsg(s, &m, TERN__MSG_NOSIGNAL);
   if (r == -1) return errno == EWOULDBLOCK ? 0 : -1;
   return (int)r;
 }
@@ -261,7 +262,7 @@ ENET_PLATFORM int enet_socket_receive(ENetSocket s, ENetAddress *address, ENetBu
   }
   m.msg_iov = (struct iovec *)buffers;
   m.msg_iovlen = count;
-  ssize_t r = recvmsg(s, &m, MSG_NOSIGNAL);
+  ssize_t r = recvmsg(s, &m, TERN__MSG_NOSIGNAL);
   if (r == -1) return errno == EWOULDBLOCK ? 0 : -1;
   if (m.msg_flags & MSG_TRUNC) return -1;
   if (address) from_sin(&sin, address);

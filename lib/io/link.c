@@ -586,7 +586,7 @@ int tern__link_next_timeout_ms(tern__link *l) {
   return (int)best;
 }
 
-int tern__link_fd(const tern__link *l) { return tern__disp_fd(l->disp); }
+tern__poller *tern__link_poller(const tern__link *l) { return tern__disp_poller(l->disp); }
 
 uint16_t tern__link_port(const tern__link *l) { return tern__disp_port(l->disp); }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "io/addr.h"
+#include "os/poller.h"
 #include "io/migrate.h"
 #include "wire/channels.h"
 
@@ -193,9 +194,10 @@ int tern__link_peer_alive(const tern__link *l, const tern__link_peer *peer);
  * and its TCP connection, if it had one, is closed. 0 or TERN_E*. */
 int tern__link_peer_move(tern__link *l, tern__link_peer *peer, const tern__addr *to);
 
-/* One descriptor readable when any of the link's sockets is (an epoll
- * set: UDP, TCP, a candidate), for poll/epoll. It does not change. */
-int tern__link_fd(const tern__link *l);
+/* The poller that holds the link's sockets (UDP, TCP, a candidate; the
+ * dispatcher's, dispatch.h): ready when any of them is. It does not
+ * change for the link's life; the link owns it. */
+tern__poller *tern__link_poller(const tern__link *l);
 
 /* The bound UDP port. */
 uint16_t tern__link_port(const tern__link *l);

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "os/sock.h"
+
 int tern__nat64_prefix_of(const tern__addr *aaaa, uint8_t prefix[12]) {
   static const uint8_t wka[2][4] = {{192, 0, 0, 170}, {192, 0, 0, 171}};
   if (tern__addr_is_v4(aaaa)) return 0;
@@ -30,7 +32,7 @@ void tern__nat64_apply(const uint8_t prefix[12], const tern__addr *v4, tern__add
 
 /* 1 if the kernel has a route for an IPv4 datagram to `a`. */
 static int v4_routable(const tern__addr *a) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int fd = tern__os_socket(AF_INET, SOCK_DGRAM);
   if (fd < 0) return 0;
   struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(a->port ? a->port : 9),
                             .sin_addr.s_addr = htonl(tern__addr_v4(a))};

@@ -7,11 +7,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "io/nat64.h"
+#include "os/poller.h"
 #include "tern/tern.h"
 
 enum { E_PENDING = 0, E_DONE = 1 };
@@ -33,7 +33,7 @@ typedef struct query {
 
 struct tern__resolver {
   ares_channel ch;
-  int epfd;
+  tern__poller *poller; /* c-ares's sockets, tagged with their descriptor */
   int ok;           /* the channel was made */
   unsigned gen;     /* bumped by every start and cancel */
   int active;       /* a lookup was started and has not ended */
@@ -51,17 +51,17 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static int lib_rc;
 static void lib_init(void) { lib_rc = ares_library_init(ARES_LIB_INIT_ALL); }
 
-/* c-ares says which of its sockets to watch: mirrored in our epoll set. */
+/* c-ares says which of its sockets to watch (none: it is about to close
+ * it): mirrored in our poller. */
 static void sock_state(void *data, ares_socket_t fd, int readable, int writable) {
   tern__resolver *r = data;
   if (!readable && !writable) {
-    (void)epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL);
+    (void)tern__poller_del(r->poller, fd);
     return;
   }
-  struct epoll_event e = {.events = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0),
-                          .data.fd = fd};
-  if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &e) != 0 && errno == ENOENT)
-    (void)epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &e);
+  unsigned ev = (readable ? TERN__POLL_IN : 0u) | (writable ? TERN__POLL_OUT : 0u);
+  if (tern__poller_mod(r->poller, fd, ev, (uint64_t)fd) == TERN_ENOENT)
+    (void)tern__poller_add(r->poller, fd, ev, (uint64_t)fd);
 }
 
 int tern__resolver_new(tern__resolver **out, const char *servers, uint32_t timeout_ms) {
@@ -70,10 +70,10 @@ int tern__resolver_new(tern__resolver **out, const char *servers, uint32_t timeo
   if (lib_rc != ARES_SUCCESS) return TERN_ERESOURCE;
   tern__resolver *r = calloc(1, sizeof(*r));
   if (!r) return TERN_ENOMEM;
-  r->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (r->epfd < 0) {
+  int prc = tern__poller_new(&r->poller);
+  if (prc) {
     free(r);
-    return TERN_ERESOURCE;
+    return prc;
   }
   struct ares_options o;
   memset(&o, 0, sizeof(o));
@@ -83,7 +83,7 @@ int tern__resolver_new(tern__resolver **out, const char *servers, uint32_t timeo
   o.tries = 2;
   int rc = ares_init_options(&r->ch, &o, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
   if (rc != ARES_SUCCESS) {
-    close(r->epfd);
+    tern__poller_free(r->poller);
     free(r);
     return rc == ARES_ENOMEM ? TERN_ENOMEM : TERN_ERESOURCE;
   }
@@ -101,11 +101,11 @@ void tern__resolver_free(tern__resolver *r) {
   if (!r) return;
   r->gen++; /* callbacks from the destruction find themselves stale */
   if (r->ok) ares_destroy(r->ch);
-  close(r->epfd);
+  tern__poller_free(r->poller);
   free(r);
 }
 
-int tern__resolver_fd(const tern__resolver *r) { return r->epfd; }
+tern__poller *tern__resolver_poller(const tern__resolver *r) { return r->poller; }
 
 static void on_nat64(void *arg, int status, int timeouts, struct ares_addrinfo *res);
 
@@ -242,12 +242,12 @@ int tern__resolver_start(tern__resolver *r, const char *const *hosts, const uint
 }
 
 void tern__resolver_process(tern__resolver *r) {
-  struct epoll_event ev[16];
-  int k = epoll_wait(r->epfd, ev, 16, 0);
+  tern__poll_event ev[16];
+  int k = tern__poller_wait(r->poller, ev, 16, 0);
   for (int i = 0; i < k; i++) {
-    int fd = ev[i].data.fd;
-    ares_process_fd(r->ch, ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) ? fd : ARES_SOCKET_BAD,
-                    ev[i].events & EPOLLOUT ? fd : ARES_SOCKET_BAD);
+    int fd = (int)ev[i].tag;
+    ares_process_fd(r->ch, (ev[i].events & TERN__POLL_IN) ? fd : ARES_SOCKET_BAD,
+                    (ev[i].events & TERN__POLL_OUT) ? fd : ARES_SOCKET_BAD);
   }
   ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timeouts */
 }

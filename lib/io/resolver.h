@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "io/addr.h"
+#include "os/poller.h"
 
 typedef struct tern__resolver tern__resolver;
 
@@ -33,8 +34,9 @@ int tern__resolver_new(tern__resolver **out, const char *servers, uint32_t timeo
 /* Cancels what is under way. NULL is accepted. */
 void tern__resolver_free(tern__resolver *r);
 
-/* Readable when the resolver has something to process. */
-int tern__resolver_fd(const tern__resolver *r);
+/* The resolver's poller (its own; nest it in the owner's): ready when the
+ * resolver has something to process. */
+tern__poller *tern__resolver_poller(const tern__resolver *r);
 
 /* Starts looking up `n` endpoints (hosts[i]: a name or an IP literal, no
  * brackets; ports[i]) and cancels a lookup under way. `v6`: this host can

@@ -1,5 +1,3 @@
-/* accept4() is a GNU extension of glibc. */
-#define _GNU_SOURCE
 /* The TCP connections of a dispatcher (streams.h). */
 #include "io/streams.h"
 
@@ -8,11 +6,12 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "io/tcpframe.h"
+#include "os/poller.h"
+#include "os/sock.h"
 #include "tern/tern.h"
 
 enum { ACCEPT_BATCH = 64, MAX_SLOTS = 65535 };
@@ -21,7 +20,7 @@ typedef struct conn {
   int fd;
   uint32_t id;
   uint8_t connecting;   /* connect() in progress (client) */
-  uint8_t want_out;     /* EPOLLOUT registered */
+  uint8_t want_out;     /* watched for writing */
   uint8_t queued;       /* in the ready list */
   tern__addr remote;
   uint64_t opened_ms;
@@ -30,8 +29,9 @@ typedef struct conn {
 } conn;
 
 struct tern__streams {
-  int epfd, lfd;
-  int lpaused;           /* the listener is out of the epoll set (no descriptors) */
+  tern__poller *poller;  /* the dispatcher's */
+  int lfd;
+  int lpaused;           /* the listener is not watched (no descriptors) */
   conn **slot;           /* by slot index */
   uint16_t *gen;         /* by slot index: generation of the next connection */
   size_t cap, max;       /* slots allocated, allowed */
@@ -49,26 +49,27 @@ static conn *get(const tern__streams *s, uint32_t id) {
   return c && c->id == id ? c : NULL;
 }
 
-int tern__streams_new(tern__streams **out, int epfd, size_t max) {
+int tern__streams_new(tern__streams **out, tern__poller *poller, size_t max) {
   *out = NULL;
   tern__streams *s = calloc(1, sizeof(*s));
   if (!s) return TERN_ENOMEM;
-  s->epfd = epfd;
+  s->poller = poller;
   s->lfd = -1;
   s->max = max < MAX_SLOTS ? max : MAX_SLOTS;
   *out = s;
   return 0;
 }
 
-/* Takes the listener out of the epoll set or puts it back. */
+/* Stops watching the listener or watches it again. */
 static void listener_watch(tern__streams *s, int on) {
   if (s->lfd < 0 || s->lpaused == !on) return;
-  struct epoll_event e = {.events = on ? EPOLLIN : 0, .data.u64 = TERN__STREAM_TAG_LISTEN};
-  if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &e) == 0) s->lpaused = !on;
+  if (tern__poller_mod(s->poller, s->lfd, on ? TERN__POLL_IN : 0, TERN__STREAM_TAG_LISTEN) == 0)
+    s->lpaused = !on;
 }
 
 static void conn_free(tern__streams *s, conn *c) {
-  close(c->fd); /* leaves the epoll set */
+  (void)tern__poller_del(s->poller, c->fd);
+  close(c->fd);
   tern__tcpf_tx_free(&c->tx);
   size_t i = c->id & 0xFFFF;
   s->slot[i] = NULL;
@@ -83,7 +84,10 @@ void tern__streams_free(tern__streams *s) {
   if (!s) return;
   for (size_t i = 0; i < s->cap; i++)
     if (s->slot[i]) conn_free(s, s->slot[i]);
-  if (s->lfd >= 0) close(s->lfd);
+  if (s->lfd >= 0) {
+    (void)tern__poller_del(s->poller, s->lfd);
+    close(s->lfd);
+  }
   free(s->slot);
   free(s->gen);
   free(s->ready);
@@ -130,8 +134,7 @@ static conn *conn_add(tern__streams *s, int fd, const tern__addr *remote, int co
   c->remote = *remote;
   c->opened_ms = now_ms;
   tern__tcpf_tx_init(&c->tx, TERN__STREAM_TX_MAX);
-  struct epoll_event e = {.events = EPOLLIN | (connecting ? EPOLLOUT : 0), .data.u64 = c->id};
-  if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
+  if (tern__poller_add(s->poller, fd, TERN__POLL_IN | (connecting ? TERN__POLL_OUT : 0), c->id) != 0) {
     free(c);
     return NULL;
   }
@@ -150,7 +153,7 @@ int tern__streams_listen(tern__streams *s, const tern__addr *bind_to, uint16_t *
   if (s->lfd >= 0) return TERN_EEXIST;
   int v4 = tern__addr_is_v4(bind_to);
   int family = v4 ? AF_INET : AF_INET6;
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = tern__os_socket(family, SOCK_STREAM);
   if (fd < 0) return TERN_EADDR;
   static const uint8_t zero[16];
   int one = 1, v6only = memcmp(bind_to->ip, zero, 16) != 0;
@@ -158,9 +161,8 @@ int tern__streams_listen(tern__streams *s, const tern__addr *bind_to, uint16_t *
   if (!v4) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
   struct sockaddr_storage ss;
   size_t sl = tern__addr_to_sockaddr(bind_to, family, &ss);
-  struct epoll_event e = {.events = EPOLLIN, .data.u64 = TERN__STREAM_TAG_LISTEN};
   if (sl == 0 || bind(fd, (struct sockaddr *)&ss, (socklen_t)sl) != 0 || listen(fd, 1024) != 0 ||
-      epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
+      tern__poller_add(s->poller, fd, TERN__POLL_IN, TERN__STREAM_TAG_LISTEN) != 0) {
     int err = errno;
     close(fd);
     errno = err;
@@ -180,7 +182,7 @@ int tern__streams_connect(tern__streams *s, const tern__addr *to, uint32_t *id) 
   int family = tern__addr_is_v4(to) ? AF_INET : AF_INET6;
   struct sockaddr_storage ss;
   size_t sl = tern__addr_to_sockaddr(to, family, &ss);
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = tern__os_socket(family, SOCK_STREAM);
   if (fd < 0) return TERN_EIO;
   tune_fd(fd);
   int r;
@@ -205,8 +207,8 @@ int tern__streams_connect(tern__streams *s, const tern__addr *to, uint32_t *id) 
 
 static void set_out(tern__streams *s, conn *c, int want) {
   if (c->want_out == want) return;
-  struct epoll_event e = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.u64 = c->id};
-  if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &e) == 0) c->want_out = (uint8_t)want;
+  if (tern__poller_mod(s->poller, c->fd, TERN__POLL_IN | (want ? TERN__POLL_OUT : 0), c->id) == 0)
+    c->want_out = (uint8_t)want;
 }
 
 /* Writes what is queued. Returns 0, or -1 if the connection broke (freed). */
@@ -216,7 +218,7 @@ static int flush(tern__streams *s, conn *c) {
     size_t len;
     const uint8_t *p = tern__tcpf_tx_pending(&c->tx, &len);
     if (!len) break;
-    ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = send(c->fd, p, len, TERN__MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       set_out(s, c, 1);
@@ -264,10 +266,10 @@ static void accept_some(tern__streams *s, uint64_t now_ms) {
   for (int k = 0; k < ACCEPT_BATCH; k++) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    int fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = tern__os_accept(s->lfd, (struct sockaddr *)&ss, &sl);
     if (fd < 0) {
       /* Out of descriptors or memory: the listener would stay readable and
-       * spin the loop. It waits out of the epoll set until a connection
+       * spin the loop. It waits unwatched until a connection
        * closes or the next sweep. (EAGAIN, an aborted connection: next time.) */
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         s->st.refused++;
@@ -290,14 +292,14 @@ static void accept_some(tern__streams *s, uint64_t now_ms) {
   }
 }
 
-void tern__streams_event(tern__streams *s, uint64_t tag, uint32_t events, uint64_t now_ms) {
+void tern__streams_event(tern__streams *s, uint64_t tag, unsigned events, uint64_t now_ms) {
   if (tag == TERN__STREAM_TAG_LISTEN) {
     if (s->lfd >= 0) accept_some(s, now_ms);
     return;
   }
   conn *c = tag < TERN__STREAM_TAG_LISTEN ? get(s, (uint32_t)tag) : NULL;
   if (!c) return;
-  if (c->connecting && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+  if (c->connecting && (events & TERN__POLL_OUT)) {
     int err = 0;
     socklen_t el = sizeof(err);
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
@@ -306,8 +308,8 @@ void tern__streams_event(tern__streams *s, uint64_t tag, uint32_t events, uint64
     }
     c->connecting = 0;
   }
-  if ((events & EPOLLOUT) && flush(s, c) != 0) return;
-  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) fill(s, c);
+  if ((events & TERN__POLL_OUT) && flush(s, c) != 0) return;
+  if (events & TERN__POLL_IN) fill(s, c);
 }
 
 size_t tern__streams_next(tern__streams *s, uint32_t *id, uint8_t *buf, size_t cap) {
@@ -353,7 +355,7 @@ int tern__streams_send(tern__streams *s, uint32_t id, const struct iovec *iov, s
     s->st.tx_dropped++;
     return TERN_EAGAIN;
   }
-  /* Behind bytes already waiting for the socket: the EPOLLOUT event
+  /* Behind bytes already waiting for the socket: the writable event
    * flushes them in order. */
   if (!c->want_out && flush(s, c) != 0) return TERN_ENOENT;
   return 0;

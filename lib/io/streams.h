@@ -11,10 +11,10 @@
  * drops whole datagrams past that, as a full UDP path would. A connection
  * that closes, fails or breaks the framing is gone; sends to it are lost.
  *
- * The dispatcher owns the epoll set; connections and the listener are
- * registered in it with their tags (below), and the dispatcher hands their
- * events back to tern__streams_event(). Not thread-safe (the dispatcher's
- * thread).
+ * The dispatcher owns the poller (os/poller.h); connections and the
+ * listener are registered in it with their tags (below), and the
+ * dispatcher hands their events back to tern__streams_event(). Not
+ * thread-safe (the dispatcher's thread).
  */
 #ifndef TERN_STREAMS_H
 #define TERN_STREAMS_H
@@ -24,10 +24,11 @@
 #include <sys/uio.h>
 
 #include "io/addr.h"
+#include "os/poller.h"
 
 typedef struct tern__streams tern__streams;
 
-/* epoll tags: a connection's is its id (below 2^32); the listener's: */
+/* Poller tags: a connection's is its id (below 2^32); the listener's: */
 #define TERN__STREAM_TAG_LISTEN ((uint64_t)1 << 32)
 /* Most bytes waiting to be written on one connection. */
 #define TERN__STREAM_TX_MAX (256 * 1024)
@@ -44,8 +45,9 @@ typedef struct tern__streams_stats {
 } tern__streams_stats;
 
 /* A table of at most `max` connections (at most 65,535) registered in
- * `epfd`. Returns 0 or TERN_ENOMEM. */
-int tern__streams_new(tern__streams **out, int epfd, size_t max);
+ * `poller` (the dispatcher's; it outlives the table). Returns 0 or
+ * TERN_ENOMEM. */
+int tern__streams_new(tern__streams **out, tern__poller *poller, size_t max);
 /* Closes every connection and the listener. */
 void tern__streams_free(tern__streams *s);
 
@@ -59,8 +61,8 @@ int tern__streams_listen(tern__streams *s, const tern__addr *bind, uint16_t *por
  * (table full), TERN_EIO (errno says why). */
 int tern__streams_connect(tern__streams *s, const tern__addr *to, uint32_t *id);
 
-/* An epoll event for one of the table's tags. */
-void tern__streams_event(tern__streams *s, uint64_t tag, uint32_t events, uint64_t now_ms);
+/* A poller event (TERN__POLL_IN / _OUT) for one of the table's tags. */
+void tern__streams_event(tern__streams *s, uint64_t tag, unsigned events, uint64_t now_ms);
 
 /* The next whole datagram any connection has buffered: its length (copied
  * into buf, at most TERN__TCPF_MAX bytes) and *id, or 0 if none. */

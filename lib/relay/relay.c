@@ -766,7 +766,16 @@ int tern_relay_timeout_ms(tern_relay *r) {
   return a < b ? a : b;
 }
 
-int tern_relay_fd(const tern_relay *r) { return tern__link_fd(r->link); }
+int tern_relay_fd(const tern_relay *r) {
+  int fd = tern__poller_fd(tern__link_poller(r->link));
+  return fd >= 0 ? fd : TERN_ENOTSUP;
+}
+
+int tern_relay_pollfds(tern_relay *r, struct pollfd *fds, size_t n) {
+  if (!fds && n) return TERN_EINVAL;
+  size_t k = tern__poller_pollfds(tern__link_poller(r->link), fds, n);
+  return k > 0x7fffffff ? TERN_ERESOURCE : (int)k;
+}
 
 uint16_t tern_relay_port(const tern_relay *r) { return tern__link_port(r->link); }
 

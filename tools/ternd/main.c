@@ -3,8 +3,10 @@
  *
  * Takes its settings from flags and a config file (options.c), loads its
  * key, decides who may connect (an allow-list reloaded on SIGHUP, or --open
- * for development, and backend tokens with their revocation list: tokens.c), and runs the relay from a poll loop over the relay's
- * descriptor and a signalfd. Beside the relay: a metrics endpoint on its
+ * for development, and backend tokens with their revocation list: tokens.c),
+ * and runs the relay from a poll loop over the relay's descriptors and a
+ * self-pipe its signal handler writes to (POSIX, so it runs wherever the
+ * library does). Beside the relay: a metrics endpoint on its
  * own thread (metrics.c), systemd's readiness and watchdog (notify.c), and
  * the admin socket for ternctl (admin.c, commands.c), served from the same
  * poll loop.
@@ -15,6 +17,7 @@
  * shutdown.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <poll.h>
@@ -23,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <systemd/sd-daemon.h>
@@ -228,6 +230,41 @@ static uint64_t mono_ms(void) {
 
 static int min_timeout(int a, int b) { return a < 0 ? b : b < 0 ? a : a < b ? a : b; }
 
+/* The self-pipe: SIGINT, SIGTERM and SIGHUP write their number to
+ * sig_pipe[1] (on_signal), the poll loop reads it from sig_pipe[0]. */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int signo) {
+  int saved = errno;
+  unsigned char b = (unsigned char)signo;
+  ssize_t w = write(sig_pipe[1], &b, 1); /* a full pipe: signals are waiting already */
+  (void)w;
+  errno = saved;
+}
+
+/* The next signal the handler recorded, or 0 if none is waiting. */
+static int next_signal(int fd) {
+  unsigned char b;
+  return read(fd, &b, 1) == 1 ? b : 0;
+}
+
+/* Makes the self-pipe and sends the three signals to it. 0 or -1 (errno). */
+static int signals_open(void) {
+  if (pipe(sig_pipe) != 0) return -1;
+  for (int i = 0; i < 2; i++)
+    if (fcntl(sig_pipe[i], F_SETFL, O_NONBLOCK) != 0 || fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC) != 0)
+      return -1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
+      sigaction(SIGHUP, &sa, NULL) != 0)
+    return -1;
+  return 0;
+}
+
 /* The drain (tern_relay_drain()): started by SIGTERM or ternctl drain. */
 typedef struct drain_ctl {
   tern_relay *relay;
@@ -282,10 +319,27 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
   int running = 1, status = 0, publish_again = 0;
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
+  /* pf: the signal pipe, the admin socket's, then the relay's (as many as
+   * tern_relay_pollfds asks for: one descriptor, or with the poll()
+   * backend one per socket). */
+  struct pollfd *pf = NULL;
+  size_t cap = 0;
   while (running) {
-    struct pollfd pf[2 + 1 + ADMIN_MAX_CONNS] = {{.fd = tern_relay_fd(r), .events = POLLIN},
-                                                 {.fd = sfd, .events = POLLIN}};
-    int nadmin = admin ? ternd_admin_pollfds(admin, pf + 2, 1 + ADMIN_MAX_CONNS) : 0;
+    int nrelay = tern_relay_pollfds(r, NULL, 0);
+    size_t need = 1 + 1 + ADMIN_MAX_CONNS + (size_t)(nrelay > 0 ? nrelay : 0);
+    if (need > cap) {
+      struct pollfd *grown = realloc(pf, need * sizeof(*pf));
+      if (!grown) {
+        say(0, "out of memory");
+        status = 1;
+        break;
+      }
+      pf = grown;
+      cap = need;
+    }
+    pf[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    int nadmin = admin ? ternd_admin_pollfds(admin, pf + 1, 1 + ADMIN_MAX_CONNS) : 0;
+    nrelay = tern_relay_pollfds(r, pf + 1 + nadmin, cap - 1 - (size_t)nadmin);
     int timeout = tern_relay_timeout_ms(r);
     timeout = min_timeout(timeout, ternd_notify_tick(notify, mono_ms(), &st));
     if (admin) timeout = min_timeout(timeout, ternd_admin_timeout(admin, mono_ms()));
@@ -296,7 +350,7 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
       timeout = min_timeout(timeout, now >= end ? 0 : (int)(end - now));
       timeout = min_timeout(timeout, 1000); /* the STATUS= line */
     }
-    int polled = poll(pf, (nfds_t)(2 + nadmin), timeout);
+    int polled = poll(pf, (nfds_t)(1 + nadmin + nrelay), timeout);
     if (polled < 0 && errno != EINTR) {
       say(0, "poll: %s", strerror(errno));
       status = 1;
@@ -304,19 +358,19 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
     }
     /* Admin requests first, so that what they change (a kick, a reload)
      * goes out with this round's service. */
-    if (admin) ternd_admin_handle(admin, pf + 2, polled > 0 ? nadmin : 0, mono_ms());
-    if (pf[1].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        if (si.ssi_signo == SIGHUP && (auth->path || auth->revoked_path)) {
+    if (admin) ternd_admin_handle(admin, pf + 1, polled > 0 ? nadmin : 0, mono_ms());
+    if (pf[0].revents & POLLIN) {
+      int signo;
+      while ((signo = next_signal(sfd)) > 0) {
+        if (signo == SIGHUP && (auth->path || auth->revoked_path)) {
           size_t keys, users;
           int dropped;
           char err[512];
           (void)reload_allowlist(auth, &keys, &users, &dropped, err, sizeof(err));
-        } else if (si.ssi_signo == SIGTERM && !drain->started) {
+        } else if (signo == SIGTERM && !drain->started) {
           (void)start_drain(drain, NULL, NULL);
-        } else if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
-          say(2, "signal %u%s: shutting down now", si.ssi_signo, drain->started ? " while draining" : "");
+        } else if (signo == SIGINT || signo == SIGTERM) {
+          say(2, "signal %d%s: shutting down now", signo, drain->started ? " while draining" : "");
           ternd_notify_stopping("shutting down");
           running = 0;
         }
@@ -332,6 +386,7 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
     if (metrics) publish_again = ternd_metrics_publish(metrics, &st);
     if (running && drain_over(drain, &st, mono_ms())) running = 0;
   }
+  free(pf);
   return status;
 }
 
@@ -440,19 +495,21 @@ int main(int argc, char **argv) {
   }
   cfg.log = relay_log;
 
-  /* Signals arrive through a signalfd, so the poll loop sees them. Blocked
-   * before the metrics thread starts, so that it inherits the mask. */
+  /* Signals reach the poll loop through a self-pipe. They are blocked
+   * until serve() so that the metrics thread, started before, inherits the
+   * mask and only this thread runs the handler; one that comes meanwhile
+   * waits for the unblocking. */
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGHUP);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-  if (sfd < 0) {
-    say(0, "signalfd: %s", strerror(errno));
+  pthread_sigmask(SIG_BLOCK, &mask, NULL);
+  if (signals_open() != 0) {
+    say(0, "signal pipe: %s", strerror(errno));
     goto out;
   }
+  sfd = sig_pipe[0];
 
   /* SQLite's statement journal takes a 64 KiB chunk for every store
    * operation and frees it when the operation ends. With glibc's default
@@ -533,7 +590,9 @@ int main(int argc, char **argv) {
   ternd_notify_status(1, ready);
   ternd_notify notify;
   ternd_notify_init(&notify, mono_ms());
+  pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
   status = serve(r, sfd, &auth, metrics, &notify, admin, &drain);
+  pthread_sigmask(SIG_BLOCK, &mask, NULL);
   tern_relay_stats st;
   tern_relay_get_stats(r, &st);
   log_stats(&st);
@@ -543,7 +602,8 @@ out:
   tern_relay_free(r);
   allowlist_free(&auth.list);
   revlist_free(&auth.revoked);
-  if (sfd >= 0) close(sfd);
+  for (int i = 0; i < 2; i++)
+    if (sig_pipe[i] >= 0) close(sig_pipe[i]);
   explicit_bzero(&cfg.keypair, sizeof(cfg.keypair));
   ternd_opts_free(&o);
   return status;
