@@ -244,6 +244,35 @@ Test(relay, graceful_disconnect_and_shutdown_reasons) {
   loop_stop(&l);
 }
 
+/* spec/wire.md §8.1: a second session of one device key replaces the
+ * first; the replaced client is told why and stays offline (two copies of
+ * an app must not take turns), the new one gets what was queued. */
+Test(relay, a_newer_session_of_the_same_key_replaces_the_older) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_client_config ca, cb;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cb, "bob");
+  size_t a = loop_add_client(&l, &ca), b1 = loop_add_client(&l, &cb);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b1, TERN_EV_CONNECTED, 5000, &ev));
+  size_t b2 = loop_add_client(&l, &cb); /* a second copy: the same key */
+  cr_assert(loop_wait(&l, b2, TERN_EV_CONNECTED, 5000, &ev), "the newer session is served");
+  cr_assert(loop_wait(&l, b1, TERN_EV_DISCONNECTED, 5000, &ev), "the older one is closed");
+  cr_assert_eq(ev.error, TERN_EREPLACED, "got %s", tern_errname(ev.error));
+  cr_assert_eq(ev.retry_ms, 0, "a replaced client does not reconnect by itself");
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", "to the new one", 14, NULL), 0);
+  cr_assert(loop_wait(&l, b2, TERN_EV_MESSAGE, 5000, &ev));
+  cr_assert_arr_eq(ev.body, "to the new one", 14);
+  cr_assert_not(loop_wait(&l, b1, TERN_EV_CONNECTED, 1500, &ev), "the replaced copy came back");
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.sessions_replaced, 1);
+  cr_assert_eq(st.peers_connected, 2);
+  loop_stop(&l);
+}
+
 Test(relay, unreachable_relay_times_out) {
   loop l;
   loop_start(&l, NULL, NULL, 0);

@@ -254,11 +254,11 @@ Test(spec, error_code_table) {
     "TERN_EBUFSIZE", "TERN_ECRYPTO",   "TERN_EADDR",     "TERN_ERESOURCE",   "TERN_ESHUTDOWN",
     "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",     "TERN_EFULL",
     "TERN_EBUSY",    "TERN_ETOKENEXPIRED", "TERN_ETOKENINVALID", "TERN_ETOKENKEY",
-    "TERN_ETOKENREVOKED",
+    "TERN_ETOKENREVOKED", "TERN_ENOTSUP", "TERN_EREPLACED",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-36), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-37), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */

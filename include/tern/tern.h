@@ -95,6 +95,7 @@ enum {
   TERN_ETOKENKEY = -33,     /* the backend token is bound to another device key or user */
   TERN_ETOKENREVOKED = -34, /* the backend token, or the device key it names, is revoked */
   TERN_ENOTSUP = -35,     /* this build has no single descriptor; use tern_client_pollfds */
+  TERN_EREPLACED = -36,   /* a newer session of this device key replaced this one; not retried */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -898,6 +899,8 @@ typedef struct tern_relay_stats {
                                    drain is complete when this is 0) */
   uint64_t hs_failed_draining;  /* handshakes refused because the relay drains
                                    (also in handshakes_failed) */
+  uint64_t sessions_replaced;   /* sessions closed by a newer one of the same
+                                   device key (spec/wire.md §8.1) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

@@ -44,6 +44,7 @@ static const err_entry errors[] = {
   {TERN_ETOKENKEY, "TERN_ETOKENKEY", "the backend token is bound to another device key or user"},
   {TERN_ETOKENREVOKED, "TERN_ETOKENREVOKED", "the backend token or this device key is revoked"},
   {TERN_ENOTSUP, "TERN_ENOTSUP", "this build has no single descriptor; use tern_client_pollfds"},
+  {TERN_EREPLACED, "TERN_EREPLACED", "a newer session with this device key replaced this one (another copy of the app?)"},
 };
 
 static const err_entry *find(int err) {

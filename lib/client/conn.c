@@ -42,6 +42,7 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
      * ("elsewhere if you can", spec/wire.md §6.14). */
     c->ep_first = (c->ep_first + 1) % c->nep;
   }
+  if (error == TERN_EREPLACED) c->want_online = 0; /* spec/wire.md §8.1: no turns */
   int goaway = c->goaway;
   c->goaway = 0;
   if (c->want_online && goaway) {

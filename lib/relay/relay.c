@@ -490,6 +490,21 @@ static void on_keepalive(tern_relay *r, rpeer *p, const tern__fr_keepalive *ka) 
   if (ka->flags & TERN__KAF_WANT_KEY) send_probe_key(r, p);
 }
 
+/* One session per device key (spec/wire.md §8.1): p's handshake just
+ * completed, so an older open session of its key is closed, its messaging
+ * state at once (the new session resends from the device's cursor). */
+static void replace_older(tern_relay *r, rpeer *p) {
+  for (rpeer *q = r->peers; q; q = q->next) {
+    if (q == p || q->state != P_OPEN ||
+        sodium_memcmp(q->sess.remote_static, p->sess.remote_static, TERN_KEY_BYTES) != 0)
+      continue;
+    logf_(r, 2, "user %s: the session from %s is replaced by a new one from %s", q->user, q->name, p->name);
+    tern__rcore_close(r->core, q->id);
+    close_peer(r, q, TERN_EREPLACED, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
+    r->stats.sessions_replaced++;
+  }
+}
+
 static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
@@ -558,6 +573,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     return;
   }
   apply_keepalive(r, p, hello.ping_interval_ms);
+  replace_older(r, p);
   rc = tern__rcore_open(r->core, p->id, p->user, p->sess.remote_static, tern__now_ms());
   if (rc) {
     /* The store failed: this session could not be served. */

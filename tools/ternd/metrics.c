@@ -79,6 +79,8 @@ static const struct simple {
     {"gauge", "tern_relay_peers_handshaking", "Peers connected that have not finished the handshake.",
      F(peers_handshaking)},
     {"counter", "tern_relay_handshakes_ok_total", "Handshakes completed.", F(handshakes_ok)},
+    {"counter", "tern_relay_sessions_replaced_total",
+     "Sessions closed because a newer one of the same device key connected.", F(sessions_replaced)},
     {"gauge", "tern_relay_draining", "1 while the relay drains (SIGTERM, ternctl drain), else 0.",
      F(draining)},
     {"gauge", "tern_relay_peers_held", "Peers of any state the relay still holds (a drain ends at 0).",
