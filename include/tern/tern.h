@@ -332,8 +332,12 @@ typedef enum tern_event_type {
    * TERN_ESHUTDOWN, TERN_EPROTO, TERN_EFULL: the relay had no free slot
    * and asked the client to come back later, which it does after the
    * relay's hint or its backoff, whichever is longer, plus a random part
-   * of it). Unless the app called tern_client_disconnect(), the client
-   * reconnects by itself. */
+   * of it; TERN_ESHUTDOWN: the relay is shutting down or draining, and
+   * after a drain's GOAWAY `retry_ms` is the delay the relay gave, tried
+   * first at the next endpoint of relay_host; TERN_EREPLACED: a newer
+   * session of this device key took its place). Unless the app called
+   * tern_client_disconnect() or the error is TERN_EREPLACED, the client
+   * reconnects by itself after `retry_ms`. */
   TERN_EV_DISCONNECTED = 2,
   /* A message arrived: `user` is the sender, `seq` its place in our inbox,
    * `server_time_ms` when the relay accepted it, `body`/`body_len` its
