@@ -181,7 +181,9 @@ Test(keepalive, relay_without_probes_is_unavailable) {
   cr_assert_eq(rs.probe_requests, 0);
   /* The probe datagrams never reached ENet as garbage either: the link
    * still works. */
-  size_t b = loop_add_client(&l, &cfg);
+  tern_client_config other;
+  loop_client_config(&l, &other, "friend"); /* its own key: one session per key */
+  size_t b = loop_add_client(&l, &other);
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
   cr_assert_eq(tern_client_send(l.clients[b], "phone", "still here", 10, NULL), 0);
   cr_assert(loop_wait(&l, a, TERN_EV_MESSAGE, 5000, &ev));
