@@ -853,10 +853,10 @@ static size_t make_samples(sample *s) {
   END();
   BEGIN(TERN__FR_WELCOME);
   tern__fr_welcome_write(&w, &(tern__fr_welcome){0, (const uint8_t *)"alice", 5, 1ull << 40,
-                                                 (const uint8_t *)"ok", 2});
+                                                 (const uint8_t *)"ok", 2, 0});
   END();
   BEGIN(TERN__FR_WELCOME);
-  tern__fr_welcome_write(&w, &(tern__fr_welcome){19, NULL, 0, 0, long_body, 150});
+  tern__fr_welcome_write(&w, &(tern__fr_welcome){19, NULL, 0, 0, long_body, 150, 0});
   END();
   BEGIN(TERN__FR_MSG);
   tern__fr_msg_write(&w, TERN__FR_MSG,
@@ -1327,5 +1327,31 @@ Test(user_name, refuses_empty_spaces_controls_and_at) {
   for (int c = 0; c <= 0x20; c++) {
     uint8_t n[3] = {'a', (uint8_t)c, 'b'};
     cr_assert_not(tern__user_valid(n, 3), "byte 0x%02x accepted", c);
+  }
+}
+
+/* spec/wire.md 6.2 and 6.14: WELCOME's optional last field retry_ms. A
+ * WELCOME without it (what older relays send) reads as 0; with it, as
+ * written; a reader that stops after reason (an older client) is fine. */
+Test(frame, welcome_retry_ms_is_optional) {
+  uint8_t buf[128];
+  for (uint64_t want = 0; want <= 2500; want += 2500) {
+    tern__wbuf w;
+    tern__wbuf_init(&w, buf, sizeof buf);
+    tern__fr_welcome_write(&w, &(tern__fr_welcome){.status = 24, .reason = (const uint8_t *)"draining",
+                                                   .reason_len = 8, .retry_ms = want});
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, buf, w.len);
+    uint8_t type;
+    cr_assert_eq(tern__frame_next(&r, &type, &body), 1);
+    tern__fr_welcome f;
+    cr_assert_eq(tern__fr_welcome_read(&body, &f), 0);
+    cr_assert_eq(f.status, 24);
+    cr_assert_eq(f.retry_ms, want);
+    cr_assert_eq(f.reason_len, 8);
+    if (want) { /* half a varint is malformed */
+      tern__rbuf_init(&body, buf + 2, w.len - 3);
+      cr_assert_eq(tern__fr_welcome_read(&body, &f), TERN_EPROTO);
+    }
   }
 }

@@ -765,3 +765,89 @@ Test(relay, a_fresh_token_set_after_expiry_connects) {
   cr_assert_str_eq(ev.user, "erin");
   loop_stop(&l);
 }
+
+/* Services relay a, relay b and every client for up to `ms`, until client
+ * i yields an event of `type`; 1 and the event (no body) if it did. */
+static int wait_two(loop *l, tern_relay *b, size_t i, tern_event_type type, int ms, loop_event *out) {
+  uint64_t end = tt_now_ms() + (uint64_t)ms;
+  while (tt_now_ms() < end) {
+    cr_assert_eq(tern_relay_service(l->relay, 1), 0);
+    cr_assert_eq(tern_relay_service(b, 0), 0);
+    for (size_t k = 0; k < l->nclients; k++) cr_assert_geq(tern_client_service(l->clients[k], 0), 0);
+    tern_event ev;
+    while (tern_client_next_event(l->clients[i], &ev) == 1) {
+      if (ev.type != type) continue;
+      memset(out, 0, sizeof(*out));
+      out->type = ev.type;
+      out->error = ev.error;
+      out->retry_ms = ev.retry_ms;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The drain (spec/wire.md §6.14): GOAWAY gives each of the two sessions its
+ * delay (1000 and 2000 ms of a 2 s window), the client reconnects after
+ * exactly that at the next endpoint of its relay_host, and a client that
+ * comes back to the draining relay is refused with TERN_ESHUTDOWN and a
+ * retry time within two windows; then the drain completes. */
+Test(relay, drain_sends_clients_elsewhere_after_their_delay, .timeout = 30) {
+  loop l;
+  loop_start(&l, NULL, NULL, 0);
+  tern_relay_config rc;
+  tern_relay_config_default(&rc);
+  rc.bind_host = "127.0.0.1";
+  rc.keypair = l.relay_kp; /* the same relay key: another endpoint of it */
+  tern_relay *b;
+  cr_assert_eq(tern_relay_new(&b, &rc), 0);
+  char hosts[64];
+  snprintf(hosts, sizeof(hosts), "127.0.0.1:%u,127.0.0.1:%u", tern_relay_port(l.relay),
+           tern_relay_port(b));
+  tern_client_config ca, cb;
+  loop_client_config(&l, &ca, "alice");
+  ca.relay_host = hosts;
+  loop_client_config(&l, &cb, "bob"); /* the draining relay only */
+  size_t a = loop_add_client(&l, &ca), bo = loop_add_client(&l, &cb);
+  loop_event ev;
+  cr_assert(wait_two(&l, b, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(wait_two(&l, b, bo, TERN_EV_CONNECTED, 5000, &ev));
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_assert_eq(st.peers_connected, 2, "both on the first endpoint");
+  cr_assert_eq(st.draining, 0);
+
+  cr_assert_eq(tern_relay_drain(l.relay, 2000), 2, "two sessions told");
+  cr_assert_eq(tern_relay_drain(l.relay, 2000), 0, "none left to tell");
+  cr_assert(wait_two(&l, b, a, TERN_EV_DISCONNECTED, 3000, &ev));
+  uint64_t down = tt_now_ms();
+  cr_assert_eq(ev.error, TERN_ESHUTDOWN, "got %s", tern_errname(ev.error));
+  cr_assert(ev.retry_ms == 1000 || ev.retry_ms == 2000, "alice's delay %llu: 1000 or 2000",
+            (unsigned long long)ev.retry_ms);
+  uint64_t alice_delay = ev.retry_ms;
+  cr_assert(wait_two(&l, b, a, TERN_EV_CONNECTED, 5000, &ev), "alice back");
+  uint64_t took = tt_now_ms() - down;
+  cr_assert(took + 20 >= alice_delay && took <= alice_delay + 500,
+            "alice came back after %llu ms, told %llu", (unsigned long long)took,
+            (unsigned long long)alice_delay);
+  tern_relay_get_stats(b, &st);
+  cr_assert_eq(st.handshakes_ok, 1, "alice went elsewhere: the second endpoint");
+
+  /* Bob has only the draining relay: back there after his delay, he is
+   * refused with a retry time within two windows. */
+  int refused = 0;
+  for (int k = 0; k < 3 && !refused; k++) {
+    cr_assert(wait_two(&l, b, bo, TERN_EV_DISCONNECTED, 5000, &ev));
+    cr_assert_eq(ev.error, TERN_ESHUTDOWN, "got %s", tern_errname(ev.error));
+    cr_assert_leq(ev.retry_ms, 4000);
+    tern_relay_get_stats(l.relay, &st);
+    refused = st.hs_failed_draining > 0;
+  }
+  cr_assert(refused, "bob's reconnect to the draining relay was refused");
+  cr_assert_eq(st.draining, 1);
+  uint64_t end = tt_now_ms() + 5000;
+  while (!tern_relay_drained(l.relay) && tt_now_ms() < end) loop_pump(&l);
+  cr_assert(tern_relay_drained(l.relay), "the drain completes");
+  tern_relay_free(b);
+  loop_stop(&l);
+}

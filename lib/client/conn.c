@@ -260,6 +260,11 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
   if (wf.status != 0) {
     /* An authenticated refusal: the relay proved its key, then said no. */
     int err = tern__wire_err_code(wf.status, TERN_EHANDSHAKE);
+    if (err == TERN_ESHUTDOWN && wf.retry_ms) {
+      /* A draining relay said when to come back: as a GOAWAY (§6.14). */
+      c->goaway = 1;
+      c->goaway_ms = wf.retry_ms < GOAWAY_MAX_MS ? wf.retry_ms : GOAWAY_MAX_MS;
+    }
     tern__cl_drop(c, err, TERN__LINK_CLOSE_NOW, TERN__DISC_GOODBYE);
     return;
   }

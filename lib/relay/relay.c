@@ -72,6 +72,8 @@ struct tern_relay {
   uint64_t refused_logged;      /* FULL refusals already logged */
   uint64_t refused_log_ms;      /* when they were last logged */
   int draining;                 /* tern_relay_drain() was called */
+  uint32_t drain_window_ms;     /* its window: the GOAWAY delays span it */
+  uint64_t drain_start_ms;      /* when it was called (tern__now_ms) */
   int has_token_key;            /* cfg.token_key was given: tokens are checked */
   uint8_t token_key[32];        /* the backend's Ed25519 public key */
 };
@@ -348,7 +350,9 @@ static int check_token(tern_relay *r, rpeer *p, const tern__fr_hello *h) {
 }
 
 /* WELCOME with `status` (0 or a TERN_E* code) and `reason`. */
-static int send_welcome(tern_relay *r, rpeer *p, int status, const char *reason) {
+/* WELCOME with `status` (0 or a TERN_E* code), `reason` and, for a
+ * refusal, when to come back (0: not said). */
+static int send_welcome_retry(tern_relay *r, rpeer *p, int status, const char *reason, uint64_t retry_ms) {
   tern__wbuf w;
   tern__wbuf_init(&w, r->buf, TERN__HS_PAYLOAD_MAX);
   tern__fr_welcome wf = {.status = tern__wire_err(status),
@@ -356,12 +360,27 @@ static int send_welcome(tern_relay *r, rpeer *p, int status, const char *reason)
                          .user_len = p->user_len,
                          .server_time_ms = tern__wall_ms(),
                          .reason = (const uint8_t *)reason,
-                         .reason_len = strlen(reason)};
+                         .reason_len = strlen(reason),
+                         .retry_ms = retry_ms};
   tern__fr_welcome_write(&w, &wf);
   size_t n = 0;
   int rc = tern__session_relay_welcome(&p->sess, r->buf, w.len, r->pkt, RELAY_BUF, &n);
   if (rc) return rc;
   return link_send(r, p->lp, TERN__CH_CONTROL, r->pkt, n, TERN__LINK_RELIABLE);
+}
+
+static int send_welcome(tern_relay *r, rpeer *p, int status, const char *reason) {
+  return send_welcome_retry(r, p, status, reason, 0);
+}
+
+/* A client refused during a drain comes back after the drain's window,
+ * at a random point of the next one (spec/wire.md §6.14): the sessions told
+ * GOAWAY keep the first window, and the refused ones, fewer, come back at
+ * no more than N / spread a second in the second. */
+static uint64_t drain_retry_ms(const tern_relay *r) {
+  uint64_t now = tern__now_ms(), end = r->drain_start_ms + r->drain_window_ms;
+  return 1 + (end > now ? end - now : 0) +
+         (r->drain_window_ms ? randombytes_uniform(r->drain_window_ms) : 0);
 }
 
 static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, const char *why) {
@@ -540,7 +559,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   if (r->draining) {
     /* No new session on a draining relay: the client goes elsewhere or
      * comes back after its backoff (spec/wire.md §6.14). */
-    (void)send_welcome(r, p, TERN_ESHUTDOWN, "the relay is draining");
+    (void)send_welcome_retry(r, p, TERN_ESHUTDOWN, "the relay is draining", drain_retry_ms(r));
     r->stats.handshakes_failed++;
     r->stats.hs_failed_draining++;
     set_state(r, p, P_CLOSING);
@@ -924,9 +943,17 @@ int tern_relay_kick(tern_relay *r, const char *user, const uint8_t *device_key) 
  * disconnect-later), so acknowledgements already given reach their
  * clients. */
 int tern_relay_drain(tern_relay *r, uint32_t window_ms) {
-  if (!r->draining) logf_(r, 1, "draining: no new sessions; open ones are told to reconnect within %u ms",
-                          window_ms);
-  r->draining = 1;
+  uint64_t now = tern__now_ms();
+  if (!r->draining) {
+    logf_(r, 1, "draining: no new sessions; open ones are told to reconnect within %u ms", window_ms);
+    r->draining = 1;
+    r->drain_window_ms = window_ms;
+    r->drain_start_ms = now;
+  }
+  /* Commit what has arrived and send its SERVER_ACKs first: GOAWAY follows
+   * them; what comes after it is not acted on and stays in its sender's
+   * outbox for the next session. */
+  flush_core(r, now);
   uint64_t n = 0, i = 0;
   for (rpeer *p = r->peers; p; p = p->next) n += p->state == P_OPEN;
   for (rpeer *p = r->peers; p; p = p->next) {

@@ -163,6 +163,7 @@ void tern__fr_welcome_write(tern__wbuf *w, const tern__fr_welcome *f) {
   tern__wbuf_string(w, f->user, f->user_len);
   tern__wbuf_varint(w, f->server_time_ms);
   tern__wbuf_string(w, f->reason, f->reason_len);
+  if (f->retry_ms) tern__wbuf_varint(w, f->retry_ms);
   tern__frame_end(w, m);
 }
 
@@ -171,6 +172,8 @@ int tern__fr_welcome_read(tern__rbuf *b, tern__fr_welcome *f) {
   tern__rbuf_string(b, &f->user, &f->user_len, TERN_USER_MAX);
   f->server_time_ms = tern__rbuf_varint(b);
   tern__rbuf_string(b, &f->reason, &f->reason_len, 1024);
+  /* retry_ms came later: a WELCOME that ends after reason has none. */
+  f->retry_ms = !b->bad && b->pos < b->len ? tern__rbuf_varint(b) : 0;
   return b->bad ? TERN_EPROTO : 0;
 }
 

@@ -114,6 +114,8 @@ typedef struct tern__fr_welcome {
   const uint8_t *user; size_t user_len;  /* the name the relay assigned */
   uint64_t server_time_ms;               /* relay's wall clock, Unix ms */
   const uint8_t *reason; size_t reason_len; /* human-readable, may be empty */
+  uint64_t retry_ms;                     /* a refusal: come back after this long (0:
+                                            not said; an optional last field) */
 } tern__fr_welcome;
 
 /* MSG:     cmid | to | flags | prev_cmid | body
