@@ -123,7 +123,7 @@ static void send_line(tern_client *c, char *line) {
 static int fatal(int err) {
   return err == TERN_ERELAYKEY || err == TERN_EUNKNOWNKEY || err == TERN_EVERSION ||
          err == TERN_ETOKENEXPIRED || err == TERN_ETOKENINVALID || err == TERN_ETOKENKEY ||
-         err == TERN_ETOKENREVOKED;
+         err == TERN_ETOKENREVOKED || err == TERN_EREPLACED; /* the client stays offline */
 }
 
 static const char *ka_state_name(tern_keepalive_state s) {
