@@ -33,11 +33,6 @@ if [ "${1:-}" = "--sanitize" ]; then
   # drive the socket layer, which parses what arrives from the network (TCP
   # streams included).
   skip=(-E 'nat_keepalive_test|linkem_selftest')
-  # drain_test with 200 clients, not 1,000: under ASan 1,000 clients in two
-  # processes take over a minute and a GB, and the clients' own slowness
-  # (not the relay's drain) then decides the spread. The plain and poll()
-  # stages run it with 1,000.
-  export TERN_DRAIN_CLIENTS=${TERN_DRAIN_CLIENTS:-200}
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 elif [ "${1:-}" = "--poll" ]; then

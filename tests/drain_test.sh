@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Graceful drain with 1,000 clients (TERN_DRAIN_CLIENTS; 200 under the
-# sanitizers, scripts/test.sh says why) (issue "Running ternd in production",
+# Graceful drain with 1,000 clients (TERN_DRAIN_CLIENTS to change it)
+# (issue "Running ternd in production",
 # item 4). ternd (SQLite store) serves 500 pairs from two drain_client
 # processes; once all are connected and messages flow, the test sends
 # SIGTERM: ternd must tell every client GOAWAY, exit 0 within its

@@ -1355,3 +1355,23 @@ Test(frame, welcome_retry_ms_is_optional) {
     }
   }
 }
+
+/* Optional fields have one encoding: present means not empty / not 0 (the
+ * frame fuzzer re-encodes what it reads and checks the bytes match). */
+Test(frame, optional_fields_present_but_empty_are_malformed) {
+  static const uint8_t hello_empty_token[] = {0x01, 'a', 0x00, 0x00};
+  tern__rbuf b;
+  tern__fr_hello h;
+  tern__rbuf_init(&b, hello_empty_token, sizeof hello_empty_token);
+  cr_assert_eq(tern__fr_hello_read(&b, &h), TERN_EPROTO, "HELLO with an empty token field");
+  tern__rbuf_init(&b, hello_empty_token, 3);
+  cr_assert_eq(tern__fr_hello_read(&b, &h), 0, "the same HELLO without the field");
+  cr_assert_eq(h.token_len, 0);
+  static const uint8_t welcome_zero_retry[] = {0x18, 0x00, 0x00, 0x00, 0x00};
+  tern__fr_welcome wf;
+  tern__rbuf_init(&b, welcome_zero_retry, sizeof welcome_zero_retry);
+  cr_assert_eq(tern__fr_welcome_read(&b, &wf), TERN_EPROTO, "WELCOME with retry_ms 0 written out");
+  tern__rbuf_init(&b, welcome_zero_retry, 4);
+  cr_assert_eq(tern__fr_welcome_read(&b, &wf), 0);
+  cr_assert_eq(wf.retry_ms, 0);
+}

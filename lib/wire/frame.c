@@ -153,7 +153,10 @@ int tern__fr_hello_read(tern__rbuf *b, tern__fr_hello *f) {
   f->ping_interval_ms = tern__rbuf_varint(b);
   f->token = NULL;
   f->token_len = 0;
-  if (!b->bad && b->pos < b->len) tern__rbuf_string(b, &f->token, &f->token_len, TERN__HELLO_TOKEN_MAX);
+  if (!b->bad && b->pos < b->len) {
+    tern__rbuf_string(b, &f->token, &f->token_len, TERN__HELLO_TOKEN_MAX);
+    if (f->token_len == 0) b->bad = 1; /* present means not empty: one encoding */
+  }
   return b->bad ? TERN_EPROTO : 0;
 }
 
@@ -173,7 +176,11 @@ int tern__fr_welcome_read(tern__rbuf *b, tern__fr_welcome *f) {
   f->server_time_ms = tern__rbuf_varint(b);
   tern__rbuf_string(b, &f->reason, &f->reason_len, 1024);
   /* retry_ms came later: a WELCOME that ends after reason has none. */
-  f->retry_ms = !b->bad && b->pos < b->len ? tern__rbuf_varint(b) : 0;
+  f->retry_ms = 0;
+  if (!b->bad && b->pos < b->len) {
+    f->retry_ms = tern__rbuf_varint(b);
+    if (f->retry_ms == 0) b->bad = 1; /* present means not 0: one encoding */
+  }
   return b->bad ? TERN_EPROTO : 0;
 }
 

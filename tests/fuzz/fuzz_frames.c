@@ -53,7 +53,8 @@ static void fuzz_hello(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) 
   tern__rbuf re = only_frame(&w, TERN__FR_HELLO);
   check_canonical(&re, body, r.pos);
   if (tern__fr_hello_read(&re, &b) != 0) abort();
-  if (!same(a.user, a.user_len, b.user, b.user_len) || a.ping_interval_ms != b.ping_interval_ms)
+  if (!same(a.user, a.user_len, b.user, b.user_len) || a.ping_interval_ms != b.ping_interval_ms ||
+      !same(a.token, a.token_len, b.token, b.token_len))
     abort();
 }
 
@@ -71,7 +72,8 @@ static void fuzz_welcome(const uint8_t *body, size_t n, uint8_t *buf, size_t cap
   check_canonical(&re, body, r.pos);
   if (tern__fr_welcome_read(&re, &b) != 0) abort();
   if (a.status != b.status || !same(a.user, a.user_len, b.user, b.user_len) ||
-      a.server_time_ms != b.server_time_ms || !same(a.reason, a.reason_len, b.reason, b.reason_len))
+      a.server_time_ms != b.server_time_ms || !same(a.reason, a.reason_len, b.reason, b.reason_len) ||
+      a.retry_ms != b.retry_ms)
     abort();
 }
 
