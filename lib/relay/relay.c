@@ -944,8 +944,8 @@ int tern_relay_kick(tern_relay *r, const char *user, const uint8_t *device_key) 
  * clients. */
 int tern_relay_drain(tern_relay *r, uint32_t window_ms) {
   uint64_t now = tern__now_ms();
-  if (!r->draining) {
-    logf_(r, 1, "draining: no new sessions; open ones are told to reconnect within %u ms", window_ms);
+  int first = !r->draining;
+  if (first) {
     r->draining = 1;
     r->drain_window_ms = window_ms;
     r->drain_start_ms = now;
@@ -968,6 +968,9 @@ int tern_relay_drain(tern_relay *r, uint32_t window_ms) {
     tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
   }
   tern__link_flush(r->link);
+  if (first)
+    logf_(r, 1, "draining: no new sessions; %llu open session%s told to reconnect within %u ms",
+          (unsigned long long)n, n == 1 ? "" : "s", window_ms);
   return (int)n;
 }
 

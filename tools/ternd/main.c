@@ -281,8 +281,8 @@ static int start_drain(void *ctx, int *told, uint32_t *deadline_s) {
     d->started = mono_ms();
     d->status_at = d->started;
     d->told = tern_relay_drain(d->relay, d->spread_s * 1000u);
-    say(1, "draining: %d session%s told to reconnect within %u s; exiting when all have gone, "
-           "or in %u s", d->told, d->told == 1 ? "" : "s", d->spread_s, d->deadline_s);
+    /* The library logged what it told the sessions; this is ternd's part. */
+    say(2, "drain: exiting once every peer has gone, or in %u s", d->deadline_s);
     ternd_notify_stopping("draining");
   }
   if (told) *told = d->told;
