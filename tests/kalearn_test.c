@@ -82,6 +82,7 @@ typedef struct sim {
   uint32_t t_nat;        /* ms of silence after which the NAT forgets a mapping */
   int inbound_refreshes; /* 1: inbound datagrams also keep a mapping alive */
   uint32_t owd;          /* one-way delay, ms */
+  uint32_t ack_extra_ms; /* ACKs take this much longer on their way back */
   unsigned loss_pm;      /* per-mille loss, each way */
   int relay_silent;      /* 1: the relay takes probes and never answers */
   psock socks[TERN__KA_SLOTS];
@@ -267,7 +268,9 @@ static void step(sim *S) {
         tern__addr from;
         tern__addr_set_v4(&from, CLIENT_IP, d.port);
         cr_assert_eq(tern__psvc_input(S->svc, &from, d.data, d.len, S->now, ans, sizeof ans, &alen), 1);
+        size_t before = S->nq;
         if (alen && !S->relay_silent) enqueue(S, 0, d.port, ans, alen);
+        if (S->nq > before) S->q[S->nq - 1].at += S->ack_extra_ms;
       } else {
         unsigned slot;
         if (nat_inbound(S, d.port, &slot)) {
@@ -484,6 +487,31 @@ Test(kalearn, a_nat_above_the_ceiling_proves_the_ceiling) {
     printf("kalearn: T_nat %.0f s: proven %.0f s (the ceiling), interval %.0f s, %.0f s\n",
            t_nats[i] / 1000.0, S.ka.net.proven_ms / 1000.0, interval(&S) / 1000.0,
            S.ka.learn_ms / 1000.0);
+    sim_free(&S);
+  }
+}
+
+/* A REPLY credits the silence the client saw: from the ACK's arrival,
+ * which is later than the relay's start by the ACK's way back. A probe at
+ * the ceiling then proves a little less than the ceiling; that is as far
+ * as the search goes (ternd's own tests saw 2,999 ms for a 3,000 ms
+ * ceiling over loopback, and the probe used to repeat every 3 s). */
+Test(kalearn, a_probe_at_the_ceiling_that_proves_a_little_less_ends_the_search) {
+  const uint32_t extra[] = {1, 40, 300};
+  for (size_t i = 0; i < 3; i++) {
+    static sim S;
+    tern__ka_config cfg = default_cfg();
+    sim_init(&S, &cfg, 3600 * SEC, i + 30);
+    S.ack_extra_ms = extra[i];
+    learn(&S, 4 * HOUR);
+    cr_assert_eq(S.ka.state, TERN_KA_LEARNED);
+    cr_assert_eq(S.ka.net.proven_ms, cfg.ceiling_ms - extra[i], "ACK %u ms late: proven %u ms",
+                 extra[i], S.ka.net.proven_ms);
+    cr_assert_eq(S.rounds, 1, "ACK %u ms late: %u rounds", extra[i], S.rounds);
+    reset_seen(&S);
+    run_until(&S, S.now + 2 * HOUR, NULL);
+    cr_assert_eq(S.sends, 0, "ACK %u ms late: the finished search probed the ceiling again",
+                 extra[i]);
     sim_free(&S);
   }
 }

@@ -88,8 +88,10 @@ Test(keepalive, client_learns_through_the_relay_and_reports_it) {
   cr_assert_str_eq(ev.user, "wifi:home");
   cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 30000), "state %d", info_of(&l, a).state);
   ki = info_of(&l, a);
-  cr_assert_eq(ki.proven_ms, 3000, "every probe is answered on loopback: up to the ceiling");
-  cr_assert_eq(ki.interval_ms, 2000, "proven minus max(1 s, 10 %%)");
+  /* Every probe is answered on loopback, up to the ceiling (3 s); a REPLY
+   * credits the silence since the ACK came, which may be a ms or so less. */
+  cr_assert(ki.proven_ms >= 2900 && ki.proven_ms <= 3000, "proven %u ms", ki.proven_ms);
+  cr_assert_eq(ki.interval_ms, ki.proven_ms - 1000, "proven minus max(1 s, 10 %%)");
   cr_assert_neq(ki.learned_at_ms, 0);
   cr_assert_geq(ki.probes, 3);
   cr_assert_geq(ki.probe_datagrams, 2 * ki.probes, "a REQUEST and at least its ACK each");
@@ -100,7 +102,7 @@ Test(keepalive, client_learns_through_the_relay_and_reports_it) {
   cr_assert_eq(rs.probe_rejected, 0);
   /* The foreground caps the interval only above the cap. */
   tern_client_set_foreground(l.clients[a], 1);
-  cr_assert_eq(info_of(&l, a).interval_ms, 2000);
+  cr_assert_eq(info_of(&l, a).interval_ms, ki.interval_ms);
   cr_assert(info_of(&l, a).foreground);
   loop_stop(&l);
 }
@@ -119,6 +121,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
   size_t a = loop_add_client(&l, &cfg);
   cr_assert(wait_state(&l, a, TERN_KA_LEARNED, 30000));
   uint64_t learned_at = info_of(&l, a).learned_at_ms;
+  uint32_t proven = info_of(&l, a).proven_ms;
   tern_client_free(l.clients[a]);
   l.clients[a] = NULL;
 
@@ -126,7 +129,7 @@ Test(keepalive, learned_values_are_kept_per_network) {
   size_t b = loop_add_client(&l, &cfg);
   tern_keepalive_info ki = info_of(&l, b);
   cr_assert_eq(ki.state, TERN_KA_LEARNED);
-  cr_assert_eq(ki.proven_ms, 3000);
+  cr_assert_eq(ki.proven_ms, proven);
   cr_assert_eq(ki.learned_at_ms, learned_at);
   loop_event ev;
   cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));

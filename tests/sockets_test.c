@@ -307,9 +307,15 @@ Test(sockets, keepalive_probes_are_answered_over_ipv6) {
     tern_client_keepalive(l.clients[a], &ki);
     learned = ki.state == TERN_KA_LEARNED;
   }
-  cr_assert(learned, "keepalive state %d after 20 s over IPv6", ki.state);
   tern_relay_stats rs;
   tern_relay_get_stats(l.relay, &rs);
+  cr_assert(learned,
+            "keepalive state %d after 20 s over IPv6: proven %u failed %u, %llu probes, %llu "
+            "probe datagrams; relay: %llu requests %llu replies %llu rejected %llu limited",
+            ki.state, ki.proven_ms, ki.failed_ms, (unsigned long long)ki.probes,
+            (unsigned long long)ki.probe_datagrams, (unsigned long long)rs.probe_requests,
+            (unsigned long long)rs.probe_replies, (unsigned long long)rs.probe_rejected,
+            (unsigned long long)rs.probe_limited);
   cr_assert_geq(rs.probe_requests, 3);
   cr_assert_geq(rs.probe_replies, 3);
   cr_assert_eq(rs.probe_rejected, 0);

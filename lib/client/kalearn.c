@@ -33,7 +33,10 @@ static uint32_t precision(uint32_t proven) {
 static int search_done(const tern__ka *ka) {
   const tern__ka_net *n = &ka->net;
   if (ka->recheck) return 0;
-  if (n->proven_ms >= ka->cfg.ceiling_ms) return 1;
+  /* The ceiling bounds the search as a failure would: a REPLY credits the
+   * silence the client saw, a little under T, so a probe at the ceiling
+   * proves just short of it. Without this, that probe repeats forever. */
+  if (n->proven_ms && n->proven_ms + precision(n->proven_ms) >= ka->cfg.ceiling_ms) return 1;
   if (n->failed_ms && n->failed_ms <= ka->cfg.min_ms) return 1; /* bad network */
   return n->failed_ms && n->proven_ms && n->failed_ms - n->proven_ms <= precision(n->proven_ms);
 }
