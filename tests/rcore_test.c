@@ -20,17 +20,20 @@ typedef struct fixture {
   uint8_t dev_a[32], dev_b[32];
 } fixture;
 
-static void open_fixture(fixture *f, uint32_t max_pages) {
+/* cfg NULL: the core's defaults. */
+static void open_fixture_with(fixture *f, uint32_t max_pages, const tern__rcore_config *cfg) {
   memset(f, 0, sizeof(*f));
   char err[128];
   tern__rstore_config sc = {.path = ":memory:", .synchronous = 1, .max_pages = max_pages};
   cr_assert_eq(tern__relay_sqlite_open(&f->store, &sc, NULL, NULL, err, sizeof(err)), 0, "%s", err);
-  tern__rcore_config cfg;
-  tern__rcore_config_default(&cfg);
-  cr_assert_eq(tern__rcore_new(&f->rc, f->store, &cfg), 0);
+  tern__rcore_config dflt;
+  tern__rcore_config_default(&dflt);
+  cr_assert_eq(tern__rcore_new(&f->rc, f->store, cfg ? cfg : &dflt), 0);
   memset(f->dev_a, 0xaa, 32);
   memset(f->dev_b, 0xbb, 32);
 }
+
+static void open_fixture(fixture *f, uint32_t max_pages) { open_fixture_with(f, max_pages, NULL); }
 
 static void close_fixture(fixture *f) {
   tern__rcore_free(f->rc);
@@ -739,4 +742,76 @@ static void full_disk_case(int burst) {
 Test(rcore, full_disk_recovers_after_a_big_round, .timeout = 120) {
   int bursts[] = {1, 3, 10, 45, 150};
   for (size_t i = 0; i < sizeof(bursts) / sizeof(*bursts); i++) full_disk_case(bursts[i]);
+}
+
+/* Issue 13, finding 4: a stalled device held up to 1,024 DELIVERs of up to
+ * 64 KB each (64 MB a session) in the relay's link queues. The window is
+ * in bytes too now. */
+Test(rcore, one_stalled_session_holds_at_most_the_byte_window) {
+  fixture f;
+  open_fixture(&f, 0);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0);
+  static uint8_t body[60000];
+  memset(body, 'x', sizeof body);
+  for (uint64_t i = 1; i <= 40; i++) input_msg(&f, 1, i, i - 1, "bob", body, sizeof body, 10);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  input_sync(&f, 2, 0, 20);
+  cr_assert_eq(tern__rcore_commit(f.rc, 20), 0);
+  outputs o;
+  take(&f, 2, &o);
+  /* 1 MiB of 60 KB DELIVERs: 17 (18 would be 1.08 MB). */
+  cr_assert_eq(o.delivers, 17, "%d DELIVERs out to a device that acknowledges nothing", o.delivers);
+  /* Nothing more while it stays silent, however long, but the same again
+   * after resend_ms (from its cursor). */
+  input_msg(&f, 1, 41, 40, "bob", body, sizeof body, 30);
+  tern__rcore_commit(f.rc, 30);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 0, "a new message went past the byte window");
+  tern__rcore_tick(f.rc, 20 + 3000, WALL + 20 + 3000);
+  tern__rcore_commit(f.rc, 20 + 3000);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 17, "the resend from the cursor is the window again");
+  cr_assert_eq(o.deliver_seq[0], 1);
+  /* Acknowledging 10 opens room for 10 more. */
+  input_ack(&f, 2, 10, 3100);
+  tern__rcore_commit(f.rc, 3100);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 10, "%d DELIVERs after 10 were acknowledged", o.delivers);
+  cr_assert_eq(o.deliver_seq[0], 18);
+  /* Everything arrives in the end. */
+  for (uint64_t upto = 27, now = 3200; upto < 41; now += 100) {
+    input_ack(&f, 2, upto, now);
+    tern__rcore_commit(f.rc, now);
+    take(&f, 2, &o);
+    upto += (uint64_t)o.delivers;
+    cr_assert(o.delivers > 0 || upto == 41, "stuck at %llu", (unsigned long long)upto);
+  }
+  close_fixture(&f);
+}
+
+Test(rcore, a_deliver_larger_than_the_byte_window_still_goes_out_alone) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.deliver_window_bytes = 1000;
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0);
+  static uint8_t body[5000];
+  memset(body, 'y', sizeof body);
+  input_msg(&f, 1, 1, 0, "bob", body, sizeof body, 10);
+  input_msg(&f, 1, 2, 1, "bob", "small", 5, 10);
+  tern__rcore_commit(f.rc, 10);
+  input_sync(&f, 2, 0, 20);
+  tern__rcore_commit(f.rc, 20);
+  outputs o;
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 1, "the big one alone (%d)", o.delivers);
+  input_ack(&f, 2, 1, 30);
+  tern__rcore_commit(f.rc, 30);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 1);
+  cr_assert_eq(o.deliver_seq[0], 2);
+  close_fixture(&f);
 }

@@ -62,6 +62,11 @@ typedef struct conn {
   int repump;             /* a failed round dropped what was queued for it */
   uint64_t notices_ms;    /* when notices were last sent */
   uint32_t rtt_ms;        /* its RTT from the link; 0: unknown */
+  /* The DELIVERs sent after the cursor, in seq order, with their sizes:
+   * the byte window (deliver_window_bytes). Owned; grown on demand. */
+  struct sent_item { uint64_t seq; uint32_t bytes; } *sent;
+  size_t nsent, capsent;
+  uint64_t sent_bytes;    /* sum of sent[].bytes */
 } conn;
 
 struct tern__rcore {
@@ -98,6 +103,7 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->retention_ms = 30ull * 24 * 3600 * 1000;
   cfg->max_message_size = 65536;
   cfg->deliver_window = 1024;
+  cfg->deliver_window_bytes = 1048576;
   cfg->resend_ms = 3000;
   cfg->expire_every_ms = 60000;
   cfg->busy_ms = 2000;
@@ -120,6 +126,7 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
   if (rc->cfg.max_message_size == 0 || rc->cfg.max_message_size > TERN_MESSAGE_MAX)
     rc->cfg.max_message_size = TERN_MESSAGE_MAX;
   if (rc->cfg.deliver_window == 0) rc->cfg.deliver_window = 1;
+  if (rc->cfg.deliver_window_bytes == 0) rc->cfg.deliver_window_bytes = 1;
   rc->store = store;
   tern__outq_init(&rc->held);
   tern__outq_init(&rc->ready);
@@ -142,6 +149,7 @@ void tern__rcore_free(tern__rcore *rc) {
   while (rc->conns) {
     conn *n = rc->conns->next;
     drop_copies(rc->conns);
+    free(rc->conns->sent);
     free(rc->conns);
     rc->conns = n;
   }
@@ -297,6 +305,7 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
     conn *c = *pp;
     *pp = c->next;
     drop_copies(c);
+    free(c->sent);
     free(c);
     return;
   }
@@ -313,6 +322,7 @@ typedef struct pump_ctx {
   tern__rcore *rc;
   conn *c;
   uint64_t now_ms;
+  int sent;               /* DELIVERs this pump sent (or skipped as unencodable) */
 } pump_ctx;
 
 /* Puts `it` in c's queue, which is kept in due order. Almost always that
@@ -371,6 +381,36 @@ static void send_copies(tern__rcore *rc, conn *c, uint64_t now_ms) {
   }
 }
 
+/* Forgets the sizes of what is acknowledged (seq <= cursor) or will be
+ * sent again (seq > sent_upto, after a resend from the cursor or a SYNC). */
+static void sent_trim(conn *c) {
+  size_t lo = 0, hi = c->nsent;
+  while (lo < hi && c->sent[lo].seq <= c->cursor) c->sent_bytes -= c->sent[lo++].bytes;
+  while (hi > lo && c->sent[hi - 1].seq > c->sent_upto) c->sent_bytes -= c->sent[--hi].bytes;
+  if (lo) memmove(c->sent, c->sent + lo, (hi - lo) * sizeof(*c->sent));
+  c->nsent = hi - lo;
+  if (c->nsent == 0 && c->capsent > 64) { /* a burst is over: give its memory back */
+    free(c->sent);
+    c->sent = NULL;
+    c->capsent = 0;
+  }
+}
+
+static int sent_add(conn *c, uint64_t seq, size_t bytes) {
+  if (c->nsent == c->capsent) {
+    size_t cap = c->capsent ? c->capsent * 2 : 16;
+    struct sent_item *n = realloc(c->sent, cap * sizeof(*n));
+    if (!n) return TERN_ENOMEM;
+    c->sent = n;
+    c->capsent = cap;
+  }
+  c->sent[c->nsent].seq = seq;
+  c->sent[c->nsent].bytes = (uint32_t)bytes;
+  c->nsent++;
+  c->sent_bytes += bytes;
+  return 0;
+}
+
 static int pump_one(void *ctx, const tern__rmsg *m) {
   pump_ctx *p = ctx;
   tern__wbuf w;
@@ -380,27 +420,34 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
                     .flags = m->flags, .body = m->body, .body_len = m->body_len};
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
   if (!w.overflow) {
+    /* The byte window: stop before it overflows, but let one DELIVER out
+     * whatever its size when nothing is in flight. */
+    if (p->c->nsent && p->c->sent_bytes + w.len > p->rc->cfg.deliver_window_bytes) return 1;
+    if (sent_add(p->c, m->seq, w.len) != 0) return 1; /* no memory: the resend timer retries */
     emit(p->rc, p->c->id, conv_channel(m->from, p->c->user), 1, w.p, w.len, 0);
     if (m->body_len <= p->rc->cfg.copy_max_bytes && p->rc->cfg.copy_max_bytes)
       schedule_copy(p->rc, p->c, m->seq, w.p, w.len, p->now_ms);
   }
   p->c->sent_upto = m->seq;
+  p->sent++;
   return 0;
 }
 
 /* Sends what the connection's window allows after sent_upto. */
 static void pump(tern__rcore *rc, conn *c, uint64_t now_ms) {
   if (!c->confirmed) return;
+  sent_trim(c);
   uint64_t inflight = c->sent_upto > c->cursor ? c->sent_upto - c->cursor : 0;
   if (inflight >= rc->cfg.deliver_window) return;
-  pump_ctx p = {rc, c, now_ms};
+  if (c->nsent && c->sent_bytes >= rc->cfg.deliver_window_bytes) return;
+  pump_ctx p = {rc, c, now_ms, 0};
   int n = rc->store->ops->due(rc->store, c->user, c->sent_upto, rc->cfg.deliver_window - inflight,
                              pump_one, &p);
   if (n < 0) {
     store_failed(rc, now_ms);
     return;
   }
-  if (n > 0) c->progress_ms = now_ms;
+  if (p.sent > 0) c->progress_ms = now_ms;
 }
 
 /* ---- notices -------------------------------------------------------------- */

@@ -25,6 +25,11 @@ typedef struct tern__rcore_config {
   uint64_t retention_ms;     /* undelivered messages expire after this (30 days) */
   uint32_t max_message_size; /* larger bodies get FAILED/TERN_ETOOBIG (65536) */
   uint32_t deliver_window;   /* DELIVERs unacked per connection (1024) */
+  /* ... and their bytes (DELIVER frames), per connection (1048576): a
+   * device that stops acknowledging holds at most this much of the relay's
+   * memory in its link's queues. A single DELIVER larger than this still
+   * goes out when nothing else is unacked. */
+  uint32_t deliver_window_bytes;
   uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
