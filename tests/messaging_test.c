@@ -59,6 +59,7 @@ typedef struct world {
   uint64_t retention_ms;
   int (*user_exists)(void *, const char *);
   int (*may_send)(void *, const char *, const char *);
+  uint64_t recipient_max_messages; /* 0: the relay's default */
   peer p[MAX_PEERS];
   size_t np;
 } world;
@@ -82,6 +83,7 @@ static void relay_up(world *w) {
   if (w->retention_ms) rc.retention_ms = w->retention_ms;
   rc.user_exists = w->user_exists;
   rc.may_send = w->may_send;
+  if (w->recipient_max_messages) rc.recipient_max_messages = w->recipient_max_messages;
   int r = tern_relay_new(&w->relay, &rc);
   cr_assert_eq(r, 0, "tern_relay_new: %s", tern_strerror(r));
   if (!w->port) w->port = tern_relay_port(w->relay);
@@ -630,6 +632,37 @@ Test(messaging, not_allowed_fails_with_edenied, .timeout = 30) {
   pump(&w, 100);
   cr_assert_eq(count_ev(&w.p[a], TERN_EV_FAILED), 1);
   cr_assert_eq(count_ev(&w.p[c], TERN_EV_MESSAGE), 0, "carol got nothing from alice");
+  world_free(&w);
+}
+
+/* A full inbox (issue 13, finding 5): the sender's app gets FAILED with
+ * TERN_EQUOTA for what does not fit, and the message leaves its outbox;
+ * what fit is delivered when the recipient comes. */
+Test(messaging, over_quota_fails_with_equota_at_the_sender, .timeout = 30) {
+  world w;
+  world_init(&w);
+  w.recipient_max_messages = 2;
+  relay_up(&w);
+  size_t a = peer_add(&w, "alice", NULL, 1);
+  uint64_t m1, m2, m3;
+  send_text(&w, a, "bob", "one", &m1);
+  send_text(&w, a, "bob", "two", &m2);
+  send_text(&w, a, "bob", "three", &m3);
+  rec *f = wait_ev(&w, a, TERN_EV_FAILED, 5000);
+  cr_assert_not_null(f, "no FAILED for the third message");
+  cr_assert_eq(f->cmid, m3);
+  cr_assert_eq(f->error, TERN_EQUOTA, "got %s", tern_errname(f->error));
+  pump(&w, 100);
+  cr_assert_eq(count_ev(&w.p[a], TERN_EV_SENT), 2);
+  cr_assert_eq(tern_client_outbox_size(w.p[a].c), 0, "the refused message left the outbox");
+  tern_relay_stats rs;
+  tern_relay_get_stats(w.relay, &rs);
+  cr_assert_eq(rs.messages_over_quota, 1);
+  size_t b = peer_add(&w, "bob", NULL, 1);
+  cr_assert_not_null(wait_ev(&w, b, TERN_EV_MESSAGE, 5000));
+  cr_assert_not_null(wait_ev(&w, b, TERN_EV_MESSAGE, 5000));
+  pump(&w, 200);
+  cr_assert_eq(count_ev(&w.p[b], TERN_EV_MESSAGE), 2);
   world_free(&w);
 }
 

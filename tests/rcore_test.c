@@ -815,3 +815,69 @@ Test(rcore, a_deliver_larger_than_the_byte_window_still_goes_out_alone) {
   cr_assert_eq(o.deliver_seq[0], 2);
   close_fixture(&f);
 }
+
+/* Issue 13, finding 5: one account stored 1,500 x 65 KB (97 MB) for one
+ * offline user in 8 s; nothing bounded what a sender could park. */
+Test(rcore, one_account_cannot_park_more_than_its_quota) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.quota_to_msgs = 10;
+  cfg.quota_from_bytes = 3 * 60000;
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  static uint8_t body[60000];
+  memset(body, 'q', sizeof body);
+  /* Bytes from one sender: 3 of 60 KB, the 4th (to anyone) is refused. */
+  const char *to[] = {"bob", "carol", "dave", "erin"};
+  outputs o;
+  for (uint64_t i = 1; i <= 4; i++) {
+    input_msg(&f, 1, i, 0, to[i - 1], body, sizeof body, 10);
+    tern__rcore_commit(f.rc, 10);
+    take(&f, 1, &o);
+    if (i <= 3) {
+      cr_assert_eq(o.acks, 1, "message %llu under the quota", (unsigned long long)i);
+    } else {
+      cr_assert_eq(o.acks, 0);
+      cr_assert_eq(o.failed, 1, "over the sender's bytes");
+      cr_assert_eq(o.failed_err, (uint64_t)-TERN_EQUOTA);
+    }
+  }
+  /* Messages for one inbox: 10, then FAILED/TERN_EQUOTA, from anyone. */
+  tern__rcore_open(f.rc, 2, "mallory", f.dev_b, 0);
+  int acks = 0, over = 0;
+  for (uint64_t i = 1; i <= 15; i++) {
+    input_msg(&f, 2, i, 0, "bob", "x", 1, 20);
+    tern__rcore_commit(f.rc, 20);
+    take(&f, 2, &o);
+    acks += o.acks;
+    if (o.failed) {
+      over++;
+      cr_assert_eq(o.failed_err, (uint64_t)-TERN_EQUOTA);
+    }
+  }
+  cr_assert_eq(acks, 9, "bob's inbox holds 10: alice's 1 and 9 of mallory's (%d acks)", acks);
+  cr_assert_eq(over, 6);
+  /* A resend of a stored one still gets its ack, not FAILED. */
+  input_msg(&f, 2, 3, 0, "bob", "x", 1, 30);
+  tern__rcore_commit(f.rc, 30);
+  take(&f, 2, &o);
+  cr_assert_eq(o.acks, 1);
+  cr_assert_eq(o.failed, 0);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.over_quota, 7);
+  /* bob reads his inbox: the room comes back. */
+  uint8_t dev_bob[32];
+  memset(dev_bob, 0xb0, sizeof dev_bob);
+  tern__rcore_open(f.rc, 3, "bob", dev_bob, 40);
+  input_sync(&f, 3, 0, 40);
+  tern__rcore_commit(f.rc, 40);
+  input_ack(&f, 3, 10, 50);
+  tern__rcore_commit(f.rc, 50);
+  input_msg(&f, 2, 100, 0, "bob", "x", 1, 60);
+  tern__rcore_commit(f.rc, 60);
+  take(&f, 2, &o);
+  cr_assert_eq(o.acks, 1, "room again after bob read his inbox");
+  close_fixture(&f);
+}

@@ -210,6 +210,49 @@ STORE_TEST(acks_deliver_once_and_trim) {
   s->ops->close(s);
 }
 
+/* Quotas: counted after the dedup, per recipient and per sender, over
+ * what the store holds (trimmed messages free their room). */
+STORE_TEST(quotas_count_what_is_held_after_the_dedup) {
+  tern__relay_store *s = open_backend(b);
+  uint64_t cur, reached;
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  int results[5];
+  for (uint64_t i = 1; i <= 5; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, 0, 1000 + i, "12345");
+    p.to_max_msgs = 3;
+    cr_assert_eq(s->ops->put(s, &p, 1), 0);
+    results[i - 1] = p.result;
+  }
+  cr_assert_eq(results[2], TERN__RS_STORED);
+  cr_assert_eq(results[3], TERN__RS_OVER_TO, "a 4th message for an inbox of 3 (result %d)", results[3]);
+  cr_assert_eq(results[4], TERN__RS_OVER_TO);
+  /* A resend of a stored one is still EARLIER, quota or not. */
+  tern__rs_put again = msg("alice", DEV_A, "bob", 2, 0, 1002, "12345");
+  again.to_max_msgs = 3;
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER);
+  /* Bytes, and the sender's side (alice holds 15 bytes, in bob's inbox). */
+  tern__rs_put big = msg("alice", DEV_A, "carol", 10, 0, 1010, "123456");
+  big.from_max_bytes = 20;
+  cr_assert_eq(s->ops->put(s, &big, 1), 0);
+  cr_assert_eq(big.result, TERN__RS_OVER_FROM, "15 + 6 bytes > 20 (result %d)", big.result);
+  big.from_max_bytes = 21;
+  cr_assert_eq(s->ops->put(s, &big, 1), 0);
+  cr_assert_eq(big.result, TERN__RS_STORED);
+  tern__rs_put to_bytes = msg("dave", DEV_B2, "carol", 1, 0, 1011, "1234567");
+  to_bytes.to_max_bytes = 12;
+  cr_assert_eq(s->ops->put(s, &to_bytes, 1), 0);
+  cr_assert_eq(to_bytes.result, TERN__RS_OVER_TO, "carol holds 6, 6 + 7 > 12");
+  /* bob's device takes all three: they are trimmed, the room is back. */
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 3, NULL, 0, &reached, NULL, NULL), 0);
+  tern__rs_put later = msg("alice", DEV_A, "bob", 4, 0, 1004, "12345");
+  later.to_max_msgs = 3;
+  cr_assert_eq(s->ops->put(s, &later, 1), 0);
+  cr_assert_eq(later.result, TERN__RS_STORED, "room again once the inbox was read (result %d)", later.result);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  s->ops->close(s);
+}
+
 typedef struct noticed {
   int n, kind[8];
   uint64_t cmid[8];

@@ -643,32 +643,76 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v1) {
+Test(rstore, migrates_v0_and_opens_v2) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 1);
-  /* v1: opened as it is, data kept. */
+  cr_assert_eq(user_version(dbpath), 2);
+  /* v2: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 1);
+  cr_assert_eq(user_version(dbpath), 2);
+}
+
+static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint64_t bytes) {
+  uint64_t m = 99, b = 99;
+  cr_assert_eq(tern__rstore_held(s, who, side, &m, &b), 0);
+  cr_assert_eq(m, msgs, "%s (%s): %llu messages held, not %llu", who, side ? "sender" : "recipient",
+               (unsigned long long)m, (unsigned long long)msgs);
+  cr_assert_eq(b, bytes, "%s (%s): %llu bytes held, not %llu", who, side ? "sender" : "recipient",
+               (unsigned long long)b, (unsigned long long)bytes);
+}
+
+/* The quotas' counts (schema v2) follow every insert and delete, and a v1
+ * store gets them from what its inbox holds. */
+Test(rstore, held_counts_follow_the_inbox_and_a_v1_store_gets_them) {
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "bob", "alice", 1, 1, 1, NULL);   /* "body 1": 6 bytes */
+  put(s, "bob", "alice", 1, 2, 1, NULL);
+  put(s, "carol", "alice", 1, 3, 1, NULL);
+  put(s, "alice", "bob", 2, 4, 1, NULL);
+  held(s, "bob", 0, 2, 12);
+  held(s, "alice", 1, 3, 18);
+  held(s, "alice", 0, 1, 6);
+  held(s, "dave", 0, 0, 0);
+  device(s, "bob", 3);
+  acked a = ack(s, "bob", 3, 2, NULL, 0); /* bob's only device has both: they go */
+  cr_assert_eq(a.n, 2);
+  held(s, "bob", 0, 0, 0);
+  held(s, "alice", 1, 1, 6);
+  tern__rstore_close(s);
+  /* Back to v1: no counts. Opening migrates and counts the inbox. */
+  sqlite3 *db = NULL;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TRIGGER inbox_held_add; DROP TRIGGER inbox_held_del;"
+                                "DROP TABLE held; PRAGMA user_version = 1;", NULL, NULL, NULL),
+               SQLITE_OK);
+  sqlite3_close(db);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(user_version(dbpath), 2);
+  held(s, "alice", 1, 1, 6);
+  held(s, "carol", 0, 1, 6);
+  held(s, "alice", 0, 1, 6);
+  held(s, "bob", 1, 1, 6);
+  held(s, "bob", 0, 0, 0);
+  tern__rstore_close(s);
 }
 
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 2);
+  set_user_version(dbpath, 3);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
-  cr_assert_eq(user_version(dbpath), 2);
+  cr_assert_eq(user_version(dbpath), 3);
 }
 
 Test(rstore, refuses_bad_config) {

@@ -259,6 +259,8 @@ Test(spec, error_code_table) {
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
   cr_assert_str_eq(tern_errname(-37), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-38), "TERN_EQUOTA");
+  cr_assert_str_eq(tern_errname(-39), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */

@@ -96,6 +96,7 @@ enum {
   TERN_ETOKENREVOKED = -34, /* the backend token, or the device key it names, is revoked */
   TERN_ENOTSUP = -35,     /* this build has no single descriptor; use tern_client_pollfds */
   TERN_EREPLACED = -36,   /* a newer session of this device key replaced this one; not retried */
+  TERN_EQUOTA = -38,      /* the relay holds all it may for this sender or this recipient */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -810,6 +811,16 @@ typedef struct tern_relay_config {
   int (*token_revoked)(void *ctx, const uint8_t id[TERN_TOKEN_ID_BYTES],
                        const uint8_t device_key[TERN_KEY_BYTES]);
   void *token_revoked_ctx;
+  /* Quotas on what the relay holds (0: none). recipient_max_*: messages and
+   * body bytes an inbox may hold, delivered or not, until every device of
+   * the user acknowledged them; sender_max_*: the same for what a user
+   * sent, across all recipients. A message past one is answered FAILED
+   * with TERN_EQUOTA (final: the client drops it from its outbox and the
+   * app is told). Defaults 100000 messages and 1 GiB each. */
+  uint64_t recipient_max_messages;
+  uint64_t recipient_max_bytes;
+  uint64_t sender_max_messages;
+  uint64_t sender_max_bytes;
 } tern_relay_config;
 
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
@@ -905,6 +916,7 @@ typedef struct tern_relay_stats {
                                    (also in handshakes_failed) */
   uint64_t sessions_replaced;   /* sessions closed by a newer one of the same
                                    device key (spec/wire.md §8.1) */
+  uint64_t messages_over_quota; /* FAILED with TERN_EQUOTA (also in messages_refused) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

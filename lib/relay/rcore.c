@@ -96,6 +96,8 @@ struct tern__rcore {
                                     added to stats when it commits */
   uint64_t log_ms;               /* last store failure reported */
   unsigned log_skipped;          /* failures since, not reported */
+  uint64_t quota_log_ms;         /* last quota refusal reported */
+  uint64_t quota_skipped;        /* quota refusals since, not reported */
 };
 
 void tern__rcore_config_default(tern__rcore_config *cfg) {
@@ -104,6 +106,8 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->max_message_size = 65536;
   cfg->deliver_window = 1024;
   cfg->deliver_window_bytes = 1048576;
+  cfg->quota_to_msgs = cfg->quota_from_msgs = 100000;
+  cfg->quota_to_bytes = cfg->quota_from_bytes = 1ull << 30;
   cfg->resend_ms = 3000;
   cfg->expire_every_ms = 60000;
   cfg->busy_ms = 2000;
@@ -194,6 +198,7 @@ static void emit_answer(tern__rcore *rc, uint64_t id, uint8_t type, uint8_t chan
   emit_kind(rc, id, channel, 1, w.p, w.len, now, OUT_KEEP, 0);
   if (type == TERN__FR_FAILED) rc->stats.refused++;
   else rc->stats.busy++;
+  if (err == TERN_EQUOTA) rc->stats.over_quota++;
 }
 
 static uint8_t conv_channel(const char *a, const char *b) {
@@ -520,6 +525,26 @@ static void on_expired(void *ctx, const uint8_t sender_dev[32], uint64_t cmid) {
 
 /* ---- input ---------------------------------------------------------------- */
 
+/* A message refused for a quota: said at most every 10 s, with how many
+ * were not said since (a sender over quota retries nothing, but may keep
+ * sending new ones). */
+static void log_quota(tern__rcore *rc, const conn *c, const char *to, int recipient, uint64_t now_ms) {
+  if (rc->quota_log_ms && now_ms < rc->quota_log_ms + 10000) {
+    rc->quota_skipped++;
+    return;
+  }
+  char more[96] = "";
+  if (rc->quota_skipped)
+    snprintf(more, sizeof(more), " (and %llu more refusal(s) since the last report)",
+             (unsigned long long)rc->quota_skipped);
+  tern__logf(rc->cfg.log, rc->cfg.log_ctx, 1, "message from %s to %s refused (TERN_EQUOTA): %s%s",
+             c->user, to,
+             recipient ? "the recipient's inbox holds its quota" : "the relay holds the sender's quota",
+             more);
+  rc->quota_log_ms = now_ms ? now_ms : 1;
+  rc->quota_skipped = 0;
+}
+
 static void reply_failed(tern__rcore *rc, conn *c, uint8_t type, uint8_t channel, uint64_t cmid,
                          int err) {
   emit_answer(rc, c->id, type, channel, cmid, err, 0);
@@ -590,12 +615,21 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   }
   tern__rs_put put = {.to = to, .from = c->user, .sender_dev = c->dev, .cmid = m->cmid,
                       .prev_cmid = m->prev_cmid, .ts = wall_ms, .flags = m->flags,
-                      .body = m->body, .body_len = m->body_len};
+                      .body = m->body, .body_len = m->body_len,
+                      .to_max_msgs = rc->cfg.quota_to_msgs, .to_max_bytes = rc->cfg.quota_to_bytes,
+                      .from_max_msgs = rc->cfg.quota_from_msgs,
+                      .from_max_bytes = rc->cfg.quota_from_bytes};
   if (rc->store->ops->put(rc->store, &put, 1) < 0) goto store_error;
   if (put.result == TERN__RS_EARLIER) {
     /* A resend: the same answer, never a second copy. */
     rc->round.deduped++;
     send_ack(rc, c, ch, m->cmid, put.seq, put.stored_ts);
+    return;
+  }
+  if (put.result == TERN__RS_OVER_TO || put.result == TERN__RS_OVER_FROM) {
+    /* Final, like any FAILED: the app shows it; a later message may fit. */
+    reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_EQUOTA);
+    log_quota(rc, c, to, put.result == TERN__RS_OVER_TO, now_ms);
     return;
   }
   /* Per-conversation order: the previous message must be stored first.

@@ -30,6 +30,10 @@ typedef struct tern__rcore_config {
    * memory in its link's queues. A single DELIVER larger than this still
    * goes out when nothing else is unacked. */
   uint32_t deliver_window_bytes;
+  /* Quotas on what the store holds (0: none): messages and body bytes per
+   * recipient's inbox and per sender, across its recipients. A message
+   * past one is answered FAILED/TERN_EQUOTA (100000, 1 GiB, 100000, 1 GiB). */
+  uint64_t quota_to_msgs, quota_to_bytes, quota_from_msgs, quota_from_bytes;
   uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
@@ -133,6 +137,7 @@ typedef struct tern__rcore_stats {
   uint64_t deduped;       /* resent MSGs answered from the dedup table */
   uint64_t delivered;     /* messages acknowledged by a recipient device */
   uint64_t refused;       /* FAILED answers */
+  uint64_t over_quota;    /* ... of them TERN_EQUOTA */
   uint64_t busy;          /* BUSY answers (store failures) */
   uint64_t expired;       /* messages expired undelivered */
   uint64_t store_errors;  /* store calls (or commits) that failed */

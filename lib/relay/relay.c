@@ -104,6 +104,8 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->retention_ms = 30ull * 24 * 3600 * 1000;
   cfg->store_reserve_bytes = 16ull << 20;
   cfg->probes = 1;
+  cfg->recipient_max_messages = cfg->sender_max_messages = 100000;
+  cfg->recipient_max_bytes = cfg->sender_max_bytes = 1ull << 30;
 }
 
 /* The relay's log line, through the program's callback (base/log.h). */
@@ -192,6 +194,10 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   cc.user_ctx = cfg->user_exists_ctx;
   cc.may_send = cfg->may_send;
   cc.may_send_ctx = cfg->may_send_ctx;
+  cc.quota_to_msgs = r->cfg.recipient_max_messages;
+  cc.quota_to_bytes = r->cfg.recipient_max_bytes;
+  cc.quota_from_msgs = r->cfg.sender_max_messages;
+  cc.quota_from_bytes = r->cfg.sender_max_bytes;
   cc.log = r->cfg.log;
   cc.log_ctx = r->cfg.log_ctx;
   rc = tern__rcore_new(&r->core, r->store, &cc);
@@ -884,6 +890,7 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->messages_deduped = cs.deduped;
   st->messages_delivered = cs.delivered;
   st->messages_refused = cs.refused;
+  st->messages_over_quota = cs.over_quota;
   st->messages_busy = cs.busy;
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;

@@ -248,6 +248,19 @@ static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
       p->result = TERN__RS_NO_PREV;
       continue;
     }
+    if (tern__rs_put_has_quota(p)) {
+      uint64_t tm = 0, tb = 0, fm = 0, fb = 0;
+      for (size_t k = 0; k < s->st.msgs.n; k++) {
+        const mmsg *m = AT(s->st.msgs, mmsg, k);
+        if (!strcmp(m->user, p->to)) tm++, tb += m->len;
+        if (!strcmp(m->from, p->from)) fm++, fb += m->len;
+      }
+      int over = tern__rs_quota(p, tm, tb, fm, fb);
+      if (over) {
+        p->result = over;
+        continue;
+      }
+    }
     rc = append(s, p, &p->seq, &p->prev_seq);
     if (rc == 0) {
       p->result = TERN__RS_STORED;

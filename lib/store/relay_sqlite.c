@@ -82,6 +82,17 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
         continue;
       }
     }
+    if (tern__rs_put_has_quota(p)) {
+      uint64_t tm, tb, fm, fb;
+      if ((rc = tern__rstore_held(s->db, p->to, 0, &tm, &tb)) < 0 ||
+          (rc = tern__rstore_held(s->db, p->from, 1, &fm, &fb)) < 0)
+        return rc;
+      int over = tern__rs_quota(p, tm, tb, fm, fb);
+      if (over) {
+        p->result = over;
+        continue;
+      }
+    }
     tern__rmsg m = {.ts = p->ts, .cmid = p->cmid, .flags = p->flags, .from = p->from,
                     .sender_dev = p->sender_dev, .body = p->body, .body_len = p->body_len};
 #ifdef TERN_TEST_HOOKS

@@ -61,6 +61,10 @@ typedef struct tern__rs_put {
   uint64_t flags;
   const uint8_t *body;
   size_t body_len;
+  /* Quotas (0: none): the most messages and body bytes the store may hold
+   * for `to`, and from `from`, this message included. Checked after the
+   * dedup, so a resend of a stored message is still EARLIER. */
+  uint64_t to_max_msgs, to_max_bytes, from_max_msgs, from_max_bytes;
   /* Out. */
   int result;                /* TERN__RS_* below */
   uint64_t seq;              /* STORED or EARLIER: its seq in `to`'s inbox */
@@ -74,7 +78,27 @@ enum {
                             answered with the first one's seq and time */
   TERN__RS_NO_PREV = 3,  /* prev_cmid is not stored: not stored either (the
                             sender resends both, in order) */
+  TERN__RS_OVER_TO = 4,  /* not stored: `to`'s inbox holds its quota */
+  TERN__RS_OVER_FROM = 5,/* not stored: the store holds `from`'s quota */
 };
+
+/* 1 if the put asks for any quota. */
+static inline int tern__rs_put_has_quota(const tern__rs_put *p) {
+  return (p->to_max_msgs | p->to_max_bytes | p->from_max_msgs | p->from_max_bytes) != 0;
+}
+
+/* The quota verdict for put p, given what is held now for its recipient
+ * and its sender: 0 (it fits), TERN__RS_OVER_TO or TERN__RS_OVER_FROM. */
+static inline int tern__rs_quota(const tern__rs_put *p, uint64_t to_msgs, uint64_t to_bytes,
+                                 uint64_t from_msgs, uint64_t from_bytes) {
+  if ((p->to_max_msgs && to_msgs + 1 > p->to_max_msgs) ||
+      (p->to_max_bytes && to_bytes + p->body_len > p->to_max_bytes))
+    return TERN__RS_OVER_TO;
+  if ((p->from_max_msgs && from_msgs + 1 > p->from_max_msgs) ||
+      (p->from_max_bytes && from_bytes + p->body_len > p->from_max_bytes))
+    return TERN__RS_OVER_FROM;
+  return 0;
+}
 
 /* How full the store is, for a message of a given size. */
 enum {

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /* migrations[v] takes a store from version v to v + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -55,6 +55,26 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "  dev BLOB NOT NULL, kind INTEGER NOT NULL, cmid INTEGER NOT NULL,"
     "  code INTEGER NOT NULL,"
     "  PRIMARY KEY(dev, kind, cmid)) WITHOUT ROWID;",
+    /* 1 -> 2: what the inbox holds per recipient (dir 0) and per sender
+     * (dir 1), kept by triggers, for the quotas (spec/store.md). */
+    "CREATE TABLE held("
+    "  who TEXT NOT NULL, dir INTEGER NOT NULL,"
+    "  msgs INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    "  PRIMARY KEY(who, dir)) WITHOUT ROWID;"
+    "INSERT INTO held SELECT user, 0, count(*), sum(length(body)) FROM inbox GROUP BY user;"
+    "INSERT INTO held SELECT sender, 1, count(*), sum(length(body)) FROM inbox GROUP BY sender;"
+    "CREATE TRIGGER inbox_held_add AFTER INSERT ON inbox BEGIN"
+    "  INSERT INTO held VALUES(NEW.user, 0, 1, length(NEW.body))"
+    "    ON CONFLICT(who, dir) DO UPDATE SET msgs = msgs + 1, bytes = bytes + excluded.bytes;"
+    "  INSERT INTO held VALUES(NEW.sender, 1, 1, length(NEW.body))"
+    "    ON CONFLICT(who, dir) DO UPDATE SET msgs = msgs + 1, bytes = bytes + excluded.bytes;"
+    "END;"
+    "CREATE TRIGGER inbox_held_del AFTER DELETE ON inbox BEGIN"
+    "  UPDATE held SET msgs = msgs - 1, bytes = bytes - length(OLD.body)"
+    "    WHERE who = OLD.user AND dir = 0;"
+    "  UPDATE held SET msgs = msgs - 1, bytes = bytes - length(OLD.body)"
+    "    WHERE who = OLD.sender AND dir = 1;"
+    "END;",
 };
 
 enum {
@@ -87,6 +107,7 @@ enum {
   Q_EXPIRE,
   Q_EXPIRE_DEDUP,
   Q_COUNT,
+  Q_HELD,
   Q_N
 };
 
@@ -132,6 +153,7 @@ static const char *const sql[Q_N] = {
     [Q_EXPIRE] = "DELETE FROM inbox WHERE delivered = 0 AND ts < ?1 RETURNING sender_dev, cmid",
     [Q_EXPIRE_DEDUP] = "DELETE FROM dedup WHERE ts < ?1",
     [Q_COUNT] = "SELECT count(*) FROM inbox",
+    [Q_HELD] = "SELECT msgs, bytes FROM held WHERE who = ?1 AND dir = ?2",
 };
 
 struct tern__rstore {
@@ -633,6 +655,22 @@ int tern__rstore_dedup_get(tern__rstore *s, const uint8_t dev[32], uint64_t cmid
     ret = 1;
   } else if (rc != SQLITE_DONE) {
     ret = fail(s, rc, "dedup_get");
+  }
+  done(q);
+  return ret;
+}
+
+int tern__rstore_held(tern__rstore *s, const char *who, int dir, uint64_t *msgs, uint64_t *bytes) {
+  sqlite3_stmt *q = s->q[Q_HELD];
+  bind_text(q, 1, who);
+  sqlite3_bind_int(q, 2, dir);
+  *msgs = *bytes = 0;
+  int rc = sqlite3_step(q), ret = 0;
+  if (rc == SQLITE_ROW) {
+    *msgs = (uint64_t)sqlite3_column_int64(q, 0);
+    *bytes = (uint64_t)sqlite3_column_int64(q, 1);
+  } else if (rc != SQLITE_DONE) {
+    ret = fail(s, rc, "held");
   }
   done(q);
   return ret;

@@ -113,6 +113,10 @@ int tern__rstore_in_txn(const tern__rstore *s);
 int tern__rstore_dedup_get(tern__rstore *s, const uint8_t dev[32], uint64_t cmid, uint64_t *seq,
                            uint64_t *ts);
 
+/* What the inbox holds for recipient `who` (dir 0) or from sender `who`
+ * (dir 1): messages and body bytes, 0 and 0 if nothing. */
+int tern__rstore_held(tern__rstore *s, const char *who, int dir, uint64_t *msgs, uint64_t *bytes);
+
 /* Appends a message to `to`'s inbox: assigns the next seq, links prev_seq
  * to the sender's previous message in that inbox, records (dev, cmid) for
  * dedup. m->seq and m->prev_seq are ignored on input; *seq and *prev_seq

@@ -19,7 +19,7 @@ enum {
   K_KEY, K_ALLOW, K_OPEN, K_LISTEN, K_LISTEN_TCP, K_PORT_FILE, K_DATA_DIR, K_RETENTION,
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
-  K_DRAIN_SPREAD, NKEYS
+  K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -53,6 +53,10 @@ static const keydef keys[NKEYS] = {
     [K_REVOKED] = {"revoked", 1, 0, 0},
     [K_DRAIN_DEADLINE] = {"drain-deadline", 1, 1, 3600},
     [K_DRAIN_SPREAD] = {"drain-spread", 1, 0, 3600},
+    [K_RCPT_MSGS] = {"recipient-max-messages", 1, 0, 1L << 40},
+    [K_RCPT_BYTES] = {"recipient-max-bytes", 1, 0, 1L << 50},
+    [K_SEND_MSGS] = {"sender-max-messages", 1, 0, 1L << 40},
+    [K_SEND_BYTES] = {"sender-max-bytes", 1, 0, 1L << 50},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -119,6 +123,16 @@ static void usage(FILE *f) {
           "                        4095 the relay runs several ENet hosts on its one port.\n"
           "                        Beyond it new clients are told FULL and come back later\n"
           "  --max-message-size B  largest message body forwarded (default 65536)\n"
+          "  --recipient-max-messages N\n"
+          "                        quota of one user's inbox: messages held for it until\n"
+          "                        all its devices have them (default 100000; 0: none).\n"
+          "                        Past it a sender gets FAILED with TERN_EQUOTA\n"
+          "  --recipient-max-bytes B\n"
+          "                        the same in body bytes (default 1073741824)\n"
+          "  --sender-max-messages N\n"
+          "                        quota of what one user sent that is held, across its\n"
+          "                        recipients (default 100000; 0: none)\n"
+          "  --sender-max-bytes B  the same in body bytes (default 1073741824)\n"
           "  --ping-interval MS    ENet ping for clients that announce no keepalive of\n"
           "                        their own (default 60000; spec/keepalive.md)\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
@@ -257,6 +271,10 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_HS_TIMEOUT: c->handshake_timeout_ms = (uint32_t)n; return 0;
     case K_MAX_PEERS: c->max_peers = (uint32_t)n; return 0;
     case K_MAX_MSG: c->max_message_size = (uint32_t)n; return 0;
+    case K_RCPT_MSGS: c->recipient_max_messages = (uint64_t)n; return 0;
+    case K_RCPT_BYTES: c->recipient_max_bytes = (uint64_t)n; return 0;
+    case K_SEND_MSGS: c->sender_max_messages = (uint64_t)n; return 0;
+    case K_SEND_BYTES: c->sender_max_bytes = (uint64_t)n; return 0;
     case K_PING: c->ping_interval_ms = (uint32_t)n; return 0;
     case K_NO_PROBES: c->probes = !b; return 0;
     case K_METRICS: return parse_metrics(o, v, err, cap);
@@ -473,6 +491,10 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_HS_TIMEOUT: snprintf(v, sizeof(v), "%u", c->handshake_timeout_ms); break;
       case K_MAX_PEERS: snprintf(v, sizeof(v), "%u", c->max_peers); break;
       case K_MAX_MSG: snprintf(v, sizeof(v), "%u", c->max_message_size); break;
+      case K_RCPT_MSGS: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->recipient_max_messages); break;
+      case K_RCPT_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->recipient_max_bytes); break;
+      case K_SEND_MSGS: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->sender_max_messages); break;
+      case K_SEND_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->sender_max_bytes); break;
       case K_PING: snprintf(v, sizeof(v), "%u", c->ping_interval_ms); break;
       case K_NO_PROBES: s = c->probes ? "false" : "true"; break;
       case K_METRICS:

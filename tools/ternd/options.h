@@ -38,7 +38,7 @@ typedef struct ternd_opts {
   int file_keys;          /* keys read from the config file */
   /* Where each setting came from, by key (options.c): 0 default, -1 the
    * command line, N > 0 line N of the config file. */
-#define TERND_MAX_KEYS 32
+#define TERND_MAX_KEYS 48
   int source[TERND_MAX_KEYS];
   tern_relay_config cfg;  /* the relay's fields (bind_host, store and key are set by main) */
 } ternd_opts;
