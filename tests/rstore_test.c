@@ -643,32 +643,79 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v1) {
+Test(rstore, migrates_v0_and_opens_v2) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 1);
-  /* v1: opened as it is, data kept. */
+  cr_assert_eq(user_version(dbpath), 2);
+  /* v2: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 1);
+  cr_assert_eq(user_version(dbpath), 2);
+}
+
+/* A store of schema 1 (before HELLO timestamps) gets the hellos table and
+ * keeps its messages. */
+Test(rstore, migrates_v1_to_v2_with_hello_timestamps) {
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  tern__rstore_close(s);
+  sqlite3 *db;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TABLE hellos; PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(user_version(dbpath), 2);
+  cr_assert_eq(count(s), 1);
+  uint8_t dev[32] = {7};
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, dev, 1000), 1);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+}
+
+/* The largest HELLO timestamp per device key: only a greater one is fresh
+ * (and becomes the largest); it survives a reopen; a rollback undoes it;
+ * 0 and values past INT64_MAX are never fresh. */
+Test(rstore, hello_timestamps_only_go_up_and_are_durable) {
+  uint8_t a[32] = {1}, b[32] = {2};
+  tern__rstore *s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 0), 0, "0 is never fresh");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, (uint64_t)INT64_MAX + 1), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1000), 1, "the first is fresh");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1000), 0, "the same again is not");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 999), 0, "nor an older one");
+  cr_assert_eq(tern__rstore_hello_fresh(s, b, 5), 1, "keys are apart");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1001), 1);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1001), 0, "kept across a reopen");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 2000), 1);
+  tern__rstore_rollback(s);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1500), 1, "the rolled back 2000 is gone");
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
 }
 
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 2);
+  set_user_version(dbpath, 3);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
-  cr_assert_eq(user_version(dbpath), 2);
+  cr_assert_eq(user_version(dbpath), 3);
 }
 
 Test(rstore, refuses_bad_config) {

@@ -96,6 +96,7 @@ enum {
   TERN_ETOKENREVOKED = -34, /* the backend token, or the device key it names, is revoked */
   TERN_ENOTSUP = -35,     /* this build has no single descriptor; use tern_client_pollfds */
   TERN_EREPLACED = -36,   /* a newer session of this device key replaced this one; not retried */
+  TERN_ESTALE = -37,      /* the relay holds a later HELLO timestamp for this key: the device clock is behind */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -810,6 +811,11 @@ typedef struct tern_relay_config {
   int (*token_revoked)(void *ctx, const uint8_t id[TERN_TOKEN_ID_BYTES],
                        const uint8_t device_key[TERN_KEY_BYTES]);
   void *token_revoked_ctx;
+  /* Optional: the relay's wall clock, Unix ms (message timestamps, expiry
+   * of messages and dedup records after retention_ms, token expiry). NULL
+   * (default): the system's. For tests that move time forward. */
+  uint64_t (*wall_clock_ms)(void *ctx);
+  void *wall_clock_ctx;
 } tern_relay_config;
 
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
@@ -905,6 +911,9 @@ typedef struct tern_relay_stats {
                                    (also in handshakes_failed) */
   uint64_t sessions_replaced;   /* sessions closed by a newer one of the same
                                    device key (spec/wire.md §8.1) */
+  uint64_t hs_failed_stale;     /* HELLOs refused because their timestamp is not
+                                   above the last accepted from the key: replays
+                                   (spec/handshake.md §6); also in handshakes_failed */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}
