@@ -390,6 +390,7 @@ static int disconnect_reason(const tern_client *c, uint32_t code) {
       case TERN__DISC_HELLO_UNREADABLE: return TERN_ERELAYKEY;
       case TERN__DISC_VERSION: return TERN_EVERSION;
       case TERN__DISC_SHUTDOWN: return TERN_ESHUTDOWN;
+      case TERN__DISC_STALE: return TERN_ESTALE;
       default: return TERN_EHANDSHAKE;
     }
   }

@@ -401,7 +401,7 @@ static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, cons
   r->stats.handshakes_failed++;
   if (code == TERN__DISC_VERSION) r->stats.hs_failed_version++;
   else if (code == TERN__DISC_HELLO_UNREADABLE) r->stats.hs_failed_unreadable++;
-  else if (err != TERN_ESTALE) r->stats.hs_failed_protocol++;
+  else if (code != TERN__DISC_STALE) r->stats.hs_failed_protocol++;
   tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_HANDSHAKE], tern__now_ms(), LOG_BURST,
                      1000, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
   /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
@@ -627,16 +627,15 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
 }
 
 /* A HELLO whose timestamp is not above the largest accepted from its key:
- * a replay (or a device whose clock is behind). It is told, in a WELCOME
- * only the sender of that HELLO can read, sent once, and its slot is freed
- * at once: no session, no early data, nothing written. */
+ * a replay (or a device whose clock is behind). Its slot is freed at once,
+ * with disconnect code 10 (STALE) as the only answer: no session, no early
+ * data, nothing written, no WELCOME (which ENet would drop at the client
+ * anyway, arriving with the disconnect), no more work than reading it. */
 static void refuse_stale(tern_relay *r, rpeer *p, const char *key_hex) {
   r->stats.hs_failed_stale++;
-  (void)send_welcome(r, p, TERN_ESTALE, "the HELLO timestamp is not above the last one accepted from this key");
-  tern__link_flush(r->link);
   char why[96];
   snprintf(why, sizeof why, "stale HELLO (replayed?) of key %.16s...", key_hex);
-  fail_handshake(r, p, TERN_ESTALE, TERN__DISC_REFUSED, why);
+  fail_handshake(r, p, TERN_ESTALE, TERN__DISC_STALE, why);
 }
 
 /* The store committed (1) or lost (TERN_ESTORE) the timestamp of p's
