@@ -183,15 +183,23 @@ static void init(void) { cr_assert_eq(enet_initialize(), 0); }
 
 TestSuite(hello_replay, .init = init);
 
-Test(hello_replay, a_hello_replayed_after_the_retention_is_not_delivered, .timeout = 60) {
+/* A temporary directory with a relay on its store (dir/relay.db) at the
+ * system's time, and a device key for the recorded HELLO. */
+static char *setup(loop *l, char store[512], uint32_t max_peers, tern_keypair *device) {
   char *dir = tt_tempdir();
-  char store[512];
-  snprintf(store, sizeof store, "%s/relay.db", dir);
+  snprintf(store, 512, "%s/relay.db", dir);
   clock_shift_ms = 0;
+  start_relay(l, store, max_peers, NULL);
+  cr_assert_eq(tern_keypair_generate(device), 0);
+  return dir;
+}
+
+Test(hello_replay, a_hello_replayed_after_the_retention_is_not_delivered, .timeout = 60) {
+  char store[512];
   loop l;
-  start_relay(&l, store, 0, NULL);
-  tern_keypair relay_key = l.relay_kp, alice;
-  cr_assert_eq(tern_keypair_generate(&alice), 0);
+  tern_keypair alice;
+  char *dir = setup(&l, store, 0, &alice);
+  tern_keypair relay_key = l.relay_kp;
   tern_client_config bob_cfg;
   loop_client_config(&l, &bob_cfg, "bob");
   size_t b = loop_add_client(&l, &bob_cfg);
@@ -254,14 +262,10 @@ static int all_connected(void *ctx) {
 }
 
 Test(hello_replay, replayed_hellos_make_no_ghost_sessions, .timeout = 60) {
-  char *dir = tt_tempdir();
   char store[512];
-  snprintf(store, sizeof store, "%s/relay.db", dir);
-  clock_shift_ms = 0;
   loop l;
-  start_relay(&l, store, 8, NULL);
   tern_keypair alice;
-  cr_assert_eq(tern_keypair_generate(&alice), 0);
+  char *dir = setup(&l, store, 8, &alice);
   uint8_t hello[512];
   tern__session sess;
   size_t n = make_hello(hello, sizeof hello, &sess, &alice, l.relay_kp.public_key, wall_us(), NULL);
