@@ -336,7 +336,11 @@ typedef enum tern_event_type {
    * of it; TERN_ESHUTDOWN: the relay is shutting down or draining, and
    * after a drain's GOAWAY `retry_ms` is the delay the relay gave, tried
    * first at the next endpoint of relay_host; TERN_EREPLACED: a newer
-   * session of this device key took its place). Unless the app called
+   * session of this device key took its place; TERN_ESTALE: the relay
+   * holds a later HELLO timestamp for this key than this device's clock
+   * gives (the app reinstalled on a device whose clock is now behind), and
+   * refuses until the clock passes it: check the clock, spec/handshake.md
+   * §6). Unless the app called
    * tern_client_disconnect() or the error is TERN_EREPLACED, the client
    * reconnects by itself after `retry_ms`. */
   TERN_EV_DISCONNECTED = 2,
