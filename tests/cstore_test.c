@@ -470,3 +470,24 @@ Test(cstore, the_state_files_are_the_owners_only) {
   if (stat(wal, &st) == 0) cr_assert_eq(st.st_mode & 0777, 0600, "-wal mode %o", (unsigned)(st.st_mode & 0777));
   tern__cstore_close(s);
 }
+
+/* HELLO timestamps (spec/handshake.md §6, "Freshness"): max(now, last + 1),
+ * stored before they are handed out, so they rise strictly across reopens
+ * even when the clock goes back. */
+Test(cstore, hello_timestamps_rise_strictly_across_reopens) {
+  tern__cstore *s = open_at(dbpath);
+  uint64_t t = 0;
+  cr_assert_eq(tern__cstore_hello_time(s, 5000, &t), 0);
+  cr_assert_eq(t, 5000, "the clock, the first time");
+  cr_assert_eq(tern__cstore_hello_time(s, 5000, &t), 0);
+  cr_assert_eq(t, 5001, "the same clock reading: one more");
+  cr_assert_eq(tern__cstore_hello_time(s, 9000, &t), 0);
+  cr_assert_eq(t, 9000);
+  tern__cstore_close(s);
+  s = open_at(dbpath);
+  cr_assert_eq(tern__cstore_hello_time(s, 100, &t), 0);
+  cr_assert_eq(t, 9001, "a clock gone back after a restart: the stored one, plus one");
+  cr_assert_eq(tern__cstore_hello_time(s, (uint64_t)INT64_MAX + 1, &t), TERN_EINVAL);
+  cr_assert_eq(t, 9001, "unchanged on a refusal");
+  tern__cstore_close(s);
+}

@@ -276,9 +276,10 @@ static size_t wdone(void) {
 
 Test(frame, hello_has_the_documented_bytes_and_round_trips) {
   uint8_t buf[64];
-  tern__fr_hello in = {.user = (const uint8_t *)"al", .user_len = 2, .ping_interval_ms = 1000};
+  tern__fr_hello in = {.user = (const uint8_t *)"al", .user_len = 2, .ping_interval_ms = 1000,
+                       .time_us = 300};
   size_t n = WRITE_FRAME(buf, tern__fr_hello_write(&frame_w, &in));
-  const uint8_t want[] = {0x01, 0x05, 0x02, 'a', 'l', 0xe8, 0x07};
+  const uint8_t want[] = {0x01, 0x07, 0x02, 'a', 'l', 0xe8, 0x07, 0xac, 0x02};
   cr_assert_eq(n, sizeof want);
   cr_assert_arr_eq(buf, want, n);
 
@@ -292,11 +293,30 @@ Test(frame, hello_has_the_documented_bytes_and_round_trips) {
   cr_assert_eq(out.user_len, 2);
   cr_assert_arr_eq(out.user, "al", 2);
   cr_assert_eq(out.ping_interval_ms, 1000);
+  cr_assert_eq(out.time_us, 300);
+}
+
+/* The timestamp is not optional: a HELLO of a client from before it (user
+ * and ping only) is malformed, and so is one whose timestamp is cut. */
+Test(frame, hello_without_its_timestamp_is_malformed) {
+  static const uint8_t old[] = {0x02, 'a', 'l', 0xe8, 0x07};
+  static const uint8_t cut[] = {0x02, 'a', 'l', 0xe8, 0x07, 0xac};
+  tern__rbuf b;
+  tern__fr_hello h;
+  tern__rbuf_init(&b, old, sizeof old);
+  cr_assert_eq(tern__fr_hello_read(&b, &h), TERN_EPROTO);
+  tern__rbuf_init(&b, cut, sizeof cut);
+  cr_assert_eq(tern__fr_hello_read(&b, &h), TERN_EPROTO);
+  static const uint8_t max[] = {0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+  tern__rbuf_init(&b, max, sizeof max);
+  cr_assert_eq(tern__fr_hello_read(&b, &h), 0);
+  cr_assert_eq(h.time_us, UINT64_MAX, "read as it is; the relay judges it (never fresh)");
 }
 
 Test(frame, hello_with_empty_user_round_trips) {
   uint8_t buf[64];
-  tern__fr_hello in = {.user = NULL, .user_len = 0, .ping_interval_ms = UINT64_MAX};
+  tern__fr_hello in = {.user = NULL, .user_len = 0, .ping_interval_ms = UINT64_MAX,
+                       .time_us = 1764800000000000ull};
   size_t n = WRITE_FRAME(buf, tern__fr_hello_write(&frame_w, &in));
   tern__rbuf body;
   tern__fr_hello out;
@@ -305,19 +325,20 @@ Test(frame, hello_with_empty_user_round_trips) {
   cr_assert_eq(tern__fr_hello_read(&body, &out), 0);
   cr_assert_eq(out.user_len, 0);
   cr_assert_eq(out.ping_interval_ms, UINT64_MAX);
+  cr_assert_eq(out.time_us, 1764800000000000ull);
 }
 
-/* A HELLO with a token field: read back whole; what an older relay reads
- * (user and ping, the rest skipped) is unchanged; a token field that runs
+/* A HELLO with a token field: read back whole; the fields before it are
+ * those of a tokenless HELLO, from the same bytes; a token field that runs
  * past the body or is longer than a reader takes makes the frame malformed. */
 Test(frame, hello_token_field_round_trips_and_old_readers_skip_it) {
   uint8_t tok[200], buf[2048];
   for (size_t i = 0; i < sizeof tok; i++) tok[i] = (uint8_t)(i * 7);
   tern__fr_hello in = {.user = (const uint8_t *)"al", .user_len = 2, .ping_interval_ms = 1000,
-                       .token = tok, .token_len = sizeof tok};
+                       .time_us = 300, .token = tok, .token_len = sizeof tok};
   size_t n = WRITE_FRAME(buf, tern__fr_hello_write(&frame_w, &in));
   /* type, 2-byte length, the tokenless fields, 2-byte token length, token */
-  cr_assert_eq(n, 1 + 2 + 5 + 2 + sizeof tok);
+  cr_assert_eq(n, 1 + 2 + 7 + 2 + sizeof tok);
   tern__rbuf body;
   tern__fr_hello out;
   tern__rbuf_init(&body, buf + 3, n - 3);
@@ -325,9 +346,10 @@ Test(frame, hello_token_field_round_trips_and_old_readers_skip_it) {
   cr_assert_eq(out.token_len, sizeof tok);
   cr_assert_arr_eq(out.token, tok, sizeof tok);
   cr_assert_eq(out.ping_interval_ms, 1000);
-  /* An older reader: the two fields it knows, from the same bytes. */
-  const uint8_t old[] = {0x02, 'a', 'l', 0xe8, 0x07};
-  cr_assert_arr_eq(buf + 3, old, sizeof old);
+  cr_assert_eq(out.time_us, 300);
+  /* The tokenless fields, from the same bytes. */
+  const uint8_t plain[] = {0x02, 'a', 'l', 0xe8, 0x07, 0xac, 0x02};
+  cr_assert_arr_eq(buf + 3, plain, sizeof plain);
   /* Cut inside the token: malformed. */
   tern__rbuf_init(&body, buf + 3, n - 4);
   cr_assert_eq(tern__fr_hello_read(&body, &out), TERN_EPROTO);
@@ -1359,12 +1381,12 @@ Test(frame, welcome_retry_ms_is_optional) {
 /* Optional fields have one encoding: present means not empty / not 0 (the
  * frame fuzzer re-encodes what it reads and checks the bytes match). */
 Test(frame, optional_fields_present_but_empty_are_malformed) {
-  static const uint8_t hello_empty_token[] = {0x01, 'a', 0x00, 0x00};
+  static const uint8_t hello_empty_token[] = {0x01, 'a', 0x00, 0x01, 0x00};
   tern__rbuf b;
   tern__fr_hello h;
   tern__rbuf_init(&b, hello_empty_token, sizeof hello_empty_token);
   cr_assert_eq(tern__fr_hello_read(&b, &h), TERN_EPROTO, "HELLO with an empty token field");
-  tern__rbuf_init(&b, hello_empty_token, 3);
+  tern__rbuf_init(&b, hello_empty_token, 4);
   cr_assert_eq(tern__fr_hello_read(&b, &h), 0, "the same HELLO without the field");
   cr_assert_eq(h.token_len, 0);
   static const uint8_t welcome_zero_retry[] = {0x18, 0x00, 0x00, 0x00, 0x00};

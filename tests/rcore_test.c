@@ -881,3 +881,26 @@ Test(rcore, one_account_cannot_park_more_than_its_quota) {
   cr_assert_eq(o.acks, 1, "room again after bob read his inbox");
   close_fixture(&f);
 }
+
+/* A HELLO timestamp's round (handshake.md §6, "Freshness"): its ticket is
+ * open until the round ends, 1 once committed, TERN_ESTORE if the commit
+ * failed (the raise is gone: the same timestamp is fresh again). */
+Test(rcore, hello_ticket_says_whether_its_round_was_committed) {
+  fixture f;
+  open_fixture(&f, 0);
+  uint64_t t1 = 0, t2 = 0;
+  cr_assert_eq(tern__rcore_hello_fresh(f.rc, f.dev_a, 1000, 0, &t1), 1);
+  cr_assert_eq(tern__rcore_ticket(f.rc, t1), 0, "still open");
+  cr_assert_eq(tern__rcore_hello_fresh(f.rc, f.dev_a, 1000, 0, &t2), 0, "a replay in the same round");
+  cr_assert_eq(tern__rcore_commit(f.rc, 0), 0);
+  cr_assert_eq(tern__rcore_ticket(f.rc, t1), 1);
+  cr_assert_eq(tern__rcore_hello_fresh(f.rc, f.dev_a, 2000, 10, &t2), 1);
+  f.store->ops->fault(f.store, TERN__RS_FAULT_COMMIT, 1);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), TERN_ESTORE);
+  cr_assert_eq(tern__rcore_ticket(f.rc, t2), TERN_ESTORE);
+  cr_assert_eq(tern__rcore_ticket(f.rc, t1), 1, "an older round stays committed");
+  cr_assert_eq(tern__rcore_hello_fresh(f.rc, f.dev_a, 2000, 20, &t2), 1, "the lost raise is gone");
+  for (int i = 0; i < 70; i++) cr_assert_eq(tern__rcore_commit(f.rc, 30), 0);
+  cr_assert_eq(tern__rcore_ticket(f.rc, t2), TERN_ESTORE, "too long ago to know");
+  close_fixture(&f);
+}

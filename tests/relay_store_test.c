@@ -339,3 +339,25 @@ STORE_TEST(a_failed_commit_undoes_the_round) {
   cr_assert_eq(s->ops->wake_ms(s), UINT64_MAX, "no upkeep pending without a disk reserve");
   s->ops->close(s);
 }
+
+/* HELLO timestamps (handshake.md §6, "Freshness"): only a greater one is
+ * fresh and becomes the largest, per key; a stale one writes nothing; a
+ * rollback undoes a raise; 0 and values past INT64_MAX are never fresh. */
+STORE_TEST(hello_timestamps_only_go_up_per_key) {
+  tern__relay_store *s = open_backend(b);
+  const tern__relay_store_ops *o = s->ops;
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 0), 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, (uint64_t)INT64_MAX + 1), 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 1000), 1);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 1000), 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 999), 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_B, 1), 1, "keys are apart");
+  cr_assert_eq(o->commit(s, 0), 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 5000), 1);
+  o->rollback(s, 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 1000), 0, "the committed value stands");
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 4000), 1, "the rolled-back 5000 is gone");
+  cr_assert_eq(o->commit(s, 0), 0);
+  cr_assert_eq(o->hello_fresh(s, DEV_A, 4000), 0);
+  o->close(s);
+}

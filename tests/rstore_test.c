@@ -643,20 +643,20 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v2) {
+Test(rstore, migrates_v0_and_opens_v3) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 2);
-  /* v2: opened as it is, data kept. */
+  cr_assert_eq(user_version(dbpath), 3);
+  /* v3: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 2);
+  cr_assert_eq(user_version(dbpath), 3);
 }
 
 static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint64_t bytes) {
@@ -668,9 +668,9 @@ static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint
                (unsigned long long)b, (unsigned long long)bytes);
 }
 
-/* The quotas' counts (schema v2) follow every insert and delete, and a v1
+/* The quotas' counts (schema v3) follow every insert and delete, and a v2
  * store gets them from what its inbox holds. */
-Test(rstore, held_counts_follow_the_inbox_and_a_v1_store_gets_them) {
+Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "bob", "alice", 1, 1, 1, NULL);   /* "body 1": 6 bytes */
   put(s, "bob", "alice", 1, 2, 1, NULL);
@@ -686,15 +686,15 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v1_store_gets_them) {
   held(s, "bob", 0, 0, 0);
   held(s, "alice", 1, 1, 6);
   tern__rstore_close(s);
-  /* Back to v1: no counts. Opening migrates and counts the inbox. */
+  /* Back to v2: no counts. Opening migrates and counts the inbox. */
   sqlite3 *db = NULL;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TRIGGER inbox_held_add; DROP TRIGGER inbox_held_del;"
-                                "DROP TABLE held; PRAGMA user_version = 1;", NULL, NULL, NULL),
+                                "DROP TABLE held; PRAGMA user_version = 2;", NULL, NULL, NULL),
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 2);
+  cr_assert_eq(user_version(dbpath), 3);
   held(s, "alice", 1, 1, 6);
   held(s, "carol", 0, 1, 6);
   held(s, "alice", 0, 1, 6);
@@ -703,16 +703,65 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v1_store_gets_them) {
   tern__rstore_close(s);
 }
 
+/* A store of schema 1 (before HELLO timestamps and quotas) gets the
+ * hellos table and keeps its messages. */
+Test(rstore, migrates_v1_to_v3_with_hello_timestamps) {
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  tern__rstore_close(s);
+  sqlite3 *db;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TABLE hellos; DROP TRIGGER inbox_held_add;"
+                                "DROP TRIGGER inbox_held_del; DROP TABLE held;"
+                                "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(user_version(dbpath), 3);
+  cr_assert_eq(count(s), 1);
+  uint8_t dev[32] = {7};
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, dev, 1000), 1);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+}
+
+/* The largest HELLO timestamp per device key: only a greater one is fresh
+ * (and becomes the largest); it survives a reopen; a rollback undoes it;
+ * 0 and values past INT64_MAX are never fresh. */
+Test(rstore, hello_timestamps_only_go_up_and_are_durable) {
+  uint8_t a[32] = {1}, b[32] = {2};
+  tern__rstore *s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 0), 0, "0 is never fresh");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, (uint64_t)INT64_MAX + 1), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1000), 1, "the first is fresh");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1000), 0, "the same again is not");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 999), 0, "nor an older one");
+  cr_assert_eq(tern__rstore_hello_fresh(s, b, 5), 1, "keys are apart");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1001), 1);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1001), 0, "kept across a reopen");
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 2000), 1);
+  tern__rstore_rollback(s);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_hello_fresh(s, a, 1500), 1, "the rolled back 2000 is gone");
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+}
+
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 3);
+  set_user_version(dbpath, 4);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
-  cr_assert_eq(user_version(dbpath), 3);
+  cr_assert_eq(user_version(dbpath), 4);
 }
 
 Test(rstore, refuses_bad_config) {

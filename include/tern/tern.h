@@ -96,6 +96,7 @@ enum {
   TERN_ETOKENREVOKED = -34, /* the backend token, or the device key it names, is revoked */
   TERN_ENOTSUP = -35,     /* this build has no single descriptor; use tern_client_pollfds */
   TERN_EREPLACED = -36,   /* a newer session of this device key replaced this one; not retried */
+  TERN_ESTALE = -37,      /* the relay holds a later HELLO timestamp for this key: the device clock is behind */
   TERN_EQUOTA = -38,      /* the relay holds all it may for this sender or this recipient */
 };
 
@@ -336,7 +337,11 @@ typedef enum tern_event_type {
    * of it; TERN_ESHUTDOWN: the relay is shutting down or draining, and
    * after a drain's GOAWAY `retry_ms` is the delay the relay gave, tried
    * first at the next endpoint of relay_host; TERN_EREPLACED: a newer
-   * session of this device key took its place). Unless the app called
+   * session of this device key took its place; TERN_ESTALE: the relay
+   * holds a later HELLO timestamp for this key than this device's clock
+   * gives (the app reinstalled on a device whose clock is now behind), and
+   * refuses until the clock passes it: check the clock, spec/handshake.md
+   * §6). Unless the app called
    * tern_client_disconnect() or the error is TERN_EREPLACED, the client
    * reconnects by itself after `retry_ms`. */
   TERN_EV_DISCONNECTED = 2,
@@ -811,6 +816,11 @@ typedef struct tern_relay_config {
   int (*token_revoked)(void *ctx, const uint8_t id[TERN_TOKEN_ID_BYTES],
                        const uint8_t device_key[TERN_KEY_BYTES]);
   void *token_revoked_ctx;
+  /* Optional: the relay's wall clock, Unix ms (message timestamps, expiry
+   * of messages and dedup records after retention_ms, token expiry). NULL
+   * (default): the system's. For tests that move time forward. */
+  uint64_t (*wall_clock_ms)(void *ctx);
+  void *wall_clock_ctx;
   /* Quotas on what the relay holds (0: none). recipient_max_*: messages and
    * body bytes an inbox may hold, delivered or not, until every device of
    * the user acknowledged them; sender_max_*: the same for what a user
@@ -916,6 +926,9 @@ typedef struct tern_relay_stats {
                                    (also in handshakes_failed) */
   uint64_t sessions_replaced;   /* sessions closed by a newer one of the same
                                    device key (spec/wire.md §8.1) */
+  uint64_t hs_failed_stale;     /* HELLOs refused because their timestamp is not
+                                   above the last accepted from the key: replays
+                                   (spec/handshake.md §6); also in handshakes_failed */
   uint64_t messages_over_quota; /* FAILED with TERN_EQUOTA (also in messages_refused) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */

@@ -45,6 +45,7 @@ static const err_entry errors[] = {
   {TERN_ETOKENREVOKED, "TERN_ETOKENREVOKED", "the backend token or this device key is revoked"},
   {TERN_ENOTSUP, "TERN_ENOTSUP", "this build has no single descriptor; use tern_client_pollfds"},
   {TERN_EREPLACED, "TERN_EREPLACED", "a newer session with this device key replaced this one (another copy of the app?)"},
+  {TERN_ESTALE, "TERN_ESTALE", "the relay accepted a later handshake from this device key: the device clock is behind"},
   {TERN_EQUOTA, "TERN_EQUOTA", "the relay already holds as much as it may for this sender or this recipient"},
 };
 

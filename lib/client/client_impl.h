@@ -177,6 +177,7 @@ struct tern_client {
   tern__addr relay_addr;         /* the relay's address as ENet reached it,
                                     for probe sockets */
   uint32_t announced_ms;         /* interval the relay was last told, this session */
+  uint64_t hello_us;             /* the last HELLO timestamp sent (Unix us; spec/handshake.md §6) */
   int key_requested;             /* a KEEPALIVE asking for a probe key went out */
   uint64_t key_requested_ms;     /* ... at this monotonic time */
   uint64_t last_data_ms;         /* last sealed packet sent or received */

@@ -212,11 +212,24 @@ static void on_link_up(tern_client *c) {
                           .token = c->token,
                           .token_len = c->token_len};
   c->announced_ms = (uint32_t)hello.ping_interval_ms;
+  /* Strictly increasing per device key, across restarts (the store keeps
+   * the last one): the relay refuses a HELLO whose timestamp is not above
+   * the last it accepted, which is what makes a recorded one useless. If
+   * the store cannot keep it, the one in memory still increases. */
+  uint64_t now_us = tern__wall_ms() * 1000;
+  if (now_us <= c->hello_us) now_us = c->hello_us + 1;
+  int src = tern__cstore_hello_time(c->store, now_us, &hello.time_us);
+  if (src < 0) {
+    cl_log(c, 1, "cannot keep the HELLO timestamp (%s): %s", tern_errname(src), tern__cstore_errmsg(c->store));
+    hello.time_us = now_us;
+  }
+  c->hello_us = hello.time_us;
   tern__fr_hello_write(&w, &hello);
   /* Early data: the first messages of the outbox ride in message 1, so the
    * relay can accept one half a round trip after ENet's connect instead of
-   * two round trips later. Message 1 can be replayed; the relay's dedup on
-   * (device, cmid) makes a replayed MSG harmless (spec/handshake.md). */
+   * two round trips later. A recorded message 1 played again opens nothing
+   * (its timestamp is stale), and a resent MSG is answered from the relay's
+   * dedup on (device, cmid) (spec/handshake.md §6). */
   if (!w.overflow)
     w.len += tern__ccore_early(c->core, c->buf + w.len, TERN__HS_PAYLOAD_MAX - w.len,
                                tern__now_ms());
@@ -377,6 +390,7 @@ static int disconnect_reason(const tern_client *c, uint32_t code) {
       case TERN__DISC_HELLO_UNREADABLE: return TERN_ERELAYKEY;
       case TERN__DISC_VERSION: return TERN_EVERSION;
       case TERN__DISC_SHUTDOWN: return TERN_ESHUTDOWN;
+      case TERN__DISC_STALE: return TERN_ESTALE;
       default: return TERN_EHANDSHAKE;
     }
   }

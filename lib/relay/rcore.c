@@ -87,6 +87,11 @@ struct tern__rcore {
                                     transactions it was committed in */
   uint64_t failed_ms;            /* the last store failure */
   unsigned fail_streak;          /* failures since the last commit that worked */
+  /* Rounds are numbered: each commit (whole or in part) or rollback ends
+   * the one open. Bit (n % 64) of round_done says whether round n ended
+   * committed, for the last 64 rounds (tern__rcore_ticket). */
+  uint64_t round_no;
+  uint64_t round_done;
   uint64_t acks_at_ms;           /* acks left over (ack_more) are taken in from
                                     then: 50 ms after a failure, doubling with
                                     each failure in a row, up to busy_ms */
@@ -233,6 +238,8 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   uint64_t wait = 50ull << (rc->fail_streak < 6 ? rc->fail_streak : 6);
   rc->acks_at_ms = now_ms + (wait < rc->cfg.busy_ms ? wait : rc->cfg.busy_ms);
   rc->fail_streak++;
+  rc->round_done &= ~(1ull << (rc->round_no % 64));
+  rc->round_no++;
   memset(&rc->round, 0, sizeof(rc->round));
   /* Each message the round stored (or answered from a dedup record the
    * round may itself have written) is not stored now: BUSY, so its sender
@@ -770,6 +777,8 @@ static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
   rc->stats.delivered += rc->round.delivered;
   rc->stats.expired += rc->round.expired;
   if (rc->round.stored || rc->round.delivered) rc->fail_streak = 0;
+  rc->round_done |= 1ull << (rc->round_no % 64);
+  rc->round_no++;
   memset(&rc->round, 0, sizeof(rc->round));
   for (conn *c = rc->conns; c; c = c->next) {
     c->committed_cursor = c->cursor;
@@ -787,6 +796,23 @@ static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
 }
 
 int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms) { return commit_txn(rc, now_ms, 1); }
+
+int tern__rcore_hello_fresh(tern__rcore *rc, const uint8_t dev[32], uint64_t time_us, uint64_t now_ms,
+                            uint64_t *ticket) {
+  int r = rc->store->ops->hello_fresh(rc->store, dev, time_us);
+  if (r < 0) {
+    store_failed(rc, now_ms);
+    return TERN_ESTORE;
+  }
+  *ticket = rc->round_no;
+  return r;
+}
+
+int tern__rcore_ticket(const tern__rcore *rc, uint64_t ticket) {
+  if (ticket == rc->round_no) return 0;
+  if (ticket > rc->round_no || rc->round_no - ticket > 64) return TERN_ESTORE;
+  return (rc->round_done >> (ticket % 64)) & 1 ? 1 : TERN_ESTORE;
+}
 
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
   const tern__outq_item *it = tern__outq_pop(&rc->ready);

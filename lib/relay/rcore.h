@@ -120,6 +120,20 @@ int tern__rcore_input(tern__rcore *rc, uint64_t conn, const uint8_t *frames, siz
  * reserve back). Returns 0 or TERN_ESTORE. */
 int tern__rcore_commit(tern__rcore *rc, uint64_t now_ms);
 
+/* Handshake freshness (spec/handshake.md §6): a HELLO from device key
+ * `dev` carries the client's timestamp `time_us`. Returns 1 if it is above
+ * every one the store accepted from that key, and then records it as the
+ * largest in the open round, with *ticket naming that round; 0 if not (a
+ * replay or a clock behind: nothing written); TERN_ESTORE if the store
+ * failed (the round is rolled back, as for any store failure). The shell
+ * opens the session only once tern__rcore_ticket() says 1. */
+int tern__rcore_hello_fresh(tern__rcore *rc, const uint8_t dev[32], uint64_t time_us, uint64_t now_ms,
+                            uint64_t *ticket);
+/* What became of the round of `ticket`: 0 still open, 1 committed (what
+ * it wrote is durable), TERN_ESTORE rolled back (or too long ago to
+ * know: more than 64 rounds). */
+int tern__rcore_ticket(const tern__rcore *rc, uint64_t ticket);
+
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until
  * the next call. */
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out);

@@ -50,6 +50,13 @@ typedef struct rpeer {
   uint64_t opened_ms;          /* when the handshake finished (tern__now_ms) */
   int by_token;                /* a backend token admitted it (spec/tokens.md) */
   uint8_t token_id[TERN__TOKEN_ID_BYTES]; /* that token's id, for revocation */
+  /* A HELLO that is authenticated and fresh, waiting in P_HANDSHAKE for
+   * the store to commit its timestamp (hello_ticket names the round)
+   * before WELCOME opens the session (spec/handshake.md §6): the message
+   * 1 payload, owned (NULL: none). */
+  uint8_t *hello;
+  size_t hello_len;
+  uint64_t hello_ticket;
 } rpeer;
 
 /* Log lines a stranger can cause: at most LOG_BURST per second each. */
@@ -234,6 +241,11 @@ fail:
   return rc;
 }
 
+/* The relay's wall clock, Unix ms: the config's hook, else the system's. */
+static uint64_t relay_wall_ms(const tern_relay *r) {
+  return r->cfg.wall_clock_ms ? r->cfg.wall_clock_ms(r->cfg.wall_clock_ctx) : tern__wall_ms();
+}
+
 static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->state == P_OPEN || p->state == P_CLOSING) tern__rcore_close(r->core, p->id);
   if (r->probes && p->has_probe_key) tern__psvc_remove_key(r->probes, p->id);
@@ -244,6 +256,8 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->state == P_OPEN && r->stats.peers_connected) r->stats.peers_connected--;
   if (p->state == P_HANDSHAKE) r->stats.peers_handshaking--;
   tern__session_wipe(&p->sess);
+  if (p->hello) sodium_memzero(p->hello, p->hello_len);
+  free(p->hello);
   free(p);
 }
 
@@ -344,7 +358,7 @@ static int check_token(tern_relay *r, rpeer *p, const tern__fr_hello *h) {
   requested[h->user_len] = 0;
   tern__token t;
   int rc = tern__token_verify(h->token, h->token_len, r->token_key, p->sess.remote_static,
-                              requested, tern__wall_ms() / 1000, &t);
+                              requested, relay_wall_ms(r) / 1000, &t);
   if (rc == 0 && r->cfg.token_revoked &&
       r->cfg.token_revoked(r->cfg.token_revoked_ctx, t.id, t.device_key))
     rc = TERN_ETOKENREVOKED;
@@ -364,7 +378,7 @@ static int send_welcome_retry(tern_relay *r, rpeer *p, int status, const char *r
   tern__fr_welcome wf = {.status = tern__wire_err(status),
                          .user = (const uint8_t *)p->user,
                          .user_len = p->user_len,
-                         .server_time_ms = tern__wall_ms(),
+                         .server_time_ms = relay_wall_ms(r),
                          .reason = (const uint8_t *)reason,
                          .reason_len = strlen(reason),
                          .retry_ms = retry_ms};
@@ -393,7 +407,7 @@ static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, cons
   r->stats.handshakes_failed++;
   if (code == TERN__DISC_VERSION) r->stats.hs_failed_version++;
   else if (code == TERN__DISC_HELLO_UNREADABLE) r->stats.hs_failed_unreadable++;
-  else r->stats.hs_failed_protocol++;
+  else if (code != TERN__DISC_STALE) r->stats.hs_failed_protocol++;
   tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_HANDSHAKE], tern__now_ms(), LOG_BURST,
                      1000, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
   /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
@@ -530,6 +544,8 @@ static void replace_older(tern_relay *r, rpeer *p) {
   }
 }
 
+static void refuse_stale(tern_relay *r, rpeer *p, const char *key_hex);
+
 static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
@@ -592,9 +608,72 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     return;
   }
   p->user_len = strlen(p->user);
-  rc = send_welcome(r, p, 0, "");
+  /* Freshness (spec/handshake.md §6): the HELLO's timestamp must be above
+   * every one accepted from this key. A replay is refused before it opens
+   * anything; a fresh one waits for the store to commit its timestamp. */
+  uint64_t ticket = 0;
+  rc = tern__rcore_hello_fresh(r->core, p->sess.remote_static, hello.time_us, tern__now_ms(), &ticket);
+  if (rc == 0) {
+    refuse_stale(r, p, key_hex);
+    return;
+  }
+  if (rc < 0) {
+    fail_handshake(r, p, rc, TERN__DISC_SHUTDOWN, "store error on the HELLO timestamp");
+    return;
+  }
+  p->hello = malloc(plen);
+  if (!p->hello) {
+    fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, "no memory for a HELLO");
+    return;
+  }
+  memcpy(p->hello, payload, plen);
+  p->hello_len = plen;
+  p->hello_ticket = ticket;
+  sodium_memzero(payload, plen);
+}
+
+/* A HELLO whose timestamp is not above the largest accepted from its key:
+ * a replay (or a device whose clock is behind). Its slot is freed at once,
+ * with disconnect code 10 (STALE) as the only answer: no session, no early
+ * data, nothing written, no WELCOME (which ENet would drop at the client
+ * anyway, arriving with the disconnect), no more work than reading it. */
+static void refuse_stale(tern_relay *r, rpeer *p, const char *key_hex) {
+  r->stats.hs_failed_stale++;
+  char why[96];
+  snprintf(why, sizeof why, "stale HELLO (replayed?) of key %.16s...", key_hex);
+  fail_handshake(r, p, TERN_ESTALE, TERN__DISC_STALE, why);
+}
+
+/* The store committed (1) or lost (TERN_ESTORE) the timestamp of p's
+ * HELLO: open the session and take its early data, or refuse it. */
+static void finish_hello(tern_relay *r, rpeer *p, int committed) {
+  uint8_t *payload = p->hello;
+  size_t plen = p->hello_len;
+  p->hello = NULL;
+  p->hello_len = 0;
+  if (committed != 1) {
+    sodium_memzero(payload, plen);
+    free(payload);
+    (void)send_welcome(r, p, TERN_ESTORE, "the relay's store failed; try again");
+    r->stats.handshakes_failed++;
+    set_state(r, p, P_CLOSING);
+    tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
+    return;
+  }
+  tern__rbuf rb, body;
+  tern__rbuf_init(&rb, payload, plen);
+  uint8_t type;
+  tern__fr_hello hello;
+  /* Read before: cannot fail now. */
+  (void)tern__frame_next(&rb, &type, &body);
+  (void)tern__fr_hello_read(&body, &hello);
+  char key_hex[TERN_KEY_HEX_BYTES];
+  tern_key_to_hex(p->sess.remote_static, key_hex);
+  int rc = send_welcome(r, p, 0, "");
   if (rc) {
     fail_handshake(r, p, rc, TERN__DISC_PROTOCOL, "could not send WELCOME");
+    sodium_memzero(payload, plen);
+    free(payload);
     return;
   }
   apply_keepalive(r, p, hello.ping_interval_ms);
@@ -605,6 +684,8 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     logf_(r, 0, "user %s: store error on connect (%s); dropping", p->user, tern_errname(rc));
     set_state(r, p, P_CLOSING);
     tern__link_close(r->link, p->lp, TERN__DISC_SHUTDOWN, TERN__LINK_CLOSE_LATER);
+    sodium_memzero(payload, plen);
+    free(payload);
     return;
   }
   set_state(r, p, P_OPEN);
@@ -619,10 +700,10 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   tern__path_derive(p->sess.recv_key, p->sess.send_key, &pk);
   (void)tern__link_peer_path_add(r->link, p->lp, &pk);
   sodium_memzero(&pk, sizeof(pk));
-  /* Early data: MSG frames after HELLO in message 1. Message 1 can be
-   * replayed by anyone who recorded it, so only MSG is taken (the dedup on
-   * (device, cmid) answers a replay with the original SERVER_ACK and never
-   * stores twice); anything else there, SYNC above all, is ignored. */
+  /* Early data: MSG frames after HELLO in message 1. A recorded message 1
+   * never gets here again (its timestamp is not fresh), and a resend of a
+   * message is answered from the dedup on (device, cmid); still only MSG
+   * is taken: anything else there, SYNC above all, is ignored. */
   for (;;) {
     size_t start = rb.pos;
     tern__rbuf frame_body;
@@ -630,8 +711,10 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     if (type != TERN__FR_MSG) continue;
     r->early_msgs++;
     (void)tern__rcore_input(r->core, p->id, payload + start, rb.pos - start, tern__now_ms(),
-                              tern__wall_ms());
+                              relay_wall_ms(r));
   }
+  sodium_memzero(payload, plen);
+  free(payload);
 }
 
 /* Tells the messaging core the peer's RTT (for its copy timing) when it
@@ -666,7 +749,7 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
   tern__fr_keepalive ka = {0, 0};
   int has_ka = find_keepalive(r->pkt, n, &ka);
   tell_rtt(r, p);
-  if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), tern__wall_ms()) ==
+  if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), relay_wall_ms(r)) ==
       TERN_EPROTO) {
     logf_(r, 1, "user %s (%s): malformed frames, disconnecting", p->user, p->name);
     close_peer(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, TERN__LINK_CLOSE_LATER);
@@ -685,7 +768,7 @@ static rpeer *find_conn(tern_relay *r, uint64_t id) {
  * released: acks never leave before their messages are durable. A failed
  * commit is logged by the core with the store's reason; its messages get
  * BUSY. */
-static void flush_core(tern_relay *r, uint64_t now) {
+static void commit_and_send(tern_relay *r, uint64_t now) {
   tern__rcore_stats before, after;
   tern__rcore_get_stats(r->core, &before);
   uint64_t t0 = now_us();
@@ -717,6 +800,23 @@ static void flush_core(tern_relay *r, uint64_t now) {
   }
 }
 
+/* Commits the round, then opens the sessions whose HELLO timestamp that
+ * commit made durable (or refuses them if it failed), and commits again
+ * for what they brought: their device rows and early data. */
+static void flush_core(tern_relay *r, uint64_t now) {
+  commit_and_send(r, now);
+  int opened = 0;
+  for (rpeer *p = r->peers, *next; p; p = next) {
+    next = p->next;
+    if (p->state != P_HANDSHAKE || !p->hello) continue;
+    int t = tern__rcore_ticket(r->core, p->hello_ticket);
+    if (t == 0) continue;
+    finish_hello(r, p, t);
+    opened = 1;
+  }
+  if (opened) commit_and_send(r, now);
+}
+
 static void on_event(tern_relay *r, tern__link_event *ev) {
   rpeer *p = ev->peer ? tern__link_peer_get_data(ev->peer) : NULL;
   switch (ev->type) {
@@ -726,7 +826,7 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
     case TERN__LINK_EV_RECEIVE:
       r->stats.bytes_received += ev->len;
       if (!p || ev->len == 0) break;
-      if (p->state == P_HANDSHAKE && ev->channel == TERN__CH_CONTROL)
+      if (p->state == P_HANDSHAKE && !p->hello && ev->channel == TERN__CH_CONTROL)
         on_hello(r, p, ev->payload, ev->len);
       else if (p->state == P_OPEN && ev->payload[0] == TERN__PKT_DATA)
         on_data(r, p, ev->channel, ev->payload, ev->len);
@@ -839,7 +939,7 @@ int tern_relay_service(tern_relay *r, int timeout_ms) {
     if (rc < 0) return rc;
     uint64_t now = tern__now_ms();
     handle_timers(r, now);
-    tern__rcore_tick(r->core, now, tern__wall_ms());
+    tern__rcore_tick(r->core, now, relay_wall_ms(r));
     send_probe_replies(r, now);
     flush_core(r, now);
     tern__link_flush(r->link);

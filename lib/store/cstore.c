@@ -20,6 +20,7 @@
 
 /* Keys of the meta table. */
 #define NEXT_CMID "next_cmid"
+#define HELLO_US "hello_us" /* the last HELLO timestamp sent; no row: none yet */
 #define DELIVERED_LAST "delivered_last"
 
 enum {
@@ -271,6 +272,22 @@ static int raise_next(tern__cstore *s, uint64_t next) {
 int tern__cstore_set_next_cmid(tern__cstore *s, uint64_t next) {
   if (next > INT64_MAX) return TERN_EINVAL;
   return raise_next(s, next);
+}
+
+int tern__cstore_hello_time(tern__cstore *s, uint64_t now_us, uint64_t *out) {
+  uint64_t last = 0;
+  sqlite3_bind_text(s->q[C_META_GET], 1, HELLO_US, -1, SQLITE_STATIC);
+  int rc = step_value(s, C_META_GET, &last);
+  if (rc < 0) return rc;
+  uint64_t t = now_us > last ? now_us : last + 1;
+  if (t > INT64_MAX) return TERN_EINVAL;
+  sqlite3_stmt *q = s->q[C_META_SET];
+  sqlite3_bind_text(q, 1, HELLO_US, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 2, (int64_t)t);
+  rc = step(s, C_META_SET);
+  if (rc < 0) return rc;
+  *out = t;
+  return 0;
 }
 
 int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m) {

@@ -64,6 +64,13 @@ int tern__cstore_next_cmid(tern__cstore *s, uint64_t *next);
 /* Reserves ids: stores `next` as the next unused id. */
 int tern__cstore_set_next_cmid(tern__cstore *s, uint64_t next);
 
+/* The timestamp of the next HELLO (spec/handshake.md §6): max(now_us, the
+ * last one + 1), stored as the last one before it is returned, so that
+ * the device's HELLO timestamps increase strictly across restarts even if
+ * its clock goes back. Returns 0, TERN_ESTORE, TERN_EINVAL (past
+ * INT64_MAX). */
+int tern__cstore_hello_time(tern__cstore *s, uint64_t now_us, uint64_t *out);
+
 /* Adds a message to the outbox (and advances the stored next cmid past it,
  * in the same transaction). */
 int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m);

@@ -44,6 +44,11 @@ typedef struct mdevice {
   uint64_t cursor;
 } mdevice;
 
+typedef struct mhello {
+  uint8_t dev[32];
+  uint64_t time_us; /* the largest HELLO timestamp accepted from dev */
+} mhello;
+
 typedef struct mnotice {
   uint8_t dev[32];
   int kind;
@@ -58,7 +63,7 @@ typedef struct arr {
 } arr;
 
 typedef struct mstate {
-  arr msgs, users, chains, dedup, devices, notices;
+  arr msgs, users, chains, dedup, devices, notices, hellos;
 } mstate;
 
 typedef struct mem_store {
@@ -106,6 +111,7 @@ static void free_state(mstate *s) {
   free(s->dedup.p);
   free(s->devices.p);
   free(s->notices.p);
+  free(s->hellos.p);
   memset(s, 0, sizeof(*s));
 }
 
@@ -128,6 +134,7 @@ static mstate *copy_state(const mstate *from) {
             copy_arr(&s->chains, &from->chains, sizeof(mchain)) |
             copy_arr(&s->dedup, &from->dedup, sizeof(mdedup)) |
             copy_arr(&s->devices, &from->devices, sizeof(mdevice)) |
+            copy_arr(&s->hellos, &from->hellos, sizeof(mhello)) |
             copy_arr(&s->notices, &from->notices, sizeof(mnotice));
   for (size_t i = 0; !bad && i < s->msgs.n; i++) {
     mmsg *m = AT(s->msgs, mmsg, i);
@@ -302,6 +309,23 @@ static int mem_device(tern__relay_store *st, const char *user, const uint8_t dev
   if (strcmp(d->user, user)) return fail(s, TERN_EINVAL, "device: the key is registered to another user");
   *cursor = d->cursor;
   return 0;
+}
+
+static int mem_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
+  mem_store *s = M(st);
+  if (time_us == 0 || time_us > (uint64_t)INT64_MAX) return 0;
+  mhello *h = NULL;
+  for (size_t i = 0; i < s->st.hellos.n && !h; i++)
+    if (!memcmp(AT(s->st.hellos, mhello, i)->dev, dev, 32)) h = AT(s->st.hellos, mhello, i);
+  if (h && h->time_us >= time_us) return 0;
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  if (!h) {
+    if (!(h = push(&s->st.hellos, sizeof(mhello)))) return fail(s, TERN_ENOMEM, "hello: out of memory");
+    memcpy(h->dev, dev, 32);
+  }
+  h->time_us = time_us;
+  return 1;
 }
 
 /* Marks the undelivered messages of `user` in (lo, hi] delivered. */
@@ -530,6 +554,7 @@ static const tern__relay_store_ops mem_ops = {
     .put = mem_put,
     .due = mem_due,
     .device = mem_device,
+    .hello_fresh = mem_hello_fresh,
     .acked = mem_acked,
     .floor = mem_floor,
     .notice_put = mem_notice_put,

@@ -121,6 +121,11 @@ static int sq_device(tern__relay_store *st, const char *user, const uint8_t dev[
   return rc < 0 ? rc : tern__rstore_device(S(st)->db, user, dev, cursor);
 }
 
+static int sq_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_hello_fresh(S(st)->db, dev, time_us);
+}
+
 static int sq_acked(tern__relay_store *st, const char *user, const uint8_t dev[32], uint64_t up_to,
                     const uint64_t *sacks, size_t n, uint64_t *reached, tern__rs_delivered_fn cb,
                     void *ctx) {
@@ -222,6 +227,7 @@ static const tern__relay_store_ops sqlite_ops = {
     .put = sq_put,
     .due = sq_due,
     .device = sq_device,
+    .hello_fresh = sq_hello_fresh,
     .acked = sq_acked,
     .floor = sq_floor,
     .notice_put = sq_notice_put,

@@ -159,6 +159,14 @@ typedef struct tern__relay_store_ops {
   /* Removes undelivered messages accepted before `before_ts` (Unix ms),
    * giving each to cb, and forgets resends older than that. */
   int (*expire)(tern__relay_store *s, uint64_t before_ts, tern__rs_expired_fn cb, void *ctx);
+  /* A HELLO from device key `dev` carries the client's timestamp
+   * `time_us`: returns 1 if it is greater than every one accepted before
+   * from that key (none: fresh), and records it in the round as the
+   * largest; 0 if not, and writes nothing (a replayed HELLO, or a device
+   * whose clock is behind). 0 and values above INT64_MAX are never fresh.
+   * The caller opens the session only after the round's commit returned
+   * 0 (spec/handshake.md §6). */
+  int (*hello_fresh)(tern__relay_store *s, const uint8_t dev[32], uint64_t time_us);
   /* How full am I, for a message of body_len bytes (0: for acks). */
   int (*room)(tern__relay_store *s, size_t body_len);
   /* Makes the round durable. `now_ms` (monotonic) paces the backend's own

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* migrations[v] takes a store from version v to v + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -55,7 +55,12 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "  dev BLOB NOT NULL, kind INTEGER NOT NULL, cmid INTEGER NOT NULL,"
     "  code INTEGER NOT NULL,"
     "  PRIMARY KEY(dev, kind, cmid)) WITHOUT ROWID;",
-    /* 1 -> 2: what the inbox holds per recipient (dir 0) and per sender
+    /* 1 -> 2: the largest HELLO timestamp accepted per device key, which
+     * makes a recorded HELLO useless (spec/handshake.md §6). */
+    "CREATE TABLE hellos("
+    "  dev BLOB PRIMARY KEY, time_us INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
+    /* 2 -> 3: what the inbox holds per recipient (dir 0) and per sender
      * (dir 1), kept by triggers, for the quotas (spec/store.md). */
     "CREATE TABLE held("
     "  who TEXT NOT NULL, dir INTEGER NOT NULL,"
@@ -107,6 +112,7 @@ enum {
   Q_EXPIRE,
   Q_EXPIRE_DEDUP,
   Q_COUNT,
+  Q_HELLO_RAISE,
   Q_HELD,
   Q_N
 };
@@ -153,6 +159,10 @@ static const char *const sql[Q_N] = {
     [Q_EXPIRE] = "DELETE FROM inbox WHERE delivered = 0 AND ts < ?1 RETURNING sender_dev, cmid",
     [Q_EXPIRE_DEDUP] = "DELETE FROM dedup WHERE ts < ?1",
     [Q_COUNT] = "SELECT count(*) FROM inbox",
+    /* A row comes back only if the value was inserted or raised. */
+    [Q_HELLO_RAISE] = ("INSERT INTO hellos(dev, time_us) VALUES(?1, ?2)"
+                      " ON CONFLICT(dev) DO UPDATE SET time_us = excluded.time_us"
+                      " WHERE hellos.time_us < excluded.time_us RETURNING 1"),
     [Q_HELD] = "SELECT msgs, bytes FROM held WHERE who = ?1 AND dir = ?2",
 };
 
@@ -1041,4 +1051,14 @@ int tern__rstore_count(tern__rstore *s, uint64_t *messages) {
   *messages = 0;
   int rc = get_int(s, Q_COUNT, messages);
   return rc < 0 ? rc : 0;
+}
+
+int tern__rstore_hello_fresh(tern__rstore *s, const uint8_t dev[32], uint64_t time_us) {
+  /* SQLite integers are signed: a value above INT64_MAX is no timestamp. */
+  if (time_us == 0 || time_us > (uint64_t)INT64_MAX) return 0;
+  sqlite3_stmt *q = s->q[Q_HELLO_RAISE];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int64(q, 2, (sqlite3_int64)time_us);
+  uint64_t one = 0;
+  return get_int(s, Q_HELLO_RAISE, &one);
 }

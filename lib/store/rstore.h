@@ -192,6 +192,12 @@ int tern__rstore_expire(tern__rstore *s, uint64_t before_ts,
                         void (*cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid),
                         void *ctx);
 
+/* A HELLO from device `dev` carries `time_us`: 1 if it is above the largest
+ * accepted before from that key (or the first), which it becomes; 0 if not
+ * (a replay, or a clock behind: nothing is written). 0 and above
+ * INT64_MAX are never fresh. */
+int tern__rstore_hello_fresh(tern__rstore *s, const uint8_t dev[32], uint64_t time_us);
+
 /* Counts, for tests and metrics: stored messages (all inboxes). */
 int tern__rstore_count(tern__rstore *s, uint64_t *messages);
 

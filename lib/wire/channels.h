@@ -32,6 +32,7 @@ enum {
   TERN__DISC_SHUTDOWN = 7,       /* relay shutting down */
   TERN__DISC_NONCE = 8,          /* send limit reached: reconnect */
   TERN__DISC_REVOKED = 9,        /* relay: key no longer allowed */
+  TERN__DISC_STALE = 10,         /* relay: HELLO timestamp not fresh (a replay?) */
 };
 
 #endif

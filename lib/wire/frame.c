@@ -144,6 +144,7 @@ void tern__fr_hello_write(tern__wbuf *w, const tern__fr_hello *f) {
   size_t m = tern__frame_begin(w, TERN__FR_HELLO);
   tern__wbuf_string(w, f->user, f->user_len);
   tern__wbuf_varint(w, f->ping_interval_ms);
+  tern__wbuf_varint(w, f->time_us);
   if (f->token_len) tern__wbuf_string(w, f->token, f->token_len);
   tern__frame_end(w, m);
 }
@@ -151,6 +152,7 @@ void tern__fr_hello_write(tern__wbuf *w, const tern__fr_hello *f) {
 int tern__fr_hello_read(tern__rbuf *b, tern__fr_hello *f) {
   tern__rbuf_string(b, &f->user, &f->user_len, TERN_USER_MAX);
   f->ping_interval_ms = tern__rbuf_varint(b);
+  f->time_us = tern__rbuf_varint(b);
   f->token = NULL;
   f->token_len = 0;
   if (!b->bad && b->pos < b->len) {

@@ -98,6 +98,11 @@ int tern__frame_next(tern__rbuf *packet, uint8_t *type, tern__rbuf *body);
 typedef struct tern__fr_hello {
   const uint8_t *user; size_t user_len;  /* requested user name, may be empty */
   uint64_t ping_interval_ms;             /* the client's ping interval */
+  /* The client's HELLO timestamp, Unix microseconds, strictly increasing
+   * per device key (also across restarts): the relay refuses a HELLO whose
+   * time_us is not above the largest it accepted from that key, so a
+   * recorded HELLO never opens a session again (spec/handshake.md §6). */
+  uint64_t time_us;
   /* A backend token in its binary form (spec/tokens.md), or none (length
    * 0): written only when there is one, so a tokenless HELLO is the bytes
    * an older client sends, and an older relay skips it as a field it does

@@ -54,7 +54,7 @@ static void fuzz_hello(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) 
   check_canonical(&re, body, r.pos);
   if (tern__fr_hello_read(&re, &b) != 0) abort();
   if (!same(a.user, a.user_len, b.user, b.user_len) || a.ping_interval_ms != b.ping_interval_ms ||
-      !same(a.token, a.token_len, b.token, b.token_len))
+      a.time_us != b.time_us || !same(a.token, a.token_len, b.token, b.token_len))
     abort();
 }
 

@@ -39,7 +39,8 @@ static void frames_seeds(const char *dir) {
   uint8_t body[40];
   memset(body, 'm', sizeof body);
 
-  tern__fr_hello h = {.user = (const uint8_t *)"alice", .user_len = 5, .ping_interval_ms = 30000};
+  tern__fr_hello h = {.user = (const uint8_t *)"alice", .user_len = 5, .ping_interval_ms = 30000,
+                      .time_us = 1700000000000000ull};
   tern__fr_welcome w = {0, (const uint8_t *)"alice", 5, 1700000000000ull, (const uint8_t *)"hi", 2, 2500};
   tern__fr_msg m = {.cmid = 7, .prev_cmid = 6, .seq = 42, .prev_seq = 40,
                     .ts = 1700000000000ull, .peer = (const uint8_t *)"bob", .peer_len = 3,
