@@ -2,6 +2,7 @@
  * refusals, timeouts and shutdown, as a client app would see them. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <enet/enet.h>
@@ -849,5 +850,69 @@ Test(relay, drain_sends_clients_elsewhere_after_their_delay, .timeout = 30) {
   while (!tern_relay_drained(l.relay) && tt_now_ms() < end) loop_pump(&l);
   cr_assert(tern_relay_drained(l.relay), "the drain completes");
   tern_relay_free(b);
+  loop_stop(&l);
+}
+
+/* What ENet allocates, seen through the allocator ENet takes from
+ * enet_initialize_with_callbacks (libenet's callbacks.c, process-wide):
+ * a fragmented packet's reassembly is one enet_malloc of its totalLength
+ * (protocol.c, enet_protocol_handle_send_fragment). */
+static _Atomic size_t enet_biggest;
+
+static void *counting_malloc(size_t n) {
+  size_t b = atomic_load(&enet_biggest);
+  while (n > b && !atomic_compare_exchange_weak(&enet_biggest, &b, n)) {
+  }
+  return malloc(n);
+}
+
+/* Finding 7 of issue 13: before the handshake, ENet accepted fragments of
+ * packets up to 32 MB and reserved each one's whole length at its first
+ * fragment. A peer that has not finished the tern handshake now gets no
+ * reassembly larger than the largest HELLO, and no peer one larger than
+ * the largest DATA packet. */
+Test(relay, fragments_before_authentication_are_bounded, .timeout = 60) {
+  ENetCallbacks cb = {.malloc = counting_malloc, .free = free, .no_memory = abort};
+  cr_assert_eq(enet_initialize_with_callbacks(ENET_VERSION, &cb), 0);
+  tern_relay_config rc;
+  loop l;
+  memset(&l, 0, sizeof(l));
+  loop_relay_config(&l, &rc);
+  rc.handshake_timeout_ms = 1500;
+  rc.max_message_size = TERN_MESSAGE_MAX;
+  loop_start_relay(&l, &rc);
+  raw_peer r;
+  raw_connect(&r, tern_relay_port(l.relay));
+  cr_assert_eq(raw_service(&r, &l, 3000, NULL), ENET_EVENT_TYPE_CONNECT);
+  /* An 8 MB packet: ENet sends it as fragments whose totalLength is 8 MB. */
+  size_t huge = 8u << 20;
+  ENetPacket *p = enet_packet_create(NULL, huge, ENET_PACKET_FLAG_RELIABLE);
+  cr_assert_not_null(p);
+  memset(p->data, 0x5a, huge);
+  cr_assert_eq(enet_peer_send(r.peer, 0, p), 0);
+  atomic_store(&enet_biggest, 0); /* from here, the relay's allocations */
+  uint32_t data = 0;
+  cr_assert_eq(raw_service(&r, &l, 4000, &data), ENET_EVENT_TYPE_DISCONNECT,
+               "the peer is dropped at its handshake timeout");
+  size_t biggest = atomic_load(&enet_biggest);
+  cr_assert_leq(biggest, 98 + 2048, "ENet allocated %zu bytes at once for an unauthenticated peer",
+                biggest);
+  enet_host_destroy(r.host);
+  /* A real client still connects and sends the largest message there is. */
+  tern_client_config ca, cbob;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cbob, "bob");
+  ca.max_message_size = cbob.max_message_size = TERN_MESSAGE_MAX;
+  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cbob);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  uint8_t *big = malloc(TERN_MESSAGE_MAX);
+  for (size_t i = 0; i < TERN_MESSAGE_MAX; i++) big[i] = (uint8_t)(i * 13 + 1);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", big, TERN_MESSAGE_MAX, NULL), 0);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 20000, &ev));
+  cr_assert_eq(ev.body_len, TERN_MESSAGE_MAX);
+  cr_assert_arr_eq(ev.body, big, TERN_MESSAGE_MAX);
+  free(big);
   loop_stop(&l);
 }

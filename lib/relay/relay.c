@@ -199,6 +199,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
+  tern__link_set_packet_limits(r->link, TERN__PACKET_MAX, TERN__HELLO_MAX);
   tern__link_set_move_handler(r->link, on_move, r);
   if (cfg->probes) {
     tern__psvc_config pc;
@@ -602,6 +603,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     return;
   }
   set_state(r, p, P_OPEN);
+  tern__link_peer_trust(r->link, p->lp);
   p->opened_ms = tern__now_ms();
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
