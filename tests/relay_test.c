@@ -916,3 +916,80 @@ Test(relay, fragments_before_authentication_are_bounded, .timeout = 60) {
   free(big);
   loop_stop(&l);
 }
+
+/* What the relay logged about failed handshakes. */
+typedef struct hs_log {
+  unsigned lines;          /* "peer ...: handshake failed: ..." lines */
+  unsigned long long held; /* the counts of suppressed lines they and the summaries gave */
+} hs_log;
+
+static void count_hs_lines(void *ctx, int level, const char *line) {
+  (void)level;
+  hs_log *h = ctx;
+  if (!strstr(line, "handshake failed")) return;
+  if (strncmp(line, "peer ", 5) == 0) h->lines++;
+  const char *s = strstr(line, " similar line");
+  if (!s) return;
+  const char *d = s;
+  while (d > line && d[-1] >= '0' && d[-1] <= '9') d--;
+  h->held += strtoull(d, NULL, 10);
+}
+
+/* Finding 6 of issue 13: every failed handshake wrote a line, so 20,000
+ * garbage HELLOs wrote 20,001 warnings. Now a burst of 10 and one a
+ * second, and the count of the rest is exact. */
+Test(relay, failed_handshakes_do_not_flood_the_log, .timeout = 60) {
+  hs_log h = {0, 0};
+  tern_relay_config rc;
+  loop l;
+  memset(&l, 0, sizeof(l));
+  loop_relay_config(&l, &rc);
+  rc.log = count_hs_lines;
+  rc.log_ctx = &h;
+  loop_start_relay(&l, &rc);
+  cr_assert_eq(enet_initialize(), 0);
+  enum { PEERS = 32 };
+  ENetHost *host = enet_host_create(NULL, PEERS, 7, 0, 0);
+  cr_assert_not_null(host);
+  ENetAddress addr;
+  enet_address_set_host_ip(&addr, "127.0.0.1");
+  addr.port = tern_relay_port(l.relay);
+  for (int i = 0; i < PEERS; i++) cr_assert_not_null(enet_host_connect(host, &addr, 7, 0));
+  uint8_t junk[300];
+  for (size_t i = 0; i < sizeof(junk); i++) junk[i] = (uint8_t)(i * 7 + 0x77);
+  /* Garbage HELLOs for 3 s: each connection sends one, is refused, and
+   * connects again. */
+  uint64_t t0 = tt_now_ms();
+  while (tt_now_ms() < t0 + 3000) {
+    loop_pump(&l);
+    ENetEvent e;
+    while (enet_host_service(host, &e, 0) > 0) {
+      if (e.type == ENET_EVENT_TYPE_CONNECT)
+        (void)enet_peer_send(e.peer, 0, enet_packet_create(junk, sizeof(junk), ENET_PACKET_FLAG_RELIABLE));
+      else if (e.type == ENET_EVENT_TYPE_DISCONNECT)
+        (void)enet_host_connect(host, &addr, 7, 0);
+      else if (e.type == ENET_EVENT_TYPE_RECEIVE)
+        enet_packet_destroy(e.packet);
+    }
+  }
+  enet_host_destroy(host);
+  uint64_t flood_s = (tt_now_ms() - t0 + 999) / 1000;
+  /* The relay sums up what it held back within a second or two. */
+  uint64_t t1 = tt_now_ms();
+  while (tt_now_ms() < t1 + 2500) {
+    loop_pump(&l);
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_log_info("%llu failed handshakes in %llu s: %u lines, %llu suppressed",
+              (unsigned long long)st.handshakes_failed, (unsigned long long)flood_s, h.lines, h.held);
+  cr_assert_geq(st.handshakes_failed, 200, "only %llu garbage HELLOs in 3 s",
+                (unsigned long long)st.handshakes_failed);
+  cr_assert_leq(h.lines, 10 + flood_s + 1, "%u lines for %llu failed handshakes", h.lines,
+                (unsigned long long)st.handshakes_failed);
+  cr_assert_eq(h.lines + h.held, st.handshakes_failed, "%u lines + %llu suppressed != %llu failed",
+               h.lines, h.held, (unsigned long long)st.handshakes_failed);
+  loop_stop(&l);
+}
