@@ -267,7 +267,12 @@ void tern__link_free(tern__link *l) {
 }
 
 void tern__link_set_packet_limits(tern__link *l, size_t packet_max, size_t preauth_max) {
-  for (size_t i = 0; i < l->nsh; i++) l->sh[i].host->maximumPacketSize = packet_max;
+  /* Delivered packets wait only until the next event is taken; one
+   * receive pass completes at most a few. */
+  for (size_t i = 0; i < l->nsh; i++) {
+    l->sh[i].host->maximumPacketSize = packet_max;
+    l->sh[i].host->maximumWaitingData = 4 * packet_max;
+  }
   l->preauth_max = preauth_max;
 }
 

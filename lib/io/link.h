@@ -100,7 +100,8 @@ void tern__link_event_done(tern__link_event *ev);
 
 /* Bounds on what ENet reassembles (docs/socket-layer.md, "Fragments
  * before authentication"): no packet over `packet_max` bytes from any peer
- * (ENet's maximumPacketSize, 32 MB by default), and, when `preauth_max` is
+ * (ENet's maximumPacketSize, 32 MB by default) and no more than four such
+ * waiting per peer (maximumWaitingData, 32 MB by default), and, when `preauth_max` is
  * not 0, none over `preauth_max` and at most TERN__FRAG_GATE_STARTS
  * reassemblies (io/fraggate.h) from a peer not yet trusted. */
 void tern__link_set_packet_limits(tern__link *l, size_t packet_max, size_t preauth_max);
