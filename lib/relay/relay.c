@@ -70,8 +70,13 @@ enum {
   LIM_PKT_REPLAYED,   /* a replayed packet (debug) */
   LIM_MALFORMED,      /* a session sent malformed frames */
   LIM_PROBE_KEY,      /* no room for another probe key */
+  LIM_CONNECT,        /* a session's own life, at info: limited only on a */
+  LIM_DISCONNECT,     /* relay that admits any key, where anyone can */
+  LIM_REPLACED,       /* cause it (OPEN_BURST, one every OPEN_PER_MS) */
   LIM_COUNT
 };
+#define OPEN_BURST 100
+#define OPEN_PER_MS 100
 /* The summary of each kind names it so. */
 static const char *const lim_what[LIM_COUNT] = {
     "handshake failed (unsupported protocol version)",
@@ -85,8 +90,11 @@ static const char *const lim_what[LIM_COUNT] = {
     "replayed packet dropped",
     "malformed frames, disconnecting",
     "no room for another probe key",
+    "user connected",
+    "user disconnected",
+    "session replaced by a new one",
 };
-static const int lim_level[LIM_COUNT] = {1, 1, 1, 1, 1, 1, 3, 3, 3, 1, 1};
+static const int lim_level[LIM_COUNT] = {1, 1, 1, 1, 1, 1, 3, 3, 3, 1, 1, 2, 2, 2};
 
 struct tern_relay {
   tern_relay_config cfg;
@@ -144,6 +152,13 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 #define logf_lim_(r, kind, ...) \
   tern__logf_limited((r)->cfg.log, (r)->cfg.log_ctx, &(r)->lim[kind], tern__now_ms(), \
                      lim_level[kind], __VA_ARGS__)
+/* A session's own life: every line, unless the relay admits any key (no
+ * auth callback), where a stranger can connect at will. */
+#define logf_life_(r, kind, ...)                        \
+  do {                                                  \
+    if ((r)->cfg.auth) logf_(r, lim_level[kind], __VA_ARGS__); \
+    else (void)logf_lim_(r, kind, __VA_ARGS__);         \
+  } while (0)
 
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
@@ -194,7 +209,9 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   if (!r) return TERN_ENOMEM;
   int rc = TERN_ENOMEM;
   r->cfg = *cfg;
-  for (int k = 0; k < LIM_COUNT; k++) tern__ratelim_init(&r->lim[k], LOG_BURST, LOG_PER_MS);
+  for (int k = 0; k < LIM_COUNT; k++)
+    tern__ratelim_init(&r->lim[k], k >= LIM_CONNECT ? OPEN_BURST : LOG_BURST,
+                       k >= LIM_CONNECT ? OPEN_PER_MS : LOG_PER_MS);
   r->bind_host = strdup(cfg->bind_host);
   r->buf = malloc(RELAY_BUF);
   r->pkt = malloc(RELAY_BUF);
@@ -555,7 +572,8 @@ static void replace_older(tern_relay *r, rpeer *p) {
     if (q == p || q->state != P_OPEN ||
         sodium_memcmp(q->sess.remote_static, p->sess.remote_static, TERN_KEY_BYTES) != 0)
       continue;
-    logf_(r, 2, "user %s: the session from %s is replaced by a new one from %s", q->user, q->name, p->name);
+    logf_life_(r, LIM_REPLACED, "user %s: the session from %s is replaced by a new one from %s", q->user,
+               q->name, p->name);
     tern__rcore_close(r->core, q->id);
     close_peer(r, q, TERN_EREPLACED, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
     r->stats.sessions_replaced++;
@@ -643,7 +661,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   p->opened_ms = tern__now_ms();
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
-  logf_(r, 2, "user %s connected from %s (key %.16s...%s)", p->user, p->name, key_hex,
+  logf_life_(r, LIM_CONNECT, "user %s connected from %s (key %.16s...%s)", p->user, p->name, key_hex,
         p->by_token ? ", backend token" : "");
   /* The session may move to a new address later (spec/wire.md §11). A
    * failure here only means it reconnects if its address changes. */
@@ -765,7 +783,7 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
       break;
     case TERN__LINK_EV_DISCONNECT:
       if (!p) break;
-      if (p->state == P_OPEN) logf_(r, 2, "user %s disconnected (%s)", p->user, p->name);
+      if (p->state == P_OPEN) logf_life_(r, LIM_DISCONNECT, "user %s disconnected (%s)", p->user, p->name);
       tern__link_peer_set_data(ev->peer, NULL);
       unlink_peer(r, p);
       break;
