@@ -207,3 +207,40 @@ Test(link, backoff_resumes_after_the_fast_resends) {
   cr_assert_eq(pr.relay_got, 0);
   pair_stop(&pr);
 }
+
+/* Sends `n` bytes reliably from the client (fragmented past the MTU). */
+static void send_big(pair *pr, size_t n) {
+  static uint8_t body[40000];
+  cr_assert_leq(n, sizeof body);
+  memset(body, 0x22, n);
+  cr_assert_eq(tern__link_send(pr->client, pr->cpeer, TERN__CH_CHAT0, body, n, TERN__LINK_RELIABLE), 0);
+  tern__link_flush(pr->client);
+}
+
+/* The bounds of tern__link_set_packet_limits (docs/socket-layer.md,
+ * "Fragments before authentication"): a peer not yet trusted gets no
+ * reassembly over the pre-authentication bound, a trusted one none over
+ * the host-wide bound. */
+Test(link, fragments_are_bounded_before_trust_and_after) {
+  pair pr;
+  pair_start(&pr, 5);
+  tern__link_set_packet_limits(pr.relay, 20000, 3000);
+  pair_connect(&pr);
+  uint64_t t0 = now_ms();
+  pair_until(&pr, &pr.relay_up, t0, 3000);
+  cr_assert(pr.client_up && pr.relay_up);
+  send_big(&pr, 5000); /* over 3000: held back until the peer is trusted */
+  t0 = now_ms();
+  while (now_ms() < t0 + 700) pair_step(&pr);
+  cr_assert_eq(pr.relay_got, 0, "an untrusted peer's 5000-byte packet was reassembled");
+  cr_assert_gt(tern__link_frag_refused(pr.relay), 0);
+  tern__link_peer_trust(pr.relay, pr.rpeer);
+  t0 = now_ms();
+  while (!pr.relay_got && now_ms() < t0 + 5000) pair_step(&pr);
+  cr_assert_eq(pr.relay_got, 1, "ENet's resend passes once the peer is trusted");
+  send_big(&pr, 30000); /* over the host-wide 20000: ENet refuses it */
+  t0 = now_ms();
+  while (now_ms() < t0 + 1000) pair_step(&pr);
+  cr_assert_eq(pr.relay_got, 1, "a packet over maximumPacketSize was reassembled");
+  pair_stop(&pr);
+}

@@ -2,6 +2,7 @@
  * refusals, timeouts and shutdown, as a client app would see them. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <enet/enet.h>
@@ -849,5 +850,146 @@ Test(relay, drain_sends_clients_elsewhere_after_their_delay, .timeout = 30) {
   while (!tern_relay_drained(l.relay) && tt_now_ms() < end) loop_pump(&l);
   cr_assert(tern_relay_drained(l.relay), "the drain completes");
   tern_relay_free(b);
+  loop_stop(&l);
+}
+
+/* What ENet allocates, seen through the allocator ENet takes from
+ * enet_initialize_with_callbacks (libenet's callbacks.c, process-wide):
+ * a fragmented packet's reassembly is one enet_malloc of its totalLength
+ * (protocol.c, enet_protocol_handle_send_fragment). */
+static _Atomic size_t enet_biggest;
+
+static void *counting_malloc(size_t n) {
+  size_t b = atomic_load(&enet_biggest);
+  while (n > b && !atomic_compare_exchange_weak(&enet_biggest, &b, n)) {
+  }
+  return malloc(n);
+}
+
+/* Finding 7 of issue 13: before the handshake, ENet accepted fragments of
+ * packets up to 32 MB and reserved each one's whole length at its first
+ * fragment. A peer that has not finished the tern handshake now gets no
+ * reassembly larger than the largest HELLO, and no peer one larger than
+ * the largest DATA packet. */
+Test(relay, fragments_before_authentication_are_bounded, .timeout = 60) {
+  ENetCallbacks cb = {.malloc = counting_malloc, .free = free, .no_memory = abort};
+  cr_assert_eq(enet_initialize_with_callbacks(ENET_VERSION, &cb), 0);
+  tern_relay_config rc;
+  loop l;
+  memset(&l, 0, sizeof(l));
+  loop_relay_config(&l, &rc);
+  rc.handshake_timeout_ms = 1500;
+  rc.max_message_size = TERN_MESSAGE_MAX;
+  loop_start_relay(&l, &rc);
+  raw_peer r;
+  raw_connect(&r, tern_relay_port(l.relay));
+  cr_assert_eq(raw_service(&r, &l, 3000, NULL), ENET_EVENT_TYPE_CONNECT);
+  /* An 8 MB packet: ENet sends it as fragments whose totalLength is 8 MB. */
+  size_t huge = 8u << 20;
+  ENetPacket *p = enet_packet_create(NULL, huge, ENET_PACKET_FLAG_RELIABLE);
+  cr_assert_not_null(p);
+  memset(p->data, 0x5a, huge);
+  cr_assert_eq(enet_peer_send(r.peer, 0, p), 0);
+  atomic_store(&enet_biggest, 0); /* from here, the relay's allocations */
+  uint32_t data = 0;
+  cr_assert_eq(raw_service(&r, &l, 4000, &data), ENET_EVENT_TYPE_DISCONNECT,
+               "the peer is dropped at its handshake timeout");
+  size_t biggest = atomic_load(&enet_biggest);
+  cr_assert_leq(biggest, 98 + 2048, "ENet allocated %zu bytes at once for an unauthenticated peer",
+                biggest);
+  enet_host_destroy(r.host);
+  /* A real client still connects and sends the largest message there is. */
+  tern_client_config ca, cbob;
+  loop_client_config(&l, &ca, "alice");
+  loop_client_config(&l, &cbob, "bob");
+  ca.max_message_size = cbob.max_message_size = TERN_MESSAGE_MAX;
+  size_t a = loop_add_client(&l, &ca), b = loop_add_client(&l, &cbob);
+  loop_event ev;
+  cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev));
+  cr_assert(loop_wait(&l, b, TERN_EV_CONNECTED, 5000, &ev));
+  uint8_t *big = malloc(TERN_MESSAGE_MAX);
+  for (size_t i = 0; i < TERN_MESSAGE_MAX; i++) big[i] = (uint8_t)(i * 13 + 1);
+  cr_assert_eq(tern_client_send(l.clients[a], "bob", big, TERN_MESSAGE_MAX, NULL), 0);
+  cr_assert(loop_wait(&l, b, TERN_EV_MESSAGE, 20000, &ev));
+  cr_assert_eq(ev.body_len, TERN_MESSAGE_MAX);
+  cr_assert_arr_eq(ev.body, big, TERN_MESSAGE_MAX);
+  free(big);
+  loop_stop(&l);
+}
+
+/* What the relay logged about failed handshakes. */
+typedef struct hs_log {
+  unsigned lines;          /* "peer ...: handshake failed: ..." lines */
+  unsigned long long held; /* the counts of suppressed lines they and the summaries gave */
+} hs_log;
+
+static void count_hs_lines(void *ctx, int level, const char *line) {
+  (void)level;
+  hs_log *h = ctx;
+  if (!strstr(line, "handshake failed")) return;
+  if (strncmp(line, "peer ", 5) == 0) h->lines++;
+  const char *s = strstr(line, " similar line");
+  if (!s) return;
+  const char *d = s;
+  while (d > line && d[-1] >= '0' && d[-1] <= '9') d--;
+  h->held += strtoull(d, NULL, 10);
+}
+
+/* Finding 6 of issue 13: every failed handshake wrote a line, so 20,000
+ * garbage HELLOs wrote 20,001 warnings. Now a burst of 10 and one a
+ * second, and the count of the rest is exact. */
+Test(relay, failed_handshakes_do_not_flood_the_log, .timeout = 60) {
+  hs_log h = {0, 0};
+  tern_relay_config rc;
+  loop l;
+  memset(&l, 0, sizeof(l));
+  loop_relay_config(&l, &rc);
+  rc.log = count_hs_lines;
+  rc.log_ctx = &h;
+  loop_start_relay(&l, &rc);
+  cr_assert_eq(enet_initialize(), 0);
+  enum { PEERS = 32 };
+  ENetHost *host = enet_host_create(NULL, PEERS, 7, 0, 0);
+  cr_assert_not_null(host);
+  ENetAddress addr;
+  enet_address_set_host_ip(&addr, "127.0.0.1");
+  addr.port = tern_relay_port(l.relay);
+  for (int i = 0; i < PEERS; i++) cr_assert_not_null(enet_host_connect(host, &addr, 7, 0));
+  uint8_t junk[300];
+  for (size_t i = 0; i < sizeof(junk); i++) junk[i] = (uint8_t)(i * 7 + 0x77);
+  /* Garbage HELLOs for 3 s: each connection sends one, is refused, and
+   * connects again. */
+  uint64_t t0 = tt_now_ms();
+  while (tt_now_ms() < t0 + 3000) {
+    loop_pump(&l);
+    ENetEvent e;
+    while (enet_host_service(host, &e, 0) > 0) {
+      if (e.type == ENET_EVENT_TYPE_CONNECT)
+        (void)enet_peer_send(e.peer, 0, enet_packet_create(junk, sizeof(junk), ENET_PACKET_FLAG_RELIABLE));
+      else if (e.type == ENET_EVENT_TYPE_DISCONNECT)
+        (void)enet_host_connect(host, &addr, 7, 0);
+      else if (e.type == ENET_EVENT_TYPE_RECEIVE)
+        enet_packet_destroy(e.packet);
+    }
+  }
+  enet_host_destroy(host);
+  uint64_t flood_s = (tt_now_ms() - t0 + 999) / 1000;
+  /* The relay sums up what it held back within a second or two. */
+  uint64_t t1 = tt_now_ms();
+  while (tt_now_ms() < t1 + 2500) {
+    loop_pump(&l);
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  tern_relay_stats st;
+  tern_relay_get_stats(l.relay, &st);
+  cr_log_info("%llu failed handshakes in %llu s: %u lines, %llu suppressed",
+              (unsigned long long)st.handshakes_failed, (unsigned long long)flood_s, h.lines, h.held);
+  cr_assert_geq(st.handshakes_failed, 200, "only %llu garbage HELLOs in 3 s",
+                (unsigned long long)st.handshakes_failed);
+  cr_assert_leq(h.lines, 10 + flood_s + 1, "%u lines for %llu failed handshakes", h.lines,
+                (unsigned long long)st.handshakes_failed);
+  cr_assert_eq(h.lines + h.held, st.handshakes_failed, "%u lines + %llu suppressed != %llu failed",
+               h.lines, h.held, (unsigned long long)st.handshakes_failed);
   loop_stop(&l);
 }

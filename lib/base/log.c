@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 void tern__logf(tern__log_fn fn, void *ctx, int level, const char *fmt, ...) {
   if (!fn) return;
@@ -14,26 +15,40 @@ void tern__logf(tern__log_fn fn, void *ctx, int level, const char *fmt, ...) {
   fn(ctx, level, line);
 }
 
-int tern__logf_limited(tern__log_fn fn, void *ctx, tern__log_limit *lim, uint64_t now_ms,
-                       unsigned burst, uint64_t window_ms, int level, const char *fmt, ...) {
-  if (now_ms >= lim->window_start_ms + window_ms) {
-    lim->window_start_ms = now_ms;
-    lim->lines = 0;
-  }
-  if (lim->lines >= burst) {
-    lim->held++;
-    return 0;
-  }
-  lim->lines++;
+/* " (N similar lines suppressed in the last S s)" into buf, or "" when
+ * none were; takes the count. */
+static void suppressed_note(tern__ratelim *rl, uint64_t now_ms, const char *open, const char *close,
+                            char *buf, size_t cap) {
+  uint64_t span = 0, n = tern__ratelim_take_suppressed(rl, now_ms, &span);
+  buf[0] = 0;
+  if (!n) return;
+  uint64_t s = span / 1000 + (span % 1000 != 0);
+  snprintf(buf, cap, "%s%llu similar line%s suppressed in the last %llu s%s", open,
+           (unsigned long long)n, n == 1 ? "" : "s", (unsigned long long)(s ? s : 1), close);
+}
+
+int tern__logf_limited(tern__log_fn fn, void *ctx, tern__ratelim *rl, uint64_t now_ms, int level,
+                       const char *fmt, ...) {
+  if (!tern__ratelim_take(rl, now_ms)) return 0;
+  char note[96], line[TERN__LOG_LINE];
+  suppressed_note(rl, now_ms, " (", ")", note, sizeof(note));
   if (!fn) return 1;
-  char line[TERN__LOG_LINE];
+  size_t room = sizeof(line) - strlen(note);
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof(line), fmt, ap);
+  vsnprintf(line, room, fmt, ap);
   va_end(ap);
-  if (lim->held && n >= 0 && (size_t)n < sizeof(line))
-    snprintf(line + n, sizeof(line) - (size_t)n, " (and %lu more like it not logged)", lim->held);
-  lim->held = 0;
+  strcat(line, note);
   fn(ctx, level, line);
+  return 1;
+}
+
+int tern__log_suppressed(tern__log_fn fn, void *ctx, tern__ratelim *rl, uint64_t now_ms, int level,
+                         const char *what) {
+  if (!rl->suppressed || !tern__ratelim_ready(rl, now_ms)) return 0;
+  (void)tern__ratelim_take(rl, now_ms);
+  char note[96];
+  suppressed_note(rl, now_ms, ": ", "", note, sizeof(note));
+  tern__logf(fn, ctx, level, "%s%s", what, note);
   return 1;
 }

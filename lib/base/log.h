@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "base/ratelim.h"
+
 typedef void (*tern__log_fn)(void *ctx, int level, const char *line);
 
 /* Lines longer than this are cut. */
@@ -18,18 +20,18 @@ void tern__logf(tern__log_fn fn, void *ctx, int level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Lines that anyone on the network can cause (a failed handshake, an
- * unknown key) are limited: at most `burst` per `window_ms`; the first
- * line after a quiet spell says how many were held back. Sans-I/O: the
- * caller passes the time. */
-typedef struct tern__log_limit {
-  uint64_t window_start_ms;
-  unsigned lines;       /* written in this window */
-  unsigned long held;   /* held back since the last line written */
-} tern__log_limit;
+ * unknown key) go through a token bucket per kind (ratelim.h): a line the
+ * bucket refuses is counted, and the next line written through it ends with
+ * " (N similar lines suppressed in the last S s)", cut short if need be so
+ * that the count is always there. Returns 1 if the line was written. */
+int tern__logf_limited(tern__log_fn fn, void *ctx, tern__ratelim *rl, uint64_t now_ms, int level,
+                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-/* Like tern__logf, through limit `lim`. Returns 1 if the line was written. */
-int tern__logf_limited(tern__log_fn fn, void *ctx, tern__log_limit *lim, uint64_t now_ms,
-                       unsigned burst, uint64_t window_ms, int level, const char *fmt, ...)
-    __attribute__((format(printf, 8, 9)));
+/* When lines of `rl` were suppressed and none was written since, and the
+ * bucket has a token again: writes "<what>: N similar lines suppressed in
+ * the last S s" (so a flood that stopped is still counted). Returns 1 if it
+ * wrote. Call it from a timer, e.g. once a second. */
+int tern__log_suppressed(tern__log_fn fn, void *ctx, tern__ratelim *rl, uint64_t now_ms, int level,
+                         const char *what);
 
 #endif

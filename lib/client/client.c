@@ -146,6 +146,8 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
   if ((rc = tern__link_new(&c->link, NULL, 0, TERN__RACE_MAX)) != 0) goto fail;
   tern__link_set_raw_handler(c->link, tern__cl_on_raw, c);
+  /* A relay never sends more than the largest DATA packet. */
+  tern__link_set_packet_limits(c->link, TERN__PACKET_MAX, 0);
   /* Each lookup may wait out its timeout once per try (2) per server. */
   if ((rc = tern__resolver_new(&c->res, c->dns_servers, c->cfg.resolve_timeout_ms / 4 + 1)) != 0)
     goto fail;

@@ -13,6 +13,7 @@
 
 #include "io/clock.h"
 #include "io/dispatch.h"
+#include "io/fraggate.h"
 #include "io/nat64.h"
 #include "tern/tern.h"
 
@@ -57,6 +58,7 @@ typedef struct shard {
   ENetHost *host;
   uint64_t *heard_ms;  /* per peer slot: when a datagram from it last arrived */
   held *holds;         /* per peer slot */
+  tern__frag_gate *gates; /* per peer slot: what it may reassemble before its handshake */
 } shard;
 
 struct tern__link {
@@ -73,6 +75,8 @@ struct tern__link {
   tern__addr bind;           /* relay: the address bound (TCP listens there too) */
   tern__addr rtt_addr;       /* where rtt_ms was measured (the real address) */
   enet_uint32 rtt_ms;        /* smoothed RTT last measured to rtt_addr; 0: none */
+  size_t preauth_max;        /* relay: largest reassembly before a peer is trusted (0: no gate) */
+  uint64_t frag_refused;     /* datagrams the fragment gate refused */
 };
 
 /* ENet's intercept callback has no context pointer: the link being
@@ -103,11 +107,32 @@ static shard *shard_of(const tern__link *l, const ENetHost *h) {
   return NULL;
 }
 
+/* The fragment gate of the peer slot a datagram names (fraggate.h): 1 to
+ * hand the datagram to ENet, 0 to drop it. ENet takes fragments only from
+ * a connected peer at its own address; anything else (a CONNECT, a slot
+ * not connected, another sender) is ENet's to refuse, and is not counted
+ * against the slot, so a stranger cannot use up a later client's starts. */
+static int gate_pass(tern__link *l, shard *s, const uint8_t *d, size_t n) {
+  if (!l->preauth_max || n < 2) return 1;
+  ENetHost *h = s->host;
+  size_t id = (size_t)(((d[0] << 8) | d[1]) & ENET_PROTOCOL_MAXIMUM_PEER_ID);
+  if (id >= h->peerCount) return 1;
+  const ENetPeer *p = &h->peers[id];
+  if ((p->state != ENET_PEER_STATE_CONNECTED && p->state != ENET_PEER_STATE_DISCONNECT_LATER) ||
+      p->address.host != h->receivedAddress.host || p->address.port != h->receivedAddress.port)
+    return 1;
+  if (tern__frag_gate_pass(&s->gates[id], d, n, l->preauth_max)) return 1;
+  l->frag_refused++;
+  return 0;
+}
+
 static int intercept(ENetHost *host, ENetEvent *event) {
   (void)event;
   tern__link *l = servicing;
   shard *s = l ? shard_of(l, host) : NULL;
-  if (s) note_heard(s, host->receivedData, host->receivedDataLength);
+  if (!s) return 0;
+  if (!gate_pass(l, s, host->receivedData, host->receivedDataLength)) return 1; /* dropped */
+  note_heard(s, host->receivedData, host->receivedDataLength);
   return 0;
 }
 
@@ -125,7 +150,9 @@ static void hold(tern__link *l, ENetPeer *p) {
 }
 
 static void release(tern__link *l, ENetPeer *p) {
-  held *h = &shard_of(l, p->host)->holds[p - p->host->peers];
+  shard *s = shard_of(l, p->host);
+  memset(&s->gates[p - p->host->peers], 0, sizeof(*s->gates)); /* the next connection starts untrusted */
+  held *h = &s->holds[p - p->host->peers];
   if (!h->on) return;
   tern__disp_handle_release(l->disp, h->handle, h->gen);
   h->on = 0;
@@ -208,7 +235,8 @@ int tern__link_new(tern__link **out, const char *bind_host, uint16_t port, size_
     tern__disp_set_capacity(s->host->socket, s->host->peerCount);
     s->heard_ms = calloc(s->host->peerCount, sizeof(*s->heard_ms));
     s->holds = calloc(s->host->peerCount, sizeof(*s->holds));
-    if (!s->heard_ms || !s->holds) {
+    s->gates = calloc(s->host->peerCount, sizeof(*s->gates));
+    if (!s->heard_ms || !s->holds || !s->gates) {
       tern__link_free(l);
       return TERN_ENOMEM;
     }
@@ -230,12 +258,30 @@ void tern__link_free(tern__link *l) {
     if (l->sh[i].host) enet_host_destroy(l->sh[i].host); /* closes its virtual socket */
     free(l->sh[i].heard_ms);
     free(l->sh[i].holds);
+    free(l->sh[i].gates);
   }
   tern__disp_free(l->disp);
   free(l->att);
   free(l->sh);
   free(l);
 }
+
+void tern__link_set_packet_limits(tern__link *l, size_t packet_max, size_t preauth_max) {
+  /* Delivered packets wait only until the next event is taken; one
+   * receive pass completes at most a few. */
+  for (size_t i = 0; i < l->nsh; i++) {
+    l->sh[i].host->maximumPacketSize = packet_max;
+    l->sh[i].host->maximumWaitingData = 4 * packet_max;
+  }
+  l->preauth_max = preauth_max;
+}
+
+void tern__link_peer_trust(tern__link *l, tern__link_peer *peer) {
+  ENetPeer *p = (ENetPeer *)peer;
+  shard_of(l, p->host)->gates[p - p->host->peers].trusted = 1;
+}
+
+uint64_t tern__link_frag_refused(const tern__link *l) { return l->frag_refused; }
 
 int tern__link_has_v6(const tern__link *l) { return tern__disp_has_v6(l->disp); }
 

@@ -98,6 +98,19 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
 int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev);
 void tern__link_event_done(tern__link_event *ev);
 
+/* Bounds on what ENet reassembles (docs/socket-layer.md, "Fragments
+ * before authentication"): no packet over `packet_max` bytes from any peer
+ * (ENet's maximumPacketSize, 32 MB by default) and no more than four such
+ * waiting per peer (maximumWaitingData, 32 MB by default), and, when `preauth_max` is
+ * not 0, none over `preauth_max` and at most TERN__FRAG_GATE_STARTS
+ * reassemblies (io/fraggate.h) from a peer not yet trusted. */
+void tern__link_set_packet_limits(tern__link *l, size_t packet_max, size_t preauth_max);
+/* Relay: the peer finished the handshake; the pre-authentication bound
+ * no longer applies to it (until its slot's connection ends). */
+void tern__link_peer_trust(tern__link *l, tern__link_peer *peer);
+/* Datagrams dropped because they began a reassembly over those bounds. */
+uint64_t tern__link_frag_refused(const tern__link *l);
+
 /* Sends everything queued now. */
 void tern__link_flush(tern__link *l);
 

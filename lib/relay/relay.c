@@ -59,13 +59,57 @@ typedef struct rpeer {
   uint64_t hello_ticket;
 } rpeer;
 
-/* Log lines a stranger can cause: at most LOG_BURST per second each. */
-#define LOG_BURST 5
-enum { LIM_HANDSHAKE, LIM_REFUSED, LIM_HS_TIMEOUT, LIM_COUNT };
+/* Log lines a stranger or a misbehaving session can cause, one token
+ * bucket per kind (base/ratelim.h): LOG_BURST at once, then one every
+ * LOG_PER_MS; what was held back is counted in the next line of the kind,
+ * or in a summary from the timers. The stats count every event. */
+#define LOG_BURST 10
+#define LOG_PER_MS 1000
+enum {
+  LIM_HS_VERSION,     /* handshake failed: unsupported version */
+  LIM_HS_UNREADABLE,  /* handshake failed: message 1 does not open */
+  LIM_HS_MALFORMED,   /* handshake failed: malformed HELLO or its frames */
+  LIM_HS_WELCOME,     /* handshake failed: WELCOME could not be sent */
+  LIM_HS_STALE,       /* handshake failed: a stale HELLO (a replay?) */
+  LIM_HS_STORE,       /* handshake failed: the store, or memory, failed */
+  LIM_REFUSED,        /* unknown key or token refused */
+  LIM_HS_TIMEOUT,     /* no handshake in time */
+  LIM_LINK_UP,        /* an ENet connect (debug) */
+  LIM_PKT_REJECTED,   /* a packet that failed to open (debug) */
+  LIM_PKT_REPLAYED,   /* a replayed packet (debug) */
+  LIM_MALFORMED,      /* a session sent malformed frames */
+  LIM_PROBE_KEY,      /* no room for another probe key */
+  LIM_CONNECT,        /* a session's own life, at info: limited only on a */
+  LIM_DISCONNECT,     /* relay that admits any key, where anyone can */
+  LIM_REPLACED,       /* cause it (OPEN_BURST, one every OPEN_PER_MS) */
+  LIM_COUNT
+};
+#define OPEN_BURST 100
+#define OPEN_PER_MS 100
+/* The summary of each kind names it so. */
+static const char *const lim_what[LIM_COUNT] = {
+    "handshake failed (unsupported protocol version)",
+    "handshake failed (message 1 does not open)",
+    "handshake failed (malformed HELLO)",
+    "handshake failed (could not send WELCOME)",
+    "handshake failed (stale HELLO: replayed?)",
+    "handshake failed (store or memory)",
+    "refused unknown key or token",
+    "no handshake in time, dropped",
+    "link up, waiting for handshake",
+    "packet failed to open, dropped",
+    "replayed packet dropped",
+    "malformed frames, disconnecting",
+    "no room for another probe key",
+    "user connected",
+    "user disconnected",
+    "session replaced by a new one",
+};
+static const int lim_level[LIM_COUNT] = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 1, 1, 2, 2, 2};
 
 struct tern_relay {
   tern_relay_config cfg;
-  tern__log_limit lim[LIM_COUNT];
+  tern__ratelim lim[LIM_COUNT];
   char *bind_host;
   tern__link *link;
   tern__relay_store *store;
@@ -117,6 +161,17 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 
 /* The relay's log line, through the program's callback (base/log.h). */
 #define logf_(r, level, ...) tern__logf((r)->cfg.log, (r)->cfg.log_ctx, level, __VA_ARGS__)
+/* A line of kind `kind` (LIM_*), through its bucket, at the kind's level. */
+#define logf_lim_(r, kind, ...) \
+  tern__logf_limited((r)->cfg.log, (r)->cfg.log_ctx, &(r)->lim[kind], tern__now_ms(), \
+                     lim_level[kind], __VA_ARGS__)
+/* A session's own life: every line, unless the relay admits any key (no
+ * auth callback), where a stranger can connect at will. */
+#define logf_life_(r, kind, ...)                        \
+  do {                                                  \
+    if ((r)->cfg.auth) logf_(r, lim_level[kind], __VA_ARGS__); \
+    else (void)logf_lim_(r, kind, __VA_ARGS__);         \
+  } while (0)
 
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
@@ -167,6 +222,9 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   if (!r) return TERN_ENOMEM;
   int rc = TERN_ENOMEM;
   r->cfg = *cfg;
+  for (int k = 0; k < LIM_COUNT; k++)
+    tern__ratelim_init(&r->lim[k], k >= LIM_CONNECT ? OPEN_BURST : LOG_BURST,
+                       k >= LIM_CONNECT ? OPEN_PER_MS : LOG_PER_MS);
   r->bind_host = strdup(cfg->bind_host);
   r->buf = malloc(RELAY_BUF);
   r->pkt = malloc(RELAY_BUF);
@@ -212,6 +270,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
+  tern__link_set_packet_limits(r->link, TERN__PACKET_MAX, TERN__HELLO_MAX);
   tern__link_set_move_handler(r->link, on_move, r);
   if (cfg->probes) {
     tern__psvc_config pc;
@@ -323,7 +382,7 @@ static void on_connect(tern_relay *r, tern__link_peer *lp) {
   if (r->peers) r->peers->prev = p;
   r->peers = p;
   r->stats.peers_handshaking++;
-  logf_(r, 3, "peer %s: link up, waiting for handshake", p->name);
+  logf_lim_(r, LIM_LINK_UP, "peer %s: link up, waiting for handshake", p->name);
 }
 
 /* Picks the user name for an accepted key. */
@@ -403,13 +462,13 @@ static uint64_t drain_retry_ms(const tern_relay *r) {
          (r->drain_window_ms ? randombytes_uniform(r->drain_window_ms) : 0);
 }
 
-static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, const char *why) {
+static void fail_handshake(tern_relay *r, rpeer *p, int err, uint32_t code, int kind,
+                           const char *why) {
   r->stats.handshakes_failed++;
   if (code == TERN__DISC_VERSION) r->stats.hs_failed_version++;
   else if (code == TERN__DISC_HELLO_UNREADABLE) r->stats.hs_failed_unreadable++;
   else if (code != TERN__DISC_STALE) r->stats.hs_failed_protocol++;
-  tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_HANDSHAKE], tern__now_ms(), LOG_BURST,
-                     1000, 1, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
+  logf_lim_(r, kind, "peer %s: handshake failed: %s (%s)", p->name, why, tern_errname(err));
   /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
   tern__link_close(r->link, p->lp, code, TERN__LINK_CLOSE_NOW);
   tern__link_peer_set_data(p->lp, NULL);
@@ -490,7 +549,7 @@ static void send_probe_key(tern_relay *r, rpeer *p) {
     randombytes_buf(p->probe_id, sizeof(p->probe_id));
     randombytes_buf(p->probe_key, sizeof(p->probe_key));
     if (tern__psvc_add_key(r->probes, p->id, p->probe_id, p->probe_key) != 0) {
-      logf_(r, 1, "user %s: no room for another probe key", p->user);
+      logf_lim_(r, LIM_PROBE_KEY, "user %s: no room for another probe key", p->user);
       return;
     }
     p->has_probe_key = 1;
@@ -537,7 +596,8 @@ static void replace_older(tern_relay *r, rpeer *p) {
     if (q == p || q->state != P_OPEN ||
         sodium_memcmp(q->sess.remote_static, p->sess.remote_static, TERN_KEY_BYTES) != 0)
       continue;
-    logf_(r, 2, "user %s: the session from %s is replaced by a new one from %s", q->user, q->name, p->name);
+    logf_life_(r, LIM_REPLACED, "user %s: the session from %s is replaced by a new one from %s", q->user,
+               q->name, p->name);
     tern__rcore_close(r->core, q->id);
     close_peer(r, q, TERN_EREPLACED, TERN__DISC_GOODBYE, TERN__LINK_CLOSE_LATER);
     r->stats.sessions_replaced++;
@@ -554,16 +614,16 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
                                      TERN__HS_PAYLOAD_MAX, &plen);
   sodium_memzero(e_priv, sizeof(e_priv));
   if (rc == TERN_EVERSION) {
-    fail_handshake(r, p, rc, TERN__DISC_VERSION, "unsupported protocol version");
+    fail_handshake(r, p, rc, TERN__DISC_VERSION, LIM_HS_VERSION, "unsupported protocol version");
     return;
   }
   if (rc == TERN_ERELAYKEY) {
-    fail_handshake(r, p, rc, TERN__DISC_HELLO_UNREADABLE,
+    fail_handshake(r, p, rc, TERN__DISC_HELLO_UNREADABLE, LIM_HS_UNREADABLE,
                    "message 1 does not open: the client pinned another relay key, or garbage");
     return;
   }
   if (rc) {
-    fail_handshake(r, p, rc, TERN__DISC_PROTOCOL, "malformed HELLO");
+    fail_handshake(r, p, rc, TERN__DISC_PROTOCOL, LIM_HS_MALFORMED, "malformed HELLO");
     return;
   }
   /* Copy the payload out: r->buf is reused for WELCOME. */
@@ -575,7 +635,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   tern__fr_hello hello;
   if (tern__frame_next(&rb, &type, &body) != 1 || type != TERN__FR_HELLO ||
       tern__fr_hello_read(&body, &hello) != 0) {
-    fail_handshake(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, "HELLO frame missing or malformed");
+    fail_handshake(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, LIM_HS_MALFORMED, "HELLO frame missing or malformed");
     return;
   }
   if (r->draining) {
@@ -600,8 +660,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     (void)send_welcome(r, p, rc, by_token ? tern_strerror(rc) : "this client key is not allowed on this relay");
     r->stats.handshakes_failed++;
     r->stats.hs_failed_refused++;
-    tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_REFUSED], tern__now_ms(), LOG_BURST,
-                       1000, 1, "peer %s: refused %s %s (%s)", p->name,
+    logf_lim_(r, LIM_REFUSED, "peer %s: refused %s %s (%s)", p->name,
                        by_token ? "the token of key" : "unknown key", key_hex, tern_errname(rc));
     set_state(r, p, P_CLOSING);
     tern__link_close(r->link, p->lp, TERN__DISC_REFUSED, TERN__LINK_CLOSE_LATER);
@@ -618,12 +677,12 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     return;
   }
   if (rc < 0) {
-    fail_handshake(r, p, rc, TERN__DISC_SHUTDOWN, "store error on the HELLO timestamp");
+    fail_handshake(r, p, rc, TERN__DISC_SHUTDOWN, LIM_HS_STORE, "store error on the HELLO timestamp");
     return;
   }
   p->hello = malloc(plen);
   if (!p->hello) {
-    fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, "no memory for a HELLO");
+    fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, LIM_HS_STORE, "no memory for a HELLO");
     return;
   }
   memcpy(p->hello, payload, plen);
@@ -641,7 +700,7 @@ static void refuse_stale(tern_relay *r, rpeer *p, const char *key_hex) {
   r->stats.hs_failed_stale++;
   char why[96];
   snprintf(why, sizeof why, "stale HELLO (replayed?) of key %.16s...", key_hex);
-  fail_handshake(r, p, TERN_ESTALE, TERN__DISC_STALE, why);
+  fail_handshake(r, p, TERN_ESTALE, TERN__DISC_STALE, LIM_HS_STALE, why);
 }
 
 /* The store committed (1) or lost (TERN_ESTORE) the timestamp of p's
@@ -671,7 +730,7 @@ static void finish_hello(tern_relay *r, rpeer *p, int committed) {
   tern_key_to_hex(p->sess.remote_static, key_hex);
   int rc = send_welcome(r, p, 0, "");
   if (rc) {
-    fail_handshake(r, p, rc, TERN__DISC_PROTOCOL, "could not send WELCOME");
+    fail_handshake(r, p, rc, TERN__DISC_PROTOCOL, LIM_HS_WELCOME, "could not send WELCOME");
     sodium_memzero(payload, plen);
     free(payload);
     return;
@@ -689,10 +748,11 @@ static void finish_hello(tern_relay *r, rpeer *p, int committed) {
     return;
   }
   set_state(r, p, P_OPEN);
+  tern__link_peer_trust(r->link, p->lp);
   p->opened_ms = tern__now_ms();
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
-  logf_(r, 2, "user %s connected from %s (key %.16s...%s)", p->user, p->name, key_hex,
+  logf_life_(r, LIM_CONNECT, "user %s connected from %s (key %.16s...%s)", p->user, p->name, key_hex,
         p->by_token ? ", backend token" : "");
   /* The session may move to a new address later (spec/wire.md §11). A
    * failure here only means it reconnects if its address changes. */
@@ -735,12 +795,12 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
   if (rc == 0 && stream != channel) rc = TERN_EPROTO; /* sealed for another channel */
   if (rc == TERN_EDECRYPT || rc == TERN_EPROTO) {
     r->stats.packets_rejected++;
-    logf_(r, 3, "user %s: packet failed to open, dropped", p->user);
+    logf_lim_(r, LIM_PKT_REJECTED, "user %s: packet failed to open, dropped", p->user);
     return;
   }
   if (rc == TERN_EREPLAY) {
     r->stats.packets_replayed++;
-    logf_(r, 3, "user %s: replayed packet dropped", p->user);
+    logf_lim_(r, LIM_PKT_REPLAYED, "user %s: replayed packet dropped", p->user);
     return;
   }
   if (rc) return;
@@ -751,7 +811,7 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
   tell_rtt(r, p);
   if (tern__rcore_input(r->core, p->id, r->pkt, n, tern__now_ms(), relay_wall_ms(r)) ==
       TERN_EPROTO) {
-    logf_(r, 1, "user %s (%s): malformed frames, disconnecting", p->user, p->name);
+    logf_lim_(r, LIM_MALFORMED, "user %s (%s): malformed frames, disconnecting", p->user, p->name);
     close_peer(r, p, TERN_EPROTO, TERN__DISC_PROTOCOL, TERN__LINK_CLOSE_LATER);
     return;
   }
@@ -833,7 +893,7 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
       break;
     case TERN__LINK_EV_DISCONNECT:
       if (!p) break;
-      if (p->state == P_OPEN) logf_(r, 2, "user %s disconnected (%s)", p->user, p->name);
+      if (p->state == P_OPEN) logf_life_(r, LIM_DISCONNECT, "user %s disconnected (%s)", p->user, p->name);
       tern__link_peer_set_data(ev->peer, NULL);
       unlink_peer(r, p);
       break;
@@ -859,6 +919,8 @@ static void log_refusals(tern_relay *r, uint64_t now) {
 
 static void handle_timers(tern_relay *r, uint64_t now) {
   log_refusals(r, now);
+  for (int k = 0; k < LIM_COUNT; k++)
+    (void)tern__log_suppressed(r->cfg.log, r->cfg.log_ctx, &r->lim[k], now, lim_level[k], lim_what[k]);
   for (rpeer *p = r->peers, *next; p; p = next) {
     next = p->next;
     uint64_t due = relay_ping_due(r, p);
@@ -870,9 +932,8 @@ static void handle_timers(tern_relay *r, uint64_t now) {
     if (p->state != P_HANDSHAKE || now < p->hs_deadline_ms) continue;
     r->stats.handshakes_failed++;
     r->stats.hs_failed_timeout++;
-    tern__logf_limited(r->cfg.log, r->cfg.log_ctx, &r->lim[LIM_HS_TIMEOUT], now, LOG_BURST, 1000, 1,
-                       "peer %s: no handshake within %u ms, dropped", p->name,
-                       r->cfg.handshake_timeout_ms);
+    logf_lim_(r, LIM_HS_TIMEOUT, "peer %s: no handshake within %u ms, dropped", p->name,
+              r->cfg.handshake_timeout_ms);
     /* CLOSE_NOW frees the ENet slot at once and gives no DISCONNECT event. */
     tern__link_close(r->link, p->lp, TERN__DISC_HS_TIMEOUT, TERN__LINK_CLOSE_NOW);
     tern__link_peer_set_data(p->lp, NULL);
@@ -891,6 +952,9 @@ static int core_timeout(const tern_relay *r, uint64_t now) {
     int t = now >= due ? 0 : (int)(due - now);
     if (best < 0 || t < best) best = t;
   }
+  /* Suppressed log lines are summed up within a period of their bucket. */
+  for (int k = 0; k < LIM_COUNT; k++)
+    if (r->lim[k].suppressed && (best < 0 || best > LOG_PER_MS)) best = LOG_PER_MS;
   for (const rpeer *p = r->peers; p; p = p->next) {
     uint64_t due = p->state == P_HANDSHAKE ? p->hs_deadline_ms : relay_ping_due(r, p);
     if (!due) continue;

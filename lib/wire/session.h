@@ -43,6 +43,12 @@ enum {
 #define TERN__WELCOME_OVERHEAD (2 + 32 + 16)
 /* Largest handshake payload either side accepts. */
 #define TERN__HS_PAYLOAD_MAX 2048
+/* The largest HELLO (spec/wire.md §9), and the largest DATA packet: its
+ * plaintext is at most one message of TERN_MESSAGE_MAX and its frame
+ * header (the cores' frame buffers, TERN_MESSAGE_MAX + 256). ENet
+ * reassembles nothing larger (io/link.h, tern__link_set_packet_limits). */
+#define TERN__HELLO_MAX (TERN__HELLO_OVERHEAD + TERN__HS_PAYLOAD_MAX)
+#define TERN__PACKET_MAX (TERN_MESSAGE_MAX + 256 + TERN__DATA_OVERHEAD)
 
 /* Streams per direction; a DATA packet's stream is the top byte of its
  * counter. */
