@@ -9,6 +9,7 @@
 #include <enet/enet.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,6 +38,10 @@ static uint64_t wall_us(void) {
 /* A relay on `store` (a file) with the shifted clock. */
 static void start_relay(loop *l, const char *store, uint32_t max_peers, const tern_keypair *key) {
   tern_relay_config rc;
+  /* loop_relay_config() starts the loop afresh: the last event's body of
+   * a loop restarted here is freed first. */
+  free(l->last_body);
+  l->last_body = NULL;
   loop_relay_config(l, &rc);
   if (key) {
     l->relay_kp = *key;
@@ -187,6 +192,7 @@ TestSuite(hello_replay, .init = init);
  * system's time, and a device key for the recorded HELLO. */
 static char *setup(loop *l, char store[512], uint32_t max_peers, tern_keypair *device) {
   char *dir = tt_tempdir();
+  memset(l, 0, sizeof(*l));
   snprintf(store, 512, "%s/relay.db", dir);
   clock_shift_ms = 0;
   start_relay(l, store, max_peers, NULL);
@@ -246,6 +252,7 @@ Test(hello_replay, a_hello_replayed_after_the_retention_is_not_delivered, .timeo
   raw_close(&r);
   loop_stop(&l);
   tt_rmtree(dir);
+  free(dir);
 }
 
 static int all_answered(void *ctx) {
@@ -307,6 +314,7 @@ Test(hello_replay, replayed_hellos_make_no_ghost_sessions, .timeout = 60) {
   for (size_t i = 0; i < 8; i++) raw_close(&rs[i]);
   loop_stop(&l);
   tt_rmtree(dir);
+  free(dir);
 }
 
 /* The client's and the relay's timestamps survive restarts: a client
@@ -377,4 +385,5 @@ Test(hello_replay, timestamps_survive_restarts_of_client_and_relay, .timeout = 6
   cr_assert(loop_wait(&l, a, TERN_EV_CONNECTED, 5000, &ev), "the stored timestamp is used");
   loop_stop(&l);
   tt_rmtree(dir);
+  free(dir);
 }
