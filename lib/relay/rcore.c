@@ -101,8 +101,7 @@ struct tern__rcore {
                                     added to stats when it commits */
   uint64_t log_ms;               /* last store failure reported */
   unsigned log_skipped;          /* failures since, not reported */
-  uint64_t quota_log_ms;         /* last quota refusal reported */
-  uint64_t quota_skipped;        /* quota refusals since, not reported */
+  tern__ratelim quota_log;       /* quota refusals: one line per 10 s */
 };
 
 void tern__rcore_config_default(tern__rcore_config *cfg) {
@@ -132,6 +131,7 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
     return TERN_ENOMEM;
   }
   rc->cfg = *cfg;
+  tern__ratelim_init(&rc->quota_log, 1, 10000);
   if (rc->cfg.max_message_size == 0 || rc->cfg.max_message_size > TERN_MESSAGE_MAX)
     rc->cfg.max_message_size = TERN_MESSAGE_MAX;
   if (rc->cfg.deliver_window == 0) rc->cfg.deliver_window = 1;
@@ -536,20 +536,10 @@ static void on_expired(void *ctx, const uint8_t sender_dev[32], uint64_t cmid) {
  * were not said since (a sender over quota retries nothing, but may keep
  * sending new ones). */
 static void log_quota(tern__rcore *rc, const conn *c, const char *to, int recipient, uint64_t now_ms) {
-  if (rc->quota_log_ms && now_ms < rc->quota_log_ms + 10000) {
-    rc->quota_skipped++;
-    return;
-  }
-  char more[96] = "";
-  if (rc->quota_skipped)
-    snprintf(more, sizeof(more), " (and %llu more refusal(s) since the last report)",
-             (unsigned long long)rc->quota_skipped);
-  tern__logf(rc->cfg.log, rc->cfg.log_ctx, 1, "message from %s to %s refused (TERN_EQUOTA): %s%s",
-             c->user, to,
-             recipient ? "the recipient's inbox holds its quota" : "the relay holds the sender's quota",
-             more);
-  rc->quota_log_ms = now_ms ? now_ms : 1;
-  rc->quota_skipped = 0;
+  (void)tern__logf_limited(
+      rc->cfg.log, rc->cfg.log_ctx, &rc->quota_log, now_ms, 1,
+      "message from %s to %s refused (TERN_EQUOTA): %s", c->user, to,
+      recipient ? "the recipient's inbox holds its quota" : "the relay holds the sender's quota");
 }
 
 static void reply_failed(tern__rcore *rc, conn *c, uint8_t type, uint8_t channel, uint64_t cmid,
