@@ -119,7 +119,9 @@ free_tcp_port() { # the first port from $1 up with no TCP listener on loopback
 
 # ---- the relays ---------------------------------------------------------------
 RELAY_KEY=$("$KEYGEN" "$WORK/relay.key" 2>/dev/null)
-"$TERND" --key "$WORK/relay.key" --open --listen 127.0.0.1:0 --data-dir "$WORK/ternd" \
+# --send-rate 0: each generator session is one "device" sending thousands of
+# messages a second, far past the per-device default meant for people.
+"$TERND" --key "$WORK/relay.key" --open --listen 127.0.0.1:0 --data-dir "$WORK/ternd" --send-rate 0 \
   --port-file "$WORK/ternd.port" -q >"$WORK/ternd.log" 2>&1 &
 TERND_PID=$!; PIDS+=("$TERND_PID")
 wait_file "$WORK/ternd.port" 10 || { echo "load.sh: ternd did not start" >&2; cat "$WORK/ternd.log" >&2; exit 1; }

@@ -60,6 +60,7 @@ typedef struct world {
   int (*user_exists)(void *, const char *);
   int (*may_send)(void *, const char *, const char *);
   uint64_t recipient_max_messages; /* 0: the relay's default */
+  uint32_t send_rate_messages;     /* 0: the relay's default */
   peer p[MAX_PEERS];
   size_t np;
 } world;
@@ -84,6 +85,7 @@ static void relay_up(world *w) {
   rc.user_exists = w->user_exists;
   rc.may_send = w->may_send;
   if (w->recipient_max_messages) rc.recipient_max_messages = w->recipient_max_messages;
+  if (w->send_rate_messages) rc.send_rate_messages = w->send_rate_messages;
   int r = tern_relay_new(&w->relay, &rc);
   cr_assert_eq(r, 0, "tern_relay_new: %s", tern_strerror(r));
   if (!w->port) w->port = tern_relay_port(w->relay);
@@ -663,6 +665,47 @@ Test(messaging, over_quota_fails_with_equota_at_the_sender, .timeout = 30) {
   cr_assert_not_null(wait_ev(&w, b, TERN_EV_MESSAGE, 5000));
   pump(&w, 200);
   cr_assert_eq(count_ev(&w.p[b], TERN_EV_MESSAGE), 2);
+  world_free(&w);
+}
+
+/* A device past its send rate (issue 13, item 3): the app is told
+ * (TERN_EV_ERROR with TERN_ERATE), the client keeps the messages and sends
+ * them again, and the recipient gets all of them, once, in order. */
+Test(messaging, a_device_past_its_send_rate_is_told_and_loses_nothing, .timeout = 30) {
+  world w;
+  world_init(&w);
+  w.send_rate_messages = 5; /* bursts of 50 */
+  relay_up(&w);
+  size_t a = peer_add(&w, "alice", NULL, 1);
+  size_t b = peer_add(&w, "bob", NULL, 1);
+  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
+  cr_assert_not_null(wait_ev(&w, b, TERN_EV_CONNECTED, 5000));
+  enum { N = 70 };
+  for (int i = 0; i < N; i++) {
+    char text[16];
+    snprintf(text, sizeof text, "m%03d", i);
+    send_text(&w, a, "bob", text, NULL);
+  }
+  rec *e = wait_ev(&w, a, TERN_EV_ERROR, 5000);
+  cr_assert_not_null(e, "no TERN_EV_ERROR past the rate");
+  cr_assert_eq(e->error, TERN_ERATE, "got %s", tern_errname(e->error));
+  uint64_t t0 = now_ms();
+  while (count_ev(&w.p[b], TERN_EV_MESSAGE) < N && now_ms() - t0 < 15000) pump(&w, 50);
+  cr_assert_eq(count_ev(&w.p[b], TERN_EV_MESSAGE), N, "bob has %zu of %d",
+               count_ev(&w.p[b], TERN_EV_MESSAGE), N);
+  int k = 0;
+  for (size_t i = 0; i < w.p[b].n; i++) {
+    rec *m = &w.p[b].ev[i];
+    if (m->type != TERN_EV_MESSAGE) continue;
+    char want[16];
+    snprintf(want, sizeof want, "m%03d", k++);
+    cr_assert(m->len == strlen(want) && memcmp(m->body, want, m->len) == 0, "message %d out of order", k - 1);
+  }
+  tern_relay_stats rs;
+  tern_relay_get_stats(w.relay, &rs);
+  cr_assert(rs.messages_over_rate > 0);
+  pump(&w, 100);
+  cr_assert_eq(tern_client_outbox_size(w.p[a].c), 0);
   world_free(&w);
 }
 

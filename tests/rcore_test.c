@@ -71,6 +71,7 @@ typedef struct outputs {
   uint64_t ack_cmid[16], ack_seq[16];
   uint64_t deliver_seq[16];
   uint64_t failed_err;
+  uint64_t busy_err;
 } outputs;
 
 static void take(fixture *f, uint64_t conn, outputs *o) {
@@ -95,7 +96,7 @@ static void take(fixture *f, uint64_t conn, outputs *o) {
       } else if (type == TERN__FR_BUSY || type == TERN__FR_FAILED) {
         tern__fr_failed fl;
         cr_assert_eq(tern__fr_failed_read(&body, &fl), 0);
-        if (type == TERN__FR_BUSY) o->busy++;
+        if (type == TERN__FR_BUSY) o->busy++, o->busy_err = fl.error;
         else o->failed++, o->failed_err = fl.error;
       } else if (type == TERN__FR_FLOOR) {
         o->floors++;
@@ -902,5 +903,214 @@ Test(rcore, hello_ticket_says_whether_its_round_was_committed) {
   cr_assert_eq(tern__rcore_hello_fresh(f.rc, f.dev_a, 2000, 20, &t2), 1, "the lost raise is gone");
   for (int i = 0; i < 70; i++) cr_assert_eq(tern__rcore_commit(f.rc, 30), 0);
   cr_assert_eq(tern__rcore_ticket(f.rc, t2), TERN_ESTORE, "too long ago to know");
+  close_fixture(&f);
+}
+
+/* ---- the relay-wide delivery budget and the send rate (issue 13, item 3) -- */
+
+#define NRCV 8
+
+/* Every released output: DELIVERs and their bytes per connection (1..NRCV+1),
+ * and the highest seq delivered to each. */
+typedef struct all_out {
+  int delivers[NRCV + 2];
+  size_t bytes[NRCV + 2];
+  uint64_t top[NRCV + 2];
+} all_out;
+
+static void take_all(fixture *f, all_out *o) {
+  memset(o, 0, sizeof(*o));
+  tern__rcore_out out;
+  while (tern__rcore_next(f->rc, &out) == 1) {
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, out.data, out.len);
+    uint8_t type;
+    size_t start = r.pos;
+    while (tern__frame_next(&r, &type, &body) == 1) {
+      if (type != TERN__FR_DELIVER || out.conn > NRCV + 1) {
+        start = r.pos;
+        continue;
+      }
+      tern__fr_msg m;
+      cr_assert_eq(tern__fr_msg_read(&body, TERN__FR_DELIVER, &m), 0);
+      o->delivers[out.conn]++;
+      o->bytes[out.conn] += r.pos - start;
+      if (m.seq > o->top[out.conn]) o->top[out.conn] = m.seq;
+      start = r.pos;
+    }
+  }
+}
+
+enum { PER = 20 };              /* messages to each receiver */
+static uint8_t big_body[60000]; /* 60 KB: 17 fill a 1 MiB window */
+
+/* alice (conn 1) and NRCV receivers r2..r9 (conns 2..NRCV+1), synced and
+ * acknowledging nothing; alice sends each PER messages of 60 KB at t=10,
+ * and *o has what the core released for them. */
+static void flood_receivers(fixture *f, const tern__rcore_config *cfg, all_out *o) {
+  open_fixture_with(f, 0, cfg);
+  char user[NRCV + 2][8];
+  uint8_t dev[NRCV + 2][32];
+  tern__rcore_open(f->rc, 1, "alice", f->dev_a, 0);
+  for (int i = 2; i <= NRCV + 1; i++) {
+    snprintf(user[i], sizeof user[i], "r%d", i);
+    memset(dev[i], i, 32);
+    cr_assert_eq(tern__rcore_open(f->rc, (uint64_t)i, user[i], dev[i], 0), 0);
+    input_sync(f, (uint64_t)i, 0, 5);
+  }
+  tern__rcore_commit(f->rc, 5);
+  take_all(f, o);
+  memset(big_body, 'z', sizeof big_body);
+  uint64_t cmid = 0;
+  for (int k = 0; k < PER; k++) /* alice's conversation with r_i: cmids i-1, i-1+NRCV, ... */
+    for (int i = 2; i <= NRCV + 1; i++, cmid++)
+      input_msg(f, 1, cmid + 1, k ? cmid + 1 - NRCV : 0, user[i], big_body, sizeof big_body, 10);
+  cr_assert_eq(tern__rcore_commit(f->rc, 10), 0);
+  take_all(f, o);
+}
+
+/* Finding 4 with many keys: eight receivers that acknowledge nothing, each
+ * within its own 1 MiB window, would hold 8 MiB; the relay-wide budget (3
+ * MiB here) holds them all to it, plus one DELIVER for each session that had
+ * none in flight (so that none starves). Acks free room, and everything
+ * arrives in the end. */
+Test(rcore, stalled_receivers_of_many_keys_hold_at_most_the_relay_budget) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.deliver_budget_bytes = 3u << 20;
+  fixture f;
+  all_out o;
+  flood_receivers(&f, &cfg, &o);
+  size_t total = 0;
+  for (int i = 2; i <= NRCV + 1; i++) {
+    total += o.bytes[i];
+    cr_assert(o.delivers[i] >= 1, "receiver %d starved: no DELIVER at all", i);
+  }
+  size_t one = sizeof big_body + 64;
+  cr_assert(total <= cfg.deliver_budget_bytes + NRCV * one,
+            "%zu bytes of DELIVERs unacknowledged, budget %llu", total,
+            (unsigned long long)cfg.deliver_budget_bytes);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.deliver_bytes, total, "the gauge says %llu, %zu went out",
+               (unsigned long long)st.deliver_bytes, total);
+  cr_assert(st.budget_stalls > 0);
+  /* However long they stay silent, nothing more (the resends from each
+   * cursor are the same DELIVERs again, within the budget). */
+  tern__rcore_tick(f.rc, 1000, WALL + 1000);
+  tern__rcore_commit(f.rc, 1000);
+  take_all(&f, &o);
+  for (int i = 2; i <= NRCV + 1; i++) cr_assert_eq(o.delivers[i], 0, "receiver %d got more while silent", i);
+  /* They acknowledge what they have, and the rest follows, each message
+   * once per round of acks, until all are there. */
+  uint64_t have[NRCV + 2] = {0}; /* highest seq each receiver was sent */
+  uint64_t upto[NRCV + 2] = {0}; /* ... and acknowledged */
+  /* After resend_ms the same DELIVERs go again, from each cursor: what
+   * each receiver has in hand from then on. */
+  tern__rcore_tick(f.rc, 1000 + 3000, WALL + 4000);
+  tern__rcore_commit(f.rc, 4000);
+  take_all(&f, &o); /* the resend from each cursor */
+  for (int i = 2; i <= NRCV + 1; i++) have[i] = o.top[i];
+  uint64_t now = 4100;
+  for (int round = 0; round < 200; round++, now += 10) {
+    int done = 1;
+    for (int i = 2; i <= NRCV + 1; i++) {
+      if (have[i] > upto[i]) {
+        input_seqlist(&f, TERN__FR_DELIVERY_ACK, (uint64_t)i, have[i], now);
+        upto[i] = have[i];
+      }
+      if (upto[i] < PER) done = 0;
+    }
+    tern__rcore_tick(f.rc, now, WALL + now);
+    tern__rcore_commit(f.rc, now);
+    take_all(&f, &o);
+    for (int i = 2; i <= NRCV + 1; i++)
+      if (o.top[i] > have[i]) have[i] = o.top[i];
+    tern__rcore_get_stats(f.rc, &st);
+    cr_assert(st.deliver_bytes <= cfg.deliver_budget_bytes + NRCV * one, "over the budget: %llu",
+              (unsigned long long)st.deliver_bytes);
+    if (done) break;
+  }
+  for (int i = 2; i <= NRCV + 1; i++)
+    cr_assert_eq(upto[i], (uint64_t)PER, "receiver %d has %llu of %d", i, (unsigned long long)upto[i], PER);
+  close_fixture(&f);
+}
+
+/* Without the budget (0) the same receivers take their whole windows: the
+ * bound above is the budget's doing. */
+Test(rcore, without_a_budget_each_stalled_receiver_takes_its_window) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.deliver_budget_bytes = 0;
+  fixture f;
+  all_out o;
+  flood_receivers(&f, &cfg, &o);
+  for (int i = 2; i <= NRCV + 1; i++) cr_assert_eq(o.delivers[i], 17);
+  close_fixture(&f);
+}
+
+/* A device over its send rate gets BUSY with TERN_ERATE, keeps its message
+ * and has it stored when it sends again after the bucket refilled; a
+ * refused message takes no token. */
+Test(rcore, a_device_past_its_send_rate_gets_busy_with_erate) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.send_rate_msgs = 10; /* bursts of 100 */
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0);
+  for (uint64_t i = 1; i <= 150; i++) input_msg(&f, 1, i, i - 1, "bob", "hi", 2, 10);
+  tern__rcore_commit(f.rc, 10);
+  outputs o;
+  take(&f, 1, &o);
+  /* 100 within the burst, one more on the last token's credit. */
+  cr_assert_eq(o.acks, 101, "%d stored", o.acks);
+  cr_assert_eq(o.busy, 49, "%d BUSY", o.busy);
+  cr_assert_eq(o.busy_err, (uint64_t)-TERN_ERATE);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.over_rate, 49);
+  /* 5 s later the bucket holds 50 - 1: the client's retry of 102..150 fits. */
+  for (uint64_t i = 102; i <= 150; i++) input_msg(&f, 1, i, i - 1, "bob", "hi", 2, 5010);
+  tern__rcore_commit(f.rc, 5010);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 49, "%d stored on the retry", o.acks);
+  cr_assert_eq(o.busy, 0);
+  close_fixture(&f);
+}
+
+/* The byte rate: 100 KB/s (bursts of 1 MB) lets 17 messages of 60 KB
+ * through, then BUSY, and ephemeral messages past it are dropped. */
+Test(rcore, the_byte_rate_holds_big_messages_and_drops_ephemeral_ones) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.send_rate_bytes = 100000;
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0);
+  input_sync(&f, 2, 0, 5);
+  tern__rcore_commit(f.rc, 5);
+  outputs o;
+  take(&f, 2, &o);
+  static uint8_t body[60000];
+  for (uint64_t i = 1; i <= 20; i++) input_msg(&f, 1, i, i - 1, "bob", body, sizeof body, 10);
+  tern__rcore_commit(f.rc, 10);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 17, "%d stored", o.acks);
+  cr_assert_eq(o.busy, 3);
+  /* An ephemeral message now: over the rate, dropped, counted. */
+  uint8_t buf[128];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_msg m = {.peer = (const uint8_t *)"bob", .peer_len = 3, .flags = TERN__MSGF_EPHEMERAL,
+                    .body = (const uint8_t *)"typing", .body_len = 6};
+  tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+  cr_assert_eq(tern__rcore_input(f.rc, 1, buf, w.len, 20, WALL + 20), 0);
+  tern__rcore_commit(f.rc, 20);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.over_rate, 4);
   close_fixture(&f);
 }

@@ -196,6 +196,10 @@ Test(spec, relay_core_defaults) {
   tern__rcore_config_default(&cfg);
   cr_assert_eq(cfg.resend_ms, 3000);
   cr_assert_eq(cfg.deliver_window, 1024);
+  cr_assert_eq(cfg.deliver_window_bytes, 1048576);
+  cr_assert_eq(cfg.deliver_budget_bytes, 256ull << 20);
+  cr_assert_eq(cfg.send_rate_msgs, 1000);
+  cr_assert_eq(cfg.send_rate_bytes, 16ull << 20);
   cr_assert_eq(cfg.expire_every_ms, 60000);
   cr_assert_eq(cfg.retention_ms, 30ull * 24 * 3600 * 1000);
   cr_assert_eq(cfg.busy_ms, 2000);
@@ -255,10 +259,11 @@ Test(spec, error_code_table) {
     "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",     "TERN_EFULL",
     "TERN_EBUSY",    "TERN_ETOKENEXPIRED", "TERN_ETOKENINVALID", "TERN_ETOKENKEY",
     "TERN_ETOKENREVOKED", "TERN_ENOTSUP", "TERN_EREPLACED", "TERN_ESTALE", "TERN_EQUOTA",
+    "TERN_ERATE",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-39), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-40), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */

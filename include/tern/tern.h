@@ -98,6 +98,7 @@ enum {
   TERN_EREPLACED = -36,   /* a newer session of this device key replaced this one; not retried */
   TERN_ESTALE = -37,      /* the relay holds a later HELLO timestamp for this key: the device clock is behind */
   TERN_EQUOTA = -38,      /* the relay holds all it may for this sender or this recipient */
+  TERN_ERATE = -39,       /* the device sends faster than the relay's per-device rate; retried */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -831,6 +832,20 @@ typedef struct tern_relay_config {
   uint64_t recipient_max_bytes;
   uint64_t sender_max_messages;
   uint64_t sender_max_bytes;
+  /* The relay-wide budget for DELIVERs sent to devices and not yet
+   * acknowledged by them, in bytes, across all sessions (the memory that
+   * receivers which stop acknowledging could otherwise make the relay hold;
+   * each session also has its own window of 1 MiB). Past it, sessions with
+   * DELIVERs in flight get no more until acks free room; the messages wait
+   * in the store. 0: no budget. Default 256 MiB. */
+  uint64_t deliver_budget_bytes;
+  /* Per-device send rate (0: none): messages and body bytes a second, with
+   * bursts of up to 10 s of either. A message past it is answered BUSY with
+   * TERN_ERATE: the client keeps it and sends it again after its
+   * busy_retry_ms (the app gets TERN_EV_ERROR); an ephemeral one is
+   * dropped. Defaults 1000 messages and 16 MiB a second. */
+  uint32_t send_rate_messages;
+  uint64_t send_rate_bytes;
 } tern_relay_config;
 
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
@@ -930,6 +945,11 @@ typedef struct tern_relay_stats {
                                    above the last accepted from the key: replays
                                    (spec/handshake.md §6); also in handshakes_failed */
   uint64_t messages_over_quota; /* FAILED with TERN_EQUOTA (also in messages_refused) */
+  uint64_t messages_over_rate;  /* BUSY with TERN_ERATE (also in messages_busy), and
+                                   ephemeral messages dropped for the rate */
+  uint64_t deliver_budget_stalls; /* times a session's deliveries waited for the
+                                   relay-wide budget (deliver_budget_bytes) */
+  uint64_t deliver_bytes_unacked; /* gauge: DELIVER bytes sent and not yet acknowledged */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

@@ -628,7 +628,10 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         int err = tern__wire_err_code(f.error, TERN_ESTORE);
         char detail[160];
         snprintf(detail, sizeof(detail),
-                 "the relay could not store the message now (%s); sending it again in %u ms",
+                 err == TERN_ERATE ? "the relay asks this device to send more slowly (%s); "
+                                     "sending it again in %u ms"
+                                   : "the relay could not store the message now (%s); "
+                                     "sending it again in %u ms",
                  tern_strerror(err), cc->cfg.busy_retry_ms);
         push_error(cc, err, f.cmid, e->to, detail);
         break;

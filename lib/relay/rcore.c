@@ -67,6 +67,12 @@ typedef struct conn {
   struct sent_item { uint64_t seq; uint32_t bytes; } *sent;
   size_t nsent, capsent;
   uint64_t sent_bytes;    /* sum of sent[].bytes */
+  int budget_wait;        /* stopped at the relay-wide budget: pump when room */
+  /* The send-rate buckets (send_rate_*), in thousandths of a message and
+   * of a byte: a rate of R per second adds R per ms. May go below 0 (one
+   * message larger than what is left still goes, and is paid back). */
+  int64_t rate_msgs, rate_bytes;
+  uint64_t rate_ms;       /* time the buckets were filled up to */
 } conn;
 
 struct tern__rcore {
@@ -102,6 +108,9 @@ struct tern__rcore {
   uint64_t log_ms;               /* last store failure reported */
   unsigned log_skipped;          /* failures since, not reported */
   tern__ratelim quota_log;       /* quota refusals: one line per 10 s */
+  tern__ratelim rate_log;        /* rate refusals: one line per 10 s */
+  tern__ratelim budget_log;      /* budget reached: one line per 10 s */
+  uint64_t sent_total;           /* sum of every conn's sent_bytes */
 };
 
 void tern__rcore_config_default(tern__rcore_config *cfg) {
@@ -112,6 +121,9 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->deliver_window_bytes = 1048576;
   cfg->quota_to_msgs = cfg->quota_from_msgs = 100000;
   cfg->quota_to_bytes = cfg->quota_from_bytes = 1ull << 30;
+  cfg->deliver_budget_bytes = 256ull << 20;
+  cfg->send_rate_msgs = 1000;
+  cfg->send_rate_bytes = 16ull << 20;
   cfg->resend_ms = 3000;
   cfg->expire_every_ms = 60000;
   cfg->busy_ms = 2000;
@@ -132,6 +144,10 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
   }
   rc->cfg = *cfg;
   tern__ratelim_init(&rc->quota_log, 1, 10000);
+  tern__ratelim_init(&rc->rate_log, 1, 10000);
+  tern__ratelim_init(&rc->budget_log, 1, 10000);
+  /* Ten seconds of the byte rate must fit the buckets' int64. */
+  if (rc->cfg.send_rate_bytes > (1ull << 40)) rc->cfg.send_rate_bytes = 1ull << 40;
   if (rc->cfg.max_message_size == 0 || rc->cfg.max_message_size > TERN_MESSAGE_MAX)
     rc->cfg.max_message_size = TERN_MESSAGE_MAX;
   if (rc->cfg.deliver_window == 0) rc->cfg.deliver_window = 1;
@@ -204,6 +220,7 @@ static void emit_answer(tern__rcore *rc, uint64_t id, uint8_t type, uint8_t chan
   if (type == TERN__FR_FAILED) rc->stats.refused++;
   else rc->stats.busy++;
   if (err == TERN_EQUOTA) rc->stats.over_quota++;
+  if (err == TERN_ERATE) rc->stats.over_rate++;
 }
 
 static uint8_t conv_channel(const char *a, const char *b) {
@@ -306,6 +323,9 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   c->sent_upto = c->cursor;
   c->progress_ms = now_ms;
   c->copies_tail = &c->copies;
+  c->rate_msgs = 10000ll * rc->cfg.send_rate_msgs; /* full: 10 s of the rate */
+  c->rate_bytes = 10000ll * (int64_t)rc->cfg.send_rate_bytes;
+  c->rate_ms = now_ms;
   c->next = rc->conns;
   rc->conns = c;
   return 0;
@@ -316,6 +336,7 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
     if ((*pp)->id != id) continue;
     conn *c = *pp;
     *pp = c->next;
+    rc->sent_total -= c->sent_bytes;
     drop_copies(c);
     free(c->sent);
     free(c);
@@ -395,10 +416,12 @@ static void send_copies(tern__rcore *rc, conn *c, uint64_t now_ms) {
 
 /* Forgets the sizes of what is acknowledged (seq <= cursor) or will be
  * sent again (seq > sent_upto, after a resend from the cursor or a SYNC). */
-static void sent_trim(conn *c) {
+static void sent_trim(tern__rcore *rc, conn *c) {
   size_t lo = 0, hi = c->nsent;
+  uint64_t before = c->sent_bytes;
   while (lo < hi && c->sent[lo].seq <= c->cursor) c->sent_bytes -= c->sent[lo++].bytes;
   while (hi > lo && c->sent[hi - 1].seq > c->sent_upto) c->sent_bytes -= c->sent[--hi].bytes;
+  rc->sent_total -= before - c->sent_bytes;
   if (lo) memmove(c->sent, c->sent + lo, (hi - lo) * sizeof(*c->sent));
   c->nsent = hi - lo;
   if (c->nsent == 0 && c->capsent > 64) { /* a burst is over: give its memory back */
@@ -408,7 +431,7 @@ static void sent_trim(conn *c) {
   }
 }
 
-static int sent_add(conn *c, uint64_t seq, size_t bytes) {
+static int sent_add(tern__rcore *rc, conn *c, uint64_t seq, size_t bytes) {
   if (c->nsent == c->capsent) {
     size_t cap = c->capsent ? c->capsent * 2 : 16;
     struct sent_item *n = realloc(c->sent, cap * sizeof(*n));
@@ -420,7 +443,29 @@ static int sent_add(conn *c, uint64_t seq, size_t bytes) {
   c->sent[c->nsent].bytes = (uint32_t)bytes;
   c->nsent++;
   c->sent_bytes += bytes;
+  rc->sent_total += bytes;
   return 0;
+}
+
+/* 1 if `bytes` more DELIVER bytes for c would pass the relay-wide budget.
+ * A session with nothing in flight may always have one, so that sessions
+ * that do not acknowledge cannot starve the others. */
+static int over_budget(const tern__rcore *rc, const conn *c, size_t bytes) {
+  return rc->cfg.deliver_budget_bytes && c->nsent &&
+         rc->sent_total + bytes > rc->cfg.deliver_budget_bytes;
+}
+
+/* c stopped at the budget: it is pumped again when acks free room. Said
+ * at most every 10 s. */
+static void budget_stall(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  if (c->budget_wait) return;
+  c->budget_wait = 1;
+  rc->stats.budget_stalls++;
+  (void)tern__logf_limited(rc->cfg.log, rc->cfg.log_ctx, &rc->budget_log, now_ms, 1,
+                           "delivery budget reached: %llu bytes of DELIVERs unacknowledged "
+                           "(budget %llu); deliveries to %s wait in the store until acks free room",
+                           (unsigned long long)rc->sent_total,
+                           (unsigned long long)rc->cfg.deliver_budget_bytes, c->user);
 }
 
 static int pump_one(void *ctx, const tern__rmsg *m) {
@@ -435,7 +480,11 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
     /* The byte window: stop before it overflows, but let one DELIVER out
      * whatever its size when nothing is in flight. */
     if (p->c->nsent && p->c->sent_bytes + w.len > p->rc->cfg.deliver_window_bytes) return 1;
-    if (sent_add(p->c, m->seq, w.len) != 0) return 1; /* no memory: the resend timer retries */
+    if (over_budget(p->rc, p->c, w.len)) {
+      budget_stall(p->rc, p->c, p->now_ms);
+      return 1;
+    }
+    if (sent_add(p->rc, p->c, m->seq, w.len) != 0) return 1; /* no memory: the resend timer retries */
     emit(p->rc, p->c->id, conv_channel(m->from, p->c->user), 1, w.p, w.len, 0);
     if (m->body_len <= p->rc->cfg.copy_max_bytes && p->rc->cfg.copy_max_bytes)
       schedule_copy(p->rc, p->c, m->seq, w.p, w.len, p->now_ms);
@@ -448,10 +497,15 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
 /* Sends what the connection's window allows after sent_upto. */
 static void pump(tern__rcore *rc, conn *c, uint64_t now_ms) {
   if (!c->confirmed) return;
-  sent_trim(c);
+  sent_trim(rc, c);
   uint64_t inflight = c->sent_upto > c->cursor ? c->sent_upto - c->cursor : 0;
   if (inflight >= rc->cfg.deliver_window) return;
   if (c->nsent && c->sent_bytes >= rc->cfg.deliver_window_bytes) return;
+  if (over_budget(rc, c, 1)) {
+    budget_stall(rc, c, now_ms);
+    return;
+  }
+  c->budget_wait = 0;
   pump_ctx p = {rc, c, now_ms, 0};
   int n = rc->store->ops->due(rc->store, c->user, c->sent_upto, rc->cfg.deliver_window - inflight,
                              pump_one, &p);
@@ -542,6 +596,37 @@ static void log_quota(tern__rcore *rc, const conn *c, const char *to, int recipi
       recipient ? "the recipient's inbox holds its quota" : "the relay holds the sender's quota");
 }
 
+/* The device's send rate: 1 if a message of `body_len` bytes may go now
+ * (and it is charged), 0 if the device is over its rate. A bucket holds 10
+ * s of its rate, and a message is taken while the bucket is not below 0,
+ * whatever it costs, so that any message can pass. */
+static int rate_take(tern__rcore *rc, conn *c, size_t body_len, uint64_t now_ms) {
+  const tern__rcore_config *cfg = &rc->cfg;
+  if (now_ms > c->rate_ms) {
+    uint64_t dt = now_ms - c->rate_ms;
+    if (dt > 10000) dt = 10000;
+    int64_t capm = 10000ll * cfg->send_rate_msgs, capb = 10000ll * (int64_t)cfg->send_rate_bytes;
+    c->rate_msgs += (int64_t)dt * cfg->send_rate_msgs;
+    c->rate_bytes += (int64_t)dt * (int64_t)cfg->send_rate_bytes;
+    if (c->rate_msgs > capm) c->rate_msgs = capm;
+    if (c->rate_bytes > capb) c->rate_bytes = capb;
+    c->rate_ms = now_ms;
+  }
+  if ((cfg->send_rate_msgs && c->rate_msgs < 0) || (cfg->send_rate_bytes && c->rate_bytes < 0))
+    return 0;
+  if (cfg->send_rate_msgs) c->rate_msgs -= 1000;
+  if (cfg->send_rate_bytes) c->rate_bytes -= 1000ll * (int64_t)body_len;
+  return 1;
+}
+
+static void log_rate(tern__rcore *rc, const conn *c, uint64_t now_ms) {
+  (void)tern__logf_limited(rc->cfg.log, rc->cfg.log_ctx, &rc->rate_log, now_ms, 1,
+                           "messages from %s answered BUSY (TERN_ERATE): the device sends "
+                           "faster than %u messages or %llu bytes a second",
+                           c->user, rc->cfg.send_rate_msgs,
+                           (unsigned long long)rc->cfg.send_rate_bytes);
+}
+
 static void reply_failed(tern__rcore *rc, conn *c, uint8_t type, uint8_t channel, uint64_t cmid,
                          int err) {
   emit_answer(rc, c->id, type, channel, cmid, err, 0);
@@ -589,7 +674,9 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   }
   int allowed = !rc->cfg.may_send || rc->cfg.may_send(rc->cfg.may_send_ctx, c->user, to);
   if (m->flags & TERN__MSGF_EPHEMERAL) {
-    if (allowed) forward_ephemeral(rc, c, m, wall_ms);
+    if (!allowed) return;
+    if (rate_take(rc, c, m->body_len, now_ms)) forward_ephemeral(rc, c, m, wall_ms);
+    else rc->stats.over_rate++; /* best effort: dropped, as the network may */
     return;
   }
   if (rc->cfg.user_exists && !rc->cfg.user_exists(rc->cfg.user_ctx, to)) {
@@ -602,6 +689,13 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   }
   if (now_ms < rc->busy_until_ms || (rc->round_cap && rc->round_msgs >= rc->round_cap)) {
     reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
+    return;
+  }
+  if (!rate_take(rc, c, m->body_len, now_ms)) {
+    /* Not now: the client keeps it and sends it again after busy_retry_ms
+     * (a resend of a stored message counts too: it costs the same). */
+    reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ERATE);
+    log_rate(rc, c, now_ms);
     return;
   }
   int room = make_room(rc, m->body_len, now_ms);
@@ -823,6 +917,7 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
     if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
     if (c->repump) return 0;
+    if (c->budget_wait && rc->sent_total < rc->cfg.deliver_budget_bytes) return 0;
     if (c->copies && c->copies->due_ms < best) best = c->copies->due_ms;
     if (c->sent_upto > c->cursor && c->progress_ms + rc->cfg.resend_ms < best)
       best = c->progress_ms + rc->cfg.resend_ms;
@@ -841,6 +936,10 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
       c->sent_upto = c->cursor;
     if (!c->confirmed) continue;
     send_copies(rc, c, now_ms);
+    if (c->budget_wait && rc->sent_total < rc->cfg.deliver_budget_bytes) {
+      c->budget_wait = 0; /* pump() sets it again if the room is taken first */
+      pump(rc, c, now_ms);
+    }
     if (c->repump) {
       c->repump = 0;
       pump(rc, c, now_ms);
@@ -864,4 +963,7 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
   }
 }
 
-void tern__rcore_get_stats(const tern__rcore *rc, tern__rcore_stats *st) { *st = rc->stats; }
+void tern__rcore_get_stats(const tern__rcore *rc, tern__rcore_stats *st) {
+  *st = rc->stats;
+  st->deliver_bytes = rc->sent_total;
+}

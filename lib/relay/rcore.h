@@ -34,6 +34,17 @@ typedef struct tern__rcore_config {
    * recipient's inbox and per sender, across its recipients. A message
    * past one is answered FAILED/TERN_EQUOTA (100000, 1 GiB, 100000, 1 GiB). */
   uint64_t quota_to_msgs, quota_to_bytes, quota_from_msgs, quota_from_bytes;
+  /* The relay-wide budget for DELIVERs sent and not yet acknowledged, in
+   * bytes, across every session (0: none). Past it no session gets more
+   * DELIVERs, except one that has none in flight (so no session starves):
+   * they wait in the store, and go out as acks free room (256 MiB). */
+  uint64_t deliver_budget_bytes;
+  /* Per-device send rate (0: none): messages and body bytes per second,
+   * in a token bucket holding 10 s of either. A MSG past it is answered
+   * BUSY with TERN_ERATE (the client keeps it and retries); an ephemeral
+   * one is dropped. (1000, 16 MiB) */
+  uint32_t send_rate_msgs;
+  uint64_t send_rate_bytes;
   uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
@@ -152,7 +163,10 @@ typedef struct tern__rcore_stats {
   uint64_t delivered;     /* messages acknowledged by a recipient device */
   uint64_t refused;       /* FAILED answers */
   uint64_t over_quota;    /* ... of them TERN_EQUOTA */
-  uint64_t busy;          /* BUSY answers (store failures) */
+  uint64_t busy;          /* BUSY answers (store failures, rate) */
+  uint64_t over_rate;     /* ... of them TERN_ERATE; and ephemeral ones dropped */
+  uint64_t budget_stalls; /* times a session's DELIVERs waited for the budget */
+  uint64_t deliver_bytes; /* gauge: DELIVER bytes unacknowledged, all sessions */
   uint64_t expired;       /* messages expired undelivered */
   uint64_t store_errors;  /* store calls (or commits) that failed */
 } tern__rcore_stats;

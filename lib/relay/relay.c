@@ -157,6 +157,9 @@ void tern_relay_config_default(tern_relay_config *cfg) {
   cfg->probes = 1;
   cfg->recipient_max_messages = cfg->sender_max_messages = 100000;
   cfg->recipient_max_bytes = cfg->sender_max_bytes = 1ull << 30;
+  cfg->deliver_budget_bytes = 256ull << 20;
+  cfg->send_rate_messages = 1000;
+  cfg->send_rate_bytes = 16ull << 20;
 }
 
 /* The relay's log line, through the program's callback (base/log.h). */
@@ -263,6 +266,9 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   cc.quota_to_bytes = r->cfg.recipient_max_bytes;
   cc.quota_from_msgs = r->cfg.sender_max_messages;
   cc.quota_from_bytes = r->cfg.sender_max_bytes;
+  cc.deliver_budget_bytes = r->cfg.deliver_budget_bytes;
+  cc.send_rate_msgs = r->cfg.send_rate_messages;
+  cc.send_rate_bytes = r->cfg.send_rate_bytes;
   cc.log = r->cfg.log;
   cc.log_ctx = r->cfg.log_ctx;
   rc = tern__rcore_new(&r->core, r->store, &cc);
@@ -1055,6 +1061,9 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->messages_delivered = cs.delivered;
   st->messages_refused = cs.refused;
   st->messages_over_quota = cs.over_quota;
+  st->messages_over_rate = cs.over_rate;
+  st->deliver_budget_stalls = cs.budget_stalls;
+  st->deliver_bytes_unacked = cs.deliver_bytes;
   st->messages_busy = cs.busy;
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;

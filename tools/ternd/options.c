@@ -19,7 +19,8 @@ enum {
   K_KEY, K_ALLOW, K_OPEN, K_LISTEN, K_LISTEN_TCP, K_PORT_FILE, K_DATA_DIR, K_RETENTION,
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
-  K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES, NKEYS
+  K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES,
+  K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -57,6 +58,9 @@ static const keydef keys[NKEYS] = {
     [K_RCPT_BYTES] = {"recipient-max-bytes", 1, 0, 1L << 50},
     [K_SEND_MSGS] = {"sender-max-messages", 1, 0, 1L << 40},
     [K_SEND_BYTES] = {"sender-max-bytes", 1, 0, 1L << 50},
+    [K_DELIVER_BUDGET] = {"deliver-budget", 1, 0, 1L << 50},
+    [K_SEND_RATE] = {"send-rate", 1, 0, 1L << 30},
+    [K_SEND_RATE_BYTES] = {"send-rate-bytes", 1, 0, 1L << 40},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -133,6 +137,14 @@ static void usage(FILE *f) {
           "                        quota of what one user sent that is held, across its\n"
           "                        recipients (default 100000; 0: none)\n"
           "  --sender-max-bytes B  the same in body bytes (default 1073741824)\n"
+          "  --deliver-budget B    bytes of deliveries the relay keeps in flight to devices\n"
+          "                        that have not acknowledged them, all sessions together\n"
+          "                        (default 268435456; 0: none). Past it deliveries wait\n"
+          "                        in the store until acknowledgements free room\n"
+          "  --send-rate N         messages a second one device may send, in bursts of up\n"
+          "                        to 10 s worth (default 1000; 0: none). Past it the\n"
+          "                        sender gets BUSY with TERN_ERATE and sends again later\n"
+          "  --send-rate-bytes B   the same in body bytes a second (default 16777216)\n"
           "  --ping-interval MS    ENet ping for clients that announce no keepalive of\n"
           "                        their own (default 60000; spec/keepalive.md)\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
@@ -275,6 +287,9 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_RCPT_BYTES: c->recipient_max_bytes = (uint64_t)n; return 0;
     case K_SEND_MSGS: c->sender_max_messages = (uint64_t)n; return 0;
     case K_SEND_BYTES: c->sender_max_bytes = (uint64_t)n; return 0;
+    case K_DELIVER_BUDGET: c->deliver_budget_bytes = (uint64_t)n; return 0;
+    case K_SEND_RATE: c->send_rate_messages = (uint32_t)n; return 0;
+    case K_SEND_RATE_BYTES: c->send_rate_bytes = (uint64_t)n; return 0;
     case K_PING: c->ping_interval_ms = (uint32_t)n; return 0;
     case K_NO_PROBES: c->probes = !b; return 0;
     case K_METRICS: return parse_metrics(o, v, err, cap);
@@ -495,6 +510,9 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_RCPT_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->recipient_max_bytes); break;
       case K_SEND_MSGS: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->sender_max_messages); break;
       case K_SEND_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->sender_max_bytes); break;
+      case K_DELIVER_BUDGET: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->deliver_budget_bytes); break;
+      case K_SEND_RATE: snprintf(v, sizeof(v), "%u", c->send_rate_messages); break;
+      case K_SEND_RATE_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->send_rate_bytes); break;
       case K_PING: snprintf(v, sizeof(v), "%u", c->ping_interval_ms); break;
       case K_NO_PROBES: s = c->probes ? "false" : "true"; break;
       case K_METRICS:
