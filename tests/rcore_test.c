@@ -1114,3 +1114,47 @@ Test(rcore, the_byte_rate_holds_big_messages_and_drops_ephemeral_ones) {
   cr_assert_eq(st.over_rate, 4);
   close_fixture(&f);
 }
+
+/* A resend from the cursor does not take back what ENet still holds of the
+ * first sending (a peer that stopped answering at all): what the link
+ * reports holding counts against the budget too, and when it falls the
+ * waiting session goes on at once. */
+Test(rcore, what_the_link_still_holds_counts_against_the_budget) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.deliver_budget_bytes = 2u << 20;
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0);
+  memset(big_body, 'l', sizeof big_body);
+  for (uint64_t i = 1; i <= 40; i++) input_msg(&f, 1, i, i - 1, "bob", big_body, sizeof big_body, 10);
+  tern__rcore_commit(f.rc, 10);
+  input_sync(&f, 2, 0, 20);
+  tern__rcore_commit(f.rc, 20);
+  outputs o;
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 17);
+  /* The link holds 3 MiB (say, two sendings of the window to a peer whose
+   * ENet went silent): an ack makes room in the core's count, but nothing
+   * more goes out. */
+  tern__rcore_set_link_bytes(f.rc, 3u << 20);
+  input_ack(&f, 2, 10, 100);
+  tern__rcore_commit(f.rc, 100);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 0, "%d DELIVERs while the link holds more than the budget", o.delivers);
+  tern__rcore_tick(f.rc, 100, WALL + 100); /* (the first expiry sweep, too) */
+  tern__rcore_commit(f.rc, 100);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 0, "the timer sent %d past the budget", o.delivers);
+  cr_assert_neq(tern__rcore_timeout(f.rc, 100), 0, "no busy loop while there is no room");
+  /* ENet let go of them: the session is pumped by the timer. */
+  tern__rcore_set_link_bytes(f.rc, 0);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 110), 0);
+  tern__rcore_tick(f.rc, 110, WALL + 110);
+  tern__rcore_commit(f.rc, 110);
+  take(&f, 2, &o);
+  cr_assert_eq(o.delivers, 10, "%d DELIVERs once the link had room", o.delivers);
+  cr_assert_eq(o.deliver_seq[0], 18);
+  close_fixture(&f);
+}

@@ -77,6 +77,8 @@ struct tern__link {
   enet_uint32 rtt_ms;        /* smoothed RTT last measured to rtt_addr; 0: none */
   size_t preauth_max;        /* relay: largest reassembly before a peer is trusted (0: no gate) */
   uint64_t frag_refused;     /* datagrams the fragment gate refused */
+  uint64_t queued_bytes;     /* bytes of the packets tern__link_send() gave
+                                ENet that ENet still holds */
 };
 
 /* ENet's intercept callback has no context pointer: the link being
@@ -363,9 +365,18 @@ static void connect_sample(tern__link *l, ENetPeer *p) {
   if (peer_real(l, p, &l->rtt_addr) == 0) l->rtt_ms = sample;
 }
 
+/* ENet frees a packet once it is sent (unreliable) or acknowledged
+ * (reliable), or when its peer is reset: what tern's packets hold of ENet's
+ * memory follows from that. */
+static void packet_freed(ENetPacket *pkt) {
+  tern__link *l = pkt->userData;
+  l->queued_bytes -= pkt->dataLength;
+}
+
+uint64_t tern__link_queued_bytes(const tern__link *l) { return l->queued_bytes; }
+
 int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const void *data,
                     size_t len, int mode) {
-  (void)l;
   ENetPeer *p = (ENetPeer *)peer;
   if (p->state != ENET_PEER_STATE_CONNECTED) return TERN_ECLOSED;
   enet_uint32 flags = mode == TERN__LINK_RELIABLE      ? ENET_PACKET_FLAG_RELIABLE
@@ -373,6 +384,9 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
                                                       : 0;
   ENetPacket *pkt = enet_packet_create(data, len, flags);
   if (!pkt) return TERN_ENOMEM;
+  pkt->userData = l;
+  pkt->freeCallback = packet_freed;
+  l->queued_bytes += len;
   if (enet_peer_send(p, channel, pkt) != 0) {
     /* On failure ENet leaves the packet to us (enet_peer_send's contract). */
     enet_packet_destroy(pkt);

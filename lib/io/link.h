@@ -93,6 +93,11 @@ int tern__link_connect_tcp(tern__link *l, const tern__addr *real, tern__link_pee
 int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const void *data,
                     size_t len, int mode);
 
+/* Bytes of the packets tern__link_send() queued that ENet still holds:
+ * waiting to go, or sent reliably and not yet acknowledged by the peer's
+ * ENet (a peer that stops answering keeps them until ENet times it out). */
+uint64_t tern__link_queued_bytes(const tern__link *l);
+
 /* Waits up to timeout_ms for one event (0: poll). Returns 1 with *ev set,
  * 0 if none, TERN_EIO if the socket failed. */
 int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev);

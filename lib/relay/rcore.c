@@ -111,6 +111,7 @@ struct tern__rcore {
   tern__ratelim rate_log;        /* rate refusals: one line per 10 s */
   tern__ratelim budget_log;      /* budget reached: one line per 10 s */
   uint64_t sent_total;           /* sum of every conn's sent_bytes */
+  uint64_t link_bytes;           /* what the link still holds (set_link_bytes) */
 };
 
 void tern__rcore_config_default(tern__rcore_config *cfg) {
@@ -451,9 +452,16 @@ static int sent_add(tern__rcore *rc, conn *c, uint64_t seq, size_t bytes) {
  * A session with nothing in flight may always have one, so that sessions
  * that do not acknowledge cannot starve the others. */
 static int over_budget(const tern__rcore *rc, const conn *c, size_t bytes) {
-  return rc->cfg.deliver_budget_bytes && c->nsent &&
-         rc->sent_total + bytes > rc->cfg.deliver_budget_bytes;
+  uint64_t b = rc->cfg.deliver_budget_bytes;
+  return b && c->nsent && (rc->sent_total + bytes > b || rc->link_bytes >= b);
 }
+
+/* Room under the budget for the sessions waiting for it. */
+static int budget_room(const tern__rcore *rc) {
+  return rc->sent_total < rc->cfg.deliver_budget_bytes && rc->link_bytes < rc->cfg.deliver_budget_bytes;
+}
+
+void tern__rcore_set_link_bytes(tern__rcore *rc, uint64_t bytes) { rc->link_bytes = bytes; }
 
 /* c stopped at the budget: it is pumped again when acks free room. Said
  * at most every 10 s. */
@@ -917,7 +925,7 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
     if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
     if (c->repump) return 0;
-    if (c->budget_wait && rc->sent_total < rc->cfg.deliver_budget_bytes) return 0;
+    if (c->budget_wait && budget_room(rc)) return 0;
     if (c->copies && c->copies->due_ms < best) best = c->copies->due_ms;
     if (c->sent_upto > c->cursor && c->progress_ms + rc->cfg.resend_ms < best)
       best = c->progress_ms + rc->cfg.resend_ms;
@@ -936,7 +944,7 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
       c->sent_upto = c->cursor;
     if (!c->confirmed) continue;
     send_copies(rc, c, now_ms);
-    if (c->budget_wait && rc->sent_total < rc->cfg.deliver_budget_bytes) {
+    if (c->budget_wait && budget_room(rc)) {
       c->budget_wait = 0; /* pump() sets it again if the room is taken first */
       pump(rc, c, now_ms);
     }

@@ -145,6 +145,13 @@ int tern__rcore_hello_fresh(tern__rcore *rc, const uint8_t dev[32], uint64_t tim
  * know: more than 64 rounds). */
 int tern__rcore_ticket(const tern__rcore *rc, uint64_t ticket);
 
+/* What the link layer still holds of the outputs the shell sent, in bytes
+ * (tern__link_queued_bytes: not yet sent, or not yet acknowledged by the
+ * peer's ENet). A resend from a cursor does not take back what ENet still
+ * holds of the first sending, so the delivery budget holds for this too:
+ * at or past it, sessions with DELIVERs in flight get no more. */
+void tern__rcore_set_link_bytes(tern__rcore *rc, uint64_t bytes);
+
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until
  * the next call. */
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out);

@@ -948,6 +948,9 @@ static void handle_timers(tern_relay *r, uint64_t now) {
 }
 
 static int core_timeout(const tern_relay *r, uint64_t now) {
+  /* What ENet still holds of what was sent counts against the delivery
+   * budget too: acks it took in since may have made room. */
+  tern__rcore_set_link_bytes(r->core, tern__link_queued_bytes(r->link));
   int best = tern__rcore_timeout(r->core, now);
   if (r->probes) {
     int t = tern__psvc_timeout(r->probes, now);
@@ -1009,6 +1012,7 @@ int tern_relay_service(tern_relay *r, int timeout_ms) {
     if (rc < 0) return rc;
     uint64_t now = tern__now_ms();
     handle_timers(r, now);
+    tern__rcore_set_link_bytes(r->core, tern__link_queued_bytes(r->link));
     tern__rcore_tick(r->core, now, relay_wall_ms(r));
     send_probe_replies(r, now);
     flush_core(r, now);
