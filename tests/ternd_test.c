@@ -1,5 +1,6 @@
 /* ternd and tern-chat as real processes over loopback UDP. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -997,4 +998,41 @@ Test(ternd, tokens_beside_an_allow_list, .timeout = 120) {
   relay_stop(&r);
   tt_rmtree(kdir);
   free(kdir);
+}
+
+/* Issue 13, finding 8: the store can be world-readable. In a data
+ * directory that is 0755 (made by the operator, not by ternd), and with a
+ * relay.db left there 0644, every file ternd keeps there (the store,
+ * SQLite's -wal and -shm, the disk reserve) is its owner's only. */
+Test(ternd, the_store_is_not_world_readable_in_a_0755_data_dir, .timeout = 60) {
+  char *top = tt_tempdir();
+  char data[700], db[800];
+  snprintf(data, sizeof data, "%s/data", top);
+  mode_t old = umask(022);
+  cr_assert_eq(mkdir(data, 0755), 0);
+  snprintf(db, sizeof db, "%s/relay.db", data);
+  int fd = open(db, O_CREAT | O_WRONLY, 0644); /* empty: SQLite makes it a database */
+  cr_assert_geq(fd, 0);
+  close(fd);
+  umask(old);
+  relay_proc r;
+  relay_start_with(&r, NULL, data, "--open", NULL);
+  DIR *d = opendir(data);
+  cr_assert_not_null(d);
+  int files = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char p[1100];
+    snprintf(p, sizeof p, "%s/%s", data, e->d_name);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    cr_assert_eq(st.st_mode & 077, 0, "%s is mode %o", e->d_name, (unsigned)(st.st_mode & 0777));
+    files++;
+  }
+  closedir(d);
+  cr_assert_geq(files, 2, "the store and its companions: %d files", files);
+  relay_stop(&r);
+  tt_rmtree(top);
+  free(top);
 }
