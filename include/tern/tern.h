@@ -846,7 +846,26 @@ typedef struct tern_relay_config {
    * dropped. Defaults 1000 messages and 16 MiB a second. */
   uint32_t send_rate_messages;
   uint64_t send_rate_bytes;
+  /* Optional: push notifications for devices that are not connected
+   * (spec/push.md). Called on the relay's thread:
+   * - TERN_PUSH_WAITING, after the commit that stored a message for `user`,
+   *   once for each device of the user (a device key the relay has seen
+   *   connect as that user) that has no session, with `waiting` messages
+   *   it has not acknowledged and `sender` the sender of the latest; and
+   *   when a device's session ends (the network lost it, or the client
+   *   left) while messages wait for it;
+   * - TERN_PUSH_CONNECTED, when a session of the device opens (`sender` "",
+   *   `waiting` 0): whatever was pending for it is moot.
+   * Never called for a message that was not committed, nor for ephemeral
+   * messages. Must not block nor call into the relay; the arguments are
+   * valid during the call only. NULL (default): nothing is tracked. */
+  void (*push)(void *ctx, int event, const char *user, const uint8_t device_key[TERN_KEY_BYTES],
+               const char *sender, uint64_t waiting);
+  void *push_ctx;
 } tern_relay_config;
+
+/* The events of tern_relay_config.push. */
+enum { TERN_PUSH_WAITING = 1, TERN_PUSH_CONNECTED = 2 };
 
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
 
@@ -950,6 +969,7 @@ typedef struct tern_relay_stats {
   uint64_t deliver_budget_stalls; /* times a session's deliveries waited for the
                                    relay-wide budget (deliver_budget_bytes) */
   uint64_t deliver_bytes_unacked; /* gauge: DELIVER bytes sent and not yet acknowledged */
+  uint64_t push_events;         /* TERN_PUSH_WAITING events given to tern_relay_config.push */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

@@ -112,6 +112,11 @@ struct tern__rcore {
   tern__ratelim budget_log;      /* budget reached: one line per 10 s */
   uint64_t sent_total;           /* sum of every conn's sent_bytes */
   uint64_t link_bytes;           /* what the link still holds (set_link_bytes) */
+  /* track_stored: (to, from) of what the open round stored, and of what
+   * committed rounds stored that the shell has not taken yet. */
+  struct stored_note { char to[TERN_USER_MAX + 1], from[TERN_USER_MAX + 1]; } *notes;
+  size_t nround, ncommitted, ntaken, capnotes; /* notes[0..ncommitted) committed,
+                                                  [ncommitted..nround) the round's */
 };
 
 void tern__rcore_config_default(tern__rcore_config *cfg) {
@@ -181,6 +186,7 @@ void tern__rcore_free(tern__rcore *rc) {
   }
   tern__outq_clear(&rc->held);
   tern__outq_clear(&rc->ready);
+  free(rc->notes);
   free(rc->buf);
   free(rc);
 }
@@ -259,6 +265,7 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   rc->round_done &= ~(1ull << (rc->round_no % 64));
   rc->round_no++;
   memset(&rc->round, 0, sizeof(rc->round));
+  rc->nround = rc->ncommitted; /* what the round stored is not stored */
   /* Each message the round stored (or answered from a dedup record the
    * round may itself have written) is not stored now: BUSY, so its sender
    * keeps it and retries after its busy interval. Refusals stand. The rest
@@ -670,6 +677,41 @@ static void forward_ephemeral(tern__rcore *rc, conn *from, const tern__fr_msg *m
     if (c->confirmed && strcmp(c->user, to) == 0) emit(rc, c->id, TERN__CH_SIGNAL, 0, w.p, w.len, 1);
 }
 
+/* Notes that the round stored a message for `to` from `from`. Out of
+ * memory loses the note: a push notification is a hint, not a delivery. */
+static void note_stored(tern__rcore *rc, const char *to, const char *from) {
+  if (rc->nround > rc->ncommitted && !strcmp(rc->notes[rc->nround - 1].to, to)) {
+    snprintf(rc->notes[rc->nround - 1].from, sizeof(rc->notes->from), "%s", from);
+    return;
+  }
+  if (rc->nround == rc->capnotes) {
+    size_t cap = rc->capnotes ? rc->capnotes * 2 : 16;
+    struct stored_note *n = realloc(rc->notes, cap * sizeof(*n));
+    if (!n) return;
+    rc->notes = n;
+    rc->capnotes = cap;
+  }
+  snprintf(rc->notes[rc->nround].to, sizeof(rc->notes->to), "%s", to);
+  snprintf(rc->notes[rc->nround].from, sizeof(rc->notes->from), "%s", from);
+  rc->nround++;
+}
+
+int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from) {
+  if (rc->ntaken == rc->ncommitted) {
+    /* All taken: start again from the front, keeping the round's. */
+    if (rc->ntaken) {
+      memmove(rc->notes, rc->notes + rc->ntaken, (rc->nround - rc->ntaken) * sizeof(*rc->notes));
+      rc->nround -= rc->ntaken;
+      rc->ncommitted = rc->ntaken = 0;
+    }
+    return 0;
+  }
+  *to = rc->notes[rc->ntaken].to;
+  *from = rc->notes[rc->ntaken].from;
+  rc->ntaken++;
+  return 1;
+}
+
 static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now_ms,
                    uint64_t wall_ms) {
   char to[TERN_USER_MAX + 1];
@@ -736,6 +778,7 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   if (put.result != TERN__RS_STORED) return;
   rc->round.stored++;
   rc->round_msgs++;
+  if (rc->cfg.track_stored) note_stored(rc, to, c->user);
   send_ack(rc, c, ch, m->cmid, put.seq, wall_ms);
   /* Live sessions of the recipient that are caught up get it now. */
   for (conn *r = rc->conns; r; r = r->next)
@@ -871,6 +914,7 @@ static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
   if (rc->round.stored || rc->round.delivered) rc->fail_streak = 0;
   rc->round_done |= 1ull << (rc->round_no % 64);
   rc->round_no++;
+  rc->ncommitted = rc->nround;
   memset(&rc->round, 0, sizeof(rc->round));
   for (conn *c = rc->conns; c; c = c->next) {
     c->committed_cursor = c->cursor;

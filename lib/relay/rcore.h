@@ -45,6 +45,9 @@ typedef struct tern__rcore_config {
    * one is dropped. (1000, 16 MiB) */
   uint32_t send_rate_msgs;
   uint64_t send_rate_bytes;
+  /* 1: keep, per committed round, who was sent a message by whom, for
+   * tern__rcore_next_stored() (push notifications). 0 (default): not. */
+  int track_stored;
   uint32_t resend_ms;        /* resend unacked DELIVERs/notices after (3000) */
   uint32_t expire_every_ms;  /* how often expiry runs (60000) */
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
@@ -151,6 +154,12 @@ int tern__rcore_ticket(const tern__rcore *rc, uint64_t ticket);
  * holds of the first sending, so the delivery budget holds for this too:
  * at or past it, sessions with DELIVERs in flight get no more. */
 void tern__rcore_set_link_bytes(tern__rcore *rc, uint64_t bytes);
+
+/* With track_stored: the next (recipient, sender) of a message whose
+ * store committed, oldest first (consecutive ones to the same recipient
+ * are given once, with the last sender). 1 if one (the strings are valid
+ * until the next call), 0 if none. */
+int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from);
 
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until
  * the next call. */

@@ -269,6 +269,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   cc.deliver_budget_bytes = r->cfg.deliver_budget_bytes;
   cc.send_rate_msgs = r->cfg.send_rate_messages;
   cc.send_rate_bytes = r->cfg.send_rate_bytes;
+  cc.track_stored = cfg->push != NULL;
   cc.log = r->cfg.log;
   cc.log_ctx = r->cfg.log_ctx;
   rc = tern__rcore_new(&r->core, r->store, &cc);
@@ -756,6 +757,8 @@ static void finish_hello(tern_relay *r, rpeer *p, int committed) {
   set_state(r, p, P_OPEN);
   tern__link_peer_trust(r->link, p->lp);
   p->opened_ms = tern__now_ms();
+  if (r->cfg.push)
+    r->cfg.push(r->cfg.push_ctx, TERN_PUSH_CONNECTED, p->user, p->sess.remote_static, "", 0);
   r->stats.handshakes_ok++;
   r->stats.peers_connected++;
   logf_life_(r, LIM_CONNECT, "user %s connected from %s (key %.16s...%s)", p->user, p->name, key_hex,
@@ -869,8 +872,50 @@ static void commit_and_send(tern_relay *r, uint64_t now) {
 /* Commits the round, then opens the sessions whose HELLO timestamp that
  * commit made durable (or refuses them if it failed), and commits again
  * for what they brought: their device rows and early data. */
+/* ---- push (spec/push.md) ------------------------------------------------- */
+
+/* A session of device `dev` is open. */
+static int device_live(const tern_relay *r, const uint8_t dev[32]) {
+  for (const rpeer *p = r->peers; p; p = p->next)
+    if (p->state == P_OPEN && sodium_memcmp(p->sess.remote_static, dev, TERN_KEY_BYTES) == 0) return 1;
+  return 0;
+}
+
+typedef struct push_ctx {
+  tern_relay *r;
+  const char *user, *from;
+  const uint8_t *only; /* NULL: every device of user; else just this one */
+} push_ctx;
+
+static int push_device(void *ctx, const uint8_t dev[32], uint64_t waiting, const char *last) {
+  push_ctx *pc = ctx;
+  tern_relay *r = pc->r;
+  if (!waiting || (pc->only && memcmp(pc->only, dev, 32) != 0)) return 0;
+  if (!pc->only && device_live(r, dev)) return 0;
+  r->stats.push_events++;
+  r->cfg.push(r->cfg.push_ctx, TERN_PUSH_WAITING, pc->user, dev, last[0] ? last : pc->from, waiting);
+  return 0;
+}
+
+/* Tells the push callback about the devices of `user` (or just `only`)
+ * that messages wait for. */
+static void push_waiting(tern_relay *r, const char *user, const char *from, const uint8_t *only) {
+  push_ctx pc = {r, user, from, only};
+  if (r->store->ops->devices(r->store, user, push_device, &pc) < 0)
+    (void)logf_lim_(r, LIM_HS_STORE, "push: cannot read the devices of %s: %s", user,
+                    r->store->ops->errmsg(r->store));
+}
+
+/* After a commit: who was stored for, by whom (the core keeps it only when
+ * there is a push callback). */
+static void push_stored(tern_relay *r) {
+  const char *to, *from;
+  while (tern__rcore_next_stored(r->core, &to, &from) == 1) push_waiting(r, to, from, NULL);
+}
+
 static void flush_core(tern_relay *r, uint64_t now) {
   commit_and_send(r, now);
+  if (r->cfg.push) push_stored(r);
   int opened = 0;
   for (rpeer *p = r->peers, *next; p; p = next) {
     next = p->next;
@@ -901,7 +946,16 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
       if (!p) break;
       if (p->state == P_OPEN) logf_life_(r, LIM_DISCONNECT, "user %s disconnected (%s)", p->user, p->name);
       tern__link_peer_set_data(ev->peer, NULL);
-      unlink_peer(r, p);
+      {
+        int was_open = p->state == P_OPEN;
+        uint8_t dev[TERN_KEY_BYTES];
+        char user[TERN_USER_MAX + 1];
+        memcpy(dev, p->sess.remote_static, sizeof dev);
+        memcpy(user, p->user, sizeof user);
+        unlink_peer(r, p);
+        /* Messages it had not acknowledged wait for it now. */
+        if (was_open && r->cfg.push && !device_live(r, dev)) push_waiting(r, user, "", dev);
+      }
       break;
     default:
       break;

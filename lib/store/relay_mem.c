@@ -397,6 +397,24 @@ static int mem_floor(tern__relay_store *st, const char *user, uint64_t *floor) {
   return 0;
 }
 
+static int mem_devices(tern__relay_store *st, const char *user, tern__rs_device_fn cb, void *ctx) {
+  mstate *ms = &M(st)->st;
+  for (size_t i = 0; i < ms->devices.n; i++) {
+    const mdevice *d = AT(ms->devices, mdevice, i);
+    if (strcmp(d->user, user)) continue;
+    uint64_t waiting = 0, top = 0;
+    const char *last = "";
+    for (size_t k = 0; k < ms->msgs.n; k++) {
+      const mmsg *m = AT(ms->msgs, mmsg, k);
+      if (m->seq <= d->cursor || strcmp(m->user, user)) continue;
+      waiting++;
+      if (m->seq > top) top = m->seq, last = m->from;
+    }
+    if (cb(ctx, d->dev, waiting, last)) break;
+  }
+  return 0;
+}
+
 static mnotice *find_notice(mstate *ms, const uint8_t dev[32], int kind, uint64_t cmid, size_t *at) {
   for (size_t i = 0; i < ms->notices.n; i++) {
     mnotice *x = AT(ms->notices, mnotice, i);
@@ -557,6 +575,7 @@ static const tern__relay_store_ops mem_ops = {
     .hello_fresh = mem_hello_fresh,
     .acked = mem_acked,
     .floor = mem_floor,
+    .devices = mem_devices,
     .notice_put = mem_notice_put,
     .notice_list = mem_notice_list,
     .notice_del = mem_notice_del,

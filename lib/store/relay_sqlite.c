@@ -141,6 +141,11 @@ static int sq_floor(tern__relay_store *st, const char *user, uint64_t *floor) {
   return rc < 0 ? rc : tern__rstore_floor(S(st)->db, user, floor);
 }
 
+static int sq_devices(tern__relay_store *st, const char *user, tern__rs_device_fn cb, void *ctx) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_devices(S(st)->db, user, cb, ctx);
+}
+
 static int sq_notice_put(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
                          int64_t code) {
   int rc = ensure_txn(S(st));
@@ -230,6 +235,7 @@ static const tern__relay_store_ops sqlite_ops = {
     .hello_fresh = sq_hello_fresh,
     .acked = sq_acked,
     .floor = sq_floor,
+    .devices = sq_devices,
     .notice_put = sq_notice_put,
     .notice_list = sq_notice_list,
     .notice_del = sq_notice_del,

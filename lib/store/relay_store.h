@@ -119,6 +119,10 @@ typedef struct tern__relay_store tern__relay_store;
 typedef void (*tern__rs_delivered_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
                                       uint64_t seq);
 typedef void (*tern__rs_expired_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid);
+/* One device of a user (devices()): its key, the messages past its cursor,
+ * the sender of the latest of them ("" if none). Non-zero stops. */
+typedef int (*tern__rs_device_fn)(void *ctx, const uint8_t dev[32], uint64_t waiting,
+                                  const char *last_sender);
 
 typedef struct tern__relay_store_ops {
   /* Stores a batch in order, each with its own answer in put[i].result (a
@@ -156,6 +160,10 @@ typedef struct tern__relay_store_ops {
   int (*notice_list)(tern__relay_store *s, const uint8_t dev[32],
                      int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code), void *ctx);
   int (*notice_del)(tern__relay_store *s, const uint8_t dev[32], int kind, uint64_t cmid);
+  /* Each device registered to `user`, how many messages of its inbox it
+   * has not acknowledged and who sent the latest of them (for push:
+   * spec/push.md). Reads only; cb returning non-zero stops early. */
+  int (*devices)(tern__relay_store *s, const char *user, tern__rs_device_fn cb, void *ctx);
   /* Removes undelivered messages accepted before `before_ts` (Unix ms),
    * giving each to cb, and forgets resends older than that. */
   int (*expire)(tern__relay_store *s, uint64_t before_ts, tern__rs_expired_fn cb, void *ctx);

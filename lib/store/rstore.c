@@ -114,6 +114,7 @@ enum {
   Q_COUNT,
   Q_HELLO_RAISE,
   Q_HELD,
+  Q_DEVICES,
   Q_N
 };
 
@@ -152,6 +153,10 @@ static const char *const sql[Q_N] = {
     [Q_ACK_SPAN] = ("SELECT seq, length(body) FROM inbox WHERE user = ?1 AND seq > ?2 AND seq <= ?3"
                    " ORDER BY seq"),
     [Q_MIN_SEQ] = "SELECT min(seq) FROM inbox WHERE user = ?1",
+    [Q_DEVICES] = ("SELECT d.dev, (SELECT count(*) FROM inbox i WHERE i.user = d.user AND i.seq > d.cursor),"
+                  " (SELECT sender FROM inbox i WHERE i.user = d.user AND i.seq > d.cursor"
+                  "  ORDER BY seq DESC LIMIT 1)"
+                  " FROM devices d WHERE d.user = ?1"),
     [Q_NOTICE_PUT] = ("INSERT INTO notices(dev, kind, cmid, code) VALUES(?1, ?2, ?3, ?4)"
                      " ON CONFLICT(dev, kind, cmid) DO UPDATE SET code = excluded.code"),
     [Q_NOTICE_LIST] = "SELECT kind, cmid, code FROM notices WHERE dev = ?1 ORDER BY cmid, kind",
@@ -1006,6 +1011,25 @@ int tern__rstore_notice_list(tern__rstore *s, const uint8_t dev[32],
     }
   }
   int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "notice_list");
+  done(q);
+  return ret;
+}
+
+int tern__rstore_devices(tern__rstore *s, const char *user,
+                         tern__rs_device_fn cb, void *ctx) {
+  sqlite3_stmt *q = s->q[Q_DEVICES];
+  bind_text(q, 1, user);
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const void *dev = sqlite3_column_blob(q, 0);
+    if (!dev || sqlite3_column_bytes(q, 0) != 32) continue;
+    const char *last = (const char *)sqlite3_column_text(q, 2);
+    if (cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1), last ? last : "")) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "devices");
   done(q);
   return ret;
 }

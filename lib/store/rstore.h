@@ -180,6 +180,11 @@ int tern__rstore_floor(tern__rstore *s, const char *user, uint64_t *floor);
 /* Notices for a sender device (kinds: relay_store.h). */
 int tern__rstore_notice_put(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid,
                             int64_t code);
+/* Each device registered to `user`, with how many messages of its inbox
+ * are past its cursor (stored, not yet acknowledged by it) and the sender
+ * of the latest of them ("" if none). cb returning non-zero stops early.
+ * Returns 0 or TERN_ESTORE. */
+int tern__rstore_devices(tern__rstore *s, const char *user, tern__rs_device_fn cb, void *ctx);
 int tern__rstore_notice_list(tern__rstore *s, const uint8_t dev[32],
                              int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code),
                              void *ctx);

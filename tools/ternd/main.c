@@ -37,6 +37,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "options.h"
+#include "push.h"
 #include "tokens.h"
 #include "tern/tern.h"
 
@@ -84,7 +85,39 @@ typedef struct auth_state {
   int tokens;        /* --token-key: users come from tokens too */
   revlist revoked;   /* --revoked FILE's entries */
   const char *revoked_path;
+  ternd_push *push;  /* --push-url: the notifier, whose secret SIGHUP reloads */
+  const char *push_secret_path;
 } auth_state;
+
+/* The first line of --push-secret FILE, without its newline, into out.
+ * Returns 0, or -1 with the reason in err. */
+static int read_push_secret(const char *path, char *out, size_t cap, char *err, size_t errcap) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errcap, "cannot read --push-secret %s: %s", path, strerror(errno));
+    return -1;
+  }
+  int ok = fgets(out, (int)cap, f) != NULL;
+  fclose(f);
+  if (ok) out[strcspn(out, "\r\n")] = 0;
+  if (!ok || !out[0]) {
+    snprintf(err, errcap, "--push-secret %s: the first line is empty", path);
+    return -1;
+  }
+  return 0;
+}
+
+/* SIGHUP: the push secret again; a bad file keeps the old one. */
+static void reload_push_secret(auth_state *a) {
+  if (!a->push || !a->push_secret_path) return;
+  char secret[1024], err[600];
+  if (read_push_secret(a->push_secret_path, secret, sizeof(secret), err, sizeof(err)) != 0) {
+    say(0, "push secret reload failed, keeping the old one: %s", err);
+    return;
+  }
+  if (ternd_push_set_secret(a->push, secret) == 0) say(2, "push secret reloaded from %s", a->push_secret_path);
+  explicit_bzero(secret, sizeof(secret));
+}
 
 /* --token-key without --allow or --open: a device without a token is
  * refused (a NULL auth callback would admit it). */
@@ -362,11 +395,13 @@ static int serve(tern_relay *r, int sfd, auth_state *auth, ternd_metrics *metric
     if (pf[0].revents & POLLIN) {
       int signo;
       while ((signo = next_signal(sfd)) > 0) {
-        if (signo == SIGHUP && (auth->path || auth->revoked_path)) {
+        if (signo == SIGHUP && (auth->path || auth->revoked_path || auth->push_secret_path)) {
           size_t keys, users;
           int dropped;
           char err[512];
-          (void)reload_allowlist(auth, &keys, &users, &dropped, err, sizeof(err));
+          if (auth->path || auth->revoked_path)
+            (void)reload_allowlist(auth, &keys, &users, &dropped, err, sizeof(err));
+          reload_push_secret(auth);
         } else if (signo == SIGTERM && !drain->started) {
           (void)start_drain(drain, NULL, NULL);
         } else if (signo == SIGINT || signo == SIGTERM) {
@@ -520,6 +555,33 @@ int main(int argc, char **argv) {
    * freed memory for reuse instead. */
   (void)mallopt(M_TRIM_THRESHOLD, 32 << 20);
 
+  if (o.push_url) {
+    ternd_push_config pc;
+    ternd_push_config_default(&pc);
+    pc.url = o.push_url;
+    pc.interval_s = o.push_interval_s;
+    pc.max_pending = o.push_max_pending;
+    pc.log = relay_log;
+    char secret[1024], err[600];
+    if (o.push_secret_path) {
+      if (read_push_secret(o.push_secret_path, secret, sizeof(secret), err, sizeof(err)) != 0) {
+        say(0, "%s", err);
+        goto out;
+      }
+      pc.secret = secret;
+    }
+    int prc = ternd_push_start(&auth.push, &pc, err, sizeof(err));
+    explicit_bzero(secret, sizeof(secret));
+    if (prc != 0) {
+      say(0, "cannot start push notifications: %s", err);
+      goto out;
+    }
+    auth.push_secret_path = o.push_secret_path;
+    cfg.push = ternd_push_event;
+    cfg.push_ctx = auth.push;
+    say(2, "push: devices with messages waiting are notified at %s (at most every %u s each%s)",
+        o.push_url, o.push_interval_s, o.push_secret_path ? ", with a bearer secret" : "");
+  }
   if (open_relay(&r, &o, &cfg) != 0) goto out;
   say(2, "store %s (%s; undelivered messages kept %llu days; %llu KiB disk reserve)", store_path,
       cfg.durable_fsync ? "fsync per group commit" : "no fsync",
@@ -547,6 +609,7 @@ int main(int argc, char **argv) {
     }
     addr_text(o.metrics_host, ternd_metrics_port(metrics), where, sizeof(where));
     say(2, "metrics on http://%s/metrics", where);
+    if (auth.push) ternd_metrics_set_push(metrics, auth.push);
   }
   char udp_text[300], metrics_text[300];
   addr_text(o.host, tern_relay_port(r), udp_text, sizeof(udp_text));
@@ -600,6 +663,7 @@ out:
   ternd_admin_close(admin); /* removes the socket file */
   ternd_metrics_stop(metrics); /* before the relay: the scrapes read no more */
   tern_relay_free(r);
+  ternd_push_stop(auth.push); /* after the relay: it calls the notifier */
   allowlist_free(&auth.list);
   revlist_free(&auth.revoked);
   for (int i = 0; i < 2; i++)

@@ -37,6 +37,7 @@ struct ternd_metrics {
   _Atomic uint64_t skipped; /* publishes skipped: a scrape held the lock */
   pthread_mutex_t mu;
   tern_relay_stats snap; /* under mu */
+  ternd_push *push;      /* under mu; NULL: no push notifications */
 };
 
 /* When this process started, Unix seconds: its start in clock ticks after
@@ -182,6 +183,34 @@ static void format_relay(FILE *f, const tern_relay_stats *s, const ternd_metrics
           (unsigned long long)s->store_commits);
 }
 
+/* spec/push.md, "Metrics". */
+static void format_push(FILE *f, ternd_push *p) {
+  ternd_push_stats ps;
+  ternd_push_get_stats(p, &ps);
+  metric(f, "counter", "tern_push_sent_total", "Push POSTs the backend took (2xx).", ps.sent);
+  metric(f, "counter", "tern_push_failed_total",
+         "Push POSTs that failed (no answer, 5xx, 429, or another 4xx).", ps.failed);
+  metric(f, "counter", "tern_push_retried_total", "Failed push POSTs scheduled again.", ps.retried);
+  metric(f, "counter", "tern_push_coalesced_total",
+         "Push events folded into a POST already due for the device.", ps.coalesced);
+  metric(f, "gauge", "tern_push_pending", "Devices with a push POST due, in flight or retrying.",
+         ps.pending);
+  fprintf(f, "# HELP tern_push_dropped_total Push notifications dropped: the backend refused "
+             "(4xx), the pending table was full, or the POSTs failed for an hour.\n"
+             "# TYPE tern_push_dropped_total counter\n"
+             "tern_push_dropped_total{reason=\"4xx\"} %llu\n"
+             "tern_push_dropped_total{reason=\"full\"} %llu\n"
+             "tern_push_dropped_total{reason=\"expired\"} %llu\n",
+          (unsigned long long)ps.dropped_4xx, (unsigned long long)ps.dropped_full,
+          (unsigned long long)ps.dropped_expired);
+}
+
+void ternd_metrics_set_push(ternd_metrics *m, ternd_push *p) {
+  pthread_mutex_lock(&m->mu);
+  m->push = p;
+  pthread_mutex_unlock(&m->mu);
+}
+
 static void format_process(FILE *f, const ternd_metrics *m) {
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0)
@@ -259,6 +288,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   tern_relay_stats s;
   pthread_mutex_lock(&m->mu);
   s = m->snap;
+  ternd_push *push = m->push;
   pthread_mutex_unlock(&m->mu);
   m->scrapes++;
   char *body = NULL;
@@ -266,6 +296,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   FILE *f = open_memstream(&body, &len);
   if (!f) return MHD_NO;
   format_relay(f, &s, m);
+  if (push) format_push(f, push);
   format_process(f, m);
   if (fclose(f) != 0) {
     free(body);

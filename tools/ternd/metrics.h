@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "push.h"
 #include "tern/tern.h"
 
 typedef struct ternd_metrics ternd_metrics;
@@ -30,6 +31,9 @@ uint16_t ternd_metrics_port(const ternd_metrics *m);
  * returns 0 when published, 1 when a scrape was copying the snapshot at
  * that moment (publish again soon: the loop should not sleep long). */
 int ternd_metrics_publish(ternd_metrics *m, const tern_relay_stats *st);
+/* Exports the push notifier's counters too (spec/push.md); borrowed: stop
+ * the metrics before the notifier. */
+void ternd_metrics_set_push(ternd_metrics *m, ternd_push *p);
 /* Stops the server and its thread, frees m. NULL is fine. */
 void ternd_metrics_stop(ternd_metrics *m);
 

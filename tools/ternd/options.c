@@ -20,7 +20,8 @@ enum {
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
   K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES,
-  K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, NKEYS
+  K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, K_PUSH_URL, K_PUSH_SECRET, K_PUSH_INTERVAL,
+  K_PUSH_MAX, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -61,6 +62,10 @@ static const keydef keys[NKEYS] = {
     [K_DELIVER_BUDGET] = {"deliver-budget", 1, 0, 1L << 50},
     [K_SEND_RATE] = {"send-rate", 1, 0, 1L << 30},
     [K_SEND_RATE_BYTES] = {"send-rate-bytes", 1, 0, 1L << 40},
+    [K_PUSH_URL] = {"push-url", 1, 0, 0},
+    [K_PUSH_SECRET] = {"push-secret", 1, 0, 0},
+    [K_PUSH_INTERVAL] = {"push-interval", 1, 1, 3600},
+    [K_PUSH_MAX] = {"push-max-pending", 1, 1, 1000000},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -145,6 +150,16 @@ static void usage(FILE *f) {
           "                        to 10 s worth (default 1000; 0: none). Past it the\n"
           "                        sender gets BUSY with TERN_ERATE and sends again later\n"
           "  --send-rate-bytes B   the same in body bytes a second (default 16777216)\n"
+          "  --push-url URL        tell the app's backend, by an HTTP POST to URL, when\n"
+          "                        messages wait for a device that is not connected\n"
+          "                        (user, device key, sender, count; never the content;\n"
+          "                        spec/push.md). Default: no push\n"
+          "  --push-secret FILE    its first line goes as 'Authorization: Bearer ...'\n"
+          "                        (read at start and on SIGHUP)\n"
+          "  --push-interval S     at most one POST per device every S seconds; what\n"
+          "                        comes between is folded into the next (default 30)\n"
+          "  --push-max-pending N  devices with a POST due or retrying, at most\n"
+          "                        (default 10000); past it new ones are dropped, logged\n"
           "  --ping-interval MS    ENet ping for clients that announce no keepalive of\n"
           "                        their own (default 60000; spec/keepalive.md)\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
@@ -266,6 +281,15 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_DATA_DIR: return set_str(&o->data_dir, v, err, cap);
     case K_ADMIN_SOCKET: return set_str(&o->admin_path, v, err, cap);
     case K_TOKEN_KEY: return set_str(&o->token_key, v, err, cap);
+    case K_PUSH_URL:
+      if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+        snprintf(err, cap, "wants an http:// or https:// URL, not '%s'", v);
+        return -1;
+      }
+      return set_str(&o->push_url, v, err, cap);
+    case K_PUSH_SECRET: return set_str(&o->push_secret_path, v, err, cap);
+    case K_PUSH_INTERVAL: o->push_interval_s = (uint32_t)n; return 0;
+    case K_PUSH_MAX: o->push_max_pending = (uint32_t)n; return 0;
     case K_REVOKED: return set_str(&o->revoked_path, v, err, cap);
     case K_OPEN: o->open_mode = b; return 0;
     case K_DRAIN_DEADLINE: o->drain_deadline_s = (uint32_t)n; return 0;
@@ -408,6 +432,8 @@ static void defaults(ternd_opts *o) {
   o->tcp_port = -1;
   o->drain_deadline_s = 20;
   o->drain_spread_s = 10;
+  o->push_interval_s = 30;
+  o->push_max_pending = 10000;
   o->verbosity = 2;
   o->data_dir = strdup("ternd-data");
 }
@@ -494,6 +520,10 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_DATA_DIR: s = o->data_dir; break;
       case K_ADMIN_SOCKET: s = o->admin_path; break;
       case K_TOKEN_KEY: s = o->token_key; break;
+      case K_PUSH_URL: s = o->push_url; break;
+      case K_PUSH_SECRET: s = o->push_secret_path; break;
+      case K_PUSH_INTERVAL: snprintf(v, sizeof(v), "%u", o->push_interval_s); break;
+      case K_PUSH_MAX: snprintf(v, sizeof(v), "%u", o->push_max_pending); break;
       case K_REVOKED: s = o->revoked_path; break;
       case K_OPEN: s = o->open_mode ? "true" : "false"; break;
       case K_DRAIN_DEADLINE: snprintf(v, sizeof(v), "%u", o->drain_deadline_s); break;
@@ -543,5 +573,7 @@ void ternd_opts_free(ternd_opts *o) {
   free(o->admin_path);
   free(o->token_key);
   free(o->revoked_path);
+  free(o->push_url);
+  free(o->push_secret_path);
   memset(o, 0, sizeof(*o));
 }

@@ -31,6 +31,10 @@ typedef struct ternd_opts {
   char metrics_host[256]; /* --metrics HOST (an IP literal) */
   uint16_t metrics_port;
   char *admin_path;       /* --admin-socket, or NULL */
+  char *push_url;         /* --push-url URL, or NULL: no push notifications */
+  char *push_secret_path; /* --push-secret FILE, or NULL */
+  uint32_t push_interval_s;  /* --push-interval (30) */
+  uint32_t push_max_pending; /* --push-max-pending (10000) */
   uint32_t drain_deadline_s; /* --drain-deadline: a drain ends after this (20) */
   uint32_t drain_spread_s;   /* --drain-spread: the clients' delays span this (10) */
   int verbosity;          /* 0 error, 1 warning, 2 info (default), 3 debug */
