@@ -145,7 +145,7 @@ static void world_start(world *w, const char *interval, const char *extra, const
 }
 
 static void world_stop(world *w) {
-  cr_assert_eq(tt_stop(w->ternd, 5000), 0, "ternd exits 0 on SIGTERM");
+  if (tt_stop(w->ternd, 5000) != 0) cr_assert_fail("ternd did not exit 0 on SIGTERM; its log:\n%s", tt_read_file(w->log));
   sink_stop(&w->sk);
   tt_rmtree(w->dir);
   free(w->dir);

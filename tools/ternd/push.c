@@ -282,21 +282,24 @@ static void failed(ternd_push *p, entry *e, uint64_t now, long retry_after_s, co
 }
 
 static void finished(ternd_push *p, CURLMsg *m, uint64_t now) {
+  /* m belongs to the handle: everything is read from it before cleanup. */
+  CURL *easy = m->easy_handle;
+  CURLcode result = m->data.result;
   char *key = NULL;
-  curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &key);
+  curl_easy_getinfo(easy, CURLINFO_PRIVATE, &key);
   entry *e = key ? find(p, (const uint8_t *)key) : NULL;
   free(key);
   long code = 0;
   curl_off_t retry_after = 0;
-  curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_getinfo(m->easy_handle, CURLINFO_RETRY_AFTER, &retry_after);
-  curl_multi_remove_handle(p->multi, m->easy_handle);
-  curl_easy_cleanup(m->easy_handle);
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
+  curl_multi_remove_handle(p->multi, easy);
+  curl_easy_cleanup(easy);
   if (!e) return;
   release_request(e);
   char why[96];
-  if (m->data.result != CURLE_OK) {
-    snprintf(why, sizeof(why), "%s", curl_easy_strerror(m->data.result));
+  if (result != CURLE_OK) {
+    snprintf(why, sizeof(why), "%s", curl_easy_strerror(result));
     failed(p, e, now, 0, why);
   } else if (code >= 200 && code < 300) {
     p->st.sent++;
