@@ -271,12 +271,17 @@ Test(push, a_burst_is_coalesced_into_one_post_per_interval, .timeout = 60) {
     pump(&a, 1, 50);
   }
   pump(&a, 1, 5000);
+  /* Two POSTs when the sends take their 0.6 s; a third only if a loaded
+   * machine spread them past the interval. Never two within one. */
   int n = sink_count(&w.sk);
-  cr_assert_eq(n, 2, "%d POSTs for 12 messages in 0.6 s with a 2 s interval", n);
-  cr_assert(strstr(w.sk.posts[1].body, "\"waiting\":12}") != NULL, "the second POST: %s", w.sk.posts[1].body);
-  uint64_t gap = w.sk.posts[1].at_ms - w.sk.posts[0].at_ms;
-  cr_assert(gap >= 1900 && gap <= 3500, "the second POST came %llu ms after the first",
-            (unsigned long long)gap);
+  cr_assert(n == 2 || n == 3, "%d POSTs for 12 messages in 0.6 s with a 2 s interval", n);
+  cr_assert(strstr(w.sk.posts[n - 1].body, "\"waiting\":12}") != NULL, "the last POST: %s",
+            w.sk.posts[n - 1].body);
+  for (int k = 1; k < n; k++) {
+    uint64_t gap = w.sk.posts[k].at_ms - w.sk.posts[k - 1].at_ms;
+    cr_assert(gap >= 1900 && gap <= 4000, "POST %d came %llu ms after the one before", k + 1,
+              (unsigned long long)gap);
+  }
   tern_client_free(a);
   world_stop(&w);
 }
@@ -299,8 +304,9 @@ Test(push, a_failing_backend_is_retried_with_backoff_and_a_refusal_is_dropped, .
   cr_assert_eq(tern_client_send(a, "bob", "two", 3, NULL), 0);
   cr_assert_eq(wait_posts(&w, &a, 1, 3, 8000), 3, "%d POSTs:\n%s", sink_count(&w.sk), tt_read_file(w.log));
   uint64_t g1 = w.sk.posts[1].at_ms - w.sk.posts[0].at_ms, g2 = w.sk.posts[2].at_ms - w.sk.posts[1].at_ms;
-  cr_assert(g1 >= 700 && g1 <= 1600, "first retry after %llu ms", (unsigned long long)g1);
-  cr_assert(g2 >= 1500 && g2 <= 3000, "second retry after %llu ms", (unsigned long long)g2);
+  /* 1 s and 2 s, +-20 %, plus what a loaded machine adds. */
+  cr_assert(g1 >= 750 && g1 <= 2500, "first retry after %llu ms", (unsigned long long)g1);
+  cr_assert(g2 >= 1550 && g2 <= 4000, "second retry after %llu ms", (unsigned long long)g2);
   cr_assert(strstr(w.sk.posts[2].body, "\"waiting\":2}") != NULL, "%s", w.sk.posts[2].body);
   pump(&a, 1, 1500);
   cr_assert_eq(sink_count(&w.sk), 3, "more POSTs after one got through");
