@@ -37,6 +37,8 @@ typedef struct rec {
   size_t len;
   uint64_t at_ms; /* when the app took it */
   int used;       /* consumed by a wait */
+  int online;     /* PRESENCE */
+  uint64_t time_ms; /* server_time_ms */
 } rec;
 
 typedef struct peer {
@@ -61,6 +63,7 @@ typedef struct world {
   int (*may_send)(void *, const char *, const char *);
   uint64_t recipient_max_messages; /* 0: the relay's default */
   uint32_t send_rate_messages;     /* 0: the relay's default */
+  int (*may_see)(void *, const char *, const char *); /* presence, or NULL */
   peer p[MAX_PEERS];
   size_t np;
 } world;
@@ -86,6 +89,7 @@ static void relay_up(world *w) {
   rc.may_send = w->may_send;
   if (w->recipient_max_messages) rc.recipient_max_messages = w->recipient_max_messages;
   if (w->send_rate_messages) rc.send_rate_messages = w->send_rate_messages;
+  rc.may_see_presence = w->may_see;
   int r = tern_relay_new(&w->relay, &rc);
   cr_assert_eq(r, 0, "tern_relay_new: %s", tern_strerror(r));
   if (!w->port) w->port = tern_relay_port(w->relay);
@@ -159,6 +163,8 @@ static void take_events(peer *p) {
     r->error = ev.error;
     r->cmid = ev.cmid;
     r->seq = ev.seq;
+    r->online = ev.online;
+    r->time_ms = ev.server_time_ms;
     snprintf(r->user, sizeof(r->user), "%s", ev.user);
     r->body = malloc(ev.body_len + 1);
     cr_assert_not_null(r->body);
@@ -706,6 +712,50 @@ Test(messaging, a_device_past_its_send_rate_is_told_and_loses_nothing, .timeout 
   cr_assert(rs.messages_over_rate > 0);
   pump(&w, 100);
   cr_assert_eq(tern_client_outbox_size(w.p[a].c), 0);
+  world_free(&w);
+}
+
+static int alice_and_bob_see_each_other(void *ctx, const char *watcher, const char *user) {
+  (void)ctx;
+  return (!strcmp(watcher, "alice") && !strcmp(user, "bob")) ||
+         (!strcmp(watcher, "bob") && !strcmp(user, "alice"));
+}
+
+/* Presence (issue 14, item 5) through a real relay and clients: contacts
+ * see each other come online and leave, with when; others see nothing. */
+Test(messaging, contacts_see_each_other_come_online_and_leave, .timeout = 30) {
+  world w;
+  world_init(&w);
+  w.may_see = alice_and_bob_see_each_other;
+  relay_up(&w);
+  size_t a = peer_add(&w, "alice", NULL, 1);
+  size_t c = peer_add(&w, "carol", NULL, 1);
+  cr_assert_not_null(wait_ev(&w, a, TERN_EV_CONNECTED, 5000));
+  cr_assert_not_null(wait_ev(&w, c, TERN_EV_CONNECTED, 5000));
+  uint64_t before = (uint64_t)time(NULL) * 1000;
+  size_t b = peer_add(&w, "bob", NULL, 1);
+  rec *p = wait_ev(&w, a, TERN_EV_PRESENCE, 5000);
+  cr_assert_not_null(p, "alice was not told bob came online");
+  cr_assert_str_eq(p->user, "bob");
+  cr_assert_eq(p->online, 1);
+  cr_assert(p->time_ms + 1000 >= before, "online since %llu", (unsigned long long)p->time_ms);
+  p = wait_ev(&w, b, TERN_EV_PRESENCE, 5000);
+  cr_assert_not_null(p, "bob was not told alice is online");
+  cr_assert_str_eq(p->user, "alice");
+  cr_assert_eq(p->online, 1);
+  /* bob leaves (his client goes away): alice is told, with when. */
+  pump(&w, 300);
+  tern_client_free(w.p[b].c);
+  w.p[b].c = NULL;
+  p = wait_ev(&w, a, TERN_EV_PRESENCE, 15000);
+  cr_assert_not_null(p, "alice was not told bob left");
+  cr_assert_eq(p->online, 0);
+  cr_assert(p->time_ms >= before, "last seen %llu", (unsigned long long)p->time_ms);
+  pump(&w, 200);
+  cr_assert_eq(count_ev(&w.p[c], TERN_EV_PRESENCE), 0, "carol, nobody's contact, heard of someone");
+  tern_relay_stats rs;
+  tern_relay_get_stats(w.relay, &rs);
+  cr_assert_eq(rs.presence_sent, 3);
   world_free(&w);
 }
 

@@ -1158,3 +1158,179 @@ Test(rcore, what_the_link_still_holds_counts_against_the_budget) {
   cr_assert_eq(o.deliver_seq[0], 18);
   close_fixture(&f);
 }
+
+/* ---- presence and typing (issue 14, item 5) -------------------------------- */
+
+/* Who may see whom: everyone but carol, who sees and is seen by nobody. */
+static int see_all_but_carol(void *ctx, const char *watcher, const char *user) {
+  (void)ctx;
+  return strcmp(watcher, "carol") && strcmp(user, "carol");
+}
+
+typedef struct presences {
+  int n;
+  char user[8][TERN_USER_MAX + 1];
+  int online[8];
+  uint64_t since[8];
+} presences;
+
+/* The PRESENCE frames released, per connection id (0..7; the rest is
+ * dropped). */
+static void take_presence_all(fixture *f, presences by_conn[8]) {
+  memset(by_conn, 0, 8 * sizeof(*by_conn));
+  tern__rcore_out out;
+  while (tern__rcore_next(f->rc, &out) == 1) {
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, out.data, out.len);
+    uint8_t type;
+    while (tern__frame_next(&r, &type, &body) == 1) {
+      if (type != TERN__FR_PRESENCE || out.conn >= 8) continue;
+      cr_assert_eq(out.reliable, 0, "presence goes unreliably");
+      tern__fr_presence fp;
+      cr_assert_eq(tern__fr_presence_read(&body, &fp), 0);
+      presences *p = &by_conn[out.conn];
+      if (p->n < 8) {
+        memcpy(p->user[p->n], fp.user, fp.user_len);
+        p->online[p->n] = (int)fp.online;
+        p->since[p->n] = fp.since_ms;
+      }
+      p->n++;
+    }
+  }
+}
+
+static void take_presence(fixture *f, uint64_t conn, presences *p) {
+  presences all[8];
+  take_presence_all(f, all);
+  *p = all[conn];
+}
+
+static void open_synced(fixture *f, uint64_t id, const char *user, uint8_t fill, uint64_t now) {
+  uint8_t dev[32];
+  memset(dev, fill, sizeof dev);
+  cr_assert_eq(tern__rcore_open(f->rc, id, user, dev, now), 0);
+  input_sync(f, id, 0, now);
+  tern__rcore_commit(f->rc, now);
+}
+
+Test(rcore, contacts_learn_who_is_online_and_when_they_were_last_seen) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.may_see = see_all_but_carol;
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  presences p;
+  open_synced(&f, 1, "alice", 0xa1, 100);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "alice alone: nobody to tell about");
+  /* bob comes: alice is told he is online; bob learns alice is. */
+  open_synced(&f, 2, "bob", 0xb1, 200);
+  presences all[8];
+  take_presence_all(&f, all);
+  presences pa = all[1], pb = all[2];
+  cr_assert_eq(pa.n, 1);
+  cr_assert_str_eq(pa.user[0], "bob");
+  cr_assert_eq(pa.online[0], 1);
+  cr_assert_eq(pa.since[0], WALL + 200);
+  cr_assert_eq(pb.n, 1);
+  cr_assert_str_eq(pb.user[0], "alice");
+  cr_assert_eq(pb.since[0], WALL + 100);
+  /* carol comes and goes: nobody hears of her, she hears of nobody. */
+  open_synced(&f, 3, "carol", 0xc1, 300);
+  take_presence(&f, 3, &p);
+  cr_assert_eq(p.n, 0, "carol was told about %d users", p.n);
+  tern__rcore_close(f.rc, 3);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "alice was told about carol");
+  /* bob's second device changes nothing; his last session going does. */
+  open_synced(&f, 4, "bob", 0xb2, 2000);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "a second device of bob is no news");
+  tern__rcore_close(f.rc, 2);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "bob still has a session");
+  input_sync(&f, 1, 0, 2500); /* (the core's clock) */
+  tern__rcore_close(f.rc, 4);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 1);
+  cr_assert_eq(p.online[0], 0);
+  cr_assert_eq(p.since[0], WALL + 2500, "last seen %llu", (unsigned long long)p.since[0]);
+  /* dave connects later: he learns alice is online and bob was last seen then. */
+  open_synced(&f, 5, "dave", 0xd1, 3000);
+  take_presence(&f, 5, &p);
+  cr_assert_eq(p.n, 2, "dave was told about %d users", p.n);
+  int bob = strcmp(p.user[0], "bob") == 0 ? 0 : 1;
+  cr_assert_str_eq(p.user[bob], "bob");
+  cr_assert_eq(p.online[bob], 0);
+  cr_assert_eq(p.since[bob], WALL + 2500);
+  cr_assert_eq(p.online[1 - bob], 1);
+  close_fixture(&f);
+}
+
+/* A user whose sessions flap is told at most once per presence_min_ms,
+ * with the state it has then; a flap back within it is no news at all. */
+Test(rcore, presence_of_a_flapping_user_is_paced) {
+  tern__rcore_config cfg;
+  tern__rcore_config_default(&cfg);
+  cfg.may_see = see_all_but_carol;
+  fixture f;
+  open_fixture_with(&f, 0, &cfg);
+  presences p;
+  open_synced(&f, 1, "alice", 0xa1, 100);
+  open_synced(&f, 2, "bob", 0xb1, 200);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 1); /* bob online, at 200 */
+  /* Gone at 300 and back at 400: within the second, nothing. */
+  tern__rcore_close(f.rc, 2);
+  open_synced(&f, 3, "bob", 0xb1, 400);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "a flap within the second told alice %d times", p.n);
+  tern__rcore_tick(f.rc, 1300, WALL + 1300);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "nothing changed in the end");
+  /* Gone at 1500 (told at once: the last change was at 200) ... */
+  input_sync(&f, 1, 0, 1500);
+  tern__rcore_close(f.rc, 3);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 1);
+  cr_assert_eq(p.online[0], 0);
+  /* ... back at 1600: held until 2500, then told. */
+  open_synced(&f, 4, "bob", 0xb1, 1600);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 0, "told within the second");
+  cr_assert_eq(tern__rcore_timeout(f.rc, 1600) <= 900, 1, "the timer is set for the held change");
+  tern__rcore_tick(f.rc, 2500, WALL + 2500);
+  take_presence(&f, 1, &p);
+  cr_assert_eq(p.n, 1);
+  cr_assert_eq(p.online[0], 1);
+  close_fixture(&f);
+}
+
+/* Typing indicators and other ephemeral messages: 20 a second per session,
+ * in bursts of 40; the rest are dropped (best effort), counted. */
+Test(rcore, typing_is_rate_limited) {
+  fixture f;
+  open_fixture(&f, 0);
+  tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0);
+  open_synced(&f, 2, "bob", 0xbb, 0);
+  outputs o;
+  take(&f, 2, &o);
+  uint8_t buf[128];
+  tern__wbuf w;
+  int got = 0;
+  for (int i = 0; i < 100; i++) {
+    tern__wbuf_init(&w, buf, sizeof buf);
+    tern__fr_msg m = {.peer = (const uint8_t *)"bob", .peer_len = 3, .flags = TERN__MSGF_EPHEMERAL,
+                      .body = (const uint8_t *)"typing", .body_len = 6};
+    tern__fr_msg_write(&w, TERN__FR_MSG, &m);
+    cr_assert_eq(tern__rcore_input(f.rc, 1, buf, w.len, 10, WALL + 10), 0);
+  }
+  tern__rcore_commit(f.rc, 10);
+  take(&f, 2, &o);
+  got = o.delivers;
+  cr_assert_eq(got, 40, "%d of 100 typing messages in one instant went through", got);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.over_rate, 60);
+  close_fixture(&f);
+}

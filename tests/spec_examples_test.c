@@ -71,6 +71,7 @@ static specex TOKEN_BACKEND_PUB;
 static specex TOKEN_BYTES;
 static specex HELLO_FRAME_TOKEN;
 static specex GOAWAY_FRAME;
+static specex PRESENCE_FRAME;
 
 static const struct {
   const char *name;
@@ -113,6 +114,7 @@ static const struct {
     {"token-bytes", &TOKEN_BYTES},
     {"hello-frame-token", &HELLO_FRAME_TOKEN},
     {"goaway-frame", &GOAWAY_FRAME},
+    {"presence-frame", &PRESENCE_FRAME},
 };
 
 static void setup(void) {
@@ -200,6 +202,9 @@ Test(spec, relay_core_defaults) {
   cr_assert_eq(cfg.deliver_budget_bytes, 256ull << 20);
   cr_assert_eq(cfg.send_rate_msgs, 1000);
   cr_assert_eq(cfg.send_rate_bytes, 16ull << 20);
+  cr_assert_eq(cfg.ephemeral_rate, 20);
+  cr_assert_eq(cfg.presence_min_ms, 1000);
+  cr_assert_null(cfg.may_see);
   cr_assert_eq(cfg.expire_every_ms, 60000);
   cr_assert_eq(cfg.retention_ms, 30ull * 24 * 3600 * 1000);
   cr_assert_eq(cfg.busy_ms, 2000);
@@ -620,6 +625,29 @@ Test(spec, goaway_frame) {
   cr_assert_eq(one_frame(GOAWAY_FRAME.b, GOAWAY_FRAME.n, body), TERN__FR_GOAWAY);
   cr_assert_eq(tern__fr_u64_read(&body[0], &delay), 0);
   cr_assert_eq(delay, 2500);
+}
+
+/* spec/wire.md §6.15: PRESENCE, and a state other than 0 or 1 refused. */
+Test(spec, presence_frame_example) {
+  uint8_t buf[64];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cr_assert_eq(TERN__FR_PRESENCE, 0x28);
+  tern__fr_presence p = {.user = (const uint8_t *)"bob", .user_len = 3, .online = 0,
+                         .since_ms = 1700000000000ull};
+  tern__fr_presence_write(&w, &p);
+  ASSERT_WBUF(w, PRESENCE_FRAME, "PRESENCE frame");
+  tern__rbuf body[2];
+  tern__fr_presence q;
+  cr_assert_eq(one_frame(PRESENCE_FRAME.b, PRESENCE_FRAME.n, body), TERN__FR_PRESENCE);
+  cr_assert_eq(tern__fr_presence_read(&body[0], &q), 0);
+  cr_assert(q.user_len == 3 && memcmp(q.user, "bob", 3) == 0 && q.online == 0 &&
+            q.since_ms == 1700000000000ull);
+  uint8_t bad[16];
+  memcpy(bad, PRESENCE_FRAME.b, PRESENCE_FRAME.n);
+  bad[6] = 2; /* online 2 */
+  cr_assert_eq(one_frame(bad, PRESENCE_FRAME.n, body), TERN__FR_PRESENCE);
+  cr_assert_eq(tern__fr_presence_read(&body[0], &q), TERN_EPROTO);
 }
 
 /* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,

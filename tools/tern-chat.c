@@ -205,6 +205,18 @@ static void print_event(const tern_event *ev) {
         fprintf(stderr, "tern-chat: error (%s): %.*s\n", tern_errname(ev->error),
                 (int)ev->body_len, (const char *)ev->body);
       break;
+    case TERN_EV_PRESENCE: {
+      time_t t = (time_t)(ev->server_time_ms / 1000);
+      struct tm tm;
+      char when[32];
+      localtime_r(&t, &tm);
+      strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+      if (interactive) printf("  * %s is %s (%s %s)\n", ev->user, ev->online ? "online" : "offline",
+                              ev->online ? "since" : "last seen", when);
+      else printf("presence %s %s %llu\n", ev->user, ev->online ? "online" : "offline",
+                  (unsigned long long)ev->server_time_ms);
+      break;
+    }
     case TERN_EV_KEEPALIVE: {
       tern_keepalive_info ki;
       tern_client_keepalive(the_client, &ki);

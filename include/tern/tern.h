@@ -388,6 +388,13 @@ typedef enum tern_event_type {
    *    outbox, so after a restart it is sent again and that event may come
    *    a second time. */
   TERN_EV_ERROR = 8,
+  /* A contact came online or went offline (on a relay that tells presence:
+   * spec/messages.md §13). `user` is the contact, `online` 1 or 0, and
+   * `server_time_ms` since when it is online, or when it was last seen.
+   * At each connect the relay tells the state of every contact it knows
+   * of; then each change. Best effort (it travels unreliably): the next
+   * connect tells the state again. */
+  TERN_EV_PRESENCE = 9,
 } tern_event_type;
 
 typedef struct tern_event {
@@ -404,6 +411,7 @@ typedef struct tern_event {
   /* DISCONNECTED: in how many ms the client tries again (0: it will not,
    * the app asked to be offline). */
   uint64_t retry_ms;
+  int online;         /* PRESENCE: 1 online, 0 offline */
 } tern_event;
 
 /* Thread safety: tern_client_send(), tern_client_send_ephemeral(),
@@ -862,6 +870,14 @@ typedef struct tern_relay_config {
   void (*push)(void *ctx, int event, const char *user, const uint8_t device_key[TERN_KEY_BYTES],
                const char *sender, uint64_t waiting);
   void *push_ctx;
+  /* Optional: presence (spec/messages.md §13). 1 if `watcher` may see
+   * whether `user` is online and when it was last seen. The relay tells a
+   * session, when it connects, the state of every user it may see that
+   * was online since the relay started, and then each change (at most one
+   * a second per user). Called on the relay's thread, often (per session
+   * and user), so it must be quick. NULL (default): no presence. */
+  int (*may_see_presence)(void *ctx, const char *watcher, const char *user);
+  void *may_see_presence_ctx;
 } tern_relay_config;
 
 /* The events of tern_relay_config.push. */
@@ -970,6 +986,7 @@ typedef struct tern_relay_stats {
                                    relay-wide budget (deliver_budget_bytes) */
   uint64_t deliver_bytes_unacked; /* gauge: DELIVER bytes sent and not yet acknowledged */
   uint64_t push_events;         /* TERN_PUSH_WAITING events given to tern_relay_config.push */
+  uint64_t presence_sent;       /* PRESENCE updates sent to sessions */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

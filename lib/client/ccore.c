@@ -556,6 +556,18 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         if (tern__fr_msg_read(&body, TERN__FR_DELIVER, &m) == 0) on_deliver(cc, &m, now_ms);
         break;
       }
+      case TERN__FR_PRESENCE: {
+        tern__fr_presence p;
+        if (tern__fr_presence_read(&body, &p) != 0) break;
+        char who[TERN_USER_MAX + 1];
+        memcpy(who, p.user, p.user_len);
+        who[p.user_len] = 0;
+        tern_event ev = {.type = TERN_EV_PRESENCE, .server_time_ms = p.since_ms, .user = who,
+                         .online = (int)p.online};
+        /* Best effort, as it travelled: without memory it is gone. */
+        if (tern__evq_push(&cc->events, &ev) < 0) cc->nomem = 1;
+        break;
+      }
       case TERN__FR_SERVER_ACK: {
         tern__fr_sack a;
         if (tern__fr_sack_read(&body, &a) != 0) break;

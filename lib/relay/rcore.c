@@ -73,7 +73,21 @@ typedef struct conn {
    * message larger than what is left still goes, and is paid back). */
   int64_t rate_msgs, rate_bytes;
   uint64_t rate_ms;       /* time the buckets were filled up to */
+  int64_t eph_tokens;     /* ephemeral_rate's bucket, thousandths */
+  uint64_t eph_ms;
 } conn;
+
+/* Presence: every user that was online since the core started, what its
+ * watchers were last told, and a change that waits for presence_min_ms. */
+typedef struct puser {
+  char name[TERN_USER_MAX + 1];
+  unsigned live;           /* confirmed sessions now */
+  uint64_t since_ms;       /* online: since; offline: last seen (wall ms) */
+  int told;                /* what watchers were last told: 1 online, 0 offline */
+  uint64_t told_ms;        /* when (monotonic); the next change waits until
+                              told_ms + presence_min_ms */
+  int due;                 /* a change waits to go out */
+} puser;
 
 struct tern__rcore {
   tern__rcore_config cfg;
@@ -112,6 +126,10 @@ struct tern__rcore {
   tern__ratelim budget_log;      /* budget reached: one line per 10 s */
   uint64_t sent_total;           /* sum of every conn's sent_bytes */
   uint64_t link_bytes;           /* what the link still holds (set_link_bytes) */
+  puser *pu;                     /* presence: users seen online (may_see set) */
+  size_t npu, cappu;
+  uint64_t wall_ms;              /* the wall clock as of the last input or tick */
+  uint64_t now_ms;               /* ... and the monotonic one */
   /* track_stored: (to, from) of what the open round stored, and of what
    * committed rounds stored that the shell has not taken yet. */
   struct stored_note { char to[TERN_USER_MAX + 1], from[TERN_USER_MAX + 1]; } *notes;
@@ -130,6 +148,8 @@ void tern__rcore_config_default(tern__rcore_config *cfg) {
   cfg->deliver_budget_bytes = 256ull << 20;
   cfg->send_rate_msgs = 1000;
   cfg->send_rate_bytes = 16ull << 20;
+  cfg->presence_min_ms = 1000;
+  cfg->ephemeral_rate = 20;
   cfg->resend_ms = 3000;
   cfg->expire_every_ms = 60000;
   cfg->busy_ms = 2000;
@@ -187,6 +207,7 @@ void tern__rcore_free(tern__rcore *rc) {
   tern__outq_clear(&rc->held);
   tern__outq_clear(&rc->ready);
   free(rc->notes);
+  free(rc->pu);
   free(rc->buf);
   free(rc);
 }
@@ -312,6 +333,113 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   }
 }
 
+/* ---- presence (spec/messages.md §13) ------------------------------------ */
+
+static puser *pu_find(tern__rcore *rc, const char *user) {
+  for (size_t i = 0; i < rc->npu; i++)
+    if (!strcmp(rc->pu[i].name, user)) return &rc->pu[i];
+  return NULL;
+}
+
+/* Out of memory: NULL, and this user's presence is not told (a hint, like
+ * an ephemeral message). */
+static puser *pu_get(tern__rcore *rc, const char *user) {
+  puser *u = pu_find(rc, user);
+  if (u) return u;
+  if (rc->npu == rc->cappu) {
+    size_t cap = rc->cappu ? rc->cappu * 2 : 16;
+    puser *n = realloc(rc->pu, cap * sizeof(*n));
+    if (!n) return NULL;
+    rc->pu = n;
+    rc->cappu = cap;
+  }
+  u = &rc->pu[rc->npu++];
+  memset(u, 0, sizeof(*u));
+  snprintf(u->name, sizeof(u->name), "%s", user);
+  return u;
+}
+
+static void emit_presence(tern__rcore *rc, uint64_t id, const puser *u) {
+  uint8_t tmp[TERN_USER_MAX + 32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_presence f = {.user = (const uint8_t *)u->name, .user_len = strlen(u->name),
+                         .online = u->live > 0, .since_ms = u->since_ms};
+  tern__fr_presence_write(&w, &f);
+  emit(rc, id, TERN__CH_SIGNAL, 0, w.p, w.len, 1); /* not the store's: now */
+  rc->stats.presence_sent++;
+}
+
+/* Tells every live session that may see u what u is now. */
+static void presence_broadcast(tern__rcore *rc, puser *u, uint64_t now_ms) {
+  u->told = u->live > 0;
+  u->told_ms = now_ms;
+  u->due = 0;
+  for (conn *w = rc->conns; w; w = w->next)
+    if (w->confirmed && strcmp(w->user, u->name) && rc->cfg.may_see(rc->cfg.may_see_ctx, w->user, u->name))
+      emit_presence(rc, w->id, u);
+}
+
+/* u came online or went offline: told now, or once presence_min_ms has
+ * passed since the last change went out (a user whose sessions flap is
+ * told at that pace, with the state it has then). */
+static void presence_changed(tern__rcore *rc, puser *u, uint64_t now_ms) {
+  int online = u->live > 0;
+  if (online == u->told) {
+    u->due = 0; /* back to what they were told: nothing to say */
+    return;
+  }
+  if (u->told_ms && now_ms < u->told_ms + rc->cfg.presence_min_ms) {
+    u->due = 1;
+    return;
+  }
+  presence_broadcast(rc, u, now_ms);
+}
+
+/* Session c is live (its first SYNC): it learns who of those it may see
+ * is online (and when the offline ones were last seen), and its user's
+ * watchers learn it is online if this is its first session. */
+static void presence_join(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  if (!rc->cfg.may_see) return;
+  for (size_t i = 0; i < rc->npu; i++) {
+    const puser *u = &rc->pu[i];
+    if (strcmp(u->name, c->user) && rc->cfg.may_see(rc->cfg.may_see_ctx, c->user, u->name))
+      emit_presence(rc, c->id, u);
+  }
+  puser *u = pu_get(rc, c->user);
+  if (!u) return;
+  if (u->live++ == 0) {
+    u->since_ms = rc->wall_ms;
+    presence_changed(rc, u, now_ms);
+  }
+}
+
+static void presence_leave(tern__rcore *rc, const conn *c) {
+  if (!rc->cfg.may_see || !c->confirmed) return;
+  puser *u = pu_find(rc, c->user);
+  if (!u || !u->live) return;
+  if (--u->live == 0) {
+    u->since_ms = rc->wall_ms; /* last seen */
+    presence_changed(rc, u, rc->now_ms);
+  }
+}
+
+/* Ephemeral messages (typing) per session: ephemeral_rate a second, in
+ * bursts of two seconds' worth. 1 if this one may go. */
+static int eph_take(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  uint32_t r = rc->cfg.ephemeral_rate;
+  if (!r) return 1;
+  if (now_ms > c->eph_ms) {
+    uint64_t dt = now_ms - c->eph_ms;
+    c->eph_tokens += (int64_t)(dt > 2000 ? 2000 : dt) * r;
+    if (c->eph_tokens > 2000ll * r) c->eph_tokens = 2000ll * r;
+    c->eph_ms = now_ms;
+  }
+  if (c->eph_tokens < 1000) return 0;
+  c->eph_tokens -= 1000;
+  return 1;
+}
+
 int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8_t dev[32],
                      uint64_t now_ms) {
   conn *c = calloc(1, sizeof(*c));
@@ -334,6 +462,8 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   c->rate_msgs = 10000ll * rc->cfg.send_rate_msgs; /* full: 10 s of the rate */
   c->rate_bytes = 10000ll * (int64_t)rc->cfg.send_rate_bytes;
   c->rate_ms = now_ms;
+  c->eph_tokens = 2000ll * rc->cfg.ephemeral_rate; /* full: 2 s of the rate */
+  c->eph_ms = now_ms;
   c->next = rc->conns;
   rc->conns = c;
   return 0;
@@ -344,6 +474,7 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
     if ((*pp)->id != id) continue;
     conn *c = *pp;
     *pp = c->next;
+    presence_leave(rc, c); /* after unlinking: it is told nothing */
     rc->sent_total -= c->sent_bytes;
     drop_copies(c);
     free(c->sent);
@@ -725,7 +856,7 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   int allowed = !rc->cfg.may_send || rc->cfg.may_send(rc->cfg.may_send_ctx, c->user, to);
   if (m->flags & TERN__MSGF_EPHEMERAL) {
     if (!allowed) return;
-    if (rate_take(rc, c, m->body_len, now_ms)) forward_ephemeral(rc, c, m, wall_ms);
+    if (eph_take(rc, c, now_ms) && rate_take(rc, c, m->body_len, now_ms)) forward_ephemeral(rc, c, m, wall_ms);
     else rc->stats.over_rate++; /* best effort: dropped, as the network may */
     return;
   }
@@ -835,7 +966,10 @@ static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t
 }
 
 static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
-  c->confirmed = 1;
+  if (!c->confirmed) {
+    c->confirmed = 1;
+    presence_join(rc, c, now_ms);
+  }
   /* SYNC acknowledges what the device has, like DELIVERY_ACK ... */
   uint64_t floor = 0;
   if (l->last > c->ack_goal) c->ack_goal = l->last;
@@ -863,6 +997,8 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
                       uint64_t now_ms, uint64_t wall_ms) {
   conn *c = find(rc, id);
   if (!c) return TERN_EINVAL;
+  rc->wall_ms = wall_ms;
+  rc->now_ms = now_ms;
   tern__rbuf r, body;
   tern__rbuf_init(&r, frames, len);
   uint8_t type;
@@ -965,6 +1101,9 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   uint64_t best = rc->next_expire_ms;
   uint64_t wake = rc->store->ops->wake_ms(rc->store);
   if (wake < best) best = wake;
+  for (size_t i = 0; i < rc->npu; i++)
+    if (rc->pu[i].due && rc->pu[i].told_ms + rc->cfg.presence_min_ms < best)
+      best = rc->pu[i].told_ms + rc->cfg.presence_min_ms;
   for (const conn *c = rc->conns; c; c = c->next) {
     if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
@@ -982,6 +1121,11 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
 }
 
 void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
+  rc->wall_ms = wall_ms;
+  rc->now_ms = now_ms;
+  for (size_t i = 0; i < rc->npu; i++)
+    if (rc->pu[i].due && now_ms >= rc->pu[i].told_ms + rc->cfg.presence_min_ms)
+      presence_broadcast(rc, &rc->pu[i], now_ms);
   for (conn *c = rc->conns; c; c = c->next) {
     if (c->ack_more && now_ms >= rc->acks_at_ms && apply_acks(rc, c, NULL, 0, now_ms) == 0 &&
         c->sent_upto < c->cursor)

@@ -45,6 +45,14 @@ typedef struct tern__rcore_config {
    * one is dropped. (1000, 16 MiB) */
   uint32_t send_rate_msgs;
   uint64_t send_rate_bytes;
+  /* Presence (spec/messages.md §13): 1 if `watcher` may see whether
+   * `user` is online. NULL (default): no presence at all. */
+  int (*may_see)(void *ctx, const char *watcher, const char *user);
+  void *may_see_ctx;
+  uint32_t presence_min_ms;  /* a user's changes go out at most this often (1000) */
+  /* Ephemeral messages (typing) per session: a second, in bursts of twice
+   * that; past it they are dropped (20). 0: only the send rate. */
+  uint32_t ephemeral_rate;
   /* 1: keep, per committed round, who was sent a message by whom, for
    * tern__rcore_next_stored() (push notifications). 0 (default): not. */
   int track_stored;
@@ -181,6 +189,7 @@ typedef struct tern__rcore_stats {
   uint64_t over_quota;    /* ... of them TERN_EQUOTA */
   uint64_t busy;          /* BUSY answers (store failures, rate) */
   uint64_t over_rate;     /* ... of them TERN_ERATE; and ephemeral ones dropped */
+  uint64_t presence_sent; /* PRESENCE frames sent */
   uint64_t budget_stalls; /* times a session's DELIVERs waited for the budget */
   uint64_t deliver_bytes; /* gauge: DELIVER bytes unacknowledged, all sessions */
   uint64_t expired;       /* messages expired undelivered */

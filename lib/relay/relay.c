@@ -270,6 +270,8 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   cc.send_rate_msgs = r->cfg.send_rate_messages;
   cc.send_rate_bytes = r->cfg.send_rate_bytes;
   cc.track_stored = cfg->push != NULL;
+  cc.may_see = cfg->may_see_presence;
+  cc.may_see_ctx = cfg->may_see_presence_ctx;
   cc.log = r->cfg.log;
   cc.log_ctx = r->cfg.log_ctx;
   rc = tern__rcore_new(&r->core, r->store, &cc);
@@ -1122,6 +1124,7 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->messages_over_rate = cs.over_rate;
   st->deliver_budget_stalls = cs.budget_stalls;
   st->deliver_bytes_unacked = cs.deliver_bytes;
+  st->presence_sent = cs.presence_sent;
   st->messages_busy = cs.busy;
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;

@@ -223,6 +223,23 @@ int tern__fr_msg_read(tern__rbuf *b, uint8_t type, tern__fr_msg *f) {
   return 0;
 }
 
+void tern__fr_presence_write(tern__wbuf *w, const tern__fr_presence *f) {
+  size_t m = tern__frame_begin(w, TERN__FR_PRESENCE);
+  tern__wbuf_string(w, f->user, f->user_len);
+  tern__wbuf_varint(w, f->online);
+  tern__wbuf_varint(w, f->since_ms);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_presence_read(tern__rbuf *b, tern__fr_presence *f) {
+  memset(f, 0, sizeof(*f));
+  tern__rbuf_string(b, &f->user, &f->user_len, TERN_USER_MAX);
+  f->online = tern__rbuf_varint(b);
+  f->since_ms = tern__rbuf_varint(b);
+  if (b->bad || f->online > 1 || !tern__user_valid(f->user, f->user_len)) return TERN_EPROTO;
+  return 0;
+}
+
 void tern__fr_failed_write(tern__wbuf *w, uint8_t type, const tern__fr_failed *f) {
   size_t m = tern__frame_begin(w, type);
   tern__wbuf_varint(w, f->cmid);

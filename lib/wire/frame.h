@@ -36,6 +36,7 @@ enum {
   TERN__FR_KEEPALIVE = 0x22,    /* client -> relay: my keepalive interval; probe key? */
   TERN__FR_PROBE_KEY = 0x23,    /* relay -> client: key for NAT-timeout probes */
   TERN__FR_GOAWAY = 0x24,       /* relay -> client: draining; reconnect after delay_ms */
+  TERN__FR_PRESENCE = 0x28,     /* relay -> client: a contact came online or went offline */
 };
 
 /* KEEPALIVE flags. */
@@ -163,6 +164,14 @@ typedef struct tern__fr_keepalive {
   uint64_t flags;
 } tern__fr_keepalive;
 
+/* PRESENCE: user | online (1) or offline (0) | since, Unix ms (online:
+ * when the user came online; offline: when it was last seen). */
+typedef struct tern__fr_presence {
+  const uint8_t *user; size_t user_len;
+  uint64_t online;
+  uint64_t since_ms;
+} tern__fr_presence;
+
 /* PROBE_KEY: id (string of 8 bytes) | key (string of 32 bytes). */
 typedef struct tern__fr_probe_key {
   uint8_t id[8];
@@ -184,6 +193,7 @@ void tern__fr_u64_write(tern__wbuf *w, uint8_t type, uint64_t v);
 /* NOTICE_ACK: kind | cmid. */
 void tern__fr_notice_ack_write(tern__wbuf *w, uint64_t kind, uint64_t cmid);
 void tern__fr_close_write(tern__wbuf *w, uint64_t reason);
+void tern__fr_presence_write(tern__wbuf *w, const tern__fr_presence *f);
 
 /* Decoders of one frame body: 0 or TERN_EPROTO. Pointers point into the
  * body. A body with bytes after the known fields is accepted (fields may be
@@ -198,6 +208,8 @@ int tern__fr_seqlist_read(tern__rbuf *body, tern__fr_seqlist *f);
 int tern__fr_u64_read(tern__rbuf *body, uint64_t *v);
 int tern__fr_notice_ack_read(tern__rbuf *body, uint64_t *kind, uint64_t *cmid);
 int tern__fr_close_read(tern__rbuf *body, uint64_t *reason);
+/* Refuses a user name that is not valid, and `online` other than 0 or 1. */
+int tern__fr_presence_read(tern__rbuf *body, tern__fr_presence *f);
 void tern__fr_keepalive_write(tern__wbuf *w, const tern__fr_keepalive *f);
 int tern__fr_keepalive_read(tern__rbuf *body, tern__fr_keepalive *f);
 void tern__fr_probe_key_write(tern__wbuf *w, const tern__fr_probe_key *f);

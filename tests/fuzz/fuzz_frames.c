@@ -231,6 +231,23 @@ static void fuzz_probe_key(const uint8_t *body, size_t n, uint8_t *buf, size_t c
   if (memcmp(&a, &b, sizeof a) != 0) abort();
 }
 
+static void fuzz_presence(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_presence a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_presence_read(&r, &a) != 0) return;
+  if (a.online > 1 || a.user_len == 0 || a.user_len > TERN_USER_MAX) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_presence_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_PRESENCE);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_presence_read(&re, &b) != 0) abort();
+  if (!same(a.user, a.user_len, b.user, b.user_len) || a.online != b.online || a.since_ms != b.since_ms)
+    abort();
+}
+
 static void fuzz_varints(const uint8_t *p, size_t n) {
   tern__rbuf r;
   tern__rbuf_init(&r, p, n);
@@ -282,6 +299,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_close(body.p, body.len, buf, cap);
     fuzz_keepalive(body.p, body.len, buf, cap);
     fuzz_probe_key(body.p, body.len, buf, cap);
+    fuzz_presence(body.p, body.len, buf, cap);
   }
   if (rc != 0 && rc != TERN_EPROTO) abort();
   if (rc == 0 && r.pos != size) abort();

@@ -85,6 +85,7 @@ typedef struct auth_state {
   int tokens;        /* --token-key: users come from tokens too */
   revlist revoked;   /* --revoked FILE's entries */
   const char *revoked_path;
+  int open_mode;     /* --open: with --presence, everyone sees everyone */
   ternd_push *push;  /* --push-url: the notifier, whose secret SIGHUP reloads */
   const char *push_secret_path;
 } auth_state;
@@ -151,6 +152,16 @@ static int may_send_cb(void *ctx, const char *from, const char *to) {
    * (spec/tokens.md §4.1). */
   if (a->tokens && !allowlist_user_exists(&a->list, from)) return 1;
   return allowlist_may_send(&a->list, from, to);
+}
+
+/* --presence: contacts are users the allow-list lets write to each other
+ * both ways; a token's user the list does not name is nobody's contact.
+ * With --open and no list, everyone (development). */
+static int may_see_cb(void *ctx, const char *watcher, const char *user) {
+  const auth_state *a = ctx;
+  if (!a->path) return a->open_mode;
+  return allowlist_user_exists(&a->list, watcher) && allowlist_user_exists(&a->list, user) &&
+         allowlist_may_send(&a->list, watcher, user) && allowlist_may_send(&a->list, user, watcher);
 }
 
 /* Reloads the allow-list and the revocation list, those ternd has (SIGHUP,
@@ -529,6 +540,11 @@ int main(int argc, char **argv) {
     if (!o.allow_path && !o.open_mode) cfg.auth = refuse_cb;
   }
   cfg.log = relay_log;
+  if (o.presence) {
+    auth.open_mode = o.open_mode;
+    cfg.may_see_presence = may_see_cb;
+    cfg.may_see_presence_ctx = &auth;
+  }
 
   /* Signals reach the poll loop through a self-pipe. They are blocked
    * until serve() so that the metrics thread, started before, inherits the

@@ -21,7 +21,7 @@ enum {
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
   K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES,
   K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, K_PUSH_URL, K_PUSH_SECRET, K_PUSH_INTERVAL,
-  K_PUSH_MAX, NKEYS
+  K_PUSH_MAX, K_PRESENCE, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -66,6 +66,7 @@ static const keydef keys[NKEYS] = {
     [K_PUSH_SECRET] = {"push-secret", 1, 0, 0},
     [K_PUSH_INTERVAL] = {"push-interval", 1, 1, 3600},
     [K_PUSH_MAX] = {"push-max-pending", 1, 1, 1000000},
+    [K_PRESENCE] = {"presence", 0, 0, 0},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -162,6 +163,10 @@ static void usage(FILE *f) {
           "                        (default 10000); past it new ones are dropped, logged\n"
           "  --ping-interval MS    ENet ping for clients that announce no keepalive of\n"
           "                        their own (default 60000; spec/keepalive.md)\n"
+          "  --presence            tell users whether their contacts are online and when\n"
+          "                        they were last seen: with --allow, users the list\n"
+          "                        lets write to each other both ways; with --open,\n"
+          "                        everyone (spec/messages.md §13). Default: off\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
           "                        a conservative keepalive; spec/keepalive.md)\n"
           "  --metrics IP:PORT     serve Prometheus metrics over HTTP at\n"
@@ -290,6 +295,7 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_PUSH_SECRET: return set_str(&o->push_secret_path, v, err, cap);
     case K_PUSH_INTERVAL: o->push_interval_s = (uint32_t)n; return 0;
     case K_PUSH_MAX: o->push_max_pending = (uint32_t)n; return 0;
+    case K_PRESENCE: o->presence = b; return 0;
     case K_REVOKED: return set_str(&o->revoked_path, v, err, cap);
     case K_OPEN: o->open_mode = b; return 0;
     case K_DRAIN_DEADLINE: o->drain_deadline_s = (uint32_t)n; return 0;
@@ -524,6 +530,7 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_PUSH_SECRET: s = o->push_secret_path; break;
       case K_PUSH_INTERVAL: snprintf(v, sizeof(v), "%u", o->push_interval_s); break;
       case K_PUSH_MAX: snprintf(v, sizeof(v), "%u", o->push_max_pending); break;
+      case K_PRESENCE: s = o->presence ? "true" : "false"; break;
       case K_REVOKED: s = o->revoked_path; break;
       case K_OPEN: s = o->open_mode ? "true" : "false"; break;
       case K_DRAIN_DEADLINE: snprintf(v, sizeof(v), "%u", o->drain_deadline_s); break;

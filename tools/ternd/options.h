@@ -35,6 +35,7 @@ typedef struct ternd_opts {
   char *push_secret_path; /* --push-secret FILE, or NULL */
   uint32_t push_interval_s;  /* --push-interval (30) */
   uint32_t push_max_pending; /* --push-max-pending (10000) */
+  int presence;           /* --presence: tell contacts who is online */
   uint32_t drain_deadline_s; /* --drain-deadline: a drain ends after this (20) */
   uint32_t drain_spread_s;   /* --drain-spread: the clients' delays span this (10) */
   int verbosity;          /* 0 error, 1 warning, 2 info (default), 3 debug */
