@@ -361,3 +361,66 @@ STORE_TEST(hello_timestamps_only_go_up_per_key) {
   cr_assert_eq(o->hello_fresh(s, DEV_A, 4000), 0);
   o->close(s);
 }
+
+/* For push: each device of a user with what it has not acknowledged and
+ * who sent the latest of it. */
+typedef struct devs {
+  int n;
+  uint8_t first[8];
+  uint64_t waiting[8];
+  char last[8][16];
+} devs;
+
+static int see_device(void *ctx, const uint8_t dev[32], uint64_t waiting, const char *last) {
+  devs *d = ctx;
+  d->first[d->n] = dev[0];
+  d->waiting[d->n] = waiting;
+  snprintf(d->last[d->n], sizeof d->last[0], "%s", last);
+  d->n++;
+  return 0;
+}
+
+/* Issue 14: a removed device's cursor stops holding its user's messages;
+ * devices() counts what each device has not acknowledged. */
+STORE_TEST(a_removed_device_no_longer_holds_messages_back) {
+  tern__relay_store *s = open_backend(b);
+  uint64_t cur;
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B2, &cur), 0);
+  tern__rs_put batch[3] = {msg("alice", DEV_A, "bob", 1, 0, 1000, "one"),
+                           msg("alice", DEV_A, "bob", 2, 1, 1001, "two"),
+                           msg("carol", DEV_B, "bob", 3, 0, 1002, "three")};
+  cr_assert_eq(s->ops->put(s, batch, 3), 0);
+  told t = {0};
+  uint64_t reached;
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 3, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  devs d = {0};
+  cr_assert_eq(s->ops->devices(s, "bob", see_device, &d), 0);
+  cr_assert_eq(d.n, 2);
+  int b2 = d.first[0] == 0xb2 ? 0 : 1;
+  cr_assert_eq(d.waiting[b2], 3, "the second device has all three to get");
+  cr_assert_str_eq(d.last[b2], "carol");
+  cr_assert_eq(d.waiting[1 - b2], 0);
+  uint64_t n;
+  cr_assert_eq(s->ops->count(s, &n), 0);
+  cr_assert_eq(n, 3, "held for the second device");
+  char user[TERN_USER_MAX + 1];
+  cr_assert_eq(s->ops->device_remove(s, DEV_B2, user), 1);
+  cr_assert_str_eq(user, "bob");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  cr_assert_eq(s->ops->count(s, &n), 0);
+  cr_assert_eq(n, 0, "%llu messages still held for a removed device", (unsigned long long)n);
+  memset(&d, 0, sizeof d);
+  cr_assert_eq(s->ops->devices(s, "bob", see_device, &d), 0);
+  cr_assert_eq(d.n, 1);
+  cr_assert_eq(s->ops->device_remove(s, DEV_B2, user), 0, "gone already");
+  /* The last device removed: the inbox waits for a next one. */
+  tern__rs_put later = msg("alice", DEV_A, "bob", 4, 0, 2000, "four");
+  cr_assert_eq(s->ops->put(s, &later, 1), 0);
+  cr_assert_eq(s->ops->device_remove(s, DEV_B, user), 1);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  cr_assert_eq(s->ops->count(s, &n), 0);
+  cr_assert_eq(n, 1, "kept for the user's next device");
+  s->ops->close(s);
+}

@@ -103,6 +103,17 @@ python3 -c 'import json; s=json.load(open("sessions2.json")); assert s["count"] 
 if ctl kick alice 2>kick2.err; then fail "a second kick of alice succeeded"; fi
 grep -q "no session of user 'alice'" kick2.err || fail "second kick: $(cat kick2.err)"
 
+# remove-device: the relay forgets alice's device (it knew it: she
+# connected); a second time it does not know it; a bad key is refused
+ctl remove-device "$alice_pub" >remove.txt || fail "ternctl remove-device"
+grep -q "device ${alice_pub:0:16}... removed" remove.txt || fail "remove-device: $(cat remove.txt)"
+grep -q "device ${alice_pub:0:16}\.\.\. removed: its cursor no longer holds messages back" ternd.log \
+  || fail "ternd did not log the removal"
+ctl remove-device "$alice_pub" >remove2.txt || fail "second ternctl remove-device"
+grep -q "was not known" remove2.txt || fail "second remove-device: $(cat remove2.txt)"
+if ctl remove-device 12ab 2>remove3.err; then fail "remove-device with a bad key succeeded"; fi
+grep -q "64 hex digits" remove3.err || fail "bad key: $(cat remove3.err)"
+
 # reload: the SIGHUP path; bob taken off the list is disconnected
 printf '%s alice\n' "$alice_pub" >allow.txt
 ctl --json reload >reload.json || fail "ternctl reload"
@@ -121,7 +132,7 @@ s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
 s.sendall(b"text frobnicate\n"); print(s.recv(512).decode().strip())
 PY
 )
-[ "$answer" = "error unknown command 'frobnicate' (status, stats, sessions, kick, reload, drain)" ] || fail "raw request: $answer"
+[ "$answer" = "error unknown command 'frobnicate' (status, stats, sessions, kick, reload, drain, remove-device)" ] || fail "raw request: $answer"
 # A client that sends a line too long is told so; one that sends nothing
 # does not hold up others, and is closed after ternd's 5 s deadline.
 python3 - "$tmp/admin.sock" "$bin/ternctl" <<'PY' || fail "bad clients"

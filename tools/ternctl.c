@@ -1,6 +1,7 @@
 /*
  * ternctl: asks a running ternd through its admin socket (ternd
- * --admin-socket PATH): status, stats, sessions, kick, reload, drain. Sends one
+ * --admin-socket PATH): status, stats, sessions, kick, reload, drain,
+ * remove-device. Sends one
  * request line, prints the answer (a table, or JSON with --json), and
  * exits 0, or 1 with ternd's or the socket's reason, or 2 for a bad
  * command line. The protocol is tools/ternd/admin.h's.
@@ -31,6 +32,9 @@ static void usage(FILE *f) {
           "  kick USER [DEVICE]    disconnect USER's sessions, or only the device whose\n"
           "                        key starts with the hex digits DEVICE (as sessions\n"
           "                        shows it); the client is told its key is not allowed\n"
+          "  remove-device KEY     forget a device (its 64-hex-digit key): its sessions\n"
+          "                        closed, its cursor no longer holding its user's\n"
+          "                        messages back (a lost phone)\n"
           "  reload                re-read the allow-list and revocation list (as SIGHUP)\n"
           "  drain                 drain and exit, as SIGTERM: no new sessions, clients\n"
           "                        told to reconnect (spread over --drain-spread), exit\n"
@@ -113,18 +117,22 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  static const char *const commands[] = {"status", "stats", "sessions", "kick", "reload", "drain"};
+  static const char *const commands[] = {"status", "stats", "sessions", "kick", "reload", "drain",
+                                         "remove-device"};
   const char *cmd = argv[optind];
   int known = 0;
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) known |= strcmp(cmd, commands[i]) == 0;
   if (!known) {
-    fprintf(stderr, "ternctl: unknown command '%s' (status, stats, sessions, kick, reload, drain)\n", cmd);
+    fprintf(stderr, "ternctl: unknown command '%s' (status, stats, sessions, kick, reload, drain, "
+                    "remove-device)\n", cmd);
     return 2;
   }
   int nargs = argc - optind - 1;
-  int want_kick = strcmp(cmd, "kick") == 0;
-  if ((want_kick && (nargs < 1 || nargs > 2)) || (!want_kick && nargs != 0)) {
-    fprintf(stderr, "ternctl: usage: %s\n", want_kick ? "kick USER [DEVICE]" : cmd);
+  int want_kick = strcmp(cmd, "kick") == 0, want_remove = strcmp(cmd, "remove-device") == 0;
+  if ((want_kick && (nargs < 1 || nargs > 2)) || (want_remove && nargs != 1) ||
+      (!want_kick && !want_remove && nargs != 0)) {
+    fprintf(stderr, "ternctl: usage: %s\n",
+            want_kick ? "kick USER [DEVICE]" : want_remove ? "remove-device DEVICE-KEY" : cmd);
     return 2;
   }
   if (!path || !path[0]) {

@@ -1026,6 +1026,18 @@ TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_sessions_each(tern_relay *r, tern_
 TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_kick(tern_relay *r, const char *user,
                                                   const uint8_t *device_key);
 
+/* Removes a device (the backend's or operator's decision: a lost phone, a
+ * revoked key): its sessions are closed (told TERN_EUNKNOWNKEY) and the
+ * relay forgets its cursor, so it no longer holds its user's messages back
+ * (what the user's other devices have all acknowledged is deleted at once;
+ * with no device left, the messages wait for the next one, or expire), and
+ * the receipts and failures owed to it. The device may connect again later
+ * as a new one (from the messages still held) unless its key is refused.
+ * Committed before it returns. Returns 1 if the relay knew the device, 0
+ * if not, TERN_ESTORE. */
+TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_remove_device(tern_relay *r,
+                                                           const uint8_t device_key[TERN_KEY_BYTES]);
+
 /* Starts a graceful drain (spec/wire.md §6.14), before a restart or to
  * take the relay out of service: from now on new handshakes are refused
  * with TERN_ESHUTDOWN, and every open session is told GOAWAY ("reconnect,

@@ -1080,6 +1080,16 @@ int tern__rcore_hello_fresh(tern__rcore *rc, const uint8_t dev[32], uint64_t tim
   return r;
 }
 
+int tern__rcore_device_remove(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms) {
+  char user[TERN_USER_MAX + 1];
+  int r = rc->store->ops->device_remove(rc->store, dev, user);
+  if (r < 0) {
+    store_failed(rc, now_ms);
+    return TERN_ESTORE;
+  }
+  return r;
+}
+
 int tern__rcore_ticket(const tern__rcore *rc, uint64_t ticket) {
   if (ticket == rc->round_no) return 0;
   if (ticket > rc->round_no || rc->round_no - ticket > 64) return TERN_ESTORE;

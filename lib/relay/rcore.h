@@ -169,6 +169,12 @@ void tern__rcore_set_link_bytes(tern__rcore *rc, uint64_t bytes);
  * until the next call), 0 if none. */
 int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from);
 
+/* Forgets device `dev` (removed by the operator or the backend): its cursor
+ * stops holding its user's messages back (spec/store.md, device_remove),
+ * in the open round. Close its connections first. Returns 1 if it was
+ * registered, 0 if not, TERN_ESTORE (the round is rolled back). */
+int tern__rcore_device_remove(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms);
+
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until
  * the next call. */
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out);

@@ -1178,6 +1178,29 @@ int tern_relay_kick(tern_relay *r, const char *user, const uint8_t *device_key) 
   return kicked;
 }
 
+int tern_relay_remove_device(tern_relay *r, const uint8_t device_key[TERN_KEY_BYTES]) {
+  for (rpeer *p = r->peers; p; p = p->next) {
+    if (p->state != P_OPEN || sodium_memcmp(device_key, p->sess.remote_static, TERN_KEY_BYTES) != 0) continue;
+    logf_(r, 2, "user %s (%s): its device is removed, disconnecting", p->user, p->name);
+    close_peer(r, p, TERN_EUNKNOWNKEY, TERN__DISC_REVOKED, TERN__LINK_CLOSE_LATER);
+    /* Out of the messaging core now: nothing of it may touch the store
+     * after its device row is gone (unlink_peer's close is then a no-op). */
+    tern__rcore_close(r->core, p->id);
+  }
+  uint64_t now = tern__now_ms();
+  int rc = tern__rcore_device_remove(r->core, device_key, now);
+  /* Durable before the caller is told. */
+  if (rc >= 0 && tern__rcore_commit(r->core, now) != 0) rc = TERN_ESTORE;
+  flush_core(r, now);
+  tern__link_flush(r->link);
+  if (rc == 1) {
+    char hex[TERN_KEY_HEX_BYTES];
+    tern_key_to_hex(device_key, hex);
+    logf_(r, 2, "device %.16s... removed: its cursor no longer holds messages back", hex);
+  }
+  return rc;
+}
+
 /* spec/wire.md §6.14: every open session is told GOAWAY with its own delay,
  * the N of them spread evenly over the window, then CLOSE; each session
  * ends once what was queued to it before has been delivered (ENet's

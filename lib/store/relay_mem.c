@@ -415,6 +415,37 @@ static int mem_devices(tern__relay_store *st, const char *user, tern__rs_device_
   return 0;
 }
 
+static int mem_device_remove(tern__relay_store *st, const uint8_t dev[32], char user[TERN_USER_MAX + 1]) {
+  mem_store *s = M(st);
+  mdevice *d = find_device(&s->st, dev);
+  if (!d) return 0;
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  d = find_device(&s->st, dev); /* the round's copy */
+  snprintf(user, TERN_USER_MAX + 1, "%s", d->user);
+  erase(&s->st.devices, (size_t)(d - AT(s->st.devices, mdevice, 0)), sizeof(mdevice));
+  for (size_t i = 0; i < s->st.notices.n;) {
+    if (!memcmp(AT(s->st.notices, mnotice, i)->dev, dev, 32)) erase(&s->st.notices, i, sizeof(mnotice));
+    else i++;
+  }
+  int any = 0;
+  uint64_t low = UINT64_MAX;
+  for (size_t i = 0; i < s->st.devices.n; i++) {
+    const mdevice *o = AT(s->st.devices, mdevice, i);
+    if (!strcmp(o->user, user) && o->cursor < low) low = o->cursor, any = 1;
+  }
+  for (size_t i = 0; any && i < s->st.msgs.n;) {
+    mmsg *m = AT(s->st.msgs, mmsg, i);
+    if (m->seq <= low && !strcmp(m->user, user)) {
+      free(m->body);
+      erase(&s->st.msgs, i, sizeof(mmsg));
+    } else {
+      i++;
+    }
+  }
+  return 1;
+}
+
 static mnotice *find_notice(mstate *ms, const uint8_t dev[32], int kind, uint64_t cmid, size_t *at) {
   for (size_t i = 0; i < ms->notices.n; i++) {
     mnotice *x = AT(ms->notices, mnotice, i);
@@ -576,6 +607,7 @@ static const tern__relay_store_ops mem_ops = {
     .acked = mem_acked,
     .floor = mem_floor,
     .devices = mem_devices,
+    .device_remove = mem_device_remove,
     .notice_put = mem_notice_put,
     .notice_list = mem_notice_list,
     .notice_del = mem_notice_del,

@@ -146,6 +146,11 @@ static int sq_devices(tern__relay_store *st, const char *user, tern__rs_device_f
   return rc < 0 ? rc : tern__rstore_devices(S(st)->db, user, cb, ctx);
 }
 
+static int sq_device_remove(tern__relay_store *st, const uint8_t dev[32], char user[TERN_USER_MAX + 1]) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_device_remove(S(st)->db, dev, user);
+}
+
 static int sq_notice_put(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
                          int64_t code) {
   int rc = ensure_txn(S(st));
@@ -236,6 +241,7 @@ static const tern__relay_store_ops sqlite_ops = {
     .acked = sq_acked,
     .floor = sq_floor,
     .devices = sq_devices,
+    .device_remove = sq_device_remove,
     .notice_put = sq_notice_put,
     .notice_list = sq_notice_list,
     .notice_del = sq_notice_del,

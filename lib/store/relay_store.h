@@ -164,6 +164,11 @@ typedef struct tern__relay_store_ops {
    * has not acknowledged and who sent the latest of them (for push:
    * spec/push.md). Reads only; cb returning non-zero stops early. */
   int (*devices)(tern__relay_store *s, const char *user, tern__rs_device_fn cb, void *ctx);
+  /* Forgets device `dev` (removed by the operator or the backend): its
+   * cursor stops holding its user's messages, which are deleted once the
+   * remaining devices have passed them, and its notices go. 1 if it was
+   * registered (user set), 0 if not. */
+  int (*device_remove)(tern__relay_store *s, const uint8_t dev[32], char user[TERN_USER_MAX + 1]);
   /* Removes undelivered messages accepted before `before_ts` (Unix ms),
    * giving each to cb, and forgets resends older than that. */
   int (*expire)(tern__relay_store *s, uint64_t before_ts, tern__rs_expired_fn cb, void *ctx);

@@ -115,6 +115,8 @@ enum {
   Q_HELLO_RAISE,
   Q_HELD,
   Q_DEVICES,
+  Q_DEV_DEL,
+  Q_NOTICES_DEL,
   Q_N
 };
 
@@ -153,6 +155,8 @@ static const char *const sql[Q_N] = {
     [Q_ACK_SPAN] = ("SELECT seq, length(body) FROM inbox WHERE user = ?1 AND seq > ?2 AND seq <= ?3"
                    " ORDER BY seq"),
     [Q_MIN_SEQ] = "SELECT min(seq) FROM inbox WHERE user = ?1",
+    [Q_DEV_DEL] = "DELETE FROM devices WHERE dev = ?1",
+    [Q_NOTICES_DEL] = "DELETE FROM notices WHERE dev = ?1",
     [Q_DEVICES] = ("SELECT d.dev, (SELECT count(*) FROM inbox i WHERE i.user = d.user AND i.seq > d.cursor),"
                   " (SELECT sender FROM inbox i WHERE i.user = d.user AND i.seq > d.cursor"
                   "  ORDER BY seq DESC LIMIT 1)"
@@ -1013,6 +1017,38 @@ int tern__rstore_notice_list(tern__rstore *s, const uint8_t dev[32],
   int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "notice_list");
   done(q);
   return ret;
+}
+
+static int device_remove(tern__rstore *s, const uint8_t dev[32], char user[TERN_USER_MAX + 1]) {
+  sqlite3_stmt *q = s->q[Q_DEV_GET];
+  bind_dev(q, 1, dev);
+  int rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) snprintf(user, TERN_USER_MAX + 1, "%s", (const char *)sqlite3_column_text(q, 0));
+  done(q);
+  if (rc == SQLITE_DONE) return 0;
+  if (rc != SQLITE_ROW) return fail(s, rc, "device_remove");
+  bind_dev(s->q[Q_DEV_DEL], 1, dev);
+  if ((rc = run(s, Q_DEV_DEL)) < 0) return rc;
+  bind_dev(s->q[Q_NOTICES_DEL], 1, dev);
+  if ((rc = run(s, Q_NOTICES_DEL)) < 0) return rc;
+  /* What the other devices of the user have all passed goes now. With
+   * none left, the inbox waits for the next device (or the retention). */
+  uint64_t low = 0;
+  bind_text(s->q[Q_DEV_MIN], 1, user);
+  if ((rc = get_int(s, Q_DEV_MIN, &low)) < 0) return rc;
+  if (rc > 0) {
+    sqlite3_stmt *t = s->q[Q_TRIM];
+    bind_text(t, 1, user);
+    sqlite3_bind_int64(t, 2, (int64_t)low);
+    if ((rc = run(s, Q_TRIM)) < 0) return rc;
+  }
+  return 1;
+}
+
+int tern__rstore_device_remove(tern__rstore *s, const uint8_t dev[32], char user[TERN_USER_MAX + 1]) {
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  return op_end(s, device_remove(s, dev, user));
 }
 
 int tern__rstore_devices(tern__rstore *s, const char *user,

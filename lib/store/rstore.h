@@ -185,6 +185,11 @@ int tern__rstore_notice_put(tern__rstore *s, const uint8_t dev[32], int kind, ui
  * of the latest of them ("" if none). cb returning non-zero stops early.
  * Returns 0 or TERN_ESTORE. */
 int tern__rstore_devices(tern__rstore *s, const char *user, tern__rs_device_fn cb, void *ctx);
+/* Forgets device `dev`: its cursor and the notices owed to it; the
+ * messages every remaining device of its user has passed are deleted.
+ * Returns 1 (user receives its user), 0 if it is not registered, or
+ * TERN_ESTORE. */
+int tern__rstore_device_remove(tern__rstore *s, const uint8_t dev[32], char user[TERN_USER_MAX + 1]);
 int tern__rstore_notice_list(tern__rstore *s, const uint8_t dev[32],
                              int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code),
                              void *ctx);

@@ -230,6 +230,26 @@ static int cmd_kick(ternd_cmd_ctx *x, int argc, char **argv, int json, FILE *out
   return 0;
 }
 
+/* remove-device KEY: the whole device key in hex (the backend's word that
+ * the device is gone: a lost phone). */
+static int cmd_remove_device(ternd_cmd_ctx *x, int argc, char **argv, int json, FILE *out, char *err,
+                             size_t cap) {
+  uint8_t key[TERN_KEY_BYTES];
+  if (argc != 2 || tern_key_from_hex(argv[1], key) != 0) {
+    snprintf(err, cap, "usage: remove-device DEVICE-KEY (its 64 hex digits)");
+    return -1;
+  }
+  int rc = tern_relay_remove_device(x->relay, key);
+  if (rc < 0) {
+    snprintf(err, cap, "the store failed: %s", tern_strerror(rc));
+    return -1;
+  }
+  if (json) fprintf(out, "{\"device\": \"%s\", \"removed\": %s}\n", argv[1], rc ? "true" : "false");
+  else if (rc) fprintf(out, "device %.16s... removed\n", argv[1]);
+  else fprintf(out, "device %.16s... was not known: nothing to remove\n", argv[1]);
+  return 0;
+}
+
 static int cmd_reload(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t cap) {
   if (!x->allow_path && !x->revoked_path) {
     snprintf(err, cap, "nothing to reload: ternd runs with no allow-list and no revocation list");
@@ -280,14 +300,16 @@ static int cmd_drain(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t ca
 int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *err, size_t cap) {
   ternd_cmd_ctx *x = ctx;
   const char *cmd = argv[0];
-  static const char *const known[] = {"status", "stats", "sessions", "kick", "reload", "drain"};
+  static const char *const known[] = {"status", "stats", "sessions", "kick", "reload", "drain",
+                                      "remove-device"};
   int found = 0;
   for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) found |= strcmp(cmd, known[i]) == 0;
   if (!found) {
-    snprintf(err, cap, "unknown command '%.64s' (status, stats, sessions, kick, reload, drain)", cmd);
+    snprintf(err, cap, "unknown command '%.64s' (status, stats, sessions, kick, reload, drain, remove-device)",
+             cmd);
     return -1;
   }
-  if (strcmp(cmd, "kick") != 0 && argc != 1) {
+  if (strcmp(cmd, "kick") != 0 && strcmp(cmd, "remove-device") != 0 && argc != 1) {
     snprintf(err, cap, "'%.32s' takes no arguments", cmd);
     return -1;
   }
@@ -295,6 +317,7 @@ int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *e
   if (strcmp(cmd, "stats") == 0) return cmd_stats(x, json, out);
   if (strcmp(cmd, "sessions") == 0) return cmd_sessions(x, json, out);
   if (strcmp(cmd, "kick") == 0) return cmd_kick(x, argc, argv, json, out, err, cap);
+  if (strcmp(cmd, "remove-device") == 0) return cmd_remove_device(x, argc, argv, json, out, err, cap);
   if (strcmp(cmd, "drain") == 0) return cmd_drain(x, json, out, err, cap);
   return cmd_reload(x, json, out, err, cap);
 }

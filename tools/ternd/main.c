@@ -164,6 +164,22 @@ static int may_see_cb(void *ctx, const char *watcher, const char *user) {
          allowlist_may_send(&a->list, watcher, user) && allowlist_may_send(&a->list, user, watcher);
 }
 
+/* The device keys `now` revokes that `before` (NULL: none) did not are
+ * removed from the relay (tern_relay_remove_device): their cursors stop
+ * holding their users' messages back. */
+static void remove_revoked(auth_state *auth, const revlist *now, const revlist *before) {
+  static const uint8_t no_id[TERN_TOKEN_ID_BYTES] = {0};
+  int removed = 0;
+  for (size_t i = 0; i < now->nkeys; i++) {
+    const uint8_t *key = now->keys + i * TERN_KEY_BYTES;
+    if (before && revlist_has((void *)before, no_id, key)) continue;
+    int rc = tern_relay_remove_device(auth->relay, key);
+    if (rc < 0) say(0, "cannot remove a revoked device: %s", tern_strerror(rc));
+    else removed += rc;
+  }
+  if (removed) say(2, "%d revoked device(s) removed from the store", removed);
+}
+
 /* Reloads the allow-list and the revocation list, those ternd has (SIGHUP,
  * or ternctl reload, a ternd_reload_fn): both are read before either is
  * replaced, so a bad file keeps both old lists. Logs either way. */
@@ -187,8 +203,10 @@ static int reload_allowlist(void *ctx, size_t *keys, size_t *users, int *dropped
     say(2, "allow-list reloaded: %zu keys, %zu users", auth->list.count, auth->list.nusers);
   }
   if (auth->revoked_path) {
-    revlist_free(&auth->revoked);
+    revlist old = auth->revoked;
     auth->revoked = fresh_rev;
+    remove_revoked(auth, &auth->revoked, &old);
+    revlist_free(&old);
     say(2, "revocation list reloaded: %zu token ids, %zu device keys", auth->revoked.nids,
         auth->revoked.nkeys);
   }
@@ -631,6 +649,7 @@ int main(int argc, char **argv) {
   addr_text(o.host, tern_relay_port(r), udp_text, sizeof(udp_text));
   if (metrics) addr_text(o.metrics_host, ternd_metrics_port(metrics), metrics_text, sizeof(metrics_text));
   auth.relay = r;
+  if (o.revoked_path) remove_revoked(&auth, &auth.revoked, NULL);
   drain_ctl drain = {.relay = r, .spread_s = o.drain_spread_s, .deadline_s = o.drain_deadline_s};
   ternd_cmd_ctx cmd = {.relay = r,
                        .drain = start_drain,
