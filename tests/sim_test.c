@@ -7,10 +7,12 @@
  * settle; then the invariants are checked:
  *
  *   - every message accepted by send() was server-acked (SENT) or FAILED;
- *   - every server-acked message reached its recipient's app exactly once,
- *     and messages from one sender to one recipient arrived in send order;
- *   - no DELIVERED receipt came before the recipient's app had the message,
- *     and every delivered message got its receipt.
+ *   - every server-acked message reached the app of every device of its
+ *     recipient exactly once (some users have a second device, issue 14),
+ *     and messages from one sending device to one recipient arrived in
+ *     send order on each of its devices;
+ *   - no DELIVERED receipt came before one of the recipient's devices had
+ *     the message, and every delivered message got its receipt.
  *
  * Some seeds also make relay commits fail (a full disk), which the relay
  * answers with BUSY and the clients with TERN_EV_ERROR and a retry.
@@ -38,7 +40,8 @@
 #include "relay/rcore.h"
 #include "store/rstore.h"
 
-#define MAX_CLIENTS 4
+#define MAX_USERS 4
+#define MAX_CLIENTS 6          /* devices: MAX_USERS users' first, and up to 2 second devices */
 #define MAX_MSGS 64          /* per client per run */
 #define WALL_EPOCH 1700000000000ull
 
@@ -83,7 +86,8 @@ typedef struct params {
   double partition_per_s;
   double link_drop_per_s; /* a session dies without anyone noticing at once */
   double store_fail_per_s; /* a relay commit fails (disk full) */
-  int clients;
+  int clients;          /* devices: users, then second devices */
+  int users;            /* users u0..u<users-1>: clients 0..users-1 are their first devices */
   int msgs;             /* per client */
   uint64_t send_window_ms;
 } params;
@@ -99,6 +103,7 @@ typedef struct sent_rec {
 
 typedef struct client {
   int id;
+  int user;             /* the user whose device this is */
   char name[16];
   uint8_t dev[32];
   tern__cstore *store;  /* survives crashes */
@@ -111,9 +116,9 @@ typedef struct client {
    * which survives its crashes). */
   sent_rec sent[MAX_MSGS];
   int nsent;
-  int next_k[MAX_CLIENTS];
+  int next_k[MAX_CLIENTS]; /* per recipient user: the next message's index */
   uint64_t next_send_at;
-  int received_k[MAX_CLIENTS][MAX_MSGS * 2]; /* ks received from each sender, in order */
+  int received_k[MAX_CLIENTS][MAX_MSGS * 2]; /* ks received from each sending device, in order */
   int nreceived[MAX_CLIENTS];
 } client;
 
@@ -210,10 +215,12 @@ static void drain_client(sim *s, client *cl) {
     if (cl->conn) net_send(s, cl->id, cl->conn, 1, o.data, o.len);
 }
 
-static int name_to_id(sim *s, const char *name) {
-  for (int i = 0; i < s->p.clients; i++)
-    if (strcmp(s->c[i].name, name) == 0) return i;
-  return -1;
+/* Whether device `d` has message k of device `from`. */
+static int device_has(const sim *s, int d, int from, int k) {
+  const client *c = &s->c[d];
+  for (int i = 0; i < c->nreceived[from]; i++)
+    if (c->received_k[from][i] == k) return 1;
+  return 0;
 }
 
 /* The app takes every event and keeps its own record. */
@@ -221,10 +228,11 @@ static void app_take(sim *s, client *cl) {
   tern_event ev;
   while (tern__ccore_next_event(cl->core, &ev, s->now) == 1) {
     if (ev.type == TERN_EV_MESSAGE) {
-      int from = name_to_id(s, ev.user), to = -1, k = -1;
+      int from = -1, to = -1, k = -1;
       char buf[64];
       snprintf(buf, sizeof(buf), "%.*s", (int)ev.body_len, (const char *)ev.body);
-      if (from < 0 || sscanf(buf, "m %*d %d %d", &to, &k) != 2 || to != cl->id) {
+      if (sscanf(buf, "m %d %d %d", &from, &to, &k) != 3 || from < 0 || from >= s->p.clients ||
+          to != cl->user || strcmp(ev.user, s->c[from].name) != 0) {
         fail(s, V_OTHER, "client %d got a message it was never sent: from '%s' body '%s'", cl->id, ev.user,
              buf);
         continue;
@@ -261,11 +269,11 @@ static void app_take(sim *s, client *cl) {
       if (ev.type == TERN_EV_FAILED) r->failed++;
       if (ev.type == TERN_EV_DELIVERED) {
         r->delivered_event++;
-        /* A receipt only for what the recipient's app has. */
-        client *to = &s->c[r->to];
+        /* A receipt only for what the app of one of the recipient's
+         * devices has. */
         int have = 0;
-        for (int i = 0; i < to->nreceived[cl->id]; i++)
-          if (to->received_k[cl->id][i] == r->k) have = 1;
+        for (int d = 0; d < s->p.clients; d++)
+          if (s->c[d].user == r->to) have |= device_has(s, d, cl->id, r->k);
         if (!have)
           fail(s, V_RECEIPT, "receipt for message %d from %d to %d before its recipient had it", r->k,
                cl->id, r->to);
@@ -374,9 +382,12 @@ static void pick_params(rng *r, params *p) {
   p->partition_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.03 : 0;
   p->link_drop_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.03 : 0;
   p->store_fail_per_s = rnd01(r) < 0.3 ? rnd01(r) * 0.2 : 0;
-  p->clients = (int)rnd_range(r, 2, MAX_CLIENTS);
+  p->clients = (int)rnd_range(r, 2, MAX_USERS);
   p->msgs = (int)rnd_range(r, 5, 24);
   p->send_window_ms = rnd_range(r, 1000, 40000);
+  /* Drawn last, so the draws above are what they were before devices. */
+  p->users = p->clients;
+  if (rnd01(r) < 0.5) p->clients += (int)rnd_range(r, 1, MAX_CLIENTS - MAX_USERS);
 }
 
 enum { ON_SQLITE = 0, ON_MEMORY = 1 };
@@ -403,13 +414,20 @@ static void setup(sim *s, uint64_t seed, int fault, int backend) {
   for (int i = 0; i < s->p.clients; i++) {
     client *cl = &s->c[i];
     cl->id = i;
-    snprintf(cl->name, sizeof(cl->name), "u%d", i);
+    cl->user = i < s->p.users ? i : (i - s->p.users) % s->p.users;
+    snprintf(cl->name, sizeof(cl->name), "u%d", cl->user);
     for (int b = 0; b < 32; b++) cl->dev[b] = (uint8_t)(i * 31 + b + 1);
+    /* Every device is known to the relay from the start, so that each
+     * must get every message (a device registered later gets what is
+     * still held then: spec/messages.md). */
+    uint64_t cur;
+    cr_assert_eq(s->rstore->ops->device(s->rstore, cl->name, cl->dev, &cur), 0);
     cr_assert_eq(tern__cstore_open(&cl->store, ":memory:", 1, err, sizeof(err)), 0, "%s", err);
     new_client_core(s, cl);
     cl->reconnect_at = rnd_range(&s->r, 1, 2000); /* 0 would mean "never" */
     cl->next_send_at = rnd_range(&s->r, 0, s->p.send_window_ms);
   }
+  cr_assert_eq(s->rstore->ops->commit(s->rstore, 0), 0);
 }
 
 static void teardown(sim *s) {
@@ -427,9 +445,9 @@ static void teardown(sim *s) {
 }
 
 static void app_send(sim *s, client *cl) {
-  int to;
-  do to = (int)rnd_range(&s->r, 0, (uint64_t)s->p.clients - 1);
-  while (to == cl->id);
+  int to; /* a user, not its own */
+  do to = (int)rnd_range(&s->r, 0, (uint64_t)s->p.users - 1);
+  while (to == cl->user);
   char body[64];
   int k = cl->next_k[to];
   snprintf(body, sizeof(body), "m %d %d %d", cl->id, to, k);
@@ -463,6 +481,8 @@ static int settled(sim *s) {
       sent_rec *r = &cl->sent[j];
       if (r->failed) continue;
       if (!r->acked || !r->delivered_event) return 0;
+      for (int d = 0; d < s->p.clients; d++)
+        if (s->c[d].user == r->to && !device_has(s, d, i, r->k)) return 0;
     }
   }
   return 1;
@@ -550,9 +570,9 @@ static int check(sim *s) {
     client *cl = &s->c[i];
     for (int j = 0; j < cl->nsent; j++) {
       sent_rec *r = &cl->sent[j];
-      client *to = &s->c[r->to];
-      int have = 0;
-      for (int x = 0; x < to->nreceived[i]; x++) have += to->received_k[i][x] == r->k;
+      int have = 1, lost_at = -1; /* every device of the recipient has it */
+      for (int d = 0; d < s->p.clients; d++)
+        if (s->c[d].user == r->to && !device_has(s, d, i, r->k)) have = 0, lost_at = d;
       if (!r->acked && !r->failed)
         fail(s, V_UNSETTLED, "message %d from %d to %d was accepted by send but never SENT or FAILED",
              r->k, i, r->to);
@@ -560,15 +580,15 @@ static int check(sim *s) {
       if (r->failed)
         fail(s, V_FAILED, "message %d from %d to %d FAILED (nothing here should fail)", r->k, i, r->to);
       if (r->acked && !have)
-        fail(s, V_LOST_ACKED, "message %d from %d to %d was SENT (server-acked) but never reached %d",
-             r->k, i, r->to, r->to);
+        fail(s, V_LOST_ACKED, "message %d from %d to user %d was SENT (server-acked) but never reached its device %d",
+             r->k, i, r->to, lost_at);
       if (r->delivered_event != 1)
         fail(s, V_RECEIPT, "message %d from %d to %d: %d DELIVERED receipts", r->k, i, r->to,
              r->delivered_event);
     }
-    /* Every message arrived exactly once and in order. */
+    /* Every message arrived exactly once and in order, on each device. */
     for (int from = 0; from < s->p.clients; from++) {
-      int expect = s->c[from].next_k[i];
+      int expect = s->c[from].next_k[cl->user];
       if (cl->nreceived[from] != expect)
         fail(s, cl->nreceived[from] > expect ? V_DUPLICATE : V_OTHER,
              "client %d received %d messages from %d, %d were sent", i, cl->nreceived[from], from,
