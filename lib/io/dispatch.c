@@ -82,6 +82,8 @@ enum {
   CONNECT_KEEP = 128,          /* an ENet CONNECT is 52 bytes */
   COOKIE_KEEP_MS = 60000,      /* a cookie is used this long (the relay takes it >= 120 s) */
   CONNECT_PENDING_MS = 30000,  /* a COOKIE is taken this long after the CONNECT */
+  CONNECT_COPIES = 2,          /* a CONNECT, plain or wrapped, goes this many times */
+  COOKIE_AGAIN_MS = 50,        /* the same cookie again within this is not resent */
 };
 
 typedef struct cookie_slot {
@@ -93,6 +95,7 @@ typedef struct cookie_slot {
   int answered;                  /* an ENet datagram came from the handle since */
   uint8_t cookie[TERN__COOKIE_BYTES];
   uint64_t cookie_ms;            /* when the cookie came; 0: none */
+  uint64_t wrapped_ms;           /* when it was last sent wrapped */
 } cookie_slot;
 
 enum {
@@ -795,16 +798,26 @@ static cookie_slot *ck_slot(tern__disp *d, uint32_t h, uint16_t g, int take) {
   return old;
 }
 
-/* Client: sends the slot's CONNECT wrapped with its cookie. */
-static ssize_t send_wrapped(tern__disp *d, const cookie_slot *s, const tern__addr *to,
-                            const tern__addr *local) {
+/* Client: sends the slot's CONNECT, wrapped with its cookie if it holds a
+ * fresh one, CONNECT_COPIES times: a relay under a flood loses a share of
+ * what arrives, and a lost CONNECT costs a resend timeout (200 ms at
+ * first, link.c) where a lost copy costs nothing. Returns the CONNECT's length as
+ * ENet gave it, or -1 (errno) if no copy went. */
+static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
+                            const tern__addr *local, uint64_t now) {
   uint8_t hdr[TERN__COOKIE_REPLY_BYTES];
   tern__cookie_write_reply(hdr, s->cookie);
   hdr[5] = TERN__COOKIE_KIND_CONNECT;
+  int wrap = s->cookie_ms && now - s->cookie_ms <= COOKIE_KEEP_MS;
   struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)},
                          {.iov_base = (void *)s->connect, .iov_len = s->connect_len}};
-  ssize_t r = send_on(d, d->fd, to, local, iov, 2);
-  return r < 0 ? r : r - (ssize_t)sizeof(hdr);
+  if (wrap) s->wrapped_ms = now;
+  ssize_t r = -1;
+  for (int i = 0; i < CONNECT_COPIES; i++) {
+    ssize_t k = send_on(d, d->fd, to, local, wrap ? iov : iov + 1, wrap ? 2 : 1);
+    if (k >= 0) r = s->connect_len;
+  }
+  return r;
 }
 
 /* Client: a COOKIE of n bytes in d->buf from `from`. Taken only while our
@@ -821,14 +834,17 @@ static void cookie_take(tern__disp *d, const tern__addr *from, size_t n) {
   cookie_slot *s = ck_slot(d, h, e->gen, 0);
   uint64_t now = tern__now_ms();
   if (!s || s->answered || now - s->connect_ms > CONNECT_PENDING_MS) return;
+  /* Our CONNECT's copies draw a COOKIE each: one answer is enough. */
+  if (s->cookie_ms && memcmp(s->cookie, c, sizeof(c)) == 0 && now - s->wrapped_ms < COOKIE_AGAIN_MS)
+    return;
   memcpy(s->cookie, c, sizeof(c));
   s->cookie_ms = now;
   d->st.cookies_used++;
-  (void)send_wrapped(d, s, &e->addr, &e->local);
+  (void)send_connect(d, s, &e->addr, &e->local, now);
 }
 
-/* Client: the datagram for handle h is an ENet CONNECT: kept, and sent
- * wrapped if a fresh cookie for h is held (returns 1 with *sent). */
+/* Client: if the datagram for handle h is an ENet CONNECT, keeps it and
+ * sends it (send_connect) and returns 1 with *sent; else 0. */
 static int cookie_connect(tern__disp *d, uint32_t h, uint16_t g, const tern__atab_entry *e,
                           const struct iovec *iov, size_t n, size_t total, ssize_t *sent) {
   if (total > CONNECT_KEEP) return 0;
@@ -845,8 +861,7 @@ static int cookie_connect(tern__disp *d, uint32_t h, uint16_t g, const tern__ata
   s->connect_len = (uint16_t)total;
   s->connect_ms = now;
   s->answered = 0;
-  if (!s->cookie_ms || now - s->cookie_ms > COOKIE_KEEP_MS) return 0;
-  *sent = send_wrapped(d, s, &e->addr, &e->local);
+  *sent = send_connect(d, s, &e->addr, &e->local, now);
   return 1;
 }
 
