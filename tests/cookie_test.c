@@ -89,6 +89,23 @@ Test(cookie, a_cookie_from_another_address_port_or_time_slot_is_refused) {
   cr_assert_not(tern__cookie_check(&k2, &a, x1));
 }
 
+/* spec/wire.md §13's example. */
+Test(cookie, the_spec_example_is_what_the_code_makes) {
+  uint8_t s[TERN__COOKIE_SECRET_BYTES];
+  for (int i = 0; i < TERN__COOKIE_SECRET_BYTES; i++) s[i] = (uint8_t)i;
+  tern__cookie_jar j;
+  tern__cookie_jar_init(&j, 1796400000000ull, s);
+  cr_assert_eq(j.slot, 14970000);
+  tern__addr a = addr("192.0.2.7", 40000);
+  uint8_t c[TERN__COOKIE_BYTES], r[TERN__COOKIE_REPLY_BYTES];
+  tern__cookie_make(&j, &a, c);
+  tern__cookie_write_reply(r, c);
+  const uint8_t want[TERN__COOKIE_REPLY_BYTES] = {0xff, 0xff, 0x74, 0x63, 0x01, 0x01, 0x0c, 0x08,
+                                                  0xe8, 0x11, 0xb7, 0xd9, 0x1c, 0xeb, 0xab, 0xb9,
+                                                  0xeb, 0xcf, 0x63, 0x23, 0x03, 0xa1};
+  cr_assert_eq(memcmp(r, want, sizeof want), 0, "the COOKIE differs from spec/wire.md §13");
+}
+
 Test(cookie, a_cookie_reply_is_never_larger_than_the_connect_and_parses_strictly) {
   /* The smallest ENet CONNECT (no sent time) is 2 + 48 bytes. */
   cr_assert_leq(TERN__COOKIE_REPLY_BYTES, 50);

@@ -4,6 +4,8 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "io/enet_platform.h"
+
 static const uint8_t magic[4] = {0xFF, 0xFF, 0x74, 0x63};
 enum { VERSION = 1 };
 
@@ -99,4 +101,13 @@ int tern__cookie_parse(const uint8_t *data, size_t len, uint8_t cookie[TERN__COO
   }
   memcpy(cookie, data + TERN__COOKIE_HDR, TERN__COOKIE_BYTES);
   return kind;
+}
+
+int tern__cookie_admit(const tern__cookie_jar *j, const tern__addr *from, const uint8_t *data,
+                       size_t len, const uint8_t **inner, size_t *inner_len) {
+  uint8_t c[TERN__COOKIE_BYTES];
+  if (tern__cookie_parse(data, len, c, inner, inner_len) != TERN__COOKIE_KIND_CONNECT ||
+      !tern__enet_is_connect(*inner, *inner_len))
+    return TERN__COOKIE_DROP;
+  return tern__cookie_check(j, from, c) ? TERN__COOKIE_ADMIT : TERN__COOKIE_BAD;
 }

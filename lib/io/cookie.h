@@ -72,4 +72,14 @@ int tern__cookie_looks_like(const uint8_t *data, size_t len);
 int tern__cookie_parse(const uint8_t *data, size_t len, uint8_t cookie[TERN__COOKIE_BYTES],
                        const uint8_t **inner, size_t *inner_len);
 
+/* A relay's verdict on a COOKIE datagram from a source without a handle:
+ * TERN__COOKIE_ADMIT, a CONNECT whose cookie is from's and whose inside is
+ * an ENet CONNECT (*inner, *inner_len: that CONNECT, inside data);
+ * TERN__COOKIE_BAD, such a CONNECT with a cookie that is not (wrong,
+ * another source's, or stale: the relay answers a fresh COOKIE);
+ * TERN__COOKIE_DROP, anything else. */
+enum { TERN__COOKIE_DROP = 0, TERN__COOKIE_ADMIT = 1, TERN__COOKIE_BAD = 2 };
+int tern__cookie_admit(const tern__cookie_jar *j, const tern__addr *from, const uint8_t *data,
+                       size_t len, const uint8_t **inner, size_t *inner_len);
+
 #endif

@@ -762,21 +762,18 @@ static void cookie_send(tern__disp *d, const tern__addr *from, size_t n) {
  * answered with a fresh COOKIE, so a client holding one from before a
  * restart or a rotation still gets in). */
 static size_t cookie_unwrap(tern__disp *d, const tern__addr *from, size_t n) {
-  uint8_t c[TERN__COOKIE_BYTES];
   const uint8_t *inner;
   size_t len;
-  if (tern__cookie_parse(d->buf, n, c, &inner, &len) != TERN__COOKIE_KIND_CONNECT ||
-      !tern__enet_is_connect(inner, len)) {
+  jar_tick(d);
+  int v = tern__cookie_admit(&d->jar, from, d->buf, n, &inner, &len);
+  if (v == TERN__COOKIE_DROP) {
     d->st.rx_unknown++;
     return 0;
   }
-  if (!tern__atab_find(d->tab, from)) {
-    jar_tick(d);
-    if (!tern__cookie_check(&d->jar, from, c)) {
-      d->st.cookies_bad++;
-      cookie_send(d, from, n);
-      return 0;
-    }
+  if (v == TERN__COOKIE_BAD && !tern__atab_find(d->tab, from)) {
+    d->st.cookies_bad++;
+    cookie_send(d, from, n);
+    return 0;
   }
   memmove(d->buf, inner, len);
   return len;
