@@ -36,6 +36,9 @@ enum {
   RECV_BATCH = 64,          /* datagrams read per receive call at most */
   UNBOUND_MAX_MS = 60000,   /* a handle no connection held is freed after */
   SOCK_BUF = 4 << 20,       /* socket buffers asked for (the kernel caps them) */
+  FLOOD_BUF = 256 << 10,    /* the receive buffer while a flood is answered with cookies */
+  FLOOD_COOKIES = 5000,     /* COOKIEs in a second that make it a flood */
+  FLOOD_OVER_MS = 10000,    /* the buffer grows back after this long without one */
   TCP_MAX_RELAY = 65535,    /* TCP connections a relay accepts at most */
   TCP_MAX_CLIENT = 16,      /* TCP connections a client opens at most */
   TCP_SWEEP_MS = 30000,     /* a connection no handle uses is closed after */
@@ -134,6 +137,9 @@ struct tern__disp {
   int cookie_mode;              /* relay: TERN__COOKIES_* */
   tern__cookie_jar jar;         /* relay: the cookie secrets */
   size_t pending;               /* relay: handles no connection holds yet */
+  uint64_t flood_win_ms;        /* relay: the second COOKIEs are being counted in */
+  uint32_t flood_count;         /* relay: COOKIEs sent in it */
+  uint64_t flood_last_ms;       /* relay: when the last flood second ended; 0: none */
   cookie_slot *cks;             /* client: COOKIE_SLOTS */
   tern__disp_stats st;
   uint8_t buf[DGRAM_MAX];
@@ -373,8 +379,6 @@ _Static_assert(TERN__COOKIES_AUTO == TERN_RELAY_COOKIES_AUTO &&
                "tern_relay_config.cookies is handed to the dispatcher as it is");
 void tern__disp_set_cookies(tern__disp *d, int mode) { d->cookie_mode = mode; }
 
-size_t tern__disp_pending(const tern__disp *d) { return d->pending; }
-
 /* Errors that say this datagram cannot go now, not that the socket broke:
  * a phone between networks has no route for a moment, a firewall refuses. */
 static int transient(int e) {
@@ -532,7 +536,10 @@ static int stream_used(void *ctx, uint32_t id) {
   return tern__atab_find(d->tab, &a) != 0;
 }
 
+static void flood_watch(tern__disp *d, uint64_t now, uint32_t sent);
+
 void tern__disp_sweep(tern__disp *d, uint64_t now_ms) {
+  if (d->accept_new) flood_watch(d, now_ms, 0);
   tern__streams_sweep(d->tcp, now_ms, TCP_SWEEP_MS, stream_used, d);
   /* Loads are recounted after a sweep: cheaper than a callback per entry,
    * and a sweep is rare (a CONNECT that ENet dropped). */
@@ -743,10 +750,32 @@ static int cookie_needed(const tern__disp *d, const tern__addr *from) {
   return d->cookie_mode == TERN__COOKIES_ALWAYS || d->pending >= TERN__COOKIES_AUTO_PENDING;
 }
 
+/* Relay: a flood (FLOOD_COOKIES COOKIEs in a second) fills the receive
+ * buffer faster than the relay reads it, and a full 4 MiB buffer holds
+ * everything that arrives, real clients' datagrams too, for 100 ms and
+ * more (measured: 165-300 ms before a COOKIE came back, past the 200 ms
+ * resend timeout of a connect). During a flood the buffer is FLOOD_BUF, a
+ * few ms of it: as much is lost, but what is read is fresh. Counted per
+ * COOKIE sent (`sent`), checked again from the sweep (`sent` 0). */
+static void flood_watch(tern__disp *d, uint64_t now, uint32_t sent) {
+  d->flood_count += sent;
+  if (now - d->flood_win_ms < 1000) return;
+  int small = d->flood_last_ms != 0;
+  if (d->flood_count >= FLOOD_COOKIES) d->flood_last_ms = now;
+  else if (small && now - d->flood_last_ms >= FLOOD_OVER_MS) d->flood_last_ms = 0;
+  if (small != (d->flood_last_ms != 0)) {
+    int v = d->flood_last_ms ? FLOOD_BUF : SOCK_BUF;
+    (void)setsockopt(d->fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+  }
+  d->flood_win_ms = now;
+  d->flood_count = 0;
+}
+
 /* Relay: answers a datagram of n bytes from `from` with a COOKIE, never
  * larger than it. */
 static void cookie_send(tern__disp *d, const tern__addr *from, size_t n) {
   if (n < TERN__COOKIE_REPLY_BYTES) return;
+  flood_watch(d, tern__now_ms(), 1);
   jar_tick(d);
   uint8_t c[TERN__COOKIE_BYTES], out[TERN__COOKIE_REPLY_BYTES];
   tern__cookie_make(&d->jar, from, c);

@@ -84,8 +84,6 @@ void tern__disp_set_full_answer(tern__disp *d, uint32_t retry_ms);
 enum { TERN__COOKIES_AUTO = 0, TERN__COOKIES_ALWAYS = 1, TERN__COOKIES_NEVER = 2 };
 #define TERN__COOKIES_AUTO_PENDING 64
 void tern__disp_set_cookies(tern__disp *d, int mode);
-/* Handles made for a CONNECT that no connection holds yet. */
-size_t tern__disp_pending(const tern__disp *d);
 /* Sends a datagram outside ENet. Returns 0, TERN_EADDR (the socket cannot
  * reach that family), TERN_EIO. */
 int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len);
