@@ -878,7 +878,19 @@ typedef struct tern_relay_config {
    * and user), so it must be quick. NULL (default): no presence. */
   int (*may_see_presence)(void *ctx, const char *watcher, const char *user);
   void *may_see_presence_ctx;
+  /* When an ENet CONNECT from a new UDP address must first show that the
+   * address receives (spec/wire.md §13): until then it draws one COOKIE
+   * datagram smaller than itself and the relay keeps nothing, so spoofed
+   * CONNECTs are not amplified and hold no slot. TERN_RELAY_COOKIES_AUTO
+   * (default): while 64 or more new connections wait for their first
+   * ENet round trip (a flood); _ALWAYS: every connect (one more round trip
+   * each); _NEVER: none (clients older than cookies cannot connect while
+   * they are required). */
+  int cookies;
 } tern_relay_config;
+#define TERN_RELAY_COOKIES_AUTO 0
+#define TERN_RELAY_COOKIES_ALWAYS 1
+#define TERN_RELAY_COOKIES_NEVER 2
 
 /* The events of tern_relay_config.push. */
 enum { TERN_PUSH_WAITING = 1, TERN_PUSH_CONNECTED = 2 };
@@ -987,6 +999,10 @@ typedef struct tern_relay_stats {
   uint64_t deliver_bytes_unacked; /* gauge: DELIVER bytes sent and not yet acknowledged */
   uint64_t push_events;         /* TERN_PUSH_WAITING events given to tern_relay_config.push */
   uint64_t presence_sent;       /* PRESENCE updates sent to sessions */
+  /* Cookies (tern_relay_config.cookies, spec/wire.md §13): */
+  uint64_t cookies_sent;        /* COOKIEs sent to CONNECTs from unproven addresses */
+  uint64_t cookie_connects;     /* new connections admitted with a valid cookie */
+  uint64_t cookies_bad;         /* CONNECTs dropped: wrong or stale cookie */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

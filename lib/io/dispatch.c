@@ -17,6 +17,7 @@
 
 #include "io/addrtab.h"
 #include "io/clock.h"
+#include "io/cookie.h"
 #include "io/enet_platform.h"
 #include "io/streams.h"
 #include "os/poller.h"
@@ -35,6 +36,9 @@ enum {
   RECV_BATCH = 64,          /* datagrams read per receive call at most */
   UNBOUND_MAX_MS = 60000,   /* a handle no connection held is freed after */
   SOCK_BUF = 4 << 20,       /* socket buffers asked for (the kernel caps them) */
+  FLOOD_BUF = 256 << 10,    /* the receive buffer while a flood is answered with cookies */
+  FLOOD_COOKIES = 5000,     /* COOKIEs in a second that make it a flood */
+  FLOOD_OVER_MS = 10000,    /* the buffer grows back after this long without one */
   TCP_MAX_RELAY = 65535,    /* TCP connections a relay accepts at most */
   TCP_MAX_CLIENT = 16,      /* TCP connections a client opens at most */
   TCP_SWEEP_MS = 30000,     /* a connection no handle uses is closed after */
@@ -74,6 +78,29 @@ typedef struct vsock {
   size_t qhead, qlen;
 } vsock;
 
+/* Client: a connect's CONNECT and the relay's cookie for it (spec/wire.md
+ * §13). A client connects to few addresses at once (8 peer slots). */
+enum {
+  COOKIE_SLOTS = 8,
+  CONNECT_KEEP = 128,          /* an ENet CONNECT is 52 bytes */
+  COOKIE_KEEP_MS = 60000,      /* a cookie is used this long (the relay takes it >= 120 s) */
+  CONNECT_PENDING_MS = 30000,  /* a COOKIE is taken this long after the CONNECT */
+  CONNECT_COPIES = 2,          /* a CONNECT, plain or wrapped, goes this many times */
+  COOKIE_AGAIN_MS = 50,        /* the same cookie again within this is not resent */
+};
+
+typedef struct cookie_slot {
+  uint32_t handle;
+  uint16_t gen;
+  uint16_t connect_len;
+  uint8_t connect[CONNECT_KEEP]; /* the last CONNECT sent to the handle */
+  uint64_t connect_ms;           /* when; 0: slot unused */
+  int answered;                  /* an ENet datagram came from the handle since */
+  uint8_t cookie[TERN__COOKIE_BYTES];
+  uint64_t cookie_ms;            /* when the cookie came; 0: none */
+  uint64_t wrapped_ms;           /* when it was last sent wrapped */
+} cookie_slot;
+
 enum {
   HINT_SLOTS = 1024,  /* sources remembered for the HINT rate limit */
   LOCAL_SLOTS = 4096, /* sources remembered with the address they wrote to */
@@ -107,6 +134,13 @@ struct tern__disp {
   tern__disp_raw_fn raw_fn;
   void *raw_ctx;
   uint32_t full_retry_ms;
+  int cookie_mode;              /* relay: TERN__COOKIES_* */
+  tern__cookie_jar jar;         /* relay: the cookie secrets */
+  size_t pending;               /* relay: handles no connection holds yet */
+  uint64_t flood_win_ms;        /* relay: the second COOKIEs are being counted in */
+  uint32_t flood_count;         /* relay: COOKIEs sent in it */
+  uint64_t flood_last_ms;       /* relay: when the last flood second ended; 0: none */
+  cookie_slot *cks;             /* client: COOKIE_SLOTS */
   tern__disp_stats st;
   uint8_t buf[DGRAM_MAX];
 };
@@ -289,6 +323,15 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     tern__disp_free(d);
     return TERN_ERESOURCE;
   }
+  if (accept_new) {
+    uint8_t fresh[TERN__COOKIE_SECRET_BYTES];
+    randombytes_buf(fresh, sizeof(fresh));
+    tern__cookie_jar_init(&d->jar, tern__now_ms(), fresh);
+    sodium_memzero(fresh, sizeof(fresh));
+  } else if (!(d->cks = calloc(COOKIE_SLOTS, sizeof(*d->cks)))) {
+    tern__disp_free(d);
+    return TERN_ENOMEM;
+  }
   if (PKTINFO && bind_to && accept_new && (is_any6(bind_to) || (tern__addr_is_v4(bind_to) && !tern__addr_v4(bind_to)))) {
     d->locals = calloc(LOCAL_SLOTS, sizeof(*d->locals));
     if (!d->locals) {
@@ -309,6 +352,8 @@ void tern__disp_free(tern__disp *d) {
   close(d->fd);
   tern__mig_free(d->mig);
   free(d->locals);
+  free(d->cks);
+  sodium_memzero(&d->jar, sizeof(d->jar));
   tern__atab_free(d->tab);
   free(d);
 }
@@ -327,6 +372,12 @@ void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx) 
 }
 
 void tern__disp_set_full_answer(tern__disp *d, uint32_t retry_ms) { d->full_retry_ms = retry_ms; }
+
+_Static_assert(TERN__COOKIES_AUTO == TERN_RELAY_COOKIES_AUTO &&
+                   TERN__COOKIES_ALWAYS == TERN_RELAY_COOKIES_ALWAYS &&
+                   TERN__COOKIES_NEVER == TERN_RELAY_COOKIES_NEVER,
+               "tern_relay_config.cookies is handed to the dispatcher as it is");
+void tern__disp_set_cookies(tern__disp *d, int mode) { d->cookie_mode = mode; }
 
 /* Errors that say this datagram cannot go now, not that the socket broke:
  * a phone between networks has no route for a moment, a firewall refuses. */
@@ -456,6 +507,8 @@ int tern__disp_handle_addr(const tern__disp *d, uint32_t handle, uint16_t gen, t
 }
 
 int tern__disp_handle_hold(tern__disp *d, uint32_t handle, uint16_t gen) {
+  const tern__atab_entry *e = tern__atab_get(d->tab, handle, gen);
+  if (e && !e->bound && d->pending) d->pending--;
   return tern__atab_bind(d->tab, handle, gen);
 }
 
@@ -464,7 +517,9 @@ void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen) {
   if (!e) return;
   uint32_t owner = e->owner;
   tern__addr was = e->addr;
+  int unbound = !e->bound;
   if (tern__atab_release(d->tab, handle, gen)) {
+    if (unbound && d->pending) d->pending--;
     uint32_t id;
     if (tern__addr_is_stream(&was, &id)) tern__streams_close(d->tcp, id);
     if (d->mig) tern__mig_remove(d->mig, handle, gen);
@@ -481,16 +536,21 @@ static int stream_used(void *ctx, uint32_t id) {
   return tern__atab_find(d->tab, &a) != 0;
 }
 
+static void flood_watch(tern__disp *d, uint64_t now, uint32_t sent);
+
 void tern__disp_sweep(tern__disp *d, uint64_t now_ms) {
+  if (d->accept_new) flood_watch(d, now_ms, 0);
   tern__streams_sweep(d->tcp, now_ms, TCP_SWEEP_MS, stream_used, d);
   /* Loads are recounted after a sweep: cheaper than a callback per entry,
    * and a sweep is rare (a CONNECT that ENet dropped). */
   if (tern__atab_sweep(d->tab, now_ms, UNBOUND_MAX_MS) == 0) return;
   for (size_t i = 0; i < MAX_PER_DISP; i++)
     if (d->vs[i]) d->vs[i]->load = 0;
+  d->pending = 0;
   for (uint32_t h = 1; h <= tern__atab_span(d->tab); h++) {
     const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
     if (e && e->owner < MAX_PER_DISP && d->vs[e->owner]) d->vs[e->owner]->load++;
+    if (e && !e->bound) d->pending++;
   }
 }
 
@@ -671,6 +731,172 @@ static void hint(tern__disp *d, const tern__addr *from, size_t n) {
   if (tern__disp_send_raw(d, from, out, sizeof(out)) == 0) d->st.hints++;
 }
 
+/* --- cookies (spec/wire.md §13) ----------------------------------------- */
+
+/* Relay: the jar's secret for this time slot. */
+static void jar_tick(tern__disp *d) {
+  uint64_t now = tern__now_ms();
+  if (!tern__cookie_jar_due(&d->jar, now)) return;
+  uint8_t fresh[TERN__COOKIE_SECRET_BYTES];
+  randombytes_buf(fresh, sizeof(fresh));
+  tern__cookie_jar_rotate(&d->jar, now, fresh);
+  sodium_memzero(fresh, sizeof(fresh));
+}
+
+/* Relay: 1 if a CONNECT from `from`, a source without a handle, must carry
+ * a cookie. A TCP connection has proven its address by its handshake. */
+static int cookie_needed(const tern__disp *d, const tern__addr *from) {
+  if (tern__addr_is_stream(from, NULL) || d->cookie_mode == TERN__COOKIES_NEVER) return 0;
+  return d->cookie_mode == TERN__COOKIES_ALWAYS || d->pending >= TERN__COOKIES_AUTO_PENDING;
+}
+
+/* Relay: a flood (FLOOD_COOKIES COOKIEs in a second) fills the receive
+ * buffer faster than the relay reads it, and a full 4 MiB buffer holds
+ * everything that arrives, real clients' datagrams too, for 100 ms and
+ * more (measured: 165-300 ms before a COOKIE came back, past the 200 ms
+ * resend timeout of a connect). During a flood the buffer is FLOOD_BUF, a
+ * few ms of it: as much is lost, but what is read is fresh. Counted per
+ * COOKIE sent (`sent`), checked again from the sweep (`sent` 0). */
+static void flood_watch(tern__disp *d, uint64_t now, uint32_t sent) {
+  d->flood_count += sent;
+  if (now - d->flood_win_ms < 1000) return;
+  int small = d->flood_last_ms != 0;
+  if (d->flood_count >= FLOOD_COOKIES) d->flood_last_ms = now;
+  else if (small && now - d->flood_last_ms >= FLOOD_OVER_MS) d->flood_last_ms = 0;
+  if (small != (d->flood_last_ms != 0)) {
+    int v = d->flood_last_ms ? FLOOD_BUF : SOCK_BUF;
+    (void)setsockopt(d->fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+  }
+  d->flood_win_ms = now;
+  d->flood_count = 0;
+}
+
+/* Relay: answers a datagram of n bytes from `from` with a COOKIE, never
+ * larger than it. */
+static void cookie_send(tern__disp *d, const tern__addr *from, size_t n) {
+  if (n < TERN__COOKIE_REPLY_BYTES) return;
+  flood_watch(d, tern__now_ms(), 1);
+  jar_tick(d);
+  uint8_t c[TERN__COOKIE_BYTES], out[TERN__COOKIE_REPLY_BYTES];
+  tern__cookie_make(&d->jar, from, c);
+  tern__cookie_write_reply(out, c);
+  remember_local(d, from);
+  if (tern__disp_send_raw(d, from, out, sizeof(out)) == 0) d->st.cookies_sent++;
+}
+
+/* Relay: a COOKIE datagram of n bytes in d->buf. A wrapped CONNECT whose
+ * cookie is from's (or from a source with a handle already: ENet resending
+ * its CONNECT) has its ENet CONNECT moved to the start of d->buf: returns
+ * its length. Anything else: 0, dropped (a wrong or stale cookie is
+ * answered with a fresh COOKIE, so a client holding one from before a
+ * restart or a rotation still gets in). */
+static size_t cookie_unwrap(tern__disp *d, const tern__addr *from, size_t n) {
+  const uint8_t *inner;
+  size_t len;
+  jar_tick(d);
+  int v = tern__cookie_admit(&d->jar, from, d->buf, n, &inner, &len);
+  if (v == TERN__COOKIE_DROP) {
+    d->st.rx_unknown++;
+    return 0;
+  }
+  if (v == TERN__COOKIE_BAD && !tern__atab_find(d->tab, from)) {
+    d->st.cookies_bad++;
+    cookie_send(d, from, n);
+    return 0;
+  }
+  memmove(d->buf, inner, len);
+  return len;
+}
+
+/* Client: the slot of a handle, or NULL; with `take`, the slot it gets
+ * (its own, else an unused or the oldest one, cleared). */
+static cookie_slot *ck_slot(tern__disp *d, uint32_t h, uint16_t g, int take) {
+  cookie_slot *old = NULL;
+  for (size_t i = 0; i < COOKIE_SLOTS; i++) {
+    cookie_slot *s = &d->cks[i];
+    if (s->connect_ms && s->handle == h && s->gen == g) return s;
+    if (!old || s->connect_ms < old->connect_ms) old = s;
+  }
+  if (!take) return NULL;
+  memset(old, 0, sizeof(*old));
+  old->handle = h;
+  old->gen = g;
+  return old;
+}
+
+/* Client: sends the slot's CONNECT, wrapped with its cookie if it holds a
+ * fresh one, CONNECT_COPIES times: a relay under a flood loses a share of
+ * what arrives, and a lost CONNECT costs a resend timeout (200 ms at
+ * first, link.c) where a lost copy costs nothing. Returns the CONNECT's length as
+ * ENet gave it, or -1 (errno) if no copy went. */
+static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
+                            const tern__addr *local, uint64_t now) {
+  uint8_t hdr[TERN__COOKIE_REPLY_BYTES];
+  tern__cookie_write_reply(hdr, s->cookie);
+  hdr[5] = TERN__COOKIE_KIND_CONNECT;
+  int wrap = s->cookie_ms && now - s->cookie_ms <= COOKIE_KEEP_MS;
+  struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)},
+                         {.iov_base = (void *)s->connect, .iov_len = s->connect_len}};
+  if (wrap) s->wrapped_ms = now;
+  ssize_t r = -1;
+  for (int i = 0; i < CONNECT_COPIES; i++) {
+    ssize_t k = send_on(d, d->fd, to, local, wrap ? iov : iov + 1, wrap ? 2 : 1);
+    if (k >= 0) r = s->connect_len;
+  }
+  return r;
+}
+
+/* Client: a COOKIE of n bytes in d->buf from `from`. Taken only while our
+ * own CONNECT to that address is pending (sent, nothing heard since); the
+ * CONNECT goes again at once, wrapped. */
+static void cookie_take(tern__disp *d, const tern__addr *from, size_t n) {
+  uint8_t c[TERN__COOKIE_BYTES];
+  const uint8_t *inner;
+  size_t len;
+  if (tern__cookie_parse(d->buf, n, c, &inner, &len) != TERN__COOKIE_KIND_REPLY) return;
+  uint32_t h = tern__atab_find(d->tab, from);
+  if (!h) return;
+  const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
+  cookie_slot *s = ck_slot(d, h, e->gen, 0);
+  uint64_t now = tern__now_ms();
+  if (!s || s->answered || now - s->connect_ms > CONNECT_PENDING_MS) return;
+  /* Our CONNECT's copies draw a COOKIE each: one answer is enough. */
+  if (s->cookie_ms && memcmp(s->cookie, c, sizeof(c)) == 0 && now - s->wrapped_ms < COOKIE_AGAIN_MS)
+    return;
+  memcpy(s->cookie, c, sizeof(c));
+  s->cookie_ms = now;
+  d->st.cookies_used++;
+  (void)send_connect(d, s, &e->addr, &e->local, now);
+}
+
+/* Client: if the datagram for handle h is an ENet CONNECT, keeps it and
+ * sends it (send_connect) and returns 1 with *sent; else 0. */
+static int cookie_connect(tern__disp *d, uint32_t h, uint16_t g, const tern__atab_entry *e,
+                          const struct iovec *iov, size_t n, size_t total, ssize_t *sent) {
+  if (total > CONNECT_KEEP) return 0;
+  uint8_t buf[CONNECT_KEEP];
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(buf + at, iov[i].iov_base, iov[i].iov_len);
+    at += iov[i].iov_len;
+  }
+  if (!tern__enet_is_connect(buf, total)) return 0;
+  cookie_slot *s = ck_slot(d, h, g, 1);
+  uint64_t now = tern__now_ms();
+  memcpy(s->connect, buf, total);
+  s->connect_len = (uint16_t)total;
+  s->connect_ms = now;
+  s->answered = 0;
+  *sent = send_connect(d, s, &e->addr, &e->local, now);
+  return 1;
+}
+
+/* Client: an ENet datagram came from handle h: its connect is answered. */
+static void cookie_answered(tern__disp *d, uint32_t h, uint16_t g) {
+  cookie_slot *s = ck_slot(d, h, g, 0);
+  if (s) s->answered = 1;
+}
+
 static int backlogged(const tern__disp *d, const vsock *self) {
   for (size_t i = 0; i < MAX_PER_DISP; i++)
     if (d->vs[i] && d->vs[i] != self && d->vs[i]->qlen >= QUEUE_CAP / 2) return 1;
@@ -694,7 +920,16 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       return -1;
     }
     d->st.rx++;
-    if (n >= 2 && d->buf[0] == 0xFF && d->buf[1] == 0xFF) {
+    int validated = 0;
+    if (tern__cookie_looks_like(d->buf, (size_t)n)) {
+      if (!d->accept_new) {
+        cookie_take(d, &from, (size_t)n);
+        continue;
+      }
+      n = (ssize_t)cookie_unwrap(d, &from, (size_t)n);
+      if (n == 0) continue;
+      validated = 1;
+    } else if (n >= 2 && d->buf[0] == 0xFF && d->buf[1] == 0xFF) {
       /* Not ENet's (nothing ENet accepts starts so): probes, path
        * datagrams, FULL. Answered at once or later, from raw sends. */
       remember_local(d, &from);
@@ -710,9 +945,16 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       const tern__atab_entry *e = tern__atab_entry_at(d->tab, h);
       to = e->owner < MAX_PER_DISP ? d->vs[e->owner] : NULL;
       g = e->gen;
+      if (d->cks) cookie_answered(d, h, g);
     } else if (d->accept_new && tern__enet_is_connect(d->buf, (size_t)n)) {
       remember_local(d, &from); /* a FULL may answer it */
       to = roomiest(d);
+      /* No handle, no slot, nothing kept for a source that has not shown
+       * it receives here: one COOKIE, smaller than the CONNECT. */
+      if (to && !validated && cookie_needed(d, &from)) {
+        cookie_send(d, &from, (size_t)n);
+        continue;
+      }
       if (!to || tern__atab_add(d->tab, &from, to->owner, tern__now_ms(), &h, &g) != 0) {
         d->st.new_refused++;
         if (d->full_retry_ms) {
@@ -724,6 +966,8 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
         continue;
       }
       to->load++;
+      d->pending++;
+      if (validated) d->st.cookie_connects++;
       if (d->locals) tern__atab_set_local(d->tab, h, &d->last_local);
     } else {
       d->st.rx_unknown++;
@@ -841,7 +1085,9 @@ int tern__vsock_send(int sock, uint32_t handle, uint16_t gen, const struct iovec
     if (send_stream(v->d, id, iov, n) != 0) v->d->st.tx_unreachable++;
     return (int)total;
   }
-  ssize_t r = send_on(v->d, v->d->fd, &e->addr, &e->local, iov, n);
+  ssize_t r;
+  if (!v->d->cks || !cookie_connect(v->d, handle, gen, e, iov, n, total, &r))
+    r = send_on(v->d, v->d->fd, &e->addr, &e->local, iov, n);
   if (r >= 0) return (int)r;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
   if (transient(errno) || errno == EAFNOSUPPORT) {

@@ -44,6 +44,10 @@ typedef struct tern__disp_stats {
   uint64_t new_refused;        /* CONNECTs dropped: no host had room */
   uint64_t tx_unreachable;     /* sends the network refused (no route, filtered) */
   uint64_t hints;              /* path HINTs sent to unknown sources */
+  uint64_t cookies_sent;       /* relay: COOKIEs sent to CONNECTs of unproven sources */
+  uint64_t cookie_connects;    /* relay: handles made for CONNECTs with a valid cookie */
+  uint64_t cookies_bad;        /* relay: wrapped CONNECTs with a wrong or stale cookie */
+  uint64_t cookies_used;       /* client: COOKIEs taken (a CONNECT sent again wrapped) */
   tern__streams_stats tcp;     /* the TCP side */
 } tern__disp_stats;
 
@@ -73,6 +77,13 @@ void tern__disp_set_raw_handler(tern__disp *d, tern__disp_raw_fn fn, void *ctx);
  * datagram (spec/wire.md §10) asking to retry after retry_ms plus a random
  * 0..retry_ms; 0 (the default) drops it in silence. */
 void tern__disp_set_full_answer(tern__disp *d, uint32_t retry_ms);
+/* When a CONNECT from a new UDP source must first prove that the source
+ * receives there (spec/wire.md §13): TERN__COOKIES_AUTO (the default)
+ * while TERN__COOKIES_AUTO_PENDING or more handles wait for their first
+ * connection, ALWAYS, or NEVER. A relay's dispatcher only. */
+enum { TERN__COOKIES_AUTO = 0, TERN__COOKIES_ALWAYS = 1, TERN__COOKIES_NEVER = 2 };
+#define TERN__COOKIES_AUTO_PENDING 64
+void tern__disp_set_cookies(tern__disp *d, int mode);
 /* Sends a datagram outside ENet. Returns 0, TERN_EADDR (the socket cannot
  * reach that family), TERN_EIO. */
 int tern__disp_send_raw(tern__disp *d, const tern__addr *to, const void *data, size_t len);

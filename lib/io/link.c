@@ -739,6 +739,16 @@ void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms) {
   tern__disp_set_full_answer(l->disp, retry_ms);
 }
 
+void tern__link_set_cookies(tern__link *l, int mode) { tern__disp_set_cookies(l->disp, mode); }
+
+void tern__link_cookie_counts(const tern__link *l, uint64_t *sent, uint64_t *connects, uint64_t *bad) {
+  tern__disp_stats st;
+  tern__disp_stats_get(l->disp, &st);
+  *sent = st.cookies_sent;
+  *connects = st.cookie_connects;
+  *bad = st.cookies_bad;
+}
+
 uint64_t tern__link_refused(const tern__link *l) {
   tern__disp_stats st;
   tern__disp_stats_get(l->disp, &st);

@@ -174,6 +174,9 @@ int tern__link_next_timeout_ms(tern__link *l);
 void tern__link_set_full_answer(tern__link *l, uint32_t retry_ms);
 /* New connections refused for want of a slot, since the link was made. */
 uint64_t tern__link_refused(const tern__link *l);
+/* Relay: the cookie policy (TERN__COOKIES_*, dispatch.h) and its counters. */
+void tern__link_set_cookies(tern__link *l, int mode);
+void tern__link_cookie_counts(const tern__link *l, uint64_t *sent, uint64_t *connects, uint64_t *bad);
 
 /* --- migration (spec/wire.md §11; dispatch.h) ---------------------------- */
 

@@ -219,6 +219,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
     return TERN_EINVAL;
   }
   full.struct_size = sizeof(full);
+  if (cfg->cookies < TERN_RELAY_COOKIES_AUTO || cfg->cookies > TERN_RELAY_COOKIES_NEVER) return TERN_EINVAL;
   if (!cfg->bind_host || cfg->max_peers == 0 || cfg->max_peers > TERN_RELAY_MAX_PEERS) return TERN_EINVAL;
   if (sodium_init() < 0) return TERN_ECRYPTO;
   tern_relay *r = calloc(1, sizeof(*r));
@@ -279,6 +280,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
+  tern__link_set_cookies(r->link, cfg->cookies);
   tern__link_set_packet_limits(r->link, TERN__PACKET_MAX, TERN__HELLO_MAX);
   tern__link_set_move_handler(r->link, on_move, r);
   if (cfg->probes) {
@@ -1129,6 +1131,7 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->messages_expired = cs.expired;
   st->store_errors = cs.store_errors;
   st->connects_refused_full = tern__link_refused(r->link);
+  tern__link_cookie_counts(r->link, &st->cookies_sent, &st->cookie_connects, &st->cookies_bad);
   tern__mig_stats ms;
   tern__link_mig_stats(r->link, &ms);
   st->sessions_moved = ms.moves;

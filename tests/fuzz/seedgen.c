@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "fuzz_common.h"
+#include "io/cookie.h"
 
 static void write_seed(const char *dir, const char *target, const char *name, uint8_t prefix,
                        int use_prefix, const uint8_t *p, size_t n) {
@@ -194,6 +195,23 @@ static void probe_seeds(const char *dir) {
   write_seed(dir, "fuzz_probe", "raw", 0, 0, raw, 8 + n);
 }
 
+/* fuzz_cookie: an ENet CONNECT to be wrapped with the valid cookie
+ * (selector 1), the same wrapped with a wrong one and a COOKIE reply as
+ * they come (selector 0), and one a slot later (selector 3). */
+static void cookie_seeds(const char *dir) {
+  uint8_t c[52] = {0x8F, 0xFF, 0x00, 0x01, 0x82, 0xFF, 0x00, 0x01};
+  c[14] = 0x05, c[15] = 0x78, c[18] = 0x80, c[23] = 1;
+  write_seed(dir, "fuzz_cookie", "connect_valid", 1, 1, c, sizeof c);
+  write_seed(dir, "fuzz_cookie", "connect_next_slot", 3, 1, c, sizeof c);
+  uint8_t cookie[TERN__COOKIE_BYTES], w[TERN__COOKIE_REPLY_BYTES + sizeof c];
+  memset(cookie, 0x5A, sizeof cookie);
+  size_t n = tern__cookie_wrap(w, sizeof w, cookie, c, sizeof c);
+  write_seed(dir, "fuzz_cookie", "connect_wrong", 0, 1, w, n);
+  uint8_t r[TERN__COOKIE_REPLY_BYTES];
+  tern__cookie_write_reply(r, cookie);
+  write_seed(dir, "fuzz_cookie", "reply", 0, 1, r, sizeof r);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s SEEDS_DIR\n", argv[0]);
@@ -206,5 +224,6 @@ int main(int argc, char **argv) {
   frames_seeds(argv[1]);
   handshake_seeds(argv[1]);
   probe_seeds(argv[1]);
+  cookie_seeds(argv[1]);
   return 0;
 }

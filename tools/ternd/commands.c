@@ -104,7 +104,7 @@ static const struct {
     F(probe_requests), F(probe_replies), F(probe_rejected), F(probe_limited),
     F(connects_refused_full), F(sessions_moved), F(tcp_accepted), F(tcp_connections),
     F(bytes_received), F(bytes_sent), F(draining), F(peers_held), F(hs_failed_draining),
-    F(sessions_replaced),
+    F(sessions_replaced), F(cookies_sent), F(cookie_connects), F(cookies_bad),
 };
 #undef F
 

@@ -279,6 +279,9 @@ static void log_stats(const tern_relay_stats *st) {
       (unsigned long long)st->messages_busy, (unsigned long long)st->messages_expired);
   say(2, "paths: %llu sessions moved to a new address; %llu new clients refused (full)",
       (unsigned long long)st->sessions_moved, (unsigned long long)st->connects_refused_full);
+  say(2, "cookies: %llu sent, %llu connects with a cookie, %llu bad",
+      (unsigned long long)st->cookies_sent, (unsigned long long)st->cookie_connects,
+      (unsigned long long)st->cookies_bad);
   say(2, "probes: %llu requests, %llu replies, %llu rejected, %llu rate-limited",
       (unsigned long long)st->probe_requests, (unsigned long long)st->probe_replies,
       (unsigned long long)st->probe_rejected, (unsigned long long)st->probe_limited);

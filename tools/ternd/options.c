@@ -18,6 +18,7 @@
 enum {
   K_KEY, K_ALLOW, K_OPEN, K_LISTEN, K_LISTEN_TCP, K_PORT_FILE, K_DATA_DIR, K_RETENTION,
   K_NO_FSYNC, K_STORE_RESERVE, K_HS_TIMEOUT, K_MAX_PEERS, K_MAX_MSG, K_PING, K_NO_PROBES,
+  K_COOKIES,
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
   K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES,
   K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, K_PUSH_URL, K_PUSH_SECRET, K_PUSH_INTERVAL,
@@ -47,6 +48,7 @@ static const keydef keys[NKEYS] = {
     [K_MAX_MSG] = {"max-message-size", 1, 1, TERN_MESSAGE_MAX},
     [K_PING] = {"ping-interval", 1, 1000, 3600000},
     [K_NO_PROBES] = {"no-probes", 0, 0, 0},
+    [K_COOKIES] = {"cookies", 1, 0, 0},
     [K_METRICS] = {"metrics", 1, 0, 0},
     [K_ADMIN_SOCKET] = {"admin-socket", 1, 0, 0},
     [K_VERBOSE] = {"verbose", 0, 0, 0},
@@ -169,6 +171,11 @@ static void usage(FILE *f) {
           "                        everyone (spec/messages.md §13). Default: off\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
           "                        a conservative keepalive; spec/keepalive.md)\n"
+          "  --cookies MODE        when a CONNECT from a new UDP address must first\n"
+          "                        show that the address receives (a COOKIE round\n"
+          "                        trip; spoofed CONNECTs then get one small reply and\n"
+          "                        hold no slot): auto (default: while 64 or more new\n"
+          "                        connections are pending, a flood), always, never\n"
           "  --metrics IP:PORT     serve Prometheus metrics over HTTP at\n"
           "                        http://IP:PORT/metrics (an IP literal; keep it on\n"
           "                        loopback or a private network: there is no TLS and\n"
@@ -271,6 +278,12 @@ static int parse_metrics(ternd_opts *o, const char *v, char *err, size_t cap) {
   return -1;
 }
 
+/* tern_relay_config.cookies by value: TERN_RELAY_COOKIES_AUTO, _ALWAYS, _NEVER. */
+static const char *const cookie_modes[3] = {"auto", "always", "never"};
+_Static_assert(TERN_RELAY_COOKIES_AUTO == 0 && TERN_RELAY_COOKIES_ALWAYS == 1 &&
+                   TERN_RELAY_COOKIES_NEVER == 2,
+               "cookie_modes is indexed by the policy");
+
 /* Applies one setting; `v` is "true" for a flag given on the command line. */
 static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
   const keydef *k = &keys[id];
@@ -322,6 +335,14 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_SEND_RATE_BYTES: c->send_rate_bytes = (uint64_t)n; return 0;
     case K_PING: c->ping_interval_ms = (uint32_t)n; return 0;
     case K_NO_PROBES: c->probes = !b; return 0;
+    case K_COOKIES:
+      for (int m = 0; m < 3; m++)
+        if (strcmp(v, cookie_modes[m]) == 0) {
+          c->cookies = m;
+          return 0;
+        }
+      snprintf(err, cap, "wants always, auto or never, not '%s'", v);
+      return -1;
     case K_METRICS: return parse_metrics(o, v, err, cap);
     case K_VERBOSE: o->verbosity = b ? 3 : o->verbosity == 3 ? 2 : o->verbosity; return 0;
     case K_QUIET: o->verbosity = b ? 1 : o->verbosity == 1 ? 2 : o->verbosity; return 0;
@@ -552,6 +573,7 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_SEND_RATE_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->send_rate_bytes); break;
       case K_PING: snprintf(v, sizeof(v), "%u", c->ping_interval_ms); break;
       case K_NO_PROBES: s = c->probes ? "false" : "true"; break;
+      case K_COOKIES: s = c->cookies >= 0 && c->cookies < 3 ? cookie_modes[c->cookies] : "?"; break;
       case K_METRICS:
         if (o->metrics_on)
           snprintf(v, sizeof(v), "%s%s%s:%u", strchr(o->metrics_host, ':') ? "[" : "", o->metrics_host,
