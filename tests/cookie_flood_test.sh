@@ -9,15 +9,21 @@
 # in 10.95.128.0/17, an address range that exists nowhere: the relay's
 # route sends replies to it back over the veth, where the flood namespace
 # drops them. nftables counters in the relay namespace count the IP bytes
-# in from and out to those sources. 3 s into the flood a real client
-# (talk_client, from 10.95.1.2) connects and sends one message.
+# in from and out to those sources. From 2 s into the flood, five real
+# clients (talk_client, from 10.95.1.2), one every 1.5 s, connect and send
+# one message each.
 #
 # Passes when: bytes out to the spoofed sources / bytes in from them <= 1.0;
 # every reply to them is a COOKIE (50 IP bytes: 28 of header, 22 of
 # COOKIE), so ENet never saw one of their CONNECTs and holds no slot for
-# them; ternd made exactly one connection with a cookie (the client's); the
-# client connected in < 1 s. ternd runs with --cookies ${COOKIES:-always};
-# COOKIES=never shows the behaviour before (the test then fails).
+# them; ternd made exactly five connections with a cookie (the clients');
+# every client connected within 5 s and their median connect took < 1 s.
+# (Not every one: the flood outruns the relay's one reading thread, the
+# kernel drops a share of everything that arrives, and a client whose
+# copies of a CONNECT are all lost waits for ENet's resend: spec/threat-
+# model.md §5. The figures of each are printed.) ternd runs with --cookies
+# ${COOKIES:-always}; COOKIES=never shows the behaviour before (the test
+# then fails).
 #
 # Needs root, network namespaces and nftables; without them it exits 77
 # (ctest: skipped) with a message, unless CI=true, where it fails instead.
@@ -29,6 +35,7 @@ TALK=$BUILD/tests/talk_client
 FLOOD=$BUILD/tests/spoof_flood
 KEYGEN=$BUILD/tools/tern-keygen
 SECS=${FLOOD_SECONDS:-10}
+NCLIENTS=5
 COOKIES=${COOKIES:-always}
 NSTEST=cookie_flood_test
 # shellcheck source=support/nstest.sh
@@ -74,7 +81,7 @@ table ip sink {
 EOF2
 
 RELAY_KEY=$("$KEYGEN" "$TMP/relay.key" 2>/dev/null) || { echo "$NSTEST: FAIL: tern-keygen" >&2; exit 1; }
-"$KEYGEN" "$TMP/alice.key" >/dev/null 2>&1
+for i in $(seq "$NCLIENTS"); do "$KEYGEN" "$TMP/alice$i.key" >/dev/null 2>&1; done
 ip netns exec "$R" "$TERND" --key "$TMP/relay.key" --open --listen 10.95.1.1:7400 \
   --cookies "$COOKIES" --data-dir "$TMP/data" >"$TMP/ternd.log" 2>&1 &
 TERND_PID=$!
@@ -89,12 +96,18 @@ counter() {
 echo "flooding for ${SECS} s (ternd --cookies $COOKIES)"
 ip netns exec "$F" "$FLOOD" 10.95.1.1 7400 10.95.128.0 17 "$SECS" >"$TMP/flood.out" 2>&1 &
 FLOOD_PID=$!
-sleep 3
-ip netns exec "$F" "$TALK" --relay 10.95.1.1:7400 --relay-key "$RELAY_KEY" --key "$TMP/alice.key" \
-  --user alice --peer bob --rate 10 --seconds 0.1 --expect 0 >"$TMP/talk.out" 2>"$TMP/talk.err" &
-TALK_PID=$!
+sleep 2
+TALK_PIDS=()
+for i in $(seq "$NCLIENTS"); do
+  ip netns exec "$F" "$TALK" --relay 10.95.1.1:7400 --relay-key "$RELAY_KEY" --key "$TMP/alice$i.key" \
+    --user "alice$i" --peer bob --rate 10 --seconds 0.1 --expect 0 >"$TMP/talk$i.out" 2>"$TMP/talk$i.err" &
+  TALK_PIDS+=($!)
+  sleep 1.5
+done
 wait "$FLOOD_PID" || fail "spoof_flood failed: $(cat "$TMP/flood.out")"
-wait "$TALK_PID" || fail "talk_client failed: $(cat "$TMP/talk.err")"
+for i in $(seq "$NCLIENTS"); do
+  wait "${TALK_PIDS[$((i - 1))]}" || fail "talk_client $i failed: $(cat "$TMP/talk$i.err")"
+done
 # What ENet would still send (VERIFY_CONNECT resends) comes within 17 s of
 # a CONNECT; the first resend within about a second, which is enough to see
 # whether any happen at all.
@@ -102,8 +115,15 @@ sleep 2
 kill -INT "$TERND_PID"; wait "$TERND_PID"
 
 echo "  flood: $(cat "$TMP/flood.out")"
-line=$(tail -1 "$TMP/talk.out")
-echo "  client: $line"
+MS=()
+for i in $(seq "$NCLIENTS"); do
+  line=$(tail -1 "$TMP/talk$i.out")
+  echo "  client $i: $line"
+  ms=$(field "$line" connect_ms)
+  [[ -n $ms ]] || fail "client $i printed no summary"
+  [[ $(field "$line" acked) == 1 ]] || fail "client $i's message was not acknowledged"
+  MS+=("${ms:-99999}")
+done
 in_p=$(counter spoofed_in packets) in_b=$(counter spoofed_in bytes)
 out_p=$(counter spoofed_out packets) out_b=$(counter spoofed_out bytes)
 ratio=$(awk -v o="$out_b" -v i="$in_b" 'BEGIN { printf "%.3f", i ? o / i : 0 }')
@@ -116,16 +136,17 @@ echo "  ternd: $cookies"
 (( in_p > 1000 )) || fail "the flood did not reach the relay ($in_p datagrams)"
 awk -v r="$ratio" 'BEGIN { exit !(r <= 1.0) }' || fail "amplification $ratio > 1.0"
 (( out_b == 50 * out_p )) || fail "replies other than COOKIEs went to spoofed sources ($out_b bytes in $out_p datagrams)"
-[[ $cookies == *" 1 connects with a cookie"* ]] ||
-  fail "want exactly one connection made with a cookie (the client's): $cookies"
-ms=$(field "$line" connect_ms)
-[[ -n $ms ]] || fail "the client printed no summary"
-(( ${ms:-99999} < 1000 )) || fail "the client connected after ${ms} ms during the flood (want < 1000)"
-[[ $(field "$line" acked) == 1 ]] || fail "the client's message was not acknowledged"
+[[ $cookies == *" $NCLIENTS connects with a cookie"* ]] ||
+  fail "want exactly $NCLIENTS connections made with a cookie (the clients'): $cookies"
+sorted=$(printf '%s\n' "${MS[@]}" | sort -n)
+median=$(sed -n "$(( (NCLIENTS + 1) / 2 ))p" <<<"$sorted") worst=$(tail -1 <<<"$sorted")
+echo "  connects during the flood (ms): $(tr '\n' ' ' <<<"$sorted")(median $median, worst $worst)"
+(( median < 1000 )) || fail "the median client connected after ${median} ms during the flood (want < 1000)"
+(( worst < 5000 )) || fail "a client connected after ${worst} ms during the flood (want < 5000)"
 
 if (( FAILS )); then
   echo "--- ternd.log"; tail -20 "$TMP/ternd.log"
-  echo "--- talk.err"; cat "$TMP/talk.err"
+  echo "--- talk*.err"; cat "$TMP"/talk*.err
   echo "$NSTEST: $FAILS failures"; exit 1
 fi
 echo "$NSTEST: PASS"
