@@ -98,6 +98,7 @@ enum {
   TERN_EREPLACED = -36,   /* a newer session of this device key replaced this one; not retried */
   TERN_ESTALE = -37,      /* the relay holds a later HELLO timestamp for this key: the device clock is behind */
   TERN_EQUOTA = -38,      /* the relay holds all it may for this sender or this recipient */
+  TERN_ERESET = -40,      /* the relay restarted and said so (RESET): the session is gone; reconnecting at once */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -667,6 +668,9 @@ typedef struct tern_client_stats {
   uint64_t migrations;        /* times the session moved to a new path without a new handshake */
   uint64_t connects_tcp;      /* ... of the sessions established, those over TCP */
   uint64_t on_tcp;            /* 1 while the session runs over TCP, else 0 */
+  uint64_t resets_ignored;    /* RESET datagrams that did not end the session: a
+                                 wrong token, another source, no live session
+                                 (spec/wire.md §13) */
 } tern_client_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st,
                                                                size_t st_size);
@@ -930,6 +934,8 @@ typedef struct tern_relay_stats {
                                    above the last accepted from the key: replays
                                    (spec/handshake.md §6); also in handshakes_failed */
   uint64_t messages_over_quota; /* FAILED with TERN_EQUOTA (also in messages_refused) */
+  uint64_t resets_sent;         /* RESET datagrams sent at start to the sessions the
+                                   previous run left recorded (spec/wire.md §13) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

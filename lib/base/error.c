@@ -47,6 +47,7 @@ static const err_entry errors[] = {
   {TERN_EREPLACED, "TERN_EREPLACED", "a newer session with this device key replaced this one (another copy of the app?)"},
   {TERN_ESTALE, "TERN_ESTALE", "the relay accepted a later handshake from this device key: the device clock is behind"},
   {TERN_EQUOTA, "TERN_EQUOTA", "the relay already holds as much as it may for this sender or this recipient"},
+  {TERN_ERESET, "TERN_ERESET", "the relay restarted and reset this session; reconnecting"},
 };
 
 static const err_entry *find(int err) {

@@ -20,6 +20,7 @@
 #include "base/abi.h"
 #include "base/log.h"
 #include "store/rstore.h"
+#include "wire/reset.h"
 #include "wire/session.h"
 #include "wire/token.h"
 #include "tern/tern.h"
@@ -57,6 +58,9 @@ typedef struct rpeer {
   uint8_t *hello;
   size_t hello_len;
   uint64_t hello_ticket;
+  /* The HELLO timestamp of this session, which names its reset row in the
+   * store (spec/wire.md §13); 0: no row written. */
+  uint64_t reset_time_us;
 } rpeer;
 
 /* Log lines a stranger or a misbehaving session can cause, one token
@@ -175,6 +179,7 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
+static void send_resets(tern_relay *r);
 
 /* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
 static void set_state(tern_relay *r, rpeer *p, peer_state s) {
@@ -280,6 +285,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
     tern__link_set_raw_handler(r->link, on_raw, r);
   }
   r->cfg.store_path = NULL; /* not kept */
+  send_resets(r);
   if (cfg->token_key) {
     memcpy(r->token_key, cfg->token_key, sizeof(r->token_key));
     r->has_token_key = 1;
@@ -307,6 +313,9 @@ static uint64_t relay_wall_ms(const tern_relay *r) {
 
 static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->state == P_OPEN || p->state == P_CLOSING) tern__rcore_close(r->core, p->id);
+  /* The session is over: no RESET for it at the next start. A failure
+   * only means one RESET the client ignores (spec/wire.md §13). */
+  if (p->reset_time_us) (void)r->store->ops->reset_del(r->store, p->sess.remote_static, p->reset_time_us);
   if (r->probes && p->has_probe_key) tern__psvc_remove_key(r->probes, p->id);
   sodium_memzero(p->probe_key, sizeof(p->probe_key));
   if (p->prev) p->prev->next = p->next;
@@ -507,6 +516,53 @@ static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p) {
   return last + limit;
 }
 
+/* Records where p's session is, for the RESET of the relay's next start
+ * (spec/wire.md §13): a UDP address updates its row, a TCP connection
+ * drops it (the connection's close tells the client). Errors go with the
+ * round: the client then only waits for its keepalive, as without RESET. */
+static void note_reset_addr(tern_relay *r, rpeer *p, const tern__addr *at) {
+  if (!p->reset_time_us) return;
+  if (tern__addr_is_stream(at, NULL)) {
+    (void)r->store->ops->reset_del(r->store, p->sess.remote_static, p->reset_time_us);
+    return;
+  }
+  uint8_t a[TERN__RS_ADDR_BYTES];
+  memcpy(a, at->ip, 16);
+  a[16] = (uint8_t)(at->port >> 8);
+  a[17] = (uint8_t)at->port;
+  (void)r->store->ops->reset_put(r->store, p->sess.remote_static, p->reset_time_us, a);
+}
+
+/* One row of the previous run: a RESET to its address (spec/wire.md §13). */
+static void send_reset(void *ctx, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
+  tern_relay *r = ctx;
+  tern__addr to;
+  memcpy(to.ip, addr, 16);
+  to.port = (uint16_t)(addr[16] << 8 | addr[17]);
+  uint8_t token[TERN__RESET_TOKEN_BYTES], out[TERN__RESET_BYTES];
+  tern__reset_token(r->cfg.keypair.secret_key, dev, time_us, token);
+  tern__reset_write(out, token);
+  sodium_memzero(token, sizeof(token));
+  if (tern__link_send_raw(r->link, &to, out, sizeof(out)) == 0) {
+    r->stats.bytes_sent += sizeof(out);
+    r->stats.resets_sent++;
+  }
+}
+
+/* Before serving: tells each session the previous run left recorded that
+ * it is gone, once per row, then forgets the rows. */
+static void send_resets(tern_relay *r) {
+  int n = r->store->ops->reset_take(r->store, send_reset, r);
+  int rc = n < 0 ? n : r->store->ops->commit(r->store, tern__now_ms());
+  if (rc < 0) {
+    r->store->ops->rollback(r->store, tern__now_ms());
+    logf_(r, 1, "store error reading the sessions of the previous run (%s): no RESETs",
+          r->store->ops->errmsg(r->store));
+    return;
+  }
+  if (n > 0) logf_(r, 2, "told %d session(s) of the previous run that they are gone (RESET)", n);
+}
+
 /* A session moved to a new address without a new handshake. */
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to) {
   tern_relay *r = ctx;
@@ -515,6 +571,7 @@ static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, cons
   tern__link_addr_name(r->link, from, a, sizeof(a));
   tern__link_addr_name(r->link, to, b, sizeof(b));
   if (p) {
+    note_reset_addr(r, p, to);
     snprintf(p->name, sizeof(p->name), "%s", b);
     logf_(r, 2, "user %s moved from %s to %s (same session)", p->user[0] ? p->user : "?", a, b);
   }
@@ -606,6 +663,17 @@ static void replace_older(tern_relay *r, rpeer *p) {
 
 static void refuse_stale(tern_relay *r, rpeer *p, const char *key_hex);
 
+/* Gives the client its session's reset token, sealed (spec/wire.md §6.15). */
+static void send_reset_token(tern_relay *r, rpeer *p) {
+  uint8_t token[TERN__RESET_TOKEN_BYTES];
+  tern__reset_token(r->cfg.keypair.secret_key, p->sess.remote_static, p->reset_time_us, token);
+  tern__wbuf w;
+  tern__wbuf_init(&w, r->buf, RELAY_BUF);
+  tern__fr_reset_token_write(&w, token);
+  sodium_memzero(token, sizeof(token));
+  (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
+}
+
 static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
@@ -680,6 +748,10 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     fail_handshake(r, p, rc, TERN__DISC_SHUTDOWN, LIM_HS_STORE, "store error on the HELLO timestamp");
     return;
   }
+  /* Its reset row goes in the same round: no fsync of its own. */
+  tern__addr at;
+  p->reset_time_us = hello.time_us;
+  if (tern__link_peer_addr(r->link, p->lp, &at) == 0) note_reset_addr(r, p, &at);
   p->hello = malloc(plen);
   if (!p->hello) {
     fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, LIM_HS_STORE, "no memory for a HELLO");
@@ -748,6 +820,7 @@ static void finish_hello(tern_relay *r, rpeer *p, int committed) {
     return;
   }
   set_state(r, p, P_OPEN);
+  send_reset_token(r, p);
   tern__link_peer_trust(r->link, p->lp);
   p->opened_ms = tern__now_ms();
   r->stats.handshakes_ok++;
