@@ -129,9 +129,23 @@ struct tern_relay {
   int draining;                 /* tern_relay_drain() was called */
   uint32_t drain_window_ms;     /* its window: the GOAWAY delays span it */
   uint64_t drain_start_ms;      /* when it was called (tern__now_ms) */
+  /* The RESETs sent at start (spec/wire.md §13), kept to be sent once
+   * more at reset_again_ms against a lost datagram, then freed. */
+  struct rreset *resets;
+  size_t nresets, resets_cap;
+  uint64_t reset_again_ms;
   int has_token_key;            /* cfg.token_key was given: tokens are checked */
   uint8_t token_key[32];        /* the backend's Ed25519 public key */
 };
+
+/* One RESET datagram and where it goes. */
+struct rreset {
+  tern__addr to;
+  uint8_t dgram[TERN__RESET_BYTES];
+};
+
+/* The second copy of the start's RESETs follows the first after this. */
+#define RESET_AGAIN_MS 300
 
 /* A refused client is told to come back after this plus a random 0..this
  * (spec/wire.md §10). */
@@ -365,6 +379,7 @@ void tern_relay_free(tern_relay *r) {
   tern__psvc_free(r->probes);
   tern__rcore_free(r->core);
   if (r->store) r->store->ops->close(r->store);
+  free(r->resets);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   if (r->buf) sodium_memzero(r->buf, RELAY_BUF);
   if (r->pkt) sodium_memzero(r->pkt, RELAY_BUF);
@@ -547,6 +562,31 @@ static void send_reset(void *ctx, const uint8_t dev[32], uint64_t time_us, const
     r->stats.bytes_sent += sizeof(out);
     r->stats.resets_sent++;
   }
+  /* Kept for the second copy; without memory, the one copy is all. */
+  if (r->nresets == r->resets_cap) {
+    size_t cap = r->resets_cap ? 2 * r->resets_cap : 64;
+    struct rreset *more = realloc(r->resets, cap * sizeof(*more));
+    if (!more) return;
+    r->resets = more;
+    r->resets_cap = cap;
+  }
+  r->resets[r->nresets].to = to;
+  memcpy(r->resets[r->nresets].dgram, out, sizeof(out));
+  r->nresets++;
+}
+
+/* The second copy of each RESET, RESET_AGAIN_MS after the first: a lost
+ * datagram would leave its client waiting for its keepalive. */
+static void resend_resets(tern_relay *r, uint64_t now) {
+  if (!r->nresets || now < r->reset_again_ms) return;
+  for (size_t i = 0; i < r->nresets; i++)
+    if (tern__link_send_raw(r->link, &r->resets[i].to, r->resets[i].dgram, TERN__RESET_BYTES) == 0) {
+      r->stats.bytes_sent += TERN__RESET_BYTES;
+      r->stats.resets_sent++;
+    }
+  free(r->resets);
+  r->resets = NULL;
+  r->nresets = r->resets_cap = 0;
 }
 
 /* Before serving: tells each session the previous run left recorded that
@@ -560,6 +600,7 @@ static void send_resets(tern_relay *r) {
           r->store->ops->errmsg(r->store));
     return;
   }
+  r->reset_again_ms = tern__now_ms() + RESET_AGAIN_MS;
   if (n > 0) logf_(r, 2, "told %d session(s) of the previous run that they are gone (RESET)", n);
 }
 
@@ -1038,7 +1079,12 @@ static int core_timeout(const tern_relay *r, uint64_t now) {
 }
 
 int tern_relay_timeout_ms(tern_relay *r) {
-  int a = core_timeout(r, tern__now_ms()), b = tern__link_next_timeout_ms(r->link);
+  uint64_t now = tern__now_ms();
+  int a = core_timeout(r, now), b = tern__link_next_timeout_ms(r->link);
+  if (r->nresets) {
+    int c = now >= r->reset_again_ms ? 0 : (int)(r->reset_again_ms - now);
+    if (a < 0 || c < a) a = c;
+  }
   if (a < 0) return b;
   if (b < 0) return a;
   return a < b ? a : b;
@@ -1075,6 +1121,7 @@ int tern_relay_service(tern_relay *r, int timeout_ms) {
     while ((rc = tern__link_service(r->link, 0, &ev)) == 1) on_event(r, &ev);
     if (rc < 0) return rc;
     uint64_t now = tern__now_ms();
+    resend_resets(r, now);
     handle_timers(r, now);
     tern__rcore_tick(r->core, now, relay_wall_ms(r));
     send_probe_replies(r, now);

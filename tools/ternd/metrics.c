@@ -104,6 +104,8 @@ static const struct simple {
     {"counter", "tern_relay_messages_over_quota_total",
      "Messages refused with FAILED TERN_EQUOTA: a recipient's or sender's quota is held.",
      F(messages_over_quota)},
+    {"counter", "tern_relay_resets_sent_total",
+     "RESET datagrams sent at start to the sessions the previous run left recorded.", F(resets_sent)},
     {"counter", "tern_relay_messages_busy_total",
      "Messages answered BUSY (the store failed or is full; the sender retries).", F(messages_busy)},
     {"counter", "tern_relay_messages_expired_total", "Messages dropped undelivered after the retention.",
