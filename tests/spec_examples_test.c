@@ -20,6 +20,7 @@
 #include "client/ccore.h"
 #include "wire/frame.h"
 #include "wire/full.h"
+#include "wire/reset.h"
 #include "io/link.h"
 #include "wire/probe.h"
 #include "relay/probesvc.h"
@@ -71,6 +72,8 @@ static specex TOKEN_BACKEND_PUB;
 static specex TOKEN_BYTES;
 static specex HELLO_FRAME_TOKEN;
 static specex GOAWAY_FRAME;
+static specex RESET_TOKEN_FRAME;
+static specex RESET_DGRAM;
 
 static const struct {
   const char *name;
@@ -113,6 +116,8 @@ static const struct {
     {"token-bytes", &TOKEN_BYTES},
     {"hello-frame-token", &HELLO_FRAME_TOKEN},
     {"goaway-frame", &GOAWAY_FRAME},
+    {"reset-token-frame", &RESET_TOKEN_FRAME},
+    {"reset-datagram", &RESET_DGRAM},
 };
 
 static void setup(void) {
@@ -615,6 +620,26 @@ Test(spec, goaway_frame) {
   cr_assert_eq(one_frame(GOAWAY_FRAME.b, GOAWAY_FRAME.n, body), TERN__FR_GOAWAY);
   cr_assert_eq(tern__fr_u64_read(&body[0], &delay), 0);
   cr_assert_eq(delay, 2500);
+}
+
+/* spec/wire.md 13 and 6.15: the token of the example's relay key, device
+ * key and HELLO time; the RESET that carries it; the frame that gives it. */
+Test(spec, reset_examples) {
+  uint8_t sk[32], dev[32], token[TERN__RESET_TOKEN_BYTES], out[TERN__RESET_BYTES];
+  for (int i = 0; i < 32; i++) sk[i] = (uint8_t)i, dev[i] = (uint8_t)(0x20 + i);
+  tern__reset_token(sk, dev, 1700000000000000ull, token);
+  tern__reset_write(out, token);
+  assert_bytes(out, sizeof out, RESET_DGRAM.b, RESET_DGRAM.n, "RESET");
+  uint8_t got[TERN__RESET_TOKEN_BYTES];
+  cr_assert_eq(tern__reset_parse(RESET_DGRAM.b, RESET_DGRAM.n, got), 1);
+  cr_assert_arr_eq(got, token, sizeof token);
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cr_assert_eq(TERN__FR_RESET_TOKEN, 0x25);
+  tern__fr_reset_token_write(&w, token);
+  ASSERT_WBUF(w, RESET_TOKEN_FRAME, "RESET_TOKEN frame");
+  cr_assert_eq(TERN_ERESET, -40);
 }
 
 /* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,
