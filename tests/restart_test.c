@@ -226,17 +226,25 @@ static int disconnected_within(loop *l, size_t i, int ms, int *err) {
   return 1;
 }
 
-Test(restart, forged_and_replayed_resets_are_ignored, .timeout = 60) {
+/* ternd and one idle client "rx" (its keypair in kps[0]), connected and
+ * settled: its session's row is in the store. */
+static size_t start_with_rx(relayd *d, tern_keypair kps[1], loop *l) {
   static const char *const users[] = {"rx"};
+  relayd_setup(d, users, kps, 1);
+  relayd_start(d);
+  size_t rx = add_idle_client(l, d, "rx", &kps[0]);
+  loop_event ev;
+  cr_assert(loop_wait(l, rx, TERN_EV_CONNECTED, 5000, &ev), "rx did not connect");
+  pump_for(l, 300);
+  return rx;
+}
+
+Test(restart, forged_and_replayed_resets_are_ignored, .timeout = 60) {
   tern_keypair kps[1];
   relayd d;
-  relayd_setup(&d, users, kps, 1);
-  relayd_start(&d);
   loop l = {0};
-  size_t rx = add_idle_client(&l, &d, "rx", &kps[0]);
+  size_t rx = start_with_rx(&d, kps, &l);
   loop_event ev;
-  cr_assert(loop_wait(&l, rx, TERN_EV_CONNECTED, 5000, &ev), "rx did not connect");
-  pump_for(&l, 300);
   uint64_t t1;
   uint16_t port1;
   cr_assert(store_row(&d, kps[0].public_key, &t1, &port1));
@@ -276,6 +284,39 @@ Test(restart, forged_and_replayed_resets_are_ignored, .timeout = 60) {
   send_reset_from(d.port, port2, token2);
   cr_assert(disconnected_within(&l, rx, 1000, &err), "the right RESET did not end the session");
   cr_assert_eq(err, TERN_ERESET);
+  loop_stop(&l);
+  relayd_teardown(&d);
+}
+
+/* A session that moved to a new address (spec/wire.md §11) gets its RESET
+ * there: the move rewrites its row. */
+Test(restart, a_moved_session_gets_its_reset_at_its_new_address, .timeout = 60) {
+  tern_keypair kps[1];
+  relayd d;
+  loop l = {0};
+  size_t rx = start_with_rx(&d, kps, &l);
+  tern_client_network_changed(l.clients[rx]);
+  tern_client_stats st = {0};
+  uint64_t end = tt_now_ms() + 5000;
+  while (st.migrations == 0 && tt_now_ms() < end) {
+    pump_for(&l, 20);
+    tern_client_get_stats(l.clients[rx], &st);
+  }
+  cr_assert_eq(st.migrations, 1, "the session did not move");
+  pump_for(&l, 300);
+  relayd_kill9(&d);
+  uint64_t t;
+  uint16_t port;
+  cr_assert(store_row(&d, kps[0].public_key, &t, &port));
+  char *log = tt_read_file(d.log);
+  char at[32];
+  snprintf(at, sizeof(at), "127.0.0.1:%u (same session)", port);
+  cr_assert(strstr(log, at), "the row's port %u is not where the session moved; log:\n%s", port, log);
+  free(log);
+  relayd_start(&d);
+  int err = 0;
+  cr_assert(disconnected_within(&l, rx, 2000, &err), "the moved session did not learn of the restart");
+  cr_assert_eq(err, TERN_ERESET, "reason %s", tern_errname(err));
   loop_stop(&l);
   relayd_teardown(&d);
 }
