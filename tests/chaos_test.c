@@ -6,6 +6,13 @@
  * byte for byte, and each sender's messages to each recipient arrived in
  * the order they were sent.
  *
+ * Idle receivers (issue 13, finding 9): N_IDLE in-process clients that
+ * only receive, with a keepalive far longer than the test. Right after each
+ * restart of ternd a pinger (in-process too) sends each of them a message;
+ * the test fails if one waits more than IDLE_MAX_MS for it: a restarted
+ * relay tells the sessions it knew that they are gone (RESET, spec/wire.md
+ * §14), so they do not wait for their next keepalive.
+ *
  * The moments are drawn from a seeded PRNG; the seed is printed, and
  * TERN_CHAOS_SEED=N replays a run (the schedule, not the kernel's timing).
  *
@@ -31,6 +38,7 @@
 #include <unistd.h>
 
 #include "chaos_proto.h"
+#include "loop.h"
 #include "tern/tern.h"
 #include "tern_test.h"
 
@@ -41,6 +49,9 @@
 #define RELAY_KILLS 6
 #define CLIENT_KILLS 8
 #define SEND_RATE "60" /* messages per second per client: ~21 s of sending */
+#define N_IDLE 2                /* idle receivers */
+#define IDLE_KEEPALIVE_MS 600000 /* theirs: far longer than the test */
+#define IDLE_MAX_MS 2000        /* the longest one may wait after a restart */
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -134,6 +145,7 @@ typedef struct world {
   char name[N_CLIENTS][16], key[N_CLIENTS][600], state[N_CLIENTS][600];
   char journal[N_CLIENTS][600], log[N_CLIENTS][600], peers[N_CLIENTS][64];
   pid_t client[N_CLIENTS];
+  tern_keypair idle_kp[N_IDLE + 1]; /* the idle receivers', then the pinger's */
 } world;
 
 static void save_key(const char *path, char pub[TERN_KEY_HEX_BYTES]) {
@@ -198,7 +210,7 @@ static void world_setup(world *w) {
   snprintf(w->data, sizeof(w->data), "%s/relay-data", w->dir);
   snprintf(w->relay_log, sizeof(w->relay_log), "%s/ternd.log", w->dir);
   save_key(w->relay_key, w->relay_pub);
-  char allow[N_CLIENTS * 100] = "";
+  char allow[(N_CLIENTS + N_IDLE + 1) * 100] = "";
   for (int i = 0; i < N_CLIENTS; i++) {
     char pub[TERN_KEY_HEX_BYTES];
     snprintf(w->name[i], sizeof(w->name[i]), "c%d", i);
@@ -209,11 +221,21 @@ static void world_setup(world *w) {
     save_key(w->key[i], pub);
     size_t n = strlen(allow);
     snprintf(allow + n, sizeof(allow) - n, "%s %s\n", pub, w->name[i]);
+
     for (int j = 0; j < N_CLIENTS; j++) {
       if (j == i) continue;
       n = strlen(w->peers[i]);
       snprintf(w->peers[i] + n, sizeof(w->peers[i]) - n, "%sc%d", n ? "," : "", j);
     }
+  }
+  for (int i = 0; i <= N_IDLE; i++) {
+    /* An idle receiver ("idle0"...) or, last, the pinger. */
+    char pub[TERN_KEY_HEX_BYTES];
+    cr_assert_eq(tern_keypair_generate(&w->idle_kp[i]), 0);
+    tern_key_to_hex(w->idle_kp[i].public_key, pub);
+    size_t n = strlen(allow);
+    if (i < N_IDLE) snprintf(allow + n, sizeof(allow) - n, "%s idle%d\n", pub, i);
+    else snprintf(allow + n, sizeof(allow) - n, "%s pinger\n", pub);
   }
   tt_write_file(w->allow, allow);
 }
@@ -406,6 +428,93 @@ static void free_all(journal js[N_CLIENTS]) {
   for (int i = 0; i < N_CLIENTS; i++) journal_free(&js[i]);
 }
 
+/* ---- idle receivers and their pinger, in this process ---- */
+
+typedef struct idlers {
+  loop l;                    /* clients[0..N_IDLE): receivers; [N_IDLE]: the pinger */
+  unsigned round;            /* the restart the pings in flight follow */
+  uint64_t sent_ms;          /* when they were sent */
+  int waiting[N_IDLE];       /* 1 until receiver i has this round's ping */
+  uint64_t worst_ms;         /* the longest wait seen */
+  long pings, late, connects;
+} idlers;
+
+static void idlers_start(idlers *id, const world *w) {
+  memset(id, 0, sizeof(*id));
+  for (int i = 0; i <= N_IDLE; i++) {
+    tern_client_config cfg;
+    tern_client_config_default(&cfg);
+    cfg.relay_host = "127.0.0.1";
+    cfg.relay_port = w->port;
+    cr_assert_eq(tern_key_from_hex(w->relay_pub, cfg.relay_public_key), 0);
+    cfg.keypair = w->idle_kp[i];
+    char user[16];
+    snprintf(user, sizeof(user), i < N_IDLE ? "idle%d" : "pinger", i);
+    cfg.user = user;
+    cfg.keepalive_fixed_ms = IDLE_KEEPALIVE_MS;
+    loop_add_client(&id->l, &cfg);
+  }
+}
+
+/* Services the in-process clients: counts connects, takes the pings. */
+static void idlers_pump(idlers *id) {
+  loop_pump(&id->l);
+  for (int i = 0; i <= N_IDLE; i++) {
+    tern_event ev;
+    while (tern_client_next_event(id->l.clients[i], &ev) == 1) {
+      if (ev.type == TERN_EV_CONNECTED) id->connects++;
+      if (ev.type != TERN_EV_MESSAGE || i == N_IDLE) continue;
+      char want[32];
+      int n = snprintf(want, sizeof(want), "ping %u", id->round);
+      if (!id->waiting[i] || ev.body_len != (size_t)n || memcmp(ev.body, want, (size_t)n) != 0) continue;
+      id->waiting[i] = 0;
+      uint64_t waited = now_ms() - id->sent_ms;
+      if (waited > id->worst_ms) id->worst_ms = waited;
+      if (waited > IDLE_MAX_MS) id->late++;
+    }
+  }
+}
+
+static int idlers_waiting(const idlers *id) {
+  int n = 0;
+  for (int i = 0; i < N_IDLE; i++) n += id->waiting[i];
+  return n;
+}
+
+/* Sleeps ms while servicing the in-process clients. */
+static void pump_sleep(idlers *id, unsigned ms) {
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    idlers_pump(id);
+    sleep_ms(2);
+  }
+}
+
+/* Right after a restart of ternd: a ping to each idle receiver, then
+ * waiting (servicing) until each has it or IDLE_MAX_MS + 1 s passed.
+ * A receiver still waiting then counts as late. */
+static void idlers_ping(idlers *id) {
+  id->round++;
+  id->sent_ms = now_ms();
+  char body[32];
+  int n = snprintf(body, sizeof(body), "ping %u", id->round);
+  for (int i = 0; i < N_IDLE; i++) {
+    char to[16];
+    snprintf(to, sizeof(to), "idle%d", i);
+    uint64_t cmid;
+    cr_assert_eq(tern_client_send(id->l.clients[N_IDLE], to, body, (size_t)n, &cmid), 0);
+    id->waiting[i] = 1;
+    id->pings++;
+  }
+  while (idlers_waiting(id) && now_ms() < id->sent_ms + IDLE_MAX_MS + 1000) {
+    idlers_pump(id);
+    sleep_ms(2);
+  }
+  id->late += idlers_waiting(id);
+  if (idlers_waiting(id) && now_ms() - id->sent_ms > id->worst_ms) id->worst_ms = now_ms() - id->sent_ms;
+  memset(id->waiting, 0, sizeof(id->waiting));
+}
+
 Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeout = 110,
      .fini = chaos_fini) {
   signal(SIGPIPE, SIG_IGN);
@@ -423,6 +532,12 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
   group_start();
   relay_start(&w);
   for (int i = 0; i < N_CLIENTS; i++) client_start(&w, i);
+  static idlers id;
+  idlers_start(&id, &w);
+  uint64_t idle_by = now_ms() + 5000;
+  while (id.connects < N_IDLE + 1 && now_ms() < idle_by) pump_sleep(&id, 10);
+  cr_assert_eq(id.connects, N_IDLE + 1, "the idle receivers and the pinger connect");
+  pump_sleep(&id, 200); /* their sessions are recorded; now they are idle */
 
   /* The schedule: RELAY_KILLS kills of ternd and CLIENT_KILLS of random
    * apps, shuffled, 0.6-2 s apart, each process back after 0-400 ms. */
@@ -437,17 +552,18 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
   uint64_t t0 = now_ms();
   int relay_kills = 0, client_kills = 0;
   for (int e = 0; e < RELAY_KILLS + CLIENT_KILLS; e++) {
-    sleep_ms(rng_between(600, 2000));
+    pump_sleep(&id, rng_between(600, 2000));
     unsigned down = rng_between(0, 400);
     if (plan[e] < 0) {
       kill9(w.relay);
       relay_kills++;
-      sleep_ms(down);
+      pump_sleep(&id, down);
       relay_start(&w);
+      idlers_ping(&id);
     } else {
       kill9(w.client[plan[e]]);
       client_kills++;
-      sleep_ms(down);
+      pump_sleep(&id, down);
       client_start(&w, plan[e]);
     }
   }
@@ -474,6 +590,7 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
   if (missing) fprintf(stderr, "chaos: did not settle: %ld accepted messages not received\n", missing);
   /* A little longer, so a late duplicate would show. */
   sleep_ms(1000);
+  loop_stop(&id.l);
   for (int i = 0; i < N_CLIENTS; i++)
     cr_expect_eq(term_and_wait(w.client[i], 5000), 0, "app c%d exits cleanly", i);
   cr_expect_eq(term_and_wait(w.relay, 5000), 0, "ternd exits cleanly");
@@ -578,15 +695,20 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
   cr_assert_geq(relay_kills, 5);
   cr_assert_geq(client_kills, 5);
   cr_assert_geq(accepted, N_MESSAGES - CLIENT_KILLS, "nearly all messages were accepted");
-  char summary[800];
+  char summary[1000];
   snprintf(summary, sizeof(summary),
            "chaos: seed %llu: %ld messages accepted (+%ld cut short by a kill), %ld received; "
            "ternd SIGKILLed %d times, apps %d times; %ld connects; chaos %.1f s, settle %.1f s; "
-           "%ld events lost at handover excused; %ld SENT and %ld DELIVERED events taken",
+           "%ld events lost at handover excused; %ld SENT and %ld DELIVERED events taken; "
+           "idle receivers: %ld pings after restarts, %ld later than %d ms, longest wait %llu ms",
            (unsigned long long)seed, accepted, maybe, received, relay_kills, client_kills, connects,
-           (double)chaos_ms / 1000.0, (double)settle_ms / 1000.0, tolerated, sents, receipts);
+           (double)chaos_ms / 1000.0, (double)settle_ms / 1000.0, tolerated, sents, receipts, id.pings,
+           id.late, IDLE_MAX_MS, (unsigned long long)id.worst_ms);
   fprintf(stderr, "%s\n", summary);
   cr_log_info("%s", summary);
+  cr_expect_eq(id.pings, (long)N_IDLE * relay_kills);
+  cr_expect_eq(id.late, 0, "%ld pings to idle receivers waited more than %d ms after a restart", id.late,
+               IDLE_MAX_MS);
   group_kill();
   tt_rmtree(w.dir);
   free(w.dir);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "wire/frame.h"
+#include "wire/reset.h"
 #include "io/link.h"
 #include "tern/tern.h"
 
@@ -1396,4 +1397,59 @@ Test(frame, optional_fields_present_but_empty_are_malformed) {
   tern__rbuf_init(&b, welcome_zero_retry, 4);
   cr_assert_eq(tern__fr_welcome_read(&b, &wf), 0);
   cr_assert_eq(wf.retry_ms, 0);
+}
+
+/* RESET_TOKEN (spec/wire.md §6.15): 25 | len | 16 | token; another length
+ * is refused. */
+Test(frame, reset_token_round_trips_and_refuses_other_lengths) {
+  uint8_t buf[64], in[16], out[16];
+  for (int i = 0; i < 16; i++) in[i] = (uint8_t)(0xA0 + i);
+  size_t n = WRITE_FRAME(buf, tern__fr_reset_token_write(&frame_w, in));
+  cr_assert_eq(n, 2 + 1 + 16);
+  cr_assert_eq(buf[0], 0x25);
+  cr_assert_eq(buf[1], 17);
+  cr_assert_eq(buf[2], 16);
+  split_frame f[2];
+  cr_assert_eq(split_exact(buf, n, f, 2), 1);
+  uint8_t *body = dup_exact(buf + f[0].off, f[0].len);
+  tern__rbuf rb;
+  tern__rbuf_init(&rb, body, f[0].len);
+  cr_assert_eq(tern__fr_reset_token_read(&rb, out), 0);
+  cr_assert_arr_eq(out, in, 16);
+  free(body);
+  uint8_t short_body[16] = {15};
+  tern__rbuf_init(&rb, short_body, 16);
+  cr_assert_eq(tern__fr_reset_token_read(&rb, out), TERN_EPROTO);
+}
+
+/* The RESET datagram (spec/wire.md §14): FF FF 74 72 | 01 | token(16);
+ * any other length, magic or version is not a RESET. The token depends on
+ * the relay key, the device key and the HELLO timestamp. */
+Test(frame, reset_datagram_round_trips_and_tokens_differ) {
+  uint8_t sk[32] = {1}, sk2[32] = {2}, dev[32] = {3}, dev2[32] = {4};
+  uint8_t t[16], t2[16], got[16], d[TERN__RESET_BYTES + 1];
+  tern__reset_token(sk, dev, 1000, t);
+  tern__reset_write(d, t);
+  cr_assert_eq(d[0], 0xFF);
+  cr_assert_eq(d[1], 0xFF);
+  cr_assert_eq(d[2], 0x74);
+  cr_assert_eq(d[3], 0x72);
+  cr_assert_eq(d[4], 1);
+  cr_assert_eq(tern__reset_parse(d, TERN__RESET_BYTES, got), 1);
+  cr_assert_arr_eq(got, t, 16);
+  cr_assert_eq(tern__reset_parse(d, TERN__RESET_BYTES - 1, got), 0);
+  cr_assert_eq(tern__reset_parse(d, TERN__RESET_BYTES + 1, got), 0);
+  d[4] = 2;
+  cr_assert_eq(tern__reset_parse(d, TERN__RESET_BYTES, got), 0, "another version");
+  d[4] = 1;
+  d[3] = 0x66;
+  cr_assert_eq(tern__reset_parse(d, TERN__RESET_BYTES, got), 0, "a FULL's magic");
+  tern__reset_token(sk, dev, 1000, t2);
+  cr_assert_arr_eq(t2, t, 16, "deterministic");
+  tern__reset_token(sk, dev, 1001, t2);
+  cr_assert_arr_neq(t2, t, 16, "another session");
+  tern__reset_token(sk, dev2, 1000, t2);
+  cr_assert_arr_neq(t2, t, 16, "another device");
+  tern__reset_token(sk2, dev, 1000, t2);
+  cr_assert_arr_neq(t2, t, 16, "another relay");
 }

@@ -340,6 +340,36 @@ STORE_TEST(a_failed_commit_undoes_the_round) {
   s->ops->close(s);
 }
 
+static void count_row(void *ctx, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
+  (void)dev;
+  (void)addr;
+  uint64_t *sum = ctx;
+  *sum += time_us;
+}
+
+/* Reset rows (spec/store.md, "resets"): one per key, replaced by a newer
+ * session; a session's end removes its own row only; a rollback undoes a
+ * write; take gives each committed row once. */
+STORE_TEST(reset_rows_one_per_key_taken_once) {
+  tern__relay_store *s = open_backend(b);
+  const tern__relay_store_ops *o = s->ops;
+  uint8_t at[18] = {0};
+  cr_assert_eq(o->reset_put(s, DEV_A, 10, at), 0);
+  cr_assert_eq(o->reset_put(s, DEV_A, 20, at), 0);
+  cr_assert_eq(o->reset_put(s, DEV_B, 300, at), 0);
+  cr_assert_eq(o->reset_del(s, DEV_A, 10), 0, "the older session's end");
+  cr_assert_eq(o->commit(s, 0), 0);
+  cr_assert_eq(o->reset_del(s, DEV_B, 300), 0);
+  o->rollback(s, 0);
+  uint64_t sum = 0;
+  cr_assert_eq(o->reset_take(s, count_row, &sum), 2);
+  cr_assert_eq(sum, 320);
+  cr_assert_eq(o->commit(s, 0), 0);
+  sum = 0;
+  cr_assert_eq(o->reset_take(s, count_row, &sum), 0);
+  o->close(s);
+}
+
 /* HELLO timestamps (handshake.md §6, "Freshness"): only a greater one is
  * fresh and becomes the largest, per key; a stale one writes nothing; a
  * rollback undoes a raise; 0 and values past INT64_MAX are never fresh. */

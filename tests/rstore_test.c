@@ -643,20 +643,20 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v3) {
+Test(rstore, migrates_v0_and_opens_v4) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 3);
-  /* v3: opened as it is, data kept. */
+  cr_assert_eq(user_version(dbpath), 4);
+  /* v4: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 3);
+  cr_assert_eq(user_version(dbpath), 4);
 }
 
 static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint64_t bytes) {
@@ -690,11 +690,12 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
   sqlite3 *db = NULL;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TRIGGER inbox_held_add; DROP TRIGGER inbox_held_del;"
-                                "DROP TABLE held; PRAGMA user_version = 2;", NULL, NULL, NULL),
+                                "DROP TABLE held; DROP TABLE resets; PRAGMA user_version = 2;", NULL,
+                            NULL, NULL),
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 3);
+  cr_assert_eq(user_version(dbpath), 4);
   held(s, "alice", 1, 1, 6);
   held(s, "carol", 0, 1, 6);
   held(s, "alice", 0, 1, 6);
@@ -705,18 +706,18 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
 
 /* A store of schema 1 (before HELLO timestamps and quotas) gets the
  * hellos table and keeps its messages. */
-Test(rstore, migrates_v1_to_v3_with_hello_timestamps) {
+Test(rstore, migrates_v1_to_v4_with_hello_timestamps) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TABLE hellos; DROP TRIGGER inbox_held_add;"
-                                "DROP TRIGGER inbox_held_del; DROP TABLE held;"
+                                "DROP TRIGGER inbox_held_del; DROP TABLE held; DROP TABLE resets;"
                                 "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 3);
+  cr_assert_eq(user_version(dbpath), 4);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7};
   cr_assert_eq(tern__rstore_begin(s), 0);
@@ -755,13 +756,82 @@ Test(rstore, hello_timestamps_only_go_up_and_are_durable) {
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 4);
+  set_user_version(dbpath, 5);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
+  cr_assert_eq(user_version(dbpath), 5);
+}
+
+/* ---- reset rows (spec/store.md, "resets"; spec/wire.md §14) ---- */
+
+typedef struct rows {
+  int n;
+  uint8_t dev[4][32];
+  uint64_t time_us[4];
+  uint8_t addr[4][18];
+} rows;
+
+static void take_row(void *ctx, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
+  rows *r = ctx;
+  cr_assert_lt(r->n, 4);
+  memcpy(r->dev[r->n], dev, 32);
+  r->time_us[r->n] = time_us;
+  memcpy(r->addr[r->n], addr, 18);
+  r->n++;
+}
+
+/* One row per key, replaced by its next session or by a move; a session's
+ * end removes its own row only; the rows survive a reopen (what a kill -9
+ * leaves is what was committed); take gives them all once and clears them. */
+Test(rstore, reset_rows_are_durable_and_taken_once) {
+  uint8_t a[32] = {1}, b[32] = {2}, at1[18] = {9, 1}, at2[18] = {9, 2};
+  tern__rstore *s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_reset_put(s, a, 100, at1), 0);
+  cr_assert_eq(tern__rstore_reset_put(s, a, 200, at1), 0, "a's next session replaces its row");
+  cr_assert_eq(tern__rstore_reset_put(s, a, 200, at2), 0, "and moves");
+  cr_assert_eq(tern__rstore_reset_put(s, b, 300, at1), 0);
+  cr_assert_eq(tern__rstore_reset_del(s, a, 100), 0, "the old session's end leaves the new row");
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_reset_del(s, b, 300), 0);
+  tern__rstore_rollback(s); /* uncommitted: b's row stays */
+  tern__rstore_close(s);
+  s = open_at(dbpath, 0);
+  rows r = {0};
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_reset_take(s, take_row, &r), 2);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(r.n, 2);
+  int ia = r.dev[0][0] == 1 ? 0 : 1;
+  cr_assert_eq(r.time_us[ia], 200);
+  cr_assert_eq(memcmp(r.addr[ia], at2, 18), 0);
+  cr_assert_eq(r.time_us[1 - ia], 300);
+  tern__rstore_close(s);
+  s = open_at(dbpath, 0);
+  memset(&r, 0, sizeof(r));
+  cr_assert_eq(tern__rstore_reset_take(s, take_row, &r), 0, "taken rows are gone");
+  tern__rstore_close(s);
+}
+
+/* A v3 store (before reset rows) gets the table, messages kept. */
+Test(rstore, migrates_v3_to_v4_with_reset_rows) {
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  tern__rstore_close(s);
+  sqlite3 *db;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TABLE resets; PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_at(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 4);
+  cr_assert_eq(count(s), 1);
+  uint8_t dev[32] = {7}, at[18] = {0};
+  cr_assert_eq(tern__rstore_reset_put(s, dev, 1, at), 0);
+  tern__rstore_close(s);
 }
 
 Test(rstore, refuses_bad_config) {

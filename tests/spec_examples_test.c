@@ -20,6 +20,7 @@
 #include "client/ccore.h"
 #include "wire/frame.h"
 #include "wire/full.h"
+#include "wire/reset.h"
 #include "io/link.h"
 #include "wire/probe.h"
 #include "relay/probesvc.h"
@@ -72,6 +73,8 @@ static specex TOKEN_BYTES;
 static specex HELLO_FRAME_TOKEN;
 static specex GOAWAY_FRAME;
 static specex PRESENCE_FRAME;
+static specex RESET_TOKEN_FRAME;
+static specex RESET_DGRAM;
 
 static const struct {
   const char *name;
@@ -115,6 +118,8 @@ static const struct {
     {"hello-frame-token", &HELLO_FRAME_TOKEN},
     {"goaway-frame", &GOAWAY_FRAME},
     {"presence-frame", &PRESENCE_FRAME},
+    {"reset-token-frame", &RESET_TOKEN_FRAME},
+    {"reset-datagram", &RESET_DGRAM},
 };
 
 static void setup(void) {
@@ -264,11 +269,11 @@ Test(spec, error_code_table) {
     "TERN_ESTORE",   "TERN_EEXPIRED",  "TERN_EDENIED",     "TERN_EBADNET",     "TERN_EFULL",
     "TERN_EBUSY",    "TERN_ETOKENEXPIRED", "TERN_ETOKENINVALID", "TERN_ETOKENKEY",
     "TERN_ETOKENREVOKED", "TERN_ENOTSUP", "TERN_EREPLACED", "TERN_ESTALE", "TERN_EQUOTA",
-    "TERN_ERATE",
+    "TERN_ERATE", "TERN_ERESET",
   };
   for (int v = 0; v < (int)(sizeof names / sizeof names[0]); v++)
     cr_assert_str_eq(tern_errname(-v), names[v], "wire value %d", v);
-  cr_assert_str_eq(tern_errname(-40), "TERN_E?");
+  cr_assert_str_eq(tern_errname(-41), "TERN_E?");
 }
 
 /* --------------------------------------------------------------- varints */
@@ -627,7 +632,7 @@ Test(spec, goaway_frame) {
   cr_assert_eq(delay, 2500);
 }
 
-/* spec/wire.md §6.15: PRESENCE, and a state other than 0 or 1 refused. */
+/* spec/wire.md §6.16: PRESENCE, and a state other than 0 or 1 refused. */
 Test(spec, presence_frame_example) {
   uint8_t buf[64];
   tern__wbuf w;
@@ -648,6 +653,26 @@ Test(spec, presence_frame_example) {
   bad[6] = 2; /* online 2 */
   cr_assert_eq(one_frame(bad, PRESENCE_FRAME.n, body), TERN__FR_PRESENCE);
   cr_assert_eq(tern__fr_presence_read(&body[0], &q), TERN_EPROTO);
+}
+
+/* spec/wire.md 14 and 6.15: the token of the example's relay key, device
+ * key and HELLO time; the RESET that carries it; the frame that gives it. */
+Test(spec, reset_examples) {
+  uint8_t sk[32], dev[32], token[TERN__RESET_TOKEN_BYTES], out[TERN__RESET_BYTES];
+  for (int i = 0; i < 32; i++) sk[i] = (uint8_t)i, dev[i] = (uint8_t)(0x20 + i);
+  tern__reset_token(sk, dev, 1700000000000000ull, token);
+  tern__reset_write(out, token);
+  assert_bytes(out, sizeof out, RESET_DGRAM.b, RESET_DGRAM.n, "RESET");
+  uint8_t got[TERN__RESET_TOKEN_BYTES];
+  cr_assert_eq(tern__reset_parse(RESET_DGRAM.b, RESET_DGRAM.n, got), 1);
+  cr_assert_arr_eq(got, token, sizeof token);
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cr_assert_eq(TERN__FR_RESET_TOKEN, 0x25);
+  tern__fr_reset_token_write(&w, token);
+  ASSERT_WBUF(w, RESET_TOKEN_FRAME, "RESET_TOKEN frame");
+  cr_assert_eq(TERN_ERESET, -40);
 }
 
 /* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,

@@ -99,6 +99,7 @@ enum {
   TERN_ESTALE = -37,      /* the relay holds a later HELLO timestamp for this key: the device clock is behind */
   TERN_EQUOTA = -38,      /* the relay holds all it may for this sender or this recipient */
   TERN_ERATE = -39,       /* the device sends faster than the relay's per-device rate; retried */
+  TERN_ERESET = -40,      /* the relay restarted and said so (RESET): the session is gone; reconnecting at once */
 };
 
 /* A static, human-readable description of a TERN_E* code. Never NULL; an
@@ -389,7 +390,7 @@ typedef enum tern_event_type {
    *    a second time. */
   TERN_EV_ERROR = 8,
   /* A contact came online or went offline (on a relay that tells presence:
-   * spec/messages.md §13). `user` is the contact, `online` 1 or 0, and
+   * spec/messages.md §9.1). `user` is the contact, `online` 1 or 0, and
    * `server_time_ms` since when it is online, or when it was last seen.
    * At each connect the relay tells the state of every contact it knows
    * of; then each change. Best effort (it travels unreliably): the next
@@ -676,6 +677,9 @@ typedef struct tern_client_stats {
   uint64_t migrations;        /* times the session moved to a new path without a new handshake */
   uint64_t connects_tcp;      /* ... of the sessions established, those over TCP */
   uint64_t on_tcp;            /* 1 while the session runs over TCP, else 0 */
+  uint64_t resets_ignored;    /* RESET datagrams that did not end the session: a
+                                 wrong token, another source, no live session
+                                 (spec/wire.md §14) */
 } tern_client_stats;
 TERN_EXPORT TERN_NONNULL(1, 2) void tern_client_get_stats_sized(tern_client *c, tern_client_stats *st,
                                                                size_t st_size);
@@ -870,7 +874,7 @@ typedef struct tern_relay_config {
   void (*push)(void *ctx, int event, const char *user, const uint8_t device_key[TERN_KEY_BYTES],
                const char *sender, uint64_t waiting);
   void *push_ctx;
-  /* Optional: presence (spec/messages.md §13). 1 if `watcher` may see
+  /* Optional: presence (spec/messages.md §9.1). 1 if `watcher` may see
    * whether `user` is online and when it was last seen. The relay tells a
    * session, when it connects, the state of every user it may see that
    * was online since the relay started, and then each change (at most one
@@ -1003,6 +1007,8 @@ typedef struct tern_relay_stats {
   uint64_t cookies_sent;        /* COOKIEs sent to CONNECTs from unproven addresses */
   uint64_t cookie_connects;     /* new connections admitted with a valid cookie */
   uint64_t cookies_bad;         /* CONNECTs dropped: wrong or stale cookie */
+  uint64_t resets_sent;         /* RESET datagrams sent at start to the sessions the
+                                   previous run left recorded (spec/wire.md §14) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

@@ -48,6 +48,7 @@ static const err_entry errors[] = {
   {TERN_ESTALE, "TERN_ESTALE", "the relay accepted a later handshake from this device key: the device clock is behind"},
   {TERN_EQUOTA, "TERN_EQUOTA", "the relay already holds as much as it may for this sender or this recipient"},
   {TERN_ERATE, "TERN_ERATE", "the device sends faster than the relay allows; the message is sent again shortly"},
+  {TERN_ERESET, "TERN_ERESET", "the relay restarted and reset this session; reconnecting"},
 };
 
 static const err_entry *find(int err) {

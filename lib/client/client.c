@@ -438,6 +438,7 @@ int tern_client_service(tern_client *c, int timeout_ms) {
     while ((rc = tern__link_service(c->link, 0, &ev)) == 1) tern__cl_on_link_event(c, &ev);
     if (rc < 0) break;
     tern__cl_take_full(c, tern__now_ms());
+    tern__cl_take_reset(c);
     tern__cl_take_path(c, tern__now_ms());
     tern__cl_probe_read(c, tern__now_ms());
     tern__cl_ka_sync(c, tern__now_ms());

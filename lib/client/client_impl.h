@@ -38,6 +38,7 @@
 #include "wire/frame.h"
 #include "wire/full.h"
 #include "wire/path.h"
+#include "wire/reset.h"
 #include "client/kalearn.h"
 #include "client/race.h"
 #include "io/link.h"
@@ -152,6 +153,11 @@ struct tern_client {
   uint8_t mig_echo[8];          /* the relay's, to echo in CONFIRM */
   uint64_t mig_out_ctr, mig_in_ctr;
   uint64_t mig_deadline_ms, mig_resend_ms, mig_hint_ms;
+  /* Restart notice (spec/wire.md §14): this session's token, from the
+   * relay's RESET_TOKEN frame, and a RESET that matched it. */
+  uint8_t reset_token[TERN__RESET_TOKEN_BYTES];
+  int has_reset_token;
+  int reset_pending;            /* acted on after service */
   int full_pending;             /* the relay answered our CONNECT with FULL ... */
   uint32_t full_retry_ms;       /* ... asking to wait this long (spec/wire.md §10) */
   tern__backoff backoff;
@@ -262,6 +268,10 @@ void tern__cl_ka_sync(tern_client *c, uint64_t now);
 int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 /* Gives up an attempt the relay answered with FULL, and waits as asked. */
 void tern__cl_take_full(tern_client *c, uint64_t now);
+/* RESET (client/reset.c): the raw handler's part (1: it was a RESET,
+ * taken), and the drop it asks for, after service. */
+int tern__cl_on_reset(tern_client *c, const tern__addr *from, const uint8_t *data, size_t len);
+void tern__cl_take_reset(tern_client *c);
 /* Starts moving the open session to a new path: from a new socket
  * (new_socket 1: the network changed, or the link looks dead) or from the
  * same one (a HINT: the NAT rebound). Returns 1 if started. */

@@ -34,6 +34,9 @@ void tern__cl_drop(tern_client *c, int error, int close_how, uint32_t code) {
   c->state = C_IDLE;
   c->close_reason = 0;
   c->key_requested = 0;
+  c->has_reset_token = 0; /* the token was this session's */
+  c->reset_pending = 0;
+  sodium_memzero(c->reset_token, sizeof(c->reset_token));
   tern__ka_session_down(&c->ka); /* its probe key was this session's */
   tern__ccore_offline(c->core);
   uint64_t now = tern__now_ms();
@@ -314,7 +317,7 @@ static void on_welcome(tern_client *c, const uint8_t *pkt, size_t len) {
 }
 
 /* The frames that are the shell's, not the messaging core's: CLOSE,
- * PROBE_KEY and GOAWAY. */
+ * PROBE_KEY, GOAWAY and RESET_TOKEN. */
 static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
   tern__rbuf r, body;
   tern__rbuf_init(&r, frames, len);
@@ -329,6 +332,8 @@ static void on_shell_frames(tern_client *c, const uint8_t *frames, size_t len) {
       c->goaway = 1;
       c->goaway_ms = delay < GOAWAY_MAX_MS ? delay : GOAWAY_MAX_MS;
     }
+    if (type == TERN__FR_RESET_TOKEN && tern__fr_reset_token_read(&body, c->reset_token) == 0)
+      c->has_reset_token = 1;
     if (type == TERN__FR_PROBE_KEY && tern__fr_probe_key_read(&body, &pk) == 0) {
       tern__ka_set_key(&c->ka, pk.id, pk.key, tern__now_ms(), tern__wall_ms());
       sodium_memzero(&pk, sizeof(pk));

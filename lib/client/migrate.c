@@ -57,6 +57,7 @@ int tern__cl_on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size
       }
     return 1;
   }
+  if (tern__cl_on_reset(c, from, data, len)) return 1;
   if (!tern__path_looks_like(data, len)) return 0;
   if (c->state != C_OPEN || !tern__addr_equal(from, &c->relay_addr)) return 1;
   if (tern__path_is_hint(data, len)) {

@@ -333,7 +333,7 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
   }
 }
 
-/* ---- presence (spec/messages.md §13) ------------------------------------ */
+/* ---- presence (spec/messages.md §9.1) ------------------------------------ */
 
 static puser *pu_find(tern__rcore *rc, const char *user) {
   for (size_t i = 0; i < rc->npu; i++)

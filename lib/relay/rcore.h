@@ -45,7 +45,7 @@ typedef struct tern__rcore_config {
    * one is dropped. (1000, 16 MiB) */
   uint32_t send_rate_msgs;
   uint64_t send_rate_bytes;
-  /* Presence (spec/messages.md §13): 1 if `watcher` may see whether
+  /* Presence (spec/messages.md §9.1): 1 if `watcher` may see whether
    * `user` is online. NULL (default): no presence at all. */
   int (*may_see)(void *ctx, const char *watcher, const char *user);
   void *may_see_ctx;

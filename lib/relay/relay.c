@@ -20,6 +20,7 @@
 #include "base/abi.h"
 #include "base/log.h"
 #include "store/rstore.h"
+#include "wire/reset.h"
 #include "wire/session.h"
 #include "wire/token.h"
 #include "tern/tern.h"
@@ -57,6 +58,9 @@ typedef struct rpeer {
   uint8_t *hello;
   size_t hello_len;
   uint64_t hello_ticket;
+  /* The HELLO timestamp of this session, which names its reset row in the
+   * store (spec/wire.md §14); 0: no row written. */
+  uint64_t reset_time_us;
 } rpeer;
 
 /* Log lines a stranger or a misbehaving session can cause, one token
@@ -125,9 +129,23 @@ struct tern_relay {
   int draining;                 /* tern_relay_drain() was called */
   uint32_t drain_window_ms;     /* its window: the GOAWAY delays span it */
   uint64_t drain_start_ms;      /* when it was called (tern__now_ms) */
+  /* The RESETs sent at start (spec/wire.md §14), kept to be sent once
+   * more at reset_again_ms against a lost datagram, then freed. */
+  struct rreset *resets;
+  size_t nresets, resets_cap;
+  uint64_t reset_again_ms;
   int has_token_key;            /* cfg.token_key was given: tokens are checked */
   uint8_t token_key[32];        /* the backend's Ed25519 public key */
 };
+
+/* One RESET datagram and where it goes. */
+struct rreset {
+  tern__addr to;
+  uint8_t dgram[TERN__RESET_BYTES];
+};
+
+/* The second copy of the start's RESETs follows the first after this. */
+#define RESET_AGAIN_MS 300
 
 /* A refused client is told to come back after this plus a random 0..this
  * (spec/wire.md §10). */
@@ -178,6 +196,7 @@ void tern_relay_config_default(tern_relay_config *cfg) {
 
 static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t len);
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
+static void send_resets(tern_relay *r);
 
 /* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
 static void set_state(tern_relay *r, rpeer *p, peer_state s) {
@@ -291,6 +310,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
     tern__link_set_raw_handler(r->link, on_raw, r);
   }
   r->cfg.store_path = NULL; /* not kept */
+  send_resets(r);
   if (cfg->token_key) {
     memcpy(r->token_key, cfg->token_key, sizeof(r->token_key));
     r->has_token_key = 1;
@@ -318,6 +338,9 @@ static uint64_t relay_wall_ms(const tern_relay *r) {
 
 static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->state == P_OPEN || p->state == P_CLOSING) tern__rcore_close(r->core, p->id);
+  /* The session is over: no RESET for it at the next start. A failure
+   * only means one RESET the client ignores (spec/wire.md §14). */
+  if (p->reset_time_us) (void)r->store->ops->reset_del(r->store, p->sess.remote_static, p->reset_time_us);
   if (r->probes && p->has_probe_key) tern__psvc_remove_key(r->probes, p->id);
   sodium_memzero(p->probe_key, sizeof(p->probe_key));
   if (p->prev) p->prev->next = p->next;
@@ -367,6 +390,7 @@ void tern_relay_free(tern_relay *r) {
   tern__psvc_free(r->probes);
   tern__rcore_free(r->core);
   if (r->store) r->store->ops->close(r->store);
+  free(r->resets);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   if (r->buf) sodium_memzero(r->buf, RELAY_BUF);
   if (r->pkt) sodium_memzero(r->pkt, RELAY_BUF);
@@ -518,6 +542,79 @@ static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p) {
   return last + limit;
 }
 
+/* Records where p's session is, for the RESET of the relay's next start
+ * (spec/wire.md §14): a UDP address updates its row, a TCP connection
+ * drops it (the connection's close tells the client). Errors go with the
+ * round: the client then only waits for its keepalive, as without RESET. */
+static void note_reset_addr(tern_relay *r, rpeer *p, const tern__addr *at) {
+  if (!p->reset_time_us) return;
+  if (tern__addr_is_stream(at, NULL)) {
+    (void)r->store->ops->reset_del(r->store, p->sess.remote_static, p->reset_time_us);
+    return;
+  }
+  uint8_t a[TERN__RS_ADDR_BYTES];
+  memcpy(a, at->ip, 16);
+  a[16] = (uint8_t)(at->port >> 8);
+  a[17] = (uint8_t)at->port;
+  (void)r->store->ops->reset_put(r->store, p->sess.remote_static, p->reset_time_us, a);
+}
+
+/* One row of the previous run: a RESET to its address (spec/wire.md §14). */
+static void send_reset(void *ctx, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
+  tern_relay *r = ctx;
+  tern__addr to;
+  memcpy(to.ip, addr, 16);
+  to.port = (uint16_t)(addr[16] << 8 | addr[17]);
+  uint8_t token[TERN__RESET_TOKEN_BYTES], out[TERN__RESET_BYTES];
+  tern__reset_token(r->cfg.keypair.secret_key, dev, time_us, token);
+  tern__reset_write(out, token);
+  sodium_memzero(token, sizeof(token));
+  if (tern__link_send_raw(r->link, &to, out, sizeof(out)) == 0) {
+    r->stats.bytes_sent += sizeof(out);
+    r->stats.resets_sent++;
+  }
+  /* Kept for the second copy; without memory, the one copy is all. */
+  if (r->nresets == r->resets_cap) {
+    size_t cap = r->resets_cap ? 2 * r->resets_cap : 64;
+    struct rreset *more = realloc(r->resets, cap * sizeof(*more));
+    if (!more) return;
+    r->resets = more;
+    r->resets_cap = cap;
+  }
+  r->resets[r->nresets].to = to;
+  memcpy(r->resets[r->nresets].dgram, out, sizeof(out));
+  r->nresets++;
+}
+
+/* The second copy of each RESET, RESET_AGAIN_MS after the first: a lost
+ * datagram would leave its client waiting for its keepalive. */
+static void resend_resets(tern_relay *r, uint64_t now) {
+  if (!r->nresets || now < r->reset_again_ms) return;
+  for (size_t i = 0; i < r->nresets; i++)
+    if (tern__link_send_raw(r->link, &r->resets[i].to, r->resets[i].dgram, TERN__RESET_BYTES) == 0) {
+      r->stats.bytes_sent += TERN__RESET_BYTES;
+      r->stats.resets_sent++;
+    }
+  free(r->resets);
+  r->resets = NULL;
+  r->nresets = r->resets_cap = 0;
+}
+
+/* Before serving: tells each session the previous run left recorded that
+ * it is gone, once per row, then forgets the rows. */
+static void send_resets(tern_relay *r) {
+  int n = r->store->ops->reset_take(r->store, send_reset, r);
+  int rc = n < 0 ? n : r->store->ops->commit(r->store, tern__now_ms());
+  if (rc < 0) {
+    r->store->ops->rollback(r->store, tern__now_ms());
+    logf_(r, 1, "store error reading the sessions of the previous run (%s): no RESETs",
+          r->store->ops->errmsg(r->store));
+    return;
+  }
+  r->reset_again_ms = tern__now_ms() + RESET_AGAIN_MS;
+  if (n > 0) logf_(r, 2, "told %d session(s) of the previous run that they are gone (RESET)", n);
+}
+
 /* A session moved to a new address without a new handshake. */
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to) {
   tern_relay *r = ctx;
@@ -526,6 +623,7 @@ static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, cons
   tern__link_addr_name(r->link, from, a, sizeof(a));
   tern__link_addr_name(r->link, to, b, sizeof(b));
   if (p) {
+    note_reset_addr(r, p, to);
     snprintf(p->name, sizeof(p->name), "%s", b);
     logf_(r, 2, "user %s moved from %s to %s (same session)", p->user[0] ? p->user : "?", a, b);
   }
@@ -617,6 +715,17 @@ static void replace_older(tern_relay *r, rpeer *p) {
 
 static void refuse_stale(tern_relay *r, rpeer *p, const char *key_hex);
 
+/* Gives the client its session's reset token, sealed (spec/wire.md §6.15). */
+static void send_reset_token(tern_relay *r, rpeer *p) {
+  uint8_t token[TERN__RESET_TOKEN_BYTES];
+  tern__reset_token(r->cfg.keypair.secret_key, p->sess.remote_static, p->reset_time_us, token);
+  tern__wbuf w;
+  tern__wbuf_init(&w, r->buf, RELAY_BUF);
+  tern__fr_reset_token_write(&w, token);
+  sodium_memzero(token, sizeof(token));
+  (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
+}
+
 static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
@@ -691,6 +800,10 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
     fail_handshake(r, p, rc, TERN__DISC_SHUTDOWN, LIM_HS_STORE, "store error on the HELLO timestamp");
     return;
   }
+  /* Its reset row goes in the same round: no fsync of its own. */
+  tern__addr at;
+  p->reset_time_us = hello.time_us;
+  if (tern__link_peer_addr(r->link, p->lp, &at) == 0) note_reset_addr(r, p, &at);
   p->hello = malloc(plen);
   if (!p->hello) {
     fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, LIM_HS_STORE, "no memory for a HELLO");
@@ -759,6 +872,7 @@ static void finish_hello(tern_relay *r, rpeer *p, int committed) {
     return;
   }
   set_state(r, p, P_OPEN);
+  send_reset_token(r, p);
   tern__link_peer_trust(r->link, p->lp);
   p->opened_ms = tern__now_ms();
   if (r->cfg.push)
@@ -1032,7 +1146,12 @@ static int core_timeout(const tern_relay *r, uint64_t now) {
 }
 
 int tern_relay_timeout_ms(tern_relay *r) {
-  int a = core_timeout(r, tern__now_ms()), b = tern__link_next_timeout_ms(r->link);
+  uint64_t now = tern__now_ms();
+  int a = core_timeout(r, now), b = tern__link_next_timeout_ms(r->link);
+  if (r->nresets) {
+    int c = now >= r->reset_again_ms ? 0 : (int)(r->reset_again_ms - now);
+    if (a < 0 || c < a) a = c;
+  }
   if (a < 0) return b;
   if (b < 0) return a;
   return a < b ? a : b;
@@ -1069,6 +1188,7 @@ int tern_relay_service(tern_relay *r, int timeout_ms) {
     while ((rc = tern__link_service(r->link, 0, &ev)) == 1) on_event(r, &ev);
     if (rc < 0) return rc;
     uint64_t now = tern__now_ms();
+    resend_resets(r, now);
     handle_timers(r, now);
     tern__rcore_set_link_bytes(r->core, tern__link_queued_bytes(r->link));
     tern__rcore_tick(r->core, now, relay_wall_ms(r));

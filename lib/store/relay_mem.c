@@ -49,6 +49,12 @@ typedef struct mhello {
   uint64_t time_us; /* the largest HELLO timestamp accepted from dev */
 } mhello;
 
+typedef struct mreset {
+  uint8_t dev[32];
+  uint64_t time_us;
+  uint8_t addr[TERN__RS_ADDR_BYTES];
+} mreset;
+
 typedef struct mnotice {
   uint8_t dev[32];
   int kind;
@@ -63,7 +69,7 @@ typedef struct arr {
 } arr;
 
 typedef struct mstate {
-  arr msgs, users, chains, dedup, devices, notices, hellos;
+  arr msgs, users, chains, dedup, devices, notices, hellos, resets;
 } mstate;
 
 typedef struct mem_store {
@@ -112,6 +118,7 @@ static void free_state(mstate *s) {
   free(s->devices.p);
   free(s->notices.p);
   free(s->hellos.p);
+  free(s->resets.p);
   memset(s, 0, sizeof(*s));
 }
 
@@ -135,6 +142,7 @@ static mstate *copy_state(const mstate *from) {
             copy_arr(&s->dedup, &from->dedup, sizeof(mdedup)) |
             copy_arr(&s->devices, &from->devices, sizeof(mdevice)) |
             copy_arr(&s->hellos, &from->hellos, sizeof(mhello)) |
+            copy_arr(&s->resets, &from->resets, sizeof(mreset)) |
             copy_arr(&s->notices, &from->notices, sizeof(mnotice));
   for (size_t i = 0; !bad && i < s->msgs.n; i++) {
     mmsg *m = AT(s->msgs, mmsg, i);
@@ -326,6 +334,53 @@ static int mem_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_
   }
   h->time_us = time_us;
   return 1;
+}
+
+static int mem_reset_put(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us,
+                         const uint8_t addr[18]) {
+  mem_store *s = M(st);
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  mreset *r = NULL;
+  for (size_t i = 0; i < s->st.resets.n && !r; i++)
+    if (!memcmp(AT(s->st.resets, mreset, i)->dev, dev, 32)) r = AT(s->st.resets, mreset, i);
+  if (!r) {
+    if (!(r = push(&s->st.resets, sizeof(mreset)))) return fail(s, TERN_ENOMEM, "reset: out of memory");
+    memcpy(r->dev, dev, 32);
+  }
+  r->time_us = time_us;
+  memcpy(r->addr, addr, TERN__RS_ADDR_BYTES);
+  return 0;
+}
+
+static int mem_reset_del(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
+  mem_store *s = M(st);
+  for (size_t i = 0; i < s->st.resets.n; i++) {
+    mreset *r = AT(s->st.resets, mreset, i);
+    if (memcmp(r->dev, dev, 32) || r->time_us != time_us) continue;
+    int rc = begin_write(s);
+    if (rc < 0) return rc;
+    erase(&s->st.resets, i, sizeof(mreset));
+    return 0;
+  }
+  return 0;
+}
+
+static int mem_reset_take(tern__relay_store *st,
+                          void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
+                                     const uint8_t addr[18]),
+                          void *ctx) {
+  mem_store *s = M(st);
+  size_t n = s->st.resets.n;
+  if (!n) return 0;
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  for (size_t i = 0; i < n; i++) {
+    mreset *r = AT(s->st.resets, mreset, i);
+    cb(ctx, r->dev, r->time_us, r->addr);
+  }
+  s->st.resets.n = 0;
+  return (int)n;
 }
 
 /* Marks the undelivered messages of `user` in (lo, hi] delivered. */
@@ -604,6 +659,9 @@ static const tern__relay_store_ops mem_ops = {
     .due = mem_due,
     .device = mem_device,
     .hello_fresh = mem_hello_fresh,
+    .reset_put = mem_reset_put,
+    .reset_del = mem_reset_del,
+    .reset_take = mem_reset_take,
     .acked = mem_acked,
     .floor = mem_floor,
     .devices = mem_devices,

@@ -126,6 +126,25 @@ static int sq_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_t
   return rc < 0 ? rc : tern__rstore_hello_fresh(S(st)->db, dev, time_us);
 }
 
+static int sq_reset_put(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us,
+                        const uint8_t addr[18]) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_reset_put(S(st)->db, dev, time_us, addr);
+}
+
+static int sq_reset_del(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_reset_del(S(st)->db, dev, time_us);
+}
+
+static int sq_reset_take(tern__relay_store *st,
+                         void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
+                                    const uint8_t addr[18]),
+                         void *ctx) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_reset_take(S(st)->db, cb, ctx);
+}
+
 static int sq_acked(tern__relay_store *st, const char *user, const uint8_t dev[32], uint64_t up_to,
                     const uint64_t *sacks, size_t n, uint64_t *reached, tern__rs_delivered_fn cb,
                     void *ctx) {
@@ -238,6 +257,9 @@ static const tern__relay_store_ops sqlite_ops = {
     .due = sq_due,
     .device = sq_device,
     .hello_fresh = sq_hello_fresh,
+    .reset_put = sq_reset_put,
+    .reset_del = sq_reset_del,
+    .reset_take = sq_reset_take,
     .acked = sq_acked,
     .floor = sq_floor,
     .devices = sq_devices,

@@ -114,6 +114,9 @@ enum { TERN__NOTICE_RECEIPT = 1, TERN__NOTICE_FAILED = 2 };
 
 typedef struct tern__relay_store tern__relay_store;
 
+/* An address as the reset rows keep it: ip[16] | port (big-endian). */
+#define TERN__RS_ADDR_BYTES 18
+
 /* Called for each message a device's ack delivered for the first time, and
  * for each message expiry removes undelivered. */
 typedef void (*tern__rs_delivered_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
@@ -180,6 +183,22 @@ typedef struct tern__relay_store_ops {
    * The caller opens the session only after the round's commit returned
    * 0 (spec/handshake.md §6). */
   int (*hello_fresh)(tern__relay_store *s, const uint8_t dev[32], uint64_t time_us);
+  /* Restart notices (spec/store.md, "resets"; spec/wire.md §14). The live
+   * UDP session of device key `dev`, opened by its HELLO of timestamp
+   * time_us, is at address `addr` (TERN__RS_ADDR_BYTES: IPv6 or
+   * IPv4-mapped address, then the port big-endian). One row per key: a
+   * new session, or the same session at a new address, replaces the row.
+   * The relay writes it in the round of the HELLO's timestamp. */
+  int (*reset_put)(tern__relay_store *s, const uint8_t dev[32], uint64_t time_us,
+                   const uint8_t addr[18]);
+  /* Session (dev, time_us) ended: its row goes; a newer session's stays. */
+  int (*reset_del)(tern__relay_store *s, const uint8_t dev[32], uint64_t time_us);
+  /* At start, before serving: gives each row left by the previous run to
+   * cb, then deletes them all, in the round. Returns how many. */
+  int (*reset_take)(tern__relay_store *s,
+                    void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
+                               const uint8_t addr[18]),
+                    void *ctx);
   /* How full am I, for a message of body_len bytes (0: for acks). */
   int (*room)(tern__relay_store *s, size_t body_len);
   /* Makes the round durable. `now_ms` (monotonic) paces the backend's own

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /* migrations[v] takes a store from version v to v + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -80,6 +80,11 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "  UPDATE held SET msgs = msgs - 1, bytes = bytes - length(OLD.body)"
     "    WHERE who = OLD.sender AND dir = 1;"
     "END;",
+    /* 3 -> 4: where each live UDP session is and what its reset token
+     * derives from, for the RESETs of the next start (spec/wire.md §14). */
+    "CREATE TABLE resets("
+    "  dev BLOB PRIMARY KEY, time_us INTEGER NOT NULL, addr BLOB NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 enum {
@@ -117,6 +122,10 @@ enum {
   Q_DEVICES,
   Q_DEV_DEL,
   Q_NOTICES_DEL,
+  Q_RESET_PUT,
+  Q_RESET_DEL,
+  Q_RESET_LIST,
+  Q_RESET_CLEAR,
   Q_N
 };
 
@@ -173,6 +182,11 @@ static const char *const sql[Q_N] = {
                       " ON CONFLICT(dev) DO UPDATE SET time_us = excluded.time_us"
                       " WHERE hellos.time_us < excluded.time_us RETURNING 1"),
     [Q_HELD] = "SELECT msgs, bytes FROM held WHERE who = ?1 AND dir = ?2",
+    [Q_RESET_PUT] = ("INSERT INTO resets(dev, time_us, addr) VALUES(?1, ?2, ?3)"
+                    " ON CONFLICT(dev) DO UPDATE SET time_us = excluded.time_us, addr = excluded.addr"),
+    [Q_RESET_DEL] = "DELETE FROM resets WHERE dev = ?1 AND time_us = ?2",
+    [Q_RESET_LIST] = "SELECT dev, time_us, addr FROM resets",
+    [Q_RESET_CLEAR] = "DELETE FROM resets",
 };
 
 struct tern__rstore {
@@ -1121,4 +1135,40 @@ int tern__rstore_hello_fresh(tern__rstore *s, const uint8_t dev[32], uint64_t ti
   sqlite3_bind_int64(q, 2, (sqlite3_int64)time_us);
   uint64_t one = 0;
   return get_int(s, Q_HELLO_RAISE, &one);
+}
+
+int tern__rstore_reset_put(tern__rstore *s, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
+  sqlite3_stmt *q = s->q[Q_RESET_PUT];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int64(q, 2, clamp(time_us));
+  sqlite3_bind_blob(q, 3, addr, 18, SQLITE_STATIC);
+  return run(s, Q_RESET_PUT);
+}
+
+int tern__rstore_reset_del(tern__rstore *s, const uint8_t dev[32], uint64_t time_us) {
+  sqlite3_stmt *q = s->q[Q_RESET_DEL];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int64(q, 2, clamp(time_us));
+  return run(s, Q_RESET_DEL);
+}
+
+int tern__rstore_reset_take(tern__rstore *s,
+                            void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
+                                       const uint8_t addr[18]),
+                            void *ctx) {
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  sqlite3_stmt *q = s->q[Q_RESET_LIST];
+  int n = 0, sr;
+  while ((sr = sqlite3_step(q)) == SQLITE_ROW) {
+    /* A row of another shape was not written by this code: skipped. */
+    if (sqlite3_column_bytes(q, 0) != 32 || sqlite3_column_bytes(q, 2) != 18) continue;
+    cb(ctx, sqlite3_column_blob(q, 0), (uint64_t)sqlite3_column_int64(q, 1), sqlite3_column_blob(q, 2));
+    n++;
+  }
+  rc = sr == SQLITE_DONE ? 0 : fail(s, sr, sql[Q_RESET_LIST]);
+  done(q);
+  if (rc == 0) rc = run(s, Q_RESET_CLEAR);
+  rc = op_end(s, rc);
+  return rc < 0 ? rc : n;
 }

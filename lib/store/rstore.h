@@ -211,6 +211,16 @@ int tern__rstore_hello_fresh(tern__rstore *s, const uint8_t dev[32], uint64_t ti
 /* Counts, for tests and metrics: stored messages (all inboxes). */
 int tern__rstore_count(tern__rstore *s, uint64_t *messages);
 
+/* The reset rows (relay_store.h, reset_put/reset_del/reset_take). take
+ * returns how many rows it gave to cb, or an error (then nothing is
+ * deleted). */
+int tern__rstore_reset_put(tern__rstore *s, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]);
+int tern__rstore_reset_del(tern__rstore *s, const uint8_t dev[32], uint64_t time_us);
+int tern__rstore_reset_take(tern__rstore *s,
+                            void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
+                                       const uint8_t addr[18]),
+                            void *ctx);
+
 /* Opens the relay store interface on this engine (store/relay_sqlite.c),
  * with the disk-full policy. `cfg->path` ":memory:" keeps it in memory.
  * `log` (may be NULL) hears about the disk reserve. Returns 0,

@@ -352,6 +352,21 @@ int tern__fr_probe_key_read(tern__rbuf *b, tern__fr_probe_key *f) {
   return 0;
 }
 
+void tern__fr_reset_token_write(tern__wbuf *w, const uint8_t token[16]) {
+  size_t m = tern__frame_begin(w, TERN__FR_RESET_TOKEN);
+  tern__wbuf_string(w, token, 16);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_reset_token_read(tern__rbuf *b, uint8_t token[16]) {
+  const uint8_t *t;
+  size_t n;
+  tern__rbuf_string(b, &t, &n, 16);
+  if (b->bad || n != 16) return TERN_EPROTO;
+  memcpy(token, t, 16);
+  return 0;
+}
+
 int tern__user_valid(const uint8_t *name, size_t len) {
   if (len == 0 || len > TERN_USER_MAX) return 0;
   for (size_t i = 0; i < len; i++) {

@@ -36,6 +36,7 @@ enum {
   TERN__FR_KEEPALIVE = 0x22,    /* client -> relay: my keepalive interval; probe key? */
   TERN__FR_PROBE_KEY = 0x23,    /* relay -> client: key for NAT-timeout probes */
   TERN__FR_GOAWAY = 0x24,       /* relay -> client: draining; reconnect after delay_ms */
+  TERN__FR_RESET_TOKEN = 0x25,  /* relay -> client: this session's RESET token */
   TERN__FR_PRESENCE = 0x28,     /* relay -> client: a contact came online or went offline */
 };
 
@@ -215,6 +216,9 @@ int tern__fr_keepalive_read(tern__rbuf *body, tern__fr_keepalive *f);
 void tern__fr_probe_key_write(tern__wbuf *w, const tern__fr_probe_key *f);
 /* Refuses an id or key of another length. */
 int tern__fr_probe_key_read(tern__rbuf *body, tern__fr_probe_key *f);
+/* RESET_TOKEN: token (string of 16 bytes). The reader refuses another length. */
+void tern__fr_reset_token_write(tern__wbuf *w, const uint8_t token[16]);
+int tern__fr_reset_token_read(tern__rbuf *body, uint8_t token[16]);
 
 /* The chat channel of the conversation between users a and b: both
  * directions of one conversation share a channel (spec/wire.md). */

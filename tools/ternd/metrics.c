@@ -114,6 +114,8 @@ static const struct simple {
     {"gauge", "tern_relay_deliver_bytes_unacked",
      "Bytes of deliveries sent to devices and not yet acknowledged, all sessions.",
      F(deliver_bytes_unacked)},
+    {"counter", "tern_relay_resets_sent_total",
+     "RESET datagrams sent at start to the sessions the previous run left recorded.", F(resets_sent)},
     {"counter", "tern_relay_messages_busy_total",
      "Messages answered BUSY (the store failed or is full; the sender retries).", F(messages_busy)},
     {"counter", "tern_relay_messages_expired_total", "Messages dropped undelivered after the retention.",

@@ -168,7 +168,7 @@ static void usage(FILE *f) {
           "  --presence            tell users whether their contacts are online and when\n"
           "                        they were last seen: with --allow, users the list\n"
           "                        lets write to each other both ways; with --open,\n"
-          "                        everyone (spec/messages.md §13). Default: off\n"
+          "                        everyone (spec/messages.md §9.1). Default: off\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
           "                        a conservative keepalive; spec/keepalive.md)\n"
           "  --cookies MODE        when a CONNECT from a new UDP address must first\n"
