@@ -129,11 +129,14 @@ struct tern_relay {
   int draining;                 /* tern_relay_drain() was called */
   uint32_t drain_window_ms;     /* its window: the GOAWAY delays span it */
   uint64_t drain_start_ms;      /* when it was called (tern__now_ms) */
-  /* The RESETs sent at start (spec/wire.md §14), kept to be sent once
-   * more at reset_again_ms against a lost datagram, then freed. */
+  /* The RESETs of the start (spec/wire.md §14): sent RESET_BATCH every
+   * RESET_EVERY_MS (pass 0), then all once more (pass 1) from
+   * RESET_AGAIN_MS after the last, against a lost datagram; then freed. */
   struct rreset *resets;
   size_t nresets, resets_cap;
-  uint64_t reset_again_ms;
+  size_t reset_idx;             /* sent so far in this pass */
+  int reset_pass;
+  uint64_t reset_due_ms;        /* when the next batch goes */
   int has_token_key;            /* cfg.token_key was given: tokens are checked */
   uint8_t token_key[32];        /* the backend's Ed25519 public key */
 };
@@ -144,7 +147,11 @@ struct rreset {
   uint8_t dgram[TERN__RESET_BYTES];
 };
 
-/* The second copy of the start's RESETs follows the first after this. */
+/* The start's RESETs go out RESET_BATCH at a time, every RESET_EVERY_MS
+ * (25,600 a second: a burst that a NIC's queue takes), and the second
+ * copies start RESET_AGAIN_MS after the last first copy. */
+#define RESET_BATCH 256
+#define RESET_EVERY_MS 10
 #define RESET_AGAIN_MS 300
 
 /* A refused client is told to come back after this plus a random 0..this
@@ -559,60 +566,72 @@ static void note_reset_addr(tern_relay *r, rpeer *p, const tern__addr *at) {
   (void)r->store->ops->reset_put(r->store, p->sess.remote_static, p->reset_time_us, a);
 }
 
-/* One row of the previous run: a RESET to its address (spec/wire.md §14). */
-static void send_reset(void *ctx, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
-  tern_relay *r = ctx;
-  tern__addr to;
-  memcpy(to.ip, addr, 16);
-  to.port = (uint16_t)(addr[16] << 8 | addr[17]);
-  uint8_t token[TERN__RESET_TOKEN_BYTES], out[TERN__RESET_BYTES];
-  tern__reset_token(r->cfg.keypair.secret_key, dev, time_us, token);
-  tern__reset_write(out, token);
-  sodium_memzero(token, sizeof(token));
-  if (tern__link_send_raw(r->link, &to, out, sizeof(out)) == 0) {
-    r->stats.bytes_sent += sizeof(out);
+static void reset_out(tern_relay *r, const tern__addr *to, const uint8_t dgram[TERN__RESET_BYTES]) {
+  if (tern__link_send_raw(r->link, to, dgram, TERN__RESET_BYTES) == 0) {
+    r->stats.bytes_sent += TERN__RESET_BYTES;
     r->stats.resets_sent++;
   }
-  /* Kept for the second copy; without memory, the one copy is all. */
+}
+
+/* One row of the previous run: its RESET, kept for the paced sends; sent
+ * at once, once, if there is no memory to keep it. */
+static void take_reset(void *ctx, const uint8_t dev[32], uint64_t time_us, const uint8_t addr[18]) {
+  tern_relay *r = ctx;
+  struct rreset e;
+  memcpy(e.to.ip, addr, 16);
+  e.to.port = (uint16_t)(addr[16] << 8 | addr[17]);
+  uint8_t token[TERN__RESET_TOKEN_BYTES];
+  tern__reset_token(r->cfg.keypair.secret_key, dev, time_us, token);
+  tern__reset_write(e.dgram, token);
+  sodium_memzero(token, sizeof(token));
   if (r->nresets == r->resets_cap) {
     size_t cap = r->resets_cap ? 2 * r->resets_cap : 64;
     struct rreset *more = realloc(r->resets, cap * sizeof(*more));
-    if (!more) return;
+    if (!more) {
+      reset_out(r, &e.to, e.dgram);
+      return;
+    }
     r->resets = more;
     r->resets_cap = cap;
   }
-  r->resets[r->nresets].to = to;
-  memcpy(r->resets[r->nresets].dgram, out, sizeof(out));
-  r->nresets++;
+  r->resets[r->nresets++] = e;
 }
 
-/* The second copy of each RESET, RESET_AGAIN_MS after the first: a lost
- * datagram would leave its client waiting for its keepalive. */
-static void resend_resets(tern_relay *r, uint64_t now) {
-  if (!r->nresets || now < r->reset_again_ms) return;
-  for (size_t i = 0; i < r->nresets; i++)
-    if (tern__link_send_raw(r->link, &r->resets[i].to, r->resets[i].dgram, TERN__RESET_BYTES) == 0) {
-      r->stats.bytes_sent += TERN__RESET_BYTES;
-      r->stats.resets_sent++;
-    }
-  free(r->resets);
-  r->resets = NULL;
-  r->nresets = r->resets_cap = 0;
+/* The next batch of the start's RESETs, when due (see RESET_BATCH). */
+static void pace_resets(tern_relay *r, uint64_t now) {
+  if (!r->nresets || now < r->reset_due_ms) return;
+  size_t end = r->reset_idx + RESET_BATCH < r->nresets ? r->reset_idx + RESET_BATCH : r->nresets;
+  for (; r->reset_idx < end; r->reset_idx++)
+    reset_out(r, &r->resets[r->reset_idx].to, r->resets[r->reset_idx].dgram);
+  if (r->reset_idx < r->nresets) {
+    r->reset_due_ms = now + RESET_EVERY_MS;
+  } else if (r->reset_pass == 0) {
+    r->reset_pass = 1;
+    r->reset_idx = 0;
+    r->reset_due_ms = now + RESET_AGAIN_MS;
+  } else {
+    free(r->resets);
+    r->resets = NULL;
+    r->nresets = r->resets_cap = 0;
+  }
 }
 
-/* Before serving: tells each session the previous run left recorded that
- * it is gone, once per row, then forgets the rows. */
+/* Before serving: takes the sessions the previous run left recorded (and
+ * forgets them, in one commit) and sends the first batch of their RESETs. */
 static void send_resets(tern_relay *r) {
-  int n = r->store->ops->reset_take(r->store, send_reset, r);
+  int n = r->store->ops->reset_take(r->store, take_reset, r);
   int rc = n < 0 ? n : r->store->ops->commit(r->store, tern__now_ms());
   if (rc < 0) {
     r->store->ops->rollback(r->store, tern__now_ms());
+    free(r->resets);
+    r->resets = NULL;
+    r->nresets = r->resets_cap = 0;
     logf_(r, 1, "store error reading the sessions of the previous run (%s): no RESETs",
           r->store->ops->errmsg(r->store));
     return;
   }
-  r->reset_again_ms = tern__now_ms() + RESET_AGAIN_MS;
-  if (n > 0) logf_(r, 2, "told %d session(s) of the previous run that they are gone (RESET)", n);
+  pace_resets(r, tern__now_ms());
+  if (n > 0) logf_(r, 2, "telling %d session(s) of the previous run that they are gone (RESET)", n);
 }
 
 /* A session moved to a new address without a new handshake. */
@@ -1149,7 +1168,7 @@ int tern_relay_timeout_ms(tern_relay *r) {
   uint64_t now = tern__now_ms();
   int a = core_timeout(r, now), b = tern__link_next_timeout_ms(r->link);
   if (r->nresets) {
-    int c = now >= r->reset_again_ms ? 0 : (int)(r->reset_again_ms - now);
+    int c = now >= r->reset_due_ms ? 0 : (int)(r->reset_due_ms - now);
     if (a < 0 || c < a) a = c;
   }
   if (a < 0) return b;
@@ -1188,7 +1207,7 @@ int tern_relay_service(tern_relay *r, int timeout_ms) {
     while ((rc = tern__link_service(r->link, 0, &ev)) == 1) on_event(r, &ev);
     if (rc < 0) return rc;
     uint64_t now = tern__now_ms();
-    resend_resets(r, now);
+    pace_resets(r, now);
     handle_timers(r, now);
     tern__rcore_set_link_bytes(r->core, tern__link_queued_bytes(r->link));
     tern__rcore_tick(r->core, now, relay_wall_ms(r));
