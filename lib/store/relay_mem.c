@@ -394,6 +394,26 @@ static void deliver(mstate *ms, const char *user, uint64_t lo, uint64_t hi, tern
   }
 }
 
+/* Deletes what every registered device of `user` has passed; with no
+ * device registered, nothing (the inbox waits for the next one). */
+static void trim_passed(mstate *st, const char *user) {
+  int any = 0;
+  uint64_t low = UINT64_MAX;
+  for (size_t i = 0; i < st->devices.n; i++) {
+    const mdevice *o = AT(st->devices, mdevice, i);
+    if (!strcmp(o->user, user) && o->cursor < low) low = o->cursor, any = 1;
+  }
+  for (size_t i = 0; any && i < st->msgs.n;) {
+    mmsg *m = AT(st->msgs, mmsg, i);
+    if (m->seq <= low && !strcmp(m->user, user)) {
+      free(m->body);
+      erase(&st->msgs, i, sizeof(mmsg));
+    } else {
+      i++;
+    }
+  }
+}
+
 static int mem_acked(tern__relay_store *st, const char *user, const uint8_t dev[32], uint64_t up_to,
                      const uint64_t *sacks, size_t n, uint64_t *reached, tern__rs_delivered_fn cb,
                      void *ctx) {
@@ -420,21 +440,7 @@ static int mem_acked(tern__relay_store *st, const char *user, const uint8_t dev[
   for (size_t i = 0; i < n; i++)
     if (sacks[i] > cursor && sacks[i] <= last) deliver(&s->st, user, sacks[i] - 1, sacks[i], cb, ctx);
   if (reached) *reached = cursor;
-  /* Delete what every device of the user has passed. */
-  uint64_t low = UINT64_MAX;
-  for (size_t i = 0; i < s->st.devices.n; i++) {
-    const mdevice *o = AT(s->st.devices, mdevice, i);
-    if (!strcmp(o->user, user) && o->cursor < low) low = o->cursor;
-  }
-  for (size_t i = 0; i < s->st.msgs.n;) {
-    mmsg *m = AT(s->st.msgs, mmsg, i);
-    if (m->seq <= low && !strcmp(m->user, user)) {
-      free(m->body);
-      erase(&s->st.msgs, i, sizeof(mmsg));
-    } else {
-      i++;
-    }
-  }
+  trim_passed(&s->st, user);
   return 0;
 }
 
@@ -476,28 +482,13 @@ static int mem_device_remove(tern__relay_store *st, const uint8_t dev[32], char 
   if (!d) return 0;
   int rc = begin_write(s);
   if (rc < 0) return rc;
-  d = find_device(&s->st, dev); /* the round's copy */
   snprintf(user, TERN_USER_MAX + 1, "%s", d->user);
   erase(&s->st.devices, (size_t)(d - AT(s->st.devices, mdevice, 0)), sizeof(mdevice));
   for (size_t i = 0; i < s->st.notices.n;) {
     if (!memcmp(AT(s->st.notices, mnotice, i)->dev, dev, 32)) erase(&s->st.notices, i, sizeof(mnotice));
     else i++;
   }
-  int any = 0;
-  uint64_t low = UINT64_MAX;
-  for (size_t i = 0; i < s->st.devices.n; i++) {
-    const mdevice *o = AT(s->st.devices, mdevice, i);
-    if (!strcmp(o->user, user) && o->cursor < low) low = o->cursor, any = 1;
-  }
-  for (size_t i = 0; any && i < s->st.msgs.n;) {
-    mmsg *m = AT(s->st.msgs, mmsg, i);
-    if (m->seq <= low && !strcmp(m->user, user)) {
-      free(m->body);
-      erase(&s->st.msgs, i, sizeof(mmsg));
-    } else {
-      i++;
-    }
-  }
+  trim_passed(&s->st, user); /* what the other devices all have */
   return 1;
 }
 

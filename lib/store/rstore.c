@@ -861,6 +861,20 @@ int tern__rstore_device(tern__rstore *s, const char *user, const uint8_t dev[32]
   return 0;
 }
 
+/* Deletes the messages of `user`'s inbox that every registered device of
+ * the user has passed. With no device registered, nothing: the inbox
+ * waits for the next device (or the retention). */
+static int trim_passed(tern__rstore *s, const char *user) {
+  uint64_t low = 0;
+  bind_text(s->q[Q_DEV_MIN], 1, user);
+  int rc = get_int(s, Q_DEV_MIN, &low);
+  if (rc <= 0) return rc;
+  sqlite3_stmt *q = s->q[Q_TRIM];
+  bind_text(q, 1, user);
+  sqlite3_bind_int64(q, 2, (int64_t)low);
+  return run(s, Q_TRIM);
+}
+
 typedef void (*ack_cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq);
 
 /* Steps q, whose rows are (sender_dev, cmid[, seq]), handing each to cb
@@ -923,7 +937,7 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
                const uint64_t *sacks, size_t n, uint64_t max_bytes, uint64_t *reached, ack_cb cb,
                void *ctx) {
   int mine = 0, cut = 0;
-  uint64_t cursor = 0, last = 0, low = 0, cost = 0;
+  uint64_t cursor = 0, last = 0, cost = 0;
   int rc = device_get(s, user, dev, &mine, &cursor);
   if (rc < 0) return rc;
   if (rc == 0) return refuse(s, TERN_ENOENT, "ack: the device is not registered");
@@ -953,14 +967,7 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
   }
   /* A sacked message is rewritten too: about a page each (they are few). */
   cost += n * s->page_size;
-  bind_text(s->q[Q_DEV_MIN], 1, user);
-  if ((rc = get_int(s, Q_DEV_MIN, &low)) < 0) return rc;
-  if (rc > 0) {
-    sqlite3_stmt *q = s->q[Q_TRIM];
-    bind_text(q, 1, user);
-    sqlite3_bind_int64(q, 2, (int64_t)low);
-    if ((rc = run(s, Q_TRIM)) < 0) return rc;
-  }
+  if ((rc = trim_passed(s, user)) < 0) return rc;
   s->txn_used += cost;
   return cut;
 }
@@ -1045,18 +1052,8 @@ static int device_remove(tern__rstore *s, const uint8_t dev[32], char user[TERN_
   if ((rc = run(s, Q_DEV_DEL)) < 0) return rc;
   bind_dev(s->q[Q_NOTICES_DEL], 1, dev);
   if ((rc = run(s, Q_NOTICES_DEL)) < 0) return rc;
-  /* What the other devices of the user have all passed goes now. With
-   * none left, the inbox waits for the next device (or the retention). */
-  uint64_t low = 0;
-  bind_text(s->q[Q_DEV_MIN], 1, user);
-  if ((rc = get_int(s, Q_DEV_MIN, &low)) < 0) return rc;
-  if (rc > 0) {
-    sqlite3_stmt *t = s->q[Q_TRIM];
-    bind_text(t, 1, user);
-    sqlite3_bind_int64(t, 2, (int64_t)low);
-    if ((rc = run(s, Q_TRIM)) < 0) return rc;
-  }
-  return 1;
+  /* What the other devices of the user have all passed goes now. */
+  return (rc = trim_passed(s, user)) < 0 ? rc : 1;
 }
 
 int tern__rstore_device_remove(tern__rstore *s, const uint8_t dev[32], char user[TERN_USER_MAX + 1]) {
