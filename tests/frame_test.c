@@ -404,7 +404,7 @@ Test(frame, msg_and_deliver_round_trip) {
                          .ts = 1700000000123ull,
                          .peer = (const uint8_t *)"carol",
                          .peer_len = 5,
-                         .flags = 3,
+                         .flags = 9,
                          .body = body,
                          .body_len = lens[li]};
       size_t n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, type, &in));
@@ -435,11 +435,38 @@ Test(frame, msg_and_deliver_round_trip) {
       }
       cr_assert_eq(out.peer_len, 5);
       cr_assert_arr_eq(out.peer, "carol", 5);
-      cr_assert_eq(out.flags, 3);
+      cr_assert_eq(out.flags, 9);
       cr_assert_eq(out.body_len, lens[li]);
       if (lens[li]) cr_assert_arr_eq(out.body, body, lens[li]);
     }
   }
+}
+
+/* A carbon's DELIVER carries its recipient after flags; OWN needs CARBON;
+ * a carbon's recipient must be a valid user name. */
+Test(frame, a_carbon_deliver_carries_its_recipient) {
+  uint8_t buf[64];
+  tern__fr_msg d = {.seq = 9, .prev_seq = 7, .ts = 6, .peer = (const uint8_t *)"al", .peer_len = 2,
+                    .flags = TERN__MSGF_CARBON, .to = (const uint8_t *)"bo", .to_len = 2,
+                    .body = (const uint8_t *)"y", .body_len = 1};
+  size_t n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_DELIVER, &d));
+  const uint8_t want[] = {0x11, 0x0b, 0x09, 0x07, 0x02, 'a', 'l', 0x06, 0x02, 0x02, 'b', 'o', 'y'};
+  cr_assert_eq(n, sizeof want);
+  cr_assert_arr_eq(buf, want, n);
+  tern__rbuf rb;
+  tern__fr_msg out;
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_DELIVER, &out), 0);
+  cr_assert_eq(out.to_len, 2);
+  cr_assert_arr_eq(out.to, "bo", 2);
+  cr_assert_eq(out.body_len, 1);
+
+  const uint8_t own_alone[] = {0x09, 0x07, 0x02, 'a', 'l', 0x06, 0x04, 'y'};
+  tern__rbuf_init(&rb, own_alone, sizeof own_alone);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_DELIVER, &out), TERN_EPROTO, "OWN without CARBON");
+  const uint8_t empty_to[] = {0x09, 0x07, 0x02, 'a', 'l', 0x06, 0x02, 0x00, 'y'};
+  tern__rbuf_init(&rb, empty_to, sizeof empty_to);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_DELIVER, &out), TERN_EPROTO, "a carbon to nobody");
 }
 
 Test(frame, msg_and_deliver_fields_are_in_the_documented_order) {

@@ -39,6 +39,7 @@ typedef struct rec {
   int used;       /* consumed by a wait */
   int online;     /* PRESENCE */
   uint64_t time_ms; /* server_time_ms */
+  char to[TERN_USER_MAX + 1]; /* MESSAGE: a carbon's recipient, "" otherwise */
 } rec;
 
 typedef struct peer {
@@ -166,6 +167,7 @@ static void take_events(peer *p) {
     r->online = ev.online;
     r->time_ms = ev.server_time_ms;
     snprintf(r->user, sizeof(r->user), "%s", ev.user);
+    snprintf(r->to, sizeof(r->to), "%s", ev.to ? ev.to : "");
     r->body = malloc(ev.body_len + 1);
     cr_assert_not_null(r->body);
     if (ev.body_len) memcpy(r->body, ev.body, ev.body_len);
@@ -945,5 +947,49 @@ Test(messaging, disconnect_right_after_send_then_connect_loses_and_repeats_nothi
   expect_no_message(&w, b, 800, "each once");
   pump(&w, 300);
   cr_assert_eq(count_ev(&w.p[a], TERN_EV_SENT), 20, "and not again");
+  world_free(&w);
+}
+
+/* Carbons (spec/messages.md §13): what alice sends from one device reaches
+ * her other device, marked as hers and naming bob, in order; the sending
+ * device gets no copy of its own; bob's receipts are one per message. */
+Test(messaging, a_users_other_device_gets_a_carbon_of_what_it_sent, .timeout = 30) {
+  world w;
+  world_init(&w);
+  relay_up(&w);
+  size_t a1 = peer_add(&w, "alice", NULL, 1);
+  size_t a2 = peer_add(&w, "alice", NULL, 1);
+  size_t b = peer_add(&w, "bob", NULL, 1);
+  for (size_t i = 0; i < 3; i++) cr_assert_not_null(wait_ev(&w, i, TERN_EV_CONNECTED, 5000));
+  pump(&w, 100); /* every device registered before the first message */
+
+  uint64_t c1, c2;
+  send_text(&w, a1, "bob", "hi bob", &c1);
+  send_text(&w, a1, "bob", "are you there", &c2);
+  const char *const want[] = {"hi bob", "are you there"};
+  expect_messages(&w, b, "alice", want, 2, 5000);
+  for (size_t k = 0; k < 2; k++) {
+    rec *m = wait_ev(&w, a2, TERN_EV_MESSAGE, 5000);
+    cr_assert_not_null(m, "carbon %zu did not reach alice's other device", k + 1);
+    cr_assert_str_eq(m->user, "alice", "a carbon is from the user herself");
+    cr_assert_str_eq(m->to, "bob", "and names its recipient");
+    cr_assert_str_eq(m->body, want[k], "carbons in order");
+  }
+  for (size_t k = 0; k < 2; k++) cr_assert_not_null(wait_ev(&w, a1, TERN_EV_DELIVERED, 5000));
+
+  /* bob answers: both of alice's devices get it, as a plain message. */
+  uint64_t c3;
+  send_text(&w, b, "alice", "yes", &c3);
+  const char *const answer[] = {"yes"};
+  expect_messages(&w, a1, "bob", answer, 1, 5000);
+  expect_messages(&w, a2, "bob", answer, 1, 5000);
+  cr_assert_str_eq(w.p[a2].ev[w.p[a2].n - 1].to, "", "bob's message is no carbon");
+  cr_assert_not_null(wait_ev(&w, b, TERN_EV_DELIVERED, 5000));
+
+  pump(&w, 300);
+  cr_assert_eq(count_ev(&w.p[a1], TERN_EV_MESSAGE), 1, "the sending device gets no copy of its own");
+  cr_assert_eq(count_ev(&w.p[a2], TERN_EV_MESSAGE), 3);
+  cr_assert_eq(count_ev(&w.p[a1], TERN_EV_DELIVERED), 2, "one receipt per message, none for carbons");
+  cr_assert_eq(count_ev(&w.p[b], TERN_EV_MESSAGE), 2, "bob gets no carbons of his own");
   world_free(&w);
 }

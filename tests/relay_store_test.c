@@ -454,3 +454,88 @@ STORE_TEST(a_removed_device_no_longer_holds_messages_back) {
   cr_assert_eq(n, 1, "kept for the user's next device");
   s->ops->close(s);
 }
+
+/* Carbons (spec/messages.md §13): a copy in the sender's own inbox, only
+ * when the sender has another device; resends store none; its ack and its
+ * expiry tell the sender nothing. */
+typedef struct carbons_seen {
+  int n;
+  uint64_t seq[8], flags[8];
+  char peer[8][16], from[8][16];
+} carbons_seen;
+
+static int see_carbon(void *ctx, const tern__rmsg *m) {
+  carbons_seen *s = ctx;
+  s->seq[s->n] = m->seq;
+  s->flags[s->n] = m->flags;
+  snprintf(s->peer[s->n], sizeof s->peer[0], "%s", m->peer);
+  snprintf(s->from[s->n], sizeof s->from[0], "%s", m->from);
+  s->n++;
+  return 0;
+}
+
+STORE_TEST(a_message_from_a_user_with_two_devices_leaves_a_carbon_in_its_own_inbox) {
+  tern__relay_store *s = open_backend(b);
+  static const uint8_t DEV_A2[32] = {0xa2};
+  uint64_t cur;
+  cr_assert_eq(s->ops->device(s, "alice", DEV_A, &cur), 0);
+  tern__rs_put p = msg("alice", DEV_A, "bob", 1, 0, 1000, "solo");
+  p.carbon = 1;
+  cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  cr_assert_eq(p.result, TERN__RS_STORED);
+  cr_assert_eq(p.carbon_seq, 0, "one device: nobody to copy to");
+
+  cr_assert_eq(s->ops->device(s, "alice", DEV_A2, &cur), 0);
+  tern__rs_put q = msg("alice", DEV_A, "bob", 2, 0, 1001, "two");
+  q.carbon = 1;
+  cr_assert_eq(s->ops->put(s, &q, 1), 0);
+  cr_assert_eq(q.result, TERN__RS_STORED);
+  cr_assert_eq(q.seq, 2, "bob's inbox");
+  cr_assert_eq(q.carbon_seq, 1, "alice's own inbox");
+  tern__rs_put self = msg("alice", DEV_A, "alice", 3, 0, 5000, "note");
+  self.carbon = 1;
+  cr_assert_eq(s->ops->put(s, &self, 1), 0);
+  cr_assert_eq(self.carbon_seq, 0, "a message to oneself is its own copy");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+
+  tern__rs_put again = q;
+  again.ts = 9000;
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER);
+  cr_assert_eq(again.carbon_seq, 0, "a resend stores no second carbon");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+
+  carbons_seen got = {0};
+  cr_assert_eq(s->ops->due(s, "alice", 0, 10, see_carbon, &got), 2);
+  cr_assert_eq(got.seq[0], 1);
+  cr_assert_eq(got.flags[0], TERN__RS_CARBON);
+  cr_assert_str_eq(got.peer[0], "bob");
+  cr_assert_str_eq(got.from[0], "alice");
+  cr_assert_eq(got.flags[1], 0, "the note to herself is a plain message");
+  cr_assert_str_eq(got.peer[1], "");
+
+  /* alice's other device acks the carbon: no receipt for anyone. */
+  told t = {0};
+  uint64_t reached = 0;
+  cr_assert_eq(s->ops->acked(s, "alice", DEV_A2, 1, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(t.n, 0, "a carbon's ack is no receipt");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  /* Bob acks the message itself: a receipt, once. */
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(s->ops->acked(s, "bob", DEV_B, 2, NULL, 0, &reached, on_delivered, &t), 0);
+  cr_assert_eq(t.n, 2);
+  cr_assert_eq(t.cmid[1], 2);
+
+  /* A carbon no device took expires silently; the message it copies was
+   * delivered, so nothing expires with FAILED. */
+  tern__rs_put late = msg("alice", DEV_A, "carol", 4, 0, 2000, "late");
+  late.carbon = 1;
+  cr_assert_eq(s->ops->put(s, &late, 1), 0);
+  cr_assert_neq(late.carbon_seq, 0);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  told ex = {0};
+  cr_assert_eq(s->ops->expire(s, 3000, on_expired, &ex), 0);
+  cr_assert_eq(ex.n, 1, "carol's undelivered message expires; its carbon says nothing");
+  cr_assert_eq(ex.cmid[0], 4);
+  s->ops->close(s);
+}

@@ -48,7 +48,7 @@ static uint64_t put(tern__rstore *s, const char *to, const char *from, int n, ui
                     uint64_t *prev) {
   char body[64];
   int len = snprintf(body, sizeof body, "body %llu", (unsigned long long)cmid);
-  tern__rmsg m = {.ts = ts, .cmid = cmid, .flags = 7, .from = from, .sender_dev = dev(n),
+  tern__rmsg m = {.ts = ts, .cmid = cmid, .flags = 9, .from = from, .sender_dev = dev(n),
                   .body = (const uint8_t *)body, .body_len = (size_t)len};
   uint64_t seq = 0, pv = 99;
   int rc = tern__rstore_append(s, to, &m, &seq, &pv);
@@ -81,7 +81,7 @@ static int on_msg(void *ctx, const tern__rmsg *m) {
   int len = snprintf(body, sizeof body, "body %llu", (unsigned long long)m->cmid);
   cr_assert_eq(m->body_len, (size_t)len);
   cr_assert_eq(memcmp(m->body, body, (size_t)len), 0);
-  cr_assert_eq(m->flags, 7);
+  cr_assert_eq(m->flags, 9);
   v->seq[v->n] = m->seq;
   v->prev[v->n] = m->prev_seq;
   v->cmid[v->n] = m->cmid;
@@ -643,20 +643,20 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v4) {
+Test(rstore, migrates_v0_and_opens_v5) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 4);
+  cr_assert_eq(user_version(dbpath), 5);
   /* v4: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 4);
+  cr_assert_eq(user_version(dbpath), 5);
 }
 
 static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint64_t bytes) {
@@ -690,12 +690,13 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
   sqlite3 *db = NULL;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TRIGGER inbox_held_add; DROP TRIGGER inbox_held_del;"
-                                "DROP TABLE held; DROP TABLE resets; PRAGMA user_version = 2;", NULL,
+                                "DROP TABLE held; DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer;"
+                                "PRAGMA user_version = 2;", NULL,
                             NULL, NULL),
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 4);
+  cr_assert_eq(user_version(dbpath), 5);
   held(s, "alice", 1, 1, 6);
   held(s, "carol", 0, 1, 6);
   held(s, "alice", 0, 1, 6);
@@ -706,7 +707,7 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
 
 /* A store of schema 1 (before HELLO timestamps and quotas) gets the
  * hellos table and keeps its messages. */
-Test(rstore, migrates_v1_to_v4_with_hello_timestamps) {
+Test(rstore, migrates_v1_to_v5_with_hello_timestamps) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
@@ -714,10 +715,10 @@ Test(rstore, migrates_v1_to_v4_with_hello_timestamps) {
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TABLE hellos; DROP TRIGGER inbox_held_add;"
                                 "DROP TRIGGER inbox_held_del; DROP TABLE held; DROP TABLE resets;"
-                                "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+                                "ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 4);
+  cr_assert_eq(user_version(dbpath), 5);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7};
   cr_assert_eq(tern__rstore_begin(s), 0);
@@ -756,13 +757,13 @@ Test(rstore, hello_timestamps_only_go_up_and_are_durable) {
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 5);
+  set_user_version(dbpath, 6);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
 }
 
 /* ---- reset rows (spec/store.md, "resets"; spec/wire.md §14) ---- */
@@ -818,19 +819,45 @@ Test(rstore, reset_rows_are_durable_and_taken_once) {
 }
 
 /* A v3 store (before reset rows) gets the table, messages kept. */
-Test(rstore, migrates_v3_to_v4_with_reset_rows) {
+Test(rstore, migrates_v3_to_v5_with_reset_rows) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-  cr_assert_eq(sqlite3_exec(db, "DROP TABLE resets; PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 4);
+  cr_assert_eq(user_version(dbpath), 5);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7}, at[18] = {0};
   cr_assert_eq(tern__rstore_reset_put(s, dev, 1, at), 0);
+  tern__rstore_close(s);
+}
+
+/* A v4 store (before carbons) gets the peer column; its messages read
+ * back as plain messages (peer ""). */
+static int peer_is_empty(void *ctx, const tern__rmsg *m) {
+  cr_assert_str_eq(m->peer, "");
+  (*(int *)ctx)++;
+  return 0;
+}
+
+Test(rstore, migrates_v4_to_v5_and_old_messages_are_no_carbons) {
+  tern__rstore *s = open_at(dbpath, 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  tern__rstore_close(s);
+  sqlite3 *db;
+  cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 4", NULL,
+                            NULL, NULL),
+               SQLITE_OK);
+  sqlite3_close(db);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(user_version(dbpath), 5);
+  int n = 0;
+  cr_assert_eq(tern__rstore_fetch(s, "alice", 0, 10, peer_is_empty, &n), 1);
+  cr_assert_eq(n, 1);
   tern__rstore_close(s);
 }
 

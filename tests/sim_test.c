@@ -12,7 +12,10 @@
  *     and messages from one sending device to one recipient arrived in
  *     send order on each of its devices;
  *   - no DELIVERED receipt came before one of the recipient's devices had
- *     the message, and every delivered message got its receipt.
+ *     the message, and every delivered message got its receipt;
+ *   - every server-acked message reached every other device of its sender
+ *     as a carbon exactly once, in send order per recipient, and never the
+ *     device that sent it (spec/messages.md §13).
  *
  * Some seeds also make relay commits fail (a full disk), which the relay
  * answers with BUSY and the clients with TERN_EV_ERROR and a retry.
@@ -120,6 +123,10 @@ typedef struct client {
   uint64_t next_send_at;
   int received_k[MAX_CLIENTS][MAX_MSGS * 2]; /* ks received from each sending device, in order */
   int nreceived[MAX_CLIENTS];
+  /* Carbons: the ks of each sending device of this user to each user, in
+   * the order they arrived. */
+  int carbon_k[MAX_CLIENTS][MAX_USERS][MAX_MSGS * 2];
+  int ncarbon[MAX_CLIENTS][MAX_USERS];
 } client;
 
 typedef struct sim {
@@ -154,6 +161,7 @@ enum {
   V_SENT_TWICE = 1u << 5,
   V_FAILED = 1u << 6,      /* FAILED, which nothing here should be */
   V_OTHER = 1u << 7,       /* a message nobody sent, an event for an unknown cmid... */
+  V_CARBON = 1u << 8,      /* a carbon missing, repeated, out of order, or to its sender */
 };
 
 #define TRACE(s, ...)                                                          \
@@ -223,6 +231,55 @@ static int device_has(const sim *s, int d, int from, int k) {
   return 0;
 }
 
+/* Whether device `d` has the carbon of message k from device `from` to
+ * user `to`. */
+static int carbon_has(const sim *s, int d, int from, int to, int k) {
+  const client *c = &s->c[d];
+  for (int i = 0; i < c->ncarbon[from][to]; i++)
+    if (c->carbon_k[from][to][i] == k) return 1;
+  return 0;
+}
+
+/* A carbon: message k from device `from` (of this user) to user `to`. */
+static void app_carbon(sim *s, client *cl, const tern_event *ev, const char *buf) {
+  int from = -1, to = -1, k = -1;
+  char toname[16];
+  if (sscanf(buf, "m %d %d %d", &from, &to, &k) != 3 || from < 0 || from >= s->p.clients || to < 0 ||
+      to >= s->p.users || strcmp(ev->user, cl->name) != 0 || s->c[from].user != cl->user) {
+    fail(s, V_CARBON, "client %d got a carbon nobody of its user sent: from '%s' to '%s' body '%s'",
+         cl->id, ev->user, ev->to, buf);
+    return;
+  }
+  snprintf(toname, sizeof toname, "u%d", to);
+  if (strcmp(ev->to, toname) != 0) {
+    fail(s, V_CARBON, "client %d: carbon of '%s' names recipient '%s'", cl->id, buf, ev->to);
+    return;
+  }
+  if (from == cl->id) {
+    fail(s, V_CARBON, "client %d got a carbon of its own message '%s'", cl->id, buf);
+    return;
+  }
+  TRACE(s, "app %d carbon from %d to %d k=%d seq=%" PRIu64, cl->id, from, to, k, ev->seq);
+  int n = cl->ncarbon[from][to];
+  if (carbon_has(s, cl->id, from, to, k))
+    fail(s, V_CARBON, "client %d got the carbon of message %d from %d to %d twice", cl->id, k, from, to);
+  if (n > 0 && cl->carbon_k[from][to][n - 1] > k)
+    fail(s, V_CARBON, "client %d got the carbon of message %d from %d to %d after %d", cl->id, k, from,
+         to, cl->carbon_k[from][to][n - 1]);
+  if (n < MAX_MSGS * 2) cl->carbon_k[from][to][cl->ncarbon[from][to]++] = k;
+}
+
+/* Whether every other device of the sender of r (device `from`) has its
+ * carbon; *missing receives one that has not. */
+static int carbons_in(const sim *s, int from, const sent_rec *r, int *missing) {
+  for (int d = 0; d < s->p.clients; d++)
+    if (d != from && s->c[d].user == s->c[from].user && !carbon_has(s, d, from, r->to, r->k)) {
+      if (missing) *missing = d;
+      return 0;
+    }
+  return 1;
+}
+
 /* The app takes every event and keeps its own record. */
 static void app_take(sim *s, client *cl) {
   tern_event ev;
@@ -231,6 +288,10 @@ static void app_take(sim *s, client *cl) {
       int from = -1, to = -1, k = -1;
       char buf[64];
       snprintf(buf, sizeof(buf), "%.*s", (int)ev.body_len, (const char *)ev.body);
+      if (ev.to) {
+        app_carbon(s, cl, &ev, buf);
+        continue;
+      }
       if (sscanf(buf, "m %d %d %d", &from, &to, &k) != 3 || from < 0 || from >= s->p.clients ||
           to != cl->user || strcmp(ev.user, s->c[from].name) != 0) {
         fail(s, V_OTHER, "client %d got a message it was never sent: from '%s' body '%s'", cl->id, ev.user,
@@ -406,6 +467,7 @@ static void setup(sim *s, uint64_t seed, int fault, int backend) {
     cr_assert_eq(tern__relay_sqlite_open(&s->rstore, &sc, NULL, NULL, err, sizeof(err)), 0, "%s", err);
   tern__rcore_config_default(&s->rcfg);
   s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_DUP, fault == 1);
+  s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_CARBON2, fault == 4);
   s->rcfg.fault_ack_before_commit = fault == 2;
   s->fault_drop_outbox = fault == 3;
   if (fault == 2) s->p.relay_crash_per_s = 0.05 + s->p.relay_crash_per_s;
@@ -483,6 +545,7 @@ static int settled(sim *s) {
       if (!r->acked || !r->delivered_event) return 0;
       for (int d = 0; d < s->p.clients; d++)
         if (s->c[d].user == r->to && !device_has(s, d, i, r->k)) return 0;
+      if (!carbons_in(s, i, r, NULL)) return 0;
     }
   }
   return 1;
@@ -585,6 +648,10 @@ static int check(sim *s) {
       if (r->delivered_event != 1)
         fail(s, V_RECEIPT, "message %d from %d to %d: %d DELIVERED receipts", r->k, i, r->to,
              r->delivered_event);
+      int missing = -1;
+      if (r->acked && !carbons_in(s, i, r, &missing))
+        fail(s, V_CARBON, "message %d from %d to user %d was SENT but its carbon never reached device %d",
+             r->k, i, r->to, missing);
     }
     /* Every message arrived exactly once and in order, on each device. */
     for (int from = 0; from < s->p.clients; from++) {
@@ -685,6 +752,7 @@ static const char *kind_name(unsigned v) {
     case V_RECEIPT: return "receipts";
     case V_SENT_TWICE: return "SENT twice";
     case V_FAILED: return "a FAILED message";
+    case V_CARBON: return "carbons exactly once on the sender's other devices";
     default: return "other";
   }
 }
@@ -699,7 +767,7 @@ static void expect_caught_on(int fault, const char *name, unsigned want, int bac
     unsigned v = run_seed(seed, fault, backend, 0, why, sizeof(why));
     if (!v) continue;
     char kinds[256] = "";
-    for (unsigned b = 1; b && b <= V_OTHER; b <<= 1)
+    for (unsigned b = 1; b && b <= V_CARBON; b <<= 1)
       if (v & b)
         snprintf(kinds + strlen(kinds), sizeof(kinds) - strlen(kinds), "%s%s", kinds[0] ? "; " : "",
                  kind_name(b));
@@ -727,4 +795,7 @@ Test(sim, catches_ack_before_commit, .timeout = 600) {
 }
 Test(sim, catches_outbox_dropped_on_crash, .timeout = 600) {
   expect_caught(3, "drop the outbox on crash", V_UNSETTLED);
+}
+Test(sim, catches_a_carbon_stored_twice, .timeout = 600) {
+  expect_caught(4, "store each carbon twice", V_CARBON);
 }

@@ -42,6 +42,8 @@ static specex WELCOME_REFUSED;
 static specex MSG_FRAME;
 static specex DELIVER_FRAME;
 static specex DELIVER_EPHEMERAL;
+static specex DELIVER_CARBON;
+static specex DELIVER_OWN;
 static specex FAILED_FRAME;
 static specex SERVER_ACK_FRAME;
 static specex DELIVERY_ACK_FRAME;
@@ -86,6 +88,8 @@ static const struct {
     {"msg-frame", &MSG_FRAME},
     {"deliver-frame", &DELIVER_FRAME},
     {"deliver-ephemeral", &DELIVER_EPHEMERAL},
+    {"deliver-carbon", &DELIVER_CARBON},
+    {"deliver-own", &DELIVER_OWN},
     {"failed-frame", &FAILED_FRAME},
     {"server-ack-frame", &SERVER_ACK_FRAME},
     {"delivery-ack-frame", &DELIVERY_ACK_FRAME},
@@ -416,6 +420,17 @@ Test(spec, msg_and_deliver_frames) {
                     .body = S("t")};
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &e);
   ASSERT_WBUF(w, DELIVER_EPHEMERAL, "ephemeral DELIVER frame");
+
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_msg cb = {.seq = 17, .prev_seq = 15, .peer = S("alice"), .ts = EX_TS,
+                     .flags = TERN__MSGF_CARBON, .to = S("bob"), .body = S("hi")};
+  tern__fr_msg_write(&w, TERN__FR_DELIVER, &cb);
+  ASSERT_WBUF(w, DELIVER_CARBON, "carbon DELIVER frame");
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cb.flags |= TERN__MSGF_OWN;
+  cb.body_len = 0;
+  tern__fr_msg_write(&w, TERN__FR_DELIVER, &cb);
+  ASSERT_WBUF(w, DELIVER_OWN, "own carbon DELIVER frame");
 
   tern__rbuf body[2];
   tern__fr_msg got;

@@ -175,7 +175,10 @@ static void print_event(const tern_event *ev) {
         char hm[8];
         localtime_r(&t, &tm);
         strftime(hm, sizeof(hm), "%H:%M", &tm);
-        printf("%s %s: ", hm, ev->user);
+        if (ev->to) printf("%s you (another device) -> %s: ", hm, ev->to);
+        else printf("%s %s: ", hm, ev->user);
+      } else if (ev->to) {
+        printf("carbon %s %llu ", ev->to, (unsigned long long)ev->seq);
       } else {
         printf("recv %s %llu ", ev->user, (unsigned long long)ev->seq);
       }
@@ -435,7 +438,7 @@ int main(int argc, char **argv) {
       print_event(&ev);
       last_event_ms = now_ms();
       if (ev.type == TERN_EV_CONNECTED) ever_connected = 1;
-      if (ev.type == TERN_EV_MESSAGE) received++;
+      if (ev.type == TERN_EV_MESSAGE && !ev.to) received++; /* carbons are not counted */
       if (ev.type == TERN_EV_DISCONNECTED && fatal(ev.error)) {
         status = 1;
         done = 1;

@@ -351,7 +351,8 @@ typedef enum tern_event_type {
    * `server_time_ms` when the relay accepted it, `body`/`body_len` its
    * bytes. Each message arrives once, in the order its sender sent it
    * (messages from different senders are not held back for each other).
-   * It counts as delivered when tern_client_next_event() hands it over. */
+   * It counts as delivered when tern_client_next_event() hands it over.
+   * With `to` set it is a carbon: what this user sent from another device. */
   TERN_EV_MESSAGE = 3,
   /* Message `cmid` is stored by the relay (`seq` in the recipient's inbox,
    * `server_time_ms`); it will not be lost. `user` is the recipient. */
@@ -413,6 +414,12 @@ typedef struct tern_event {
    * the app asked to be offline). */
   uint64_t retry_ms;
   int online;         /* PRESENCE: 1 online, 0 offline */
+  /* MESSAGE: NULL for a message to this user. Non-NULL for a carbon: a
+   * message this user sent from another of its devices (`user` is then
+   * this user), and `to` its recipient; it comes in the conversation's
+   * order among the messages this user receives (spec/messages.md §13).
+   * A device never gets a carbon of what it sent itself. */
+  const char *to;
 } tern_event;
 
 /* Thread safety: tern_client_send(), tern_client_send_ephemeral(),

@@ -42,6 +42,7 @@ typedef struct entry {
 typedef struct held_msg {
   uint64_t seq, prev_seq, ts, flags;
   char from[TERN_USER_MAX + 1];
+  char to[TERN_USER_MAX + 1];  /* a carbon's recipient, "" otherwise */
   size_t len;
   uint8_t *body;
 } held_msg;
@@ -447,15 +448,40 @@ static void want_ack(tern__ccore *cc, uint64_t now_ms, int soon) {
   if (soon) cc->ack_due_ms = now_ms;
 }
 
+static void save_delivered(tern__ccore *cc);
+
+/* Records seq as handed over (to the app, or to nobody: an OWN carbon). */
+static void mark_delivered(tern__ccore *cc, uint64_t seq) {
+  if (delivered(cc, seq)) return;
+  if (seq == cc->last + 1) {
+    cc->last = seq;
+    while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
+  } else if (cc->extra.n < TERN__CSTORE_EXTRA_MAX) {
+    (void)set_add(&cc->extra, seq);
+  }
+  save_delivered(cc);
+}
+
 /* 0, or -1 if it could not be queued: then it is neither queued nor
- * acknowledged, and the relay sends it again. */
+ * acknowledged, and the relay sends it again. `to`: a carbon's recipient,
+ * or NULL. A carbon of this device's own message (flags OWN) goes to
+ * nobody: it only takes its place in the inbox. */
 static int enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const char *from,
-                           const uint8_t *body, size_t len) {
+                           const char *to, uint64_t flags, const uint8_t *body, size_t len,
+                           uint64_t now_ms) {
+  if (flags & TERN__MSGF_OWN) {
+    mark_delivered(cc, seq);
+    want_ack(cc, now_ms, 0);
+    return 0;
+  }
   if (set_add(&cc->queued, seq) < 0) {
     cc->nomem = 1;
     return -1;
   }
-  if (push(cc, TERN_EV_MESSAGE, 0, 0, seq, ts, from, body, len) < 0) {
+  tern_event ev = {.type = TERN_EV_MESSAGE, .seq = seq, .server_time_ms = ts, .user = from,
+                   .to = to, .body = body, .body_len = len};
+  if (tern__evq_push(&cc->events, &ev) < 0) {
+    cc->nomem = 1;
     set_del(&cc->queued, seq);
     return -1;
   }
@@ -463,7 +489,7 @@ static int enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const cha
 }
 
 /* Moves held messages whose predecessor has now arrived into the queue. */
-static void release_held(tern__ccore *cc) {
+static void release_held(tern__ccore *cc, uint64_t now_ms) {
   int moved;
   do {
     moved = 0;
@@ -472,7 +498,9 @@ static void release_held(tern__ccore *cc) {
       if (delivered(cc, h->seq) || set_has(&cc->queued, h->seq)) {
         /* A copy of something already handed over. */
       } else if (prev_ok(cc, h->prev_seq)) {
-        if (enqueue_message(cc, h->seq, h->ts, h->from, h->body, h->len) < 0) continue; /* kept */
+        if (enqueue_message(cc, h->seq, h->ts, h->from, h->to[0] ? h->to : NULL, h->flags, h->body,
+                            h->len, now_ms) < 0)
+          continue; /* kept */
       } else {
         continue;
       }
@@ -485,9 +513,12 @@ static void release_held(tern__ccore *cc) {
 }
 
 static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) {
-  char from[TERN_USER_MAX + 1];
+  char from[TERN_USER_MAX + 1], to[TERN_USER_MAX + 1];
   memcpy(from, m->peer, m->peer_len);
   from[m->peer_len] = 0;
+  memcpy(to, m->to, m->to_len);
+  to[m->to_len] = 0;
+  const char *carbon_to = (m->flags & TERN__MSGF_CARBON) ? to : NULL;
   if ((m->flags & TERN__MSGF_EPHEMERAL) || m->seq == 0) {
     /* Best effort by design: without memory it is gone (and the call says
      * TERN_ENOMEM). */
@@ -501,7 +532,8 @@ static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) 
   for (size_t i = 0; i < cc->held_n; i++)
     if (cc->held[i].seq == m->seq) return;
   if (prev_ok(cc, m->prev_seq)) {
-    if (enqueue_message(cc, m->seq, m->ts, from, m->body, m->body_len) == 0) release_held(cc);
+    if (enqueue_message(cc, m->seq, m->ts, from, carbon_to, m->flags, m->body, m->body_len, now_ms) == 0)
+      release_held(cc, now_ms);
     return;
   }
   if (cc->held_n >= cc->cfg.held_max) return; /* the relay resends it */
@@ -515,6 +547,7 @@ static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) 
   h->ts = m->ts;
   h->flags = m->flags;
   memcpy(h->from, from, sizeof(from));
+  memcpy(h->to, to, sizeof(to));
   cc->held_n++;
 }
 
@@ -674,7 +707,7 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         set_trim(&cc->extra, floor);
         while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
         save_delivered(cc);
-        release_held(cc);
+        release_held(cc, now_ms);
         break;
       }
       default:
@@ -693,15 +726,7 @@ static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
       if (!seq) return 0;
       /* Handed to the app now: record it before the app sees it. */
       set_del(&cc->queued, seq);
-      if (!delivered(cc, seq)) {
-        if (seq == cc->last + 1) {
-          cc->last = seq;
-          while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
-        } else if (cc->extra.n < TERN__CSTORE_EXTRA_MAX) {
-          (void)set_add(&cc->extra, seq);
-        }
-        save_delivered(cc);
-      }
+      mark_delivered(cc, seq);
       want_ack(cc, now_ms, ++cc->taken_since_ack >= ACK_EVERY);
       return 0;
     }

@@ -43,14 +43,17 @@ int tern__evq_push(tern__evq *q, const tern_event *ev) {
 #endif
   if (q->count == q->cap && grow(q) != 0) return TERN_ENOMEM;
   size_t ulen = ev->user ? strlen(ev->user) : 0;
-  char *mem = malloc(ulen + 1 + ev->body_len);
+  size_t tlen = ev->to ? strlen(ev->to) + 1 : 0;
+  char *mem = malloc(ulen + 1 + tlen + ev->body_len);
   if (!mem) return TERN_ENOMEM;
   memcpy(mem, ev->user ? ev->user : "", ulen + 1);
-  if (ev->body_len) memcpy(mem + ulen + 1, ev->body, ev->body_len);
+  if (tlen) memcpy(mem + ulen + 1, ev->to, tlen);
+  if (ev->body_len) memcpy(mem + ulen + 1 + tlen, ev->body, ev->body_len);
   tern__evq_item *it = &q->items[(q->head + q->count) % q->cap];
   it->ev = *ev;
   it->ev.user = mem;
-  it->ev.body = ev->body_len ? (const uint8_t *)mem + ulen + 1 : NULL;
+  it->ev.to = tlen ? mem + ulen + 1 : NULL;
+  it->ev.body = ev->body_len ? (const uint8_t *)mem + ulen + 1 + tlen : NULL;
   it->mem = mem;
   q->count++;
   return 0;

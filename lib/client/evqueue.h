@@ -7,8 +7,9 @@
 #include "tern/tern.h"
 
 typedef struct tern__evq_item {
-  tern_event ev;   /* ev.user / ev.body point into `mem` */
-  void *mem;       /* one allocation: user NUL-terminated, then body */
+  tern_event ev;   /* ev.user / ev.to / ev.body point into `mem` */
+  void *mem;       /* one allocation: user NUL-terminated, to NUL-terminated
+                      (if any), then body */
 } tern__evq_item;
 
 typedef struct tern__evq {

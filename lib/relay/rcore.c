@@ -16,6 +16,7 @@
 /* The store's notice kinds travel as NOTICE_ACK kinds. */
 _Static_assert((int)TERN__NOTICE_RECEIPT == (int)TERN__KIND_RECEIPT, "notice kinds");
 _Static_assert((int)TERN__NOTICE_FAILED == (int)TERN__KIND_FAILED, "notice kinds");
+_Static_assert(TERN__RS_CARBON == TERN__MSGF_CARBON, "the store's carbon flag is DELIVER's");
 
 /* Room for a DELIVER frame with the largest body. */
 #define FRAME_BUF (TERN_MESSAGE_MAX + 256)
@@ -621,6 +622,18 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
   tern__fr_msg d = {.seq = m->seq, .prev_seq = m->prev_seq, .ts = m->ts,
                     .peer = (const uint8_t *)m->from, .peer_len = strlen(m->from),
                     .flags = m->flags, .body = m->body, .body_len = m->body_len};
+  const char *conv = m->from;
+  if (m->flags & TERN__MSGF_CARBON) {
+    /* A carbon (spec/messages.md §13): its recipient names the
+     * conversation; the device that sent it gets only its place. */
+    conv = m->peer;
+    d.to = (const uint8_t *)m->peer;
+    d.to_len = strlen(m->peer);
+    if (memcmp(m->sender_dev, p->c->dev, 32) == 0) {
+      d.flags |= TERN__MSGF_OWN;
+      d.body_len = 0;
+    }
+  }
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
   if (!w.overflow) {
     /* The byte window: stop before it overflows, but let one DELIVER out
@@ -631,8 +644,8 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
       return 1;
     }
     if (sent_add(p->rc, p->c, m->seq, w.len) != 0) return 1; /* no memory: the resend timer retries */
-    emit(p->rc, p->c->id, conv_channel(m->from, p->c->user), 1, w.p, w.len, 0);
-    if (m->body_len <= p->rc->cfg.copy_max_bytes && p->rc->cfg.copy_max_bytes)
+    emit(p->rc, p->c->id, conv_channel(conv, p->c->user), 1, w.p, w.len, 0);
+    if (d.body_len <= p->rc->cfg.copy_max_bytes && p->rc->cfg.copy_max_bytes)
       schedule_copy(p->rc, p->c, m->seq, w.p, w.len, p->now_ms);
   }
   p->c->sent_upto = m->seq;
@@ -885,8 +898,10 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     reply_failed(rc, c, TERN__FR_BUSY, ch, m->cmid, TERN_ESTORE);
     return;
   }
+  /* Only the flags a MSG may carry are kept: a client cannot forge a carbon. */
   tern__rs_put put = {.to = to, .from = c->user, .sender_dev = c->dev, .cmid = m->cmid,
-                      .prev_cmid = m->prev_cmid, .ts = wall_ms, .flags = m->flags,
+                      .prev_cmid = m->prev_cmid, .ts = wall_ms, .flags = m->flags & TERN__MSGF_MSG_MASK,
+                      .carbon = 1,
                       .body = m->body, .body_len = m->body_len,
                       .to_max_msgs = rc->cfg.quota_to_msgs, .to_max_bytes = rc->cfg.quota_to_bytes,
                       .from_max_msgs = rc->cfg.quota_from_msgs,
@@ -912,8 +927,12 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   if (rc->cfg.track_stored) note_stored(rc, to, c->user);
   send_ack(rc, c, ch, m->cmid, put.seq, wall_ms);
   /* Live sessions of the recipient that are caught up get it now. */
-  for (conn *r = rc->conns; r; r = r->next)
-    if (r->confirmed && strcmp(r->user, to) == 0 && r->sent_upto + 1 == put.seq) pump(rc, r, now_ms);
+  for (conn *r = rc->conns; r; r = r->next) {
+    if (!r->confirmed) continue;
+    if ((strcmp(r->user, to) == 0 && r->sent_upto + 1 == put.seq) ||
+        (put.carbon_seq && strcmp(r->user, c->user) == 0 && r->sent_upto + 1 == put.carbon_seq))
+      pump(rc, r, now_ms);
+  }
   return;
 store_error:
   store_failed(rc, now_ms);

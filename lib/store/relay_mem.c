@@ -16,6 +16,7 @@
 typedef struct mmsg {
   char user[TERN_USER_MAX + 1];
   char from[TERN_USER_MAX + 1];
+  char peer[TERN_USER_MAX + 1]; /* a carbon's recipient, "" otherwise */
   uint64_t seq, prev_seq, ts, cmid, flags;
   uint8_t dev[32];
   uint8_t *body; /* owned; NULL when empty */
@@ -80,6 +81,7 @@ typedef struct mem_store {
 #ifdef TERN_TEST_HOOKS
   unsigned fault_commits;
   int fault_dup;
+  int fault_carbon2;
 #endif
 } mem_store;
 
@@ -196,25 +198,31 @@ static mdevice *find_device(mstate *st, const uint8_t dev[32]) {
   return NULL;
 }
 
-static int append(mem_store *s, const tern__rs_put *p, uint64_t *seq, uint64_t *prev) {
+/* Appends p to `inbox`: p->to's, or for a carbon (carbon = 1) p->from's,
+ * with flags | TERN__RS_CARBON, peer p->to and no dedup row. */
+static int append(mem_store *s, const tern__rs_put *p, int carbon, uint64_t *seq, uint64_t *prev) {
   mstate *st = &s->st;
-  muser *u = find_user(st, p->to);
+  const char *inbox = carbon ? p->from : p->to;
+  muser *u = find_user(st, inbox);
   if (!u) {
     if (!(u = push(&st->users, sizeof(muser)))) return fail(s, TERN_ENOMEM, "put: out of memory");
-    snprintf(u->user, sizeof u->user, "%s", p->to);
+    snprintf(u->user, sizeof u->user, "%s", inbox);
   }
   mchain *ch = NULL;
   for (size_t i = 0; i < st->chains.n && !ch; i++) {
     mchain *c = AT(st->chains, mchain, i);
-    if (!strcmp(c->user, p->to) && !strcmp(c->sender, p->from)) ch = c;
+    if (!strcmp(c->user, inbox) && !strcmp(c->sender, p->from)) ch = c;
   }
   if (!ch) {
     if (!(ch = push(&st->chains, sizeof(mchain)))) return fail(s, TERN_ENOMEM, "put: out of memory");
-    snprintf(ch->user, sizeof ch->user, "%s", p->to);
+    snprintf(ch->user, sizeof ch->user, "%s", inbox);
     snprintf(ch->sender, sizeof ch->sender, "%s", p->from);
   }
-  mdedup *d = find_dedup(st, p->sender_dev, p->cmid); /* non-NULL only under the dup fault */
-  if (!d && !(d = push(&st->dedup, sizeof(mdedup)))) return fail(s, TERN_ENOMEM, "put: out of memory");
+  mdedup *d = NULL;
+  if (!carbon) {
+    d = find_dedup(st, p->sender_dev, p->cmid); /* non-NULL only under the dup fault */
+    if (!d && !(d = push(&st->dedup, sizeof(mdedup)))) return fail(s, TERN_ENOMEM, "put: out of memory");
+  }
   mmsg *m = push(&st->msgs, sizeof(mmsg));
   uint8_t *body = p->body_len ? malloc(p->body_len) : NULL;
   if (!m || (p->body_len && !body)) {
@@ -224,21 +232,32 @@ static int append(mem_store *s, const tern__rs_put *p, uint64_t *seq, uint64_t *
   *seq = ++u->last_seq;
   *prev = ch->last_seq;
   ch->last_seq = *seq;
-  snprintf(m->user, sizeof m->user, "%s", p->to);
+  snprintf(m->user, sizeof m->user, "%s", inbox);
   snprintf(m->from, sizeof m->from, "%s", p->from);
+  snprintf(m->peer, sizeof m->peer, "%s", carbon ? p->to : "");
   m->seq = *seq;
   m->prev_seq = *prev;
   m->ts = p->ts;
   m->cmid = p->cmid;
-  m->flags = p->flags;
+  m->flags = carbon ? p->flags | TERN__RS_CARBON : p->flags;
   memcpy(m->dev, p->sender_dev, 32);
   if (body) memcpy(body, p->body, p->body_len);
   m->body = body;
   m->len = p->body_len;
+  if (!d) return 0;
   memcpy(d->dev, p->sender_dev, 32);
   d->cmid = p->cmid;
   d->seq = *seq;
   d->ts = p->ts;
+  return 0;
+}
+
+/* 1 if `user` has a registered device other than `dev`. */
+static int other_device(mstate *st, const char *user, const uint8_t dev[32]) {
+  for (size_t i = 0; i < st->devices.n; i++) {
+    const mdevice *o = AT(st->devices, mdevice, i);
+    if (!strcmp(o->user, user) && memcmp(o->dev, dev, 32)) return 1;
+  }
   return 0;
 }
 
@@ -249,6 +268,7 @@ static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
     tern__rs_put *p = &put[i];
     if (!p->to || !p->from || !p->sender_dev || (p->body_len && !p->body))
       return fail(s, TERN_EINVAL, "put: missing field");
+    p->carbon_seq = 0;
     mdedup *d = find_dedup(&s->st, p->sender_dev, p->cmid);
 #ifdef TERN_TEST_HOOKS
     if (s->fault_dup) d = NULL;
@@ -276,10 +296,18 @@ static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
         continue;
       }
     }
-    rc = append(s, p, &p->seq, &p->prev_seq);
-    if (rc == 0) {
-      p->result = TERN__RS_STORED;
-      p->stored_ts = p->ts;
+    rc = append(s, p, 0, &p->seq, &p->prev_seq);
+    if (rc < 0) return rc;
+    p->result = TERN__RS_STORED;
+    p->stored_ts = p->ts;
+    if (p->carbon && strcmp(p->to, p->from) && other_device(&s->st, p->from, p->sender_dev)) {
+      uint64_t prev;
+      unsigned copies = 1;
+#ifdef TERN_TEST_HOOKS
+      if (s->fault_carbon2) copies = 2;
+#endif
+      for (unsigned k = 0; k < copies; k++)
+        if ((rc = append(s, p, 1, &p->carbon_seq, &prev)) < 0) return rc;
     }
   }
   return rc;
@@ -295,7 +323,7 @@ static int mem_due(tern__relay_store *st, const char *user, uint64_t after, size
     const mmsg *m = AT(ms->msgs, mmsg, i);
     if (m->seq <= after || strcmp(m->user, user)) continue;
     tern__rmsg r = {.seq = m->seq, .prev_seq = m->prev_seq, .ts = m->ts, .cmid = m->cmid,
-                    .flags = m->flags, .from = m->from, .sender_dev = m->dev,
+                    .flags = m->flags, .from = m->from, .sender_dev = m->dev, .peer = m->peer,
                     .body = m->body ? m->body : (const uint8_t *)"", .body_len = m->len};
     n++;
     if (cb(ctx, &r)) break;
@@ -390,7 +418,7 @@ static void deliver(mstate *ms, const char *user, uint64_t lo, uint64_t hi, tern
     mmsg *m = AT(ms->msgs, mmsg, i);
     if (m->seq <= lo || m->seq > hi || m->delivered || strcmp(m->user, user)) continue;
     m->delivered = 1;
-    if (cb) cb(ctx, m->dev, m->cmid, m->seq);
+    if (cb && !(m->flags & TERN__RS_CARBON)) cb(ctx, m->dev, m->cmid, m->seq);
   }
 }
 
@@ -574,7 +602,7 @@ static int mem_expire(tern__relay_store *st, uint64_t before_ts, tern__rs_expire
     else i++;
   }
   for (size_t i = 0; i < k; i++) {
-    if (cb) cb(ctx, gone[i].dev, gone[i].cmid);
+    if (cb && !(gone[i].flags & TERN__RS_CARBON)) cb(ctx, gone[i].dev, gone[i].cmid);
     free(gone[i].body);
   }
   free(gone);
@@ -642,6 +670,7 @@ static void mem_close(tern__relay_store *st) {
 static void mem_fault(tern__relay_store *st, int kind, unsigned n) {
   if (kind == TERN__RS_FAULT_COMMIT) M(st)->fault_commits = n;
   else if (kind == TERN__RS_FAULT_DUP) M(st)->fault_dup = n != 0;
+  else if (kind == TERN__RS_FAULT_CARBON2) M(st)->fault_carbon2 = n != 0;
 }
 #endif
 

@@ -30,6 +30,7 @@ typedef struct sqlite_store {
   uint64_t retry_ms;   /* when to try taking the reserve again */
 #ifdef TERN_TEST_HOOKS
   int fault_dup;
+  int fault_carbon2;
 #endif
 } sqlite_store;
 
@@ -63,6 +64,7 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
     tern__rs_put *p = &put[i];
     uint64_t seq = 0, ts = 0, prev = 0;
     int found = 0;
+    p->carbon_seq = 0;
 #ifdef TERN_TEST_HOOKS
     if (!s->fault_dup)
 #endif
@@ -105,6 +107,18 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
     p->seq = seq;
     p->stored_ts = p->ts;
     p->prev_seq = prev;
+    if (p->carbon && strcmp(p->to, p->from)) {
+      int other = tern__rstore_other_device(s->db, p->from, p->sender_dev);
+      if (other < 0) return other;
+      unsigned copies = other ? 1 : 0;
+#ifdef TERN_TEST_HOOKS
+      if (copies && s->fault_carbon2) copies = 2;
+#endif
+      m.flags |= TERN__RS_CARBON;
+      m.peer = p->to;
+      for (unsigned k = 0; k < copies; k++)
+        if ((rc = tern__rstore_append_carbon(s->db, p->from, &m, &p->carbon_seq, &prev)) < 0) return rc;
+    }
   }
   return rc;
 }
@@ -249,6 +263,7 @@ static void sq_close(tern__relay_store *st) {
 static void sq_fault(tern__relay_store *st, int kind, unsigned n) {
   if (kind == TERN__RS_FAULT_COMMIT) tern__rstore_fault_commit(S(st)->db, n);
   else if (kind == TERN__RS_FAULT_DUP) S(st)->fault_dup = n != 0;
+  else if (kind == TERN__RS_FAULT_CARBON2) S(st)->fault_carbon2 = n != 0;
 }
 #endif
 

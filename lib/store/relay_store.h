@@ -31,6 +31,11 @@
 #include "base/log.h"
 #include "tern/tern.h"
 
+/* The flag a carbon is stored with (spec/messages.md §13): the value of
+ * TERN__MSGF_CARBON in DELIVER (wire/frame.h; relay/rcore.c checks they
+ * agree). */
+#define TERN__RS_CARBON 0x2u
+
 /* One stored message of an inbox, as the store hands it back. Pointers are
  * valid during the callback only. */
 typedef struct tern__rmsg {
@@ -42,6 +47,8 @@ typedef struct tern__rmsg {
   uint64_t flags;
   const char *from;    /* sender user name */
   const uint8_t *sender_dev; /* sender device key, 32 bytes */
+  const char *peer;    /* a carbon (flags TERN__MSGF_CARBON): its recipient;
+                          "" otherwise */
   const uint8_t *body;
   size_t body_len;
 } tern__rmsg;
@@ -65,11 +72,21 @@ typedef struct tern__rs_put {
    * for `to`, and from `from`, this message included. Checked after the
    * dedup, so a resend of a stored message is still EARLIER. */
   uint64_t to_max_msgs, to_max_bytes, from_max_msgs, from_max_bytes;
+  /* Carbons (spec/messages.md §13): 1 to also store, when the message is
+   * stored and `from` has a registered device other than sender_dev, a
+   * copy in `from`'s own inbox, with flags | TERN__MSGF_CARBON and peer
+   * `to`, in the same round. The copy has no dedup row of its own (a
+   * resend is EARLIER and stores nothing), counts against `from`'s inbox
+   * like any message, and its acknowledgement and expiry tell the sender
+   * nothing (no receipt, no FAILED). Ignored when to == from. */
+  int carbon;
   /* Out. */
   int result;                /* TERN__RS_* below */
   uint64_t seq;              /* STORED or EARLIER: its seq in `to`'s inbox */
   uint64_t stored_ts;        /* STORED or EARLIER: when it was accepted */
   uint64_t prev_seq;         /* STORED: the sender's previous seq there, or 0 */
+  uint64_t carbon_seq;       /* STORED: the carbon's seq in `from`'s inbox, 0 if
+                                none was stored */
 } tern__rs_put;
 
 enum {
@@ -118,7 +135,7 @@ typedef struct tern__relay_store tern__relay_store;
 #define TERN__RS_ADDR_BYTES 18
 
 /* Called for each message a device's ack delivered for the first time, and
- * for each message expiry removes undelivered. */
+ * for each message expiry removes undelivered; never for a carbon. */
 typedef void (*tern__rs_delivered_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
                                       uint64_t seq);
 typedef void (*tern__rs_expired_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid);
@@ -225,7 +242,7 @@ typedef struct tern__relay_store_ops {
 } tern__relay_store_ops;
 
 #ifdef TERN_TEST_HOOKS
-enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2 };
+enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2 = 3 };
 #endif
 
 /* A backend's instance starts with this. */

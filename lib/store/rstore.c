@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 /* migrations[v] takes a store from version v to v + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -85,6 +85,9 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "CREATE TABLE resets("
     "  dev BLOB PRIMARY KEY, time_us INTEGER NOT NULL, addr BLOB NOT NULL"
     ") WITHOUT ROWID;",
+    /* 4 -> 5: a carbon's recipient, in its sender's own inbox
+     * (spec/messages.md §13); '' for every other message. */
+    "ALTER TABLE inbox ADD COLUMN peer TEXT NOT NULL DEFAULT '';",
 };
 
 enum {
@@ -126,6 +129,7 @@ enum {
   Q_RESET_DEL,
   Q_RESET_LIST,
   Q_RESET_CLEAR,
+  Q_DEV_OTHER,
   Q_N
 };
 
@@ -147,9 +151,9 @@ static const char *const sql[Q_N] = {
     [Q_CHAIN_GET] = "SELECT last_seq FROM chains WHERE user = ?1 AND sender = ?2",
     [Q_CHAIN_PUT] = ("INSERT INTO chains(user, sender, last_seq) VALUES(?1, ?2, ?3)"
                     " ON CONFLICT(user, sender) DO UPDATE SET last_seq = excluded.last_seq"),
-    [Q_INBOX_PUT] = ("INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body)"
-                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-    [Q_FETCH] = ("SELECT seq, prev_seq, ts, cmid, flags, sender, sender_dev, body FROM inbox"
+    [Q_INBOX_PUT] = ("INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body, peer)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+    [Q_FETCH] = ("SELECT seq, prev_seq, ts, cmid, flags, sender, sender_dev, body, peer FROM inbox"
                 " WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
     [Q_DEV_ADD] = "INSERT INTO devices(dev, user, cursor) VALUES(?1, ?2, 0) ON CONFLICT(dev) DO NOTHING",
     [Q_DEV_GET] = "SELECT user, cursor FROM devices WHERE dev = ?1",
@@ -159,7 +163,7 @@ static const char *const sql[Q_N] = {
      * made while stepping see (and may write to) a consistent store. */
     [Q_DELIVER] = ("UPDATE inbox SET delivered = 1"
                   " WHERE user = ?1 AND seq > ?2 AND seq <= ?3 AND delivered = 0"
-                  " RETURNING sender_dev, cmid, seq"),
+                  " RETURNING sender_dev, cmid, seq, flags"),
     [Q_TRIM] = "DELETE FROM inbox WHERE user = ?1 AND seq <= ?2",
     [Q_ACK_SPAN] = ("SELECT seq, length(body) FROM inbox WHERE user = ?1 AND seq > ?2 AND seq <= ?3"
                    " ORDER BY seq"),
@@ -174,7 +178,7 @@ static const char *const sql[Q_N] = {
                      " ON CONFLICT(dev, kind, cmid) DO UPDATE SET code = excluded.code"),
     [Q_NOTICE_LIST] = "SELECT kind, cmid, code FROM notices WHERE dev = ?1 ORDER BY cmid, kind",
     [Q_NOTICE_DEL] = "DELETE FROM notices WHERE dev = ?1 AND kind = ?2 AND cmid = ?3",
-    [Q_EXPIRE] = "DELETE FROM inbox WHERE delivered = 0 AND ts < ?1 RETURNING sender_dev, cmid",
+    [Q_EXPIRE] = "DELETE FROM inbox WHERE delivered = 0 AND ts < ?1 RETURNING sender_dev, cmid, seq, flags",
     [Q_EXPIRE_DEDUP] = "DELETE FROM dedup WHERE ts < ?1",
     [Q_COUNT] = "SELECT count(*) FROM inbox",
     /* A row comes back only if the value was inserted or raised. */
@@ -187,6 +191,7 @@ static const char *const sql[Q_N] = {
     [Q_RESET_DEL] = "DELETE FROM resets WHERE dev = ?1 AND time_us = ?2",
     [Q_RESET_LIST] = "SELECT dev, time_us, addr FROM resets",
     [Q_RESET_CLEAR] = "DELETE FROM resets",
+    [Q_DEV_OTHER] = "SELECT 1 FROM devices WHERE user = ?1 AND dev <> ?2 LIMIT 1",
 };
 
 struct tern__rstore {
@@ -709,10 +714,14 @@ int tern__rstore_held(tern__rstore *s, const char *who, int dir, uint64_t *msgs,
   return ret;
 }
 
-/* The steps of an append, inside its savepoint. `again`: the fault that
- * stores a (dev, cmid) a second time. */
+/* How an append writes its dedup row. */
+enum { DEDUP_NONE, DEDUP_PUT, DEDUP_REPLACE };
+
+/* The steps of an append, inside its savepoint. `dedup`: DEDUP_PUT;
+ * DEDUP_NONE for a carbon; DEDUP_REPLACE for the fault that stores a
+ * (dev, cmid) a second time. */
 static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq, uint64_t *prev,
-                  int again) {
+                  int dedup) {
   sqlite3_stmt *q = s->q[Q_SEQ_NEXT];
   bind_text(q, 1, to);
   int rc = get_int(s, Q_SEQ_NEXT, seq);
@@ -741,9 +750,11 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
   bind_dev(q, 8, m->sender_dev);
   /* A NULL pointer would bind SQL NULL; an empty body is an empty blob. */
   sqlite3_bind_blob64(q, 9, m->body_len ? (const void *)m->body : "", m->body_len, SQLITE_STATIC);
+  bind_text(q, 10, m->peer ? m->peer : "");
   if ((rc = run(s, Q_INBOX_PUT)) < 0) return rc;
+  if (dedup == DEDUP_NONE) return 0;
 
-  q = s->q[again ? Q_DEDUP_REPLACE : Q_DEDUP_PUT];
+  q = s->q[dedup == DEDUP_REPLACE ? Q_DEDUP_REPLACE : Q_DEDUP_PUT];
   bind_dev(q, 1, m->sender_dev);
   sqlite3_bind_int64(q, 2, (int64_t)m->cmid);
   bind_text(q, 3, to);
@@ -764,12 +775,12 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
 }
 
 static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
-                     uint64_t *prev_seq, int again) {
+                     uint64_t *prev_seq, int dedup) {
   if (!to || !m->from || !m->sender_dev || (m->body_len && !m->body)) return TERN_EINVAL;
   uint64_t sq = 0, pv = 0;
   int rc = op_begin(s);
   if (rc < 0) return rc;
-  rc = append(s, to, m, &sq, &pv, again);
+  rc = append(s, to, m, &sq, &pv, dedup);
   if (rc == 0) s->txn_used += msg_cost(s, m->body_len);
   rc = op_end(s, rc);
   if (rc == 0) {
@@ -781,13 +792,25 @@ static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint6
 
 int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
                         uint64_t *prev_seq) {
-  return append_op(s, to, m, seq, prev_seq, 0);
+  return append_op(s, to, m, seq, prev_seq, DEDUP_PUT);
+}
+
+int tern__rstore_append_carbon(tern__rstore *s, const char *user, const tern__rmsg *m,
+                               uint64_t *seq, uint64_t *prev_seq) {
+  return append_op(s, user, m, seq, prev_seq, DEDUP_NONE);
+}
+
+int tern__rstore_other_device(tern__rstore *s, const char *user, const uint8_t dev[32]) {
+  uint64_t one = 0;
+  bind_text(s->q[Q_DEV_OTHER], 1, user);
+  bind_dev(s->q[Q_DEV_OTHER], 2, dev);
+  return get_int(s, Q_DEV_OTHER, &one);
 }
 
 #ifdef TERN_TEST_HOOKS
 int tern__rstore_append_fault_dup(tern__rstore *s, const char *to, const tern__rmsg *m,
                                   uint64_t *seq, uint64_t *prev_seq) {
-  return append_op(s, to, m, seq, prev_seq, 1);
+  return append_op(s, to, m, seq, prev_seq, DEDUP_REPLACE);
 }
 #endif
 
@@ -809,8 +832,9 @@ int tern__rstore_fetch(tern__rstore *s, const char *user, uint64_t after, size_t
         .sender_dev = sqlite3_column_blob(q, 6),
         .body = sqlite3_column_blob(q, 7),
         .body_len = (size_t)sqlite3_column_bytes(q, 7),
+        .peer = (const char *)sqlite3_column_text(q, 8),
     };
-    if (!m.from || !m.sender_dev || sqlite3_column_bytes(q, 6) != 32) {
+    if (!m.from || !m.peer || !m.sender_dev || sqlite3_column_bytes(q, 6) != 32) {
       rc = SQLITE_CORRUPT;
       break;
     }
@@ -877,19 +901,19 @@ static int trim_passed(tern__rstore *s, const char *user) {
 
 typedef void (*ack_cb)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint64_t seq);
 
-/* Steps q, whose rows are (sender_dev, cmid[, seq]), handing each to cb
- * (seq 0 when q has none), and resets it. `what` names it for errors. */
+/* Steps q, whose rows are (sender_dev, cmid, seq, flags), handing each
+ * but carbons to cb (a carbon's sender is told nothing of it), and resets
+ * it. `what` names it for errors. */
 static int each_sender(tern__rstore *s, sqlite3_stmt *q, const char *what, ack_cb cb, void *ctx) {
-  int rc, with_seq = sqlite3_column_count(q) > 2;
+  int rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     const uint8_t *dev = sqlite3_column_blob(q, 0);
     if (!dev || sqlite3_column_bytes(q, 0) != 32) {
       rc = SQLITE_CORRUPT;
       break;
     }
-    if (cb)
-      cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1),
-         with_seq ? (uint64_t)sqlite3_column_int64(q, 2) : 0);
+    if (cb && !((uint64_t)sqlite3_column_int64(q, 3) & TERN__RS_CARBON))
+      cb(ctx, dev, (uint64_t)sqlite3_column_int64(q, 1), (uint64_t)sqlite3_column_int64(q, 2));
   }
   int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, what);
   done(q);

@@ -123,6 +123,13 @@ int tern__rstore_held(tern__rstore *s, const char *who, int dir, uint64_t *msgs,
  * receive them. */
 int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq,
                         uint64_t *prev_seq);
+/* As append, without a dedup row: the carbon of a message just appended,
+ * in its sender's own inbox (m->flags carries TERN__RS_CARBON, m->peer its
+ * recipient). */
+int tern__rstore_append_carbon(tern__rstore *s, const char *user, const tern__rmsg *m,
+                               uint64_t *seq, uint64_t *prev_seq);
+/* 1 if `user` has a registered device other than `dev`, else 0. */
+int tern__rstore_other_device(tern__rstore *s, const char *user, const uint8_t dev[32]);
 
 #ifdef TERN_TEST_HOOKS
 /* A deliberate fault, for showing that the simulation catches it: as

@@ -199,6 +199,7 @@ void tern__fr_msg_write(tern__wbuf *w, uint8_t type, const tern__fr_msg *f) {
     tern__wbuf_string(w, f->peer, f->peer_len);
     tern__wbuf_varint(w, f->ts);
     tern__wbuf_varint(w, f->flags);
+    if (f->flags & TERN__MSGF_CARBON) tern__wbuf_string(w, f->to, f->to_len);
   }
   tern__wbuf_bytes(w, f->body, f->body_len);
   tern__frame_end(w, m);
@@ -217,6 +218,12 @@ int tern__fr_msg_read(tern__rbuf *b, uint8_t type, tern__fr_msg *f) {
     tern__rbuf_string(b, &f->peer, &f->peer_len, TERN_USER_MAX);
     f->ts = tern__rbuf_varint(b);
     f->flags = tern__rbuf_varint(b);
+    if (f->flags & TERN__MSGF_CARBON) {
+      tern__rbuf_string(b, &f->to, &f->to_len, TERN_USER_MAX);
+      if (!b->bad && !tern__user_valid(f->to, f->to_len)) b->bad = 1;
+    } else if (f->flags & TERN__MSGF_OWN) {
+      b->bad = 1; /* OWN only with CARBON */
+    }
   }
   tern__rbuf_rest(b, &f->body, &f->body_len);
   if (b->bad || !tern__user_valid(f->peer, f->peer_len)) return TERN_EPROTO;

@@ -48,6 +48,15 @@ enum { TERN__KIND_RECEIPT = 1, TERN__KIND_FAILED = 2 };
 
 /* MSG/DELIVER flags. */
 #define TERN__MSGF_EPHEMERAL 0x1u /* at most once: not stored, no acks */
+/* DELIVER only (the relay sets them, and keeps of a MSG's flags only
+ * TERN__MSGF_MSG_MASK, so no client can forge them):
+ * CARBON, a message this user sent from one of its devices, to the user
+ * named by the `to` field that follows flags; OWN, with CARBON, sent by the
+ * device receiving it, whose body is left out (spec/messages.md §13). */
+#define TERN__MSGF_CARBON 0x2u
+#define TERN__MSGF_OWN 0x4u
+/* The flags a MSG may carry. */
+#define TERN__MSGF_MSG_MASK TERN__MSGF_EPHEMERAL
 
 /* Protocol version carried in the handshake packets. */
 #define TERN__PROTO_VERSION 1
@@ -126,7 +135,7 @@ typedef struct tern__fr_welcome {
 } tern__fr_welcome;
 
 /* MSG:     cmid | to | flags | prev_cmid | body
- * DELIVER: seq | prev_seq | from | ts | flags | body */
+ * DELIVER: seq | prev_seq | from | ts | flags | [to, with CARBON] | body */
 typedef struct tern__fr_msg {
   uint64_t cmid;        /* MSG: the sender device's id for the message */
   uint64_t prev_cmid;   /* MSG: the previous unacked message to the same
@@ -136,6 +145,7 @@ typedef struct tern__fr_msg {
   uint64_t ts;          /* DELIVER: server time of acceptance, Unix ms */
   const uint8_t *peer; size_t peer_len;  /* MSG: recipient; DELIVER: sender */
   uint64_t flags;
+  const uint8_t *to; size_t to_len;      /* DELIVER with CARBON: the recipient */
   const uint8_t *body; size_t body_len;
 } tern__fr_msg;
 
