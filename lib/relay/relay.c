@@ -5,6 +5,7 @@
  * every message until its recipient has it. An I/O shell: it owns the
  * clock, the random source, ENet and the store's transactions.
  */
+#include <stddef.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "wire/errcode.h"
 #include "wire/frame.h"
 #include "io/link.h"
+#include "relay/devidx.h"
 #include "relay/probesvc.h"
 #include "relay/rcore.h"
 #include "base/abi.h"
@@ -61,6 +63,7 @@ typedef struct rpeer {
   /* The HELLO timestamp of this session, which names its reset row in the
    * store (spec/wire.md §14); 0: no row written. */
   uint64_t reset_time_us;
+  tern__devidx_node by_dev;    /* in r->open_devs while P_OPEN */
 } rpeer;
 
 /* Log lines a stranger or a misbehaving session can cause, one token
@@ -122,6 +125,7 @@ struct tern_relay {
   uint64_t next_id;
   uint64_t early_msgs;          /* MSG frames taken from message 1 */
   rpeer *peers;
+  tern__devidx open_devs;       /* the P_OPEN peers by device key (relay/devidx.h) */
   uint8_t *buf, *pkt;
   tern_relay_stats stats;
   uint64_t refused_logged;      /* FULL refusals already logged */
@@ -208,6 +212,8 @@ static void send_resets(tern_relay *r);
 /* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
 static void set_state(tern_relay *r, rpeer *p, peer_state s) {
   if (p->state == P_HANDSHAKE && s != P_HANDSHAKE) r->stats.peers_handshaking--;
+  if (s == P_OPEN) tern__devidx_add(&r->open_devs, &p->by_dev, p->sess.remote_static);
+  else tern__devidx_del(&r->open_devs, &p->by_dev);
   p->state = s;
 }
 
@@ -305,6 +311,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
+  if ((rc = tern__devidx_init(&r->open_devs, cfg->max_peers)) != 0) goto fail;
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
   tern__link_set_cookies(r->link, cfg->cookies);
   tern__link_set_packet_limits(r->link, TERN__PACKET_MAX, TERN__HELLO_MAX);
@@ -355,6 +362,7 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->next) p->next->prev = p->prev;
   if (p->state == P_OPEN && r->stats.peers_connected) r->stats.peers_connected--;
   if (p->state == P_HANDSHAKE) r->stats.peers_handshaking--;
+  tern__devidx_del(&r->open_devs, &p->by_dev);
   tern__session_wipe(&p->sess);
   if (p->hello) sodium_memzero(p->hello, p->hello_len);
   free(p->hello);
@@ -366,7 +374,7 @@ static int send_frames(tern_relay *r, rpeer *p, uint8_t channel, size_t len) {
   size_t n = 0;
   int rc = tern__session_seal(&p->sess, channel, r->buf, len, r->pkt, RELAY_BUF, &n);
   if (rc == TERN_ENONCE && p->state == P_OPEN) {
-    p->state = P_CLOSING;
+    set_state(r, p, P_CLOSING);
     r->stats.peers_connected--;
     tern__link_close(r->link, p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
   }
@@ -396,6 +404,7 @@ void tern_relay_free(tern_relay *r) {
   tern__link_free(r->link);
   tern__psvc_free(r->probes);
   tern__rcore_free(r->core);
+  tern__devidx_free(&r->open_devs);
   if (r->store) r->store->ops->close(r->store);
   free(r->resets);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
@@ -719,11 +728,14 @@ static void on_keepalive(tern_relay *r, rpeer *p, const tern__fr_keepalive *ka) 
 /* One session per device key (spec/wire.md §8.1): p's handshake just
  * completed, so an older open session of its key is closed, its messaging
  * state at once (the new session resends from the device's cursor). */
+#define PEER_OF(node) ((rpeer *)((char *)(node) - offsetof(rpeer, by_dev)))
+
 static void replace_older(tern_relay *r, rpeer *p) {
-  for (rpeer *q = r->peers; q; q = q->next) {
-    if (q == p || q->state != P_OPEN ||
-        sodium_memcmp(q->sess.remote_static, p->sess.remote_static, TERN_KEY_BYTES) != 0)
-      continue;
+  tern__devidx_node *n = tern__devidx_first(&r->open_devs, p->sess.remote_static), *next;
+  for (; n; n = next) {
+    next = tern__devidx_next(n); /* closing q takes it out of the index */
+    rpeer *q = PEER_OF(n);
+    if (q == p) continue;
     logf_life_(r, LIM_REPLACED, "user %s: the session from %s is replaced by a new one from %s", q->user,
                q->name, p->name);
     tern__rcore_close(r->core, q->id);
@@ -996,7 +1008,7 @@ static void commit_and_send(tern_relay *r, uint64_t now) {
     size_t n = 0;
     int rc = tern__session_seal(&p->sess, o.channel, o.data, o.len, r->pkt, RELAY_BUF, &n);
     if (rc == TERN_ENONCE) {
-      p->state = P_CLOSING;
+      set_state(r, p, P_CLOSING);
       r->stats.peers_connected--;
       tern__link_close(r->link, p->lp, TERN__DISC_NONCE, TERN__LINK_CLOSE_LATER);
       continue;
@@ -1013,9 +1025,7 @@ static void commit_and_send(tern_relay *r, uint64_t now) {
 
 /* A session of device `dev` is open. */
 static int device_live(const tern_relay *r, const uint8_t dev[32]) {
-  for (const rpeer *p = r->peers; p; p = p->next)
-    if (p->state == P_OPEN && sodium_memcmp(p->sess.remote_static, dev, TERN_KEY_BYTES) == 0) return 1;
-  return 0;
+  return tern__devidx_first(&r->open_devs, dev) != NULL;
 }
 
 typedef struct push_ctx {
