@@ -516,7 +516,7 @@ static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) 
   char from[TERN_USER_MAX + 1], to[TERN_USER_MAX + 1];
   memcpy(from, m->peer, m->peer_len);
   from[m->peer_len] = 0;
-  memcpy(to, m->to, m->to_len);
+  if (m->to_len) memcpy(to, m->to, m->to_len); /* to is NULL without CARBON */
   to[m->to_len] = 0;
   const char *carbon_to = (m->flags & TERN__MSGF_CARBON) ? to : NULL;
   if ((m->flags & TERN__MSGF_EPHEMERAL) || m->seq == 0) {
