@@ -206,11 +206,33 @@ for n in $PAIRS; do
   done
 done
 
+# What ternd's store keeps per delivered message once the runs are over
+# (issue 17, item 8): read-only, beside the running relay (WAL). Clients
+# settle their cmids at most once a second, so the last second's dedup
+# rows may remain.
+sleep 2
+STORE=$(python3 - "$WORK/ternd/relay.db" "$RAW" <<'PY'
+import json, os, sqlite3, sys
+db, raw = sys.argv[1], sys.argv[2]
+delivered = sum(r.get("delivered", 0) for r in map(json.loads, open(raw))
+                if r.get("system") == "tern" and "error" not in r)
+c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+one = lambda q: c.execute(q).fetchone()[0]
+dedup, inbox = one("SELECT count(*) FROM dedup"), one("SELECT count(*) FROM inbox")
+size = os.path.getsize(db) + (os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0)
+per = lambda x: round(x / delivered, 4) if delivered else None
+print(json.dumps({"tern_delivered": delivered, "store_dedup_rows": dedup, "store_inbox_rows": inbox,
+                  "store_bytes": size, "dedup_rows_per_delivered": per(dedup),
+                  "store_bytes_per_delivered": per(size)}))
+PY
+) || STORE='{}'
+echo "load.sh: ternd's store after the runs: $STORE"
+
 cat >"$OUT/meta.json" <<EOF
 {"mode":"$MODE","stamp":"$STAMP","pairs":"$PAIRS","duration_s":$DURATION,"drain_s":$DRAIN,
  "window":$WINDOW,"host":"$(uname -srm)","cpus":$(nproc),"mosquitto":"$MOSQ_VERSION",
  "git":"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
- "command":"$COMMAND","seconds":$(($(date +%s) - T0))}
+ "command":"$COMMAND","seconds":$(($(date +%s) - T0)),"store":$STORE}
 EOF
 python3 "$HERE/load_report.py" "$OUT"
 echo "load.sh: done in $(($(date +%s) - T0)) s: $OUT/load.md"

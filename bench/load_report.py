@@ -187,6 +187,14 @@ def main():
           "in memory and writes its whole state every autosave_interval (1800 s) and at "
           "shutdown, with no fsync per message: a crash loses what came since the last save.",
           ""]
+    st = meta.get("store") or {}
+    if st.get("tern_delivered"):
+        md.append(f"- ternd's store after every run: {st['store_dedup_rows']} dedup rows and "
+                  f"{st['store_inbox_rows']} undelivered messages for {st['tern_delivered']} "
+                  f"messages delivered ({st['dedup_rows_per_delivered']} dedup rows and "
+                  f"{st['store_bytes_per_delivered']} file bytes per delivered message; the file "
+                  f"keeps the pages it grew to). Dedup rows go once the sender settles its "
+                  f"cmids (spec/messages.md §2).")
     if gen:
         md.append(f"- {len(gen)} run(s) were limited by the generator: " +
                   ", ".join(f"{r['system']} {r['pairs']} {r['mode']}" for r in gen) + ".")

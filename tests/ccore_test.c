@@ -656,3 +656,63 @@ Test(ccore, a_busy_relay_is_not_a_dead_link_but_a_silent_one_is) {
   cr_assert_eq(tern__ccore_tick(f.cc, 38000), 1, "a silent relay was not taken for dead");
   close_fixture(&f);
 }
+
+/* The SETTLED floor (spec/messages.md §2, "Dedup") and its value. */
+static uint64_t last_settled(fixture *f, int *n) {
+  uint64_t v = 0;
+  *n = 0;
+  tern__ccore_out o;
+  while (tern__ccore_next_output(f->cc, &o) == 1) {
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, o.data, o.len);
+    uint8_t type;
+    while (tern__frame_next(&r, &type, &body) == 1)
+      if (type == TERN__FR_SETTLED) {
+        cr_assert_eq(tern__fr_u64_read(&body, &v), 0);
+        (*n)++;
+      }
+  }
+  return v;
+}
+
+/* The client tells the relay which of its cmids it will never send again:
+ * everything below its outbox's oldest message, once the app has taken
+ * the answers; at most once a second; never past a message whose removal
+ * from the stored outbox failed (it is sent again after a restart). */
+Test(ccore, settled_tells_the_floor_of_the_outbox_at_most_once_a_second) {
+  fixture f;
+  open_fixture(&f);
+  tern__ccore_online(f.cc, "alice", 0);
+  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  uint64_t a, b;
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "one", 3, 0, 0, 1, &a), 0);
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "two", 3, 0, 0, 1, &b), 0);
+  int n;
+  tern__ccore_tick(f.cc, 1);
+  cr_assert_eq(last_settled(&f, &n), a, "below the oldest in the outbox");
+  cr_assert_eq(n, 1);
+  server_ack(&f, a, 1, 10);
+  tern_event ev;
+  while (tern__ccore_next_event(f.cc, &ev, 10) == 1) {
+  }
+  tern__ccore_tick(f.cc, 500);
+  (void)last_settled(&f, &n);
+  cr_assert_eq(n, 0, "not twice in a second");
+  tern__ccore_tick(f.cc, 1001);
+  cr_assert_eq(last_settled(&f, &n), b, "a is settled once the app took its SENT");
+  cr_assert_eq(n, 1);
+  tern__ccore_tick(f.cc, 3000);
+  (void)last_settled(&f, &n);
+  cr_assert_eq(n, 0, "nothing new, nothing sent");
+
+  /* The stored outbox cannot drop b: the floor stays at b for good. */
+  cr_assert_eq(tern__cstore_fault_readonly(f.store, 1), 0);
+  server_ack(&f, b, 2, 3010);
+  while (tern__ccore_next_event(f.cc, &ev, 3010) == 1) {
+  }
+  cr_assert_eq(tern__cstore_fault_readonly(f.store, 0), 0);
+  tern__ccore_tick(f.cc, 5000);
+  (void)last_settled(&f, &n);
+  cr_assert_eq(n, 0, "b is still in the stored outbox: it may come again");
+  close_fixture(&f);
+}

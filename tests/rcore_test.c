@@ -1334,3 +1334,55 @@ Test(rcore, typing_is_rate_limited) {
   cr_assert_eq(st.over_rate, 60);
   close_fixture(&f);
 }
+
+static void input_settled(fixture *f, uint64_t conn, uint64_t below, uint64_t now) {
+  uint8_t buf[16];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_u64_write(&w, TERN__FR_SETTLED, below);
+  cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+}
+
+/* SETTLED (spec/messages.md §2, "Dedup"): the dedup rows below the floor
+ * go, and what can no longer be deduplicated is never stored again: a MSG
+ * below the floor (a stale copy) is dropped without an answer, on this
+ * session and on the device's next one; a MSG naming a predecessor below
+ * the floor is not held back for it. */
+Test(rcore, a_msg_below_the_settled_floor_is_never_stored_again) {
+  fixture f;
+  open_fixture(&f, 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  input_msg(&f, 1, 10, 0, "bob", "one", 3, 10);
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 10);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  outputs o;
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 2);
+  input_settled(&f, 1, 12, 20);
+  cr_assert_eq(tern__rcore_commit(f.rc, 20), 0);
+
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 30); /* a stale copy */
+  input_msg(&f, 1, 12, 11, "bob", "three", 5, 30); /* its predecessor is settled */
+  cr_assert_eq(tern__rcore_commit(f.rc, 30), 0);
+  take(&f, 1, &o);
+  cr_assert_eq(o.acks, 1, "the stale copy gets no answer; the next one is stored");
+  cr_assert_eq(o.ack_cmid[0], 12);
+  cr_assert_eq(o.ack_seq[0], 3);
+  uint64_t n;
+  cr_assert_eq(f.store->ops->count(f.store, &n), 0);
+  cr_assert_eq(n, 3, "nothing stored twice");
+
+  /* The device's next session knows the floor from the store. */
+  tern__rcore_close(f.rc, 1);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "alice", f.dev_a, 40), 0);
+  input_msg(&f, 2, 10, 0, "bob", "one", 3, 40);
+  cr_assert_eq(tern__rcore_commit(f.rc, 40), 0);
+  take(&f, 2, &o);
+  cr_assert_eq(o.acks, 0);
+  cr_assert_eq(f.store->ops->count(f.store, &n), 0);
+  cr_assert_eq(n, 3);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.stale_msgs, 2);
+  close_fixture(&f);
+}

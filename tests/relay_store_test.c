@@ -539,3 +539,36 @@ STORE_TEST(a_message_from_a_user_with_two_devices_leaves_a_carbon_in_its_own_inb
   cr_assert_eq(ex.cmid[0], 4);
   s->ops->close(s);
 }
+
+/* The settled floor through the interface, on both stores: rows below it
+ * go (a resend below it would be stored again, which is why the relay core
+ * drops such MSGs: rcore_test), the floor never goes down, and a rollback
+ * undoes it. */
+STORE_TEST(settled_cmids_drop_their_dedup_rows_and_the_floor_only_rises) {
+  tern__relay_store *s = open_backend(b);
+  for (uint64_t c = 1; c <= 5; c++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", c, 0, 1000 + c, "m");
+    cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  }
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  uint64_t below = 99;
+  cr_assert_eq(s->ops->settled_get(s, DEV_A, &below), 0);
+  cr_assert_eq(below, 0);
+  cr_assert_eq(s->ops->settled(s, DEV_A, 4), 0);
+  s->ops->rollback(s, 0);
+  cr_assert_eq(s->ops->settled_get(s, DEV_A, &below), 0);
+  cr_assert_eq(below, 0, "rolled back");
+  cr_assert_eq(s->ops->settled(s, DEV_A, 4), 0);
+  cr_assert_eq(s->ops->settled(s, DEV_A, 2), 0);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  cr_assert_eq(s->ops->settled_get(s, DEV_A, &below), 0);
+  cr_assert_eq(below, 4, "never lowered");
+  tern__rs_put again = msg("alice", DEV_A, "bob", 4, 0, 9000, "m");
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "4 is not below the floor: still answered");
+  tern__rs_put old = msg("alice", DEV_A, "bob", 3, 0, 9000, "m");
+  cr_assert_eq(s->ops->put(s, &old, 1), 0);
+  cr_assert_eq(old.result, TERN__RS_STORED, "3's row is gone (the core never lets this through)");
+  s->ops->rollback(s, 0);
+  s->ops->close(s);
+}

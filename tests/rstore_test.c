@@ -643,20 +643,20 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v5) {
+Test(rstore, migrates_v0_and_opens_v6) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
   /* v4: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
 }
 
 static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint64_t bytes) {
@@ -691,12 +691,13 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TRIGGER inbox_held_add; DROP TRIGGER inbox_held_del;"
                                 "DROP TABLE held; DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer;"
+                                "ALTER TABLE hellos DROP COLUMN settled;"
                                 "PRAGMA user_version = 2;", NULL,
                             NULL, NULL),
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
   held(s, "alice", 1, 1, 6);
   held(s, "carol", 0, 1, 6);
   held(s, "alice", 0, 1, 6);
@@ -707,7 +708,7 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
 
 /* A store of schema 1 (before HELLO timestamps and quotas) gets the
  * hellos table and keeps its messages. */
-Test(rstore, migrates_v1_to_v5_with_hello_timestamps) {
+Test(rstore, migrates_v1_to_v6_with_hello_timestamps) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
@@ -718,7 +719,7 @@ Test(rstore, migrates_v1_to_v5_with_hello_timestamps) {
                                 "ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7};
   cr_assert_eq(tern__rstore_begin(s), 0);
@@ -757,13 +758,13 @@ Test(rstore, hello_timestamps_only_go_up_and_are_durable) {
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 6);
+  set_user_version(dbpath, 7);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
 }
 
 /* ---- reset rows (spec/store.md, "resets"; spec/wire.md §14) ---- */
@@ -819,16 +820,17 @@ Test(rstore, reset_rows_are_durable_and_taken_once) {
 }
 
 /* A v3 store (before reset rows) gets the table, messages kept. */
-Test(rstore, migrates_v3_to_v5_with_reset_rows) {
+Test(rstore, migrates_v3_to_v6_with_reset_rows) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-  cr_assert_eq(sqlite3_exec(db, "DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, "DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer;"
+                                "ALTER TABLE hellos DROP COLUMN settled; PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7}, at[18] = {0};
   cr_assert_eq(tern__rstore_reset_put(s, dev, 1, at), 0);
@@ -843,18 +845,19 @@ static int peer_is_empty(void *ctx, const tern__rmsg *m) {
   return 0;
 }
 
-Test(rstore, migrates_v4_to_v5_and_old_messages_are_no_carbons) {
+Test(rstore, migrates_v4_to_v6_and_old_messages_are_no_carbons) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-  cr_assert_eq(sqlite3_exec(db, "ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 4", NULL,
+  cr_assert_eq(sqlite3_exec(db, "ALTER TABLE inbox DROP COLUMN peer; ALTER TABLE hellos DROP COLUMN settled;"
+                                "PRAGMA user_version = 4", NULL,
                             NULL, NULL),
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 5);
+  cr_assert_eq(user_version(dbpath), 6);
   int n = 0;
   cr_assert_eq(tern__rstore_fetch(s, "alice", 0, 10, peer_is_empty, &n), 1);
   cr_assert_eq(n, 1);
@@ -1133,4 +1136,53 @@ Test(rstore, a_full_disk_always_leaves_room_for_the_checkpoint_and_the_acks) {
   }
   cr_assert_gt(commit_failed, 0, "a COMMIT found the disk full");
   cr_assert_gt(checkpoint_failed, 0, "a checkpoint found the disk full");
+}
+
+/* Dedup rows do not outlive what the sender may resend (issue 17, item 8):
+ * after SETTLED, a device's rows below its floor are gone, the floor is
+ * kept across a reopen and never goes down, and other devices keep
+ * theirs. */
+static int64_t dedup_rows(const char *path) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM dedup", -1, &q, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+  int64_t n = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return n;
+}
+
+Test(rstore, settled_cmids_leave_no_dedup_rows) {
+  tern__rstore *s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  for (uint64_t c = 1; c <= 1000; c++) put(s, "bob", "alice", 1, c, 1, NULL);
+  for (uint64_t c = 1; c <= 10; c++) put(s, "alice", "bob", 2, c, 1, NULL);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(dedup_rows(dbpath), 1010, "one row per message while it may come again");
+
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_settled(s, dev(1), 998), 0);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(dedup_rows(dbpath), 3 + 10, "alice's device keeps only 998..1000; bob's all");
+  uint64_t seq, ts, below;
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 999, &seq, &ts), 1, "an unsettled one still answers");
+  cr_assert_eq(seq, 999);
+  cr_assert_eq(tern__rstore_dedup_get(s, dev(1), 997, &seq, &ts), 0);
+
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_settled(s, dev(1), 5), 0, "a lower floor is no news");
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+  s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_settled_get(s, dev(1), &below), 0);
+  cr_assert_eq(below, 998, "kept across a reopen, never lowered");
+  cr_assert_eq(tern__rstore_settled_get(s, dev(3), &below), 0);
+  cr_assert_eq(below, 0, "a device that never settled");
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(tern__rstore_settled(s, dev(1), 1001), 0);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(dedup_rows(dbpath), 10);
+  tern__rstore_close(s);
 }

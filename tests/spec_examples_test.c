@@ -76,6 +76,7 @@ static specex HELLO_FRAME_TOKEN;
 static specex GOAWAY_FRAME;
 static specex PRESENCE_FRAME;
 static specex RESET_TOKEN_FRAME;
+static specex SETTLED_FRAME;
 static specex RESET_DGRAM;
 
 static const struct {
@@ -123,6 +124,7 @@ static const struct {
     {"goaway-frame", &GOAWAY_FRAME},
     {"presence-frame", &PRESENCE_FRAME},
     {"reset-token-frame", &RESET_TOKEN_FRAME},
+    {"settled-frame", &SETTLED_FRAME},
     {"reset-datagram", &RESET_DGRAM},
 };
 
@@ -688,6 +690,16 @@ Test(spec, reset_examples) {
   tern__fr_reset_token_write(&w, token);
   ASSERT_WBUF(w, RESET_TOKEN_FRAME, "RESET_TOKEN frame");
   cr_assert_eq(TERN_ERESET, -40);
+}
+
+/* spec/wire.md §6.17: SETTLED, everything below C settled. */
+Test(spec, settled_example) {
+  uint8_t buf[16];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cr_assert_eq(TERN__FR_SETTLED, 0x26);
+  tern__fr_u64_write(&w, TERN__FR_SETTLED, EX_CMID);
+  ASSERT_WBUF(w, SETTLED_FRAME, "SETTLED frame");
 }
 
 /* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,

@@ -18,6 +18,8 @@
 /* An overtaken MSG is resent after resend_ms, then after twice as long
  * each time, up to this many resend_ms. */
 #define RESEND_BACKOFF_MAX 8
+/* SETTLED goes at most this often (spec/messages.md §2, "Dedup"). */
+#define SETTLED_EVERY_MS 1000
 
 typedef struct entry {
   struct entry *prev, *next;
@@ -86,6 +88,11 @@ struct tern__ccore {
   uint64_t ack_due_ms;
   unsigned taken_since_ack;
   uint32_t rtt_ms;             /* the session's RTT from the link; 0: unknown */
+  /* SETTLED (spec/messages.md §2, "Dedup"): the floor told on this
+   * session, when the next may go, and the highest floor this core may
+   * ever tell (a message whose removal from the stored outbox failed is
+   * sent again after a restart: its dedup row must stay). */
+  uint64_t settled_told, settled_next_ms, settled_cap;
   uint8_t *buf;
 };
 
@@ -173,6 +180,7 @@ int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_co
   tern__ccore *cc = calloc(1, sizeof(*cc));
   if (!cc) return TERN_ENOMEM;
   cc->cfg = *cfg;
+  cc->settled_cap = UINT64_MAX;
   cc->store = store;
   tern__outq_init(&cc->outs);
   tern__evq_init(&cc->events);
@@ -462,6 +470,12 @@ static void mark_delivered(tern__ccore *cc, uint64_t seq) {
   save_delivered(cc);
 }
 
+/* The cmids below this are settled: no message of the outbox is below it. */
+static uint64_t settled_floor(const tern__ccore *cc) {
+  uint64_t f = cc->head ? cc->head->cmid : cc->next_cmid;
+  return f < cc->settled_cap ? f : cc->settled_cap;
+}
+
 /* 0, or -1 if it could not be queued: then it is neither queued nor
  * acknowledged, and the relay sends it again. `to`: a carbon's recipient,
  * or NULL. A carbon of this device's own message (flags OWN) goes to
@@ -742,6 +756,7 @@ static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
                    "the client's store could not take the message out of its outbox (after a "
                    "restart it is sent again): %s", tern__cstore_errmsg(cc->store));
           push_error(cc, TERN_ESTORE, ev->cmid, NULL, detail);
+          if (ev->cmid < cc->settled_cap) cc->settled_cap = ev->cmid;
         }
         unlink_entry(cc, e);
       } else if (ev->type == TERN_EV_FAILED) {
@@ -794,6 +809,8 @@ void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
   cc->synced = 0;
   cc->sync_sent_ms = now_ms;
   send_seqlist(cc, TERN__FR_SYNC);
+  cc->settled_told = 0;
+  cc->settled_next_ms = now_ms;
   for (entry *e = cc->head; e; e = e->next) {
     if (e->settled) continue;
     if (!e->sent_ms) e->resend_ivl = cc->cfg.resend_ms;
@@ -947,5 +964,18 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
     send_seqlist(cc, TERN__FR_SYNC);
   }
   if (cc->ack_needed && now_ms >= cc->ack_due_ms) send_seqlist(cc, TERN__FR_DELIVERY_ACK);
+  uint64_t floor = settled_floor(cc);
+  if (floor > cc->settled_told && now_ms >= cc->settled_next_ms) {
+    /* At most one a second, and never a wake-up of its own (no timeout
+     * asks for it): it rides on the next tick the client has anyway. The
+     * relay's dedup rows may wait that long. */
+    uint8_t tmp[16];
+    tern__wbuf w;
+    tern__wbuf_init(&w, tmp, sizeof(tmp));
+    tern__fr_u64_write(&w, TERN__FR_SETTLED, floor);
+    emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
+    cc->settled_told = floor;
+    cc->settled_next_ms = now_ms + SETTLED_EVERY_MS;
+  }
   return 0;
 }

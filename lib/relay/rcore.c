@@ -76,6 +76,9 @@ typedef struct conn {
   uint64_t rate_ms;       /* time the buckets were filled up to */
   int64_t eph_tokens;     /* ephemeral_rate's bucket, thousandths */
   uint64_t eph_ms;
+  /* The device's settled floor (spec/messages.md §2, "Dedup"): it sends no
+   * message with a cmid below it again; read at open, raised by SETTLED. */
+  uint64_t settled;
 } conn;
 
 /* Presence: every user that was online since the core started, what its
@@ -450,6 +453,11 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   memcpy(c->dev, dev, 32);
   int rc2 = rc->store->ops->device(rc->store, user, dev, &c->cursor);
   if (rc2 < 0) {
+    store_failed(rc, now_ms);
+    free(c);
+    return rc2;
+  }
+  if ((rc2 = rc->store->ops->settled_get(rc->store, dev, &c->settled)) < 0) {
     store_failed(rc, now_ms);
     free(c);
     return rc2;
@@ -873,6 +881,13 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     else rc->stats.over_rate++; /* best effort: dropped, as the network may */
     return;
   }
+  if (m->cmid < c->settled) {
+    /* A copy from before the device settled it (another channel can
+     * overtake): it was stored, or refused, and the device knows. Its
+     * dedup row may be gone, so it is dropped, never stored again. */
+    rc->stats.stale_msgs++;
+    return;
+  }
   if (rc->cfg.user_exists && !rc->cfg.user_exists(rc->cfg.user_ctx, to)) {
     reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ENOENT);
     return;
@@ -900,7 +915,9 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   }
   /* Only the flags a MSG may carry are kept: a client cannot forge a carbon. */
   tern__rs_put put = {.to = to, .from = c->user, .sender_dev = c->dev, .cmid = m->cmid,
-                      .prev_cmid = m->prev_cmid, .ts = wall_ms, .flags = m->flags & TERN__MSGF_MSG_MASK,
+                      /* Below the settled floor: settled, so stored (or
+                       * refused, and then not waited for). */
+                      .prev_cmid = m->prev_cmid < c->settled ? 0 : m->prev_cmid, .ts = wall_ms, .flags = m->flags & TERN__MSGF_MSG_MASK,
                       .carbon = 1,
                       .body = m->body, .body_len = m->body_len,
                       .to_max_msgs = rc->cfg.quota_to_msgs, .to_max_bytes = rc->cfg.quota_to_bytes,
@@ -1035,6 +1052,15 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
         if (tern__fr_seqlist_read(&body, &l) != 0) break;
         if (type == TERN__FR_SYNC) on_sync(rc, c, &l, now_ms);
         else on_ack(rc, c, &l, now_ms);
+        break;
+      }
+      case TERN__FR_SETTLED: {
+        uint64_t below;
+        if (tern__fr_u64_read(&body, &below) != 0 || below <= c->settled) break;
+        /* The dedup rows below it go in this round; if it fails they stay,
+         * which costs room, not correctness. */
+        c->settled = below;
+        if (rc->store->ops->settled(rc->store, c->dev, below) < 0) store_failed(rc, now_ms);
         break;
       }
       case TERN__FR_NOTICE_ACK: {

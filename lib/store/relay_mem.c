@@ -48,6 +48,7 @@ typedef struct mdevice {
 typedef struct mhello {
   uint8_t dev[32];
   uint64_t time_us; /* the largest HELLO timestamp accepted from dev */
+  uint64_t settled; /* dev's settled floor: no cmid below it comes again */
 } mhello;
 
 typedef struct mreset {
@@ -347,12 +348,16 @@ static int mem_device(tern__relay_store *st, const char *user, const uint8_t dev
   return 0;
 }
 
+static mhello *find_hello(mstate *st, const uint8_t dev[32]) {
+  for (size_t i = 0; i < st->hellos.n; i++)
+    if (!memcmp(AT(st->hellos, mhello, i)->dev, dev, 32)) return AT(st->hellos, mhello, i);
+  return NULL;
+}
+
 static int mem_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
   mem_store *s = M(st);
   if (time_us == 0 || time_us > (uint64_t)INT64_MAX) return 0;
-  mhello *h = NULL;
-  for (size_t i = 0; i < s->st.hellos.n && !h; i++)
-    if (!memcmp(AT(s->st.hellos, mhello, i)->dev, dev, 32)) h = AT(s->st.hellos, mhello, i);
+  mhello *h = find_hello(&s->st, dev);
   if (h && h->time_us >= time_us) return 0;
   int rc = begin_write(s);
   if (rc < 0) return rc;
@@ -362,6 +367,31 @@ static int mem_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_
   }
   h->time_us = time_us;
   return 1;
+}
+
+static int mem_settled(tern__relay_store *st, const uint8_t dev[32], uint64_t below) {
+  mem_store *s = M(st);
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  mhello *h = find_hello(&s->st, dev);
+  if (!h) {
+    if (!(h = push(&s->st.hellos, sizeof(mhello)))) return fail(s, TERN_ENOMEM, "settled: out of memory");
+    memcpy(h->dev, dev, 32);
+  }
+  if (h->settled < below) h->settled = below;
+  below = h->settled;
+  for (size_t i = 0; i < s->st.dedup.n;) {
+    const mdedup *d = AT(s->st.dedup, mdedup, i);
+    if (d->cmid < below && !memcmp(d->dev, dev, 32)) erase(&s->st.dedup, i, sizeof(mdedup));
+    else i++;
+  }
+  return 0;
+}
+
+static int mem_settled_get(tern__relay_store *st, const uint8_t dev[32], uint64_t *below) {
+  const mhello *h = find_hello(&M(st)->st, dev);
+  *below = h ? h->settled : 0;
+  return 0;
 }
 
 static int mem_reset_put(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us,
@@ -690,6 +720,8 @@ static const tern__relay_store_ops mem_ops = {
     .notice_list = mem_notice_list,
     .notice_del = mem_notice_del,
     .expire = mem_expire,
+    .settled = mem_settled,
+    .settled_get = mem_settled_get,
     .room = mem_room,
     .commit = mem_commit,
     .rollback = mem_rollback,

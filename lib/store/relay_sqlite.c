@@ -206,6 +206,16 @@ static int sq_expire(tern__relay_store *st, uint64_t before_ts, tern__rs_expired
   return rc < 0 ? rc : tern__rstore_expire(S(st)->db, before_ts, cb, ctx);
 }
 
+static int sq_settled(tern__relay_store *st, const uint8_t dev[32], uint64_t below) {
+  sqlite_store *s = S(st);
+  int rc = ensure_txn(s);
+  return rc < 0 ? rc : tern__rstore_settled(s->db, dev, below);
+}
+
+static int sq_settled_get(tern__relay_store *st, const uint8_t dev[32], uint64_t *below) {
+  return tern__rstore_settled_get(S(st)->db, dev, below);
+}
+
 static int sq_room(tern__relay_store *st, size_t body_len) {
   sqlite_store *s = S(st);
   if (!tern__rstore_reserve_held(s->db)) return TERN__RS_FULL;
@@ -283,6 +293,8 @@ static const tern__relay_store_ops sqlite_ops = {
     .notice_list = sq_notice_list,
     .notice_del = sq_notice_del,
     .expire = sq_expire,
+    .settled = sq_settled,
+    .settled_get = sq_settled_get,
     .room = sq_room,
     .commit = sq_commit,
     .rollback = sq_rollback,

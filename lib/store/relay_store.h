@@ -216,6 +216,13 @@ typedef struct tern__relay_store_ops {
                     void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
                                const uint8_t addr[18]),
                     void *ctx);
+  /* Settled cmids (spec/messages.md §2, "Dedup"): device `dev` will never
+   * send again a message with a cmid below `below` (its outbox holds none).
+   * Records it as the device's settled floor if above the one recorded,
+   * and deletes the dedup rows of its cmids below it, in the round. */
+  int (*settled)(tern__relay_store *s, const uint8_t dev[32], uint64_t below);
+  /* The settled floor recorded for `dev` (0: none). */
+  int (*settled_get)(tern__relay_store *s, const uint8_t dev[32], uint64_t *below);
   /* How full am I, for a message of body_len bytes (0: for acks). */
   int (*room)(tern__relay_store *s, size_t body_len);
   /* Makes the round durable. `now_ms` (monotonic) paces the backend's own

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 
 /* migrations[v] takes a store from version v to v + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -88,6 +88,9 @@ static const char *const migrations[SCHEMA_VERSION] = {
     /* 4 -> 5: a carbon's recipient, in its sender's own inbox
      * (spec/messages.md §13); '' for every other message. */
     "ALTER TABLE inbox ADD COLUMN peer TEXT NOT NULL DEFAULT '';",
+    /* 5 -> 6: per device key, the cmids below which it has settled every
+     * message, so their dedup rows can go (spec/messages.md §2). */
+    "ALTER TABLE hellos ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;",
 };
 
 enum {
@@ -130,6 +133,9 @@ enum {
   Q_RESET_LIST,
   Q_RESET_CLEAR,
   Q_DEV_OTHER,
+  Q_SETTLED_RAISE,
+  Q_SETTLED_GET,
+  Q_DEDUP_TRIM,
   Q_N
 };
 
@@ -192,6 +198,12 @@ static const char *const sql[Q_N] = {
     [Q_RESET_LIST] = "SELECT dev, time_us, addr FROM resets",
     [Q_RESET_CLEAR] = "DELETE FROM resets",
     [Q_DEV_OTHER] = "SELECT 1 FROM devices WHERE user = ?1 AND dev <> ?2 LIMIT 1",
+    /* time_us 0 for a key without a row: 0 is never a fresh HELLO. */
+    [Q_SETTLED_RAISE] = ("INSERT INTO hellos(dev, time_us, settled) VALUES(?1, 0, ?2)"
+                        " ON CONFLICT(dev) DO UPDATE SET settled = excluded.settled"
+                        " WHERE hellos.settled < excluded.settled"),
+    [Q_SETTLED_GET] = "SELECT settled FROM hellos WHERE dev = ?1",
+    [Q_DEDUP_TRIM] = "DELETE FROM dedup WHERE dev = ?1 AND cmid < ?2",
 };
 
 struct tern__rstore {
@@ -798,6 +810,25 @@ int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, ui
 int tern__rstore_append_carbon(tern__rstore *s, const char *user, const tern__rmsg *m,
                                uint64_t *seq, uint64_t *prev_seq) {
   return append_op(s, user, m, seq, prev_seq, DEDUP_NONE);
+}
+
+int tern__rstore_settled(tern__rstore *s, const uint8_t dev[32], uint64_t below) {
+  sqlite3_stmt *q = s->q[Q_SETTLED_RAISE];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int64(q, 2, clamp(below));
+  int rc = run(s, Q_SETTLED_RAISE);
+  if (rc < 0) return rc;
+  q = s->q[Q_DEDUP_TRIM];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int64(q, 2, clamp(below));
+  return run(s, Q_DEDUP_TRIM);
+}
+
+int tern__rstore_settled_get(tern__rstore *s, const uint8_t dev[32], uint64_t *below) {
+  *below = 0;
+  bind_dev(s->q[Q_SETTLED_GET], 1, dev);
+  int rc = get_int(s, Q_SETTLED_GET, below);
+  return rc < 0 ? rc : 0;
 }
 
 int tern__rstore_other_device(tern__rstore *s, const char *user, const uint8_t dev[32]) {

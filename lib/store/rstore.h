@@ -128,6 +128,11 @@ int tern__rstore_append(tern__rstore *s, const char *to, const tern__rmsg *m, ui
  * recipient). */
 int tern__rstore_append_carbon(tern__rstore *s, const char *user, const tern__rmsg *m,
                                uint64_t *seq, uint64_t *prev_seq);
+/* Raises dev's settled floor to `below` (never lowers it) and deletes the
+ * dedup rows of dev's cmids below the floor. */
+int tern__rstore_settled(tern__rstore *s, const uint8_t dev[32], uint64_t below);
+/* dev's settled floor, 0 if none. */
+int tern__rstore_settled_get(tern__rstore *s, const uint8_t dev[32], uint64_t *below);
 /* 1 if `user` has a registered device other than `dev`, else 0. */
 int tern__rstore_other_device(tern__rstore *s, const char *user, const uint8_t dev[32]);
 

@@ -37,6 +37,7 @@ enum {
   TERN__FR_PROBE_KEY = 0x23,    /* relay -> client: key for NAT-timeout probes */
   TERN__FR_GOAWAY = 0x24,       /* relay -> client: draining; reconnect after delay_ms */
   TERN__FR_RESET_TOKEN = 0x25,  /* relay -> client: this session's RESET token */
+  TERN__FR_SETTLED = 0x26,      /* client -> relay: my cmids below this are settled */
   TERN__FR_PRESENCE = 0x28,     /* relay -> client: a contact came online or went offline */
 };
 
@@ -199,7 +200,7 @@ void tern__fr_sack_write(tern__wbuf *w, const tern__fr_sack *f);
 /* type is TERN__FR_DELIVERY_ACK or TERN__FR_SYNC. */
 void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist *f);
 /* One-number frames: RECEIPT (cmid), FLOOR (seq), CLOSE (reason), GOAWAY
- * (delay_ms). */
+ * (delay_ms), SETTLED (cmid). */
 void tern__fr_u64_write(tern__wbuf *w, uint8_t type, uint64_t v);
 /* NOTICE_ACK: kind | cmid. */
 void tern__fr_notice_ack_write(tern__wbuf *w, uint64_t kind, uint64_t cmid);
