@@ -572,3 +572,143 @@ STORE_TEST(settled_cmids_drop_their_dedup_rows_and_the_floor_only_rises) {
   s->ops->rollback(s, 0);
   s->ops->close(s);
 }
+
+/* ---- groups (spec/messages.md §14) ---- */
+
+typedef struct greceipts {
+  int n;
+  uint64_t cmid[64];
+  uint32_t got[64], of[64];
+  uint32_t last_got, last_of;
+} greceipts;
+
+static void on_greceipt(void *ctx, const uint8_t dev[32], uint64_t cmid, uint32_t got, uint32_t of) {
+  (void)dev;
+  greceipts *r = ctx;
+  if (r->n < 64) r->cmid[r->n] = cmid, r->got[r->n] = got, r->of[r->n] = of;
+  r->last_got = got;
+  r->last_of = of;
+  r->n++;
+}
+
+static int count_cb(void *ctx, const char *s) {
+  (void)s;
+  (*(int *)ctx)++;
+  return 0;
+}
+
+static void key_of(uint8_t key[32], int i) {
+  memset(key, 0, 32);
+  key[0] = (uint8_t)(i & 0xff);
+  key[1] = (uint8_t)(i >> 8);
+  key[31] = 0x77;
+}
+
+/* A message to a 500-member group is one stored row, whatever the group's
+ * size, and goes once every member device has passed it. */
+STORE_TEST(a_group_message_is_stored_once_for_500_members) {
+  tern__relay_store *s = open_backend(b);
+  static char names[500][16];
+  const char *users[500];
+  uint64_t cur, limit, point;
+  for (int i = 0; i < 500; i++) {
+    snprintf(names[i], sizeof names[i], "m%d", i);
+    users[i] = names[i];
+    uint8_t k[32];
+    key_of(k, i);
+    cr_assert_eq(s->ops->device(s, names[i], k, &cur), 0);
+  }
+  cr_assert_eq(s->ops->group_set(s, "@big", users, 500, &point), 0);
+  cr_assert_eq(point, 0);
+  uint8_t k0[32];
+  key_of(k0, 0);
+  tern__rs_put p = msg("m0", k0, "@big", 1, 0, 1000, "hello all");
+  p.carbon = 1;
+  cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  cr_assert_eq(p.result, TERN__RS_STORED);
+  cr_assert_eq(p.seq, 1, "the group's own sequence");
+  cr_assert_eq(p.carbon_seq, 0, "no carbons for groups: the sender's devices are members");
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  uint64_t rows;
+  cr_assert_eq(s->ops->count(s, &rows), 0);
+  cr_assert_eq(rows, 1, "one stored copy for 500 members");
+
+  /* Half of them take it: still held for the other half. */
+  greceipts r = {0};
+  for (int i = 0; i < 500; i += 2) {
+    uint8_t k[32];
+    key_of(k, i);
+    cr_assert_eq(s->ops->gdevice(s, "@big", names[i], k, &cur, &limit), 0);
+    cr_assert_eq(cur, 0);
+    cr_assert_eq(limit, UINT64_MAX);
+    uint64_t reached;
+    cr_assert_eq(s->ops->gacked(s, "@big", names[i], k, 1, &reached, on_greceipt, &r), 0);
+    cr_assert_eq(reached, 1);
+  }
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  cr_assert_eq(r.n, 249, "one receipt per member that got it, the sender not counted");
+  cr_assert_eq(r.last_got, 249);
+  cr_assert_eq(r.last_of, 499, "sent to the 499 members other than its sender");
+  cr_assert_eq(s->ops->count(s, &rows), 0);
+  cr_assert_eq(rows, 1);
+  for (int i = 1; i < 500; i += 2) {
+    uint8_t k[32];
+    key_of(k, i);
+    cr_assert_eq(s->ops->gdevice(s, "@big", names[i], k, &cur, &limit), 0);
+    uint64_t reached;
+    cr_assert_eq(s->ops->gacked(s, "@big", names[i], k, 1, &reached, on_greceipt, &r), 0);
+  }
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  cr_assert_eq(r.n, 499);
+  cr_assert_eq(r.got[63], 64);
+  cr_assert_eq(r.last_got, 499, "every member has it");
+  cr_assert_eq(s->ops->count(s, &rows), 0);
+  cr_assert_eq(rows, 0, "gone once every member device passed it");
+  s->ops->close(s);
+}
+
+/* Membership takes effect at a point of the group's order: a removed
+ * member gets what is at or below it, an added one what is above it. */
+STORE_TEST(membership_changes_take_effect_at_a_point_in_the_group_order) {
+  tern__relay_store *s = open_backend(b);
+  static const uint8_t DEV_C[32] = {0xcc};
+  uint64_t cur, limit, point, reached;
+  cr_assert_eq(s->ops->device(s, "alice", DEV_A, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "carol", DEV_C, &cur), 0);
+  cr_assert_eq(s->ops->group_role(s, "@g", "alice"), TERN_ENOENT, "no such group yet");
+  const char *ab[] = {"alice", "bob"};
+  cr_assert_eq(s->ops->group_set(s, "@g", ab, 2, &point), 0);
+  cr_assert_eq(s->ops->group_role(s, "@g", "alice"), 1);
+  cr_assert_eq(s->ops->group_role(s, "@g", "carol"), 0);
+  for (uint64_t c = 1; c <= 3; c++) {
+    tern__rs_put p = msg("alice", DEV_A, "@g", c, 0, 1000 + c, "x");
+    cr_assert_eq(s->ops->put(s, &p, 1), 0);
+    cr_assert_eq(p.seq, c);
+  }
+  /* bob out, carol in, after seq 3. */
+  const char *ac[] = {"alice", "carol"};
+  cr_assert_eq(s->ops->group_set(s, "@g", ac, 2, &point), 0);
+  cr_assert_eq(point, 3);
+  tern__rs_put p4 = msg("alice", DEV_A, "@g", 4, 0, 2000, "after");
+  cr_assert_eq(s->ops->put(s, &p4, 1), 0);
+  cr_assert_eq(p4.seq, 4);
+  cr_assert_eq(s->ops->commit(s, 0), 0);
+  int members = 0;
+  cr_assert_eq(s->ops->group_members(s, "@g", count_cb, &members), 2);
+
+  cr_assert_eq(s->ops->gdevice(s, "@g", "bob", DEV_B, &cur, &limit), 0);
+  cr_assert_eq(cur, 0);
+  cr_assert_eq(limit, 3, "bob gets up to the point, nothing after");
+  cr_assert_eq(s->ops->gacked(s, "@g", "bob", DEV_B, 4, &reached, NULL, NULL), 0);
+  cr_assert_eq(reached, 3, "an ack past the point stops at it");
+  cr_assert_eq(s->ops->gdevice(s, "@g", "carol", DEV_C, &cur, &limit), 0);
+  cr_assert_eq(cur, 3, "carol starts after the point");
+  cr_assert_eq(limit, UINT64_MAX);
+  int groups = 0;
+  cr_assert_eq(s->ops->user_groups(s, "bob", DEV_B, count_cb, &groups), 0, "bob is done with @g");
+  cr_assert_eq(s->ops->user_groups(s, "carol", DEV_C, count_cb, &groups), 1);
+  cr_assert_eq(s->ops->gdevice(s, "@g", "dave", DEV_B2, &cur, &limit), TERN_ENOENT);
+  s->ops->rollback(s, 0);
+  s->ops->close(s);
+}

@@ -643,20 +643,20 @@ static void set_user_version(const char *path, int v) {
   sqlite3_close(db);
 }
 
-Test(rstore, migrates_v0_and_opens_v6) {
+Test(rstore, migrates_v0_and_opens_v7) {
   /* v0: an existing, empty database file (as sqlite3 leaves it). */
   set_user_version(dbpath, 0);
   cr_assert_eq(user_version(dbpath), 0);
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
   /* v4: opened as it is, data kept. */
   s = open_at(dbpath, 0);
   cr_assert_eq(count(s), 1);
   cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
   tern__rstore_close(s);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
 }
 
 static void held(tern__rstore *s, const char *who, int side, uint64_t msgs, uint64_t bytes) {
@@ -690,6 +690,8 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
   sqlite3 *db = NULL;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TRIGGER inbox_held_add; DROP TRIGGER inbox_held_del;"
+                                "DROP TABLE members; DROP TABLE gcursors; ALTER TABLE inbox DROP COLUMN gmembers;"
+                                "ALTER TABLE inbox DROP COLUMN gdelivered;"
                                 "DROP TABLE held; DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer;"
                                 "ALTER TABLE hellos DROP COLUMN settled;"
                                 "PRAGMA user_version = 2;", NULL,
@@ -697,7 +699,7 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
   held(s, "alice", 1, 1, 6);
   held(s, "carol", 0, 1, 6);
   held(s, "alice", 0, 1, 6);
@@ -708,18 +710,20 @@ Test(rstore, held_counts_follow_the_inbox_and_a_v2_store_gets_them) {
 
 /* A store of schema 1 (before HELLO timestamps and quotas) gets the
  * hellos table and keeps its messages. */
-Test(rstore, migrates_v1_to_v6_with_hello_timestamps) {
+Test(rstore, migrates_v1_to_v7_with_hello_timestamps) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TABLE hellos; DROP TRIGGER inbox_held_add;"
+                                "DROP TABLE members; DROP TABLE gcursors; ALTER TABLE inbox DROP COLUMN gmembers;"
+                                "ALTER TABLE inbox DROP COLUMN gdelivered;"
                                 "DROP TRIGGER inbox_held_del; DROP TABLE held; DROP TABLE resets;"
                                 "ALTER TABLE inbox DROP COLUMN peer; PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7};
   cr_assert_eq(tern__rstore_begin(s), 0);
@@ -758,13 +762,13 @@ Test(rstore, hello_timestamps_only_go_up_and_are_durable) {
 Test(rstore, refuses_a_newer_schema) {
   tern__rstore *s = open_at(dbpath, 0);
   tern__rstore_close(s);
-  set_user_version(dbpath, 7);
+  set_user_version(dbpath, 8);
   tern__rstore_config cfg = {.path = dbpath};
   char err[256];
   cr_assert_eq(tern__rstore_open(&s, &cfg, err, sizeof err), TERN_ESTORE);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
-  cr_assert_eq(user_version(dbpath), 7);
+  cr_assert_eq(user_version(dbpath), 8);
 }
 
 /* ---- reset rows (spec/store.md, "resets"; spec/wire.md §14) ---- */
@@ -820,17 +824,19 @@ Test(rstore, reset_rows_are_durable_and_taken_once) {
 }
 
 /* A v3 store (before reset rows) gets the table, messages kept. */
-Test(rstore, migrates_v3_to_v6_with_reset_rows) {
+Test(rstore, migrates_v3_to_v7_with_reset_rows) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "DROP TABLE resets; ALTER TABLE inbox DROP COLUMN peer;"
+                                "DROP TABLE members; DROP TABLE gcursors; ALTER TABLE inbox DROP COLUMN gmembers;"
+                                "ALTER TABLE inbox DROP COLUMN gdelivered;"
                                 "ALTER TABLE hellos DROP COLUMN settled; PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
   cr_assert_eq(count(s), 1);
   uint8_t dev[32] = {7}, at[18] = {0};
   cr_assert_eq(tern__rstore_reset_put(s, dev, 1, at), 0);
@@ -845,19 +851,21 @@ static int peer_is_empty(void *ctx, const tern__rmsg *m) {
   return 0;
 }
 
-Test(rstore, migrates_v4_to_v6_and_old_messages_are_no_carbons) {
+Test(rstore, migrates_v4_to_v7_and_old_messages_are_no_carbons) {
   tern__rstore *s = open_at(dbpath, 0);
   put(s, "alice", "carol", 1, 1, 1, NULL);
   tern__rstore_close(s);
   sqlite3 *db;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db, "ALTER TABLE inbox DROP COLUMN peer; ALTER TABLE hellos DROP COLUMN settled;"
+                                "DROP TABLE members; DROP TABLE gcursors; ALTER TABLE inbox DROP COLUMN gmembers;"
+                                "ALTER TABLE inbox DROP COLUMN gdelivered;"
                                 "PRAGMA user_version = 4", NULL,
                             NULL, NULL),
                SQLITE_OK);
   sqlite3_close(db);
   s = open_at(dbpath, 0);
-  cr_assert_eq(user_version(dbpath), 6);
+  cr_assert_eq(user_version(dbpath), 7);
   int n = 0;
   cr_assert_eq(tern__rstore_fetch(s, "alice", 0, 10, peer_is_empty, &n), 1);
   cr_assert_eq(n, 1);

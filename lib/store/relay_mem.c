@@ -18,6 +18,7 @@ typedef struct mmsg {
   char from[TERN_USER_MAX + 1];
   char peer[TERN_USER_MAX + 1]; /* a carbon's recipient, "" otherwise */
   uint64_t seq, prev_seq, ts, cmid, flags;
+  uint32_t gmembers, gdelivered; /* a group message: sent to, got it */
   uint8_t dev[32];
   uint8_t *body; /* owned; NULL when empty */
   size_t len;
@@ -57,6 +58,17 @@ typedef struct mreset {
   uint8_t addr[TERN__RS_ADDR_BYTES];
 } mreset;
 
+typedef struct mmember {
+  char grp[TERN_USER_MAX + 1], user[TERN_USER_MAX + 1];
+  uint64_t joined, left; /* left: UINT64_MAX while a member */
+} mmember;
+
+typedef struct mgcursor {
+  char grp[TERN_USER_MAX + 1], user[TERN_USER_MAX + 1];
+  uint8_t dev[32];
+  uint64_t cursor;
+} mgcursor;
+
 typedef struct mnotice {
   uint8_t dev[32];
   int kind;
@@ -71,7 +83,7 @@ typedef struct arr {
 } arr;
 
 typedef struct mstate {
-  arr msgs, users, chains, dedup, devices, notices, hellos, resets;
+  arr msgs, users, chains, dedup, devices, notices, hellos, resets, members, gcursors;
 } mstate;
 
 typedef struct mem_store {
@@ -122,6 +134,8 @@ static void free_state(mstate *s) {
   free(s->notices.p);
   free(s->hellos.p);
   free(s->resets.p);
+  free(s->members.p);
+  free(s->gcursors.p);
   memset(s, 0, sizeof(*s));
 }
 
@@ -146,7 +160,9 @@ static mstate *copy_state(const mstate *from) {
             copy_arr(&s->devices, &from->devices, sizeof(mdevice)) |
             copy_arr(&s->hellos, &from->hellos, sizeof(mhello)) |
             copy_arr(&s->resets, &from->resets, sizeof(mreset)) |
-            copy_arr(&s->notices, &from->notices, sizeof(mnotice));
+            copy_arr(&s->notices, &from->notices, sizeof(mnotice)) |
+            copy_arr(&s->members, &from->members, sizeof(mmember)) |
+            copy_arr(&s->gcursors, &from->gcursors, sizeof(mgcursor));
   for (size_t i = 0; !bad && i < s->msgs.n; i++) {
     mmsg *m = AT(s->msgs, mmsg, i);
     if (!m->body) continue;
@@ -241,6 +257,13 @@ static int append(mem_store *s, const tern__rs_put *p, int carbon, uint64_t *seq
   m->ts = p->ts;
   m->cmid = p->cmid;
   m->flags = carbon ? p->flags | TERN__RS_CARBON : p->flags;
+  m->gmembers = 0;
+  m->gdelivered = 0;
+  if (tern__is_group(inbox))
+    for (size_t i = 0; i < st->members.n; i++) {
+      const mmember *mm = AT(st->members, mmember, i);
+      m->gmembers += !strcmp(mm->grp, inbox) && mm->left == UINT64_MAX && strcmp(mm->user, p->from);
+    }
   memcpy(m->dev, p->sender_dev, 32);
   if (body) memcpy(body, p->body, p->body_len);
   m->body = body;
@@ -301,7 +324,8 @@ static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
     if (rc < 0) return rc;
     p->result = TERN__RS_STORED;
     p->stored_ts = p->ts;
-    if (p->carbon && strcmp(p->to, p->from) && other_device(&s->st, p->from, p->sender_dev)) {
+    if (p->carbon && strcmp(p->to, p->from) && !tern__is_group(p->to) &&
+        other_device(&s->st, p->from, p->sender_dev)) {
       uint64_t prev;
       unsigned copies = 1;
 #ifdef TERN_TEST_HOOKS
@@ -325,6 +349,7 @@ static int mem_due(tern__relay_store *st, const char *user, uint64_t after, size
     if (m->seq <= after || strcmp(m->user, user)) continue;
     tern__rmsg r = {.seq = m->seq, .prev_seq = m->prev_seq, .ts = m->ts, .cmid = m->cmid,
                     .flags = m->flags, .from = m->from, .sender_dev = m->dev, .peer = m->peer,
+                    .gmembers = m->gmembers,
                     .body = m->body ? m->body : (const uint8_t *)"", .body_len = m->len};
     n++;
     if (cb(ctx, &r)) break;
@@ -542,6 +567,10 @@ static int mem_device_remove(tern__relay_store *st, const uint8_t dev[32], char 
   if (rc < 0) return rc;
   snprintf(user, TERN_USER_MAX + 1, "%s", d->user);
   erase(&s->st.devices, (size_t)(d - AT(s->st.devices, mdevice, 0)), sizeof(mdevice));
+  for (size_t i = 0; i < s->st.gcursors.n;) {
+    if (!memcmp(AT(s->st.gcursors, mgcursor, i)->dev, dev, 32)) erase(&s->st.gcursors, i, sizeof(mgcursor));
+    else i++;
+  }
   for (size_t i = 0; i < s->st.notices.n;) {
     if (!memcmp(AT(s->st.notices, mnotice, i)->dev, dev, 32)) erase(&s->st.notices, i, sizeof(mnotice));
     else i++;
@@ -639,6 +668,220 @@ static int mem_expire(tern__relay_store *st, uint64_t before_ts, tern__rs_expire
   return 0;
 }
 
+/* ---- groups (spec/messages.md §14) ---- */
+
+static mmember *find_member(mstate *st, const char *group, const char *user) {
+  for (size_t i = 0; i < st->members.n; i++) {
+    mmember *m = AT(st->members, mmember, i);
+    if (!strcmp(m->grp, group) && !strcmp(m->user, user)) return m;
+  }
+  return NULL;
+}
+
+static mgcursor *find_gcursor(mstate *st, const char *group, const uint8_t dev[32]) {
+  for (size_t i = 0; i < st->gcursors.n; i++) {
+    mgcursor *g = AT(st->gcursors, mgcursor, i);
+    if (!strcmp(g->grp, group) && !memcmp(g->dev, dev, 32)) return g;
+  }
+  return NULL;
+}
+
+/* Deletes what every member device of the group has passed, and the
+ * cursors of devices whose member left and that reached the point. */
+static void group_trim(mstate *st, const char *group) {
+  uint64_t low = UINT64_MAX;
+  int any = 0;
+  for (size_t i = 0; i < st->gcursors.n;) {
+    mgcursor *g = AT(st->gcursors, mgcursor, i);
+    const mmember *m = strcmp(g->grp, group) ? NULL : find_member(st, group, g->user);
+    if (m && m->left != UINT64_MAX && g->cursor >= m->left) {
+      erase(&st->gcursors, i, sizeof(mgcursor));
+      continue;
+    }
+    if (m && g->cursor < low) low = g->cursor, any = 1;
+    i++;
+  }
+  for (size_t i = 0; any && i < st->msgs.n;) {
+    mmsg *m = AT(st->msgs, mmsg, i);
+    if (m->seq <= low && !strcmp(m->user, group)) {
+      free(m->body);
+      erase(&st->msgs, i, sizeof(mmsg));
+    } else {
+      i++;
+    }
+  }
+}
+
+static int mem_group_set(tern__relay_store *st, const char *group, const char *const *users, size_t n,
+                         uint64_t *point) {
+  mem_store *s = M(st);
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  mstate *ms = &s->st;
+  muser *u = find_user(ms, group);
+  uint64_t last = u ? u->last_seq : 0;
+  *point = last;
+  for (size_t i = 0; i < ms->members.n; i++) {
+    mmember *m = AT(ms->members, mmember, i);
+    if (strcmp(m->grp, group) || m->left != UINT64_MAX) continue;
+    int keep = 0;
+    for (size_t k = 0; k < n && !keep; k++) keep = !strcmp(m->user, users[k]);
+    if (!keep) m->left = last;
+  }
+  for (size_t k = 0; k < n; k++) {
+    mmember *m = find_member(ms, group, users[k]);
+    if (m && m->left == UINT64_MAX) continue; /* already in */
+    if (!m) {
+      if (!(m = push(&ms->members, sizeof(mmember)))) return fail(s, TERN_ENOMEM, "group_set: out of memory");
+      snprintf(m->grp, sizeof m->grp, "%s", group);
+      snprintf(m->user, sizeof m->user, "%s", users[k]);
+    }
+    m->joined = last;
+    m->left = UINT64_MAX;
+    for (size_t i = 0; i < ms->devices.n; i++) {
+      const mdevice *d = AT(ms->devices, mdevice, i);
+      if (strcmp(d->user, users[k])) continue;
+      mgcursor *g = find_gcursor(ms, group, d->dev);
+      if (!g) {
+        if (!(g = push(&ms->gcursors, sizeof(mgcursor)))) return fail(s, TERN_ENOMEM, "group_set: out of memory");
+        snprintf(g->grp, sizeof g->grp, "%s", group);
+        snprintf(g->user, sizeof g->user, "%s", users[k]);
+        memcpy(g->dev, d->dev, 32);
+        g->cursor = last;
+      } else if (g->cursor < last) {
+        g->cursor = last;
+      }
+    }
+  }
+  group_trim(ms, group);
+  return 0;
+}
+
+static int mem_group_role(tern__relay_store *st, const char *group, const char *user) {
+  mstate *ms = &M(st)->st;
+  int any = 0;
+  for (size_t i = 0; i < ms->members.n; i++) {
+    const mmember *m = AT(ms->members, mmember, i);
+    if (strcmp(m->grp, group) || m->left != UINT64_MAX) continue;
+    any = 1;
+    if (!strcmp(m->user, user)) return 1;
+  }
+  return any ? 0 : TERN_ENOENT;
+}
+
+static int mem_group_members(tern__relay_store *st, const char *group,
+                             int (*cb)(void *ctx, const char *user), void *ctx) {
+  mstate *ms = &M(st)->st;
+  int n = 0;
+  for (size_t i = 0; i < ms->members.n; i++) {
+    const mmember *m = AT(ms->members, mmember, i);
+    if (strcmp(m->grp, group) || m->left != UINT64_MAX) continue;
+    n++;
+    if (cb && cb(ctx, m->user)) break;
+  }
+  return n;
+}
+
+static int mem_user_groups(tern__relay_store *st, const char *user, const uint8_t dev[32],
+                           int (*cb)(void *ctx, const char *group), void *ctx) {
+  mstate *ms = &M(st)->st;
+  int n = 0;
+  for (size_t i = 0; i < ms->members.n; i++) {
+    const mmember *m = AT(ms->members, mmember, i);
+    if (strcmp(m->user, user)) continue;
+    if (m->left != UINT64_MAX) {
+      const mgcursor *g = find_gcursor(ms, m->grp, dev);
+      if (!g || g->cursor >= m->left) continue;
+    }
+    n++;
+    if (cb && cb(ctx, m->grp)) break;
+  }
+  return n;
+}
+
+static int mem_gdevice(tern__relay_store *st, const char *group, const char *user, const uint8_t dev[32],
+                       uint64_t *cursor, uint64_t *limit) {
+  mem_store *s = M(st);
+  mmember *m = find_member(&s->st, group, user);
+  if (!m) return fail(s, TERN_ENOENT, "group device: the user never was a member");
+  *limit = m->left;
+  mgcursor *g = find_gcursor(&s->st, group, dev);
+  if (!g) {
+    uint64_t floor = 0;
+    (void)mem_floor(st, group, &floor);
+    uint64_t joined = m->joined;
+    int rc = begin_write(s);
+    if (rc < 0) return rc;
+    if (!(g = push(&s->st.gcursors, sizeof(mgcursor)))) return fail(s, TERN_ENOMEM, "gdevice: out of memory");
+    snprintf(g->grp, sizeof g->grp, "%s", group);
+    snprintf(g->user, sizeof g->user, "%s", user);
+    memcpy(g->dev, dev, 32);
+    g->cursor = floor > joined ? floor : joined;
+  }
+  *cursor = g->cursor;
+  return 0;
+}
+
+static int mem_gacked(tern__relay_store *st, const char *group, const char *user, const uint8_t dev[32],
+                      uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx) {
+  mem_store *s = M(st);
+  mgcursor *g = find_gcursor(&s->st, group, dev);
+  if (!g) return fail(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
+  const mmember *mm = find_member(&s->st, group, user);
+  uint64_t limit = mm ? mm->left : 0;
+  muser *u = find_user(&s->st, group);
+  uint64_t last = u ? u->last_seq : 0;
+  if (up_to > last) up_to = last;
+  if (up_to > limit) up_to = limit;
+  uint64_t cursor = g->cursor;
+  if (reached) *reached = up_to > cursor ? up_to : cursor;
+  if (up_to <= cursor) return 0;
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  mstate *ms = &s->st;
+  uint64_t mbefore = 0;
+  for (size_t i = 0; i < ms->gcursors.n; i++) {
+    const mgcursor *o = AT(ms->gcursors, mgcursor, i);
+    if (!strcmp(o->grp, group) && !strcmp(o->user, user) && o->cursor > mbefore) mbefore = o->cursor;
+  }
+  find_gcursor(ms, group, dev)->cursor = up_to;
+  /* Receipts first, told after: the callbacks write notices. */
+  size_t k = 0;
+  struct { uint8_t dev[32]; uint64_t cmid; uint32_t got, of; } *told = NULL;
+  if (up_to > mbefore) {
+    told = malloc((ms->msgs.n ? ms->msgs.n : 1) * sizeof(*told));
+    if (!told) return fail(s, TERN_ENOMEM, "gacked: out of memory");
+    for (size_t i = 0; i < ms->msgs.n; i++) {
+      mmsg *m = AT(ms->msgs, mmsg, i);
+      if (strcmp(m->user, group) || m->seq <= mbefore || m->seq > up_to || !strcmp(m->from, user)) continue;
+      m->gdelivered++;
+      m->delivered = 1;
+      memcpy(told[k].dev, m->dev, 32);
+      told[k].cmid = m->cmid;
+      told[k].got = m->gdelivered;
+      told[k].of = m->gmembers;
+      k++;
+    }
+  }
+  group_trim(ms, group);
+  for (size_t i = 0; i < k; i++)
+    if (cb) cb(ctx, told[i].dev, told[i].cmid, told[i].got, told[i].of);
+  free(told);
+  return 0;
+}
+
+static int mem_notice_del_if(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
+                             int64_t code) {
+  mem_store *s = M(st);
+  size_t at;
+  mnotice *n = find_notice(&s->st, dev, kind, cmid, &at);
+  if (!n || n->code != code) return 0;
+  int rc = begin_write(s);
+  if (rc < 0) return rc;
+  erase(&s->st.notices, at, sizeof(mnotice));
+  return 0;
+}
+
 static int mem_room(tern__relay_store *st, size_t body_len) {
   (void)st, (void)body_len;
   return TERN__RS_ROOM;
@@ -720,6 +963,13 @@ static const tern__relay_store_ops mem_ops = {
     .notice_list = mem_notice_list,
     .notice_del = mem_notice_del,
     .expire = mem_expire,
+    .group_set = mem_group_set,
+    .group_role = mem_group_role,
+    .group_members = mem_group_members,
+    .user_groups = mem_user_groups,
+    .gdevice = mem_gdevice,
+    .gacked = mem_gacked,
+    .notice_del_if = mem_notice_del_if,
     .settled = mem_settled,
     .settled_get = mem_settled_get,
     .room = mem_room,

@@ -97,6 +97,9 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
     }
     tern__rmsg m = {.ts = p->ts, .cmid = p->cmid, .flags = p->flags, .from = p->from,
                     .sender_dev = p->sender_dev, .body = p->body, .body_len = p->body_len};
+    if (tern__is_group(p->to) &&
+        (rc = tern__rstore_group_count_others(s->db, p->to, p->from, &m.gmembers)) < 0)
+      return rc;
 #ifdef TERN_TEST_HOOKS
     if (s->fault_dup) rc = tern__rstore_append_fault_dup(s->db, p->to, &m, &seq, &prev);
     else
@@ -107,7 +110,7 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
     p->seq = seq;
     p->stored_ts = p->ts;
     p->prev_seq = prev;
-    if (p->carbon && strcmp(p->to, p->from)) {
+    if (p->carbon && strcmp(p->to, p->from) && !tern__is_group(p->to)) {
       int other = tern__rstore_other_device(s->db, p->from, p->sender_dev);
       if (other < 0) return other;
       unsigned copies = other ? 1 : 0;
@@ -216,6 +219,44 @@ static int sq_settled_get(tern__relay_store *st, const uint8_t dev[32], uint64_t
   return tern__rstore_settled_get(S(st)->db, dev, below);
 }
 
+static int sq_group_set(tern__relay_store *st, const char *group, const char *const *users, size_t n,
+                        uint64_t *point) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_group_set(S(st)->db, group, users, n, point);
+}
+
+static int sq_group_role(tern__relay_store *st, const char *group, const char *user) {
+  return tern__rstore_group_role(S(st)->db, group, user);
+}
+
+static int sq_group_members(tern__relay_store *st, const char *group,
+                            int (*cb)(void *ctx, const char *user), void *ctx) {
+  return tern__rstore_group_members(S(st)->db, group, cb, ctx);
+}
+
+static int sq_user_groups(tern__relay_store *st, const char *user, const uint8_t dev[32],
+                          int (*cb)(void *ctx, const char *group), void *ctx) {
+  return tern__rstore_user_groups(S(st)->db, user, dev, cb, ctx);
+}
+
+static int sq_gdevice(tern__relay_store *st, const char *group, const char *user, const uint8_t dev[32],
+                      uint64_t *cursor, uint64_t *limit) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_gdevice(S(st)->db, group, user, dev, cursor, limit);
+}
+
+static int sq_gacked(tern__relay_store *st, const char *group, const char *user, const uint8_t dev[32],
+                     uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_gacked(S(st)->db, group, user, dev, up_to, reached, cb, ctx);
+}
+
+static int sq_notice_del_if(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
+                            int64_t code) {
+  int rc = ensure_txn(S(st));
+  return rc < 0 ? rc : tern__rstore_notice_del_if(S(st)->db, dev, kind, cmid, code);
+}
+
 static int sq_room(tern__relay_store *st, size_t body_len) {
   sqlite_store *s = S(st);
   if (!tern__rstore_reserve_held(s->db)) return TERN__RS_FULL;
@@ -293,6 +334,13 @@ static const tern__relay_store_ops sqlite_ops = {
     .notice_list = sq_notice_list,
     .notice_del = sq_notice_del,
     .expire = sq_expire,
+    .group_set = sq_group_set,
+    .group_role = sq_group_role,
+    .group_members = sq_group_members,
+    .user_groups = sq_user_groups,
+    .gdevice = sq_gdevice,
+    .gacked = sq_gacked,
+    .notice_del_if = sq_notice_del_if,
     .settled = sq_settled,
     .settled_get = sq_settled_get,
     .room = sq_room,

@@ -49,6 +49,8 @@ typedef struct tern__rmsg {
   const uint8_t *sender_dev; /* sender device key, 32 bytes */
   const char *peer;    /* a carbon (flags TERN__MSGF_CARBON): its recipient;
                           "" otherwise */
+  uint32_t gmembers;   /* a group message: the members other than its sender
+                          when it was stored (put sets it); 0 otherwise */
   const uint8_t *body;
   size_t body_len;
 } tern__rmsg;
@@ -127,7 +129,16 @@ enum {
 
 /* Notices owed to a sender device: receipts and failures it has not acked.
  * The values travel as NOTICE_ACK kinds (spec/messages.md). */
-enum { TERN__NOTICE_RECEIPT = 1, TERN__NOTICE_FAILED = 2 };
+enum { TERN__NOTICE_RECEIPT = 1, TERN__NOTICE_FAILED = 2, TERN__NOTICE_GROUP_RECEIPT = 3 };
+/* A GROUP_RECEIPT notice's code: members that have the message, of how many. */
+#define TERN__GRECEIPT_CODE(got, of) ((int64_t)(((uint64_t)(got) << 32) | (uint32_t)(of)))
+
+/* Groups (spec/messages.md §14): a group's messages are the inbox named
+ * "@name" (no user name has an '@'): put, due and floor take it like any
+ * inbox. A member's devices have their own cursors in it (gdevice,
+ * gacked), from the point the member joined to the point it left. */
+#define TERN__GROUP_PREFIX '@'
+static inline int tern__is_group(const char *inbox) { return inbox && inbox[0] == TERN__GROUP_PREFIX; }
 
 typedef struct tern__relay_store tern__relay_store;
 
@@ -139,6 +150,10 @@ typedef struct tern__relay_store tern__relay_store;
 typedef void (*tern__rs_delivered_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
                                       uint64_t seq);
 typedef void (*tern__rs_expired_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid);
+/* A group message reached one more member (its first device acknowledged
+ * it): now `got` of the `of` members it was sent to have it. */
+typedef void (*tern__rs_greceipt_fn)(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
+                                     uint32_t got, uint32_t of);
 /* One device of a user (devices()): its key, the messages past its cursor,
  * the sender of the latest of them ("" if none). Non-zero stops. */
 typedef int (*tern__rs_device_fn)(void *ctx, const uint8_t dev[32], uint64_t waiting,
@@ -180,6 +195,10 @@ typedef struct tern__relay_store_ops {
   int (*notice_list)(tern__relay_store *s, const uint8_t dev[32],
                      int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code), void *ctx);
   int (*notice_del)(tern__relay_store *s, const uint8_t dev[32], int kind, uint64_t cmid);
+  /* As notice_del, only if its code is still `code` (a GROUP_RECEIPT whose
+   * count grew since the device saw it stays). */
+  int (*notice_del_if)(tern__relay_store *s, const uint8_t dev[32], int kind, uint64_t cmid,
+                       int64_t code);
   /* Each device registered to `user`, how many messages of its inbox it
    * has not acknowledged and who sent the latest of them (for push:
    * spec/push.md). Reads only; cb returning non-zero stops early. */
@@ -216,6 +235,40 @@ typedef struct tern__relay_store_ops {
                     void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
                                const uint8_t addr[18]),
                     void *ctx);
+  /* Groups (spec/messages.md §14). group_set replaces the current members
+   * of `group` ("@name") with users[0..n), at the group's last seq, which
+   * *point receives: a removed member's devices keep getting what is at or
+   * below it, an added one's get what is above it (cursors at the point for
+   * each registered device). A user added again after leaving starts over
+   * at the point. n = 0 leaves the group without members. */
+  int (*group_set)(tern__relay_store *s, const char *group, const char *const *users, size_t n,
+                   uint64_t *point);
+  /* 1 if `user` is a current member of `group`, 0 if not, TERN_ENOENT if
+   * the group has no current member at all. */
+  int (*group_role)(tern__relay_store *s, const char *group, const char *user);
+  /* The current members, to cb (non-zero stops). Returns how many. */
+  int (*group_members)(tern__relay_store *s, const char *group,
+                       int (*cb)(void *ctx, const char *user), void *ctx);
+  /* The groups device `dev` of `user` gets messages of: those the user is a
+   * member of, and those it left while this device had not reached the
+   * point. cb (non-zero stops). Returns how many. */
+  int (*user_groups)(tern__relay_store *s, const char *user, const uint8_t dev[32],
+                     int (*cb)(void *ctx, const char *group), void *ctx);
+  /* Device `dev` of member `user` in `group`: registers its cursor if new
+   * (at the point the member joined, or the group's floor if higher) and
+   * gives it, and the last seq it may get (*limit: the point the member
+   * left, UINT64_MAX while a member). TERN_ENOENT if the user never was a
+   * member. */
+  int (*gdevice)(tern__relay_store *s, const char *group, const char *user, const uint8_t dev[32],
+                 uint64_t *cursor, uint64_t *limit);
+  /* acked for a group: the device's group cursor (as acked, up to *limit
+   * and the group's end). Each message a member gets for the first time
+   * (the first of its devices whose cursor passes it; sacks are not
+   * counted) goes to cb with its new count. Messages every member device
+   * has passed are deleted. Returns 0 (no steps: a group ack is one
+   * statement per range), TERN_ENOENT for an unregistered device. */
+  int (*gacked)(tern__relay_store *s, const char *group, const char *user, const uint8_t dev[32],
+                uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx);
   /* Settled cmids (spec/messages.md §2, "Dedup"): device `dev` will never
    * send again a message with a cmid below `below` (its outbox holds none).
    * Records it as the device's settled floor if above the one recorded,

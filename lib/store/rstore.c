@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes (PRAGMA user_version). */
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 
 /* migrations[v] takes a store from version v to v + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -91,6 +91,20 @@ static const char *const migrations[SCHEMA_VERSION] = {
     /* 5 -> 6: per device key, the cmids below which it has settled every
      * message, so their dedup rows can go (spec/messages.md §2). */
     "ALTER TABLE hellos ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;",
+    /* 6 -> 7: groups (spec/messages.md §14): who is in a group from which
+     * point to which, each member device's cursor in the group's inbox
+     * ('@name'), and per group message how many members it went to and
+     * how many have it. */
+    "CREATE TABLE members("
+    "  grp TEXT NOT NULL, user TEXT NOT NULL, joined INTEGER NOT NULL, left INTEGER,"
+    "  PRIMARY KEY(grp, user)) WITHOUT ROWID;"
+    "CREATE INDEX members_user ON members(user);"
+    "CREATE TABLE gcursors("
+    "  grp TEXT NOT NULL, dev BLOB NOT NULL, user TEXT NOT NULL, cursor INTEGER NOT NULL,"
+    "  PRIMARY KEY(grp, dev)) WITHOUT ROWID;"
+    "CREATE INDEX gcursors_dev ON gcursors(dev);"
+    "ALTER TABLE inbox ADD COLUMN gmembers INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE inbox ADD COLUMN gdelivered INTEGER NOT NULL DEFAULT 0;",
 };
 
 enum {
@@ -136,6 +150,23 @@ enum {
   Q_SETTLED_RAISE,
   Q_SETTLED_GET,
   Q_DEDUP_TRIM,
+  Q_MEM_CURRENT,
+  Q_MEM_GET,
+  Q_MEM_LEAVE,
+  Q_MEM_JOIN,
+  Q_GCUR_JOIN,
+  Q_GMEMBERS_COUNT,
+  Q_ROLE,
+  Q_USER_GROUPS,
+  Q_GCUR_ADD,
+  Q_GCUR_GET,
+  Q_GCUR_SET,
+  Q_GCUR_MEMBER_MAX,
+  Q_GRECEIPT,
+  Q_GTRIM_LOW,
+  Q_GCUR_DONE,
+  Q_GCUR_DEL_DEV,
+  Q_NOTICE_DEL_IF,
   Q_N
 };
 
@@ -157,8 +188,8 @@ static const char *const sql[Q_N] = {
     [Q_CHAIN_GET] = "SELECT last_seq FROM chains WHERE user = ?1 AND sender = ?2",
     [Q_CHAIN_PUT] = ("INSERT INTO chains(user, sender, last_seq) VALUES(?1, ?2, ?3)"
                     " ON CONFLICT(user, sender) DO UPDATE SET last_seq = excluded.last_seq"),
-    [Q_INBOX_PUT] = ("INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body, peer)"
-                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+    [Q_INBOX_PUT] = ("INSERT INTO inbox(user, seq, prev_seq, ts, cmid, flags, sender, sender_dev, body, peer,"
+                    " gmembers) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
     [Q_FETCH] = ("SELECT seq, prev_seq, ts, cmid, flags, sender, sender_dev, body, peer FROM inbox"
                 " WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
     [Q_DEV_ADD] = "INSERT INTO devices(dev, user, cursor) VALUES(?1, ?2, 0) ON CONFLICT(dev) DO NOTHING",
@@ -204,6 +235,35 @@ static const char *const sql[Q_N] = {
                         " WHERE hellos.settled < excluded.settled"),
     [Q_SETTLED_GET] = "SELECT settled FROM hellos WHERE dev = ?1",
     [Q_DEDUP_TRIM] = "DELETE FROM dedup WHERE dev = ?1 AND cmid < ?2",
+    [Q_MEM_CURRENT] = "SELECT user FROM members WHERE grp = ?1 AND left IS NULL ORDER BY user",
+    [Q_MEM_GET] = "SELECT joined, left FROM members WHERE grp = ?1 AND user = ?2",
+    [Q_MEM_LEAVE] = "UPDATE members SET left = ?3 WHERE grp = ?1 AND user = ?2 AND left IS NULL",
+    /* A row back: the user joined now (new, or back after leaving). */
+    [Q_MEM_JOIN] = ("INSERT INTO members(grp, user, joined, left) VALUES(?1, ?2, ?3, NULL)"
+                   " ON CONFLICT(grp, user) DO UPDATE SET joined = excluded.joined, left = NULL"
+                   " WHERE members.left IS NOT NULL RETURNING 1"),
+    [Q_GCUR_JOIN] = ("INSERT INTO gcursors(grp, dev, user, cursor) SELECT ?1, dev, user, ?3 FROM devices"
+                    " WHERE user = ?2 ON CONFLICT(grp, dev) DO UPDATE SET cursor = max(cursor, excluded.cursor)"),
+    [Q_GMEMBERS_COUNT] = "SELECT count(*) FROM members WHERE grp = ?1 AND left IS NULL AND user <> ?2",
+    [Q_ROLE] = "SELECT count(*), coalesce(max(user = ?2), 0) FROM members WHERE grp = ?1 AND left IS NULL",
+    [Q_USER_GROUPS] = ("SELECT m.grp FROM members m WHERE m.user = ?1 AND (m.left IS NULL OR EXISTS("
+                      "SELECT 1 FROM gcursors g WHERE g.grp = m.grp AND g.dev = ?2 AND g.cursor < m.left))"
+                      " ORDER BY m.grp"),
+    [Q_GCUR_ADD] = ("INSERT INTO gcursors(grp, dev, user, cursor) VALUES(?1, ?2, ?3, ?4)"
+                   " ON CONFLICT(grp, dev) DO NOTHING"),
+    [Q_GCUR_GET] = "SELECT cursor, user FROM gcursors WHERE grp = ?1 AND dev = ?2",
+    [Q_GCUR_SET] = "UPDATE gcursors SET cursor = ?3 WHERE grp = ?1 AND dev = ?2 AND cursor < ?3",
+    [Q_GCUR_MEMBER_MAX] = "SELECT max(cursor) FROM gcursors WHERE grp = ?1 AND user = ?2",
+    [Q_GRECEIPT] = ("UPDATE inbox SET gdelivered = gdelivered + 1, delivered = 1"
+                   " WHERE user = ?1 AND seq > ?2 AND seq <= ?3 AND sender <> ?4"
+                   " RETURNING sender_dev, cmid, gdelivered, gmembers"),
+    [Q_GTRIM_LOW] = ("SELECT min(g.cursor) FROM gcursors g JOIN members m ON m.grp = g.grp AND m.user = g.user"
+                    " WHERE g.grp = ?1 AND (m.left IS NULL OR g.cursor < m.left)"),
+    [Q_GCUR_DONE] = ("DELETE FROM gcursors WHERE grp = ?1 AND EXISTS(SELECT 1 FROM members m"
+                    " WHERE m.grp = gcursors.grp AND m.user = gcursors.user AND m.left IS NOT NULL"
+                    " AND gcursors.cursor >= m.left)"),
+    [Q_GCUR_DEL_DEV] = "DELETE FROM gcursors WHERE dev = ?1",
+    [Q_NOTICE_DEL_IF] = "DELETE FROM notices WHERE dev = ?1 AND kind = ?2 AND cmid = ?3 AND code = ?4",
 };
 
 struct tern__rstore {
@@ -763,6 +823,7 @@ static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t
   /* A NULL pointer would bind SQL NULL; an empty body is an empty blob. */
   sqlite3_bind_blob64(q, 9, m->body_len ? (const void *)m->body : "", m->body_len, SQLITE_STATIC);
   bind_text(q, 10, m->peer ? m->peer : "");
+  sqlite3_bind_int64(q, 11, (int64_t)m->gmembers);
   if ((rc = run(s, Q_INBOX_PUT)) < 0) return rc;
   if (dedup == DEDUP_NONE) return 0;
 
@@ -1107,6 +1168,8 @@ static int device_remove(tern__rstore *s, const uint8_t dev[32], char user[TERN_
   if ((rc = run(s, Q_DEV_DEL)) < 0) return rc;
   bind_dev(s->q[Q_NOTICES_DEL], 1, dev);
   if ((rc = run(s, Q_NOTICES_DEL)) < 0) return rc;
+  bind_dev(s->q[Q_GCUR_DEL_DEV], 1, dev);
+  if ((rc = run(s, Q_GCUR_DEL_DEV)) < 0) return rc;
   /* What the other devices of the user have all passed goes now. */
   return (rc = trim_passed(s, user)) < 0 ? rc : 1;
 }
@@ -1223,4 +1286,253 @@ int tern__rstore_reset_take(tern__rstore *s,
   if (rc == 0) rc = run(s, Q_RESET_CLEAR);
   rc = op_end(s, rc);
   return rc < 0 ? rc : n;
+}
+
+/* ---- groups (spec/messages.md §14) ------------------------------------------ */
+
+int tern__rstore_group_count_others(tern__rstore *s, const char *group, const char *user,
+                                    uint32_t *n) {
+  uint64_t v = 0;
+  bind_text(s->q[Q_GMEMBERS_COUNT], 1, group);
+  bind_text(s->q[Q_GMEMBERS_COUNT], 2, user);
+  int rc = get_int(s, Q_GMEMBERS_COUNT, &v);
+  *n = (uint32_t)v;
+  return rc < 0 ? rc : 0;
+}
+
+/* Deletes what every member device of the group has passed, and the
+ * cursors of devices whose member left and that reached the point. */
+static int group_trim(tern__rstore *s, const char *group) {
+  uint64_t low = 0;
+  bind_text(s->q[Q_GTRIM_LOW], 1, group);
+  int rc = get_int(s, Q_GTRIM_LOW, &low);
+  if (rc < 0) return rc;
+  if (rc == 1) {
+    bind_text(s->q[Q_TRIM], 1, group);
+    sqlite3_bind_int64(s->q[Q_TRIM], 2, (int64_t)low);
+    if ((rc = run(s, Q_TRIM)) < 0) return rc;
+  }
+  bind_text(s->q[Q_GCUR_DONE], 1, group);
+  return run(s, Q_GCUR_DONE);
+}
+
+static int group_set(tern__rstore *s, const char *group, const char *const *users, size_t n,
+                     uint64_t *point) {
+  uint64_t last = 0;
+  bind_text(s->q[Q_SEQ_LAST], 1, group);
+  int rc = get_int(s, Q_SEQ_LAST, &last);
+  if (rc < 0) return rc;
+  *point = last;
+  /* Who leaves: a current member not in the list. */
+  char (*gone)[TERN_USER_MAX + 1] = NULL;
+  size_t ngone = 0, cap = 0;
+  sqlite3_stmt *q = s->q[Q_MEM_CURRENT];
+  bind_text(q, 1, group);
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *u = (const char *)sqlite3_column_text(q, 0);
+    int keep = 0;
+    for (size_t i = 0; u && i < n && !keep; i++) keep = !strcmp(u, users[i]);
+    if (keep || !u) continue;
+    if (ngone == cap) {
+      cap = cap ? cap * 2 : 16;
+      void *g = realloc(gone, cap * sizeof(*gone));
+      if (!g) {
+        done(q);
+        free(gone);
+        return refuse(s, TERN_ENOMEM, "group_set: out of memory");
+      }
+      gone = g;
+    }
+    snprintf(gone[ngone++], sizeof(*gone), "%s", u);
+  }
+  done(q);
+  if (rc != SQLITE_DONE) {
+    free(gone);
+    return fail(s, rc, "group members");
+  }
+  rc = 0;
+  for (size_t i = 0; rc >= 0 && i < ngone; i++) {
+    q = s->q[Q_MEM_LEAVE];
+    bind_text(q, 1, group);
+    bind_text(q, 2, gone[i]);
+    sqlite3_bind_int64(q, 3, (int64_t)last);
+    rc = run(s, Q_MEM_LEAVE);
+  }
+  free(gone);
+  for (size_t i = 0; rc >= 0 && i < n; i++) {
+    uint64_t joined = 0;
+    q = s->q[Q_MEM_JOIN];
+    bind_text(q, 1, group);
+    bind_text(q, 2, users[i]);
+    sqlite3_bind_int64(q, 3, (int64_t)last);
+    if ((rc = get_int(s, Q_MEM_JOIN, &joined)) <= 0) continue; /* already in, or an error */
+    q = s->q[Q_GCUR_JOIN];
+    bind_text(q, 1, group);
+    bind_text(q, 2, users[i]);
+    sqlite3_bind_int64(q, 3, (int64_t)last);
+    rc = run(s, Q_GCUR_JOIN);
+  }
+  if (rc < 0) return rc;
+  return group_trim(s, group);
+}
+
+int tern__rstore_group_set(tern__rstore *s, const char *group, const char *const *users, size_t n,
+                           uint64_t *point) {
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  return op_end(s, group_set(s, group, users, n, point));
+}
+
+int tern__rstore_group_role(tern__rstore *s, const char *group, const char *user) {
+  sqlite3_stmt *q = s->q[Q_ROLE];
+  bind_text(q, 1, group);
+  bind_text(q, 2, user);
+  int rc = sqlite3_step(q), ret;
+  if (rc == SQLITE_ROW) ret = sqlite3_column_int64(q, 0) == 0 ? TERN_ENOENT : sqlite3_column_int64(q, 1) != 0;
+  else ret = fail(s, rc, "group role");
+  done(q);
+  return ret;
+}
+
+/* Steps q, whose rows are one text each, handing each to cb. */
+static int each_text(tern__rstore *s, sqlite3_stmt *q, const char *what,
+                     int (*cb)(void *ctx, const char *text), void *ctx) {
+  int rc, n = 0;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *t = (const char *)sqlite3_column_text(q, 0);
+    if (!t) continue;
+    n++;
+    if (cb && cb(ctx, t)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  int ret = rc == SQLITE_DONE ? n : fail(s, rc, what);
+  done(q);
+  return ret;
+}
+
+int tern__rstore_group_members(tern__rstore *s, const char *group,
+                               int (*cb)(void *ctx, const char *user), void *ctx) {
+  bind_text(s->q[Q_MEM_CURRENT], 1, group);
+  return each_text(s, s->q[Q_MEM_CURRENT], "group members", cb, ctx);
+}
+
+int tern__rstore_user_groups(tern__rstore *s, const char *user, const uint8_t dev[32],
+                             int (*cb)(void *ctx, const char *group), void *ctx) {
+  bind_text(s->q[Q_USER_GROUPS], 1, user);
+  bind_dev(s->q[Q_USER_GROUPS], 2, dev);
+  return each_text(s, s->q[Q_USER_GROUPS], "user groups", cb, ctx);
+}
+
+/* The member's row: 1 (joined, *limit: left or UINT64_MAX), 0 never a member. */
+static int member_get(tern__rstore *s, const char *group, const char *user, uint64_t *joined,
+                      uint64_t *limit) {
+  sqlite3_stmt *q = s->q[Q_MEM_GET];
+  bind_text(q, 1, group);
+  bind_text(q, 2, user);
+  int rc = sqlite3_step(q), ret = 0;
+  if (rc == SQLITE_ROW) {
+    *joined = (uint64_t)sqlite3_column_int64(q, 0);
+    *limit = sqlite3_column_type(q, 1) == SQLITE_NULL ? UINT64_MAX : (uint64_t)sqlite3_column_int64(q, 1);
+    ret = 1;
+  } else if (rc != SQLITE_DONE) {
+    ret = fail(s, rc, "member");
+  }
+  done(q);
+  return ret;
+}
+
+/* The device's group cursor: 1 (*cursor), 0 none. */
+static int gcursor_get(tern__rstore *s, const char *group, const uint8_t dev[32], uint64_t *cursor) {
+  bind_text(s->q[Q_GCUR_GET], 1, group);
+  bind_dev(s->q[Q_GCUR_GET], 2, dev);
+  return get_int(s, Q_GCUR_GET, cursor);
+}
+
+int tern__rstore_gdevice(tern__rstore *s, const char *group, const char *user, const uint8_t dev[32],
+                         uint64_t *cursor, uint64_t *limit) {
+  uint64_t joined = 0, floor = 0;
+  int rc = member_get(s, group, user, &joined, limit);
+  if (rc < 0) return rc;
+  if (rc == 0) return refuse(s, TERN_ENOENT, "group device: the user never was a member");
+  if ((rc = tern__rstore_floor(s, group, &floor)) < 0) return rc;
+  sqlite3_stmt *q = s->q[Q_GCUR_ADD];
+  bind_text(q, 1, group);
+  bind_dev(q, 2, dev);
+  bind_text(q, 3, user);
+  sqlite3_bind_int64(q, 4, (int64_t)(floor > joined ? floor : joined));
+  if ((rc = run(s, Q_GCUR_ADD)) < 0) return rc;
+  if ((rc = gcursor_get(s, group, dev, cursor)) < 0) return rc;
+  /* A device of a member that left, past the point: done with the group. */
+  if (rc == 0) *cursor = *limit;
+  return 0;
+}
+
+typedef struct greceipt_ctx {
+  tern__rs_greceipt_fn cb;
+  void *ctx;
+} greceipt_ctx;
+
+static int gacked(tern__rstore *s, const char *group, const char *user, const uint8_t dev[32],
+                  uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx) {
+  uint64_t cursor = 0, last = 0, joined = 0, limit = 0, mbefore = 0;
+  int rc = gcursor_get(s, group, dev, &cursor);
+  if (rc < 0) return rc;
+  if (rc == 0) return refuse(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
+  if ((rc = member_get(s, group, user, &joined, &limit)) < 0) return rc;
+  bind_text(s->q[Q_SEQ_LAST], 1, group);
+  if ((rc = get_int(s, Q_SEQ_LAST, &last)) < 0) return rc;
+  if (up_to > last) up_to = last;
+  if (up_to > limit) up_to = limit;
+  if (reached) *reached = up_to > cursor ? up_to : cursor;
+  if (up_to <= cursor) return 0;
+  bind_text(s->q[Q_GCUR_MEMBER_MAX], 1, group);
+  bind_text(s->q[Q_GCUR_MEMBER_MAX], 2, user);
+  if ((rc = get_int(s, Q_GCUR_MEMBER_MAX, &mbefore)) < 0) return rc;
+  sqlite3_stmt *q = s->q[Q_GCUR_SET];
+  bind_text(q, 1, group);
+  bind_dev(q, 2, dev);
+  sqlite3_bind_int64(q, 3, (int64_t)up_to);
+  if ((rc = run(s, Q_GCUR_SET)) < 0) return rc;
+  if (up_to > mbefore) {
+    /* The member (not the device) has these for the first time. */
+    q = s->q[Q_GRECEIPT];
+    bind_text(q, 1, group);
+    sqlite3_bind_int64(q, 2, (int64_t)mbefore);
+    sqlite3_bind_int64(q, 3, (int64_t)up_to);
+    bind_text(q, 4, user);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+      const uint8_t *sd = sqlite3_column_blob(q, 0);
+      if (!sd || sqlite3_column_bytes(q, 0) != 32) {
+        rc = SQLITE_CORRUPT;
+        break;
+      }
+      if (cb)
+        cb(ctx, sd, (uint64_t)sqlite3_column_int64(q, 1), (uint32_t)sqlite3_column_int64(q, 2),
+           (uint32_t)sqlite3_column_int64(q, 3));
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "group receipts");
+    done(q);
+    if (ret < 0) return ret;
+  }
+  s->txn_used += s->page_size;
+  return group_trim(s, group);
+}
+
+int tern__rstore_gacked(tern__rstore *s, const char *group, const char *user, const uint8_t dev[32],
+                        uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx) {
+  int rc = op_begin(s);
+  if (rc < 0) return rc;
+  return op_end(s, gacked(s, group, user, dev, up_to, reached, cb, ctx));
+}
+
+int tern__rstore_notice_del_if(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid,
+                               int64_t code) {
+  sqlite3_stmt *q = s->q[Q_NOTICE_DEL_IF];
+  bind_dev(q, 1, dev);
+  sqlite3_bind_int(q, 2, kind);
+  sqlite3_bind_int64(q, 3, (int64_t)cmid);
+  sqlite3_bind_int64(q, 4, code);
+  return run(s, Q_NOTICE_DEL_IF);
 }

@@ -133,6 +133,24 @@ int tern__rstore_append_carbon(tern__rstore *s, const char *user, const tern__rm
 int tern__rstore_settled(tern__rstore *s, const uint8_t dev[32], uint64_t below);
 /* dev's settled floor, 0 if none. */
 int tern__rstore_settled_get(tern__rstore *s, const uint8_t dev[32], uint64_t *below);
+/* Groups: the relay store interface's ops of the same names
+ * (relay_store.h), on this engine. group_count_others: the current members
+ * of `group` other than `user`. */
+int tern__rstore_group_set(tern__rstore *s, const char *group, const char *const *users, size_t n,
+                           uint64_t *point);
+int tern__rstore_group_role(tern__rstore *s, const char *group, const char *user);
+int tern__rstore_group_members(tern__rstore *s, const char *group,
+                               int (*cb)(void *ctx, const char *user), void *ctx);
+int tern__rstore_user_groups(tern__rstore *s, const char *user, const uint8_t dev[32],
+                             int (*cb)(void *ctx, const char *group), void *ctx);
+int tern__rstore_gdevice(tern__rstore *s, const char *group, const char *user, const uint8_t dev[32],
+                         uint64_t *cursor, uint64_t *limit);
+int tern__rstore_gacked(tern__rstore *s, const char *group, const char *user, const uint8_t dev[32],
+                        uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx);
+int tern__rstore_group_count_others(tern__rstore *s, const char *group, const char *user,
+                                    uint32_t *n);
+int tern__rstore_notice_del_if(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid,
+                               int64_t code);
 /* 1 if `user` has a registered device other than `dev`, else 0. */
 int tern__rstore_other_device(tern__rstore *s, const char *user, const uint8_t dev[32]);
 
