@@ -1386,3 +1386,141 @@ Test(rcore, a_msg_below_the_settled_floor_is_never_stored_again) {
   cr_assert_eq(st.stale_msgs, 2);
   close_fixture(&f);
 }
+
+/* ---- groups (spec/messages.md §14) ---- */
+
+typedef struct gout {
+  int delivers, own, floors, greceipts, failed;
+  uint64_t seq[16];
+  char body[16][16], to[16][16];
+  uint64_t floor_at, got, of, failed_err;
+} gout;
+
+/* Takes every released output, for conns 1..3 (o[conn]). */
+static void take_groups(fixture *f, gout o[4]) {
+  memset(o, 0, 4 * sizeof(*o));
+  tern__rcore_out out;
+  while (tern__rcore_next(f->rc, &out) == 1) {
+    cr_assert_lt(out.conn, 4);
+    gout *g = &o[out.conn];
+    tern__rbuf r, body;
+    tern__rbuf_init(&r, out.data, out.len);
+    uint8_t type;
+    while (tern__frame_next(&r, &type, &body) == 1) {
+      if (type == TERN__FR_DELIVER) {
+        tern__fr_msg m;
+        cr_assert_eq(tern__fr_msg_read(&body, TERN__FR_DELIVER, &m), 0);
+        if (!(m.flags & TERN__MSGF_GROUP)) continue;
+        if (m.flags & TERN__MSGF_OWN) g->own++;
+        int i = g->delivers++;
+        if (i < 16) {
+          g->seq[i] = m.seq;
+          snprintf(g->body[i], sizeof g->body[i], "%.*s", (int)m.body_len, (const char *)m.body);
+          snprintf(g->to[i], sizeof g->to[i], "%.*s", (int)m.to_len, (const char *)m.to);
+        }
+      } else if (type == TERN__FR_GROUP_FLOOR) {
+        tern__fr_gack ga;
+        cr_assert_eq(tern__fr_gack_read(&body, type, &ga), 0);
+        g->floors++;
+        g->floor_at = ga.list.last;
+      } else if (type == TERN__FR_GROUP_RECEIPT) {
+        tern__fr_greceipt gr;
+        cr_assert_eq(tern__fr_greceipt_read(&body, &gr), 0);
+        g->greceipts++;
+        g->got = gr.got;
+        g->of = gr.of;
+      } else if (type == TERN__FR_FAILED) {
+        tern__fr_failed fl;
+        cr_assert_eq(tern__fr_failed_read(&body, &fl), 0);
+        g->failed++;
+        g->failed_err = fl.error;
+      }
+    }
+  }
+}
+
+static void input_gack(fixture *f, uint64_t conn, const char *group, uint64_t last, uint64_t now) {
+  uint8_t buf[128];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof(buf));
+  tern__fr_gack g = {.group = (const uint8_t *)group, .group_len = strlen(group), .list = {.last = last}};
+  tern__fr_gack_write(&w, TERN__FR_GROUP_ACK, &g);
+  cr_assert_eq(tern__rcore_input(f->rc, conn, buf, w.len, now, WALL + now), 0);
+}
+
+Test(rcore, a_group_message_reaches_every_member_session_and_counts_its_members) {
+  fixture f;
+  open_fixture(&f, 0);
+  uint8_t dev_c[32];
+  memset(dev_c, 0xcc, 32);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 3, "carol", dev_c, 0), 0);
+  const char *ab[] = {"alice", "bob"};
+  uint64_t point;
+  cr_assert_eq(tern__rcore_group_set(f.rc, "@team", ab, 2, 0, &point), 0);
+  for (uint64_t id = 1; id <= 3; id++) input_sync(&f, id, 0, 1);
+  cr_assert_eq(tern__rcore_commit(f.rc, 1), 0);
+  gout o[4];
+  take_groups(&f, o);
+  cr_assert_eq(o[1].floors, 1, "alice is told where @team starts for her");
+  cr_assert_eq(o[3].floors, 0, "carol is not in @team");
+
+  input_msg(&f, 1, 10, 0, "@team", "hi team", 7, 10);
+  input_msg(&f, 3, 20, 0, "@team", "let me in", 9, 10);
+  input_msg(&f, 3, 21, 0, "@nobody", "hello?", 6, 10);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  take_groups(&f, o);
+  cr_assert_eq(o[3].failed, 2);
+  cr_assert_eq(o[2].delivers, 1);
+  cr_assert_str_eq(o[2].body[0], "hi team");
+  cr_assert_str_eq(o[2].to[0], "@team");
+  cr_assert_eq(o[2].seq[0], 1, "the group's own sequence");
+  cr_assert_eq(o[1].delivers, 1, "the sender's device gets its place");
+  cr_assert_eq(o[1].own, 1);
+  cr_assert_str_eq(o[1].body[0], "", "without the body");
+  uint64_t n;
+  cr_assert_eq(f.store->ops->count(f.store, &n), 0);
+  cr_assert_eq(n, 1, "stored once");
+
+  input_gack(&f, 2, "@team", 1, 20);
+  cr_assert_eq(tern__rcore_commit(f.rc, 20), 0);
+  take_groups(&f, o);
+  cr_assert_eq(o[1].greceipts, 1, "alice learns that 1 of 1 other members has it");
+  cr_assert_eq(o[1].got, 1);
+  cr_assert_eq(o[1].of, 1);
+  close_fixture(&f);
+}
+
+Test(rcore, membership_changes_reach_live_sessions_at_the_point) {
+  fixture f;
+  open_fixture(&f, 0);
+  uint8_t dev_c[32];
+  memset(dev_c, 0xcc, 32);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 3, "carol", dev_c, 0), 0);
+  const char *ab[] = {"alice", "bob"};
+  cr_assert_eq(tern__rcore_group_set(f.rc, "@g", ab, 2, 0, NULL), 0);
+  for (uint64_t id = 1; id <= 3; id++) input_sync(&f, id, 0, 1);
+  input_msg(&f, 1, 1, 0, "@g", "one", 3, 5);
+  cr_assert_eq(tern__rcore_commit(f.rc, 5), 0);
+  gout o[4];
+  take_groups(&f, o);
+  cr_assert_eq(o[2].delivers, 1);
+  /* bob out, carol in: after seq 1. */
+  const char *ac[] = {"alice", "carol"};
+  uint64_t point;
+  cr_assert_eq(tern__rcore_group_set(f.rc, "@g", ac, 2, 10, &point), 0);
+  cr_assert_eq(point, 1);
+  input_msg(&f, 1, 2, 1, "@g", "two", 3, 10);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), 0);
+  take_groups(&f, o);
+  cr_assert_eq(o[2].delivers, 0, "bob gets nothing after the point");
+  cr_assert_eq(o[3].floors, 1);
+  cr_assert_eq(o[3].floor_at, 1, "carol's group starts after the point");
+  cr_assert_eq(o[3].delivers, 1);
+  cr_assert_str_eq(o[3].body[0], "two");
+  cr_assert_eq(o[3].seq[0], 2);
+  close_fixture(&f);
+}

@@ -79,6 +79,15 @@ typedef struct conn {
   /* The device's settled floor (spec/messages.md §2, "Dedup"): it sends no
    * message with a cmid below it again; read at open, raised by SETTLED. */
   uint64_t settled;
+  /* A group stream (spec/messages.md §14): the session `id`'s view of one
+   * of its groups, delivered, acknowledged and resent as a session's inbox
+   * is, with `user` the group's inbox ("@name"), `member` the session's
+   * user, and `limit` the last seq it may get (the point its member left;
+   * UINT64_MAX while a member). It sends and takes no notices: the
+   * session does. */
+  int group;
+  char member[TERN_USER_MAX + 1];
+  uint64_t limit;
 } conn;
 
 /* Presence: every user that was online since the core started, what its
@@ -218,7 +227,13 @@ void tern__rcore_free(tern__rcore *rc) {
 
 static conn *find(tern__rcore *rc, uint64_t id) {
   for (conn *c = rc->conns; c; c = c->next)
-    if (c->id == id) return c;
+    if (c->id == id && !c->group) return c;
+  return NULL;
+}
+
+static conn *find_group(tern__rcore *rc, uint64_t id, const char *group) {
+  for (conn *c = rc->conns; c; c = c->next)
+    if (c->id == id && c->group && !strcmp(c->user, group)) return c;
   return NULL;
 }
 
@@ -260,6 +275,7 @@ static uint8_t conv_channel(const char *a, const char *b) {
 }
 
 static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole);
+static void start_group(tern__rcore *rc, conn *g, uint64_t now_ms);
 
 /* How full the store is for a message of `body_len` bytes (0: an ack),
  * after committing the round so far if the store asks for that first (a
@@ -419,7 +435,7 @@ static void presence_join(tern__rcore *rc, conn *c, uint64_t now_ms) {
 }
 
 static void presence_leave(tern__rcore *rc, const conn *c) {
-  if (!rc->cfg.may_see || !c->confirmed) return;
+  if (!rc->cfg.may_see || !c->confirmed || c->group) return;
   puser *u = pu_find(rc, c->user);
   if (!u || !u->live) return;
   if (--u->live == 0) {
@@ -465,6 +481,7 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   c->committed_cursor = c->cursor;
   c->ack_goal = c->cursor;
   c->reg_pending = 1;
+  c->limit = UINT64_MAX;
   c->sent_upto = c->cursor;
   c->progress_ms = now_ms;
   c->copies_tail = &c->copies;
@@ -479,8 +496,12 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
 }
 
 void tern__rcore_close(tern__rcore *rc, uint64_t id) {
-  for (conn **pp = &rc->conns; *pp; pp = &(*pp)->next) {
-    if ((*pp)->id != id) continue;
+  /* The session's conn and its group streams. */
+  for (conn **pp = &rc->conns; *pp;) {
+    if ((*pp)->id != id) {
+      pp = &(*pp)->next;
+      continue;
+    }
     conn *c = *pp;
     *pp = c->next;
     presence_leave(rc, c); /* after unlinking: it is told nothing */
@@ -488,7 +509,6 @@ void tern__rcore_close(tern__rcore *rc, uint64_t id) {
     drop_copies(c);
     free(c->sent);
     free(c);
-    return;
   }
 }
 
@@ -625,13 +645,25 @@ static void budget_stall(tern__rcore *rc, conn *c, uint64_t now_ms) {
 
 static int pump_one(void *ctx, const tern__rmsg *m) {
   pump_ctx *p = ctx;
+  if (m->seq > p->c->limit) return 1; /* a member that left gets nothing after its point */
   tern__wbuf w;
   tern__wbuf_init(&w, p->rc->buf, FRAME_BUF);
   tern__fr_msg d = {.seq = m->seq, .prev_seq = m->prev_seq, .ts = m->ts,
                     .peer = (const uint8_t *)m->from, .peer_len = strlen(m->from),
                     .flags = m->flags, .body = m->body, .body_len = m->body_len};
   const char *conv = m->from;
-  if (m->flags & TERN__MSGF_CARBON) {
+  if (p->c->group) {
+    /* A group message: the group names the conversation; its sender's
+     * device gets only its place (spec/messages.md §14). */
+    conv = p->c->user;
+    d.flags |= TERN__MSGF_GROUP;
+    d.to = (const uint8_t *)p->c->user;
+    d.to_len = strlen(p->c->user);
+    if (memcmp(m->sender_dev, p->c->dev, 32) == 0) {
+      d.flags |= TERN__MSGF_OWN;
+      d.body_len = 0;
+    }
+  } else if (m->flags & TERN__MSGF_CARBON) {
     /* A carbon (spec/messages.md §13): its recipient names the
      * conversation; the device that sent it gets only its place. */
     conv = m->peer;
@@ -691,6 +723,9 @@ static void emit_notice(tern__rcore *rc, conn *c, int kind, uint64_t cmid, int64
   tern__wbuf_init(&w, tmp, sizeof(tmp));
   if (kind == TERN__NOTICE_RECEIPT) {
     tern__fr_u64_write(&w, TERN__FR_RECEIPT, cmid);
+  } else if (kind == TERN__NOTICE_GROUP_RECEIPT) {
+    tern__fr_greceipt g = {.cmid = cmid, .got = (uint64_t)code >> 32, .of = (uint32_t)code};
+    tern__fr_greceipt_write(&w, &g);
   } else {
     tern__fr_failed f = {.cmid = cmid, .error = tern__wire_err(code)};
     tern__fr_failed_write(&w, TERN__FR_FAILED, &f);
@@ -713,6 +748,7 @@ static int notice_one(void *ctx, int kind, uint64_t cmid, int64_t code) {
 }
 
 static void send_notices(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  if (c->group) return; /* the session's own conn sends them */
   notice_ctx n = {rc, c, 0};
   if (rc->store->ops->notice_list(rc->store, c->dev, notice_one, &n) < 0) {
     store_failed(rc, now_ms);
@@ -727,7 +763,7 @@ static int notify(tern__rcore *rc, const uint8_t dev[32], int kind, uint64_t cmi
   int r = rc->store->ops->notice_put(rc->store, dev, kind, cmid, code);
   if (r < 0) return r;
   for (conn *c = rc->conns; c; c = c->next)
-    if (c->confirmed && memcmp(c->dev, dev, 32) == 0) emit_notice(rc, c, kind, cmid, code);
+    if (c->confirmed && !c->group && memcmp(c->dev, dev, 32) == 0) emit_notice(rc, c, kind, cmid, code);
   return 0;
 }
 
@@ -741,6 +777,14 @@ static void on_delivered(void *ctx, const uint8_t sender_dev[32], uint64_t cmid,
   ack_ctx *a = ctx;
   a->rc->round.delivered++;
   int r = notify(a->rc, sender_dev, TERN__NOTICE_RECEIPT, cmid, 0);
+  if (r < 0) a->err = r;
+}
+
+static void on_greceipt(void *ctx, const uint8_t sender_dev[32], uint64_t cmid, uint32_t got,
+                        uint32_t of) {
+  ack_ctx *a = ctx;
+  a->rc->round.delivered++;
+  int r = notify(a->rc, sender_dev, TERN__NOTICE_GROUP_RECEIPT, cmid, TERN__GRECEIPT_CODE(got, of));
   if (r < 0) a->err = r;
 }
 
@@ -874,7 +918,19 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ETOOBIG);
     return;
   }
-  int allowed = !rc->cfg.may_send || rc->cfg.may_send(rc->cfg.may_send_ctx, c->user, to);
+  int group = tern__is_group(to);
+  int allowed = group || !rc->cfg.may_send || rc->cfg.may_send(rc->cfg.may_send_ctx, c->user, to);
+  if (group && !(m->flags & TERN__MSGF_EPHEMERAL)) {
+    /* Only a member writes to a group (spec/messages.md §14). */
+    int role = rc->store->ops->group_role(rc->store, to, c->user);
+    if (role == TERN_ENOENT || role == 0) {
+      reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, role == 0 ? TERN_EDENIED : TERN_ENOENT);
+      return;
+    }
+    if (role < 0) goto store_error;
+  } else if (group) {
+    return; /* typing to a group: not carried (yet) */
+  }
   if (m->flags & TERN__MSGF_EPHEMERAL) {
     if (!allowed) return;
     if (eph_take(rc, c, now_ms) && rate_take(rc, c, m->body_len, now_ms)) forward_ephemeral(rc, c, m, wall_ms);
@@ -888,7 +944,7 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     rc->stats.stale_msgs++;
     return;
   }
-  if (rc->cfg.user_exists && !rc->cfg.user_exists(rc->cfg.user_ctx, to)) {
+  if (!group && rc->cfg.user_exists && !rc->cfg.user_exists(rc->cfg.user_ctx, to)) {
     reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, TERN_ENOENT);
     return;
   }
@@ -962,8 +1018,9 @@ store_error:
 static int begin_for(tern__rcore *rc, conn *c) {
   int r = 0;
   if (!c->registered && !c->reg_pending) {
-    uint64_t cur;
-    r = rc->store->ops->device(rc->store, c->user, c->dev, &cur);
+    uint64_t cur, limit;
+    r = c->group ? rc->store->ops->gdevice(rc->store, c->user, c->member, c->dev, &cur, &limit)
+                 : rc->store->ops->device(rc->store, c->user, c->dev, &cur);
     if (r == 0) c->reg_pending = 1;
   }
   return r;
@@ -979,7 +1036,10 @@ static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n,
   /* A step takes in at least one message: room for one first. */
   if (make_room(rc, 0, now_ms) < 0) return -1;
   int r = begin_for(rc, c);
-  if (r == 0)
+  if (r == 0 && c->group) /* one step; sacks do not count for a group (relay_store.h) */
+    r = rc->store->ops->gacked(rc->store, c->user, c->member, c->dev, c->ack_goal, &reached,
+                               on_greceipt, &a);
+  else if (r == 0)
     r = rc->store->ops->acked(rc->store, c->user, c->dev, c->ack_goal, sacks, n, &reached,
                               on_delivered, &a);
   if (r < 0 || a.err < 0) {
@@ -999,6 +1059,121 @@ static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t
   if (apply_acks(rc, c, l->seqs, l->n, now_ms) < 0) return;
   if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
   pump(rc, c, now_ms);
+}
+
+/* ---- groups (spec/messages.md §14) ---------------------------------------- */
+
+/* The group stream of session c for `group`, opened (its device's group
+ * cursor registered in the round) if it is not yet. NULL after a store
+ * failure (store_failed has run) or without memory. */
+static conn *open_group(tern__rcore *rc, conn *c, const char *group, uint64_t now_ms) {
+  conn *g = find_group(rc, c->id, group);
+  if (g) return g;
+  if (!(g = calloc(1, sizeof(*g)))) return NULL;
+  int r = rc->store->ops->gdevice(rc->store, group, c->user, c->dev, &g->cursor, &g->limit);
+  if (r < 0) {
+    free(g);
+    if (r != TERN_ENOENT) store_failed(rc, now_ms);
+    return NULL;
+  }
+  g->id = c->id;
+  g->group = 1;
+  snprintf(g->user, sizeof(g->user), "%s", group);
+  snprintf(g->member, sizeof(g->member), "%s", c->user);
+  memcpy(g->dev, c->dev, 32);
+  g->committed_cursor = g->cursor;
+  g->ack_goal = g->cursor;
+  g->reg_pending = 1;
+  g->sent_upto = g->cursor;
+  g->progress_ms = now_ms;
+  g->copies_tail = &g->copies;
+  g->next = rc->conns;
+  rc->conns = g;
+  return g;
+}
+
+/* Starts (or restarts, after a SYNC) the delivery of group stream g: tells
+ * the device where the group starts for it (GROUP_FLOOR: its cursor, or
+ * the group's floor if higher) and sends what follows. */
+static void start_group(tern__rcore *rc, conn *g, uint64_t now_ms) {
+  uint64_t floor = 0;
+  if (rc->store->ops->floor(rc->store, g->user, &floor) < 0) {
+    store_failed(rc, now_ms);
+    return;
+  }
+  uint64_t from = g->cursor > floor ? g->cursor : floor;
+  uint8_t tmp[96];
+  tern__wbuf w;
+  tern__wbuf_init(&w, tmp, sizeof(tmp));
+  tern__fr_gack f = {.group = (const uint8_t *)g->user, .group_len = strlen(g->user), .list.last = from};
+  tern__fr_gack_write(&w, TERN__FR_GROUP_FLOOR, &f);
+  emit(rc, g->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
+  g->confirmed = 1;
+  g->sent_upto = from;
+  g->progress_ms = now_ms;
+  pump(rc, g, now_ms);
+}
+
+typedef struct names {
+  char (*v)[TERN_USER_MAX + 1];
+  size_t n, cap;
+  int nomem;
+} names;
+
+static int collect_name(void *ctx, const char *name) {
+  names *ns = ctx;
+  if (ns->n == ns->cap) {
+    size_t cap = ns->cap ? ns->cap * 2 : 8;
+    void *v = realloc(ns->v, cap * sizeof(*ns->v));
+    if (!v) {
+      ns->nomem = 1;
+      return 1;
+    }
+    ns->v = v;
+    ns->cap = cap;
+  }
+  snprintf(ns->v[ns->n++], sizeof(*ns->v), "%s", name);
+  return 0;
+}
+
+/* After a SYNC: the session's groups, each started. */
+static void sync_groups(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  names ns = {0};
+  if (rc->store->ops->user_groups(rc->store, c->user, c->dev, collect_name, &ns) < 0) {
+    free(ns.v);
+    store_failed(rc, now_ms);
+    return;
+  }
+  for (size_t i = 0; i < ns.n; i++) {
+    conn *g = open_group(rc, c, ns.v[i], now_ms);
+    if (g) start_group(rc, g, now_ms);
+  }
+  free(ns.v);
+}
+
+int tern__rcore_group_set(tern__rcore *rc, const char *group, const char *const *users, size_t n,
+                          uint64_t now_ms, uint64_t *point) {
+  uint64_t pt = 0;
+  if (rc->store->ops->group_set(rc->store, group, users, n, &pt) < 0) {
+    store_failed(rc, now_ms);
+    return TERN_ESTORE;
+  }
+  if (point) *point = pt;
+  /* Live sessions: a removed member's stream stops at the point; an added
+   * member's session starts getting the group. */
+  for (conn *c = rc->conns; c; c = c->next) {
+    if (!c->confirmed) continue;
+    int in = 0;
+    const char *who = c->group ? c->member : c->user;
+    for (size_t i = 0; i < n && !in; i++) in = !strcmp(who, users[i]);
+    if (c->group) {
+      if (!strcmp(c->user, group) && !in && c->limit > pt) c->limit = pt;
+    } else if (in && !find_group(rc, c->id, group)) {
+      conn *g = open_group(rc, c, group, now_ms);
+      if (g) start_group(rc, g, now_ms);
+    }
+  }
+  return 0;
 }
 
 static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
@@ -1027,6 +1202,7 @@ static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_
   c->progress_ms = now_ms;
   pump(rc, c, now_ms);
   send_notices(rc, c, now_ms);
+  sync_groups(rc, c, now_ms);
 }
 
 int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_t len,
@@ -1064,10 +1240,24 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
         break;
       }
       case TERN__FR_NOTICE_ACK: {
-        uint64_t kind, cmid;
-        if (tern__fr_notice_ack_read(&body, &kind, &cmid) != 0) break;
-        if (rc->store->ops->notice_del(rc->store, c->dev, (int)kind, cmid) < 0)
-          store_failed(rc, now_ms);
+        uint64_t kind, cmid, code;
+        int has_code;
+        if (tern__fr_notice_ack_code_read(&body, &kind, &cmid, &has_code, &code) != 0) break;
+        /* A GROUP_RECEIPT acked with the count the device saw: a newer
+         * count (the row's code moved on) stays and is sent again. */
+        int del = has_code ? rc->store->ops->notice_del_if(rc->store, c->dev, (int)kind, cmid, (int64_t)code)
+                           : rc->store->ops->notice_del(rc->store, c->dev, (int)kind, cmid);
+        if (del < 0) store_failed(rc, now_ms);
+        break;
+      }
+      case TERN__FR_GROUP_ACK: {
+        tern__fr_gack ga;
+        char name[TERN_USER_MAX + 1];
+        if (tern__fr_gack_read(&body, TERN__FR_GROUP_ACK, &ga) != 0) break;
+        memcpy(name, ga.group, ga.group_len);
+        name[ga.group_len] = 0;
+        conn *g = find_group(rc, c->id, name);
+        if (g) on_ack(rc, g, &ga.list, now_ms); /* a group it is not in: nothing to take */
         break;
       }
       default:
@@ -1193,7 +1383,9 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
     }
     if (c->repump) {
       c->repump = 0;
-      pump(rc, c, now_ms);
+      /* A group's GROUP_FLOOR may have been dropped with the round. */
+      if (c->group) start_group(rc, c, now_ms);
+      else pump(rc, c, now_ms);
       send_notices(rc, c, now_ms);
       continue;
     }

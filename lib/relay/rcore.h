@@ -175,6 +175,15 @@ int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from)
  * registered, 0 if not, TERN_ESTORE (the round is rolled back). */
 int tern__rcore_device_remove(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms);
 
+/* Groups (spec/messages.md §14): replaces the members of `group` ("@name")
+ * with users[0..n) at the group's last seq (*point, if not NULL), in the
+ * open round. The live sessions of added members start getting the group
+ * (GROUP_FLOOR, then its messages above the point); those of removed
+ * members stop after the point. Returns 0 or TERN_ESTORE (the round is
+ * rolled back). */
+int tern__rcore_group_set(tern__rcore *rc, const char *group, const char *const *users, size_t n,
+                          uint64_t now_ms, uint64_t *point);
+
 /* Takes the next released output; 1 if one, 0 if none. *out is valid until
  * the next call. */
 int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out);

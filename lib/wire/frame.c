@@ -199,7 +199,7 @@ void tern__fr_msg_write(tern__wbuf *w, uint8_t type, const tern__fr_msg *f) {
     tern__wbuf_string(w, f->peer, f->peer_len);
     tern__wbuf_varint(w, f->ts);
     tern__wbuf_varint(w, f->flags);
-    if (f->flags & TERN__MSGF_CARBON) tern__wbuf_string(w, f->to, f->to_len);
+    if (f->flags & (TERN__MSGF_CARBON | TERN__MSGF_GROUP)) tern__wbuf_string(w, f->to, f->to_len);
   }
   tern__wbuf_bytes(w, f->body, f->body_len);
   tern__frame_end(w, m);
@@ -218,15 +218,23 @@ int tern__fr_msg_read(tern__rbuf *b, uint8_t type, tern__fr_msg *f) {
     tern__rbuf_string(b, &f->peer, &f->peer_len, TERN_USER_MAX);
     f->ts = tern__rbuf_varint(b);
     f->flags = tern__rbuf_varint(b);
-    if (f->flags & TERN__MSGF_CARBON) {
+    uint64_t kinds = f->flags & (TERN__MSGF_CARBON | TERN__MSGF_GROUP);
+    if (kinds == (TERN__MSGF_CARBON | TERN__MSGF_GROUP)) {
+      b->bad = 1; /* a group message is no carbon */
+    } else if (kinds) {
       tern__rbuf_string(b, &f->to, &f->to_len, TERN_USER_MAX);
-      if (!b->bad && !tern__user_valid(f->to, f->to_len)) b->bad = 1;
+      int ok = kinds == TERN__MSGF_GROUP ? tern__group_valid(f->to, f->to_len)
+                                         : tern__user_valid(f->to, f->to_len);
+      if (!b->bad && !ok) b->bad = 1;
     } else if (f->flags & TERN__MSGF_OWN) {
-      b->bad = 1; /* OWN only with CARBON */
+      b->bad = 1; /* OWN only with CARBON or GROUP */
     }
   }
   tern__rbuf_rest(b, &f->body, &f->body_len);
-  if (b->bad || !tern__user_valid(f->peer, f->peer_len)) return TERN_EPROTO;
+  /* A MSG may go to a group; a DELIVER is always from a user. */
+  int peer_ok = tern__user_valid(f->peer, f->peer_len) ||
+                (type == TERN__FR_MSG && tern__group_valid(f->peer, f->peer_len));
+  if (b->bad || !peer_ok) return TERN_EPROTO;
   return 0;
 }
 
@@ -321,6 +329,62 @@ int tern__fr_notice_ack_read(tern__rbuf *b, uint64_t *kind, uint64_t *cmid) {
   return b->bad ? TERN_EPROTO : 0;
 }
 
+void tern__fr_notice_ack_code_write(tern__wbuf *w, uint64_t kind, uint64_t cmid, uint64_t code) {
+  size_t m = tern__frame_begin(w, TERN__FR_NOTICE_ACK);
+  tern__wbuf_varint(w, kind);
+  tern__wbuf_varint(w, cmid);
+  tern__wbuf_varint(w, code);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_notice_ack_code_read(tern__rbuf *b, uint64_t *kind, uint64_t *cmid, int *has_code,
+                                  uint64_t *code) {
+  *kind = tern__rbuf_varint(b);
+  *cmid = tern__rbuf_varint(b);
+  *has_code = 0;
+  *code = 0;
+  if (!b->bad && b->pos < b->len) {
+    *code = tern__rbuf_varint(b);
+    *has_code = 1;
+  }
+  return b->bad ? TERN_EPROTO : 0;
+}
+
+void tern__fr_gack_write(tern__wbuf *w, uint8_t type, const tern__fr_gack *f) {
+  size_t m = tern__frame_begin(w, type);
+  tern__wbuf_string(w, f->group, f->group_len);
+  tern__wbuf_varint(w, f->list.last);
+  if (type == TERN__FR_GROUP_ACK) {
+    tern__wbuf_varint(w, f->list.n);
+    for (size_t i = 0; i < f->list.n; i++) tern__wbuf_varint(w, f->list.seqs[i]);
+  }
+  tern__frame_end(w, m);
+}
+
+int tern__fr_gack_read(tern__rbuf *b, uint8_t type, tern__fr_gack *f) {
+  tern__rbuf_string(b, &f->group, &f->group_len, TERN_USER_MAX);
+  if (b->bad || !tern__group_valid(f->group, f->group_len)) return TERN_EPROTO;
+  if (type == TERN__FR_GROUP_ACK) return tern__fr_seqlist_read(b, &f->list);
+  f->list.n = 0;
+  f->list.last = tern__rbuf_varint(b);
+  return b->bad ? TERN_EPROTO : 0;
+}
+
+void tern__fr_greceipt_write(tern__wbuf *w, const tern__fr_greceipt *f) {
+  size_t m = tern__frame_begin(w, TERN__FR_GROUP_RECEIPT);
+  tern__wbuf_varint(w, f->cmid);
+  tern__wbuf_varint(w, f->got);
+  tern__wbuf_varint(w, f->of);
+  tern__frame_end(w, m);
+}
+
+int tern__fr_greceipt_read(tern__rbuf *b, tern__fr_greceipt *f) {
+  f->cmid = tern__rbuf_varint(b);
+  f->got = tern__rbuf_varint(b);
+  f->of = tern__rbuf_varint(b);
+  return b->bad || f->got > f->of || f->of > UINT32_MAX ? TERN_EPROTO : 0;
+}
+
 void tern__fr_close_write(tern__wbuf *w, uint64_t reason) { tern__fr_u64_write(w, TERN__FR_CLOSE, reason); }
 
 int tern__fr_close_read(tern__rbuf *b, uint64_t *reason) {
@@ -381,6 +445,10 @@ int tern__user_valid(const uint8_t *name, size_t len) {
     if (c <= 0x20 || c == 0x7f || c == '@') return 0;
   }
   return 1;
+}
+
+int tern__group_valid(const uint8_t *name, size_t len) {
+  return len >= 2 && name[0] == '@' && tern__user_valid(name + 1, len - 1);
 }
 
 /* FNV-1a, 32 bits. */

@@ -39,6 +39,9 @@ enum {
   TERN__FR_RESET_TOKEN = 0x25,  /* relay -> client: this session's RESET token */
   TERN__FR_SETTLED = 0x26,      /* client -> relay: my cmids below this are settled */
   TERN__FR_PRESENCE = 0x28,     /* relay -> client: a contact came online or went offline */
+  TERN__FR_GROUP_ACK = 0x29,    /* client -> relay: a group's seqs handed to the app */
+  TERN__FR_GROUP_FLOOR = 0x2a,  /* relay -> client: a group's seqs up to here are not for me */
+  TERN__FR_GROUP_RECEIPT = 0x2b,/* relay -> client: got of of the members have my message */
 };
 
 /* KEEPALIVE flags. */
@@ -56,6 +59,9 @@ enum { TERN__KIND_RECEIPT = 1, TERN__KIND_FAILED = 2 };
  * device receiving it, whose body is left out (spec/messages.md §13). */
 #define TERN__MSGF_CARBON 0x2u
 #define TERN__MSGF_OWN 0x4u
+/* DELIVER only: a message to the group named by the `to` field ("@name"),
+ * seq and prev_seq the group's (spec/messages.md §14). OWN may go with it. */
+#define TERN__MSGF_GROUP 0x8u
 /* The flags a MSG may carry. */
 #define TERN__MSGF_MSG_MASK TERN__MSGF_EPHEMERAL
 
@@ -135,8 +141,8 @@ typedef struct tern__fr_welcome {
                                             not said; an optional last field) */
 } tern__fr_welcome;
 
-/* MSG:     cmid | to | flags | prev_cmid | body
- * DELIVER: seq | prev_seq | from | ts | flags | [to, with CARBON] | body */
+/* MSG:     cmid | to | flags | prev_cmid | body (to: a user, or "@group")
+ * DELIVER: seq | prev_seq | from | ts | flags | [to, with CARBON or GROUP] | body */
 typedef struct tern__fr_msg {
   uint64_t cmid;        /* MSG: the sender device's id for the message */
   uint64_t prev_cmid;   /* MSG: the previous unacked message to the same
@@ -146,7 +152,8 @@ typedef struct tern__fr_msg {
   uint64_t ts;          /* DELIVER: server time of acceptance, Unix ms */
   const uint8_t *peer; size_t peer_len;  /* MSG: recipient; DELIVER: sender */
   uint64_t flags;
-  const uint8_t *to; size_t to_len;      /* DELIVER with CARBON: the recipient */
+  const uint8_t *to; size_t to_len;      /* DELIVER with CARBON: the recipient; with
+                                            GROUP: the group, "@name" */
   const uint8_t *body; size_t body_len;
 } tern__fr_msg;
 
@@ -168,6 +175,17 @@ typedef struct tern__fr_seqlist {
   size_t n;
   uint64_t seqs[TERN__SEQLIST_MAX];
 } tern__fr_seqlist;
+
+/* GROUP_ACK: group | last | count | seq... ; GROUP_FLOOR: group | seq. */
+typedef struct tern__fr_gack {
+  const uint8_t *group; size_t group_len; /* "@name" */
+  tern__fr_seqlist list;                  /* GROUP_FLOOR: list.last only */
+} tern__fr_gack;
+
+/* GROUP_RECEIPT: cmid | got | of. */
+typedef struct tern__fr_greceipt {
+  uint64_t cmid, got, of;
+} tern__fr_greceipt;
 
 /* KEEPALIVE: interval_ms | flags. interval 0: the client sends no
  * keepalives. */
@@ -202,8 +220,13 @@ void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist 
 /* One-number frames: RECEIPT (cmid), FLOOR (seq), CLOSE (reason), GOAWAY
  * (delay_ms), SETTLED (cmid). */
 void tern__fr_u64_write(tern__wbuf *w, uint8_t type, uint64_t v);
-/* NOTICE_ACK: kind | cmid. */
+/* NOTICE_ACK: kind | cmid [| code: a GROUP_RECEIPT's (got << 32 | of), so
+ * that an ack of an older count does not take a newer one]. */
 void tern__fr_notice_ack_write(tern__wbuf *w, uint64_t kind, uint64_t cmid);
+void tern__fr_notice_ack_code_write(tern__wbuf *w, uint64_t kind, uint64_t cmid, uint64_t code);
+/* type is TERN__FR_GROUP_ACK or TERN__FR_GROUP_FLOOR. */
+void tern__fr_gack_write(tern__wbuf *w, uint8_t type, const tern__fr_gack *f);
+void tern__fr_greceipt_write(tern__wbuf *w, const tern__fr_greceipt *f);
 void tern__fr_close_write(tern__wbuf *w, uint64_t reason);
 void tern__fr_presence_write(tern__wbuf *w, const tern__fr_presence *f);
 
@@ -219,6 +242,11 @@ int tern__fr_sack_read(tern__rbuf *body, tern__fr_sack *f);
 int tern__fr_seqlist_read(tern__rbuf *body, tern__fr_seqlist *f);
 int tern__fr_u64_read(tern__rbuf *body, uint64_t *v);
 int tern__fr_notice_ack_read(tern__rbuf *body, uint64_t *kind, uint64_t *cmid);
+/* As notice_ack_read; *has_code 1 with *code when the frame carries one. */
+int tern__fr_notice_ack_code_read(tern__rbuf *body, uint64_t *kind, uint64_t *cmid, int *has_code,
+                                  uint64_t *code);
+int tern__fr_gack_read(tern__rbuf *body, uint8_t type, tern__fr_gack *f);
+int tern__fr_greceipt_read(tern__rbuf *body, tern__fr_greceipt *f);
 int tern__fr_close_read(tern__rbuf *body, uint64_t *reason);
 /* Refuses a user name that is not valid, and `online` other than 0 or 1. */
 int tern__fr_presence_read(tern__rbuf *body, tern__fr_presence *f);
@@ -238,5 +266,7 @@ uint8_t tern__chat_channel(const uint8_t *a, size_t alen, const uint8_t *b, size
 /* 1 if `name` is a valid user name: 1..TERN_USER_MAX bytes, no control
  * characters, no spaces, no '@'. */
 int tern__user_valid(const uint8_t *name, size_t len);
+/* A group's wire name: '@' then a valid user name, 2..TERN_USER_MAX bytes. */
+int tern__group_valid(const uint8_t *name, size_t len);
 
 #endif
