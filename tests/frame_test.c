@@ -404,7 +404,7 @@ Test(frame, msg_and_deliver_round_trip) {
                          .ts = 1700000000123ull,
                          .peer = (const uint8_t *)"carol",
                          .peer_len = 5,
-                         .flags = 9,
+                         .flags = 17,
                          .body = body,
                          .body_len = lens[li]};
       size_t n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, type, &in));
@@ -435,7 +435,7 @@ Test(frame, msg_and_deliver_round_trip) {
       }
       cr_assert_eq(out.peer_len, 5);
       cr_assert_arr_eq(out.peer, "carol", 5);
-      cr_assert_eq(out.flags, 9);
+      cr_assert_eq(out.flags, 17);
       cr_assert_eq(out.body_len, lens[li]);
       if (lens[li]) cr_assert_arr_eq(out.body, body, lens[li]);
     }
@@ -1479,4 +1479,57 @@ Test(frame, reset_datagram_round_trips_and_tokens_differ) {
   cr_assert_arr_neq(t2, t, 16, "another device");
   tern__reset_token(sk2, dev, 1000, t2);
   cr_assert_arr_neq(t2, t, 16, "another relay");
+}
+
+/* Groups on the wire (spec/wire.md §6.18-6.20): a MSG may name "@group",
+ * a DELIVER never comes from one; GROUP_ACK and GROUP_FLOOR carry the
+ * group; GROUP_RECEIPT's count cannot pass its total. */
+Test(frame, group_frames_round_trip_and_refuse_what_is_not_a_group) {
+  uint8_t buf[128];
+  tern__rbuf rb;
+  tern__fr_msg m = {.cmid = 5, .peer = (const uint8_t *)"@team", .peer_len = 5,
+                    .body = (const uint8_t *)"x", .body_len = 1};
+  size_t n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_MSG, &m));
+  tern__fr_msg out;
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_MSG, &out), 0, "a MSG to a group");
+  tern__fr_msg d = {.seq = 3, .peer = (const uint8_t *)"@team", .peer_len = 5, .body = (const uint8_t *)"x",
+                    .body_len = 1};
+  n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_DELIVER, &d));
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_DELIVER, &out), TERN_EPROTO, "a DELIVER from a group");
+  d.peer = (const uint8_t *)"alice";
+  d.peer_len = 5;
+  d.flags = TERN__MSGF_GROUP;
+  d.to = (const uint8_t *)"team";
+  d.to_len = 4;
+  n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_DELIVER, &d));
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_DELIVER, &out), TERN_EPROTO, "GROUP names a group");
+  d.to = (const uint8_t *)"@team";
+  d.to_len = 5;
+  n = WRITE_FRAME(buf, tern__fr_msg_write(&frame_w, TERN__FR_DELIVER, &d));
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_msg_read(&rb, TERN__FR_DELIVER, &out), 0);
+  cr_assert_eq(out.to_len, 5);
+
+  tern__fr_gack g = {.group = (const uint8_t *)"@team", .group_len = 5, .list = {.last = 7, .n = 1, .seqs = {9}}};
+  n = WRITE_FRAME(buf, tern__fr_gack_write(&frame_w, TERN__FR_GROUP_ACK, &g));
+  tern__fr_gack gin;
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_gack_read(&rb, TERN__FR_GROUP_ACK, &gin), 0);
+  cr_assert_eq(gin.list.last, 7);
+  cr_assert_eq(gin.list.n, 1);
+  cr_assert_eq(gin.list.seqs[0], 9);
+  g.group = (const uint8_t *)"team";
+  g.group_len = 4;
+  n = WRITE_FRAME(buf, tern__fr_gack_write(&frame_w, TERN__FR_GROUP_FLOOR, &g));
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_gack_read(&rb, TERN__FR_GROUP_FLOOR, &gin), TERN_EPROTO, "not a group's name");
+
+  tern__fr_greceipt r = {.cmid = 4, .got = 3, .of = 2};
+  n = WRITE_FRAME(buf, tern__fr_greceipt_write(&frame_w, &r));
+  tern__fr_greceipt rin;
+  tern__rbuf_init(&rb, buf + 2, n - 2);
+  cr_assert_eq(tern__fr_greceipt_read(&rb, &rin), TERN_EPROTO, "3 of 2");
 }
