@@ -315,7 +315,7 @@ Test(cstore, migrates_v0_and_refuses_newer) {
   s = open_at(dbpath);
   cr_assert_eq(outbox_count(s), 1);
   tern__cstore_close(s);
-  set_user_version(4);
+  set_user_version(5);
   char err[256];
   cr_assert_eq(tern__cstore_open(&s, dbpath, 2, err, sizeof err), TERN_ESTORE);
   cr_assert_not_null(strstr(err, "newer"), "err: %s", err);
@@ -341,7 +341,7 @@ Test(cstore, migrates_v1_to_current) {
   sqlite3 *db = NULL;
   cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   cr_assert_eq(sqlite3_exec(db,
-                            "DROP TABLE networks; DROP TABLE app_ids; DROP TABLE awaiting;"
+                            "DROP TABLE networks; DROP TABLE app_ids; DROP TABLE awaiting; DROP TABLE groups;"
                             "CREATE TABLE awaiting(cmid INTEGER PRIMARY KEY);"
                             "INSERT INTO awaiting(cmid) VALUES(3);"
                             "PRAGMA user_version = 1;",
@@ -489,5 +489,47 @@ Test(cstore, hello_timestamps_rise_strictly_across_reopens) {
   cr_assert_eq(t, 9001, "a clock gone back after a restart: the stored one, plus one");
   cr_assert_eq(tern__cstore_hello_time(s, (uint64_t)INT64_MAX + 1, &t), TERN_EINVAL);
   cr_assert_eq(t, 9001, "unchanged on a refusal");
+  tern__cstore_close(s);
+}
+
+/* Schema 4: what of each group reached the app (spec/messages.md §14),
+ * kept across a reopen, one row per group. */
+typedef struct gseen {
+  int n;
+  char name[4][16];
+  uint64_t last[4];
+  size_t nextra[4];
+  uint64_t extra0[4];
+} gseen;
+
+static int see_group(void *ctx, const char *group, uint64_t last, const uint64_t *extra, size_t n) {
+  gseen *g = ctx;
+  cr_assert_lt(g->n, 4);
+  snprintf(g->name[g->n], sizeof g->name[0], "%s", group);
+  g->last[g->n] = last;
+  g->nextra[g->n] = n;
+  g->extra0[g->n] = n ? extra[0] : 0;
+  g->n++;
+  return 0;
+}
+
+Test(cstore, group_delivery_state_is_kept_per_group) {
+  tern__cstore *s = open_at(dbpath);
+  uint64_t extra[] = {9, 12, 1ull << 40};
+  cr_assert_eq(tern__cstore_group_save(s, "@team", 7, extra, 3), 0);
+  cr_assert_eq(tern__cstore_group_save(s, "@band", 2, NULL, 0), 0);
+  cr_assert_eq(tern__cstore_group_save(s, "@team", 8, extra + 1, 2), 0, "replaces, not adds");
+  tern__cstore_close(s);
+  s = open_at(dbpath);
+  gseen g = {0};
+  cr_assert_eq(tern__cstore_group_each(s, see_group, &g), 0);
+  cr_assert_eq(g.n, 2);
+  cr_assert_str_eq(g.name[0], "@band");
+  cr_assert_eq(g.last[0], 2);
+  cr_assert_eq(g.nextra[0], 0);
+  cr_assert_str_eq(g.name[1], "@team");
+  cr_assert_eq(g.last[1], 8);
+  cr_assert_eq(g.nextra[1], 2);
+  cr_assert_eq(g.extra0[1], 12);
   tern__cstore_close(s);
 }

@@ -397,6 +397,12 @@ typedef enum tern_event_type {
    * of; then each change. Best effort (it travels unreliably): the next
    * connect tells the state again. */
   TERN_EV_PRESENCE = 9,
+  /* Message `cmid`, sent to a group, has now reached `delivered` of the
+   * `members` other members it went to (a member counts once, when the
+   * first of its devices has it). One event each time the count grows; a
+   * count may come twice. Group messages get these instead of
+   * TERN_EV_DELIVERED (spec/messages.md §14). */
+  TERN_EV_RECEIPTS = 10,
 } tern_event_type;
 
 typedef struct tern_event {
@@ -414,12 +420,16 @@ typedef struct tern_event {
    * the app asked to be offline). */
   uint64_t retry_ms;
   int online;         /* PRESENCE: 1 online, 0 offline */
-  /* MESSAGE: NULL for a message to this user. Non-NULL for a carbon: a
-   * message this user sent from another of its devices (`user` is then
-   * this user), and `to` its recipient; it comes in the conversation's
-   * order among the messages this user receives (spec/messages.md §13).
-   * A device never gets a carbon of what it sent itself. */
+  /* MESSAGE: NULL for a message to this user. "@name" for a message to a
+   * group (`user` its sender, `seq` its place in the group's order;
+   * spec/messages.md §14); a device is not given what it sent to a group
+   * itself. Otherwise a carbon: a message this user sent from another of
+   * its devices (`user` is then this user), and `to` its recipient; it
+   * comes in the conversation's order among the messages this user
+   * receives (§13). A device never gets a carbon of what it sent itself. */
   const char *to;
+  /* RECEIPTS: how many of how many members have the message. */
+  uint32_t delivered, members;
 } tern_event;
 
 /* Thread safety: tern_client_send(), tern_client_send_ephemeral(),
@@ -479,14 +489,15 @@ TERN_EXPORT TERN_NONNULL(1) void tern_client_network_changed(tern_client *c);
  * the client has no relay_tcp_port. Any thread. */
 TERN_EXPORT TERN_NONNULL(1) int tern_client_udp_blocked(tern_client *c);
 
-/* Sends `len` bytes of `body` to user `to`, reliably: the message is in the
+/* Sends `len` bytes of `body` to user `to` (or to the group "@name", if this
+ * user is a member: spec/messages.md §14), reliably: the message is in the
  * outbox (on disk with a state_dir) when this returns 0, and is resent
  * until the relay stores it (TERN_EV_SENT) or refuses it (TERN_EV_FAILED),
  * across reconnects and restarts; a relay that cannot store it for now
  * (its disk is full) says so (TERN_EV_ERROR) and it is sent again 2 s
  * later. Works offline: it goes out when the link is up. *cmid (if not
  * NULL) receives its id. The body is copied.
- * Returns 0, TERN_EINVAL (bad user name), TERN_ETOOBIG (over
+ * Returns 0, TERN_EINVAL (bad user or group name), TERN_ETOOBIG (over
  * max_message_size), TERN_ESTORE (the outbox could not be written: not
  * accepted), TERN_ENOMEM. */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_client_send(tern_client *c, const char *to,
@@ -1066,6 +1077,27 @@ TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_kick(tern_relay *r, const char *us
  * if not, TERN_ESTORE. */
 TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_remove_device(tern_relay *r,
                                                            const uint8_t device_key[TERN_KEY_BYTES]);
+
+/* Groups (spec/messages.md §14). A group is named "@name" (name: as a user
+ * name, at most TERN_USER_MAX - 1 bytes); a member writes to it with
+ * tern_client_send(c, "@name", ...), and every device of every member gets
+ * each message once, in the group's one order. The app's backend owns the
+ * members: this replaces them with members[0..n) (at most
+ * TERN_GROUP_MEMBERS_MAX; n = 0 empties the group). The change takes
+ * effect at a point of the group's order: a removed member's devices get
+ * what was sent before it and nothing after; an added member's get what
+ * is sent after it. Committed before it returns. Returns 0, TERN_EINVAL (a
+ * bad name, too many members), TERN_ESTORE. */
+#define TERN_GROUP_MEMBERS_MAX 1000
+TERN_EXPORT TERN_NONNULL(1, 2) int tern_relay_group_set(tern_relay *r, const char *group,
+                                                       const char *const *members, size_t n);
+
+/* The current members of `group`, each to cb (which may stop the walk by
+ * returning non-zero). Returns how many were given, or TERN_EINVAL,
+ * TERN_ESTORE. */
+TERN_EXPORT TERN_NONNULL(1, 2, 3) int tern_relay_group_members(tern_relay *r, const char *group,
+                                                              int (*cb)(void *ctx, const char *user),
+                                                              void *ctx);
 
 /* Starts a graceful drain (spec/wire.md §6.14), before a restart or to
  * take the relay out of service: from now on new handshakes are refused

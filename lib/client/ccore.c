@@ -56,6 +56,17 @@ typedef struct seqset {
   size_t n, cap;
 } seqset;
 
+/* What of one inbox has reached the app: the user's own (name ""), or a
+ * group's ("@name", spec/messages.md §14), each with its own seqs. */
+typedef struct inbox {
+  char name[TERN_USER_MAX + 1];
+  uint64_t last;               /* everything <= last handed to the app */
+  seqset extra;                /* handed to the app above last (owned, cap
+                                  TERN__CSTORE_EXTRA_MAX) */
+  seqset queued;               /* in the event queue, not yet taken */
+  int ack_due;                 /* a group's: a GROUP_ACK goes with the next acks */
+} inbox;
+
 struct tern__ccore {
   tern__ccore_config cfg;
   int nomem;                   /* an event of this call found no memory */
@@ -63,9 +74,9 @@ struct tern__ccore {
   entry *head, *tail;          /* the outbox, in cmid order */
   size_t outbox_n;
   uint64_t next_cmid;
-  uint64_t last;               /* everything <= last handed to the app */
-  seqset extra;                /* handed to the app above last */
-  seqset queued;               /* in the event queue, not yet taken */
+  inbox own;                   /* the user's inbox */
+  inbox *groups;               /* the groups', as the relay told them (GROUP_FLOOR) */
+  size_t ngroups, capgroups;
   seqset receipts;             /* cmids with DELIVERED queued, not yet taken */
   held_msg *held;              /* waiting for their prev_seq */
   size_t held_n;
@@ -175,6 +186,8 @@ static int load_one(void *ctx, const tern__outmsg *m) {
   return 0;
 }
 
+static int load_group(void *ctx, const char *group, uint64_t last, const uint64_t *extra, size_t n);
+
 int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_config *cfg) {
   *out = NULL;
   tern__ccore *cc = calloc(1, sizeof(*cc));
@@ -186,11 +199,13 @@ int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_co
   tern__evq_init(&cc->events);
   int rc = TERN_ENOMEM;
   cc->buf = malloc(FRAME_BUF);
-  cc->extra.v = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t));
+  cc->own.extra.v = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t));
   cc->held = calloc(cfg->held_max ? cfg->held_max : 1, sizeof(*cc->held));
-  if (!cc->buf || !cc->extra.v || !cc->held) goto fail;
-  cc->extra.cap = TERN__CSTORE_EXTRA_MAX;
-  rc = tern__cstore_delivered_load(store, &cc->last, cc->extra.v, &cc->extra.n);
+  if (!cc->buf || !cc->own.extra.v || !cc->held) goto fail;
+  cc->own.extra.cap = TERN__CSTORE_EXTRA_MAX;
+  rc = tern__cstore_delivered_load(store, &cc->own.last, cc->own.extra.v, &cc->own.extra.n);
+  if (rc < 0) goto fail;
+  rc = tern__cstore_group_each(store, load_group, cc);
   if (rc < 0) goto fail;
   rc = tern__cstore_next_cmid(store, &cc->next_cmid);
   if (rc < 0) goto fail;
@@ -212,8 +227,13 @@ void tern__ccore_free(tern__ccore *cc) {
   }
   for (size_t i = 0; i < cc->held_n; i++) free(cc->held[i].body);
   free(cc->held);
-  free(cc->extra.v);
-  free(cc->queued.v);
+  free(cc->own.extra.v);
+  free(cc->own.queued.v);
+  for (size_t i = 0; i < cc->ngroups; i++) {
+    free(cc->groups[i].extra.v);
+    free(cc->groups[i].queued.v);
+  }
+  free(cc->groups);
   free(cc->receipts.v);
   tern__evq_free(&cc->events);
   tern__outq_clear(&cc->outs);
@@ -441,13 +461,46 @@ static void unlink_entry(tern__ccore *cc, entry *e) {
 
 /* ---- receiving ------------------------------------------------------------- */
 
-static int delivered(const tern__ccore *cc, uint64_t seq) {
-  return seq <= cc->last || set_has(&cc->extra, seq);
+static int delivered(const inbox *ib, uint64_t seq) {
+  return seq <= ib->last || set_has(&ib->extra, seq);
 }
 
 /* prev_seq is satisfied once that message reached the app or its queue. */
-static int prev_ok(const tern__ccore *cc, uint64_t prev) {
-  return prev == 0 || delivered(cc, prev) || set_has(&cc->queued, prev);
+static int prev_ok(const inbox *ib, uint64_t prev) {
+  return prev == 0 || delivered(ib, prev) || set_has(&ib->queued, prev);
+}
+
+/* The inbox of `group` ("@name"), or the user's own for NULL or ""; a
+ * group not known yet is added if `add` (NULL without memory, or not
+ * known). */
+static inbox *inbox_of(tern__ccore *cc, const char *group, int add) {
+  if (!group || !group[0]) return &cc->own;
+  for (size_t i = 0; i < cc->ngroups; i++)
+    if (!strcmp(cc->groups[i].name, group)) return &cc->groups[i];
+  if (!add) return NULL;
+  if (cc->ngroups == cc->capgroups) {
+    size_t cap = cc->capgroups ? cc->capgroups * 2 : 4;
+    inbox *g = realloc(cc->groups, cap * sizeof(*g));
+    if (!g) return NULL;
+    cc->groups = g;
+    cc->capgroups = cap;
+  }
+  inbox *ib = &cc->groups[cc->ngroups];
+  memset(ib, 0, sizeof(*ib));
+  if (!(ib->extra.v = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t)))) return NULL;
+  ib->extra.cap = TERN__CSTORE_EXTRA_MAX;
+  snprintf(ib->name, sizeof(ib->name), "%s", group);
+  cc->ngroups++;
+  return ib;
+}
+
+static int load_group(void *ctx, const char *group, uint64_t last, const uint64_t *extra, size_t n) {
+  inbox *ib = inbox_of(ctx, group, 1);
+  if (!ib) return TERN_ENOMEM;
+  ib->last = last;
+  memcpy(ib->extra.v, extra, n * sizeof(*extra));
+  ib->extra.n = n;
+  return 0;
 }
 
 static void want_ack(tern__ccore *cc, uint64_t now_ms, int soon) {
@@ -456,18 +509,28 @@ static void want_ack(tern__ccore *cc, uint64_t now_ms, int soon) {
   if (soon) cc->ack_due_ms = now_ms;
 }
 
-static void save_delivered(tern__ccore *cc);
+static void save_delivered(tern__ccore *cc, const inbox *ib);
 
-/* Records seq as handed over (to the app, or to nobody: an OWN carbon). */
-static void mark_delivered(tern__ccore *cc, uint64_t seq) {
-  if (delivered(cc, seq)) return;
-  if (seq == cc->last + 1) {
-    cc->last = seq;
-    while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
-  } else if (cc->extra.n < TERN__CSTORE_EXTRA_MAX) {
-    (void)set_add(&cc->extra, seq);
+/* Records seq of ib as handed over (to the app, or to nobody: an OWN
+ * carbon or group message). */
+static void mark_delivered(tern__ccore *cc, inbox *ib, uint64_t seq) {
+  if (delivered(ib, seq)) return;
+  if (seq == ib->last + 1) {
+    ib->last = seq;
+    while (set_has(&ib->extra, ib->last + 1)) set_del(&ib->extra, ++ib->last);
+  } else if (ib->extra.n < TERN__CSTORE_EXTRA_MAX) {
+    (void)set_add(&ib->extra, seq);
   }
-  save_delivered(cc);
+  save_delivered(cc, ib);
+}
+
+/* The relay will never send seqs <= floor of ib: raise last to it. */
+static void raise_floor(tern__ccore *cc, inbox *ib, uint64_t floor) {
+  if (floor <= ib->last) return;
+  ib->last = floor;
+  set_trim(&ib->extra, floor);
+  while (set_has(&ib->extra, ib->last + 1)) set_del(&ib->extra, ++ib->last);
+  save_delivered(cc, ib);
 }
 
 /* The cmids below this are settled: no message of the outbox is below it. */
@@ -480,15 +543,16 @@ static uint64_t settled_floor(const tern__ccore *cc) {
  * acknowledged, and the relay sends it again. `to`: a carbon's recipient,
  * or NULL. A carbon of this device's own message (flags OWN) goes to
  * nobody: it only takes its place in the inbox. */
-static int enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const char *from,
+static int enqueue_message(tern__ccore *cc, inbox *ib, uint64_t seq, uint64_t ts, const char *from,
                            const char *to, uint64_t flags, const uint8_t *body, size_t len,
                            uint64_t now_ms) {
   if (flags & TERN__MSGF_OWN) {
-    mark_delivered(cc, seq);
+    mark_delivered(cc, ib, seq);
     want_ack(cc, now_ms, 0);
+    ib->ack_due = 1;
     return 0;
   }
-  if (set_add(&cc->queued, seq) < 0) {
+  if (set_add(&ib->queued, seq) < 0) {
     cc->nomem = 1;
     return -1;
   }
@@ -496,10 +560,15 @@ static int enqueue_message(tern__ccore *cc, uint64_t seq, uint64_t ts, const cha
                    .to = to, .body = body, .body_len = len};
   if (tern__evq_push(&cc->events, &ev) < 0) {
     cc->nomem = 1;
-    set_del(&cc->queued, seq);
+    set_del(&ib->queued, seq);
     return -1;
   }
   return 0;
+}
+
+/* The inbox a DELIVER (or a held message) belongs to, by its flags. */
+static inbox *inbox_for(tern__ccore *cc, uint64_t flags, const char *to) {
+  return inbox_of(cc, (flags & TERN__MSGF_GROUP) ? to : NULL, 1);
 }
 
 /* Moves held messages whose predecessor has now arrived into the queue. */
@@ -509,10 +578,12 @@ static void release_held(tern__ccore *cc, uint64_t now_ms) {
     moved = 0;
     for (size_t i = 0; i < cc->held_n; i++) {
       held_msg *h = &cc->held[i];
-      if (delivered(cc, h->seq) || set_has(&cc->queued, h->seq)) {
+      inbox *ib = inbox_for(cc, h->flags, h->to);
+      if (!ib) continue; /* no memory: kept */
+      if (delivered(ib, h->seq) || set_has(&ib->queued, h->seq)) {
         /* A copy of something already handed over. */
-      } else if (prev_ok(cc, h->prev_seq)) {
-        if (enqueue_message(cc, h->seq, h->ts, h->from, h->to[0] ? h->to : NULL, h->flags, h->body,
+      } else if (prev_ok(ib, h->prev_seq)) {
+        if (enqueue_message(cc, ib, h->seq, h->ts, h->from, h->to[0] ? h->to : NULL, h->flags, h->body,
                             h->len, now_ms) < 0)
           continue; /* kept */
       } else {
@@ -539,14 +610,21 @@ static void on_deliver(tern__ccore *cc, const tern__fr_msg *m, uint64_t now_ms) 
     (void)push(cc, TERN_EV_MESSAGE, 0, 0, 0, m->ts, from, m->body, m->body_len);
     return;
   }
-  if (delivered(cc, m->seq) || set_has(&cc->queued, m->seq)) {
+  inbox *ib = inbox_for(cc, m->flags, to);
+  if (!ib) {
+    cc->nomem = 1; /* not acknowledged: the relay sends it again */
+    return;
+  }
+  if (delivered(ib, m->seq) || set_has(&ib->queued, m->seq)) {
     want_ack(cc, now_ms, 0); /* a copy: tell the relay again what we have */
+    ib->ack_due = 1;
     return;
   }
   for (size_t i = 0; i < cc->held_n; i++)
-    if (cc->held[i].seq == m->seq) return;
-  if (prev_ok(cc, m->prev_seq)) {
-    if (enqueue_message(cc, m->seq, m->ts, from, carbon_to, m->flags, m->body, m->body_len, now_ms) == 0)
+    if (cc->held[i].seq == m->seq && inbox_for(cc, cc->held[i].flags, cc->held[i].to) == ib) return;
+  const char *event_to = (m->flags & TERN__MSGF_GROUP) ? to : carbon_to;
+  if (prev_ok(ib, m->prev_seq)) {
+    if (enqueue_message(cc, ib, m->seq, m->ts, from, event_to, m->flags, m->body, m->body_len, now_ms) == 0)
       release_held(cc, now_ms);
     return;
   }
@@ -573,10 +651,12 @@ static void notice_ack(tern__ccore *cc, uint64_t kind, uint64_t cmid) {
   emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
 }
 
-static void save_delivered(tern__ccore *cc) {
+static void save_delivered(tern__ccore *cc, const inbox *ib) {
   /* A failed save means a crash now would hand these over again; the app
    * is told, and the next save (the next message) writes it all again. */
-  if (tern__cstore_delivered_save(cc->store, cc->last, cc->extra.v, cc->extra.n) < 0) {
+  int rc = ib == &cc->own ? tern__cstore_delivered_save(cc->store, ib->last, ib->extra.v, ib->extra.n)
+                          : tern__cstore_group_save(cc->store, ib->name, ib->last, ib->extra.v, ib->extra.n);
+  if (rc < 0) {
     char detail[320];
     snprintf(detail, sizeof(detail),
              "the client's store could not record a delivered message (after a crash it may be "
@@ -716,12 +796,49 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         uint64_t floor;
         if (tern__fr_u64_read(&body, &floor) != 0) break;
         cc->synced = 1;
-        if (floor <= cc->last) break;
-        cc->last = floor;
-        set_trim(&cc->extra, floor);
-        while (set_has(&cc->extra, cc->last + 1)) set_del(&cc->extra, ++cc->last);
-        save_delivered(cc);
+        if (floor <= cc->own.last) break;
+        raise_floor(cc, &cc->own, floor);
         release_held(cc, now_ms);
+        break;
+      }
+      case TERN__FR_GROUP_FLOOR: {
+        /* A group this device gets (spec/messages.md §14), from past floor. */
+        tern__fr_gack g;
+        char name[TERN_USER_MAX + 1];
+        if (tern__fr_gack_read(&body, TERN__FR_GROUP_FLOOR, &g) != 0) break;
+        memcpy(name, g.group, g.group_len);
+        name[g.group_len] = 0;
+        inbox *ib = inbox_of(cc, name, 1);
+        if (!ib) {
+          cc->nomem = 1;
+          break;
+        }
+        if (g.list.last > ib->last) {
+          raise_floor(cc, ib, g.list.last);
+          release_held(cc, now_ms);
+        } else if (ib->last > g.list.last) {
+          /* The relay is behind (our ack was lost): tell it again. */
+          want_ack(cc, now_ms, 0);
+          ib->ack_due = 1;
+        }
+        break;
+      }
+      case TERN__FR_GROUP_RECEIPT: {
+        tern__fr_greceipt g;
+        if (tern__fr_greceipt_read(&body, &g) != 0) break;
+        /* A count, not a state to keep: acknowledged at once with the count
+         * seen (a newer one stays with the relay), told to the app. */
+        tern_event ev = {.type = TERN_EV_RECEIPTS, .cmid = g.cmid, .user = "",
+                         .delivered = (uint32_t)g.got, .members = (uint32_t)g.of};
+        if (tern__evq_push(&cc->events, &ev) < 0) {
+          cc->nomem = 1; /* unacknowledged: sent again */
+          break;
+        }
+        uint8_t tmp[40];
+        tern__wbuf w;
+        tern__wbuf_init(&w, tmp, sizeof(tmp));
+        tern__fr_notice_ack_code_write(&w, TERN__KIND_GROUP_RECEIPT, g.cmid, (g.got << 32) | g.of);
+        emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
         break;
       }
       default:
@@ -739,8 +856,11 @@ static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
       uint64_t seq = ev->seq;
       if (!seq) return 0;
       /* Handed to the app now: record it before the app sees it. */
-      set_del(&cc->queued, seq);
-      mark_delivered(cc, seq);
+      inbox *ib = inbox_of(cc, ev->to && ev->to[0] == '@' ? ev->to : NULL, 0);
+      if (!ib) return 0;
+      set_del(&ib->queued, seq);
+      mark_delivered(cc, ib, seq);
+      ib->ack_due = 1;
       want_ack(cc, now_ms, ++cc->taken_since_ack >= ACK_EVERY);
       return 0;
     }
@@ -750,7 +870,10 @@ static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
       if (e) {
         /* A failure of a store write leaves it in the outbox: it is resent
          * after a restart and settled again. The app is told. */
-        if (tern__cstore_outbox_del(cc->store, ev->cmid, ev->type == TERN_EV_SENT) < 0) {
+        /* A group message awaits no DELIVERED: its receipts are counts
+         * (TERN_EV_RECEIPTS), told as they come. */
+        int awaits = ev->type == TERN_EV_SENT && !(ev->user && ev->user[0] == '@');
+        if (tern__cstore_outbox_del(cc->store, ev->cmid, awaits) < 0) {
           char detail[320];
           snprintf(detail, sizeof(detail),
                    "the client's store could not take the message out of its outbox (after a "
@@ -788,16 +911,31 @@ int tern__ccore_next_event(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
 
 /* ---- session ------------------------------------------------------------- */
 
+/* SYNC, or the acks: a DELIVERY_ACK, and a GROUP_ACK for each group with
+ * something new to say. */
 static void send_seqlist(tern__ccore *cc, uint8_t type) {
-  tern__fr_seqlist l;
-  l.last = cc->last;
-  l.n = cc->extra.n < TERN__SEQLIST_MAX ? cc->extra.n : TERN__SEQLIST_MAX;
-  memcpy(l.seqs, cc->extra.v, l.n * sizeof(uint64_t));
-  uint8_t tmp[16 + TERN__SEQLIST_MAX * TERN__VARINT_MAX];
+  tern__fr_gack g;
+  g.list.last = cc->own.last;
+  g.list.n = cc->own.extra.n < TERN__SEQLIST_MAX ? cc->own.extra.n : TERN__SEQLIST_MAX;
+  memcpy(g.list.seqs, cc->own.extra.v, g.list.n * sizeof(uint64_t));
+  uint8_t tmp[96 + TERN__SEQLIST_MAX * TERN__VARINT_MAX];
   tern__wbuf w;
   tern__wbuf_init(&w, tmp, sizeof(tmp));
-  tern__fr_seqlist_write(&w, type, &l);
+  tern__fr_seqlist_write(&w, type, &g.list);
   emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
+  for (size_t i = 0; type == TERN__FR_DELIVERY_ACK && i < cc->ngroups; i++) {
+    inbox *ib = &cc->groups[i];
+    if (!ib->ack_due) continue;
+    ib->ack_due = 0;
+    g.group = (const uint8_t *)ib->name;
+    g.group_len = strlen(ib->name);
+    g.list.last = ib->last;
+    g.list.n = ib->extra.n < TERN__SEQLIST_MAX ? ib->extra.n : TERN__SEQLIST_MAX;
+    memcpy(g.list.seqs, ib->extra.v, g.list.n * sizeof(uint64_t));
+    tern__wbuf_init(&w, tmp, sizeof(tmp));
+    tern__fr_gack_write(&w, TERN__FR_GROUP_ACK, &g);
+    emit(cc, TERN__CH_CONTROL, 1, w.p, w.len);
+  }
   cc->ack_needed = 0;
   cc->taken_since_ack = 0;
 }

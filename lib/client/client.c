@@ -478,7 +478,8 @@ int tern_client_next_event_sized(tern_client *c, tern_event *ev, size_t ev_size)
 
 static int check_send(tern_client *c, const char *to, const void *body, size_t len) {
   size_t tlen = strlen(to);
-  if (!tern__user_valid((const uint8_t *)to, tlen)) return TERN_EINVAL;
+  if (!tern__user_valid((const uint8_t *)to, tlen) && !tern__group_valid((const uint8_t *)to, tlen))
+    return TERN_EINVAL;
   if (len && !body) return TERN_EINVAL;
   if (len > c->cfg.max_message_size) return TERN_ETOOBIG;
   return 0;
@@ -488,6 +489,7 @@ static int do_send(tern_client *c, const char *to, const void *body, size_t len,
                    const char *app_id, uint64_t *cmid) {
   uint64_t id = 0;
   int rc = check_send(c, to, body, len);
+  if (rc == 0 && ephemeral && to[0] == '@') rc = TERN_EINVAL; /* typing goes to users only */
   if (rc == 0 && app_id && (!app_id[0] || strlen(app_id) > TERN_APP_ID_MAX)) rc = TERN_EINVAL;
   if (rc == 0) {
     pthread_mutex_lock(&c->mu);

@@ -1330,6 +1330,29 @@ int tern_relay_kick(tern_relay *r, const char *user, const uint8_t *device_key) 
   return kicked;
 }
 
+int tern_relay_group_set(tern_relay *r, const char *group, const char *const *members, size_t n) {
+  if (!tern__group_valid((const uint8_t *)group, strlen(group)) || n > TERN_GROUP_MEMBERS_MAX ||
+      (n && !members))
+    return TERN_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!members[i] || !tern__user_valid((const uint8_t *)members[i], strlen(members[i]))) return TERN_EINVAL;
+  uint64_t now = tern__now_ms(), point = 0;
+  int rc = tern__rcore_group_set(r->core, group, members, n, now, &point);
+  /* Durable before the caller is told. */
+  if (rc == 0 && tern__rcore_commit(r->core, now) != 0) rc = TERN_ESTORE;
+  flush_core(r, now);
+  tern__link_flush(r->link);
+  if (rc == 0) logf_(r, 2, "group %s: %zu member(s), from seq %llu on", group, n, (unsigned long long)point);
+  return rc;
+}
+
+int tern_relay_group_members(tern_relay *r, const char *group, int (*cb)(void *ctx, const char *user),
+                             void *ctx) {
+  if (!tern__group_valid((const uint8_t *)group, strlen(group))) return TERN_EINVAL;
+  int rc = r->store->ops->group_members(r->store, group, cb, ctx);
+  return rc < 0 ? TERN_ESTORE : rc;
+}
+
 int tern_relay_remove_device(tern_relay *r, const uint8_t device_key[TERN_KEY_BYTES]) {
   for (rpeer *p = r->peers; p; p = p->next) {
     if (p->state != P_OPEN || sodium_memcmp(device_key, p->sess.remote_static, TERN_KEY_BYTES) != 0) continue;

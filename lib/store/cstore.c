@@ -16,7 +16,7 @@
 
 #include "io/clock.h"
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /* Keys of the meta table. */
 #define NEXT_CMID "next_cmid"
@@ -47,10 +47,15 @@ enum {
   C_NET_TOUCH,
   C_NET_PUT,
   C_NET_EVICT,
+  C_GROUP_PUT,
+  C_GROUP_LIST,
   C_N
 };
 
 static const char *const sql[C_N] = {
+    [C_GROUP_PUT] = ("INSERT INTO groups(grp, last, extra) VALUES(?1, ?2, ?3)"
+                    " ON CONFLICT(grp) DO UPDATE SET last = excluded.last, extra = excluded.extra"),
+    [C_GROUP_LIST] = "SELECT grp, last, extra FROM groups ORDER BY grp",
     [C_BEGIN] = "BEGIN IMMEDIATE",
     [C_COMMIT] = "COMMIT",
     [C_ROLLBACK] = "ROLLBACK",
@@ -186,6 +191,15 @@ static int upgrade(tern__cstore *s) {
                  "CREATE TABLE app_ids(app_id TEXT PRIMARY KEY, cmid INTEGER NOT NULL UNIQUE,"
                  "  at_ms INTEGER NOT NULL) WITHOUT ROWID;"
                  "PRAGMA user_version = 3;");
+  }
+  if (rc == 0 && from < 4) {
+    /* 4: what was handed to the app of each group's messages (spec/messages.md
+     * §14), as delivered_last and delivered_extra are for the user's inbox:
+     * extra is the out-of-order seqs, 8 bytes each, little-endian. */
+    rc = sqlexec(s,
+                 "CREATE TABLE groups(grp TEXT PRIMARY KEY, last INTEGER NOT NULL,"
+                 "  extra BLOB NOT NULL) WITHOUT ROWID;"
+                 "PRAGMA user_version = 4;");
   }
   if (rc == 0) return sqlexec(s, "COMMIT");
   (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -516,4 +530,52 @@ int tern__cstore_net_count(tern__cstore *s, uint64_t *count) {
   }
   sqlite3_finalize(q);
   return rc;
+}
+
+int tern__cstore_group_save(tern__cstore *s, const char *group, uint64_t last, const uint64_t *extra,
+                            size_t n) {
+  if (n > TERN__CSTORE_EXTRA_MAX || (n && !extra) || last > INT64_MAX) return TERN_EINVAL;
+  uint8_t *blob = malloc(n ? n * 8 : 1);
+  if (!blob) return TERN_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    for (int b = 0; b < 8; b++) blob[i * 8 + (size_t)b] = (uint8_t)(extra[i] >> (8 * b));
+  sqlite3_stmt *q = s->q[C_GROUP_PUT];
+  sqlite3_bind_text(q, 1, group, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 2, (int64_t)last);
+  sqlite3_bind_blob(q, 3, blob, (int)(n * 8), SQLITE_STATIC);
+  int rc = step(s, C_GROUP_PUT);
+  free(blob);
+  return rc;
+}
+
+int tern__cstore_group_each(tern__cstore *s,
+                            int (*cb)(void *ctx, const char *group, uint64_t last,
+                                      const uint64_t *extra, size_t n),
+                            void *ctx) {
+  uint64_t *extra = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t));
+  if (!extra) return TERN_ENOMEM;
+  sqlite3_stmt *q = s->q[C_GROUP_LIST];
+  int rc, ret = 0;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *g = (const char *)sqlite3_column_text(q, 0);
+    const uint8_t *blob = sqlite3_column_blob(q, 2);
+    size_t bytes = (size_t)sqlite3_column_bytes(q, 2), n = bytes / 8;
+    if (!g || bytes % 8 || n > TERN__CSTORE_EXTRA_MAX) {
+      rc = SQLITE_CORRUPT;
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      uint64_t v = 0;
+      for (int b = 0; b < 8; b++) v |= (uint64_t)blob[i * 8 + (size_t)b] << (8 * b);
+      extra[i] = v;
+    }
+    if ((ret = cb(ctx, g, (uint64_t)sqlite3_column_int64(q, 1), extra, n)) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  if (ret == 0 && rc != SQLITE_DONE) ret = sqlfail(s, rc, "group_each");
+  sqlite3_reset(q);
+  free(extra);
+  return ret;
 }

@@ -99,6 +99,15 @@ int tern__cstore_await_take(tern__cstore *s, uint64_t cmid);
 #define TERN__CSTORE_EXTRA_MAX 4096
 int tern__cstore_delivered_load(tern__cstore *s, uint64_t *last, uint64_t *extra, size_t *n);
 int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *extra, size_t n);
+/* The same, per group the device gets messages of ("@name", spec/messages.md
+ * §14): save one group's; each gives every saved group to cb (extra valid
+ * during the call; non-zero from cb stops and is returned). */
+int tern__cstore_group_save(tern__cstore *s, const char *group, uint64_t last, const uint64_t *extra,
+                            size_t n);
+int tern__cstore_group_each(tern__cstore *s,
+                            int (*cb)(void *ctx, const char *group, uint64_t last,
+                                      const uint64_t *extra, size_t n),
+                            void *ctx);
 
 /* What the keepalive learner knows of one network (spec/keepalive.md,
  * "Persistence"), by the name the app gives it. */

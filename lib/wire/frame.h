@@ -48,7 +48,7 @@ enum {
 #define TERN__KAF_WANT_KEY 0x1u /* send me a PROBE_KEY */
 
 /* NOTICE_ACK kinds: which notice is acknowledged. */
-enum { TERN__KIND_RECEIPT = 1, TERN__KIND_FAILED = 2 };
+enum { TERN__KIND_RECEIPT = 1, TERN__KIND_FAILED = 2, TERN__KIND_GROUP_RECEIPT = 3 };
 
 /* MSG/DELIVER flags. */
 #define TERN__MSGF_EPHEMERAL 0x1u /* at most once: not stored, no acks */
