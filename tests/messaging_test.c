@@ -40,6 +40,7 @@ typedef struct rec {
   int online;     /* PRESENCE */
   uint64_t time_ms; /* server_time_ms */
   char to[TERN_USER_MAX + 1]; /* MESSAGE: a carbon's recipient, "" otherwise */
+  uint32_t delivered, members; /* RECEIPTS */
 } rec;
 
 typedef struct peer {
@@ -50,7 +51,7 @@ typedef struct peer {
   size_t n, cap;
 } peer;
 
-#define MAX_PEERS 4
+#define MAX_PEERS 5
 
 typedef struct world {
   tern_keypair relay_kp;
@@ -168,6 +169,8 @@ static void take_events(peer *p) {
     r->time_ms = ev.server_time_ms;
     snprintf(r->user, sizeof(r->user), "%s", ev.user);
     snprintf(r->to, sizeof(r->to), "%s", ev.to ? ev.to : "");
+    r->delivered = ev.delivered;
+    r->members = ev.members;
     r->body = malloc(ev.body_len + 1);
     cr_assert_not_null(r->body);
     if (ev.body_len) memcpy(r->body, ev.body, ev.body_len);
@@ -991,5 +994,93 @@ Test(messaging, a_users_other_device_gets_a_carbon_of_what_it_sent, .timeout = 3
   cr_assert_eq(count_ev(&w.p[a2], TERN_EV_MESSAGE), 3);
   cr_assert_eq(count_ev(&w.p[a1], TERN_EV_DELIVERED), 2, "one receipt per message, none for carbons");
   cr_assert_eq(count_ev(&w.p[b], TERN_EV_MESSAGE), 2, "bob gets no carbons of his own");
+  world_free(&w);
+}
+
+/* Groups (spec/messages.md §14), through a real relay: three users, one
+ * with two devices; the message is stored once, every other member device
+ * gets it once, the sender's other device too, the sender's own device
+ * not; the sender learns N of M; a removed member gets nothing after the
+ * point, an added one nothing before it; a non-member is refused. */
+static int collect_member(void *ctx, const char *user) {
+  char *all = ctx;
+  strcat(all, user);
+  strcat(all, " ");
+  return 0;
+}
+
+Test(messaging, a_group_message_reaches_every_member_device_once, .timeout = 40) {
+  world w;
+  world_init(&w);
+  relay_up(&w);
+  size_t a1 = peer_add(&w, "alice", NULL, 1);
+  size_t a2 = peer_add(&w, "alice", NULL, 1);
+  size_t b = peer_add(&w, "bob", NULL, 1);
+  size_t c = peer_add(&w, "carol", NULL, 1);
+  size_t d = peer_add(&w, "dave", NULL, 1);
+  for (size_t i = 0; i < 5; i++) cr_assert_not_null(wait_ev(&w, i, TERN_EV_CONNECTED, 5000));
+  pump(&w, 100);
+  const char *abc[] = {"alice", "bob", "carol"};
+  cr_assert_eq(tern_relay_group_set(w.relay, "@team", abc, 3), 0);
+  cr_assert_eq(tern_relay_group_set(w.relay, "team", abc, 3), TERN_EINVAL, "a group name starts with @");
+  char all[128] = "";
+  cr_assert_eq(tern_relay_group_members(w.relay, "@team", collect_member, all), 3);
+  cr_assert_str_eq(all, "alice bob carol ");
+  pump(&w, 200);
+
+  uint64_t c1, c2, c3;
+  send_text(&w, a1, "@team", "hello team", &c1);
+  send_text(&w, b, "@team", "hi alice", &c2);
+  send_text(&w, d, "@team", "can I join", &c3);
+  rec *f = wait_ev(&w, d, TERN_EV_FAILED, 5000);
+  cr_assert_not_null(f, "dave is no member");
+  cr_assert_eq(f->error, TERN_EDENIED);
+  size_t got_by[] = {a2, c};
+  for (size_t k = 0; k < 2; k++) {
+    rec *m = wait_ev(&w, got_by[k], TERN_EV_MESSAGE, 5000);
+    cr_assert_not_null(m);
+    cr_assert_str_eq(m->body, "hello team");
+    cr_assert_str_eq(m->user, "alice");
+    cr_assert_str_eq(m->to, "@team");
+  }
+  rec *m = wait_ev(&w, b, TERN_EV_MESSAGE, 5000);
+  cr_assert_not_null(m);
+  cr_assert_str_eq(m->body, "hello team");
+  /* bob's answer: to both of alice's devices and carol, in the group's
+   * order after alice's message. */
+  size_t all_of_bob[] = {a1, a2, c};
+  for (size_t k = 0; k < 3; k++) {
+    m = wait_ev(&w, all_of_bob[k], TERN_EV_MESSAGE, 5000);
+    cr_assert_not_null(m, "bob's message did not reach device %zu", k);
+    cr_assert_str_eq(m->body, "hi alice");
+    cr_assert_gt(m->seq, 1, "after alice's in the group's one order");
+  }
+  /* alice's receipts: 2 of 2 other members once bob and carol have it. */
+  uint32_t best = 0, of = 0;
+  uint64_t end = now_ms() + 5000;
+  while (best < 2 && now_ms() < end) {
+    rec *r = wait_ev(&w, a1, TERN_EV_RECEIPTS, 200);
+    if (r && r->cmid == c1) {
+      if (r->delivered > best) best = r->delivered;
+      of = r->members;
+    }
+  }
+  cr_assert_eq(best, 2, "delivered to 2 of 2");
+  cr_assert_eq(of, 2);
+
+  /* carol out, dave in, after what was sent so far. */
+  const char *abd[] = {"alice", "bob", "dave"};
+  cr_assert_eq(tern_relay_group_set(w.relay, "@team", abd, 3), 0);
+  pump(&w, 200);
+  uint64_t c4;
+  send_text(&w, a1, "@team", "welcome dave", &c4);
+  m = wait_ev(&w, d, TERN_EV_MESSAGE, 5000);
+  cr_assert_not_null(m, "dave gets what follows his joining");
+  cr_assert_str_eq(m->body, "welcome dave");
+  expect_no_message(&w, c, 500, "carol left before it was sent");
+  pump(&w, 300);
+  cr_assert_eq(count_ev(&w.p[a1], TERN_EV_MESSAGE), 1, "alice's sending device: only bob's");
+  cr_assert_eq(count_ev(&w.p[d], TERN_EV_MESSAGE), 1, "dave: nothing from before he joined");
+  cr_assert_eq(count_ev(&w.p[c], TERN_EV_MESSAGE), 2);
   world_free(&w);
 }
