@@ -114,6 +114,21 @@ grep -q "was not known" remove2.txt || fail "second remove-device: $(cat remove2
 if ctl remove-device 12ab 2>remove3.err; then fail "remove-device with a bad key succeeded"; fi
 grep -q "64 hex digits" remove3.err || fail "bad key: $(cat remove3.err)"
 
+# group-set / group-show (spec/messages.md §14): members from the command
+# line and from stdin; a name without '@' is refused
+ctl group-set @team alice bob >gset.txt || fail "ternctl group-set"
+grep -q "group @team: 2 members" gset.txt || fail "group-set: $(cat gset.txt)"
+ctl group-show @team >gshow.txt || fail "ternctl group-show"
+[ "$(cat gshow.txt)" = "$(printf 'alice\nbob')" ] || fail "group-show: $(cat gshow.txt)"
+seq 1 600 | sed 's/^/user/' | ctl group-set @big - >gbig.txt || fail "group-set from stdin"
+grep -q "group @big: 600 members" gbig.txt || fail "group-set from stdin: $(cat gbig.txt)"
+ctl --json group-show @big >gbig.json || fail "group-show --json"
+python3 -c 'import json; s=json.load(open("gbig.json")); assert len(s["members"]) == 600, s' \
+  || fail "group-show --json: $(head -c 200 gbig.json)"
+if ctl group-set team alice 2>gbad.err; then fail "group-set without '@' succeeded"; fi
+grep -q "a group is '@name'" gbad.err || fail "group-set without '@': $(cat gbad.err)"
+grep -q "group @big: 600 member(s)" ternd.log || fail "ternd did not log the group change"
+
 # reload: the SIGHUP path; bob taken off the list is disconnected
 printf '%s alice\n' "$alice_pub" >allow.txt
 ctl --json reload >reload.json || fail "ternctl reload"
@@ -132,14 +147,14 @@ s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
 s.sendall(b"text frobnicate\n"); print(s.recv(512).decode().strip())
 PY
 )
-[ "$answer" = "error unknown command 'frobnicate' (status, stats, sessions, kick, reload, drain, remove-device)" ] || fail "raw request: $answer"
+[ "$answer" = "error unknown command 'frobnicate' (status, stats, sessions, kick, reload, drain, remove-device, group-set, group-show)" ] || fail "raw request: $answer"
 # A client that sends a line too long is told so; one that sends nothing
 # does not hold up others, and is closed after ternd's 5 s deadline.
 python3 - "$tmp/admin.sock" "$bin/ternctl" <<'PY' || fail "bad clients"
 import socket, subprocess, sys, time
 idle = socket.socket(socket.AF_UNIX); idle.settimeout(10); idle.connect(sys.argv[1])
 s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
-s.sendall(b"x" * 600); assert s.recv(512).startswith(b"error request longer"), "no error"
+s.sendall(b"x" * 80000); assert s.recv(512).startswith(b"error request longer"), "no error"
 subprocess.run([sys.argv[2], "--socket", sys.argv[1], "--timeout", "2", "status"], check=True,
                stdout=subprocess.DEVNULL)
 t0 = time.monotonic(); assert idle.recv(16) == b"", "idle client got an answer"

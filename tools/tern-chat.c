@@ -3,6 +3,7 @@
  *
  * Scripted (standard input is not a terminal), the contract is exact:
  *   input lines   "@USER TEXT"   send TEXT to USER
+ *                 "#GROUP TEXT"  send TEXT to the group GROUP
  *   output lines  "sent CMID"              the relay stored message CMID
  *                 "delivered CMID"         a device of its recipient got it
  *                 "failed CMID REASON"     it will never be delivered
@@ -82,12 +83,14 @@ static void usage(FILE *f) {
           "  --version             print the version and exit\n"
           "  -h, --help            this text\n"
           "\n"
-          "Input lines: '@USER TEXT'. Output lines: 'sent CMID', 'delivered CMID',\n"
-          "'failed CMID REASON', 'recv FROM SEQ TEXT'. In TEXT, '\\' is written '\\\\',\n"
-          "newline, CR and tab '\\n', '\\r', '\\t', other control bytes '\\xHH'. Status,\n"
-          "errors and warnings go to stderr. At end of input it waits for the outbox to\n"
-          "empty (at most --linger), then exits 0; 1 if the relay refuses this device\n"
-          "for good (unknown key, wrong relay key, a token it refuses), 2 on bad usage.\n");
+          "Input lines: '@USER TEXT', '#GROUP TEXT'. Output lines: 'sent CMID',\n"
+          "'delivered CMID', 'receipts CMID GOT OF', 'failed CMID REASON', 'recv FROM SEQ\n"
+          "TEXT', 'group #GROUP FROM SEQ TEXT', 'carbon TO SEQ TEXT'. In TEXT, '\\' is\n"
+          "written '\\\\', newline, CR and tab '\\n', '\\r', '\\t', other control bytes\n"
+          "'\\xHH'. Status, errors and warnings go to stderr. At end of input it waits\n"
+          "for the outbox to empty (at most --linger), then exits 0; 1 if the relay\n"
+          "refuses this device for good (unknown key, wrong relay key, a token it\n"
+          "refuses), 2 on bad usage.\n");
 }
 
 static uint64_t now_ms(void) {
@@ -104,19 +107,25 @@ static void send_line(tern_client *c, char *line) {
   while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
   if (n == 0) return;
   char *sp = strchr(line, ' ');
-  if (line[0] != '@' || !sp || sp == line + 1) {
-    fprintf(stderr, "tern-chat: ignored input line (want '@USER TEXT'): %s\n", line);
+  if ((line[0] != '@' && line[0] != '#') || !sp || sp == line + 1) {
+    fprintf(stderr, "tern-chat: ignored input line (want '@USER TEXT' or '#GROUP TEXT'): %s\n", line);
     return;
   }
   *sp = 0;
   const char *text = sp + 1;
+  /* '#team' is the group the library calls '@team'. */
+  const char *to = line + 1;
+  if (line[0] == '#') {
+    line[0] = '@';
+    to = line;
+  }
   uint64_t cmid;
-  int rc = tern_client_send(c, line + 1, text, strlen(text), &cmid);
+  int rc = tern_client_send(c, to, text, strlen(text), &cmid);
   if (rc) {
-    fprintf(stderr, "tern-chat: not sent to %s: %s\n", line + 1, tern_strerror(rc));
+    fprintf(stderr, "tern-chat: not sent to %s: %s\n", to, tern_strerror(rc));
     return;
   }
-  if (interactive) printf("  [%llu] to %s: %s  (queued)\n", (unsigned long long)cmid, line + 1, text);
+  if (interactive) printf("  [%llu] to %s: %s  (queued)\n", (unsigned long long)cmid, to, text);
 }
 
 /* Fatal for a tool: reconnecting cannot fix these. */
@@ -175,8 +184,11 @@ static void print_event(const tern_event *ev) {
         char hm[8];
         localtime_r(&t, &tm);
         strftime(hm, sizeof(hm), "%H:%M", &tm);
-        if (ev->to) printf("%s you (another device) -> %s: ", hm, ev->to);
+        if (ev->to && ev->to[0] == '@') printf("%s #%s %s: ", hm, ev->to + 1, ev->user);
+        else if (ev->to) printf("%s you (another device) -> %s: ", hm, ev->to);
         else printf("%s %s: ", hm, ev->user);
+      } else if (ev->to && ev->to[0] == '@') {
+        printf("group #%s %s %llu ", ev->to + 1, ev->user, (unsigned long long)ev->seq);
       } else if (ev->to) {
         printf("carbon %s %llu ", ev->to, (unsigned long long)ev->seq);
       } else {
@@ -188,6 +200,13 @@ static void print_event(const tern_event *ev) {
     case TERN_EV_SENT:
       if (interactive) printf("  [%llu] \u2713 sent\n", (unsigned long long)ev->cmid);
       else printf("sent %llu\n", (unsigned long long)ev->cmid);
+      break;
+    case TERN_EV_RECEIPTS:
+      if (interactive)
+        printf("  [%llu] \u2713\u2713 %u of %u members\n", (unsigned long long)ev->cmid, ev->delivered,
+               ev->members);
+      else
+        printf("receipts %llu %u %u\n", (unsigned long long)ev->cmid, ev->delivered, ev->members);
       break;
     case TERN_EV_DELIVERED:
       if (interactive) printf("  [%llu] \u2713\u2713 delivered\n", (unsigned long long)ev->cmid);
@@ -373,7 +392,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (interactive)
-    printf("tern-chat: type '@USER TEXT' to send, Ctrl-D to quit. \u2713 = relay has it, "
+    printf("tern-chat: type '@USER TEXT' or '#GROUP TEXT' to send, Ctrl-D to quit. \u2713 = relay has it, "
            "\u2713\u2713 = delivered.\n");
 
   int input_open = 1, status = 0, done = 0, ever_connected = 0;
@@ -438,7 +457,8 @@ int main(int argc, char **argv) {
       print_event(&ev);
       last_event_ms = now_ms();
       if (ev.type == TERN_EV_CONNECTED) ever_connected = 1;
-      if (ev.type == TERN_EV_MESSAGE && !ev.to) received++; /* carbons are not counted */
+      /* Carbons are not counted; group messages are. */
+      if (ev.type == TERN_EV_MESSAGE && (!ev.to || ev.to[0] == '@')) received++;
       if (ev.type == TERN_EV_DISCONNECTED && fatal(ev.error)) {
         status = 1;
         done = 1;

@@ -1,7 +1,7 @@
 /*
  * ternctl: asks a running ternd through its admin socket (ternd
  * --admin-socket PATH): status, stats, sessions, kick, reload, drain,
- * remove-device. Sends one
+ * remove-device, group-set, group-show. Sends one
  * request line, prints the answer (a table, or JSON with --json), and
  * exits 0, or 1 with ternd's or the socket's reason, or 2 for a bad
  * command line. The protocol is tools/ternd/admin.h's.
@@ -35,6 +35,12 @@ static void usage(FILE *f) {
           "  remove-device KEY     forget a device (its 64-hex-digit key): its sessions\n"
           "                        closed, its cursor no longer holding its user's\n"
           "                        messages back (a lost phone)\n"
+          "  group-set @GROUP [USER...]\n"
+          "                        make USERs the members of the group (the backend's word:\n"
+          "                        spec/messages.md section 14); who leaves gets nothing sent\n"
+          "                        after this, who joins nothing from before; '-' as the\n"
+          "                        only USER reads them from stdin, one a line; none empties it\n"
+          "  group-show @GROUP     the group's members, one a line\n"
           "  reload                re-read the allow-list and revocation list (as SIGHUP)\n"
           "  drain                 drain and exit, as SIGTERM: no new sessions, clients\n"
           "                        told to reconnect (spread over --drain-spread), exit\n"
@@ -118,21 +124,27 @@ int main(int argc, char **argv) {
     return 2;
   }
   static const char *const commands[] = {"status", "stats", "sessions", "kick", "reload", "drain",
-                                         "remove-device"};
+                                         "remove-device", "group-set", "group-show"};
   const char *cmd = argv[optind];
   int known = 0;
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) known |= strcmp(cmd, commands[i]) == 0;
   if (!known) {
     fprintf(stderr, "ternctl: unknown command '%s' (status, stats, sessions, kick, reload, drain, "
-                    "remove-device)\n", cmd);
+                    "remove-device, group-set, group-show)\n", cmd);
     return 2;
   }
   int nargs = argc - optind - 1;
   int want_kick = strcmp(cmd, "kick") == 0, want_remove = strcmp(cmd, "remove-device") == 0;
+  int want_gset = strcmp(cmd, "group-set") == 0, want_gshow = strcmp(cmd, "group-show") == 0;
   if ((want_kick && (nargs < 1 || nargs > 2)) || (want_remove && nargs != 1) ||
-      (!want_kick && !want_remove && nargs != 0)) {
+      (want_gset && nargs < 1) || (want_gshow && nargs != 1) ||
+      (!want_kick && !want_remove && !want_gset && !want_gshow && nargs != 0)) {
     fprintf(stderr, "ternctl: usage: %s\n",
-            want_kick ? "kick USER [DEVICE]" : want_remove ? "remove-device DEVICE-KEY" : cmd);
+            want_kick     ? "kick USER [DEVICE]"
+            : want_remove ? "remove-device DEVICE-KEY"
+            : want_gset   ? "group-set @GROUP [USER...|-]"
+            : want_gshow  ? "group-show @GROUP"
+                          : cmd);
     return 2;
   }
   if (!path || !path[0]) {
@@ -142,20 +154,57 @@ int main(int argc, char **argv) {
   }
   /* The request line: "FORMAT COMMAND [ARG...]". Arguments with spaces or
    * line breaks cannot be said in it (no user name has any). */
-  char line[512];
-  size_t len = (size_t)snprintf(line, sizeof(line), "%s", json ? "json" : "text");
-  for (int i = optind; i < argc; i++) {
-    if (strpbrk(argv[i], " \t\r\n") || !argv[i][0]) {
-      fprintf(stderr, "ternctl: bad argument '%s'\n", argv[i]);
+  /* group-set @G -: the members from stdin, one a line. */
+  char **args = argv + optind;
+  int nargv = argc - optind;
+  char *stdin_text = NULL;
+  char **from_stdin = NULL;
+  if (want_gset && nargs == 2 && strcmp(args[2], "-") == 0) {
+    size_t tcap = 0;
+    FILE *mem = open_memstream(&stdin_text, &tcap);
+    char chunk[4096];
+    size_t k;
+    while (mem && (k = fread(chunk, 1, sizeof(chunk), stdin)) > 0) fwrite(chunk, 1, k, mem);
+    if (!mem || fclose(mem) != 0 || !(from_stdin = calloc(2 + TERN_GROUP_MEMBERS_MAX + 1, sizeof(char *)))) {
+      fprintf(stderr, "ternctl: out of memory\n");
+      return 1;
+    }
+    from_stdin[0] = args[0];
+    from_stdin[1] = args[1];
+    nargv = 2;
+    char *save = NULL;
+    for (char *t = strtok_r(stdin_text, "\r\n", &save); t; t = strtok_r(NULL, "\r\n", &save)) {
+      if (!t[0]) continue;
+      if (nargv == 2 + TERN_GROUP_MEMBERS_MAX) {
+        fprintf(stderr, "ternctl: more than %d members\n", TERN_GROUP_MEMBERS_MAX);
+        return 2;
+      }
+      from_stdin[nargv++] = t;
+    }
+    args = from_stdin;
+  }
+  /* One line: the admin socket takes up to 72 KiB (tools/ternd/admin.h). */
+  size_t linecap = 73728;
+  char *line = malloc(linecap);
+  if (!line) {
+    fprintf(stderr, "ternctl: out of memory\n");
+    return 1;
+  }
+  size_t len = (size_t)snprintf(line, linecap, "%s", json ? "json" : "text");
+  for (int i = 0; i < nargv; i++) {
+    if (strpbrk(args[i], " \t\r\n") || !args[i][0]) {
+      fprintf(stderr, "ternctl: bad argument '%s'\n", args[i]);
       return 2;
     }
-    len += (size_t)snprintf(line + len, len < sizeof(line) ? sizeof(line) - len : 0, " %s", argv[i]);
+    len += (size_t)snprintf(line + len, len < linecap ? linecap - len : 0, " %s", args[i]);
   }
-  if (len + 2 > sizeof(line)) {
+  free(from_stdin);
+  if (len + 2 > linecap) {
     fprintf(stderr, "ternctl: arguments too long\n");
     return 2;
   }
   line[len++] = '\n';
+  free(stdin_text); /* the line holds copies */
   int fd = connect_socket(path, timeout_s);
   if (fd < 0) return 1;
   for (size_t off = 0; off < len;) {
@@ -214,6 +263,7 @@ int main(int argc, char **argv) {
     break;
   }
   free(buf);
+  free(line);
   close(fd);
   return status;
 }

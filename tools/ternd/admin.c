@@ -143,11 +143,11 @@ static void answer_error(admin_conn *c, const char *why) {
 /* The request line is in c->in (NUL-terminated): the reason it is bad,
  * or NULL after the answer is made. */
 static const char *run_request(ternd_admin *a, admin_conn *c) {
-  char *argv[9];
+  static char *argv[ADMIN_ARGS_MAX]; /* the loop's thread only */
   int argc = 0;
   char *save = NULL;
   for (char *t = strtok_r(c->in, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
-    if (argc == 9) return "too many arguments";
+    if (argc == ADMIN_ARGS_MAX) return "too many arguments";
     argv[argc++] = t;
   }
   if (argc < 2 || (strcmp(argv[0], "text") != 0 && strcmp(argv[0], "json") != 0))

@@ -20,7 +20,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define ADMIN_LINE_MAX 512
+/* Room for group-set with TERN_GROUP_MEMBERS_MAX (1000) members of 64 bytes. */
+#define ADMIN_LINE_MAX (72u << 10)
+#define ADMIN_ARGS_MAX 1010
 #define ADMIN_DEADLINE_MS 5000
 #define ADMIN_MAX_CONNS 8
 /* An answer larger than this is cut (and says so). */

@@ -250,6 +250,74 @@ static int cmd_remove_device(ternd_cmd_ctx *x, int argc, char **argv, int json, 
   return 0;
 }
 
+/* group-set GROUP [USER...]: the backend's word on who is in the group
+ * (spec/messages.md §14); no user empties it. */
+static int cmd_group_set(ternd_cmd_ctx *x, int argc, char **argv, int json, FILE *out, char *err,
+                         size_t cap) {
+  if (argc < 2) {
+    snprintf(err, cap, "usage: group-set @GROUP [USER...]");
+    return -1;
+  }
+  int rc = tern_relay_group_set(x->relay, argv[1], (const char *const *)argv + 2, (size_t)argc - 2);
+  if (rc == TERN_EINVAL) {
+    snprintf(err, cap, "bad group or user name, or more than %d members (a group is '@name')",
+             TERN_GROUP_MEMBERS_MAX);
+    return -1;
+  }
+  if (rc < 0) {
+    snprintf(err, cap, "the store failed: %s", tern_strerror(rc));
+    return -1;
+  }
+  if (json) {
+    fputs("{\"group\": ", out);
+    jstr(out, argv[1]);
+    fprintf(out, ", \"members\": %d}\n", argc - 2);
+  } else {
+    fprintf(out, "group %s: %d member%s\n", argv[1], argc - 2, argc - 2 == 1 ? "" : "s");
+  }
+  return 0;
+}
+
+typedef struct show_ctx {
+  FILE *out;
+  int json, n;
+} show_ctx;
+
+static int show_member(void *ctx, const char *user) {
+  show_ctx *sc = ctx;
+  if (sc->json) {
+    if (sc->n) fputs(", ", sc->out);
+    jstr(sc->out, user);
+  } else {
+    fprintf(sc->out, "%s\n", user);
+  }
+  sc->n++;
+  return 0;
+}
+
+/* group-show GROUP: its current members, one a line. */
+static int cmd_group_show(ternd_cmd_ctx *x, int argc, char **argv, int json, FILE *out, char *err,
+                          size_t cap) {
+  if (argc != 2) {
+    snprintf(err, cap, "usage: group-show @GROUP");
+    return -1;
+  }
+  show_ctx sc = {out, json, 0};
+  if (json) {
+    fputs("{\"group\": ", out);
+    jstr(out, argv[1]);
+    fputs(", \"members\": [", out);
+  }
+  int rc = tern_relay_group_members(x->relay, argv[1], show_member, &sc);
+  if (rc < 0) {
+    snprintf(err, cap, rc == TERN_EINVAL ? "bad group name (a group is '@name')" : "the store failed: %s",
+             tern_strerror(rc));
+    return -1;
+  }
+  if (json) fputs("]}\n", out);
+  return 0;
+}
+
 static int cmd_reload(ternd_cmd_ctx *x, int json, FILE *out, char *err, size_t cap) {
   if (!x->allow_path && !x->revoked_path) {
     snprintf(err, cap, "nothing to reload: ternd runs with no allow-list and no revocation list");
@@ -301,15 +369,18 @@ int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *e
   ternd_cmd_ctx *x = ctx;
   const char *cmd = argv[0];
   static const char *const known[] = {"status", "stats", "sessions", "kick", "reload", "drain",
-                                      "remove-device"};
+                                      "remove-device", "group-set", "group-show"};
   int found = 0;
   for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) found |= strcmp(cmd, known[i]) == 0;
   if (!found) {
-    snprintf(err, cap, "unknown command '%.64s' (status, stats, sessions, kick, reload, drain, remove-device)",
+    snprintf(err, cap,
+             "unknown command '%.64s' (status, stats, sessions, kick, reload, drain, remove-device, "
+             "group-set, group-show)",
              cmd);
     return -1;
   }
-  if (strcmp(cmd, "kick") != 0 && strcmp(cmd, "remove-device") != 0 && argc != 1) {
+  if (strcmp(cmd, "kick") != 0 && strcmp(cmd, "remove-device") != 0 && strncmp(cmd, "group-", 6) != 0 &&
+      argc != 1) {
     snprintf(err, cap, "'%.32s' takes no arguments", cmd);
     return -1;
   }
@@ -318,6 +389,8 @@ int ternd_command(void *ctx, int argc, char **argv, int json, FILE *out, char *e
   if (strcmp(cmd, "sessions") == 0) return cmd_sessions(x, json, out);
   if (strcmp(cmd, "kick") == 0) return cmd_kick(x, argc, argv, json, out, err, cap);
   if (strcmp(cmd, "remove-device") == 0) return cmd_remove_device(x, argc, argv, json, out, err, cap);
+  if (strcmp(cmd, "group-set") == 0) return cmd_group_set(x, argc, argv, json, out, err, cap);
+  if (strcmp(cmd, "group-show") == 0) return cmd_group_show(x, argc, argv, json, out, err, cap);
   if (strcmp(cmd, "drain") == 0) return cmd_drain(x, json, out, err, cap);
   return cmd_reload(x, json, out, err, cap);
 }
