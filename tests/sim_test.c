@@ -15,7 +15,15 @@
  *     the message, and every delivered message got its receipt;
  *   - every server-acked message reached every other device of its sender
  *     as a carbon exactly once, in send order per recipient, and never the
- *     device that sent it (spec/messages.md §13).
+ *     device that sent it (spec/messages.md §13);
+ *   - groups (§14): users u0 and u1 are members of group @g0 throughout and
+ *     write to it; the others are in it or not, and in some seeds one
+ *     leaves and another joins while messages flow. Every device of a user
+ *     that was a member when a group message was stored (its seq between
+ *     the user's join and leave points) gets it exactly once, with the same
+ *     seq on every device (one order) and in send order per sender; no
+ *     other device gets it, nor the device that sent it; the sender's
+ *     receipts count exactly the other members that have it.
  *
  * Some seeds also make relay commits fail (a full disk), which the relay
  * answers with BUSY and the clients with TERN_EV_ERROR and a retry.
@@ -47,6 +55,8 @@
 #define MAX_CLIENTS 6          /* devices: MAX_USERS users' first, and up to 2 second devices */
 #define MAX_MSGS 64          /* per client per run */
 #define WALL_EPOCH 1700000000000ull
+#define GROUP "@g0"
+#define MAX_GMSGS (MAX_MSGS * MAX_CLIENTS) /* group messages a device may get */
 
 /* ---- random ------------------------------------------------------------- */
 
@@ -99,9 +109,11 @@ typedef struct params {
 
 typedef struct sent_rec {
   uint64_t cmid;
-  int to;
+  int to;               /* recipient user, or -1 for the group */
   int k;                /* index of the message from this sender to `to` */
   int acked, failed, delivered_event, errors;
+  uint64_t gseq;        /* group: its seq in the group (from SENT) */
+  uint32_t gmax, gof;   /* group: the highest RECEIPTS count, and of how many */
 } sent_rec;
 
 typedef struct client {
@@ -127,6 +139,12 @@ typedef struct client {
    * the order they arrived. */
   int carbon_k[MAX_CLIENTS][MAX_USERS][MAX_MSGS * 2];
   int ncarbon[MAX_CLIENTS][MAX_USERS];
+  /* Group messages: the next k this device sends to the group, and what it
+   * got (sending device, k, seq), in the order it got them. */
+  int next_gk;
+  int grecv_from[MAX_GMSGS], grecv_k[MAX_GMSGS];
+  uint64_t grecv_seq[MAX_GMSGS];
+  int ngrecv;
 } client;
 
 typedef struct sim {
@@ -145,6 +163,11 @@ typedef struct sim {
   uint64_t stale_close_at[64];
   int nstale;
   int fault_drop_outbox;
+  /* The group: per user, its join and leave points (UINT64_MAX: still in;
+   * joined UINT64_MAX: never in), and the one membership change. */
+  uint64_t gjoined[MAX_USERS], gleft[MAX_USERS];
+  uint64_t gchange_at;  /* 0: no change in this seed */
+  int gchanged;
   char failure[512];   /* the first violation found */
   unsigned violations; /* every kind found (V_*) */
   /* counters for the report */
@@ -162,6 +185,7 @@ enum {
   V_FAILED = 1u << 6,      /* FAILED, which nothing here should be */
   V_OTHER = 1u << 7,       /* a message nobody sent, an event for an unknown cmid... */
   V_CARBON = 1u << 8,      /* a carbon missing, repeated, out of order, or to its sender */
+  V_GROUP = 1u << 9,       /* a group message missing, repeated, out of order or membership */
 };
 
 #define TRACE(s, ...)                                                          \
@@ -269,9 +293,61 @@ static void app_carbon(sim *s, client *cl, const tern_event *ev, const char *buf
   if (n < MAX_MSGS * 2) cl->carbon_k[from][to][cl->ncarbon[from][to]++] = k;
 }
 
+/* 1 if user u was in the group for the message of seq `seq`. */
+static int was_member(const sim *s, int u, uint64_t seq) {
+  return s->gjoined[u] != UINT64_MAX && s->gjoined[u] < seq && seq <= s->gleft[u];
+}
+
+/* How many members other than user `sender` a group message of seq `seq`
+ * went to. */
+static uint32_t members_for(const sim *s, int sender, uint64_t seq) {
+  uint32_t n = 0;
+  for (int u = 0; u < s->p.users; u++) n += u != sender && was_member(s, u, seq);
+  return n;
+}
+
+/* How many times device d got group message k of device `from`. */
+static int group_got(const sim *s, int d, int from, int k) {
+  int n = 0;
+  for (int i = 0; i < s->c[d].ngrecv; i++) n += s->c[d].grecv_from[i] == from && s->c[d].grecv_k[i] == k;
+  return n;
+}
+
+/* Whether device d should get the group message r of device `from`. */
+static int group_due(const sim *s, int d, int from, const sent_rec *r) {
+  return d != from && r->gseq && was_member(s, s->c[d].user, r->gseq);
+}
+
+/* A group message: k of device `from`, at `seq` of the group. */
+static void app_group(sim *s, client *cl, const tern_event *ev, const char *buf) {
+  int from = -1, k = -1;
+  if (strcmp(ev->to, GROUP) != 0 || sscanf(buf, "g %d %d", &from, &k) != 2 || from < 0 ||
+      from >= s->p.clients || strcmp(ev->user, s->c[from].name) != 0) {
+    fail(s, V_GROUP, "client %d got a group message nobody sent: from '%s' to '%s' body '%s'", cl->id,
+         ev->user, ev->to, buf);
+    return;
+  }
+  TRACE(s, "app %d group from %d k=%d seq=%" PRIu64, cl->id, from, k, ev->seq);
+  if (from == cl->id) fail(s, V_GROUP, "client %d got its own group message %d", cl->id, k);
+  if (group_got(s, cl->id, from, k))
+    fail(s, V_GROUP, "client %d got group message %d of %d twice", cl->id, k, from);
+  for (int i = cl->ngrecv - 1; i >= 0; i--)
+    if (cl->grecv_from[i] == from) {
+      if (cl->grecv_k[i] > k)
+        fail(s, V_GROUP, "client %d got group message %d of %d after %d", cl->id, k, from, cl->grecv_k[i]);
+      break;
+    }
+  if (cl->ngrecv < MAX_GMSGS) {
+    cl->grecv_from[cl->ngrecv] = from;
+    cl->grecv_k[cl->ngrecv] = k;
+    cl->grecv_seq[cl->ngrecv++] = ev->seq;
+  }
+}
+
 /* Whether every other device of the sender of r (device `from`) has its
  * carbon; *missing receives one that has not. */
 static int carbons_in(const sim *s, int from, const sent_rec *r, int *missing) {
+  if (r->to < 0) return 1; /* group messages have none: the sender's devices are members */
   for (int d = 0; d < s->p.clients; d++)
     if (d != from && s->c[d].user == s->c[from].user && !carbon_has(s, d, from, r->to, r->k)) {
       if (missing) *missing = d;
@@ -288,6 +364,10 @@ static void app_take(sim *s, client *cl) {
       int from = -1, to = -1, k = -1;
       char buf[64];
       snprintf(buf, sizeof(buf), "%.*s", (int)ev.body_len, (const char *)ev.body);
+      if (ev.to && ev.to[0] == '@') {
+        app_group(s, cl, &ev, buf);
+        continue;
+      }
       if (ev.to) {
         app_carbon(s, cl, &ev, buf);
         continue;
@@ -309,7 +389,7 @@ static void app_take(sim *s, client *cl) {
              cl->received_k[from][n - 1]);
       if (n < MAX_MSGS * 2) cl->received_k[from][cl->nreceived[from]++] = k;
     } else if (ev.type == TERN_EV_SENT || ev.type == TERN_EV_FAILED ||
-               ev.type == TERN_EV_DELIVERED || ev.type == TERN_EV_ERROR) {
+               ev.type == TERN_EV_DELIVERED || ev.type == TERN_EV_ERROR || ev.type == TERN_EV_RECEIPTS) {
       sent_rec *r = NULL;
       for (int i = 0; i < cl->nsent; i++)
         if (cl->sent[i].cmid == ev.cmid) r = &cl->sent[i];
@@ -327,7 +407,20 @@ static void app_take(sim *s, client *cl) {
         continue;
       }
       if (ev.type == TERN_EV_SENT) r->acked++;
+      if (ev.type == TERN_EV_SENT && r->to < 0) r->gseq = ev.seq;
       if (ev.type == TERN_EV_FAILED) r->failed++;
+      if (ev.type == TERN_EV_RECEIPTS) {
+        if (r->to >= 0 || ev.delivered > ev.members)
+          fail(s, V_RECEIPT, "client %d: RECEIPTS %u of %u for cmid %" PRIu64 " (to %d)", cl->id,
+               ev.delivered, ev.members, ev.cmid, r->to);
+        if (ev.delivered > r->gmax) r->gmax = ev.delivered;
+        r->gof = ev.members;
+        continue;
+      }
+      if (ev.type == TERN_EV_DELIVERED && r->to < 0) {
+        fail(s, V_RECEIPT, "client %d: DELIVERED for group message %d", cl->id, r->k);
+        continue;
+      }
       if (ev.type == TERN_EV_DELIVERED) {
         r->delivered_event++;
         /* A receipt only for what the app of one of the recipient's
@@ -410,7 +503,15 @@ static void crash_client(sim *s, client *cl) {
   cl->reconnect_at = s->now + rnd_range(&s->r, 100, 2000);
 }
 
+/* With a trace, the relay core's own log lines go there too. */
+static void relay_log(void *ctx, int level, const char *line) {
+  sim *s = ctx;
+  TRACE(s, "relay log %d: %s", level, line);
+}
+
 static void new_relay_core(sim *s) {
+  s->rcfg.log = relay_log;
+  s->rcfg.log_ctx = s;
   cr_assert_eq(tern__rcore_new(&s->rcore, s->rstore, &s->rcfg), 0);
 }
 
@@ -468,6 +569,7 @@ static void setup(sim *s, uint64_t seed, int fault, int backend) {
   tern__rcore_config_default(&s->rcfg);
   s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_DUP, fault == 1);
   s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_CARBON2, fault == 4);
+  s->rstore->ops->fault(s->rstore, TERN__RS_FAULT_LEAVE_EARLY, fault == 5);
   s->rcfg.fault_ack_before_commit = fault == 2;
   s->fault_drop_outbox = fault == 3;
   if (fault == 2) s->p.relay_crash_per_s = 0.05 + s->p.relay_crash_per_s;
@@ -490,6 +592,42 @@ static void setup(sim *s, uint64_t seed, int fault, int backend) {
     cl->next_send_at = rnd_range(&s->r, 0, s->p.send_window_ms);
   }
   cr_assert_eq(s->rstore->ops->commit(s->rstore, 0), 0);
+  /* The group: u0 and u1 always, the others by chance; in half of the
+   * seeds with a third user, one leaves and one joins while messages flow. */
+  static const char *const unames[MAX_USERS] = {"u0", "u1", "u2", "u3"};
+  const char *names[MAX_USERS];
+  size_t n = 0;
+  for (int u = 0; u < s->p.users; u++) {
+    int in = u < 2 || rnd01(&s->r) < 0.5;
+    s->gjoined[u] = in ? 0 : UINT64_MAX;
+    s->gleft[u] = UINT64_MAX;
+    if (in) names[n++] = unames[u];
+  }
+  cr_assert_eq(tern__rcore_group_set(s->rcore, GROUP, names, n, 0, NULL), 0);
+  if (s->p.users > 2 && rnd01(&s->r) < 0.5) s->gchange_at = rnd_range(&s->r, 1, s->p.send_window_ms);
+}
+
+/* The membership change: a member other than u0 and u1 leaves (if any),
+ * and a user not in joins (if any), at the point the relay gives. Tried
+ * again while a commit fails. */
+static void group_change(sim *s) {
+  static const char *const unames[MAX_USERS] = {"u0", "u1", "u2", "u3"};
+  int leaving = -1, joining = -1;
+  for (int u = 2; u < s->p.users; u++) {
+    if (s->gjoined[u] != UINT64_MAX && leaving < 0) leaving = u;
+    if (s->gjoined[u] == UINT64_MAX && joining < 0) joining = u;
+  }
+  const char *names[MAX_USERS];
+  size_t n = 0;
+  for (int u = 0; u < s->p.users; u++)
+    if ((s->gjoined[u] != UINT64_MAX && u != leaving) || u == joining) names[n++] = unames[u];
+  uint64_t point = 0;
+  if (tern__rcore_group_set(s->rcore, GROUP, names, n, s->now, &point) != 0) return;
+  drain_relay(s);
+  if (leaving >= 0) s->gleft[leaving] = point;
+  if (joining >= 0) s->gjoined[joining] = point;
+  s->gchanged = 1;
+  TRACE(s, "group: user %d leaves, user %d joins, at seq %" PRIu64, leaving, joining, point);
 }
 
 static void teardown(sim *s) {
@@ -506,7 +644,31 @@ static void teardown(sim *s) {
   }
 }
 
+/* u0 and u1 write to the group now and then. */
+static int app_send_group(sim *s, client *cl) {
+  if (cl->user > 1 || rnd01(&s->r) >= 0.3) return 0;
+  char body[64];
+  int k = cl->next_gk;
+  snprintf(body, sizeof(body), "g %d %d", cl->id, k);
+  uint64_t cmid;
+  int rc = tern__ccore_send(cl->core, GROUP, body, strlen(body), 0, s->now, WALL_EPOCH + s->now, &cmid);
+  if (rc != 0) {
+    fail(s, V_OTHER, "group send failed: %d", rc);
+    return 1;
+  }
+  cl->next_gk++;
+  sent_rec *r = &cl->sent[cl->nsent++];
+  memset(r, 0, sizeof(*r));
+  r->cmid = cmid;
+  r->to = -1;
+  r->k = k;
+  TRACE(s, "app %d sends group k=%d cmid %" PRIu64, cl->id, k, cmid);
+  drain_client(s, cl);
+  return 1;
+}
+
 static void app_send(sim *s, client *cl) {
+  if (app_send_group(s, cl)) return;
   int to; /* a user, not its own */
   do to = (int)rnd_range(&s->r, 0, (uint64_t)s->p.users - 1);
   while (to == cl->user);
@@ -542,6 +704,12 @@ static int settled(sim *s) {
     for (int j = 0; j < cl->nsent; j++) {
       sent_rec *r = &cl->sent[j];
       if (r->failed) continue;
+      if (r->to < 0) {
+        if (!r->acked || r->gmax < members_for(s, cl->user, r->gseq)) return 0;
+        for (int d = 0; d < s->p.clients; d++)
+          if (group_due(s, d, i, r) && !group_got(s, d, i, r->k)) return 0;
+        continue;
+      }
       if (!r->acked || !r->delivered_event) return 0;
       for (int d = 0; d < s->p.clients; d++)
         if (s->c[d].user == r->to && !device_has(s, d, i, r->k)) return 0;
@@ -575,6 +743,7 @@ static void step(sim *s, int chaos) {
   }
   tern__rcore_tick(s->rcore, s->now, WALL_EPOCH + s->now);
   drain_relay(s);
+  if (s->gchange_at && !s->gchanged && s->now >= s->gchange_at) group_change(s);
   if (chaos && rnd01(&s->r) < s->p.relay_crash_per_s / 20.0) {
     crash_relay(s);
   } else {
@@ -626,6 +795,32 @@ static uint64_t next_time(sim *s) {
   return t > s->now ? t : s->now + 1;
 }
 
+/* The group's invariants for message r of device `from`. */
+static void check_group(sim *s, int from, const sent_rec *r) {
+  if (r->acked != 1 || r->failed || !r->gseq) {
+    fail(s, r->failed ? V_FAILED : r->acked > 1 ? V_SENT_TWICE : V_UNSETTLED,
+         "group message %d from %d: SENT %d, FAILED %d, seq %" PRIu64, r->k, from, r->acked, r->failed,
+         r->gseq);
+    return;
+  }
+  for (int d = 0; d < s->p.clients; d++) {
+    int got = group_got(s, d, from, r->k), due = group_due(s, d, from, r);
+    if (got != due)
+      fail(s, V_GROUP,
+           "group message %d from %d (seq %" PRIu64 "): device %d of user %d (in from %" PRIu64
+           " to %" PRIu64 ") got it %d times",
+           r->k, from, r->gseq, d, s->c[d].user, s->gjoined[s->c[d].user], s->gleft[s->c[d].user], got);
+    for (int i = 0; i < s->c[d].ngrecv; i++)
+      if (s->c[d].grecv_from[i] == from && s->c[d].grecv_k[i] == r->k && s->c[d].grecv_seq[i] != r->gseq)
+        fail(s, V_GROUP, "group message %d from %d: seq %" PRIu64 " on device %d, %" PRIu64 " when sent",
+             r->k, from, s->c[d].grecv_seq[i], d, r->gseq);
+  }
+  uint32_t of = members_for(s, s->c[from].user, r->gseq);
+  if (r->gmax != of || (r->gof && r->gof != of))
+    fail(s, V_RECEIPT, "group message %d from %d (seq %" PRIu64 "): receipts %u of %u, %u members",
+         r->k, from, r->gseq, r->gmax, r->gof, of);
+}
+
 /* Checks every invariant and records every violation (the first one's
  * text in s->failure). Returns 1 if any. */
 static int check(sim *s) {
@@ -633,6 +828,10 @@ static int check(sim *s) {
     client *cl = &s->c[i];
     for (int j = 0; j < cl->nsent; j++) {
       sent_rec *r = &cl->sent[j];
+      if (r->to < 0) {
+        check_group(s, i, r);
+        continue;
+      }
       int have = 1, lost_at = -1; /* every device of the recipient has it */
       for (int d = 0; d < s->p.clients; d++)
         if (s->c[d].user == r->to && !device_has(s, d, i, r->k)) have = 0, lost_at = d;
@@ -672,6 +871,8 @@ static int check(sim *s) {
 /* Over all seeds run, for the report: relay commits made to fail, and
  * TERN_EV_ERROR (BUSY) events the apps took. */
 static uint64_t total_store_failures, total_busy_errors;
+/* ... and group messages handed to apps, and membership changes made. */
+static uint64_t total_group_got, total_group_changes;
 
 /* Runs one seed; returns 0 if every invariant held, else the V_* kinds
  * that broke (the first violation described in why). */
@@ -702,6 +903,8 @@ static unsigned run_seed(uint64_t seed, int fault, int backend, int trace, char 
   TRACE(s, "run ends (%s)", s->failure[0] ? s->failure : settled(s) ? "settled" : "time limit");
   unsigned bad = check(s) ? s->violations : 0;
   total_store_failures += s->store_failures;
+  for (int i = 0; i < s->p.clients; i++) total_group_got += (uint64_t)s->c[i].ngrecv;
+  total_group_changes += (uint64_t)s->gchanged;
   for (int i = 0; i < s->p.clients; i++)
     for (int j = 0; j < s->c[i].nsent; j++) total_busy_errors += (uint64_t)s->c[i].sent[j].errors;
   if (bad) snprintf(why, whycap, "%s", s->failure);
@@ -735,9 +938,14 @@ static void invariants_hold(int backend) {
   }
   fprintf(stderr,
           "sim (%s store): %" PRIu64 " seeds from %" PRIu64 " passed in %.1f s (%" PRIu64
-          " relay commits failed on purpose, %" PRIu64 " BUSY errors shown to apps)\n",
-          backend_name[backend], count, first, now_s() - t0, total_store_failures, total_busy_errors);
-  if (count >= 100) cr_assert_gt(total_busy_errors, 0, "the store-failure path was exercised");
+          " relay commits failed on purpose, %" PRIu64 " BUSY errors shown to apps, %" PRIu64
+          " group messages handed to apps, %" PRIu64 " membership changes)\n",
+          backend_name[backend], count, first, now_s() - t0, total_store_failures, total_busy_errors,
+          total_group_got, total_group_changes);
+  if (count >= 100) {
+    cr_assert_gt(total_busy_errors, 0, "the store-failure path was exercised");
+    cr_assert_gt(total_group_changes, 0, "membership changed in some seeds");
+  }
 }
 
 Test(sim, invariants_hold_on_sqlite, .timeout = 1200) { invariants_hold(ON_SQLITE); }
@@ -753,6 +961,7 @@ static const char *kind_name(unsigned v) {
     case V_SENT_TWICE: return "SENT twice";
     case V_FAILED: return "a FAILED message";
     case V_CARBON: return "carbons exactly once on the sender's other devices";
+    case V_GROUP: return "group messages exactly once on every member device, one order";
     default: return "other";
   }
 }
@@ -767,7 +976,7 @@ static void expect_caught_on(int fault, const char *name, unsigned want, int bac
     unsigned v = run_seed(seed, fault, backend, 0, why, sizeof(why));
     if (!v) continue;
     char kinds[256] = "";
-    for (unsigned b = 1; b && b <= V_CARBON; b <<= 1)
+    for (unsigned b = 1; b && b <= V_GROUP; b <<= 1)
       if (v & b)
         snprintf(kinds + strlen(kinds), sizeof(kinds) - strlen(kinds), "%s%s", kinds[0] ? "; " : "",
                  kind_name(b));
@@ -798,4 +1007,7 @@ Test(sim, catches_outbox_dropped_on_crash, .timeout = 600) {
 }
 Test(sim, catches_a_carbon_stored_twice, .timeout = 600) {
   expect_caught(4, "store each carbon twice", V_CARBON);
+}
+Test(sim, catches_a_member_removed_too_early, .timeout = 600) {
+  expect_caught(5, "remove a member one message too early", V_GROUP);
 }

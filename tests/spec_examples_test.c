@@ -77,6 +77,8 @@ static specex GOAWAY_FRAME;
 static specex PRESENCE_FRAME;
 static specex RESET_TOKEN_FRAME;
 static specex SETTLED_FRAME;
+static specex GROUP_ACK_FRAME;
+static specex GROUP_RECEIPT_FRAME;
 static specex RESET_DGRAM;
 
 static const struct {
@@ -125,6 +127,8 @@ static const struct {
     {"presence-frame", &PRESENCE_FRAME},
     {"reset-token-frame", &RESET_TOKEN_FRAME},
     {"settled-frame", &SETTLED_FRAME},
+    {"group-ack-frame", &GROUP_ACK_FRAME},
+    {"group-receipt-frame", &GROUP_RECEIPT_FRAME},
     {"reset-datagram", &RESET_DGRAM},
 };
 
@@ -700,6 +704,22 @@ Test(spec, settled_example) {
   cr_assert_eq(TERN__FR_SETTLED, 0x26);
   tern__fr_u64_write(&w, TERN__FR_SETTLED, EX_CMID);
   ASSERT_WBUF(w, SETTLED_FRAME, "SETTLED frame");
+}
+
+/* spec/wire.md §6.18, §6.19: a group's ack and receipt. */
+Test(spec, group_examples) {
+  uint8_t buf[32];
+  tern__wbuf w;
+  tern__wbuf_init(&w, buf, sizeof buf);
+  cr_assert_eq(TERN__FR_GROUP_ACK, 0x29);
+  cr_assert_eq(TERN__FR_GROUP_FLOOR, 0x2a);
+  tern__fr_gack g = {.group = S("@team"), .list = {.last = 7, .n = 1, .seqs = {9}}};
+  tern__fr_gack_write(&w, TERN__FR_GROUP_ACK, &g);
+  ASSERT_WBUF(w, GROUP_ACK_FRAME, "GROUP_ACK frame");
+  tern__wbuf_init(&w, buf, sizeof buf);
+  tern__fr_greceipt r = {.cmid = EX_CMID, .got = 2, .of = 3};
+  tern__fr_greceipt_write(&w, &r);
+  ASSERT_WBUF(w, GROUP_RECEIPT_FRAME, "GROUP_RECEIPT frame");
 }
 
 /* spec/keepalive.md, "Probe datagrams": the three examples, byte for byte,

@@ -1032,6 +1032,12 @@ static int begin_for(tern__rcore *rc, conn *c) {
  * 0, or -1 after store_failed(). */
 static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n, uint64_t now_ms) {
   ack_ctx a = {rc, 0};
+  /* A group its member left, passed to the point: the store has let go of
+   * this device's cursor (relay_store.h, gacked); nothing more to take. */
+  if (c->group && c->cursor >= c->limit) {
+    c->ack_more = 0;
+    return 0;
+  }
   uint64_t reached = c->cursor;
   /* A step takes in at least one message: room for one first. */
   if (make_room(rc, 0, now_ms) < 0) return -1;
@@ -1158,6 +1164,9 @@ int tern__rcore_group_set(tern__rcore *rc, const char *group, const char *const 
     store_failed(rc, now_ms);
     return TERN_ESTORE;
   }
+  /* Durable before any session acts on it: a change rolled back must not
+   * have moved a session's limit. */
+  if (commit_txn(rc, now_ms, 1) < 0) return TERN_ESTORE;
   if (point) *point = pt;
   /* Live sessions: a removed member's stream stops at the point; an added
    * member's session starts getting the group. */
@@ -1390,9 +1399,12 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
       continue;
     }
     if (c->sent_upto > c->cursor && now_ms >= c->progress_ms + rc->cfg.resend_ms) {
-      /* No progress: send the unacked ones again (the device drops copies). */
+      /* No progress: send the unacked ones again (the device drops copies).
+       * A group's GROUP_FLOOR goes again first: if it was lost, the device
+       * holds back what names a predecessor below it. */
       c->sent_upto = c->cursor;
-      pump(rc, c, now_ms);
+      if (c->group) start_group(rc, c, now_ms);
+      else pump(rc, c, now_ms);
       c->progress_ms = now_ms;
     }
     if (c->notices_out && now_ms >= c->notices_ms + rc->cfg.resend_ms) send_notices(rc, c, now_ms);

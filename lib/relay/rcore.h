@@ -176,11 +176,12 @@ int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from)
 int tern__rcore_device_remove(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms);
 
 /* Groups (spec/messages.md §14): replaces the members of `group` ("@name")
- * with users[0..n) at the group's last seq (*point, if not NULL), in the
- * open round. The live sessions of added members start getting the group
- * (GROUP_FLOOR, then its messages above the point); those of removed
- * members stop after the point. Returns 0 or TERN_ESTORE (the round is
- * rolled back). */
+ * with users[0..n) at the group's last seq (*point, if not NULL), and
+ * commits the round (so that no session acts on a change that could still
+ * be rolled back). Then the live sessions of added members start getting
+ * the group (GROUP_FLOOR, then its messages above the point), in a new
+ * round; those of removed members stop after the point. Returns 0 or
+ * TERN_ESTORE (the round is rolled back, nothing changed). */
 int tern__rcore_group_set(tern__rcore *rc, const char *group, const char *const *users, size_t n,
                           uint64_t now_ms, uint64_t *point);
 

@@ -1053,11 +1053,36 @@ static void push_waiting(tern_relay *r, const char *user, const char *from, cons
                     r->store->ops->errmsg(r->store));
 }
 
+typedef struct gpush_ctx {
+  tern_relay *r;
+  const char *from;
+} gpush_ctx;
+
+/* A member device of a group a message was stored for: told if it waits
+ * and has no live session (not the sender's own devices: what they sent is
+ * no news to them). */
+static int push_group_device(void *ctx, const char *user, const uint8_t dev[32], uint64_t waiting) {
+  gpush_ctx *g = ctx;
+  if (!waiting || !strcmp(user, g->from) || device_live(g->r, dev)) return 0;
+  g->r->stats.push_events++;
+  g->r->cfg.push(g->r->cfg.push_ctx, TERN_PUSH_WAITING, user, dev, g->from, waiting);
+  return 0;
+}
+
 /* After a commit: who was stored for, by whom (the core keeps it only when
- * there is a push callback). */
+ * there is a push callback): a user, or every member device of a group. */
 static void push_stored(tern_relay *r) {
   const char *to, *from;
-  while (tern__rcore_next_stored(r->core, &to, &from) == 1) push_waiting(r, to, from, NULL);
+  while (tern__rcore_next_stored(r->core, &to, &from) == 1) {
+    if (!tern__is_group(to)) {
+      push_waiting(r, to, from, NULL);
+      continue;
+    }
+    gpush_ctx g = {r, from};
+    if (r->store->ops->group_devices(r->store, to, push_group_device, &g) < 0)
+      (void)logf_lim_(r, LIM_HS_STORE, "push: cannot read the devices of group %s: %s", to,
+                      r->store->ops->errmsg(r->store));
+  }
 }
 
 static void flush_core(tern_relay *r, uint64_t now) {

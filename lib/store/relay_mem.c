@@ -95,6 +95,7 @@ typedef struct mem_store {
   unsigned fault_commits;
   int fault_dup;
   int fault_carbon2;
+  int fault_leave_early;
 #endif
 } mem_store;
 
@@ -727,6 +728,9 @@ static int mem_group_set(tern__relay_store *st, const char *group, const char *c
     int keep = 0;
     for (size_t k = 0; k < n && !keep; k++) keep = !strcmp(m->user, users[k]);
     if (!keep) m->left = last;
+#ifdef TERN_TEST_HOOKS
+    if (!keep && s->fault_leave_early && last > m->joined) m->left = last - 1;
+#endif
   }
   for (size_t k = 0; k < n; k++) {
     mmember *m = find_member(ms, group, users[k]);
@@ -826,8 +830,13 @@ static int mem_gacked(tern__relay_store *st, const char *group, const char *user
                       uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx) {
   mem_store *s = M(st);
   mgcursor *g = find_gcursor(&s->st, group, dev);
-  if (!g) return fail(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
   const mmember *mm = find_member(&s->st, group, user);
+  if (!g && mm && mm->left != UINT64_MAX) {
+    /* The member left and this device passed the point: it is done. */
+    if (reached) *reached = mm->left;
+    return 0;
+  }
+  if (!g) return fail(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
   uint64_t limit = mm ? mm->left : 0;
   muser *u = find_user(&s->st, group);
   uint64_t last = u ? u->last_seq : 0;
@@ -867,6 +876,24 @@ static int mem_gacked(tern__relay_store *st, const char *group, const char *user
   for (size_t i = 0; i < k; i++)
     if (cb) cb(ctx, told[i].dev, told[i].cmid, told[i].got, told[i].of);
   free(told);
+  return 0;
+}
+
+static int mem_group_devices(tern__relay_store *st, const char *group,
+                             int (*cb)(void *ctx, const char *user, const uint8_t dev[32], uint64_t waiting),
+                             void *ctx) {
+  mstate *ms = &M(st)->st;
+  for (size_t i = 0; i < ms->gcursors.n; i++) {
+    const mgcursor *g = AT(ms->gcursors, mgcursor, i);
+    const mmember *m = strcmp(g->grp, group) ? NULL : find_member(ms, group, g->user);
+    if (!m) continue;
+    uint64_t waiting = 0;
+    for (size_t k = 0; k < ms->msgs.n; k++) {
+      const mmsg *x = AT(ms->msgs, mmsg, k);
+      waiting += !strcmp(x->user, group) && x->seq > g->cursor && x->seq <= m->left;
+    }
+    if (cb(ctx, g->user, g->dev, waiting)) break;
+  }
   return 0;
 }
 
@@ -944,6 +971,7 @@ static void mem_fault(tern__relay_store *st, int kind, unsigned n) {
   if (kind == TERN__RS_FAULT_COMMIT) M(st)->fault_commits = n;
   else if (kind == TERN__RS_FAULT_DUP) M(st)->fault_dup = n != 0;
   else if (kind == TERN__RS_FAULT_CARBON2) M(st)->fault_carbon2 = n != 0;
+  else if (kind == TERN__RS_FAULT_LEAVE_EARLY) M(st)->fault_leave_early = n != 0;
 }
 #endif
 
@@ -969,6 +997,7 @@ static const tern__relay_store_ops mem_ops = {
     .user_groups = mem_user_groups,
     .gdevice = mem_gdevice,
     .gacked = mem_gacked,
+    .group_devices = mem_group_devices,
     .notice_del_if = mem_notice_del_if,
     .settled = mem_settled,
     .settled_get = mem_settled_get,

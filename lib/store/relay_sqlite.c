@@ -31,6 +31,7 @@ typedef struct sqlite_store {
 #ifdef TERN_TEST_HOOKS
   int fault_dup;
   int fault_carbon2;
+  int fault_leave_early;
 #endif
 } sqlite_store;
 
@@ -251,6 +252,12 @@ static int sq_gacked(tern__relay_store *st, const char *group, const char *user,
   return rc < 0 ? rc : tern__rstore_gacked(S(st)->db, group, user, dev, up_to, reached, cb, ctx);
 }
 
+static int sq_group_devices(tern__relay_store *st, const char *group,
+                            int (*cb)(void *ctx, const char *user, const uint8_t dev[32], uint64_t waiting),
+                            void *ctx) {
+  return tern__rstore_group_devices(S(st)->db, group, cb, ctx);
+}
+
 static int sq_notice_del_if(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
                             int64_t code) {
   int rc = ensure_txn(S(st));
@@ -315,6 +322,7 @@ static void sq_fault(tern__relay_store *st, int kind, unsigned n) {
   if (kind == TERN__RS_FAULT_COMMIT) tern__rstore_fault_commit(S(st)->db, n);
   else if (kind == TERN__RS_FAULT_DUP) S(st)->fault_dup = n != 0;
   else if (kind == TERN__RS_FAULT_CARBON2) S(st)->fault_carbon2 = n != 0;
+  else if (kind == TERN__RS_FAULT_LEAVE_EARLY) tern__rstore_fault_leave_early(S(st)->db, n != 0);
 }
 #endif
 
@@ -340,6 +348,7 @@ static const tern__relay_store_ops sqlite_ops = {
     .user_groups = sq_user_groups,
     .gdevice = sq_gdevice,
     .gacked = sq_gacked,
+    .group_devices = sq_group_devices,
     .notice_del_if = sq_notice_del_if,
     .settled = sq_settled,
     .settled_get = sq_settled_get,

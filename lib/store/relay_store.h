@@ -261,6 +261,12 @@ typedef struct tern__relay_store_ops {
    * member. */
   int (*gdevice)(tern__relay_store *s, const char *group, const char *user, const uint8_t dev[32],
                  uint64_t *cursor, uint64_t *limit);
+  /* Each member device with a cursor in `group`: its user, its key, and
+   * how many of the group's messages it may still get (for push). Reads
+   * only; cb non-zero stops. */
+  int (*group_devices)(tern__relay_store *s, const char *group,
+                       int (*cb)(void *ctx, const char *user, const uint8_t dev[32], uint64_t waiting),
+                       void *ctx);
   /* acked for a group: the device's group cursor (as acked, up to *limit
    * and the group's end). Each message a member gets for the first time
    * (the first of its devices whose cursor passes it; sacks are not
@@ -302,7 +308,8 @@ typedef struct tern__relay_store_ops {
 } tern__relay_store_ops;
 
 #ifdef TERN_TEST_HOOKS
-enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2 = 3 };
+enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2 = 3,
+       TERN__RS_FAULT_LEAVE_EARLY = 4 };
 #endif
 
 /* A backend's instance starts with this. */

@@ -167,6 +167,7 @@ enum {
   Q_GCUR_DONE,
   Q_GCUR_DEL_DEV,
   Q_NOTICE_DEL_IF,
+  Q_GDEVICES,
   Q_N
 };
 
@@ -264,6 +265,9 @@ static const char *const sql[Q_N] = {
                     " AND gcursors.cursor >= m.left)"),
     [Q_GCUR_DEL_DEV] = "DELETE FROM gcursors WHERE dev = ?1",
     [Q_NOTICE_DEL_IF] = "DELETE FROM notices WHERE dev = ?1 AND kind = ?2 AND cmid = ?3 AND code = ?4",
+    [Q_GDEVICES] = ("SELECT g.user, g.dev, (SELECT count(*) FROM inbox i WHERE i.user = g.grp AND i.seq > g.cursor"
+                   " AND i.seq <= coalesce(m.left, 9223372036854775807))"
+                   " FROM gcursors g JOIN members m ON m.grp = g.grp AND m.user = g.user WHERE g.grp = ?1"),
 };
 
 struct tern__rstore {
@@ -274,6 +278,7 @@ struct tern__rstore {
   tern__sqlerr e;         /* err, and whether that failure was SQLITE_FULL */
 #ifdef TERN_TEST_HOOKS
   unsigned fault_commits; /* commits still to fail (tern__rstore_fault_commit) */
+  int fault_leave_early;  /* tern__rstore_fault_leave_early */
 #endif
   /* The disk reserve: a file of reserve_bytes next to the database, held
    * while reserve_held (always 1 when reserve_bytes is 0). */
@@ -699,6 +704,7 @@ int tern__rstore_take_reserve(tern__rstore *s) {
 
 #ifdef TERN_TEST_HOOKS
 void tern__rstore_fault_commit(tern__rstore *s, unsigned n) { s->fault_commits = n; }
+void tern__rstore_fault_leave_early(tern__rstore *s, int on) { s->fault_leave_early = on; }
 #endif
 
 int tern__rstore_begin(tern__rstore *s) {
@@ -1351,11 +1357,15 @@ static int group_set(tern__rstore *s, const char *group, const char *const *user
     return fail(s, rc, "group members");
   }
   rc = 0;
+  uint64_t left = last;
+#ifdef TERN_TEST_HOOKS
+  if (s->fault_leave_early && left) left--; /* a member removed too early */
+#endif
   for (size_t i = 0; rc >= 0 && i < ngone; i++) {
     q = s->q[Q_MEM_LEAVE];
     bind_text(q, 1, group);
     bind_text(q, 2, gone[i]);
-    sqlite3_bind_int64(q, 3, (int64_t)last);
+    sqlite3_bind_int64(q, 3, (int64_t)left);
     rc = run(s, Q_MEM_LEAVE);
   }
   free(gone);
@@ -1479,8 +1489,14 @@ static int gacked(tern__rstore *s, const char *group, const char *user, const ui
   uint64_t cursor = 0, last = 0, joined = 0, limit = 0, mbefore = 0;
   int rc = gcursor_get(s, group, dev, &cursor);
   if (rc < 0) return rc;
-  if (rc == 0) return refuse(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
+  int has_cursor = rc;
   if ((rc = member_get(s, group, user, &joined, &limit)) < 0) return rc;
+  if (!has_cursor && rc == 1 && limit != UINT64_MAX) {
+    /* The member left and this device passed the point: it is done. */
+    if (reached) *reached = limit;
+    return 0;
+  }
+  if (!has_cursor) return refuse(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
   bind_text(s->q[Q_SEQ_LAST], 1, group);
   if ((rc = get_int(s, Q_SEQ_LAST, &last)) < 0) return rc;
   if (up_to > last) up_to = last;
@@ -1535,4 +1551,25 @@ int tern__rstore_notice_del_if(tern__rstore *s, const uint8_t dev[32], int kind,
   sqlite3_bind_int64(q, 3, (int64_t)cmid);
   sqlite3_bind_int64(q, 4, code);
   return run(s, Q_NOTICE_DEL_IF);
+}
+
+int tern__rstore_group_devices(tern__rstore *s, const char *group,
+                               int (*cb)(void *ctx, const char *user, const uint8_t dev[32],
+                                         uint64_t waiting),
+                               void *ctx) {
+  sqlite3_stmt *q = s->q[Q_GDEVICES];
+  bind_text(q, 1, group);
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *user = (const char *)sqlite3_column_text(q, 0);
+    const uint8_t *dev = sqlite3_column_blob(q, 1);
+    if (!user || !dev || sqlite3_column_bytes(q, 1) != 32) continue;
+    if (cb(ctx, user, dev, (uint64_t)sqlite3_column_int64(q, 2))) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "group devices");
+  done(q);
+  return ret;
 }

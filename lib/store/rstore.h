@@ -147,6 +147,10 @@ int tern__rstore_gdevice(tern__rstore *s, const char *group, const char *user, c
                          uint64_t *cursor, uint64_t *limit);
 int tern__rstore_gacked(tern__rstore *s, const char *group, const char *user, const uint8_t dev[32],
                         uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx);
+int tern__rstore_group_devices(tern__rstore *s, const char *group,
+                               int (*cb)(void *ctx, const char *user, const uint8_t dev[32],
+                                         uint64_t waiting),
+                               void *ctx);
 int tern__rstore_group_count_others(tern__rstore *s, const char *group, const char *user,
                                     uint32_t *n);
 int tern__rstore_notice_del_if(tern__rstore *s, const uint8_t dev[32], int kind, uint64_t cmid,
@@ -159,6 +163,8 @@ int tern__rstore_other_device(tern__rstore *s, const char *user, const uint8_t d
  * append, but a (dev, cmid) that is already stored is stored again, as a
  * relay without dedup would (its dedup record then names the new copy).
  * Test builds only. */
+/* group_set closes a removed member one message before the point. */
+void tern__rstore_fault_leave_early(tern__rstore *s, int on);
 int tern__rstore_append_fault_dup(tern__rstore *s, const char *to, const tern__rmsg *m,
                                   uint64_t *seq, uint64_t *prev_seq);
 #endif
