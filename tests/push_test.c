@@ -375,3 +375,37 @@ Test(push, a_device_that_leaves_with_messages_unacknowledged_is_notified, .timeo
   tern_client_free(a);
   world_stop(&w);
 }
+
+/* A message to a group (spec/messages.md §14) notifies the backend for each
+ * member device that is offline, with the member as the user and the
+ * sender; not for a member that is online, nor for the sender's own
+ * devices. */
+Test(push, a_group_message_notifies_each_offline_member_device, .timeout = 60) {
+  char sock[108];
+  snprintf(sock, sizeof sock, "/tmp/tern-push-admin-%d.sock", (int)getpid());
+  world w;
+  world_start(&w, "2", "--admin-socket", sock);
+  tern_keypair bob_kp = {0}, alice_kp = {0}, carol_kp = {0}, alice2_kp = {0};
+  was_here(&w, "bob", &bob_kp);
+  was_here(&w, "alice", &alice2_kp); /* alice's other device, offline too */
+  char *gs[] = {(char *)tt_tool("ternctl"), "--socket", sock, "group-set", "@team", "alice", "bob", "carol",
+                NULL};
+  char *out = NULL;
+  cr_assert_eq(tt_run(gs, NULL, &out, NULL, 10000), 0, "ternctl group-set failed");
+  free(out);
+  tern_client *cs[2] = {client(&w, "alice", &alice_kp), client(&w, "carol", &carol_kp)};
+  cr_assert(until(cs, 2, cs[0], TERN_EV_CONNECTED, 5000));
+  cr_assert(until(cs, 2, cs[1], TERN_EV_CONNECTED, 5000));
+  cr_assert_eq(tern_client_send(cs[0], "@team", "hi team", 7, NULL), 0);
+  cr_assert(until(cs, 2, cs[0], TERN_EV_SENT, 5000));
+  cr_assert_eq(wait_posts(&w, cs, 2, 1, 5000), 1, "no POST for bob's device:\n%s", tt_read_file(w.log));
+  pump(cs, 2, 1000);
+  cr_assert_eq(sink_count(&w.sk), 1, "only bob's device: carol is online, alice sent it");
+  char hex[TERN_KEY_HEX_BYTES], want[300];
+  tern_key_to_hex(bob_kp.public_key, hex);
+  snprintf(want, sizeof want, "{\"user\":\"bob\",\"device\":\"%s\",\"sender\":\"alice\",\"waiting\":1}", hex);
+  cr_assert_str_eq(w.sk.posts[0].body, want);
+  tern_client_free(cs[0]);
+  tern_client_free(cs[1]);
+  world_stop(&w);
+}
