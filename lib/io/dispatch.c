@@ -137,8 +137,8 @@ enum {
   CONNECT_KEEP = 128,          /* an ENet CONNECT is 52 bytes */
   COOKIE_KEEP_MS = 60000,      /* a cookie is used this long (the relay takes it >= 120 s) */
   CONNECT_PENDING_MS = 30000,  /* a COOKIE is taken this long after the CONNECT */
-  CONNECT_COPIES = 2,          /* a CONNECT, plain or wrapped, goes this many times... */
-  CONNECT_COPIES_MAX = 8,      /* ...doubled at each resend of it (ENet's), up to this */
+  CONNECT_COPIES = 2,          /* a CONNECT, plain or wrapped, goes this many times, then
+                                  once more at each of connect_spread_ms while unanswered */
   COOKIE_AGAIN_MS = 50,        /* the same cookie again within this is not resent */
 };
 
@@ -148,7 +148,8 @@ typedef struct cookie_slot {
   uint16_t connect_len;
   uint8_t connect[CONNECT_KEEP]; /* the last CONNECT sent to the handle */
   uint64_t connect_ms;           /* when; 0: slot unused */
-  unsigned copies;               /* how many copies of it go each time */
+  uint64_t sent_ms;              /* when it was last sent (ENet's send, or wrapped) */
+  unsigned spread;               /* copies sent since, one per connect_spread_ms */
   int answered;                  /* an ENet datagram came from the handle since */
   uint8_t cookie[TERN__COOKIE_BYTES];
   uint64_t cookie_ms;            /* when the cookie came; 0: none */
@@ -1055,13 +1056,22 @@ static cookie_slot *ck_slot(tern__disp *d, uint32_t h, uint16_t g, int take) {
   return old;
 }
 
+/* Client: after a CONNECT goes, the further copies of it that go while
+ * nothing answers (ms after it): a relay under a flood drops what arrives
+ * while its socket for CONNECTs is full, in bursts of a few ms, so copies
+ * sent back to back are lost together; spread over the 200 ms before
+ * ENet's own resend (link.c) they are lost one by one. */
+static const uint16_t connect_spread_ms[] = {25, 50, 100, 150};
+enum { CONNECT_SPREAD = sizeof(connect_spread_ms) / sizeof(connect_spread_ms[0]) };
+
 /* Client: sends the slot's CONNECT, wrapped with its cookie if it holds a
- * fresh one, s->copies times: a relay under a flood loses a share of
+ * fresh one, CONNECT_COPIES times: a relay under a flood loses a share of
  * what arrives, and a lost CONNECT costs a resend timeout (200 ms at
- * first, link.c) where a lost copy costs nothing. Returns the CONNECT's length as
+ * first, link.c) where a lost copy costs nothing; the spread copies
+ * follow (tern__disp_tick). Returns the CONNECT's length as
  * ENet gave it, or -1 (errno) if no copy went. */
-static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
-                            const tern__addr *local, uint64_t now) {
+static ssize_t send_copies(tern__disp *d, cookie_slot *s, const tern__addr *to,
+                           const tern__addr *local, uint64_t now, int copies) {
   uint8_t hdr[TERN__COOKIE_REPLY_BYTES];
   tern__cookie_write_reply(hdr, s->cookie);
   hdr[5] = TERN__COOKIE_KIND_CONNECT;
@@ -1070,11 +1080,18 @@ static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
                          {.iov_base = (void *)s->connect, .iov_len = s->connect_len}};
   if (wrap) s->wrapped_ms = now;
   ssize_t r = -1;
-  for (unsigned i = 0; i < s->copies; i++) {
+  for (int i = 0; i < copies; i++) {
     ssize_t k = send_on(d, d->fd, to, local, wrap ? iov : iov + 1, wrap ? 2 : 1);
     if (k >= 0) r = s->connect_len;
   }
   return r;
+}
+
+static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
+                            const tern__addr *local, uint64_t now) {
+  s->sent_ms = now;
+  s->spread = 0;
+  return send_copies(d, s, to, local, now, CONNECT_COPIES);
 }
 
 /* Client: a COOKIE of n bytes in d->buf from `from`. Taken only while our
@@ -1114,12 +1131,6 @@ static int cookie_connect(tern__disp *d, uint32_t h, uint16_t g, const tern__ata
   if (!tern__enet_is_connect(buf, total)) return 0;
   cookie_slot *s = ck_slot(d, h, g, 1);
   uint64_t now = tern__now_ms();
-  /* ENet sends a connect's CONNECT again when nothing answered it: under
-   * a flood the relay's socket for CONNECTs loses most of what arrives
-   * (spec/wire.md §13), so each resend goes in twice as many copies. The
-   * rest of the handshake reaches the relay's other socket. */
-  int again = s->connect_ms && !s->answered && now - s->connect_ms <= CONNECT_PENDING_MS;
-  s->copies = !again ? CONNECT_COPIES : s->copies * 2 > CONNECT_COPIES_MAX ? CONNECT_COPIES_MAX : s->copies * 2;
   memcpy(s->connect, buf, total);
   s->connect_len = (uint16_t)total;
   s->connect_ms = now;
@@ -1132,6 +1143,41 @@ static int cookie_connect(tern__disp *d, uint32_t h, uint16_t g, const tern__ata
 static void cookie_answered(tern__disp *d, uint32_t h, uint16_t g) {
   cookie_slot *s = ck_slot(d, h, g, 0);
   if (s) s->answered = 1;
+}
+
+/* 1 if slot s has a spread copy to send (*at: when). */
+static int spread_due(const cookie_slot *s, uint64_t *at) {
+  if (!s->connect_ms || s->answered || s->spread >= CONNECT_SPREAD) return 0;
+  *at = s->sent_ms + connect_spread_ms[s->spread];
+  return 1;
+}
+
+int tern__disp_next_ms(const tern__disp *d) {
+  if (!d->cks) return -1;
+  uint64_t now = tern__now_ms(), at;
+  long best = -1;
+  for (size_t i = 0; i < COOKIE_SLOTS; i++) {
+    if (!spread_due(&d->cks[i], &at)) continue;
+    long wait = at <= now ? 0 : (long)(at - now);
+    if (best < 0 || wait < best) best = wait;
+  }
+  return (int)best;
+}
+
+void tern__disp_tick(tern__disp *d) {
+  if (!d->cks) return;
+  uint64_t now = tern__now_ms(), at;
+  for (size_t i = 0; i < COOKIE_SLOTS; i++) {
+    cookie_slot *s = &d->cks[i];
+    if (!spread_due(s, &at) || at > now) continue;
+    const tern__atab_entry *e = tern__atab_get(d->tab, s->handle, s->gen);
+    if (!e || now - s->connect_ms > CONNECT_PENDING_MS) {
+      s->spread = CONNECT_SPREAD; /* the connect is gone or given up */
+      continue;
+    }
+    (void)send_copies(d, s, &e->addr, &e->local, now, 1);
+    s->spread++;
+  }
 }
 
 static int backlogged(const tern__disp *d, const vsock *self) {

@@ -109,6 +109,14 @@ void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen);
  * take, or whose handshake never finished). */
 void tern__disp_sweep(tern__disp *d, uint64_t now_ms);
 
+/* Client: a connect's CONNECT goes again a few times while nothing
+ * answers it, spread over the first 150 ms after each send (a relay under
+ * a flood loses CONNECTs in bursts: spec/wire.md §13). tern__disp_next_ms()
+ * is the time until the next copy is due (-1: none), tern__disp_tick()
+ * sends the copies due. No-ops on a relay's dispatcher. */
+int tern__disp_next_ms(const tern__disp *d);
+void tern__disp_tick(tern__disp *d);
+
 /* Datagrams read from the real socket and waiting in a virtual socket's
  * queue for its host to be serviced. */
 size_t tern__disp_queued(const tern__disp *d);
