@@ -6,6 +6,12 @@
  * dispatcher's real socket, with real addresses translated to handles of
  * the address table (addrtab.h) and back.
  *
+ * A relay's real socket is, on Linux, two sockets bound to its address in
+ * one SO_REUSEPORT group, divided by a BPF program: ENet CONNECTs (which a
+ * spoofed flood is made of) reach the first, everything else the second,
+ * which is read first; both are read in recvmmsg batches, and COOKIEs go
+ * in sendmmsg batches (docs/socket-layer.md, spec/wire.md §13).
+ *
  * A datagram from the real socket is, in order: if it starts with FF FF
  * (not ENet's), offered to the raw handler (probes, FULL), then to the
  * migration table (path datagrams); else given to the virtual socket that owns its
