@@ -17,14 +17,15 @@
 # every reply to them is a COOKIE (50 IP bytes: 28 of header, 22 of
 # COOKIE), so ENet never saw one of their CONNECTs and holds no slot for
 # them; ternd made exactly five connections with a cookie (the clients');
-# every client connected within 5 s. The connect times are printed, not
-# held to the issue's 1 s: the flood outruns the relay's one reading
-# thread, the kernel drops a share of everything that arrives, real
-# clients' datagrams too, and each lost handshake datagram costs an ENet
-# resend (200, 450, 650 ms ...). Medians of 12-664 ms in most runs, but
-# 1,161 ms in one of seven (spec/threat-model.md §5, gap 6). ternd runs with --cookies
-# ${COOKIES:-always}; COOKIES=never shows the behaviour before (the test
-# then fails).
+# every client connected (CONNECT to authenticated session) within 1 s,
+# the issue's bound, which holds the worst of the five, not only the median.
+# What makes it hold (spec/wire.md §13, docs/socket-layer.md): the
+# relay's socket for CONNECTs from strangers is one of two in an
+# SO_REUSEPORT group, so the flood never fills the buffer the rest of a
+# handshake arrives in, and a client spreads copies of an unanswered
+# CONNECT over 150 ms, since the flooded socket drops in bursts. ternd
+# runs with --cookies ${COOKIES:-always}; COOKIES=never shows the
+# behaviour before cookies (the test then fails).
 #
 # Needs root, network namespaces and nftables; without them it exits 77
 # (ctest: skipped) with a message, unless CI=true, where it fails instead.
@@ -142,7 +143,7 @@ awk -v r="$ratio" 'BEGIN { exit !(r <= 1.0) }' || fail "amplification $ratio > 1
 sorted=$(printf '%s\n' "${MS[@]}" | sort -n)
 median=$(sed -n "$(( (NCLIENTS + 1) / 2 ))p" <<<"$sorted") worst=$(tail -1 <<<"$sorted")
 echo "  connects during the flood (ms): $(tr '\n' ' ' <<<"$sorted")(median $median, worst $worst)"
-(( worst < 5000 )) || fail "a client connected after ${worst} ms during the flood (want < 5000)"
+(( worst < 1000 )) || fail "a client connected after ${worst} ms during the flood (want < 1000)"
 
 if (( FAILS )); then
   echo "--- ternd.log"; tail -20 "$TMP/ternd.log"

@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
@@ -288,4 +289,37 @@ Test(cookie, never_keeps_the_old_behaviour) {
   rc.cookies = 3;
   tern_relay *bad = NULL;
   cr_assert_eq(tern_relay_new(&bad, &rc), TERN_EINVAL, "an unknown policy");
+}
+
+/* A relay's UDP port is two sockets in one SO_REUSEPORT group on Linux
+ * (docs/socket-layer.md: CONNECTs from strangers and the rest apart), and
+ * still its own: a second relay, or any socket bound without joining the
+ * group, gets EADDRINUSE as before, and the relay answers on its port. */
+Test(cookie, a_relays_two_sockets_keep_the_port_its_own) {
+  loop l;
+  struct sockaddr_in to;
+  uint8_t c[52];
+  tern_relay_config rc;
+  int fd = start(&l, TERN_RELAY_COOKIES_ALWAYS, &to, c);
+  loop_relay_config(&(loop){0}, &rc);
+  rc.port = tern_relay_port(l.relay);
+  tern_relay *again = NULL;
+  int e = tern_relay_new(&again, &rc);
+  cr_assert_lt(e, 0, "a second relay on the port: %d", e);
+  int plain = socket(AF_INET, SOCK_DGRAM, 0);
+  cr_assert_geq(plain, 0);
+  cr_assert_neq(bind(plain, (struct sockaddr *)&to, sizeof to), 0);
+  cr_assert_eq(errno, EADDRINUSE);
+  close(plain);
+  /* A CONNECT (the first socket) and a wrapped one with a wrong cookie
+   * (the second) are both read: each draws a COOKIE. */
+  uint8_t wrapped[TERN__COOKIE_REPLY_BYTES + 52], zero[TERN__COOKIE_BYTES] = {0};
+  size_t wn = tern__cookie_wrap(wrapped, sizeof wrapped, zero, c, 52);
+  cr_assert_eq(sendto(fd, c, 52, 0, (struct sockaddr *)&to, sizeof to), 52);
+  cr_assert_eq(sendto(fd, wrapped, wn, 0, (struct sockaddr *)&to, sizeof to), (ssize_t)wn);
+  replies r = {0};
+  collect(&l, fd, 200, &r);
+  cr_assert_eq(r.cookies, 2);
+  close(fd);
+  loop_stop(&l);
 }

@@ -14,6 +14,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/filter.h>
+#endif
 
 #include "io/addrtab.h"
 #include "io/clock.h"
@@ -33,7 +36,11 @@ enum {
                                with TERN_RELAY_MAX_PEERS slots needs 65 */
   QUEUE_CAP = 1024,         /* datagrams waiting for another host */
   DGRAM_MAX = 4096,         /* ENet's largest datagram (its maximum MTU) */
-  RECV_BATCH = 64,          /* datagrams read per receive call at most */
+  RECV_BATCH = 64,          /* datagrams read per recvmmsg (a relay's) */
+  RECV_BATCH_CLIENT = 8,    /* a client's */
+  RECV_WORK = 64,           /* datagrams handled per tern__vsock_recv() call at most... */
+  RECV_WORK_COOKIE = 8,     /* ...where one answered with a COOKIE counts 1/8 */
+  SEND_BATCH = 64,          /* COOKIEs sent per sendmmsg at most */
   UNBOUND_MAX_MS = 60000,   /* a handle no connection held is freed after */
   SOCK_BUF = 4 << 20,       /* socket buffers asked for (the kernel caps them) */
   FLOOD_BUF = 256 << 10,    /* the receive buffer while a flood is answered with cookies */
@@ -56,6 +63,51 @@ enum {
 #else
 #define PKTINFO 0
 #endif
+
+/* Batched reads and COOKIE sends (recvmmsg, sendmmsg) and the kernel's
+ * choice between a relay's two sockets (SO_REUSEPORT with a classic BPF
+ * program): Linux. Elsewhere one datagram per call and one socket. */
+#if defined(__linux__) && defined(SO_ATTACH_REUSEPORT_CBPF)
+#define BATCH_IO 1
+typedef struct mmsghdr mmsg;
+#else
+#define BATCH_IO 0
+typedef struct {
+  struct msghdr msg_hdr;
+  unsigned msg_len;
+} mmsg;
+#endif
+
+/* Room for the IP_PKTINFO/IPV6_PKTINFO a datagram carries. */
+typedef union {
+#if PKTINFO
+  char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
+#else
+  char buf[1]; /* d->locals is never set without PKTINFO */
+#endif
+  struct cmsghdr align;
+} ctlbuf;
+
+/* Datagrams read from one UDP socket in one call, handed out one by one. */
+typedef struct rbatch {
+  unsigned cap, n, at; /* room, read, handed out */
+  unsigned dirty;      /* headers to set before the next read */
+  mmsg m[RECV_BATCH];
+  struct iovec iov[RECV_BATCH];
+  struct sockaddr_storage ss[RECV_BATCH];
+  ctlbuf ctl[RECV_BATCH];
+  uint8_t data[][DGRAM_MAX];
+} rbatch;
+
+/* COOKIEs waiting to go in one sendmmsg (a relay's). */
+typedef struct obatch {
+  unsigned n;
+  mmsg m[SEND_BATCH];
+  struct iovec iov[SEND_BATCH];
+  struct sockaddr_storage ss[SEND_BATCH];
+  ctlbuf ctl[SEND_BATCH];
+  uint8_t data[SEND_BATCH][TERN__COOKIE_REPLY_BYTES];
+} obatch;
 
 /* Poller tags of the real UDP sockets (a TCP connection's tag is its id). */
 #define TAG_UDP ((uint64_t)1 << 33)
@@ -85,7 +137,8 @@ enum {
   CONNECT_KEEP = 128,          /* an ENet CONNECT is 52 bytes */
   COOKIE_KEEP_MS = 60000,      /* a cookie is used this long (the relay takes it >= 120 s) */
   CONNECT_PENDING_MS = 30000,  /* a COOKIE is taken this long after the CONNECT */
-  CONNECT_COPIES = 2,          /* a CONNECT, plain or wrapped, goes this many times */
+  CONNECT_COPIES = 2,          /* a CONNECT, plain or wrapped, goes this many times, then
+                                  once more at each of connect_spread_ms while unanswered */
   COOKIE_AGAIN_MS = 50,        /* the same cookie again within this is not resent */
 };
 
@@ -95,6 +148,8 @@ typedef struct cookie_slot {
   uint16_t connect_len;
   uint8_t connect[CONNECT_KEEP]; /* the last CONNECT sent to the handle */
   uint64_t connect_ms;           /* when; 0: slot unused */
+  uint64_t sent_ms;              /* when it was last sent (ENet's send, or wrapped) */
+  unsigned spread;               /* copies sent since, one per connect_spread_ms */
   int answered;                  /* an ENet datagram came from the handle since */
   uint8_t cookie[TERN__COOKIE_BYTES];
   uint64_t cookie_ms;            /* when the cookie came; 0: none */
@@ -114,7 +169,13 @@ typedef struct local_slot {
 } local_slot;
 
 struct tern__disp {
-  int fd;
+  int fd;                       /* the UDP socket; a relay's gets only ENet CONNECTs
+                                   when pri_fd is open */
+  int pri_fd;                   /* relay: the same address's second socket, which the
+                                   kernel gives everything else (proven sources, wrapped
+                                   CONNECTs), read first; or -1 */
+  rbatch *rb;                   /* the last batch read from fd or pri_fd */
+  obatch *ob;                   /* relay: COOKIEs to send */
   int cand_fd;                  /* client: a socket being tried, or -1 */
   tern__poller *poller;         /* every real socket: UDP, candidate, TCP */
   tern__streams *tcp;           /* TCP: a relay's listener and connections, a client's own */
@@ -227,12 +288,17 @@ uint16_t tern__vsock_port(int sock) {
 
 /* --- the real socket ----------------------------------------------------- */
 
-static int open_socket(int family, const tern__addr *bind_to, int v6only) {
+static int open_socket(int family, const tern__addr *bind_to, int v6only, int reuseport) {
   int fd = tern__os_socket(family, SOCK_DGRAM);
   if (fd < 0) return -1;
   int one = 1, v = SOCK_BUF;
   if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) != 0)
     goto fail;
+#if BATCH_IO
+  if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) goto fail;
+#else
+  (void)reuseport;
+#endif
   /* Larger buffers absorb bursts; the kernel caps them at rmem_max. */
   (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
   (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
@@ -267,6 +333,66 @@ static uint16_t bound_port(int fd) {
   return 0;
 }
 
+#if BATCH_IO
+/* The kernel's choice between a relay's two sockets (issue 13: a spoofed
+ * CONNECT flood). A classic BPF program run on each datagram's UDP payload
+ * returns the index in the SO_REUSEPORT group: 0 (the first socket, d->fd)
+ * for what may be an ENet CONNECT (peer id 0xFFF, not compressed, and not
+ * FF FF, which starts the COOKIE, probe and path datagrams), 1 (pri_fd) for
+ * everything else. A flood of CONNECTs then fills d->fd's buffer only, and
+ * a proven source's datagrams (its wrapped CONNECT, its HELLO, its
+ * session) wait in a buffer of their own, read first. A datagram too short
+ * to load ends the program with 0: d->fd. */
+static int steer_attach(int fd) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 0),            /* A = first 2 bytes */
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0xFFFF, 2, 0), /* FF FF: pri */
+      BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x4FFF),       /* compressed flag, peer id */
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0FFF, 1, 0), /* a CONNECT: fd */
+      BPF_STMT(BPF_RET | BPF_K, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+  };
+  struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+  return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}
+#endif
+
+/* A relay's socket: *fd, and where the system has it (BATCH_IO) a second
+ * socket *pri on the same address and port, joined with it in an
+ * SO_REUSEPORT group that steer_attach() divides; *pri is -1 without it.
+ * The address is first bound by a plain socket, so that a port in use
+ * (by anyone, another relay's group too) fails as it would without the
+ * group, and port 0 names a port nobody holds. Returns 0 or -1 (errno). */
+static int open_relay(int family, const tern__addr *bind_to, int v6only, int *fd, int *pri) {
+  *fd = *pri = -1;
+#if BATCH_IO
+  for (int attempt = 0; attempt < 8; attempt++) {
+    int probe = open_socket(family, bind_to, v6only, 0);
+    if (probe < 0) return -1;
+    tern__addr at = *bind_to;
+    at.port = bound_port(probe);
+    close(probe);
+    *fd = open_socket(family, &at, v6only, 1);
+    if (*fd < 0) {
+      /* Someone took port 0's pick between the probe and the bind. */
+      if (errno == EADDRINUSE && !bind_to->port) continue;
+      return -1;
+    }
+    *pri = open_socket(family, &at, v6only, 1);
+    if (*pri >= 0 && steer_attach(*fd) != 0) {
+      close(*pri); /* without the program the kernel would split by hash */
+      *pri = -1;
+    }
+    return 0;
+  }
+  errno = EADDRINUSE;
+  return -1;
+#else
+  *fd = open_socket(family, bind_to, v6only, 0);
+  return *fd < 0 ? -1 : 0;
+#endif
+}
+
 static int is_any6(const tern__addr *a) {
   static const uint8_t zero[16];
   return memcmp(a->ip, zero, 16) == 0;
@@ -283,6 +409,7 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   }
   d->accept_new = accept_new;
   d->cand_fd = -1;
+  d->pri_fd = -1;
   if (accept_new && (rc = tern__mig_new(&d->mig)) != 0) {
     tern__atab_free(d->tab);
     free(d);
@@ -290,23 +417,25 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   }
   if (bind_to) {
     d->family = tern__addr_is_v4(bind_to) ? AF_INET : AF_INET6;
-    d->fd = open_socket(d->family, bind_to, !is_any6(bind_to));
+    if (accept_new) (void)open_relay(d->family, bind_to, !is_any6(bind_to), &d->fd, &d->pri_fd);
+    else d->fd = open_socket(d->family, bind_to, !is_any6(bind_to), 0);
     if (d->fd < 0 && is_any6(bind_to) && errno == EAFNOSUPPORT) {
       /* "::" on a system without IPv6: every IPv4 address instead. */
       tern__addr any4;
       tern__addr_set_v4(&any4, 0, bind_to->port);
       d->family = AF_INET;
-      d->fd = open_socket(AF_INET, &any4, 0);
+      if (accept_new) (void)open_relay(AF_INET, &any4, 0, &d->fd, &d->pri_fd);
+      else d->fd = open_socket(AF_INET, &any4, 0, 0);
     }
   } else {
     tern__addr any;
     memset(&any, 0, sizeof(any));
     d->family = AF_INET6;
-    d->fd = open_socket(AF_INET6, &any, 0);
+    d->fd = open_socket(AF_INET6, &any, 0, 0);
     if (d->fd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
       tern__addr_set_v4(&any, 0, 0);
       d->family = AF_INET;
-      d->fd = open_socket(AF_INET, &any, 0);
+      d->fd = open_socket(AF_INET, &any, 0, 0);
     }
   }
   if (d->fd < 0) {
@@ -318,7 +447,15 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
     return bind_to ? TERN_EADDR : TERN_ERESOURCE;
   }
   d->port = bound_port(d->fd);
+  unsigned batch = accept_new ? RECV_BATCH : RECV_BATCH_CLIENT;
+  if (!(d->rb = calloc(1, sizeof(*d->rb) + batch * sizeof(d->rb->data[0]))) ||
+      (accept_new && !(d->ob = calloc(1, sizeof(*d->ob))))) {
+    tern__disp_free(d);
+    return TERN_ENOMEM;
+  }
+  d->rb->cap = d->rb->dirty = batch;
   if (tern__poller_new(&d->poller) != 0 || tern__poller_add(d->poller, d->fd, TERN__POLL_IN, TAG_UDP) != 0 ||
+      (d->pri_fd >= 0 && tern__poller_add(d->poller, d->pri_fd, TERN__POLL_IN, TAG_UDP) != 0) ||
       tern__streams_new(&d->tcp, d->poller, accept_new ? TCP_MAX_RELAY : TCP_MAX_CLIENT) != 0) {
     tern__disp_free(d);
     return TERN_ERESOURCE;
@@ -348,8 +485,12 @@ void tern__disp_free(tern__disp *d) {
   tern__streams_free(d->tcp);
   tern__disp_cand_abort(d);
   if (d->poller) (void)tern__poller_del(d->poller, d->fd);
+  if (d->poller && d->pri_fd >= 0) (void)tern__poller_del(d->poller, d->pri_fd);
   tern__poller_free(d->poller);
   close(d->fd);
+  if (d->pri_fd >= 0) close(d->pri_fd);
+  free(d->rb);
+  free(d->ob);
   tern__mig_free(d->mig);
   free(d->locals);
   free(d->cks);
@@ -405,6 +546,41 @@ static const tern__addr *local_for(const tern__disp *d, const tern__addr *to) {
   return tern__addr_equal(&s->remote, to) && !is_zero(&s->local) ? &s->local : NULL;
 }
 
+/* Sets m's control to send from `from` (our address; NULL or zero: the
+ * kernel's choice) to `to`, in ctl. */
+static void set_source(const tern__disp *d, struct msghdr *m, ctlbuf *ctl, const tern__addr *to,
+                       const tern__addr *from) {
+#if PKTINFO
+  if (d->locals && from && !is_zero(from) && tern__addr_is_v4(from) == tern__addr_is_v4(to)) {
+    memset(ctl, 0, sizeof(*ctl));
+    m->msg_control = ctl->buf;
+    struct cmsghdr *c = (struct cmsghdr *)ctl->buf;
+    if (tern__addr_is_v4(from)) {
+      struct in_pktinfo pi = {.ipi_spec_dst.s_addr = htonl(tern__addr_v4(from))};
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(pi));
+      memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+      m->msg_controllen = CMSG_SPACE(sizeof(pi));
+    } else {
+      struct in6_pktinfo pi;
+      memset(&pi, 0, sizeof(pi));
+      memcpy(&pi.ipi6_addr, from->ip, 16);
+      c->cmsg_level = IPPROTO_IPV6;
+      c->cmsg_type = IPV6_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(pi));
+      memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+      m->msg_controllen = CMSG_SPACE(sizeof(pi));
+    }
+    return;
+  }
+#else
+  (void)d, (void)to, (void)from, (void)ctl;
+#endif
+  m->msg_control = NULL;
+  m->msg_controllen = 0;
+}
+
 /* Sends on socket fd from `from` (our address, or NULL for the kernel's
  * choice). */
 static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__addr *from,
@@ -417,41 +593,54 @@ static ssize_t send_on(tern__disp *d, int fd, const tern__addr *to, const tern__
   }
   struct msghdr m = {.msg_name = &ss, .msg_namelen = (socklen_t)sl, .msg_iov = (struct iovec *)iov,
                      .msg_iovlen = n};
-#if PKTINFO
-  union {
-    char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-    struct cmsghdr align;
-  } ctl;
-  if (d->locals && from && !is_zero(from) && tern__addr_is_v4(from) == tern__addr_is_v4(to)) {
-    memset(&ctl, 0, sizeof(ctl));
-    m.msg_control = ctl.buf;
-    struct cmsghdr *c = (struct cmsghdr *)ctl.buf;
-    if (tern__addr_is_v4(from)) {
-      struct in_pktinfo pi = {.ipi_spec_dst.s_addr = htonl(tern__addr_v4(from))};
-      c->cmsg_level = IPPROTO_IP;
-      c->cmsg_type = IP_PKTINFO;
-      c->cmsg_len = CMSG_LEN(sizeof(pi));
-      memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-      m.msg_controllen = CMSG_SPACE(sizeof(pi));
-    } else {
-      struct in6_pktinfo pi;
-      memset(&pi, 0, sizeof(pi));
-      memcpy(&pi.ipi6_addr, from->ip, 16);
-      c->cmsg_level = IPPROTO_IPV6;
-      c->cmsg_type = IPV6_PKTINFO;
-      c->cmsg_len = CMSG_LEN(sizeof(pi));
-      memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-      m.msg_controllen = CMSG_SPACE(sizeof(pi));
-    }
-  }
-#else
-  (void)from;
-#endif
+  ctlbuf ctl;
+  set_source(d, &m, &ctl, to, from);
   ssize_t r;
   do r = sendmsg(fd, &m, TERN__MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
   if (r >= 0) d->st.tx++;
   return r;
+}
+
+/* Relay: sends the COOKIEs waiting in d->ob (sendmmsg: one system call
+ * for all; elsewhere one each). One the socket refuses is lost, as a
+ * datagram is. */
+static void cookies_flush(tern__disp *d) {
+  obatch *b = d->ob;
+  unsigned at = 0;
+  while (b && at < b->n) {
+#if BATCH_IO
+    int r = sendmmsg(d->fd, b->m + at, b->n - at, TERN__MSG_NOSIGNAL);
+#else
+    int r = sendmsg(d->fd, &b->m[at].msg_hdr, TERN__MSG_NOSIGNAL) < 0 ? -1 : 1;
+#endif
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      at++; /* skip the one that failed (no route, a full buffer) */
+      continue;
+    }
+    d->st.tx += (unsigned)r;
+    d->st.cookies_sent += (unsigned)r;
+    at += (unsigned)r;
+  }
+  if (b) b->n = 0;
+}
+
+/* Relay: queues a COOKIE datagram `out` to UDP source `to`, answered from
+ * our address `from` (NULL: the kernel's choice). */
+static void cookie_queue(tern__disp *d, const tern__addr *to, const tern__addr *from,
+                         const uint8_t out[TERN__COOKIE_REPLY_BYTES]) {
+  obatch *b = d->ob;
+  if (b->n == SEND_BATCH) cookies_flush(d);
+  unsigned i = b->n;
+  size_t sl = tern__addr_to_sockaddr(to, d->family, &b->ss[i]);
+  if (!sl) return;
+  memcpy(b->data[i], out, TERN__COOKIE_REPLY_BYTES);
+  b->iov[i] = (struct iovec){.iov_base = b->data[i], .iov_len = TERN__COOKIE_REPLY_BYTES};
+  b->m[i].msg_hdr = (struct msghdr){.msg_name = &b->ss[i], .msg_namelen = (socklen_t)sl,
+                                    .msg_iov = &b->iov[i], .msg_iovlen = 1};
+  set_source(d, &b->m[i].msg_hdr, &b->ctl[i], to, from);
+  b->n++;
 }
 
 static ssize_t send_to(tern__disp *d, const tern__addr *to, const struct iovec *iov, size_t n) {
@@ -602,30 +791,46 @@ static void push(tern__disp *d, vsock *v, uint32_t handle, uint16_t gen, const u
   v->qlen++;
 }
 
-/* Reads one datagram from the main socket; on a wildcard, also which of
- * our addresses it came to (into d->last_local). */
-static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t *sl) {
-  struct iovec iov = {.iov_base = d->buf, .iov_len = sizeof(d->buf)};
-#if PKTINFO
-  union {
-    char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
-    struct cmsghdr align;
-  } ctl;
+/* Reads a batch from UDP socket fd into d->rb (recvmmsg: one system call
+ * for up to rb->cap datagrams; elsewhere one). Returns how many, or -1
+ * (errno; EAGAIN: none waiting). */
+static int batch_fill(tern__disp *d, int fd) {
+  rbatch *b = d->rb;
+  for (unsigned i = 0; i < b->dirty; i++) { /* the headers the kernel wrote last time */
+    b->iov[i] = (struct iovec){.iov_base = b->data[i], .iov_len = DGRAM_MAX};
+    b->m[i].msg_hdr = (struct msghdr){.msg_name = &b->ss[i], .msg_namelen = sizeof(b->ss[i]),
+                                      .msg_iov = &b->iov[i], .msg_iovlen = 1,
+                                      .msg_control = d->locals ? b->ctl[i].buf : NULL,
+                                      .msg_controllen = d->locals ? sizeof(b->ctl[i].buf) : 0};
+  }
+  b->n = b->at = 0;
+  int r;
+#if BATCH_IO
+  do r = recvmmsg(fd, b->m, b->cap, MSG_DONTWAIT, NULL);
+  while (r < 0 && errno == EINTR);
 #else
-  struct {
-    char buf[1];
-  } ctl; /* d->locals is never set without PKTINFO */
+  ssize_t k;
+  do k = recvmsg(fd, &b->m[0].msg_hdr, MSG_DONTWAIT);
+  while (k < 0 && errno == EINTR);
+  if (k >= 0) b->m[0].msg_len = (unsigned)k;
+  r = k < 0 ? -1 : 1;
 #endif
-  struct msghdr m = {.msg_name = ss, .msg_namelen = sizeof(*ss), .msg_iov = &iov, .msg_iovlen = 1,
-                     .msg_control = d->locals ? ctl.buf : NULL,
-                     .msg_controllen = d->locals ? sizeof(ctl.buf) : 0};
-  ssize_t n = recvmsg(d->fd, &m, MSG_DONTWAIT);
-  if (n < 0) return n;
-  *sl = m.msg_namelen;
+  b->n = b->dirty = r > 0 ? (unsigned)r : 0;
+  return r;
+}
+
+/* The next datagram of d->rb into d->buf and `from`; on a wildcard, also
+ * which of our addresses it came to (into d->last_local). -1 with errno
+ * EINTR for one to skip. */
+static ssize_t batch_next(tern__disp *d, tern__addr *from) {
+  rbatch *b = d->rb;
+  unsigned i = b->at++;
+  struct msghdr *m = &b->m[i].msg_hdr;
+  size_t n = b->m[i].msg_len;
+  memcpy(d->buf, b->data[i], n);
   memset(&d->last_local, 0, sizeof(d->last_local));
-  if (!d->locals) return n;
 #if PKTINFO
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+  for (struct cmsghdr *c = d->locals ? CMSG_FIRSTHDR(m) : NULL; c; c = CMSG_NXTHDR(m, c)) {
     if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
       struct in_pktinfo pi;
       memcpy(&pi, CMSG_DATA(c), sizeof(pi));
@@ -638,7 +843,30 @@ static ssize_t recv_local(tern__disp *d, struct sockaddr_storage *ss, socklen_t 
     }
   }
 #endif
-  return n;
+  /* 100::/64 names TCP connections here; no real datagram comes from it. */
+  if (tern__addr_from_sockaddr(from, (struct sockaddr *)m->msg_name, m->msg_namelen) != 0 ||
+      tern__addr_is_discard(from)) {
+    errno = EINTR;
+    return -1;
+  }
+  return (ssize_t)n;
+}
+
+/* The next UDP datagram of the main socket(s): what is left of the last
+ * batch, else a new batch from pri_fd (proven sources), else from fd.
+ * Returns its length, -1 (errno; EAGAIN: none waiting). */
+static ssize_t udp_next(tern__disp *d, tern__addr *from) {
+  if (d->rb->at < d->rb->n) return batch_next(d, from);
+  int r = -1;
+  errno = EAGAIN;
+  if (d->pri_fd >= 0) r = batch_fill(d, d->pri_fd);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) r = batch_fill(d, d->fd);
+  if (r < 0) return -1;
+  if (r == 0) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return batch_next(d, from);
 }
 
 /* Looks at the TCP side: accepts, reads, writes what waited, for
@@ -655,10 +883,12 @@ static void tcp_poll(tern__disp *d) {
 }
 
 /* The next datagram from any real socket into d->buf, with its source:
- * the candidate socket, the UDP socket, then TCP (looked at when UDP has
- * nothing, and every TCP_EVERY datagrams, so neither starves the other).
- * Returns its length, 0 if nothing is waiting, -1 (errno) on a socket error. */
+ * a TCP connection's, the candidate socket, then UDP (udp_next). TCP is
+ * looked at when UDP has nothing, and every TCP_EVERY datagrams, so
+ * neither starves the other. Returns its length, 0 if nothing is waiting,
+ * -1 (errno) on a socket error or (EINTR) for a datagram to skip. */
 static ssize_t read_one(tern__disp *d, tern__addr *from) {
+  if (d->udp_run >= TCP_EVERY) tcp_poll(d);
   for (int pass = 0; pass < 2; pass++) {
     uint32_t id;
     size_t k = tern__streams_next(d->tcp, &id, d->buf, sizeof(d->buf));
@@ -668,24 +898,23 @@ static ssize_t read_one(tern__disp *d, tern__addr *from) {
       return (ssize_t)k;
     }
     if (pass == 1) return 0;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
     ssize_t n = -1;
     errno = EAGAIN;
     /* A client trying a new path reads its candidate socket too. */
-    if (d->udp_run < TCP_EVERY) {
-      if (d->cand_fd >= 0)
-        n = recvfrom(d->cand_fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
-      if (n < 0) n = recv_local(d, &ss, &sl);
-    }
-    if (n >= 0) {
-      d->udp_run++;
-      /* 100::/64 names TCP connections here; no real datagram comes from it. */
-      if (tern__addr_from_sockaddr(from, (struct sockaddr *)&ss, sl) != 0 ||
-          tern__addr_is_discard(from)) {
+    if (d->cand_fd >= 0) {
+      struct sockaddr_storage ss;
+      socklen_t sl = sizeof(ss);
+      n = recvfrom(d->cand_fd, d->buf, sizeof(d->buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+      if (n >= 0 && (tern__addr_from_sockaddr(from, (struct sockaddr *)&ss, sl) != 0 ||
+                     tern__addr_is_discard(from))) {
         errno = EINTR; /* skip it */
         return -1;
       }
+      if (n >= 0) memset(&d->last_local, 0, sizeof(d->last_local));
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = udp_next(d, from);
+    if (n >= 0 || errno == EINTR) {
+      d->udp_run++;
       return n;
     }
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
@@ -734,8 +963,7 @@ static void hint(tern__disp *d, const tern__addr *from, size_t n) {
 /* --- cookies (spec/wire.md §13) ----------------------------------------- */
 
 /* Relay: the jar's secret for this time slot. */
-static void jar_tick(tern__disp *d) {
-  uint64_t now = tern__now_ms();
+static void jar_tick(tern__disp *d, uint64_t now) {
   if (!tern__cookie_jar_due(&d->jar, now)) return;
   uint8_t fresh[TERN__COOKIE_SECRET_BYTES];
   randombytes_buf(fresh, sizeof(fresh));
@@ -775,13 +1003,17 @@ static void flood_watch(tern__disp *d, uint64_t now, uint32_t sent) {
  * larger than it. */
 static void cookie_send(tern__disp *d, const tern__addr *from, size_t n) {
   if (n < TERN__COOKIE_REPLY_BYTES) return;
-  flood_watch(d, tern__now_ms(), 1);
-  jar_tick(d);
+  uint64_t now = tern__now_ms();
+  flood_watch(d, now, 1);
+  jar_tick(d, now);
   uint8_t c[TERN__COOKIE_BYTES], out[TERN__COOKIE_REPLY_BYTES];
   tern__cookie_make(&d->jar, from, c);
   tern__cookie_write_reply(out, c);
-  remember_local(d, from);
-  if (tern__disp_send_raw(d, from, out, sizeof(out)) == 0) d->st.cookies_sent++;
+  if (!tern__addr_is_stream(from, NULL)) {
+    cookie_queue(d, from, d->locals ? &d->last_local : NULL, out); /* sent in a batch */
+  } else if (tern__disp_send_raw(d, from, out, sizeof(out)) == 0) {
+    d->st.cookies_sent++;
+  }
 }
 
 /* Relay: a COOKIE datagram of n bytes in d->buf. A wrapped CONNECT whose
@@ -793,7 +1025,7 @@ static void cookie_send(tern__disp *d, const tern__addr *from, size_t n) {
 static size_t cookie_unwrap(tern__disp *d, const tern__addr *from, size_t n) {
   const uint8_t *inner;
   size_t len;
-  jar_tick(d);
+  jar_tick(d, tern__now_ms());
   int v = tern__cookie_admit(&d->jar, from, d->buf, n, &inner, &len);
   if (v == TERN__COOKIE_DROP) {
     d->st.rx_unknown++;
@@ -824,13 +1056,22 @@ static cookie_slot *ck_slot(tern__disp *d, uint32_t h, uint16_t g, int take) {
   return old;
 }
 
+/* Client: after a CONNECT goes, the further copies of it that go while
+ * nothing answers (ms after it): a relay under a flood drops what arrives
+ * while its socket for CONNECTs is full, in bursts of a few ms, so copies
+ * sent back to back are lost together; spread over the 200 ms before
+ * ENet's own resend (link.c) they are lost one by one. */
+static const uint16_t connect_spread_ms[] = {25, 50, 100, 150};
+enum { CONNECT_SPREAD = sizeof(connect_spread_ms) / sizeof(connect_spread_ms[0]) };
+
 /* Client: sends the slot's CONNECT, wrapped with its cookie if it holds a
  * fresh one, CONNECT_COPIES times: a relay under a flood loses a share of
  * what arrives, and a lost CONNECT costs a resend timeout (200 ms at
- * first, link.c) where a lost copy costs nothing. Returns the CONNECT's length as
+ * first, link.c) where a lost copy costs nothing; the spread copies
+ * follow (tern__disp_tick). Returns the CONNECT's length as
  * ENet gave it, or -1 (errno) if no copy went. */
-static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
-                            const tern__addr *local, uint64_t now) {
+static ssize_t send_copies(tern__disp *d, cookie_slot *s, const tern__addr *to,
+                           const tern__addr *local, uint64_t now, int copies) {
   uint8_t hdr[TERN__COOKIE_REPLY_BYTES];
   tern__cookie_write_reply(hdr, s->cookie);
   hdr[5] = TERN__COOKIE_KIND_CONNECT;
@@ -839,11 +1080,18 @@ static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
                          {.iov_base = (void *)s->connect, .iov_len = s->connect_len}};
   if (wrap) s->wrapped_ms = now;
   ssize_t r = -1;
-  for (int i = 0; i < CONNECT_COPIES; i++) {
+  for (int i = 0; i < copies; i++) {
     ssize_t k = send_on(d, d->fd, to, local, wrap ? iov : iov + 1, wrap ? 2 : 1);
     if (k >= 0) r = s->connect_len;
   }
   return r;
+}
+
+static ssize_t send_connect(tern__disp *d, cookie_slot *s, const tern__addr *to,
+                            const tern__addr *local, uint64_t now) {
+  s->sent_ms = now;
+  s->spread = 0;
+  return send_copies(d, s, to, local, now, CONNECT_COPIES);
 }
 
 /* Client: a COOKIE of n bytes in d->buf from `from`. Taken only while our
@@ -897,22 +1145,59 @@ static void cookie_answered(tern__disp *d, uint32_t h, uint16_t g) {
   if (s) s->answered = 1;
 }
 
+/* 1 if slot s has a spread copy to send (*at: when). */
+static int spread_due(const cookie_slot *s, uint64_t *at) {
+  if (!s->connect_ms || s->answered || s->spread >= CONNECT_SPREAD) return 0;
+  *at = s->sent_ms + connect_spread_ms[s->spread];
+  return 1;
+}
+
+int tern__disp_next_ms(const tern__disp *d) {
+  if (!d->cks) return -1;
+  uint64_t now = tern__now_ms(), at;
+  long best = -1;
+  for (size_t i = 0; i < COOKIE_SLOTS; i++) {
+    if (!spread_due(&d->cks[i], &at)) continue;
+    long wait = at <= now ? 0 : (long)(at - now);
+    if (best < 0 || wait < best) best = wait;
+  }
+  return (int)best;
+}
+
+void tern__disp_tick(tern__disp *d) {
+  if (!d->cks) return;
+  uint64_t now = tern__now_ms(), at;
+  for (size_t i = 0; i < COOKIE_SLOTS; i++) {
+    cookie_slot *s = &d->cks[i];
+    if (!spread_due(s, &at) || at > now) continue;
+    const tern__atab_entry *e = tern__atab_get(d->tab, s->handle, s->gen);
+    if (!e || now - s->connect_ms > CONNECT_PENDING_MS) {
+      s->spread = CONNECT_SPREAD; /* the connect is gone or given up */
+      continue;
+    }
+    (void)send_copies(d, s, &e->addr, &e->local, now, 1);
+    s->spread++;
+  }
+}
+
 static int backlogged(const tern__disp *d, const vsock *self) {
   for (size_t i = 0; i < MAX_PER_DISP; i++)
     if (d->vs[i] && d->vs[i] != self && d->vs[i]->qlen >= QUEUE_CAP / 2) return 1;
   return 0;
 }
 
-int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_t cap) {
-  vsock *v = vs_of(sock);
-  if (!v) return -1;
-  if (v->qlen) return pop(v, handle, gen, buf, cap);
+/* tern__vsock_recv() without sending the COOKIEs it queued. */
+static int vsock_recv(vsock *v, uint32_t *handle, uint16_t *gen, void *buf, size_t cap) {
   tern__disp *d = v->d;
-  for (int i = 0; i < RECV_BATCH; i++) {
-    /* Another host's queue half full: leave the rest in the kernel's
-     * buffer until that host has been serviced. */
-    if (backlogged(d, v)) return 0;
+  /* Another host's queue half full: leave the rest in the kernel's
+   * buffer until that host has been serviced. Only push() fills one. */
+  if (backlogged(d, v)) return 0;
+  /* A datagram answered with a COOKIE costs little, so a flood of them
+   * returns to ENet (its timers, its sends) every RECV_WORK *
+   * RECV_WORK_COOKIE, others every RECV_WORK. */
+  for (unsigned work = 0; work < RECV_WORK * RECV_WORK_COOKIE;) {
     tern__addr from;
+    work += RECV_WORK_COOKIE;
     ssize_t n = read_one(d, &from);
     if (n == 0) return 0;
     if (n < 0) {
@@ -947,14 +1232,15 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       g = e->gen;
       if (d->cks) cookie_answered(d, h, g);
     } else if (d->accept_new && tern__enet_is_connect(d->buf, (size_t)n)) {
-      remember_local(d, &from); /* a FULL may answer it */
       to = roomiest(d);
       /* No handle, no slot, nothing kept for a source that has not shown
        * it receives here: one COOKIE, smaller than the CONNECT. */
       if (to && !validated && cookie_needed(d, &from)) {
         cookie_send(d, &from, (size_t)n);
+        work -= RECV_WORK_COOKIE - 1;
         continue;
       }
+      remember_local(d, &from); /* a FULL may answer it */
       if (!to || tern__atab_add(d->tab, &from, to->owner, tern__now_ms(), &h, &g) != 0) {
         d->st.new_refused++;
         if (d->full_retry_ms) {
@@ -986,8 +1272,18 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
       return (int)k;
     }
     push(d, to, h, g, d->buf, (size_t)n);
+    if (backlogged(d, v)) return 0;
   }
   return 0;
+}
+
+int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_t cap) {
+  vsock *v = vs_of(sock);
+  if (!v) return -1;
+  if (v->qlen) return pop(v, handle, gen, buf, cap);
+  int r = vsock_recv(v, handle, gen, buf, cap);
+  cookies_flush(v->d);
+  return r;
 }
 
 int tern__disp_path_add(tern__disp *d, uint32_t handle, uint16_t gen, const tern__path_keys *keys) {
@@ -1010,7 +1306,7 @@ int tern__disp_cand_open(tern__disp *d) {
   tern__addr any;
   memset(&any, 0, sizeof(any));
   if (d->family == AF_INET) tern__addr_set_v4(&any, 0, 0);
-  d->cand_fd = open_socket(d->family, &any, 0);
+  d->cand_fd = open_socket(d->family, &any, 0, 0);
   if (d->cand_fd < 0) return TERN_ERESOURCE;
   if (tern__poller_add(d->poller, d->cand_fd, TERN__POLL_IN, TAG_CAND) != 0) {
     tern__disp_cand_abort(d);

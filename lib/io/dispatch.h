@@ -6,6 +6,12 @@
  * dispatcher's real socket, with real addresses translated to handles of
  * the address table (addrtab.h) and back.
  *
+ * A relay's real socket is, on Linux, two sockets bound to its address in
+ * one SO_REUSEPORT group, divided by a BPF program: ENet CONNECTs (which a
+ * spoofed flood is made of) reach the first, everything else the second,
+ * which is read first; both are read in recvmmsg batches, and COOKIEs go
+ * in sendmmsg batches (docs/socket-layer.md, spec/wire.md §13).
+ *
  * A datagram from the real socket is, in order: if it starts with FF FF
  * (not ENet's), offered to the raw handler (probes, FULL), then to the
  * migration table (path datagrams); else given to the virtual socket that owns its
@@ -108,6 +114,14 @@ void tern__disp_handle_release(tern__disp *d, uint32_t handle, uint16_t gen);
 /* Frees handles no connection held within 60 s (CONNECTs ENet did not
  * take, or whose handshake never finished). */
 void tern__disp_sweep(tern__disp *d, uint64_t now_ms);
+
+/* Client: a connect's CONNECT goes again a few times while nothing
+ * answers it, spread over the first 150 ms after each send (a relay under
+ * a flood loses CONNECTs in bursts: spec/wire.md §13). tern__disp_next_ms()
+ * is the time until the next copy is due (-1: none), tern__disp_tick()
+ * sends the copies due. No-ops on a relay's dispatcher. */
+int tern__disp_next_ms(const tern__disp *d);
+void tern__disp_tick(tern__disp *d);
 
 /* Datagrams read from the real socket and waiting in a virtual socket's
  * queue for its host to be serviced. */

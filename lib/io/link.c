@@ -417,6 +417,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   ev->len = 0;
   tern__link *outer = servicing;
   servicing = l;
+  tern__disp_tick(l->disp); /* a connect's spread copies */
   int rc;
   if (l->nsh == 1) {
     rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
@@ -643,6 +644,8 @@ int tern__link_next_timeout_ms(tern__link *l) {
       if (best == 0) break;
     }
   }
+  int copy = tern__disp_next_ms(l->disp);
+  if (copy >= 0 && (best < 0 || copy < best)) best = copy;
   return (int)best;
 }
 
