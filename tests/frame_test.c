@@ -1527,6 +1527,13 @@ Test(frame, group_frames_round_trip_and_refuse_what_is_not_a_group) {
   tern__rbuf_init(&rb, buf + 2, n - 2);
   cr_assert_eq(tern__fr_gack_read(&rb, TERN__FR_GROUP_FLOOR, &gin), TERN_EPROTO, "not a group's name");
 
+  char longest[66];
+  longest[0] = '@';
+  memset(longest + 1, 'g', 64);
+  longest[65] = 0;
+  cr_assert_eq(tern__group_valid((const uint8_t *)longest, 65), 0, "65 bytes: too long");
+  cr_assert_eq(tern__group_valid((const uint8_t *)longest, 64), 1, "64 bytes in all");
+
   tern__fr_greceipt r = {.cmid = 4, .got = 3, .of = 2};
   n = WRITE_FRAME(buf, tern__fr_greceipt_write(&frame_w, &r));
   tern__fr_greceipt rin;

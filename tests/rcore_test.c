@@ -1524,3 +1524,35 @@ Test(rcore, membership_changes_reach_live_sessions_at_the_point) {
   cr_assert_eq(o[3].seq[0], 2);
   close_fixture(&f);
 }
+
+/* A member removed and added again while its session stays up goes on
+ * getting the group, from the new point, without reconnecting. */
+Test(rcore, a_member_added_back_while_online_gets_what_follows) {
+  fixture f;
+  open_fixture(&f, 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0), 0);
+  const char *ab[] = {"alice", "bob"}, *a[] = {"alice"};
+  cr_assert_eq(tern__rcore_group_set(f.rc, "@g", ab, 2, 0, NULL), 0);
+  for (uint64_t id = 1; id <= 2; id++) input_sync(&f, id, 0, 1);
+  input_msg(&f, 1, 1, 0, "@g", "one", 3, 5);
+  cr_assert_eq(tern__rcore_commit(f.rc, 5), 0);
+  input_gack(&f, 2, "@g", 1, 6);
+  cr_assert_eq(tern__rcore_commit(f.rc, 6), 0);
+  cr_assert_eq(tern__rcore_group_set(f.rc, "@g", a, 1, 10, NULL), 0);
+  input_msg(&f, 1, 2, 1, "@g", "two", 3, 11);
+  cr_assert_eq(tern__rcore_commit(f.rc, 11), 0);
+  cr_assert_eq(tern__rcore_group_set(f.rc, "@g", ab, 2, 20, NULL), 0);
+  input_msg(&f, 1, 3, 2, "@g", "three", 5, 21);
+  cr_assert_eq(tern__rcore_commit(f.rc, 21), 0);
+  gout o[4];
+  take_groups(&f, o);
+  int saw_three = 0, saw_two = 0;
+  for (int i = 0; i < o[2].delivers && i < 16; i++) {
+    saw_three |= !strcmp(o[2].body[i], "three");
+    saw_two |= !strcmp(o[2].body[i], "two");
+  }
+  cr_assert(saw_three, "bob, back in, gets what follows");
+  cr_assert(!saw_two, "nothing from while he was out");
+  close_fixture(&f);
+}

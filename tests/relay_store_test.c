@@ -712,3 +712,54 @@ STORE_TEST(membership_changes_take_effect_at_a_point_in_the_group_order) {
   s->ops->rollback(s, 0);
   s->ops->close(s);
 }
+
+/* A member counts once for a message's receipts, even when one of its
+ * devices' cursors is gone (it left and passed its point) and another
+ * device of it takes the same messages later; and a resend of a stored
+ * group message is answered EARLIER though its sender has left since. */
+STORE_TEST(a_member_counts_once_and_a_resend_after_leaving_is_earlier) {
+  tern__relay_store *s = open_backend(b);
+  static const uint8_t DEV_A2[32] = {0xa2}, DEV_C[32] = {0xcc};
+  uint64_t cur, limit, point, reached;
+  cr_assert_eq(s->ops->device(s, "alice", DEV_A, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "alice", DEV_A2, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(s->ops->device(s, "carol", DEV_C, &cur), 0);
+  const char *abc[] = {"alice", "bob", "carol"};
+  cr_assert_eq(s->ops->group_set(s, "@t", abc, 3, &point), 0);
+  tern__rs_put p = msg("bob", DEV_B, "@t", 1, 0, 1000, "x");
+  cr_assert_eq(s->ops->put(s, &p, 1), 0);
+  cr_assert_eq(p.result, TERN__RS_STORED);
+  greceipts r = {0};
+  cr_assert_eq(s->ops->gdevice(s, "@t", "alice", DEV_A, &cur, &limit), 0);
+  cr_assert_eq(s->ops->gacked(s, "@t", "alice", DEV_A, 1, &reached, on_greceipt, &r), 0);
+  cr_assert_eq(r.n, 1);
+  /* alice leaves at 1: her phone is past the point, its cursor goes. */
+  const char *bc[] = {"bob", "carol"};
+  cr_assert_eq(s->ops->group_set(s, "@t", bc, 2, &point), 0);
+  cr_assert_eq(point, 1);
+  cr_assert_eq(s->ops->gdevice(s, "@t", "alice", DEV_A2, &cur, &limit), 0);
+  cr_assert_eq(cur, 0, "her laptop still gets what came before");
+  cr_assert_eq(s->ops->gacked(s, "@t", "alice", DEV_A2, 1, &reached, on_greceipt, &r), 0);
+  cr_assert_eq(r.n, 1, "alice was counted already: not again");
+  cr_assert_eq(s->ops->gdevice(s, "@t", "carol", DEV_C, &cur, &limit), 0);
+  cr_assert_eq(s->ops->gacked(s, "@t", "carol", DEV_C, 1, &reached, on_greceipt, &r), 0);
+  cr_assert_eq(r.n, 2);
+  cr_assert_eq(r.last_got, 2);
+  cr_assert_eq(r.last_of, 2, "never more than it went to");
+
+  /* bob's resend of 1 after bob leaves: the first answer, not a refusal. */
+  const char *c_only[] = {"carol"};
+  cr_assert_eq(s->ops->group_set(s, "@t", c_only, 1, &point), 0);
+  tern__rs_put again = msg("bob", DEV_B, "@t", 1, 0, 5000, "x");
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER);
+  tern__rs_put fresh = msg("bob", DEV_B, "@t", 2, 0, 5000, "y");
+  cr_assert_eq(s->ops->put(s, &fresh, 1), 0);
+  cr_assert_eq(fresh.result, TERN__RS_NOT_MEMBER, "a new one from a former member is refused");
+  tern__rs_put none = msg("bob", DEV_B, "@nobody", 3, 0, 5000, "z");
+  cr_assert_eq(s->ops->put(s, &none, 1), 0);
+  cr_assert_eq(none.result, TERN__RS_NO_GROUP);
+  s->ops->rollback(s, 0);
+  s->ops->close(s);
+}

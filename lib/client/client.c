@@ -471,6 +471,13 @@ int tern_client_next_event_sized(tern_client *c, tern_event *ev, size_t ev_size)
     return TERN_EINVAL;
   }
   int r = tern__ccore_next_event(c->core, &e, tern__now_ms());
+  /* An app built before `to` existed cannot tell a carbon from a message to
+   * it, nor knows TERN_EV_RECEIPTS: those are taken (settled) and not
+   * shown to it. A group message still is, as a message from its sender. */
+  int old_app = ev_size < offsetof(tern_event, to) + sizeof(e.to);
+  while (r == 1 && old_app &&
+         ((e.type == TERN_EV_MESSAGE && e.to && e.to[0] != '@') || e.type == TERN_EV_RECEIPTS))
+    r = tern__ccore_next_event(c->core, &e, tern__now_ms());
   pthread_mutex_unlock(&c->mu);
   if (r == 1) tern__abi_out(ev, ev_size, &e, sizeof(e));
   return r;

@@ -396,7 +396,8 @@ static void presence_broadcast(tern__rcore *rc, puser *u, uint64_t now_ms) {
   u->told_ms = now_ms;
   u->due = 0;
   for (conn *w = rc->conns; w; w = w->next)
-    if (w->confirmed && strcmp(w->user, u->name) && rc->cfg.may_see(rc->cfg.may_see_ctx, w->user, u->name))
+    if (w->confirmed && !w->group && strcmp(w->user, u->name) &&
+        rc->cfg.may_see(rc->cfg.may_see_ctx, w->user, u->name))
       emit_presence(rc, w->id, u);
 }
 
@@ -495,20 +496,25 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   return 0;
 }
 
+/* Unlinks c and frees it (a session's conn, or one of its group streams). */
+static void drop_conn(tern__rcore *rc, conn *c) {
+  for (conn **pp = &rc->conns; *pp; pp = &(*pp)->next) {
+    if (*pp != c) continue;
+    *pp = c->next;
+    break;
+  }
+  presence_leave(rc, c); /* after unlinking: it is told nothing */
+  rc->sent_total -= c->sent_bytes;
+  drop_copies(c);
+  free(c->sent);
+  free(c);
+}
+
 void tern__rcore_close(tern__rcore *rc, uint64_t id) {
   /* The session's conn and its group streams. */
-  for (conn **pp = &rc->conns; *pp;) {
-    if ((*pp)->id != id) {
-      pp = &(*pp)->next;
-      continue;
-    }
-    conn *c = *pp;
-    *pp = c->next;
-    presence_leave(rc, c); /* after unlinking: it is told nothing */
-    rc->sent_total -= c->sent_bytes;
-    drop_copies(c);
-    free(c->sent);
-    free(c);
+  for (conn *c = rc->conns, *next; c; c = next) {
+    next = c->next;
+    if (c->id == id) drop_conn(rc, c);
   }
 }
 
@@ -919,18 +925,11 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     return;
   }
   int group = tern__is_group(to);
+  /* Only a member writes to a group (spec/messages.md §14): the store
+   * checks it after its dedup, so a resend of a stored message is answered
+   * even if its sender has left since. */
   int allowed = group || !rc->cfg.may_send || rc->cfg.may_send(rc->cfg.may_send_ctx, c->user, to);
-  if (group && !(m->flags & TERN__MSGF_EPHEMERAL)) {
-    /* Only a member writes to a group (spec/messages.md §14). */
-    int role = rc->store->ops->group_role(rc->store, to, c->user);
-    if (role == TERN_ENOENT || role == 0) {
-      reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid, role == 0 ? TERN_EDENIED : TERN_ENOENT);
-      return;
-    }
-    if (role < 0) goto store_error;
-  } else if (group) {
-    return; /* typing to a group: not carried (yet) */
-  }
+  if (group && (m->flags & TERN__MSGF_EPHEMERAL)) return; /* typing to a group: not carried */
   if (m->flags & TERN__MSGF_EPHEMERAL) {
     if (!allowed) return;
     if (eph_take(rc, c, now_ms) && rate_take(rc, c, m->body_len, now_ms)) forward_ephemeral(rc, c, m, wall_ms);
@@ -984,6 +983,11 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
     /* A resend: the same answer, never a second copy. */
     rc->round.deduped++;
     send_ack(rc, c, ch, m->cmid, put.seq, put.stored_ts);
+    return;
+  }
+  if (put.result == TERN__RS_NOT_MEMBER || put.result == TERN__RS_NO_GROUP) {
+    reply_failed(rc, c, TERN__FR_FAILED, ch, m->cmid,
+                 put.result == TERN__RS_NOT_MEMBER ? TERN_EDENIED : TERN_ENOENT);
     return;
   }
   if (put.result == TERN__RS_OVER_TO || put.result == TERN__RS_OVER_FROM) {
@@ -1168,19 +1172,25 @@ int tern__rcore_group_set(tern__rcore *rc, const char *group, const char *const 
    * have moved a session's limit. */
   if (commit_txn(rc, now_ms, 1) < 0) return TERN_ESTORE;
   if (point) *point = pt;
-  /* Live sessions: a removed member's stream stops at the point; an added
-   * member's session starts getting the group. */
-  for (conn *c = rc->conns; c; c = c->next) {
-    if (!c->confirmed) continue;
+  /* Live sessions. The group's streams first (started or not): a removed
+   * member's stops at the point; one left from an earlier membership of a
+   * member added again is dropped, to start afresh from the store below. */
+  for (conn *c = rc->conns, *next; c; c = next) {
+    next = c->next;
+    if (!c->group || strcmp(c->user, group)) continue;
     int in = 0;
-    const char *who = c->group ? c->member : c->user;
-    for (size_t i = 0; i < n && !in; i++) in = !strcmp(who, users[i]);
-    if (c->group) {
-      if (!strcmp(c->user, group) && !in && c->limit > pt) c->limit = pt;
-    } else if (in && !find_group(rc, c->id, group)) {
-      conn *g = open_group(rc, c, group, now_ms);
-      if (g) start_group(rc, g, now_ms);
-    }
+    for (size_t i = 0; i < n && !in; i++) in = !strcmp(c->member, users[i]);
+    if (!in && c->limit > pt) c->limit = pt;
+    else if (in && c->limit != UINT64_MAX) drop_conn(rc, c);
+  }
+  /* Then an added member's sessions start getting the group. */
+  for (conn *c = rc->conns; c; c = c->next) {
+    if (c->group || !c->confirmed || find_group(rc, c->id, group)) continue;
+    int in = 0;
+    for (size_t i = 0; i < n && !in; i++) in = !strcmp(c->user, users[i]);
+    if (!in) continue;
+    conn *g = open_group(rc, c, group, now_ms);
+    if (g) start_group(rc, g, now_ms);
   }
   return 0;
 }

@@ -61,6 +61,7 @@ typedef struct mreset {
 typedef struct mmember {
   char grp[TERN_USER_MAX + 1], user[TERN_USER_MAX + 1];
   uint64_t joined, left; /* left: UINT64_MAX while a member */
+  uint64_t counted;      /* its receipts are counted up to here */
 } mmember;
 
 typedef struct mgcursor {
@@ -286,6 +287,8 @@ static int other_device(mstate *st, const char *user, const uint8_t dev[32]) {
   return 0;
 }
 
+static int mem_group_role(tern__relay_store *st, const char *group, const char *user);
+
 static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
   mem_store *s = M(st);
   int rc = begin_write(s);
@@ -303,6 +306,13 @@ static int mem_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
       p->seq = d->seq;
       p->stored_ts = d->ts;
       continue;
+    }
+    if (tern__is_group(p->to)) {
+      int role = mem_group_role(st, p->to, p->from);
+      if (role != 1) {
+        p->result = role == 0 ? TERN__RS_NOT_MEMBER : TERN__RS_NO_GROUP;
+        continue;
+      }
     }
     if (p->prev_cmid && !find_dedup(&s->st, p->sender_dev, p->prev_cmid)) {
       p->result = TERN__RS_NO_PREV;
@@ -740,6 +750,7 @@ static int mem_group_set(tern__relay_store *st, const char *group, const char *c
       snprintf(m->grp, sizeof m->grp, "%s", group);
       snprintf(m->user, sizeof m->user, "%s", users[k]);
     }
+    if (m->counted < last) m->counted = last;
     m->joined = last;
     m->left = UINT64_MAX;
     for (size_t i = 0; i < ms->devices.n; i++) {
@@ -848,11 +859,8 @@ static int mem_gacked(tern__relay_store *st, const char *group, const char *user
   int rc = begin_write(s);
   if (rc < 0) return rc;
   mstate *ms = &s->st;
-  uint64_t mbefore = 0;
-  for (size_t i = 0; i < ms->gcursors.n; i++) {
-    const mgcursor *o = AT(ms->gcursors, mgcursor, i);
-    if (!strcmp(o->grp, group) && !strcmp(o->user, user) && o->cursor > mbefore) mbefore = o->cursor;
-  }
+  mmember *me = find_member(ms, group, user);
+  uint64_t mbefore = me ? me->counted : up_to;
   find_gcursor(ms, group, dev)->cursor = up_to;
   /* Receipts first, told after: the callbacks write notices. */
   size_t k = 0;
@@ -863,7 +871,7 @@ static int mem_gacked(tern__relay_store *st, const char *group, const char *user
     for (size_t i = 0; i < ms->msgs.n; i++) {
       mmsg *m = AT(ms->msgs, mmsg, i);
       if (strcmp(m->user, group) || m->seq <= mbefore || m->seq > up_to || !strcmp(m->from, user)) continue;
-      m->gdelivered++;
+      if (m->gdelivered < m->gmembers) m->gdelivered++; /* counted once: a safety net */
       m->delivered = 1;
       memcpy(told[k].dev, m->dev, 32);
       told[k].cmid = m->cmid;
@@ -872,6 +880,7 @@ static int mem_gacked(tern__relay_store *st, const char *group, const char *user
       k++;
     }
   }
+  if (me && me->counted < up_to) me->counted = up_to;
   group_trim(ms, group);
   for (size_t i = 0; i < k; i++)
     if (cb) cb(ctx, told[i].dev, told[i].cmid, told[i].got, told[i].of);
@@ -886,7 +895,7 @@ static int mem_group_devices(tern__relay_store *st, const char *group,
   for (size_t i = 0; i < ms->gcursors.n; i++) {
     const mgcursor *g = AT(ms->gcursors, mgcursor, i);
     const mmember *m = strcmp(g->grp, group) ? NULL : find_member(ms, group, g->user);
-    if (!m) continue;
+    if (!m || m->left != UINT64_MAX) continue; /* only current members are told */
     uint64_t waiting = 0;
     for (size_t k = 0; k < ms->msgs.n; k++) {
       const mmsg *x = AT(ms->msgs, mmsg, k);

@@ -77,6 +77,14 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
       p->stored_ts = ts;
       continue;
     }
+    if (tern__is_group(p->to)) {
+      int role = tern__rstore_group_role(s->db, p->to, p->from);
+      if (role < 0 && role != TERN_ENOENT) return role;
+      if (role != 1) {
+        p->result = role == 0 ? TERN__RS_NOT_MEMBER : TERN__RS_NO_GROUP;
+        continue;
+      }
+    }
     if (p->prev_cmid) {
       int have = tern__rstore_dedup_get(s->db, p->sender_dev, p->prev_cmid, &seq, &ts);
       if (have < 0) return have;

@@ -70,6 +70,9 @@ typedef struct tern__rs_put {
   uint64_t flags;
   const uint8_t *body;
   size_t body_len;
+  /* A group `to` ("@name"): stored only if `from` is a member now; checked
+   * after the dedup, so a resend of a stored message is EARLIER even from
+   * a member that has left. */
   /* Quotas (0: none): the most messages and body bytes the store may hold
    * for `to`, and from `from`, this message included. Checked after the
    * dedup, so a resend of a stored message is still EARLIER. */
@@ -99,6 +102,8 @@ enum {
                             sender resends both, in order) */
   TERN__RS_OVER_TO = 4,  /* not stored: `to`'s inbox holds its quota */
   TERN__RS_OVER_FROM = 5,/* not stored: the store holds `from`'s quota */
+  TERN__RS_NOT_MEMBER = 6,/* not stored: `to` is a group `from` is not in now */
+  TERN__RS_NO_GROUP = 7, /* not stored: `to` is a group with no members */
 };
 
 /* 1 if the put asks for any quota. */

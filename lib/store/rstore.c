@@ -97,6 +97,7 @@ static const char *const migrations[SCHEMA_VERSION] = {
      * how many have it. */
     "CREATE TABLE members("
     "  grp TEXT NOT NULL, user TEXT NOT NULL, joined INTEGER NOT NULL, left INTEGER,"
+    "  counted INTEGER NOT NULL,"   /* the member's receipts are counted up to here */
     "  PRIMARY KEY(grp, user)) WITHOUT ROWID;"
     "CREATE INDEX members_user ON members(user);"
     "CREATE TABLE gcursors("
@@ -162,6 +163,7 @@ enum {
   Q_GCUR_GET,
   Q_GCUR_SET,
   Q_GCUR_MEMBER_MAX,
+  Q_MEM_COUNT_SET,
   Q_GRECEIPT,
   Q_GTRIM_LOW,
   Q_GCUR_DONE,
@@ -240,8 +242,9 @@ static const char *const sql[Q_N] = {
     [Q_MEM_GET] = "SELECT joined, left FROM members WHERE grp = ?1 AND user = ?2",
     [Q_MEM_LEAVE] = "UPDATE members SET left = ?3 WHERE grp = ?1 AND user = ?2 AND left IS NULL",
     /* A row back: the user joined now (new, or back after leaving). */
-    [Q_MEM_JOIN] = ("INSERT INTO members(grp, user, joined, left) VALUES(?1, ?2, ?3, NULL)"
-                   " ON CONFLICT(grp, user) DO UPDATE SET joined = excluded.joined, left = NULL"
+    [Q_MEM_JOIN] = ("INSERT INTO members(grp, user, joined, left, counted) VALUES(?1, ?2, ?3, NULL, ?3)"
+                   " ON CONFLICT(grp, user) DO UPDATE SET joined = excluded.joined, left = NULL,"
+                   " counted = max(members.counted, excluded.counted)"
                    " WHERE members.left IS NOT NULL RETURNING 1"),
     [Q_GCUR_JOIN] = ("INSERT INTO gcursors(grp, dev, user, cursor) SELECT ?1, dev, user, ?3 FROM devices"
                     " WHERE user = ?2 ON CONFLICT(grp, dev) DO UPDATE SET cursor = max(cursor, excluded.cursor)"),
@@ -254,8 +257,11 @@ static const char *const sql[Q_N] = {
                    " ON CONFLICT(grp, dev) DO NOTHING"),
     [Q_GCUR_GET] = "SELECT cursor, user FROM gcursors WHERE grp = ?1 AND dev = ?2",
     [Q_GCUR_SET] = "UPDATE gcursors SET cursor = ?3 WHERE grp = ?1 AND dev = ?2 AND cursor < ?3",
-    [Q_GCUR_MEMBER_MAX] = "SELECT max(cursor) FROM gcursors WHERE grp = ?1 AND user = ?2",
-    [Q_GRECEIPT] = ("UPDATE inbox SET gdelivered = gdelivered + 1, delivered = 1"
+    [Q_GCUR_MEMBER_MAX] = "SELECT counted FROM members WHERE grp = ?1 AND user = ?2",
+    [Q_MEM_COUNT_SET] = "UPDATE members SET counted = ?3 WHERE grp = ?1 AND user = ?2 AND counted < ?3",
+    /* min(): a member is counted once (members.counted), so never more than
+     * it went to; the bound is only a safety net. */
+    [Q_GRECEIPT] = ("UPDATE inbox SET gdelivered = min(gdelivered + 1, gmembers), delivered = 1"
                    " WHERE user = ?1 AND seq > ?2 AND seq <= ?3 AND sender <> ?4"
                    " RETURNING sender_dev, cmid, gdelivered, gmembers"),
     [Q_GTRIM_LOW] = ("SELECT min(g.cursor) FROM gcursors g JOIN members m ON m.grp = g.grp AND m.user = g.user"
@@ -267,7 +273,8 @@ static const char *const sql[Q_N] = {
     [Q_NOTICE_DEL_IF] = "DELETE FROM notices WHERE dev = ?1 AND kind = ?2 AND cmid = ?3 AND code = ?4",
     [Q_GDEVICES] = ("SELECT g.user, g.dev, (SELECT count(*) FROM inbox i WHERE i.user = g.grp AND i.seq > g.cursor"
                    " AND i.seq <= coalesce(m.left, 9223372036854775807))"
-                   " FROM gcursors g JOIN members m ON m.grp = g.grp AND m.user = g.user WHERE g.grp = ?1"),
+                   " FROM gcursors g JOIN members m ON m.grp = g.grp AND m.user = g.user"
+                   " WHERE g.grp = ?1 AND m.left IS NULL"),
 };
 
 struct tern__rstore {
@@ -1531,6 +1538,11 @@ static int gacked(tern__rstore *s, const char *group, const char *user, const ui
     int ret = rc == SQLITE_DONE ? 0 : fail(s, rc, "group receipts");
     done(q);
     if (ret < 0) return ret;
+    q = s->q[Q_MEM_COUNT_SET];
+    bind_text(q, 1, group);
+    bind_text(q, 2, user);
+    sqlite3_bind_int64(q, 3, (int64_t)up_to);
+    if ((rc = run(s, Q_MEM_COUNT_SET)) < 0) return rc;
   }
   s->txn_used += s->page_size;
   return group_trim(s, group);

@@ -448,7 +448,7 @@ int tern__user_valid(const uint8_t *name, size_t len) {
 }
 
 int tern__group_valid(const uint8_t *name, size_t len) {
-  return len >= 2 && name[0] == '@' && tern__user_valid(name + 1, len - 1);
+  return len >= 2 && len <= TERN_USER_MAX && name[0] == '@' && tern__user_valid(name + 1, len - 1);
 }
 
 /* FNV-1a, 32 bits. */

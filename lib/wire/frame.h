@@ -266,7 +266,8 @@ uint8_t tern__chat_channel(const uint8_t *a, size_t alen, const uint8_t *b, size
 /* 1 if `name` is a valid user name: 1..TERN_USER_MAX bytes, no control
  * characters, no spaces, no '@'. */
 int tern__user_valid(const uint8_t *name, size_t len);
-/* A group's wire name: '@' then a valid user name, 2..TERN_USER_MAX bytes. */
+/* A group's wire name: '@' then a valid user name, 2..TERN_USER_MAX bytes in
+ * all (so a group's own name is at most TERN_USER_MAX - 1). */
 int tern__group_valid(const uint8_t *name, size_t len);
 
 #endif
