@@ -22,7 +22,7 @@
 # --repeat N runs the whole plan N times (fresh linkems, relays and clients
 # each time; runs 2..N use other loss seeds); summary.md then reports each
 # run's p99 and the spread of the tern/TCP p99 ratio (min/median/max).
-# --quick (default) must stay under 6 minutes on a 2-core VM; --full runs
+# --quick (default) takes about 6.5 minutes on a 2-core VM; --full runs
 # every scenario and workload, and tern twice: durable (default) and
 # --no-fsync. Bounded everywhere: every wait has a deadline, and the
 # namespaces and processes are removed on every exit path.
@@ -228,7 +228,7 @@ except Exception: print("FAILED")' "$raw.recv")" $((SECONDS - t_run))
 T0=$(date +%s)
 echo "bench $MODE -> $OUT (transports: $TRANSPORTS)"
 for ((RUN = 1; RUN <= REPEAT; RUN++)); do
-  [[ $REPEAT -eq 1 ]] || echo "-- run $RUN of $REPEAT"
+  [[ $REPEAT -eq 1 ]] || echo "-- run $RUN of $REPEAT ($(($(date +%s) - T0)) s so far)"
   for sc in $CHAT_SCEN; do
     [[ -z $ONLY || $ONLY == "$sc" ]] || continue
     for tp in $TRANSPORTS; do run_one "$tp" chat "$sc" "$CHAT_ARGS" "$PROBES"; done
