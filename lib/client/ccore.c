@@ -353,7 +353,8 @@ static void send_copy(tern__ccore *cc, entry *e) {
   if (!w.overflow) emit(cc, TERN__CH_COPY, 0, w.p, w.len);
   e->copies_sent++;
   uint32_t d = (uint32_t)e->copy_gap_ms, k = e->copies_sent;
-  e->copy_due_ms = k < e->copies_max ? e->copy_due_ms + tern__copy_at(d, k + 1) - tern__copy_at(d, k) : 0;
+  if (k < e->copies_max) e->copy_due_ms += tern__copy_at(d, k + 1) - tern__copy_at(d, k);
+  else e->copy_due_ms = 0;
 }
 
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,

@@ -547,7 +547,8 @@ static void send_copies(tern__rcore *rc, conn *c, uint64_t now_ms) {
     }
     emit(rc, c->id, TERN__CH_COPY, 0, it->data, it->len, 0);
     if (--it->left) {
-      it->due_ms += tern__copy_at((uint32_t)it->gap_ms, it->k + 1) - tern__copy_at((uint32_t)it->gap_ms, it->k);
+      uint32_t d = (uint32_t)it->gap_ms;
+      it->due_ms += tern__copy_at(d, it->k + 1) - tern__copy_at(d, it->k);
       it->k++;
       queue_copy(c, it);
     } else {
