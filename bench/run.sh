@@ -4,7 +4,7 @@
 #   sudo bash bench/run.sh [--quick|--full] [--build DIR] [--out DIR]
 #                          [--transports "tcp enet tern"] [--only SCENARIO]
 #                          [--workloads "chat burst big migrate"] [--chat-duration S]
-#                          [--probes N]
+#                          [--probes N] [--repeat N]
 #
 # Client A (namespace <P>a) -> relay (<P>b) -> client B (<P>c), one linkem
 # per client link. "RTT R" means R ms round trip between a client and the
@@ -19,7 +19,10 @@
 # namespaces; 10 changes per system in --quick, 20 in --full; skipped with
 # --only) into the same results.
 #
-# --quick (default) must stay under 5 minutes on a 2-core VM; --full runs
+# --repeat N runs the whole plan N times (fresh linkems, relays and clients
+# each time; runs 2..N use other loss seeds); summary.md then reports each
+# run's p99 and the spread of the tern/TCP p99 ratio (min/median/max).
+# --quick (default) takes about 6.5 minutes on a 2-core VM; --full runs
 # every scenario and workload, and tern twice: durable (default) and
 # --no-fsync. Bounded everywhere: every wait has a deadline, and the
 # namespaces and processes are removed on every exit path.
@@ -35,6 +38,7 @@ ONLY=
 WORKLOADS="chat burst big migrate"
 CHAT_DURATION=
 PROBES_OPT=
+REPEAT=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) MODE=quick ;;
@@ -46,12 +50,14 @@ while [[ $# -gt 0 ]]; do
     --workloads) WORKLOADS=$2; shift ;;
     --chat-duration) CHAT_DURATION=$2; shift ;;
     --probes) PROBES_OPT=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --repeat) REPEAT=$2; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 
+[[ $REPEAT =~ ^[1-9][0-9]?$ ]] || { echo "run.sh: --repeat takes 1 to 99" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "run.sh: needs root (namespaces, TUN)" >&2; exit 1; }
 bash "$HERE/netns.sh" check || { echo "run.sh: namespaces/TUN unavailable" >&2; exit 1; }
 if [[ ! -x $BUILD/bench/benchclient || ! -x $BUILD/bench/migclient || ! -x $BUILD/tools/ternd/ternd ]]; then
@@ -100,7 +106,9 @@ if [[ $MODE == quick ]]; then
   CHAT_SCEN="lo r100l0 r100l2 r100l5 r100ge"
   BURST_SCEN="r100l0 r100l2"
   BIG_SCEN="r100l0 r100l2"
-  CHAT_ARGS="--pairs 4 --rate 10 --duration 8"
+  # 8 pairs x 125 messages, Poisson at 10/s each: exactly 1,000 messages
+  # (12.5 s), so a p99 rests on 1,000 latencies (the tenth largest).
+  CHAT_ARGS="--pairs 8 --rate 10 --count 125 --duration 0"
   BURST_ARGS="--pairs 1 --count 1000"
   BIG_ARGS="--pairs 1 --count 6 --rate 3"
   PROBES=3
@@ -120,7 +128,10 @@ else
   [[ -n $TRANSPORTS ]] || TRANSPORTS="tcp enet tern tern-nofsync"
 fi
 
-if [[ -n $CHAT_DURATION ]]; then CHAT_ARGS="${CHAT_ARGS% --duration *} --duration $CHAT_DURATION"; fi
+if [[ -n $CHAT_DURATION ]]; then
+  CHAT_ARGS="${CHAT_ARGS%% --count *}"
+  CHAT_ARGS="${CHAT_ARGS%% --duration *} --count 0 --duration $CHAT_DURATION"
+fi
 [[ -z $PROBES_OPT ]] || PROBES=$PROBES_OPT
 [[ " $WORKLOADS " == *" chat "* ]] || CHAT_SCEN=
 [[ " $WORKLOADS " == *" burst "* ]] || BURST_SCEN=
@@ -137,10 +148,13 @@ cpu_of() { # PID -> CPU seconds (utime + stime) from /proc
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
-# One run: TRANSPORT WORKLOAD SCENARIO "ARGS" [probes]
+# One run: TRANSPORT WORKLOAD SCENARIO "ARGS" [probes]. RUN (global) is the
+# repeat's index; with --repeat the id ends in .RUN and the seeds move on.
+RUN=1
 run_one() {
   local tp=$1 wl=$2 sc=$3 args=$4 probes=${5:-0}
-  local rtt loss id=$tp.$wl.$sc d tag seed=7 t_run=$SECONDS
+  local rtt loss id=$tp.$wl.$sc d tag seed=$((7 + 10 * (RUN - 1))) t_run=$SECONDS
+  [[ $REPEAT -eq 1 ]] || id=$id.$RUN
   rtt=$(scen_rtt "$sc"); loss=$(scen_loss "$sc")
   local raw=$OUT/raw/$id
   local lk1= lk2= relay_pid nsA=${P}a nsC=${P}c nsR=${P}b ra=$RELAY_A rc=$RELAY_C
@@ -213,17 +227,20 @@ except Exception: print("FAILED")' "$raw.recv")" $((SECONDS - t_run))
 
 T0=$(date +%s)
 echo "bench $MODE -> $OUT (transports: $TRANSPORTS)"
-for sc in $CHAT_SCEN; do
-  [[ -z $ONLY || $ONLY == "$sc" ]] || continue
-  for tp in $TRANSPORTS; do run_one "$tp" chat "$sc" "$CHAT_ARGS" "$PROBES"; done
-done
-for sc in $BURST_SCEN; do
-  [[ -z $ONLY || $ONLY == "$sc" ]] || continue
-  for tp in $TRANSPORTS; do run_one "$tp" burst "$sc" "$BURST_ARGS"; done
-done
-for sc in $BIG_SCEN; do
-  [[ -z $ONLY || $ONLY == "$sc" ]] || continue
-  for tp in $TRANSPORTS; do run_one "$tp" big "$sc" "$BIG_ARGS"; done
+for ((RUN = 1; RUN <= REPEAT; RUN++)); do
+  [[ $REPEAT -eq 1 ]] || echo "-- run $RUN of $REPEAT ($(($(date +%s) - T0)) s so far)"
+  for sc in $CHAT_SCEN; do
+    [[ -z $ONLY || $ONLY == "$sc" ]] || continue
+    for tp in $TRANSPORTS; do run_one "$tp" chat "$sc" "$CHAT_ARGS" "$PROBES"; done
+  done
+  for sc in $BURST_SCEN; do
+    [[ -z $ONLY || $ONLY == "$sc" ]] || continue
+    for tp in $TRANSPORTS; do run_one "$tp" burst "$sc" "$BURST_ARGS"; done
+  done
+  for sc in $BIG_SCEN; do
+    [[ -z $ONLY || $ONLY == "$sc" ]] || continue
+    for tp in $TRANSPORTS; do run_one "$tp" big "$sc" "$BIG_ARGS"; done
+  done
 done
 if [[ " $WORKLOADS " == *" migrate "* && -z $ONLY ]]; then
   bash "$HERE/migrate.sh" --build "$BUILD" --out "$OUT" --changes "$MIG_CHANGES" ||
@@ -233,7 +250,7 @@ echo "runs took $(($(date +%s) - T0)) s"
 
 cat >"$OUT/meta.json" <<EOF
 {"mode":"$MODE","stamp":"$STAMP","transports":"$TRANSPORTS","chat_args":"$CHAT_ARGS",
- "burst_args":"$BURST_ARGS","big_args":"$BIG_ARGS","probes":$PROBES,
+ "burst_args":"$BURST_ARGS","big_args":"$BIG_ARGS","probes":$PROBES,"repeat":$REPEAT,
  "host":"$(uname -srm)","cpus":$(nproc),"git":"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"}
 EOF
 python3 "$HERE/summarize.py" "$OUT"

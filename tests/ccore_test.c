@@ -226,7 +226,9 @@ static int outputs_on(fixture *f, uint8_t channel) {
   return n;
 }
 
-Test(ccore, copy_waits_a_fifth_of_the_rtt_within_bounds) {
+/* Copy 1 leaves d / 2 after the transmission, copy 2 3 d after it, d a
+ * fifth of the RTT within bounds (copies.h). */
+Test(ccore, copies_wait_a_tenth_then_three_fifths_of_the_rtt_within_bounds) {
   fixture f;
   open_fixture(&f);
   tern__ccore_online(f.cc, "alice", 0);
@@ -234,17 +236,25 @@ Test(ccore, copy_waits_a_fifth_of_the_rtt_within_bounds) {
   (void)outputs_on(&f, 0);
   uint64_t id;
   const uint32_t rtts[] = {0, 100, 20, 600, 120};
-  const int waits[] = {30, 20, 5, 30, 24};
+  const int firsts[] = {15, 10, 2, 15, 12};   /* d / 2 */
+  const int seconds[] = {90, 60, 15, 90, 72}; /* 3 d */
   uint64_t now = 100;
   for (size_t i = 0; i < sizeof(rtts) / sizeof(rtts[0]); i++, now += 1000) {
     tern__ccore_set_rtt(f.cc, rtts[i]);
     tern__ccore_send(f.cc, "bob", "small", 5, 0, now, 1, &id);
-    cr_assert_eq(tern__ccore_timeout(f.cc, now), waits[i], "RTT %u: copy after %d ms", rtts[i],
-                 waits[i]);
-    tern__ccore_tick(f.cc, now + (uint64_t)waits[i] - 1);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "RTT %u: not with the transmission", rtts[i]);
+    cr_assert_eq(tern__ccore_timeout(f.cc, now), firsts[i], "RTT %u: copy 1 after %d ms", rtts[i],
+                 firsts[i]);
+    tern__ccore_tick(f.cc, now + (uint64_t)firsts[i] - 1);
     cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "RTT %u: not before", rtts[i]);
-    tern__ccore_tick(f.cc, now + (uint64_t)waits[i]);
-    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "RTT %u: then", rtts[i]);
+    tern__ccore_tick(f.cc, now + (uint64_t)firsts[i]);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "RTT %u: copy 1", rtts[i]);
+    cr_assert_eq(tern__ccore_timeout(f.cc, now + (uint64_t)firsts[i]), seconds[i] - firsts[i],
+                 "RTT %u: copy 2 after %d ms", rtts[i], seconds[i]);
+    tern__ccore_tick(f.cc, now + (uint64_t)seconds[i] - 1);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "RTT %u: not before", rtts[i]);
+    tern__ccore_tick(f.cc, now + (uint64_t)seconds[i]);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "RTT %u: then copy 2", rtts[i]);
     server_ack(&f, id, i + 1, now + 100);
   }
   close_fixture(&f);
@@ -260,10 +270,10 @@ Test(ccore, small_messages_get_two_copies_unless_acked_first) {
   static uint8_t big[600];
   tern__ccore_send(f.cc, "bob", big, sizeof(big), 0, 100, 1, &b);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "no copy at once");
-  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 30, "the first copy is due d = 30 ms later");
-  tern__ccore_tick(f.cc, 130);
+  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 15, "the first copy is due d / 2 = 15 ms later");
+  tern__ccore_tick(f.cc, 115);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "one copy, for the small message only");
-  cr_assert_eq(tern__ccore_timeout(f.cc, 130), 60, "the second is due 3 d after the send");
+  cr_assert_eq(tern__ccore_timeout(f.cc, 115), 75, "the second is due 3 d (d = 30 ms) after the send");
   tern__ccore_tick(f.cc, 189);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "not before");
   tern__ccore_tick(f.cc, 190);
@@ -290,16 +300,16 @@ Test(ccore, copy_count_one_sends_one_copy) {
   tern__ccore_set_rtt(f.cc, 50);
   uint64_t a;
   tern__ccore_send(f.cc, "bob", "small", 5, 0, 100, 1, &a);
-  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 10, "d is a fifth of the RTT");
-  tern__ccore_tick(f.cc, 110);
+  cr_assert_eq(tern__ccore_timeout(f.cc, 100), 5, "copy 1 after d / 2, d a fifth of the RTT");
+  tern__ccore_tick(f.cc, 105);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1);
   tern__ccore_tick(f.cc, 200);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "copy_count 1: one copy only");
   close_fixture(&f);
 }
 
-/* A copy that would leave after one RTT is not sent: ENet's retransmission
- * comes first, and on a fast link copies only cost. */
+/* Copy k is sent only if (2k - 1) d is below the RTT (copies.h): on a fast
+ * link ENet's retransmission comes first and copies only cost. */
 Test(ccore, fast_links_get_fewer_copies) {
   fixture f;
   open_fixture(&f);
@@ -311,7 +321,7 @@ Test(ccore, fast_links_get_fewer_copies) {
   tern__ccore_tick(f.cc, 105);
   tern__ccore_tick(f.cc, 200);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "RTT 1 ms: no copy");
-  tern__ccore_set_rtt(f.cc, 10); /* d = 5: the first at 5 ms, not the second at 15 */
+  tern__ccore_set_rtt(f.cc, 10); /* d = 5: the first (5 < 10), not the second (15) */
   tern__ccore_send(f.cc, "bob", "two", 3, 0, 300, 1, &b);
   tern__ccore_tick(f.cc, 305);
   cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 1, "RTT 10 ms: the first copy");

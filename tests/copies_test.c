@@ -26,3 +26,23 @@ Test(copies, only_copies_that_leave_within_one_rtt) {
   cr_assert_eq(tern__copies_before(100, 20, 0), 0, "copy_count 0: none");
   cr_assert_eq(tern__copies_before(UINT32_MAX, UINT32_MAX / 2, UINT32_MAX), 1, "no overflow");
 }
+
+Test(copies, copy_one_at_half_d_then_three_d) {
+  cr_assert_eq(tern__copy_at(20, 1), 10, "RTT 100: copy 1 at d / 2 = 10 ms");
+  cr_assert_eq(tern__copy_at(30, 1), 15);
+  cr_assert_eq(tern__copy_at(5, 1), 2);
+  cr_assert_eq(tern__copy_at(1, 1), 1, "at least 1 ms: not in the transmission's datagram");
+  cr_assert_eq(tern__copy_at(20, 2), 60, "RTT 100: copy 2 at 3 d = 60 ms");
+  cr_assert_eq(tern__copy_at(30, 2), 90);
+  cr_assert_eq(tern__copy_at(20, 3), 100);
+  cr_assert_eq(tern__copy_at(5, 2), 15, "RTT 16: 15 ms, within the RTT");
+  cr_assert_eq(tern__copy_at(UINT32_MAX, 3), 5 * (uint64_t)UINT32_MAX, "no overflow");
+  /* Every copy a session gets leaves within one RTT. */
+  for (uint32_t rtt = 1; rtt < 700; rtt++) {
+    uint32_t d = tern__copy_delay(rtt, 5, 30);
+    uint32_t n = tern__copies_before(rtt, d, 2);
+    for (uint32_t k = 1; k <= n; k++)
+      cr_assert_lt(tern__copy_at(d, k), rtt, "RTT %u: copy %u at %llu", rtt, k,
+                   (unsigned long long)tern__copy_at(d, k));
+  }
+}

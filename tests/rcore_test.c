@@ -480,9 +480,9 @@ static int count_on(fixture *f, uint64_t conn, uint8_t channel) {
   return n;
 }
 
-/* A small DELIVER's copies leave d and 3 d after it, d a fifth of the
+/* A small DELIVER's copies leave d / 2 and 3 d after it, d a fifth of the
  * recipient's RTT (5 to 30 ms), and stop once the device has acked it. */
-Test(rcore, deliver_copies_wait_a_fifth_of_the_recipients_rtt_then_three) {
+Test(rcore, deliver_copies_wait_a_tenth_then_three_fifths_of_the_recipients_rtt) {
   fixture f;
   open_fixture(&f, 0);
   cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
@@ -491,18 +491,24 @@ Test(rcore, deliver_copies_wait_a_fifth_of_the_recipients_rtt_then_three) {
   tern__rcore_tick(f.rc, 0, WALL); /* the first expiry sweep: next one in a minute */
   tern__rcore_commit(f.rc, 0);
   (void)count_on(&f, 2, TERN__CH_COPY);
-  /* RTT unknown: d = 30 ms, copies at 130 and 190. */
+  /* RTT unknown: d = 30 ms, copies at 115 and 190. */
   input_msg(&f, 1, 10, 0, "bob", "one", 3, 100);
   tern__rcore_commit(f.rc, 100);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "no copy at once");
-  cr_assert_eq(tern__rcore_timeout(f.rc, 100), 30);
-  /* bob's link measures 50 ms: d = 10 ms, copies at 120 and 140. */
+  cr_assert_eq(tern__rcore_timeout(f.rc, 100), 15);
+  tern__rcore_tick(f.rc, 114, WALL + 114);
+  tern__rcore_commit(f.rc, 114);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "not before");
+  tern__rcore_tick(f.rc, 115, WALL + 115);
+  tern__rcore_commit(f.rc, 115);
+  cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1, "the first copy, d / 2 after");
+  /* bob's link measures 50 ms: d = 10 ms, copies at 125 and 150. */
   tern__rcore_set_rtt(f.rc, 2, 50);
-  input_msg(&f, 1, 11, 10, "bob", "two", 3, 110);
-  tern__rcore_commit(f.rc, 110);
-  uint64_t at[] = {120, 130, 140, 190};
+  input_msg(&f, 1, 11, 10, "bob", "two", 3, 120);
+  tern__rcore_commit(f.rc, 120);
+  uint64_t at[] = {125, 150, 190};
   for (size_t i = 0; i < sizeof(at) / sizeof(*at); i++) {
-    uint64_t now = i ? at[i - 1] : 110;
+    uint64_t now = i ? at[i - 1] : 120;
     cr_assert_eq(tern__rcore_timeout(f.rc, now), (int)(at[i] - now), "a copy due at %llu",
                  (unsigned long long)at[i]);
     tern__rcore_tick(f.rc, at[i] - 1, WALL + at[i] - 1);
@@ -515,25 +521,27 @@ Test(rcore, deliver_copies_wait_a_fifth_of_the_recipients_rtt_then_three) {
   tern__rcore_tick(f.rc, 400, WALL + 400);
   tern__rcore_commit(f.rc, 400);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 0, "two copies each, no third");
-  /* Bounds: a 20 ms path gets 5 ms (not 4), a 600 ms path 30 ms (not 120). */
+  /* Bounds: a 20 ms path gets d = 5 ms (not 4), a 600 ms path 30 ms (not
+   * 120): copies 2 and 15, and 15 and 90 ms after. */
   tern__rcore_set_rtt(f.rc, 2, 20);
   input_msg(&f, 1, 12, 11, "bob", "three", 5, 500);
   tern__rcore_commit(f.rc, 500);
-  cr_assert_eq(tern__rcore_timeout(f.rc, 500), 5);
-  tern__rcore_tick(f.rc, 505, WALL + 505);
-  tern__rcore_commit(f.rc, 505);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 500), 2);
+  tern__rcore_tick(f.rc, 502, WALL + 502);
+  tern__rcore_commit(f.rc, 502);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
-  cr_assert_eq(tern__rcore_timeout(f.rc, 505), 10);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 502), 13);
   tern__rcore_tick(f.rc, 515, WALL + 515);
   tern__rcore_commit(f.rc, 515);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1);
   tern__rcore_set_rtt(f.rc, 2, 600);
   input_msg(&f, 1, 13, 12, "bob", "four", 4, 600);
   tern__rcore_commit(f.rc, 600);
-  cr_assert_eq(tern__rcore_timeout(f.rc, 600), 30);
-  tern__rcore_tick(f.rc, 630, WALL + 630);
-  tern__rcore_commit(f.rc, 630);
+  cr_assert_eq(tern__rcore_timeout(f.rc, 600), 15);
+  tern__rcore_tick(f.rc, 615, WALL + 615);
+  tern__rcore_commit(f.rc, 615);
   cr_assert_eq(count_on(&f, 2, TERN__CH_COPY), 1, "the first copy of four");
+  cr_assert_eq(tern__rcore_timeout(f.rc, 615), 75, "the second 3 d = 90 ms after");
   /* bob acks everything: the second copy (due at 690) is not sent. */
   input_ack(&f, 2, 4, 640);
   tern__rcore_commit(f.rc, 640);

@@ -341,13 +341,11 @@ size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now
 
 void tern__ccore_set_rtt(tern__ccore *cc, uint32_t rtt_ms) { cc->rtt_ms = rtt_ms; }
 
-/* How long the first copy waits after the transmission: a fifth of the
- * RTT (copies.h). Early enough to beat ENet's retransmission (about one
- * RTT) by far, and to cost a message that needed its copy (lost, or held
- * behind a lost one on its channel) at most a fifth of the floor; as late
- * as that allows, so that a short burst of losses is less likely to take
- * both. Measured at RTT 100 ms (bench/README.md, F3): 5 % random loss
- * favours short delays, bursts long ones; a fifth kept both within reach. */
+/* d, a fifth of the RTT within bounds (copies.h): the first copy waits
+ * d / 2, so that a message that needed it (lost, or held behind a lost one
+ * on its channel) loses a tenth of the floor, the second 3 d, after most
+ * bursts of losses. Random loss favours short delays, bursts long ones
+ * (bench/NOTES.md, rounds 4 and 5). */
 static uint64_t copy_delay(const tern__ccore *cc) {
   return tern__copy_delay(cc->rtt_ms, cc->cfg.copy_delay_min_ms, cc->cfg.copy_delay_ms);
 }
@@ -369,22 +367,23 @@ static void transmit(tern__ccore *cc, entry *e, uint64_t now_ms) {
   if (e->len <= cc->cfg.copy_max_bytes && cc->cfg.copy_max_bytes) {
     e->copy_gap_ms = copy_delay(cc);
     e->copies_max = tern__copies_before(cc->rtt_ms, (uint32_t)e->copy_gap_ms, cc->cfg.copy_count);
-    if (e->copies_max) e->copy_due_ms = now_ms + e->copy_gap_ms;
+    if (e->copies_max) e->copy_due_ms = now_ms + tern__copy_at((uint32_t)e->copy_gap_ms, 1);
   }
 }
 
 /* A copy: if the reliable transmission was lost, this one is not held
- * behind it. Copy k (from 1) leaves (2k - 1) d after the transmission: the
- * second one 2 d after the first, so that a burst of losses that takes the
- * transmission and its first copy has to last three times as long to take
- * the second. */
+ * behind it. Copy 1 leaves d / 2 after the transmission, copy k >= 2
+ * (2k - 1) d (tern__copy_at), so that a burst of losses that takes the
+ * transmission and its first copy has to last 3 d to take the second. */
 static void send_copy(tern__ccore *cc, entry *e) {
   tern__wbuf w;
   tern__wbuf_init(&w, cc->buf, FRAME_BUF);
   write_msg(&w, e);
   if (!w.overflow) emit(cc, TERN__CH_COPY, 0, w.p, w.len);
   e->copies_sent++;
-  e->copy_due_ms = e->copies_sent < e->copies_max ? e->copy_due_ms + 2 * e->copy_gap_ms : 0;
+  uint32_t d = (uint32_t)e->copy_gap_ms, k = e->copies_sent;
+  if (k < e->copies_max) e->copy_due_ms += tern__copy_at(d, k + 1) - tern__copy_at(d, k);
+  else e->copy_due_ms = 0;
 }
 
 int tern__ccore_send(tern__ccore *cc, const char *to, const void *body, size_t len, int ephemeral,

@@ -24,11 +24,11 @@ typedef struct tern__ccore_config {
   size_t held_max;        /* DELIVERs kept while waiting for prev_seq (1024) */
   /* A message body up to this size is also sent copy_count more times,
    * unsequenced on its own channel; the relay's dedup drops all but the
-   * first to arrive. 0 (either) turns copies off. Copy k (from 1) leaves
-   * (2k - 1) d after the reliable transmission, where d is a fifth of the
-   * session's RTT (tern__ccore_set_rtt), at least copy_delay_min_ms and at
-   * most copy_delay_ms; copy_delay_ms while the RTT is unknown. A copy
-   * that would leave one RTT or more after the transmission is not sent
+   * first to arrive. 0 (either) turns copies off. Copy 1 leaves d / 2
+   * after the reliable transmission, copy k >= 2 (2k - 1) d, where d is a
+   * fifth of the session's RTT (tern__ccore_set_rtt), at least
+   * copy_delay_min_ms and at most copy_delay_ms; copy_delay_ms while the
+   * RTT is unknown. Copy k is sent only if (2k - 1) d is less than the RTT
    * (copies.h). (512, 30, 5, 2) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;

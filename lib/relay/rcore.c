@@ -32,7 +32,8 @@ typedef enum out_kind {
 typedef struct copy_item {
   struct copy_item *next;
   uint64_t seq, due_ms;
-  uint64_t gap_ms;   /* d: the next copy leaves 2 d after this one */
+  uint64_t gap_ms;   /* d (copies.h: copy k leaves tern__copy_at(d, k) after) */
+  uint32_t k;        /* this copy's number, from 1 */
   uint32_t left;     /* copies still to send, this one included */
   size_t len;
   uint8_t data[];
@@ -559,7 +560,8 @@ static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t 
   if (!it) return; /* a copy is an optimisation; the original is reliable */
   it->seq = seq;
   it->gap_ms = d;
-  it->due_ms = now_ms + d;
+  it->k = 1;
+  it->due_ms = now_ms + tern__copy_at(d, 1);
   it->left = n;
   it->len = len;
   memcpy(it->data, data, len);
@@ -580,7 +582,9 @@ static void send_copies(tern__rcore *rc, conn *c, uint64_t now_ms) {
     }
     emit(rc, c->id, TERN__CH_COPY, 0, it->data, it->len, 0);
     if (--it->left) {
-      it->due_ms += 2 * it->gap_ms;
+      uint32_t d = (uint32_t)it->gap_ms;
+      it->due_ms += tern__copy_at(d, it->k + 1) - tern__copy_at(d, it->k);
+      it->k++;
       queue_copy(c, it);
     } else {
       free(it);

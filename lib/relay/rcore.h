@@ -61,12 +61,11 @@ typedef struct tern__rcore_config {
   uint32_t busy_ms;          /* after a store failure, answer BUSY for (2000) */
   /* A DELIVER whose body is up to copy_max_bytes goes out copy_count more
    * times, unsequenced on its own channel, unless acked by then; the device
-   * drops all but the first to arrive. 0 (either): off. Copy k (from 1)
-   * waits (2k - 1) d, where d is a fifth of the session's RTT
+   * drops all but the first to arrive. 0 (either): off. Copy 1 waits
+   * d / 2, copy k >= 2 (2k - 1) d, where d is a fifth of the session's RTT
    * (tern__rcore_set_rtt), at least copy_delay_min_ms and at most
-   * copy_delay_ms; copy_delay_ms while the RTT is unknown. A copy that
-   * would leave one RTT or more after the transmission is not sent
-   * (copies.h). (512, 30, 5, 2) */
+   * copy_delay_ms; copy_delay_ms while the RTT is unknown. Copy k is sent
+   * only if (2k - 1) d is less than the RTT (copies.h). (512, 30, 5, 2) */
   uint32_t copy_max_bytes;
   uint32_t copy_delay_ms;
   uint32_t copy_delay_min_ms;
