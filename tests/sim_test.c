@@ -806,7 +806,7 @@ static void check_group(sim *s, int from, const sent_rec *r) {
   for (int d = 0; d < s->p.clients; d++) {
     int got = group_got(s, d, from, r->k), due = group_due(s, d, from, r);
     if (got != due)
-      fail(s, V_GROUP,
+      fail(s, got < due ? V_GROUP | V_LOST_ACKED : V_GROUP, /* SENT, so a loss is an acked one */
            "group message %d from %d (seq %" PRIu64 "): device %d of user %d (in from %" PRIu64
            " to %" PRIu64 ") got it %d times",
            r->k, from, r->gseq, d, s->c[d].user, s->gjoined[s->c[d].user], s->gleft[s->c[d].user], got);

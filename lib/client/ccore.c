@@ -538,25 +538,29 @@ static uint64_t settled_floor(const tern__ccore *cc) {
   return f < cc->settled_cap ? f : cc->settled_cap;
 }
 
+/* A queued MESSAGE event that is this device's own (flags OWN: a carbon
+ * or a group message it sent), taken with the others, in order, but not
+ * shown to the app: it only takes its place in the inbox. Marked in the
+ * event's `error`, which a MESSAGE does not otherwise use. */
+#define EV_OWN_MARK 1
+
 /* 0, or -1 if it could not be queued: then it is neither queued nor
  * acknowledged, and the relay sends it again. `to`: a carbon's recipient,
- * or NULL. A carbon of this device's own message (flags OWN) goes to
- * nobody: it only takes its place in the inbox. */
+ * a group's name, or NULL. An OWN message goes through the queue too, so
+ * that it counts as handed over only after what precedes it (a crash that
+ * loses the queue loses both, and the relay sends both again). */
 static int enqueue_message(tern__ccore *cc, inbox *ib, uint64_t seq, uint64_t ts, const char *from,
                            const char *to, uint64_t flags, const uint8_t *body, size_t len,
                            uint64_t now_ms) {
-  if (flags & TERN__MSGF_OWN) {
-    mark_delivered(cc, ib, seq);
-    want_ack(cc, now_ms, 0);
-    ib->ack_due = 1;
-    return 0;
-  }
+  (void)now_ms;
+  int own = (flags & TERN__MSGF_OWN) != 0;
   if (set_add(&ib->queued, seq) < 0) {
     cc->nomem = 1;
     return -1;
   }
   tern_event ev = {.type = TERN_EV_MESSAGE, .seq = seq, .server_time_ms = ts, .user = from,
-                   .to = to, .body = body, .body_len = len};
+                   .to = to, .body = own ? NULL : body, .body_len = own ? 0 : len,
+                   .error = own ? EV_OWN_MARK : 0};
   if (tern__evq_push(&cc->events, &ev) < 0) {
     cc->nomem = 1;
     set_del(&ib->queued, seq);
@@ -861,7 +865,7 @@ static int settle(tern__ccore *cc, tern_event *ev, uint64_t now_ms) {
       mark_delivered(cc, ib, seq);
       ib->ack_due = 1;
       want_ack(cc, now_ms, ++cc->taken_since_ack >= ACK_EVERY);
-      return 0;
+      return ev->error == EV_OWN_MARK; /* one's own: not shown */
     }
     case TERN_EV_SENT:
     case TERN_EV_FAILED: {
