@@ -83,8 +83,14 @@ static void fuzz_msg(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, 
   tern__wbuf w;
   tern__rbuf_init(&r, body, n);
   if (tern__fr_msg_read(&r, type, &a) != 0) return;
-  /* The message body is the rest of the frame. */
-  if (r.pos != n || !tern__user_valid(a.peer, a.peer_len)) abort();
+  /* The message body is the rest of the frame. A MSG may go to a group; a
+   * DELIVER is from a user, and names its carbon's recipient or its group
+   * in `to` (wire.md §6.4). */
+  int peer_ok = tern__user_valid(a.peer, a.peer_len) ||
+                (type == TERN__FR_MSG && tern__group_valid(a.peer, a.peer_len));
+  if (r.pos != n || !peer_ok) abort();
+  if (type == TERN__FR_DELIVER && (a.flags & TERN__MSGF_CARBON) && !tern__user_valid(a.to, a.to_len)) abort();
+  if (type == TERN__FR_DELIVER && (a.flags & TERN__MSGF_GROUP) && !tern__group_valid(a.to, a.to_len)) abort();
   /* Each type reads only its own fields; the others stay 0. */
   if (type == TERN__FR_DELIVER && (a.cmid != 0 || a.prev_cmid != 0)) abort();
   if (type == TERN__FR_MSG && (a.seq != 0 || a.prev_seq != 0 || a.ts != 0)) abort();
@@ -96,7 +102,8 @@ static void fuzz_msg(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, 
   if (tern__fr_msg_read(&re, type, &b) != 0) abort();
   if (a.cmid != b.cmid || a.prev_cmid != b.prev_cmid || a.seq != b.seq ||
       a.prev_seq != b.prev_seq || a.ts != b.ts || !same(a.peer, a.peer_len, b.peer, b.peer_len) ||
-      a.flags != b.flags || !same(a.body, a.body_len, b.body, b.body_len))
+      a.flags != b.flags || !same(a.body, a.body_len, b.body, b.body_len) ||
+      !same(a.to, a.to_len, b.to, b.to_len))
     abort();
 }
 
@@ -180,6 +187,41 @@ static void fuzz_notice_ack(const uint8_t *body, size_t n, uint8_t *buf, size_t 
   tern__rbuf re = only_frame(&w, TERN__FR_NOTICE_ACK);
   check_canonical(&re, body, r.pos);
   if (tern__fr_notice_ack_read(&re, &bk, &bc) != 0 || ak != bk || ac != bc) abort();
+}
+
+/* GROUP_ACK and GROUP_FLOOR (wire.md §6.18), GROUP_RECEIPT (§6.19): what
+ * decodes re-encodes to the same fields; a group's name is always one. */
+static void fuzz_gack(uint8_t type, const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_gack a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_gack_read(&r, type, &a) != 0) return;
+  if (!tern__group_valid(a.group, a.group_len) || a.list.n > TERN__SEQLIST_MAX) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_gack_write(&w, type, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, type);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_gack_read(&re, type, &b) != 0 || !same(a.group, a.group_len, b.group, b.group_len) ||
+      a.list.last != b.list.last || a.list.n != b.list.n ||
+      memcmp(a.list.seqs, b.list.seqs, a.list.n * sizeof(uint64_t)) != 0)
+    abort();
+}
+
+static void fuzz_greceipt(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
+  tern__rbuf r;
+  tern__fr_greceipt a, b;
+  tern__wbuf w;
+  tern__rbuf_init(&r, body, n);
+  if (tern__fr_greceipt_read(&r, &a) != 0) return;
+  if (a.got > a.of) abort();
+  tern__wbuf_init(&w, buf, cap);
+  tern__fr_greceipt_write(&w, &a);
+  if (w.overflow) abort();
+  tern__rbuf re = only_frame(&w, TERN__FR_GROUP_RECEIPT);
+  check_canonical(&re, body, r.pos);
+  if (tern__fr_greceipt_read(&re, &b) != 0 || a.cmid != b.cmid || a.got != b.got || a.of != b.of) abort();
 }
 
 static void fuzz_close(const uint8_t *body, size_t n, uint8_t *buf, size_t cap) {
@@ -300,6 +342,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_keepalive(body.p, body.len, buf, cap);
     fuzz_probe_key(body.p, body.len, buf, cap);
     fuzz_presence(body.p, body.len, buf, cap);
+    fuzz_gack(TERN__FR_GROUP_ACK, body.p, body.len, buf, cap);
+    fuzz_gack(TERN__FR_GROUP_FLOOR, body.p, body.len, buf, cap);
+    fuzz_greceipt(body.p, body.len, buf, cap);
   }
   if (rc != 0 && rc != TERN_EPROTO) abort();
   if (rc == 0 && r.pos != size) abort();
