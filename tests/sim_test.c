@@ -56,6 +56,7 @@
 #define MAX_MSGS 64          /* per client per run */
 #define WALL_EPOCH 1700000000000ull
 #define GROUP "@g0"
+static const char *const unames[] = {"u0", "u1", "u2", "u3"}; /* MAX_USERS of them */
 #define MAX_GMSGS (MAX_MSGS * MAX_CLIENTS) /* group messages a device may get */
 
 /* ---- random ------------------------------------------------------------- */
@@ -594,7 +595,6 @@ static void setup(sim *s, uint64_t seed, int fault, int backend) {
   cr_assert_eq(s->rstore->ops->commit(s->rstore, 0), 0);
   /* The group: u0 and u1 always, the others by chance; in half of the
    * seeds with a third user, one leaves and one joins while messages flow. */
-  static const char *const unames[MAX_USERS] = {"u0", "u1", "u2", "u3"};
   const char *names[MAX_USERS];
   size_t n = 0;
   for (int u = 0; u < s->p.users; u++) {
@@ -611,7 +611,6 @@ static void setup(sim *s, uint64_t seed, int fault, int backend) {
  * and a user not in joins (if any), at the point the relay gives. Tried
  * again while a commit fails. */
 static void group_change(sim *s) {
-  static const char *const unames[MAX_USERS] = {"u0", "u1", "u2", "u3"};
   int leaving = -1, joining = -1;
   for (int u = 2; u < s->p.users; u++) {
     if (s->gjoined[u] != UINT64_MAX && leaving < 0) leaving = u;

@@ -462,6 +462,18 @@ static int eph_take(tern__rcore *rc, conn *c, uint64_t now_ms) {
   return 1;
 }
 
+/* A new conn (a session's, or one of its group streams) whose registration
+ * in the store is in the open round and whose cursor the store gave:
+ * everything else it tracks starts from there. */
+static void conn_start(conn *c, uint64_t now_ms) {
+  c->committed_cursor = c->cursor;
+  c->ack_goal = c->cursor;
+  c->reg_pending = 1;
+  c->sent_upto = c->cursor;
+  c->progress_ms = now_ms;
+  c->copies_tail = &c->copies;
+}
+
 int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8_t dev[32],
                      uint64_t now_ms) {
   conn *c = calloc(1, sizeof(*c));
@@ -480,13 +492,8 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
     free(c);
     return rc2;
   }
-  c->committed_cursor = c->cursor;
-  c->ack_goal = c->cursor;
-  c->reg_pending = 1;
   c->limit = UINT64_MAX;
-  c->sent_upto = c->cursor;
-  c->progress_ms = now_ms;
-  c->copies_tail = &c->copies;
+  conn_start(c, now_ms);
   c->rate_msgs = 10000ll * rc->cfg.send_rate_msgs; /* full: 10 s of the rate */
   c->rate_bytes = 10000ll * (int64_t)rc->cfg.send_rate_bytes;
   c->rate_ms = now_ms;
@@ -1095,12 +1102,7 @@ static conn *open_group(tern__rcore *rc, conn *c, const char *group, uint64_t no
   snprintf(g->user, sizeof(g->user), "%s", group);
   snprintf(g->member, sizeof(g->member), "%s", c->user);
   memcpy(g->dev, c->dev, 32);
-  g->committed_cursor = g->cursor;
-  g->ack_goal = g->cursor;
-  g->reg_pending = 1;
-  g->sent_upto = g->cursor;
-  g->progress_ms = now_ms;
-  g->copies_tail = &g->copies;
+  conn_start(g, now_ms);
   g->next = rc->conns;
   rc->conns = g;
   return g;

@@ -283,11 +283,17 @@ int tern__fr_sack_read(tern__rbuf *b, tern__fr_sack *f) {
   return b->bad ? TERN_EPROTO : 0;
 }
 
-void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist *f) {
-  size_t m = tern__frame_begin(w, type);
+/* last | count | seq... : the body of DELIVERY_ACK and SYNC, and the tail
+ * of GROUP_ACK. */
+static void seqlist_fields(tern__wbuf *w, const tern__fr_seqlist *f) {
   tern__wbuf_varint(w, f->last);
   tern__wbuf_varint(w, f->n);
   for (size_t i = 0; i < f->n; i++) tern__wbuf_varint(w, f->seqs[i]);
+}
+
+void tern__fr_seqlist_write(tern__wbuf *w, uint8_t type, const tern__fr_seqlist *f) {
+  size_t m = tern__frame_begin(w, type);
+  seqlist_fields(w, f);
   tern__frame_end(w, m);
 }
 
@@ -353,11 +359,8 @@ int tern__fr_notice_ack_code_read(tern__rbuf *b, uint64_t *kind, uint64_t *cmid,
 void tern__fr_gack_write(tern__wbuf *w, uint8_t type, const tern__fr_gack *f) {
   size_t m = tern__frame_begin(w, type);
   tern__wbuf_string(w, f->group, f->group_len);
-  tern__wbuf_varint(w, f->list.last);
-  if (type == TERN__FR_GROUP_ACK) {
-    tern__wbuf_varint(w, f->list.n);
-    for (size_t i = 0; i < f->list.n; i++) tern__wbuf_varint(w, f->list.seqs[i]);
-  }
+  if (type == TERN__FR_GROUP_ACK) seqlist_fields(w, &f->list);
+  else tern__wbuf_varint(w, f->list.last);
   tern__frame_end(w, m);
 }
 
