@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "wire/copies.h"
-#include "client/cmidmap.h"
+#include "base/u64map.h"
 #include "client/evqueue.h"
 #include "wire/errcode.h"
 #include "wire/frame.h"
@@ -74,7 +74,7 @@ struct tern__ccore {
   tern__cstore *store;
   entry *head, *tail;          /* the outbox, in cmid order */
   size_t outbox_n;
-  tern__cmidmap byid;          /* the outbox's entries by cmid */
+  tern__u64map byid;          /* the outbox's entries by cmid */
   uint64_t next_cmid;
   inbox own;                   /* the user's inbox */
   inbox *groups;               /* the groups', as the relay told them (GROUP_FLOOR) */
@@ -180,7 +180,7 @@ static int load_one(void *ctx, const tern__outmsg *m) {
   e->flags = m->flags;
   e->len = m->body_len;
   if (m->body_len) memcpy(e->body, m->body, m->body_len);
-  if (tern__cmidmap_put(&cc->byid, e->cmid, e) < 0) {
+  if (tern__u64map_put(&cc->byid, e->cmid, e) < 0) {
     free(e);
     return TERN_ENOMEM;
   }
@@ -203,7 +203,7 @@ int tern__ccore_new(tern__ccore **out, tern__cstore *store, const tern__ccore_co
   cc->store = store;
   tern__outq_init(&cc->outs);
   tern__evq_init(&cc->events);
-  tern__cmidmap_init(&cc->byid);
+  tern__u64map_init(&cc->byid);
   int rc = TERN_ENOMEM;
   cc->buf = malloc(FRAME_BUF);
   cc->own.extra.v = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t));
@@ -232,7 +232,7 @@ void tern__ccore_free(tern__ccore *cc) {
     free(cc->head);
     cc->head = n;
   }
-  tern__cmidmap_free(&cc->byid);
+  tern__u64map_free(&cc->byid);
   for (size_t i = 0; i < cc->held_n; i++) free(cc->held[i].body);
   free(cc->held);
   free(cc->own.extra.v);
@@ -429,7 +429,7 @@ int tern__ccore_send_id(tern__ccore *cc, const char *to, const void *body, size_
   snprintf(e->to, sizeof(e->to), "%s", to);
   e->len = len;
   if (len) memcpy(e->body, body, len);
-  if (tern__cmidmap_put(&cc->byid, e->cmid, e) < 0) {
+  if (tern__u64map_put(&cc->byid, e->cmid, e) < 0) {
     free(e);
     return TERN_ENOMEM;
   }
@@ -437,7 +437,7 @@ int tern__ccore_send_id(tern__ccore *cc, const char *to, const void *body, size_
                      .body = e->body, .body_len = len, .app_id = app_id};
   int rc = tern__cstore_outbox_put(cc->store, &om);
   if (rc < 0) {
-    tern__cmidmap_del(&cc->byid, e->cmid);
+    tern__u64map_del(&cc->byid, e->cmid);
     free(e);
     return rc;
   }
@@ -456,7 +456,7 @@ int tern__ccore_send_id(tern__ccore *cc, const char *to, const void *body, size_
   return 0;
 }
 
-static entry *find_entry(tern__ccore *cc, uint64_t cmid) { return tern__cmidmap_get(&cc->byid, cmid); }
+static entry *find_entry(tern__ccore *cc, uint64_t cmid) { return tern__u64map_get(&cc->byid, cmid); }
 
 static void unlink_entry(tern__ccore *cc, entry *e) {
   if (e->prev) e->prev->next = e->next;
@@ -464,7 +464,7 @@ static void unlink_entry(tern__ccore *cc, entry *e) {
   if (e->next) e->next->prev = e->prev;
   else cc->tail = e->prev;
   cc->outbox_n--;
-  tern__cmidmap_del(&cc->byid, e->cmid);
+  tern__u64map_del(&cc->byid, e->cmid);
   free(e);
 }
 

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/u64map.h"
+#include "relay/devidx.h"
 #include "wire/copies.h"
 #include "wire/errcode.h"
 #include "wire/frame.h"
@@ -44,6 +46,7 @@ typedef struct copy_item {
 
 typedef struct conn {
   struct conn *next;
+  tern__devidx_node bydev;  /* a session's (not a group stream's) entry in rc->bydev */
   copy_item *copies, **copies_tail;
   size_t ncopies;
   uint64_t id;
@@ -107,6 +110,11 @@ struct tern__rcore {
   tern__rcore_config cfg;
   tern__relay_store *store;
   conn *conns;
+  /* The sessions' conns (not group streams) by id and by device key: an
+   * input, an output and a notice find theirs without a walk over every
+   * session. */
+  tern__u64map byid;
+  tern__devidx bydev;
   tern__outq held;               /* waiting for the commit; kind: out_kind */
   tern__outq ready;              /* released */
   uint64_t busy_until_ms;
@@ -193,6 +201,12 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
   if (rc->cfg.deliver_window == 0) rc->cfg.deliver_window = 1;
   if (rc->cfg.deliver_window_bytes == 0) rc->cfg.deliver_window_bytes = 1;
   rc->store = store;
+  tern__u64map_init(&rc->byid);
+  if (tern__devidx_init(&rc->bydev, 4096) < 0) {
+    free(rc->buf);
+    free(rc);
+    return TERN_ENOMEM;
+  }
   tern__outq_init(&rc->held);
   tern__outq_init(&rc->ready);
   *out = rc;
@@ -220,17 +234,15 @@ void tern__rcore_free(tern__rcore *rc) {
   }
   tern__outq_clear(&rc->held);
   tern__outq_clear(&rc->ready);
+  tern__u64map_free(&rc->byid);
+  tern__devidx_free(&rc->bydev);
   free(rc->notes);
   free(rc->pu);
   free(rc->buf);
   free(rc);
 }
 
-static conn *find(tern__rcore *rc, uint64_t id) {
-  for (conn *c = rc->conns; c; c = c->next)
-    if (c->id == id && !c->group) return c;
-  return NULL;
-}
+static conn *find(tern__rcore *rc, uint64_t id) { return tern__u64map_get(&rc->byid, id); }
 
 static conn *find_group(tern__rcore *rc, uint64_t id, const char *group) {
   for (conn *c = rc->conns; c; c = c->next)
@@ -499,6 +511,14 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   c->rate_ms = now_ms;
   c->eph_tokens = 2000ll * rc->cfg.ephemeral_rate; /* full: 2 s of the rate */
   c->eph_ms = now_ms;
+  /* Ids are the shell's and unique; were one reused, the newest wins, as
+   * it would in a walk from the list's head. */
+  tern__u64map_del(&rc->byid, id);
+  if (tern__u64map_put(&rc->byid, id, c) < 0) {
+    free(c);
+    return TERN_ENOMEM;
+  }
+  tern__devidx_add(&rc->bydev, &c->bydev, c->dev);
   c->next = rc->conns;
   rc->conns = c;
   return 0;
@@ -510,6 +530,10 @@ static void drop_conn(tern__rcore *rc, conn *c) {
     if (*pp != c) continue;
     *pp = c->next;
     break;
+  }
+  if (!c->group) {
+    if (find(rc, c->id) == c) tern__u64map_del(&rc->byid, c->id);
+    tern__devidx_del(&rc->bydev, &c->bydev);
   }
   presence_leave(rc, c); /* after unlinking: it is told nothing */
   rc->sent_total -= c->sent_bytes;
@@ -779,8 +803,10 @@ static void send_notices(tern__rcore *rc, conn *c, uint64_t now_ms) {
 static int notify(tern__rcore *rc, const uint8_t dev[32], int kind, uint64_t cmid, int64_t code) {
   int r = rc->store->ops->notice_put(rc->store, dev, kind, cmid, code);
   if (r < 0) return r;
-  for (conn *c = rc->conns; c; c = c->next)
-    if (c->confirmed && !c->group && memcmp(c->dev, dev, 32) == 0) emit_notice(rc, c, kind, cmid, code);
+  for (tern__devidx_node *n = tern__devidx_first(&rc->bydev, dev); n; n = tern__devidx_next(n)) {
+    conn *c = (conn *)((char *)n - offsetof(conn, bydev));
+    if (c->confirmed) emit_notice(rc, c, kind, cmid, code);
+  }
   return 0;
 }
 

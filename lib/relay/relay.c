@@ -17,6 +17,7 @@
 #include "wire/frame.h"
 #include "io/link.h"
 #include "relay/devidx.h"
+#include "base/u64map.h"
 #include "relay/probesvc.h"
 #include "relay/rcore.h"
 #include "base/abi.h"
@@ -125,6 +126,7 @@ struct tern_relay {
   uint64_t next_id;
   uint64_t early_msgs;          /* MSG frames taken from message 1 */
   rpeer *peers;
+  tern__u64map by_id;           /* every peer by its id: the core's outputs name them */
   tern__devidx open_devs;       /* the P_OPEN peers by device key (relay/devidx.h) */
   uint8_t *buf, *pkt;
   tern_relay_stats stats;
@@ -312,6 +314,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
   if ((rc = tern__devidx_init(&r->open_devs, cfg->max_peers)) != 0) goto fail;
+  tern__u64map_init(&r->by_id);
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
   tern__link_set_cookies(r->link, cfg->cookies);
   tern__link_set_packet_limits(r->link, TERN__PACKET_MAX, TERN__HELLO_MAX);
@@ -360,6 +363,7 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->prev) p->prev->next = p->next;
   else r->peers = p->next;
   if (p->next) p->next->prev = p->prev;
+  tern__u64map_del(&r->by_id, p->id);
   if (p->state == P_OPEN && r->stats.peers_connected) r->stats.peers_connected--;
   if (p->state == P_HANDSHAKE) r->stats.peers_handshaking--;
   tern__devidx_del(&r->open_devs, &p->by_dev);
@@ -405,6 +409,7 @@ void tern_relay_free(tern_relay *r) {
   tern__psvc_free(r->probes);
   tern__rcore_free(r->core);
   tern__devidx_free(&r->open_devs);
+  tern__u64map_free(&r->by_id);
   if (r->store) r->store->ops->close(r->store);
   free(r->resets);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
@@ -424,6 +429,11 @@ static void on_connect(tern_relay *r, tern__link_peer *lp) {
   }
   p->lp = lp;
   p->id = ++r->next_id;
+  if (tern__u64map_put(&r->by_id, p->id, p) < 0) {
+    free(p);
+    tern__link_close(r->link, lp, TERN__DISC_NONE, TERN__LINK_CLOSE_NOW);
+    return;
+  }
   p->hs_deadline_ms = tern__now_ms() + r->cfg.handshake_timeout_ms;
   tern__link_peer_name(r->link, lp, p->name, sizeof(p->name));
   tern__link_peer_set_timing(lp, r->cfg.ping_interval_ms, r->cfg.timeout_min_ms,
@@ -976,11 +986,7 @@ static void on_data(tern_relay *r, rpeer *p, uint8_t channel, const uint8_t *pkt
   if (has_ka) on_keepalive(r, p, &ka);
 }
 
-static rpeer *find_conn(tern_relay *r, uint64_t id) {
-  for (rpeer *p = r->peers; p; p = p->next)
-    if (p->id == id) return p;
-  return NULL;
-}
+static rpeer *find_conn(tern_relay *r, uint64_t id) { return tern__u64map_get(&r->by_id, id); }
 
 /* Commits the round's store writes, then seals and sends what the core
  * released: acks never leave before their messages are durable. A failed
