@@ -1,6 +1,7 @@
 /* The relay's messaging core: store, ack, deliver, receipt, expire. */
 #include "relay/rcore.h"
 
+#include <sodium.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,8 @@ typedef struct copy_item {
 typedef struct conn {
   struct conn *next;
   tern__devidx_node bydev;  /* a session's (not a group stream's) entry in rc->bydev */
+  tern__devidx_node byuser; /* its entry in rc->byuser, under ukey */
+  uint8_t ukey[32];         /* BLAKE2b of user: the key it is found by */
   copy_item *copies, **copies_tail;
   size_t ncopies;
   uint64_t id;
@@ -115,6 +118,7 @@ struct tern__rcore {
    * session. */
   tern__u64map byid;
   tern__devidx bydev;
+  tern__devidx byuser;           /* every conn by its user (a group stream: "@name") */
   tern__outq held;               /* waiting for the commit; kind: out_kind */
   tern__outq ready;              /* released */
   uint64_t busy_until_ms;
@@ -202,7 +206,8 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
   if (rc->cfg.deliver_window_bytes == 0) rc->cfg.deliver_window_bytes = 1;
   rc->store = store;
   tern__u64map_init(&rc->byid);
-  if (tern__devidx_init(&rc->bydev, 4096) < 0) {
+  if (tern__devidx_init(&rc->bydev, 4096) < 0 || tern__devidx_init(&rc->byuser, 4096) < 0) {
+    tern__devidx_free(&rc->bydev);
     free(rc->buf);
     free(rc);
     return TERN_ENOMEM;
@@ -236,11 +241,25 @@ void tern__rcore_free(tern__rcore *rc) {
   tern__outq_clear(&rc->ready);
   tern__u64map_free(&rc->byid);
   tern__devidx_free(&rc->bydev);
+  tern__devidx_free(&rc->byuser);
   free(rc->notes);
   free(rc->pu);
   free(rc->buf);
   free(rc);
 }
+
+/* The key a user's (or a group's) conns are indexed by in rc->byuser. */
+static void user_key(const char *user, uint8_t key[32]) {
+  crypto_generichash(key, 32, (const unsigned char *)user, strlen(user), NULL, 0);
+}
+
+/* Adds c to the index by user (its user is set and stays). */
+static void index_user(tern__rcore *rc, conn *c) {
+  user_key(c->user, c->ukey);
+  tern__devidx_add(&rc->byuser, &c->byuser, c->ukey);
+}
+
+#define CONN_OF(node, field) ((conn *)((char *)(node) - offsetof(conn, field)))
 
 static conn *find(tern__rcore *rc, uint64_t id) { return tern__u64map_get(&rc->byid, id); }
 
@@ -519,6 +538,7 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
     return TERN_ENOMEM;
   }
   tern__devidx_add(&rc->bydev, &c->bydev, c->dev);
+  index_user(rc, c);
   c->next = rc->conns;
   rc->conns = c;
   return 0;
@@ -535,6 +555,7 @@ static void drop_conn(tern__rcore *rc, conn *c) {
     if (find(rc, c->id) == c) tern__u64map_del(&rc->byid, c->id);
     tern__devidx_del(&rc->bydev, &c->bydev);
   }
+  tern__devidx_del(&rc->byuser, &c->byuser);
   presence_leave(rc, c); /* after unlinking: it is told nothing */
   rc->sent_total -= c->sent_bytes;
   drop_copies(c);
@@ -804,7 +825,7 @@ static int notify(tern__rcore *rc, const uint8_t dev[32], int kind, uint64_t cmi
   int r = rc->store->ops->notice_put(rc->store, dev, kind, cmid, code);
   if (r < 0) return r;
   for (tern__devidx_node *n = tern__devidx_first(&rc->bydev, dev); n; n = tern__devidx_next(n)) {
-    conn *c = (conn *)((char *)n - offsetof(conn, bydev));
+    conn *c = CONN_OF(n, bydev);
     if (c->confirmed) emit_notice(rc, c, kind, cmid, code);
   }
   return 0;
@@ -912,8 +933,12 @@ static void forward_ephemeral(tern__rcore *rc, conn *from, const tern__fr_msg *m
                     .flags = m->flags, .body = m->body, .body_len = m->body_len};
   tern__fr_msg_write(&w, TERN__FR_DELIVER, &d);
   if (w.overflow) return;
-  for (conn *c = rc->conns; c; c = c->next)
-    if (c->confirmed && strcmp(c->user, to) == 0) emit(rc, c->id, TERN__CH_SIGNAL, 0, w.p, w.len, 1);
+  uint8_t key[32];
+  user_key(to, key);
+  for (tern__devidx_node *n = tern__devidx_first(&rc->byuser, key); n; n = tern__devidx_next(n)) {
+    conn *c = CONN_OF(n, byuser);
+    if (c->confirmed) emit(rc, c->id, TERN__CH_SIGNAL, 0, w.p, w.len, 1);
+  }
 }
 
 /* Notes that the round stored a message for `to` from `from`. Out of
@@ -1040,12 +1065,18 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   rc->round_msgs++;
   if (rc->cfg.track_stored) note_stored(rc, to, c->user);
   send_ack(rc, c, ch, m->cmid, put.seq, wall_ms);
-  /* Live sessions of the recipient that are caught up get it now. */
-  for (conn *r = rc->conns; r; r = r->next) {
-    if (!r->confirmed) continue;
-    if ((strcmp(r->user, to) == 0 && r->sent_upto + 1 == put.seq) ||
-        (put.carbon_seq && strcmp(r->user, c->user) == 0 && r->sent_upto + 1 == put.carbon_seq))
-      pump(rc, r, now_ms);
+  /* Live sessions of the recipient (a group's streams, for a group) that
+   * are caught up get it now, and the sender's other sessions its carbon. */
+  uint8_t key[32];
+  user_key(to, key);
+  for (tern__devidx_node *n = tern__devidx_first(&rc->byuser, key); n; n = tern__devidx_next(n)) {
+    conn *r = CONN_OF(n, byuser);
+    if (r->confirmed && r->sent_upto + 1 == put.seq) pump(rc, r, now_ms);
+  }
+  for (tern__devidx_node *n = put.carbon_seq ? tern__devidx_first(&rc->byuser, c->ukey) : NULL; n;
+       n = tern__devidx_next(n)) {
+    conn *r = CONN_OF(n, byuser);
+    if (r->confirmed && r->sent_upto + 1 == put.carbon_seq) pump(rc, r, now_ms);
   }
   return;
 store_error:
@@ -1129,6 +1160,7 @@ static conn *open_group(tern__rcore *rc, conn *c, const char *group, uint64_t no
   snprintf(g->member, sizeof(g->member), "%s", c->user);
   memcpy(g->dev, c->dev, 32);
   conn_start(g, now_ms);
+  index_user(rc, g);
   g->next = rc->conns;
   rc->conns = g;
   return g;
