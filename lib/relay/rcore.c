@@ -1139,6 +1139,32 @@ static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t
   pump(rc, c, now_ms);
 }
 
+/* ---- wakes from other relays sharing the store --------------------------- */
+
+int tern__rcore_wake_user(tern__rcore *rc, const char *user, uint64_t now_ms) {
+  uint8_t key[32];
+  user_key(user, key);
+  int n = 0;
+  for (tern__devidx_node *it = tern__devidx_first(&rc->byuser, key); it; it = tern__devidx_next(it)) {
+    conn *c = CONN_OF(it, byuser);
+    if (!c->confirmed) continue;
+    pump(rc, c, now_ms);
+    n++;
+  }
+  return n;
+}
+
+int tern__rcore_wake_device(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms) {
+  int n = 0;
+  for (tern__devidx_node *it = tern__devidx_first(&rc->bydev, dev); it; it = tern__devidx_next(it)) {
+    conn *c = CONN_OF(it, bydev);
+    if (!c->confirmed) continue;
+    send_notices(rc, c, now_ms);
+    n++;
+  }
+  return n;
+}
+
 /* ---- groups (spec/messages.md §14) ---------------------------------------- */
 
 /* The group stream of session c for `group`, opened (its device's group

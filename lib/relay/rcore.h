@@ -168,6 +168,18 @@ void tern__rcore_set_link_bytes(tern__rcore *rc, uint64_t bytes);
  * until the next call), 0 if none. */
 int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from);
 
+/* Wakes, for relays that share one store (a cluster, spec/store.md): what
+ * another relay committed reaches this core's sessions only when told,
+ * since this core stores nothing for it. tern__rcore_wake_user: messages
+ * were stored for `user` (or a group, "@name"); its live sessions (group
+ * streams) here send what their windows allow from where they are.
+ * tern__rcore_wake_device: notices (RECEIPT, FAILED, N of M) were stored
+ * for device `dev`; its live sessions here send every notice it is owed.
+ * The outputs wait for the next commit, as all do. Each returns how many
+ * sessions it woke. A wake for nobody here costs a lookup. */
+int tern__rcore_wake_user(tern__rcore *rc, const char *user, uint64_t now_ms);
+int tern__rcore_wake_device(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms);
+
 /* Forgets device `dev` (removed by the operator or the backend): its cursor
  * stops holding its user's messages back (spec/store.md, device_remove),
  * in the open round. Close its connections first. Returns 1 if it was
