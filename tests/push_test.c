@@ -409,3 +409,36 @@ Test(push, a_group_message_notifies_each_offline_member_device, .timeout = 60) {
   tern_client_free(cs[1]);
   world_stop(&w);
 }
+
+/* A session that ends while its group's messages wait for it (delivered
+ * but not acknowledged) leaves the device notified, with the group as the
+ * sender. */
+Test(push, a_device_that_leaves_with_group_messages_unacknowledged_is_notified, .timeout = 60) {
+  char sock[108];
+  snprintf(sock, sizeof sock, "/tmp/tern-push-admin-%d.sock", (int)getpid());
+  world w;
+  world_start(&w, "1", "--admin-socket", sock);
+  char *gs[] = {(char *)tt_tool("ternctl"), "--socket", sock, "group-set", "@team", "alice", "bob", NULL};
+  char *out = NULL;
+  cr_assert_eq(tt_run(gs, NULL, &out, NULL, 10000), 0, "ternctl group-set failed");
+  free(out);
+  tern_keypair ka = {0}, kb = {0};
+  tern_client *a = client(&w, "alice", &ka), *b = client(&w, "bob", &kb);
+  tern_client *both[2] = {a, b};
+  cr_assert(until(both, 2, a, TERN_EV_CONNECTED, 5000));
+  cr_assert(until(both, 2, b, TERN_EV_CONNECTED, 5000));
+  pump(both, 2, 300); /* bob's session has its GROUP_FLOOR */
+  /* From here bob's client is not serviced: it takes in nothing. */
+  cr_assert_eq(tern_client_send(a, "@team", "meeting now", 11, NULL), 0);
+  cr_assert(until(&a, 1, a, TERN_EV_SENT, 5000));
+  pump(&a, 1, 500);
+  cr_assert_eq(sink_count(&w.sk), 0, "a POST while bob's session was open");
+  tern_client_free(b);
+  cr_assert_eq(wait_posts(&w, &a, 1, 1, 15000), 1, "no POST after bob left:\n%s", tt_read_file(w.log));
+  char hex[TERN_KEY_HEX_BYTES], want[300];
+  tern_key_to_hex(kb.public_key, hex);
+  snprintf(want, sizeof want, "{\"user\":\"bob\",\"device\":\"%s\",\"sender\":\"@team\",\"waiting\":1}", hex);
+  cr_assert_str_eq(w.sk.posts[0].body, want);
+  tern_client_free(a);
+  world_stop(&w);
+}

@@ -1075,6 +1075,44 @@ static int push_group_device(void *ctx, const char *user, const uint8_t dev[32],
   return 0;
 }
 
+typedef struct gleft_ctx {
+  tern_relay *r;
+  const char *user, *group;
+  const uint8_t *dev;
+} gleft_ctx;
+
+/* This device's entry among a group's member devices: told if the group's
+ * messages wait for it. */
+static int push_left_device(void *ctx, const char *user, const uint8_t dev[32], uint64_t waiting) {
+  gleft_ctx *g = ctx;
+  if (strcmp(user, g->user) || memcmp(dev, g->dev, 32)) return 0;
+  if (waiting) {
+    g->r->stats.push_events++;
+    g->r->cfg.push(g->r->cfg.push_ctx, TERN_PUSH_WAITING, user, dev, g->group, waiting);
+  }
+  return 1; /* found: stop */
+}
+
+static int push_left_group(void *ctx, const char *group) {
+  gleft_ctx *g = ctx;
+  g->group = group;
+  if (g->r->store->ops->group_devices(g->r->store, group, push_left_device, g) < 0)
+    (void)logf_lim_(g->r, LIM_HS_STORE, "push: cannot read the devices of group %s: %s", group,
+                    g->r->store->ops->errmsg(g->r->store));
+  return 0;
+}
+
+/* A session of device `dev` of `user` ended and no other is open: it is
+ * told of its own messages that wait, and of each group's, with the group
+ * as the sender (spec/push.md §3). */
+static void push_left(tern_relay *r, const char *user, const uint8_t dev[32]) {
+  push_waiting(r, user, "", dev);
+  gleft_ctx g = {r, user, NULL, dev};
+  if (r->store->ops->user_groups(r->store, user, dev, push_left_group, &g) < 0)
+    (void)logf_lim_(r, LIM_HS_STORE, "push: cannot read the groups of %s: %s", user,
+                    r->store->ops->errmsg(r->store));
+}
+
 /* After a commit: who was stored for, by whom (the core keeps it only when
  * there is a push callback): a user, or every member device of a group. */
 static void push_stored(tern_relay *r) {
@@ -1132,7 +1170,7 @@ static void on_event(tern_relay *r, tern__link_event *ev) {
         memcpy(user, p->user, sizeof user);
         unlink_peer(r, p);
         /* Messages it had not acknowledged wait for it now. */
-        if (was_open && r->cfg.push && !device_live(r, dev)) push_waiting(r, user, "", dev);
+        if (was_open && r->cfg.push && !device_live(r, dev)) push_left(r, user, dev);
       }
       break;
     default:
