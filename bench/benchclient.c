@@ -1,7 +1,7 @@
 /*
  * benchclient: load generator and receiver for the relay benchmarks.
  *
- *   benchclient --transport tcp|enet|tern --relay IP:PORT [--relay-key HEX]
+ *   benchclient --transport tcp|enet|tern|tern-nocopies --relay IP:PORT [--relay-key HEX]
  *               --role send|recv|both
  *               [--workload chat|burst|big|connect] [--pairs N] [--rate R]
  *               [--count N] [--duration S] [--size B] [--seed N]
@@ -282,6 +282,9 @@ static void report(bench *b, const char *label, const char *workload, const char
 }
 
 /* --workload connect: see the comment at the top. */
+/* --transport tern-nocopies: tern without redundant copies. */
+static int no_copies;
+
 static int connect_probe(const bench_transport *tp, const char *relay, const char *relay_key,
                          const char *prefix, const char *label, const char *accept_log) {
   char name[BP_NAME_MAX + 1];
@@ -299,7 +302,7 @@ static int connect_probe(const bench_transport *tp, const char *relay, const cha
   bp_msg_write(body, sizeof body, &greet);
   /* The greeting to itself is the first message; open() sends it as early
    * as the transport can (tern: with the handshake). */
-  bench_transport_config cfg = {relay, 1, names, 30000, relay_key, name, body, sizeof body};
+  bench_transport_config cfg = {relay, 1, names, 30000, relay_key, name, body, sizeof body, no_copies};
   int64_t t0 = bp_now_ns(), t0_unix = bp_unix_ns();
   b.st = tp->open(&cfg);
   if (!b.st) return 1;
@@ -353,7 +356,7 @@ static int connect_probe(const bench_transport *tp, const char *relay, const cha
 }
 
 static void usage(FILE *f) {
-  fputs("usage: benchclient --transport tcp|enet|tern --relay IP:PORT --role send|recv|both\n"
+  fputs("usage: benchclient --transport tcp|enet|tern|tern-nocopies --relay IP:PORT --role send|recv|both\n"
         "                   [options]\n"
         "  --relay-key HEX  tern: the relay's public key (tern-keygen prints it)\n"
         "  --workload chat|burst|big|connect  chat: 100-byte messages, Poisson at --rate 10/s per\n"
@@ -426,6 +429,7 @@ int main(int argc, char **argv) {
   if (!strcmp(transport, "tcp")) b.tp = &bench_transport_tcp;
   else if (!strcmp(transport, "enet")) b.tp = &bench_transport_enet;
   else if (!strcmp(transport, "tern")) b.tp = &bench_transport_tern;
+  else if (!strcmp(transport, "tern-nocopies")) b.tp = &bench_transport_tern, no_copies = 1;
   else goto bad;
   if (!strcmp(workload, "connect")) return connect_probe(b.tp, relay, relay_key, b.prefix, label, accept_log);
   b.sending = !strcmp(b.role, "send") || !strcmp(b.role, "both");
@@ -471,7 +475,7 @@ int main(int argc, char **argv) {
     }
   }
   bench_transport_config cfg = {relay, b.nclients, (const char *const *)b.names, 30000, relay_key,
-                                NULL, NULL, 0};
+                                NULL, NULL, 0, no_copies};
   b.st = b.tp->open(&cfg);
   if (!b.st) return 1;
 

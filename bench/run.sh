@@ -180,15 +180,19 @@ run_one() {
            --accept-log "$raw.accepts" >"$raw.relay" 2>&1 & ;;
     enet) port=7600; ip netns exec "$nsR" "$B/enet_relay" --bind 0.0.0.0:$port --duration 900 \
            --accept-log "$raw.accepts" >"$raw.relay" 2>&1 & ;;
-    tern|tern-nofsync)
+    tern|tern-nofsync|tern-nocopies)
+      # tern-nocopies: no redundant copies on either side (ternd --no-copies,
+      # benchclient's tern-nocopies transport): the load issue's item 9
+      # compares bytes and CPU with copies on and off.
       port=7400; t=tern; key=(--relay-key "$RELAY_KEY")
       local extra=(); [[ $tp == tern-nofsync ]] && extra=(--no-fsync)
+      [[ $tp == tern-nocopies ]] && extra=(--no-copies) && t=tern-nocopies
       rm -rf "$WORK/data"
       ip netns exec "$nsR" "$TERND" --key "$WORK/relay.key" --open --listen 0.0.0.0:$port \
         --data-dir "$WORK/data" --port-file "$WORK/port" -q "${extra[@]}" >"$raw.relay" 2>&1 & ;;
   esac
   relay_pid=$!; PIDS+=("$relay_pid")
-  if [[ $t == tern ]]; then wait_file "$WORK/port" 5 || { echo "run.sh: ternd did not start" >&2; return 1; }
+  if [[ $t == tern* ]]; then wait_file "$WORK/port" 5 || { echo "run.sh: ternd did not start" >&2; return 1; }
   else sleep 0.3; fi
   local prefix=x$RANDOM
   # shellcheck disable=SC2086

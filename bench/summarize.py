@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 
-TP_ORDER = ["tcp", "enet", "tern", "tern-nofsync"]
+TP_ORDER = ["tcp", "enet", "tern", "tern-nofsync", "tern-nocopies"]
 WL_ORDER = ["chat", "burst", "big"]
 
 
@@ -160,7 +160,8 @@ def main():
           "Latency is one-way A -> relay -> B (ms); RTT is client <-> relay, so the propagation "
           "floor one way is the RTT. Loss applies to each direction of both links. "
           "tern = ternd defaults (SQLite store, fsync per group commit, data dir on ext4); "
-          "tern-nofsync = ternd --no-fsync; TCP and ENet relays store nothing. "
+          "tern-nofsync = ternd --no-fsync; tern-nocopies = no redundant copies on either side "
+          "(ternd --no-copies, tern_client_config.no_copies); TCP and ENet relays store nothing. "
           "CPU = sender + receiver + relay per delivered message; wire = IP bytes offered to "
           "both links in both directions (acks, pings, losses included) per delivered message. "
           "Ratios < 1 mean tern is better.", ""]
@@ -197,6 +198,29 @@ def main():
             md.append("| " + " | ".join(cells) + " |")
         md.append("")
         md += [f"CDF plots: " + ", ".join(f"[{sc}](cdf_{wl}_{sc}.png)" for sc in scs), ""]
+    # Item 9 of the load issue: bytes and CPU per message against TCP's,
+    # with copies on (tern) and off (tern-nocopies), chat only.
+    cp = sorted({r["scenario"] for r in recs if r["workload"] == "chat" and r["transport"] == "tern-nocopies"
+                 and r["run"] == runs[0]}, key=scen_key)
+    if cp:
+        md += ["## cost per message with copies on and off (chat)", "",
+               "Wire bytes and CPU (sender + receiver + relay) per delivered message, and their "
+               "ratio to TCP's in the same scenario. Copies on: tern's default (small messages and "
+               "DELIVERs are sent again on the COPY channel, spec/messages.md §8); off: "
+               "tern-nocopies.", "",
+               "| scenario | wire B/msg TCP / tern / tern-nocopies | ratio to TCP, on / off | "
+               "CPU µs/msg TCP / tern / tern-nocopies | ratio to TCP, on / off | p99 ms tern / tern-nocopies |",
+               "|---|---|---|---|---|---|"]
+        for sc in cp:
+            tc, on, off = (by.get((t, "chat", sc)) or {} for t in ("tcp", "tern", "tern-nocopies"))
+            md.append("| " + " | ".join([
+                scen_label(sc),
+                " / ".join(fmt(x.get("wire_bytes_per_msg"), 0) for x in (tc, on, off)),
+                f"{ratio(on, tc, 'wire_bytes_per_msg')} / {ratio(off, tc, 'wire_bytes_per_msg')}",
+                " / ".join(fmt(x.get("cpu_us_per_msg"), 0) for x in (tc, on, off)),
+                f"{ratio(on, tc, 'cpu_us_per_msg')} / {ratio(off, tc, 'cpu_us_per_msg')}",
+                " / ".join(fmt(x.get("p99_ms")) for x in (on, off))]) + " |")
+        md.append("")
     # connect metric
     cs = sorted({r["scenario"] for r in recs if r.get("connect_first_accept_ms") is not None}, key=scen_key)
     if cs:
@@ -464,7 +488,8 @@ def plots(out, recs, tps):
             gp.append(f"set xrange [{rtt * 0.9:g}:*]")
             gp.append(f"set arrow from {rtt},0 to {rtt},1.02 nohead dt 2 lc rgb 'gray'")
             gp.append(f"set label 'floor {rtt} ms' at {rtt},0.05 offset 0.5,0 tc rgb 'gray'")
-        colors = {"tcp": "#d62728", "enet": "#1f77b4", "tern": "#2ca02c", "tern-nofsync": "#9467bd"}
+        colors = {"tcp": "#d62728", "enet": "#1f77b4", "tern": "#2ca02c", "tern-nofsync": "#9467bd",
+                  "tern-nocopies": "#ff7f0e"}
         gp.append("plot " + ", ".join(
             f"'{d}' using 1:2 with steps lw 2 lc rgb '{colors.get(t, 'black')}' title '{t}'"
             for t, d in series))

@@ -32,6 +32,7 @@ typedef struct bench_transport_config {
   const char *first_to;
   const void *first_body;
   size_t first_len;
+  int no_copies;            /* tern: no redundant copies (tern_client_config.no_copies) */
 } bench_transport_config;
 
 /* Called once per message received by client `client`; `from` is the

@@ -203,6 +203,7 @@ static void *tern_open(const bench_transport_config *cfg) {
     if (tern_keypair_generate(&cc.keypair) != 0) goto fail;
     cc.user = cfg->names[i];
     cc.state_dir = NULL;
+    cc.no_copies = cfg->no_copies;
     int rc = tern_client_new(&s->c[i], &cc);
     memset(&cc.keypair, 0, sizeof cc.keypair);
     if (rc) {

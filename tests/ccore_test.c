@@ -260,6 +260,27 @@ Test(ccore, copies_wait_a_tenth_then_three_fifths_of_the_rtt_within_bounds) {
   close_fixture(&f);
 }
 
+/* copy_max_bytes 0 (tern_client_config.no_copies): no message is copied,
+ * whatever its size and the RTT; it is still resent by the resend rules. */
+Test(ccore, no_copies_sends_each_message_once) {
+  tern__ccore_config cfg;
+  tern__ccore_config_default(&cfg);
+  cfg.copy_max_bytes = 0;
+  fixture f;
+  open_fixture_cfg(&f, &cfg);
+  tern__ccore_online(f.cc, "alice", 0);
+  (void)outputs_on(&f, 0);
+  tern__ccore_set_rtt(f.cc, 200);
+  uint64_t a;
+  tern__ccore_send(f.cc, "bob", "small", 5, 0, 100, 1, &a);
+  cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "no copy with the transmission");
+  for (uint64_t t = 100; t <= 1000; t += 5) {
+    tern__ccore_tick(f.cc, t);
+    cr_assert_eq(outputs_on(&f, TERN__CH_COPY), 0, "a copy at %llu ms", (unsigned long long)t);
+  }
+  close_fixture(&f);
+}
+
 Test(ccore, small_messages_get_two_copies_unless_acked_first) {
   fixture f;
   open_fixture(&f);

@@ -319,6 +319,12 @@ typedef struct tern_client_config {
    * TERN_ETOKENEXPIRED, TERN_ETOKENINVALID, TERN_ETOKENKEY or
    * TERN_ETOKENREVOKED. NULL (default): none. */
   const char *token;
+  /* 1: no redundant copies of small messages (spec/messages.md §8): each
+   * MSG leaves once and is sent again only by the resend rules, which
+   * costs latency under loss and saves bytes (a metered link). The relay
+   * decides for the DELIVERs it sends (ternd --no-copies). 0 (default):
+   * copies as the spec says. */
+  int no_copies;
 } tern_client_config;
 
 /* Fills *cfg with defaults; relay_host, relay_port, relay_public_key and
@@ -909,6 +915,9 @@ typedef struct tern_relay_config {
    * each); _NEVER: none (clients older than cookies cannot connect while
    * they are required). */
   int cookies;
+  /* 1: no redundant copies of small DELIVERs (spec/messages.md §8), for
+   * every session; 0 (default): copies as the spec says. */
+  int no_copies;
 } tern_relay_config;
 #define TERN_RELAY_COOKIES_AUTO 0
 #define TERN_RELAY_COOKIES_ALWAYS 1

@@ -143,6 +143,7 @@ int tern_client_new(tern_client **out, const tern_client_config *in) {
   tern__ccore_config_default(&cc);
   if (c->cfg.dead_link_ms) cc.dead_link_ms = c->cfg.dead_link_ms;
   if (cc.resend_ms > cc.dead_link_ms / 2) cc.resend_ms = cc.dead_link_ms / 2;
+  if (c->cfg.no_copies) cc.copy_max_bytes = 0; /* no message is small enough */
   if ((rc = tern__ccore_new(&c->core, c->store, &cc)) != 0) goto fail;
   if ((rc = tern__link_new(&c->link, NULL, 0, TERN__RACE_MAX)) != 0) goto fail;
   tern__link_set_raw_handler(c->link, tern__cl_on_raw, c);

@@ -304,6 +304,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   cc.deliver_budget_bytes = r->cfg.deliver_budget_bytes;
   cc.send_rate_msgs = r->cfg.send_rate_messages;
   cc.send_rate_bytes = r->cfg.send_rate_bytes;
+  if (r->cfg.no_copies) cc.copy_max_bytes = 0; /* no DELIVER is small enough */
   cc.track_stored = cfg->push != NULL;
   cc.may_see = cfg->may_see_presence;
   cc.may_see_ctx = cfg->may_see_presence_ctx;

@@ -22,7 +22,7 @@ enum {
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
   K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES,
   K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, K_PUSH_URL, K_PUSH_SECRET, K_PUSH_INTERVAL,
-  K_PUSH_MAX, K_PRESENCE, NKEYS
+  K_PUSH_MAX, K_PRESENCE, K_NO_COPIES, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -69,6 +69,7 @@ static const keydef keys[NKEYS] = {
     [K_PUSH_INTERVAL] = {"push-interval", 1, 1, 3600},
     [K_PUSH_MAX] = {"push-max-pending", 1, 1, 1000000},
     [K_PRESENCE] = {"presence", 0, 0, 0},
+    [K_NO_COPIES] = {"no-copies", 0, 0, 0},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -171,6 +172,8 @@ static void usage(FILE *f) {
           "                        everyone (spec/messages.md §9.1). Default: off\n"
           "  --no-probes           do not answer NAT-timeout probes (clients then keep\n"
           "                        a conservative keepalive; spec/keepalive.md)\n"
+          "  --no-copies           send no redundant copies of small DELIVERs (fewer\n"
+          "                        bytes, a longer tail under loss; spec/messages.md §8)\n"
           "  --cookies MODE        when a CONNECT from a new UDP address must first\n"
           "                        show that the address receives (a COOKIE round\n"
           "                        trip; spoofed CONNECTs then get one small reply and\n"
@@ -335,6 +338,7 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_SEND_RATE_BYTES: c->send_rate_bytes = (uint64_t)n; return 0;
     case K_PING: c->ping_interval_ms = (uint32_t)n; return 0;
     case K_NO_PROBES: c->probes = !b; return 0;
+    case K_NO_COPIES: c->no_copies = b; return 0;
     case K_COOKIES:
       for (int m = 0; m < 3; m++)
         if (strcmp(v, cookie_modes[m]) == 0) {
@@ -573,6 +577,7 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_SEND_RATE_BYTES: snprintf(v, sizeof(v), "%llu", (unsigned long long)c->send_rate_bytes); break;
       case K_PING: snprintf(v, sizeof(v), "%u", c->ping_interval_ms); break;
       case K_NO_PROBES: s = c->probes ? "false" : "true"; break;
+      case K_NO_COPIES: s = c->no_copies ? "true" : "false"; break;
       case K_COOKIES: s = c->cookies >= 0 && c->cookies < 3 ? cookie_modes[c->cookies] : "?"; break;
       case K_METRICS:
         if (o->metrics_on)
