@@ -24,7 +24,8 @@
 # RSS: VmRSS of ternd (/proc/PID/status) 2 s after it started (before any
 #   client: ENet's peer arrays for max-peers are allocated then) and after
 #   the N clients have been idle 5 s. CPU: utime + stime of ternd
-#   (/proc/PID/stat) and the generators' own (getrusage).
+#   (/proc/PID/stat) and the generators' own (getrusage; creating the
+#   clients, before the connect phase, is not counted in the phase's).
 # Results: bench/results/<UTC timestamp>/capacity.json (one line),
 #   capacity.md (a table) and raw/ (every generator's lines and stderr,
 #   ternd's log). Loopback only; no root needed. Bounded: every wait has a
@@ -127,9 +128,19 @@ left=$N
 for ((i = 0; i < NPROC; i++)); do
   k=$((left < PER ? left : PER)); left=$((left - k))
   "$TLOAD" --idle "$k" --relay "127.0.0.1:$PORT" --relay-key "$RELAY_KEY" --connect-rate "$PRATE" \
-    --connect-timeout "$LIMIT_S" --prefix "c${i}_" >"$OUT/raw/idle-$i.out" 2>"$OUT/raw/idle-$i.err" &
+    --connect-timeout "$LIMIT_S" --prefix "c${i}_" --wait-start >"$OUT/raw/idle-$i.out" 2>"$OUT/raw/idle-$i.err" &
   GPIDS+=($!); PIDS+=($!)
 done
+# Creating a client costs the generator more than its handshake: every
+# generator creates its clients first, then all start connecting together.
+for ((t = 0; t < 3000; t++)); do
+  made=$(cat "$OUT"/raw/idle-*.out 2>/dev/null | grep -c '"mode":"created"' || true)
+  [[ $made -ge $NPROC ]] && break
+  sleep 0.1
+done
+[[ $made -ge $NPROC ]] || { echo "capacity.sh: only $made of $NPROC generators created their clients" >&2; exit 1; }
+echo "capacity.sh: clients created in $NPROC generators; connecting"
+for pid in "${GPIDS[@]}"; do kill -USR1 "$pid"; done
 : >"$OUT/raw/handshakes.tsv"
 SAMPLE_END=$(($(date +%s) + LIMIT_S + 30))
 while :; do
@@ -214,7 +225,7 @@ r = {
     "relay_cpu_s_connect": round(($CPU1 - $CPU0) / tck, 2),
     "relay_cpu_s_idle_5s": round(($CPU2 - $CPU1) / tck, 2),
     "relay_cpu_s_total": round(($CPU3 - $CPU0) / tck, 2),
-    "generators_cpu_s_connect": round(sum(x["cpu_s"] for x in idle), 2),
+    "generators_cpu_s_connect": round(sum(x["connect_cpu_s"] for x in idle), 2),
     "generators_cpu_s_total": round(sum(x["cpu_s"] for x in end), 2) if end else None,
     "pairs": PAIRS, "pairs_exit": $PAIR_RC,
     "pairs_sent": pair.get("sent"), "pairs_delivered": pair.get("delivered"),

@@ -250,10 +250,14 @@ fail:
 
 /* ---- idle mode ------------------------------------------------------------- */
 
-static volatile sig_atomic_t idle_stop;
+static volatile sig_atomic_t idle_stop, idle_go;
 static void idle_on_term(int sig) {
   (void)sig;
   idle_stop = 1;
+}
+static void idle_on_go(int sig) {
+  (void)sig;
+  idle_go = 1;
 }
 
 static double cpu_s(void) {
@@ -264,10 +268,10 @@ static double cpu_s(void) {
 }
 
 /* The connect phase's line. */
-static void print_idle(int n, const idle_counts *c, double secs, double rate) {
+static void print_idle(int n, const idle_counts *c, double secs, double rate, double cpu0) {
   printf("{\"mode\":\"idle\",\"asked\":%d,\"connected\":%d,\"connect_s\":%.3f,\"connect_rate\":%.0f,"
-         "\"full\":%d,\"retries\":%d,\"cpu_s\":%.3f}\n",
-         n, c->ever, secs, rate, c->full, c->full + c->other, cpu_s());
+         "\"full\":%d,\"retries\":%d,\"cpu_s\":%.3f,\"connect_cpu_s\":%.3f}\n",
+         n, c->ever, secs, rate, c->full, c->full + c->other, cpu_s(), cpu_s() - cpu0);
   fflush(stdout);
 }
 
@@ -281,7 +285,9 @@ static int idle_main(int argc, char **argv) {
       {"idle", required_argument, 0, 'n'},         {"relay", required_argument, 0, 'r'},
       {"relay-key", required_argument, 0, 'k'},    {"connect-rate", required_argument, 0, 'c'},
       {"hold", required_argument, 0, 'h'},         {"connect-timeout", required_argument, 0, 't'},
-      {"prefix", required_argument, 0, 'x'},       {0, 0, 0, 0}};
+      {"prefix", required_argument, 0, 'x'},       {"wait-start", no_argument, 0, 'w'},
+      {0, 0, 0, 0}};
+  int wait_start = 0;
   int o;
   optind = 1;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -293,9 +299,11 @@ static int idle_main(int argc, char **argv) {
       case 'h': hold = atof(optarg); break;
       case 't': timeout_s = atof(optarg); break;
       case 'x': snprintf(prefix, sizeof prefix, "%s", optarg); break;
+      case 'w': wait_start = 1; break;
       default:
         fprintf(stderr, "usage: tern-load --idle N --relay HOST:PORT --relay-key HEX [--connect-rate R]\n"
-                        "       [--hold S (0: until SIGTERM)] [--connect-timeout S] [--prefix P]\n");
+                        "       [--hold S (0: until SIGTERM)] [--connect-timeout S] [--prefix P]\n"
+                        "       [--wait-start (create the clients, print a line, connect on SIGUSR1)]\n");
         return 2;
     }
   }
@@ -310,6 +318,12 @@ static int idle_main(int argc, char **argv) {
   lg_tune_process();
   signal(SIGTERM, idle_on_term);
   signal(SIGINT, idle_on_term);
+  /* SIGUSR1 blocked until the clients exist, so that an early one waits. */
+  sigset_t usr1, old;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  signal(SIGUSR1, idle_on_go);
+  sigprocmask(SIG_BLOCK, &usr1, &old);
   tl_state *s = calloc(1, sizeof *s);
   if (!s) return 2;
   s->n = n;
@@ -330,8 +344,18 @@ static int idle_main(int argc, char **argv) {
       return 2;
     }
   }
+  /* Creating a client (keys, sockets) costs more CPU than its handshake:
+   * with --wait-start every generator creates its clients first and the
+   * connects of all of them start together. */
+  if (wait_start) {
+    printf("{\"mode\":\"created\",\"asked\":%d,\"cpu_s\":%.3f}\n", n, cpu_s());
+    fflush(stdout);
+    while (!idle_go && !idle_stop) sigsuspend(&old);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
   idle_counts c = {0};
   s->idle = &c;
+  double cpu_created = cpu_s();
   int started = 0, reported = 0;
   int64_t t0 = bp_now_ns(), t_all = 0, hold_end = INT64_MAX;
   int64_t step = (int64_t)(1e9 / rate), give_up = t0 + (int64_t)(timeout_s * 1e9);
@@ -351,7 +375,7 @@ static int idle_main(int argc, char **argv) {
     }
     if (!reported && ((started == n && c.ever == n) || now >= give_up)) {
       t_all = now;
-      print_idle(n, &c, (t_all - t0) / 1e9, rate);
+      print_idle(n, &c, (t_all - t0) / 1e9, rate, cpu_created);
       reported = 1;
       if (hold > 0) hold_end = now + (int64_t)(hold * 1e9);
     }
@@ -373,7 +397,7 @@ static int idle_main(int argc, char **argv) {
     if (m < 0) break;
   }
   if (!reported)
-    print_idle(n, &c, (bp_now_ns() - t0) / 1e9, rate);
+    print_idle(n, &c, (bp_now_ns() - t0) / 1e9, rate, cpu_created);
   printf("{\"mode\":\"idle_end\",\"asked\":%d,\"connected_now\":%d,\"dropped\":%d,\"cpu_s\":%.3f}\n", n,
          c.connected, c.dropped, cpu_s());
   fflush(stdout);
