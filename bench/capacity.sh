@@ -69,6 +69,18 @@ if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $need ]]; then
   exit 1
 fi
 
+# Every client has its own UDP socket on an ephemeral port of 127.0.0.1:
+# Linux's default range (32768-60999) holds 28,232, fewer than 50,000.
+# Past that the script widens the range for the run (root) and restores it.
+PORT_RANGE_OLD=$(sysctl -n net.ipv4.ip_local_port_range | tr -s '\t ' ' ')
+read -r plo phi <<<"$PORT_RANGE_OLD"
+if ((phi - plo + 1 < N + 4 * PAIRS + 1000)); then
+  [[ $(id -u) -eq 0 ]] || { echo "capacity.sh: $N clients need more ephemeral ports than $PORT_RANGE_OLD: run as root" >&2; exit 1; }
+  ((N + 4 * PAIRS + 1000 <= 64511)) || { echo "capacity.sh: at most about 63,000 clients on one source address" >&2; exit 1; }
+  sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+  PORT_RANGE_SET=1
+fi
+
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 [[ -n $OUT ]] || OUT=$HERE/results/$STAMP
 mkdir -p "$OUT/raw"
@@ -83,6 +95,7 @@ cleanup() {
   done
   [[ -f $WORK/ternd.log ]] && cp "$WORK/ternd.log" "$OUT/raw/ternd.log"
   rm -rf "$WORK"
+  [[ -n ${PORT_RANGE_SET:-} ]] && sysctl -qw net.ipv4.ip_local_port_range="$PORT_RANGE_OLD"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -136,6 +149,9 @@ done
 for ((t = 0; t < 3000; t++)); do
   made=$(cat "$OUT"/raw/idle-*.out 2>/dev/null | grep -c '"mode":"created"' || true)
   [[ $made -ge $NPROC ]] && break
+  for pid in "${GPIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "capacity.sh: a generator exited while creating its clients:" >&2; cat "$OUT"/raw/idle-*.err | sort | uniq -c | head -5 >&2; exit 1; }
+  done
   sleep 0.1
 done
 [[ $made -ge $NPROC ]] || { echo "capacity.sh: only $made of $NPROC generators created their clients" >&2; exit 1; }
