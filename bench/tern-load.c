@@ -19,12 +19,24 @@
  * TERN_EV_MESSAGE at the receiver; a reconnect = a TERN_EV_DISCONNECTED
  * after the send phase began; TERN_EV_FAILED = refused; TERN_EV_ERROR with
  * TERN_ESTORE from the relay = BUSY.
+ *
+ * Idle mode (--idle N, for bench/capacity.sh): N clients that connect at
+ * --connect-rate per second, wait for TERN_EV_CONNECTED and then stay
+ * idle (keepalives only) until --hold seconds pass or SIGTERM. It prints
+ * one JSON line when every client is connected or --connect-timeout
+ * passed ("mode":"idle": connected, how long it took, TERN_EFULL answers
+ * and other disconnects before connecting, i.e. retries) and one when it
+ * ends ("mode":"idle_end": sessions dropped while idle, its own CPU).
  */
 #include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "benchproto.h"
@@ -46,7 +58,35 @@ typedef struct tl_state {
   lg_run *run; /* NULL while connecting */
   int nconnected;
   char (*recv_name)[TERN_USER_MAX + 1];
+  struct idle_counts *idle; /* idle mode's counts (NULL in pair mode) */
 } tl_state;
+
+typedef struct idle_counts {
+  int connected; /* connected now */
+  int ever;      /* clients that connected at least once */
+  int full;      /* TERN_EFULL answers before a client's first connect */
+  int other;     /* other disconnects before a first connect */
+  int dropped;   /* disconnects after a first connect */
+} idle_counts;
+
+/* Idle mode's accounting of one event of client k (is_recv there means
+ * "has connected once"). */
+static void idle_event(idle_counts *n, tl_client *k, int i, const tern_event *ev) {
+  if (ev->type == TERN_EV_CONNECTED) {
+    if (!k->connected) n->connected++;
+    if (!k->is_recv) n->ever++;
+    k->connected = 1;
+    k->is_recv = 1;
+  } else if (ev->type == TERN_EV_DISCONNECTED) {
+    if (k->connected) n->connected--;
+    k->connected = 0;
+    if (k->is_recv) n->dropped++;
+    else if (ev->error == TERN_EFULL) n->full++;
+    else n->other++;
+    if (k->is_recv || ev->error != TERN_EFULL)
+      fprintf(stderr, "tern-load: idle client %d disconnected: %s\n", i, tern_errname(ev->error));
+  }
+}
 
 static void set_deadline(tl_state *s, int i, int64_t now) {
   int t = tern_client_timeout_ms(s->cl[i].c);
@@ -63,6 +103,10 @@ static int service(tl_state *s, int i) {
   }
   tern_event ev;
   while (tern_client_next_event(k->c, &ev) == 1) {
+    if (s->idle) {
+      idle_event(s->idle, k, i, &ev);
+      continue;
+    }
     switch (ev.type) {
       case TERN_EV_CONNECTED:
         if (!k->connected) s->nconnected++;
@@ -96,6 +140,36 @@ static int service(tl_state *s, int i) {
     }
   }
   set_deadline(s, i, bp_now_ns());
+  return 0;
+}
+
+/* Creates client k named `name` (fresh keys, state in memory, a fixed 25 s
+ * keepalive) and adds its descriptor to the epoll set as number i.
+ * Returns 0, or -1 after printing why. */
+static int new_client(tl_state *s, int i, const char *name, const char *host, int port,
+                      const uint8_t relay_key[TERN_KEY_BYTES]) {
+  tern_client_config cc;
+  tern_client_config_default(&cc);
+  cc.relay_host = host;
+  cc.relay_port = (uint16_t)port;
+  memcpy(cc.relay_public_key, relay_key, TERN_KEY_BYTES);
+  if (tern_keypair_generate(&cc.keypair) != 0) return -1;
+  cc.user = name;
+  cc.state_dir = NULL;
+  cc.keepalive_fixed_ms = 25000;
+  errno = 0;
+  int rc = tern_client_new(&s->cl[i].c, &cc);
+  int err = errno;
+  memset(&cc.keypair, 0, sizeof cc.keypair);
+  if (rc) {
+    fprintf(stderr, "tern-load: client %d: %s (errno: %s)\n", i, tern_errname(rc), strerror(err));
+    return -1;
+  }
+  struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+  if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, tern_client_fd(s->cl[i].c), &e) != 0) {
+    perror("tern-load: epoll_ctl");
+    return -1;
+  }
   return 0;
 }
 
@@ -160,29 +234,8 @@ static void *tl_open(const lg_config *cfg) {
     char name[TERN_USER_MAX + 1];
     snprintf(name, sizeof name, "%s%c%d", cfg->prefix, k->is_recv ? 'r' : 's', k->pair);
     if (k->is_recv) snprintf(s->recv_name[k->pair], sizeof s->recv_name[0], "%s", name);
-    tern_client_config cc;
-    tern_client_config_default(&cc);
-    cc.relay_host = cfg->host;
-    cc.relay_port = (uint16_t)cfg->port;
-    memcpy(cc.relay_public_key, relay_key, TERN_KEY_BYTES);
-    if (tern_keypair_generate(&cc.keypair) != 0) goto fail;
-    cc.user = name;
-    cc.state_dir = NULL;
-    cc.keepalive_fixed_ms = 25000;
-    errno = 0;
-    int rc = tern_client_new(&k->c, &cc);
-    int err = errno;
-    memset(&cc.keypair, 0, sizeof cc.keypair);
-    if (rc) {
-      fprintf(stderr, "tern-load: client %d: %s (errno: %s)\n", i, tern_errname(rc), strerror(err));
-      goto fail;
-    }
-    struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, tern_client_fd(k->c), &e) != 0) {
-      perror("tern-load: epoll_ctl");
-      goto fail;
-    }
-    rc = tern_client_connect(k->c);
+    if (new_client(s, i, name, cfg->host, cfg->port, relay_key) != 0) goto fail;
+    int rc = tern_client_connect(k->c);
     if (rc) {
       fprintf(stderr, "tern-load: connect: %s\n", tern_errname(rc));
       goto fail;
@@ -195,7 +248,166 @@ fail:
   return NULL;
 }
 
+/* ---- idle mode ------------------------------------------------------------- */
+
+static volatile sig_atomic_t idle_stop, idle_go;
+static void idle_on_term(int sig) {
+  (void)sig;
+  idle_stop = 1;
+}
+static void idle_on_go(int sig) {
+  (void)sig;
+  idle_go = 1;
+}
+
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec / 1e6;
+}
+
+/* The connect phase's line. */
+static void print_idle(int n, const idle_counts *c, double secs, double rate, double cpu0) {
+  printf("{\"mode\":\"idle\",\"asked\":%d,\"connected\":%d,\"connect_s\":%.3f,\"connect_rate\":%.0f,"
+         "\"full\":%d,\"retries\":%d,\"cpu_s\":%.3f,\"connect_cpu_s\":%.3f}\n",
+         n, c->ever, secs, rate, c->full, c->full + c->other, cpu_s(), cpu_s() - cpu0);
+  fflush(stdout);
+}
+
+static int idle_main(int argc, char **argv) {
+  int n = 0;
+  double rate = 1000, hold = 0, timeout_s = 120;
+  const char *relay = NULL, *key_hex = NULL;
+  char prefix[32];
+  snprintf(prefix, sizeof prefix, "I%lx%x", (unsigned long)time(NULL), (unsigned)getpid());
+  static const struct option opts[] = {
+      {"idle", required_argument, 0, 'n'},         {"relay", required_argument, 0, 'r'},
+      {"relay-key", required_argument, 0, 'k'},    {"connect-rate", required_argument, 0, 'c'},
+      {"hold", required_argument, 0, 'h'},         {"connect-timeout", required_argument, 0, 't'},
+      {"prefix", required_argument, 0, 'x'},       {"wait-start", no_argument, 0, 'w'},
+      {0, 0, 0, 0}};
+  int wait_start = 0;
+  int o;
+  optind = 1;
+  while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (o) {
+      case 'n': n = atoi(optarg); break;
+      case 'r': relay = optarg; break;
+      case 'k': key_hex = optarg; break;
+      case 'c': rate = atof(optarg); break;
+      case 'h': hold = atof(optarg); break;
+      case 't': timeout_s = atof(optarg); break;
+      case 'x': snprintf(prefix, sizeof prefix, "%s", optarg); break;
+      case 'w': wait_start = 1; break;
+      default:
+        fprintf(stderr, "usage: tern-load --idle N --relay HOST:PORT --relay-key HEX [--connect-rate R]\n"
+                        "       [--hold S (0: until SIGTERM)] [--connect-timeout S] [--prefix P]\n"
+                        "       [--wait-start (create the clients, print a line, connect on SIGUSR1)]\n");
+        return 2;
+    }
+  }
+  const char *colon = relay ? strrchr(relay, ':') : NULL;
+  uint8_t relay_key[TERN_KEY_BYTES];
+  if (n <= 0 || !colon || rate <= 0 || !key_hex || tern_key_from_hex(key_hex, relay_key) != 0) {
+    fprintf(stderr, "tern-load: --idle needs N > 0, --relay HOST:PORT, --relay-key HEX, --connect-rate > 0\n");
+    return 2;
+  }
+  char host[256];
+  snprintf(host, sizeof host, "%.*s", (int)(colon - relay), relay);
+  lg_tune_process();
+  signal(SIGTERM, idle_on_term);
+  signal(SIGINT, idle_on_term);
+  /* SIGUSR1 blocked until the clients exist, so that an early one waits. */
+  sigset_t usr1, old;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  signal(SIGUSR1, idle_on_go);
+  sigprocmask(SIG_BLOCK, &usr1, &old);
+  tl_state *s = calloc(1, sizeof *s);
+  if (!s) return 2;
+  s->n = n;
+  s->epfd = epoll_create1(EPOLL_CLOEXEC);
+  s->cl = calloc((size_t)n, sizeof *s->cl);
+  if (s->epfd < 0 || !s->cl) {
+    fprintf(stderr, "tern-load: out of memory or descriptors\n");
+    tl_close(s);
+    return 2;
+  }
+  for (int i = 0; i < n; i++) {
+    tl_client *k = &s->cl[i];
+    k->deadline = INT64_MAX;
+    char name[TERN_USER_MAX + 1];
+    snprintf(name, sizeof name, "%si%d", prefix, i);
+    if (new_client(s, i, name, host, atoi(colon + 1), relay_key) != 0) {
+      tl_close(s);
+      return 2;
+    }
+  }
+  /* Creating a client (keys, sockets) costs more CPU than its handshake:
+   * with --wait-start every generator creates its clients first and the
+   * connects of all of them start together. */
+  if (wait_start) {
+    printf("{\"mode\":\"created\",\"asked\":%d,\"cpu_s\":%.3f}\n", n, cpu_s());
+    fflush(stdout);
+    while (!idle_go && !idle_stop) sigsuspend(&old);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  idle_counts c = {0};
+  s->idle = &c;
+  double cpu_created = cpu_s();
+  int started = 0, reported = 0;
+  int64_t t0 = bp_now_ns(), t_all = 0, hold_end = INT64_MAX;
+  int64_t step = (int64_t)(1e9 / rate), give_up = t0 + (int64_t)(timeout_s * 1e9);
+  struct epoll_event ev[256];
+  while (!idle_stop) {
+    int64_t now = bp_now_ns();
+    /* Connect on schedule: client i at t0 + i / rate. */
+    while (started < n && t0 + started * step <= now) {
+      int rc = tern_client_connect(s->cl[started].c);
+      if (rc) {
+        fprintf(stderr, "tern-load: connect: %s\n", tern_errname(rc));
+        tl_close(s);
+        return 2;
+      }
+      set_deadline(s, started, now);
+      started++;
+    }
+    if (!reported && ((started == n && c.ever == n) || now >= give_up)) {
+      t_all = now;
+      print_idle(n, &c, (t_all - t0) / 1e9, rate, cpu_created);
+      reported = 1;
+      if (hold > 0) hold_end = now + (int64_t)(hold * 1e9);
+    }
+    if (now >= hold_end) break;
+    int64_t until = started < n ? t0 + started * step : now + 100000000;
+    if (hold_end < until) until = hold_end;
+    for (int i = 0; i < started; i++)
+      if (s->cl[i].deadline < until) until = s->cl[i].deadline;
+    int m = lg_epoll_wait(s->epfd, ev, 256, until);
+    if (m < 0) {
+      perror("tern-load: epoll_wait");
+      break;
+    }
+    for (int j = 0; j < m; j++)
+      if (service(s, (int)ev[j].data.u32) < 0) m = -1;
+    now = bp_now_ns();
+    for (int i = 0; i < started && m >= 0; i++)
+      if (s->cl[i].deadline <= now && service(s, i) < 0) m = -1;
+    if (m < 0) break;
+  }
+  if (!reported)
+    print_idle(n, &c, (bp_now_ns() - t0) / 1e9, rate, cpu_created);
+  printf("{\"mode\":\"idle_end\",\"asked\":%d,\"connected_now\":%d,\"dropped\":%d,\"cpu_s\":%.3f}\n", n,
+         c.connected, c.dropped, cpu_s());
+  fflush(stdout);
+  tl_close(s);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--idle") || !strncmp(argv[i], "--idle=", 7)) return idle_main(argc, argv);
   /* libtern holds at most 256 ENet hosts (one a client) in a process
    * (MAX_VSOCKS in lib/io/dispatch.c): 200 a process leaves room for a
    * reconnect's new link. */
