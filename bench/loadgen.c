@@ -27,6 +27,8 @@ typedef struct lg_pair {
   int inflight;     /* sent, not yet acknowledged by the relay */
   uint8_t *seen;    /* one byte per seq: arrived at the receiver */
   size_t seen_cap;
+  uint64_t high;    /* the highest seq arrived (any: one has) */
+  int any;
 } lg_pair;
 
 struct lg_run {
@@ -36,6 +38,7 @@ struct lg_run {
   int64_t t0, t_send_end, t_drain_end;
   double gap_ns; /* open loop: time between two sends, over all pairs */
   uint64_t sent, distinct, dups, foreign, failed, busy, reconnects;
+  uint64_t reordered; /* arrived after a later message of its pair */
   uint64_t delivered_in_send;
   uint32_t *lat_us;
   size_t nlat, cap_lat;
@@ -50,7 +53,7 @@ struct lg_run {
  * latencies, uint32 us each). */
 typedef struct lg_tally {
   uint64_t sent, distinct, dups, foreign, failed, busy, reconnects, delivered_in_send, nlat;
-  uint64_t unacked;
+  uint64_t unacked, reordered;
   double self_cpu, wall_s;
 } lg_tally;
 
@@ -64,6 +67,9 @@ static void usage(FILE *f, const char *system) {
           "\n"
           "  --relay HOST:PORT     the relay (ternd) or broker (mosquitto)\n"
           "  --relay-key HEX       the relay's public key (tern only)\n"
+          "  --recv-relay HOST:PORT  receivers connect here instead (tern only: another\n"
+          "                        relay of a cluster); HOST may list several\n"
+          "                        endpoints, \"a:1,b\" (the client races them)\n"
           "  --relay-pid PID       read the relay's CPU from /proc/PID/stat\n"
           "  --pairs N             sender/receiver pairs (default 1)\n"
           "  --rate R              open loop: R msg/s in total, on a fixed schedule;\n"
@@ -83,6 +89,17 @@ static void usage(FILE *f, const char *system) {
           system);
 }
 
+/* "HOST:PORT" (HOST may hold colons and commas: the last colon ends it)
+ * into host[256] and *port. Returns 0 or -1. */
+static int host_port(const char *arg, char host[256], int *port) {
+  const char *colon = strrchr(arg, ':');
+  if (!colon || (size_t)(colon - arg) >= 256) return -1;
+  memcpy(host, arg, (size_t)(colon - arg));
+  host[colon - arg] = 0;
+  *port = atoi(colon + 1);
+  return 0;
+}
+
 int lg_parse_args(lg_config *cfg, int argc, char **argv) {
   cfg->pairs = 1;
   cfg->rate = 0;
@@ -96,10 +113,13 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
   cfg->procs = 1;
   cfg->host[0] = 0;
   cfg->port = 0;
+  cfg->recv_host[0] = 0;
+  cfg->recv_port = 0;
   snprintf(cfg->prefix, sizeof cfg->prefix, "L%lx%x", (unsigned long)time(NULL),
            (unsigned)getpid());
   static const struct option opts[] = {
       {"relay", required_argument, 0, 'r'},    {"relay-key", required_argument, 0, 'k'},
+      {"recv-relay", required_argument, 0, 'V'},
       {"relay-pid", required_argument, 0, 'P'}, {"pairs", required_argument, 0, 'n'},
       {"rate", required_argument, 0, 'R'},     {"window", required_argument, 0, 'w'},
       {"duration", required_argument, 0, 'd'}, {"drain", required_argument, 0, 'D'},
@@ -110,14 +130,12 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (o) {
-      case 'r': {
-        const char *colon = strrchr(optarg, ':');
-        if (!colon || (size_t)(colon - optarg) >= sizeof cfg->host) goto bad;
-        memcpy(cfg->host, optarg, (size_t)(colon - optarg));
-        cfg->host[colon - optarg] = 0;
-        cfg->port = atoi(colon + 1);
+      case 'r':
+        if (host_port(optarg, cfg->host, &cfg->port) != 0) goto bad;
         break;
-      }
+      case 'V':
+        if (host_port(optarg, cfg->recv_host, &cfg->recv_port) != 0) goto bad;
+        break;
       case 'k': cfg->relay_key = optarg; break;
       case 'P': cfg->relay_pid = atoi(optarg); break;
       case 'n': cfg->pairs = atoi(optarg); break;
@@ -289,6 +307,10 @@ int lg_received(lg_run *r, int pair, const uint8_t *body, size_t len, int64_t no
   }
   p->seen[m.seq] = 1;
   r->distinct++;
+  /* One sender, one receiver: tern keeps their order (spec/messages.md). */
+  if (p->any && m.seq < p->high) r->reordered++;
+  else p->high = m.seq;
+  p->any = 1;
   if (r->phase == LG_SEND && now_ns < r->t_send_end) r->delivered_in_send++;
   if (r->nlat == r->cap_lat) {
     size_t cap = r->cap_lat ? r->cap_lat * 2 : 65536;
@@ -359,7 +381,8 @@ int lg_report(lg_run *r) {
          "\"duration_s\":%.2f,\"offered_per_s\":%.1f,\"sent\":%llu,\"delivered\":%llu,"
          "\"delivered_per_s\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
          "\"p999_ms\":%.3f,\"max_ms\":%.3f,\"lost\":%llu,\"dups\":%llu,\"failed\":%llu,"
-         "\"busy\":%llu,\"foreign\":%llu,\"reconnects\":%llu,\"unacked\":%llu,",
+         "\"busy\":%llu,\"foreign\":%llu,\"reconnects\":%llu,\"unacked\":%llu,"
+         "\"reordered\":%llu,",
          r->cfg.system, r->cfg.pairs, saturate ? "saturate" : "open", saturate ? r->cfg.window : 0,
          r->cfg.size, secs, offered, (unsigned long long)r->sent,
          (unsigned long long)r->distinct, delivered_ps, quantile_ms(r, 0.50),
@@ -367,7 +390,7 @@ int lg_report(lg_run *r) {
          quantile_ms(r, 1.0), (unsigned long long)lost, (unsigned long long)r->dups,
          (unsigned long long)r->failed, (unsigned long long)r->busy,
          (unsigned long long)r->foreign, (unsigned long long)r->reconnects,
-         (unsigned long long)unacked(r));
+         (unsigned long long)unacked(r), (unsigned long long)r->reordered);
   if (have_relay)
     printf("\"relay_cpu_us_per_msg\":%.2f,\"relay_cpu_pct\":%.1f,", relay * per, relay_pct);
   else
@@ -386,7 +409,12 @@ int lg_report(lg_run *r) {
           limit);
   if (busiest >= 90)
     fprintf(stderr, "%s-load: the generator was the limit, not the relay\n", r->cfg.system);
-  return lost || r->dups || r->failed || r->foreign ? 1 : 0;
+  if (r->reordered)
+    fprintf(stderr, "%s-load: %llu messages arrived after a later one of their pair\n",
+            r->cfg.system, (unsigned long long)r->reordered);
+  /* Order is part of tern's promise; other systems' is reported only. */
+  int order_bad = r->reordered && !strcmp(r->cfg.system, "tern");
+  return lost || r->dups || r->failed || r->foreign || order_bad ? 1 : 0;
 }
 
 /* Services the clients until every one is ready. Returns 0 or -1. */
@@ -468,7 +496,8 @@ static int child(const lg_driver *d, lg_config cfg, int in, int out) {
   lg_tally t = {.sent = run->sent, .distinct = run->distinct, .dups = run->dups,
                 .foreign = run->foreign, .failed = run->failed, .busy = run->busy,
                 .reconnects = run->reconnects, .delivered_in_send = run->delivered_in_send,
-                .nlat = run->nlat, .unacked = unacked(run), .self_cpu = run->self_cpu1 - run->self_cpu0,
+                .nlat = run->nlat, .unacked = unacked(run), .reordered = run->reordered,
+                .self_cpu = run->self_cpu1 - run->self_cpu0,
                 .wall_s = run->wall_send_ns / 1e9};
   if (write_all(out, &t, sizeof t) != 0 || write_all(out, run->lat_us, run->nlat * sizeof *run->lat_us) != 0)
     goto fail;
@@ -555,6 +584,7 @@ static int run_procs(const lg_driver *d, const lg_config *cfg, lg_run *run) {
     run->sent += t.sent;
     run->distinct += t.distinct;
     run->dups += t.dups;
+    run->reordered += t.reordered;
     run->foreign += t.foreign;
     run->failed += t.failed;
     run->busy += t.busy;

@@ -30,6 +30,10 @@ typedef struct lg_config {
   const char *system;    /* "tern" or "mosquitto": the JSON's "system" */
   char host[256];        /* --relay HOST:PORT */
   int port;
+  char recv_host[256];   /* --recv-relay HOST:PORT: where receivers connect
+                            (tern; "" = --relay), e.g. another relay of a
+                            cluster */
+  int recv_port;
   const char *relay_key; /* --relay-key HEX (tern only) */
   int pairs;             /* --pairs N */
   double rate;           /* --rate R: total offered msg/s; 0 saturates */

@@ -234,7 +234,10 @@ static void *tl_open(const lg_config *cfg) {
     char name[TERN_USER_MAX + 1];
     snprintf(name, sizeof name, "%s%c%d", cfg->prefix, k->is_recv ? 'r' : 's', k->pair);
     if (k->is_recv) snprintf(s->recv_name[k->pair], sizeof s->recv_name[0], "%s", name);
-    if (new_client(s, i, name, cfg->host, cfg->port, relay_key) != 0) goto fail;
+    int to_recv = k->is_recv && cfg->recv_host[0];
+    if (new_client(s, i, name, to_recv ? cfg->recv_host : cfg->host,
+                   to_recv ? cfg->recv_port : cfg->port, relay_key) != 0)
+      goto fail;
     int rc = tern_client_connect(k->c);
     if (rc) {
       fprintf(stderr, "tern-load: connect: %s\n", tern_errname(rc));

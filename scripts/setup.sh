@@ -8,6 +8,7 @@ PACKAGES=(
   libsodium-dev libenet-dev libcriterion-dev libsqlite3-dev sqlite3 libc-ares-dev
   iproute2 nftables tcpdump conntrack tayga gnuplot-nox procps abigail-tools
   mosquitto libmosquitto-dev groff-base man-db
+  nats-server libnats-dev
   libinih-dev libmicrohttpd-dev libsystemd-dev libcurl4-openssl-dev curl prometheus
   debhelper dpkg-dev fakeroot lintian
 )

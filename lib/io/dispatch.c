@@ -1354,7 +1354,11 @@ static int poll_real(const tern__disp *d, int timeout_ms) {
   tern__poll_event ev[4];
   int r = tern__poller_wait(d->poller, ev, 4, timeout_ms);
   if (r < 0) return r == TERN_EAGAIN ? -2 : -1;
-  return r > 0;
+  /* Only the owner's descriptor (TERN__POLL_TAG_EXTERNAL): nothing to read
+   * here, but the wait ends, so that the owner looks at it. */
+  for (int i = 0; i < r; i++)
+    if (ev[i].tag != TERN__POLL_TAG_EXTERNAL) return 1;
+  return 0;
 }
 
 int tern__disp_wait(tern__disp *d, int timeout_ms) {

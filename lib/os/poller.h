@@ -41,6 +41,11 @@ typedef struct tern__poller tern__poller;
 #define TERN__POLL_IN 1u
 #define TERN__POLL_OUT 2u
 
+/* The tag of a descriptor that a link's owner adds to the link's poller
+ * (the relay's cluster store, relay_store.h remote_fd): the link's waits
+ * end when it is ready, and leave it to the owner. */
+#define TERN__POLL_TAG_EXTERNAL ((uint64_t)1 << 62)
+
 typedef struct tern__poll_event {
   uint64_t tag;    /* as given to tern__poller_add or _nest */
   unsigned events; /* TERN__POLL_IN and/or TERN__POLL_OUT */

@@ -23,6 +23,9 @@
 #include "base/abi.h"
 #include "base/log.h"
 #include "store/rstore.h"
+#ifdef TERN_HAVE_CLUSTER
+#include "cluster/relay_nats.h"
+#endif
 #include "wire/reset.h"
 #include "wire/session.h"
 #include "wire/token.h"
@@ -87,6 +90,7 @@ enum {
   LIM_PKT_REPLAYED,   /* a replayed packet (debug) */
   LIM_MALFORMED,      /* a session sent malformed frames */
   LIM_PROBE_KEY,      /* no room for another probe key */
+  LIM_CLUSTER,        /* the cluster store could not apply other relays' writes */
   LIM_CONNECT,        /* a session's own life, at info: limited only on a */
   LIM_DISCONNECT,     /* relay that admits any key, where anyone can */
   LIM_REPLACED,       /* cause it (OPEN_BURST, one every OPEN_PER_MS) */
@@ -109,11 +113,12 @@ static const char *const lim_what[LIM_COUNT] = {
     "replayed packet dropped",
     "malformed frames, disconnecting",
     "no room for another probe key",
+    "cluster store error",
     "user connected",
     "user disconnected",
     "session replaced by a new one",
 };
-static const int lim_level[LIM_COUNT] = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 1, 1, 2, 2, 2};
+static const int lim_level[LIM_COUNT] = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 1, 1, 0, 2, 2, 2};
 
 struct tern_relay {
   tern_relay_config cfg;
@@ -280,10 +285,25 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
                             .reserve_bytes = cfg->store_reserve_bytes};
   /* The messaging core and the store report failures (with the store's
    * own reason) through the relay's log. */
-  rc = tern__relay_sqlite_open(&r->store, &sc, r->cfg.log, r->cfg.log_ctx, err, sizeof(err));
-  if (rc) {
-    logf_(r, 0, "cannot open store %s: %s", sc.path, err);
-    goto fail;
+  if (tern__is_nats_url(cfg->store_path)) {
+#ifdef TERN_HAVE_CLUSTER
+    tern__nats_config nc = {.url = cfg->store_path, .log = r->cfg.log, .log_ctx = r->cfg.log_ctx};
+    rc = tern__relay_nats_open(&r->store, &nc, err, sizeof(err));
+#else
+    snprintf(err, sizeof(err), "this libtern was built without the cluster store (TERN_CLUSTER=off, or no libnats)");
+    rc = TERN_ENOTSUP;
+#endif
+    if (rc) {
+      logf_(r, 0, "cannot open the cluster store: %s", err);
+      if (rc != TERN_ENOMEM && rc != TERN_ENOTSUP) rc = TERN_ESTORE;
+      goto fail;
+    }
+  } else {
+    rc = tern__relay_sqlite_open(&r->store, &sc, r->cfg.log, r->cfg.log_ctx, err, sizeof(err));
+    if (rc) {
+      logf_(r, 0, "cannot open store %s: %s", sc.path, err);
+      goto fail;
+    }
   }
   tern__rcore_config cc;
   tern__rcore_config_default(&cc);
@@ -314,6 +334,12 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   if (rc) goto fail;
   rc = tern__link_new(&r->link, r->bind_host, cfg->port, cfg->max_peers);
   if (rc) goto fail;
+  /* A cluster store's other relays write in the background: their writes
+   * end the loop's wait (tern_relay_service, take_remote). */
+  if (r->store->ops->remote_fd &&
+      (rc = tern__poller_add(tern__link_poller(r->link), r->store->ops->remote_fd(r->store),
+                             TERN__POLL_IN, TERN__POLL_TAG_EXTERNAL)) != 0)
+    goto fail;
   if ((rc = tern__devidx_init(&r->open_devs, cfg->max_peers)) != 0) goto fail;
   tern__u64map_init(&r->by_id);
   tern__link_set_full_answer(r->link, FULL_RETRY_MS);
@@ -1277,13 +1303,34 @@ int tern_relay_listen_tcp(tern_relay *r, uint16_t port, uint16_t *bound) {
   return rc;
 }
 
+static void wake_inbox(void *ctx, const char *user) {
+  tern_relay *r = ctx;
+  (void)tern__rcore_wake_user(r->core, user, tern__now_ms());
+}
+
+static void wake_device(void *ctx, const uint8_t dev[32]) {
+  tern_relay *r = ctx;
+  (void)tern__rcore_wake_device(r->core, dev, tern__now_ms());
+}
+
+/* A cluster store: applies what the other relays wrote and wakes the
+ * sessions it concerns (their deliveries and notices go out with this
+ * round's commit). */
+static void take_remote(tern_relay *r) {
+  if (!r->store->ops->remote_take) return;
+  if (r->store->ops->remote_take(r->store, wake_inbox, wake_device, r) < 0)
+    logf_lim_(r, LIM_CLUSTER, "%s", r->store->ops->errmsg(r->store));
+}
+
 int tern_relay_service(tern_relay *r, int timeout_ms) {
   uint64_t end = tern__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   for (;;) {
-    /* A round: everything that has arrived, the timers, then one group
-     * commit and the outputs it releases. */
+    /* A round: what other relays wrote (a cluster store), everything that
+     * has arrived, the timers, then one group commit and the outputs it
+     * releases. */
     tern__link_event ev;
     int rc;
+    take_remote(r);
     while ((rc = tern__link_service(r->link, 0, &ev)) == 1) on_event(r, &ev);
     if (rc < 0) return rc;
     uint64_t now = tern__now_ms();

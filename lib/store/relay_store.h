@@ -8,7 +8,8 @@
  *     the disk-full policy (a disk reserve it gives back and takes again,
  *     transactions bounded so that a checkpoint always fits in it);
  *   - store/relay_mem.c: in memory, for the simulation and tests;
- *   - next: a NATS JetStream cluster (its own issue).
+ *   - cluster/relay_nats.c: a log on a NATS JetStream cluster, applied by
+ *     every relay to a replica it keeps: several relays, one store.
  * spec/store.md has the rules each backend keeps.
  *
  * Rounds. Everything the core does between two commits is one round: the
@@ -302,6 +303,16 @@ typedef struct tern__relay_store_ops {
   const char *(*errmsg)(const tern__relay_store *s);
   /* Messages stored in all inboxes (tests, metrics). */
   int (*count)(tern__relay_store *s, uint64_t *messages);
+  /* A store shared with other relays (cluster/relay_nats.h); NULL in a
+   * store of one relay. remote_fd: a descriptor that is readable when
+   * other relays' writes have arrived (the relay polls it). remote_take:
+   * outside a round, applies them, then names each inbox (a user or an
+   * "@group") that got messages, and each device that got notices, to the
+   * callbacks, once each, so that the relay wakes its sessions. Returns
+   * how many entries it applied, or TERN_ESTORE. */
+  int (*remote_fd)(const tern__relay_store *s);
+  int (*remote_take)(tern__relay_store *s, void (*inbox)(void *ctx, const char *user),
+                     void (*device)(void *ctx, const uint8_t dev[32]), void *ctx);
   void (*close)(tern__relay_store *s);
 #ifdef TERN_TEST_HOOKS
   /* Deliberate faults, compiled into test builds only (shipped libraries

@@ -520,7 +520,8 @@ int main(int argc, char **argv) {
     goto out;
   }
   char store_path[4096];
-  snprintf(store_path, sizeof(store_path), "%s/relay.db", o.data_dir);
+  snprintf(store_path, sizeof(store_path), "%s", o.store_url ? o.store_url : "");
+  if (!o.store_url) snprintf(store_path, sizeof(store_path), "%s/relay.db", o.data_dir);
   cfg.store_path = store_path;
   char why[256];
   int rc = tern_keypair_load_why(o.key_path, &cfg.keypair, why, sizeof(why));
@@ -620,10 +621,14 @@ int main(int argc, char **argv) {
         o.push_url, o.push_interval_s, o.push_secret_path ? ", with a bearer secret" : "");
   }
   if (open_relay(&r, &o, &cfg) != 0) goto out;
-  say(2, "store %s (%s; undelivered messages kept %llu days; %llu KiB disk reserve)", store_path,
-      cfg.durable_fsync ? "fsync per group commit" : "no fsync",
-      (unsigned long long)(cfg.retention_ms / 86400000ull),
-      (unsigned long long)(cfg.store_reserve_bytes / 1024));
+  if (o.store_url)
+    say(2, "store: the cluster at %s (undelivered messages kept %llu days)", store_path,
+        (unsigned long long)(cfg.retention_ms / 86400000ull));
+  else
+    say(2, "store %s (%s; undelivered messages kept %llu days; %llu KiB disk reserve)", store_path,
+        cfg.durable_fsync ? "fsync per group commit" : "no fsync",
+        (unsigned long long)(cfg.retention_ms / 86400000ull),
+        (unsigned long long)(cfg.store_reserve_bytes / 1024));
   if (o.open_mode)
     say(1, "--open: ANY client key may connect under any name it asks for; "
            "use --allow for anything but development");

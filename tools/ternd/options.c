@@ -22,7 +22,7 @@ enum {
   K_METRICS, K_ADMIN_SOCKET, K_VERBOSE, K_QUIET, K_TOKEN_KEY, K_REVOKED, K_DRAIN_DEADLINE,
   K_DRAIN_SPREAD, K_RCPT_MSGS, K_RCPT_BYTES, K_SEND_MSGS, K_SEND_BYTES,
   K_DELIVER_BUDGET, K_SEND_RATE, K_SEND_RATE_BYTES, K_PUSH_URL, K_PUSH_SECRET, K_PUSH_INTERVAL,
-  K_PUSH_MAX, K_PRESENCE, K_NO_COPIES, NKEYS
+  K_PUSH_MAX, K_PRESENCE, K_NO_COPIES, K_STORE, NKEYS
 };
 _Static_assert(NKEYS <= TERND_MAX_KEYS, "ternd_opts.source is too small");
 
@@ -70,6 +70,7 @@ static const keydef keys[NKEYS] = {
     [K_PUSH_MAX] = {"push-max-pending", 1, 1, 1000000},
     [K_PRESENCE] = {"presence", 0, 0, 0},
     [K_NO_COPIES] = {"no-copies", 0, 0, 0},
+    [K_STORE] = {"store", 1, 0, 0},
 };
 
 /* getopt values of the flags that are not keys. */
@@ -121,6 +122,11 @@ static void usage(FILE *f) {
           "  --port-file FILE      write the bound port to FILE once listening\n"
           "  --data-dir DIR        where messages are kept until delivered (default\n"
           "                        ./ternd-data; created if missing)\n"
+          "  --store nats://HOST:PORT[,nats://...][?stream=NAME&replicas=N]\n"
+          "                        keep messages in a NATS JetStream cluster shared by\n"
+          "                        several relays (spec/store.md, \"The cluster\n"
+          "                        store\") instead of DIR/relay.db; refuses to start\n"
+          "                        if the cluster is unreachable or has JetStream off\n"
           "  --retention-days N    undelivered messages expire after N days and their\n"
           "                        senders are told (default 30)\n"
           "  --no-fsync            commit without fsync: survives a crash of ternd but\n"
@@ -300,6 +306,13 @@ static int apply(ternd_opts *o, int id, const char *v, char *err, size_t cap) {
     case K_ALLOW: return set_str(&o->allow_path, v, err, cap);
     case K_PORT_FILE: return set_str(&o->port_file, v, err, cap);
     case K_DATA_DIR: return set_str(&o->data_dir, v, err, cap);
+    case K_STORE:
+      if (strncmp(v, "nats://", 7) != 0) {
+        snprintf(err, cap, "store: a cluster url nats://HOST:PORT[,...] (got \"%s\"); without\n"
+                 "--store messages are kept in --data-dir", v);
+        return -1;
+      }
+      return set_str(&o->store_url, v, err, cap);
     case K_ADMIN_SOCKET: return set_str(&o->admin_path, v, err, cap);
     case K_TOKEN_KEY: return set_str(&o->token_key, v, err, cap);
     case K_PUSH_URL:
@@ -549,6 +562,7 @@ void ternd_opts_print(const ternd_opts *o, FILE *f) {
       case K_ALLOW: s = o->allow_path; break;
       case K_PORT_FILE: s = o->port_file; break;
       case K_DATA_DIR: s = o->data_dir; break;
+      case K_STORE: s = o->store_url; break;
       case K_ADMIN_SOCKET: s = o->admin_path; break;
       case K_TOKEN_KEY: s = o->token_key; break;
       case K_PUSH_URL: s = o->push_url; break;
@@ -604,6 +618,7 @@ void ternd_opts_free(ternd_opts *o) {
   free(o->allow_path);
   free(o->port_file);
   free(o->data_dir);
+  free(o->store_url);
   free(o->admin_path);
   free(o->token_key);
   free(o->revoked_path);

@@ -25,6 +25,7 @@ typedef struct ternd_opts {
   char *revoked_path;     /* --revoked FILE, or NULL */
   char *port_file;        /* --port-file, or NULL */
   char *data_dir;         /* --data-dir */
+  char *store_url;        /* --store nats://..., or NULL: DATA_DIR/relay.db */
   long tcp_port;          /* --listen-tcp, -1: none */
   char host[256];         /* --listen's host part (cfg.port has its port) */
   int metrics_on;         /* --metrics given */

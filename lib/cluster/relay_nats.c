@@ -1,0 +1,1552 @@
+/*
+ * The relay store on a NATS JetStream cluster: a replicated log of rounds,
+ * applied by every relay to an in-memory replica (relay_nats.h has the
+ * design, spec/store.md "The cluster store" the rules).
+ *
+ * Inside. Every store call that writes is encoded (op code, inputs) into
+ * the round's entry, then run on the replica by exec_op(), the one path
+ * that also replays it: when the round is run again after a conflict, and
+ * when another relay's entry is applied. exec_op() hashes each call's
+ * answers (return value, outputs, callback arguments) into a digest of its
+ * own; a rerun must give the same digests, and an entry carries the hash
+ * of its digests so that every relay checks it applies it as its writer
+ * did. Calls may nest (the relay core stores a receipt from inside acked's
+ * callback): each has its own digest slot, taken in call order, and
+ * exec_op() decodes its inputs before it runs, as a nested call may grow
+ * the entry's buffer.
+ */
+#include "cluster/relay_nats.h"
+
+#include <errno.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/u64map.h"
+#include "os/wake.h"
+#include "store/rstore.h"
+
+/* The entry format (spec/store.md): version, hash of the calls' digests,
+ * then the calls. */
+#define ENTRY_VERSION 1
+#define ENTRY_HEAD (1 + 16)
+/* JetStream's dedup window for our message ids: a commit retries its
+ * publish (same id) within 2 timeouts; two minutes is far above that. */
+#define DEDUP_WINDOW_NS (120ll * 1000 * 1000 * 1000)
+#define MAX_CONFLICTS 8
+
+enum {
+  OP_PUT = 1,
+  OP_DEVICE,
+  OP_ACKED,
+  OP_NOTICE_PUT,
+  OP_NOTICE_DEL,
+  OP_NOTICE_DEL_IF,
+  OP_DEVICE_REMOVE,
+  OP_EXPIRE,
+  OP_HELLO_FRESH,
+  OP_GROUP_SET,
+  OP_GDEVICE,
+  OP_GACKED,
+  OP_SETTLED,
+};
+
+/* ---- bytes ---------------------------------------------------------------- */
+
+typedef struct buf {
+  uint8_t *p;
+  size_t len, cap;
+  int oom;
+} buf;
+
+static void b_raw(buf *b, const void *d, size_t n) {
+  if (b->oom) return;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p) {
+      b->oom = 1;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, d, n);
+  b->len += n;
+}
+static void b_u8(buf *b, uint8_t v) { b_raw(b, &v, 1); }
+static void b_u64(buf *b, uint64_t v) {
+  uint8_t x[8];
+  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (8 * i));
+  b_raw(b, x, 8);
+}
+/* A string, NUL included, so that a reader hands out a pointer into it. */
+static void b_str(buf *b, const char *s) {
+  size_t n = strlen(s);
+  b_u64(b, n);
+  b_raw(b, s, n + 1);
+}
+static void b_blob(buf *b, const void *d, size_t n) {
+  b_u64(b, n);
+  if (n) b_raw(b, d, n);
+}
+
+typedef struct rd {
+  const uint8_t *p;
+  size_t left;
+  int bad;
+} rd;
+
+static const uint8_t *r_raw(rd *r, size_t n) {
+  if (r->bad || r->left < n) {
+    r->bad = 1;
+    return NULL;
+  }
+  const uint8_t *p = r->p;
+  r->p += n;
+  r->left -= n;
+  return p;
+}
+static uint8_t r_u8(rd *r) {
+  const uint8_t *p = r_raw(r, 1);
+  return p ? p[0] : 0;
+}
+static uint64_t r_u64(rd *r) {
+  const uint8_t *p = r_raw(r, 8);
+  uint64_t v = 0;
+  if (p)
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+static const char *r_str(rd *r) {
+  uint64_t n = r_u64(r);
+  if (n >= r->left) {
+    r->bad = 1;
+    return "";
+  }
+  const uint8_t *p = r_raw(r, (size_t)n + 1);
+  if (!p || p[n] != 0 || memchr(p, 0, (size_t)n)) {
+    r->bad = 1;
+    return "";
+  }
+  return (const char *)p;
+}
+static const uint8_t *r_blob(rd *r, size_t *n) {
+  uint64_t k = r_u64(r);
+  if (k > r->left) {
+    r->bad = 1;
+    *n = 0;
+    return NULL;
+  }
+  *n = (size_t)k;
+  return r_raw(r, (size_t)k);
+}
+static void r_copy_str(rd *r, char *out, size_t cap) {
+  const char *s = r_str(r);
+  if (strlen(s) >= cap) r->bad = 1;
+  snprintf(out, cap, "%s", r->bad ? "" : s);
+}
+
+/* ---- digests -------------------------------------------------------------- */
+
+typedef struct dg {
+  crypto_generichash_state st;
+} dg;
+
+static void dg_init(dg *d) { crypto_generichash_init(&d->st, NULL, 0, 16); }
+static void dg_bytes(dg *d, const void *p, size_t n) { crypto_generichash_update(&d->st, p, n); }
+static void dg_u64(dg *d, uint64_t v) {
+  uint8_t x[8];
+  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (8 * i));
+  dg_bytes(d, x, 8);
+}
+static void dg_str(dg *d, const char *s) { dg_bytes(d, s, strlen(s) + 1); }
+static void dg_final(dg *d, uint8_t out[16]) { crypto_generichash_final(&d->st, out, 16); }
+
+/* ---- the store ------------------------------------------------------------ */
+
+typedef struct qent {
+  natsMsg *m;
+  uint64_t seq;
+} qent;
+
+/* A set of names (inboxes) or keys (devices), once each, in order. */
+typedef struct touched {
+  tern__u64map idx; /* hash -> index + 1 */
+  char (*name)[TERN_USER_MAX + 2];
+  size_t n, cap;
+} touched;
+
+typedef struct ns {
+  tern__relay_store base;
+  tern__relay_store *rep;
+  tern__log_fn log;
+  void *log_ctx;
+  natsConnection *nc;
+  jsCtx *js;
+  natsSubscription *sub;
+  char url[512];
+  char stream[64];
+  char subject[96];
+  char idprefix[24];
+  uint32_t timeout_ms;
+  uint64_t pos; /* the last log sequence the replica holds */
+  /* The round. */
+  int in_round;
+  buf ops; /* ENTRY_HEAD bytes, then the calls */
+  uint8_t (*dig)[16];
+  size_t ndig, capdig;
+  uint64_t round_id;
+  unsigned fault_commit;
+  /* What the NATS thread queues. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  qent *q;
+  size_t qlen, qcap;
+  uint64_t q_seen; /* highest sequence queued */
+  int sub_done;    /* the subscription will call nothing more */
+  tern__wake wake;
+  atomic_int connected;
+  atomic_int changes; /* connection events not yet logged */
+  int said_connected;
+  /* What other relays' entries touched, for remote_take. */
+  touched t_inbox, t_dev;
+  tern__nats_stats st;
+  char broken[512]; /* set: the replica cannot follow the log any more */
+  char err[512];
+  int err_mine;
+} ns;
+
+static ns *N(tern__relay_store *s) { return (ns *)s; }
+static const ns *CN(const tern__relay_store *s) { return (const ns *)s; }
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int fail(ns *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(ns *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->err, sizeof(s->err), fmt, ap);
+  va_end(ap);
+  s->err_mine = 1;
+  return TERN_ESTORE;
+}
+
+static uint64_t fnv(const void *p, size_t n) {
+  const uint8_t *b = p;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+/* Notes `key` (len bytes: a name, or a 32-byte key) once. */
+static void touch(touched *t, const void *key, size_t len) {
+  if (len > TERN_USER_MAX + 1) return;
+  uint64_t h = fnv(key, len);
+  uintptr_t at = (uintptr_t)tern__u64map_get(&t->idx, h);
+  if (at && !memcmp(t->name[at - 1], key, len)) return;
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    void *p = realloc(t->name, cap * sizeof(*t->name));
+    if (!p) return; /* a wake lost to memory: the session's own timers catch up */
+    t->name = p;
+    t->cap = cap;
+  }
+  memset(t->name[t->n], 0, sizeof(t->name[0]));
+  memcpy(t->name[t->n], key, len);
+  t->n++;
+  if (!at) (void)tern__u64map_put(&t->idx, h, (void *)(uintptr_t)t->n);
+}
+
+static void touched_clear(touched *t) {
+  tern__u64map_free(&t->idx);
+  tern__u64map_init(&t->idx);
+  t->n = 0;
+}
+
+/* ---- one call: run, hash, replay ------------------------------------------ */
+
+/* What a call hands back to its original caller (NULL fields: a replay). */
+typedef struct xctx {
+  int remote; /* another relay's entry: note what it touched */
+  tern__rs_put *put;
+  uint64_t *u1, *u2;
+  char *user;
+  tern__rs_delivered_fn dcb;
+  tern__rs_expired_fn ecb;
+  tern__rs_greceipt_fn gcb;
+  void *cbctx;
+  dg d;
+} xctx;
+
+static void x_delivered(void *c, const uint8_t dev[32], uint64_t cmid, uint64_t seq) {
+  xctx *x = c;
+  dg_bytes(&x->d, dev, 32);
+  dg_u64(&x->d, cmid);
+  dg_u64(&x->d, seq);
+  if (x->dcb) x->dcb(x->cbctx, dev, cmid, seq);
+}
+
+static void x_expired(void *c, const uint8_t dev[32], uint64_t cmid) {
+  xctx *x = c;
+  dg_bytes(&x->d, dev, 32);
+  dg_u64(&x->d, cmid);
+  if (x->ecb) x->ecb(x->cbctx, dev, cmid);
+}
+
+static void x_greceipt(void *c, const uint8_t dev[32], uint64_t cmid, uint32_t got, uint32_t of) {
+  xctx *x = c;
+  dg_bytes(&x->d, dev, 32);
+  dg_u64(&x->d, cmid);
+  dg_u64(&x->d, got);
+  dg_u64(&x->d, of);
+  if (x->gcb) x->gcb(x->cbctx, dev, cmid, got, of);
+}
+
+/* Runs the call encoded at r on the replica, hashing its answers into
+ * x->d. Returns the call's own return value; r->bad if it was malformed
+ * (nothing run). */
+static int exec_op(ns *s, rd *r, xctx *x) {
+  tern__relay_store *rep = s->rep;
+  const tern__relay_store_ops *o = rep->ops;
+  uint8_t op = r_u8(r);
+  int rc = TERN_EINVAL;
+  switch (op) {
+    case OP_PUT: {
+      uint64_t n = r_u64(r);
+      if (r->bad || n == 0 || n > r->left / 8) {
+        r->bad = 1;
+        return TERN_EINVAL;
+      }
+      tern__rs_put *p = calloc((size_t)n, sizeof(*p));
+      if (!p) return TERN_ENOMEM;
+      for (size_t i = 0; i < n; i++) {
+        p[i].to = r_str(r);
+        p[i].from = r_str(r);
+        p[i].sender_dev = r_raw(r, 32);
+        p[i].cmid = r_u64(r);
+        p[i].prev_cmid = r_u64(r);
+        p[i].ts = r_u64(r);
+        p[i].flags = r_u64(r);
+        p[i].to_max_msgs = r_u64(r);
+        p[i].to_max_bytes = r_u64(r);
+        p[i].from_max_msgs = r_u64(r);
+        p[i].from_max_bytes = r_u64(r);
+        p[i].carbon = r_u8(r);
+        p[i].body = r_blob(r, &p[i].body_len);
+      }
+      if (r->bad) {
+        free(p);
+        return TERN_EINVAL;
+      }
+      rc = o->put(rep, p, (size_t)n);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      for (size_t i = 0; i < n; i++) {
+        dg_u64(&x->d, (uint64_t)p[i].result);
+        dg_u64(&x->d, p[i].seq);
+        dg_u64(&x->d, p[i].stored_ts);
+        dg_u64(&x->d, p[i].prev_seq);
+        dg_u64(&x->d, p[i].carbon_seq);
+        if (x->put) {
+          x->put[i].result = p[i].result;
+          x->put[i].seq = p[i].seq;
+          x->put[i].stored_ts = p[i].stored_ts;
+          x->put[i].prev_seq = p[i].prev_seq;
+          x->put[i].carbon_seq = p[i].carbon_seq;
+        }
+        if (x->remote && rc >= 0 && p[i].result == TERN__RS_STORED) {
+          touch(&s->t_inbox, p[i].to, strlen(p[i].to) + 1);
+          if (p[i].carbon_seq) touch(&s->t_inbox, p[i].from, strlen(p[i].from) + 1);
+        }
+      }
+      free(p);
+      return rc;
+    }
+    case OP_DEVICE: {
+      const char *user = r_str(r);
+      const uint8_t *dev = r_raw(r, 32);
+      if (r->bad) return TERN_EINVAL;
+      uint64_t cur = 0;
+      rc = o->device(rep, user, dev, &cur);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      dg_u64(&x->d, cur);
+      if (x->u1) *x->u1 = cur;
+      return rc;
+    }
+    case OP_ACKED: {
+      char user[TERN_USER_MAX + 2];
+      uint8_t dev[32];
+      r_copy_str(r, user, sizeof(user));
+      const uint8_t *d = r_raw(r, 32);
+      uint64_t up_to = r_u64(r), n = r_u64(r);
+      if (r->bad || n > r->left / 8) {
+        r->bad = 1;
+        return TERN_EINVAL;
+      }
+      memcpy(dev, d, 32);
+      uint64_t *sacks = n ? malloc((size_t)n * sizeof(*sacks)) : NULL;
+      if (n && !sacks) return TERN_ENOMEM;
+      for (size_t i = 0; i < n; i++) sacks[i] = r_u64(r);
+      uint64_t reached = 0;
+      rc = o->acked(rep, user, dev, up_to, sacks, (size_t)n, &reached, x_delivered, x);
+      free(sacks);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      dg_u64(&x->d, reached);
+      if (x->u1) *x->u1 = reached;
+      return rc;
+    }
+    case OP_NOTICE_PUT:
+    case OP_NOTICE_DEL:
+    case OP_NOTICE_DEL_IF: {
+      const uint8_t *dev = r_raw(r, 32);
+      int kind = (int)r_u64(r);
+      uint64_t cmid = r_u64(r);
+      int64_t code = op == OP_NOTICE_DEL ? 0 : (int64_t)r_u64(r);
+      if (r->bad) return TERN_EINVAL;
+      if (op == OP_NOTICE_PUT) rc = o->notice_put(rep, dev, kind, cmid, code);
+      else if (op == OP_NOTICE_DEL) rc = o->notice_del(rep, dev, kind, cmid);
+      else rc = o->notice_del_if(rep, dev, kind, cmid, code);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      if (x->remote && op == OP_NOTICE_PUT && rc >= 0) touch(&s->t_dev, dev, 32);
+      return rc;
+    }
+    case OP_DEVICE_REMOVE: {
+      const uint8_t *dev = r_raw(r, 32);
+      if (r->bad) return TERN_EINVAL;
+      char user[TERN_USER_MAX + 1] = {0};
+      rc = o->device_remove(rep, dev, user);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      dg_str(&x->d, user);
+      if (x->user) memcpy(x->user, user, sizeof(user));
+      return rc;
+    }
+    case OP_EXPIRE: {
+      uint64_t before = r_u64(r);
+      if (r->bad) return TERN_EINVAL;
+      rc = o->expire(rep, before, x_expired, x);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      return rc;
+    }
+    case OP_HELLO_FRESH: {
+      const uint8_t *dev = r_raw(r, 32);
+      uint64_t t = r_u64(r);
+      if (r->bad) return TERN_EINVAL;
+      rc = o->hello_fresh(rep, dev, t);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      return rc;
+    }
+    case OP_GROUP_SET: {
+      const char *group = r_str(r);
+      uint64_t n = r_u64(r);
+      if (r->bad || n > r->left / 9) {
+        r->bad = 1;
+        return TERN_EINVAL;
+      }
+      const char **users = n ? calloc((size_t)n, sizeof(*users)) : NULL;
+      if (n && !users) return TERN_ENOMEM;
+      for (size_t i = 0; i < n; i++) users[i] = r_str(r);
+      uint64_t point = 0;
+      if (!r->bad) rc = o->group_set(rep, group, users, (size_t)n, &point);
+      if (!r->bad && x->remote && rc >= 0) {
+        touch(&s->t_inbox, group, strlen(group) + 1);
+        for (size_t i = 0; i < n; i++) touch(&s->t_inbox, users[i], strlen(users[i]) + 1);
+      }
+      free(users);
+      if (r->bad) return TERN_EINVAL;
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      dg_u64(&x->d, point);
+      if (x->u1) *x->u1 = point;
+      return rc;
+    }
+    case OP_GDEVICE: {
+      const char *group = r_str(r);
+      const char *user = r_str(r);
+      const uint8_t *dev = r_raw(r, 32);
+      if (r->bad) return TERN_EINVAL;
+      uint64_t cur = 0, limit = 0;
+      rc = o->gdevice(rep, group, user, dev, &cur, &limit);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      dg_u64(&x->d, cur);
+      dg_u64(&x->d, limit);
+      if (x->u1) *x->u1 = cur;
+      if (x->u2) *x->u2 = limit;
+      return rc;
+    }
+    case OP_GACKED: {
+      char group[TERN_USER_MAX + 2], user[TERN_USER_MAX + 2];
+      uint8_t dev[32];
+      r_copy_str(r, group, sizeof(group));
+      r_copy_str(r, user, sizeof(user));
+      const uint8_t *d = r_raw(r, 32);
+      uint64_t up_to = r_u64(r);
+      if (r->bad) return TERN_EINVAL;
+      memcpy(dev, d, 32);
+      uint64_t reached = 0;
+      rc = o->gacked(rep, group, user, dev, up_to, &reached, x_greceipt, x);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      dg_u64(&x->d, reached);
+      if (x->u1) *x->u1 = reached;
+      return rc;
+    }
+    case OP_SETTLED: {
+      const uint8_t *dev = r_raw(r, 32);
+      uint64_t below = r_u64(r);
+      if (r->bad) return TERN_EINVAL;
+      rc = o->settled(rep, dev, below);
+      dg_u64(&x->d, (uint64_t)(int64_t)rc);
+      return rc;
+    }
+    default:
+      r->bad = 1;
+      return TERN_EINVAL;
+  }
+}
+
+/* ---- applying the log ------------------------------------------------------ */
+
+static void set_broken(ns *s, const char *why) {
+  if (!s->broken[0]) {
+    snprintf(s->broken, sizeof(s->broken), "%s", why);
+    tern__logf(s->log, s->log_ctx, 0,
+               "cluster store: %s; this relay stops accepting messages (restart it to read the "
+               "log again)",
+               why);
+  }
+}
+
+/* Applies one entry of the log (another relay's, or one of ours whose
+ * acknowledgement was lost) to the replica, in its round. */
+static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
+  rd r = {data, len, 0};
+  uint8_t ver = r_u8(&r);
+  const uint8_t *want = r_raw(&r, 16);
+  if (r.bad || ver != ENTRY_VERSION) {
+    char why[160];
+    snprintf(why, sizeof why,
+             "log entry %llu is not one this relay can read (version %u, %zu bytes): a newer "
+             "relay wrote it",
+             (unsigned long long)seq, ver, len);
+    set_broken(s, why);
+    return TERN_ESTORE;
+  }
+  if (r.left == 0) return 0; /* the log's first entry: no calls */
+  dg all;
+  dg_init(&all);
+  while (r.left) {
+    xctx x = {.remote = 1};
+    dg_init(&x.d);
+    int rc = exec_op(s, &r, &x);
+    if (r.bad) {
+      char why[160];
+      snprintf(why, sizeof why, "log entry %llu is malformed", (unsigned long long)seq);
+      set_broken(s, why);
+      return TERN_ESTORE;
+    }
+    if (rc == TERN_ESTORE || rc == TERN_ENOMEM) {
+      char why[400];
+      snprintf(why, sizeof why, "applying log entry %llu failed: %s", (unsigned long long)seq,
+               s->rep->ops->errmsg(s->rep));
+      set_broken(s, why);
+      return TERN_ESTORE;
+    }
+    uint8_t one[16];
+    dg_final(&x.d, one);
+    dg_bytes(&all, one, 16);
+  }
+  uint8_t got[16];
+  dg_final(&all, got);
+  if (memcmp(got, want, 16) != 0) {
+    s->st.diverged++;
+    tern__logf(s->log, s->log_ctx, 0,
+               "cluster store: log entry %llu gave other answers here than where it was written "
+               "(the replicas disagree)",
+               (unsigned long long)seq);
+  }
+  return 0;
+}
+
+/* Takes what the NATS thread queued and applies it (outside a round),
+ * waiting until the log position reaches `upto` or `deadline_ms` passes
+ * (upto 0: no wait). Returns how many entries it applied, or
+ * TERN_ESTORE. */
+static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
+  int applied = 0;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    while (upto && s->q_seen < upto && s->qlen == 0) {
+      uint64_t now = mono_ms();
+      if (now >= deadline_ms) break;
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      uint64_t wait = deadline_ms - now;
+      if (wait > 100) wait = 100;
+      ts.tv_nsec += (long)(wait * 1000000u);
+      ts.tv_sec += ts.tv_nsec / 1000000000;
+      ts.tv_nsec %= 1000000000;
+      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    qent *q = s->q;
+    size_t n = s->qlen;
+    s->q = NULL;
+    s->qlen = s->qcap = 0;
+    pthread_mutex_unlock(&s->mu);
+    int rc = 0;
+    size_t i = 0;
+    int any = 0;
+    for (; i < n && rc == 0; i++) {
+      if (q[i].seq <= s->pos) continue; /* ours, or seen before a consumer reset */
+      if (q[i].seq != s->pos + 1)
+        tern__logf(s->log, s->log_ctx, 1, "cluster store: the log skips from %llu to %llu",
+                   (unsigned long long)s->pos, (unsigned long long)q[i].seq);
+      rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(q[i].m),
+                       (size_t)natsMsg_GetDataLength(q[i].m), q[i].seq);
+      if (rc == 0) {
+        s->pos = q[i].seq;
+        s->st.applied++;
+        applied++;
+        any = 1;
+      }
+    }
+    for (size_t k = 0; k < n; k++) natsMsg_Destroy(q[k].m);
+    free(q);
+    if (rc < 0) {
+      s->rep->ops->rollback(s->rep, mono_ms());
+      return rc;
+    }
+    if (any && s->rep->ops->commit(s->rep, mono_ms()) < 0) {
+      char why[400];
+      snprintf(why, sizeof why, "the replica failed to commit: %s", s->rep->ops->errmsg(s->rep));
+      set_broken(s, why);
+      s->rep->ops->rollback(s->rep, mono_ms());
+      return TERN_ESTORE;
+    }
+    if (!upto || s->pos >= upto || mono_ms() >= deadline_ms) break;
+  }
+  s->st.position = s->pos;
+  return applied;
+}
+
+/* The log's last sequence, asked of the cluster; 0 on failure. */
+static uint64_t log_last(ns *s) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  if (js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr) != NATS_OK || !si) return 0;
+  uint64_t last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  return last;
+}
+
+/* ---- rounds ------------------------------------------------------------------ */
+
+static void report_state(ns *s) {
+  if (!atomic_exchange(&s->changes, 0)) return;
+  int c = atomic_load(&s->connected);
+  if (c == s->said_connected) return;
+  s->said_connected = c;
+  if (c)
+    tern__logf(s->log, s->log_ctx, 2, "cluster store: connected to NATS again (log at %llu)",
+               (unsigned long long)s->pos);
+  else
+    tern__logf(s->log, s->log_ctx, 0,
+               "cluster store: lost the NATS connection; new messages are refused (BUSY, the "
+               "clients keep them) until it is back");
+}
+
+/* Opens our round if none is open: first applies what has arrived, so the
+ * round starts from the newest state this relay has. */
+static int begin(ns *s) {
+  if (s->in_round) return 0;
+  if (s->broken[0]) return fail(s, "cluster store: %s", s->broken);
+  int rc = apply_queued(s, 0, 0);
+  if (rc < 0) return fail(s, "cluster store: %s", s->broken);
+  s->in_round = 1;
+  s->ops.len = 0;
+  s->ops.oom = 0;
+  s->ndig = 0;
+  uint8_t head[ENTRY_HEAD] = {ENTRY_VERSION};
+  b_raw(&s->ops, head, sizeof head);
+  return s->ops.oom ? TERN_ENOMEM : 0;
+}
+
+/* Starts recording a call: opens the round, takes the call's digest slot
+ * (in call order) and writes its op code. Returns 0 or a negative code. */
+static int rec_start(ns *s, uint8_t op, size_t *off, size_t *slot) {
+  int rc = begin(s);
+  if (rc < 0) return rc;
+  if (s->ndig == s->capdig) {
+    size_t cap = s->capdig ? s->capdig * 2 : 256;
+    void *p = realloc(s->dig, cap * 16);
+    if (!p) return TERN_ENOMEM;
+    s->dig = p;
+    s->capdig = cap;
+  }
+  *slot = s->ndig++;
+  *off = s->ops.len;
+  b_u8(&s->ops, op);
+  return 0;
+}
+
+/* Runs the call recorded at `off` for its caller, keeping its digest. */
+static int rec_run(ns *s, size_t off, size_t slot, xctx *x) {
+  if (s->ops.oom) {
+    s->ndig--;
+    s->ops.len = off;
+    s->ops.oom = 0;
+    return TERN_ENOMEM;
+  }
+  rd r = {s->ops.p + off, s->ops.len - off, 0};
+  dg_init(&x->d);
+  int rc = exec_op(s, &r, x);
+  dg_final(&x->d, s->dig[slot]);
+  return rc;
+}
+
+/* Runs the round's calls again on the replica (after other entries were
+ * applied below them): 1 if every call answered as it did the first time,
+ * 0 if not. */
+static int rerun(ns *s) {
+  rd r = {s->ops.p + ENTRY_HEAD, s->ops.len - ENTRY_HEAD, 0};
+  size_t i = 0;
+  while (r.left && !r.bad) {
+    xctx x = {0};
+    dg_init(&x.d);
+    int rc = exec_op(s, &r, &x);
+    if (rc == TERN_ESTORE || rc == TERN_ENOMEM) return 0;
+    uint8_t one[16];
+    dg_final(&x.d, one);
+    if (i >= s->ndig || memcmp(one, s->dig[i], 16) != 0) return 0;
+    i++;
+  }
+  return !r.bad && i == s->ndig;
+}
+
+/* Publishes the round's entry, expecting the log at s->pos. Returns 0 with
+ * *seq, 1 when the log has grown (another relay's entry came first), or
+ * TERN_ESTORE. */
+static int publish(ns *s, const char *id, uint64_t *seq) {
+  natsMsg *m = NULL;
+  if (natsMsg_Create(&m, s->subject, NULL, (const char *)s->ops.p, (int)s->ops.len) != NATS_OK)
+    return fail(s, "cluster store: cannot make a message of %zu bytes", s->ops.len);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = id;
+  po.ExpectLastSeq = s->pos;
+  po.MaxWait = s->timeout_ms;
+  int rc = TERN_ESTORE;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_PublishMsg(&pa, s->js, m, &po, &jerr);
+    if (st == NATS_OK && pa) {
+      *seq = pa->Sequence;
+      jsPubAck_Destroy(pa);
+      rc = 0;
+      break;
+    }
+    if (pa) jsPubAck_Destroy(pa);
+    if (jerr == JSStreamWrongLastSequenceErr) {
+      rc = 1;
+      break;
+    }
+    /* A timeout may hide a publish that was stored: once more with the
+     * same id, which JetStream answers from its dedup window. */
+    if (st == NATS_TIMEOUT && attempt == 0) continue;
+    s->st.publish_errors++;
+    rc = fail(s, "cluster store: appending to the log failed: %s (JetStream error %d)%s",
+              natsStatus_GetText(st), (int)jerr,
+              st == NATS_TIMEOUT ? "; the cluster may have lost its quorum" : "");
+    break;
+  }
+  natsMsg_Destroy(m);
+  return rc;
+}
+
+static int n_commit(tern__relay_store *st, uint64_t now_ms) {
+  ns *s = N(st);
+  s->err_mine = 0;
+  report_state(s);
+  if (!s->in_round) return 0;
+  if (s->ndig == 0) { /* reads only */
+    s->in_round = 0;
+    int rc = s->rep->ops->commit(s->rep, now_ms);
+    if (rc < 0) s->rep->ops->rollback(s->rep, now_ms);
+    return rc;
+  }
+  if (s->fault_commit) {
+    s->fault_commit--;
+    return fail(s, "cluster store: appending to the log failed: the stream is full (test fault)");
+  }
+  if (!atomic_load(&s->connected))
+    return fail(s, "cluster store: not connected to NATS; the round is not stored");
+  /* The entry's head: version, then the hash of the calls' digests. */
+  dg all;
+  dg_init(&all);
+  for (size_t i = 0; i < s->ndig; i++) dg_bytes(&all, s->dig[i], 16);
+  dg_final(&all, s->ops.p + 1);
+  char id[48];
+  snprintf(id, sizeof id, "%s-%llu", s->idprefix, (unsigned long long)++s->round_id);
+  for (int tries = 0;; tries++) {
+    uint64_t seq = 0;
+    int rc = publish(s, id, &seq);
+    if (rc < 0) return rc;
+    if (rc == 0) {
+      if (seq != s->pos + 1) {
+        /* Only a duplicate answer can name another sequence; the entry is
+         * in the log already, where the replica will meet it. */
+        return fail(s, "cluster store: the log answered sequence %llu for position %llu",
+                    (unsigned long long)seq, (unsigned long long)s->pos);
+      }
+      if (s->rep->ops->commit(s->rep, now_ms) < 0) {
+        char why[400];
+        snprintf(why, sizeof why, "the replica failed to commit a published round: %s",
+                 s->rep->ops->errmsg(s->rep));
+        set_broken(s, why);
+        return fail(s, "cluster store: %s", s->broken);
+      }
+      s->pos = seq;
+      s->st.position = seq;
+      s->st.published++;
+      s->in_round = 0;
+      return 0;
+    }
+    /* Another relay's entry came first: apply it below ours, run ours
+     * again, and publish again if it answers the same. */
+    s->st.conflicts++;
+    if (tries >= MAX_CONFLICTS)
+      return fail(s, "cluster store: the log kept growing under this round (%d tries)", tries + 1);
+    s->rep->ops->rollback(s->rep, now_ms);
+    uint64_t last = log_last(s);
+    if (!last) return fail(s, "cluster store: cannot read the log's position");
+    if (apply_queued(s, last, mono_ms() + s->timeout_ms) < 0)
+      return fail(s, "cluster store: %s", s->broken);
+    if (s->pos < last)
+      return fail(s, "cluster store: the log's entries up to %llu did not arrive in %u ms",
+                  (unsigned long long)last, (unsigned)s->timeout_ms);
+    if (!rerun(s)) {
+      s->st.rerun_failed++;
+      return fail(s, "cluster store: another relay's writes changed this round's answers");
+    }
+  }
+}
+
+static void n_rollback(tern__relay_store *st, uint64_t now_ms) {
+  ns *s = N(st);
+  s->rep->ops->rollback(s->rep, now_ms);
+  s->in_round = 0;
+  s->ndig = 0;
+  s->ops.len = 0;
+}
+
+/* ---- the interface: writes -------------------------------------------------- */
+
+static int n_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_PUT, &off, &slot);
+  if (rc < 0) return rc;
+  b_u64(&s->ops, n);
+  for (size_t i = 0; i < n; i++) {
+    const tern__rs_put *p = &put[i];
+    b_str(&s->ops, p->to);
+    b_str(&s->ops, p->from);
+    b_raw(&s->ops, p->sender_dev, 32);
+    b_u64(&s->ops, p->cmid);
+    b_u64(&s->ops, p->prev_cmid);
+    b_u64(&s->ops, p->ts);
+    b_u64(&s->ops, p->flags);
+    b_u64(&s->ops, p->to_max_msgs);
+    b_u64(&s->ops, p->to_max_bytes);
+    b_u64(&s->ops, p->from_max_msgs);
+    b_u64(&s->ops, p->from_max_bytes);
+    b_u8(&s->ops, (uint8_t)(p->carbon != 0));
+    b_blob(&s->ops, p->body, p->body_len);
+  }
+  xctx x = {.put = put};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_device(tern__relay_store *st, const char *user, const uint8_t dev[32], uint64_t *cursor) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_DEVICE, &off, &slot);
+  if (rc < 0) return rc;
+  b_str(&s->ops, user);
+  b_raw(&s->ops, dev, 32);
+  xctx x = {.u1 = cursor};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_acked(tern__relay_store *st, const char *user, const uint8_t dev[32], uint64_t up_to,
+                   const uint64_t *sacks, size_t n, uint64_t *reached, tern__rs_delivered_fn cb,
+                   void *ctx) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_ACKED, &off, &slot);
+  if (rc < 0) return rc;
+  b_str(&s->ops, user);
+  b_raw(&s->ops, dev, 32);
+  b_u64(&s->ops, up_to);
+  b_u64(&s->ops, n);
+  for (size_t i = 0; i < n; i++) b_u64(&s->ops, sacks[i]);
+  xctx x = {.u1 = reached, .dcb = cb, .cbctx = ctx};
+  return rec_run(s, off, slot, &x);
+}
+
+static int notice_op(ns *s, uint8_t op, const uint8_t dev[32], int kind, uint64_t cmid, int64_t code) {
+  size_t off, slot;
+  int rc = rec_start(s, op, &off, &slot);
+  if (rc < 0) return rc;
+  b_raw(&s->ops, dev, 32);
+  b_u64(&s->ops, (uint64_t)(int64_t)kind);
+  b_u64(&s->ops, cmid);
+  if (op != OP_NOTICE_DEL) b_u64(&s->ops, (uint64_t)code);
+  xctx x = {0};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_notice_put(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
+                        int64_t code) {
+  return notice_op(N(st), OP_NOTICE_PUT, dev, kind, cmid, code);
+}
+static int n_notice_del(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid) {
+  return notice_op(N(st), OP_NOTICE_DEL, dev, kind, cmid, 0);
+}
+static int n_notice_del_if(tern__relay_store *st, const uint8_t dev[32], int kind, uint64_t cmid,
+                           int64_t code) {
+  return notice_op(N(st), OP_NOTICE_DEL_IF, dev, kind, cmid, code);
+}
+
+static int n_device_remove(tern__relay_store *st, const uint8_t dev[32], char user[TERN_USER_MAX + 1]) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_DEVICE_REMOVE, &off, &slot);
+  if (rc < 0) return rc;
+  b_raw(&s->ops, dev, 32);
+  xctx x = {.user = user};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_expire(tern__relay_store *st, uint64_t before_ts, tern__rs_expired_fn cb, void *ctx) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_EXPIRE, &off, &slot);
+  if (rc < 0) return rc;
+  b_u64(&s->ops, before_ts);
+  xctx x = {.ecb = cb, .cbctx = ctx};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_hello_fresh(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_HELLO_FRESH, &off, &slot);
+  if (rc < 0) return rc;
+  b_raw(&s->ops, dev, 32);
+  b_u64(&s->ops, time_us);
+  xctx x = {0};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_group_set(tern__relay_store *st, const char *group, const char *const *users, size_t n,
+                       uint64_t *point) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_GROUP_SET, &off, &slot);
+  if (rc < 0) return rc;
+  b_str(&s->ops, group);
+  b_u64(&s->ops, n);
+  for (size_t i = 0; i < n; i++) b_str(&s->ops, users[i]);
+  xctx x = {.u1 = point};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_gdevice(tern__relay_store *st, const char *group, const char *user, const uint8_t dev[32],
+                     uint64_t *cursor, uint64_t *limit) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_GDEVICE, &off, &slot);
+  if (rc < 0) return rc;
+  b_str(&s->ops, group);
+  b_str(&s->ops, user);
+  b_raw(&s->ops, dev, 32);
+  xctx x = {.u1 = cursor, .u2 = limit};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_gacked(tern__relay_store *st, const char *group, const char *user, const uint8_t dev[32],
+                    uint64_t up_to, uint64_t *reached, tern__rs_greceipt_fn cb, void *ctx) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_GACKED, &off, &slot);
+  if (rc < 0) return rc;
+  b_str(&s->ops, group);
+  b_str(&s->ops, user);
+  b_raw(&s->ops, dev, 32);
+  b_u64(&s->ops, up_to);
+  xctx x = {.u1 = reached, .gcb = cb, .cbctx = ctx};
+  return rec_run(s, off, slot, &x);
+}
+
+static int n_settled(tern__relay_store *st, const uint8_t dev[32], uint64_t below) {
+  ns *s = N(st);
+  size_t off, slot;
+  int rc = rec_start(s, OP_SETTLED, &off, &slot);
+  if (rc < 0) return rc;
+  b_raw(&s->ops, dev, 32);
+  b_u64(&s->ops, below);
+  xctx x = {0};
+  return rec_run(s, off, slot, &x);
+}
+
+/* Restart notices are about this relay's own UDP sessions; in a cluster a
+ * restarted relay's clients find another relay through their endpoint
+ * list, and a session's end is noticed by its keepalive. Nothing is kept
+ * (spec/store.md, "The cluster store"). */
+static int n_reset_put(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us,
+                       const uint8_t addr[18]) {
+  (void)st, (void)dev, (void)time_us, (void)addr;
+  return 0;
+}
+static int n_reset_del(tern__relay_store *st, const uint8_t dev[32], uint64_t time_us) {
+  (void)st, (void)dev, (void)time_us;
+  return 0;
+}
+static int n_reset_take(tern__relay_store *st,
+                        void (*cb)(void *ctx, const uint8_t dev[32], uint64_t time_us,
+                                   const uint8_t addr[18]),
+                        void *ctx) {
+  (void)st, (void)cb, (void)ctx;
+  return 0;
+}
+
+/* ---- the interface: reads ---------------------------------------------------- */
+
+#define READ_BEGIN(s)      \
+  do {                     \
+    int brc_ = begin(s);   \
+    if (brc_ < 0) return brc_; \
+  } while (0)
+
+static int n_due(tern__relay_store *st, const char *user, uint64_t after, size_t limit,
+                 int (*cb)(void *ctx, const tern__rmsg *m), void *ctx) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->due(s->rep, user, after, limit, cb, ctx);
+}
+static int n_floor(tern__relay_store *st, const char *user, uint64_t *floor) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->floor(s->rep, user, floor);
+}
+static int n_notice_list(tern__relay_store *st, const uint8_t dev[32],
+                         int (*cb)(void *ctx, int kind, uint64_t cmid, int64_t code), void *ctx) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->notice_list(s->rep, dev, cb, ctx);
+}
+static int n_devices(tern__relay_store *st, const char *user, tern__rs_device_fn cb, void *ctx) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->devices(s->rep, user, cb, ctx);
+}
+static int n_group_role(tern__relay_store *st, const char *group, const char *user) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->group_role(s->rep, group, user);
+}
+static int n_group_members(tern__relay_store *st, const char *group,
+                           int (*cb)(void *ctx, const char *user), void *ctx) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->group_members(s->rep, group, cb, ctx);
+}
+static int n_user_groups(tern__relay_store *st, const char *user, const uint8_t dev[32],
+                         int (*cb)(void *ctx, const char *group), void *ctx) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->user_groups(s->rep, user, dev, cb, ctx);
+}
+static int n_group_devices(tern__relay_store *st, const char *group,
+                           int (*cb)(void *ctx, const char *user, const uint8_t dev[32],
+                                     uint64_t waiting),
+                           void *ctx) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->group_devices(s->rep, group, cb, ctx);
+}
+static int n_settled_get(tern__relay_store *st, const uint8_t dev[32], uint64_t *below) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->settled_get(s->rep, dev, below);
+}
+static int n_count(tern__relay_store *st, uint64_t *messages) {
+  ns *s = N(st);
+  READ_BEGIN(s);
+  return s->rep->ops->count(s->rep, messages);
+}
+
+/* New messages only while the cluster can take them. */
+static int n_room(tern__relay_store *st, size_t body_len) {
+  ns *s = N(st);
+  report_state(s);
+  if (s->broken[0] || !atomic_load(&s->connected)) return body_len ? TERN__RS_FULL : TERN__RS_ROOM;
+  return s->rep->ops->room(s->rep, body_len);
+}
+
+static uint64_t n_wake_ms(const tern__relay_store *st) { return CN(st)->rep->ops->wake_ms(CN(st)->rep); }
+
+static const char *n_errmsg(const tern__relay_store *st) {
+  const ns *s = CN(st);
+  return s->err_mine ? s->err : s->rep->ops->errmsg(s->rep);
+}
+
+static int n_remote_fd(const tern__relay_store *st) { return CN(st)->wake.rfd; }
+
+static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const char *user),
+                         void (*device)(void *ctx, const uint8_t dev[32]), void *ctx) {
+  ns *s = N(st);
+  tern__wake_drain(&s->wake);
+  report_state(s);
+  if (s->in_round || s->broken[0]) return 0;
+  int n = apply_queued(s, 0, 0);
+  if (n < 0) return n;
+  /* Copies first: a callback may open a round, which applies more. */
+  size_t ni = s->t_inbox.n, nd = s->t_dev.n;
+  char (*in)[TERN_USER_MAX + 2] = ni ? malloc(ni * sizeof(*in)) : NULL;
+  char (*dv)[TERN_USER_MAX + 2] = nd ? malloc(nd * sizeof(*dv)) : NULL;
+  if (in) memcpy(in, s->t_inbox.name, ni * sizeof(*in));
+  if (dv) memcpy(dv, s->t_dev.name, nd * sizeof(*dv));
+  touched_clear(&s->t_inbox);
+  touched_clear(&s->t_dev);
+  for (size_t i = 0; in && i < ni; i++) inbox(ctx, in[i]);
+  for (size_t i = 0; dv && i < nd; i++) device(ctx, (const uint8_t *)dv[i]);
+  free(in);
+  free(dv);
+  return n;
+}
+
+#ifdef TERN_TEST_HOOKS
+static void n_fault(tern__relay_store *st, int kind, unsigned n) {
+  ns *s = N(st);
+  if (kind == TERN__RS_FAULT_COMMIT) s->fault_commit = n;
+  else if (s->rep->ops->fault) s->rep->ops->fault(s->rep, kind, n);
+}
+#endif
+
+static void n_close(tern__relay_store *st);
+
+static const tern__relay_store_ops nats_ops = {
+    .put = n_put,
+    .due = n_due,
+    .device = n_device,
+    .hello_fresh = n_hello_fresh,
+    .reset_put = n_reset_put,
+    .reset_del = n_reset_del,
+    .reset_take = n_reset_take,
+    .acked = n_acked,
+    .floor = n_floor,
+    .notice_put = n_notice_put,
+    .notice_list = n_notice_list,
+    .notice_del = n_notice_del,
+    .notice_del_if = n_notice_del_if,
+    .devices = n_devices,
+    .device_remove = n_device_remove,
+    .expire = n_expire,
+    .group_set = n_group_set,
+    .group_role = n_group_role,
+    .group_members = n_group_members,
+    .user_groups = n_user_groups,
+    .gdevice = n_gdevice,
+    .group_devices = n_group_devices,
+    .gacked = n_gacked,
+    .settled = n_settled,
+    .settled_get = n_settled_get,
+    .room = n_room,
+    .commit = n_commit,
+    .rollback = n_rollback,
+    .wake_ms = n_wake_ms,
+    .errmsg = n_errmsg,
+    .count = n_count,
+    .remote_fd = n_remote_fd,
+    .remote_take = n_remote_take,
+    .close = n_close,
+#ifdef TERN_TEST_HOOKS
+    .fault = n_fault,
+#endif
+};
+
+/* ---- NATS's threads ----------------------------------------------------------- */
+
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure) {
+  (void)nc, (void)sub;
+  ns *s = closure;
+  jsMsgMetaData *md = NULL;
+  uint64_t seq = 0;
+  if (natsMsg_GetMetaData(&md, m) == NATS_OK && md) {
+    seq = md->Sequence.Stream;
+    jsMsgMetaData_Destroy(md);
+  }
+  pthread_mutex_lock(&s->mu);
+  if (seq == 0) {
+    pthread_mutex_unlock(&s->mu);
+    natsMsg_Destroy(m);
+    return;
+  }
+  if (s->qlen == s->qcap) {
+    size_t cap = s->qcap ? s->qcap * 2 : 256;
+    qent *q = realloc(s->q, cap * sizeof(*q));
+    if (!q) {
+      /* Dropped: the ordered consumer sees the gap and starts over from
+       * the last sequence it handed out, which is not this one. */
+      pthread_mutex_unlock(&s->mu);
+      natsMsg_Destroy(m);
+      return;
+    }
+    s->q = q;
+    s->qcap = cap;
+  }
+  s->q[s->qlen++] = (qent){m, seq};
+  if (seq > s->q_seen) s->q_seen = seq;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  tern__wake_signal(&s->wake);
+}
+
+static void on_sub_done(void *closure) {
+  ns *s = closure;
+  pthread_mutex_lock(&s->mu);
+  s->sub_done = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure) {
+  (void)nc;
+  ns *s = closure;
+  atomic_store(&s->connected, 0);
+  atomic_store(&s->changes, 1);
+  tern__wake_signal(&s->wake);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure) {
+  (void)nc;
+  ns *s = closure;
+  atomic_store(&s->connected, 1);
+  atomic_store(&s->changes, 1);
+  tern__wake_signal(&s->wake);
+}
+
+/* ---- open, close --------------------------------------------------------------- */
+
+int tern__is_nats_url(const char *path) { return path && strncmp(path, "nats://", 7) == 0; }
+
+static void n_close(tern__relay_store *st) {
+  ns *s = N(st);
+  if (!s) return;
+  if (s->sub) {
+    natsSubscription_Unsubscribe(s->sub);
+    /* Waits (bounded) until the subscription calls nothing more. */
+    pthread_mutex_lock(&s->mu);
+    uint64_t end = mono_ms() + 5000;
+    while (!s->sub_done && mono_ms() < end) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 50 * 1000000;
+      ts.tv_sec += ts.tv_nsec / 1000000000;
+      ts.tv_nsec %= 1000000000;
+      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+  }
+  if (s->nc) natsConnection_Close(s->nc);
+  if (s->sub) natsSubscription_Destroy(s->sub);
+  if (s->js) jsCtx_Destroy(s->js);
+  if (s->nc) natsConnection_Destroy(s->nc);
+  for (size_t i = 0; i < s->qlen; i++) natsMsg_Destroy(s->q[i].m);
+  free(s->q);
+  if (s->rep) s->rep->ops->close(s->rep);
+  free(s->ops.p);
+  free(s->dig);
+  touched_clear(&s->t_inbox);
+  touched_clear(&s->t_dev);
+  tern__u64map_free(&s->t_inbox.idx);
+  tern__u64map_free(&s->t_dev.idx);
+  free(s->t_inbox.name);
+  free(s->t_dev.name);
+  tern__wake_close(&s->wake);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}
+
+/* Splits "servers?k=v&k=v": the servers into s->url (and their count),
+ * the parameters into s. Returns 0 or TERN_EINVAL (why in err). */
+static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char *err, size_t errcap) {
+  const char *q = strchr(url, '?');
+  size_t n = q ? (size_t)(q - url) : strlen(url);
+  if (n == 0 || n >= sizeof(s->url)) {
+    snprintf(err, errcap, "cluster url too long or empty");
+    return TERN_EINVAL;
+  }
+  memcpy(s->url, url, n);
+  s->url[n] = 0;
+  *nservers = 1;
+  for (const char *p = s->url; *p; p++)
+    if (*p == ',') ++*nservers;
+  for (const char *p = s->url; p;) {
+    if (strncmp(p, "nats://", 7) != 0) {
+      snprintf(err, errcap, "cluster url: each server is nats://host:port (got \"%s\")", p);
+      return TERN_EINVAL;
+    }
+    p = strchr(p, ',');
+    if (p) p++;
+  }
+  snprintf(s->stream, sizeof(s->stream), "TERN");
+  *replicas = *nservers >= 3 ? 3 : 1;
+  for (const char *p = q ? q + 1 : NULL; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t len = amp ? (size_t)(amp - p) : strlen(p);
+    char kv[96];
+    if (len >= sizeof(kv)) len = sizeof(kv) - 1;
+    memcpy(kv, p, len);
+    kv[len] = 0;
+    char *eq = strchr(kv, '=');
+    if (!eq) {
+      snprintf(err, errcap, "cluster url: \"%s\" is not key=value", kv);
+      return TERN_EINVAL;
+    }
+    *eq++ = 0;
+    if (!strcmp(kv, "stream")) {
+      size_t k = strlen(eq);
+      if (k == 0 || k >= sizeof(s->stream) || strspn(eq, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != k) {
+        snprintf(err, errcap, "cluster url: stream \"%s\": letters, digits, _ and - only, 1-63", eq);
+        return TERN_EINVAL;
+      }
+      snprintf(s->stream, sizeof(s->stream), "%s", eq);
+    } else if (!strcmp(kv, "replicas")) {
+      char *end;
+      long r = strtol(eq, &end, 10);
+      if (*end || r < 1 || r > 5) {
+        snprintf(err, errcap, "cluster url: replicas is 1 to 5 (got \"%s\")", eq);
+        return TERN_EINVAL;
+      }
+      *replicas = (int)r;
+    } else {
+      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas)", kv);
+      return TERN_EINVAL;
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  snprintf(s->subject, sizeof(s->subject), "tern.log.%s", s->stream);
+  return 0;
+}
+
+static int connect_cluster(ns *s, int nservers, char *err, size_t errcap) {
+  natsOptions *o = NULL;
+  const char **servers = calloc((size_t)nservers, sizeof(*servers));
+  char *copy = strdup(s->url);
+  int rc = TERN_ESTORE;
+  if (!servers || !copy) {
+    rc = TERN_ENOMEM;
+    goto out;
+  }
+  int k = 0;
+  for (char *p = strtok(copy, ","); p && k < nservers; p = strtok(NULL, ",")) servers[k++] = p;
+  if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetServers(o, servers, k) != NATS_OK ||
+      natsOptions_SetName(o, "ternd") != NATS_OK ||
+      natsOptions_SetTimeout(o, s->timeout_ms) != NATS_OK ||
+      natsOptions_SetMaxReconnect(o, -1) != NATS_OK ||
+      natsOptions_SetReconnectWait(o, 250) != NATS_OK ||
+      natsOptions_SetDisconnectedCB(o, on_disconnected, s) != NATS_OK ||
+      natsOptions_SetReconnectedCB(o, on_reconnected, s) != NATS_OK) {
+    snprintf(err, errcap, "cannot set up the NATS client");
+    goto out;
+  }
+  natsStatus st = natsConnection_Connect(&s->nc, o);
+  if (st != NATS_OK) {
+    snprintf(err, errcap, "cannot reach the NATS cluster at %s: %s", s->url, natsStatus_GetText(st));
+    s->nc = NULL;
+    goto out;
+  }
+  atomic_store(&s->connected, 1);
+  s->said_connected = 1;
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = s->timeout_ms;
+  if (natsConnection_JetStream(&s->js, s->nc, &jo) != NATS_OK) {
+    snprintf(err, errcap, "cannot open a JetStream context on %s", s->url);
+    goto out;
+  }
+  rc = 0;
+out:
+  natsOptions_Destroy(o);
+  free(servers);
+  free(copy);
+  return rc;
+}
+
+/* Finds the stream, or creates it. *last receives its last sequence. */
+static int find_stream(ns *s, int replicas, uint64_t *last, char *err, size_t errcap) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr);
+  if (st != NATS_OK && jerr == JSStreamNotFoundErr) {
+    jsStreamConfig c;
+    jsStreamConfig_Init(&c);
+    const char *subj[1] = {s->subject};
+    c.Name = s->stream;
+    c.Subjects = subj;
+    c.SubjectsLen = 1;
+    c.Storage = js_FileStorage;
+    c.Retention = js_LimitsPolicy;
+    c.Discard = js_DiscardNew; /* full: refuse new entries, never drop old ones */
+    c.Replicas = replicas;
+    c.Duplicates = DEDUP_WINDOW_NS;
+    jerr = 0;
+    st = js_AddStream(&si, s->js, &c, NULL, &jerr);
+    if (st != NATS_OK) {
+      snprintf(err, errcap,
+               "cannot create the JetStream stream %s (R%d) on %s: %s (JetStream error %d)%s",
+               s->stream, replicas, s->url, natsStatus_GetText(st), (int)jerr,
+               jerr == JSInsufficientResourcesErr || replicas > 1
+                   ? "; R3 needs a cluster of three JetStream servers"
+                   : "");
+      return TERN_ESTORE;
+    }
+    tern__logf(s->log, s->log_ctx, 2, "cluster store: created stream %s (R%d, subject %s)", s->stream,
+               replicas, s->subject);
+  }
+  if (st != NATS_OK || !si) {
+    if (st == NATS_NO_RESPONDERS || jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr)
+      snprintf(err, errcap,
+               "JetStream is off on the NATS server at %s (start nats-server with -js, or "
+               "jetstream in its config)",
+               s->url);
+    else
+      snprintf(err, errcap,
+               "the NATS cluster at %s did not answer for stream %s: %s (JetStream error %d); is "
+               "JetStream on, and does the cluster have a quorum?",
+               s->url, s->stream, natsStatus_GetText(st), (int)jerr);
+    return TERN_ESTORE;
+  }
+  *last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  if (*last == 0) {
+    /* The log's first entry, so that every commit can name the position it
+     * expects (JetStream reads an expected sequence of 0 as "none"). Two
+     * relays starting at once write it once: same id. */
+    uint8_t head[ENTRY_HEAD] = {ENTRY_VERSION};
+    natsMsg *m = NULL;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    char id[96];
+    snprintf(id, sizeof id, "%s-first", s->stream);
+    po.MsgId = id;
+    jsPubAck *pa = NULL;
+    st = natsMsg_Create(&m, s->subject, NULL, (const char *)head, sizeof head);
+    if (st == NATS_OK) st = js_PublishMsg(&pa, s->js, m, &po, &jerr);
+    natsMsg_Destroy(m);
+    if (st != NATS_OK || !pa) {
+      snprintf(err, errcap, "cannot write the first entry of stream %s: %s", s->stream,
+               natsStatus_GetText(st));
+      return TERN_ESTORE;
+    }
+    *last = pa->Sequence;
+    jsPubAck_Destroy(pa);
+  }
+  return 0;
+}
+
+int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg, char *err,
+                          size_t errcap) {
+  *out = NULL;
+  if (!cfg || !tern__is_nats_url(cfg->url)) {
+    snprintf(err, errcap, "cluster url must start with nats://");
+    return TERN_EINVAL;
+  }
+  if (sodium_init() < 0) return TERN_ENOMEM;
+  ns *s = calloc(1, sizeof(*s));
+  if (!s) return TERN_ENOMEM;
+  s->base.ops = &nats_ops;
+  s->log = cfg->log;
+  s->log_ctx = cfg->log_ctx;
+  s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 2000;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  s->wake.rfd = s->wake.wfd = -1;
+  tern__u64map_init(&s->t_inbox.idx);
+  tern__u64map_init(&s->t_dev.idx);
+  uint8_t rnd[8];
+  randombytes_buf(rnd, sizeof rnd);
+  snprintf(s->idprefix, sizeof s->idprefix, "r");
+  for (int i = 0; i < 8; i++)
+    snprintf(s->idprefix + 1 + 2 * i, sizeof s->idprefix - 1 - 2 * i, "%02x", rnd[i]);
+  int nservers = 0, replicas = 1, rc;
+  uint64_t last = 0;
+  if ((rc = parse_url(s, cfg->url, &nservers, &replicas, err, errcap)) != 0) goto fail;
+  if (tern__wake_open(&s->wake) != 0) {
+    snprintf(err, errcap, "cannot make a wake-up descriptor: %s", strerror(errno));
+    rc = TERN_ESTORE;
+    goto fail;
+  }
+  tern__rstore_config rc_cfg = {.path = ":memory:", .synchronous = 1};
+  if ((rc = tern__relay_sqlite_open(&s->rep, &rc_cfg, cfg->log, cfg->log_ctx, err, errcap)) != 0)
+    goto fail;
+  if ((rc = connect_cluster(s, nservers, err, errcap)) != 0) goto fail;
+  if ((rc = find_stream(s, replicas, &last, err, errcap)) != 0) goto fail;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  jsErrCode jerr = 0;
+  natsStatus st = js_Subscribe(&s->sub, s->js, s->subject, on_msg, s, NULL, &so, &jerr);
+  if (st != NATS_OK) {
+    snprintf(err, errcap, "cannot read stream %s: %s (JetStream error %d)", s->stream,
+             natsStatus_GetText(st), (int)jerr);
+    s->sub = NULL;
+    rc = TERN_ESTORE;
+    goto fail;
+  }
+  (void)natsSubscription_SetPendingLimits(s->sub, -1, -1);
+  (void)natsSubscription_SetOnCompleteCB(s->sub, on_sub_done, s);
+  uint64_t t0 = mono_ms();
+  uint32_t catchup = cfg->catchup_ms ? cfg->catchup_ms : 120000;
+  if (apply_queued(s, last, t0 + catchup) < 0 || s->pos < last) {
+    snprintf(err, errcap, "read %llu of the %llu entries of the log in %u ms%s%s",
+             (unsigned long long)s->pos, (unsigned long long)last, (unsigned)(mono_ms() - t0),
+             s->broken[0] ? ": " : "", s->broken);
+    rc = TERN_ESTORE;
+    goto fail;
+  }
+  uint64_t msgs = 0;
+  (void)s->rep->ops->count(s->rep, &msgs);
+  (void)s->rep->ops->commit(s->rep, mono_ms());
+  tern__logf(s->log, s->log_ctx, 2,
+             "cluster store: NATS at %s, stream %s, log read to entry %llu in %llu ms (%llu "
+             "messages stored)",
+             s->url, s->stream, (unsigned long long)s->pos, (unsigned long long)(mono_ms() - t0),
+             (unsigned long long)msgs);
+  *out = &s->base;
+  return 0;
+fail:
+  n_close(&s->base);
+  return rc;
+}
+
+void tern__relay_nats_stats(const tern__relay_store *st, tern__nats_stats *out) {
+  const ns *s = CN(st);
+  *out = s->st;
+  out->position = s->pos;
+  out->connected = atomic_load(&s->connected);
+}

@@ -1,0 +1,367 @@
+/*
+ * The cluster store (lib/cluster/relay_nats.c) with several relays on one
+ * log, on real nats-server processes this test starts and stops itself:
+ * what one relay stores another serves and is woken for, writes that race
+ * are ordered by the log (and refused when their answers would change),
+ * a new relay reads the whole log, and a cluster that is off, gone or
+ * without JetStream is a clear error, never a loss. The single relay's
+ * rules run on this store in relay_store_test (cluster_store_test.sh).
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef TERN_HAVE_CLUSTER
+Test(cluster, not_built) { cr_skip_test("libtern was built without the cluster store (TERN_CLUSTER)"); }
+#else
+#include "cluster/relay_nats.h"
+#include "store/relay_store.h"
+
+static const uint8_t DEV_A[32] = {0xaa}, DEV_B[32] = {0xbb};
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t l = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &l);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static int port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* A nats-server on 127.0.0.1:port with its store in dir (JetStream on if
+ * js), ready to take connections. */
+static pid_t nats_start(int port, const char *dir, int js) {
+  if (system("command -v nats-server >/dev/null 2>&1") != 0)
+    cr_skip_test("nats-server is not installed (scripts/setup.sh installs it)");
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    if (js) execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", p, "-js", "-sd", dir, (char *)NULL);
+    else execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", p, (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 100 && !port_open(port); i++) sleep_ms(50);
+  cr_assert(port_open(port), "nats-server did not start on port %d", port);
+  return pid;
+}
+
+static void nats_kill(pid_t pid) {
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+}
+
+typedef struct server {
+  pid_t pid;
+  int port;
+  char dir[64];
+  char url[128];
+} server;
+
+static void server_up(server *sv) {
+  sv->port = free_port();
+  snprintf(sv->dir, sizeof sv->dir, "/tmp/tern-nats-XXXXXX");
+  cr_assert(mkdtemp(sv->dir));
+  snprintf(sv->url, sizeof sv->url, "nats://127.0.0.1:%d", sv->port);
+  sv->pid = nats_start(sv->port, sv->dir, 1);
+}
+
+static void server_down(server *sv) {
+  nats_kill(sv->pid);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", sv->dir);
+  (void)system(cmd);
+}
+
+static tern__relay_store *relay(const server *sv) {
+  tern__relay_store *s = NULL;
+  char err[512];
+  tern__nats_config c = {.url = sv->url, .timeout_ms = 1000};
+  cr_assert_eq(tern__relay_nats_open(&s, &c, err, sizeof err), 0, "%s", err);
+  return s;
+}
+
+static tern__rs_put msg(const char *from, const uint8_t *dev, const char *to, uint64_t cmid,
+                        const char *body) {
+  tern__rs_put p = {.to = to, .from = from, .sender_dev = dev, .cmid = cmid, .ts = 1000,
+                    .body = (const uint8_t *)body, .body_len = strlen(body)};
+  return p;
+}
+
+typedef struct woken {
+  int inboxes, devices;
+  char inbox[8][16];
+  uint8_t dev[8][32];
+} woken;
+
+static void on_inbox(void *ctx, const char *user) {
+  woken *w = ctx;
+  if (w->inboxes < 8) snprintf(w->inbox[w->inboxes], 16, "%s", user);
+  w->inboxes++;
+}
+static void on_device(void *ctx, const uint8_t dev[32]) {
+  woken *w = ctx;
+  if (w->devices < 8) memcpy(w->dev[w->devices], dev, 32);
+  w->devices++;
+}
+
+/* remote_take until something arrives (bounded: 5 s). */
+static woken take(tern__relay_store *s) {
+  woken w = {0};
+  for (int i = 0; i < 500; i++) {
+    int n = s->ops->remote_take(s, on_inbox, on_device, &w);
+    cr_assert(n >= 0);
+    if (n > 0) break;
+    sleep_ms(10);
+  }
+  return w;
+}
+
+static int see_body(void *ctx, const tern__rmsg *m) {
+  snprintf(ctx, 16, "%llu:%.*s", (unsigned long long)m->seq, (int)m->body_len, (const char *)m->body);
+  return 0;
+}
+
+static int count_notice(void *ctx, int kind, uint64_t cmid, int64_t code) {
+  (void)kind, (void)cmid, (void)code;
+  (*(int *)ctx)++;
+  return 0;
+}
+
+static void stats(tern__relay_store *s, tern__nats_stats *st) { tern__relay_nats_stats(s, st); }
+
+/* What relay A stores, relay B serves: B is told which inbox got it, its
+ * reader's acknowledgement on B tells A's sender (a receipt notice for
+ * A's device, named to A's wake), and a resend through B is a duplicate. */
+Test(cluster, one_relay_stores_another_serves) {
+  server sv;
+  server_up(&sv);
+  tern__relay_store *a = relay(&sv), *b = relay(&sv);
+  uint64_t cur;
+  cr_assert_eq(b->ops->device(b, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+  tern__rs_put p = msg("alice", DEV_A, "bob", 7, "hi");
+  cr_assert_eq(a->ops->put(a, &p, 1), 0);
+  cr_assert_eq(p.result, TERN__RS_STORED);
+  cr_assert_eq(p.seq, 1);
+  cr_assert_eq(a->ops->commit(a, 0), 0);
+
+  woken w = take(b);
+  cr_assert_eq(w.inboxes, 1, "B is told bob's inbox grew");
+  cr_assert_str_eq(w.inbox[0], "bob");
+  char got[16] = "";
+  cr_assert_eq(b->ops->due(b, "bob", 0, 10, see_body, got), 1);
+  cr_assert_str_eq(got, "1:hi");
+  uint64_t reached = 0;
+  cr_assert_eq(b->ops->acked(b, "bob", DEV_B, 1, NULL, 0, &reached, NULL, NULL), 0);
+  cr_assert_eq(b->ops->notice_put(b, DEV_A, TERN__NOTICE_RECEIPT, 7, 0), 0);
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+
+  w = take(a);
+  cr_assert_eq(w.devices, 1, "A is told alice's device has a notice");
+  cr_assert_eq(memcmp(w.dev[0], DEV_A, 32), 0);
+  int notices = 0;
+  cr_assert(a->ops->notice_list(a, DEV_A, count_notice, &notices) >= 0);
+  cr_assert_eq(notices, 1, "B's notice is on A's replica");
+  uint64_t n = 99;
+  cr_assert_eq(a->ops->count(a, &n), 0);
+  cr_assert_eq(n, 0, "delivered to bob's only device: deleted on A's replica too");
+
+  tern__rs_put again = msg("alice", DEV_A, "bob", 7, "hi");
+  cr_assert_eq(b->ops->put(b, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "the dedup is the cluster's, not A's");
+  cr_assert_eq(again.seq, 1);
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+
+  tern__nats_stats sa, sb;
+  stats(a, &sa);
+  stats(b, &sb);
+  cr_assert_eq(sa.diverged + sb.diverged, 0);
+  cr_assert_eq(sa.position, sb.position - 1, "A has not yet applied B's last entry");
+  a->ops->close(a);
+  b->ops->close(b);
+  server_down(&sv);
+}
+
+/* Two relays write at once. Writes to different inboxes both land (the
+ * second is run again on top of the first, with the same answers); two
+ * messages for one inbox cannot both be seq 1: the second commit fails
+ * (BUSY for its sender) and its retry is seq 2. */
+Test(cluster, racing_rounds_are_ordered_by_the_log) {
+  server sv;
+  server_up(&sv);
+  tern__relay_store *a = relay(&sv), *b = relay(&sv);
+  tern__rs_put pa = msg("alice", DEV_A, "bob", 1, "a1");
+  tern__rs_put pb = msg("bob", DEV_B, "carol", 1, "b1");
+  cr_assert_eq(a->ops->put(a, &pa, 1), 0);
+  cr_assert_eq(b->ops->put(b, &pb, 1), 0);
+  cr_assert_eq(a->ops->commit(a, 0), 0);
+  cr_assert_eq(b->ops->commit(b, 0), 0, "%s", b->ops->errmsg(b));
+  tern__nats_stats st;
+  stats(b, &st);
+  cr_assert_eq(st.conflicts, 1, "B's publish met A's entry");
+  cr_assert_eq(st.rerun_failed, 0);
+
+  tern__rs_put p1 = msg("alice", DEV_A, "dave", 2, "x");
+  tern__rs_put p2 = msg("bob", DEV_B, "dave", 2, "y");
+  cr_assert_eq(a->ops->put(a, &p1, 1), 0);
+  cr_assert_eq(b->ops->put(b, &p2, 1), 0);
+  cr_assert_eq(p1.seq, 1);
+  cr_assert_eq(p2.seq, 1, "each relay's own view");
+  cr_assert_eq(a->ops->commit(a, 0), 0);
+  cr_assert_eq(b->ops->commit(b, 0), TERN_ESTORE);
+  cr_assert(strstr(b->ops->errmsg(b), "changed this round's answers"), "%s", b->ops->errmsg(b));
+  b->ops->rollback(b, 0);
+  stats(b, &st);
+  cr_assert_eq(st.rerun_failed, 1);
+  cr_assert_eq(b->ops->put(b, &p2, 1), 0);
+  cr_assert_eq(p2.result, TERN__RS_STORED);
+  cr_assert_eq(p2.seq, 2, "after A's: seqs stay gap-free and unique");
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+
+  (void)take(a);
+  char got[16] = "";
+  cr_assert_eq(a->ops->due(a, "dave", 1, 10, see_body, got), 1);
+  cr_assert_str_eq(got, "2:y");
+  a->ops->commit(a, 0);
+  tern__nats_stats sa;
+  stats(a, &sa);
+  stats(b, &st);
+  cr_assert_eq(sa.diverged + st.diverged, 0);
+  a->ops->close(a);
+  b->ops->close(b);
+  server_down(&sv);
+}
+
+/* A relay started later (or restarted) reads the whole log: it has every
+ * message, cursor and dedup record the others wrote. */
+Test(cluster, a_new_relay_reads_the_whole_log) {
+  server sv;
+  server_up(&sv);
+  tern__relay_store *a = relay(&sv);
+  for (uint64_t i = 1; i <= 50; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
+    p.prev_cmid = i - 1;
+    cr_assert_eq(a->ops->put(a, &p, 1), 0);
+    cr_assert_eq(p.result, TERN__RS_STORED);
+    if (i % 10 == 0) cr_assert_eq(a->ops->commit(a, 0), 0);
+  }
+  uint64_t cur;
+  cr_assert_eq(a->ops->device(a, "bob", DEV_B, &cur), 0);
+  uint64_t reached;
+  cr_assert_eq(a->ops->acked(a, "bob", DEV_B, 20, NULL, 0, &reached, NULL, NULL), 0);
+  cr_assert_eq(a->ops->commit(a, 0), 0);
+  a->ops->close(a);
+
+  tern__relay_store *c = relay(&sv);
+  uint64_t n = 0;
+  cr_assert_eq(c->ops->count(c, &n), 0);
+  cr_assert_eq(n, 30, "50 stored, 20 delivered to bob's only device");
+  cr_assert_eq(c->ops->device(c, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(cur, 20);
+  tern__rs_put again = msg("alice", DEV_A, "bob", 33, "m");
+  again.prev_cmid = 32;
+  cr_assert_eq(c->ops->put(c, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER);
+  cr_assert_eq(again.seq, 33);
+  cr_assert_eq(c->ops->commit(c, 0), 0);
+  tern__nats_stats st;
+  stats(c, &st);
+  cr_assert_eq(st.diverged, 0);
+  c->ops->close(c);
+  server_down(&sv);
+}
+
+/* Losing the cluster while running: no new messages (room FULL: BUSY for
+ * the senders, who keep them), a commit fails with the reason; the
+ * server's return (same store) brings everything back. */
+Test(cluster, losing_the_cluster_is_busy_not_loss) {
+  server sv;
+  server_up(&sv);
+  tern__relay_store *a = relay(&sv);
+  tern__rs_put p = msg("alice", DEV_A, "bob", 1, "kept");
+  cr_assert_eq(a->ops->put(a, &p, 1), 0);
+  cr_assert_eq(a->ops->commit(a, 0), 0);
+
+  kill(sv.pid, SIGKILL);
+  waitpid(sv.pid, NULL, 0);
+  for (int i = 0; i < 300 && a->ops->room(a, 10) != TERN__RS_FULL; i++) sleep_ms(10);
+  cr_assert_eq(a->ops->room(a, 10), TERN__RS_FULL, "no new messages without the cluster");
+  tern__rs_put q = msg("alice", DEV_A, "bob", 2, "lost?");
+  q.prev_cmid = 1;
+  cr_assert_eq(a->ops->put(a, &q, 1), 0);
+  cr_assert_eq(a->ops->commit(a, 0), TERN_ESTORE);
+  cr_assert(strstr(a->ops->errmsg(a), "NATS"), "%s", a->ops->errmsg(a));
+  a->ops->rollback(a, 0);
+
+  sv.pid = nats_start(sv.port, sv.dir, 1);
+  for (int i = 0; i < 500 && a->ops->room(a, 10) != TERN__RS_ROOM; i++) sleep_ms(10);
+  cr_assert_eq(a->ops->room(a, 10), TERN__RS_ROOM, "back when the cluster is");
+  int ok = -1;
+  for (int i = 0; i < 50 && ok != 0; i++) { /* JetStream may need a moment after the restart */
+    cr_assert_eq(a->ops->put(a, &q, 1), 0);
+    ok = a->ops->commit(a, 0);
+    if (ok != 0) {
+      a->ops->rollback(a, 0);
+      sleep_ms(100);
+    }
+  }
+  cr_assert_eq(ok, 0, "%s", a->ops->errmsg(a));
+  cr_assert_eq(q.seq, 2);
+  a->ops->close(a);
+  tern__relay_store *c = relay(&sv);
+  uint64_t n = 0;
+  c->ops->count(c, &n);
+  cr_assert_eq(n, 2, "both messages survived the server's SIGKILL");
+  c->ops->close(c);
+  server_down(&sv);
+}
+
+/* A relay refuses to start, saying why, when the cluster cannot serve. */
+Test(cluster, refuses_to_start_without_a_cluster) {
+  char err[512];
+  tern__relay_store *s = NULL;
+  char url[64];
+  snprintf(url, sizeof url, "nats://127.0.0.1:%d", free_port());
+  tern__nats_config c = {.url = url, .timeout_ms = 500};
+  cr_assert_eq(tern__relay_nats_open(&s, &c, err, sizeof err), TERN_ESTORE);
+  cr_assert(strstr(err, "cannot reach the NATS cluster"), "%s", err);
+
+  int port = free_port();
+  pid_t pid = nats_start(port, "/tmp", 0);
+  snprintf(url, sizeof url, "nats://127.0.0.1:%d", port);
+  cr_assert_eq(tern__relay_nats_open(&s, &c, err, sizeof err), TERN_ESTORE);
+  nats_kill(pid);
+  cr_assert(strstr(err, "JetStream is off"), "%s", err);
+
+  tern__nats_config bad = {.url = "nats://127.0.0.1:4222?colour=blue"};
+  cr_assert_eq(tern__relay_nats_open(&s, &bad, err, sizeof err), TERN_EINVAL);
+  cr_assert(strstr(err, "unknown parameter"), "%s", err);
+}
+#endif
