@@ -5,12 +5,12 @@
  *
  * Inside. Every store call that writes is encoded (op code, inputs) into
  * the round's entry, then run on the replica by exec_op(), the one path
- * that also replays it: when the round is run again after a conflict, and
- * when another relay's entry is applied. exec_op() hashes each call's
- * answers (return value, outputs, callback arguments) into a digest of its
- * own; a rerun must give the same digests, and an entry carries the hash
- * of its digests so that every relay checks it applies it as its writer
- * did. Calls may nest (the relay core stores a receipt from inside acked's
+ * that also replays it from the log (another relay's entry, or our own
+ * when others came before it). exec_op() hashes each call's answers
+ * (return value, outputs, callback arguments) into a digest of its own;
+ * an entry carries the hash of its calls' digests, and a replica applies
+ * it only if its own run gives the same (apply_entry()).
+ * Calls may nest (the relay core stores a receipt from inside acked's
  * callback): each has its own digest slot, taken in call order, and
  * exec_op() decodes its inputs before it runs, as a nested call may grow
  * the entry's buffer.
@@ -39,7 +39,6 @@
 /* JetStream's dedup window for our message ids: a commit retries its
  * publish (same id) within 2 timeouts; two minutes is far above that. */
 #define DEDUP_WINDOW_NS (120ll * 1000 * 1000 * 1000)
-#define MAX_CONFLICTS 8
 
 enum {
   OP_PUT = 1,
@@ -198,6 +197,8 @@ typedef struct ns {
   char idprefix[24];
   uint32_t timeout_ms;
   uint64_t pos; /* the last log sequence the replica holds */
+  uint64_t own_seq; /* our entry, being applied after others' (0: none) */
+  int own_ok;       /* its verdict: 1 applied, 0 refused, -1 not yet */
   /* The round. */
   int in_round;
   buf ops; /* ENTRY_HEAD bytes, then the calls */
@@ -214,8 +215,11 @@ typedef struct ns {
   int sub_done;    /* the subscription will call nothing more */
   tern__wake wake;
   atomic_int connected;
-  atomic_int changes; /* connection events not yet logged */
-  int said_connected;
+  atomic_uint drops, returns; /* connections lost, and got back */
+  unsigned said_drops, said_returns;
+  /* After a failed publish, commits fail at once until pause_until (the
+   * relay's loop must not wait on a cluster that is electing a leader). */
+  uint64_t pause_until, pause_ms;
   /* What other relays' entries touched, for remote_take. */
   touched t_inbox, t_dev;
   tern__nats_stats st;
@@ -525,8 +529,11 @@ static void set_broken(ns *s, const char *why) {
   }
 }
 
-/* Applies one entry of the log (another relay's, or one of ours whose
- * acknowledgement was lost) to the replica, in its round. */
+/* Applies one entry of the log to the replica, in a round of its own, if
+ * its calls answer here as they did for the relay that wrote it (the
+ * hash of their digests in its head): 1 applied, 0 refused (undone: every
+ * replica refuses it, as every one meets it in the same state), or
+ * TERN_ESTORE. */
 static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
   rd r = {data, len, 0};
   uint8_t ver = r_u8(&r);
@@ -540,7 +547,7 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
     set_broken(s, why);
     return TERN_ESTORE;
   }
-  if (r.left == 0) return 0; /* the log's first entry: no calls */
+  if (r.left == 0) return 1; /* the log's first entry: no calls */
   dg all;
   dg_init(&all);
   while (r.left) {
@@ -567,19 +574,23 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
   uint8_t got[16];
   dg_final(&all, got);
   if (memcmp(got, want, 16) != 0) {
-    s->st.diverged++;
-    tern__logf(s->log, s->log_ctx, 0,
-               "cluster store: log entry %llu gave other answers here than where it was written "
-               "(the replicas disagree)",
-               (unsigned long long)seq);
+    s->rep->ops->rollback(s->rep, mono_ms());
+    s->st.refused++;
+    return 0;
   }
-  return 0;
+  if (s->rep->ops->commit(s->rep, mono_ms()) < 0) {
+    char why[400];
+    snprintf(why, sizeof why, "the replica failed to commit: %s", s->rep->ops->errmsg(s->rep));
+    set_broken(s, why);
+    return TERN_ESTORE;
+  }
+  return 1;
 }
 
 /* Takes what the NATS thread queued and applies it (outside a round),
  * waiting until the log position reaches `upto` or `deadline_ms` passes
- * (upto 0: no wait). Returns how many entries it applied, or
- * TERN_ESTORE. */
+ * (upto 0: no wait). The verdict on entry s->own_seq (ours) goes to
+ * s->own_ok. Returns how many entries it took, or TERN_ESTORE. */
 static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
   int applied = 0;
   for (;;) {
@@ -602,20 +613,18 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     s->qlen = s->qcap = 0;
     pthread_mutex_unlock(&s->mu);
     int rc = 0;
-    size_t i = 0;
-    int any = 0;
-    for (; i < n && rc == 0; i++) {
+    for (size_t i = 0; i < n && rc >= 0; i++) {
       if (q[i].seq <= s->pos) continue; /* ours, or seen before a consumer reset */
       if (q[i].seq != s->pos + 1)
         tern__logf(s->log, s->log_ctx, 1, "cluster store: the log skips from %llu to %llu",
                    (unsigned long long)s->pos, (unsigned long long)q[i].seq);
       rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(q[i].m),
                        (size_t)natsMsg_GetDataLength(q[i].m), q[i].seq);
-      if (rc == 0) {
+      if (rc >= 0) {
+        if (q[i].seq == s->own_seq) s->own_ok = rc;
+        else s->st.applied++;
         s->pos = q[i].seq;
-        s->st.applied++;
         applied++;
-        any = 1;
       }
     }
     for (size_t k = 0; k < n; k++) natsMsg_Destroy(q[k].m);
@@ -624,43 +633,58 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
       s->rep->ops->rollback(s->rep, mono_ms());
       return rc;
     }
-    if (any && s->rep->ops->commit(s->rep, mono_ms()) < 0) {
-      char why[400];
-      snprintf(why, sizeof why, "the replica failed to commit: %s", s->rep->ops->errmsg(s->rep));
-      set_broken(s, why);
-      s->rep->ops->rollback(s->rep, mono_ms());
-      return TERN_ESTORE;
-    }
     if (!upto || s->pos >= upto || mono_ms() >= deadline_ms) break;
   }
   s->st.position = s->pos;
   return applied;
 }
 
-/* The log's last sequence, asked of the cluster; 0 on failure. */
-static uint64_t log_last(ns *s) {
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  if (js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr) != NATS_OK || !si) return 0;
-  uint64_t last = si->State.LastSeq;
-  jsStreamInfo_Destroy(si);
-  return last;
+/* Brings the replica to log sequence `upto`: from what the subscription
+ * delivers, and when it lags (its consumer is being recreated after a
+ * server was lost), by asking the stream for each missing entry. Returns
+ * 0 or a negative code. */
+static int catch_up(ns *s, uint64_t upto) {
+  if (apply_queued(s, upto, mono_ms() + 20) < 0) return TERN_ESTORE;
+  while (s->pos < upto) {
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    uint64_t want = s->pos + 1;
+    natsStatus st = js_GetMsg(&m, s->js, s->stream, want, NULL, &jerr);
+    if (st != NATS_OK || !m) {
+      fail(s, "cluster store: reading log entry %llu failed: %s (JetStream error %d)",
+           (unsigned long long)want, natsStatus_GetText(st), (int)jerr);
+      return TERN_ESTORE;
+    }
+    int rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), want);
+    natsMsg_Destroy(m);
+    if (rc < 0) return rc;
+    if (want == s->own_seq) s->own_ok = rc;
+    else s->st.applied++;
+    s->pos = want;
+    s->st.fetched++;
+    /* What the subscription delivered meanwhile is taken from the queue. */
+    if (apply_queued(s, 0, 0) < 0) return TERN_ESTORE;
+  }
+  s->st.position = s->pos;
+  return 0;
 }
 
 /* ---- rounds ------------------------------------------------------------------ */
 
 static void report_state(ns *s) {
-  if (!atomic_exchange(&s->changes, 0)) return;
-  int c = atomic_load(&s->connected);
-  if (c == s->said_connected) return;
-  s->said_connected = c;
-  if (c)
+  unsigned d = atomic_load(&s->drops), r = atomic_load(&s->returns);
+  if (d != s->said_drops) {
+    tern__logf(s->log, s->log_ctx, 0,
+               "cluster store: lost the NATS connection (%u time(s) so far); new messages are "
+               "refused (BUSY, the clients keep them) until it is back",
+               d);
+    s->said_drops = d;
+  }
+  if (r != s->said_returns) {
     tern__logf(s->log, s->log_ctx, 2, "cluster store: connected to NATS again (log at %llu)",
                (unsigned long long)s->pos);
-  else
-    tern__logf(s->log, s->log_ctx, 0,
-               "cluster store: lost the NATS connection; new messages are refused (BUSY, the "
-               "clients keep them) until it is back");
+    s->said_returns = r;
+  }
 }
 
 /* Opens our round if none is open: first applies what has arrived, so the
@@ -712,28 +736,8 @@ static int rec_run(ns *s, size_t off, size_t slot, xctx *x) {
   return rc;
 }
 
-/* Runs the round's calls again on the replica (after other entries were
- * applied below them): 1 if every call answered as it did the first time,
- * 0 if not. */
-static int rerun(ns *s) {
-  rd r = {s->ops.p + ENTRY_HEAD, s->ops.len - ENTRY_HEAD, 0};
-  size_t i = 0;
-  while (r.left && !r.bad) {
-    xctx x = {0};
-    dg_init(&x.d);
-    int rc = exec_op(s, &r, &x);
-    if (rc == TERN_ESTORE || rc == TERN_ENOMEM) return 0;
-    uint8_t one[16];
-    dg_final(&x.d, one);
-    if (i >= s->ndig || memcmp(one, s->dig[i], 16) != 0) return 0;
-    i++;
-  }
-  return !r.bad && i == s->ndig;
-}
-
-/* Publishes the round's entry, expecting the log at s->pos. Returns 0 with
- * *seq, 1 when the log has grown (another relay's entry came first), or
- * TERN_ESTORE. */
+/* Appends the round's entry to the log. Returns 0 with *seq its sequence,
+ * or TERN_ESTORE. */
 static int publish(ns *s, const char *id, uint64_t *seq) {
   natsMsg *m = NULL;
   if (natsMsg_Create(&m, s->subject, NULL, (const char *)s->ops.p, (int)s->ops.len) != NATS_OK)
@@ -741,33 +745,21 @@ static int publish(ns *s, const char *id, uint64_t *seq) {
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = id;
-  po.ExpectLastSeq = s->pos;
   po.MaxWait = s->timeout_ms;
   int rc = TERN_ESTORE;
-  for (int attempt = 0; attempt < 2; attempt++) {
-    jsPubAck *pa = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = js_PublishMsg(&pa, s->js, m, &po, &jerr);
-    if (st == NATS_OK && pa) {
-      *seq = pa->Sequence;
-      jsPubAck_Destroy(pa);
-      rc = 0;
-      break;
-    }
-    if (pa) jsPubAck_Destroy(pa);
-    if (jerr == JSStreamWrongLastSequenceErr) {
-      rc = 1;
-      break;
-    }
-    /* A timeout may hide a publish that was stored: once more with the
-     * same id, which JetStream answers from its dedup window. */
-    if (st == NATS_TIMEOUT && attempt == 0) continue;
+  jsPubAck *pa = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = js_PublishMsg(&pa, s->js, m, &po, &jerr);
+  if (st == NATS_OK && pa) {
+    *seq = pa->Sequence;
+    rc = 0;
+  } else {
     s->st.publish_errors++;
     rc = fail(s, "cluster store: appending to the log failed: %s (JetStream error %d)%s",
               natsStatus_GetText(st), (int)jerr,
               st == NATS_TIMEOUT ? "; the cluster may have lost its quorum" : "");
-    break;
   }
+  if (pa) jsPubAck_Destroy(pa);
   natsMsg_Destroy(m);
   return rc;
 }
@@ -789,6 +781,10 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   }
   if (!atomic_load(&s->connected))
     return fail(s, "cluster store: not connected to NATS; the round is not stored");
+  uint64_t now = mono_ms();
+  if (now < s->pause_until)
+    return fail(s, "cluster store: the cluster failed the last write; trying again in %llu ms",
+                (unsigned long long)(s->pause_until - now));
   /* The entry's head: version, then the hash of the calls' digests. */
   dg all;
   dg_init(&all);
@@ -796,48 +792,47 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   dg_final(&all, s->ops.p + 1);
   char id[48];
   snprintf(id, sizeof id, "%s-%llu", s->idprefix, (unsigned long long)++s->round_id);
-  for (int tries = 0;; tries++) {
-    uint64_t seq = 0;
-    int rc = publish(s, id, &seq);
-    if (rc < 0) return rc;
-    if (rc == 0) {
-      if (seq != s->pos + 1) {
-        /* Only a duplicate answer can name another sequence; the entry is
-         * in the log already, where the replica will meet it. */
-        return fail(s, "cluster store: the log answered sequence %llu for position %llu",
-                    (unsigned long long)seq, (unsigned long long)s->pos);
-      }
-      if (s->rep->ops->commit(s->rep, now_ms) < 0) {
-        char why[400];
-        snprintf(why, sizeof why, "the replica failed to commit a published round: %s",
-                 s->rep->ops->errmsg(s->rep));
-        set_broken(s, why);
-        return fail(s, "cluster store: %s", s->broken);
-      }
-      s->pos = seq;
-      s->st.position = seq;
-      s->st.published++;
-      s->in_round = 0;
-      return 0;
-    }
-    /* Another relay's entry came first: apply it below ours, run ours
-     * again, and publish again if it answers the same. */
-    s->st.conflicts++;
-    if (tries >= MAX_CONFLICTS)
-      return fail(s, "cluster store: the log kept growing under this round (%d tries)", tries + 1);
-    s->rep->ops->rollback(s->rep, now_ms);
-    uint64_t last = log_last(s);
-    if (!last) return fail(s, "cluster store: cannot read the log's position");
-    if (apply_queued(s, last, mono_ms() + s->timeout_ms) < 0)
-      return fail(s, "cluster store: %s", s->broken);
-    if (s->pos < last)
-      return fail(s, "cluster store: the log's entries up to %llu did not arrive in %u ms",
-                  (unsigned long long)last, (unsigned)s->timeout_ms);
-    if (!rerun(s)) {
-      s->st.rerun_failed++;
-      return fail(s, "cluster store: another relay's writes changed this round's answers");
-    }
+  uint64_t seq = 0;
+  if (publish(s, id, &seq) < 0) {
+    /* A publish that timed out may still be in the log; then the replica
+     * meets it there and applies it by the same rule as any entry. */
+    s->pause_ms = s->pause_ms ? (s->pause_ms * 2 < 2000 ? s->pause_ms * 2 : 2000) : 250;
+    s->pause_until = mono_ms() + s->pause_ms;
+    return TERN_ESTORE;
   }
+  s->pause_ms = 0;
+  s->st.published++;
+  if (seq == s->pos + 1) {
+    /* Nothing came between: the replica's state is the log's. */
+    if (s->rep->ops->commit(s->rep, now_ms) < 0) {
+      char why[400];
+      snprintf(why, sizeof why, "the replica failed to commit a published round: %s",
+               s->rep->ops->errmsg(s->rep));
+      set_broken(s, why);
+      return fail(s, "cluster store: %s", s->broken);
+    }
+    s->pos = seq;
+    s->st.position = seq;
+    s->in_round = 0;
+    return 0;
+  }
+  /* Other relays' entries came first: apply them, then ours, which holds
+   * only if its calls answer as they did here (every replica decides the
+   * same). */
+  s->st.reruns++;
+  s->rep->ops->rollback(s->rep, now_ms);
+  s->in_round = 0;
+  s->own_seq = seq;
+  s->own_ok = -1;
+  int rc = catch_up(s, seq);
+  s->own_seq = 0;
+  if (rc < 0) return fail(s, "cluster store: %s", s->broken[0] ? s->broken : s->err);
+  if (s->own_ok < 0)
+    return fail(s, "cluster store: the log's entries up to %llu could not be read",
+                (unsigned long long)seq);
+  if (!s->own_ok) return fail(s, "cluster store: another relay's writes changed this round's answers");
+  s->st.published_after_rerun++;
+  return 0;
 }
 
 static void n_rollback(tern__relay_store *st, uint64_t now_ms) {
@@ -1100,7 +1095,8 @@ static int n_count(tern__relay_store *st, uint64_t *messages) {
 static int n_room(tern__relay_store *st, size_t body_len) {
   ns *s = N(st);
   report_state(s);
-  if (s->broken[0] || !atomic_load(&s->connected)) return body_len ? TERN__RS_FULL : TERN__RS_ROOM;
+  if (s->broken[0] || !atomic_load(&s->connected) || mono_ms() < s->pause_until)
+    return body_len ? TERN__RS_FULL : TERN__RS_ROOM;
   return s->rep->ops->room(s->rep, body_len);
 }
 
@@ -1235,7 +1231,7 @@ static void on_disconnected(natsConnection *nc, void *closure) {
   (void)nc;
   ns *s = closure;
   atomic_store(&s->connected, 0);
-  atomic_store(&s->changes, 1);
+  atomic_fetch_add(&s->drops, 1);
   tern__wake_signal(&s->wake);
 }
 
@@ -1243,7 +1239,7 @@ static void on_reconnected(natsConnection *nc, void *closure) {
   (void)nc;
   ns *s = closure;
   atomic_store(&s->connected, 1);
-  atomic_store(&s->changes, 1);
+  atomic_fetch_add(&s->returns, 1);
   tern__wake_signal(&s->wake);
 }
 
@@ -1368,6 +1364,12 @@ static int connect_cluster(ns *s, int nservers, char *err, size_t errcap) {
       natsOptions_SetTimeout(o, s->timeout_ms) != NATS_OK ||
       natsOptions_SetMaxReconnect(o, -1) != NATS_OK ||
       natsOptions_SetReconnectWait(o, 250) != NATS_OK ||
+      /* The servers in the order given (an operator spreads relays by
+       * listing them differently), and a server that stops answering
+       * (cut off, not closed) is left after two missed pings. */
+      natsOptions_SetNoRandomize(o, true) != NATS_OK ||
+      natsOptions_SetPingInterval(o, s->timeout_ms < 1000 ? 1000 : s->timeout_ms) != NATS_OK ||
+      natsOptions_SetMaxPingsOut(o, 2) != NATS_OK ||
       natsOptions_SetDisconnectedCB(o, on_disconnected, s) != NATS_OK ||
       natsOptions_SetReconnectedCB(o, on_reconnected, s) != NATS_OK) {
     snprintf(err, errcap, "cannot set up the NATS client");
@@ -1380,7 +1382,6 @@ static int connect_cluster(ns *s, int nservers, char *err, size_t errcap) {
     goto out;
   }
   atomic_store(&s->connected, 1);
-  s->said_connected = 1;
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = s->timeout_ms;
@@ -1481,7 +1482,7 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
   s->base.ops = &nats_ops;
   s->log = cfg->log;
   s->log_ctx = cfg->log_ctx;
-  s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 2000;
+  s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 1000;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   s->wake.rfd = s->wake.wfd = -1;

@@ -9,16 +9,20 @@
  * device, notices, groups...), with their inputs. Every relay applies
  * every entry, in the log's order, to a replica it keeps in memory (the
  * SQLite engine on ":memory:", store/relay_sqlite.c), so all replicas
- * hold the same state and the relay core reads its own. A commit is a
- * publish that JetStream accepts only if the log has not grown since the
- * replica's position (expected last sequence); the relay answers nothing
- * before that publish is acknowledged, i.e. replicated. When another
- * relay's entry came first, the relay applies it, runs its round again on
- * top, and publishes again if every call gives the same answers as before
- * (the core already acted on them); if an answer changed, the commit
- * fails and the core answers BUSY (the clients resend). So the single
- * relay's rules (gap-free seqs, dedup, quotas, groups, notices) hold
- * unchanged across relays, with one engine that implements them.
+ * hold the same state and the relay core reads its own. A commit publishes
+ * the entry and waits for JetStream's acknowledgement, i.e. replication,
+ * before the relay answers anything that rests on it. The entry carries
+ * a hash of its calls' answers as the writer saw them; a replica applies
+ * an entry only if its calls give the same answers at its place in the
+ * log, and undoes it otherwise. Every replica meets it in the same state,
+ * so all decide alike. When no entry came between the writer's view and
+ * its entry, the answers hold by construction; when others did (another
+ * relay wrote at the same time), the writer applies them and then its
+ * own by that rule: to different inboxes, the answers hold; for the same
+ * one, the entry is refused everywhere, the commit fails and the core
+ * answers BUSY (the clients resend). So the single relay's rules
+ * (gap-free seqs, dedup, quotas, groups, notices) hold across relays,
+ * with one engine that implements them.
  *
  * Other relays' entries arrive in the background (a NATS thread queues
  * them); remote_fd() turns readable, and remote_take() applies them and
@@ -40,14 +44,19 @@
 
 typedef struct tern__nats_config {
   /* "nats://host:port[,nats://host:port...][?stream=NAME&replicas=N]":
-   * the cluster's servers (any of them; the client finds the rest), the
+   * the cluster's servers (tried in this order; a lost connection moves
+   * to the next, and one that stops answering is left after two missed
+   * pings of max(timeout_ms, 1 s)), the
    * stream to use (default TERN; created if missing) and its replicas
    * when created (default: 3 when three or more servers are named, else
    * 1). Not kept after open. */
   const char *url;
   /* How long a publish or a request to the cluster may take before it
-   * counts as failed, in ms (0: 2000). The relay's loop waits that long
-   * at most when the cluster stops answering. */
+   * counts as failed, in ms (0: 1000). The relay's loop waits that long
+   * at most when the cluster stops answering; after a failure, commits
+   * fail at once (BUSY) for 250 ms, doubling to 2 s while they go on
+   * failing, so that the loop keeps serving its sessions while the
+   * cluster elects a leader. */
   uint32_t timeout_ms;
   /* How long open() may take to read the log into the replica, in ms (0:
    * 120000). */
@@ -67,12 +76,14 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
 typedef struct tern__nats_stats {
   uint64_t position;     /* the log sequence the replica has applied */
   uint64_t published;    /* entries this relay appended */
-  uint64_t applied;      /* other relays' entries applied */
-  uint64_t conflicts;    /* publishes refused because the log had grown */
-  uint64_t rerun_failed; /* rounds whose answers changed when run again: BUSY */
-  uint64_t diverged;     /* entries whose answers here differ from the writer's:
-                            must stay 0 (the replicas would disagree) */
+  uint64_t applied;      /* other relays' entries met in the log (applied or
+                            refused) */
+  uint64_t reruns;       /* own entries that others' came before: run again */
+  uint64_t published_after_rerun; /* ... and that held */
+  uint64_t refused;      /* entries (anyone's) refused because their answers
+                            changed: the same on every replica */
   uint64_t publish_errors; /* publishes that failed (timeout, no cluster) */
+  uint64_t fetched;      /* entries read one by one: the subscription lagged */
   int connected;         /* 1 while connected to a NATS server */
 } tern__nats_stats;
 void tern__relay_nats_stats(const tern__relay_store *s, tern__nats_stats *out);

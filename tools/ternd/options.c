@@ -505,7 +505,11 @@ int ternd_opts_parse(ternd_opts *o, int argc, char **argv) {
       return TERND_EXIT_OK;
     }
     if (c == OPT_VERSION) {
+#ifdef TERN_HAVE_CLUSTER
+      printf("ternd %s (libtern %s, cluster store)\n", TERN_VERSION_STRING, tern_version());
+#else
       printf("ternd %s (libtern %s)\n", TERN_VERSION_STRING, tern_version());
+#endif
       return TERND_EXIT_OK;
     }
     if (c == OPT_CONFIG) {

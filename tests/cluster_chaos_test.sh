@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The cluster's chaos test (issue 16): three NATS JetStream nodes (one R3
+# stream) and three ternd relays on it, with tern-load's senders on one
+# relay and their receivers on another, while
+#   - a relay is SIGKILLed mid-load (its clients reconnect to another relay
+#     from their endpoint lists) and started again (it reads the log),
+#   - a NATS node is SIGKILLed and started again on its store,
+#   - a NATS node is cut off from the others (nftables drops everything in
+#     its namespace) and then let back in.
+# It passes when tern-load reports, after its drain, every message sent
+# delivered (lost 0), none twice (dups 0), each pair's in order
+# (reordered 0), the clients of the killed relay reconnected, and the
+# relays whose NATS server was killed or cut off noticed it.
+#
+# Each NATS node runs in a network namespace of its own (10.99.0.N on a
+# bridge in a hub namespace, where the relays and tern-load run on
+# loopback), so that a partition is one node's network going away. The
+# test creates the namespaces and removes them. Root only; about 60 s.
+# Usage: cluster_chaos_test.sh BUILD_DIR
+set -euo pipefail
+build=$(cd "$1" && pwd)
+load="$build/bench/tern-load"
+bin="$build/tools"
+skip() {
+  if [ "${CI:-}" = "true" ]; then echo "FAIL (CI must run this): $*"; exit 1; fi
+  echo "SKIP: $*"; exit 77
+}
+[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
+[ -x "$load" ] || skip "$load is not built (tern-load needs Linux and TERN_POLLER=epoll)"
+command -v nats-server >/dev/null || skip "nats-server is not installed (scripts/setup.sh installs it)"
+command -v nft >/dev/null || skip "nft is not installed (scripts/setup.sh installs nftables)"
+"$bin/ternd/ternd" --version | grep -q "cluster store" || skip "ternd was built without the cluster store"
+
+tag=tcc$$
+hub=$tag-hub
+tmp=$(mktemp -d /tmp/tern-cchaos-XXXXXX)
+declare -A nats_pid relay_pid
+load_pid=
+cleanup() {
+  [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
+  for p in "${relay_pid[@]}" "${nats_pid[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for n in 1 2 3; do ip netns del "$tag-n$n" 2>/dev/null || true; done
+  ip netns del "$hub" 2>/dev/null || true
+  if [ -n "${TERN_KEEP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  for f in "$tmp"/relay*.log; do echo "--- $(basename "$f") (last 15 lines)"; tail -15 "$f"; done
+  for f in "$tmp"/nats*.log; do echo "--- $(basename "$f") (last 5 lines)"; tail -5 "$f"; done
+  echo "--- tern-load"; tail -20 "$tmp/load.err" 2>/dev/null
+  exit 1
+}
+
+# The network: a bridge in the hub namespace, one veth to each node's.
+ip netns add "$hub"
+ip -n "$hub" link set lo up
+ip -n "$hub" link add br0 type bridge
+ip -n "$hub" addr add 10.99.0.100/24 dev br0
+ip -n "$hub" link set br0 up
+for n in 1 2 3; do
+  ns=$tag-n$n
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip link add "v$n" netns "$ns" type veth peer name "h$n" netns "$hub"
+  ip -n "$hub" link set "h$n" master br0 up
+  ip -n "$ns" addr add "10.99.0.$n/24" dev "v$n"
+  ip -n "$ns" link set "v$n" up
+done
+
+routes() { # the other nodes' cluster URLs
+  local out= m
+  for m in 1 2 3; do [ "$m" = "$1" ] || out="$out${out:+,}nats://10.99.0.$m:6222"; done
+  echo "$out"
+}
+start_nats() { # $1: node number; its store survives a restart
+  local n=$1
+  mkdir -p "$tmp/js$n"
+  ip netns exec "$tag-n$n" nats-server -n "n$n" -a "10.99.0.$n" -p 4222 -js -sd "$tmp/js$n" \
+    --cluster_name tern --cluster "nats://10.99.0.$n:6222" --routes "$(routes "$n")" \
+    >>"$tmp/nats$n.log" 2>&1 &
+  nats_pid[$n]=$!
+}
+for n in 1 2 3; do start_nats "$n"; done
+# JetStream is ready when the cluster has elected its meta leader.
+for _ in $(seq 200); do grep -q "JetStream cluster new metadata leader\|Self is new JetStream cluster metadata leader" "$tmp"/nats*.log 2>/dev/null && break; sleep 0.1; done
+grep -q "metadata leader" "$tmp"/nats*.log || fail "the NATS cluster elected no JetStream leader"
+
+cd "$tmp"
+relay_pub=$("$bin/tern-keygen" relay.key 2>/dev/null)
+start_relay() { # $1: relay number (port 1740N in the hub)
+  local i=$1
+  # Relay i tries NATS node i first: the node kill and the partition each
+  # take one relay's server away.
+  local store="nats://10.99.0.$i:4222" m
+  for m in 1 2 3; do [ "$m" = "$i" ] || store="$store,nats://10.99.0.$m:4222"; done
+  # One key for the three: to a client they are one relay (its endpoints).
+  ip netns exec "$hub" "$bin/ternd/ternd" --key relay.key --open --listen "127.0.0.1:1740$i" \
+    --data-dir "data$i" --store "$store" --send-rate 0 >>"relay$i.log" 2>&1 &
+  relay_pid[$i]=$!
+  for _ in $(seq 300); do
+    grep -q "listening on" "relay$i.log" 2>/dev/null && return 0
+    kill -0 "${relay_pid[$i]}" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+for i in 1 2 3; do start_relay "$i" || fail "relay $i did not start"; done
+grep -q "created stream TERN (R3" relay*.log || fail "no relay created an R3 stream"
+
+# Senders try relay 1 first, then 3, then 2; receivers 2, then 3, then 1.
+ip netns exec "$hub" "$load" --relay "127.0.0.1:17401,127.0.0.1:17403,127.0.0.1:17402" \
+  --recv-relay "127.0.0.1:17402,127.0.0.1:17403,127.0.0.1:17401" --relay-key "$relay_pub" \
+  --pairs 8 --rate 400 --duration 30 --drain 60 >load.json 2>load.err &
+load_pid=$!
+
+kills=0 node_kills=0 partitions=0
+sleep 4
+echo "t=4s: SIGKILL relay 1 (the senders' relay)"
+kill -9 "${relay_pid[1]}"; wait "${relay_pid[1]}" 2>/dev/null || true; kills=$((kills + 1))
+sleep 4
+echo "t=8s: relay 1 starts again and reads the log"
+start_relay 1 || fail "relay 1 did not start again"
+sleep 3
+echo "t=11s: SIGKILL NATS node 1"
+kill -9 "${nats_pid[1]}"; wait "${nats_pid[1]}" 2>/dev/null || true; node_kills=$((node_kills + 1))
+sleep 4
+echo "t=15s: NATS node 1 starts again on its store"
+start_nats 1
+sleep 4
+echo "t=19s: NATS node 3 cut off (nftables drops all its traffic)"
+ip netns exec "$tag-n3" nft -f - <<'NFT'
+table inet cut {
+  chain in { type filter hook input priority 0; policy drop; iif "lo" accept; }
+  chain out { type filter hook output priority 0; policy drop; oif "lo" accept; }
+}
+NFT
+partitions=$((partitions + 1))
+sleep 6
+echo "t=25s: NATS node 3 let back in"
+ip netns exec "$tag-n3" nft delete table inet cut
+
+rc=0
+wait "$load_pid" || rc=$?
+load_pid=
+line=$(tail -1 load.json)
+[ -n "$line" ] || fail "tern-load printed no result (exit $rc)"
+read -r delivered lost dups reordered reconnects sent < <(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+print(r["delivered"], r["lost"], r["dups"], r["reordered"], r["reconnects"], r["sent"])' "$line") ||
+  fail "tern-load's result is not what this test reads: $line"
+echo "cluster chaos: $sent messages sent, $delivered delivered through 3 relays on a 3-node JetStream cluster (R3);"
+echo "  relay kills $kills, NATS node kills $node_kills, NATS partitions $partitions, client reconnects $reconnects;"
+echo "  lost $lost, duplicated $dups, out of order $reordered"
+lostconn=$(cat relay*.log | grep -c "lost the NATS connection" || true)
+[ "$lostconn" -ge 2 ] || fail "the relays of the killed and the cut-off NATS node did not notice ($lostconn)"
+storefail=$(cat relay*.log | grep -c "cluster store:.*\(failed\|not connected\|changed\)" || true)
+echo "  relays' NATS connections lost $lostconn times; store errors logged $storefail times (BUSY: the clients resent)"
+[ "$lost" -eq 0 ] || fail "$lost messages were never delivered"
+[ "$dups" -eq 0 ] || fail "$dups messages were delivered twice"
+[ "$reordered" -eq 0 ] || fail "$reordered messages arrived out of order"
+[ "$sent" -ge 8000 ] || fail "only $sent messages sent: the load did not run"
+[ "$reconnects" -gt 0 ] || fail "no client reconnected: the relay kill did not reach them"
+
+[ "$rc" -eq 0 ] || fail "tern-load exited $rc"
+echo "PASS"
