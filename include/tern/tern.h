@@ -1036,6 +1036,18 @@ typedef struct tern_relay_stats {
   uint64_t cookies_bad;         /* CONNECTs dropped: wrong or stale cookie */
   uint64_t resets_sent;         /* RESET datagrams sent at start to the sessions the
                                    previous run left recorded (spec/wire.md §14) */
+  /* The cluster store (store_path "nats://...", spec/store.md "The cluster
+   * store"); all 0 on a store of one relay: */
+  uint64_t cluster;             /* 1 on the cluster store */
+  uint64_t cluster_connected;   /* gauge: 1 while connected to a NATS server */
+  uint64_t cluster_position;    /* gauge: the log entry the relay has applied */
+  uint64_t cluster_published;   /* entries (committed rounds) this relay appended */
+  uint64_t cluster_applied;     /* other relays' entries this relay applied */
+  uint64_t cluster_refused;     /* entries refused because another relay's writes
+                                   came first and changed their answers (their
+                                   messages were answered BUSY) */
+  uint64_t cluster_publish_errors; /* appends that failed (no leader, no quorum,
+                                   no connection): BUSY */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

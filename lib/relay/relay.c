@@ -1402,6 +1402,19 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   tern__link_mig_stats(r->link, &ms);
   st->sessions_moved = ms.moves;
   tern__link_tcp_counts(r->link, &st->tcp_accepted, &st->tcp_connections);
+#ifdef TERN_HAVE_CLUSTER
+  if (r->store->ops->remote_take) {
+    tern__nats_stats ns;
+    tern__relay_nats_stats(r->store, &ns);
+    st->cluster = 1;
+    st->cluster_connected = (uint64_t)ns.connected;
+    st->cluster_position = ns.position;
+    st->cluster_published = ns.published;
+    st->cluster_applied = ns.applied;
+    st->cluster_refused = ns.refused;
+    st->cluster_publish_errors = ns.publish_errors;
+  }
+#endif
   st->draining = (uint64_t)r->draining;
   st->peers_held = 0;
   for (const rpeer *p = r->peers; p; p = p->next) st->peers_held++;

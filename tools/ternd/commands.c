@@ -105,6 +105,8 @@ static const struct {
     F(connects_refused_full), F(sessions_moved), F(tcp_accepted), F(tcp_connections),
     F(bytes_received), F(bytes_sent), F(draining), F(peers_held), F(hs_failed_draining),
     F(sessions_replaced), F(cookies_sent), F(cookie_connects), F(cookies_bad),
+    F(cluster), F(cluster_connected), F(cluster_position), F(cluster_published),
+    F(cluster_applied), F(cluster_refused), F(cluster_publish_errors),
 };
 #undef F
 
