@@ -57,7 +57,10 @@ static void usage(FILE *f) {
           "                 [--relay-tcp PORT] [--token TOKEN|@FILE] [--verbose]\n"
           "\n"
           "  --relay HOST:PORT     the relay's UDP address: a name (A or AAAA), an IPv4\n"
-          "                        address, or [IPV6]:PORT\n"
+          "                        address, or [IPV6]:PORT; several endpoints of one\n"
+          "                        relay (a cluster's relays) separated by commas,\n"
+          "                        HOST:PORT,HOST[:PORT]...: raced, the first to answer\n"
+          "                        is used, another when it is gone\n"
           "  --relay-tcp PORT      the relay's TCP port (ternd --listen-tcp): used when UDP\n"
           "                        has not answered for 1 s; back to UDP when it does\n"
           "  --relay-key PUBKEY    the relay's public key, 64 hex digits (pinned)\n"
@@ -312,8 +315,21 @@ int main(int argc, char **argv) {
 
   tern_client_config cfg;
   tern_client_config_default(&cfg);
-  /* HOST:PORT, or [IPV6]:PORT for an IPv6 literal. */
-  char host[256];
+  /* HOST:PORT, or [IPV6]:PORT for an IPv6 literal; several endpoints of
+   * one relay (a cluster's relays) separated by commas, the first with its
+   * port, the others with theirs if it differs: the library races them. */
+  char host[256], first[256];
+  const char *list = strchr(relay, ',') ? relay : NULL;
+  if (list) {
+    size_t k = (size_t)(strchr(relay, ',') - relay);
+    if (k >= sizeof(first) || strlen(relay) >= sizeof(host)) {
+      fprintf(stderr, "tern-chat: --relay is too long\n");
+      return 2;
+    }
+    memcpy(first, relay, k);
+    first[k] = 0;
+    relay = first;
+  }
   const char *hs = relay, *he, *colon;
   if (relay[0] == '[') {
     hs = relay + 1;
@@ -333,6 +349,7 @@ int main(int argc, char **argv) {
   }
   memcpy(host, hs, (size_t)(he - hs));
   host[he - hs] = 0;
+  if (list) snprintf(host, sizeof(host), "%s", list);
   cfg.relay_host = host;
   cfg.relay_port = (uint16_t)port;
   cfg.relay_tcp_port = relay_tcp;
