@@ -4,7 +4,7 @@
 #
 #   bash bench/load.sh [--quick|--full] [--build DIR] [--out DIR]
 #                      [--pairs "1 4 16 64 256"] [--duration S] [--drain S]
-#                      [--window W] [--systems "tern mosquitto"]
+#                      [--window W] [--systems "tern mosquitto"] [--cluster]
 #
 # Installs mosquitto and libmosquitto-dev if missing (scripts/setup.sh),
 # builds ternd, tern-keygen, tern-load and mqtt-load, starts ternd (--open,
@@ -20,6 +20,15 @@
 #
 # --quick (default): N = 1 16 64 256, 3 s per run, under 5 minutes.
 # --full: N = 1 4 16 64 256, 15 s per run (the README's table).
+# --cluster: also the cluster store (spec/store.md, "The cluster store"):
+# a 3-node NATS JetStream cluster (R3) on loopback, and on it 1, 2, then 3
+# ternd --store nats://... (a fresh stream each), tern-load --spread (pair
+# i's sender on relay i mod K, its receiver on relay i+1 mod K), each N
+# saturated and at half its peak, beside the single relay on SQLite (the
+# "tern" runs) in the same run. Their CPU is the relays' and the NATS
+# servers' together, over the whole run, per delivered message
+# ("cpu_us_per_msg_all", measured the same way for the single relay).
+# Default then: systems "tern", N = 16 64.
 # Bounded: every run has a timeout, both relays are stopped and the temp
 # dir removed on every exit path. Root is not needed (as root, mosquitto
 # drops to its own user; the script gives it its directory).
@@ -36,6 +45,8 @@ DURATION=
 DRAIN=
 WINDOW=64
 SYSTEMS="tern mosquitto"
+SYSTEMS_GIVEN=0
+CLUSTER=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) MODE=quick ;;
@@ -46,12 +57,17 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION=$2; shift ;;
     --drain) DRAIN=$2; shift ;;
     --window) WINDOW=$2; shift ;;
-    --systems) SYSTEMS=$2; shift ;;
+    --systems) SYSTEMS=$2; SYSTEMS_GIVEN=1; shift ;;
+    --cluster) CLUSTER=1 ;;
     -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+if [[ $CLUSTER == 1 ]]; then
+  [[ $SYSTEMS_GIVEN == 1 ]] || SYSTEMS=tern
+  : "${PAIRS:=16 64}"
+fi
 if [[ $MODE == quick ]]; then
   : "${PAIRS:=1 16 64 256}" "${DURATION:=3}" "${DRAIN:=8}"
 else
@@ -99,6 +115,7 @@ cleanup() {
   done
   [[ -f $WORK/ternd.log ]] && cp "$WORK/ternd.log" "$OUT/raw/ternd.log"
   [[ -f $WORK/mosquitto.log ]] && cp "$WORK/mosquitto.log" "$OUT/raw/mosquitto.log"
+  for f in "$WORK"/nats*.log "$WORK"/cternd*.log; do [[ -f $f ]] && cp "$f" "$OUT/raw/"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -164,13 +181,22 @@ echo "load.sh: $MODE: N = $PAIRS, ${DURATION} s a run; ternd on udp/$TERN_PORT (
 # ---- the runs -------------------------------------------------------------------
 RAW=$OUT/raw/runs.jsonl
 : >"$RAW"
+CPU_PIDS= # the processes whose CPU a cluster comparison adds up (ternd's, or the cluster's)
+ticks() { local t=0 p; for p in $CPU_PIDS; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+HZ=$(getconf CLK_TCK)
 run_one() { # SYSTEM PAIRS MODE RATE: appends the generator's JSON line to $RAW
   local sys=$1 n=$2 mode=$3 rate=$4 id="$1-$2-$3" line rc=0
   local common=(--pairs "$n" --duration "$DURATION" --drain "$DRAIN" --window "$WINDOW" --rate "$rate")
   local limit=$((${DURATION%.*} + ${DRAIN%.*} + 90))
+  local t0 t1
+  t0=$(ticks)
   if [[ $sys == tern ]]; then
     line=$(timeout "$limit" "$TLOAD" --relay "127.0.0.1:$TERN_PORT" --relay-key "$RELAY_KEY" \
       --relay-pid "$TERND_PID" "${common[@]}" 2>"$OUT/raw/$id.err") || rc=$?
+  elif [[ $sys == tern-cluster-* ]]; then
+    line=$(timeout "$limit" "$TLOAD" --relay "$CLUSTER_RELAYS" --spread --relay-key "$RELAY_KEY" \
+      --relay-pid "$CLUSTER_PID1" "${common[@]}" 2>"$OUT/raw/$id.err") || rc=$?
+    [[ -z $line ]] || line=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["system"]=sys.argv[2]; r["relays"]=int(sys.argv[3]); print(json.dumps(r))' "$line" "$sys" "${sys##*-}")
   else
     line=$(timeout "$limit" "$MLOAD" --relay "127.0.0.1:$MQTT_PORT" --relay-pid "$MOSQ_PID" \
       "${common[@]}" 2>"$OUT/raw/$id.err") || rc=$?
@@ -180,6 +206,10 @@ run_one() { # SYSTEM PAIRS MODE RATE: appends the generator's JSON line to $RAW
     printf '{"system":"%s","pairs":%d,"mode":"%s","offered_per_s":%s,"error":"exit %d, see raw/%s.err"}\n' \
       "$sys" "$n" "$mode" "$rate" "$rc" "$id" >>"$RAW"
     return 1
+  fi
+  t1=$(ticks)
+  if [[ $CLUSTER == 1 && -n $CPU_PIDS && $sys == tern* ]]; then
+    line=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); d=r.get("delivered",0); r["cpu_us_per_msg_all"]=round((int(sys.argv[2])/int(sys.argv[3]))*1e6/d,2) if d else None; print(json.dumps(r))' "$line" "$((t1 - t0))" "$HZ")
   fi
   echo "$line" >>"$RAW"
   grep -h -- '-load: [0-9]* pairs' "$OUT/raw/$id.err" | sed 's/^/  /' || true
@@ -197,6 +227,7 @@ for l in open(sys.argv[1]):
 EOF
 }
 
+CPU_PIDS=$TERND_PID
 for n in $PAIRS; do
   for sys in $SYSTEMS; do run_one "$sys" "$n" saturate 0 || true; done
   for sys in $SYSTEMS; do
@@ -205,6 +236,49 @@ for n in $PAIRS; do
     run_one "$sys" "$n" open "$((peak / 2))" || true
   done
 done
+
+# ---- the cluster (--cluster) ------------------------------------------------------
+if [[ $CLUSTER == 1 ]]; then
+  command -v nats-server >/dev/null || bash "$ROOT/scripts/setup.sh"
+  "$TERND" --version | grep -q "cluster store" || { echo "load.sh: ternd has no cluster store (libnats-dev?)" >&2; exit 1; }
+  NATS_PIDS=()
+  declare -a NPORT RPORT
+  for i in 1 2 3; do NPORT[$i]=$(free_tcp_port $((14400 + 10 * i))); RPORT[$i]=$(free_tcp_port $((14500 + 10 * i))); done
+  for i in 1 2 3; do
+    routes=
+    for j in 1 2 3; do [[ $j == "$i" ]] || routes="$routes${routes:+,}nats://127.0.0.1:${RPORT[$j]}"; done
+    nats-server -n "n$i" -a 127.0.0.1 -p "${NPORT[$i]}" -js -sd "$WORK/js$i" --cluster_name load \
+      --cluster "nats://127.0.0.1:${RPORT[$i]}" --routes "$routes" >"$WORK/nats$i.log" 2>&1 &
+    NATS_PIDS+=($!); PIDS+=($!)
+  done
+  for _ in $(seq 1 100); do grep -q "metadata leader" "$WORK"/nats*.log 2>/dev/null && break; sleep 0.1; done
+  grep -q "metadata leader" "$WORK"/nats*.log || { echo "load.sh: the NATS cluster elected no leader" >&2; exit 1; }
+  NATS_VERSION=$(nats-server --version | awk '{print $NF}')
+  for k in 1 2 3; do
+    RELAYS=() CLUSTER_RELAYS=
+    for i in $(seq 1 "$k"); do
+      store="nats://127.0.0.1:${NPORT[$i]}"
+      for j in 1 2 3; do [[ $j == "$i" ]] || store="$store,nats://127.0.0.1:${NPORT[$j]}"; done
+      rm -f "$WORK/c$i.port"
+      "$TERND" --key "$WORK/relay.key" --open --listen 127.0.0.1:0 --data-dir "$WORK/c$k-$i" \
+        --store "$store?stream=LOAD$k" --send-rate 0 --port-file "$WORK/c$i.port" -q \
+        >>"$WORK/cternd$k-$i.log" 2>&1 &
+      RELAYS+=($!); PIDS+=($!)
+      wait_file "$WORK/c$i.port" 20 || { echo "load.sh: cluster relay $i did not start" >&2; cat "$WORK/cternd$k-$i.log" >&2; exit 1; }
+      CLUSTER_RELAYS="$CLUSTER_RELAYS${CLUSTER_RELAYS:+,}127.0.0.1:$(cat "$WORK/c$i.port")"
+    done
+    CLUSTER_PID1=${RELAYS[0]}
+    CPU_PIDS="${RELAYS[*]} ${NATS_PIDS[*]}"
+    echo "load.sh: cluster: $k relay(s) on 3 NATS servers (stream LOAD$k, R3): $CLUSTER_RELAYS"
+    for n in $PAIRS; do
+      run_one "tern-cluster-$k" "$n" saturate 0 || true
+      peak=$(peak_of "tern-cluster-$k" "$n")
+      [[ -n $peak ]] && { run_one "tern-cluster-$k" "$n" open "$((peak / 2))" || true; }
+    done
+    for p in "${RELAYS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  done
+  CPU_PIDS=
+fi
 
 # What ternd's store keeps per delivered message once the runs are over
 # (issue 17, item 8): read-only, beside the running relay (WAL). Clients
@@ -231,6 +305,7 @@ echo "load.sh: ternd's store after the runs: $STORE"
 cat >"$OUT/meta.json" <<EOF
 {"mode":"$MODE","stamp":"$STAMP","pairs":"$PAIRS","duration_s":$DURATION,"drain_s":$DRAIN,
  "window":$WINDOW,"host":"$(uname -srm)","cpus":$(nproc),"mosquitto":"$MOSQ_VERSION",
+ "cluster":$CLUSTER,"nats_server":"${NATS_VERSION:-}",
  "git":"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "command":"$COMMAND","seconds":$(($(date +%s) - T0)),"store":$STORE}
 EOF

@@ -93,6 +93,32 @@ def comparison(runs):
     return lines
 
 
+def cluster(runs):
+    """The cluster store beside the single relay on SQLite: delivered msg/s
+    saturated, p99 at half peak, and the CPU of every process that serves
+    (relays and NATS servers) per delivered message, for 1, 2 and 3 relays."""
+    systems = ["tern"] + sorted({r["system"] for r in runs if r["system"].startswith("tern-cluster-")})
+    lines = ["| pairs | store | relays | peak msg/s | x single | p99 ms at half peak | CPU us/msg "
+             "(relays + NATS) | x single | lost | dups | reordered |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n in sorted({r["pairs"] for r in runs}):
+        base = find(runs, "tern", n, "saturate") or {}
+        for s in systems:
+            sat, half = find(runs, s, n, "saturate"), find(runs, s, n, "open")
+            if not sat:
+                continue
+            store = "SQLite" if s == "tern" else "JetStream R3"
+            relays = 1 if s == "tern" else sat.get("relays")
+            p, c = sat.get("delivered_per_s"), sat.get("cpu_us_per_msg_all")
+            lost = sat.get("lost", 0) + (half or {}).get("lost", 0)
+            dups = sat.get("dups", 0) + (half or {}).get("dups", 0)
+            reo = sat.get("reordered", 0) + (half or {}).get("reordered", 0)
+            lines.append(f"| {n} | {store} | {relays} | {fmt(p)} | {ratio(p, base.get('delivered_per_s'))} "
+                         f"| {fmt((half or {}).get('p99_ms'), 2)} | {fmt(c, 1)} | "
+                         f"{ratio(c, base.get('cpu_us_per_msg_all'))} | {lost} | {dups} | {reo} |")
+    return lines
+
+
 def svg(runs, path):
     """Three panels against pairs (log 2): peak msg/s, relay CPU per message
     at peak, p99 at half peak (log 10)."""
@@ -170,7 +196,14 @@ def main():
           f"{meta['cpus']} CPUs, mosquitto {meta['mosquitto']}; {meta['duration_s']} s a run "
           f"(drain up to {meta['drain_s']} s), window {meta['window']} per sender when "
           f"saturated, 100-byte messages, loopback; {meta['seconds']} s in all.", "",
-          "## Side by side", ""] + comparison(runs) + ["", "## Every run", ""] + table(runs, meta) + [
+          "## Side by side", ""] + comparison(runs) + (
+          ["", "## The cluster store beside the single relay", "",
+           f"A 3-node NATS JetStream cluster (nats-server {meta.get('nats_server', '?')}, R3) and "
+           "1, 2 or 3 relays on it, all on this machine with the generator; pair i's sender on "
+           "relay i mod K, its receiver on relay i+1 mod K. CPU: relays and NATS servers (for "
+           "SQLite: ternd), utime + stime over the whole run (connect, send, drain), per message "
+           "delivered.", ""] + cluster(runs)
+          if meta.get("cluster") else []) + ["", "## Every run", ""] + table(runs, meta) + [
           "", "![load](load.svg)", "",
           "## Reading it", "",
           "- Saturated: each sender keeps at most `window` messages unacknowledged by the relay "
@@ -205,6 +238,8 @@ def main():
     with open(os.path.join(d, "load.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(comparison(runs)))
+    if meta.get("cluster"):
+        print("\n".join(cluster(runs)))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ static void usage(FILE *f, const char *system) {
           "  --recv-relay HOST:PORT  receivers connect here instead (tern only: another\n"
           "                        relay of a cluster); HOST may list several\n"
           "                        endpoints, \"a:1,b\" (the client races them)\n"
+          "  --spread              tern: --relay lists the relays of a cluster\n"
+          "                        (\"a:1,b:2,c:3\"): pair i's sender connects to relay\n"
+          "                        i mod K alone, its receiver to relay (i + 1) mod K\n"
           "  --relay-pid PID       read the relay's CPU from /proc/PID/stat\n"
           "  --pairs N             sender/receiver pairs (default 1)\n"
           "  --rate R              open loop: R msg/s in total, on a fixed schedule;\n"
@@ -115,6 +118,7 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
   cfg->port = 0;
   cfg->recv_host[0] = 0;
   cfg->recv_port = 0;
+  cfg->spread = 0;
   snprintf(cfg->prefix, sizeof cfg->prefix, "L%lx%x", (unsigned long)time(NULL),
            (unsigned)getpid());
   static const struct option opts[] = {
@@ -125,7 +129,7 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
       {"duration", required_argument, 0, 'd'}, {"drain", required_argument, 0, 'D'},
       {"connect-timeout", required_argument, 0, 'c'},
       {"size", required_argument, 0, 's'},     {"prefix", required_argument, 0, 'x'},
-      {"procs", required_argument, 0, 'p'},
+      {"procs", required_argument, 0, 'p'},    {"spread", no_argument, 0, 'S'},
       {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -136,6 +140,7 @@ int lg_parse_args(lg_config *cfg, int argc, char **argv) {
       case 'V':
         if (host_port(optarg, cfg->recv_host, &cfg->recv_port) != 0) goto bad;
         break;
+      case 'S': cfg->spread = 1; break;
       case 'k': cfg->relay_key = optarg; break;
       case 'P': cfg->relay_pid = atoi(optarg); break;
       case 'n': cfg->pairs = atoi(optarg); break;

@@ -45,6 +45,9 @@ typedef struct lg_config {
   int relay_pid;         /* --relay-pid PID: whose /proc/PID/stat to read */
   char prefix[32];       /* names of this run's clients start with it */
   int procs;             /* --procs P: generator processes */
+  int spread;            /* --spread (tern): --relay lists several relays of a
+                            cluster; pair i's sender uses relay i mod K, its
+                            receiver relay (i + 1) mod K */
 } lg_config;
 
 /* Parses the command line into *cfg (system set by the caller first).

@@ -143,6 +143,28 @@ static int service(tl_state *s, int i) {
   return 0;
 }
 
+/* --spread: the relay number `which` (mod their count) of --relay's list
+ * "h1:p1,h2:p2,...,hK" (the last one's port is cfg->port) into host, *port.
+ * Returns 0 or -1. */
+static int spread_pick(const lg_config *cfg, int which, char host[256], int *port) {
+  char list[256];
+  snprintf(list, sizeof list, "%s", cfg->host);
+  char *ep[64];
+  int k = 0;
+  for (char *save = NULL, *t = strtok_r(list, ",", &save); t && k < 64; t = strtok_r(NULL, ",", &save))
+    ep[k++] = t;
+  if (k == 0) return -1;
+  char *e = ep[which % k];
+  char *colon = strrchr(e, ':');
+  *port = cfg->port;
+  if (colon && (which % k) != k - 1) {
+    *colon = 0;
+    *port = atoi(colon + 1);
+  }
+  snprintf(host, 256, "%s", e);
+  return 0;
+}
+
 /* Creates client k named `name` (fresh keys, state in memory, a fixed 25 s
  * keepalive) and adds its descriptor to the epoll set as number i.
  * Returns 0, or -1 after printing why. */
@@ -235,9 +257,12 @@ static void *tl_open(const lg_config *cfg) {
     snprintf(name, sizeof name, "%s%c%d", cfg->prefix, k->is_recv ? 'r' : 's', k->pair);
     if (k->is_recv) snprintf(s->recv_name[k->pair], sizeof s->recv_name[0], "%s", name);
     int to_recv = k->is_recv && cfg->recv_host[0];
-    if (new_client(s, i, name, to_recv ? cfg->recv_host : cfg->host,
-                   to_recv ? cfg->recv_port : cfg->port, relay_key) != 0)
-      goto fail;
+    const char *host = to_recv ? cfg->recv_host : cfg->host;
+    int port = to_recv ? cfg->recv_port : cfg->port;
+    char one[256];
+    if (cfg->spread && spread_pick(cfg, k->pair + k->is_recv, one, &port) != 0) goto fail;
+    if (cfg->spread) host = one;
+    if (new_client(s, i, name, host, port, relay_key) != 0) goto fail;
     int rc = tern_client_connect(k->c);
     if (rc) {
       fprintf(stderr, "tern-load: connect: %s\n", tern_errname(rc));

@@ -39,6 +39,9 @@
 /* JetStream's dedup window for our message ids: a commit retries its
  * publish (same id) within 2 timeouts; two minutes is far above that. */
 #define DEDUP_WINDOW_NS (120ll * 1000 * 1000 * 1000)
+/* Room kept in an entry for the calls a round makes without asking room()
+ * (a device's registration, notices, a HELLO's freshness). */
+#define ENTRY_MARGIN (64u * 1024u)
 
 enum {
   OP_PUT = 1,
@@ -196,6 +199,7 @@ typedef struct ns {
   char subject[96];
   char idprefix[24];
   uint32_t timeout_ms;
+  size_t max_entry; /* the servers' max_payload */
   uint64_t pos; /* the last log sequence the replica holds */
   uint64_t own_seq; /* our entry, being applied after others' (0: none) */
   int own_ok;       /* its verdict: 1 applied, 0 refused, -1 not yet */
@@ -1091,12 +1095,16 @@ static int n_count(tern__relay_store *st, uint64_t *messages) {
   return s->rep->ops->count(s->rep, messages);
 }
 
-/* New messages only while the cluster can take them. */
+/* New messages only while the cluster can take them; a round's entry
+ * stays below the servers' largest message (max_payload, 1 MiB by
+ * default): past it, the round so far is committed first. */
 static int n_room(tern__relay_store *st, size_t body_len) {
   ns *s = N(st);
   report_state(s);
   if (s->broken[0] || !atomic_load(&s->connected) || mono_ms() < s->pause_until)
     return body_len ? TERN__RS_FULL : TERN__RS_ROOM;
+  if (s->in_round && s->ndig && s->ops.len + body_len + ENTRY_MARGIN > s->max_entry)
+    return TERN__RS_COMMIT_FIRST;
   return s->rep->ops->room(s->rep, body_len);
 }
 
@@ -1382,6 +1390,13 @@ static int connect_cluster(ns *s, int nservers, char *err, size_t errcap) {
     goto out;
   }
   atomic_store(&s->connected, 1);
+  int64_t mp = natsConnection_GetMaxPayload(s->nc);
+  if (mp < (int64_t)(4 * ENTRY_MARGIN)) {
+    snprintf(err, errcap, "the NATS server at %s takes messages of %lld bytes at most; the "
+             "cluster store needs %u (max_payload)", s->url, (long long)mp, 4 * ENTRY_MARGIN);
+    goto out;
+  }
+  s->max_entry = (size_t)mp;
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = s->timeout_ms;
