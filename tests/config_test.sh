@@ -75,6 +75,20 @@ grep -qx 'verbose = true  # command line' out || fail "-v: $(cat out)"
 grep -qx 'retention-days = 30  # default' out || fail "default: $(cat out)"
 grep -q 'allow-list allow.txt: 1 keys, 1 users' out || fail "allow-list summary: $(cat out)"
 
+# 4b. --store: a cluster url or nothing; a cluster that is not there stops
+# ternd at start, saying so (spec/store.md, "The cluster store").
+set +e; "$ternd" --check-config --key relay.key --open --store /var/lib/x.db 2>err; rc=$?; set -e
+[ "$rc" = 1 ] && grep -q "store: a cluster url nats://" err || fail "--store path: $rc $(cat err)"
+if "$ternd" --version | grep -q "cluster store"; then
+  nobody=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  set +e
+  timeout 20 "$ternd" --key relay.key --open --listen 127.0.0.1:0 --data-dir data \
+    --store "nats://127.0.0.1:$nobody" 2>err; rc=$?
+  set -e
+  [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q "cannot reach the NATS cluster at nats://127.0.0.1:$nobody" err \
+    || fail "no cluster: $rc $(cat err)"
+fi
+
 # 5. --version on every tool.
 for t in tools/ternd/ternd tools/tern-chat tools/tern-keygen tools/tern-token; do
   v=$("$build/$t" --version) || fail "$t --version failed"

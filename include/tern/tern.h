@@ -84,7 +84,7 @@ enum {
   TERN_EADDR = -22,       /* an address could not be resolved or bound */
   TERN_ERESOURCE = -23,   /* a limit was reached (peers, queue, descriptors) */
   TERN_ESHUTDOWN = -24,   /* the relay is shutting down */
-  TERN_ESTORE = -25,      /* the message store failed (disk full, I/O error) */
+  TERN_ESTORE = -25,      /* the message store failed (disk full, I/O error, cluster unreachable) */
   TERN_EEXPIRED = -26,    /* the message was not delivered within the retention */
   TERN_EDENIED = -27,     /* the relay does not allow this sender to message that user */
   TERN_EBADNET = -28,     /* the network forgets idle UDP mappings faster than keepalive_min_ms */
@@ -794,8 +794,11 @@ typedef struct tern_relay_config {
   /* Largest message body the relay accepts. Default 65536. */
   uint32_t max_message_size;
   /* Where messages are kept: an SQLite file (created if missing), e.g.
-   * "DATA_DIR/relay.db". NULL keeps them in memory: lost on restart, for
-   * tests only. */
+   * "DATA_DIR/relay.db"; or a NATS JetStream cluster that several relays
+   * share, "nats://HOST:PORT[,nats://HOST:PORT...][?stream=NAME&replicas=N]"
+   * (spec/store.md, "The cluster store"; libraries built with the cluster
+   * store only). NULL keeps them in memory: lost on restart, for tests
+   * only. */
   const char *store_path;
   /* 1 (default): fsync each group commit, so nothing acknowledged is lost
    * even to a power cut; 0: survive a crash of ternd only. */
@@ -929,8 +932,11 @@ enum { TERN_PUSH_WAITING = 1, TERN_PUSH_CONNECTED = 2 };
 TERN_EXPORT TERN_NONNULL(1) void tern_relay_config_default(tern_relay_config *cfg);
 
 /* Creates a relay, opens its store and binds its UDP port. *out owns it;
- * NULL on failure. Returns 0, TERN_EINVAL, TERN_ENOMEM, TERN_ECRYPTO,
- * TERN_EADDR (cannot bind), TERN_ESTORE (store cannot be opened). */
+ * NULL on failure. Returns 0, TERN_EINVAL (also a malformed cluster URL),
+ * TERN_ENOMEM, TERN_ECRYPTO, TERN_EADDR (cannot bind), TERN_ESTORE (store
+ * cannot be opened: the file, or the cluster unreachable or without
+ * JetStream; the relay's log says which), TERN_ENOTSUP (a "nats://"
+ * store_path and a library built without the cluster store). */
 TERN_EXPORT TERN_WUR TERN_NONNULL(1, 2) int tern_relay_new(tern_relay **out, const tern_relay_config *cfg);
 
 /* Disconnects every peer (telling each it is a shutdown) and frees. */

@@ -33,7 +33,7 @@ static const err_entry errors[] = {
   {TERN_EADDR, "TERN_EADDR", "the address could not be resolved or bound"},
   {TERN_ERESOURCE, "TERN_ERESOURCE", "a limit was reached (peers, queue or descriptors)"},
   {TERN_ESHUTDOWN, "TERN_ESHUTDOWN", "the relay is shutting down"},
-  {TERN_ESTORE, "TERN_ESTORE", "the message store failed (disk full or I/O error)"},
+  {TERN_ESTORE, "TERN_ESTORE", "the message store failed (disk full, I/O error, or its cluster unreachable)"},
   {TERN_EEXPIRED, "TERN_EEXPIRED", "the message was not delivered within the retention period"},
   {TERN_EDENIED, "TERN_EDENIED", "the relay does not allow this sender to message that user"},
   {TERN_EBADNET, "TERN_EBADNET", "the network forgets idle UDP mappings too fast for a sparing keepalive"},

@@ -295,7 +295,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
 #endif
     if (rc) {
       logf_(r, 0, "cannot open the cluster store: %s", err);
-      if (rc != TERN_ENOMEM && rc != TERN_ENOTSUP) rc = TERN_ESTORE;
+      if (rc != TERN_ENOMEM && rc != TERN_ENOTSUP && rc != TERN_EINVAL) rc = TERN_ESTORE;
       goto fail;
     }
   } else {
