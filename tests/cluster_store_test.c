@@ -8,13 +8,10 @@
  * rules run on this store in relay_store_test (cluster_store_test.sh).
  */
 #include <criterion/criterion.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,80 +20,19 @@
 Test(cluster, not_built) { cr_skip_test("libtern was built without the cluster store (TERN_CLUSTER)"); }
 #else
 #include "cluster/relay_nats.h"
+#include "natsrv.h"
 #include "store/relay_store.h"
 
 static const uint8_t DEV_A[32] = {0xaa}, DEV_B[32] = {0xbb};
 
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  socklen_t l = sizeof a;
-  getsockname(fd, (struct sockaddr *)&a, &l);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-static int port_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
+typedef natsrv server;
+#define server_up nats_up
+#define server_down nats_down
+#define free_port nats_free_port
 
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
-}
-
-/* A nats-server on 127.0.0.1:port with its store in dir (JetStream on if
- * js), ready to take connections. */
-static pid_t nats_start(int port, const char *dir, int js) {
-  if (system("command -v nats-server >/dev/null 2>&1") != 0)
-    cr_skip_test("nats-server is not installed (scripts/setup.sh installs it)");
-  pid_t pid = fork();
-  cr_assert(pid >= 0);
-  if (pid == 0) {
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    freopen("/dev/null", "w", stdout);
-    freopen("/dev/null", "w", stderr);
-    if (js) execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", p, "-js", "-sd", dir, (char *)NULL);
-    else execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", p, (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 100 && !port_open(port); i++) sleep_ms(50);
-  cr_assert(port_open(port), "nats-server did not start on port %d", port);
-  return pid;
-}
-
-static void nats_kill(pid_t pid) {
-  kill(pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-}
-
-typedef struct server {
-  pid_t pid;
-  int port;
-  char dir[64];
-  char url[128];
-} server;
-
-static void server_up(server *sv) {
-  sv->port = free_port();
-  snprintf(sv->dir, sizeof sv->dir, "/tmp/tern-nats-XXXXXX");
-  cr_assert(mkdtemp(sv->dir));
-  snprintf(sv->url, sizeof sv->url, "nats://127.0.0.1:%d", sv->port);
-  sv->pid = nats_start(sv->port, sv->dir, 1);
-}
-
-static void server_down(server *sv) {
-  nats_kill(sv->pid);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", sv->dir);
-  (void)system(cmd);
 }
 
 static tern__relay_store *relay(const server *sv) {
@@ -203,7 +139,7 @@ Test(cluster, one_relay_stores_another_serves) {
   stats(a, &sa);
   stats(b, &sb);
   cr_assert_eq(sa.refused + sb.refused, 0);
-  cr_assert_eq(sa.position, sb.position - 1, "A has not yet applied B's last entry");
+  cr_assert_lt(sa.position, sb.position, "A has not yet applied B's last entry");
   a->ops->close(a);
   b->ops->close(b);
   server_down(&sv);
@@ -246,7 +182,14 @@ Test(cluster, racing_rounds_are_ordered_by_the_log) {
   cr_assert_eq(p2.seq, 2, "after A's: seqs stay gap-free and unique");
   cr_assert_eq(b->ops->commit(b, 0), 0);
 
-  (void)take(a);
+  tern__nats_stats sb;
+  stats(b, &sb);
+  for (int i = 0; i < 100; i++) { /* until A has applied everything B has */
+    tern__nats_stats sa;
+    stats(a, &sa);
+    if (sa.position >= sb.position) break;
+    (void)take(a);
+  }
   char got[16] = "";
   cr_assert_eq(a->ops->due(a, "dave", 1, 10, see_body, got), 1);
   cr_assert_str_eq(got, "2:y");
