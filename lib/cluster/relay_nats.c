@@ -830,7 +830,10 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   s->own_ok = -1;
   int rc = catch_up(s, seq);
   s->own_seq = 0;
-  if (rc < 0) return fail(s, "cluster store: %s", s->broken[0] ? s->broken : s->err);
+  if (rc < 0) {
+    if (s->broken[0]) return fail(s, "cluster store: %s", s->broken);
+    return TERN_ESTORE; /* catch_up() said why */
+  }
   if (s->own_ok < 0)
     return fail(s, "cluster store: the log's entries up to %llu could not be read",
                 (unsigned long long)seq);
