@@ -7,6 +7,8 @@
 #   - a NATS node is SIGKILLed and started again on its store,
 #   - a NATS node is cut off from the others (nftables drops everything in
 #     its namespace) and then let back in.
+# The relays snapshot the store every 1,500 entries and compact the log
+# (spec/store.md, "Compaction"), so relay 1 restarts from a snapshot.
 # It passes when tern-load reports, after its drain, every message sent
 # delivered (lost 0), none twice (dups 0), each pair's in order
 # (reordered 0), the clients of the killed relay reconnected, and the
@@ -99,7 +101,7 @@ start_relay() { # $1: relay number (port 1740N in the hub)
   for m in 1 2 3; do [ "$m" = "$i" ] || store="$store,nats://10.99.0.$m:4222"; done
   # One key for the three: to a client they are one relay (its endpoints).
   ip netns exec "$hub" "$bin/ternd/ternd" --key relay.key --open --listen "127.0.0.1:1740$i" \
-    --data-dir "data$i" --store "$store" --send-rate 0 >>"relay$i.log" 2>&1 &
+    --data-dir "data$i" --store "$store?snapshot=1500" --send-rate 0 >>"relay$i.log" 2>&1 &
   relay_pid[$i]=$!
   for _ in $(seq 300); do
     grep -q "listening on" "relay$i.log" 2>/dev/null && return 0
@@ -160,6 +162,11 @@ lostconn=$(cat relay*.log | grep -c "lost the NATS connection" || true)
 [ "$lostconn" -ge 2 ] || fail "the relays of the killed and the cut-off NATS node did not notice ($lostconn)"
 storefail=$(cat relay*.log | grep -c "cluster store:.*\(failed\|not connected\|changed\)" || true)
 echo "  relays' NATS connections lost $lostconn times; store errors logged $storefail times (BUSY: the clients resent)"
+snaps=$(cat relay*.log | grep -c "snapshot of the store at log entry" || true)
+loaded=$(grep -h "loaded the snapshot at log entry" relay1.log | tail -1 | sed 's/.*log entry \([0-9]*\).*/\1/')
+echo "  snapshots written $snaps (every 1,500 entries); relay 1 restarted from the snapshot at entry ${loaded:-none}"
+[ "$snaps" -ge 1 ] || fail "no snapshot was written"
+[ -n "$loaded" ] || fail "relay 1 did not start from a snapshot"
 [ "$lost" -eq 0 ] || fail "$lost messages were never delivered"
 [ "$dups" -eq 0 ] || fail "$dups messages were delivered twice"
 [ "$reordered" -eq 0 ] || fail "$reordered messages arrived out of order"

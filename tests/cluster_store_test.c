@@ -287,6 +287,74 @@ Test(cluster, losing_the_cluster_is_busy_not_loss) {
   server_down(&sv);
 }
 
+static tern__relay_store *relay_url(const char *url) {
+  tern__relay_store *s = NULL;
+  char err[512];
+  tern__nats_config c = {.url = url, .timeout_ms = 1000};
+  cr_assert_eq(tern__relay_nats_open(&s, &c, err, sizeof err), 0, "%s", err);
+  return s;
+}
+
+static void no_inbox(void *ctx, const char *user) { (void)ctx, (void)user; }
+static void no_device(void *ctx, const uint8_t dev[32]) { (void)ctx, (void)dev; }
+
+/* Every `snapshot` entries a relay writes the store's image to the
+ * cluster and purges the log before it; a relay starting later loads the
+ * image and reads only the rest, and has the same messages, cursors and
+ * dedup records. */
+static void snapshots(int every, uint64_t want) {
+  server sv;
+  server_up(&sv);
+  char url[256];
+  snprintf(url, sizeof url, "%s?snapshot=%d", sv.url, every);
+  tern__relay_store *a = relay_url(url);
+  for (uint64_t i = 1; i <= 100; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
+    p.prev_cmid = i - 1;
+    cr_assert_eq(a->ops->put(a, &p, 1), 0);
+    cr_assert_eq(a->ops->commit(a, 0), 0);
+    cr_assert(a->ops->remote_take(a, no_inbox, no_device, NULL) >= 0); /* the relay's loop */
+  }
+  uint64_t cur, reached;
+  cr_assert_eq(a->ops->device(a, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(a->ops->acked(a, "bob", DEV_B, 30, NULL, 0, &reached, NULL, NULL), 0);
+  cr_assert_eq(a->ops->commit(a, 0), 0);
+  tern__nats_stats st;
+  stats(a, &st);
+  cr_assert_eq(st.snapshots, want, "snapshots written: %llu", (unsigned long long)st.snapshots);
+  if (want > 1) cr_assert_gt(st.log_first, (uint64_t)every, "the log up to the snapshot before the last is purged (first %llu)",
+               (unsigned long long)st.log_first);
+  a->ops->close(a);
+
+  tern__relay_store *c = relay_url(url);
+  stats(c, &st);
+  cr_assert_geq(st.snapshot_loaded, (uint64_t)every, "started from a snapshot (%llu)",
+                (unsigned long long)st.snapshot_loaded);
+  uint64_t n = 0;
+  cr_assert_eq(c->ops->count(c, &n), 0);
+  cr_assert_eq(n, 70, "100 stored, 30 delivered to bob's only device");
+  cr_assert_eq(c->ops->device(c, "bob", DEV_B, &cur), 0);
+  cr_assert_eq(cur, 30);
+  tern__rs_put again = msg("alice", DEV_A, "bob", 50, "m");
+  again.prev_cmid = 49;
+  cr_assert_eq(c->ops->put(c, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "the dedup record came with the snapshot");
+  cr_assert_eq(again.seq, 50);
+  tern__rs_put next = msg("alice", DEV_A, "bob", 101, "m");
+  next.prev_cmid = 100;
+  cr_assert_eq(c->ops->put(c, &next, 1), 0);
+  cr_assert_eq(next.result, TERN__RS_STORED);
+  cr_assert_eq(next.seq, 101);
+  cr_assert_eq(c->ops->commit(c, 0), 0);
+  c->ops->close(c);
+  server_down(&sv);
+}
+
+/* Two snapshots: the log up to the first is purged. */
+Test(cluster, snapshots_compact_the_log) { snapshots(40, 2); }
+/* The first snapshot of a log, alone. */
+Test(cluster, a_first_snapshot_starts_a_relay) { snapshots(70, 1); }
+
 /* A relay refuses to start, saying why, when the cluster cannot serve. */
 Test(cluster, refuses_to_start_without_a_cluster) {
   char err[512];

@@ -83,10 +83,13 @@ static void b_raw(buf *b, const void *d, size_t n) {
   memcpy(b->p + b->len, d, n);
   b->len += n;
 }
+static void put64(uint8_t x[8], uint64_t v) {
+  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (8 * i));
+}
 static void b_u8(buf *b, uint8_t v) { b_raw(b, &v, 1); }
 static void b_u64(buf *b, uint64_t v) {
   uint8_t x[8];
-  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (8 * i));
+  put64(x, v);
   b_raw(b, x, 8);
 }
 /* A string, NUL included, so that a reader hands out a pointer into it. */
@@ -166,7 +169,7 @@ static void dg_init(dg *d) { crypto_generichash_init(&d->st, NULL, 0, 16); }
 static void dg_bytes(dg *d, const void *p, size_t n) { crypto_generichash_update(&d->st, p, n); }
 static void dg_u64(dg *d, uint64_t v) {
   uint8_t x[8];
-  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (8 * i));
+  put64(x, v);
   dg_bytes(d, x, 8);
 }
 static void dg_str(dg *d, const char *s) { dg_bytes(d, s, strlen(s) + 1); }
@@ -197,6 +200,13 @@ typedef struct ns {
   char url[512];
   char stream[64];
   char subject[96];
+  /* Snapshots (spec/store.md, "Compaction"): stream <stream>_SNAP, a head
+   * subject (one message per snapshot) and a chunk subject. */
+  char snap_stream[80], snap_head[112], snap_chunk[112];
+  int replicas;
+  uint64_t snap_every; /* entries between snapshots (0: none) */
+  uint64_t snap_pos;   /* the newest snapshot's position known here */
+  uint64_t snap_retry_ms;
   char idprefix[24];
   uint32_t timeout_ms;
   size_t max_entry; /* the servers' max_payload */
@@ -619,9 +629,16 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     int rc = 0;
     for (size_t i = 0; i < n && rc >= 0; i++) {
       if (q[i].seq <= s->pos) continue; /* ours, or seen before a consumer reset */
-      if (q[i].seq != s->pos + 1)
-        tern__logf(s->log, s->log_ctx, 1, "cluster store: the log skips from %llu to %llu",
-                   (unsigned long long)s->pos, (unsigned long long)q[i].seq);
+      if (q[i].seq != s->pos + 1) {
+        char why[200];
+        snprintf(why, sizeof why,
+                 "the log skips from entry %llu to %llu: it was compacted past this relay's "
+                 "position",
+                 (unsigned long long)s->pos, (unsigned long long)q[i].seq);
+        set_broken(s, why);
+        rc = TERN_ESTORE;
+        break;
+      }
       rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(q[i].m),
                        (size_t)natsMsg_GetDataLength(q[i].m), q[i].seq);
       if (rc >= 0) {
@@ -671,6 +688,273 @@ static int catch_up(ns *s, uint64_t upto) {
   }
   s->st.position = s->pos;
   return 0;
+}
+
+
+/* ---- snapshots: compacting the log ----------------------------------------- */
+
+/* A snapshot (spec/store.md, "Compaction") is the replica's image at log
+ * position P, in chunks on the stream <stream>_SNAP (subject ...chunk),
+ * then one head message (subject ...head) that names them: "TSH1", P,
+ * the image's length, the chunk count, its BLAKE2b-256, each chunk's
+ * sequence. Only the head that follows the previous one is accepted
+ * (ExpectLastSubjectSeq), so two relays never both compact; the winner
+ * then purges the log up to the previous snapshot's position (a relay
+ * lagging by less than an interval still finds its entries) and the older
+ * chunks and heads. A relay starting loads the newest head's image and
+ * reads the log from P + 1. */
+#define SNAP_HEAD_MAGIC "TSH1"
+#define SNAP_CHUNK_MAGIC "TSC1"
+
+static uint64_t get64(const uint8_t *p) {
+  rd r = {p, 8, 0};
+  return r_u64(&r);
+}
+
+/* The snapshot stream, created if missing. */
+static int snap_stream(ns *s, char *err, size_t errcap) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = js_GetStreamInfo(&si, s->js, s->snap_stream, NULL, &jerr);
+  if (st != NATS_OK && jerr == JSStreamNotFoundErr) {
+    jsStreamConfig c;
+    jsStreamConfig_Init(&c);
+    const char *subj[2] = {s->snap_head, s->snap_chunk};
+    c.Name = s->snap_stream;
+    c.Subjects = subj;
+    c.SubjectsLen = 2;
+    c.Storage = js_FileStorage;
+    c.Replicas = s->replicas;
+    jerr = 0;
+    st = js_AddStream(&si, s->js, &c, NULL, &jerr);
+  }
+  if (st != NATS_OK || !si) {
+    snprintf(err, errcap, "cannot find or create the snapshot stream %s: %s (JetStream error %d)",
+             s->snap_stream, natsStatus_GetText(st), (int)jerr);
+    if (si) jsStreamInfo_Destroy(si);
+    return TERN_ESTORE;
+  }
+  jsStreamInfo_Destroy(si);
+  return 0;
+}
+
+/* The newest head: 1 with *m (the caller destroys it), 0 if none, or
+ * TERN_ESTORE. */
+static int snap_last_head(ns *s, natsMsg **m) {
+  jsErrCode jerr = 0;
+  *m = NULL;
+  natsStatus st = js_GetLastMsg(m, s->js, s->snap_stream, s->snap_head, NULL, &jerr);
+  if (st == NATS_OK && *m) return 1;
+  if (st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return 0;
+  fail(s, "cluster store: reading the newest snapshot failed: %s (JetStream error %d)",
+       natsStatus_GetText(st), (int)jerr);
+  return TERN_ESTORE;
+}
+
+/* Parses a head: 0 with its fields (seqs points into the message), or -1. */
+static int snap_parse(natsMsg *m, uint64_t *pos, uint64_t *len, uint64_t *n, const uint8_t **hash,
+                      const uint8_t **seqs) {
+  const uint8_t *d = (const uint8_t *)natsMsg_GetData(m);
+  size_t k = (size_t)natsMsg_GetDataLength(m);
+  if (k < 4 + 24 + 32 || memcmp(d, SNAP_HEAD_MAGIC, 4) != 0) return -1;
+  *pos = get64(d + 4);
+  *len = get64(d + 12);
+  *n = get64(d + 20);
+  *hash = d + 28;
+  *seqs = d + 60;
+  return *n <= (k - 60) / 8 && (k - 60) == *n * 8 ? 0 : -1;
+}
+
+/* Loads the newest snapshot into the replica (at open). Returns 0 (s->pos
+ * is its position, or 0 without one) or TERN_ESTORE (why in err). */
+static int snap_load(ns *s, char *err, size_t errcap) {
+  natsMsg *h = NULL;
+  int r = snap_last_head(s, &h);
+  if (r < 0) {
+    snprintf(err, errcap, "%s", s->err);
+    return TERN_ESTORE;
+  }
+  if (r == 0) return 0;
+  uint64_t pos, len, n;
+  const uint8_t *hash, *seqs;
+  uint8_t *img = NULL;
+  int rc = TERN_ESTORE;
+  if (snap_parse(h, &pos, &len, &n, &hash, &seqs) != 0 || len > ((uint64_t)1 << 40)) {
+    snprintf(err, errcap, "the newest snapshot's head in %s is malformed", s->snap_stream);
+    goto out;
+  }
+  img = malloc(len ? (size_t)len : 1);
+  if (!img) {
+    rc = TERN_ENOMEM;
+    goto out;
+  }
+  size_t at = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    natsMsg *c = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetMsg(&c, s->js, s->snap_stream, get64(seqs + 8 * i), NULL, &jerr);
+    const uint8_t *d = c ? (const uint8_t *)natsMsg_GetData(c) : NULL;
+    size_t k = c ? (size_t)natsMsg_GetDataLength(c) : 0;
+    if (st != NATS_OK || k < 20 || memcmp(d, SNAP_CHUNK_MAGIC, 4) != 0 || get64(d + 4) != pos ||
+        get64(d + 12) != i || at + (k - 20) > len) {
+      snprintf(err, errcap, "chunk %llu of the snapshot at entry %llu cannot be read: %s",
+               (unsigned long long)i, (unsigned long long)pos, natsStatus_GetText(st));
+      natsMsg_Destroy(c);
+      goto out;
+    }
+    memcpy(img + at, d + 20, k - 20);
+    at += k - 20;
+    natsMsg_Destroy(c);
+  }
+  uint8_t got[32];
+  crypto_generichash(got, sizeof got, img, (size_t)len, NULL, 0);
+  if (at != len || memcmp(got, hash, 32) != 0) {
+    snprintf(err, errcap, "the snapshot at entry %llu does not match its hash", (unsigned long long)pos);
+    goto out;
+  }
+  rc = tern__rstore_load_image(tern__relay_sqlite_engine(s->rep), img, (size_t)len);
+  if (rc != 0) {
+    snprintf(err, errcap, "loading the snapshot at entry %llu: %s", (unsigned long long)pos,
+             s->rep->ops->errmsg(s->rep));
+    goto out;
+  }
+  s->pos = s->snap_pos = pos;
+  s->st.snapshot_loaded = pos;
+  tern__logf(s->log, s->log_ctx, 2, "cluster store: loaded the snapshot at log entry %llu (%llu bytes)",
+             (unsigned long long)pos, (unsigned long long)len);
+out:
+  free(img);
+  natsMsg_Destroy(h);
+  return rc;
+}
+
+static int publish_to(ns *s, const char *subject, const uint8_t *p, size_t n, jsPubOptions *po,
+                      uint64_t *seq, jsErrCode *jerr) {
+  natsMsg *m = NULL;
+  jsPubAck *pa = NULL;
+  natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)p, (int)n);
+  if (st == NATS_OK) st = js_PublishMsg(&pa, s->js, m, po, jerr);
+  natsMsg_Destroy(m);
+  if (st == NATS_OK && pa) *seq = pa->Sequence;
+  if (pa) jsPubAck_Destroy(pa);
+  return st == NATS_OK ? 0 : -1;
+}
+
+/* Writes a snapshot if the log has grown snap_every entries past the
+ * newest one, and compacts the log (outside a round). Failures are logged
+ * and retried 10 s later; they lose nothing (the log is whole). */
+static void snap_take(ns *s) {
+  if (!s->snap_every || s->in_round || s->broken[0] || s->pos < s->snap_pos + s->snap_every) return;
+  uint64_t now = mono_ms();
+  if (now < s->snap_retry_ms || !atomic_load(&s->connected)) return;
+  s->snap_retry_ms = now + 10000;
+  natsMsg *h = NULL;
+  int r = snap_last_head(s, &h);
+  if (r < 0) {
+    tern__logf(s->log, s->log_ctx, 1, "%s", s->err);
+    return;
+  }
+  uint64_t head_seq = 0, prev = 0;
+  if (r == 1) {
+    uint64_t pos, len, n;
+    const uint8_t *hash, *seqs;
+    head_seq = natsMsg_GetSequence(h);
+    if (snap_parse(h, &pos, &len, &n, &hash, &seqs) == 0) prev = pos;
+    if (prev > s->snap_pos) s->snap_pos = prev;
+    natsMsg_Destroy(h);
+    if (s->pos < s->snap_pos + s->snap_every) { /* another relay did it */
+      s->snap_retry_ms = 0;
+      return;
+    }
+  }
+  uint8_t *img = NULL;
+  size_t len = 0;
+  if (tern__rstore_image(tern__relay_sqlite_engine(s->rep), &img, &len) != 0) return;
+  uint64_t pos = s->pos;
+  size_t chunk = s->max_entry - 4096, nchunks = len ? (len + chunk - 1) / chunk : 1;
+  uint8_t *part = malloc(20 + chunk), *head = malloc(60 + 8 * nchunks);
+  uint64_t first = 0;
+  int ok = part && head;
+  jsErrCode jerr = 0;
+  for (size_t i = 0; ok && i < nchunks; i++) {
+    size_t k = len - i * chunk < chunk ? len - i * chunk : chunk;
+    memcpy(part, SNAP_CHUNK_MAGIC, 4);
+    put64(part + 4, pos);
+    put64(part + 12, i);
+    if (k) memcpy(part + 20, img + i * chunk, k);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = s->timeout_ms;
+    uint64_t seq = 0;
+    ok = publish_to(s, s->snap_chunk, part, 20 + k, &po, &seq, &jerr) == 0;
+    if (ok) put64(head + 60 + 8 * i, seq);
+    if (i == 0) first = seq;
+  }
+  if (ok) {
+    memcpy(head, SNAP_HEAD_MAGIC, 4);
+    put64(head + 4, pos);
+    put64(head + 12, len);
+    put64(head + 20, nchunks);
+    crypto_generichash(head + 28, 32, img, len, NULL, 0);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = s->timeout_ms;
+    if (head_seq) po.ExpectLastSubjectSeq = head_seq;
+    else po.ExpectNoMessage = true;
+    uint64_t seq = 0;
+    ok = publish_to(s, s->snap_head, head, 60 + 8 * nchunks, &po, &seq, &jerr) == 0;
+  }
+  free(part);
+  free(head);
+  free(img);
+  if (!ok) {
+    if (jerr != JSStreamWrongLastSequenceErr)
+      tern__logf(s->log, s->log_ctx, 1,
+                 "cluster store: writing a snapshot failed (JetStream error %d); the log stays whole, "
+                 "trying again in 10 s",
+                 (int)jerr);
+    return;
+  }
+  /* Ours is the newest head. The log goes up to the previous snapshot
+   * only: a relay that lags this one by less than `snapshot` entries
+   * still finds every entry it has not applied. */
+  s->snap_retry_ms = 0;
+  s->snap_pos = pos;
+  s->st.snapshots++;
+  jsOptions o;
+  natsStatus st = NATS_OK;
+  if (prev) {
+    jsOptions_Init(&o);
+    o.Wait = s->timeout_ms;
+    o.Stream.Purge.Subject = s->subject;
+    o.Stream.Purge.Sequence = prev + 1;
+    st = js_PurgeStream(s->js, s->stream, &o, &jerr);
+  }
+  /* (A purge by subject up to sequence 1 purges the whole subject: JetStream
+   * reads a sequence of 0 or 1 as none. There is nothing below 1 anyway.) */
+  jsOptions_Init(&o);
+  o.Wait = s->timeout_ms;
+  o.Stream.Purge.Subject = s->snap_chunk;
+  o.Stream.Purge.Sequence = first;
+  if (st == NATS_OK && first > 1) st = js_PurgeStream(s->js, s->snap_stream, &o, &jerr);
+  jsOptions_Init(&o);
+  o.Wait = s->timeout_ms;
+  o.Stream.Purge.Subject = s->snap_head;
+  o.Stream.Purge.Keep = 1;
+  if (st == NATS_OK) st = js_PurgeStream(s->js, s->snap_stream, &o, &jerr);
+  if (st == NATS_OK && prev) s->st.log_first = prev + 1;
+  if (st == NATS_OK)
+    tern__logf(s->log, s->log_ctx, 2,
+               "cluster store: snapshot of the store at log entry %llu (%zu bytes in %zu "
+               "chunk(s)); the log is kept from entry %llu",
+               (unsigned long long)pos, len, nchunks,
+               (unsigned long long)(prev ? prev + 1 : s->st.log_first));
+  else
+    tern__logf(s->log, s->log_ctx, 1,
+               "cluster store: snapshot of the store at log entry %llu (%zu bytes in %zu "
+               "chunk(s)); purging what it covers failed (%s, JetStream error %d): the next "
+               "snapshot purges it",
+               (unsigned long long)pos, len, nchunks, natsStatus_GetText(st), (int)jerr);
 }
 
 /* ---- rounds ------------------------------------------------------------------ */
@@ -1128,6 +1412,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
   if (s->in_round || s->broken[0]) return 0;
   int n = apply_queued(s, 0, 0);
   if (n < 0) return n;
+  snap_take(s);
   /* Copies first: a callback may open a round, which applies more. */
   size_t ni = s->t_inbox.n, nd = s->t_dev.n;
   char (*in)[TERN_USER_MAX + 2] = ni ? malloc(ni * sizeof(*in)) : NULL;
@@ -1321,6 +1606,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
   }
   snprintf(s->stream, sizeof(s->stream), "TERN");
   *replicas = *nservers >= 3 ? 3 : 1;
+  s->snap_every = 100000;
   for (const char *p = q ? q + 1 : NULL; p && *p;) {
     const char *amp = strchr(p, '&');
     size_t len = amp ? (size_t)(amp - p) : strlen(p);
@@ -1341,6 +1627,14 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
         return TERN_EINVAL;
       }
       snprintf(s->stream, sizeof(s->stream), "%s", eq);
+    } else if (!strcmp(kv, "snapshot")) {
+      char *end;
+      unsigned long long e = strtoull(eq, &end, 10);
+      if (*end || !*eq) {
+        snprintf(err, errcap, "cluster url: snapshot is a number of entries (got \"%s\")", eq);
+        return TERN_EINVAL;
+      }
+      s->snap_every = e;
     } else if (!strcmp(kv, "replicas")) {
       char *end;
       long r = strtol(eq, &end, 10);
@@ -1350,12 +1644,15 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
       }
       *replicas = (int)r;
     } else {
-      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas)", kv);
+      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas, snapshot)", kv);
       return TERN_EINVAL;
     }
     p = amp ? amp + 1 : NULL;
   }
   snprintf(s->subject, sizeof(s->subject), "tern.log.%s", s->stream);
+  snprintf(s->snap_stream, sizeof(s->snap_stream), "%s_SNAP", s->stream);
+  snprintf(s->snap_head, sizeof(s->snap_head), "tern.snap.%s.head", s->stream);
+  snprintf(s->snap_chunk, sizeof(s->snap_chunk), "tern.snap.%s.chunk", s->stream);
   return 0;
 }
 
@@ -1416,7 +1713,8 @@ out:
 }
 
 /* Finds the stream, or creates it. *last receives its last sequence. */
-static int find_stream(ns *s, int replicas, uint64_t *last, char *err, size_t errcap) {
+static int find_stream(ns *s, int replicas, uint64_t *last, uint64_t *first, char *err,
+                       size_t errcap) {
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus st = js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr);
@@ -1460,6 +1758,7 @@ static int find_stream(ns *s, int replicas, uint64_t *last, char *err, size_t er
     return TERN_ESTORE;
   }
   *last = si->State.LastSeq;
+  *first = si->State.FirstSeq;
   jsStreamInfo_Destroy(si);
   if (*last == 0) {
     /* The log's first entry, so that every commit can name the position it
@@ -1523,11 +1822,25 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
   if ((rc = tern__relay_sqlite_open(&s->rep, &rc_cfg, cfg->log, cfg->log_ctx, err, errcap)) != 0)
     goto fail;
   if ((rc = connect_cluster(s, nservers, err, errcap)) != 0) goto fail;
-  if ((rc = find_stream(s, replicas, &last, err, errcap)) != 0) goto fail;
+  s->replicas = replicas;
+  uint64_t first = 0;
+  if ((rc = find_stream(s, replicas, &last, &first, err, errcap)) != 0) goto fail;
+  if ((rc = snap_stream(s, err, errcap)) != 0) goto fail;
+  if ((rc = snap_load(s, err, errcap)) != 0) goto fail;
+  if (first > s->pos + 1) {
+    snprintf(err, errcap,
+             "the log %s starts at entry %llu, but the newest snapshot is at entry %llu: entries "
+             "between them are gone",
+             s->stream, (unsigned long long)first, (unsigned long long)s->pos);
+    rc = TERN_ESTORE;
+    goto fail;
+  }
+  s->st.log_first = first ? first : 1;
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Ordered = true;
-  so.Config.DeliverPolicy = js_DeliverAll;
+  so.Config.DeliverPolicy = js_DeliverByStartSequence;
+  so.Config.OptStartSeq = s->pos + 1;
   jsErrCode jerr = 0;
   natsStatus st = js_Subscribe(&s->sub, s->js, s->subject, on_msg, s, NULL, &so, &jerr);
   if (st != NATS_OK) {

@@ -43,13 +43,14 @@
 #include "store/relay_store.h"
 
 typedef struct tern__nats_config {
-  /* "nats://host:port[,nats://host:port...][?stream=NAME&replicas=N]":
+  /* "nats://host:port[,...][?stream=NAME&replicas=N&snapshot=E]":
    * the cluster's servers (tried in this order; a lost connection moves
    * to the next, and one that stops answering is left after two missed
    * pings of max(timeout_ms, 1 s)), the
    * stream to use (default TERN; created if missing) and its replicas
    * when created (default: 3 when three or more servers are named, else
-   * 1). Not kept after open. */
+   * 1), and how many entries between snapshots that compact the log
+   * (default 100000; 0: never). Not kept after open. */
   const char *url;
   /* How long a publish or a request to the cluster may take before it
    * counts as failed, in ms (0: 1000). The relay's loop waits that long
@@ -84,6 +85,11 @@ typedef struct tern__nats_stats {
                             changed: the same on every replica */
   uint64_t publish_errors; /* publishes that failed (timeout, no cluster) */
   uint64_t fetched;      /* entries read one by one: the subscription lagged */
+  uint64_t snapshots;    /* snapshots this relay wrote (and the log compacted) */
+  uint64_t snapshot_loaded; /* the log position of the snapshot this relay
+                               started from (0: it read the log from 1) */
+  uint64_t log_first;    /* the log's first entry when this relay last
+                            compacted it or started (1: never compacted) */
   int connected;         /* 1 while connected to a NATS server */
 } tern__nats_stats;
 void tern__relay_nats_stats(const tern__relay_store *s, tern__nats_stats *out);

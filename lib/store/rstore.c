@@ -1593,3 +1593,40 @@ int tern__rstore_group_devices(tern__rstore *s, const char *group,
   done(q);
   return ret;
 }
+
+int tern__rstore_image(tern__rstore *s, uint8_t **out, size_t *len) {
+  if (tern__rstore_in_txn(s)) return TERN_EINVAL;
+  sqlite3_int64 n = 0;
+  unsigned char *p = sqlite3_serialize(s->db, "main", &n, 0);
+  if (!p) return TERN_ENOMEM;
+  *out = malloc(n > 0 ? (size_t)n : 1);
+  if (!*out) {
+    sqlite3_free(p);
+    return TERN_ENOMEM;
+  }
+  memcpy(*out, p, (size_t)n);
+  *len = (size_t)n;
+  sqlite3_free(p);
+  return 0;
+}
+
+int tern__rstore_load_image(tern__rstore *s, const uint8_t *p, size_t len) {
+  if (tern__rstore_in_txn(s)) return TERN_EINVAL;
+  unsigned char *buf = sqlite3_malloc64(len ? len : 1);
+  if (!buf) return TERN_ENOMEM;
+  memcpy(buf, p, len);
+  int sr = sqlite3_deserialize(s->db, "main", buf, (sqlite3_int64)len, (sqlite3_int64)len,
+                               SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE);
+  if (sr != SQLITE_OK) return fail(s, sr, "load an image");
+  uint64_t v = 0;
+  sqlite3_stmt *q = NULL;
+  sr = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL);
+  if (sr == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) v = (uint64_t)sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  if (v != SCHEMA_VERSION) {
+    snprintf(s->err, sizeof(s->err), "load an image: schema version %llu, this relay reads %d",
+             (unsigned long long)v, SCHEMA_VERSION);
+    return TERN_ESTORE;
+  }
+  return 0;
+}

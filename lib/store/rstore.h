@@ -247,6 +247,16 @@ int tern__rstore_hello_fresh(tern__rstore *s, const uint8_t dev[32], uint64_t ti
 /* Counts, for tests and metrics: stored messages (all inboxes). */
 int tern__rstore_count(tern__rstore *s, uint64_t *messages);
 
+/* The whole database as bytes (an image: SQLite's serialization), outside
+ * a transaction, for the cluster store's snapshots (spec/store.md, "The
+ * cluster store"). *out is malloc()ed, the caller frees it. Returns 0,
+ * TERN_EINVAL (in a transaction), TERN_ENOMEM. */
+int tern__rstore_image(tern__rstore *s, uint8_t **out, size_t *len);
+/* Replaces the database by an image of the same schema version. Outside
+ * a transaction. Returns 0, TERN_EINVAL (in a transaction), TERN_ESTORE
+ * (not an image of this schema: why in errmsg), TERN_ENOMEM. */
+int tern__rstore_load_image(tern__rstore *s, const uint8_t *p, size_t len);
+
 /* The reset rows (relay_store.h, reset_put/reset_del/reset_take). take
  * returns how many rows it gave to cb, or an error (then nothing is
  * deleted). */
