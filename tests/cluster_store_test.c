@@ -350,6 +350,56 @@ static void snapshots(int every, uint64_t want) {
   server_down(&sv);
 }
 
+static void count_inbox(void *ctx, const char *user) {
+  if (!user) ++*(int *)ctx;
+}
+
+/* A relay whose subscription stalls (the deaf fault) while another writes
+ * and compacts the log past it notices the silence, finds its next entry
+ * gone, reloads the newest snapshot, wakes every session, and goes on
+ * with the same state as the writer. */
+Test(cluster, a_relay_left_behind_by_compaction_catches_up) {
+  server sv;
+  server_up(&sv);
+  char url[256];
+  snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
+  tern__relay_store *a = relay_url(url), *b = relay_url(url);
+  b->ops->fault(b, TERN__RS_FAULT_DEAF, 1);
+  for (uint64_t i = 1; i <= 100; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
+    p.prev_cmid = i - 1;
+    cr_assert_eq(a->ops->put(a, &p, 1), 0);
+    cr_assert_eq(a->ops->commit(a, 0), 0);
+    cr_assert(a->ops->remote_take(a, no_inbox, no_device, NULL) >= 0);
+  }
+  tern__nats_stats sa, sb;
+  stats(a, &sa);
+  cr_assert_geq(sa.snapshots, 3);
+  cr_assert_gt(sa.log_first, 3, "the log is compacted past b (first %llu)", (unsigned long long)sa.log_first);
+  int all = 0;
+  for (int i = 0; i < 300; i++) { /* b's loop: silent for a second, then it asks */
+    cr_assert(b->ops->remote_take(b, count_inbox, no_device, &all) >= 0, "%s", b->ops->errmsg(b));
+    stats(b, &sb);
+    if (sb.position >= sa.position) break;
+    sleep_ms(10);
+  }
+  cr_assert_eq(sb.position, sa.position, "b caught up (%llu of %llu)", (unsigned long long)sb.position,
+               (unsigned long long)sa.position);
+  cr_assert_eq(sb.snapshot_reloads, 1);
+  cr_assert_eq(all, 1, "every session woken once");
+  uint64_t n = 0;
+  cr_assert_eq(b->ops->count(b, &n), 0);
+  cr_assert_eq(n, 100);
+  tern__rs_put again = msg("alice", DEV_A, "bob", 7, "m");
+  again.prev_cmid = 6;
+  cr_assert_eq(b->ops->put(b, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER);
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+  a->ops->close(a);
+  b->ops->close(b);
+  server_down(&sv);
+}
+
 /* Two snapshots: the log up to the first is purged. */
 Test(cluster, snapshots_compact_the_log) { snapshots(40, 2); }
 /* The first snapshot of a log, alone. */

@@ -207,6 +207,10 @@ typedef struct ns {
   uint64_t snap_every; /* entries between snapshots (0: none) */
   uint64_t snap_pos;   /* the newest snapshot's position known here */
   uint64_t snap_retry_ms;
+  int wake_all;          /* a snapshot replaced the replica: wake every session */
+  atomic_int deaf;       /* test builds: drop what the subscription delivers */
+  atomic_ullong rx_ms;   /* when the subscription last delivered (mono ms) */
+  uint64_t poll_ms;      /* when the log's end may next be asked for */
   char idprefix[24];
   uint32_t timeout_ms;
   size_t max_entry; /* the servers' max_payload */
@@ -601,6 +605,8 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
   return 1;
 }
 
+static int snap_recover(ns *s, uint64_t need);
+
 /* Takes what the NATS thread queued and applies it (outside a round),
  * waiting until the log position reaches `upto` or `deadline_ms` passes
  * (upto 0: no wait). The verdict on entry s->own_seq (ours) goes to
@@ -630,14 +636,13 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     for (size_t i = 0; i < n && rc >= 0; i++) {
       if (q[i].seq <= s->pos) continue; /* ours, or seen before a consumer reset */
       if (q[i].seq != s->pos + 1) {
-        char why[200];
-        snprintf(why, sizeof why,
-                 "the log skips from entry %llu to %llu: it was compacted past this relay's "
-                 "position",
-                 (unsigned long long)s->pos, (unsigned long long)q[i].seq);
-        set_broken(s, why);
-        rc = TERN_ESTORE;
-        break;
+        /* The log was compacted past this relay (it lagged more than a
+         * snapshot interval): start again from the newest snapshot. */
+        if (snap_recover(s, q[i].seq) < 0) {
+          rc = TERN_ESTORE;
+          break;
+        }
+        if (q[i].seq <= s->pos) continue; /* in the snapshot */
       }
       rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(q[i].m),
                        (size_t)natsMsg_GetDataLength(q[i].m), q[i].seq);
@@ -671,6 +676,11 @@ static int catch_up(ns *s, uint64_t upto) {
     jsErrCode jerr = 0;
     uint64_t want = s->pos + 1;
     natsStatus st = js_GetMsg(&m, s->js, s->stream, want, NULL, &jerr);
+    if ((st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) && !m) {
+      /* Compacted away: the newest snapshot must cover it. */
+      if (snap_recover(s, want + 1) < 0) return TERN_ESTORE;
+      continue;
+    }
     if (st != NATS_OK || !m) {
       fail(s, "cluster store: reading log entry %llu failed: %s (JetStream error %d)",
            (unsigned long long)want, natsStatus_GetText(st), (int)jerr);
@@ -769,6 +779,7 @@ static int snap_parse(natsMsg *m, uint64_t *pos, uint64_t *len, uint64_t *n, con
  * is its position, or 0 without one) or TERN_ESTORE (why in err). */
 static int snap_load(ns *s, char *err, size_t errcap) {
   natsMsg *h = NULL;
+  err[0] = 0;
   int r = snap_last_head(s, &h);
   if (r < 0) {
     snprintf(err, errcap, "%s", s->err);
@@ -826,6 +837,42 @@ out:
   free(img);
   natsMsg_Destroy(h);
   return rc;
+}
+
+/* This relay lags behind the compacted log (its next entry, `need` - 1 or
+ * before, is gone): loads the newest snapshot, which must reach need - 1,
+ * and has every session woken. Outside a round. Returns 0, or TERN_ESTORE
+ * (the relay stops accepting messages and says why). */
+static int snap_recover(ns *s, uint64_t need) {
+  char e[512];
+  uint64_t was = s->pos;
+  s->rep->ops->rollback(s->rep, mono_ms());
+  if (snap_load(s, e, sizeof e) != 0 || s->pos + 1 < need) {
+    char why[480];
+    snprintf(why, sizeof why,
+             "the log was compacted past this relay (at entry %llu, next %llu) and no snapshot "
+             "covers the gap%s%.300s",
+             (unsigned long long)was, (unsigned long long)need, e[0] ? ": " : "", e);
+    set_broken(s, why);
+    return TERN_ESTORE;
+  }
+  s->wake_all = 1;
+  s->st.snapshot_reloads++;
+  tern__logf(s->log, s->log_ctx, 1,
+             "cluster store: this relay fell behind the compacted log (at entry %llu); it "
+             "reloaded the snapshot at entry %llu and goes on from there",
+             (unsigned long long)was, (unsigned long long)s->pos);
+  return 0;
+}
+
+/* The log's last sequence, asked of the cluster; 0 on failure. */
+static uint64_t log_last(ns *s) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  if (js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr) != NATS_OK || !si) return 0;
+  uint64_t last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  return last;
 }
 
 static int publish_to(ns *s, const char *subject, const uint8_t *p, size_t n, jsPubOptions *po,
@@ -1412,7 +1459,28 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
   if (s->in_round || s->broken[0]) return 0;
   int n = apply_queued(s, 0, 0);
   if (n < 0) return n;
+  /* The subscription silent for a second while connected: it may be stuck
+   * (its consumer being recreated on another server); the log's end is
+   * asked for and what is missing read by sequence, at most 5,000 entries
+   * a call. */
+  uint64_t now = mono_ms();
+  if (atomic_load(&s->connected) && now >= s->poll_ms && now >= atomic_load(&s->rx_ms) + 1000) {
+    s->poll_ms = now + 1000;
+    uint64_t last = log_last(s);
+    if (last > s->pos) {
+      uint64_t before = s->pos;
+      if (catch_up(s, last < s->pos + 5000 ? last : s->pos + 5000) < 0) {
+        tern__logf(s->log, s->log_ctx, 1, "%s", s->broken[0] ? s->broken : s->err);
+        return TERN_ESTORE;
+      }
+      n += (int)(s->pos - before);
+    }
+  }
   snap_take(s);
+  if (s->wake_all) {
+    s->wake_all = 0;
+    inbox(ctx, NULL);
+  }
   /* Copies first: a callback may open a round, which applies more. */
   size_t ni = s->t_inbox.n, nd = s->t_dev.n;
   char (*in)[TERN_USER_MAX + 2] = ni ? malloc(ni * sizeof(*in)) : NULL;
@@ -1432,6 +1500,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
 static void n_fault(tern__relay_store *st, int kind, unsigned n) {
   ns *s = N(st);
   if (kind == TERN__RS_FAULT_COMMIT) s->fault_commit = n;
+  else if (kind == TERN__RS_FAULT_DEAF) atomic_store(&s->deaf, (int)n);
   else if (s->rep->ops->fault) s->rep->ops->fault(s->rep, kind, n);
 }
 #endif
@@ -1490,7 +1559,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
     jsMsgMetaData_Destroy(md);
   }
   pthread_mutex_lock(&s->mu);
-  if (seq == 0) {
+  if (seq == 0 || atomic_load(&s->deaf)) {
     pthread_mutex_unlock(&s->mu);
     natsMsg_Destroy(m);
     return;
@@ -1509,6 +1578,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
     s->qcap = cap;
   }
   s->q[s->qlen++] = (qent){m, seq};
+  atomic_store(&s->rx_ms, (unsigned long long)mono_ms());
   if (seq > s->q_seen) s->q_seen = seq;
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);

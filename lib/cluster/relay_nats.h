@@ -87,7 +87,9 @@ typedef struct tern__nats_stats {
   uint64_t fetched;      /* entries read one by one: the subscription lagged */
   uint64_t snapshots;    /* snapshots this relay wrote (and the log compacted) */
   uint64_t snapshot_loaded; /* the log position of the snapshot this relay
-                               started from (0: it read the log from 1) */
+                               last loaded (0: it read the log from 1) */
+  uint64_t snapshot_reloads; /* snapshots loaded while running: the relay had
+                               fallen behind the compacted log */
   uint64_t log_first;    /* the log's first entry when this relay last
                             compacted it or started (1: never compacted) */
   int connected;         /* 1 while connected to a NATS server */

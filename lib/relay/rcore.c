@@ -1165,6 +1165,17 @@ int tern__rcore_wake_device(tern__rcore *rc, const uint8_t dev[32], uint64_t now
   return n;
 }
 
+int tern__rcore_wake_all(tern__rcore *rc, uint64_t now_ms) {
+  int n = 0;
+  for (conn *c = rc->conns; c; c = c->next) {
+    if (!c->confirmed) continue;
+    pump(rc, c, now_ms);
+    if (!c->group) send_notices(rc, c, now_ms);
+    n++;
+  }
+  return n;
+}
+
 /* ---- groups (spec/messages.md §14) ---------------------------------------- */
 
 /* The group stream of session c for `group`, opened (its device's group

@@ -179,6 +179,9 @@ int tern__rcore_next_stored(tern__rcore *rc, const char **to, const char **from)
  * sessions it woke. A wake for nobody here costs a lookup. */
 int tern__rcore_wake_user(tern__rcore *rc, const char *user, uint64_t now_ms);
 int tern__rcore_wake_device(tern__rcore *rc, const uint8_t dev[32], uint64_t now_ms);
+/* Both, for every session: the store jumped (a cluster store that loaded
+ * a snapshot) and what changed is not known. Returns how many. */
+int tern__rcore_wake_all(tern__rcore *rc, uint64_t now_ms);
 
 /* Forgets device `dev` (removed by the operator or the backend): its cursor
  * stops holding its user's messages back (spec/store.md, device_remove),

@@ -1305,7 +1305,8 @@ int tern_relay_listen_tcp(tern_relay *r, uint16_t port, uint16_t *bound) {
 
 static void wake_inbox(void *ctx, const char *user) {
   tern_relay *r = ctx;
-  (void)tern__rcore_wake_user(r->core, user, tern__now_ms());
+  if (!user) (void)tern__rcore_wake_all(r->core, tern__now_ms()); /* the store jumped */
+  else (void)tern__rcore_wake_user(r->core, user, tern__now_ms());
 }
 
 static void wake_device(void *ctx, const uint8_t dev[32]) {

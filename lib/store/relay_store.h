@@ -308,7 +308,8 @@ typedef struct tern__relay_store_ops {
    * other relays' writes have arrived (the relay polls it). remote_take:
    * outside a round, applies them, then names each inbox (a user or an
    * "@group") that got messages, and each device that got notices, to the
-   * callbacks, once each, so that the relay wakes its sessions. Returns
+   * callbacks, once each, so that the relay wakes its sessions (inbox
+   * NULL: anything may have changed, wake every session). Returns
    * how many entries it applied, or TERN_ESTORE. */
   int (*remote_fd)(const tern__relay_store *s);
   int (*remote_take)(tern__relay_store *s, void (*inbox)(void *ctx, const char *user),
@@ -325,7 +326,10 @@ typedef struct tern__relay_store_ops {
 
 #ifdef TERN_TEST_HOOKS
 enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2 = 3,
-       TERN__RS_FAULT_LEAVE_EARLY = 4 };
+       TERN__RS_FAULT_LEAVE_EARLY = 4,
+       /* The cluster store's subscription drops what it receives while n is
+        * 1: a consumer that stalls (cluster/relay_nats.c). */
+       TERN__RS_FAULT_DEAF = 5 };
 #endif
 
 /* A backend's instance starts with this. */
