@@ -37,11 +37,10 @@ if [ "${1:-}" = "--sanitize" ]; then
   # sanitizers by rcore_test. cookie_flood_test measures connect times
   # under a flood faster than the relay reads, which a sanitized relay
   # (several times slower) cannot meet; the cookie path runs under the
-  # sanitizers in cookie_test and fuzz_cookie. cluster_chaos_test (3 NATS
-  # nodes and 3 relays in namespaces, about 40 s) runs in the plain and
-  # poll() builds: the cluster store's code runs under the sanitizers in
-  # cluster_store_test and relay_store_nats_test, against real servers.
-  skip=(-E 'nat_keepalive_test|linkem_selftest|budget_test|cookie_flood_test|cluster_chaos_test')
+  # sanitizers in cookie_test and fuzz_cookie. The cluster store's code
+  # runs under the sanitizers in cluster_store_test, cluster_relay_test and
+  # relay_store_nats_test, against real servers (cluster_chaos_test: below).
+  skip=(-E 'nat_keepalive_test|linkem_selftest|budget_test|cookie_flood_test')
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 elif [ "${1:-}" = "--poll" ]; then

@@ -50,6 +50,32 @@ static tern__rs_put msg(const char *from, const uint8_t *dev, const char *to, ui
   return p;
 }
 
+/* alice's messages 1..n to bob in one conversation, each stored; a commit
+ * every `every`, each followed by the relay loop's remote_take. */
+static void no_inbox(void *ctx, const char *user) { (void)ctx, (void)user; }
+static void no_device(void *ctx, const uint8_t dev[32]) { (void)ctx, (void)dev; }
+
+static void alice_to_bob(tern__relay_store *s, uint64_t n, uint64_t every) {
+  for (uint64_t i = 1; i <= n; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
+    p.prev_cmid = i - 1;
+    cr_assert_eq(s->ops->put(s, &p, 1), 0);
+    cr_assert_eq(p.result, TERN__RS_STORED);
+    if (i % every) continue;
+    cr_assert_eq(s->ops->commit(s, 0), 0);
+    cr_assert(s->ops->remote_take(s, no_inbox, no_device, NULL) >= 0);
+  }
+}
+
+/* alice's message `cmid` to bob again: a resend, answered with its seq. */
+static void alice_resends(tern__relay_store *s, uint64_t cmid) {
+  tern__rs_put again = msg("alice", DEV_A, "bob", cmid, "m");
+  again.prev_cmid = cmid - 1;
+  cr_assert_eq(s->ops->put(s, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "cmid %llu stored again", (unsigned long long)cmid);
+  cr_assert_eq(again.seq, cmid);
+}
+
 typedef struct woken {
   int inboxes, devices;
   char inbox[8][16];
@@ -209,13 +235,7 @@ Test(cluster, a_new_relay_reads_the_whole_log) {
   server sv;
   server_up(&sv);
   tern__relay_store *a = relay(&sv);
-  for (uint64_t i = 1; i <= 50; i++) {
-    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
-    p.prev_cmid = i - 1;
-    cr_assert_eq(a->ops->put(a, &p, 1), 0);
-    cr_assert_eq(p.result, TERN__RS_STORED);
-    if (i % 10 == 0) cr_assert_eq(a->ops->commit(a, 0), 0);
-  }
+  alice_to_bob(a, 50, 10);
   uint64_t cur;
   cr_assert_eq(a->ops->device(a, "bob", DEV_B, &cur), 0);
   uint64_t reached;
@@ -229,11 +249,7 @@ Test(cluster, a_new_relay_reads_the_whole_log) {
   cr_assert_eq(n, 30, "50 stored, 20 delivered to bob's only device");
   cr_assert_eq(c->ops->device(c, "bob", DEV_B, &cur), 0);
   cr_assert_eq(cur, 20);
-  tern__rs_put again = msg("alice", DEV_A, "bob", 33, "m");
-  again.prev_cmid = 32;
-  cr_assert_eq(c->ops->put(c, &again, 1), 0);
-  cr_assert_eq(again.result, TERN__RS_EARLIER);
-  cr_assert_eq(again.seq, 33);
+  alice_resends(c, 33);
   cr_assert_eq(c->ops->commit(c, 0), 0);
   tern__nats_stats st;
   stats(c, &st);
@@ -295,9 +311,6 @@ static tern__relay_store *relay_url(const char *url) {
   return s;
 }
 
-static void no_inbox(void *ctx, const char *user) { (void)ctx, (void)user; }
-static void no_device(void *ctx, const uint8_t dev[32]) { (void)ctx, (void)dev; }
-
 /* Every `snapshot` entries a relay writes the store's image to the
  * cluster and purges the log before it; a relay starting later loads the
  * image and reads only the rest, and has the same messages, cursors and
@@ -308,13 +321,7 @@ static void snapshots(int every, uint64_t want) {
   char url[256];
   snprintf(url, sizeof url, "%s?snapshot=%d", sv.url, every);
   tern__relay_store *a = relay_url(url);
-  for (uint64_t i = 1; i <= 100; i++) {
-    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
-    p.prev_cmid = i - 1;
-    cr_assert_eq(a->ops->put(a, &p, 1), 0);
-    cr_assert_eq(a->ops->commit(a, 0), 0);
-    cr_assert(a->ops->remote_take(a, no_inbox, no_device, NULL) >= 0); /* the relay's loop */
-  }
+  alice_to_bob(a, 100, 1);
   uint64_t cur, reached;
   cr_assert_eq(a->ops->device(a, "bob", DEV_B, &cur), 0);
   cr_assert_eq(a->ops->acked(a, "bob", DEV_B, 30, NULL, 0, &reached, NULL, NULL), 0);
@@ -335,11 +342,7 @@ static void snapshots(int every, uint64_t want) {
   cr_assert_eq(n, 70, "100 stored, 30 delivered to bob's only device");
   cr_assert_eq(c->ops->device(c, "bob", DEV_B, &cur), 0);
   cr_assert_eq(cur, 30);
-  tern__rs_put again = msg("alice", DEV_A, "bob", 50, "m");
-  again.prev_cmid = 49;
-  cr_assert_eq(c->ops->put(c, &again, 1), 0);
-  cr_assert_eq(again.result, TERN__RS_EARLIER, "the dedup record came with the snapshot");
-  cr_assert_eq(again.seq, 50);
+  alice_resends(c, 50); /* the dedup record came with the snapshot */
   tern__rs_put next = msg("alice", DEV_A, "bob", 101, "m");
   next.prev_cmid = 100;
   cr_assert_eq(c->ops->put(c, &next, 1), 0);
@@ -365,13 +368,7 @@ Test(cluster, a_relay_left_behind_by_compaction_catches_up) {
   snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
   tern__relay_store *a = relay_url(url), *b = relay_url(url);
   b->ops->fault(b, TERN__RS_FAULT_DEAF, 1);
-  for (uint64_t i = 1; i <= 100; i++) {
-    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
-    p.prev_cmid = i - 1;
-    cr_assert_eq(a->ops->put(a, &p, 1), 0);
-    cr_assert_eq(a->ops->commit(a, 0), 0);
-    cr_assert(a->ops->remote_take(a, no_inbox, no_device, NULL) >= 0);
-  }
+  alice_to_bob(a, 100, 1);
   tern__nats_stats sa, sb;
   stats(a, &sa);
   cr_assert_geq(sa.snapshots, 3);
@@ -390,10 +387,7 @@ Test(cluster, a_relay_left_behind_by_compaction_catches_up) {
   uint64_t n = 0;
   cr_assert_eq(b->ops->count(b, &n), 0);
   cr_assert_eq(n, 100);
-  tern__rs_put again = msg("alice", DEV_A, "bob", 7, "m");
-  again.prev_cmid = 6;
-  cr_assert_eq(b->ops->put(b, &again, 1), 0);
-  cr_assert_eq(again.result, TERN__RS_EARLIER);
+  alice_resends(b, 7);
   cr_assert_eq(b->ops->commit(b, 0), 0);
   a->ops->close(a);
   b->ops->close(b);

@@ -291,10 +291,17 @@ static void touch(touched *t, const void *key, size_t len) {
   if (!at) (void)tern__u64map_put(&t->idx, h, (void *)(uintptr_t)t->n);
 }
 
-static void touched_clear(touched *t) {
-  tern__u64map_free(&t->idx);
+/* Hands t's contents to the caller (who frees them), leaving t empty. */
+static touched touched_take(touched *t) {
+  touched out = *t;
+  memset(t, 0, sizeof(*t));
   tern__u64map_init(&t->idx);
-  t->n = 0;
+  return out;
+}
+
+static void touched_free(touched *t) {
+  tern__u64map_free(&t->idx);
+  free(t->name);
 }
 
 /* ---- one call: run, hash, replay ------------------------------------------ */
@@ -606,6 +613,7 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
 }
 
 static int snap_recover(ns *s, uint64_t need);
+static int read_by_seq(ns *s, uint64_t upto, int drain);
 
 /* Takes what the NATS thread queued and applies it (outside a round),
  * waiting until the log position reaches `upto` or `deadline_ms` passes
@@ -636,9 +644,10 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     for (size_t i = 0; i < n && rc >= 0; i++) {
       if (q[i].seq <= s->pos) continue; /* ours, or seen before a consumer reset */
       if (q[i].seq != s->pos + 1) {
-        /* The log was compacted past this relay (it lagged more than a
-         * snapshot interval): start again from the newest snapshot. */
-        if (snap_recover(s, q[i].seq) < 0) {
+        /* A gap (a delivery dropped, or the log compacted past this
+         * relay): the missing entries are read by sequence, or the newest
+         * snapshot replaces them. */
+        if (read_by_seq(s, q[i].seq - 1, 0) < 0) {
           rc = TERN_ESTORE;
           break;
         }
@@ -661,16 +670,14 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     }
     if (!upto || s->pos >= upto || mono_ms() >= deadline_ms) break;
   }
-  s->st.position = s->pos;
   return applied;
 }
 
-/* Brings the replica to log sequence `upto`: from what the subscription
- * delivers, and when it lags (its consumer is being recreated after a
- * server was lost), by asking the stream for each missing entry. Returns
- * 0 or a negative code. */
-static int catch_up(ns *s, uint64_t upto) {
-  if (apply_queued(s, upto, mono_ms() + 20) < 0) return TERN_ESTORE;
+/* Reads the entries after the replica's position up to `upto` one by one
+ * (js_GetMsg) and applies them; entries compacted away are replaced by
+ * the newest snapshot (snap_recover). `drain`: between two, also take what
+ * the subscription queued. Returns 0 or TERN_ESTORE. */
+static int read_by_seq(ns *s, uint64_t upto, int drain) {
   while (s->pos < upto) {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
@@ -693,13 +700,19 @@ static int catch_up(ns *s, uint64_t upto) {
     else s->st.applied++;
     s->pos = want;
     s->st.fetched++;
-    /* What the subscription delivered meanwhile is taken from the queue. */
-    if (apply_queued(s, 0, 0) < 0) return TERN_ESTORE;
+    if (drain && apply_queued(s, 0, 0) < 0) return TERN_ESTORE;
   }
-  s->st.position = s->pos;
   return 0;
 }
 
+/* Brings the replica to log sequence `upto`: from what the subscription
+ * delivers, and when it lags (its consumer is being recreated after a
+ * server was lost), by reading each missing entry. Returns 0 or a
+ * negative code. */
+static int catch_up(ns *s, uint64_t upto) {
+  if (apply_queued(s, upto, mono_ms() + 20) < 0) return TERN_ESTORE;
+  return read_by_seq(s, upto, 1);
+}
 
 /* ---- snapshots: compacting the log ----------------------------------------- */
 
@@ -875,15 +888,19 @@ static uint64_t log_last(ns *s) {
   return last;
 }
 
+/* Publishes p[0..n) on `subject` and waits for JetStream's answer: 0 with
+ * *seq, or -1 with *jerr and *status (if not NULL) saying why. */
 static int publish_to(ns *s, const char *subject, const uint8_t *p, size_t n, jsPubOptions *po,
-                      uint64_t *seq, jsErrCode *jerr) {
+                      uint64_t *seq, jsErrCode *jerr, natsStatus *status) {
   natsMsg *m = NULL;
   jsPubAck *pa = NULL;
   natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)p, (int)n);
   if (st == NATS_OK) st = js_PublishMsg(&pa, s->js, m, po, jerr);
   natsMsg_Destroy(m);
-  if (st == NATS_OK && pa) *seq = pa->Sequence;
+  if (st == NATS_OK && !pa) st = NATS_ERR;
+  if (st == NATS_OK) *seq = pa->Sequence;
   if (pa) jsPubAck_Destroy(pa);
+  if (status) *status = st;
   return st == NATS_OK ? 0 : -1;
 }
 
@@ -933,7 +950,7 @@ static void snap_take(ns *s) {
     jsPubOptions_Init(&po);
     po.MaxWait = s->timeout_ms;
     uint64_t seq = 0;
-    ok = publish_to(s, s->snap_chunk, part, 20 + k, &po, &seq, &jerr) == 0;
+    ok = publish_to(s, s->snap_chunk, part, 20 + k, &po, &seq, &jerr, NULL) == 0;
     if (ok) put64(head + 60 + 8 * i, seq);
     if (i == 0) first = seq;
   }
@@ -949,7 +966,7 @@ static void snap_take(ns *s) {
     if (head_seq) po.ExpectLastSubjectSeq = head_seq;
     else po.ExpectNoMessage = true;
     uint64_t seq = 0;
-    ok = publish_to(s, s->snap_head, head, 60 + 8 * nchunks, &po, &seq, &jerr) == 0;
+    ok = publish_to(s, s->snap_head, head, 60 + 8 * nchunks, &po, &seq, &jerr, NULL) == 0;
   }
   free(part);
   free(head);
@@ -1074,29 +1091,17 @@ static int rec_run(ns *s, size_t off, size_t slot, xctx *x) {
 /* Appends the round's entry to the log. Returns 0 with *seq its sequence,
  * or TERN_ESTORE. */
 static int publish(ns *s, const char *id, uint64_t *seq) {
-  natsMsg *m = NULL;
-  if (natsMsg_Create(&m, s->subject, NULL, (const char *)s->ops.p, (int)s->ops.len) != NATS_OK)
-    return fail(s, "cluster store: cannot make a message of %zu bytes", s->ops.len);
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = id;
   po.MaxWait = s->timeout_ms;
-  int rc = TERN_ESTORE;
-  jsPubAck *pa = NULL;
+  natsStatus st = NATS_OK;
   jsErrCode jerr = 0;
-  natsStatus st = js_PublishMsg(&pa, s->js, m, &po, &jerr);
-  if (st == NATS_OK && pa) {
-    *seq = pa->Sequence;
-    rc = 0;
-  } else {
-    s->st.publish_errors++;
-    rc = fail(s, "cluster store: appending to the log failed: %s (JetStream error %d)%s",
+  if (publish_to(s, s->subject, s->ops.p, s->ops.len, &po, seq, &jerr, &st) == 0) return 0;
+  s->st.publish_errors++;
+  return fail(s, "cluster store: appending to the log failed: %s (JetStream error %d)%s",
               natsStatus_GetText(st), (int)jerr,
               st == NATS_TIMEOUT ? "; the cluster may have lost its quorum" : "");
-  }
-  if (pa) jsPubAck_Destroy(pa);
-  natsMsg_Destroy(m);
-  return rc;
 }
 
 static int n_commit(tern__relay_store *st, uint64_t now_ms) {
@@ -1147,7 +1152,6 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
       return fail(s, "cluster store: %s", s->broken);
     }
     s->pos = seq;
-    s->st.position = seq;
     s->in_round = 0;
     return 0;
   }
@@ -1469,10 +1473,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
     uint64_t last = log_last(s);
     if (last > s->pos) {
       uint64_t before = s->pos;
-      if (catch_up(s, last < s->pos + 5000 ? last : s->pos + 5000) < 0) {
-        tern__logf(s->log, s->log_ctx, 1, "%s", s->broken[0] ? s->broken : s->err);
-        return TERN_ESTORE;
-      }
+      if (catch_up(s, last < s->pos + 5000 ? last : s->pos + 5000) < 0) return TERN_ESTORE;
       n += (int)(s->pos - before);
     }
   }
@@ -1481,18 +1482,13 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
     s->wake_all = 0;
     inbox(ctx, NULL);
   }
-  /* Copies first: a callback may open a round, which applies more. */
-  size_t ni = s->t_inbox.n, nd = s->t_dev.n;
-  char (*in)[TERN_USER_MAX + 2] = ni ? malloc(ni * sizeof(*in)) : NULL;
-  char (*dv)[TERN_USER_MAX + 2] = nd ? malloc(nd * sizeof(*dv)) : NULL;
-  if (in) memcpy(in, s->t_inbox.name, ni * sizeof(*in));
-  if (dv) memcpy(dv, s->t_dev.name, nd * sizeof(*dv));
-  touched_clear(&s->t_inbox);
-  touched_clear(&s->t_dev);
-  for (size_t i = 0; in && i < ni; i++) inbox(ctx, in[i]);
-  for (size_t i = 0; dv && i < nd; i++) device(ctx, (const uint8_t *)dv[i]);
-  free(in);
-  free(dv);
+  /* Taken first: a callback may open a round, which applies (and notes)
+   * more. */
+  touched in = touched_take(&s->t_inbox), dv = touched_take(&s->t_dev);
+  for (size_t i = 0; i < in.n; i++) inbox(ctx, in.name[i]);
+  for (size_t i = 0; i < dv.n; i++) device(ctx, (const uint8_t *)dv.name[i]);
+  touched_free(&in);
+  touched_free(&dv);
   return n;
 }
 
@@ -1568,8 +1564,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
     size_t cap = s->qcap ? s->qcap * 2 : 256;
     qent *q = realloc(s->q, cap * sizeof(*q));
     if (!q) {
-      /* Dropped: the ordered consumer sees the gap and starts over from
-       * the last sequence it handed out, which is not this one. */
+      /* Dropped: the gap it leaves is read by sequence (apply_queued). */
       pthread_mutex_unlock(&s->mu);
       natsMsg_Destroy(m);
       return;
@@ -1640,12 +1635,8 @@ static void n_close(tern__relay_store *st) {
   if (s->rep) s->rep->ops->close(s->rep);
   free(s->ops.p);
   free(s->dig);
-  touched_clear(&s->t_inbox);
-  touched_clear(&s->t_dev);
-  tern__u64map_free(&s->t_inbox.idx);
-  tern__u64map_free(&s->t_dev.idx);
-  free(s->t_inbox.name);
-  free(s->t_dev.name);
+  touched_free(&s->t_inbox);
+  touched_free(&s->t_dev);
   tern__wake_close(&s->wake);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
