@@ -1132,8 +1132,21 @@ static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n,
   return 0;
 }
 
+/* Whether a write that a device's frame asks for waits: after a failed
+ * round, until acks_at_ms. Without the wait a store that keeps failing
+ * (a cluster without its quorum) fed a storm: each failure resends the
+ * round's DELIVERs and notices, the devices ack them at once, and that
+ * round fails too, thousands of times a second (spec/messages.md §5.7). */
+static int acks_wait(const tern__rcore *rc, uint64_t now_ms) { return now_ms < rc->acks_at_ms; }
+
 static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t now_ms) {
   if (l->last > c->ack_goal) c->ack_goal = l->last;
+  if (acks_wait(rc, now_ms)) {
+    /* Taken in by the tick at acks_at_ms (its sacks are not kept: what
+     * they named is sent again and acked again). */
+    if (c->ack_goal > c->cursor) c->ack_more = 1;
+    return;
+  }
   if (apply_acks(rc, c, l->seqs, l->n, now_ms) < 0) return;
   if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
   pump(rc, c, now_ms);
@@ -1363,6 +1376,9 @@ int tern__rcore_input(tern__rcore *rc, uint64_t id, const uint8_t *frames, size_
         uint64_t kind, cmid, code;
         int has_code;
         if (tern__fr_notice_ack_code_read(&body, &kind, &cmid, &has_code, &code) != 0) break;
+        /* After a failed round: not now. The notice stays stored and is
+         * sent again (resend_ms), and acked again. */
+        if (acks_wait(rc, now_ms)) break;
         /* A GROUP_RECEIPT acked with the count the device saw: a newer
          * count (the row's code moved on) stays and is sent again. */
         int del = has_code ? rc->store->ops->notice_del_if(rc->store, c->dev, (int)kind, cmid, (int64_t)code)
@@ -1492,9 +1508,17 @@ void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
     if (rc->pu[i].due && now_ms >= rc->pu[i].told_ms + rc->cfg.presence_min_ms)
       presence_broadcast(rc, &rc->pu[i], now_ms);
   for (conn *c = rc->conns; c; c = c->next) {
-    if (c->ack_more && now_ms >= rc->acks_at_ms && apply_acks(rc, c, NULL, 0, now_ms) == 0 &&
-        c->sent_upto < c->cursor)
-      c->sent_upto = c->cursor;
+    if (c->ack_more && now_ms >= rc->acks_at_ms) {
+      /* Acks held back by a failure (or a full disk's steps): taken in,
+       * and the window they free is filled, as on_ack does. Without the
+       * pump a session whose window was full stayed idle until another
+       * message woke it. */
+      uint64_t before = c->cursor;
+      if (apply_acks(rc, c, NULL, 0, now_ms) == 0) {
+        if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
+        if (c->cursor > before && c->confirmed) pump(rc, c, now_ms);
+      }
+    }
     if (!c->confirmed) continue;
     send_copies(rc, c, now_ms);
     if (c->budget_wait && budget_room(rc)) {
