@@ -15,6 +15,7 @@
 
 #include "store/relay_store.h"
 #include "store/rstore.h"
+#include "tern_test.h"
 #ifdef TERN_HAVE_CLUSTER
 #include "cluster/relay_nats.h"
 #endif
@@ -361,7 +362,10 @@ STORE_TEST(a_failed_commit_undoes_the_round) {
   uint64_t n;
   s->ops->count(s, &n);
   cr_assert_eq(n, 0);
-  cr_assert_eq(s->ops->wake_ms(s), UINT64_MAX, "no upkeep pending without a disk reserve");
+  if (!strcmp(b->name, "nats")) /* the cluster's upkeep: its log poll, within a second */
+    cr_assert_leq(s->ops->wake_ms(s), tt_now_ms() + 1000, "the cluster store asks for its poll");
+  else
+    cr_assert_eq(s->ops->wake_ms(s), UINT64_MAX, "no upkeep pending without a disk reserve");
   s->ops->close(s);
 }
 
