@@ -231,6 +231,9 @@ typedef struct ns {
   size_t qlen, qcap;
   uint64_t q_seen; /* highest sequence queued */
   int sub_done;    /* the subscription will call nothing more */
+  int nc_closed;   /* the connection will call nothing more (its closed
+                      callback ran: libnats calls them in order, on a
+                      thread of its own, after natsConnection_Close) */
   tern__wake wake;
   atomic_int connected;
   atomic_uint drops, returns; /* connections lost, and got back */
@@ -1605,6 +1608,15 @@ static void on_sub_done(void *closure) {
   pthread_mutex_unlock(&s->mu);
 }
 
+static void on_closed(natsConnection *nc, void *closure) {
+  (void)nc;
+  ns *s = closure;
+  pthread_mutex_lock(&s->mu);
+  s->nc_closed = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
 static void on_disconnected(natsConnection *nc, void *closure) {
   (void)nc;
   ns *s = closure;
@@ -1625,25 +1637,36 @@ static void on_reconnected(natsConnection *nc, void *closure) {
 
 int tern__is_nats_url(const char *path) { return path && strncmp(path, "nats://", 7) == 0; }
 
+/* Waits (at most 5 s) until a NATS thread sets *flag (under s->mu). */
+static void wait_flag(ns *s, const int *flag) {
+  pthread_mutex_lock(&s->mu);
+  uint64_t end = mono_ms() + 5000;
+  while (!*flag && mono_ms() < end) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000;
+    ts.tv_sec += ts.tv_nsec / 1000000000;
+    ts.tv_nsec %= 1000000000;
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+  }
+  pthread_mutex_unlock(&s->mu);
+}
+
 static void n_close(tern__relay_store *st) {
   ns *s = N(st);
   if (!s) return;
   if (s->sub) {
     natsSubscription_Unsubscribe(s->sub);
-    /* Waits (bounded) until the subscription calls nothing more. */
-    pthread_mutex_lock(&s->mu);
-    uint64_t end = mono_ms() + 5000;
-    while (!s->sub_done && mono_ms() < end) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 50 * 1000000;
-      ts.tv_sec += ts.tv_nsec / 1000000000;
-      ts.tv_nsec %= 1000000000;
-      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-    }
-    pthread_mutex_unlock(&s->mu);
+    wait_flag(s, &s->sub_done);
   }
-  if (s->nc) natsConnection_Close(s->nc);
+  if (s->nc) {
+    /* The disconnected and closed callbacks come after Close returns, on
+     * libnats' own thread, with s as their closure: s must outlive them
+     * (a write into freed memory here once broke the next relay's
+     * SQLite schema in cluster_store_test). */
+    natsConnection_Close(s->nc);
+    wait_flag(s, &s->nc_closed);
+  }
   if (s->sub) natsSubscription_Destroy(s->sub);
   if (s->js) jsCtx_Destroy(s->js);
   if (s->nc) natsConnection_Destroy(s->nc);
@@ -1757,7 +1780,8 @@ static int connect_cluster(ns *s, int nservers, char *err, size_t errcap) {
       natsOptions_SetPingInterval(o, s->timeout_ms < 1000 ? 1000 : s->timeout_ms) != NATS_OK ||
       natsOptions_SetMaxPingsOut(o, 2) != NATS_OK ||
       natsOptions_SetDisconnectedCB(o, on_disconnected, s) != NATS_OK ||
-      natsOptions_SetReconnectedCB(o, on_reconnected, s) != NATS_OK) {
+      natsOptions_SetReconnectedCB(o, on_reconnected, s) != NATS_OK ||
+      natsOptions_SetClosedCB(o, on_closed, s) != NATS_OK) {
     snprintf(err, errcap, "cannot set up the NATS client");
     goto out;
   }
