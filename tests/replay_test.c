@@ -135,6 +135,7 @@ Test(replay, forward_jumps_of_every_size_clear_exactly_what_they_pass) {
 
 /* The naive model: a set of every counter accepted, plus the window rule. */
 typedef struct model {
+  uint64_t window; /* counters below the top that may still come */
   uint64_t *slots; /* open addressing; 0 is stored as `has_zero` */
   size_t cap;
   int has_zero;
@@ -162,7 +163,7 @@ static void model_add(model *m, uint64_t n) {
 
 static int model_check(const model *m, uint64_t n) {
   if (!m->any || n > m->top) return 0;
-  if (m->top - n >= 2048) return TERN_EREPLAY;
+  if (m->top - n >= m->window) return TERN_EREPLAY;
   return model_seen(m, n) ? TERN_EREPLAY : 0;
 }
 
@@ -181,13 +182,36 @@ static uint64_t rng(void) { /* xorshift64*, fixed seed: the run is the same ever
   return rng_state * 2685821657736338717ull;
 }
 
-Test(replay, agrees_with_a_naive_model_over_100k_operations) {
+/* Either size of window, behind one face, so the model test runs on both. */
+typedef struct win {
+  int small;
+  tern__replay big;
+  tern__replay_small sm;
+} win;
+
+static int win_check(const win *w, uint64_t n) {
+  return w->small ? tern__replay_small_check(&w->sm, n) : tern__replay_check(&w->big, n);
+}
+
+static void win_update(win *w, uint64_t n) {
+  if (w->small)
+    tern__replay_small_update(&w->sm, n);
+  else
+    tern__replay_update(&w->big, n);
+}
+
+static void agree_with_model(int small) {
   const int ops = 100000;
-  model m = {.cap = 1 << 18};
+  const uint64_t W = small ? TERN__REPLAY_SMALL_WINDOW : TERN__REPLAY_WINDOW;
+  const uint64_t blocks = small ? TERN__REPLAY_SMALL_BLOCKS : TERN__REPLAY_BLOCKS;
+  model m = {.cap = 1 << 18, .window = W};
   m.slots = calloc(m.cap, sizeof *m.slots);
   cr_assert_not_null(m.slots);
-  tern__replay w;
-  tern__replay_init(&w);
+  static win w;
+  memset(&w, 0, sizeof w);
+  w.small = small;
+  tern__replay_init(&w.big);
+  tern__replay_small_init(&w.sm);
   rng_state = 0x7465726e7265706cull; /* "ternrepl" */
 
   uint64_t last = rng() >> 14; /* the first counter is arbitrary */
@@ -197,15 +221,15 @@ Test(replay, agrees_with_a_naive_model_over_100k_operations) {
     uint64_t top = m.any ? m.top : last;
     uint64_t r = rng() % 100, n;
     if (r < 45) /* near the top, mostly behind it: reordering */
-      n = top + (rng() % 2200) - 2100;
+      n = top + (rng() % (W + 152)) - (W + 52);
     else if (r < 65) /* just ahead: normal traffic */
       n = top + 1 + rng() % 64;
     else if (r < 80) /* a duplicate of a counter accepted lately */
       n = recent[rng() % 64];
     else if (r < 88) /* around the window edge */
-      n = top - 2040 - rng() % 16;
+      n = top - (W - 8) - rng() % 16;
     else if (r < 94) /* a jump within a few windows */
-      n = top + rng() % (3 * 64 * TERN__REPLAY_BLOCKS);
+      n = top + rng() % (3 * 64 * blocks);
     else if (r < 97) /* a big jump */
       n = top + (rng() >> 30);
     else /* anything at all below the top */
@@ -213,21 +237,29 @@ Test(replay, agrees_with_a_naive_model_over_100k_operations) {
     if (n > top && top > UINT64_MAX - 1000000) n = top; /* stay clear of wrapping */
 
     int want = model_check(&m, n);
-    int got = tern__replay_check(&w, n);
-    cr_assert_eq(got, want, "op %d: counter %llu (top %llu): window says %d, model says %d", i,
-                 (unsigned long long)n, (unsigned long long)m.top, got, want);
+    int got = win_check(&w, n);
+    cr_assert_eq(got, want, "%s window, op %d: counter %llu (top %llu): window says %d, model says %d",
+                 small ? "small" : "large", i, (unsigned long long)n, (unsigned long long)m.top, got,
+                 want);
     if (got == 0) {
-      tern__replay_update(&w, n);
+      win_update(&w, n);
       model_update(&m, n);
       recent[accepted % 64] = n;
       accepted++;
     } else {
       refused++;
     }
-    cr_assert_eq(w.top, m.top);
+    cr_assert_eq(small ? w.sm.top : w.big.top, m.top);
   }
   /* The mix must exercise both outcomes heavily, or it proves little. */
   cr_assert_gt(accepted, ops / 5, "only %d accepted", accepted);
   cr_assert_gt(refused, ops / 5, "only %d refused", refused);
   free(m.slots);
+}
+
+Test(replay, agrees_with_a_naive_model_over_100k_operations) { agree_with_model(0); }
+
+Test(replay, the_small_window_agrees_with_the_model_over_100k_operations) {
+  cr_assert_eq(TERN__REPLAY_SMALL_WINDOW, 128);
+  agree_with_model(1);
 }

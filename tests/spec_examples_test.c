@@ -242,6 +242,9 @@ Test(spec, sizes_and_limits) {
   cr_assert_eq(TERN__STREAMS, 8);
   cr_assert_eq(TERN__REPLAY_BLOCKS, 33);
   cr_assert_eq(TERN__REPLAY_WINDOW, 2048);
+  cr_assert_eq(TERN__REPLAY_SMALL_BLOCKS, 3);
+  cr_assert_eq(TERN__REPLAY_SMALL_WINDOW, 128);
+  cr_assert_eq(TERN__STREAM_UNORDERED, 7);
   cr_assert_eq(TERN_USER_MAX, 64);
   cr_assert_eq(TERN_MESSAGE_MAX, 1048576u);
   cr_assert_eq(TERN__VARINT_MAX, 10);
@@ -826,10 +829,9 @@ static void open_session_with_key(tern__session *s, const uint8_t key[32], uint6
   s->state = TERN__SS_OPEN;
   memcpy(s->send_key, key, 32);
   memcpy(s->recv_key, key, 32);
-  for (int i = 0; i < TERN__STREAMS; i++) {
-    s->send_n[i] = send_n;
-    tern__replay_init(&s->replay[i]);
-  }
+  for (int i = 0; i < TERN__STREAMS; i++) s->send_n[i] = send_n;
+  for (int i = 0; i < TERN__STREAMS - 1; i++) tern__replay_small_init(&s->replay[i]);
+  tern__replay_init(&s->unordered);
 }
 
 Test(spec, data_packet_example) {

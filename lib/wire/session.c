@@ -4,6 +4,13 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "wire/channels.h"
+
+_Static_assert(TERN__STREAM_UNORDERED == TERN__CH_COPY,
+               "the unordered stream is the channel of unsequenced copies");
+_Static_assert(TERN__STREAM_UNORDERED == TERN__STREAMS - 1,
+               "replay[] is indexed by the ordered streams, below the unordered one");
+
 static void fail(tern__session *s) {
   tern__session_wipe(s);
   s->state = TERN__SS_DEAD;
@@ -35,10 +42,12 @@ static int finish(tern__session *s) {
   memcpy(s->recv_key, s->initiator ? c2.k : c1.k, TERN__NOISE_KEYLEN);
   sodium_memzero(&c1, sizeof(c1));
   sodium_memzero(&c2, sizeof(c2));
-  for (int i = 0; i < TERN__STREAMS; i++) {
-    s->send_n[i] = 0;
-    tern__replay_init(&s->replay[i]);
-  }
+  /* The handshake is over: its secrets go, and its storage becomes the
+   * unordered stream's window (session.h). */
+  tern__noise_hs_wipe(&s->hs);
+  tern__replay_init(&s->unordered);
+  for (int i = 0; i < TERN__STREAMS; i++) s->send_n[i] = 0;
+  for (int i = 0; i < TERN__STREAMS - 1; i++) tern__replay_small_init(&s->replay[i]);
   s->state = TERN__SS_OPEN;
   return 0;
 }
@@ -176,15 +185,31 @@ int tern__session_open(tern__session *s, const uint8_t *pkt, size_t len, uint8_t
     s->rejected++;
     return TERN_EDECRYPT;
   }
-  if (tern__replay_check(&s->replay[st], count) != 0) {
+  int unordered = st == TERN__STREAM_UNORDERED;
+  if ((unordered ? tern__replay_check(&s->unordered, count)
+                 : tern__replay_small_check(&s->replay[st], count)) != 0) {
     sodium_memzero(out, pt_len);
     s->replayed++;
     return TERN_EREPLAY;
   }
-  tern__replay_update(&s->replay[st], count);
+  if (unordered)
+    tern__replay_update(&s->unordered, count);
+  else
+    tern__replay_small_update(&s->replay[st], count);
   *out_len = pt_len;
   *stream = st;
   return 0;
+}
+
+int tern__session_recv_top(const tern__session *s, uint8_t stream, uint64_t *top) {
+  *top = 0;
+  if (s->state != TERN__SS_OPEN || stream >= TERN__STREAMS) return 0;
+  if (stream == TERN__STREAM_UNORDERED) {
+    *top = s->unordered.top;
+    return s->unordered.any;
+  }
+  *top = s->replay[stream].top;
+  return s->replay[stream].any;
 }
 
 void tern__session_wipe(tern__session *s) {

@@ -15,7 +15,13 @@
  * replay window: ENet orders each channel but not channels against each
  * other, so one window for all could let a packet held up on one channel
  * fall out of the window while others run ahead, after ENet acked it. The
- * receiver opens a packet, then checks its stream's window.
+ * receiver opens a packet, then checks its stream's window. Streams ENet
+ * delivers in order (all but TERN__STREAM_UNORDERED) have a 128-counter
+ * window; the unordered one (unsequenced copies) 2048 (wire/replay.h).
+ *
+ * Memory: the handshake state is needed only until OPEN and the unordered
+ * stream's window only from OPEN, so the two share storage; the handshake
+ * state (the static private key among it) is wiped when the session opens.
  */
 #ifndef TERN_SESSION_H
 #define TERN_SESSION_H
@@ -53,6 +59,9 @@ enum {
 /* Streams per direction; a DATA packet's stream is the top byte of its
  * counter. */
 #define TERN__STREAMS 8
+/* The one stream ENet may deliver out of order: its channel carries
+ * unsequenced packets (TERN__CH_COPY, channels.h). */
+#define TERN__STREAM_UNORDERED 7
 
 /* The rekey rule: a stream carries at most this many DATA packets under one
  * key. The sender refuses the next with TERN_ENONCE, which ends the session;
@@ -74,11 +83,16 @@ typedef enum tern__session_state {
 typedef struct tern__session {
   tern__session_state state;
   int initiator;
-  tern__noise_hs hs;
+  union {
+    tern__noise_hs hs;   /* until OPEN; wiped when the session opens */
+    tern__replay unordered; /* from OPEN: TERN__STREAM_UNORDERED's window */
+  };
   uint8_t send_key[TERN__NOISE_KEYLEN];
   uint8_t recv_key[TERN__NOISE_KEYLEN];
   uint64_t send_n[TERN__STREAMS];     /* next packet number on each stream */
-  tern__replay replay[TERN__STREAMS]; /* what we have opened, per stream */
+  /* What we have opened on each ordered stream, indexed by stream (the
+   * unordered stream is the last: its window is `unordered`). */
+  tern__replay_small replay[TERN__STREAMS - 1];
   uint8_t remote_static[TERN__NOISE_DHLEN]; /* the peer's static public key */
   uint8_t handshake_hash[TERN__NOISE_HASHLEN];
   uint64_t rejected;      /* DATA packets that failed to open */
@@ -129,6 +143,11 @@ int tern__session_seal(tern__session *s, uint8_t stream, const uint8_t *frames, 
  * packet changes nothing else: the session carries on. */
 int tern__session_open(tern__session *s, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
                        size_t *out_len, uint8_t *stream);
+
+/* The highest packet number opened on `stream` so far, in *top; returns
+ * 1, or 0 if none has been (or the session is not OPEN, or no such
+ * stream). */
+int tern__session_recv_top(const tern__session *s, uint8_t stream, uint64_t *top);
 
 /* Wipes every key; the session is DEAD. */
 void tern__session_wipe(tern__session *s);
