@@ -46,7 +46,15 @@ typedef struct copy_item {
 #define COPIES_MAX 2048
 
 typedef struct conn {
-  struct conn *next;
+  struct conn *next, **pprev; /* rc->conns */
+  /* In rc->busy while the tick may have something to do for it (acks to
+   * take in, copies, a repump, the budget, resends, notices): the tick and
+   * the timeout walk only those, not every idle session. */
+  struct conn *bnext, *bprev;
+  int busy;
+  /* In rc->round[] while its cursor or registration has changed since the
+   * last commit: the commit walks only those. */
+  int in_round;
   tern__devidx_node bydev;  /* a session's (not a group stream's) entry in rc->bydev */
   tern__devidx_node byuser; /* its entry in rc->byuser, under ukey */
   uint8_t ukey[32];         /* BLAKE2b of user: the key it is found by */
@@ -113,6 +121,12 @@ struct tern__rcore {
   tern__rcore_config cfg;
   tern__relay_store *store;
   conn *conns;
+  conn *busy;                    /* the conns the tick visits (conn.busy) */
+  conn **rl;                     /* the round's changed conns (conn.in_round) */
+  size_t nrl, caprl;
+  int rl_all;                    /* rl could not grow: the commit walks every conn */
+  size_t ngroup_conns;           /* group streams open (closing a session looks
+                                    for its streams only if there are any) */
   /* The sessions' conns (not group streams) by id and by device key: an
    * input, an output and a notice find theirs without a walk over every
    * session. */
@@ -243,6 +257,7 @@ void tern__rcore_free(tern__rcore *rc) {
   tern__devidx_free(&rc->bydev);
   tern__devidx_free(&rc->byuser);
   free(rc->notes);
+  free(rc->rl);
   free(rc->pu);
   free(rc->buf);
   free(rc);
@@ -262,6 +277,78 @@ static void index_user(tern__rcore *rc, conn *c) {
 #define CONN_OF(node, field) ((conn *)((char *)(node) - offsetof(conn, field)))
 
 static conn *find(tern__rcore *rc, uint64_t id) { return tern__u64map_get(&rc->byid, id); }
+
+/* The list of every conn, with O(1) removal. */
+static void conns_add(tern__rcore *rc, conn *c) {
+  c->next = rc->conns;
+  if (c->next) c->next->pprev = &c->next;
+  c->pprev = &rc->conns;
+  rc->conns = c;
+}
+
+static void conns_del(conn *c) {
+  *c->pprev = c->next;
+  if (c->next) c->next->pprev = c->pprev;
+}
+
+/* c may have something for the tick to do: it joins rc->busy. Called
+ * wherever one of the fields conn_idle() reads is set. */
+static void busy_mark(tern__rcore *rc, conn *c) {
+  if (c->busy) return;
+  c->busy = 1;
+  c->bprev = NULL;
+  c->bnext = rc->busy;
+  if (c->bnext) c->bnext->bprev = c;
+  rc->busy = c;
+}
+
+static void busy_drop(tern__rcore *rc, conn *c) {
+  if (!c->busy) return;
+  if (c->bprev) c->bprev->bnext = c->bnext;
+  else rc->busy = c->bnext;
+  if (c->bnext) c->bnext->bprev = c->bprev;
+  c->busy = 0;
+  c->bnext = c->bprev = NULL;
+}
+
+/* Nothing for the tick to do for c until an input or a wake sets one of
+ * these again. */
+static int conn_idle(const conn *c) {
+  return !c->ack_more && !c->copies && !c->budget_wait && !c->repump && c->sent_upto <= c->cursor &&
+         !c->notices_out;
+}
+
+/* c's cursor or registration changed in the open round: the commit makes
+ * it the committed one. */
+static void round_mark(tern__rcore *rc, conn *c) {
+  if (c->in_round || rc->rl_all) return;
+  if (rc->nrl == rc->caprl) {
+    size_t cap = rc->caprl ? rc->caprl * 2 : 64;
+    conn **n = realloc(rc->rl, cap * sizeof(*n));
+    if (!n) {
+      rc->rl_all = 1; /* correct, only slower */
+      return;
+    }
+    rc->rl = n;
+    rc->caprl = cap;
+  }
+  c->in_round = 1;
+  rc->rl[rc->nrl++] = c;
+}
+
+static void round_clear(tern__rcore *rc) {
+  for (size_t i = 0; i < rc->nrl; i++)
+    if (rc->rl[i]) rc->rl[i]->in_round = 0;
+  rc->nrl = 0;
+  rc->rl_all = 0;
+}
+
+/* What the commit of a round makes of a conn it changed. */
+static void conn_committed(conn *c) {
+  c->committed_cursor = c->cursor;
+  if (c->reg_pending) c->registered = 1;
+  c->reg_pending = 0;
+}
 
 static conn *find_group(tern__rcore *rc, uint64_t id, const char *group) {
   for (conn *c = rc->conns; c; c = c->next)
@@ -368,7 +455,9 @@ static void store_failed(tern__rcore *rc, uint64_t now_ms) {
     c->sent_upto = c->ack_goal > c->cursor ? c->ack_goal : c->cursor;
     if (c->confirmed) c->repump = 1;
     drop_copies(c); /* they may carry seqs the rollback took back */
+    if (!conn_idle(c)) busy_mark(rc, c);
   }
+  round_clear(rc); /* every conn is back at what is committed */
   rc->busy_until_ms = now_ms + rc->cfg.busy_ms;
   if (!rc->log_ms || now_ms >= rc->log_ms + rc->cfg.busy_ms) {
     char more[64] = "";
@@ -496,10 +585,11 @@ static int eph_take(tern__rcore *rc, conn *c, uint64_t now_ms) {
 /* A new conn (a session's, or one of its group streams) whose registration
  * in the store is in the open round and whose cursor the store gave:
  * everything else it tracks starts from there. */
-static void conn_start(conn *c, uint64_t now_ms) {
+static void conn_start(tern__rcore *rc, conn *c, uint64_t now_ms) {
   c->committed_cursor = c->cursor;
   c->ack_goal = c->cursor;
   c->reg_pending = 1;
+  round_mark(rc, c);
   c->sent_upto = c->cursor;
   c->progress_ms = now_ms;
   c->copies_tail = &c->copies;
@@ -524,7 +614,6 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
     return rc2;
   }
   c->limit = UINT64_MAX;
-  conn_start(c, now_ms);
   c->rate_msgs = 10000ll * rc->cfg.send_rate_msgs; /* full: 10 s of the rate */
   c->rate_bytes = 10000ll * (int64_t)rc->cfg.send_rate_bytes;
   c->rate_ms = now_ms;
@@ -539,18 +628,19 @@ int tern__rcore_open(tern__rcore *rc, uint64_t id, const char *user, const uint8
   }
   tern__devidx_add(&rc->bydev, &c->bydev, c->dev);
   index_user(rc, c);
-  c->next = rc->conns;
-  rc->conns = c;
+  conns_add(rc, c);
+  conn_start(rc, c, now_ms);
   return 0;
 }
 
 /* Unlinks c and frees it (a session's conn, or one of its group streams). */
 static void drop_conn(tern__rcore *rc, conn *c) {
-  for (conn **pp = &rc->conns; *pp; pp = &(*pp)->next) {
-    if (*pp != c) continue;
-    *pp = c->next;
-    break;
-  }
+  conns_del(c);
+  busy_drop(rc, c);
+  if (c->in_round)
+    for (size_t i = 0; i < rc->nrl; i++)
+      if (rc->rl[i] == c) rc->rl[i] = NULL;
+  if (c->group) rc->ngroup_conns--;
   if (!c->group) {
     if (find(rc, c->id) == c) tern__u64map_del(&rc->byid, c->id);
     tern__devidx_del(&rc->bydev, &c->bydev);
@@ -564,7 +654,13 @@ static void drop_conn(tern__rcore *rc, conn *c) {
 }
 
 void tern__rcore_close(tern__rcore *rc, uint64_t id) {
-  /* The session's conn and its group streams. */
+  /* The session's conn and its group streams (a walk only if any group
+   * stream is open). */
+  if (!rc->ngroup_conns) {
+    conn *c = find(rc, id);
+    if (c) drop_conn(rc, c);
+    return;
+  }
   for (conn *c = rc->conns, *next; c; c = next) {
     next = c->next;
     if (c->id == id) drop_conn(rc, c);
@@ -618,6 +714,7 @@ static void schedule_copy(tern__rcore *rc, conn *c, uint64_t seq, const uint8_t 
   it->len = len;
   memcpy(it->data, data, len);
   queue_copy(c, it);
+  busy_mark(rc, c);
 }
 
 /* Sends the copies that are due and still unacknowledged, and queues the
@@ -697,6 +794,7 @@ void tern__rcore_set_link_bytes(tern__rcore *rc, uint64_t bytes) { rc->link_byte
 static void budget_stall(tern__rcore *rc, conn *c, uint64_t now_ms) {
   if (c->budget_wait) return;
   c->budget_wait = 1;
+  busy_mark(rc, c);
   rc->stats.budget_stalls++;
   (void)tern__logf_limited(rc->cfg.log, rc->cfg.log_ctx, &rc->budget_log, now_ms, 1,
                            "delivery budget reached: %llu bytes of DELIVERs unacknowledged "
@@ -751,6 +849,7 @@ static int pump_one(void *ctx, const tern__rmsg *m) {
       schedule_copy(p->rc, p->c, m->seq, w.p, w.len, p->now_ms);
   }
   p->c->sent_upto = m->seq;
+  busy_mark(p->rc, p->c);
   p->sent++;
   return 0;
 }
@@ -794,6 +893,7 @@ static void emit_notice(tern__rcore *rc, conn *c, int kind, uint64_t cmid, int64
   }
   emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
   c->notices_out = 1;
+  busy_mark(rc, c);
 }
 
 typedef struct notice_ctx {
@@ -1093,7 +1193,10 @@ static int begin_for(tern__rcore *rc, conn *c) {
     uint64_t cur, limit;
     r = c->group ? rc->store->ops->gdevice(rc->store, c->user, c->member, c->dev, &cur, &limit)
                  : rc->store->ops->device(rc->store, c->user, c->dev, &cur);
-    if (r == 0) c->reg_pending = 1;
+    if (r == 0) {
+      c->reg_pending = 1;
+      round_mark(rc, c);
+    }
   }
   return r;
 }
@@ -1125,9 +1228,11 @@ static int apply_acks(tern__rcore *rc, conn *c, const uint64_t *sacks, size_t n,
     return -1;
   }
   c->ack_more = r == 1;
+  if (c->ack_more) busy_mark(rc, c);
   if (reached > c->cursor) {
     c->cursor = reached;
     c->progress_ms = now_ms;
+    round_mark(rc, c);
   }
   return 0;
 }
@@ -1144,7 +1249,10 @@ static void on_ack(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_t
   if (acks_wait(rc, now_ms)) {
     /* Taken in by the tick at acks_at_ms (its sacks are not kept: what
      * they named is sent again and acked again). */
-    if (c->ack_goal > c->cursor) c->ack_more = 1;
+    if (c->ack_goal > c->cursor) {
+      c->ack_more = 1;
+      busy_mark(rc, c);
+    }
     return;
   }
   if (apply_acks(rc, c, l->seqs, l->n, now_ms) < 0) return;
@@ -1209,10 +1317,10 @@ static conn *open_group(tern__rcore *rc, conn *c, const char *group, uint64_t no
   snprintf(g->user, sizeof(g->user), "%s", group);
   snprintf(g->member, sizeof(g->member), "%s", c->user);
   memcpy(g->dev, c->dev, 32);
-  conn_start(g, now_ms);
   index_user(rc, g);
-  g->next = rc->conns;
-  rc->conns = g;
+  conns_add(rc, g);
+  rc->ngroup_conns++;
+  conn_start(rc, g, now_ms);
   return g;
 }
 
@@ -1234,6 +1342,7 @@ static void start_group(tern__rcore *rc, conn *g, uint64_t now_ms) {
   emit(rc, g->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
   g->confirmed = 1;
   g->sent_upto = from;
+  busy_mark(rc, g);
   g->progress_ms = now_ms;
   pump(rc, g, now_ms);
 }
@@ -1332,6 +1441,7 @@ static void on_sync(tern__rcore *rc, conn *c, const tern__fr_seqlist *l, uint64_
   emit(rc, c->id, TERN__CH_CONTROL, 1, w.p, w.len, 0);
   if (floor > from) from = floor;
   c->sent_upto = from;
+  busy_mark(rc, c);
   c->progress_ms = now_ms;
   pump(rc, c, now_ms);
   send_notices(rc, c, now_ms);
@@ -1423,11 +1533,13 @@ static int commit_txn(tern__rcore *rc, uint64_t now_ms, int whole) {
   rc->round_no++;
   rc->ncommitted = rc->nround;
   memset(&rc->round, 0, sizeof(rc->round));
-  for (conn *c = rc->conns; c; c = c->next) {
-    c->committed_cursor = c->cursor;
-    if (c->reg_pending) c->registered = 1;
-    c->reg_pending = 0;
+  if (rc->rl_all) {
+    for (conn *c = rc->conns; c; c = c->next) conn_committed(c);
+  } else {
+    for (size_t i = 0; i < rc->nrl; i++)
+      if (rc->rl[i]) conn_committed(rc->rl[i]);
   }
+  round_clear(rc);
   if (whole) {
     if (rc->round_cap && rc->round_msgs && rc->round_msgs * 2 >= rc->round_cap)
       rc->round_cap = rc->round_cap >= 65536 ? 0 : rc->round_cap * 2;
@@ -1485,7 +1597,7 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   for (size_t i = 0; i < rc->npu; i++)
     if (rc->pu[i].due && rc->pu[i].told_ms + rc->cfg.presence_min_ms < best)
       best = rc->pu[i].told_ms + rc->cfg.presence_min_ms;
-  for (const conn *c = rc->conns; c; c = c->next) {
+  for (const conn *c = rc->busy; c; c = c->bnext) {
     if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
     if (c->repump) return 0;
@@ -1501,48 +1613,59 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   return d > 0x7fffffff ? 0x7fffffff : (int)d;
 }
 
+/* What the tick does for one conn: acks held back, copies, the budget, a
+ * repump after a failure, resends, notices. */
+static void tick_conn(tern__rcore *rc, conn *c, uint64_t now_ms) {
+  if (c->ack_more && now_ms >= rc->acks_at_ms) {
+    /* Acks held back by a failure (or a full disk's steps): taken in,
+     * and the window they free is filled, as on_ack does. Without the
+     * pump a session whose window was full stayed idle until another
+     * message woke it. */
+    uint64_t before = c->cursor;
+    if (apply_acks(rc, c, NULL, 0, now_ms) == 0) {
+      if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
+      if (c->cursor > before && c->confirmed) pump(rc, c, now_ms);
+    }
+  }
+  if (!c->confirmed) return;
+  send_copies(rc, c, now_ms);
+  if (c->budget_wait && budget_room(rc)) {
+    c->budget_wait = 0; /* pump() sets it again if the room is taken first */
+    pump(rc, c, now_ms);
+  }
+  if (c->repump) {
+    c->repump = 0;
+    /* A group's GROUP_FLOOR may have been dropped with the round. */
+    if (c->group) start_group(rc, c, now_ms);
+    else pump(rc, c, now_ms);
+    send_notices(rc, c, now_ms);
+    return;
+  }
+  if (c->sent_upto > c->cursor && now_ms >= c->progress_ms + rc->cfg.resend_ms) {
+    /* No progress: send the unacked ones again (the device drops copies).
+     * A group's GROUP_FLOOR goes again first: if it was lost, the device
+     * holds back what names a predecessor below it. */
+    c->sent_upto = c->cursor;
+    if (c->group) start_group(rc, c, now_ms);
+    else pump(rc, c, now_ms);
+    c->progress_ms = now_ms;
+  }
+  if (c->notices_out && now_ms >= c->notices_ms + rc->cfg.resend_ms) send_notices(rc, c, now_ms);
+}
+
 void tern__rcore_tick(tern__rcore *rc, uint64_t now_ms, uint64_t wall_ms) {
   rc->wall_ms = wall_ms;
   rc->now_ms = now_ms;
   for (size_t i = 0; i < rc->npu; i++)
     if (rc->pu[i].due && now_ms >= rc->pu[i].told_ms + rc->cfg.presence_min_ms)
       presence_broadcast(rc, &rc->pu[i], now_ms);
-  for (conn *c = rc->conns; c; c = c->next) {
-    if (c->ack_more && now_ms >= rc->acks_at_ms) {
-      /* Acks held back by a failure (or a full disk's steps): taken in,
-       * and the window they free is filled, as on_ack does. Without the
-       * pump a session whose window was full stayed idle until another
-       * message woke it. */
-      uint64_t before = c->cursor;
-      if (apply_acks(rc, c, NULL, 0, now_ms) == 0) {
-        if (c->sent_upto < c->cursor) c->sent_upto = c->cursor;
-        if (c->cursor > before && c->confirmed) pump(rc, c, now_ms);
-      }
-    }
-    if (!c->confirmed) continue;
-    send_copies(rc, c, now_ms);
-    if (c->budget_wait && budget_room(rc)) {
-      c->budget_wait = 0; /* pump() sets it again if the room is taken first */
-      pump(rc, c, now_ms);
-    }
-    if (c->repump) {
-      c->repump = 0;
-      /* A group's GROUP_FLOOR may have been dropped with the round. */
-      if (c->group) start_group(rc, c, now_ms);
-      else pump(rc, c, now_ms);
-      send_notices(rc, c, now_ms);
-      continue;
-    }
-    if (c->sent_upto > c->cursor && now_ms >= c->progress_ms + rc->cfg.resend_ms) {
-      /* No progress: send the unacked ones again (the device drops copies).
-       * A group's GROUP_FLOOR goes again first: if it was lost, the device
-       * holds back what names a predecessor below it. */
-      c->sent_upto = c->cursor;
-      if (c->group) start_group(rc, c, now_ms);
-      else pump(rc, c, now_ms);
-      c->progress_ms = now_ms;
-    }
-    if (c->notices_out && now_ms >= c->notices_ms + rc->cfg.resend_ms) send_notices(rc, c, now_ms);
+  /* Only the busy conns: tick actions open and close no conn, and what
+   * they mark busy (store_failed marks every conn) joins at the head, for
+   * the next tick (the timeout is then 0). */
+  for (conn *c = rc->busy, *next; c; c = next) {
+    next = c->bnext;
+    tick_conn(rc, c, now_ms);
+    if (conn_idle(c)) busy_drop(rc, c);
   }
   if (now_ms >= rc->next_expire_ms) {
     rc->next_expire_ms = now_ms + rc->cfg.expire_every_ms;

@@ -131,6 +131,18 @@ struct tern_relay {
   uint64_t next_id;
   uint64_t early_msgs;          /* MSG frames taken from message 1 */
   rpeer *peers;
+  size_t npeers;                /* in `peers` */
+  /* The per-peer timers (a handshake's deadline, the ping after silence)
+   * are found by a walk over every peer, done only when the earliest of
+   * them may be due: timers_due_ms is a lower bound on it, lowered by
+   * timers_note() wherever a peer's timer is set earlier, and made exact
+   * by each walk (at least one a second, whatever it says). */
+  uint64_t timers_due_ms;
+  uint64_t timers_walked_ms;
+  /* The ids of the peers whose HELLO waits for its round's commit
+   * (rpeer.hello): flush_core looks at those, not at every peer. */
+  uint64_t *hello_ids;
+  size_t nhello_ids, caphello_ids;
   tern__u64map by_id;           /* every peer by its id: the core's outputs name them */
   tern__devidx open_devs;       /* the P_OPEN peers by device key (relay/devidx.h) */
   uint8_t *buf, *pkt;
@@ -217,11 +229,20 @@ static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, cons
 static void send_resets(tern_relay *r);
 
 /* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
+/* A peer's timer is now due at `due` (0: none): the walk must not wait
+ * past it. */
+static void timers_note(tern_relay *r, uint64_t due) {
+  if (due && due < r->timers_due_ms) r->timers_due_ms = due;
+}
+
+static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p);
+
 static void set_state(tern_relay *r, rpeer *p, peer_state s) {
   if (p->state == P_HANDSHAKE && s != P_HANDSHAKE) r->stats.peers_handshaking--;
   if (s == P_OPEN) tern__devidx_add(&r->open_devs, &p->by_dev, p->sess.remote_static);
   else tern__devidx_del(&r->open_devs, &p->by_dev);
   p->state = s;
+  timers_note(r, relay_ping_due(r, p));
 }
 
 /* Every packet and probe datagram the relay sends goes through these two,
@@ -264,6 +285,7 @@ int tern_relay_new(tern_relay **out, const tern_relay_config *in) {
   tern_relay *r = calloc(1, sizeof(*r));
   if (!r) return TERN_ENOMEM;
   int rc = TERN_ENOMEM;
+  r->timers_due_ms = UINT64_MAX; /* no peer yet */
   r->cfg = *cfg;
   for (int k = 0; k < LIM_COUNT; k++)
     tern__ratelim_init(&r->lim[k], k >= LIM_CONNECT ? OPEN_BURST : LOG_BURST,
@@ -390,6 +412,7 @@ static void unlink_peer(tern_relay *r, rpeer *p) {
   if (p->prev) p->prev->next = p->next;
   else r->peers = p->next;
   if (p->next) p->next->prev = p->prev;
+  r->npeers--;
   tern__u64map_del(&r->by_id, p->id);
   if (p->state == P_OPEN && r->stats.peers_connected) r->stats.peers_connected--;
   if (p->state == P_HANDSHAKE) r->stats.peers_handshaking--;
@@ -439,6 +462,7 @@ void tern_relay_free(tern_relay *r) {
   tern__u64map_free(&r->by_id);
   if (r->store) r->store->ops->close(r->store);
   free(r->resets);
+  free(r->hello_ids);
   sodium_memzero(&r->cfg.keypair, sizeof(r->cfg.keypair));
   if (r->buf) sodium_memzero(r->buf, RELAY_BUF);
   if (r->pkt) sodium_memzero(r->pkt, RELAY_BUF);
@@ -462,6 +486,7 @@ static void on_connect(tern_relay *r, tern__link_peer *lp) {
     return;
   }
   p->hs_deadline_ms = tern__now_ms() + r->cfg.handshake_timeout_ms;
+  timers_note(r, p->hs_deadline_ms);
   tern__link_peer_name(r->link, lp, p->name, sizeof(p->name));
   tern__link_peer_set_timing(lp, r->cfg.ping_interval_ms, r->cfg.timeout_min_ms,
                              r->cfg.timeout_max_ms);
@@ -469,6 +494,7 @@ static void on_connect(tern_relay *r, tern__link_peer *lp) {
   p->next = r->peers;
   if (r->peers) r->peers->prev = p;
   r->peers = p;
+  r->npeers++;
   r->stats.peers_handshaking++;
   logf_lim_(r, LIM_LINK_UP, "peer %s: link up, waiting for handshake", p->name);
 }
@@ -583,6 +609,7 @@ static void apply_keepalive(tern_relay *r, rpeer *p, uint64_t interval) {
   p->keepalive_ms = interval;
   tern__link_peer_set_timing(p->lp, interval ? 3600000 : r->cfg.ping_interval_ms,
                              r->cfg.timeout_min_ms, r->cfg.timeout_max_ms);
+  timers_note(r, relay_ping_due(r, p));
 }
 
 /* When the relay must ping p (0: never): the silence limit after the last
@@ -881,6 +908,19 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   p->hello_len = plen;
   p->hello_ticket = ticket;
   sodium_memzero(payload, plen);
+  if (r->nhello_ids == r->caphello_ids) {
+    size_t cap = r->caphello_ids ? r->caphello_ids * 2 : 64;
+    uint64_t *n = realloc(r->hello_ids, cap * sizeof(*n));
+    if (!n) {
+      free(p->hello);
+      p->hello = NULL;
+      fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, LIM_HS_STORE, "no memory for a HELLO");
+      return;
+    }
+    r->hello_ids = n;
+    r->caphello_ids = cap;
+  }
+  r->hello_ids[r->nhello_ids++] = p->id;
 }
 
 /* A HELLO whose timestamp is not above the largest accepted from its key:
@@ -1159,15 +1199,23 @@ static void push_stored(tern_relay *r) {
 static void flush_core(tern_relay *r, uint64_t now) {
   commit_and_send(r, now);
   if (r->cfg.push) push_stored(r);
+  /* The HELLOs whose round has ended, in the order they came; finish_hello
+   * opens no new HELLO wait, and a peer it frees leaves its id behind,
+   * which finds nothing. */
   int opened = 0;
-  for (rpeer *p = r->peers, *next; p; p = next) {
-    next = p->next;
-    if (p->state != P_HANDSHAKE || !p->hello) continue;
+  size_t kept = 0;
+  for (size_t i = 0; i < r->nhello_ids; i++) {
+    rpeer *p = find_conn(r, r->hello_ids[i]);
+    if (!p || p->state != P_HANDSHAKE || !p->hello) continue;
     int t = tern__rcore_ticket(r->core, p->hello_ticket);
-    if (t == 0) continue;
+    if (t == 0) {
+      r->hello_ids[kept++] = r->hello_ids[i];
+      continue;
+    }
     finish_hello(r, p, t);
     opened = 1;
   }
+  r->nhello_ids = kept;
   if (opened) commit_and_send(r, now);
 }
 
@@ -1224,6 +1272,9 @@ static void handle_timers(tern_relay *r, uint64_t now) {
   log_refusals(r, now);
   for (int k = 0; k < LIM_COUNT; k++)
     (void)tern__log_suppressed(r->cfg.log, r->cfg.log_ctx, &r->lim[k], now, lim_level[k], lim_what[k]);
+  if (now < r->timers_due_ms && now < r->timers_walked_ms + 1000) return;
+  r->timers_walked_ms = now;
+  r->timers_due_ms = UINT64_MAX;
   for (rpeer *p = r->peers, *next; p; p = next) {
     next = p->next;
     uint64_t due = relay_ping_due(r, p);
@@ -1231,8 +1282,14 @@ static void handle_timers(tern_relay *r, uint64_t now) {
       tern__link_peer_ping(p->lp);
       p->ping_ms = now;
       logf_(r, 3, "user %s (%s): silent past its keepalive; pinged", p->user, p->name);
+      due = relay_ping_due(r, p);
     }
-    if (p->state != P_HANDSHAKE || now < p->hs_deadline_ms) continue;
+    timers_note(r, due);
+    if (p->state != P_HANDSHAKE) continue;
+    if (now < p->hs_deadline_ms) {
+      timers_note(r, p->hs_deadline_ms);
+      continue;
+    }
     r->stats.handshakes_failed++;
     r->stats.hs_failed_timeout++;
     logf_lim_(r, LIM_HS_TIMEOUT, "peer %s: no handshake within %u ms, dropped", p->name,
@@ -1261,10 +1318,10 @@ static int core_timeout(const tern_relay *r, uint64_t now) {
   /* Suppressed log lines are summed up within a period of their bucket. */
   for (int k = 0; k < LIM_COUNT; k++)
     if (r->lim[k].suppressed && (best < 0 || best > LOG_PER_MS)) best = LOG_PER_MS;
-  for (const rpeer *p = r->peers; p; p = p->next) {
-    uint64_t due = p->state == P_HANDSHAKE ? p->hs_deadline_ms : relay_ping_due(r, p);
-    if (!due) continue;
-    int t = now >= due ? 0 : (int)(due - now);
+  /* The peers' timers: no walk, their lower bound (handle_timers). */
+  if (r->timers_due_ms != UINT64_MAX) {
+    uint64_t due = r->timers_due_ms;
+    int t = now >= due ? 0 : due - now > 0x7fffffff ? 0x7fffffff : (int)(due - now);
     if (best < 0 || t < best) best = t;
   }
   return best;
@@ -1417,8 +1474,7 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   }
 #endif
   st->draining = (uint64_t)r->draining;
-  st->peers_held = 0;
-  for (const rpeer *p = r->peers; p; p = p->next) st->peers_held++;
+  st->peers_held = r->npeers;
   if (r->probes) {
     tern__psvc_stats ps;
     tern__psvc_get_stats(r->probes, &ps);
