@@ -561,7 +561,7 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
     if (due && now >= due) {
       /* Messages unanswered: is the relay there at all? Its ENet
        * acknowledgement of the ping says so (spec/messages.md §5.9). */
-      tern__link_peer_ping(c->peer);
+      tern__link_peer_ping(c->link, c->peer);
       c->last_ping_ms = now;
     }
   }
@@ -578,7 +578,7 @@ void tern__cl_handle_timers(tern_client *c, uint64_t now) {
   tern__ka_tick(&c->ka, now, tern__wall_ms());
   uint64_t ka = tern__cl_keepalive_due(c);
   if (ka && now >= ka) {
-    tern__link_peer_ping(c->peer); /* one small datagram; the relay acknowledges it */
+    tern__link_peer_ping(c->link, c->peer); /* one small datagram; the relay acknowledges it */
     c->last_ping_ms = now;
     c->keepalives++;
   }

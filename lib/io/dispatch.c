@@ -1339,6 +1339,11 @@ void tern__disp_cand_abort(tern__disp *d) {
   d->cand_fd = -1;
 }
 
+size_t tern__vsock_queued(int sock) {
+  const vsock *v = vs_of(sock);
+  return v ? v->qlen : 0;
+}
+
 size_t tern__disp_queued(const tern__disp *d) {
   size_t n = tern__streams_ready(d->tcp) ? 1 : 0;
   for (size_t i = 0; i < MAX_PER_DISP; i++)

@@ -193,6 +193,9 @@ int tern__vsock_recv(int sock, uint32_t *handle, uint16_t *gen, void *buf, size_
  * 1 (something to receive), 0 (timeout), -2 (interrupted), -1 (failure). */
 int tern__vsock_wait(int sock, uint32_t timeout_ms);
 uint16_t tern__vsock_port(int sock);
+/* Datagrams waiting in this virtual socket's queue (read from the real
+ * socket for its host): its host has input without reading the socket. */
+size_t tern__vsock_queued(int sock);
 void tern__vsock_close(int sock);
 
 #endif

@@ -59,6 +59,12 @@ typedef struct shard {
   uint64_t *heard_ms;  /* per peer slot: when a datagram from it last arrived */
   held *holds;         /* per peer slot */
   tern__frag_gate *gates; /* per peer slot: what it may reassemble before its handshake */
+  /* Several shards: each ENet call on a host walks all its peer slots, so
+   * a shard is serviced again within the same millisecond only if
+   * datagrams or events wait for it (service_shards), and flushed only if
+   * it was serviced or given something to send since its last flush. */
+  enet_uint32 serviced_at;
+  int dirty;
 } shard;
 
 struct tern__link {
@@ -71,6 +77,7 @@ struct tern__link {
   tern__link_move_fn move_fn;
   void *move_ctx;
   enet_uint32 tuned_at;      /* ENet time of the last pass over in-flight commands */
+  int untuned;               /* ENet was serviced or sent on since that pass */
   attempt *att;              /* client: per peer slot, its own connects */
   tern__addr bind;           /* relay: the address bound (TCP listens there too) */
   tern__addr rtt_addr;       /* where rtt_ms was measured (the real address) */
@@ -107,6 +114,16 @@ static shard *shard_of(const tern__link *l, const ENetHost *h) {
   for (size_t i = 0; i < l->nsh; i++)
     if (l->sh[i].host == h) return &l->sh[i];
   return NULL;
+}
+
+/* Something was queued on host h outside its service: it needs a flush,
+ * and a tune pass. */
+static void touch(tern__link *l, const ENetHost *h) {
+  l->untuned = 1;
+  if (l->nsh > 1) {
+    shard *s = shard_of(l, h);
+    if (s) s->dirty = 1;
+  }
 }
 
 /* The fragment gate of the peer slot a datagram names (fraggate.h): 1 to
@@ -311,6 +328,7 @@ int tern__link_connect_addr(tern__link *l, const tern__addr *real, tern__link_pe
   int rc = tern__disp_handle_new(l->disp, l->host->socket, real, &handle, &gen);
   if (rc) return rc == TERN_EADDR ? TERN_EADDR : TERN_ERESOURCE;
   ENetAddress addr = {.host = handle, .port = gen};
+  l->untuned = 1;
   ENetPeer *p = enet_host_connect(l->host, &addr, TERN__CH_COUNT, 0);
   if (!p) {
     tern__disp_handle_release(l->disp, handle, gen);
@@ -387,6 +405,7 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
   pkt->userData = l;
   pkt->freeCallback = packet_freed;
   l->queued_bytes += len;
+  touch(l, p->host);
   if (enet_peer_send(p, channel, pkt) != 0) {
     /* On failure ENet leaves the packet to us (enet_peer_send's contract). */
     enet_packet_destroy(pkt);
@@ -398,9 +417,23 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
 /* One pass over the shards, from the one that had an event last (ENet may
  * have more queued there): the first event any of them has. */
 static int service_shards(tern__link *l, ENetEvent *e) {
+  enet_uint32 now = enet_time_get();
+  int any = 0;
+  l->untuned = 1;
   for (size_t k = 0; k < l->nsh; k++) {
     size_t i = (l->rr + k) % l->nsh;
-    int rc = enet_host_service(l->sh[i].host, e, 0);
+    shard *s = &l->sh[i];
+    /* Serviced already this millisecond and nothing waits for it: its
+     * timers have not moved, and a second call would only walk its slots
+     * again. The first shard is serviced whatever: any shard's service
+     * reads the real socket and queues to the others. */
+    if (any && s->serviced_at == now && !tern__vsock_queued(s->host->socket) &&
+        enet_list_empty(&s->host->dispatchQueue))
+      continue;
+    any = 1;
+    s->serviced_at = now;
+    s->dirty = 1;
+    int rc = enet_host_service(s->host, e, 0);
     if (rc != 0) {
       l->rr = i;
       return rc;
@@ -420,6 +453,7 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   tern__disp_tick(l->disp); /* a connect's spread copies */
   int rc;
   if (l->nsh == 1) {
+    l->untuned = 1;
     rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
   } else {
     /* Several hosts behind one socket: each is serviced without waiting,
@@ -531,15 +565,25 @@ static void tune(tern__link *l) {
       l->rtt_ms = o->roundTripTime;
   }
   l->tuned_at = now;
+  l->untuned = 0;
 }
 
 void tern__link_flush(tern__link *l) {
-  for (size_t k = 0; k < l->nsh; k++) enet_host_flush(l->sh[k].host);
+  if (l->nsh == 1) {
+    enet_host_flush(l->host);
+  } else {
+    for (size_t k = 0; k < l->nsh; k++) {
+      if (!l->sh[k].dirty) continue;
+      l->sh[k].dirty = 0;
+      enet_host_flush(l->sh[k].host);
+    }
+  }
   tune(l);
 }
 
 void tern__link_close(tern__link *l, tern__link_peer *peer, uint32_t code, int how) {
   ENetPeer *p = (ENetPeer *)peer;
+  touch(l, p->host);
   if (how == TERN__LINK_CLOSE_NOW) {
     enet_peer_disconnect_now(p, code); /* sends the disconnect at once */
     release(l, p);
@@ -581,8 +625,9 @@ uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *pe
   return shard_of(l, p->host)->heard_ms[p - p->host->peers];
 }
 
-void tern__link_peer_ping(tern__link_peer *peer) {
+void tern__link_peer_ping(tern__link *l, tern__link_peer *peer) {
   ENetPeer *p = (ENetPeer *)peer;
+  touch(l, p->host);
   if (p->state == ENET_PEER_STATE_CONNECTED) enet_peer_ping(p);
 }
 
@@ -629,7 +674,10 @@ static enet_uint32 peer_due(const ENetPeer *p, int *due) {
 }
 
 int tern__link_next_timeout_ms(tern__link *l) {
-  tune(l); /* before a wait: nothing sent may keep ENet's uncapped timeout */
+  /* Before a wait: nothing sent may keep ENet's uncapped timeout. A pass
+   * right after another (tern__link_flush's) with nothing in between
+   * would find nothing. */
+  if (l->untuned) tune(l);
   if (tern__disp_queued(l->disp)) return 0; /* datagrams wait for a shard */
   enet_uint32 now = enet_time_get();
   long best = -1;

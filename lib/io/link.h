@@ -160,7 +160,7 @@ uint64_t tern__link_peer_heard_ms(const tern__link *l, const tern__link_peer *pe
 /* Sends an ENet ping now: one reliable 8-byte datagram, acknowledged by the
  * peer; if it stays unacknowledged, ENet's timeouts end the link. tern's
  * keepalive (spec/keepalive.md, "The live link"). */
-void tern__link_peer_ping(tern__link_peer *peer);
+void tern__link_peer_ping(tern__link *l, tern__link_peer *peer);
 
 /* Sends one datagram from the host's socket, outside ENet. Returns 0,
  * TERN_EADDR (no IPv6 here) or TERN_EIO. */

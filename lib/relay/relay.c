@@ -1279,7 +1279,7 @@ static void handle_timers(tern_relay *r, uint64_t now) {
     next = p->next;
     uint64_t due = relay_ping_due(r, p);
     if (due && now >= due) {
-      tern__link_peer_ping(p->lp);
+      tern__link_peer_ping(r->link, p->lp);
       p->ping_ms = now;
       logf_(r, 3, "user %s (%s): silent past its keepalive; pinged", p->user, p->name);
       due = relay_ping_due(r, p);
