@@ -419,7 +419,6 @@ int tern__link_send(tern__link *l, tern__link_peer *peer, uint8_t channel, const
 static int service_shards(tern__link *l, ENetEvent *e) {
   enet_uint32 now = enet_time_get();
   int any = 0;
-  l->untuned = 1;
   for (size_t k = 0; k < l->nsh; k++) {
     size_t i = (l->rr + k) % l->nsh;
     shard *s = &l->sh[i];
@@ -452,8 +451,8 @@ int tern__link_service(tern__link *l, int timeout_ms, tern__link_event *ev) {
   servicing = l;
   tern__disp_tick(l->disp); /* a connect's spread copies */
   int rc;
+  l->untuned = 1; /* ENet may send or resend in what follows */
   if (l->nsh == 1) {
-    l->untuned = 1;
     rc = enet_host_service(l->host, &e, timeout_ms < 0 ? 0 : (enet_uint32)timeout_ms);
   } else {
     /* Several hosts behind one socket: each is serviced without waiting,

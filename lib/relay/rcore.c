@@ -52,7 +52,7 @@ typedef struct conn {
    * the timeout walk only those, not every idle session. */
   struct conn *bnext, *bprev;
   int busy;
-  /* In rc->round[] while its cursor or registration has changed since the
+  /* In rc->rl while its cursor or registration has changed since the
    * last commit: the commit walks only those. */
   int in_round;
   tern__devidx_node bydev;  /* a session's (not a group stream's) entry in rc->bydev */

@@ -228,7 +228,6 @@ static int on_raw(void *ctx, const tern__addr *from, const uint8_t *data, size_t
 static void on_move(void *ctx, tern__link_peer *lp, const tern__addr *from, const tern__addr *to);
 static void send_resets(tern_relay *r);
 
-/* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
 /* A peer's timer is now due at `due` (0: none): the walk must not wait
  * past it. */
 static void timers_note(tern_relay *r, uint64_t due) {
@@ -237,6 +236,7 @@ static void timers_note(tern_relay *r, uint64_t due) {
 
 static uint64_t relay_ping_due(const tern_relay *r, const rpeer *p);
 
+/* Leaving P_HANDSHAKE takes the peer out of stats.peers_handshaking. */
 static void set_state(tern_relay *r, rpeer *p, peer_state s) {
   if (p->state == P_HANDSHAKE && s != P_HANDSHAKE) r->stats.peers_handshaking--;
   if (s == P_OPEN) tern__devidx_add(&r->open_devs, &p->by_dev, p->sess.remote_static);
@@ -821,6 +821,17 @@ static void send_reset_token(tern_relay *r, rpeer *p) {
   (void)send_frames(r, p, TERN__CH_CONTROL, w.len);
 }
 
+/* Room for one more id in r->hello_ids: 0, or -1 without memory. */
+static int hello_ids_room(tern_relay *r) {
+  if (r->nhello_ids < r->caphello_ids) return 0;
+  size_t cap = r->caphello_ids ? r->caphello_ids * 2 : 64;
+  uint64_t *n = realloc(r->hello_ids, cap * sizeof(*n));
+  if (!n) return -1;
+  r->hello_ids = n;
+  r->caphello_ids = cap;
+  return 0;
+}
+
 static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   uint8_t e_priv[TERN_KEY_BYTES];
   randombytes_buf(e_priv, sizeof(e_priv));
@@ -899,8 +910,7 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   tern__addr at;
   p->reset_time_us = hello.time_us;
   if (tern__link_peer_addr(r->link, p->lp, &at) == 0) note_reset_addr(r, p, &at);
-  p->hello = malloc(plen);
-  if (!p->hello) {
+  if (hello_ids_room(r) != 0 || !(p->hello = malloc(plen))) {
     fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, LIM_HS_STORE, "no memory for a HELLO");
     return;
   }
@@ -908,18 +918,6 @@ static void on_hello(tern_relay *r, rpeer *p, const uint8_t *pkt, size_t len) {
   p->hello_len = plen;
   p->hello_ticket = ticket;
   sodium_memzero(payload, plen);
-  if (r->nhello_ids == r->caphello_ids) {
-    size_t cap = r->caphello_ids ? r->caphello_ids * 2 : 64;
-    uint64_t *n = realloc(r->hello_ids, cap * sizeof(*n));
-    if (!n) {
-      free(p->hello);
-      p->hello = NULL;
-      fail_handshake(r, p, TERN_ENOMEM, TERN__DISC_PROTOCOL, LIM_HS_STORE, "no memory for a HELLO");
-      return;
-    }
-    r->hello_ids = n;
-    r->caphello_ids = cap;
-  }
   r->hello_ids[r->nhello_ids++] = p->id;
 }
 
