@@ -172,7 +172,8 @@ void tern__cl_resolve_step(tern_client *c, uint64_t now) {
   if (n < 0) {
     /* No address (yet): the name does not resolve, or DNS is slow or
      * unreachable. Into the backoff, like any failed attempt. */
-    cl_log(c, 1, "no address for %s%s", c->relay_host, timed_out ? " (the lookup timed out)" : "");
+    cl_log(c, 1, "no address for %s%s%s", c->relay_host, timed_out ? " (the lookup timed out)" : "",
+           n == TERN_EADDR ? "" : n == TERN_ENOMEM ? " (out of memory for DNS)" : " (DNS could not be set up)");
     tern__cl_drop(c, TERN_EADDR, -1, 0);
     return;
   }

@@ -88,16 +88,44 @@ typedef union {
   struct cmsghdr align;
 } ctlbuf;
 
-/* Datagrams read from one UDP socket in one call, handed out one by one. */
+/* Datagrams read from one UDP socket in one call, handed out one by one.
+ * The arrays, `cap` long each, follow the struct in its allocation
+ * (rbatch_new): a client's batch is an eighth of a relay's, and a process
+ * may run hundreds of clients. */
 typedef struct rbatch {
   unsigned cap, n, at; /* room, read, handed out */
   unsigned dirty;      /* headers to set before the next read */
-  mmsg m[RECV_BATCH];
-  struct iovec iov[RECV_BATCH];
-  struct sockaddr_storage ss[RECV_BATCH];
-  ctlbuf ctl[RECV_BATCH];
-  uint8_t data[][DGRAM_MAX];
+  struct sockaddr_storage *ss;
+  mmsg *m;
+  struct iovec *iov;
+  ctlbuf *ctl;
+  uint8_t (*data)[DGRAM_MAX];
 } rbatch;
+
+_Static_assert(sizeof(struct sockaddr_storage) % _Alignof(mmsg) == 0 &&
+                   sizeof(mmsg) % _Alignof(struct iovec) == 0 &&
+                   sizeof(struct iovec) % _Alignof(ctlbuf) == 0,
+               "each array of an rbatch starts aligned");
+
+static rbatch *rbatch_new(unsigned cap) {
+  size_t head = (sizeof(rbatch) + 15) & ~(size_t)15;
+  size_t each = sizeof(struct sockaddr_storage) + sizeof(mmsg) + sizeof(struct iovec) + sizeof(ctlbuf);
+  uint8_t *p = calloc(1, head + cap * (each + DGRAM_MAX));
+  if (!p) return NULL;
+  rbatch *b = (rbatch *)p;
+  p += head;
+  b->ss = (struct sockaddr_storage *)p;
+  p += cap * sizeof(*b->ss);
+  b->m = (mmsg *)p;
+  p += cap * sizeof(*b->m);
+  b->iov = (struct iovec *)p;
+  p += cap * sizeof(*b->iov);
+  b->ctl = (ctlbuf *)p;
+  p += cap * sizeof(*b->ctl);
+  b->data = (uint8_t(*)[DGRAM_MAX])p;
+  b->cap = b->dirty = cap;
+  return b;
+}
 
 /* COOKIEs waiting to go in one sendmmsg (a relay's). */
 typedef struct obatch {
@@ -448,12 +476,10 @@ int tern__disp_new(tern__disp **out, const tern__addr *bind_to, int accept_new) 
   }
   d->port = bound_port(d->fd);
   unsigned batch = accept_new ? RECV_BATCH : RECV_BATCH_CLIENT;
-  if (!(d->rb = calloc(1, sizeof(*d->rb) + batch * sizeof(d->rb->data[0]))) ||
-      (accept_new && !(d->ob = calloc(1, sizeof(*d->ob))))) {
+  if (!(d->rb = rbatch_new(batch)) || (accept_new && !(d->ob = calloc(1, sizeof(*d->ob))))) {
     tern__disp_free(d);
     return TERN_ENOMEM;
   }
-  d->rb->cap = d->rb->dirty = batch;
   if (tern__poller_new(&d->poller) != 0 || tern__poller_add(d->poller, d->fd, TERN__POLL_IN, TAG_UDP) != 0 ||
       (d->pri_fd >= 0 && tern__poller_add(d->poller, d->pri_fd, TERN__POLL_IN, TAG_UDP) != 0) ||
       tern__streams_new(&d->tcp, d->poller, accept_new ? TCP_MAX_RELAY : TCP_MAX_CLIENT) != 0) {

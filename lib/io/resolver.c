@@ -35,6 +35,9 @@ struct tern__resolver {
   ares_channel ch;
   tern__poller *poller; /* c-ares's sockets, tagged with their descriptor */
   int ok;           /* the channel was made */
+  int ch_rc;        /* why the channel could not be made for this lookup, or 0 */
+  uint32_t timeout_ms;
+  char *servers;    /* owned copy, or NULL: the system's configuration */
   unsigned gen;     /* bumped by every start and cancel */
   int active;       /* a lookup was started and has not ended */
   int v6;
@@ -64,35 +67,53 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
     (void)tern__poller_add(r->poller, fd, ev, (uint64_t)fd);
 }
 
+/* The c-ares channel, made on the first lookup that needs one: a client
+ * whose endpoints are literals on an IPv4 link never asks, and a channel
+ * costs about 74 KB and a read of the system's configuration. Returns 0 or
+ * why it could not be made (kept for the lookup's result; the next lookup
+ * tries again). */
+static int channel(tern__resolver *r) {
+  if (r->ok) return 0;
+  struct ares_options o;
+  memset(&o, 0, sizeof(o));
+  o.sock_state_cb = sock_state;
+  o.sock_state_cb_data = r;
+  o.timeout = (int)(r->timeout_ms ? r->timeout_ms : 1);
+  o.tries = 2;
+  int rc = ares_init_options(&r->ch, &o, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+  if (rc != ARES_SUCCESS) return r->ch_rc = rc == ARES_ENOMEM ? TERN_ENOMEM : TERN_ERESOURCE;
+  r->ok = 1;
+  if (r->servers && ares_set_servers_ports_csv(r->ch, r->servers) != ARES_SUCCESS) {
+    ares_destroy(r->ch);
+    r->ok = 0;
+    return r->ch_rc = TERN_EINVAL;
+  }
+  return 0;
+}
+
 int tern__resolver_new(tern__resolver **out, const char *servers, uint32_t timeout_ms) {
   *out = NULL;
   pthread_once(&lib_once, lib_init);
   if (lib_rc != ARES_SUCCESS) return TERN_ERESOURCE;
   tern__resolver *r = calloc(1, sizeof(*r));
   if (!r) return TERN_ENOMEM;
-  int prc = tern__poller_new(&r->poller);
-  if (prc) {
-    free(r);
-    return prc;
-  }
-  struct ares_options o;
-  memset(&o, 0, sizeof(o));
-  o.sock_state_cb = sock_state;
-  o.sock_state_cb_data = r;
-  o.timeout = (int)(timeout_ms ? timeout_ms : 1);
-  o.tries = 2;
-  int rc = ares_init_options(&r->ch, &o, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
-  if (rc != ARES_SUCCESS) {
-    tern__poller_free(r->poller);
-    free(r);
-    return rc == ARES_ENOMEM ? TERN_ENOMEM : TERN_ERESOURCE;
-  }
-  r->ok = 1;
-  if (servers && ares_set_servers_ports_csv(r->ch, servers) != ARES_SUCCESS) {
-    tern__resolver_free(r);
-    return TERN_EINVAL;
-  }
+  r->timeout_ms = timeout_ms;
   r->result = TERN_EADDR;
+  int rc = tern__poller_new(&r->poller);
+  if (rc) {
+    free(r);
+    return rc;
+  }
+  if (servers && !(r->servers = strdup(servers))) {
+    tern__resolver_free(r);
+    return TERN_ENOMEM;
+  }
+  /* Servers of the app's own are checked now, where a mistake in them is
+   * the caller's to hear about. */
+  if (servers && (rc = channel(r)) != 0) {
+    tern__resolver_free(r);
+    return rc;
+  }
   *out = r;
   return 0;
 }
@@ -102,6 +123,7 @@ void tern__resolver_free(tern__resolver *r) {
   r->gen++; /* callbacks from the destruction find themselves stale */
   if (r->ok) ares_destroy(r->ch);
   tern__poller_free(r->poller);
+  free(r->servers);
   free(r);
 }
 
@@ -120,7 +142,7 @@ static void finish(tern__resolver *r) {
       for (size_t k = 0; k < r->ep[i].n && !need; k++) need = tern__nat64_needed(&r->ep[i].addr[k]);
     if (need && r->nat64_state == 0) {
       r->nat64_state = 1;
-      query *q = malloc(sizeof(*q));
+      query *q = channel(r) == 0 ? malloc(sizeof(*q)) : NULL;
       if (q) {
         *q = (query){.r = r, .gen = r->gen, .idx = -1};
         struct ares_addrinfo_hints h = {.ai_family = AF_INET6, .ai_socktype = SOCK_DGRAM};
@@ -145,7 +167,7 @@ static void finish(tern__resolver *r) {
     }
   r->active = 0;
   r->result = n ? (int)tern__addr_interleave(all, n, r->out, sizeof(r->out) / sizeof(r->out[0]))
-                : TERN_EADDR;
+                : r->ch_rc ? r->ch_rc : TERN_EADDR;
 }
 
 static void on_nat64(void *arg, int status, int timeouts, struct ares_addrinfo *res) {
@@ -201,7 +223,7 @@ void tern__resolver_cancel(tern__resolver *r) {
   r->gen++;
   r->active = 0;
   r->result = TERN_EADDR;
-  ares_cancel(r->ch); /* callbacks run now, and find themselves stale */
+  if (r->ok) ares_cancel(r->ch); /* callbacks run now, and find themselves stale */
 }
 
 int tern__resolver_start(tern__resolver *r, const char *const *hosts, const uint16_t *ports,
@@ -209,6 +231,7 @@ int tern__resolver_start(tern__resolver *r, const char *const *hosts, const uint
   tern__resolver_cancel(r);
   if (n == 0 || n > TERN__RESOLVE_ENDPOINTS) return TERN_EINVAL;
   memset(r->ep, 0, sizeof(r->ep));
+  r->ch_rc = 0;
   r->n = n;
   r->v6 = v6;
   r->nat64_state = 0;
@@ -228,7 +251,7 @@ int tern__resolver_start(tern__resolver *r, const char *const *hosts, const uint
   }
   for (size_t i = 0; i < n && r->gen == gen; i++) {
     if (r->ep[i].state == E_DONE) continue;
-    query *q = malloc(sizeof(*q));
+    query *q = channel(r) == 0 ? malloc(sizeof(*q)) : NULL;
     if (!q) {
       r->ep[i].state = E_DONE; /* this endpoint fails; the others may not */
       continue;
@@ -242,6 +265,7 @@ int tern__resolver_start(tern__resolver *r, const char *const *hosts, const uint
 }
 
 void tern__resolver_process(tern__resolver *r) {
+  if (!r->ok) return;
   tern__poll_event ev[16];
   int k = tern__poller_wait(r->poller, ev, 16, 0);
   for (int i = 0; i < k; i++) {
@@ -254,7 +278,7 @@ void tern__resolver_process(tern__resolver *r) {
 
 int tern__resolver_timeout(const tern__resolver *r) {
   struct timeval tv;
-  if (!ares_timeout(r->ch, NULL, &tv)) return -1;
+  if (!r->ok || !ares_timeout(r->ch, NULL, &tv)) return -1;
   long ms = (long)tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
   return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }

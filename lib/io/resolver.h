@@ -27,9 +27,11 @@ typedef struct tern__resolver tern__resolver;
 
 /* A resolver using the system's configuration (/etc/resolv.conf, the hosts
  * file first), or `servers` if not NULL ("IP[:PORT],...", c-ares's CSV
- * form; for tests and apps with DNS of their own). Each query waits
- * `timeout_ms` per try, 2 tries per server. Returns 0, TERN_EINVAL (bad
- * servers), TERN_ENOMEM, TERN_ERESOURCE. */
+ * form, copied; for tests and apps with DNS of their own). Each query
+ * waits `timeout_ms` per try, 2 tries per server. The c-ares channel is
+ * made by the first lookup that needs one (a name, or ipv4only.arpa),
+ * except with `servers`, which are checked here. Returns 0, TERN_EINVAL
+ * (bad servers), TERN_ENOMEM, TERN_ERESOURCE. */
 int tern__resolver_new(tern__resolver **out, const char *servers, uint32_t timeout_ms);
 /* Cancels what is under way. NULL is accepted. */
 void tern__resolver_free(tern__resolver *r);
@@ -50,7 +52,9 @@ void tern__resolver_process(tern__resolver *r);
 int tern__resolver_timeout(const tern__resolver *r);
 /* The result of the last start: how many addresses were copied to out (in
  * racing order), 0 while the lookup is under way, TERN_EADDR if it ended
- * with no address (every name failed, or nothing was started). */
+ * with no address (every name failed, or nothing was started), or
+ * TERN_ENOMEM / TERN_ERESOURCE if it ended with no address and the c-ares
+ * channel a name needed could not be made. */
 int tern__resolver_result(const tern__resolver *r, tern__addr *out, size_t cap);
 /* Drops the lookup under way, if any. */
 void tern__resolver_cancel(tern__resolver *r);

@@ -96,16 +96,32 @@ static const char *const sql[C_N] = {
 
 struct tern__cstore {
   sqlite3 *db;
-  sqlite3_stmt *q[C_N];
+  sqlite3_stmt *q[C_N]; /* prepared on first use (stmt()) */
   char err[256]; /* the last SQLite failure, for logs */
   tern__sqlerr e; /* err, for the shared helpers */
 };
 
 static int sqlfail(tern__cstore *s, int rc, const char *what) { return tern__sql_fail(s->db, &s->e, rc, what); }
 
+/* Statement `id`, prepared the first time it is needed: an idle client
+ * uses a few of them, and each prepared one holds a few KB (a process
+ * running hundreds of clients, like the load generator, pays that per
+ * client). NULL if it cannot be prepared; *rc is then the error. */
+static sqlite3_stmt *stmt(tern__cstore *s, int id, int *rc) {
+  if (s->q[id]) return s->q[id];
+  int r = sqlite3_prepare_v3(s->db, sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s->q[id], NULL);
+  if (r == SQLITE_OK) return s->q[id];
+  *rc = sqlfail(s, r, sql[id]);
+  return NULL;
+}
+
 /* Steps statement `id` to its end and resets it; a row it yields is
  * ignored. Returns 0 or a TERN_E* code. */
-static int step(tern__cstore *s, int id) { return tern__sql_run(s->db, &s->e, s->q[id], sql[id]); }
+static int step(tern__cstore *s, int id) {
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, id, &rc);
+  return q ? tern__sql_run(s->db, &s->e, q, sql[id]) : rc;
+}
 
 /* Like step(), and then 1 if it changed a row, 0 if not. */
 static int step_changed(tern__cstore *s, int id) {
@@ -116,7 +132,9 @@ static int step_changed(tern__cstore *s, int id) {
 /* Reads the first column of statement `id`'s one row into *v: 1, or 0
  * without a row (or with NULL). */
 static int step_value(tern__cstore *s, int id, uint64_t *v) {
-  return tern__sql_u64(s->db, &s->e, s->q[id], sql[id], v);
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, id, &rc);
+  return q ? tern__sql_u64(s->db, &s->e, q, sql[id], v) : rc;
 }
 
 /* Ends a transaction begun with C_BEGIN: commits if rc >= 0, else rolls
@@ -229,15 +247,12 @@ int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, cha
   }
   sqlite3_extended_result_codes(s->db, 1);
   sqlite3_busy_timeout(s->db, 5000);
+  (void)sqlite3_db_config(s->db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 0, 0);
   char pragmas[128];
   snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = %d;", synchronous);
   rc = wal(s);
   if (rc == 0) rc = sqlexec(s, pragmas);
   if (rc == 0) rc = upgrade(s);
-  for (int i = 0; rc == 0 && i < C_N; i++) {
-    int r = sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i], NULL);
-    if (r != SQLITE_OK) rc = sqlfail(s, r, sql[i]);
-  }
   if (rc == 0) {
     *out = s;
     return 0;
@@ -268,14 +283,19 @@ int tern__cstore_fault_readonly(tern__cstore *s, int on) {
 #endif
 
 int tern__cstore_next_cmid(tern__cstore *s, uint64_t *next) {
-  sqlite3_bind_text(s->q[C_META_GET], 1, NEXT_CMID, -1, SQLITE_STATIC);
-  int rc = step_value(s, C_META_GET, next);
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_META_GET, &rc);
+  if (!q) return rc;
+  sqlite3_bind_text(q, 1, NEXT_CMID, -1, SQLITE_STATIC);
+  rc = step_value(s, C_META_GET, next);
   if (rc == 0) return sqlfail(s, SQLITE_CORRUPT, "next_cmid missing");
   return rc < 0 ? rc : 0;
 }
 
 static int raise_next(tern__cstore *s, uint64_t next) {
-  sqlite3_stmt *q = s->q[C_META_RAISE];
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_META_RAISE, &rc);
+  if (!q) return rc;
   sqlite3_bind_text(q, 1, NEXT_CMID, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, (int64_t)next);
   return step(s, C_META_RAISE);
@@ -290,12 +310,16 @@ int tern__cstore_set_next_cmid(tern__cstore *s, uint64_t next) {
 
 int tern__cstore_hello_time(tern__cstore *s, uint64_t now_us, uint64_t *out) {
   uint64_t last = 0;
-  sqlite3_bind_text(s->q[C_META_GET], 1, HELLO_US, -1, SQLITE_STATIC);
-  int rc = step_value(s, C_META_GET, &last);
+  int rc = 0;
+  sqlite3_stmt *g = stmt(s, C_META_GET, &rc);
+  if (!g) return rc;
+  sqlite3_bind_text(g, 1, HELLO_US, -1, SQLITE_STATIC);
+  rc = step_value(s, C_META_GET, &last);
   if (rc < 0) return rc;
   uint64_t t = now_us > last ? now_us : last + 1;
   if (t > INT64_MAX) return TERN_EINVAL;
-  sqlite3_stmt *q = s->q[C_META_SET];
+  sqlite3_stmt *q = stmt(s, C_META_SET, &rc);
+  if (!q) return rc;
   sqlite3_bind_text(q, 1, HELLO_US, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, (int64_t)t);
   rc = step(s, C_META_SET);
@@ -309,7 +333,8 @@ int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m) {
   if (!m->to || (m->body_len && !m->body) || m->cmid >= INT64_MAX) return TERN_EINVAL;
   int rc = step(s, C_BEGIN);
   if (rc < 0) return rc;
-  sqlite3_stmt *q = s->q[C_OUT_PUT];
+  sqlite3_stmt *q = stmt(s, C_OUT_PUT, &rc);
+  if (!q) return finish(s, rc);
   sqlite3_bind_int64(q, 1, (int64_t)m->cmid);
   sqlite3_bind_text(q, 2, m->to, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 3, (int64_t)m->flags);
@@ -326,14 +351,15 @@ int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m) {
   }
   sqlite3_reset(q);
   sqlite3_clear_bindings(q);
-  if (rc == 0 && m->app_id) {
-    sqlite3_stmt *a = s->q[C_APP_PUT];
+  sqlite3_stmt *a = rc == 0 && m->app_id ? stmt(s, C_APP_PUT, &rc) : NULL;
+  /* An app id is remembered as long as the relay keeps messages. */
+  sqlite3_stmt *pr = a ? stmt(s, C_APP_PRUNE, &rc) : NULL;
+  if (a && pr) {
     sqlite3_bind_text(a, 1, m->app_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(a, 2, (int64_t)m->cmid);
     sqlite3_bind_int64(a, 3, (int64_t)m->created_ms);
     rc = step(s, C_APP_PUT);
-    /* An app id is remembered as long as the relay keeps messages. */
-    sqlite3_bind_int64(s->q[C_APP_PRUNE], 1, (int64_t)m->created_ms - APP_ID_KEEP_MS);
+    sqlite3_bind_int64(pr, 1, (int64_t)m->created_ms - APP_ID_KEEP_MS);
     if (rc >= 0) rc = step(s, C_APP_PRUNE);
     if (rc > 0) rc = 0;
   }
@@ -342,14 +368,17 @@ int tern__cstore_outbox_put(tern__cstore *s, const tern__outmsg *m) {
 }
 
 int tern__cstore_app_find(tern__cstore *s, const char *app_id, uint64_t *cmid) {
-  sqlite3_bind_text(s->q[C_APP_FIND], 1, app_id, -1, SQLITE_STATIC);
-  int rc = step_value(s, C_APP_FIND, cmid);
-  return rc;
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_APP_FIND, &rc);
+  if (!q) return rc;
+  sqlite3_bind_text(q, 1, app_id, -1, SQLITE_STATIC);
+  return step_value(s, C_APP_FIND, cmid);
 }
 
 int tern__cstore_list(tern__cstore *s, int (*cb)(void *ctx, const tern__cstore_item *it), void *ctx) {
-  sqlite3_stmt *q = s->q[C_LIST];
-  int rc;
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_LIST, &rc);
+  if (!q) return rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     const char *to = (const char *)sqlite3_column_text(q, 2);
     const char *app = (const char *)sqlite3_column_text(q, 5);
@@ -375,11 +404,13 @@ int tern__cstore_outbox_del(tern__cstore *s, uint64_t cmid, int await_receipt) {
   /* Only a message that was there awaits a receipt (the copy selects its
    * outbox row): a repeated SERVER_ACK after its receipt came must not
    * leave a stale entry behind. */
-  if (await_receipt) {
-    sqlite3_bind_int64(s->q[C_AWAIT_PUT], 1, (int64_t)cmid);
+  sqlite3_stmt *aw = await_receipt ? stmt(s, C_AWAIT_PUT, &rc) : NULL;
+  if (aw) {
+    sqlite3_bind_int64(aw, 1, (int64_t)cmid);
     rc = step(s, C_AWAIT_PUT);
   }
-  sqlite3_bind_int64(s->q[C_OUT_DEL], 1, (int64_t)cmid);
+  sqlite3_stmt *del = rc < 0 ? NULL : stmt(s, C_OUT_DEL, &rc);
+  if (del) sqlite3_bind_int64(del, 1, (int64_t)cmid);
   int found = rc < 0 ? rc : step_changed(s, C_OUT_DEL);
   if (found < 0) rc = found;
   rc = finish(s, rc);
@@ -387,8 +418,9 @@ int tern__cstore_outbox_del(tern__cstore *s, uint64_t cmid, int await_receipt) {
 }
 
 int tern__cstore_outbox_load(tern__cstore *s, int (*cb)(void *ctx, const tern__outmsg *m), void *ctx) {
-  sqlite3_stmt *q = s->q[C_OUT_LOAD];
-  int rc;
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_OUT_LOAD, &rc);
+  if (!q) return rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     tern__outmsg m = {
         .cmid = (uint64_t)sqlite3_column_int64(q, 0),
@@ -419,7 +451,10 @@ int tern__cstore_outbox_count(tern__cstore *s, uint64_t *n) {
 }
 
 int tern__cstore_await_take(tern__cstore *s, uint64_t cmid) {
-  sqlite3_bind_int64(s->q[C_AWAIT_TAKE], 1, (int64_t)cmid);
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_AWAIT_TAKE, &rc);
+  if (!q) return rc;
+  sqlite3_bind_int64(q, 1, (int64_t)cmid);
   return step_changed(s, C_AWAIT_TAKE);
 }
 
@@ -431,17 +466,22 @@ int tern__cstore_delivered_load(tern__cstore *s, uint64_t *last, uint64_t *extra
   /* One read transaction, so last and extra come from the same save. */
   int rc = step(s, C_BEGIN);
   if (rc < 0) return rc;
-  sqlite3_bind_text(s->q[C_META_GET], 1, DELIVERED_LAST, -1, SQLITE_STATIC);
-  rc = step_value(s, C_META_GET, last);
-  if (rc == 0) rc = sqlfail(s, SQLITE_CORRUPT, "delivered_last missing");
-  sqlite3_stmt *q = s->q[C_EXTRA_LOAD];
-  sqlite3_bind_int(q, 1, TERN__CSTORE_EXTRA_MAX);
+  sqlite3_stmt *g = stmt(s, C_META_GET, &rc);
+  if (g) {
+    sqlite3_bind_text(g, 1, DELIVERED_LAST, -1, SQLITE_STATIC);
+    rc = step_value(s, C_META_GET, last);
+    if (rc == 0) rc = sqlfail(s, SQLITE_CORRUPT, "delivered_last missing");
+  }
+  sqlite3_stmt *q = rc < 0 ? NULL : stmt(s, C_EXTRA_LOAD, &rc);
   size_t k = 0;
-  int r = SQLITE_DONE;
-  while (rc >= 0 && (r = sqlite3_step(q)) == SQLITE_ROW) extra[k++] = (uint64_t)sqlite3_column_int64(q, 0);
-  if (rc >= 0 && r != SQLITE_DONE) rc = sqlfail(s, r, "delivered_load");
-  sqlite3_reset(q);
-  sqlite3_clear_bindings(q);
+  if (q) {
+    sqlite3_bind_int(q, 1, TERN__CSTORE_EXTRA_MAX);
+    int r = SQLITE_DONE;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) extra[k++] = (uint64_t)sqlite3_column_int64(q, 0);
+    if (r != SQLITE_DONE) rc = sqlfail(s, r, "delivered_load");
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+  }
   rc = finish(s, rc);
   if (rc < 0) return rc;
   *n = k;
@@ -452,7 +492,9 @@ int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *
   if (n > TERN__CSTORE_EXTRA_MAX || (n && !extra) || last > INT64_MAX) return TERN_EINVAL;
   int rc = step(s, C_BEGIN);
   if (rc < 0) return rc;
-  sqlite3_stmt *q = s->q[C_META_SET];
+  sqlite3_stmt *q = stmt(s, C_META_SET, &rc);
+  sqlite3_stmt *put = q ? stmt(s, C_EXTRA_PUT, &rc) : NULL;
+  if (!put) return finish(s, rc);
   sqlite3_bind_text(q, 1, DELIVERED_LAST, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, (int64_t)last);
   rc = step(s, C_META_SET);
@@ -462,7 +504,7 @@ int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *
       rc = TERN_EINVAL;
       break;
     }
-    sqlite3_bind_int64(s->q[C_EXTRA_PUT], 1, (int64_t)extra[i]);
+    sqlite3_bind_int64(put, 1, (int64_t)extra[i]);
     rc = step(s, C_EXTRA_PUT);
   }
   return finish(s, rc);
@@ -470,9 +512,11 @@ int tern__cstore_delivered_save(tern__cstore *s, uint64_t last, const uint64_t *
 
 int tern__cstore_net_get(tern__cstore *s, const char *name, tern__cstore_net *n, uint64_t now_wall) {
   memset(n, 0, sizeof(*n));
-  sqlite3_stmt *q = s->q[C_NET_GET];
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_NET_GET, &rc), *touch = q ? stmt(s, C_NET_TOUCH, &rc) : NULL;
+  if (!touch) return rc;
   sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(q);
+  rc = sqlite3_step(q);
   if (rc == SQLITE_ROW) {
     int64_t p = sqlite3_column_int64(q, 0), f = sqlite3_column_int64(q, 1);
     int64_t at = sqlite3_column_int64(q, 2);
@@ -491,8 +535,8 @@ int tern__cstore_net_get(tern__cstore *s, const char *name, tern__cstore_net *n,
   sqlite3_reset(q);
   sqlite3_clear_bindings(q);
   if (rc == 1) {
-    sqlite3_bind_text(s->q[C_NET_TOUCH], 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s->q[C_NET_TOUCH], 2, (int64_t)now_wall);
+    sqlite3_bind_text(touch, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(touch, 2, (int64_t)now_wall);
     int t = step(s, C_NET_TOUCH);
     if (t < 0) return t;
   }
@@ -504,7 +548,8 @@ int tern__cstore_net_put(tern__cstore *s, const char *name, const tern__cstore_n
   if (!name || max_names == 0 || n->learned_at > INT64_MAX) return TERN_EINVAL;
   int rc = step(s, C_BEGIN);
   if (rc < 0) return rc;
-  sqlite3_stmt *q = s->q[C_NET_PUT];
+  sqlite3_stmt *q = stmt(s, C_NET_PUT, &rc), *evict = q ? stmt(s, C_NET_EVICT, &rc) : NULL;
+  if (!evict) return finish(s, rc);
   sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, n->proven_ms);
   sqlite3_bind_int64(q, 3, n->failed_ms);
@@ -512,7 +557,7 @@ int tern__cstore_net_put(tern__cstore *s, const char *name, const tern__cstore_n
   sqlite3_bind_int64(q, 5, (int64_t)now_wall);
   rc = step(s, C_NET_PUT);
   if (rc == 0) {
-    sqlite3_bind_int64(s->q[C_NET_EVICT], 1, (int64_t)max_names);
+    sqlite3_bind_int64(evict, 1, (int64_t)max_names);
     rc = step(s, C_NET_EVICT);
   }
   return finish(s, rc);
@@ -539,11 +584,16 @@ int tern__cstore_group_save(tern__cstore *s, const char *group, uint64_t last, c
   if (!blob) return TERN_ENOMEM;
   for (size_t i = 0; i < n; i++)
     for (int b = 0; b < 8; b++) blob[i * 8 + (size_t)b] = (uint8_t)(extra[i] >> (8 * b));
-  sqlite3_stmt *q = s->q[C_GROUP_PUT];
+  int rc = 0;
+  sqlite3_stmt *q = stmt(s, C_GROUP_PUT, &rc);
+  if (!q) {
+    free(blob);
+    return rc;
+  }
   sqlite3_bind_text(q, 1, group, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, (int64_t)last);
   sqlite3_bind_blob(q, 3, blob, (int)(n * 8), SQLITE_STATIC);
-  int rc = step(s, C_GROUP_PUT);
+  rc = step(s, C_GROUP_PUT);
   free(blob);
   return rc;
 }
@@ -554,8 +604,12 @@ int tern__cstore_group_each(tern__cstore *s,
                             void *ctx) {
   uint64_t *extra = malloc(TERN__CSTORE_EXTRA_MAX * sizeof(uint64_t));
   if (!extra) return TERN_ENOMEM;
-  sqlite3_stmt *q = s->q[C_GROUP_LIST];
-  int rc, ret = 0;
+  int rc = 0, ret = 0;
+  sqlite3_stmt *q = stmt(s, C_GROUP_LIST, &rc);
+  if (!q) {
+    free(extra);
+    return rc;
+  }
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     const char *g = (const char *)sqlite3_column_text(q, 0);
     const uint8_t *blob = sqlite3_column_blob(q, 2);
