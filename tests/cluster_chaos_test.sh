@@ -75,8 +75,22 @@ fail() {
   # What the cluster store said, whole (the error lines are rate-limited),
   # then each log's end: enough to tell a stalled relay from a stalled client.
   for f in "$tmp"/relay*.log; do
-    echo "--- $(basename "$f"): cluster store lines (last 40)"; grep "cluster store" "$f" | tail -40
+    echo "--- $(basename "$f"): cluster store lines (last 40, refusals apart)"
+    grep "cluster store" "$f" | grep -v "refused: its" | tail -40
     echo "--- $(basename "$f") (last 15 lines)"; tail -15 "$f"
+  done
+  # Every replica refuses the same entries (a refused entry is one whose
+  # calls answer differently on the state every replica meets it in); one
+  # that refuses others' has a replica of its own. Which, if any:
+  for i in 1 2 3; do
+    grep -o "log entry [0-9]*.* refused" "$tmp/relay$i.log" 2>/dev/null | awk '{print $3}' | sort -u >"$tmp/refused$i"
+  done
+  for i in 1 2 3; do
+    for j in 1 2 3; do
+      [ "$i" = "$j" ] && continue
+      only=$(comm -23 "$tmp/refused$i" "$tmp/refused$j" | head -20 | tr '\n' ' ')
+      [ -n "$only" ] && echo "--- log entries relay $i refused and relay $j did not (first 20): $only"
+    done
   done
   for f in "$tmp"/nats*.log; do echo "--- $(basename "$f") (last 12 lines)"; tail -12 "$f"; done
   echo "--- tern-load"; tail -20 "$tmp/load.err" 2>/dev/null; tail -1 "$tmp/load.json" 2>/dev/null

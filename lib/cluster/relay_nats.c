@@ -578,7 +578,12 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
   if (r.left == 0) return 1; /* the log's first entry: no calls */
   dg all;
   dg_init(&all);
+  char ops[64];
+  size_t nops = 0, opl = 0;
+  ops[0] = 0;
   while (r.left) {
+    if (opl + 5 < sizeof ops) opl += (size_t)snprintf(ops + opl, sizeof ops - opl, "%s%u", nops ? "," : "", r.p[0]);
+    nops++;
     xctx x = {.remote = 1};
     dg_init(&x.d);
     int rc = exec_op(s, &r, &x);
@@ -604,6 +609,14 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
   if (memcmp(got, want, 16) != 0) {
     s->rep->ops->rollback(s->rep, mono_ms());
     s->st.refused++;
+    /* Normal when two relays raced (the later one's calls were decided on
+     * a state without the earlier one's): every replica refuses it alike.
+     * Said, so that replicas refusing different entries can be seen. */
+    tern__logf(s->log, s->log_ctx, 2,
+               "cluster store: log entry %llu%s refused: its %zu call(s) (ops %s%s) answer differently "
+               "here than where they were decided",
+               (unsigned long long)seq, seq == s->own_seq ? " (this relay's)" : "", nops, ops,
+               opl + 5 >= sizeof ops ? ",..." : "");
     return 0;
   }
   if (s->rep->ops->commit(s->rep, mono_ms()) < 0) {
