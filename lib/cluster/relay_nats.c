@@ -224,6 +224,7 @@ typedef struct ns {
   size_t ndig, capdig;
   uint64_t round_id;
   unsigned fault_commit;
+  unsigned fault_lost_ack; /* TERN__RS_FAULT_LOST_ACK */
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -1156,6 +1157,16 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
     s->pause_until = mono_ms() + s->pause_ms;
     return TERN_ESTORE;
   }
+#ifdef TERN_TEST_HOOKS
+  if (s->fault_lost_ack) {
+    s->fault_lost_ack--;
+    s->st.publish_errors++;
+    s->pause_ms = 250;
+    s->pause_until = mono_ms() + s->pause_ms;
+    return fail(s, "cluster store: appending to the log failed: its answer was lost (test fault; entry %llu)",
+                (unsigned long long)seq);
+  }
+#endif
   s->pause_ms = 0;
   s->st.published++;
   if (seq == s->pos + 1) {
@@ -1529,6 +1540,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
 static void n_fault(tern__relay_store *st, int kind, unsigned n) {
   ns *s = N(st);
   if (kind == TERN__RS_FAULT_COMMIT) s->fault_commit = n;
+  else if (kind == TERN__RS_FAULT_LOST_ACK) s->fault_lost_ack = n;
   else if (kind == TERN__RS_FAULT_DEAF) atomic_store(&s->deaf, (int)n);
   else if (s->rep->ops->fault) s->rep->ops->fault(s->rep, kind, n);
 }

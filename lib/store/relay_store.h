@@ -329,7 +329,11 @@ enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2
        TERN__RS_FAULT_LEAVE_EARLY = 4,
        /* The cluster store's subscription drops what it receives while n is
         * 1: a consumer that stalls (cluster/relay_nats.c). */
-       TERN__RS_FAULT_DEAF = 5 };
+       TERN__RS_FAULT_DEAF = 5,
+       /* The cluster store's next `n` rounds are appended to the log, and
+        * then the append is reported failed, as when the cluster's answer
+        * is lost (a timeout): the entry is in the log, the relay thinks not. */
+       TERN__RS_FAULT_LOST_ACK = 6 };
 #endif
 
 /* A backend's instance starts with this. */
