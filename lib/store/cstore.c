@@ -247,7 +247,6 @@ int tern__cstore_open(tern__cstore **out, const char *path, int synchronous, cha
   }
   sqlite3_extended_result_codes(s->db, 1);
   sqlite3_busy_timeout(s->db, 5000);
-  (void)sqlite3_db_config(s->db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 0, 0);
   char pragmas[128];
   snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = %d;", synchronous);
   rc = wal(s);
