@@ -69,6 +69,20 @@ positions() {
   done
   echo $out
 }
+# The replicas' audit (audit=100: each relay logs its replica's digest at
+# every 100th log entry): replicas that applied the same entries hold the
+# same rows. Prints "P digest relays" for each position where two relays
+# differ, the first ones first.
+audit_diff() {
+  local i
+  for i in 1 2 3; do
+    grep -o "replica at log entry [0-9]* has digest [0-9a-f]*" "$tmp/relay$i.log" 2>/dev/null |
+      awk -v r="$i" '{print $4, $7, r}'
+  done | sort -n -k1,1 -s | awk '
+    { if (!($1 in d)) { d[$1] = $2; who[$1] = $3; order[n++] = $1 }
+      else if (d[$1] != $2 && !($1 in bad)) { bad[$1] = "relay " who[$1] " " d[$1] ", relay " $3 " " $2 } }
+    END { for (k = 0; k < n; k++) if (order[k] in bad) print order[k] ": " bad[order[k]] }'
+}
 fail() {
   echo "FAIL: $*"
   relay_stats
@@ -92,6 +106,8 @@ fail() {
       [ -n "$only" ] && echo "--- log entries relay $i refused and relay $j did not (first 20): $only"
     done
   done
+  diff=$(audit_diff | head -5)
+  [ -n "$diff" ] && echo "--- replicas that differ (audit: log entry: relay digest, relay digest; first 5):" && echo "$diff"
   for f in "$tmp"/nats*.log; do echo "--- $(basename "$f") (last 12 lines)"; tail -12 "$f"; done
   echo "--- tern-load"; tail -20 "$tmp/load.err" 2>/dev/null; tail -1 "$tmp/load.json" 2>/dev/null
   exit 1
@@ -141,7 +157,7 @@ start_relay() { # $1: relay number (port 1740N in the hub)
   for m in 1 2 3; do [ "$m" = "$i" ] || store="$store,nats://10.99.0.$m:4222"; done
   # One key for the three: to a client they are one relay (its endpoints).
   ip netns exec "$hub" "$bin/ternd/ternd" --key relay.key --open --listen "127.0.0.1:1740$i" \
-    --data-dir "data$i" --store "$store?snapshot=500" --send-rate 0 \
+    --data-dir "data$i" --store "$store?snapshot=500&audit=100" --send-rate 0 \
     --admin-socket "$tmp/admin$i.sock" >>"relay$i.log" 2>&1 &
   relay_pid[$i]=$!
   for _ in $(seq 300); do
@@ -214,6 +230,12 @@ done
 [ -n "${p3:-}" ] && [ "$p1" = "$p2" ] && [ "$p2" = "$p3" ] ||
   fail "the relays' log positions differ at the end: ${p1:-?} ${p2:-?} ${p3:-?}"
 echo "  every relay at log entry $p1"
+# The replicas hold the same rows wherever two of them were audited at the
+# same log entry (a replica of its own loses what the others hold).
+audited=$(cat relay*.log | grep -o "replica at log entry [0-9]*" | sort -u | wc -l)
+[ "$audited" -ge 10 ] || fail "the relays logged $audited audit points (audit=100): the audit did not run"
+[ -z "$(audit_diff)" ] || fail "the replicas differ at log entry $(audit_diff | head -1 | cut -d: -f1)"
+echo "  replicas audited at $audited log entries: the same rows wherever two were audited"
 lostconn=$(cat relay*.log | grep -c "lost the NATS connection" || true)
 [ "$lostconn" -ge 2 ] || fail "the relays of the killed and the cut-off NATS node did not notice ($lostconn)"
 storefail=$(cat relay*.log | grep -c "cluster store:.*\(failed\|not connected\|changed\)" || true)

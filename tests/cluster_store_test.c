@@ -425,6 +425,9 @@ Test(cluster, refuses_to_start_without_a_cluster) {
   tern__nats_config bad = {.url = "nats://127.0.0.1:4222?colour=blue"};
   cr_assert_eq(tern__relay_nats_open(&s, &bad, err, sizeof err), TERN_EINVAL);
   cr_assert(strstr(err, "unknown parameter"), "%s", err);
+  tern__nats_config bad2 = {.url = "nats://127.0.0.1:4222?audit=ten"};
+  cr_assert_eq(tern__relay_nats_open(&s, &bad2, err, sizeof err), TERN_EINVAL);
+  cr_assert(strstr(err, "audit is a number of entries"), "%s", err);
 }
 /* ---- replicas agree, whatever the races and lost answers ------------------ */
 
@@ -490,7 +493,7 @@ static void replicas_agree(uint64_t seed) {
   server sv;
   server_up(&sv);
   char url[256];
-  snprintf(url, sizeof url, "%s?snapshot=40", sv.url);
+  snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
   tern__relay_store *w[2] = {relay_url(url), relay_url(url)}, *rd = relay_url(url);
   static const char *const snd[3] = {"s0", "s1", "s2"}, *const rcv[3] = {"r0", "r1", "r2"};
   uint64_t next[3] = {1, 1, 1};      /* each sender's next cmid */
@@ -498,7 +501,26 @@ static void replicas_agree(uint64_t seed) {
   uint64_t x = seed;
   int lost = 0, failed = 0, stored = 0;
   int deaf[3] = {0, 0, 0}, deafened = 0;
-  for (int it = 0; it < 120; it++) {
+  int asleep[3] = {0, 0, 0}, slept = 0; /* iterations left in which relay r does nothing */
+  for (int it = 0; it < 160; it++) {
+    /* Now and then relay B or the reader sleeps (deaf, and doing nothing)
+     * for 45-75 iterations: the log is compacted past it, and it wakes
+     * into a snapshot, B in the middle of its next commit. */
+    for (int r = 1; r < 3; r++) {
+      if (asleep[r] && --asleep[r] == 0) {
+        tern__relay_store *d = r < 2 ? w[r] : rd;
+        d->ops->fault(d, TERN__RS_FAULT_DEAF, (unsigned)deaf[r]);
+      }
+    }
+    if (it < 100 && rnd(&x) % 24 == 0) {
+      int r = 1 + (int)(rnd(&x) % 2);
+      if (!asleep[r]) {
+        asleep[r] = 45 + (int)(rnd(&x) % 31);
+        slept++;
+        tern__relay_store *d = r < 2 ? w[r] : rd;
+        d->ops->fault(d, TERN__RS_FAULT_DEAF, 1);
+      }
+    }
     /* Now and then a relay's subscription drops what it receives for a
      * while (a stalled consumer): it reads the gaps by sequence, or, once
      * the log is compacted past it, loads the newest snapshot. */
@@ -507,13 +529,17 @@ static void replicas_agree(uint64_t seed) {
       deaf[r] = !deaf[r];
       deafened += deaf[r];
       tern__relay_store *d = r < 2 ? w[r] : rd;
-      d->ops->fault(d, TERN__RS_FAULT_DEAF, (unsigned)deaf[r]);
+      if (!asleep[r]) d->ops->fault(d, TERN__RS_FAULT_DEAF, (unsigned)deaf[r]);
     }
     /* Both relays open a round, then commit in either order: the second
      * to append meets the first's entry before its own (a rerun). */
     int ok[2] = {1, 1}, first = (int)(rnd(&x) % 2);
     for (int wi = 0; wi < 2; wi++) {
       tern__relay_store *s = w[wi];
+      if (asleep[wi]) {
+        ok[wi] = -1; /* no round */
+        continue;
+      }
       int nops = 1 + (int)(rnd(&x) % 4);
       for (int k = 0; k < nops && ok[wi]; k++) {
         int i = (int)(rnd(&x) % 3);
@@ -547,6 +573,7 @@ static void replicas_agree(uint64_t seed) {
     int paused = 0;
     for (int c = 0; c < 2; c++) {
       tern__relay_store *s = w[(first + c) % 2];
+      if (ok[(first + c) % 2] < 0) continue; /* asleep */
       int lose = ok[(first + c) % 2] && rnd(&x) % 5 == 0;
       if (lose) {
         s->ops->fault(s, TERN__RS_FAULT_LOST_ACK, 1);
@@ -575,7 +602,8 @@ static void replicas_agree(uint64_t seed) {
       acked_to[i]++;
     }
     for (int r = 0; r < 3; r++)
-      if (rnd(&x) % 3 == 0) (void)(r < 2 ? w[r] : rd)->ops->remote_take(r < 2 ? w[r] : rd, no_inbox, no_device, NULL);
+      if (rnd(&x) % 3 == 0 && !asleep[r])
+        (void)(r < 2 ? w[r] : rd)->ops->remote_take(r < 2 ? w[r] : rd, no_inbox, no_device, NULL);
   }
   /* Everyone hears again, and reads to the log's end. */
   tern__nats_stats st[3];
@@ -605,8 +633,11 @@ static void replicas_agree(uint64_t seed) {
             "seed %llu: replicas refused different entries: %llu %llu %llu (of %llu)", (unsigned long long)seed,
             (unsigned long long)st[0].refused, (unsigned long long)st[1].refused,
             (unsigned long long)st[2].refused, (unsigned long long)st[2].position);
-  fprintf(stderr, "seed %llx: %d rounds stored, %d failed (%d answers lost), log %llu, refused %llu %llu %llu, reruns %llu/%llu, deaf %d, reloads %llu %llu %llu, snapshots %llu %llu %llu\n",
-          (unsigned long long)seed, stored, failed, lost, (unsigned long long)st[2].position,
+  cr_assert(!slept || st[1].snapshot_reloads + st[2].snapshot_reloads > 0,
+            "seed %llu: %d relays slept past the compacted log, and none loaded a snapshot",
+            (unsigned long long)seed, slept);
+  fprintf(stderr, "seed %llx: %d slept; %d rounds stored, %d failed (%d answers lost), log %llu, refused %llu %llu %llu, reruns %llu/%llu, deaf %d, reloads %llu %llu %llu, snapshots %llu %llu %llu\n",
+          (unsigned long long)seed, slept, stored, failed, lost, (unsigned long long)st[2].position,
           (unsigned long long)st[0].refused, (unsigned long long)st[1].refused,
           (unsigned long long)st[2].refused, (unsigned long long)st[0].reruns, (unsigned long long)st[1].reruns, deafened,
           (unsigned long long)st[0].snapshot_reloads, (unsigned long long)st[1].snapshot_reloads,
@@ -614,6 +645,11 @@ static void replicas_agree(uint64_t seed) {
           (unsigned long long)st[1].snapshots, (unsigned long long)st[2].snapshots);
   static image im[3];
   for (int r = 0; r < 3; r++) image_of(all[r], &im[r]);
+  /* Every row of every table, not only what the image shows. */
+  uint8_t dg3[3][16];
+  for (int r = 0; r < 3; r++) cr_assert_eq(tern__relay_nats_digest(all[r], dg3[r]), 0);
+  cr_assert(memcmp(dg3[0], dg3[2], 16) == 0 && memcmp(dg3[1], dg3[2], 16) == 0,
+            "seed %llu: the replicas' digests differ", (unsigned long long)seed);
   cr_assert_str_eq(im[0].text, im[2].text, "seed %llu: relay A's replica differs from the reader's", (unsigned long long)seed);
   cr_assert_str_eq(im[1].text, im[2].text, "seed %llu: relay B's replica differs from the reader's", (unsigned long long)seed);
   for (int r = 0; r < 3; r++) all[r]->ops->close(all[r]);

@@ -207,6 +207,7 @@ typedef struct ns {
   uint64_t snap_every; /* entries between snapshots (0: none) */
   uint64_t snap_pos;   /* the newest snapshot's position known here */
   uint64_t snap_retry_ms;
+  uint64_t audit;        /* log the replica's digest at every multiple of it (0: never) */
   int wake_all;          /* a snapshot replaced the replica: wake every session */
   atomic_int deaf;       /* test builds: drop what the subscription delivers */
   atomic_ullong rx_ms;   /* when the subscription last delivered (mono ms) */
@@ -558,6 +559,20 @@ static void set_broken(ns *s, const char *why) {
   }
 }
 
+/* The audit (URL parameter audit=N): at every log position that is a
+ * multiple of N the replica's digest is logged, so that relays can be
+ * compared line by line; replicas that applied the same entries have the
+ * same digest. Called where the position has just moved, outside a round. */
+static void audited(ns *s) {
+  if (!s->audit || s->pos % s->audit != 0) return;
+  uint8_t d[16];
+  char hex[33];
+  if (tern__rstore_digest(tern__relay_sqlite_engine(s->rep), d) != 0) return;
+  sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+  tern__logf(s->log, s->log_ctx, 2, "cluster store: audit: replica at log entry %llu has digest %s",
+             (unsigned long long)s->pos, hex);
+}
+
 /* Applies one entry of the log to the replica, in a round of its own, if
  * its calls answer here as they did for the relay that wrote it (the
  * hash of their digests in its head): 1 applied, 0 refused (undone: every
@@ -679,6 +694,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
         if (q[i].seq == s->own_seq) s->own_ok = rc;
         else s->st.applied++;
         s->pos = q[i].seq;
+        audited(s);
         applied++;
       }
     }
@@ -719,6 +735,7 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
     if (want == s->own_seq) s->own_ok = rc;
     else s->st.applied++;
     s->pos = want;
+    audited(s);
     s->st.fetched++;
     if (drain && apply_queued(s, 0, 0) < 0) return TERN_ESTORE;
   }
@@ -1183,6 +1200,7 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
     }
     s->pos = seq;
     s->in_round = 0;
+    audited(s);
     return 0;
   }
   /* Other relays' entries came first: apply them, then ours, which holds
@@ -1756,14 +1774,14 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
         return TERN_EINVAL;
       }
       snprintf(s->stream, sizeof(s->stream), "%s", eq);
-    } else if (!strcmp(kv, "snapshot")) {
+    } else if (!strcmp(kv, "snapshot") || !strcmp(kv, "audit")) {
       char *end;
       unsigned long long e = strtoull(eq, &end, 10);
-      if (*end || !*eq) {
-        snprintf(err, errcap, "cluster url: snapshot is a number of entries (got \"%s\")", eq);
+      if (*end || !*eq || *eq == '-') {
+        snprintf(err, errcap, "cluster url: %s is a number of entries (got \"%s\")", kv, eq);
         return TERN_EINVAL;
       }
-      s->snap_every = e;
+      *(kv[0] == 's' ? &s->snap_every : &s->audit) = e;
     } else if (!strcmp(kv, "replicas")) {
       char *end;
       long r = strtol(eq, &end, 10);
@@ -1773,7 +1791,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
       }
       *replicas = (int)r;
     } else {
-      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas, snapshot)", kv);
+      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas, snapshot, audit)", kv);
       return TERN_EINVAL;
     }
     p = amp ? amp + 1 : NULL;
@@ -2004,6 +2022,12 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
 fail:
   n_close(&s->base);
   return rc;
+}
+
+int tern__relay_nats_digest(tern__relay_store *st, uint8_t out[16]) {
+  ns *s = N(st);
+  if (s->in_round) return TERN_EINVAL;
+  return tern__rstore_digest(tern__relay_sqlite_engine(s->rep), out);
 }
 
 void tern__relay_nats_stats(const tern__relay_store *st, tern__nats_stats *out) {

@@ -95,6 +95,10 @@ typedef struct tern__nats_stats {
   int connected;         /* 1 while connected to a NATS server */
 } tern__nats_stats;
 void tern__relay_nats_stats(const tern__relay_store *s, tern__nats_stats *out);
+/* The replica's digest at its position (tern__rstore_digest; the audit's,
+ * spec/store.md "The audit"), outside a round: 0, TERN_EINVAL (in a
+ * round), TERN_ESTORE. */
+int tern__relay_nats_digest(tern__relay_store *s, uint8_t out[16]);
 
 /* 1 if `path` names a cluster store (starts with "nats://"). */
 int tern__is_nats_url(const char *path);

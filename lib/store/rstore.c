@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1608,6 +1609,62 @@ int tern__rstore_image(tern__rstore *s, uint8_t **out, size_t *len) {
   *len = (size_t)n;
   sqlite3_free(p);
   return 0;
+}
+
+/* Rows of a table in key order: a WITHOUT ROWID table's scan is in its
+ * key's order, a rowid table's in rowid order (its key is a UNIQUE index
+ * whose rowids are assigned the same way on every replica that applied
+ * the same writes). */
+static int digest_table(tern__rstore *s, crypto_generichash_state *h, const char *name) {
+  char text[160];
+  snprintf(text, sizeof text, "SELECT * FROM \"%s\"", name);
+  sqlite3_stmt *q = NULL;
+  int sr = sqlite3_prepare_v2(s->db, text, -1, &q, NULL);
+  if (sr != SQLITE_OK) return fail(s, sr, "digest: prepare");
+  crypto_generichash_update(h, (const uint8_t *)name, strlen(name) + 1);
+  while ((sr = sqlite3_step(q)) == SQLITE_ROW) {
+    int n = sqlite3_column_count(q);
+    for (int i = 0; i < n; i++) {
+      uint8_t t = (uint8_t)sqlite3_column_type(q, i);
+      crypto_generichash_update(h, &t, 1);
+      if (t == SQLITE_INTEGER) {
+        int64_t v = sqlite3_column_int64(q, i);
+        crypto_generichash_update(h, (const uint8_t *)&v, sizeof v);
+      } else if (t == SQLITE_FLOAT) {
+        double v = sqlite3_column_double(q, i);
+        crypto_generichash_update(h, (const uint8_t *)&v, sizeof v);
+      } else if (t != SQLITE_NULL) {
+        const void *b = sqlite3_column_blob(q, i);
+        uint64_t len = (uint64_t)sqlite3_column_bytes(q, i);
+        crypto_generichash_update(h, (const uint8_t *)&len, sizeof len);
+        if (len) crypto_generichash_update(h, b, (size_t)len);
+      }
+    }
+  }
+  sqlite3_finalize(q);
+  return sr == SQLITE_DONE ? 0 : fail(s, sr, "digest: step");
+}
+
+int tern__rstore_digest(tern__rstore *s, uint8_t out[16]) {
+  if (tern__rstore_in_txn(s)) return TERN_EINVAL;
+  sqlite3_stmt *q = NULL;
+  int sr = sqlite3_prepare_v2(s->db,
+                              "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                              " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+                              -1, &q, NULL);
+  if (sr != SQLITE_OK) return fail(s, sr, "digest: tables");
+  crypto_generichash_state h;
+  crypto_generichash_init(&h, NULL, 0, 16);
+  int rc = 0;
+  while (rc == 0 && (sr = sqlite3_step(q)) == SQLITE_ROW) {
+    char name[128];
+    snprintf(name, sizeof name, "%s", (const char *)sqlite3_column_text(q, 0));
+    rc = digest_table(s, &h, name);
+  }
+  if (rc == 0 && sr != SQLITE_DONE) rc = fail(s, sr, "digest: tables");
+  sqlite3_finalize(q);
+  crypto_generichash_final(&h, out, 16);
+  return rc;
 }
 
 int tern__rstore_load_image(tern__rstore *s, const uint8_t *p, size_t len) {

@@ -252,6 +252,12 @@ int tern__rstore_count(tern__rstore *s, uint64_t *messages);
  * cluster store"). *out is malloc()ed, the caller frees it. Returns 0,
  * TERN_EINVAL (in a transaction), TERN_ENOMEM. */
 int tern__rstore_image(tern__rstore *s, uint8_t **out, size_t *len);
+/* A digest of what the database holds (BLAKE2b-128 of every row of every
+ * table, tables by name, rows in their key order), outside a transaction:
+ * two stores that hold the same rows have the same digest whatever their
+ * pages look like. For the cluster store's audit (spec/store.md). Returns
+ * 0, TERN_EINVAL (in a transaction), TERN_ESTORE. */
+int tern__rstore_digest(tern__rstore *s, uint8_t out[16]);
 /* Replaces the database by an image of the same schema version. Outside
  * a transaction. Returns 0, TERN_EINVAL (in a transaction), TERN_ESTORE
  * (not an image of this schema: why in errmsg), TERN_ENOMEM. */
