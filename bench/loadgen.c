@@ -417,6 +417,25 @@ int lg_report(lg_run *r) {
   if (r->reordered)
     fprintf(stderr, "%s-load: %llu messages arrived after a later one of their pair\n",
             r->cfg.system, (unsigned long long)r->reordered);
+  /* Which messages did not arrive, per pair (this process's pairs): a
+   * tail after the first gap says a conversation stalled there. */
+  int told = 0;
+  for (int i = 0; i < r->cfg.pairs && lost && told < 16; i++) {
+    const lg_pair *p = &r->p[i];
+    uint64_t first = UINT64_MAX, missing = 0;
+    for (uint64_t k = 0; k < p->next_seq; k++)
+      if (k >= p->seen_cap || !p->seen[k]) {
+        if (first == UINT64_MAX) first = k;
+        missing++;
+      }
+    if (!missing) continue;
+    told++;
+    fprintf(stderr,
+            "%s-load: pair %d: %llu of %llu messages did not arrive, the first at seq %llu; %d "
+            "unacknowledged\n",
+            r->cfg.system, i, (unsigned long long)missing, (unsigned long long)p->next_seq,
+            (unsigned long long)first, p->inflight);
+  }
   /* Order is part of tern's promise; other systems' is reported only. */
   int order_bad = r->reordered && !strcmp(r->cfg.system, "tern");
   return lost || r->dups || r->failed || r->foreign || order_bad ? 1 : 0;

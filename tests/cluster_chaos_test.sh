@@ -57,7 +57,7 @@ relay_stats() {
   for i in 1 2 3; do
     [ -S "$tmp/admin$i.sock" ] || continue
     echo "  relay $i: $("$bin/ternctl" --socket "$tmp/admin$i.sock" --timeout 2 stats 2>&1 |
-      awk '/^(cluster_|messages_(stored|delivered|busy)|store_errors|peers_connected)/ {printf "%s=%s ", $1, $2}')"
+      awk '/^(cluster_|messages_(stored|delivered|busy|out_of_order|stale)|store_errors|peers_connected)/ {printf "%s=%s ", $1, $2}')"
   done
 }
 # The relays' log positions, "P1 P2 P3" (ternctl stats).

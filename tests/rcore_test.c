@@ -145,6 +145,9 @@ Test(rcore, out_of_order_msg_waits_for_its_predecessor) {
   outputs o;
   take(&f, 1, &o);
   cr_assert_eq(o.acks, 0, "not stored ahead of its predecessor");
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_eq(st.no_prev, 1, "counted (ternd's messages_out_of_order)");
   input_msg(&f, 1, 5, 0, "bob", "first", 5, 20);
   input_msg(&f, 1, 6, 5, "bob", "second", 6, 20);
   tern__rcore_commit(f.rc, 20);

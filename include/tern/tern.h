@@ -1054,6 +1054,12 @@ typedef struct tern_relay_stats {
                                    messages were answered BUSY) */
   uint64_t cluster_publish_errors; /* appends that failed (no leader, no quorum,
                                    no connection): BUSY */
+  uint64_t messages_out_of_order; /* MSGs dropped unanswered because the message
+                                   before them in their conversation (prev_cmid)
+                                   is not stored: the client sends both again
+                                   (spec/messages.md §5.3) */
+  uint64_t messages_stale;      /* MSGs dropped unanswered because their cmid is
+                                   below the device's settled floor (an old copy) */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

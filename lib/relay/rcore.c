@@ -1160,7 +1160,10 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
   }
   /* Per-conversation order: the previous message must be stored first.
    * Without it, drop this one; the client resends both, in order. */
-  if (put.result != TERN__RS_STORED) return;
+  if (put.result != TERN__RS_STORED) {
+    rc->stats.no_prev++;
+    return;
+  }
   rc->round.stored++;
   rc->round_msgs++;
   if (rc->cfg.track_stored) note_stored(rc, to, c->user);

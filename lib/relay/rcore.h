@@ -225,6 +225,7 @@ typedef struct tern__rcore_stats {
   uint64_t expired;       /* messages expired undelivered */
   uint64_t store_errors;  /* store calls (or commits) that failed */
   uint64_t stale_msgs;    /* MSGs below their device's settled floor: dropped */
+  uint64_t no_prev;       /* MSGs dropped because their prev_cmid is not stored */
 } tern__rcore_stats;
 void tern__rcore_get_stats(const tern__rcore *rc, tern__rcore_stats *st);
 

@@ -1451,6 +1451,8 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
   st->presence_sent = cs.presence_sent;
   st->messages_busy = cs.busy;
   st->messages_expired = cs.expired;
+  st->messages_out_of_order = cs.no_prev;
+  st->messages_stale = cs.stale_msgs;
   st->store_errors = cs.store_errors;
   st->connects_refused_full = tern__link_refused(r->link);
   tern__link_cookie_counts(r->link, &st->cookies_sent, &st->cookie_connects, &st->cookies_bad);

@@ -100,7 +100,7 @@ static const struct {
     F(hs_failed_version), F(hs_failed_unreadable), F(hs_failed_protocol), F(hs_failed_refused),
     F(hs_failed_timeout), F(packets_rejected), F(packets_replayed), F(messages_stored),
     F(messages_early), F(messages_deduped), F(messages_delivered), F(messages_refused),
-    F(messages_busy), F(messages_expired), F(store_errors), F(store_commits), F(store_commit_us),
+    F(messages_busy), F(messages_expired), F(messages_out_of_order), F(messages_stale), F(store_errors), F(store_commits), F(store_commit_us),
     F(probe_requests), F(probe_replies), F(probe_rejected), F(probe_limited),
     F(connects_refused_full), F(sessions_moved), F(tcp_accepted), F(tcp_connections),
     F(bytes_received), F(bytes_sent), F(draining), F(peers_held), F(hs_failed_draining),
