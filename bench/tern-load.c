@@ -134,6 +134,10 @@ static int service(tl_state *s, int i) {
         break;
       case TERN_EV_ERROR:
         if (s->run && ev.error == TERN_ESTORE && ev.user[0]) lg_count_busy(s->run);
+        /* A stall (the relay heard but not answering), once per stall. */
+        if (ev.error == TERN_EBUSY)
+          fprintf(stderr, "tern-load: client %s%d: %s: %.*s\n", k->is_recv ? "r" : "s", k->pair,
+                  tern_errname(ev.error), (int)ev.body_len, ev.body ? (const char *)ev.body : "");
         break;
       default:
         break;

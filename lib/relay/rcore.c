@@ -163,6 +163,7 @@ struct tern__rcore {
   unsigned log_skipped;          /* failures since, not reported */
   tern__ratelim quota_log;       /* quota refusals: one line per 10 s */
   tern__ratelim rate_log;        /* rate refusals: one line per 10 s */
+  tern__ratelim prev_log;        /* MSGs dropped for their prev_cmid (debug): one a second */
   tern__ratelim budget_log;      /* budget reached: one line per 10 s */
   uint64_t sent_total;           /* sum of every conn's sent_bytes */
   uint64_t link_bytes;           /* what the link still holds (set_link_bytes) */
@@ -211,6 +212,7 @@ int tern__rcore_new(tern__rcore **out, tern__relay_store *store, const tern__rco
   rc->cfg = *cfg;
   tern__ratelim_init(&rc->quota_log, 1, 10000);
   tern__ratelim_init(&rc->rate_log, 1, 10000);
+  tern__ratelim_init(&rc->prev_log, 1, 1000);
   tern__ratelim_init(&rc->budget_log, 1, 10000);
   /* Ten seconds of the byte rate must fit the buckets' int64. */
   if (rc->cfg.send_rate_bytes > (1ull << 40)) rc->cfg.send_rate_bytes = 1ull << 40;
@@ -1162,6 +1164,11 @@ static void on_msg(tern__rcore *rc, conn *c, const tern__fr_msg *m, uint64_t now
    * Without it, drop this one; the client resends both, in order. */
   if (put.result != TERN__RS_STORED) {
     rc->stats.no_prev++;
+    (void)tern__logf_limited(rc->cfg.log, rc->cfg.log_ctx, &rc->prev_log, now_ms, 3,
+                             "message %llu from %s dropped: the one before it to %s (%llu) is "
+                             "not stored; the device sends both again",
+                             (unsigned long long)m->cmid, c->user, to,
+                             (unsigned long long)put.prev_cmid);
     return;
   }
   rc->round.stored++;
