@@ -616,17 +616,22 @@ Test(ccore, events_without_memory_come_again_once) {
   close_fixture(&f);
 }
 
+/* A client online and synced, with a window of `window` MSGs. */
+static void open_synced_window(fixture *f, unsigned window) {
+  tern__ccore_config cfg;
+  tern__ccore_config_default(&cfg);
+  cfg.window = window;
+  open_fixture_cfg(f, &cfg);
+  tern__ccore_online(f->cc, "alice", 0);
+  frame_u64(f, TERN__FR_FLOOR, 0, 0);
+}
+
 /* spec/messages.md §5.9: at most `window` MSGs in flight; the rest wait in
  * the outbox and go out in cmid order as answers come, a new message never
  * ahead of an older one that waits. */
 Test(ccore, a_busy_relay_gets_a_window_of_messages_in_order) {
   fixture f;
-  tern__ccore_config cfg;
-  tern__ccore_config_default(&cfg);
-  cfg.window = 4;
-  open_fixture_cfg(&f, &cfg);
-  tern__ccore_online(f.cc, "alice", 0);
-  frame_u64(&f, TERN__FR_FLOOR, 0, 0);
+  open_synced_window(&f, 4);
   uint64_t cmid[10], seen[40];
   for (int i = 0; i < 10; i++)
     cr_assert_eq(tern__ccore_send(f.cc, "bob", "m", 1, 0, 10, 1, &cmid[i]), 0);
@@ -647,6 +652,42 @@ Test(ccore, a_busy_relay_gets_a_window_of_messages_in_order) {
   cr_assert_eq(seen[0], cmid[4]);
   cr_assert_eq(seen[1], cmid[5]);
   cr_assert_eq(tern__ccore_outbox_size(f.cc), 11);
+  close_fixture(&f);
+}
+
+/* A message answered BUSY while later ones to the same recipient are in
+ * flight keeps its place in the window. The relay drops those later ones
+ * (their prev_cmid names the refused one) until it is stored; if a new
+ * message took the place, the window was full of messages that could
+ * never be answered and the refused one never went again (a cluster chaos
+ * run: one sender stuck for the last 60 s, 64 in flight, 338 waiting). */
+Test(ccore, a_message_answered_busy_keeps_its_place_in_the_window) {
+  fixture f;
+  open_synced_window(&f, 4);
+  uint64_t cmid[4], seen[64], more;
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(tern__ccore_send(f.cc, "bob", "m", 1, 0, 10, 1, &cmid[i]), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 64), 4);
+  busy(&f, cmid[0], 20);
+  tern_event ev;
+  while (tern__ccore_next_event(f.cc, &ev, 20) == 1) {
+  }
+  /* The app goes on sending: none of it may take the refused one's place. */
+  cr_assert_eq(tern__ccore_send(f.cc, "bob", "m", 1, 0, 30, 1, &more), 0);
+  cr_assert_eq(tern__ccore_send(f.cc, "carol", "m", 1, 0, 30, 1, &more), 0);
+  cr_assert_eq(msgs_sent(&f, seen, 64), 0, "a new message went out with an older one waiting for its retry");
+  /* The relay answers nothing more (it drops 1-3 for their prev_cmid). */
+  int again = 0;
+  for (uint64_t t = 40; t <= 20000 && !again; t += 10) {
+    tern__ccore_set_heard(f.cc, t);
+    cr_assert_eq(tern__ccore_tick(f.cc, t), 0);
+    int n = msgs_sent(&f, seen, 64);
+    for (int i = 0; i < n; i++)
+      if (seen[i] == cmid[0]) again = (int)t;
+  }
+  cr_assert_geq(again, 20 + 2000, "sent again before busy_retry_ms");
+  cr_assert_leq(again, 20 + 2000 + 10, "the refused message never went again (window full: %zu in flight)",
+                tern__ccore_in_flight(f.cc));
   close_fixture(&f);
 }
 

@@ -34,6 +34,9 @@ typedef struct entry {
   int settled;           /* SERVER_ACK or FAILED queued for the app: the
                             store drops it when the app takes that event */
   uint64_t retry_at_ms;  /* after BUSY: not before this */
+  int held;              /* answered BUSY (or its answer lost to memory) and
+                            not yet sent again: it keeps its place in the
+                            window (cc->nheld), see room_for() */
   uint64_t copy_due_ms;  /* when to send the next copy; 0: none pending */
   uint64_t copy_gap_ms;  /* the delay d of this transmission's copies */
   uint32_t copies_sent;  /* copies of this transmission sent so far */
@@ -91,6 +94,7 @@ struct tern__ccore {
   uint64_t progress_ms;        /* last ack from the relay, or going online */
   uint64_t heard_ms;           /* last datagram of any kind from the relay (the shell's) */
   size_t nfly;                 /* entries in flight: sent on this session, unanswered */
+  size_t nheld;                /* entries held for a retry (entry.held) */
   int stalled;                 /* a TERN_EBUSY event went out for the current stall */
   uint64_t tx_next;            /* numbers MSG transmissions, in sending order */
   uint64_t answered_tx;        /* highest transmission number of a MSG the relay
@@ -317,21 +321,49 @@ static void write_msg(tern__wbuf *w, const entry *e) {
   tern__fr_msg_write(w, TERN__FR_MSG, &m);
 }
 
+static void unhold(tern__ccore *cc, entry *e) {
+  if (e->held) {
+    e->held = 0;
+    cc->nheld--;
+  }
+}
+
 /* Every change of an entry's sent_ms goes through here, so that nfly
- * counts the entries in flight. */
+ * counts the entries in flight (and a held one sent again is not held). */
 static void set_sent(tern__ccore *cc, entry *e, uint64_t ms) {
   if (!e->sent_ms && ms) cc->nfly++;
   else if (e->sent_ms && !ms) cc->nfly--;
   e->sent_ms = ms;
+  if (ms) unhold(cc, e);
+}
+
+/* e leaves the window to wait for its retry (busy_retry_ms), keeping its
+ * place: the messages after it to the same recipient that are in flight
+ * are dropped by the relay for their prev_cmid until e is stored, so if a
+ * new message could take e's place, a window full of messages that are
+ * never answered would keep e out for good (spec/messages.md §5.9). */
+static void hold(tern__ccore *cc, entry *e) {
+  set_sent(cc, e, 0);
+  if (!e->held) {
+    e->held = 1;
+    cc->nheld++;
+  }
 }
 
 /* Room in the window for one more message in flight. */
 static int window_open(const tern__ccore *cc) { return cc->nfly < cc->cfg.window; }
 
+/* Room for e (NULL: a message not yet sent on this session), counting the
+ * places the held entries keep. */
+static int room_for(const tern__ccore *cc, const entry *e) {
+  size_t used = cc->nfly + cc->nheld - (e && e->held ? 1 : 0);
+  return used < cc->cfg.window;
+}
+
 size_t tern__ccore_early(tern__ccore *cc, uint8_t *buf, size_t cap, uint64_t now_ms) {
   tern__wbuf w;
   tern__wbuf_init(&w, buf, cap);
-  for (entry *e = cc->head; e && window_open(cc); e = e->next) {
+  for (entry *e = cc->head; e && room_for(cc, e); e = e->next) {
     if (e->settled || e->retry_at_ms > now_ms) break;
     size_t before = w.len;
     write_msg(&w, e);
@@ -451,7 +483,8 @@ int tern__ccore_send_id(tern__ccore *cc, const char *to, const void *body, size_
    * relay stores a message only after the one before it to the same
    * recipient, so the outbox goes out in order. */
   const entry *p = e->prev;
-  if (cc->online && window_open(cc) && (!p || p->settled || p->sent_ms)) transmit(cc, e, now_ms);
+  if (cc->online && !cc->nheld && room_for(cc, NULL) && (!p || p->settled || p->sent_ms))
+    transmit(cc, e, now_ms);
   *cmid = e->cmid;
   return 0;
 }
@@ -720,11 +753,12 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         if (push(cc, TERN_EV_SENT, 0, a.cmid, a.seq, a.ts, e->to, NULL, 0) < 0) {
           /* Not settled: sent again after busy_retry_ms, and the relay
            * answers the resend from its dedup record. */
-          set_sent(cc, e, 0);
+          hold(cc, e);
           e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
           break;
         }
         e->settled = 1;
+        unhold(cc, e);
         uint64_t acked_tx = e->tx;
         set_sent(cc, e, 0);
         /* The next message to the same recipient, if its last copy went
@@ -755,13 +789,14 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
          * sends it again). */
         if (push(cc, TERN_EV_FAILED, err, f.cmid, 0, 0, e ? e->to : NULL, NULL, 0) < 0) {
           if (e) {
-            set_sent(cc, e, 0);
+            hold(cc, e);
             e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
           }
           break;
         }
         if (e) {
           e->settled = 1;
+          unhold(cc, e);
           set_sent(cc, e, 0);
         }
         break;
@@ -774,7 +809,7 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
         /* Not in flight: a second answer (the copy's) to one sending. */
         if (!e || e->settled || !e->sent_ms) break;
         answered(cc, e);
-        set_sent(cc, e, 0);
+        hold(cc, e);
         e->copy_due_ms = 0;
         e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
         int err = tern__wire_err_code(f.error, TERN_ESTORE);
@@ -953,42 +988,6 @@ static void send_seqlist(tern__ccore *cc, uint8_t type) {
   cc->taken_since_ack = 0;
 }
 
-void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
-  cc->online = 1;
-  snprintf(cc->self, sizeof(cc->self), "%s", self);
-  cc->progress_ms = now_ms;
-  cc->synced = 0;
-  cc->sync_sent_ms = now_ms;
-  send_seqlist(cc, TERN__FR_SYNC);
-  cc->settled_told = 0;
-  cc->settled_next_ms = now_ms;
-  for (entry *e = cc->head; e; e = e->next) {
-    if (e->settled) continue;
-    if (!e->sent_ms) e->resend_ivl = cc->cfg.resend_ms;
-    if (!e->sent_ms && e->retry_at_ms <= now_ms && window_open(cc)) transmit(cc, e, now_ms);
-  }
-}
-
-void tern__ccore_offline(tern__ccore *cc) {
-  cc->online = 0;
-  for (entry *e = cc->head; e; e = e->next) {
-    set_sent(cc, e, 0);
-    e->copy_due_ms = 0;
-  }
-  cc->answered_tx = cc->tx_next; /* answers on the next session are new */
-  /* Frames not yet sent are meaningless on the next session. */
-  tern__outq_clear(&cc->outs);
-  tern__outq_init(&cc->outs);
-  cc->ack_needed = 0;
-}
-
-/* When an unanswered MSG is sent again on the same session:
- *  - once the relay has answered a MSG sent after it (it was overtaken:
- *    lost, or dropped for its prev_cmid), resend_ivl after its last
- *    sending, resend_ivl doubling each time up to RESEND_BACKOFF_MAX;
- *  - otherwise only when the relay has answered nothing at all for
- *    resend_ms: while answers flow in sending order the relay is alive and
- *    just behind, and copies would only pile onto it (commit c60865d). */
 /* Recipients with an unsent message waiting (a BUSY's retry, or no room in
  * the window): a later message to them waits too, or the relay would drop
  * it for its prev_cmid (spec/messages.md §3). Past BLOCK_MAX recipients,
@@ -1012,6 +1011,46 @@ static void block(blocklist *b, const char *to) {
   if (b->n < BLOCK_MAX) b->to[b->n++] = to;
   else b->all = 1;
 }
+
+void tern__ccore_online(tern__ccore *cc, const char *self, uint64_t now_ms) {
+  cc->online = 1;
+  snprintf(cc->self, sizeof(cc->self), "%s", self);
+  cc->progress_ms = now_ms;
+  cc->synced = 0;
+  cc->sync_sent_ms = now_ms;
+  send_seqlist(cc, TERN__FR_SYNC);
+  cc->settled_told = 0;
+  cc->settled_next_ms = now_ms;
+  blocklist bl = {.n = 0};
+  for (entry *e = cc->head; e; e = e->next) {
+    if (e->settled) continue;
+    if (!e->sent_ms) e->resend_ivl = cc->cfg.resend_ms;
+    if (!e->sent_ms && e->retry_at_ms <= now_ms && room_for(cc, e) && !blocked(&bl, e->to))
+      transmit(cc, e, now_ms);
+    if (!e->sent_ms) block(&bl, e->to); /* the rest to e->to waits behind it */
+  }
+}
+
+void tern__ccore_offline(tern__ccore *cc) {
+  cc->online = 0;
+  for (entry *e = cc->head; e; e = e->next) {
+    set_sent(cc, e, 0);
+    e->copy_due_ms = 0;
+  }
+  cc->answered_tx = cc->tx_next; /* answers on the next session are new */
+  /* Frames not yet sent are meaningless on the next session. */
+  tern__outq_clear(&cc->outs);
+  tern__outq_init(&cc->outs);
+  cc->ack_needed = 0;
+}
+
+/* When an unanswered MSG is sent again on the same session:
+ *  - once the relay has answered a MSG sent after it (it was overtaken:
+ *    lost, or dropped for its prev_cmid), resend_ivl after its last
+ *    sending, resend_ivl doubling each time up to RESEND_BACKOFF_MAX;
+ *  - otherwise only when the relay has answered nothing at all for
+ *    resend_ms: while answers flow in sending order the relay is alive and
+ *    just behind, and copies would only pile onto it (commit c60865d). */
 
 /* The relay was last known alive: its last answer, or the last datagram
  * of any kind (an ENet acknowledgement of a ping will do) the shell heard. */
@@ -1055,7 +1094,7 @@ int tern__ccore_timeout(const tern__ccore *cc, uint64_t now_ms) {
       uint64_t t = e->retry_at_ms;
       if (e->sent_ms) {
         t = resend_due(cc, e);
-      } else if (!window_open(cc) || blocked(&bl, e->to)) {
+      } else if (!room_for(cc, e) || blocked(&bl, e->to)) {
         continue; /* waits for room in the window, or behind an older one */
       } else {
         block(&bl, e->to);
@@ -1102,7 +1141,7 @@ int tern__ccore_tick(tern__ccore *cc, uint64_t now_ms) {
       uint64_t max = (uint64_t)cc->cfg.resend_ms * RESEND_BACKOFF_MAX;
       e->resend_ivl = e->resend_ivl * 2 > max ? max : e->resend_ivl * 2;
       transmit(cc, e, now_ms);
-    } else if (now_ms >= e->retry_at_ms && window_open(cc) && !blocked(&bl, e->to)) {
+    } else if (now_ms >= e->retry_at_ms && room_for(cc, e) && !blocked(&bl, e->to)) {
       e->resend_ivl = cc->cfg.resend_ms;
       transmit(cc, e, now_ms);
       if (e->sent_ms) fly_seen++;
