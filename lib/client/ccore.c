@@ -343,8 +343,11 @@ static void set_sent(tern__ccore *cc, entry *e, uint64_t ms) {
  * new message could take e's place, a window full of messages that are
  * never answered would keep e out for good (spec/messages.md §5.9). */
 static void hold(tern__ccore *cc, entry *e) {
+  int flying = e->sent_ms != 0;
   set_sent(cc, e, 0);
-  if (!e->held) {
+  /* A place it had (in flight), or a free one: the window never counts
+   * more than `window`. */
+  if (!e->held && (flying || cc->nfly + cc->nheld < cc->cfg.window)) {
     e->held = 1;
     cc->nheld++;
   }
