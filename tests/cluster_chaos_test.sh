@@ -89,9 +89,9 @@ fail() {
   # What the cluster store said, whole (the error lines are rate-limited),
   # then each log's end: enough to tell a stalled relay from a stalled client.
   for f in "$tmp"/relay*.log; do
-    echo "--- $(basename "$f"): cluster store lines (last 40, refusals apart)"
-    grep "cluster store" "$f" | grep -v "refused: its" | tail -40
-    echo "--- $(basename "$f") (last 15 lines)"; tail -15 "$f"
+    echo "--- $(basename "$f"): cluster store lines (last 40, refusals and audit apart)"
+    grep "cluster store" "$f" | grep -v "refused: its\|cluster store: audit:" | tail -40
+    echo "--- $(basename "$f") (last 15 lines, audit apart)"; grep -v "cluster store: audit:" "$f" | tail -15
   done
   # Every replica refuses the same entries (a refused entry is one whose
   # calls answer differently on the state every replica meets it in); one
