@@ -77,7 +77,7 @@ audit_diff() {
   local i
   for i in 1 2 3; do
     grep -o "replica at log entry [0-9]* has digest [0-9a-f]*" "$tmp/relay$i.log" 2>/dev/null |
-      awk -v r="$i" '{print $4, $7, r}'
+      awk -v r="$i" '{print $5, $8, r}' # "replica at log entry P has digest D"
   done | sort -n -k1,1 -s | awk '
     { if (!($1 in d)) { d[$1] = $2; who[$1] = $3; order[n++] = $1 }
       else if (d[$1] != $2 && !($1 in bad)) { bad[$1] = "relay " who[$1] " " d[$1] ", relay " $3 " " $2 } }
