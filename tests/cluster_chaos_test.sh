@@ -107,7 +107,31 @@ fail() {
     done
   done
   diff=$(audit_diff | head -5)
-  [ -n "$diff" ] && echo "--- replicas that differ (audit: log entry: relay digest, relay digest; first 5):" && echo "$diff"
+  if [ -n "$diff" ]; then
+    echo "--- replicas that differ (audit: log entry: relay digest, relay digest; first 5):"
+    echo "$diff"
+    # The entries before the first differing audit point, where two relays'
+    # traces disagree (applied or refused, and who wrote it).
+    local upto=${diff%%:*} i
+    for i in 1 2 3; do
+      grep -o "audit: entry [0-9]* [a-z]*, .*, writer [^,]*" "$tmp/relay$i.log" 2>/dev/null |
+        awk -v r="$i" -v hi="$upto" '$3 > hi - 100 && $3 <= hi {print $3, $4, $NF, r, $0}'
+    done | sort -n -k1,1 -s | awk '
+      { k = $1; v = $2 " " $3; has[k, $4] = 1
+        if (!($4 in lo) || k < lo[$4]) lo[$4] = k
+        if (k > hi[$4]) hi[$4] = k
+        if (!(k in first)) { first[k] = v; line[k] = $0; order[n++] = k }
+        else if (first[k] != v && !(k in bad)) bad[k] = line[k] "\n    " $0 }
+      END { for (j = 0; j < n; j++) {
+              k = order[j]
+              for (r = 1; r <= 3; r++)
+                if ((r in lo) && k > lo[r] && k < hi[r] && !((k, r) in has) && !(k in bad))
+                  bad[k] = line[k] "\n    relay " r " never took entry " k
+            }
+            for (j = 0; j < n; j++) if (order[j] in bad) { print "    " bad[order[j]]; if (++m == 20) break }
+            if (!m) print "    (none: the same verdicts on the same writers'"'"' entries)" }' |
+      sed '1i --- entries up to it that relays took differently (seq verdict writer relay: trace; first 20):'
+  fi
   for f in "$tmp"/nats*.log; do echo "--- $(basename "$f") (last 12 lines)"; tail -12 "$f"; done
   echo "--- tern-load"; tail -20 "$tmp/load.err" 2>/dev/null; tail -1 "$tmp/load.json" 2>/dev/null
   exit 1

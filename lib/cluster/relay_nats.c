@@ -573,12 +573,34 @@ static void audited(ns *s) {
              (unsigned long long)s->pos, hex);
 }
 
+/* With the audit on, every entry this relay takes is said too: where it
+ * came from (delivered by the subscription, read by sequence, or this
+ * relay's own round committed in place), who wrote it (the writer's
+ * message id) and what became of it, so that two relays' lines can be
+ * compared entry by entry. Off by default: a line per entry. */
+static void trace(ns *s, uint64_t seq, const char *how, natsMsg *m, int verdict, size_t nops,
+                  const uint8_t *opc, size_t nopc) {
+  if (!s->audit) return;
+  const char *id = "?";
+  if (m) (void)natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
+  char ops[4 * 12 + 8];
+  size_t opl = 0;
+  ops[0] = 0;
+  for (size_t i = 0; i < nopc && i < 12; i++)
+    opl += (size_t)snprintf(ops + opl, sizeof ops - opl, "%s%u", i ? "," : "", opc[i]);
+  if (nops > 12) snprintf(ops + opl, sizeof ops - opl, ",...");
+  tern__logf(s->log, s->log_ctx, 2, "cluster store: audit: entry %llu %s, %s, writer %s, %zu call(s) (ops %s)",
+             (unsigned long long)seq, verdict ? "applied" : "refused", how, id ? id : "?", nops, ops);
+}
+
 /* Applies one entry of the log to the replica, in a round of its own, if
  * its calls answer here as they did for the relay that wrote it (the
  * hash of their digests in its head): 1 applied, 0 refused (undone: every
  * replica refuses it, as every one meets it in the same state), or
  * TERN_ESTORE. */
-static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
+static int apply_entry(ns *s, natsMsg *m, uint64_t seq, const char *how) {
+  const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
+  size_t len = (size_t)natsMsg_GetDataLength(m);
   rd r = {data, len, 0};
   uint8_t ver = r_u8(&r);
   const uint8_t *want = r_raw(&r, 16);
@@ -591,7 +613,10 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
     set_broken(s, why);
     return TERN_ESTORE;
   }
-  if (r.left == 0) return 1; /* the log's first entry: no calls */
+  if (r.left == 0) { /* the log's first entry: no calls */
+    trace(s, seq, how, m, 1, 0, NULL, 0);
+    return 1;
+  }
   dg all;
   dg_init(&all);
   uint8_t opc[12]; /* the first calls' op codes, for a refusal's log line */
@@ -636,6 +661,7 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
                "cluster store: log entry %llu%s refused: its %zu call(s) (ops %s) answer differently "
                "here than where they were decided",
                (unsigned long long)seq, seq == s->own_seq ? " (this relay's)" : "", nops, ops);
+    trace(s, seq, how, m, 0, nops, opc, nops < sizeof opc ? nops : sizeof opc);
     return 0;
   }
   if (s->rep->ops->commit(s->rep, mono_ms()) < 0) {
@@ -644,6 +670,7 @@ static int apply_entry(ns *s, const uint8_t *data, size_t len, uint64_t seq) {
     set_broken(s, why);
     return TERN_ESTORE;
   }
+  trace(s, seq, how, m, 1, nops, opc, nops < sizeof opc ? nops : sizeof opc);
   return 1;
 }
 
@@ -688,8 +715,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
         }
         if (q[i].seq <= s->pos) continue; /* in the snapshot */
       }
-      rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(q[i].m),
-                       (size_t)natsMsg_GetDataLength(q[i].m), q[i].seq);
+      rc = apply_entry(s, q[i].m, q[i].seq, "delivered");
       if (rc >= 0) {
         if (q[i].seq == s->own_seq) s->own_ok = rc;
         else s->st.applied++;
@@ -729,7 +755,7 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
            (unsigned long long)want, natsStatus_GetText(st), (int)jerr);
       return TERN_ESTORE;
     }
-    int rc = apply_entry(s, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), want);
+    int rc = apply_entry(s, m, want, "read by sequence");
     natsMsg_Destroy(m);
     if (rc < 0) return rc;
     if (want == s->own_seq) s->own_ok = rc;
@@ -1200,6 +1226,12 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
     }
     s->pos = seq;
     s->in_round = 0;
+    if (s->audit) /* the calls are not delimited: the first op code only */
+      tern__logf(s->log, s->log_ctx, 2,
+                 "cluster store: audit: entry %llu applied, this relay's round in place, writer %s, "
+                 "%zu call(s) (ops %u,...)",
+                 (unsigned long long)seq, id, s->ndig,
+                 s->ops.len > ENTRY_HEAD ? s->ops.p[ENTRY_HEAD] : 0);
     audited(s);
     return 0;
   }
