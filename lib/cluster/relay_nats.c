@@ -1108,7 +1108,8 @@ static int begin(ns *s) {
   if (s->in_round) return 0;
   if (s->broken[0]) return fail(s, "cluster store: %s", s->broken);
   int rc = apply_queued(s, 0, 0);
-  if (rc < 0) return fail(s, "cluster store: %s", s->broken);
+  /* Broken, or a read that failed (s->err already says which). */
+  if (rc < 0) return s->broken[0] ? fail(s, "cluster store: %s", s->broken) : TERN_ESTORE;
   s->in_round = 1;
   s->ops.len = 0;
   s->ops.oom = 0;
