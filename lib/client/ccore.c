@@ -353,6 +353,14 @@ static void hold(tern__ccore *cc, entry *e) {
   }
 }
 
+/* e is answered for good (SERVER_ACK or FAILED queued for the app): out
+ * of flight, and no longer holding a place. */
+static void answered_for_good(tern__ccore *cc, entry *e) {
+  e->settled = 1;
+  unhold(cc, e);
+  set_sent(cc, e, 0);
+}
+
 /* Room in the window for one more message in flight. */
 static int window_open(const tern__ccore *cc) { return cc->nfly < cc->cfg.window; }
 
@@ -760,10 +768,8 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
           e->retry_at_ms = now_ms + cc->cfg.busy_retry_ms;
           break;
         }
-        e->settled = 1;
-        unhold(cc, e);
         uint64_t acked_tx = e->tx;
-        set_sent(cc, e, 0);
+        answered_for_good(cc, e);
         /* The next message to the same recipient, if its last copy went
          * out before this one's, named this one as prev_cmid while the
          * relay may not have had it yet, and was then dropped (§3 of
@@ -797,11 +803,7 @@ int tern__ccore_input(tern__ccore *cc, const uint8_t *frames, size_t len, uint64
           }
           break;
         }
-        if (e) {
-          e->settled = 1;
-          unhold(cc, e);
-          set_sent(cc, e, 0);
-        }
+        if (e) answered_for_good(cc, e);
         break;
       }
       case TERN__FR_BUSY: {

@@ -573,22 +573,35 @@ static void audited(ns *s) {
              (unsigned long long)s->pos, hex);
 }
 
+/* An entry's first op codes for a log line: "1,4,4" (nopc of its nops
+ * calls known), ",..." after them if there are more. */
+#define OPS_SHOWN 12
+static void ops_text(char out[4 * OPS_SHOWN + 8], const uint8_t *opc, size_t nopc, size_t nops) {
+  size_t opl = 0, cap = 4 * OPS_SHOWN + 8;
+  out[0] = 0;
+  for (size_t i = 0; i < nopc && i < OPS_SHOWN; i++)
+    opl += (size_t)snprintf(out + opl, cap - opl, "%s%u", i ? "," : "", opc[i]);
+  if (nops > nopc || nops > OPS_SHOWN) snprintf(out + opl, cap - opl, ",...");
+}
+
+/* The writer's message id of a log entry (its round: r<instance>-<n>). */
+static const char *entry_id(natsMsg *m) {
+  const char *id = NULL;
+  return natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id ? id : "?";
+}
+
 /* With the audit on, every entry this relay takes is said too: where it
  * came from (delivered by the subscription, read by sequence, or this
  * relay's own round committed in place), who wrote it (the writer's
  * message id) and what became of it, so that two relays' lines can be
- * compared entry by entry. Off by default: a line per entry. */
-static void trace(ns *s, uint64_t seq, const char *how, natsMsg *m, int verdict, size_t nops,
-                  const uint8_t *opc, size_t nopc) {
+ * compared entry by entry. Off by default: a line per entry. The writer
+ * is m's, or `id` (this relay's own round, m NULL). */
+static void trace(ns *s, uint64_t seq, const char *how, natsMsg *m, const char *id, int verdict,
+                  size_t nops, const uint8_t *opc, size_t nopc) {
   if (!s->audit) return;
-  const char *id = "?";
-  if (m) (void)natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
-  char ops[4 * 12 + 8];
-  size_t opl = 0;
-  ops[0] = 0;
-  for (size_t i = 0; i < nopc && i < 12; i++)
-    opl += (size_t)snprintf(ops + opl, sizeof ops - opl, "%s%u", i ? "," : "", opc[i]);
-  if (nops > 12) snprintf(ops + opl, sizeof ops - opl, ",...");
+  if (m) id = entry_id(m);
+  char ops[4 * OPS_SHOWN + 8];
+  ops_text(ops, opc, nopc, nops);
   tern__logf(s->log, s->log_ctx, 2, "cluster store: audit: entry %llu %s, %s, writer %s, %zu call(s) (ops %s)",
              (unsigned long long)seq, verdict ? "applied" : "refused", how, id ? id : "?", nops, ops);
 }
@@ -614,12 +627,12 @@ static int apply_entry(ns *s, natsMsg *m, uint64_t seq, const char *how) {
     return TERN_ESTORE;
   }
   if (r.left == 0) { /* the log's first entry: no calls */
-    trace(s, seq, how, m, 1, 0, NULL, 0);
+    trace(s, seq, how, m, NULL, 1, 0, NULL, 0);
     return 1;
   }
   dg all;
   dg_init(&all);
-  uint8_t opc[12]; /* the first calls' op codes, for a refusal's log line */
+  uint8_t opc[OPS_SHOWN]; /* the first calls' op codes, for the log */
   size_t nops = 0;
   while (r.left) {
     if (nops < sizeof opc) opc[nops] = r.p[0];
@@ -652,16 +665,13 @@ static int apply_entry(ns *s, natsMsg *m, uint64_t seq, const char *how) {
     /* Normal when two relays raced (the later one's calls were decided on
      * a state without the earlier one's): every replica refuses it alike.
      * Said, so that replicas refusing different entries can be seen. */
-    char ops[4 * sizeof opc + 8];
-    size_t opl = 0;
-    for (size_t i = 0; i < nops && i < sizeof opc; i++)
-      opl += (size_t)snprintf(ops + opl, sizeof ops - opl, "%s%u", i ? "," : "", opc[i]);
-    if (nops > sizeof opc) snprintf(ops + opl, sizeof ops - opl, ",...");
+    char ops[4 * OPS_SHOWN + 8];
+    ops_text(ops, opc, nops < OPS_SHOWN ? nops : OPS_SHOWN, nops);
     tern__logf(s->log, s->log_ctx, 2,
                "cluster store: log entry %llu%s refused: its %zu call(s) (ops %s) answer differently "
                "here than where they were decided",
                (unsigned long long)seq, seq == s->own_seq ? " (this relay's)" : "", nops, ops);
-    trace(s, seq, how, m, 0, nops, opc, nops < sizeof opc ? nops : sizeof opc);
+    trace(s, seq, how, m, NULL, 0, nops, opc, nops < OPS_SHOWN ? nops : OPS_SHOWN);
     return 0;
   }
   if (s->rep->ops->commit(s->rep, mono_ms()) < 0) {
@@ -670,7 +680,7 @@ static int apply_entry(ns *s, natsMsg *m, uint64_t seq, const char *how) {
     set_broken(s, why);
     return TERN_ESTORE;
   }
-  trace(s, seq, how, m, 1, nops, opc, nops < sizeof opc ? nops : sizeof opc);
+  trace(s, seq, how, m, NULL, 1, nops, opc, nops < OPS_SHOWN ? nops : OPS_SHOWN);
   return 1;
 }
 
@@ -1227,12 +1237,9 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
     }
     s->pos = seq;
     s->in_round = 0;
-    if (s->audit) /* the calls are not delimited: the first op code only */
-      tern__logf(s->log, s->log_ctx, 2,
-                 "cluster store: audit: entry %llu applied, this relay's round in place, writer %s, "
-                 "%zu call(s) (ops %u,...)",
-                 (unsigned long long)seq, id, s->ndig,
-                 s->ops.len > ENTRY_HEAD ? s->ops.p[ENTRY_HEAD] : 0);
+    /* The round's calls are not delimited: its first op code only. */
+    trace(s, seq, "this relay's round in place", NULL, id, 1, s->ndig, s->ops.p + ENTRY_HEAD,
+          s->ops.len > ENTRY_HEAD ? 1 : 0);
     audited(s);
     return 0;
   }
@@ -1814,7 +1821,8 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
         snprintf(err, errcap, "cluster url: %s is a number of entries (got \"%s\")", kv, eq);
         return TERN_EINVAL;
       }
-      *(kv[0] == 's' ? &s->snap_every : &s->audit) = e;
+      if (!strcmp(kv, "snapshot")) s->snap_every = e;
+      else s->audit = e;
     } else if (!strcmp(kv, "replicas")) {
       char *end;
       long r = strtol(eq, &end, 10);
