@@ -400,6 +400,145 @@ Test(cluster, a_relay_left_behind_by_compaction_catches_up) {
   server_down(&sv);
 }
 
+/* alice's messages first..first+n-1 to bob, a commit each. */
+static void alice_more(tern__relay_store *s, uint64_t first, uint64_t n) {
+  for (uint64_t i = first; i < first + n; i++) {
+    tern__rs_put p = msg("alice", DEV_A, "bob", i, "m");
+    p.prev_cmid = i - 1;
+    cr_assert_eq(s->ops->put(s, &p, 1), 0);
+    cr_assert_eq(p.result, TERN__RS_STORED);
+    cr_assert_eq(s->ops->commit(s, 0), 0, "%s", s->ops->errmsg(s));
+    cr_assert(s->ops->remote_take(s, no_inbox, no_device, NULL) >= 0);
+  }
+}
+
+/* b's loop, idle, until it holds what a holds with nothing left to
+ * confirm (bounded: 15 s). */
+static void settle_like(tern__relay_store *a, tern__relay_store *b) {
+  tern__nats_stats sa, sb;
+  stats(a, &sa);
+  for (int i = 0; i < 150; i++) {
+    cr_assert(b->ops->remote_take(b, no_inbox, no_device, NULL) >= 0, "%s", b->ops->errmsg(b));
+    stats(b, &sb);
+    uint8_t da[16], db[16];
+    if (sb.position == sa.position && tern__relay_nats_digest(a, da) == 0 &&
+        tern__relay_nats_digest(b, db) == 0 && memcmp(da, db, 16) == 0 && sb.resyncs > 0)
+      return;
+    sleep_ms(100);
+  }
+  stats(b, &sb);
+  cr_assert_fail("b did not come back to a's replica: position %llu of %llu, %llu resync(s)",
+                 (unsigned long long)sb.position, (unsigned long long)sa.position,
+                 (unsigned long long)sb.resyncs);
+}
+
+/* A relay whose read by sequence gets an entry the log does not have (a
+ * server that lost its leadership served it; here the fault serves the
+ * next entry in its place) diverges: every later message of the
+ * conversation is refused there. Reading the entry again some seconds
+ * later shows it; the relay goes back to the newest snapshot (`params`
+ * has snapshots) or to entry 0 and reads on, and ends with a's replica.
+ * Meanwhile it writes no snapshot and logs no audit digest. */
+static void stale_read(const char *params, int from_snapshot) {
+  server sv;
+  server_up(&sv);
+  char url[256];
+  snprintf(url, sizeof url, "%s%s", sv.url, params);
+  tern__relay_store *a = relay_url(url), *b = relay_url(url);
+  alice_more(a, 1, 10);
+  tern__nats_stats sa, sb;
+  stats(a, &sa);
+  stats(b, &sb);
+  for (int i = 0; i < 100 && sb.position < sa.position; i++) {
+    (void)take(b);
+    stats(b, &sb);
+  }
+  cr_assert_eq(sb.position, sa.position);
+  b->ops->fault(b, TERN__RS_FAULT_DEAF, 1);
+  b->ops->fault(b, TERN__RS_FAULT_STALE_READ, 1);
+  alice_more(a, 11, 5);
+  /* b hears nothing: after a second it reads the log by sequence, and
+   * takes entry 12's for 11's: cmid 11 is never stored there. */
+  stats(a, &sa);
+  for (int i = 0; i < 50 && sb.position < sa.position; i++) {
+    cr_assert(b->ops->remote_take(b, no_inbox, no_device, NULL) >= 0, "%s", b->ops->errmsg(b));
+    stats(b, &sb);
+    sleep_ms(100);
+  }
+  cr_assert_eq(sb.position, sa.position, "b read the log by sequence");
+  cr_assert_gt(sb.refused, sa.refused, "b diverged: it refused what a applied");
+  cr_assert_eq(sb.resyncs, 0, "not found out yet");
+  b->ops->fault(b, TERN__RS_FAULT_DEAF, 0);
+  settle_like(a, b);
+  stats(b, &sb);
+  cr_assert_eq(sb.resyncs, 1);
+  cr_assert_eq(sb.snapshots, 0, "b wrote no snapshot of its diverged replica");
+  if (from_snapshot) cr_assert_gt(sb.snapshot_loaded, 0, "b went back to a's snapshot");
+  else cr_assert_eq(sb.snapshot_loaded, 0, "b went back to entry 0");
+  uint64_t n = 0;
+  cr_assert_eq(b->ops->count(b, &n), 0);
+  cr_assert_eq(n, 15, "every message a stored is on b's replica");
+  alice_resends(b, 11);
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+  a->ops->close(a);
+  b->ops->close(b);
+  server_down(&sv);
+}
+
+Test(cluster, a_replica_that_took_an_entry_the_log_lacks_goes_back_to_a_snapshot, .timeout = 60) {
+  stale_read("?snapshot=8", 1);
+}
+Test(cluster, a_replica_that_took_an_entry_the_log_lacks_goes_back_to_entry_0, .timeout = 60) {
+  stale_read("?snapshot=0", 0);
+}
+
+/* A relay acknowledged at a sequence the log gave another relay's entry
+ * (a server that lost its leadership answered; here the fault names the
+ * sequence before its own) sees the other entry delivered there and rolls
+ * the round back instead of committing it in place; its entry, later in
+ * the log, is applied by the usual rule, so the sender's resend is
+ * EARLIER, and the replicas agree. */
+Test(cluster, an_acknowledgement_the_log_contradicts_rolls_the_round_back) {
+  server sv;
+  server_up(&sv);
+  tern__relay_store *a = relay(&sv), *b = relay(&sv);
+  /* b's round is open before a's entry lands: b's replica does not have
+   * it, and b's entry comes after it in the log. */
+  tern__rs_put p = msg("bob", DEV_B, "carol", 1, "b1");
+  cr_assert_eq(b->ops->put(b, &p, 1), 0);
+  alice_more(a, 1, 1);
+  b->ops->fault(b, TERN__RS_FAULT_ACK_EARLY, 1);
+  cr_assert_eq(b->ops->commit(b, 0), TERN_ESTORE);
+  cr_assert(strstr(b->ops->errmsg(b), "lost its leadership"), "%s", b->ops->errmsg(b));
+  b->ops->rollback(b, 0);
+  tern__nats_stats sb;
+  stats(b, &sb);
+  cr_assert_eq(sb.acks_refuted, 1);
+  cr_assert_eq(sb.published, 1);
+  for (int i = 0; i < 100 && sb.position < 2 + 1; i++) { /* the log's first entry, a's, b's */
+    (void)take(b);
+    stats(b, &sb);
+  }
+  tern__rs_put again = msg("bob", DEV_B, "carol", 1, "b1");
+  cr_assert_eq(b->ops->put(b, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "b's entry is in the log and applied: nothing lost");
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+  tern__nats_stats sa;
+  for (int i = 0; i < 100; i++) {
+    (void)take(a);
+    stats(a, &sa);
+    stats(b, &sb);
+    if (sa.position >= sb.position) break;
+  }
+  uint8_t da[16], db[16];
+  cr_assert_eq(tern__relay_nats_digest(a, da), 0);
+  cr_assert_eq(tern__relay_nats_digest(b, db), 0);
+  cr_assert_eq(memcmp(da, db, 16), 0, "the replicas agree");
+  a->ops->close(a);
+  b->ops->close(b);
+  server_down(&sv);
+}
+
 /* Two snapshots: the log up to the first is purged. */
 Test(cluster, snapshots_compact_the_log) { snapshots(40, 2); }
 /* The first snapshot of a log, alone. */

@@ -1060,6 +1060,13 @@ typedef struct tern_relay_stats {
                                    (spec/messages.md §5.3) */
   uint64_t messages_stale;      /* MSGs dropped unanswered because their cmid is
                                    below the device's settled floor (an old copy) */
+  uint64_t cluster_resyncs;     /* times the relay's replica went back to a
+                                   snapshot because it had taken a log entry the
+                                   log does not have (a NATS server that lost
+                                   its leadership answered; spec/store.md) */
+  uint64_t cluster_acks_refuted; /* rounds the cluster acknowledged at a log
+                                   entry that holds another relay's: rolled
+                                   back, their messages answered BUSY */
 } tern_relay_stats;
 /* The bounds of store_commit_le_us: 100 us, 1 ms, 10 ms, 100 ms, 1 s, 10 s. */
 #define TERN_RELAY_COMMIT_BOUNDS_US {100, 1000, 10000, 100000, 1000000, 10000000}

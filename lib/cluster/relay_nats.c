@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "base/u64map.h"
+#include "cluster/confirm.h"
 #include "os/wake.h"
 #include "store/rstore.h"
 
@@ -42,6 +43,11 @@
 /* Room kept in an entry for the calls a round makes without asking room()
  * (a device's registration, notices, a HELLO's freshness). */
 #define ENTRY_MARGIN (64u * 1024u)
+/* Confirming entries (spec/store.md): how long a commit in place waits for
+ * the subscription to deliver its own entry, and how long after it was
+ * taken an entry the subscription has not delivered is read again. */
+#define CONFIRM_WAIT_MS 100
+#define CONFIRM_REREAD_MS 3000
 
 enum {
   OP_PUT = 1,
@@ -226,6 +232,15 @@ typedef struct ns {
   uint64_t round_id;
   unsigned fault_commit;
   unsigned fault_lost_ack; /* TERN__RS_FAULT_LOST_ACK */
+  unsigned fault_stale;    /* TERN__RS_FAULT_STALE_READ */
+  unsigned fault_ack_early; /* TERN__RS_FAULT_ACK_EARLY */
+  /* Entries taken on one server's word, until the log confirms them
+   * (confirm.h), and the replica's image at entry 0 (kept while no
+   * snapshot exists: what a replica that took a wrong entry goes back
+   * to). */
+  tern__confirm unconf;
+  uint8_t *base_img;
+  size_t base_len;
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -564,7 +579,9 @@ static void set_broken(ns *s, const char *why) {
  * compared line by line; replicas that applied the same entries have the
  * same digest. Called where the position has just moved, outside a round. */
 static void audited(ns *s) {
-  if (!s->audit || s->pos % s->audit != 0) return;
+  /* Only a confirmed replica: one that took an entry the log does not
+   * have finds out, and goes back, within seconds (resync()). */
+  if (!s->audit || s->pos % s->audit != 0 || tern__confirm_pending(&s->unconf)) return;
   uint8_t d[16];
   char hex[33];
   if (tern__rstore_digest(tern__relay_sqlite_engine(s->rep), d) != 0) return;
@@ -686,6 +703,33 @@ static int apply_entry(ns *s, natsMsg *m, uint64_t seq, const char *how) {
 
 static int snap_recover(ns *s, uint64_t need);
 static int read_by_seq(ns *s, uint64_t upto, int drain);
+static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how);
+
+/* Waits on s->cv (s->mu held) until deadline_ms, 100 ms at most. */
+static void cv_wait(ns *s, uint64_t deadline_ms) {
+  uint64_t now = mono_ms();
+  if (now >= deadline_ms) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t wait = deadline_ms - now;
+  if (wait > 100) wait = 100;
+  ts.tv_nsec += (long)(wait * 1000000u);
+  ts.tv_sec += ts.tv_nsec / 1000000000;
+  ts.tv_nsec %= 1000000000;
+  pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+/* The log delivered entry `seq` (at or below the replica's position) with
+ * writer `id`: if the replica took that entry on one server's word, this
+ * confirms it, or shows it took another (then resync()). 0 or
+ * TERN_ESTORE. */
+static int confirm(ns *s, uint64_t seq, const char *id, const char *how) {
+  const char *took = NULL;
+  if (tern__confirm_check(&s->unconf, seq, id, &took) >= 0) return 0;
+  char t[TERN__CONFIRM_ID_MAX + 1];
+  snprintf(t, sizeof t, "%s", took);
+  return resync(s, seq, t, id, how);
+}
 
 /* Takes what the NATS thread queued and applies it (outside a round),
  * waiting until the log position reaches `upto` or `deadline_ms` passes
@@ -695,18 +739,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
   int applied = 0;
   for (;;) {
     pthread_mutex_lock(&s->mu);
-    while (upto && s->q_seen < upto && s->qlen == 0) {
-      uint64_t now = mono_ms();
-      if (now >= deadline_ms) break;
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      uint64_t wait = deadline_ms - now;
-      if (wait > 100) wait = 100;
-      ts.tv_nsec += (long)(wait * 1000000u);
-      ts.tv_sec += ts.tv_nsec / 1000000000;
-      ts.tv_nsec %= 1000000000;
-      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-    }
+    while (upto && s->q_seen < upto && s->qlen == 0 && mono_ms() < deadline_ms) cv_wait(s, deadline_ms);
     qent *q = s->q;
     size_t n = s->qlen;
     s->q = NULL;
@@ -714,7 +747,12 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     pthread_mutex_unlock(&s->mu);
     int rc = 0;
     for (size_t i = 0; i < n && rc >= 0; i++) {
-      if (q[i].seq <= s->pos) continue; /* ours, or seen before a consumer reset */
+      if (q[i].seq <= s->pos) {
+        /* Ours, seen before a consumer reset, or taken on one server's
+         * word: then this confirms it (or the replica goes back). */
+        rc = confirm(s, q[i].seq, entry_id(q[i].m), "delivered");
+        continue;
+      }
       if (q[i].seq != s->pos + 1) {
         /* A gap (a delivery dropped, or the log compacted past this
          * relay): the missing entries are read by sequence, or the newest
@@ -753,8 +791,14 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
   while (s->pos < upto) {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
-    uint64_t want = s->pos + 1;
-    natsStatus st = js_GetMsg(&m, s->js, s->stream, want, NULL, &jerr);
+    uint64_t want = s->pos + 1, get = want;
+#ifdef TERN_TEST_HOOKS
+    if (s->fault_stale) { /* a server that serves what the log does not have */
+      s->fault_stale--;
+      get = want + 1;
+    }
+#endif
+    natsStatus st = js_GetMsg(&m, s->js, s->stream, get, NULL, &jerr);
     if ((st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) && !m) {
       /* Compacted away: the newest snapshot must cover it. */
       if (snap_recover(s, want + 1) < 0) return TERN_ESTORE;
@@ -766,6 +810,13 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
       return TERN_ESTORE;
     }
     int rc = apply_entry(s, m, want, "read by sequence");
+    /* Taken on one server's word: the subscription's delivery, or a read
+     * some seconds later, must confirm it. */
+    if (rc >= 0 && tern__confirm_add(&s->unconf, want, entry_id(m), mono_ms()) != 0) {
+      natsMsg_Destroy(m);
+      set_broken(s, "out of memory noting a log entry read by sequence");
+      return TERN_ESTORE;
+    }
     natsMsg_Destroy(m);
     if (rc < 0) return rc;
     if (want == s->own_seq) s->own_ok = rc;
@@ -861,11 +912,13 @@ static int snap_parse(natsMsg *m, uint64_t *pos, uint64_t *len, uint64_t *n, con
   return *n <= (k - 60) / 8 && (k - 60) == *n * 8 ? 0 : -1;
 }
 
-/* Loads the newest snapshot into the replica (at open). Returns 0 (s->pos
- * is its position, or 0 without one) or TERN_ESTORE (why in err). */
-static int snap_load(ns *s, char *err, size_t errcap) {
+/* Loads the newest snapshot into the replica. Returns 0 (s->pos is its
+ * position; *loaded 0 and nothing changed if there is none) or
+ * TERN_ESTORE (why in err). */
+static int snap_load(ns *s, int *loaded, char *err, size_t errcap) {
   natsMsg *h = NULL;
   err[0] = 0;
+  *loaded = 0;
   int r = snap_last_head(s, &h);
   if (r < 0) {
     snprintf(err, errcap, "%s", s->err);
@@ -917,6 +970,8 @@ static int snap_load(ns *s, char *err, size_t errcap) {
   }
   s->pos = s->snap_pos = pos;
   s->st.snapshot_loaded = pos;
+  tern__confirm_clear(&s->unconf);
+  *loaded = 1;
   tern__logf(s->log, s->log_ctx, 2, "cluster store: loaded the snapshot at log entry %llu (%llu bytes)",
              (unsigned long long)pos, (unsigned long long)len);
 out:
@@ -932,8 +987,9 @@ out:
 static int snap_recover(ns *s, uint64_t need) {
   char e[512];
   uint64_t was = s->pos;
+  int loaded = 0;
   s->rep->ops->rollback(s->rep, mono_ms());
-  if (snap_load(s, e, sizeof e) != 0 || s->pos + 1 < need) {
+  if (snap_load(s, &loaded, e, sizeof e) != 0 || s->pos + 1 < need) {
     char why[480];
     snprintf(why, sizeof why,
              "the log was compacted past this relay (at entry %llu, next %llu) and no snapshot "
@@ -948,6 +1004,82 @@ static int snap_recover(ns *s, uint64_t need) {
              "cluster store: this relay fell behind the compacted log (at entry %llu); it "
              "reloaded the snapshot at entry %llu and goes on from there",
              (unsigned long long)was, (unsigned long long)s->pos);
+  return 0;
+}
+
+/* The replica took an entry the log does not have (at `seq` it took
+ * writer `took`'s, the log has `has`'s; `how` the log said so: delivered,
+ * or read again): it goes back to the newest snapshot (or, with none, to
+ * entry 0) and reads the log again from there, and every session is woken.
+ * Snapshots are written only of confirmed replicas, so the one it loads
+ * holds entries the log has. Outside a round. Returns 0, or TERN_ESTORE
+ * (the relay stops accepting messages and says why). */
+static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how) {
+  uint64_t was = s->pos;
+  int loaded = 0, own = strncmp(took, s->idprefix, strlen(s->idprefix)) == 0;
+  char e[512];
+  s->rep->ops->rollback(s->rep, mono_ms());
+  tern__confirm_clear(&s->unconf);
+  s->st.resyncs++;
+  if (snap_load(s, &loaded, e, sizeof e) != 0 || (!loaded && !s->base_img)) {
+    char why[480];
+    snprintf(why, sizeof why,
+             "the replica took log entry %llu (writer %.47s) where the log has writer %.47s's, and "
+             "cannot go back: %.250s",
+             (unsigned long long)seq, took, has, e[0] ? e : "no snapshot and no first image");
+    set_broken(s, why);
+    return TERN_ESTORE;
+  }
+  if (!loaded) {
+    if (tern__rstore_load_image(tern__relay_sqlite_engine(s->rep), s->base_img, s->base_len) != 0) {
+      char why[480];
+      snprintf(why, sizeof why, "going back to the replica's first image failed: %.400s",
+               s->rep->ops->errmsg(s->rep));
+      set_broken(s, why);
+      return TERN_ESTORE;
+    }
+    s->pos = 0;
+  }
+  s->wake_all = 1;
+  tern__logf(s->log, s->log_ctx, 0,
+             "cluster store: this replica took log entry %llu (writer %s) where the log has writer "
+             "%s's (%s): a NATS server that had lost its leadership answered. It went back to %s "
+             "%llu (it was at %llu) and reads the log again from there%s",
+             (unsigned long long)seq, took, has, how, loaded ? "the snapshot at entry" : "entry",
+             (unsigned long long)s->pos, (unsigned long long)was,
+             own ? "; the round was this relay's own: the messages of it this relay acknowledged "
+                   "are lost unless their senders send them again"
+                 : "");
+  return 0;
+}
+
+/* Entries taken on one server's word that the subscription has not
+ * delivered for CONFIRM_REREAD_MS are read again: the log's answer
+ * confirms them, or shows the replica took another entry (resync()). At
+ * most 1,000 a call; a read that fails is tried on a later call. Outside
+ * a round. Returns 0 or TERN_ESTORE. */
+static int reread(ns *s) {
+  for (int k = 0; k < 1000; k++) {
+    uint64_t now = mono_ms();
+    const tern__confirm_ent *e =
+        now > CONFIRM_REREAD_MS ? tern__confirm_due(&s->unconf, now - CONFIRM_REREAD_MS) : NULL;
+    if (!e) return 0;
+    uint64_t seq = e->seq;
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetMsg(&m, s->js, s->stream, seq, NULL, &jerr);
+    if ((st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) && !m) {
+      /* Compacted away: a snapshot covers it, written by a relay whose
+       * replica the log had confirmed. */
+      tern__confirm_drop(&s->unconf, seq);
+      continue;
+    }
+    if (st != NATS_OK || !m) return 0;
+    s->st.reread++;
+    int rc = confirm(s, seq, entry_id(m), "read again");
+    natsMsg_Destroy(m);
+    if (rc < 0) return rc;
+  }
   return 0;
 }
 
@@ -982,6 +1114,9 @@ static int publish_to(ns *s, const char *subject, const uint8_t *p, size_t n, js
  * and retried 10 s later; they lose nothing (the log is whole). */
 static void snap_take(ns *s) {
   if (!s->snap_every || s->in_round || s->broken[0] || s->pos < s->snap_pos + s->snap_every) return;
+  /* Only a confirmed replica is written: a snapshot must not spread an
+   * entry the log does not have. */
+  if (tern__confirm_pending(&s->unconf)) return;
   uint64_t now = mono_ms();
   if (now < s->snap_retry_ms || !atomic_load(&s->connected)) return;
   s->snap_retry_ms = now + 10000;
@@ -1162,6 +1297,26 @@ static int rec_run(ns *s, size_t off, size_t slot, xctx *x) {
   return rc;
 }
 
+/* The writer id of the entry the subscription delivered at `seq`, waiting
+ * up to wait_ms for it (nothing is taken from the queue): 1 with the id in
+ * out, 0 if it has not come. */
+static int delivered_id(ns *s, uint64_t seq, uint32_t wait_ms, char *out, size_t cap) {
+  uint64_t deadline = mono_ms() + wait_ms;
+  int found = 0;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    for (size_t i = 0; i < s->qlen && !found; i++)
+      if (s->q[i].seq == seq) {
+        snprintf(out, cap, "%s", entry_id(s->q[i].m));
+        found = 1;
+      }
+    if (found || mono_ms() >= deadline) break;
+    cv_wait(s, deadline);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return found;
+}
+
 /* Appends the round's entry to the log. Returns 0 with *seq its sequence,
  * or TERN_ESTORE. */
 static int publish(ns *s, const char *id, uint64_t *seq) {
@@ -1178,6 +1333,10 @@ static int publish(ns *s, const char *id, uint64_t *seq) {
       s->st.publish_errors++;
       return fail(s, "cluster store: appending to the log failed: its answer was lost (test fault; entry %llu)",
                   (unsigned long long)*seq);
+    }
+    if (s->fault_ack_early && *seq > 1) {
+      s->fault_ack_early--;
+      --*seq;
     }
 #endif
     return 0;
@@ -1227,7 +1386,22 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   s->pause_ms = 0;
   s->st.published++;
   if (seq == s->pos + 1) {
-    /* Nothing came between: the replica's state is the log's. */
+    /* Nothing came between: the replica's state is the log's, if the log
+     * agrees. The subscription delivers entry seq within a moment; it
+     * must be ours. A server that lost its leadership can acknowledge a
+     * round the log does not have (spec/store.md, "Confirming entries"). */
+    char there[TERN__CONFIRM_ID_MAX + 1];
+    int seen = delivered_id(s, seq, CONFIRM_WAIT_MS, there, sizeof there);
+    if (seen && strcmp(there, id) != 0) {
+      s->rep->ops->rollback(s->rep, now_ms);
+      s->in_round = 0;
+      s->st.acks_refuted++;
+      return fail(s,
+                  "cluster store: the cluster acknowledged this round as log entry %llu, but the log "
+                  "has writer %s's entry there: a NATS server that had lost its leadership "
+                  "answered; the round is rolled back",
+                  (unsigned long long)seq, there);
+    }
     if (s->rep->ops->commit(s->rep, now_ms) < 0) {
       char why[400];
       snprintf(why, sizeof why, "the replica failed to commit a published round: %s",
@@ -1237,6 +1411,11 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
     }
     s->pos = seq;
     s->in_round = 0;
+    if (!seen && tern__confirm_add(&s->unconf, seq, id, mono_ms()) != 0)
+      tern__logf(s->log, s->log_ctx, 1,
+                 "cluster store: out of memory noting log entry %llu: it is not checked against "
+                 "the log",
+                 (unsigned long long)seq);
     /* The round's calls are not delimited: its first op code only. */
     trace(s, seq, "this relay's round in place", NULL, id, 1, s->ndig, s->ops.p + ENTRY_HEAD,
           s->ops.len > ENTRY_HEAD ? 1 : 0);
@@ -1547,6 +1726,8 @@ static uint64_t n_wake_ms(const tern__relay_store *st) {
     uint64_t p = (uint64_t)atomic_load(&s->rx_ms) + 1000;
     if (p < s->poll_ms) p = s->poll_ms;
     if (p < w) w = p;
+    const tern__confirm_ent *e = tern__confirm_due(&s->unconf, UINT64_MAX);
+    if (e && e->at_ms + CONFIRM_REREAD_MS < w) w = e->at_ms + CONFIRM_REREAD_MS;
   }
   return w;
 }
@@ -1582,6 +1763,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
       n += (int)(s->pos - before);
     }
   }
+  if (atomic_load(&s->connected) && reread(s) < 0) return TERN_ESTORE;
   snap_take(s);
   if (s->wake_all) {
     s->wake_all = 0;
@@ -1603,6 +1785,8 @@ static void n_fault(tern__relay_store *st, int kind, unsigned n) {
   if (kind == TERN__RS_FAULT_COMMIT) s->fault_commit = n;
   else if (kind == TERN__RS_FAULT_LOST_ACK) s->fault_lost_ack = n;
   else if (kind == TERN__RS_FAULT_DEAF) atomic_store(&s->deaf, (int)n);
+  else if (kind == TERN__RS_FAULT_STALE_READ) s->fault_stale = n;
+  else if (kind == TERN__RS_FAULT_ACK_EARLY) s->fault_ack_early = n;
   else if (s->rep->ops->fault) s->rep->ops->fault(s->rep, kind, n);
 }
 #endif
@@ -1763,6 +1947,8 @@ static void n_close(tern__relay_store *st) {
   free(s->dig);
   touched_free(&s->t_inbox);
   touched_free(&s->t_dev);
+  tern__confirm_free(&s->unconf);
+  free(s->base_img);
   tern__wake_close(&s->wake);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
@@ -2015,7 +2201,15 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
   uint64_t first = 0;
   if ((rc = find_stream(s, replicas, &last, &first, err, errcap)) != 0) goto fail;
   if ((rc = snap_stream(s, err, errcap)) != 0) goto fail;
-  if ((rc = snap_load(s, err, errcap)) != 0) goto fail;
+  int loaded = 0;
+  if ((rc = snap_load(s, &loaded, err, errcap)) != 0) goto fail;
+  /* Without a snapshot, entry 0's image is what a replica that took a
+   * wrong entry goes back to (resync()). */
+  if (!loaded && tern__rstore_image(tern__relay_sqlite_engine(s->rep), &s->base_img, &s->base_len) != 0) {
+    snprintf(err, errcap, "cannot keep the replica's first image: out of memory");
+    rc = TERN_ENOMEM;
+    goto fail;
+  }
   if (first > s->pos + 1) {
     snprintf(err, errcap,
              "the log %s starts at entry %llu, but the newest snapshot is at entry %llu: entries "

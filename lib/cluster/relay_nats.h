@@ -92,6 +92,12 @@ typedef struct tern__nats_stats {
                                fallen behind the compacted log */
   uint64_t log_first;    /* the log's first entry when this relay last
                             compacted it or started (1: never compacted) */
+  uint64_t reread;       /* entries read again to confirm them (the
+                            subscription had not delivered them) */
+  uint64_t resyncs;      /* times the replica went back to a snapshot: it
+                            had taken an entry the log does not have */
+  uint64_t acks_refuted; /* own rounds acknowledged at a sequence where the
+                            log has another entry: rolled back (BUSY) */
   int connected;         /* 1 while connected to a NATS server */
 } tern__nats_stats;
 void tern__relay_nats_stats(const tern__relay_store *s, tern__nats_stats *out);

@@ -1471,6 +1471,8 @@ void tern_relay_get_stats_sized(const tern_relay *r, tern_relay_stats *out, size
     st->cluster_applied = ns.applied;
     st->cluster_refused = ns.refused;
     st->cluster_publish_errors = ns.publish_errors;
+    st->cluster_resyncs = ns.resyncs;
+    st->cluster_acks_refuted = ns.acks_refuted;
   }
 #endif
   st->draining = (uint64_t)r->draining;

@@ -333,7 +333,15 @@ enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2
        /* The cluster store's next `n` rounds are appended to the log, and
         * then the append is reported failed, as when the cluster's answer
         * is lost (a timeout): the entry is in the log, the relay thinks not. */
-       TERN__RS_FAULT_LOST_ACK = 6 };
+       TERN__RS_FAULT_LOST_ACK = 6,
+       /* The cluster store's next `n` reads by sequence return the entry
+        * after the one asked for, as a server that lost its leadership
+        * can serve an entry the log does not have. */
+       TERN__RS_FAULT_STALE_READ = 7,
+       /* The cluster store's next `n` appends are acknowledged with the
+        * sequence before their own, as a server that lost its leadership
+        * can acknowledge a round at a sequence the log gave another. */
+       TERN__RS_FAULT_ACK_EARLY = 8 };
 #endif
 
 /* A backend's instance starts with this. */

@@ -106,7 +106,8 @@ static const struct {
     F(bytes_received), F(bytes_sent), F(draining), F(peers_held), F(hs_failed_draining),
     F(sessions_replaced), F(cookies_sent), F(cookie_connects), F(cookies_bad),
     F(cluster), F(cluster_connected), F(cluster_position), F(cluster_published),
-    F(cluster_applied), F(cluster_refused), F(cluster_publish_errors),
+    F(cluster_applied), F(cluster_refused), F(cluster_publish_errors), F(cluster_resyncs),
+    F(cluster_acks_refuted),
 };
 #undef F
 
