@@ -469,6 +469,22 @@ static void stale_read(const char *params, int from_snapshot) {
   cr_assert_gt(sb.refused, sa.refused, "b diverged: it refused what a applied");
   cr_assert_eq(sb.resyncs, 0, "not found out yet");
   b->ops->fault(b, TERN__RS_FAULT_DEAF, 0);
+  /* The first two tries to go back fail (the snapshot stream briefly
+   * unavailable): b refuses rounds meanwhile, and tries again. */
+  b->ops->fault(b, TERN__RS_FAULT_SNAP_LOAD, 2);
+  for (int i = 0; i < 60 && sb.resyncs == 0; i++) {
+    cr_assert(b->ops->remote_take(b, no_inbox, no_device, NULL) >= 0, "%s", b->ops->errmsg(b));
+    stats(b, &sb);
+    sleep_ms(100);
+  }
+  cr_assert_eq(sb.resyncs, 1, "b found out by reading the entry again");
+  tern__rs_put p = msg("alice", DEV_A, "bob", 16, "m");
+  p.prev_cmid = 15;
+  if (b->ops->put(b, &p, 1) == 0) {
+    cr_assert_eq(b->ops->commit(b, 0), TERN_ESTORE, "no round while going back");
+    cr_assert(strstr(b->ops->errmsg(b), "going back"), "%s", b->ops->errmsg(b));
+  }
+  b->ops->rollback(b, 0);
   settle_like(a, b);
   stats(b, &sb);
   cr_assert_eq(sb.resyncs, 1);

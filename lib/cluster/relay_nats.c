@@ -234,6 +234,7 @@ typedef struct ns {
   unsigned fault_lost_ack; /* TERN__RS_FAULT_LOST_ACK */
   unsigned fault_stale;    /* TERN__RS_FAULT_STALE_READ */
   unsigned fault_ack_early; /* TERN__RS_FAULT_ACK_EARLY */
+  unsigned fault_snap_load; /* TERN__RS_FAULT_SNAP_LOAD */
   /* Entries taken on one server's word, until the log confirms them
    * (confirm.h), and the replica's image at entry 0 (kept while no
    * snapshot exists: what a replica that took a wrong entry goes back
@@ -241,6 +242,10 @@ typedef struct ns {
   tern__confirm unconf;
   uint8_t *base_img;
   size_t base_len;
+  /* Set while the replica must go back (it took an entry the log does not
+   * have) and has not yet: the position it was at; when to try again, and
+   * to say so again. */
+  uint64_t back_from, back_retry_ms, back_said_ms;
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -746,7 +751,8 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     s->qlen = s->qcap = 0;
     pthread_mutex_unlock(&s->mu);
     int rc = 0;
-    for (size_t i = 0; i < n && rc >= 0; i++) {
+    /* Going back and not there yet: what came is read again later. */
+    for (size_t i = 0; i < n && rc >= 0 && !s->back_from; i++) {
       if (q[i].seq <= s->pos) {
         /* Ours, seen before a consumer reset, or taken on one server's
          * word: then this confirms it (or the replica goes back). */
@@ -788,7 +794,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
  * the newest snapshot (snap_recover). `drain`: between two, also take what
  * the subscription queued. Returns 0 or TERN_ESTORE. */
 static int read_by_seq(ns *s, uint64_t upto, int drain) {
-  while (s->pos < upto) {
+  while (s->pos < upto && !s->back_from) {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
     uint64_t want = s->pos + 1, get = want;
@@ -1007,30 +1013,31 @@ static int snap_recover(ns *s, uint64_t need) {
   return 0;
 }
 
-/* The replica took an entry the log does not have (at `seq` it took
- * writer `took`'s, the log has `has`'s; `how` the log said so: delivered,
- * or read again): it goes back to the newest snapshot (or, with none, to
- * entry 0) and reads the log again from there, and every session is woken.
- * Snapshots are written only of confirmed replicas, so the one it loads
- * holds entries the log has. Outside a round. Returns 0, or TERN_ESTORE
- * (the relay stops accepting messages and says why). */
-static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how) {
-  uint64_t was = s->pos;
-  int loaded = 0, own = strncmp(took, s->idprefix, strlen(s->idprefix)) == 0;
+/* The replica went back (or could not yet: s->back_from stays set, and
+ * remote_take tries again a second later): to the newest snapshot or, with
+ * none, to entry 0; the log after it is read again from there and every
+ * session is woken. Outside a round. Returns 0, or TERN_ESTORE (no
+ * snapshot and no first image: the relay stops accepting messages). */
+static int go_back(ns *s) {
+  int loaded = 0;
   char e[512];
   s->rep->ops->rollback(s->rep, mono_ms());
   tern__confirm_clear(&s->unconf);
-  s->st.resyncs++;
-  if (snap_load(s, &loaded, e, sizeof e) != 0 || (!loaded && !s->base_img)) {
-    char why[480];
-    snprintf(why, sizeof why,
-             "the replica took log entry %llu (writer %.47s) where the log has writer %.47s's, and "
-             "cannot go back: %.250s",
-             (unsigned long long)seq, took, has, e[0] ? e : "no snapshot and no first image");
-    set_broken(s, why);
-    return TERN_ESTORE;
-  }
-  if (!loaded) {
+  int rc;
+#ifdef TERN_TEST_HOOKS
+  if (s->fault_snap_load) {
+    s->fault_snap_load--;
+    snprintf(e, sizeof e, "cluster store: reading the newest snapshot failed (test fault)");
+    rc = TERN_ESTORE;
+  } else
+#endif
+    rc = snap_load(s, &loaded, e, sizeof e);
+  if (rc == 0 && !loaded) {
+    if (!s->base_img) {
+      set_broken(s, "the replica took a log entry the log does not have, and there is neither a "
+                    "snapshot nor its first image to go back to");
+      return TERN_ESTORE;
+    }
     if (tern__rstore_load_image(tern__relay_sqlite_engine(s->rep), s->base_img, s->base_len) != 0) {
       char why[480];
       snprintf(why, sizeof why, "going back to the replica's first image failed: %.400s",
@@ -1040,17 +1047,49 @@ static int resync(ns *s, uint64_t seq, const char *took, const char *has, const 
     }
     s->pos = 0;
   }
+  uint64_t now = mono_ms();
+  if (rc != 0) {
+    s->back_retry_ms = now + 1000;
+    if (now >= s->back_said_ms) {
+      s->back_said_ms = now + 10000;
+      tern__logf(s->log, s->log_ctx, 1,
+                 "cluster store: going back to the newest snapshot failed (%.300s); new messages "
+                 "are refused (BUSY, the clients keep them) until it has; trying again every "
+                 "second",
+                 e);
+    }
+    return 0;
+  }
   s->wake_all = 1;
+  tern__logf(s->log, s->log_ctx, 1,
+             "cluster store: the replica went back to %s %llu (from %llu) and reads the log again "
+             "from there",
+             loaded ? "the snapshot at entry" : "entry", (unsigned long long)s->pos,
+             (unsigned long long)s->back_from);
+  s->back_from = 0;
+  return 0;
+}
+
+/* The replica took an entry the log does not have (at `seq` it took
+ * writer `took`'s, the log has `has`'s; `how` the log said so: delivered,
+ * or read again): said, counted, and the replica goes back (go_back()).
+ * Snapshots are written only of confirmed replicas, so the one it loads
+ * holds entries the log has. Until it is back it applies nothing and
+ * commits nothing. Outside a round. Returns 0 or TERN_ESTORE. */
+static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how) {
+  int own = strncmp(took, s->idprefix, strlen(s->idprefix)) == 0;
+  s->st.resyncs++;
+  s->back_from = s->pos ? s->pos : 1;
+  s->back_said_ms = 0;
   tern__logf(s->log, s->log_ctx, 0,
              "cluster store: this replica took log entry %llu (writer %s) where the log has writer "
-             "%s's (%s): a NATS server that had lost its leadership answered. It went back to %s "
-             "%llu (it was at %llu) and reads the log again from there%s",
-             (unsigned long long)seq, took, has, how, loaded ? "the snapshot at entry" : "entry",
-             (unsigned long long)s->pos, (unsigned long long)was,
+             "%s's (%s): a NATS server that had lost its leadership answered; it goes back to the "
+             "newest snapshot and reads the log again from there%s",
+             (unsigned long long)seq, took, has, how,
              own ? "; the round was this relay's own: the messages of it this relay acknowledged "
                    "are lost unless their senders send them again"
                  : "");
-  return 0;
+  return go_back(s);
 }
 
 /* Entries taken on one server's word that the subscription has not
@@ -1364,6 +1403,9 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   }
   if (!atomic_load(&s->connected))
     return fail(s, "cluster store: not connected to NATS; the round is not stored");
+  if (s->back_from)
+    return fail(s, "cluster store: the replica took a log entry the log does not have and is going "
+                   "back to a snapshot; the round is not stored");
   uint64_t now = mono_ms();
   if (now < s->pause_until)
     return fail(s, "cluster store: the cluster failed the last write; trying again in %llu ms",
@@ -1728,6 +1770,7 @@ static uint64_t n_wake_ms(const tern__relay_store *st) {
     if (p < w) w = p;
     const tern__confirm_ent *e = tern__confirm_due(&s->unconf, UINT64_MAX);
     if (e && e->at_ms + CONFIRM_REREAD_MS < w) w = e->at_ms + CONFIRM_REREAD_MS;
+    if (s->back_from && s->back_retry_ms < w) w = s->back_retry_ms;
   }
   return w;
 }
@@ -1753,6 +1796,13 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
   uint64_t now = mono_ms();
   int poll = atomic_load(&s->connected) && now >= s->poll_ms && now >= atomic_load(&s->rx_ms) + 1000;
   if (poll) s->poll_ms = now + 1000;
+  if (s->back_from) {
+    if (now >= s->back_retry_ms && go_back(s) < 0) return TERN_ESTORE;
+    if (s->back_from) { /* not back yet: what came is dropped, and read again later */
+      (void)apply_queued(s, 0, 0);
+      return 0;
+    }
+  }
   int n = apply_queued(s, 0, 0);
   if (n < 0) return n;
   if (poll) {
@@ -1787,6 +1837,7 @@ static void n_fault(tern__relay_store *st, int kind, unsigned n) {
   else if (kind == TERN__RS_FAULT_DEAF) atomic_store(&s->deaf, (int)n);
   else if (kind == TERN__RS_FAULT_STALE_READ) s->fault_stale = n;
   else if (kind == TERN__RS_FAULT_ACK_EARLY) s->fault_ack_early = n;
+  else if (kind == TERN__RS_FAULT_SNAP_LOAD) s->fault_snap_load = n;
   else if (s->rep->ops->fault) s->rep->ops->fault(s->rep, kind, n);
 }
 #endif
