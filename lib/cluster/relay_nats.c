@@ -223,7 +223,10 @@ typedef struct ns {
   size_t max_entry; /* the servers' max_payload */
   uint64_t pos; /* the last log sequence the replica holds */
   uint64_t own_seq; /* our entry, being applied after others' (0: none) */
-  int own_ok;       /* its verdict: 1 applied, 0 refused, -1 not yet */
+  int own_ok;       /* its verdict: 1 applied, 0 refused, -1 not yet, 2
+                       another writer's entry is there */
+  char own_id[TERN__CONFIRM_ID_MAX + 1];    /* our entry's writer id */
+  char own_other[TERN__CONFIRM_ID_MAX + 1]; /* the writer found there (2) */
   /* The round. */
   int in_round;
   buf ops; /* ENTRY_HEAD bytes, then the calls */
@@ -246,6 +249,7 @@ typedef struct ns {
    * have) and has not yet: the position it was at; when to try again, and
    * to say so again. */
   uint64_t back_from, back_retry_ms, back_said_ms;
+  uint64_t reread_retry_ms; /* a second read failed: not before then */
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -586,7 +590,8 @@ static void set_broken(ns *s, const char *why) {
 static void audited(ns *s) {
   /* Only a confirmed replica: one that took an entry the log does not
    * have finds out, and goes back, within seconds (resync()). */
-  if (!s->audit || s->pos % s->audit != 0 || tern__confirm_pending(&s->unconf)) return;
+  if (!s->audit || s->pos % s->audit != 0 || tern__confirm_pending(&s->unconf) || s->back_from)
+    return;
   uint8_t d[16];
   char hex[33];
   if (tern__rstore_digest(tern__relay_sqlite_engine(s->rep), d) != 0) return;
@@ -709,6 +714,7 @@ static int apply_entry(ns *s, natsMsg *m, uint64_t seq, const char *how) {
 static int snap_recover(ns *s, uint64_t need);
 static int read_by_seq(ns *s, uint64_t upto, int drain);
 static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how);
+static int log_bounds(ns *s, uint64_t *first, uint64_t *last);
 
 /* Waits on s->cv (s->mu held) until deadline_ms, 100 ms at most. */
 static void cv_wait(ns *s, uint64_t deadline_ms) {
@@ -734,6 +740,22 @@ static int confirm(ns *s, uint64_t seq, const char *id, const char *how) {
   char t[TERN__CONFIRM_ID_MAX + 1];
   snprintf(t, sizeof t, "%s", took);
   return resync(s, seq, t, id, how);
+}
+
+/* Entry `seq` (m) was just applied (rc 1) or refused (0). Where our round
+ * was acknowledged, its verdict is our round's, if it is ours: another
+ * writer's entry there means the acknowledgement was wrong (spec/store.md,
+ * "Confirming entries"). */
+static void took(ns *s, uint64_t seq, natsMsg *m, int rc) {
+  if (seq == s->own_seq && strcmp(entry_id(m), s->own_id) == 0) {
+    s->own_ok = rc;
+    return;
+  }
+  if (seq == s->own_seq) {
+    s->own_ok = 2;
+    snprintf(s->own_other, sizeof s->own_other, "%s", entry_id(m));
+  }
+  s->st.applied++;
 }
 
 /* Takes what the NATS thread queued and applies it (outside a round),
@@ -771,8 +793,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
       }
       rc = apply_entry(s, q[i].m, q[i].seq, "delivered");
       if (rc >= 0) {
-        if (q[i].seq == s->own_seq) s->own_ok = rc;
-        else s->st.applied++;
+        took(s, q[i].seq, q[i].m, rc);
         s->pos = q[i].seq;
         audited(s);
         applied++;
@@ -823,10 +844,9 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
       set_broken(s, "out of memory noting a log entry read by sequence");
       return TERN_ESTORE;
     }
+    if (rc >= 0) took(s, want, m, rc);
     natsMsg_Destroy(m);
     if (rc < 0) return rc;
-    if (want == s->own_seq) s->own_ok = rc;
-    else s->st.applied++;
     s->pos = want;
     audited(s);
     s->st.fetched++;
@@ -1022,7 +1042,6 @@ static int go_back(ns *s) {
   int loaded = 0;
   char e[512];
   s->rep->ops->rollback(s->rep, mono_ms());
-  tern__confirm_clear(&s->unconf);
   int rc;
 #ifdef TERN_TEST_HOOKS
   if (s->fault_snap_load) {
@@ -1052,7 +1071,7 @@ static int go_back(ns *s) {
     s->back_retry_ms = now + 1000;
     if (now >= s->back_said_ms) {
       s->back_said_ms = now + 10000;
-      tern__logf(s->log, s->log_ctx, 1,
+      tern__logf(s->log, s->log_ctx, 0,
                  "cluster store: going back to the newest snapshot failed (%.300s); new messages "
                  "are refused (BUSY, the clients keep them) until it has; trying again every "
                  "second",
@@ -1060,7 +1079,9 @@ static int go_back(ns *s) {
     }
     return 0;
   }
+  tern__confirm_clear(&s->unconf);
   s->wake_all = 1;
+  tern__wake_signal(&s->wake);
   tern__logf(s->log, s->log_ctx, 1,
              "cluster store: the replica went back to %s %llu (from %llu) and reads the log again "
              "from there",
@@ -1071,8 +1092,8 @@ static int go_back(ns *s) {
 }
 
 /* The replica took an entry the log does not have (at `seq` it took
- * writer `took`'s, the log has `has`'s; `how` the log said so: delivered,
- * or read again): said, counted, and the replica goes back (go_back()).
+ * writer `took`'s, the log has `has`'s, or none if NULL; `how` the log
+ * said so: delivered, or read again): said, counted, and the replica goes back (go_back()).
  * Snapshots are written only of confirmed replicas, so the one it loads
  * holds entries the log has. Until it is back it applies nothing and
  * commits nothing. Outside a round. Returns 0 or TERN_ESTORE. */
@@ -1082,12 +1103,13 @@ static int resync(ns *s, uint64_t seq, const char *took, const char *has, const 
   s->back_from = s->pos ? s->pos : 1;
   s->back_said_ms = 0;
   tern__logf(s->log, s->log_ctx, 0,
-             "cluster store: this replica took log entry %llu (writer %s) where the log has writer "
-             "%s's (%s): a NATS server that had lost its leadership answered; it goes back to the "
+             "cluster store: this replica took log entry %llu (writer %s) where the log has %s%s%s "
+             "(%s): a NATS server that had lost its leadership answered; it goes back to the "
              "newest snapshot and reads the log again from there%s",
-             (unsigned long long)seq, took, has, how,
+             (unsigned long long)seq, took, has ? "writer " : "no entry", has ? has : "",
+             has ? "'s" : "", how,
              own ? "; the round was this relay's own: the messages of it this relay acknowledged "
-                   "are lost unless their senders send them again"
+                   "may be lost unless their senders send them again"
                  : "");
   return go_back(s);
 }
@@ -1098,7 +1120,8 @@ static int resync(ns *s, uint64_t seq, const char *took, const char *has, const 
  * most 1,000 a call; a read that fails is tried on a later call. Outside
  * a round. Returns 0 or TERN_ESTORE. */
 static int reread(ns *s) {
-  for (int k = 0; k < 1000; k++) {
+  if (mono_ms() < s->reread_retry_ms) return 0;
+  for (int k = 0; k < 1000 && !s->back_from; k++) {
     uint64_t now = mono_ms();
     const tern__confirm_ent *e =
         now > CONFIRM_REREAD_MS ? tern__confirm_due(&s->unconf, now - CONFIRM_REREAD_MS) : NULL;
@@ -1108,28 +1131,47 @@ static int reread(ns *s) {
     jsErrCode jerr = 0;
     natsStatus st = js_GetMsg(&m, s->js, s->stream, seq, NULL, &jerr);
     if ((st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) && !m) {
-      /* Compacted away: a snapshot covers it, written by a relay whose
-       * replica the log had confirmed. */
-      tern__confirm_drop(&s->unconf, seq);
-      continue;
+      /* Compacted away (a snapshot covers it, written by a relay whose
+       * replica the log had confirmed), or never in the log: the stream's
+       * bounds say which. */
+      uint64_t first = 0, last = 0;
+      if (log_bounds(s, &first, &last) != 0) break;
+      if (seq < first) {
+        tern__confirm_drop(&s->unconf, seq);
+        continue;
+      }
+      char t[TERN__CONFIRM_ID_MAX + 1];
+      snprintf(t, sizeof t, "%s", e->id);
+      return resync(s, seq, t, NULL, seq > last ? "read again: past the log's end" : "read again");
     }
-    if (st != NATS_OK || !m) return 0;
+    if (st != NATS_OK || !m) break;
     s->st.reread++;
     int rc = confirm(s, seq, entry_id(m), "read again");
     natsMsg_Destroy(m);
     if (rc < 0) return rc;
   }
+  /* The cluster did not answer, or 1,000 were read: the rest a second
+   * later (n_wake_ms must not stay in the past). */
+  s->reread_retry_ms = mono_ms() + 1000;
+  return 0;
+}
+
+/* The log's first and last sequences, asked of the cluster: 0, or -1 on
+ * failure. */
+static int log_bounds(ns *s, uint64_t *first, uint64_t *last) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  if (js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr) != NATS_OK || !si) return -1;
+  *first = si->State.FirstSeq;
+  *last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
   return 0;
 }
 
 /* The log's last sequence, asked of the cluster; 0 on failure. */
 static uint64_t log_last(ns *s) {
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  if (js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr) != NATS_OK || !si) return 0;
-  uint64_t last = si->State.LastSeq;
-  jsStreamInfo_Destroy(si);
-  return last;
+  uint64_t first, last;
+  return log_bounds(s, &first, &last) == 0 ? last : 0;
 }
 
 /* Publishes p[0..n) on `subject` and waits for JetStream's answer: 0 with
@@ -1155,7 +1197,7 @@ static void snap_take(ns *s) {
   if (!s->snap_every || s->in_round || s->broken[0] || s->pos < s->snap_pos + s->snap_every) return;
   /* Only a confirmed replica is written: a snapshot must not spread an
    * entry the log does not have. */
-  if (tern__confirm_pending(&s->unconf)) return;
+  if (tern__confirm_pending(&s->unconf) || s->back_from) return;
   uint64_t now = mono_ms();
   if (now < s->snap_retry_ms || !atomic_load(&s->connected)) return;
   s->snap_retry_ms = now + 10000;
@@ -1294,6 +1336,9 @@ static int begin(ns *s) {
   int rc = apply_queued(s, 0, 0);
   /* Broken, or a read that failed (s->err already says which). */
   if (rc < 0) return s->broken[0] ? fail(s, "cluster store: %s", s->broken) : TERN_ESTORE;
+  if (s->back_from)
+    return fail(s, "cluster store: the replica took a log entry the log does not have and is going "
+                   "back to a snapshot; nothing is read or stored until it has");
   s->in_round = 1;
   s->ops.len = 0;
   s->ops.oom = 0;
@@ -1337,8 +1382,9 @@ static int rec_run(ns *s, size_t off, size_t slot, xctx *x) {
 }
 
 /* The writer id of the entry the subscription delivered at `seq`, waiting
- * up to wait_ms for it (nothing is taken from the queue): 1 with the id in
- * out, 0 if it has not come. */
+ * up to wait_ms for it if the subscription has delivered the one before
+ * (nothing is taken from the queue): 1 with the id in out, 0 if it has not
+ * come. */
 static int delivered_id(ns *s, uint64_t seq, uint32_t wait_ms, char *out, size_t cap) {
   uint64_t deadline = mono_ms() + wait_ms;
   int found = 0;
@@ -1349,7 +1395,10 @@ static int delivered_id(ns *s, uint64_t seq, uint32_t wait_ms, char *out, size_t
         snprintf(out, cap, "%s", entry_id(s->q[i].m));
         found = 1;
       }
-    if (found || mono_ms() >= deadline) break;
+    /* Not waited for: a subscription that has not delivered the entry
+     * before (it lags: the entry stays pending and is confirmed later), or
+     * one that went past it (a consumer reset). */
+    if (found || s->q_seen + 1 < seq || s->q_seen >= seq || mono_ms() >= deadline) break;
     cv_wait(s, deadline);
   }
   pthread_mutex_unlock(&s->mu);
@@ -1472,6 +1521,7 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   s->in_round = 0;
   s->own_seq = seq;
   s->own_ok = -1;
+  snprintf(s->own_id, sizeof s->own_id, "%s", id);
   int rc = catch_up(s, seq);
   s->own_seq = 0;
   if (rc < 0) {
@@ -1481,6 +1531,14 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
   if (s->own_ok < 0)
     return fail(s, "cluster store: the log's entries up to %llu could not be read",
                 (unsigned long long)seq);
+  if (s->own_ok == 2) {
+    s->st.acks_refuted++;
+    return fail(s,
+                "cluster store: the cluster acknowledged this round as log entry %llu, but the log "
+                "has writer %s's entry there: a NATS server that had lost its leadership "
+                "answered; the round is not stored",
+                (unsigned long long)seq, s->own_other);
+  }
   if (!s->own_ok) return fail(s, "cluster store: another relay's writes changed this round's answers");
   s->st.published_after_rerun++;
   return 0;
@@ -1748,7 +1806,7 @@ static int n_count(tern__relay_store *st, uint64_t *messages) {
 static int n_room(tern__relay_store *st, size_t body_len) {
   ns *s = N(st);
   report_state(s);
-  if (s->broken[0] || !atomic_load(&s->connected) || mono_ms() < s->pause_until)
+  if (s->broken[0] || s->back_from || !atomic_load(&s->connected) || mono_ms() < s->pause_until)
     return body_len ? TERN__RS_FULL : TERN__RS_ROOM;
   if (s->in_round && s->ndig && s->ops.len + body_len + ENTRY_MARGIN > s->max_entry)
     return TERN__RS_COMMIT_FIRST;
@@ -1769,7 +1827,11 @@ static uint64_t n_wake_ms(const tern__relay_store *st) {
     if (p < s->poll_ms) p = s->poll_ms;
     if (p < w) w = p;
     const tern__confirm_ent *e = tern__confirm_due(&s->unconf, UINT64_MAX);
-    if (e && e->at_ms + CONFIRM_REREAD_MS < w) w = e->at_ms + CONFIRM_REREAD_MS;
+    if (e) {
+      uint64_t r = e->at_ms + CONFIRM_REREAD_MS;
+      if (r < s->reread_retry_ms) r = s->reread_retry_ms;
+      if (r < w) w = r;
+    }
     if (s->back_from && s->back_retry_ms < w) w = s->back_retry_ms;
   }
   return w;
