@@ -619,6 +619,62 @@ Test(cluster, an_own_round_committed_on_a_wrong_acknowledgement_is_found_and_und
   server_down(&sv);
 }
 
+/* Each relay's loop once, then 50 ms. */
+static void spin(tern__relay_store **r, int n) {
+  for (int i = 0; i < n; i++)
+    cr_assert(r[i]->ops->remote_take(r[i], no_inbox, no_device, NULL) >= 0, "relay %d: %s", i,
+              r[i]->ops->errmsg(r[i]));
+  sleep_ms(50);
+}
+
+/* A relay whose subscription delivers an entry the log does not have (a
+ * server that lost its leadership; here the fault applies the next
+ * delivered entry in its place) has nothing of its own to check it
+ * against. The other two relays hash the same window of entries alike,
+ * and differently from it: it goes back to the newest snapshot and ends
+ * with their replica; they are not moved. */
+Test(cluster, a_relay_the_others_outvote_goes_back, .timeout = 60) {
+  server sv;
+  server_up(&sv);
+  char url[256];
+  snprintf(url, sizeof url, "%s?snapshot=16&check=8", sv.url);
+  tern__relay_store *r[3] = {relay_url(url), relay_url(url), relay_url(url)};
+  tern__relay_store *a = r[0], *c = r[2];
+  tern__nats_stats st[3];
+  alice_more(a, 1, 4);
+  for (int i = 0; i < 100; i++) {
+    spin(r, 3);
+    for (int k = 0; k < 3; k++) stats(r[k], &st[k]);
+    if (st[1].position == st[0].position && st[2].position == st[0].position) break;
+  }
+  cr_assert_eq(st[2].position, st[0].position);
+  c->ops->fault(c, TERN__RS_FAULT_SWAP_DELIVERY, 1);
+  for (uint64_t m = 5; m <= 40; m++) { /* c's loop does not run: its queue fills */
+    alice_more(a, m, 1);
+    cr_assert(r[1]->ops->remote_take(r[1], no_inbox, no_device, NULL) >= 0);
+  }
+  sleep_ms(200);
+  uint8_t d[3][16];
+  int same = 0;
+  for (int i = 0; i < 200 && !same; i++) {
+    spin(r, 3);
+    for (int k = 0; k < 3; k++) stats(r[k], &st[k]);
+    if (st[1].position != st[0].position || st[2].position != st[0].position || st[2].outvoted == 0)
+      continue;
+    for (int k = 0; k < 3; k++) cr_assert_eq(tern__relay_nats_digest(r[k], d[k]), 0);
+    same = !memcmp(d[0], d[1], 16) && !memcmp(d[0], d[2], 16);
+  }
+  cr_assert_eq(st[2].outvoted, 1, "c went back once, outvoted (%llu)", (unsigned long long)st[2].outvoted);
+  cr_assert_eq(st[0].outvoted + st[1].outvoted, 0, "a and b were not moved");
+  cr_assert(same, "the three replicas agree at entry %llu", (unsigned long long)st[0].position);
+  cr_assert_gt(st[2].snapshot_loaded, 0, "c went back to a snapshot");
+  uint64_t n = 0;
+  cr_assert_eq(c->ops->count(c, &n), 0);
+  cr_assert_eq(n, 40, "every message is on c's replica");
+  for (int k = 0; k < 3; k++) r[k]->ops->close(r[k]);
+  server_down(&sv);
+}
+
 /* Two snapshots: the log up to the first is purged. */
 Test(cluster, snapshots_compact_the_log) { snapshots(40, 2); }
 /* The first snapshot of a log, alone. */

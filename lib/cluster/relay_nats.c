@@ -30,6 +30,7 @@
 
 #include "base/u64map.h"
 #include "cluster/confirm.h"
+#include "cluster/xcheck.h"
 #include "os/wake.h"
 #include "store/rstore.h"
 
@@ -48,6 +49,9 @@
  * taken an entry the subscription has not delivered is read again. */
 #define CONFIRM_WAIT_MS 100
 #define CONFIRM_REREAD_MS 3000
+/* The cross-check (spec/store.md): a relay that has heard no other relay's
+ * hashes for this long writes snapshots on its own judgement. */
+#define XCHECK_QUIET_MS 30000
 
 enum {
   OP_PUT = 1,
@@ -250,6 +254,16 @@ typedef struct ns {
    * to say so again. */
   uint64_t back_from, back_retry_ms, back_said_ms;
   uint64_t reread_retry_ms; /* a second read failed: not before then */
+  /* The cross-check with the other relays (xcheck.h): subject
+   * tern.check.<stream>, what the NATS thread heard (under mu). */
+  tern__xcheck xc;
+  uint64_t check_every, my_tag;
+  char xsubject[96];
+  natsSubscription *xsub;
+  int xsub_done;
+  tern__xcheck_heard *xq;
+  size_t xqlen, xqcap;
+  unsigned fault_swap; /* TERN__RS_FAULT_SWAP_DELIVERY */
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -758,6 +772,22 @@ static void took(ns *s, uint64_t seq, natsMsg *m, int rc) {
   s->st.applied++;
 }
 
+/* The replica took entry `seq` (writer `id`, applied 1 or refused 0): into
+ * the cross-check's window, whose hash, when the window ends, the other
+ * relays are told (core NATS, no answer awaited; a lost one only leaves a
+ * window unchecked). */
+static void taken(ns *s, uint64_t seq, const char *id, int verdict) {
+  uint64_t end = 0;
+  uint8_t h[16];
+  if (!tern__xcheck_take(&s->xc, seq, id, verdict, &end, h) || !s->nc) return;
+  uint8_t m[4 + 8 + 16 + 8];
+  memcpy(m, "TXC1", 4);
+  put64(m + 4, end);
+  memcpy(m + 12, h, 16);
+  put64(m + 28, s->my_tag);
+  (void)natsConnection_Publish(s->nc, s->xsubject, m, (int)sizeof m);
+}
+
 /* Takes what the NATS thread queued and applies it (outside a round),
  * waiting until the log position reaches `upto` or `deadline_ms` passes
  * (upto 0: no wait). The verdict on entry s->own_seq (ours) goes to
@@ -791,9 +821,18 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
         }
         if (q[i].seq <= s->pos) continue; /* in the snapshot */
       }
-      rc = apply_entry(s, q[i].m, q[i].seq, "delivered");
+      natsMsg *use = q[i].m;
+#ifdef TERN_TEST_HOOKS
+      /* A server that delivers what the log does not have. */
+      if (s->fault_swap && i + 1 < n && q[i + 1].seq == q[i].seq + 1) {
+        s->fault_swap--;
+        use = q[i + 1].m;
+      }
+#endif
+      rc = apply_entry(s, use, q[i].seq, "delivered");
       if (rc >= 0) {
-        took(s, q[i].seq, q[i].m, rc);
+        took(s, q[i].seq, use, rc);
+        taken(s, q[i].seq, entry_id(use), rc);
         s->pos = q[i].seq;
         audited(s);
         applied++;
@@ -844,7 +883,10 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
       set_broken(s, "out of memory noting a log entry read by sequence");
       return TERN_ESTORE;
     }
-    if (rc >= 0) took(s, want, m, rc);
+    if (rc >= 0) {
+      took(s, want, m, rc);
+      taken(s, want, entry_id(m), rc);
+    }
     natsMsg_Destroy(m);
     if (rc < 0) return rc;
     s->pos = want;
@@ -997,6 +1039,7 @@ static int snap_load(ns *s, int *loaded, char *err, size_t errcap) {
   s->pos = s->snap_pos = pos;
   s->st.snapshot_loaded = pos;
   tern__confirm_clear(&s->unconf);
+  tern__xcheck_reset(&s->xc, s->check_every, pos);
   *loaded = 1;
   tern__logf(s->log, s->log_ctx, 2, "cluster store: loaded the snapshot at log entry %llu (%llu bytes)",
              (unsigned long long)pos, (unsigned long long)len);
@@ -1065,6 +1108,7 @@ static int go_back(ns *s) {
       return TERN_ESTORE;
     }
     s->pos = 0;
+    tern__xcheck_reset(&s->xc, s->check_every, 0);
   }
   uint64_t now = mono_ms();
   if (rc != 0) {
@@ -1111,6 +1155,36 @@ static int resync(ns *s, uint64_t seq, const char *took, const char *has, const 
              own ? "; the round was this relay's own: the messages of it this relay acknowledged "
                    "may be lost unless their senders send them again"
                  : "");
+  return go_back(s);
+}
+
+/* Takes the other relays' window hashes the NATS thread heard; if two or
+ * more hashed one of this replica's windows differently and none alike,
+ * the replica took entries the log does not have (delivered by a server
+ * that had lost its leadership: nothing else tells): it goes back.
+ * Outside a round. Returns 0 or TERN_ESTORE. */
+static int heard(ns *s) {
+  pthread_mutex_lock(&s->mu);
+  tern__xcheck_heard *q = s->xq;
+  size_t n = s->xqlen;
+  s->xq = NULL;
+  s->xqlen = s->xqcap = 0;
+  pthread_mutex_unlock(&s->mu);
+  uint64_t now = mono_ms();
+  for (size_t i = 0; i < n; i++) tern__xcheck_heard_one(&s->xc, q[i].end, q[i].h, q[i].from, now);
+  free(q);
+  uint64_t bad = tern__xcheck_outvoted(&s->xc);
+  if (!bad || s->back_from) return 0;
+  s->st.resyncs++;
+  s->st.outvoted++;
+  s->back_from = s->pos ? s->pos : 1;
+  s->back_said_ms = 0;
+  tern__logf(s->log, s->log_ctx, 0,
+             "cluster store: two or more other relays hashed log entries %llu-%llu differently from "
+             "this replica, and none alike: it took entries the log does not have (a NATS server "
+             "that had lost its leadership delivered them); it goes back to the newest snapshot "
+             "and reads the log again from there",
+             (unsigned long long)(bad - s->check_every + 1), (unsigned long long)bad);
   return go_back(s);
 }
 
@@ -1198,6 +1272,8 @@ static void snap_take(ns *s) {
   /* Only a confirmed replica is written: a snapshot must not spread an
    * entry the log does not have. */
   if (tern__confirm_pending(&s->unconf) || s->back_from) return;
+  /* Nor one the other relays have not agreed with (when there are any). */
+  if (!tern__xcheck_may_snapshot(&s->xc, s->pos, mono_ms(), XCHECK_QUIET_MS)) return;
   uint64_t now = mono_ms();
   if (now < s->snap_retry_ms || !atomic_load(&s->connected)) return;
   s->snap_retry_ms = now + 10000;
@@ -1502,6 +1578,7 @@ static int n_commit(tern__relay_store *st, uint64_t now_ms) {
     }
     s->pos = seq;
     s->in_round = 0;
+    taken(s, seq, id, 1);
     if (!seen && tern__confirm_add(&s->unconf, seq, id, mono_ms()) != 0)
       tern__logf(s->log, s->log_ctx, 1,
                  "cluster store: out of memory noting log entry %llu: it is not checked against "
@@ -1875,6 +1952,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
       n += (int)(s->pos - before);
     }
   }
+  if (heard(s) < 0) return TERN_ESTORE;
   if (atomic_load(&s->connected) && reread(s) < 0) return TERN_ESTORE;
   snap_take(s);
   if (s->wake_all) {
@@ -1900,6 +1978,7 @@ static void n_fault(tern__relay_store *st, int kind, unsigned n) {
   else if (kind == TERN__RS_FAULT_STALE_READ) s->fault_stale = n;
   else if (kind == TERN__RS_FAULT_ACK_EARLY) s->fault_ack_early = n;
   else if (kind == TERN__RS_FAULT_SNAP_LOAD) s->fault_snap_load = n;
+  else if (kind == TERN__RS_FAULT_SWAP_DELIVERY) s->fault_swap = n;
   else if (s->rep->ops->fault) s->rep->ops->fault(s->rep, kind, n);
 }
 #endif
@@ -1983,6 +2062,42 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
   tern__wake_signal(&s->wake);
 }
 
+/* Another relay's window hash (core NATS, on libnats' thread): queued for
+ * heard(). Malformed ones and this relay's own are dropped. */
+static void on_check(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure) {
+  (void)nc, (void)sub;
+  ns *s = closure;
+  const uint8_t *d = (const uint8_t *)natsMsg_GetData(m);
+  int len = natsMsg_GetDataLength(m);
+  if (len == 36 && memcmp(d, "TXC1", 4) == 0 && get64(d + 28) != s->my_tag) {
+    pthread_mutex_lock(&s->mu);
+    if (s->xqlen == s->xqcap && s->xqlen < 65536) {
+      size_t cap = s->xqcap ? s->xqcap * 2 : 64;
+      tern__xcheck_heard *q = realloc(s->xq, cap * sizeof(*q));
+      if (q) {
+        s->xq = q;
+        s->xqcap = cap;
+      }
+    }
+    if (s->xqlen < s->xqcap) { /* else dropped: a window left unchecked */
+      tern__xcheck_heard *h = &s->xq[s->xqlen++];
+      h->end = get64(d + 4);
+      memcpy(h->h, d + 12, 16);
+      h->from = get64(d + 28);
+    }
+    pthread_mutex_unlock(&s->mu);
+  }
+  natsMsg_Destroy(m);
+}
+
+static void on_xsub_done(void *closure) {
+  ns *s = closure;
+  pthread_mutex_lock(&s->mu);
+  s->xsub_done = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
 static void on_sub_done(void *closure) {
   ns *s = closure;
   pthread_mutex_lock(&s->mu);
@@ -2042,6 +2157,10 @@ static void n_close(tern__relay_store *st) {
     natsSubscription_Unsubscribe(s->sub);
     wait_flag(s, &s->sub_done);
   }
+  if (s->xsub) {
+    natsSubscription_Unsubscribe(s->xsub);
+    wait_flag(s, &s->xsub_done);
+  }
   if (s->nc) {
     /* The disconnected and closed callbacks come after Close returns, on
      * libnats' own thread, with s as their closure: s must outlive them
@@ -2051,6 +2170,8 @@ static void n_close(tern__relay_store *st) {
     wait_flag(s, &s->nc_closed);
   }
   if (s->sub) natsSubscription_Destroy(s->sub);
+  if (s->xsub) natsSubscription_Destroy(s->xsub);
+  free(s->xq);
   if (s->js) jsCtx_Destroy(s->js);
   if (s->nc) natsConnection_Destroy(s->nc);
   for (size_t i = 0; i < s->qlen; i++) natsMsg_Destroy(s->q[i].m);
@@ -2093,6 +2214,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
   snprintf(s->stream, sizeof(s->stream), "TERN");
   *replicas = *nservers >= 3 ? 3 : 1;
   s->snap_every = 100000;
+  s->check_every = 64;
   for (const char *p = q ? q + 1 : NULL; p && *p;) {
     const char *amp = strchr(p, '&');
     size_t len = amp ? (size_t)(amp - p) : strlen(p);
@@ -2113,7 +2235,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
         return TERN_EINVAL;
       }
       snprintf(s->stream, sizeof(s->stream), "%s", eq);
-    } else if (!strcmp(kv, "snapshot") || !strcmp(kv, "audit")) {
+    } else if (!strcmp(kv, "snapshot") || !strcmp(kv, "audit") || !strcmp(kv, "check")) {
       char *end;
       unsigned long long e = strtoull(eq, &end, 10);
       if (*end || !*eq || *eq == '-') {
@@ -2121,6 +2243,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
         return TERN_EINVAL;
       }
       if (!strcmp(kv, "snapshot")) s->snap_every = e;
+      else if (!strcmp(kv, "check")) s->check_every = e;
       else s->audit = e;
     } else if (!strcmp(kv, "replicas")) {
       char *end;
@@ -2131,7 +2254,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
       }
       *replicas = (int)r;
     } else {
-      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas, snapshot, audit)", kv);
+      snprintf(err, errcap, "cluster url: unknown parameter \"%s\" (stream, replicas, snapshot, audit, check)", kv);
       return TERN_EINVAL;
     }
     p = amp ? amp + 1 : NULL;
@@ -2140,6 +2263,7 @@ static int parse_url(ns *s, const char *url, int *nservers, int *replicas, char 
   snprintf(s->snap_stream, sizeof(s->snap_stream), "%s_SNAP", s->stream);
   snprintf(s->snap_head, sizeof(s->snap_head), "tern.snap.%s.head", s->stream);
   snprintf(s->snap_chunk, sizeof(s->snap_chunk), "tern.snap.%s.chunk", s->stream);
+  snprintf(s->xsubject, sizeof(s->xsubject), "tern.check.%s", s->stream);
   return 0;
 }
 
@@ -2332,6 +2456,19 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
     goto fail;
   }
   s->st.log_first = first ? first : 1;
+  /* The cross-check: this relay's tag, and the other relays' hashes. */
+  if (!loaded) tern__xcheck_reset(&s->xc, s->check_every, s->pos);
+  s->my_tag = tern__xcheck_tag(s->idprefix);
+  if (s->check_every) {
+    natsStatus xs = natsConnection_Subscribe(&s->xsub, s->nc, s->xsubject, on_check, s);
+    if (xs == NATS_OK) xs = natsSubscription_SetPendingLimits(s->xsub, -1, -1);
+    if (xs == NATS_OK) xs = natsSubscription_SetOnCompleteCB(s->xsub, on_xsub_done, s);
+    if (xs != NATS_OK) {
+      snprintf(err, errcap, "cannot subscribe to %s: %s", s->xsubject, natsStatus_GetText(xs));
+      rc = TERN_ESTORE;
+      goto fail;
+    }
+  }
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Ordered = true;

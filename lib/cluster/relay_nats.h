@@ -98,6 +98,8 @@ typedef struct tern__nats_stats {
                             had taken an entry the log does not have */
   uint64_t acks_refuted; /* own rounds acknowledged at a sequence where the
                             log has another entry: rolled back (BUSY) */
+  uint64_t outvoted;     /* of the resyncs, those the other relays' window
+                            hashes called for (the cross-check) */
   int connected;         /* 1 while connected to a NATS server */
 } tern__nats_stats;
 void tern__relay_nats_stats(const tern__relay_store *s, tern__nats_stats *out);

@@ -344,7 +344,11 @@ enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2
        TERN__RS_FAULT_ACK_EARLY = 8,
        /* The cluster store's next `n` loads of a snapshot while running
         * fail, as when the snapshot stream is briefly unavailable. */
-       TERN__RS_FAULT_SNAP_LOAD = 9 };
+       TERN__RS_FAULT_SNAP_LOAD = 9,
+       /* The cluster store's next `n` delivered entries are replaced by
+        * the one delivered after them, as a server that lost its
+        * leadership can deliver an entry the log does not have. */
+       TERN__RS_FAULT_SWAP_DELIVERY = 10 };
 #endif
 
 /* A backend's instance starts with this. */
