@@ -1141,11 +1141,16 @@ static int go_back(ns *s) {
  * Snapshots are written only of confirmed replicas, so the one it loads
  * holds entries the log has. Until it is back it applies nothing and
  * commits nothing. Outside a round. Returns 0 or TERN_ESTORE. */
-static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how) {
-  int own = strncmp(took, s->idprefix, strlen(s->idprefix)) == 0;
+/* The replica must go back (counted; go_back() does it). */
+static void must_go_back(ns *s) {
   s->st.resyncs++;
   s->back_from = s->pos ? s->pos : 1;
   s->back_said_ms = 0;
+}
+
+static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how) {
+  int own = strncmp(took, s->idprefix, strlen(s->idprefix)) == 0;
+  must_go_back(s);
   tern__logf(s->log, s->log_ctx, 0,
              "cluster store: this replica took log entry %llu (writer %s) where the log has %s%s%s "
              "(%s): a NATS server that had lost its leadership answered; it goes back to the "
@@ -1175,10 +1180,8 @@ static int heard(ns *s) {
   free(q);
   uint64_t bad = tern__xcheck_outvoted(&s->xc);
   if (!bad || s->back_from) return 0;
-  s->st.resyncs++;
+  must_go_back(s);
   s->st.outvoted++;
-  s->back_from = s->pos ? s->pos : 1;
-  s->back_said_ms = 0;
   tern__logf(s->log, s->log_ctx, 0,
              "cluster store: two or more other relays hashed log entries %llu-%llu differently from "
              "this replica, and none alike: it took entries the log does not have (a NATS server "
