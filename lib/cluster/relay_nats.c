@@ -1126,6 +1126,11 @@ static int go_back(ns *s) {
   tern__confirm_clear(&s->unconf);
   s->wake_all = 1;
   tern__wake_signal(&s->wake);
+  if (s->audit)
+    tern__logf(s->log, s->log_ctx, 2,
+               "cluster store: audit: replica went back to log entry %llu: the digests it logged "
+               "after it are void",
+               (unsigned long long)s->pos);
   tern__logf(s->log, s->log_ctx, 1,
              "cluster store: the replica went back to %s %llu (from %llu) and reads the log again "
              "from there",
