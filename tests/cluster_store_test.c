@@ -675,6 +675,39 @@ Test(cluster, a_relay_the_others_outvote_goes_back, .timeout = 60) {
   server_down(&sv);
 }
 
+/* The same, when the newest snapshot cannot be read at first (the
+ * snapshot stream briefly unavailable): b stores nothing meanwhile, tries
+ * again every second, and catches up. */
+Test(cluster, a_relay_behind_the_compacted_log_waits_for_a_readable_snapshot) {
+  server sv;
+  server_up(&sv);
+  char url[256];
+  snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
+  tern__relay_store *a = relay_url(url), *b = relay_url(url);
+  b->ops->fault(b, TERN__RS_FAULT_DEAF, 1);
+  alice_to_bob(a, 100, 1);
+  b->ops->fault(b, TERN__RS_FAULT_SNAP_LOAD, 2);
+  tern__nats_stats sa, sb;
+  stats(a, &sa);
+  int refused = 0;
+  for (int i = 0; i < 100; i++) {
+    cr_assert(b->ops->remote_take(b, no_inbox, no_device, NULL) >= 0, "%s", b->ops->errmsg(b));
+    stats(b, &sb);
+    if (sb.position >= sa.position) break;
+    if (sb.position < 20 && !refused && b->ops->room(b, 1) == TERN__RS_FULL) refused = 1;
+    sleep_ms(100);
+  }
+  cr_assert_eq(sb.position, sa.position, "b caught up (%llu of %llu)", (unsigned long long)sb.position,
+               (unsigned long long)sa.position);
+  cr_assert(refused, "b had no room for messages while it could not read a snapshot");
+  uint64_t n = 0;
+  cr_assert_eq(b->ops->count(b, &n), 0);
+  cr_assert_eq(n, 100);
+  a->ops->close(a);
+  b->ops->close(b);
+  server_down(&sv);
+}
+
 /* Two snapshots: the log up to the first is purged. */
 Test(cluster, snapshots_compact_the_log) { snapshots(40, 2); }
 /* The first snapshot of a log, alone. */

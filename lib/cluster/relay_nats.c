@@ -866,7 +866,15 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
 #endif
     natsStatus st = js_GetMsg(&m, s->js, s->stream, get, NULL, &jerr);
     if ((st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) && !m) {
-      /* Compacted away: the newest snapshot must cover it. */
+      /* Compacted away (the newest snapshot must cover it), or a server
+       * whose store is behind said so of an entry the log has (seen just
+       * after a cut-off server came back): the log's first entry tells. */
+      uint64_t first = 0, last = 0;
+      if (log_bounds(s, &first, &last) == 0 && want >= first)
+        return fail(s,
+                    "cluster store: log entry %llu was not found, though the log starts at %llu: "
+                    "the server that answered is behind; trying again",
+                    (unsigned long long)want, (unsigned long long)first);
       if (snap_recover(s, want + 1) < 0) return TERN_ESTORE;
       continue;
     }
@@ -987,6 +995,13 @@ static int snap_load(ns *s, int *loaded, char *err, size_t errcap) {
   natsMsg *h = NULL;
   err[0] = 0;
   *loaded = 0;
+#ifdef TERN_TEST_HOOKS
+  if (s->fault_snap_load) {
+    s->fault_snap_load--;
+    snprintf(err, errcap, "cluster store: reading the newest snapshot failed (test fault)");
+    return TERN_ESTORE;
+  }
+#endif
   int r = snap_last_head(s, &h);
   if (r < 0) {
     snprintf(err, errcap, "%s", s->err);
@@ -1051,21 +1066,30 @@ out:
 
 /* This relay lags behind the compacted log (its next entry, `need` - 1 or
  * before, is gone): loads the newest snapshot, which must reach need - 1,
- * and has every session woken. Outside a round. Returns 0, or TERN_ESTORE
- * (the relay stops accepting messages and says why). */
+ * and has every session woken. If none can be read that does, the relay
+ * goes back (s->back_from) and tries again every second. Outside a round.
+ * Returns 0. */
 static int snap_recover(ns *s, uint64_t need) {
   char e[512];
   uint64_t was = s->pos;
   int loaded = 0;
   s->rep->ops->rollback(s->rep, mono_ms());
   if (snap_load(s, &loaded, e, sizeof e) != 0 || s->pos + 1 < need) {
-    char why[480];
-    snprintf(why, sizeof why,
-             "the log was compacted past this relay (at entry %llu, next %llu) and no snapshot "
-             "covers the gap%s%.300s",
-             (unsigned long long)was, (unsigned long long)need, e[0] ? ": " : "", e);
-    set_broken(s, why);
-    return TERN_ESTORE;
+    /* No snapshot that reaches the gap can be read now (a server behind,
+     * the snapshot stream unavailable, or truly none): nothing is applied
+     * or stored, and it is tried again every second (go_back()). */
+    uint64_t now = mono_ms();
+    s->back_from = was ? was : 1;
+    s->back_retry_ms = now + 1000;
+    if (now >= s->back_said_ms) {
+      s->back_said_ms = now + 10000;
+      tern__logf(s->log, s->log_ctx, 0,
+                 "cluster store: the log was compacted past this relay (at entry %llu, next %llu) "
+                 "and no snapshot covers the gap%s%.300s; new messages are refused (BUSY, the "
+                 "clients keep them) until one does; trying again every second",
+                 (unsigned long long)was, (unsigned long long)need, e[0] ? ": " : "", e);
+    }
+    return 0;
   }
   s->wake_all = 1;
   s->st.snapshot_reloads++;
@@ -1085,15 +1109,7 @@ static int go_back(ns *s) {
   int loaded = 0;
   char e[512];
   s->rep->ops->rollback(s->rep, mono_ms());
-  int rc;
-#ifdef TERN_TEST_HOOKS
-  if (s->fault_snap_load) {
-    s->fault_snap_load--;
-    snprintf(e, sizeof e, "cluster store: reading the newest snapshot failed (test fault)");
-    rc = TERN_ESTORE;
-  } else
-#endif
-    rc = snap_load(s, &loaded, e, sizeof e);
+  int rc = snap_load(s, &loaded, e, sizeof e);
   if (rc == 0 && !loaded) {
     if (!s->base_img) {
       set_broken(s, "the replica took a log entry the log does not have, and there is neither a "

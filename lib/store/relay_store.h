@@ -342,8 +342,8 @@ enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2
         * sequence before their own, as a server that lost its leadership
         * can acknowledge a round at a sequence the log gave another. */
        TERN__RS_FAULT_ACK_EARLY = 8,
-       /* The cluster store's next `n` loads of a snapshot while running
-        * fail, as when the snapshot stream is briefly unavailable. */
+       /* The cluster store's next `n` loads of a snapshot fail, as when
+        * the snapshot stream is briefly unavailable. */
        TERN__RS_FAULT_SNAP_LOAD = 9,
        /* The cluster store's next `n` delivered entries are replaced by
         * the one delivered after them, as a server that lost its
