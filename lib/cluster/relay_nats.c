@@ -1064,6 +1064,16 @@ out:
   return rc;
 }
 
+/* Going back failed for now: it is tried again a second later. Returns 1
+ * if that is to be said now (at most every 10 s). */
+static int back_later(ns *s) {
+  uint64_t now = mono_ms();
+  s->back_retry_ms = now + 1000;
+  if (now < s->back_said_ms) return 0;
+  s->back_said_ms = now + 10000;
+  return 1;
+}
+
 /* This relay lags behind the compacted log (its next entry, `need` - 1 or
  * before, is gone): loads the newest snapshot, which must reach need - 1,
  * and has every session woken. If none can be read that does, the relay
@@ -1078,17 +1088,13 @@ static int snap_recover(ns *s, uint64_t need) {
     /* No snapshot that reaches the gap can be read now (a server behind,
      * the snapshot stream unavailable, or truly none): nothing is applied
      * or stored, and it is tried again every second (go_back()). */
-    uint64_t now = mono_ms();
     s->back_from = was ? was : 1;
-    s->back_retry_ms = now + 1000;
-    if (now >= s->back_said_ms) {
-      s->back_said_ms = now + 10000;
+    if (back_later(s))
       tern__logf(s->log, s->log_ctx, 0,
                  "cluster store: the log was compacted past this relay (at entry %llu, next %llu) "
                  "and no snapshot covers the gap%s%.300s; new messages are refused (BUSY, the "
                  "clients keep them) until one does; trying again every second",
                  (unsigned long long)was, (unsigned long long)need, e[0] ? ": " : "", e);
-    }
     return 0;
   }
   s->wake_all = 1;
@@ -1126,17 +1132,13 @@ static int go_back(ns *s) {
     s->pos = 0;
     tern__xcheck_reset(&s->xc, s->check_every, 0);
   }
-  uint64_t now = mono_ms();
   if (rc != 0) {
-    s->back_retry_ms = now + 1000;
-    if (now >= s->back_said_ms) {
-      s->back_said_ms = now + 10000;
+    if (back_later(s))
       tern__logf(s->log, s->log_ctx, 0,
                  "cluster store: going back to the newest snapshot failed (%.300s); new messages "
                  "are refused (BUSY, the clients keep them) until it has; trying again every "
                  "second",
                  e);
-    }
     return 0;
   }
   tern__confirm_clear(&s->unconf);
