@@ -780,11 +780,12 @@ static void taken(ns *s, uint64_t seq, const char *id, int verdict) {
   uint64_t end = 0;
   uint8_t h[16];
   if (!tern__xcheck_take(&s->xc, seq, id, verdict, &end, h) || !s->nc) return;
-  uint8_t m[4 + 8 + 16 + 8];
+  uint8_t m[4 + 8 + 16 + 8 + 8];
   memcpy(m, "TXC1", 4);
   put64(m + 4, end);
   memcpy(m + 12, h, 16);
   put64(m + 28, s->my_tag);
+  put64(m + 36, s->check_every);
   (void)natsConnection_Publish(s->nc, s->xsubject, m, (int)sizeof m);
 }
 
@@ -2095,7 +2096,9 @@ static void on_check(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
   ns *s = closure;
   const uint8_t *d = (const uint8_t *)natsMsg_GetData(m);
   int len = natsMsg_GetDataLength(m);
-  if (len == 36 && memcmp(d, "TXC1", 4) == 0 && get64(d + 28) != s->my_tag) {
+  /* Windows of another size cover other entries: not comparable. */
+  if (len == 44 && memcmp(d, "TXC1", 4) == 0 && get64(d + 28) != s->my_tag &&
+      get64(d + 36) == s->check_every) {
     pthread_mutex_lock(&s->mu);
     if (s->xqlen == s->xqcap && s->xqlen < 65536) {
       size_t cap = s->xqcap ? s->xqcap * 2 : 64;
