@@ -10,8 +10,9 @@
 #   bash scripts/test.sh --poll       TERN_POLLER=poll build in build-poll/ (plain
 #                                     POSIX poll(), pipes and fcntl: what a
 #                                     system without epoll runs), the whole
-#                                     suite less the two long runs --sanitize
-#                                     skips too
+#                                     suite less the long runs --sanitize
+#                                     skips and the cluster store's own
+#                                     tests (they do not touch the poller)
 #   bash scripts/test.sh --kqueue     TERN_POLLER=kqueue build in build-kqueue/
 #                                     against libkqueue (not in Debian 12: set
 #                                     PKG_CONFIG_PATH to where it is installed),
@@ -49,8 +50,12 @@ elif [ "${1:-}" = "--poll" ]; then
   dir="$here/build-poll"; extra=(-DTERN_POLLER=poll)
   # budget_test (about 20 s) tests the relay core's budget, not the poller;
   # cookie_flood_test (about 14 s) the socket layer's cookies, the same on
-  # both pollers.
-  skip=(-E 'nat_keepalive_test|linkem_selftest|budget_test|cookie_flood_test')
+  # both pollers. cluster_store_test (about 40 s: the cluster store's log,
+  # snapshots, confirmations and cross-check against a real nats-server)
+  # and cluster_chaos_test (about 40 s, processes in namespaces) exercise
+  # the store, not the poller; the store's wake-up on the poll() build's
+  # pipe runs here in cluster_relay_test and relay_store_nats_test.
+  skip=(-E 'nat_keepalive_test|linkem_selftest|budget_test|cookie_flood_test|cluster_store_test|cluster_chaos_test')
 elif [ "${1:-}" = "--kqueue" ]; then
   pkg-config --exists libkqueue || {
     echo "test.sh --kqueue: libkqueue not found (pkg-config libkqueue); Debian 12 does not" \
