@@ -71,18 +71,19 @@ positions() {
 }
 # The replicas' audit (audit=100: each relay logs its replica's digest at
 # every 100th log entry): replicas that applied the same entries hold the
-# same rows. A relay that went back to a snapshot at P (it had taken
-# entries the log does not have: spec/store.md) voids the digests it
-# logged after P; the ones it logs again replace them. Prints "P digest
-# relays" for each position where two relays differ, the first ones first.
+# same rows. A relay that went back to a snapshot (it had taken entries
+# the log does not have from entry X on: spec/store.md) voids the digests
+# it logged from X on; the ones it logs again replace them. Prints "P
+# digest relays" for each position where two relays differ, the first
+# ones first.
 audit_diff() {
   local i
   for i in 1 2 3; do
-    { grep -o "replica at log entry [0-9]* has digest [0-9a-f]*\|replica went back to log entry [0-9]*" \
+    { grep -o "replica at log entry [0-9]* has digest [0-9a-f]*\|digests it logged from log entry [0-9]*" \
         "$tmp/relay$i.log" 2>/dev/null || true; } |
       awk -v r="$i" '
         /has digest/ { d[$5] = $8 }                  # "replica at log entry P has digest D"
-        /went back/ { for (p in d) if (p + 0 > $NF + 0) delete d[p] } # "... went back to log entry P"
+        /logged from/ { for (p in d) if (p + 0 >= $NF + 0) delete d[p] } # "... logged from log entry X"
         END { for (p in d) print p, d[p], r }'
   done | sort -n -k1,1 -s | awk '
     { if (!($1 in d)) { d[$1] = $2; who[$1] = $3; order[n++] = $1 }

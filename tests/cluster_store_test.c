@@ -320,7 +320,7 @@ static void snapshots(int every, uint64_t want) {
   server sv;
   server_up(&sv);
   char url[256];
-  snprintf(url, sizeof url, "%s?snapshot=%d", sv.url, every);
+  snprintf(url, sizeof url, "%s?snapshot=%d&check=4", sv.url, every);
   tern__relay_store *a = relay_url(url);
   alice_to_bob(a, 100, 1);
   uint64_t cur, reached;
@@ -366,7 +366,7 @@ Test(cluster, a_relay_left_behind_by_compaction_catches_up) {
   server sv;
   server_up(&sv);
   char url[256];
-  snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
+  snprintf(url, sizeof url, "%s?snapshot=20&check=4", sv.url);
   tern__relay_store *a = relay_url(url), *b = relay_url(url);
   b->ops->fault(b, TERN__RS_FAULT_DEAF, 1);
   alice_to_bob(a, 100, 1);
@@ -503,7 +503,7 @@ static void stale_read(const char *params, int from_snapshot) {
 }
 
 Test(cluster, a_replica_that_took_an_entry_the_log_lacks_goes_back_to_a_snapshot, .timeout = 60) {
-  stale_read("?snapshot=8", 1);
+  stale_read("?snapshot=8&check=4", 1);
 }
 Test(cluster, a_replica_that_took_an_entry_the_log_lacks_goes_back_to_entry_0, .timeout = 60) {
   stale_read("?snapshot=0", 0);
@@ -682,7 +682,7 @@ Test(cluster, a_relay_behind_the_compacted_log_waits_for_a_readable_snapshot) {
   server sv;
   server_up(&sv);
   char url[256];
-  snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
+  snprintf(url, sizeof url, "%s?snapshot=20&check=4", sv.url);
   tern__relay_store *a = relay_url(url), *b = relay_url(url);
   b->ops->fault(b, TERN__RS_FAULT_DEAF, 1);
   alice_to_bob(a, 100, 1);
@@ -801,7 +801,7 @@ static void replicas_agree(uint64_t seed) {
   server sv;
   server_up(&sv);
   char url[256];
-  snprintf(url, sizeof url, "%s?snapshot=20", sv.url);
+  snprintf(url, sizeof url, "%s?snapshot=20&check=4", sv.url);
   tern__relay_store *w[2] = {relay_url(url), relay_url(url)}, *rd = relay_url(url);
   static const char *const snd[3] = {"s0", "s1", "s2"}, *const rcv[3] = {"r0", "r1", "r2"};
   uint64_t next[3] = {1, 1, 1};      /* each sender's next cmid */

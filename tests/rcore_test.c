@@ -278,6 +278,62 @@ static void open_logged(fixture *f, logbook *book, const tern__rstore_config *sc
  * not lost for good: the relay resends from the committed cursor, the
  * device acks again, and the receipt follows. The stats count only what
  * was committed. */
+/* A store whose reads keep failing (a cluster replica going back to a
+ * snapshot) after a failed round: what the round dropped is sent again
+ * once at once, then only as the failure's backoff allows, not in a loop
+ * (it once failed millions of times a second). */
+Test(rcore, a_store_that_keeps_failing_is_not_asked_again_in_a_loop) {
+  fixture f;
+  logbook book;
+  open_logged(&f, &book, NULL);
+  cr_assert_eq(tern__rcore_open(f.rc, 1, "alice", f.dev_a, 0), 0);
+  cr_assert_eq(tern__rcore_open(f.rc, 2, "bob", f.dev_b, 0), 0);
+  input_sync(&f, 1, 0, 0);
+  input_sync(&f, 2, 0, 0);
+  cr_assert_eq(tern__rcore_commit(f.rc, 0), 0);
+  outputs o;
+  take(&f, 0, &o);
+  input_msg(&f, 1, 10, 0, "bob", "one", 3, 10);
+  f.store->ops->fault(f.store, TERN__RS_FAULT_COMMIT, 1);
+  f.store->ops->fault(f.store, TERN__RS_FAULT_DUE, 1);
+  cr_assert_eq(tern__rcore_commit(f.rc, 10), TERN_ESTORE);
+  take(&f, 0, &o);
+  /* Simulated time stands still at 20 ms: each service the relay's loop
+   * would run at once (timeout 0) is counted. */
+  int at_once = 0;
+  for (int i = 0; i < 1000 && tern__rcore_timeout(f.rc, 20) == 0; i++) {
+    tern__rcore_tick(f.rc, 20, WALL + 20);
+    (void)tern__rcore_commit(f.rc, 20);
+    take(&f, 0, &o);
+    at_once++;
+  }
+  cr_assert_leq(at_once, 2, "serviced again at once %d times", at_once);
+  tern__rcore_stats st;
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_leq(st.store_errors, 3, "%llu store errors", (unsigned long long)st.store_errors);
+  /* Over 10 s of failing reads, a bounded number of tries. */
+  for (uint64_t t = 20; t <= 10020; t += 10) {
+    if (tern__rcore_timeout(f.rc, t) != 0) continue;
+    tern__rcore_tick(f.rc, t, WALL + t);
+    (void)tern__rcore_commit(f.rc, t);
+    take(&f, 0, &o);
+  }
+  tern__rcore_get_stats(f.rc, &st);
+  cr_assert_leq(st.store_errors, 30, "%llu store errors in 10 s", (unsigned long long)st.store_errors);
+  /* The store is back: the message reaches bob. */
+  f.store->ops->fault(f.store, TERN__RS_FAULT_DUE, 0);
+  int got = 0;
+  for (uint64_t t = 10030; t <= 14030 && !got; t += 10) {
+    input_msg(&f, 1, 10, 0, "bob", "one", 3, t);
+    tern__rcore_tick(f.rc, t, WALL + t);
+    (void)tern__rcore_commit(f.rc, t);
+    take(&f, 2, &o);
+    got = o.delivers > 0;
+  }
+  cr_assert(got, "delivered once the store answers again");
+  close_fixture(&f);
+}
+
 Test(rcore, failed_commit_answers_busy_and_the_acks_of_the_round_are_redone) {
   fixture f;
   logbook book;

@@ -253,6 +253,7 @@ typedef struct ns {
    * have) and has not yet: the position it was at; when to try again, and
    * to say so again. */
   uint64_t back_from, back_retry_ms, back_said_ms;
+  uint64_t back_void; /* the first entry that may have been wrong (0: none) */
   uint64_t reread_retry_ms; /* a second read failed: not before then */
   /* The cross-check with the other relays (xcheck.h): subject
    * tern.check.<stream>, what the NATS thread heard (under mu). */
@@ -264,6 +265,16 @@ typedef struct ns {
   tern__xcheck_heard *xq;
   size_t xqlen, xqcap;
   unsigned fault_swap; /* TERN__RS_FAULT_SWAP_DELIVERY */
+  /* With the cross-check on, a snapshot is the replica's image at the end
+   * of a window, kept until another relay agreed with that window. */
+  uint8_t *snap_img;
+  size_t snap_len;
+  uint64_t snap_img_pos;
+  /* The window this relay last went back for, outvoted, and its hash then:
+   * the same hash again after reading the log again means the log has
+   * those entries, and it does not go back again for it. */
+  uint64_t out_end;
+  uint8_t out_h[16];
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -780,6 +791,15 @@ static void taken(ns *s, uint64_t seq, const char *id, int verdict) {
   uint64_t end = 0;
   uint8_t h[16];
   if (!tern__xcheck_take(&s->xc, seq, id, verdict, &end, h) || !s->nc) return;
+  /* A window with an entry not yet confirmed is not told: a hash of an
+   * entry the log may not have must not outvote anyone. */
+  const tern__confirm_ent *p = tern__confirm_due(&s->unconf, UINT64_MAX);
+  if (p && p->seq <= end) return;
+  /* A snapshot due: the image at this window's end, written once another
+   * relay agrees with the window (snap_take). */
+  if (s->snap_every && !s->snap_img && end >= s->snap_pos + s->snap_every &&
+      tern__rstore_image(tern__relay_sqlite_engine(s->rep), &s->snap_img, &s->snap_len) == 0)
+    s->snap_img_pos = end;
   uint8_t m[4 + 8 + 16 + 8 + 8];
   memcpy(m, "TXC1", 4);
   put64(m + 4, end);
@@ -821,6 +841,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
           break;
         }
         if (q[i].seq <= s->pos) continue; /* in the snapshot */
+        if (s->back_from || q[i].seq != s->pos + 1) break; /* the gap is still open */
       }
       natsMsg *use = q[i].m;
 #ifdef TERN_TEST_HOOKS
@@ -871,7 +892,11 @@ static int read_by_seq(ns *s, uint64_t upto, int drain) {
        * whose store is behind said so of an entry the log has (seen just
        * after a cut-off server came back): the log's first entry tells. */
       uint64_t first = 0, last = 0;
-      if (log_bounds(s, &first, &last) == 0 && want >= first)
+      if (log_bounds(s, &first, &last) != 0)
+        return fail(s, "cluster store: log entry %llu was not found, and the log's bounds could not "
+                       "be asked for; trying again",
+                    (unsigned long long)want);
+      if (want >= first)
         return fail(s,
                     "cluster store: log entry %llu was not found, though the log starts at %llu: "
                     "the server that answered is behind; trying again",
@@ -1056,6 +1081,8 @@ static int snap_load(ns *s, int *loaded, char *err, size_t errcap) {
   s->st.snapshot_loaded = pos;
   tern__confirm_clear(&s->unconf);
   tern__xcheck_reset(&s->xc, s->check_every, pos);
+  free(s->snap_img);
+  s->snap_img = NULL;
   *loaded = 1;
   tern__logf(s->log, s->log_ctx, 2, "cluster store: loaded the snapshot at log entry %llu (%llu bytes)",
              (unsigned long long)pos, (unsigned long long)len);
@@ -1110,19 +1137,20 @@ static int snap_recover(ns *s, uint64_t need) {
 /* The replica went back (or could not yet: s->back_from stays set, and
  * remote_take tries again a second later): to the newest snapshot or, with
  * none, to entry 0; the log after it is read again from there and every
- * session is woken. Outside a round. Returns 0, or TERN_ESTORE (no
- * snapshot and no first image: the relay stops accepting messages). */
+ * session is woken. Outside a round. Returns 0, or TERN_ESTORE (the first
+ * image cannot be loaded: the relay stops accepting messages). */
 static int go_back(ns *s) {
   int loaded = 0;
   char e[512];
   s->rep->ops->rollback(s->rep, mono_ms());
   int rc = snap_load(s, &loaded, e, sizeof e);
+  if (rc == 0 && !loaded && !s->base_img) {
+    /* It started from a snapshot, so one exists: the server that answered
+     * is behind. */
+    snprintf(e, sizeof e, "no snapshot was found");
+    rc = TERN_ESTORE;
+  }
   if (rc == 0 && !loaded) {
-    if (!s->base_img) {
-      set_broken(s, "the replica took a log entry the log does not have, and there is neither a "
-                    "snapshot nor its first image to go back to");
-      return TERN_ESTORE;
-    }
     if (tern__rstore_load_image(tern__relay_sqlite_engine(s->rep), s->base_img, s->base_len) != 0) {
       char why[480];
       snprintf(why, sizeof why, "going back to the replica's first image failed: %.400s",
@@ -1132,6 +1160,8 @@ static int go_back(ns *s) {
     }
     s->pos = 0;
     tern__xcheck_reset(&s->xc, s->check_every, 0);
+    free(s->snap_img);
+    s->snap_img = NULL;
   }
   if (rc != 0) {
     if (back_later(s))
@@ -1145,11 +1175,12 @@ static int go_back(ns *s) {
   tern__confirm_clear(&s->unconf);
   s->wake_all = 1;
   tern__wake_signal(&s->wake);
-  if (s->audit)
+  if (s->audit && s->back_void)
     tern__logf(s->log, s->log_ctx, 2,
                "cluster store: audit: replica went back to log entry %llu: the digests it logged "
-               "after it are void",
-               (unsigned long long)s->pos);
+               "from log entry %llu on are void",
+               (unsigned long long)s->pos, (unsigned long long)s->back_void);
+  s->back_void = 0;
   tern__logf(s->log, s->log_ctx, 1,
              "cluster store: the replica went back to %s %llu (from %llu) and reads the log again "
              "from there",
@@ -1165,16 +1196,18 @@ static int go_back(ns *s) {
  * Snapshots are written only of confirmed replicas, so the one it loads
  * holds entries the log has. Until it is back it applies nothing and
  * commits nothing. Outside a round. Returns 0 or TERN_ESTORE. */
-/* The replica must go back (counted; go_back() does it). */
-static void must_go_back(ns *s) {
+/* The replica must go back (counted; go_back() does it): the entries from
+ * `wrong` on may not be the log's. */
+static void must_go_back(ns *s, uint64_t wrong) {
   s->st.resyncs++;
   s->back_from = s->pos ? s->pos : 1;
   s->back_said_ms = 0;
+  s->back_void = wrong ? wrong : 1;
 }
 
 static int resync(ns *s, uint64_t seq, const char *took, const char *has, const char *how) {
   int own = strncmp(took, s->idprefix, strlen(s->idprefix)) == 0;
-  must_go_back(s);
+  must_go_back(s, seq);
   tern__logf(s->log, s->log_ctx, 0,
              "cluster store: this replica took log entry %llu (writer %s) where the log has %s%s%s "
              "(%s): a NATS server that had lost its leadership answered; it goes back to the "
@@ -1204,7 +1237,24 @@ static int heard(ns *s) {
   free(q);
   uint64_t bad = tern__xcheck_outvoted(&s->xc);
   if (!bad || s->back_from) return 0;
-  must_go_back(s);
+  uint8_t h[16];
+  int have = tern__xcheck_own(&s->xc, bad, h);
+  if (have && bad == s->out_end && memcmp(h, s->out_h, 16) == 0) {
+    /* Read again, the same entries: the log has them. The others hold a
+     * replica of their own (or hashed entries that were not yet
+     * confirmed); going back again would change nothing. */
+    tern__xcheck_settle(&s->xc, bad);
+    tern__logf(s->log, s->log_ctx, 0,
+               "cluster store: after reading the log again this replica still hashes log entries "
+               "%llu-%llu as before, while two or more other relays hash them otherwise: the log "
+               "has what this replica took, and it does not go back again (the others may hold "
+               "entries the log does not have)",
+               (unsigned long long)(bad - s->check_every + 1), (unsigned long long)bad);
+    return 0;
+  }
+  s->out_end = have ? bad : 0;
+  if (have) memcpy(s->out_h, h, 16);
+  must_go_back(s, bad > s->check_every ? bad - s->check_every + 1 : 1);
   s->st.outvoted++;
   tern__logf(s->log, s->log_ctx, 0,
              "cluster store: two or more other relays hashed log entries %llu-%llu differently from "
@@ -1295,12 +1345,27 @@ static int publish_to(ns *s, const char *subject, const uint8_t *p, size_t n, js
  * newest one, and compacts the log (outside a round). Failures are logged
  * and retried 10 s later; they lose nothing (the log is whole). */
 static void snap_take(ns *s) {
-  if (!s->snap_every || s->in_round || s->broken[0] || s->pos < s->snap_pos + s->snap_every) return;
+  if (!s->snap_every || s->in_round || s->broken[0] || s->back_from) return;
+  uint64_t at = s->pos; /* the image's position */
+  if (s->check_every) {
+    /* The image kept at a window's end, once another relay agreed with
+     * that window (or none is heard); one never agreed four windows on,
+     * or disputed, is dropped, and the next window's end taken. */
+    if (!s->snap_img) return;
+    at = s->snap_img_pos;
+    int ok = tern__xcheck_may_snapshot(&s->xc, at, mono_ms(), XCHECK_QUIET_MS);
+    if (!ok && (s->pos >= at + 4 * s->check_every || tern__xcheck_disputed(&s->xc, at))) {
+      free(s->snap_img);
+      s->snap_img = NULL;
+    }
+    if (!ok) return;
+  } else if (s->pos < s->snap_pos + s->snap_every) {
+    return;
+  }
   /* Only a confirmed replica is written: a snapshot must not spread an
    * entry the log does not have. */
-  if (tern__confirm_pending(&s->unconf) || s->back_from) return;
-  /* Nor one the other relays have not agreed with (when there are any). */
-  if (!tern__xcheck_may_snapshot(&s->xc, s->pos, mono_ms(), XCHECK_QUIET_MS)) return;
+  const tern__confirm_ent *p = tern__confirm_due(&s->unconf, UINT64_MAX);
+  if (p && p->seq <= at) return;
   uint64_t now = mono_ms();
   if (now < s->snap_retry_ms || !atomic_load(&s->connected)) return;
   s->snap_retry_ms = now + 10000;
@@ -1318,15 +1383,18 @@ static void snap_take(ns *s) {
     if (snap_parse(h, &pos, &len, &n, &hash, &seqs) == 0) prev = pos;
     if (prev > s->snap_pos) s->snap_pos = prev;
     natsMsg_Destroy(h);
-    if (s->pos < s->snap_pos + s->snap_every) { /* another relay did it */
+    if (at < s->snap_pos + s->snap_every) { /* another relay did it */
       s->snap_retry_ms = 0;
+      free(s->snap_img);
+      s->snap_img = NULL;
       return;
     }
   }
-  uint8_t *img = NULL;
-  size_t len = 0;
-  if (tern__rstore_image(tern__relay_sqlite_engine(s->rep), &img, &len) != 0) return;
-  uint64_t pos = s->pos;
+  uint8_t *img = s->snap_img;
+  size_t len = s->snap_len;
+  s->snap_img = NULL;
+  if (!img && tern__rstore_image(tern__relay_sqlite_engine(s->rep), &img, &len) != 0) return;
+  uint64_t pos = at;
   size_t chunk = s->max_entry - 4096, nchunks = len ? (len + chunk - 1) / chunk : 1;
   uint8_t *part = malloc(20 + chunk), *head = malloc(60 + 8 * nchunks);
   uint64_t first = 0;
@@ -2115,6 +2183,7 @@ static void on_check(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
       h->from = get64(d + 28);
     }
     pthread_mutex_unlock(&s->mu);
+    tern__wake_signal(&s->wake);
   }
   natsMsg_Destroy(m);
 }
@@ -2212,6 +2281,7 @@ static void n_close(tern__relay_store *st) {
   touched_free(&s->t_dev);
   tern__confirm_free(&s->unconf);
   free(s->base_img);
+  free(s->snap_img);
   tern__wake_close(&s->wake);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);

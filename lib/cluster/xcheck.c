@@ -108,3 +108,29 @@ int tern__xcheck_may_snapshot(const tern__xcheck *x, uint64_t pos, uint64_t now_
   }
   return last_agreed;
 }
+
+int tern__xcheck_disputed(const tern__xcheck *x, uint64_t pos) {
+  for (size_t i = 0; x->every && i < TERN__XCHECK_OWN; i++) {
+    const tern__xcheck_win *w = &x->own[i];
+    if (w->end && w->end <= pos && w->ndisagree && !w->nagree) return 1;
+  }
+  return 0;
+}
+
+int tern__xcheck_own(const tern__xcheck *x, uint64_t end, uint8_t h[16]) {
+  if (!x->every || !end) return 0;
+  const tern__xcheck_win *w = &x->own[(end / x->every) % TERN__XCHECK_OWN];
+  if (w->end != end) return 0;
+  memcpy(h, w->h, 16);
+  return 1;
+}
+
+void tern__xcheck_settle(tern__xcheck *x, uint64_t end) {
+  if (!x->every || !end) return;
+  tern__xcheck_win *w = slot(x, end);
+  if (w->end != end) return;
+  w->ndisagree = 0;
+  /* And what waits for it in the ring: it would vote again. */
+  for (size_t i = 0; i < TERN__XCHECK_HEARD; i++)
+    if (x->heard[i].end == end) x->heard[i].end = 0;
+}

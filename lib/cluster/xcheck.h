@@ -72,6 +72,18 @@ uint64_t tern__xcheck_outvoted(const tern__xcheck *x);
  * or below pos was hashed differently by any relay without one alike. */
 int tern__xcheck_may_snapshot(const tern__xcheck *x, uint64_t pos, uint64_t now_ms, uint64_t quiet_ms);
 
+/* 1 if a remembered own window at or below pos was hashed differently by
+ * some relay and alike by none. */
+int tern__xcheck_disputed(const tern__xcheck *x, uint64_t pos);
+
+/* This relay's hash of the window ending at `end`, if remembered: 1 with h
+ * filled, else 0. */
+int tern__xcheck_own(const tern__xcheck *x, uint64_t end, uint8_t h[16]);
+
+/* Forgets what others said of the window ending at `end` (this relay read
+ * the log again and took the same entries: the log has them). */
+void tern__xcheck_settle(tern__xcheck *x, uint64_t end);
+
 /* A sender's tag: the first 8 bytes of BLAKE2b of its id. */
 uint64_t tern__xcheck_tag(const char *id);
 

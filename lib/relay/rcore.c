@@ -1600,6 +1600,15 @@ int tern__rcore_next(tern__rcore *rc, tern__rcore_out *out) {
   return 1;
 }
 
+/* What a failed round dropped is sent again at once after one failure;
+ * while the store goes on failing (a second failure in a row), only once
+ * the failure's backoff (acks_at_ms) has passed: a store whose reads keep
+ * failing (a cluster replica going back to a snapshot) was asked again in
+ * a loop, millions of times a second. */
+static int repump_due(const tern__rcore *rc, uint64_t now_ms) {
+  return rc->fail_streak <= 1 || now_ms >= rc->acks_at_ms;
+}
+
 int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   uint64_t best = rc->next_expire_ms;
   uint64_t wake = rc->store->ops->wake_ms(rc->store);
@@ -1610,7 +1619,10 @@ int tern__rcore_timeout(const tern__rcore *rc, uint64_t now_ms) {
   for (const conn *c = rc->busy; c; c = c->bnext) {
     if (c->ack_more && rc->acks_at_ms < best) best = rc->acks_at_ms;
     if (!c->confirmed) continue;
-    if (c->repump) return 0;
+    if (c->repump) {
+      if (repump_due(rc, now_ms)) return 0;
+      if (rc->acks_at_ms < best) best = rc->acks_at_ms;
+    }
     if (c->budget_wait && budget_room(rc)) return 0;
     if (c->copies && c->copies->due_ms < best) best = c->copies->due_ms;
     if (c->sent_upto > c->cursor && c->progress_ms + rc->cfg.resend_ms < best)
@@ -1643,7 +1655,7 @@ static void tick_conn(tern__rcore *rc, conn *c, uint64_t now_ms) {
     c->budget_wait = 0; /* pump() sets it again if the room is taken first */
     pump(rc, c, now_ms);
   }
-  if (c->repump) {
+  if (c->repump && repump_due(rc, now_ms)) {
     c->repump = 0;
     /* A group's GROUP_FLOOR may have been dropped with the round. */
     if (c->group) start_group(rc, c, now_ms);

@@ -32,6 +32,7 @@ typedef struct sqlite_store {
   int fault_dup;
   int fault_carbon2;
   int fault_leave_early;
+  int fault_due;
 #endif
 } sqlite_store;
 
@@ -138,6 +139,9 @@ static int sq_put(tern__relay_store *st, tern__rs_put *put, size_t n) {
 static int sq_due(tern__relay_store *st, const char *user, uint64_t after, size_t limit,
                   int (*cb)(void *ctx, const tern__rmsg *m), void *ctx) {
   int rc = ensure_txn(S(st));
+#ifdef TERN_TEST_HOOKS
+  if (rc == 0 && S(st)->fault_due) return TERN_ESTORE;
+#endif
   return rc < 0 ? rc : tern__rstore_fetch(S(st)->db, user, after, limit, cb, ctx);
 }
 
@@ -331,6 +335,7 @@ static void sq_fault(tern__relay_store *st, int kind, unsigned n) {
   else if (kind == TERN__RS_FAULT_DUP) S(st)->fault_dup = n != 0;
   else if (kind == TERN__RS_FAULT_CARBON2) S(st)->fault_carbon2 = n != 0;
   else if (kind == TERN__RS_FAULT_LEAVE_EARLY) tern__rstore_fault_leave_early(S(st)->db, n != 0);
+  else if (kind == TERN__RS_FAULT_DUE) S(st)->fault_due = n != 0;
 }
 #endif
 

@@ -348,7 +348,10 @@ enum { TERN__RS_FAULT_COMMIT = 1, TERN__RS_FAULT_DUP = 2, TERN__RS_FAULT_CARBON2
        /* The cluster store's next `n` delivered entries are replaced by
         * the one delivered after them, as a server that lost its
         * leadership can deliver an entry the log does not have. */
-       TERN__RS_FAULT_SWAP_DELIVERY = 10 };
+       TERN__RS_FAULT_SWAP_DELIVERY = 10,
+       /* The SQLite store's due() fails while n is 1, as a store whose
+        * reads keep failing (a cluster replica going back) does. */
+       TERN__RS_FAULT_DUE = 11 };
 #endif
 
 /* A backend's instance starts with this. */
