@@ -275,6 +275,20 @@ typedef struct ns {
    * those entries, and it does not go back again for it. */
   uint64_t out_end;
   uint8_t out_h[16];
+  /* Said once every entry up to their position is confirmed (a relay that
+   * commits in place faster than its subscription delivers has entries
+   * pending nearly all the time, each for a moment): window hashes to
+   * tell, and audit digests to log. */
+  struct {
+    uint64_t end;
+    uint8_t h[16];
+  } untold[16];
+  size_t nuntold;
+  struct {
+    uint64_t pos;
+    uint8_t d[16];
+  } unsaid[4];
+  size_t nunsaid;
   /* What the NATS thread queues. */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -612,17 +626,32 @@ static void set_broken(ns *s, const char *why) {
  * multiple of N the replica's digest is logged, so that relays can be
  * compared line by line; replicas that applied the same entries have the
  * same digest. Called where the position has just moved, outside a round. */
-static void audited(ns *s) {
-  /* Only a confirmed replica: one that took an entry the log does not
-   * have finds out, and goes back, within seconds (resync()). */
-  if (!s->audit || s->pos % s->audit != 0 || tern__confirm_pending(&s->unconf) || s->back_from)
-    return;
-  uint8_t d[16];
+/* 1 if every entry up to `seq` is confirmed (none pending). */
+static int confirmed_to(const ns *s, uint64_t seq) {
+  const tern__confirm_ent *p = tern__confirm_due(&s->unconf, UINT64_MAX);
+  return !p || p->seq > seq;
+}
+
+static void say_digest(ns *s, uint64_t pos, const uint8_t d[16]) {
   char hex[33];
-  if (tern__rstore_digest(tern__relay_sqlite_engine(s->rep), d) != 0) return;
-  sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+  sodium_bin2hex(hex, sizeof hex, d, 16);
   tern__logf(s->log, s->log_ctx, 2, "cluster store: audit: replica at log entry %llu has digest %s",
-             (unsigned long long)s->pos, hex);
+             (unsigned long long)pos, hex);
+}
+
+static void audited(ns *s) {
+  if (!s->audit || s->pos % s->audit != 0 || s->back_from) return;
+  uint8_t d[16];
+  if (tern__rstore_digest(tern__relay_sqlite_engine(s->rep), d) != 0) return;
+  /* Said only of a confirmed replica: one that took an entry the log does
+   * not have finds out, and goes back, within seconds (resync()); until
+   * then the digest waits (said_pending()). */
+  if (confirmed_to(s, s->pos)) {
+    say_digest(s, s->pos, d);
+  } else if (s->nunsaid < sizeof s->unsaid / sizeof s->unsaid[0]) {
+    s->unsaid[s->nunsaid].pos = s->pos;
+    memcpy(s->unsaid[s->nunsaid++].d, d, 16);
+  }
 }
 
 /* An entry's first op codes for a log line: "1,4,4" (nopc of its nops
@@ -787,19 +816,8 @@ static void took(ns *s, uint64_t seq, natsMsg *m, int rc) {
  * the cross-check's window, whose hash, when the window ends, the other
  * relays are told (core NATS, no answer awaited; a lost one only leaves a
  * window unchecked). */
-static void taken(ns *s, uint64_t seq, const char *id, int verdict) {
-  uint64_t end = 0;
-  uint8_t h[16];
-  if (!tern__xcheck_take(&s->xc, seq, id, verdict, &end, h) || !s->nc) return;
-  /* A window with an entry not yet confirmed is not told: a hash of an
-   * entry the log may not have must not outvote anyone. */
-  const tern__confirm_ent *p = tern__confirm_due(&s->unconf, UINT64_MAX);
-  if (p && p->seq <= end) return;
-  /* A snapshot due: the image at this window's end, written once another
-   * relay agrees with the window (snap_take). */
-  if (s->snap_every && !s->snap_img && end >= s->snap_pos + s->snap_every &&
-      tern__rstore_image(tern__relay_sqlite_engine(s->rep), &s->snap_img, &s->snap_len) == 0)
-    s->snap_img_pos = end;
+static void tell(ns *s, uint64_t end, const uint8_t h[16]) {
+  if (!s->nc) return;
   uint8_t m[4 + 8 + 16 + 8 + 8];
   memcpy(m, "TXC1", 4);
   put64(m + 4, end);
@@ -807,6 +825,44 @@ static void taken(ns *s, uint64_t seq, const char *id, int verdict) {
   put64(m + 28, s->my_tag);
   put64(m + 36, s->check_every);
   (void)natsConnection_Publish(s->nc, s->xsubject, m, (int)sizeof m);
+}
+
+static void taken(ns *s, uint64_t seq, const char *id, int verdict) {
+  uint64_t end = 0;
+  uint8_t h[16];
+  if (!tern__xcheck_take(&s->xc, seq, id, verdict, &end, h)) return;
+  /* A snapshot due: the image at this window's end, written once another
+   * relay agrees with the window and every entry up to it is confirmed
+   * (snap_take). */
+  if (s->snap_every && !s->snap_img && end >= s->snap_pos + s->snap_every &&
+      tern__rstore_image(tern__relay_sqlite_engine(s->rep), &s->snap_img, &s->snap_len) == 0)
+    s->snap_img_pos = end;
+  /* A window with an entry not yet confirmed is told once it is (a hash
+   * of an entry the log may not have must not outvote anyone). */
+  if (confirmed_to(s, end)) tell(s, end, h);
+  else if (s->nuntold < sizeof s->untold / sizeof s->untold[0]) {
+    s->untold[s->nuntold].end = end;
+    memcpy(s->untold[s->nuntold++].h, h, 16);
+  }
+}
+
+/* The window hashes and audit digests that waited for their entries to be
+ * confirmed: told and said, in order, as far as the entries are. */
+static void said_pending(ns *s) {
+  size_t k = 0;
+  while (k < s->nuntold && confirmed_to(s, s->untold[k].end)) {
+    tell(s, s->untold[k].end, s->untold[k].h);
+    k++;
+  }
+  memmove(s->untold, s->untold + k, (s->nuntold - k) * sizeof s->untold[0]);
+  s->nuntold -= k;
+  k = 0;
+  while (k < s->nunsaid && confirmed_to(s, s->unsaid[k].pos)) {
+    say_digest(s, s->unsaid[k].pos, s->unsaid[k].d);
+    k++;
+  }
+  memmove(s->unsaid, s->unsaid + k, (s->nunsaid - k) * sizeof s->unsaid[0]);
+  s->nunsaid -= k;
 }
 
 /* Takes what the NATS thread queued and applies it (outside a round),
@@ -862,6 +918,7 @@ static int apply_queued(ns *s, uint64_t upto, uint64_t deadline_ms) {
     }
     for (size_t k = 0; k < n; k++) natsMsg_Destroy(q[k].m);
     free(q);
+    said_pending(s);
     if (rc < 0) {
       s->rep->ops->rollback(s->rep, mono_ms());
       return rc;
@@ -1199,6 +1256,8 @@ static int go_back(ns *s) {
 /* The replica must go back (counted; go_back() does it): the entries from
  * `wrong` on may not be the log's. */
 static void must_go_back(ns *s, uint64_t wrong) {
+  /* What waited to be said describes the replica it leaves. */
+  s->nuntold = s->nunsaid = 0;
   s->st.resyncs++;
   s->back_from = s->pos ? s->pos : 1;
   s->back_said_ms = 0;
@@ -1349,12 +1408,12 @@ static void snap_take(ns *s) {
   uint64_t at = s->pos; /* the image's position */
   if (s->check_every) {
     /* The image kept at a window's end, once another relay agreed with
-     * that window (or none is heard); one never agreed four windows on,
-     * or disputed, is dropped, and the next window's end taken. */
+     * that window (or none is heard); one never agreed 16 windows on, or
+     * disputed, is dropped, and the next window's end taken. */
     if (!s->snap_img) return;
     at = s->snap_img_pos;
     int ok = tern__xcheck_may_snapshot(&s->xc, at, mono_ms(), XCHECK_QUIET_MS);
-    if (!ok && (s->pos >= at + 4 * s->check_every || tern__xcheck_disputed(&s->xc, at))) {
+    if (!ok && (s->pos >= at + 16 * s->check_every || tern__xcheck_disputed(&s->xc, at))) {
       free(s->snap_img);
       s->snap_img = NULL;
     }
@@ -2049,6 +2108,7 @@ static int n_remote_take(tern__relay_store *st, void (*inbox)(void *ctx, const c
   }
   if (heard(s) < 0) return TERN_ESTORE;
   if (atomic_load(&s->connected) && reread(s) < 0) return TERN_ESTORE;
+  said_pending(s);
   snap_take(s);
   if (s->wake_all) {
     s->wake_all = 0;
