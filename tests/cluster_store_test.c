@@ -270,8 +270,7 @@ Test(cluster, losing_the_cluster_is_busy_not_loss) {
   cr_assert_eq(a->ops->put(a, &p, 1), 0);
   cr_assert_eq(a->ops->commit(a, 0), 0);
 
-  kill(sv.pid, SIGKILL);
-  waitpid(sv.pid, NULL, 0);
+  nats_kill(sv.pid);
   for (int i = 0; i < 300 && a->ops->room(a, 10) != TERN__RS_FULL; i++) sleep_ms(10);
   cr_assert_eq(a->ops->room(a, 10), TERN__RS_FULL, "no new messages without the cluster");
   tern__rs_put q = msg("alice", DEV_A, "bob", 2, "lost?");

@@ -14,6 +14,45 @@
 
 #include "tern_test.h"
 
+/* Servers started and not yet killed, and the stores of nats_up(): a
+ * test that fails (a Criterion assertion ends its worker) leaves neither
+ * behind; the worker's exit kills and removes them. */
+static pid_t live[16];
+static char dirs[8][64];
+
+static void leftovers(void) {
+  for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+    if (live[i] > 0) {
+      kill(live[i], SIGKILL);
+      waitpid(live[i], NULL, 0);
+      live[i] = 0;
+    }
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    if (dirs[i][0]) {
+      tt_rmtree(dirs[i]);
+      dirs[i][0] = 0;
+    }
+}
+
+static void track(pid_t pid, int on) {
+  static int registered;
+  if (!registered) registered = atexit(leftovers) == 0;
+  for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+    if (on ? live[i] <= 0 : live[i] == pid) {
+      live[i] = on ? pid : 0;
+      return;
+    }
+}
+
+static void track_dir(const char *dir, int on) {
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    if (on ? !dirs[i][0] : !strcmp(dirs[i], dir)) {
+      if (on) snprintf(dirs[i], sizeof dirs[i], "%s", dir);
+      else dirs[i][0] = 0;
+      return;
+    }
+}
+
 int nats_free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -48,6 +87,7 @@ pid_t nats_start(int port, const char *dir, int js) {
       execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", p, (char *)NULL);
     _exit(127);
   }
+  track(pid, 1);
   for (int i = 0; i < 100 && !port_open(port); i++) {
     struct timespec ts = {0, 50 * 1000000};
     nanosleep(&ts, NULL);
@@ -59,12 +99,14 @@ pid_t nats_start(int port, const char *dir, int js) {
 void nats_kill(pid_t pid) {
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
+  track(pid, 0);
 }
 
 void nats_up(natsrv *sv) {
   sv->port = nats_free_port();
-  snprintf(sv->dir, sizeof sv->dir, "/tmp/tern-nats-XXXXXX");
+  snprintf(sv->dir, sizeof sv->dir, "/tmp/tern-test-nats-XXXXXX");
   cr_assert(mkdtemp(sv->dir));
+  track_dir(sv->dir, 1);
   snprintf(sv->url, sizeof sv->url, "nats://127.0.0.1:%d", sv->port);
   sv->pid = nats_start(sv->port, sv->dir, 1);
 }
@@ -72,4 +114,5 @@ void nats_up(natsrv *sv) {
 void nats_down(natsrv *sv) {
   nats_kill(sv->pid);
   tt_rmtree(sv->dir);
+  track_dir(sv->dir, 0);
 }
