@@ -7,7 +7,11 @@
 # --drain-deadline, and is restarted at once on the same port and store.
 # Then: every message the clients accepted arrives exactly once, in order
 # (lost 0, duplicated 0, printed), and the reconnects are spread: the
-# busiest second holds at most twice the stated rate N / --drain-spread.
+# delays ternd told hold at most twice the stated rate N / --drain-spread
+# in any second, and the reconnects as they happened at most twice that
+# rate over any two seconds (a client process that stalls for a moment,
+# as under the sanitizers, reconnects its backlog in the next second: a
+# CI run under ASan saw 34 then 255 against a limit of 250 a second).
 # Also ternctl drain (the same path by the admin socket) on a small relay.
 # Usage: drain_test.sh BUILD_DIR
 set -euo pipefail
@@ -96,8 +100,13 @@ print(f"told GOAWAY: {goaway} of {n}; delays {min(delays)}..{max(delays)} ms")
 print(f"reconnected: {len(connects)}; stated rate {rate:.0f}/s (N / drain-spread)")
 print("reconnects per second after the restart: " + " ".join(f"{k}s:{b[k]}" for k in sorted(b)))
 busiest = max(b.values()) if b else 0
-print(f"busiest second: {busiest} (limit {2 * rate:.0f})")
-ok = goaway == n and len(connects) == n and busiest <= 2 * rate and max(delays) <= spread * 1000
+pair = max((b[k] + b[k + 1] for k in list(b)), default=0)
+told = collections.Counter(d // 1000 for d in delays)
+told_busiest = max(told.values()) if told else 0
+print(f"busiest second: {busiest}, busiest two seconds: {pair} (limit {4 * rate:.0f}); "
+      f"busiest second of the told delays: {told_busiest} (limit {2 * rate:.0f})")
+ok = (goaway == n and len(connects) == n and pair <= 4 * rate and told_busiest <= 2 * rate
+      and max(delays) <= spread * 1000)
 sys.exit(0 if ok else 1)
 PY
 [ $? = 0 ] || fail "reconnects not spread as stated"
