@@ -42,8 +42,11 @@ if [ "${1:-}" = "--sanitize" ]; then
   # runs under the sanitizers in cluster_store_test, cluster_relay_test and
   # relay_store_nats_test, against real servers; cluster_chaos_test (3 NATS
   # nodes and 3 relays as processes, about 40 s) drives the same code and
-  # runs once, in the plain build.
-  skip=(-E 'nat_keepalive_test|linkem_selftest|budget_test|cookie_flood_test|cluster_chaos_test')
+  # runs once, in the plain build. drain_test (1,000 clients, about 37 s
+  # here) measures how reconnects spread in time, which a sanitized relay
+  # and clients distort (it failed here once on a one-second burst); the
+  # drain path runs under the sanitizers in drain_signals_test.
+  skip=(-E 'nat_keepalive_test|linkem_selftest|budget_test|cookie_flood_test|cluster_chaos_test|drain_test')
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 elif [ "${1:-}" = "--poll" ]; then
