@@ -508,6 +508,15 @@ Test(cluster, a_replica_that_took_an_entry_the_log_lacks_goes_back_to_entry_0, .
   stale_read("?snapshot=0", 0);
 }
 
+/* bob's message 1 to carol again, through b: answered EARLIER (its entry
+ * is in the log and applied, though its commit was refused). */
+static void bob_resends_b1(tern__relay_store *b, const char *why) {
+  tern__rs_put again = msg("bob", DEV_B, "carol", 1, "b1");
+  cr_assert_eq(b->ops->put(b, &again, 1), 0);
+  cr_assert_eq(again.result, TERN__RS_EARLIER, "%s", why);
+  cr_assert_eq(b->ops->commit(b, 0), 0);
+}
+
 /* A relay acknowledged at a sequence the log gave another relay's entry
  * (a server that lost its leadership answered; here the fault names the
  * sequence before its own) sees the other entry delivered there and rolls
@@ -535,10 +544,7 @@ Test(cluster, an_acknowledgement_the_log_contradicts_rolls_the_round_back) {
     (void)take(b);
     stats(b, &sb);
   }
-  tern__rs_put again = msg("bob", DEV_B, "carol", 1, "b1");
-  cr_assert_eq(b->ops->put(b, &again, 1), 0);
-  cr_assert_eq(again.result, TERN__RS_EARLIER, "b's entry is in the log and applied: nothing lost");
-  cr_assert_eq(b->ops->commit(b, 0), 0);
+  bob_resends_b1(b, "b's entry is in the log and applied: nothing lost");
   tern__nats_stats sa;
   for (int i = 0; i < 100; i++) {
     (void)take(a);
@@ -577,10 +583,7 @@ Test(cluster, an_acknowledgement_at_another_writers_later_entry_is_not_taken_for
     (void)take(b);
     stats(b, &sb);
   }
-  tern__rs_put again = msg("bob", DEV_B, "carol", 1, "b1");
-  cr_assert_eq(b->ops->put(b, &again, 1), 0);
-  cr_assert_eq(again.result, TERN__RS_EARLIER, "b's entry, further on, is applied: nothing lost");
-  cr_assert_eq(b->ops->commit(b, 0), 0);
+  bob_resends_b1(b, "b's entry, further on, is applied: nothing lost");
   a->ops->close(a);
   b->ops->close(b);
   server_down(&sv);
@@ -609,10 +612,7 @@ Test(cluster, an_own_round_committed_on_a_wrong_acknowledgement_is_found_and_und
   settle_like(a, b);
   stats(b, &sb);
   cr_assert_eq(sb.resyncs, 1);
-  tern__rs_put again = msg("bob", DEV_B, "carol", 1, "b1");
-  cr_assert_eq(b->ops->put(b, &again, 1), 0);
-  cr_assert_eq(again.result, TERN__RS_EARLIER, "b's entry, further on, is applied");
-  cr_assert_eq(b->ops->commit(b, 0), 0);
+  bob_resends_b1(b, "b's entry, further on, is applied");
   a->ops->close(a);
   b->ops->close(b);
   server_down(&sv);

@@ -272,12 +272,6 @@ static void open_logged(fixture *f, logbook *book, const tern__rstore_config *sc
   memset(f->dev_b, 0xbb, 32);
 }
 
-/* The COMMIT itself fails (a full disk in WAL mode fails there, not at
- * the append): the round's message gets BUSY, not silence; the failure is
- * logged with the store's reason; the device's ack in the same round is
- * not lost for good: the relay resends from the committed cursor, the
- * device acks again, and the receipt follows. The stats count only what
- * was committed. */
 /* A store whose reads keep failing (a cluster replica going back to a
  * snapshot) after a failed round: what the round dropped is sent again
  * once at once, then only as the failure's backoff allows, not in a loop
@@ -334,6 +328,12 @@ Test(rcore, a_store_that_keeps_failing_is_not_asked_again_in_a_loop) {
   close_fixture(&f);
 }
 
+/* The COMMIT itself fails (a full disk in WAL mode fails there, not at
+ * the append): the round's message gets BUSY, not silence; the failure is
+ * logged with the store's reason; the device's ack in the same round is
+ * not lost for good: the relay resends from the committed cursor, the
+ * device acks again, and the receipt follows. The stats count only what
+ * was committed. */
 Test(rcore, failed_commit_answers_busy_and_the_acks_of_the_round_are_redone) {
   fixture f;
   logbook book;
