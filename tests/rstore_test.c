@@ -1150,17 +1150,20 @@ Test(rstore, a_full_disk_always_leaves_room_for_the_checkpoint_and_the_acks) {
  * after SETTLED, a device's rows below its floor are gone, the floor is
  * kept across a reopen and never goes down, and other devices keep
  * theirs. */
-static int64_t dedup_rows(const char *path) {
+/* One integer read by another connection (0 without a row). */
+static uint64_t read_u64(const char *path, const char *q_text) {
   sqlite3 *db = NULL;
-  sqlite3_stmt *q = NULL;
   cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-  cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM dedup", -1, &q, NULL), SQLITE_OK);
-  cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
-  int64_t n = sqlite3_column_int64(q, 0);
+  sqlite3_stmt *q = NULL;
+  cr_assert_eq(sqlite3_prepare_v2(db, q_text, -1, &q, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+  uint64_t v = 0;
+  if (sqlite3_step(q) == SQLITE_ROW) v = (uint64_t)sqlite3_column_int64(q, 0);
   sqlite3_finalize(q);
   sqlite3_close(db);
-  return n;
+  return v;
 }
+
+static int64_t dedup_rows(const char *path) { return (int64_t)read_u64(path, "SELECT count(*) FROM dedup"); }
 
 Test(rstore, settled_cmids_leave_no_dedup_rows) {
   tern__rstore *s = open_at(dbpath, 0);
@@ -1238,4 +1241,67 @@ Test(rstore, digest_follows_the_rows_not_the_history) {
   tern__rstore_close(a);
   tern__rstore_close(b);
   tern__rstore_close(c);
+}
+
+/* The counters every append moves (an inbox's next seq, a chain's last)
+ * are cached and written back at COMMIT (spec/store.md, "Counters cached
+ * per transaction"): another connection sees them after the commit, and
+ * neither a failed commit nor a loaded image leaves the cache ahead of
+ * the tables. */
+
+Test(rstore, cached_counters_reach_the_tables_at_commit) {
+  tern__rstore *s = open_at(dbpath, 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  for (uint64_t i = 1; i <= 3; i++) put(s, "alice", "carol", 1, i, 1, NULL);
+  put(s, "alice", "dave", 2, 1, 1, NULL);
+  cr_assert_eq(read_u64(dbpath, "SELECT count(*) FROM users"), 0, "nothing before the commit");
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(read_u64(dbpath, "SELECT next_seq FROM users WHERE user = 'alice'"), 5);
+  cr_assert_eq(read_u64(dbpath, "SELECT last_seq FROM chains WHERE user = 'alice' AND sender = 'carol'"), 3);
+  cr_assert_eq(read_u64(dbpath, "SELECT last_seq FROM chains WHERE user = 'alice' AND sender = 'dave'"), 4);
+  /* Alone (no transaction), an append writes its counters at once. */
+  put(s, "bob", "carol", 1, 9, 1, NULL);
+  cr_assert_eq(read_u64(dbpath, "SELECT next_seq FROM users WHERE user = 'bob'"), 2);
+  tern__rstore_close(s);
+  s = open_at(dbpath, 0);
+  uint64_t prev = 0;
+  cr_assert_eq(put(s, "alice", "carol", 1, 4, 1, &prev), 5);
+  cr_assert_eq(prev, 3);
+  tern__rstore_close(s);
+}
+
+Test(rstore, a_failed_commit_forgets_the_cached_counters) {
+  tern__rstore *s = open_mem();
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, NULL), 2);
+  tern__rstore_fault_commit(s, 1);
+  cr_assert_eq(tern__rstore_commit(s), TERN_ESTORE);
+  cr_assert_eq(tern__rstore_in_txn(s), 0);
+  uint64_t prev = 0;
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  cr_assert_eq(put(s, "alice", "carol", 1, 2, 1, &prev), 2, "seq 2 again: the failed commit took it back");
+  cr_assert_eq(prev, 1);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  tern__rstore_close(s);
+}
+
+Test(rstore, a_loaded_image_brings_its_own_counters) {
+  tern__rstore *s = open_mem();
+  put(s, "alice", "carol", 1, 1, 1, NULL);
+  put(s, "alice", "carol", 1, 2, 1, NULL);
+  uint8_t *img = NULL;
+  size_t len = 0;
+  cr_assert_eq(tern__rstore_image(s, &img, &len), 0);
+  cr_assert_eq(tern__rstore_begin(s), 0);
+  for (uint64_t i = 3; i <= 5; i++) put(s, "alice", "carol", 1, i, 1, NULL);
+  cr_assert_eq(tern__rstore_commit(s), 0);
+  cr_assert_eq(tern__rstore_load_image(s, img, len), 0);
+  free(img);
+  uint64_t prev = 0;
+  cr_assert_eq(put(s, "alice", "carol", 1, 3, 1, &prev), 3, "the image's next seq, not the cache's 6");
+  cr_assert_eq(prev, 2);
+  tern__rstore_close(s);
 }

@@ -9,6 +9,8 @@
  * (and its bindings cleared) before the function that stepped it returns.
  */
 #include "store/rstore.h"
+
+#include "store/seqcache.h"
 #include "store/sqlite.h"
 
 #include <errno.h>
@@ -119,8 +121,8 @@ enum {
   Q_DEDUP_GET,
   Q_DEDUP_PUT,
   Q_DEDUP_REPLACE,
-  Q_SEQ_NEXT,
-  Q_SEQ_LAST,
+  Q_SEQ_GET,
+  Q_SEQ_SET,
   Q_CHAIN_GET,
   Q_CHAIN_PUT,
   Q_INBOX_PUT,
@@ -185,10 +187,11 @@ static const char *const sql[Q_N] = {
     [Q_DEDUP_PUT] = "INSERT INTO dedup(dev, cmid, user, seq, ts) VALUES(?1, ?2, ?3, ?4, ?5)",
     [Q_DEDUP_REPLACE] = ("INSERT OR REPLACE INTO dedup(dev, cmid, user, seq, ts)"
                         " VALUES(?1, ?2, ?3, ?4, ?5)"),
-    [Q_SEQ_NEXT] = ("INSERT INTO users(user, next_seq) VALUES(?1, 2)"
-                   " ON CONFLICT(user) DO UPDATE SET next_seq = next_seq + 1"
-                   " RETURNING next_seq - 1"),
-    [Q_SEQ_LAST] = "SELECT next_seq - 1 FROM users WHERE user = ?1",
+    /* users and chains are read and written through the counter cache
+     * (seqcache.h): read once, written back at COMMIT. */
+    [Q_SEQ_GET] = "SELECT next_seq FROM users WHERE user = ?1",
+    [Q_SEQ_SET] = ("INSERT INTO users(user, next_seq) VALUES(?1, ?2)"
+                  " ON CONFLICT(user) DO UPDATE SET next_seq = excluded.next_seq"),
     [Q_CHAIN_GET] = "SELECT last_seq FROM chains WHERE user = ?1 AND sender = ?2",
     [Q_CHAIN_PUT] = ("INSERT INTO chains(user, sender, last_seq) VALUES(?1, ?2, ?3)"
                     " ON CONFLICT(user, sender) DO UPDATE SET last_seq = excluded.last_seq"),
@@ -308,14 +311,30 @@ struct tern__rstore {
   int ckpt_pages;         /* 0: SQLite's automatic checkpoint */
   int short_of_room;
   char ckpt_err[256];     /* why, for errmsg after the commit */
+  /* The inboxes' next sequence numbers and the chains' last ones, written
+   * back at COMMIT (seqcache.h); emptied by every rollback and failure. */
+  tern__seqcache *counters;
 };
 
 /* SQLite integers are signed: sequence numbers, times and ids beyond
  * INT64_MAX do not occur, and a bound above that is the same as INT64_MAX. */
 static int64_t clamp(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v; }
 
+/* Dirty counters live only inside the transaction that made them: when
+ * none is open (SQLite rolled it back on a failure, or it ended), the
+ * cache is forgotten, so that nothing it says outlives what the tables
+ * say. */
+static void forget_if_gone(tern__rstore *s) {
+  if (s->counters && sqlite3_get_autocommit(s->db) && tern__seqcache_dirty(s->counters))
+    tern__seqcache_clear(s->counters);
+}
+
 /* Records why SQLite failed and maps its code to a TERN_E* code. */
-static int fail(tern__rstore *s, int rc, const char *what) { return tern__sql_fail(s->db, &s->e, rc, what); }
+static int fail(tern__rstore *s, int rc, const char *what) {
+  int r = tern__sql_fail(s->db, &s->e, rc, what);
+  forget_if_gone(s);
+  return r;
+}
 
 /* A refusal that is not SQLite's: recorded like a failure, for the log. */
 static int refuse(tern__rstore *s, int code, const char *what) {
@@ -361,7 +380,55 @@ static int op_end(tern__rstore *s, int rc) {
     if (r < 0) rc = r;
   }
   if (sqlite3_get_autocommit(s->db)) s->txn_used = 0;
+  forget_if_gone(s);
   return rc;
+}
+
+/* An inbox's next sequence number (1 for a new inbox) or a chain's last
+ * one (0 for a new chain): from the cache, else from the table (and then
+ * cached, clean). */
+static int counter_get(tern__rstore *s, int kind, const char *user, const char *sender, uint64_t *v) {
+  forget_if_gone(s);
+  if (tern__seqcache_get(s->counters, kind, user, sender, v)) return 0;
+  int id = kind == TERN__SC_NEXT ? Q_SEQ_GET : Q_CHAIN_GET;
+  bind_text(s->q[id], 1, user);
+  if (sender) bind_text(s->q[id], 2, sender);
+  *v = kind == TERN__SC_NEXT ? 1 : 0;
+  int rc = get_int(s, id, v);
+  if (rc < 0) return rc;
+  /* Not cached for want of memory: read again next time. */
+  (void)tern__seqcache_put(s->counters, kind, user, sender, *v, 0);
+  return 0;
+}
+
+/* Writes one counter to its table. */
+static int counter_write(void *ctx, int kind, const char *user, const char *sender, uint64_t v) {
+  tern__rstore *s = ctx;
+  int id = kind == TERN__SC_NEXT ? Q_SEQ_SET : Q_CHAIN_PUT;
+  bind_text(s->q[id], 1, user);
+  if (sender) bind_text(s->q[id], 2, sender);
+  sqlite3_bind_int64(s->q[id], sender ? 3 : 2, clamp(v));
+  return run(s, id);
+}
+
+/* Sets a counter: in the cache only (dirty, written back at COMMIT) inside
+ * a transaction; otherwise, or when the cache has no memory for it, in
+ * the table now. */
+static int counter_set(tern__rstore *s, int kind, const char *user, const char *sender, uint64_t v,
+                       int in_txn) {
+  if (in_txn && tern__seqcache_put(s->counters, kind, user, sender, v, 1) == 0) return 0;
+  int rc = counter_write(s, kind, user, sender, v);
+  if (rc == 0) (void)tern__seqcache_put(s->counters, kind, user, sender, v, 0);
+  return rc;
+}
+
+/* The last sequence number an inbox gave (0 if none). */
+static int seq_last(tern__rstore *s, const char *user, uint64_t *last) {
+  uint64_t next = 1;
+  int rc = counter_get(s, TERN__SC_NEXT, user, NULL, &next);
+  if (rc < 0) return rc;
+  *last = next - 1;
+  return 0;
 }
 
 static int exec(tern__rstore *s, const char *text, const char *what) {
@@ -589,6 +656,10 @@ int tern__rstore_open(tern__rstore **out, const tern__rstore_config *cfg, char *
     goto fail_db;
   }
   sqlite3_extended_result_codes(s->db, 1);
+  if (!(s->counters = tern__seqcache_new())) {
+    rc = TERN_ENOMEM;
+    goto fail_db;
+  }
   s->reserve_held = 1;
   if (cfg->reserve_bytes && strcmp(cfg->path, ":memory:") != 0) {
     size_t n = strlen(cfg->path) + sizeof "-reserve";
@@ -624,6 +695,7 @@ void tern__rstore_close(tern__rstore *s) {
   /* Closing with a transaction open rolls it back: nothing uncommitted
    * survives, as after a crash. */
   sqlite3_close(s->db);
+  tern__seqcache_free(s->counters);
   free(s->reserve_path);
   free(s);
 }
@@ -725,6 +797,7 @@ void tern__rstore_fault_leave_early(tern__rstore *s, int on) { s->fault_leave_ea
 
 int tern__rstore_begin(tern__rstore *s) {
   if (!sqlite3_get_autocommit(s->db)) return TERN_EINVAL;
+  forget_if_gone(s);
   s->txn_used = 0;
   return run(s, Q_BEGIN);
 }
@@ -733,20 +806,29 @@ int tern__rstore_commit(tern__rstore *s) {
   if (sqlite3_get_autocommit(s->db)) {
     snprintf(s->err, sizeof s->err, "commit without a transaction (rolled back by SQLite?)");
     s->e.last_full = 0;
+    forget_if_gone(s);
     return TERN_ESTORE;
   }
   s->txn_used = 0;
+  /* The counters the transaction changed go in with it. */
+  int rc = tern__seqcache_each_dirty(s->counters, counter_write, s);
+  if (rc < 0) return rc; /* the caller rolls back (fail() forgot them if SQLite did) */
 #ifdef TERN_TEST_HOOKS
   if (s->fault_commits) {
     /* As SQLite does when the WAL cannot grow at COMMIT. */
     s->fault_commits--;
     (void)run(s, Q_ROLLBACK);
+    tern__seqcache_clear(s->counters);
     snprintf(s->err, sizeof s->err, "COMMIT: database or disk is full (injected)");
     s->e.last_full = 1;
     return TERN_ESTORE;
   }
 #endif
-  int rc = run(s, Q_COMMIT);
+  rc = run(s, Q_COMMIT);
+  /* A failed COMMIT leaves the transaction open (the caller rolls back)
+   * or gone (forget_if_gone), its counters dirty or forgotten with it. */
+  if (rc == 0) tern__seqcache_clean(s->counters);
+  else forget_if_gone(s);
   /* Committed, but its checkpoint (wal_hook) found the disk full: the
    * caller gives the reserve back, and logs why. */
   if (rc == 0 && s->short_of_room) {
@@ -759,6 +841,7 @@ int tern__rstore_commit(tern__rstore *s) {
 void tern__rstore_rollback(tern__rstore *s) {
   s->txn_used = 0;
   if (!sqlite3_get_autocommit(s->db)) (void)run(s, Q_ROLLBACK);
+  tern__seqcache_clear(s->counters);
 }
 
 int tern__rstore_short_of_room(const tern__rstore *s) { return s->short_of_room; }
@@ -816,24 +899,12 @@ enum { DEDUP_NONE, DEDUP_PUT, DEDUP_REPLACE };
  * (dev, cmid) a second time. */
 static int append(tern__rstore *s, const char *to, const tern__rmsg *m, uint64_t *seq, uint64_t *prev,
                   int dedup) {
-  sqlite3_stmt *q = s->q[Q_SEQ_NEXT];
-  bind_text(q, 1, to);
-  int rc = get_int(s, Q_SEQ_NEXT, seq);
-  if (rc <= 0) return rc < 0 ? rc : fail(s, SQLITE_ERROR, "no seq");
+  /* The two counters are set by the caller once the whole append holds. */
+  int rc = counter_get(s, TERN__SC_NEXT, to, NULL, seq);
+  if (rc < 0) return rc;
+  if ((rc = counter_get(s, TERN__SC_CHAIN, to, m->from, prev)) < 0) return rc;
 
-  q = s->q[Q_CHAIN_GET];
-  bind_text(q, 1, to);
-  bind_text(q, 2, m->from);
-  *prev = 0;
-  if ((rc = get_int(s, Q_CHAIN_GET, prev)) < 0) return rc;
-
-  q = s->q[Q_CHAIN_PUT];
-  bind_text(q, 1, to);
-  bind_text(q, 2, m->from);
-  sqlite3_bind_int64(q, 3, (int64_t)*seq);
-  if ((rc = run(s, Q_CHAIN_PUT)) < 0) return rc;
-
-  q = s->q[Q_INBOX_PUT];
+  sqlite3_stmt *q = s->q[Q_INBOX_PUT];
   bind_text(q, 1, to);
   sqlite3_bind_int64(q, 2, (int64_t)*seq);
   sqlite3_bind_int64(q, 3, (int64_t)*prev);
@@ -873,9 +944,14 @@ static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint6
                      uint64_t *prev_seq, int dedup) {
   if (!to || !m->from || !m->sender_dev || (m->body_len && !m->body)) return TERN_EINVAL;
   uint64_t sq = 0, pv = 0;
+  int in_txn = tern__rstore_in_txn(s);
   int rc = op_begin(s);
   if (rc < 0) return rc;
   rc = append(s, to, m, &sq, &pv, dedup);
+  /* Alone (no transaction of the caller's), the counters are written in
+   * the operation's own; in one, they wait for its COMMIT. */
+  if (rc == 0) rc = counter_set(s, TERN__SC_NEXT, to, NULL, sq + 1, in_txn);
+  if (rc == 0) rc = counter_set(s, TERN__SC_CHAIN, to, m->from, sq, in_txn);
   if (rc == 0) s->txn_used += msg_cost(s, m->body_len);
   rc = op_end(s, rc);
   if (rc == 0) {
@@ -1080,8 +1156,7 @@ static int ack(tern__rstore *s, const char *user, const uint8_t dev[32], uint64_
   if (rc < 0) return rc;
   if (rc == 0) return refuse(s, TERN_ENOENT, "ack: the device is not registered");
   if (!mine) return refuse(s, TERN_EINVAL, "ack: the key is registered to another user");
-  bind_text(s->q[Q_SEQ_LAST], 1, user);
-  if ((rc = get_int(s, Q_SEQ_LAST, &last)) < 0) return rc;
+  if ((rc = seq_last(s, user, &last)) < 0) return rc;
   /* A device cannot have what was never stored; a cursor past the end of
    * the inbox would let the trim below delete messages not yet sent. */
   if (up_to > last) up_to = last;
@@ -1145,9 +1220,7 @@ int tern__rstore_floor(tern__rstore *s, const char *user, uint64_t *floor) {
     *floor = v - 1;
     return 0;
   }
-  v = 0;
-  bind_text(s->q[Q_SEQ_LAST], 1, user);
-  if ((rc = get_int(s, Q_SEQ_LAST, &v)) < 0) return rc;
+  if ((rc = seq_last(s, user, &v)) < 0) return rc;
   *floor = v;
   return 0;
 }
@@ -1341,8 +1414,7 @@ static int group_trim(tern__rstore *s, const char *group) {
 static int group_set(tern__rstore *s, const char *group, const char *const *users, size_t n,
                      uint64_t *point) {
   uint64_t last = 0;
-  bind_text(s->q[Q_SEQ_LAST], 1, group);
-  int rc = get_int(s, Q_SEQ_LAST, &last);
+  int rc = seq_last(s, group, &last);
   if (rc < 0) return rc;
   *point = last;
   /* Who leaves: a current member not in the list. */
@@ -1513,8 +1585,7 @@ static int gacked(tern__rstore *s, const char *group, const char *user, const ui
     return 0;
   }
   if (!has_cursor) return refuse(s, TERN_ENOENT, "group ack: the device has no cursor in the group");
-  bind_text(s->q[Q_SEQ_LAST], 1, group);
-  if ((rc = get_int(s, Q_SEQ_LAST, &last)) < 0) return rc;
+  if ((rc = seq_last(s, group, &last)) < 0) return rc;
   if (up_to > last) up_to = last;
   if (up_to > limit) up_to = limit;
   if (reached) *reached = up_to > cursor ? up_to : cursor;
@@ -1674,6 +1745,8 @@ int tern__rstore_load_image(tern__rstore *s, const uint8_t *p, size_t len) {
   memcpy(buf, p, len);
   int sr = sqlite3_deserialize(s->db, "main", buf, (sqlite3_int64)len, (sqlite3_int64)len,
                                SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE);
+  /* Whatever the load gives, the counters are the image's now. */
+  tern__seqcache_clear(s->counters);
   if (sr != SQLITE_OK) return fail(s, sr, "load an image");
   uint64_t v = 0;
   sqlite3_stmt *q = NULL;
