@@ -1305,3 +1305,25 @@ Test(rstore, a_loaded_image_brings_its_own_counters) {
   cr_assert_eq(prev, 2);
   tern__rstore_close(s);
 }
+
+/* Two connections to one file (two relays sharing a store): each sees the
+ * counters the other committed, not what its own cache read before. */
+Test(rstore, a_second_connection_moves_the_counters_the_first_had_cached) {
+  tern__rstore *a = open_at(dbpath, 0), *b = open_at(dbpath, 0);
+  uint64_t prev = 0;
+  cr_assert_eq(tern__rstore_begin(a), 0);
+  cr_assert_eq(put(a, "alice", "carol", 1, 1, 1, NULL), 1);
+  cr_assert_eq(tern__rstore_commit(a), 0);
+  cr_assert_eq(tern__rstore_begin(b), 0);
+  cr_assert_eq(put(b, "alice", "carol", 1, 2, 1, &prev), 2);
+  cr_assert_eq(prev, 1);
+  cr_assert_eq(tern__rstore_commit(b), 0);
+  cr_assert_eq(tern__rstore_begin(a), 0);
+  cr_assert_eq(put(a, "alice", "carol", 1, 3, 1, &prev), 3, "not the 2 a cached");
+  cr_assert_eq(prev, 2);
+  cr_assert_eq(tern__rstore_commit(a), 0);
+  put(b, "alice", "carol", 1, 4, 1, &prev); /* alone, outside a transaction */
+  cr_assert_eq(prev, 3);
+  tern__rstore_close(a);
+  tern__rstore_close(b);
+}

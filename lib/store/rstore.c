@@ -123,6 +123,7 @@ enum {
   Q_DEDUP_REPLACE,
   Q_SEQ_GET,
   Q_SEQ_SET,
+  Q_DATA_VERSION,
   Q_CHAIN_GET,
   Q_CHAIN_PUT,
   Q_INBOX_PUT,
@@ -190,6 +191,9 @@ static const char *const sql[Q_N] = {
     /* users and chains are read and written through the counter cache
      * (seqcache.h): read once, written back at COMMIT. */
     [Q_SEQ_GET] = "SELECT next_seq FROM users WHERE user = ?1",
+    /* Changes when another connection commits (a second relay on the
+     * same file): the cache is then read again. */
+    [Q_DATA_VERSION] = "PRAGMA data_version",
     [Q_SEQ_SET] = ("INSERT INTO users(user, next_seq) VALUES(?1, ?2)"
                   " ON CONFLICT(user) DO UPDATE SET next_seq = excluded.next_seq"),
     [Q_CHAIN_GET] = "SELECT last_seq FROM chains WHERE user = ?1 AND sender = ?2",
@@ -314,6 +318,8 @@ struct tern__rstore {
   /* The inboxes' next sequence numbers and the chains' last ones, written
    * back at COMMIT (seqcache.h); emptied by every rollback and failure. */
   tern__seqcache *counters;
+  uint64_t data_version;  /* PRAGMA data_version when the cache was last checked */
+  int counters_checked;   /* checked in the open transaction */
 };
 
 /* SQLite integers are signed: sequence numbers, times and ids beyond
@@ -321,12 +327,14 @@ struct tern__rstore {
 static int64_t clamp(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v; }
 
 /* Dirty counters live only inside the transaction that made them: when
- * none is open (SQLite rolled it back on a failure, or it ended), the
- * cache is forgotten, so that nothing it says outlives what the tables
- * say. */
+ * none is open (SQLite rolled it back on a failure, or it ended), they are
+ * forgotten, so that nothing the cache says outlives what the tables say,
+ * and the next transaction checks the cache against other connections'
+ * commits again (counter_get). */
 static void forget_if_gone(tern__rstore *s) {
-  if (s->counters && sqlite3_get_autocommit(s->db) && tern__seqcache_dirty(s->counters))
-    tern__seqcache_clear(s->counters);
+  if (!sqlite3_get_autocommit(s->db)) return;
+  s->counters_checked = 0;
+  if (s->counters && tern__seqcache_dirty(s->counters)) tern__seqcache_clear(s->counters);
 }
 
 /* Records why SQLite failed and maps its code to a TERN_E* code. */
@@ -358,7 +366,10 @@ static void bind_dev(sqlite3_stmt *q, int i, const uint8_t dev[32]) { sqlite3_bi
 static void bind_text(sqlite3_stmt *q, int i, const char *t) { sqlite3_bind_text(q, i, t, -1, SQLITE_STATIC); }
 
 /* The savepoint that makes one compound operation atomic. */
-static int op_begin(tern__rstore *s) { return run(s, Q_SP_BEGIN); }
+static int op_begin(tern__rstore *s) {
+  forget_if_gone(s); /* an operation alone is a transaction of its own */
+  return run(s, Q_SP_BEGIN);
+}
 
 /* Ends the operation: releases the savepoint if rc >= 0, otherwise rolls
  * it back first. If SQLite already rolled back the whole transaction (it
@@ -389,6 +400,21 @@ static int op_end(tern__rstore *s, int rc) {
  * cached, clean). */
 static int counter_get(tern__rstore *s, int kind, const char *user, const char *sender, uint64_t *v) {
   forget_if_gone(s);
+  /* Another connection to the same file (a second relay sharing the
+   * store) may have moved a counter since the cache read it: once a
+   * transaction (and on every read outside one), the store asks SQLite
+   * whether anyone else committed, and forgets the cache if so. Inside
+   * BEGIN IMMEDIATE nobody else can commit until this transaction ends. */
+  if (!s->counters_checked) {
+    uint64_t dv = 0;
+    int rc = get_int(s, Q_DATA_VERSION, &dv);
+    if (rc < 0) return rc;
+    if (dv != s->data_version) {
+      tern__seqcache_clear(s->counters);
+      s->data_version = dv;
+    }
+    s->counters_checked = tern__rstore_in_txn(s);
+  }
   if (tern__seqcache_get(s->counters, kind, user, sender, v)) return 0;
   int id = kind == TERN__SC_NEXT ? Q_SEQ_GET : Q_CHAIN_GET;
   bind_text(s->q[id], 1, user);
@@ -829,6 +855,7 @@ int tern__rstore_commit(tern__rstore *s) {
    * or gone (forget_if_gone), its counters dirty or forgotten with it. */
   if (rc == 0) tern__seqcache_clean(s->counters);
   else forget_if_gone(s);
+  if (rc == 0) s->counters_checked = 0; /* the next transaction checks again */
   /* Committed, but its checkpoint (wal_hook) found the disk full: the
    * caller gives the reserve back, and logs why. */
   if (rc == 0 && s->short_of_room) {
@@ -842,6 +869,7 @@ void tern__rstore_rollback(tern__rstore *s) {
   s->txn_used = 0;
   if (!sqlite3_get_autocommit(s->db)) (void)run(s, Q_ROLLBACK);
   tern__seqcache_clear(s->counters);
+  s->counters_checked = 0;
 }
 
 int tern__rstore_short_of_room(const tern__rstore *s) { return s->short_of_room; }
