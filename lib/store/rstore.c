@@ -437,14 +437,32 @@ static int counter_write(void *ctx, int kind, const char *user, const char *send
   return run(s, id);
 }
 
-/* Sets a counter: in the cache only (dirty, written back at COMMIT) inside
- * a transaction; otherwise, or when the cache has no memory for it, in
- * the table now. */
+/* Sets a counter inside the caller's transaction: in the cache (dirty,
+ * written back at COMMIT), or, when the cache has no memory for a new key
+ * (the key then stays out of the cache), in the table now. *cached says
+ * which. */
 static int counter_set(tern__rstore *s, int kind, const char *user, const char *sender, uint64_t v,
-                       int in_txn) {
-  if (in_txn && tern__seqcache_put(s->counters, kind, user, sender, v, 1) == 0) return 0;
-  int rc = counter_write(s, kind, user, sender, v);
-  if (rc == 0) (void)tern__seqcache_put(s->counters, kind, user, sender, v, 0);
+                       int *cached) {
+  *cached = tern__seqcache_put(s->counters, kind, user, sender, v, 1) == 0;
+  return *cached ? 0 : counter_write(s, kind, user, sender, v);
+}
+
+/* An append's two counters: the inbox's next seq past sq, the chain's last
+ * at sq. Alone (no transaction of the caller's) they are written to the
+ * tables inside the operation, and cached only once it has committed
+ * (append_op); inside one, if the second cannot be set the first is put
+ * back (a key already cached is set without failing), so that a failed
+ * append leaves no counter moved behind the savepoint's rollback. */
+static int counters_moved(tern__rstore *s, const char *to, const char *from, uint64_t sq,
+                          int in_txn) {
+  if (!in_txn) {
+    int rc = counter_write(s, TERN__SC_NEXT, to, NULL, sq + 1);
+    return rc < 0 ? rc : counter_write(s, TERN__SC_CHAIN, to, from, sq);
+  }
+  int next_cached = 0, chain_cached = 0;
+  int rc = counter_set(s, TERN__SC_NEXT, to, NULL, sq + 1, &next_cached);
+  if (rc == 0 && (rc = counter_set(s, TERN__SC_CHAIN, to, from, sq, &chain_cached)) < 0 && next_cached)
+    (void)tern__seqcache_put(s->counters, TERN__SC_NEXT, to, NULL, sq, 1);
   return rc;
 }
 
@@ -976,12 +994,27 @@ static int append_op(tern__rstore *s, const char *to, const tern__rmsg *m, uint6
   int rc = op_begin(s);
   if (rc < 0) return rc;
   rc = append(s, to, m, &sq, &pv, dedup);
-  /* Alone (no transaction of the caller's), the counters are written in
-   * the operation's own; in one, they wait for its COMMIT. */
-  if (rc == 0) rc = counter_set(s, TERN__SC_NEXT, to, NULL, sq + 1, in_txn);
-  if (rc == 0) rc = counter_set(s, TERN__SC_CHAIN, to, m->from, sq, in_txn);
+  if (rc == 0) rc = counters_moved(s, to, m->from, sq, in_txn);
   if (rc == 0) s->txn_used += msg_cost(s, m->body_len);
+  int moved = rc == 0;
   rc = op_end(s, rc);
+  if (!in_txn) {
+    /* The operation was the transaction: what it committed is cached
+     * (clean); after a failure nothing cached may be trusted. */
+    if (rc == 0) {
+      (void)tern__seqcache_put(s->counters, TERN__SC_NEXT, to, NULL, sq + 1, 0);
+      (void)tern__seqcache_put(s->counters, TERN__SC_CHAIN, to, m->from, sq, 0);
+    } else {
+      tern__seqcache_clear(s->counters);
+    }
+  } else if (rc < 0 && moved) {
+    /* The savepoint's RELEASE failed after the counters moved: put them
+     * back (both keys are cached or were written in the rolled-back
+     * savepoint; putting back a key not cached adds it, dirty, at the
+     * value the tables give). */
+    (void)tern__seqcache_put(s->counters, TERN__SC_NEXT, to, NULL, sq, 1);
+    (void)tern__seqcache_put(s->counters, TERN__SC_CHAIN, to, m->from, pv, 1);
+  }
   if (rc == 0) {
     *seq = sq;
     *prev_seq = pv;

@@ -116,29 +116,39 @@ static int grow(tern__seqcache *c) {
 
 int tern__seqcache_put(tern__seqcache *c, int kind, const char *user, const char *sender,
                        uint64_t val, int dirty) {
+  uint64_t h = hash_of(kind, user, sender);
+  size_t klen = key_len(user, sender), i;
+  if (c->cap && c->slots[i = find(c, h, kind, user, sender, klen)].hash) {
+    /* A key already here never allocates: the dirty list has room for
+     * every entry (below). */
+    struct slot *s = &c->slots[i];
+    s->val = val;
+    /* A clean put over a dirty entry leaves it dirty: written again at
+     * commit (the same value). */
+    if (dirty && !s->dirty) {
+      s->dirty = 1;
+      c->dirty[c->ndirty++] = i;
+    }
+    return 0;
+  }
+  /* A new key. Past the bound, a cache with nothing dirty starts over. */
+  if (c->n >= TERN__SC_MAX && !c->ndirty) tern__seqcache_clear(c);
   if ((c->n + 1) * 2 > c->cap && grow(c) < 0) return TERN_ENOMEM;
-  if (dirty && c->ndirty == c->dcap) {
+  if (c->dcap < c->n + 1) {
     size_t cap = c->dcap ? c->dcap * 2 : 64;
     size_t *d = realloc(c->dirty, cap * sizeof *d);
     if (!d) return TERN_ENOMEM;
     c->dirty = d;
     c->dcap = cap;
   }
-  uint64_t h = hash_of(kind, user, sender);
-  size_t klen = key_len(user, sender), i = find(c, h, kind, user, sender, klen);
-  struct slot *s = &c->slots[i];
-  if (!s->hash) {
-    char *k = malloc(klen);
-    if (!k) return TERN_ENOMEM;
-    key_fill(k, user, sender);
-    *s = (struct slot){.hash = h, .key = k, .klen = klen, .kind = (uint8_t)kind};
-    c->n++;
-  }
-  s->val = val;
-  if (dirty && !s->dirty) c->dirty[c->ndirty++] = i;
-  /* A clean put over a dirty entry is the value written through: the
-   * entry stays on the dirty list, written again at commit (same value). */
-  if (dirty) s->dirty = 1;
+  char *k = malloc(klen);
+  if (!k) return TERN_ENOMEM;
+  key_fill(k, user, sender);
+  i = find(c, h, kind, user, sender, klen);
+  c->slots[i] = (struct slot){.hash = h, .key = k, .klen = klen, .val = val, .kind = (uint8_t)kind,
+                              .dirty = (uint8_t)(dirty != 0)};
+  c->n++;
+  if (dirty) c->dirty[c->ndirty++] = i;
   return 0;
 }
 

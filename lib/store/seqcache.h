@@ -13,8 +13,9 @@
  * gives is always the one the tables would give inside that transaction.
  *
  * The cache owns copies of its keys. It holds at most about
- * TERN__SC_MAX entries: tern__seqcache_clean empties it past that. Not
- * thread-safe. May include: tern.h.
+ * TERN__SC_MAX entries plus those dirty in one transaction: a clean cache
+ * past that is emptied (by tern__seqcache_clean, or before a new key goes
+ * in). Not thread-safe. May include: tern.h.
  */
 #ifndef TERN_STORE_SEQCACHE_H
 #define TERN_STORE_SEQCACHE_H
@@ -39,8 +40,11 @@ void tern__seqcache_free(tern__seqcache *c);
 int tern__seqcache_get(const tern__seqcache *c, int kind, const char *user, const char *sender,
                        uint64_t *val);
 
-/* Sets (kind, user[, sender]) to val, dirty or clean. 0, or TERN_ENOMEM
- * with the cache unchanged (the caller writes the value through). */
+/* Sets (kind, user[, sender]) to val, dirty or clean. A key already in
+ * the cache is set without allocating and never fails; a new one may fail
+ * with TERN_ENOMEM, the cache unchanged and the key still absent (the
+ * caller writes the value through to its table). A new key when the cache
+ * holds TERN__SC_MAX entries, none dirty, empties it first. */
 int tern__seqcache_put(tern__seqcache *c, int kind, const char *user, const char *sender,
                        uint64_t val, int dirty);
 
