@@ -52,6 +52,11 @@
 /* The cross-check (spec/store.md): a relay that has heard no other relay's
  * hashes for this long writes snapshots on its own judgement. */
 #define XCHECK_QUIET_MS 30000
+/* How long the server keeps this relay's (ephemeral, ordered) consumer
+ * once nobody listens on it: close() does not delete it (see n_close), and
+ * a relay cut off from NATS this long gets a new one when it comes back,
+ * as an ordered consumer does after any gap. */
+#define INACTIVE_NS (30ll * 1000 * 1000 * 1000)
 
 enum {
   OP_PUT = 1,
@@ -2312,7 +2317,17 @@ static void n_close(tern__relay_store *st) {
   ns *s = N(st);
   if (!s) return;
   if (s->sub) {
-    natsSubscription_Unsubscribe(s->sub);
+    /* Destroy, not Unsubscribe: Unsubscribe also deletes the ordered
+     * consumer, and libnats (3.4.1, and still upstream) reads the
+     * consumer's name outside the subscription's lock while its own
+     * thread that recreates a stalled ordered consumer frees that name
+     * (a use after free ASan caught in cluster_store_test, with the
+     * cluster gone and coming back). Destroy unsubscribes without
+     * deleting; the server removes the consumer once nobody has listened
+     * for INACTIVE_NS (set at js_Subscribe). The delivery thread keeps
+     * its own reference and still calls on_sub_done. */
+    natsSubscription_Destroy(s->sub);
+    s->sub = NULL;
     wait_flag(s, &s->sub_done);
   }
   if (s->xsub) {
@@ -2327,7 +2342,6 @@ static void n_close(tern__relay_store *st) {
     natsConnection_Close(s->nc);
     wait_flag(s, &s->nc_closed);
   }
-  if (s->sub) natsSubscription_Destroy(s->sub);
   if (s->xsub) natsSubscription_Destroy(s->xsub);
   free(s->xq);
   if (s->js) jsCtx_Destroy(s->js);
@@ -2633,6 +2647,7 @@ int tern__relay_nats_open(tern__relay_store **out, const tern__nats_config *cfg,
   so.Ordered = true;
   so.Config.DeliverPolicy = js_DeliverByStartSequence;
   so.Config.OptStartSeq = s->pos + 1;
+  so.Config.InactiveThreshold = INACTIVE_NS;
   jsErrCode jerr = 0;
   natsStatus st = js_Subscribe(&s->sub, s->js, s->subject, on_msg, s, NULL, &so, &jerr);
   if (st != NATS_OK) {
