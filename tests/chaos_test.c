@@ -59,12 +59,6 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
 /* ---- PRNG (splitmix64): the schedule is a function of the seed. ---- */
 
 static uint64_t rng_state;
@@ -128,7 +122,7 @@ static int term_and_wait(pid_t pid, int timeout_ms) {
   int st;
   while (now_ms() < end) {
     if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    sleep_ms(10);
+    tt_sleep_ms(10);
   }
   kill9(pid);
   return -1;
@@ -174,13 +168,13 @@ static void relay_start(world *w) {
         exited = 1;
         break;
       }
-      sleep_ms(5);
+      tt_sleep_ms(5);
     }
     if (!exited && stat(portfile, &st) == 0 && st.st_size > 0) break;
     /* The port can be busy for a moment after a kill; try again. */
     if (!exited) kill9(w->relay);
     cr_assert_lt(attempt, 5, "ternd does not start; log:\n%s", tt_read_file(w->relay_log));
-    sleep_ms(100);
+    tt_sleep_ms(100);
     snprintf(portfile, sizeof(portfile), "%s/port.%d", w->dir, w->relay_starts);
     argv[8] = portfile;
   }
@@ -486,7 +480,7 @@ static void pump_sleep(idlers *id, unsigned ms) {
   uint64_t end = now_ms() + ms;
   while (now_ms() < end) {
     idlers_pump(id);
-    sleep_ms(2);
+    tt_sleep_ms(2);
   }
 }
 
@@ -508,7 +502,7 @@ static void idlers_ping(idlers *id) {
   }
   while (idlers_waiting(id) && now_ms() < id->sent_ms + IDLE_MAX_MS + 1000) {
     idlers_pump(id);
-    sleep_ms(2);
+    tt_sleep_ms(2);
   }
   id->late += idlers_waiting(id);
   if (idlers_waiting(id) && now_ms() - id->sent_ms > id->worst_ms) id->worst_ms = now_ms() - id->sent_ms;
@@ -584,12 +578,12 @@ Test(chaos, sigkill_relay_and_apps_nothing_lost_or_duplicated_order_kept, .timeo
     free_all(js);
     if (done) break;
     if (now_ms() >= end) break;
-    sleep_ms(200);
+    tt_sleep_ms(200);
   }
   uint64_t settle_ms = now_ms() - t0 - chaos_ms;
   if (missing) fprintf(stderr, "chaos: did not settle: %ld accepted messages not received\n", missing);
   /* A little longer, so a late duplicate would show. */
-  sleep_ms(1000);
+  tt_sleep_ms(1000);
   loop_stop(&id.l);
   for (int i = 0; i < N_CLIENTS; i++)
     cr_expect_eq(term_and_wait(w.client[i], 5000), 0, "app c%d exits cleanly", i);

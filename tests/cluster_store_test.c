@@ -31,11 +31,6 @@ typedef natsrv server;
 #define server_down nats_down
 #define free_port nats_free_port
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
 static tern__relay_store *relay(const server *sv) {
   tern__relay_store *s = NULL;
   char err[512];
@@ -101,7 +96,7 @@ static woken take(tern__relay_store *s) {
     int n = s->ops->remote_take(s, on_inbox, on_device, &w);
     cr_assert(n >= 0);
     if (n > 0) break;
-    sleep_ms(10);
+    tt_sleep_ms(10);
   }
   return w;
 }
@@ -271,7 +266,7 @@ Test(cluster, losing_the_cluster_is_busy_not_loss) {
   cr_assert_eq(a->ops->commit(a, 0), 0);
 
   nats_kill(sv.pid);
-  for (int i = 0; i < 300 && a->ops->room(a, 10) != TERN__RS_FULL; i++) sleep_ms(10);
+  for (int i = 0; i < 300 && a->ops->room(a, 10) != TERN__RS_FULL; i++) tt_sleep_ms(10);
   cr_assert_eq(a->ops->room(a, 10), TERN__RS_FULL, "no new messages without the cluster");
   tern__rs_put q = msg("alice", DEV_A, "bob", 2, "lost?");
   q.prev_cmid = 1;
@@ -281,7 +276,7 @@ Test(cluster, losing_the_cluster_is_busy_not_loss) {
   a->ops->rollback(a, 0);
 
   sv.pid = nats_start(sv.port, sv.dir, 1);
-  for (int i = 0; i < 500 && a->ops->room(a, 10) != TERN__RS_ROOM; i++) sleep_ms(10);
+  for (int i = 0; i < 500 && a->ops->room(a, 10) != TERN__RS_ROOM; i++) tt_sleep_ms(10);
   cr_assert_eq(a->ops->room(a, 10), TERN__RS_ROOM, "back when the cluster is");
   int ok = -1;
   for (int i = 0; i < 50 && ok != 0; i++) { /* JetStream may need a moment after the restart */
@@ -289,7 +284,7 @@ Test(cluster, losing_the_cluster_is_busy_not_loss) {
     ok = a->ops->commit(a, 0);
     if (ok != 0) {
       a->ops->rollback(a, 0);
-      sleep_ms(100);
+      tt_sleep_ms(100);
     }
   }
   cr_assert_eq(ok, 0, "%s", a->ops->errmsg(a));
@@ -380,7 +375,7 @@ Test(cluster, a_relay_left_behind_by_compaction_catches_up) {
     uint64_t now = tt_now_ms(), w = b->ops->wake_ms(b);
     cr_assert_leq(w, now + 1100, "b asks to be woken within a second of silence (in %lld ms)",
                   (long long)(w - now));
-    if (w > now) sleep_ms((int)(w - now));
+    if (w > now) tt_sleep_ms((int)(w - now));
     cr_assert(b->ops->remote_take(b, count_inbox, no_device, &all) >= 0, "%s", b->ops->errmsg(b));
     stats(b, &sb);
     if (sb.position >= sa.position) break;
@@ -425,7 +420,7 @@ static void settle_like(tern__relay_store *a, tern__relay_store *b) {
     if (sb.position == sa.position && tern__relay_nats_digest(a, da) == 0 &&
         tern__relay_nats_digest(b, db) == 0 && memcmp(da, db, 16) == 0 && sb.resyncs > 0)
       return;
-    sleep_ms(100);
+    tt_sleep_ms(100);
   }
   stats(b, &sb);
   cr_assert_fail("b did not come back to a's replica: position %llu of %llu, %llu resync(s)",
@@ -465,7 +460,7 @@ static void stale_read(const char *params, int from_snapshot) {
   for (int i = 0; i < 50 && sb.position < sa.position; i++) {
     cr_assert(b->ops->remote_take(b, no_inbox, no_device, NULL) >= 0, "%s", b->ops->errmsg(b));
     stats(b, &sb);
-    sleep_ms(100);
+    tt_sleep_ms(100);
   }
   cr_assert_eq(sb.position, sa.position, "b read the log by sequence");
   cr_assert_gt(sb.refused, sa.refused, "b diverged: it refused what a applied");
@@ -477,7 +472,7 @@ static void stale_read(const char *params, int from_snapshot) {
   for (int i = 0; i < 60 && sb.resyncs == 0; i++) {
     cr_assert(b->ops->remote_take(b, no_inbox, no_device, NULL) >= 0, "%s", b->ops->errmsg(b));
     stats(b, &sb);
-    sleep_ms(100);
+    tt_sleep_ms(100);
   }
   cr_assert_eq(sb.resyncs, 1, "b found out by reading the entry again");
   cr_assert_eq(sb.snapshots, 0, "b wrote no snapshot of its diverged replica");
@@ -623,7 +618,7 @@ static void spin(tern__relay_store **r, int n) {
   for (int i = 0; i < n; i++)
     cr_assert(r[i]->ops->remote_take(r[i], no_inbox, no_device, NULL) >= 0, "relay %d: %s", i,
               r[i]->ops->errmsg(r[i]));
-  sleep_ms(50);
+  tt_sleep_ms(50);
 }
 
 /* A relay whose subscription delivers an entry the log does not have (a
@@ -652,7 +647,7 @@ Test(cluster, a_relay_the_others_outvote_goes_back, .timeout = 60) {
     alice_more(a, m, 1);
     cr_assert(r[1]->ops->remote_take(r[1], no_inbox, no_device, NULL) >= 0);
   }
-  sleep_ms(200);
+  tt_sleep_ms(200);
   uint8_t d[3][16];
   int same = 0;
   for (int i = 0; i < 200 && !same; i++) {
@@ -694,7 +689,7 @@ Test(cluster, a_relay_behind_the_compacted_log_waits_for_a_readable_snapshot) {
     stats(b, &sb);
     if (sb.position >= sa.position) break;
     if (sb.position < 20 && !refused && b->ops->room(b, 1) == TERN__RS_FULL) refused = 1;
-    sleep_ms(100);
+    tt_sleep_ms(100);
   }
   cr_assert_eq(sb.position, sa.position, "b caught up (%llu of %llu)", (unsigned long long)sb.position,
                (unsigned long long)sa.position);
@@ -896,7 +891,7 @@ static void replicas_agree(uint64_t seed) {
         stored++;
       }
     }
-    if (paused) sleep_ms(260); /* the pause after a failed append */
+    if (paused) tt_sleep_ms(260); /* the pause after a failed append */
     /* What is now in each conversation (either relay may have stored the
      * next message): a probe put, rolled back, says whether to move on. */
     for (int i = 0; i < 3; i++) {
@@ -922,7 +917,7 @@ static void replicas_agree(uint64_t seed) {
       stats(all[r], &st[r]);
     }
     if (st[0].position == st[1].position && st[1].position == st[2].position) break;
-    sleep_ms(10);
+    tt_sleep_ms(10);
   }
   cr_assert(st[0].position == st[1].position && st[1].position == st[2].position,
             "seed %llu: positions %llu %llu %llu", (unsigned long long)seed,

@@ -131,11 +131,6 @@ static void raw_close(raw *r) {
   r->host = NULL;
 }
 
-static void sleep_ms(long ms) {
-  struct timespec ts = {0, ms * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 /* Pumps the loop and the raw peers for `ms`, or until done(ctx) says 1. */
 static int pump_until(loop *l, raw *rs, size_t nr, int ms, int (*done)(void *), void *ctx) {
   uint64_t end = tt_now_ms() + (uint64_t)ms;
@@ -143,7 +138,7 @@ static int pump_until(loop *l, raw *rs, size_t nr, int ms, int (*done)(void *), 
     loop_pump(l);
     for (size_t i = 0; i < nr; i++) raw_poll(&rs[i]);
     if (done && done(ctx)) return 1;
-    sleep_ms(1);
+    tt_sleep_ms(1);
   }
   return 0;
 }

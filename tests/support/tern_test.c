@@ -45,6 +45,12 @@ uint64_t tt_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void tt_sleep_ms(unsigned ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
 static void append(char **buf, size_t *len, const char *data, size_t n) {
   char *nb = realloc(*buf, *len + n + 1);
   cr_assert_not_null(nb);

@@ -9,6 +9,9 @@
 /* Monotonic milliseconds (CLOCK_MONOTONIC), for test deadlines. */
 uint64_t tt_now_ms(void);
 
+/* Sleeps ms milliseconds (all of them: an interrupted sleep goes on). */
+void tt_sleep_ms(unsigned ms);
+
 /* Creates a fresh temporary directory; returns a malloc'd path. */
 char *tt_tempdir(void);
 
