@@ -871,9 +871,12 @@ int tern__rstore_commit(tern__rstore *s) {
   rc = run(s, Q_COMMIT);
   /* A failed COMMIT leaves the transaction open (the caller rolls back)
    * or gone (forget_if_gone), its counters dirty or forgotten with it. */
-  if (rc == 0) tern__seqcache_clean(s->counters);
-  else forget_if_gone(s);
-  if (rc == 0) s->counters_checked = 0; /* the next transaction checks again */
+  if (rc == 0) {
+    tern__seqcache_clean(s->counters);
+    s->counters_checked = 0; /* the next transaction checks again */
+  } else {
+    forget_if_gone(s);
+  }
   /* Committed, but its checkpoint (wal_hook) found the disk full: the
    * caller gives the reserve back, and logs why. */
   if (rc == 0 && s->short_of_room) {
