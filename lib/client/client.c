@@ -261,7 +261,9 @@ static void push_pending(tern_client *c) {
   if (c->n_shell_pending) c->nomem = 1;
 }
 
-static void wake(tern_client *c) { tern__wake_signal(&c->wake); }
+static void wake(tern_client *c) {
+  if (!atomic_exchange(&c->woken, 1)) tern__wake_signal(&c->wake);
+}
 
 int tern_client_connect(tern_client *c) {
   pthread_mutex_lock(&c->mu);
@@ -417,8 +419,16 @@ int tern_client_pollfds(tern_client *c, struct pollfd *fds, size_t n) {
 }
 
 /* Empties the wake-up, so that the descriptor the app polls is not left
- * readable by a send() that this call is about to act on. */
-static void drain_wake(tern_client *c) { tern__wake_drain(&c->wake); }
+ * readable by a send() that this call is about to act on; the next wake()
+ * writes again (under mu: see `woken`). */
+static void drain_wake(tern_client *c) {
+  /* In this order: a wake() between the two found 1 and did not write,
+   * but what it woke for was queued before this call took mu; cleared
+   * first, a wake() between would write, be drained, and leave 1 with
+   * nothing readable, and every later wake() would stay silent. */
+  tern__wake_drain(&c->wake);
+  atomic_store(&c->woken, 0);
+}
 
 int tern_client_service(tern_client *c, int timeout_ms) {
   pthread_mutex_lock(&c->mu);

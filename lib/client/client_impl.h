@@ -126,6 +126,13 @@ struct tern_client {
   tern__poller *poller;         /* the link's and the resolver's nested, the
                                    wake-up, the probe sockets: tags below */
   tern__wake wake;
+  /* 1 from the first wake() after the service's last drain of `wake` to
+   * that drain: the wake-ups between are one write (the descriptor is
+   * readable already), not one per send. The drain clears it under `mu`
+   * before the service looks at anything, so whatever a caller queued
+   * before it is seen by that service round, and anything queued after it
+   * writes again. */
+  atomic_int woken;
   tern__link *link;
   tern__link_peer *peer;
   tern__session sess;
