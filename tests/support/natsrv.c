@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -16,7 +17,9 @@
 
 /* Servers started and not yet killed, and the stores of nats_up(): a
  * test that fails (a Criterion assertion ends its worker) leaves neither
- * behind; the worker's exit kills and removes them. */
+ * behind; the worker's exit kills and removes them (a worker that dies
+ * without exiting takes its servers with it: PR_SET_PDEATHSIG below, and
+ * leaves its store directory in /tmp). */
 static pid_t live[16];
 static char dirs[8][64];
 
@@ -75,9 +78,13 @@ static int port_open(int port) {
 pid_t nats_start(int port, const char *dir, int js) {
   if (system("command -v nats-server >/dev/null 2>&1") != 0)
     cr_skip_test("nats-server is not installed (scripts/setup.sh installs it)");
+  pid_t parent = getpid();
   pid_t pid = fork();
   cr_assert(pid >= 0);
   if (pid == 0) {
+    /* A worker killed by a signal (a crash, ctest's timeout) runs no
+     * atexit: the server goes with it instead of holding its port. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(126);
     char p[16];
     snprintf(p, sizeof p, "%d", port);
     if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
