@@ -49,11 +49,23 @@ for i in 1 2 3; do
   store="nats://127.0.0.1:${cport[$i]}"
   for m in 1 2 3; do [ "$m" = "$i" ] || store="$store,nats://127.0.0.1:${cport[$m]}"; done
   uport[$i]=$(free_port)
-  "$bin/ternd/ternd" --key relay.key --allow allow.txt --listen "127.0.0.1:${uport[$i]}" \
-    --data-dir "data$i" --store "$store" >"relay$i.log" 2>&1 &
-  relay_pid[$i]=$!
-  pids+=($!)
-  for _ in $(seq 100); do grep -q "listening on" "relay$i.log" 2>/dev/null && break; sleep 0.05; done
+  # A JetStream cluster that has just elected its leader may not yet place
+  # a three-replica stream (JetStream error 10005): ternd then exits saying
+  # so, and is started again a second later (at most 5 times).
+  for attempt in 1 2 3 4 5; do
+    "$bin/ternd/ternd" --key relay.key --allow allow.txt --listen "127.0.0.1:${uport[$i]}" \
+      --data-dir "data$i" --store "$store" >>"relay$i.log" 2>&1 &
+    relay_pid[$i]=$!
+    pids+=($!)
+    for _ in $(seq 100); do
+      grep -q "listening on" "relay$i.log" 2>/dev/null && break
+      kill -0 "${relay_pid[$i]}" 2>/dev/null || break
+      sleep 0.05
+    done
+    grep -q "listening on" "relay$i.log" 2>/dev/null && break
+    echo "  relay$i: could not open the cluster store yet (attempt $attempt; relay$i.log says why); again in 1 s"
+    sleep 1
+  done
   grep -h "cluster store" "relay$i.log" | sed "s/^/  relay$i| /"
 done
 A="127.0.0.1:${uport[1]}" B="127.0.0.1:${uport[2]}" C="127.0.0.1:${uport[3]}"
